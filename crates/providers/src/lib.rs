@@ -1,0 +1,21 @@
+//! Streaming provider adapters: speech-to-text, LLM and text-to-speech.
+//!
+//! One trait per kind (`stt`, `llm`, `tts`), one file per provider. Every adapter takes its
+//! base URL from configuration, so the same code talks to the vendor, a proxy or the fakes in
+//! `switchboard-testkit`.
+
+pub mod error;
+
+pub mod llm;
+pub mod stt;
+pub mod tts;
+
+pub mod anthropic;
+pub mod deepgram;
+pub mod deepgram_aura;
+pub mod deepgram_flux;
+pub mod elevenlabs;
+pub mod openai;
+pub mod sse;
+
+pub use error::ProviderError;

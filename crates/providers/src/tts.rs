@@ -1,0 +1,1 @@
+//! (module owned by its adapter's author; filled in next)
