@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit, property, adapter-against-fake, end-to-end, and the
+# store/Redis tests against the local PostgreSQL and Redis (started here if they stopped).
+# Usage: ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# PostgreSQL and Redis: use what the caller exported, else the local services.
+while IFS='=' read -r k v; do
+  [ -n "$k" ] || continue
+  if [ -z "${!k:-}" ]; then export "$k=$v"; fi
+done < <(bash scripts/services.sh)
+echo "DATABASE_URL=${DATABASE_URL:-<unset: PostgreSQL tests skipped>}"
+echo "REDIS_URL=${REDIS_URL:-<unset: Redis tests skipped>}"
+if [ "${CI:-}" = "true" ] && { [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; }; then
+  echo "CI needs PostgreSQL and Redis; one of them could not be started" >&2
+  exit 1
+fi
+
+cargo test --workspace --locked "$@"
