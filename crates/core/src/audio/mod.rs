@@ -1,1 +1,48 @@
-//! (owned by the audio author)
+//! Telephone audio: G.711 µ-law, voice activity detection, framing, gain, resampling, DTMF and
+//! mixing.
+//!
+//! Twilio speaks 8 kHz µ-law in 20 ms frames of 160 bytes. The engine keeps µ-law end to end
+//! wherever a provider accepts it and decodes only for VAD, mixing and recording, always through
+//! lookup tables. Everything here is synchronous, allocation-free per frame in steady state, and
+//! knows nothing about sockets or clocks.
+
+pub mod framer;
+pub mod gain;
+pub mod mulaw;
+pub mod vad;
+
+/// Sample rate of telephone audio on the Twilio path, in Hz.
+pub const SAMPLE_RATE_HZ: u32 = 8000;
+/// Duration of one media frame on the Twilio path, in ms.
+pub const FRAME_MS: u32 = 20;
+/// Size of one 20 ms µ-law frame at 8 kHz, in bytes (one byte per sample).
+pub const FRAME_BYTES: usize = 160;
+/// Number of 16-bit samples in one 20 ms frame at 8 kHz (same as [`FRAME_BYTES`]).
+pub const FRAME_SAMPLES: usize = FRAME_BYTES;
+/// The µ-law byte for digital silence (linear 0); used to pad frames and fill gaps.
+pub const MULAW_SILENCE: u8 = 0xFF;
+/// µ-law bytes per ms of audio at 8 kHz.
+pub const BYTES_PER_MS: usize = (SAMPLE_RATE_HZ / 1000) as usize;
+
+/// Duration in ms of `bytes` bytes of 8 kHz µ-law (rounded down).
+pub const fn mulaw_duration_ms(bytes: usize) -> u64 {
+    (bytes / BYTES_PER_MS) as u64
+}
+
+/// Errors of the audio helpers that take user-provided parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AudioError {
+    /// A sample rate of 0 Hz, or one the resampler cannot build a filter for.
+    #[error("unsupported sample rate conversion {from_hz} Hz -> {to_hz} Hz: {reason}")]
+    UnsupportedRate {
+        /// Input sample rate in Hz.
+        from_hz: u32,
+        /// Output sample rate in Hz.
+        to_hz: u32,
+        /// What the resampler library reported.
+        reason: String,
+    },
+    /// A character that is not one of the 16 DTMF digits `0-9 * # A-D`.
+    #[error("not a DTMF digit: {0:?}")]
+    InvalidDtmfDigit(char),
+}
