@@ -1,1 +1,312 @@
-//! (owned by the turn author)
+//! The sans-IO call core: timestamped events in, actions and the next deadline out.
+//!
+//! [`CallCore`] owns all the decisions of one call — turn-taking and interruption
+//! ([`crate::turn`]), the history trimmed to what was heard ([`crate::dialog`]), outbound pacing
+//! with marks, idle prompts, the call length limit, tools, provider failures — and none of the
+//! IO. The runtime (one task per call) drives it like quinn-proto or str0m:
+//!
+//! ```
+//! use switchboard_core::call::{Action, CallCore, CallSettings, Event, Millis};
+//! let mut core = CallCore::new(CallSettings::default(), Millis(0));
+//! core.handle(Event::CallStarted, Millis(0));
+//! let frame = [0xFFu8; 160];
+//! core.handle(Event::CallerAudio(&frame), Millis(20));
+//! while let Some(action) = core.poll_action() {
+//!     match action {
+//!         Action::SendMedia(_frame) => { /* base64 → Twilio media */ }
+//!         _ => { /* carry out */ }
+//!     }
+//! }
+//! // Sleep until `core.poll_timeout()` (or the next event), then:
+//! core.handle(Event::Timeout, Millis(40));
+//! ```
+//!
+//! Time is [`Millis`] since the call started (the runtime converts its clock once per event).
+//! Events of older generations (a cancelled LLM stream still delivering, a cleared reply's marks)
+//! are recognised by their [`Generation`] and ignored.
+
+mod engine;
+pub mod settings;
+pub mod time;
+
+pub use crate::dialog::{
+    Alignment, Generation, MarkName, Message, Role, ToolCall, TranscriptEntry,
+};
+pub use crate::turn::{SttWord, Transcript};
+pub use engine::CallCore;
+pub use settings::{
+    BotBackchannelSettings, CallSettings, InterruptionMode, InterruptionSettings,
+    SpeculativeSettings,
+};
+pub use time::Millis;
+
+use crate::audio::FRAME_BYTES;
+
+/// Something that happened, fed to [`CallCore::handle`] with the time it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    /// The media stream started (Twilio `start`): the disclosure and the welcome are spoken.
+    CallStarted,
+    /// Caller audio: µ-law 8 kHz, normally one 160-byte frame (any length is accepted). The
+    /// local VAD runs on it; nothing is allocated per frame.
+    CallerAudio(&'a [u8]),
+    /// The STT provider's own speech-start signal (Deepgram `SpeechStarted`, Flux
+    /// `StartOfTurn`): an onset when the local VAD has not seen one.
+    SttSpeechStarted,
+    /// Interim words of the segment being recognised (replaces the previous interim).
+    SttInterim(Transcript),
+    /// A final segment; `speech_final` is the provider's end-of-turn (Deepgram endpointing).
+    SttFinal {
+        /// The segment's text and words.
+        transcript: Transcript,
+        /// The provider detected the end of the utterance.
+        speech_final: bool,
+    },
+    /// Deepgram `UtteranceEnd`: end of the utterance after `utterance_end_ms` of no words.
+    SttUtteranceEnd,
+    /// Flux `EndOfTurn`: the turn is over; the transcript is the whole turn.
+    SttEndOfTurn(Transcript),
+    /// A text delta of an LLM reply.
+    LlmText {
+        /// The generation of the [`Action::StartLlm`] that produced it.
+        generation: Generation,
+        /// The text.
+        delta: &'a str,
+    },
+    /// The LLM asked for a tool call (complete, arguments assembled).
+    LlmToolCall {
+        /// The generation of the request.
+        generation: Generation,
+        /// The call; answered with [`Event::ToolResult`].
+        call: ToolCall,
+    },
+    /// The LLM stream ended normally.
+    LlmDone {
+        /// The generation of the request.
+        generation: Generation,
+    },
+    /// The LLM stream failed (after the runtime's fallbacks).
+    LlmFailed {
+        /// The generation of the request.
+        generation: Generation,
+        /// Why (for logs; not spoken).
+        reason: &'a str,
+    },
+    /// Synthesised audio, µ-law 8 kHz (any chunk size), with the TTS provider's character
+    /// alignment when it gives one (times relative to this chunk).
+    TtsAudio {
+        /// The generation of the [`Action::TtsText`] it speaks.
+        generation: Generation,
+        /// µ-law bytes.
+        audio: &'a [u8],
+        /// Character timings of this chunk.
+        alignment: Option<&'a Alignment>,
+    },
+    /// All audio of a generation has arrived (after its `TtsFlush { end_of_generation: true }`).
+    TtsDone {
+        /// The generation.
+        generation: Generation,
+    },
+    /// The TTS failed for a generation (after the runtime's fallbacks).
+    TtsFailed {
+        /// The generation.
+        generation: Generation,
+        /// Why (for logs).
+        reason: &'a str,
+    },
+    /// Twilio echoed a mark: the audio before it has played (or was cleared).
+    MarkPlayed(&'a str),
+    /// The caller pressed a key (`0-9 * # A-D`); it becomes part of the caller's turn, `#`
+    /// ends the turn at once.
+    Dtmf(char),
+    /// Result of an [`Action::RunTool`].
+    ToolResult {
+        /// The tool call's id.
+        call_id: &'a str,
+        /// The result text (usually JSON).
+        content: &'a str,
+    },
+    /// End the call (an `end_call` tool, the API): the bot finishes what it is saying, says
+    /// `message` (or `end_call_message` when `None`), then [`Action::HangUp`].
+    HangUpRequested {
+        /// What to say before hanging up; `None` uses `end_call_message`.
+        message: Option<String>,
+    },
+    /// Transfer the call: the bot finishes what it is saying, says `message`, then
+    /// [`Action::Transfer`].
+    TransferRequested {
+        /// Where to (phone number or SIP URI).
+        to: String,
+        /// What to say first.
+        message: Option<String>,
+    },
+    /// The caller hung up (Twilio `stop`): the core records what was heard and stops.
+    CallerHungUp,
+    /// The deadline from [`CallCore::poll_timeout`] passed.
+    Timeout,
+}
+
+/// Something the runtime must do, from [`CallCore::poll_action`], in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send one 20 ms µ-law frame to Twilio (volume already applied).
+    SendMedia([u8; FRAME_BYTES]),
+    /// Send a mark to Twilio; its echo comes back as [`Event::MarkPlayed`] with
+    /// `name.to_string()`.
+    SendMark(MarkName),
+    /// Send `clear` to Twilio: drop all buffered audio (confirmed barge-in).
+    SendClear,
+    /// Open an LLM stream for `generation` with these messages; deltas come back as
+    /// [`Event::LlmText`]. One generation may get several (after tool results).
+    StartLlm {
+        /// The bot generation the reply belongs to.
+        generation: Generation,
+        /// The history to send (system prompt first).
+        messages: Vec<Message>,
+        /// Started on interim text; may be cancelled when the final text differs.
+        speculative: bool,
+    },
+    /// Abort the LLM stream of `generation`; ignore anything it still delivers.
+    CancelLlm {
+        /// The generation.
+        generation: Generation,
+    },
+    /// Speak this chunk (TTS input) as part of `generation`; a new generation opens a new TTS
+    /// context/session.
+    TtsText {
+        /// The generation.
+        generation: Generation,
+        /// A speakable chunk (sentence or clause).
+        text: String,
+    },
+    /// Generate what was given so far now. With `end_of_generation` no more text follows: the
+    /// runtime reports [`Event::TtsDone`] once the last audio of the generation has arrived.
+    TtsFlush {
+        /// The generation.
+        generation: Generation,
+        /// No more text for this generation.
+        end_of_generation: bool,
+    },
+    /// Abort the TTS of `generation` (ElevenLabs: close the context; Aura: `Clear`).
+    TtsCancel {
+        /// The generation.
+        generation: Generation,
+    },
+    /// Run a tool; answer with [`Event::ToolResult`].
+    RunTool {
+        /// The generation that asked.
+        generation: Generation,
+        /// The call.
+        call: ToolCall,
+    },
+    /// Hang up the call (Twilio REST); the core is finished.
+    HangUp {
+        /// Why (the call record's `ended_reason`).
+        reason: HangUpReason,
+    },
+    /// Transfer the call (Twilio REST redirect); the core is finished.
+    Transfer {
+        /// Where to.
+        to: String,
+    },
+    /// Persist something (transcript line, turn metrics, call metrics).
+    Record(Record),
+}
+
+/// Why the engine hung up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HangUpReason {
+    /// Asked to ([`Event::HangUpRequested`]).
+    Completed,
+    /// `idle_timeout` passed `max_idle_messages` + 1 times.
+    IdleTimeout,
+    /// `max_call_length` reached.
+    MaxCallLength,
+    /// The LLM or TTS kept failing.
+    ProviderError,
+}
+
+impl HangUpReason {
+    /// Stable snake_case name for call records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::IdleTimeout => "idle_timeout",
+            Self::MaxCallLength => "max_call_length",
+            Self::ProviderError => "provider_error",
+        }
+    }
+}
+
+/// What [`Action::Record`] carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A transcript line, as the call goes.
+    Transcript(TranscriptEntry),
+    /// Timings of one finished (played, interrupted or dropped) bot reply.
+    Turn(TurnMetrics),
+    /// Call-level counters, once, when the call ends.
+    Call(CallMetrics),
+}
+
+/// Virtual-time stamps of one caller turn and the reply to it (`None` = did not happen).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TurnMetrics {
+    /// 1-based turn number in the call.
+    pub turn: u32,
+    /// The reply's generation.
+    pub generation: Option<Generation>,
+    /// Caller speech onset (VAD).
+    pub user_speech_start: Option<Millis>,
+    /// Caller speech end (VAD).
+    pub user_speech_end: Option<Millis>,
+    /// Last STT final of the turn.
+    pub stt_final: Option<Millis>,
+    /// The turn was committed.
+    pub committed: Option<Millis>,
+    /// The LLM request was issued (the speculative start when speculation paid off).
+    pub llm_request: Option<Millis>,
+    /// First LLM text delta.
+    pub llm_first_token: Option<Millis>,
+    /// First TTS audio byte.
+    pub tts_first_audio: Option<Millis>,
+    /// First frame sent to Twilio.
+    pub first_frame_sent: Option<Millis>,
+    /// Last mark echoed (reply fully played).
+    pub playback_done: Option<Millis>,
+    /// The caller cut the reply off.
+    pub interrupted: bool,
+    /// The reply came from a speculative LLM request that was kept.
+    pub speculative: bool,
+}
+
+/// Call-level counters for the load harness and `/api/v1/calls/{id}/metrics`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallMetrics {
+    /// Caller turns committed.
+    pub turns: u32,
+    /// Confirmed barge-ins that cut audible bot audio.
+    pub interruptions: u32,
+    /// For each interruption, ms from the caller's speech onset to `clear` sent.
+    pub interruption_reaction_ms: Vec<u64>,
+    /// Tentative barge-ins that were not confirmed (paused, then resumed).
+    pub false_interruptions: u32,
+    /// Caller backchannels while the bot talked (kept in the transcript, not turns).
+    pub backchannels_ignored: u32,
+    /// Replies cancelled before they were heard because the caller went on talking.
+    pub premature_endpoints: u32,
+    /// Speculative LLM requests started.
+    pub speculative_started: u32,
+    /// Speculative replies kept.
+    pub speculative_hits: u32,
+    /// ms saved by kept speculative replies (final commit − speculative start).
+    pub speculative_ms_saved: u64,
+    /// Listening cues the bot spoke.
+    pub bot_backchannels: u32,
+    /// Idle prompts spoken.
+    pub idle_messages: u32,
+    /// LLM failures reported.
+    pub llm_failures: u32,
+    /// TTS failures reported.
+    pub tts_failures: u32,
+}

@@ -1,0 +1,1958 @@
+//! [`CallCore`]: the event/action loop of one call.
+
+use super::settings::{CallSettings, InterruptionMode};
+use super::time::{Millis, secs_to_ms};
+use super::{Action, CallMetrics, Event, HangUpReason, Record, TurnMetrics};
+use crate::audio::framer::Reframer;
+use crate::audio::gain::MulawGain;
+use crate::audio::vad::{
+    FrameVad, SegmenterConfig, VadMode, VadTransition, VoiceDetector, WebRtcVad,
+};
+use crate::audio::{FRAME_BYTES, MULAW_SILENCE};
+use crate::dialog::{
+    Alignment, Generation, History, MarkName, PendingMark, PlayoutLedger, Speaker, SpokenText,
+    ToolCall, TranscriptEntry,
+};
+use crate::speech::{Chunker, ChunkerConfig};
+use crate::turn::incomplete::is_incomplete;
+use crate::turn::lexicon::{Lexicon, word_count};
+use crate::turn::similarity::similarity;
+use crate::turn::{BargeState, BotState, BotView, Gate, Transcript, UserState, UserTurn, gate};
+use std::collections::VecDeque;
+use std::fmt;
+
+/// ms of one outbound frame.
+const FRAME_MS: u64 = 20;
+/// ms after a generation's expected end of playback before the core stops waiting for its last
+/// mark (a lost echo must not keep the call in "bot speaking" forever).
+const MARK_GRACE_MS: u64 = 2_000;
+/// ms after the call started ending (goodbye) before it hangs up even if the goodbye never played.
+const ENDING_CAP_MS: u64 = 30_000;
+/// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
+const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
+
+/// What a bot generation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An LLM reply.
+    Reply,
+    /// The welcome message.
+    Welcome,
+    /// The recording disclosure.
+    Disclosure,
+    /// An idle prompt.
+    Idle,
+    /// The apology after a failed LLM turn.
+    Apology,
+    /// The goodbye before hanging up or transferring.
+    Goodbye,
+    /// A listening cue ("mm-hmm") while the caller talks.
+    Cue,
+}
+
+/// Where the LLM side of a reply stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LlmPhase {
+    /// No LLM involved (scripted), or finished.
+    Done,
+    /// A stream is open.
+    Streaming,
+    /// The stream ended with tool calls; waiting for their results.
+    WaitingTools,
+}
+
+/// One live bot generation: production (LLM/TTS), audio in the re-framer, playback.
+#[derive(Debug)]
+struct Gen {
+    id: Generation,
+    kind: Kind,
+    in_history: bool,
+    interruptible: bool,
+    spoken: SpokenText,
+    llm: LlmPhase,
+    tools_pending: Vec<String>,
+    /// A TtsText was sent.
+    tts_started: bool,
+    /// The end-of-generation flush was sent.
+    tts_end_sent: bool,
+    /// All audio arrived (or nothing will).
+    tts_done: bool,
+    /// Speculative and not yet confirmed: audio is held, history not written.
+    speculative: bool,
+    /// Chunks held back (speculative, not streamed to TTS).
+    held_text: Vec<String>,
+    /// Bytes pushed to the re-framer (padding included).
+    bytes_in: u64,
+    /// Frames released to Twilio.
+    frames_out: u64,
+    first_frame_at: Option<Millis>,
+    /// Stream position (ms since the last clear) of the first frame.
+    stream_start_ms: u64,
+    next_mark_seq: u32,
+    last_mark_sent: bool,
+    /// Expected end of playback when the last mark was sent.
+    expected_end: Millis,
+    /// Playback position (ms of this generation) confirmed by marks.
+    played_ms: u64,
+    metrics: TurnMetrics,
+}
+
+impl Gen {
+    fn new(id: Generation, kind: Kind, now: Millis) -> Self {
+        Self {
+            id,
+            kind,
+            in_history: matches!(
+                kind,
+                Kind::Reply | Kind::Welcome | Kind::Idle | Kind::Apology | Kind::Goodbye
+            ),
+            interruptible: !matches!(kind, Kind::Disclosure | Kind::Goodbye),
+            spoken: SpokenText::default(),
+            llm: LlmPhase::Done,
+            tools_pending: Vec::new(),
+            tts_started: false,
+            tts_end_sent: false,
+            tts_done: false,
+            speculative: false,
+            held_text: Vec::new(),
+            bytes_in: 0,
+            frames_out: 0,
+            first_frame_at: None,
+            stream_start_ms: 0,
+            next_mark_seq: 0,
+            last_mark_sent: false,
+            expected_end: now,
+            played_ms: 0,
+            metrics: TurnMetrics {
+                generation: Some(id),
+                ..TurnMetrics::default()
+            },
+        }
+    }
+
+    fn frames_total(&self) -> u64 {
+        self.bytes_in / FRAME_BYTES as u64
+    }
+
+    fn all_sent(&self) -> bool {
+        self.tts_done && self.frames_out >= self.frames_total()
+    }
+
+    /// The reply is complete: no more LLM text and all TTS audio arrived.
+    fn complete(&self) -> bool {
+        self.llm == LlmPhase::Done && self.tts_done
+    }
+}
+
+/// A scripted utterance waiting for the TTS.
+#[derive(Debug, Clone)]
+struct Scripted {
+    kind: Kind,
+    text: String,
+}
+
+/// A running speculative reply.
+#[derive(Debug, Clone)]
+struct Speculation {
+    generation: Generation,
+    text: String,
+    started_at: Millis,
+}
+
+/// A caller turn committed while the bot could not be interrupted; answered when it finishes.
+#[derive(Debug, Clone)]
+struct Deferred {
+    text: String,
+    metrics: TurnMetrics,
+}
+
+/// The call is ending: hang up (or transfer) once everything queued has played.
+#[derive(Debug, Clone)]
+struct Ending {
+    reason: HangUpReason,
+    transfer_to: Option<String>,
+    since: Millis,
+}
+
+/// The sans-IO core of one call. See the [module docs](super) for how a runtime drives it.
+///
+/// Invariants (checked by the property tests): no [`super::Action::SendMedia`] while a barge-in
+/// is tentative; at most one LLM stream and one TTS generation (listening cues aside) open at a
+/// time; never more than `lead_ms` of audio queued at Twilio by the core's own estimate; the
+/// history passes [`History::check`] and holds only what the caller heard of cut replies.
+pub struct CallCore {
+    s: CallSettings,
+    lexicon: &'static Lexicon,
+    now: Millis,
+    actions: VecDeque<super::Action>,
+    vad: FrameVad,
+    chunker: Chunker,
+    gain: MulawGain,
+    reframer: Reframer,
+    history: History,
+    ledger: PlayoutLedger,
+    next_gen: u64,
+    gens: VecDeque<Gen>,
+    queued: VecDeque<Scripted>,
+    user: UserTurn,
+    barge: BargeState,
+    deferred: Option<Deferred>,
+    spec: Option<Speculation>,
+    spec_deadline: Option<Millis>,
+    last_interruption: Option<Millis>,
+    playout_end: Millis,
+    stream_sent_ms: u64,
+    last_activity: Millis,
+    idle_count: u32,
+    ending: Option<Ending>,
+    ended: bool,
+    started: bool,
+    max_len_deadline: Option<Millis>,
+    consecutive_failures: u32,
+    turn_no: u32,
+    cue_no: usize,
+    last_cue_at: Option<Millis>,
+    metrics: CallMetrics,
+}
+
+impl fmt::Debug for CallCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallCore")
+            .field("now", &self.now)
+            .field("user", &self.user.state)
+            .field("barge", &self.barge)
+            .field("bot", &self.bot_state())
+            .field(
+                "generations",
+                &self.gens.iter().map(|g| g.id).collect::<Vec<_>>(),
+            )
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl CallCore {
+    /// A core for one call with the WebRTC VAD at `settings.vad_aggressiveness`. `now` is the
+    /// call's time origin as the runtime sees it (normally `Millis(0)`).
+    pub fn new(settings: CallSettings, now: Millis) -> Self {
+        let detector = Box::new(WebRtcVad::new(VadMode::from_aggressiveness(
+            settings.vad_aggressiveness,
+        )));
+        Self::with_detector(settings, now, detector)
+    }
+
+    /// A core with a caller-chosen voice detector (tests, the energy VAD).
+    pub fn with_detector(
+        settings: CallSettings,
+        now: Millis,
+        detector: Box<dyn VoiceDetector>,
+    ) -> Self {
+        let vad = FrameVad::new(
+            detector,
+            SegmenterConfig {
+                onset_ms: settings.vad_onset_ms,
+                hangover_ms: settings.vad_hangover_ms,
+            },
+        );
+        let lexicon = Lexicon::for_language(&settings.language);
+        Self {
+            lexicon,
+            now,
+            actions: VecDeque::with_capacity(64),
+            vad,
+            chunker: Chunker::new(ChunkerConfig::default()),
+            gain: MulawGain::new(settings.volume),
+            reframer: Reframer::new(),
+            history: History::new(&settings.system_prompt),
+            ledger: PlayoutLedger::default(),
+            next_gen: 1,
+            gens: VecDeque::new(),
+            queued: VecDeque::new(),
+            user: UserTurn::default(),
+            barge: BargeState::None,
+            deferred: None,
+            spec: None,
+            spec_deadline: None,
+            last_interruption: None,
+            playout_end: now,
+            stream_sent_ms: 0,
+            last_activity: now,
+            idle_count: 0,
+            ending: None,
+            ended: false,
+            started: false,
+            max_len_deadline: None,
+            consecutive_failures: 0,
+            turn_no: 0,
+            cue_no: 0,
+            last_cue_at: None,
+            metrics: CallMetrics::default(),
+            s: settings,
+        }
+    }
+
+    /// Feeds one event that happened at `now` (ms since the call started; a `now` earlier than
+    /// the previous one is treated as the previous one). Deadlines that passed are handled first.
+    pub fn handle(&mut self, event: Event<'_>, now: Millis) {
+        let now = now.max(self.now);
+        self.now = now;
+        if self.ended {
+            return;
+        }
+        self.run_timers(now);
+        if self.ended {
+            return;
+        }
+        match event {
+            Event::CallStarted => self.on_call_started(now),
+            Event::CallerAudio(bytes) => {
+                for chunk in bytes.chunks(FRAME_BYTES) {
+                    if let Some(t) = self.vad.push_mulaw(chunk) {
+                        self.on_vad(t, now);
+                    }
+                }
+            }
+            Event::SttSpeechStarted => {
+                if !self.vad.is_speaking() && self.user.state == UserState::Idle {
+                    self.on_onset(now, now);
+                }
+            }
+            Event::SttInterim(t) => self.on_words(&t, false, now),
+            Event::SttFinal {
+                transcript,
+                speech_final,
+            } => {
+                self.on_words(&transcript, true, now);
+                if speech_final {
+                    self.endpoint(now);
+                }
+            }
+            Event::SttUtteranceEnd => self.endpoint(now),
+            Event::SttEndOfTurn(t) => {
+                let was_idle = self.user.state == UserState::Idle;
+                self.user
+                    .on_turn_transcript(&t, now, self.s.interruption.min_stt_confidence);
+                if was_idle && !self.user.is_empty() {
+                    self.barge_decision(now, now);
+                }
+                self.check_confirm(now);
+                self.last_activity = now;
+                self.endpoint(now);
+            }
+            Event::LlmText { generation, delta } => self.on_llm_text(generation, delta, now),
+            Event::LlmToolCall { generation, call } => self.on_tool_call(generation, call, now),
+            Event::LlmDone { generation } => self.on_llm_done(generation, now),
+            Event::LlmFailed { generation, .. } => self.on_llm_failed(generation, now),
+            Event::TtsAudio {
+                generation,
+                audio,
+                alignment,
+            } => self.on_tts_audio(generation, audio, alignment, now),
+            Event::TtsDone { generation } => self.on_tts_done(generation, now),
+            Event::TtsFailed { generation, .. } => self.on_tts_failed(generation, now),
+            Event::MarkPlayed(name) => self.on_mark(name, now),
+            Event::Dtmf(d) => self.on_dtmf(d, now),
+            Event::ToolResult { call_id, content } => self.on_tool_result(call_id, content, now),
+            Event::HangUpRequested { message } => {
+                let msg = message.or_else(|| self.s.end_call_message.clone());
+                self.begin_ending(HangUpReason::Completed, None, msg, false, now);
+            }
+            Event::TransferRequested { to, message } => {
+                self.begin_ending(HangUpReason::Completed, Some(to), message, false, now);
+            }
+            Event::CallerHungUp => self.on_caller_hung_up(now),
+            Event::Timeout => {}
+        }
+        if !self.ended {
+            self.maybe_finish_ending(now);
+            self.pump(now);
+        }
+    }
+
+    /// The next action to carry out, in order; `None` when there is nothing to do.
+    pub fn poll_action(&mut self) -> Option<super::Action> {
+        self.actions.pop_front()
+    }
+
+    /// When the core next needs [`Event::Timeout`] (or any event) if nothing else happens;
+    /// `None` when it only waits for events.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        if self.ended {
+            return None;
+        }
+        let mut t: Option<Millis> = None;
+        let mut consider = |d: Option<Millis>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        };
+        if let BargeState::Tentative { deadline, .. } = self.barge {
+            consider(Some(deadline));
+        }
+        consider(self.user.deadline);
+        consider(self.spec_deadline);
+        consider(self.idle_deadline());
+        if self.ending.is_none() {
+            consider(self.max_len_deadline);
+        }
+        consider(self.ending.as_ref().map(|e| e.since.plus(ENDING_CAP_MS)));
+        for g in &self.gens {
+            if g.last_mark_sent {
+                consider(Some(g.expected_end.plus(MARK_GRACE_MS)));
+            }
+        }
+        consider(self.pacing_deadline());
+        t
+    }
+
+    /// The conversation history as the LLM will see it next.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Counters so far (also emitted as [`Record::Call`] when the call ends).
+    pub fn metrics(&self) -> &CallMetrics {
+        &self.metrics
+    }
+
+    /// The settings the core runs with.
+    pub fn settings(&self) -> &CallSettings {
+        &self.s
+    }
+
+    /// Where the caller's turn stands.
+    pub fn user_state(&self) -> UserState {
+        self.user.state
+    }
+
+    /// The barge-in state.
+    pub fn barge_state(&self) -> BargeState {
+        self.barge
+    }
+
+    /// What the bot is doing as the caller perceives it.
+    pub fn bot_state(&self) -> BotState {
+        let playing = self
+            .gens
+            .iter()
+            .any(|g| !g.speculative && (g.frames_out > 0 || g.frames_total() > 0));
+        if matches!(self.barge, BargeState::Tentative { .. }) && (playing || self.bot_busy()) {
+            BotState::Paused
+        } else if playing {
+            BotState::Speaking
+        } else {
+            BotState::Silent
+        }
+    }
+
+    /// Whether the core has finished (hung up, transferred, or the caller hung up).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// ms of audio the core estimates is queued at Twilio at `now` (sent, not yet played).
+    pub fn queued_at_twilio_ms(&self, now: Millis) -> u64 {
+        self.playout_end.since(now)
+    }
+
+    /// Generations whose LLM stream is open (at most one).
+    pub fn open_llm_streams(&self) -> usize {
+        self.gens
+            .iter()
+            .filter(|g| g.llm == LlmPhase::Streaming)
+            .count()
+    }
+
+    /// Generations whose TTS is open, listening cues excluded (at most one).
+    pub fn open_tts_generations(&self) -> usize {
+        self.gens
+            .iter()
+            .filter(|g| {
+                g.kind != Kind::Cue
+                    && !g.tts_done
+                    && (g.tts_started || !g.held_text.is_empty() || g.llm != LlmPhase::Done)
+            })
+            .count()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Timers
+
+    fn run_timers(&mut self, now: Millis) {
+        if let BargeState::Tentative { deadline, .. } = self.barge
+            && now >= deadline
+        {
+            self.resume_unconfirmed();
+        }
+        if let Some(d) = self.user.deadline
+            && now >= d
+        {
+            self.user.deadline = None;
+            self.endpoint_timeout(now);
+        }
+        if let Some(d) = self.spec_deadline
+            && now >= d
+        {
+            self.spec_deadline = None;
+            self.try_speculate(now);
+        }
+        let overdue: Vec<Generation> = self
+            .gens
+            .iter()
+            .filter(|g| g.last_mark_sent && now >= g.expected_end.plus(MARK_GRACE_MS))
+            .map(|g| g.id)
+            .collect();
+        for id in overdue {
+            self.finish_up_to(id, now);
+        }
+        if let Some(d) = self.idle_deadline()
+            && now >= d
+        {
+            self.on_idle(now);
+        }
+        if self.ending.is_none()
+            && let Some(d) = self.max_len_deadline
+            && now >= d
+        {
+            let msg = self.s.end_call_message.clone();
+            self.begin_ending(HangUpReason::MaxCallLength, None, msg, true, now);
+        }
+        if let Some(e) = &self.ending
+            && now >= e.since.plus(ENDING_CAP_MS)
+        {
+            self.hang_up(now);
+        }
+    }
+
+    fn idle_deadline(&self) -> Option<Millis> {
+        let secs = self.s.idle_timeout.filter(|s| *s > 0)?;
+        if !self.started
+            || self.ending.is_some()
+            || self.bot_busy()
+            || self.user.state != UserState::Idle
+            || self.deferred.is_some()
+            || self.spec.is_some()
+        {
+            return None;
+        }
+        Some(self.last_activity.plus(u64::from(secs) * 1000))
+    }
+
+    fn pacing_deadline(&self) -> Option<Millis> {
+        if matches!(self.barge, BargeState::Tentative { .. }) {
+            return None;
+        }
+        let g = self
+            .gens
+            .iter()
+            .find(|g| !(g.all_sent() && (g.last_mark_sent || g.frames_out == 0)))?;
+        if g.speculative || g.frames_out >= g.frames_total() {
+            return None;
+        }
+        let lead = self.lead_ms();
+        Some(self.playout_end.minus(lead - FRAME_MS).max(self.now))
+    }
+
+    fn lead_ms(&self) -> u64 {
+        u64::from(self.s.lead_ms).max(FRAME_MS)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Call start, speech output
+
+    fn on_call_started(&mut self, now: Millis) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.last_activity = now;
+        self.max_len_deadline = self
+            .s
+            .max_call_length
+            .map(|s| now.plus(u64::from(s) * 1000));
+        if self.s.disclosure_enabled
+            && let Some(d) = self
+                .s
+                .disclosure_message
+                .clone()
+                .filter(|d| !d.trim().is_empty())
+        {
+            self.speak(Kind::Disclosure, d, now);
+        }
+        if let Some(w) = self
+            .s
+            .welcome_message
+            .clone()
+            .filter(|w| !w.trim().is_empty())
+        {
+            self.speak(Kind::Welcome, w, now);
+        }
+    }
+
+    fn new_gen_id(&mut self) -> Generation {
+        let id = Generation(self.next_gen);
+        self.next_gen += 1;
+        id
+    }
+
+    /// Queues a scripted utterance; it goes to TTS once no other TTS generation is open.
+    fn speak(&mut self, kind: Kind, text: String, now: Millis) {
+        self.queued.push_back(Scripted { kind, text });
+        self.start_queued(now);
+    }
+
+    fn tts_busy(&self) -> bool {
+        self.gens.iter().any(|g| g.kind != Kind::Cue && !g.tts_done)
+    }
+
+    fn start_queued(&mut self, now: Millis) {
+        while !self.tts_busy() {
+            let Some(item) = self.queued.pop_front() else {
+                return;
+            };
+            let id = self.new_gen_id();
+            let mut g = Gen::new(id, item.kind, now);
+            let range = g.spoken.push_text(&item.text);
+            if g.in_history {
+                self.history.push_scripted(id, &item.text);
+            }
+            g.tts_started = true;
+            g.tts_end_sent = true;
+            let text = g.spoken.text().get(range).unwrap_or("").to_owned();
+            self.actions.push_back(Action::TtsText {
+                generation: id,
+                text,
+            });
+            self.actions.push_back(Action::TtsFlush {
+                generation: id,
+                end_of_generation: true,
+            });
+            self.gens.push_back(g);
+        }
+    }
+
+    fn gen_index(&self, id: Generation) -> Option<usize> {
+        self.gens.iter().position(|g| g.id == id)
+    }
+
+    /// Any bot generation that counts as "the bot is talking or about to": listening cues and
+    /// unconfirmed speculative replies excluded.
+    fn bot_busy(&self) -> bool {
+        self.gens
+            .iter()
+            .any(|g| g.kind != Kind::Cue && !g.speculative)
+            || !self.queued.is_empty()
+    }
+
+    /// The caller can hear (or is about to hear, within the lead) bot audio.
+    fn bot_audible(&self) -> bool {
+        self.gens
+            .iter()
+            .any(|g| g.kind != Kind::Cue && !g.speculative && g.frames_out > 0)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Caller speech
+
+    fn on_vad(&mut self, t: VadTransition, now: Millis) {
+        match t {
+            VadTransition::SpeechStart { lead_ms } => {
+                self.on_onset(now.minus(u64::from(lead_ms)), now);
+            }
+            VadTransition::SpeechEnd { .. } => self.on_speech_end(now),
+        }
+    }
+
+    fn utterance_timeout_ms(&self) -> u64 {
+        secs_to_ms(self.s.utterance_timeout_seconds).max(1)
+    }
+
+    fn on_onset(&mut self, onset: Millis, now: Millis) {
+        self.last_activity = now;
+        self.cancel_cues();
+        let was_idle = self.user.state == UserState::Idle;
+        let audible = self.bot_audible();
+        self.user.on_onset(onset, audible);
+        self.spec_deadline = None;
+        if was_idle || matches!(self.barge, BargeState::None | BargeState::Resumed) {
+            self.barge_decision(onset, now);
+        }
+    }
+
+    /// Decides what caller speech starting at `onset` does to the bot.
+    fn barge_decision(&mut self, onset: Millis, now: Millis) {
+        if matches!(
+            self.barge,
+            BargeState::Tentative { .. } | BargeState::Gated(_)
+        ) {
+            return;
+        }
+        if !self.bot_busy() {
+            self.barge = BargeState::None;
+            return;
+        }
+        let window = u64::from(self.s.interruption.confirmation_window_ms);
+        if self.ending.is_some() {
+            self.barge = BargeState::Gated(Gate::NotInterruptible);
+            return;
+        }
+        if !self.bot_audible() {
+            // A reply is on its way but nothing was heard yet: the caller may be going on after a
+            // premature endpoint. Hold its audio until words decide.
+            let front_interruptible = self
+                .gens
+                .iter()
+                .find(|g| g.kind != Kind::Cue)
+                .is_none_or(|g| g.interruptible);
+            if !front_interruptible {
+                self.barge = BargeState::Gated(Gate::NotInterruptible);
+            } else if self.s.interruption.interruption_mode == InterruptionMode::Disabled {
+                self.barge = BargeState::Gated(Gate::Disabled);
+            } else {
+                self.barge = BargeState::Tentative {
+                    onset,
+                    deadline: onset.plus(window).max(now),
+                };
+            }
+            return;
+        }
+        let view = self.bot_view(now);
+        if let Some(g) = gate(&self.s.interruption, &view, now, self.last_interruption) {
+            self.barge = BargeState::Gated(g);
+            return;
+        }
+        match self.s.interruption.interruption_mode {
+            InterruptionMode::Immediate => self.confirm_barge(onset, now),
+            InterruptionMode::Disabled => self.barge = BargeState::Gated(Gate::Disabled),
+            InterruptionMode::Confirmed => {
+                self.barge = BargeState::Tentative {
+                    onset,
+                    deadline: onset.plus(window).max(now),
+                };
+            }
+        }
+    }
+
+    fn bot_view(&self, now: Millis) -> BotView {
+        let Some(g) = self
+            .gens
+            .iter()
+            .find(|g| g.kind != Kind::Cue && !g.speculative)
+        else {
+            return BotView {
+                audible_ms: 0,
+                remaining_ms: Some(0),
+                interruptible: true,
+            };
+        };
+        let audible_ms = g.first_frame_at.map_or(0, |t| now.since(t));
+        let last_complete = self
+            .gens
+            .iter()
+            .filter(|g| g.kind != Kind::Cue)
+            .all(Gen::complete)
+            && self.queued.is_empty();
+        let remaining_ms = if last_complete {
+            let unsent: u64 = self
+                .gens
+                .iter()
+                .map(|g| g.frames_total().saturating_sub(g.frames_out) * FRAME_MS)
+                .sum();
+            Some(self.playout_end.since(now) + unsent)
+        } else {
+            None
+        };
+        BotView {
+            audible_ms,
+            remaining_ms,
+            interruptible: g.interruptible,
+        }
+    }
+
+    fn on_speech_end(&mut self, now: Millis) {
+        self.last_activity = now;
+        let timeout = self.utterance_timeout_ms();
+        self.user.on_speech_end(now, timeout);
+        self.maybe_cue(now);
+    }
+
+    fn on_words(&mut self, t: &Transcript, is_final: bool, now: Millis) {
+        if self.user.state == UserState::Idle && t.text.trim().is_empty() {
+            return;
+        }
+        let was_idle = self.user.state == UserState::Idle;
+        let audible = self.bot_audible();
+        let min_conf = self.s.interruption.min_stt_confidence;
+        let vad = self.vad.is_speaking();
+        let timeout = self.utterance_timeout_ms();
+        if is_final {
+            self.user.on_final(t, now, min_conf, audible, vad, timeout);
+        } else {
+            self.user
+                .on_interim(t, now, min_conf, audible, vad, timeout);
+        }
+        if self.user.is_empty() {
+            return;
+        }
+        self.last_activity = now;
+        if was_idle {
+            self.cancel_cues();
+            self.barge_decision(now, now);
+        }
+        self.check_confirm(now);
+        self.update_speculation(now);
+    }
+
+    /// Confirms a tentative barge-in once enough confident, non-backchannel words arrived.
+    fn check_confirm(&mut self, now: Millis) {
+        let BargeState::Tentative { onset, deadline } = self.barge else {
+            return;
+        };
+        if now > deadline {
+            return;
+        }
+        let text = self.user.text();
+        if self.s.interruption.backchannel_filter && self.lexicon.is_backchannel(&text) {
+            return;
+        }
+        let need = self.s.interruption.tentative_confirm_words;
+        let enough = if need == 0 {
+            word_count(&text) >= 1
+        } else {
+            self.user.confident_words() >= need
+        };
+        if enough {
+            self.confirm_barge(onset, now);
+        }
+    }
+
+    fn resume_unconfirmed(&mut self) {
+        self.barge = BargeState::Resumed;
+        self.metrics.false_interruptions += 1;
+    }
+
+    /// A confirmed barge-in: clear Twilio, cancel production, keep only what was heard.
+    fn confirm_barge(&mut self, onset: Millis, now: Millis) {
+        self.barge = BargeState::None;
+        let audible = self.bot_audible();
+        self.cut_all(now, true);
+        if audible {
+            self.last_interruption = Some(now);
+            self.metrics.interruptions += 1;
+            self.metrics.interruption_reaction_ms.push(now.since(onset));
+        } else {
+            self.metrics.premature_endpoints += 1;
+        }
+    }
+
+    /// Stops every live generation: `clear` if audio was sent, cancels LLM/TTS, trims the history
+    /// to what played, records interrupted transcript lines and turn metrics.
+    fn cut_all(&mut self, now: Millis, interrupted: bool) {
+        let any_sent = self.gens.iter().any(|g| g.frames_out > 0);
+        if any_sent {
+            self.actions.push_back(Action::SendClear);
+        }
+        let gens: Vec<Gen> = self.gens.drain(..).collect();
+        let mut max_id = None;
+        for mut g in gens {
+            max_id = Some(g.id);
+            let played = self.played_ms(&g, now);
+            if g.llm == LlmPhase::Streaming {
+                self.actions
+                    .push_back(Action::CancelLlm { generation: g.id });
+            }
+            if !g.tts_done && (g.tts_started || g.kind == Kind::Cue) {
+                self.actions
+                    .push_back(Action::TtsCancel { generation: g.id });
+            }
+            let heard = g.spoken.heard_end(played);
+            if g.in_history && !g.speculative {
+                // Pending tool calls of a reply that stays get a result so the history is valid.
+                if heard > 0 {
+                    for id in std::mem::take(&mut g.tools_pending) {
+                        self.history.push_tool_result(
+                            g.id,
+                            &id,
+                            "{\"error\":\"cancelled: the caller interrupted\"}",
+                        );
+                    }
+                }
+                self.history.keep_heard(g.id, heard);
+            }
+            if g.kind != Kind::Cue && played > 0 {
+                let text = g.spoken.text().get(..heard).unwrap_or("").to_owned();
+                self.record_transcript(TranscriptEntry {
+                    speaker: Speaker::Assistant,
+                    text,
+                    start: g.first_frame_at.unwrap_or(now),
+                    end: now,
+                    interrupted,
+                    backchannel: false,
+                    generation: Some(g.id),
+                });
+            }
+            if g.kind == Kind::Reply && !g.speculative {
+                g.metrics.interrupted = interrupted;
+                self.actions
+                    .push_back(Action::Record(Record::Turn(g.metrics.clone())));
+            }
+        }
+        if let Some(spec) = self.spec.take() {
+            let _ = spec;
+        }
+        self.spec_deadline = None;
+        self.queued.retain(|q| q.kind == Kind::Goodbye);
+        self.reframer.clear();
+        if let Some(id) = max_id {
+            self.ledger.clear(id);
+        }
+        self.playout_end = now;
+        self.chunker.reset();
+    }
+
+    /// ms of `g`'s audio the caller has heard at `now`: marks, or the playout clock.
+    fn played_ms(&self, g: &Gen, now: Millis) -> u64 {
+        if g.first_frame_at.is_none() {
+            return g.played_ms;
+        }
+        let stream_played = self
+            .stream_sent_ms
+            .saturating_sub(self.playout_end.since(now));
+        let by_clock = stream_played
+            .saturating_sub(g.stream_start_ms)
+            .min(g.frames_out * FRAME_MS);
+        by_clock.max(g.played_ms)
+    }
+
+    fn endpoint(&mut self, now: Millis) {
+        if self.user.is_empty() {
+            return;
+        }
+        if self.s.incomplete_utterance_detection
+            && !self.user.extended
+            && is_incomplete(&self.user.text(), self.lexicon)
+        {
+            self.user.extended = true;
+            self.user.state = UserState::Committing;
+            self.user.deadline = Some(now.plus(u64::from(self.s.incomplete_extra_wait_ms)));
+            return;
+        }
+        self.commit_user(now);
+    }
+
+    fn endpoint_timeout(&mut self, now: Millis) {
+        if self.vad.is_speaking() {
+            return;
+        }
+        if self.user.is_empty() {
+            // Speech with no words (noise, a cough): nothing to commit.
+            self.user = UserTurn::default();
+            if matches!(self.barge, BargeState::Gated(_) | BargeState::Resumed) {
+                self.barge = BargeState::None;
+            }
+            return;
+        }
+        self.endpoint(now);
+    }
+
+    /// The caller's utterance is over: decide whether it is a turn, a backchannel, an
+    /// interruption, or speech to answer once the bot finishes.
+    fn commit_user(&mut self, now: Millis) {
+        let text = self.user.text();
+        let words = word_count(&text) as u32;
+        let bc = self.s.interruption.backchannel_filter && self.lexicon.is_backchannel(&text);
+        let threshold = self.s.interruption.interruption_threshold.max(1);
+        let busy = self.bot_busy();
+        match self.barge {
+            BargeState::Tentative { onset, .. } => {
+                if !bc && (words >= threshold || self.enough_confirm_words(&text)) {
+                    self.confirm_barge(onset, now);
+                } else {
+                    self.barge = BargeState::Resumed;
+                    self.metrics.false_interruptions += 1;
+                    self.not_a_turn(bc, now);
+                    return;
+                }
+            }
+            BargeState::Gated(g) if busy => {
+                if bc && g != Gate::TailProtection {
+                    self.not_a_turn(true, now);
+                } else {
+                    self.defer_user(now);
+                }
+                return;
+            }
+            BargeState::Resumed if busy => {
+                if bc || words < threshold {
+                    self.not_a_turn(bc, now);
+                    return;
+                }
+                let onset = self.user.started_at.unwrap_or(now);
+                self.confirm_barge(onset, now);
+            }
+            BargeState::Resumed | BargeState::Gated(_) => {
+                if bc && self.user.started_during_bot {
+                    self.not_a_turn(true, now);
+                    return;
+                }
+            }
+            BargeState::None if busy => {
+                self.defer_user(now);
+                return;
+            }
+            BargeState::None => {}
+        }
+        self.barge = BargeState::None;
+        self.commit_turn(now);
+    }
+
+    fn enough_confirm_words(&self, text: &str) -> bool {
+        let need = self.s.interruption.tentative_confirm_words;
+        if need == 0 {
+            word_count(text) >= 1
+        } else {
+            self.user.confident_words() >= need
+        }
+    }
+
+    /// Caller speech that is not a turn: kept in the transcript only.
+    fn not_a_turn(&mut self, backchannel: bool, now: Millis) {
+        let start = self.user.started_at.unwrap_or(now);
+        let end = self.user.speech_end_at.unwrap_or(now);
+        let text = self.user.take();
+        if backchannel {
+            self.metrics.backchannels_ignored += 1;
+        }
+        self.record_transcript(TranscriptEntry {
+            speaker: Speaker::User,
+            text,
+            start,
+            end: end.max(start),
+            interrupted: false,
+            backchannel,
+            generation: None,
+        });
+        if let Some(spec) = self.spec.take() {
+            self.drop_gen(spec.generation);
+        }
+    }
+
+    fn turn_metrics_from_user(&self, now: Millis) -> TurnMetrics {
+        TurnMetrics {
+            turn: self.turn_no,
+            generation: None,
+            user_speech_start: self.user.started_at,
+            user_speech_end: self.user.speech_end_at,
+            stt_final: self.user.last_final_at,
+            committed: Some(now),
+            ..TurnMetrics::default()
+        }
+    }
+
+    fn take_user_turn(&mut self, now: Millis) -> (String, TurnMetrics) {
+        let start = self.user.started_at.unwrap_or(now);
+        let end = self.user.speech_end_at.unwrap_or(now).max(start);
+        let mut metrics = self.turn_metrics_from_user(now);
+        let text = self.user.take();
+        self.record_transcript(TranscriptEntry {
+            speaker: Speaker::User,
+            text: text.clone(),
+            start,
+            end,
+            interrupted: false,
+            backchannel: false,
+            generation: None,
+        });
+        metrics.committed = Some(now);
+        (text, metrics)
+    }
+
+    fn defer_user(&mut self, now: Millis) {
+        let (text, metrics) = self.take_user_turn(now);
+        match &mut self.deferred {
+            Some(d) => {
+                d.text.push(' ');
+                d.text.push_str(&text);
+            }
+            None => self.deferred = Some(Deferred { text, metrics }),
+        }
+        self.barge = BargeState::None;
+        self.spec_deadline = None;
+    }
+
+    /// A caller turn is committed: into the history, and a reply starts (or the speculative one
+    /// is kept).
+    fn commit_turn(&mut self, now: Millis) {
+        let (mut text, mut metrics) = self.take_user_turn(now);
+        if let Some(d) = self.deferred.take() {
+            text = format!("{} {}", d.text, text);
+            metrics.user_speech_start = d.metrics.user_speech_start;
+        }
+        self.finish_commit(text, metrics, now);
+    }
+
+    fn finish_commit(&mut self, text: String, mut metrics: TurnMetrics, now: Millis) {
+        self.spec_deadline = None;
+        self.turn_no += 1;
+        metrics.turn = self.turn_no;
+        self.metrics.turns += 1;
+        self.idle_count = 0;
+        self.last_activity = now;
+        self.history.push_user(&text);
+        if self.ending.is_some() {
+            if let Some(spec) = self.spec.take() {
+                self.drop_gen(spec.generation);
+            }
+            return;
+        }
+        if let Some(spec) = self.spec.take() {
+            let sim = similarity(&spec.text, &text);
+            if sim >= self.s.speculative.similarity_threshold
+                && self.gen_index(spec.generation).is_some()
+            {
+                self.metrics.speculative_hits += 1;
+                self.metrics.speculative_ms_saved += now.since(spec.started_at);
+                self.adopt_speculation(spec.generation, metrics, spec.started_at);
+                return;
+            }
+            self.drop_gen(spec.generation);
+        }
+        self.start_reply(now, metrics, None);
+    }
+
+    /// Opens an LLM reply. With `speculative_text` it is a speculative reply on that text.
+    fn start_reply(
+        &mut self,
+        now: Millis,
+        mut metrics: TurnMetrics,
+        speculative_text: Option<&str>,
+    ) -> Generation {
+        let id = self.new_gen_id();
+        let mut g = Gen::new(id, Kind::Reply, now);
+        let mut messages = self.history.snapshot();
+        if let Some(t) = speculative_text {
+            let mut h = self.history.clone();
+            h.push_user(t);
+            messages = h.snapshot();
+            g.speculative = true;
+        }
+        metrics.generation = Some(id);
+        metrics.llm_request = Some(now);
+        g.metrics = metrics;
+        g.llm = LlmPhase::Streaming;
+        self.chunker.reset();
+        self.actions.push_back(Action::StartLlm {
+            generation: id,
+            messages,
+            speculative: g.speculative,
+        });
+        self.gens.push_back(g);
+        id
+    }
+
+    fn adopt_speculation(&mut self, id: Generation, metrics: TurnMetrics, started: Millis) {
+        let Some(i) = self.gen_index(id) else {
+            return;
+        };
+        let g = &mut self.gens[i];
+        g.speculative = false;
+        let mut m = metrics;
+        m.generation = Some(id);
+        m.llm_request = Some(started);
+        m.llm_first_token = g.metrics.llm_first_token;
+        m.tts_first_audio = g.metrics.tts_first_audio;
+        m.speculative = true;
+        g.metrics = m;
+        let text = g.spoken.text().to_owned();
+        if !text.is_empty() {
+            self.history.push_assistant_text(id, &text, 0..text.len());
+        }
+        let held = std::mem::take(&mut self.gens[i].held_text);
+        for chunk in held {
+            self.gens[i].tts_started = true;
+            self.actions.push_back(Action::TtsText {
+                generation: id,
+                text: chunk,
+            });
+        }
+        if self.gens[i].llm == LlmPhase::Done {
+            self.end_tts(i);
+        }
+    }
+
+    /// Cancels and forgets a generation that nobody heard (speculation miss, failed reply).
+    fn drop_gen(&mut self, id: Generation) {
+        let Some(i) = self.gen_index(id) else {
+            return;
+        };
+        let Some(g) = self.gens.remove(i) else {
+            return;
+        };
+        if g.llm == LlmPhase::Streaming {
+            self.actions.push_back(Action::CancelLlm { generation: id });
+        }
+        if !g.tts_done && g.tts_started {
+            self.actions.push_back(Action::TtsCancel { generation: id });
+        }
+        if g.in_history && !g.speculative {
+            self.history.remove_generation(id);
+        }
+        if g.bytes_in > 0
+            && g.frames_out == 0
+            && self.gens.iter().all(|o| o.frames_out >= o.frames_total())
+        {
+            // Its audio is the only thing in the re-framer.
+            self.reframer.clear();
+        }
+        self.ledger.forget(id);
+        self.chunker.reset();
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Speculation
+
+    fn update_speculation(&mut self, now: Millis) {
+        if !self.s.speculative.enabled || self.ending.is_some() {
+            return;
+        }
+        let text = self.user.text();
+        if let Some(spec) = &self.spec
+            && similarity(&spec.text, &text) < self.s.speculative.similarity_threshold
+        {
+            let id = spec.generation;
+            self.spec = None;
+            self.drop_gen(id);
+        }
+        if self.spec.is_none()
+            && word_count(&text) as u32 >= self.s.speculative.min_words.max(1)
+            && !self.bot_busy()
+            && self.barge == BargeState::None
+        {
+            self.spec_deadline = Some(now.plus(u64::from(self.s.speculative.debounce_ms)));
+        } else {
+            self.spec_deadline = None;
+        }
+    }
+
+    fn try_speculate(&mut self, now: Millis) {
+        if self.spec.is_some()
+            || self.bot_busy()
+            || self.ending.is_some()
+            || self.user.state == UserState::Idle
+        {
+            return;
+        }
+        let text = self.user.text();
+        if (word_count(&text) as u32) < self.s.speculative.min_words.max(1) {
+            return;
+        }
+        let metrics = self.turn_metrics_from_user(now);
+        let id = self.start_reply(now, metrics, Some(&text));
+        self.metrics.speculative_started += 1;
+        self.spec = Some(Speculation {
+            generation: id,
+            text,
+            started_at: now,
+        });
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // LLM
+
+    fn llm_gen(&self, id: Generation) -> Option<usize> {
+        self.gen_index(id)
+            .filter(|&i| self.gens[i].llm == LlmPhase::Streaming)
+    }
+
+    fn on_llm_text(&mut self, id: Generation, delta: &str, now: Millis) {
+        let Some(i) = self.llm_gen(id) else {
+            return;
+        };
+        if self.gens[i].metrics.llm_first_token.is_none() {
+            self.gens[i].metrics.llm_first_token = Some(now);
+        }
+        self.chunker.push(delta);
+        while let Some(chunk) = self.chunker.pop() {
+            self.emit_chunk(i, chunk);
+        }
+    }
+
+    fn emit_chunk(&mut self, i: usize, chunk: String) {
+        let stream = self.s.speculative.stream_to_tts;
+        let g = &mut self.gens[i];
+        let range = g.spoken.push_text(&chunk);
+        if range.is_empty() {
+            return;
+        }
+        let id = g.id;
+        if g.speculative && !stream {
+            g.held_text.push(chunk);
+            return;
+        }
+        g.tts_started = true;
+        if g.in_history && !g.speculative {
+            let spoken = g.spoken.text().to_owned();
+            self.history.push_assistant_text(id, &spoken, range);
+        }
+        self.actions.push_back(Action::TtsText {
+            generation: id,
+            text: chunk,
+        });
+    }
+
+    fn flush_chunker(&mut self, i: usize) {
+        if let Some(rest) = self.chunker.finish() {
+            self.emit_chunk(i, rest);
+        }
+    }
+
+    fn on_tool_call(&mut self, id: Generation, call: ToolCall, now: Millis) {
+        let Some(i) = self.llm_gen(id) else {
+            return;
+        };
+        if self.gens[i].speculative {
+            // Tools have side effects: never run them on a guess.
+            self.spec = None;
+            self.drop_gen(id);
+            let _ = now;
+            return;
+        }
+        self.flush_chunker(i);
+        if self.gens[i].tts_started {
+            self.actions.push_back(Action::TtsFlush {
+                generation: id,
+                end_of_generation: false,
+            });
+        }
+        let spoken_len = self.gens[i].spoken.text().len();
+        self.history.push_tool_call(id, call.clone(), spoken_len);
+        self.gens[i].tools_pending.push(call.id.clone());
+        self.actions.push_back(Action::RunTool {
+            generation: id,
+            call,
+        });
+    }
+
+    fn on_tool_result(&mut self, call_id: &str, content: &str, now: Millis) {
+        let Some(i) = self
+            .gens
+            .iter()
+            .position(|g| g.tools_pending.iter().any(|c| c == call_id))
+        else {
+            return;
+        };
+        let id = self.gens[i].id;
+        self.history.push_tool_result(id, call_id, content);
+        self.gens[i].tools_pending.retain(|c| c != call_id);
+        if self.gens[i].tools_pending.is_empty() && self.gens[i].llm == LlmPhase::WaitingTools {
+            self.gens[i].llm = LlmPhase::Streaming;
+            self.chunker.reset();
+            let _ = now;
+            self.actions.push_back(Action::StartLlm {
+                generation: id,
+                messages: self.history.snapshot(),
+                speculative: false,
+            });
+        }
+    }
+
+    fn on_llm_done(&mut self, id: Generation, now: Millis) {
+        let Some(i) = self.llm_gen(id) else {
+            return;
+        };
+        self.consecutive_failures = 0;
+        self.flush_chunker(i);
+        if !self.gens[i].tools_pending.is_empty() {
+            self.gens[i].llm = LlmPhase::WaitingTools;
+            if self.gens[i].tts_started {
+                self.actions.push_back(Action::TtsFlush {
+                    generation: id,
+                    end_of_generation: false,
+                });
+            }
+            return;
+        }
+        self.gens[i].llm = LlmPhase::Done;
+        if !self.gens[i].speculative
+            || (self.s.speculative.stream_to_tts && self.gens[i].tts_started)
+        {
+            self.end_tts(i);
+        } else if self.gens[i].spoken.text().is_empty() {
+            self.gens[i].tts_done = true;
+        }
+        let _ = now;
+    }
+
+    /// No more text for generation `i`: flush the TTS, or mark it done when it got no text.
+    fn end_tts(&mut self, i: usize) {
+        let g = &mut self.gens[i];
+        if g.tts_end_sent || g.tts_done {
+            return;
+        }
+        if g.tts_started {
+            g.tts_end_sent = true;
+            let id = g.id;
+            self.actions.push_back(Action::TtsFlush {
+                generation: id,
+                end_of_generation: true,
+            });
+        } else {
+            g.tts_done = true;
+        }
+    }
+
+    fn on_llm_failed(&mut self, id: Generation, now: Millis) {
+        let Some(i) = self.llm_gen(id) else {
+            return;
+        };
+        self.metrics.llm_failures += 1;
+        if self.gens[i].speculative {
+            // A failed guess costs nothing: the real request follows the final text.
+            self.spec = None;
+            self.drop_gen(id);
+            return;
+        }
+        self.consecutive_failures += 1;
+        let has_text = !self.gens[i].spoken.text().is_empty() || self.chunker.has_pending_text();
+        if has_text {
+            // Speak what arrived; the reply just ends early.
+            self.flush_chunker(i);
+            self.gens[i].llm = LlmPhase::Done;
+            for call in std::mem::take(&mut self.gens[i].tools_pending) {
+                self.history
+                    .push_tool_result(id, &call, "{\"error\":\"the model failed\"}");
+            }
+            self.end_tts(i);
+            return;
+        }
+        self.gens[i].llm = LlmPhase::Done;
+        self.gens[i].tools_pending.clear();
+        self.drop_gen(id);
+        self.after_failure(now);
+    }
+
+    fn after_failure(&mut self, now: Millis) {
+        if self.ending.is_some() {
+            return;
+        }
+        if self.consecutive_failures >= self.s.max_consecutive_failures.max(1) {
+            let msg = Some(self.s.provider_error_message.clone());
+            self.begin_ending(HangUpReason::ProviderError, None, msg, true, now);
+        } else {
+            let msg = self.s.apology_message.clone();
+            self.speak(Kind::Apology, msg, now);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // TTS audio and pacing
+
+    fn on_tts_audio(
+        &mut self,
+        id: Generation,
+        audio: &[u8],
+        alignment: Option<&Alignment>,
+        now: Millis,
+    ) {
+        let Some(mut i) = self.gen_index(id) else {
+            return;
+        };
+        if self.gens[i].tts_done || audio.is_empty() {
+            return;
+        }
+        if self.gens[i].kind != Kind::Cue && self.gens[i].bytes_in == 0 {
+            // A reply's first audio supersedes any listening cue still in the queue.
+            let cues: Vec<Generation> = self
+                .gens
+                .iter()
+                .filter(|g| g.kind == Kind::Cue)
+                .map(|g| g.id)
+                .collect();
+            for c in cues {
+                self.drop_cue(c);
+            }
+            match self.gen_index(id) {
+                Some(j) => i = j,
+                None => return,
+            }
+        }
+        // Audio must enter the re-framer in generation order: earlier generations must be done.
+        if self.gens.iter().take(i).any(|g| !g.tts_done) {
+            return;
+        }
+        let g = &mut self.gens[i];
+        if g.metrics.tts_first_audio.is_none() {
+            g.metrics.tts_first_audio = Some(now);
+        }
+        let before_ms = g.bytes_in / 8;
+        g.bytes_in += audio.len() as u64;
+        let ms = g.bytes_in / 8 - before_ms;
+        g.spoken.push_audio(ms, alignment);
+        self.reframer.push(audio);
+    }
+
+    fn on_tts_done(&mut self, id: Generation, now: Millis) {
+        let Some(i) = self.gen_index(id) else {
+            return;
+        };
+        if self.gens[i].tts_done {
+            return;
+        }
+        if self.gens[i].llm != LlmPhase::Done && !self.gens[i].speculative {
+            // More text will come (tools); a TTS that reports done early is taken at its word
+            // only once the LLM is done.
+            return;
+        }
+        self.pad_and_close(i);
+        if self.gens[i].kind != Kind::Cue {
+            self.consecutive_failures = 0;
+        }
+        self.start_queued(now);
+    }
+
+    fn pad_and_close(&mut self, i: usize) {
+        let g = &mut self.gens[i];
+        let rem = (g.bytes_in % FRAME_BYTES as u64) as usize;
+        if rem != 0 {
+            let pad = FRAME_BYTES - rem;
+            self.reframer.push(&SILENCE_FRAME[..pad]);
+            g.bytes_in += pad as u64;
+        }
+        g.tts_done = true;
+    }
+
+    fn on_tts_failed(&mut self, id: Generation, now: Millis) {
+        let Some(i) = self.gen_index(id) else {
+            return;
+        };
+        self.metrics.tts_failures += 1;
+        let kind = self.gens[i].kind;
+        if kind == Kind::Cue || self.gens[i].speculative {
+            if self.gens[i].speculative {
+                self.spec = None;
+            }
+            self.drop_gen(id);
+            return;
+        }
+        self.consecutive_failures += 1;
+        if self.gens[i].llm == LlmPhase::Streaming {
+            self.actions.push_back(Action::CancelLlm { generation: id });
+        }
+        self.gens[i].llm = LlmPhase::Done;
+        if self.gens[i].bytes_in == 0 {
+            let g = self.gens.remove(i);
+            if let Some(g) = g
+                && g.in_history
+            {
+                for call in &g.tools_pending {
+                    let _ = call;
+                }
+                self.history.remove_generation(g.id);
+            }
+        } else {
+            // Keep what was synthesised; the history keeps what plays.
+            let audio_ms = self.gens[i].spoken.audio_ms();
+            let heard = self.gens[i].spoken.heard_end(audio_ms);
+            let in_history = self.gens[i].in_history;
+            self.gens[i].tools_pending.clear();
+            if in_history {
+                self.history.keep_heard(id, heard);
+            }
+            self.pad_and_close(i);
+        }
+        if kind == Kind::Goodbye || self.ending.is_some() {
+            self.queued.clear();
+            self.hang_up(now);
+            return;
+        }
+        if self.consecutive_failures >= self.s.max_consecutive_failures.max(1) {
+            self.ending = Some(Ending {
+                reason: HangUpReason::ProviderError,
+                transfer_to: None,
+                since: now,
+            });
+            self.queued.clear();
+            return;
+        }
+        self.start_queued(now);
+        let msg = self.s.apology_message.clone();
+        self.speak(Kind::Apology, msg, now);
+    }
+
+    /// Releases frames while Twilio's queue is under the lead; marks every
+    /// `mark_interval_ms` and after each generation's last frame.
+    fn pump(&mut self, now: Millis) {
+        if matches!(self.barge, BargeState::Tentative { .. }) {
+            return;
+        }
+        let lead = self.lead_ms();
+        let mark_every = (u64::from(self.s.mark_interval_ms).div_ceil(FRAME_MS)).max(1);
+        let mut i = 0;
+        while i < self.gens.len() {
+            let g = &self.gens[i];
+            if g.speculative {
+                return;
+            }
+            if g.frames_out < g.frames_total() {
+                let queued = self.playout_end.since(now);
+                if queued + FRAME_MS > lead {
+                    return;
+                }
+                let Some(mut frame) = self.reframer.pop_frame() else {
+                    return;
+                };
+                self.gain.apply(&mut frame);
+                let g = &mut self.gens[i];
+                if g.first_frame_at.is_none() {
+                    g.first_frame_at = Some(now);
+                    g.stream_start_ms = self.stream_sent_ms;
+                    if g.metrics.first_frame_sent.is_none() {
+                        g.metrics.first_frame_sent = Some(now);
+                    }
+                }
+                g.frames_out += 1;
+                let frames_out = g.frames_out;
+                self.playout_end = self.playout_end.max(now).plus(FRAME_MS);
+                self.stream_sent_ms += FRAME_MS;
+                self.actions.push_back(Action::SendMedia(frame));
+                if frames_out.is_multiple_of(mark_every) {
+                    self.send_mark(i, false);
+                }
+                continue;
+            }
+            if g.tts_done {
+                if g.frames_out == 0 {
+                    // Nothing to play (empty reply): done at once.
+                    let id = g.id;
+                    self.finish_up_to(id, now);
+                    continue;
+                }
+                if !g.last_mark_sent {
+                    self.send_mark(i, true);
+                    self.gens[i].last_mark_sent = true;
+                    self.gens[i].expected_end = self.playout_end;
+                }
+                i += 1;
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn send_mark(&mut self, i: usize, last: bool) {
+        let g = &mut self.gens[i];
+        g.next_mark_seq += 1;
+        let name = MarkName {
+            generation: g.id,
+            seq: g.next_mark_seq,
+        };
+        self.ledger.sent(PendingMark {
+            name,
+            generation_pos_ms: g.frames_out * FRAME_MS,
+            stream_pos_ms: self.stream_sent_ms,
+            last,
+        });
+        self.actions.push_back(Action::SendMark(name));
+    }
+
+    fn on_mark(&mut self, name: &str, now: Millis) {
+        let Some(m) = self.ledger.echoed(name) else {
+            return;
+        };
+        let queued = self.stream_sent_ms.saturating_sub(m.stream_pos_ms);
+        self.playout_end = now.plus(queued);
+        if let Some(i) = self.gen_index(m.name.generation) {
+            let g = &mut self.gens[i];
+            g.played_ms = g.played_ms.max(m.generation_pos_ms);
+            if m.last {
+                self.finish_up_to(m.name.generation, now);
+            }
+        }
+    }
+
+    /// Generation `id` (and any before it) finished playing.
+    fn finish_up_to(&mut self, id: Generation, now: Millis) {
+        while let Some(front) = self.gens.front() {
+            if front.id > id {
+                break;
+            }
+            let Some(mut g) = self.gens.pop_front() else {
+                break;
+            };
+            self.ledger.forget(g.id);
+            if g.kind == Kind::Cue {
+                continue;
+            }
+            g.metrics.playback_done = Some(now);
+            if g.frames_out > 0 {
+                self.record_transcript(TranscriptEntry {
+                    speaker: Speaker::Assistant,
+                    text: g.spoken.text().to_owned(),
+                    start: g.first_frame_at.unwrap_or(now),
+                    end: now,
+                    interrupted: false,
+                    backchannel: false,
+                    generation: Some(g.id),
+                });
+            }
+            if g.kind == Kind::Reply {
+                self.actions
+                    .push_back(Action::Record(Record::Turn(g.metrics.clone())));
+            }
+            self.last_activity = now;
+        }
+        self.after_bot_done(now);
+    }
+
+    fn after_bot_done(&mut self, now: Millis) {
+        self.start_queued(now);
+        if self.bot_busy() {
+            return;
+        }
+        if matches!(self.barge, BargeState::Gated(_) | BargeState::Resumed)
+            && self.user.state == UserState::Idle
+        {
+            self.barge = BargeState::None;
+        }
+        if matches!(self.barge, BargeState::Gated(_) | BargeState::Resumed) {
+            // The caller is still talking: their turn is no longer during the bot.
+            self.barge = BargeState::None;
+            self.user.started_during_bot = false;
+        }
+        if self.user.state == UserState::Idle
+            && let Some(d) = self.deferred.take()
+        {
+            self.finish_commit(d.text, d.metrics, now);
+        }
+        self.maybe_finish_ending(now);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Listening cues
+
+    fn maybe_cue(&mut self, now: Millis) {
+        let b = &self.s.backchannel;
+        if !b.enabled || self.ending.is_some() || self.bot_busy() || self.spec.is_some() {
+            return;
+        }
+        if self.gens.iter().any(|g| g.kind == Kind::Cue) || self.user.is_empty() {
+            return;
+        }
+        let interval = b.interval_ms();
+        let Some(start) = self.user.started_at else {
+            return;
+        };
+        if now.since(start) < interval || self.last_cue_at.is_some_and(|t| now.since(t) < interval)
+        {
+            return;
+        }
+        let Some(cue) = self.lexicon.cue(self.cue_no) else {
+            return;
+        };
+        let cue = cue.to_owned();
+        self.cue_no += 1;
+        self.last_cue_at = Some(now);
+        self.metrics.bot_backchannels += 1;
+        let id = self.new_gen_id();
+        let mut g = Gen::new(id, Kind::Cue, now);
+        g.spoken.push_text(&cue);
+        g.tts_started = true;
+        g.tts_end_sent = true;
+        self.actions.push_back(Action::TtsText {
+            generation: id,
+            text: cue,
+        });
+        self.actions.push_back(Action::TtsFlush {
+            generation: id,
+            end_of_generation: true,
+        });
+        self.gens.push_back(g);
+    }
+
+    /// Stops listening cues at once (the caller speaks again, or a reply starts).
+    fn cancel_cues(&mut self) {
+        let cues: Vec<Generation> = self
+            .gens
+            .iter()
+            .filter(|g| g.kind == Kind::Cue)
+            .map(|g| g.id)
+            .collect();
+        for id in cues {
+            if let Some(i) = self.gen_index(id)
+                && self.gens[i].frames_out > 0
+                && self.played_ms(&self.gens[i], self.now) < self.gens[i].frames_out * FRAME_MS
+            {
+                self.actions.push_back(Action::SendClear);
+                self.playout_end = self.now;
+                self.ledger.clear(id);
+            }
+            self.drop_cue(id);
+        }
+    }
+
+    fn drop_cue(&mut self, id: Generation) {
+        let Some(i) = self.gen_index(id) else {
+            return;
+        };
+        let Some(g) = self.gens.remove(i) else {
+            return;
+        };
+        if !g.tts_done {
+            self.actions.push_back(Action::TtsCancel { generation: id });
+        }
+        let unsent = g.frames_total().saturating_sub(g.frames_out) * FRAME_BYTES as u64
+            + (g.bytes_in % FRAME_BYTES as u64);
+        if unsent > 0 && i == 0 {
+            // The cue's bytes are at the front of the re-framer; drop exactly those.
+            let mut left = unsent as usize;
+            while left >= FRAME_BYTES {
+                let _ = self.reframer.pop_frame();
+                left -= FRAME_BYTES;
+            }
+            if left > 0 && self.gens.is_empty() {
+                self.reframer.clear();
+            }
+        }
+        self.ledger.forget(id);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // DTMF, idle, ending
+
+    fn on_dtmf(&mut self, digit: char, now: Millis) {
+        self.last_activity = now;
+        let was_idle = self.user.state == UserState::Idle;
+        let timeout = self.utterance_timeout_ms();
+        self.user
+            .push_text(&format!("[DTMF {digit}]"), now, timeout);
+        if was_idle {
+            self.barge_decision(now, now);
+        }
+        if digit == '#' {
+            self.commit_user(now);
+        }
+    }
+
+    fn on_idle(&mut self, now: Millis) {
+        self.last_activity = now;
+        let msg = self.s.idle_message.clone().filter(|m| !m.trim().is_empty());
+        match msg {
+            Some(m) if self.idle_count < self.s.max_idle_messages => {
+                self.idle_count += 1;
+                self.metrics.idle_messages += 1;
+                self.speak(Kind::Idle, m, now);
+            }
+            _ => {
+                let end = self.s.end_call_message.clone();
+                self.begin_ending(HangUpReason::IdleTimeout, None, end, false, now);
+            }
+        }
+    }
+
+    /// Starts ending the call: with `cut`, whatever the bot is saying stops now; the goodbye
+    /// (if any) is spoken and the hang-up (or transfer) follows its last mark.
+    fn begin_ending(
+        &mut self,
+        reason: HangUpReason,
+        transfer_to: Option<String>,
+        message: Option<String>,
+        cut: bool,
+        now: Millis,
+    ) {
+        if self.ending.is_some() {
+            return;
+        }
+        if cut {
+            self.cut_all(now, true);
+            self.queued.clear();
+        }
+        if let Some(spec) = self.spec.take() {
+            self.drop_gen(spec.generation);
+        }
+        self.spec_deadline = None;
+        self.ending = Some(Ending {
+            reason,
+            transfer_to,
+            since: now,
+        });
+        if let Some(m) = message.filter(|m| !m.trim().is_empty()) {
+            self.speak(Kind::Goodbye, m, now);
+        }
+        self.maybe_finish_ending(now);
+    }
+
+    fn maybe_finish_ending(&mut self, now: Millis) {
+        if self.ending.is_some()
+            && !self.ended
+            && self.gens.iter().all(|g| g.kind == Kind::Cue)
+            && self.queued.is_empty()
+        {
+            self.hang_up(now);
+        }
+    }
+
+    fn hang_up(&mut self, now: Millis) {
+        if self.ended {
+            return;
+        }
+        let Some(e) = self.ending.take() else {
+            return;
+        };
+        for g in self.gens.drain(..) {
+            if g.llm == LlmPhase::Streaming {
+                self.actions
+                    .push_back(Action::CancelLlm { generation: g.id });
+            }
+            if !g.tts_done && g.tts_started {
+                self.actions
+                    .push_back(Action::TtsCancel { generation: g.id });
+            }
+        }
+        let _ = now;
+        self.actions
+            .push_back(Action::Record(Record::Call(self.metrics.clone())));
+        match e.transfer_to {
+            Some(to) => self.actions.push_back(Action::Transfer { to }),
+            None => self.actions.push_back(Action::HangUp { reason: e.reason }),
+        }
+        self.ended = true;
+    }
+
+    fn on_caller_hung_up(&mut self, now: Millis) {
+        let live = self.gens.iter().any(|g| g.kind != Kind::Cue);
+        if live {
+            self.cut_all(now, true);
+        } else {
+            self.cut_all(now, false);
+        }
+        // The line is gone: a clear would go nowhere.
+        if let Some(pos) = self.actions.iter().rposition(|a| *a == Action::SendClear) {
+            self.actions.remove(pos);
+        }
+        if !self.user.is_empty() {
+            let (text, _) = (self.user.text(), ());
+            let start = self.user.started_at.unwrap_or(now);
+            self.user = UserTurn::default();
+            self.record_transcript(TranscriptEntry {
+                speaker: Speaker::User,
+                text,
+                start,
+                end: now,
+                interrupted: false,
+                backchannel: false,
+                generation: None,
+            });
+        }
+        self.actions
+            .push_back(Action::Record(Record::Call(self.metrics.clone())));
+        self.ended = true;
+    }
+
+    fn record_transcript(&mut self, e: TranscriptEntry) {
+        if e.text.trim().is_empty() {
+            return;
+        }
+        self.actions
+            .push_back(Action::Record(Record::Transcript(e)));
+    }
+}
