@@ -6,9 +6,12 @@
 //! lookup tables. Everything here is synchronous, allocation-free per frame in steady state, and
 //! knows nothing about sockets or clocks.
 
+pub mod dtmf;
 pub mod framer;
 pub mod gain;
+pub mod mix;
 pub mod mulaw;
+pub mod resample;
 pub mod vad;
 
 /// Sample rate of telephone audio on the Twilio path, in Hz.
