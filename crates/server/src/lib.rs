@@ -1,1 +1,33 @@
-//! placeholder crate root, replaced by its owner
+//! switchboard-server: the HTTP side of Switchboard — the REST API over assistant records and
+//! phone numbers, health, the OpenAPI document; later the Twilio webhooks, the media-stream
+//! websocket and the call runtime.
+//!
+//! Start a server in-process (tests do this on port 0 with a temp SQLite file):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchboard_server::{config::Settings, serve};
+//! let mut settings = Settings::defaults()?;
+//! settings.server.addr = "127.0.0.1:0".parse()?;
+//! settings.database.url = "sqlite:///tmp/switchboard-example.db".into();
+//! let server = serve::start(settings, serve::StartOptions::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run_until(serve::shutdown_signal()).await;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod rate_limit;
+pub mod routes;
+pub mod serve;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use error::ApiError;
+pub use serve::{Server, StartOptions};
+pub use state::AppState;

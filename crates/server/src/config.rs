@@ -1,0 +1,336 @@
+//! Layered server configuration.
+//!
+//! Layers, lowest to highest priority: the embedded `config/default.toml` < an optional
+//! `--config` TOML file < `SWITCHBOARD_*` environment variables (`__` separates a section from
+//! its key, e.g. `SWITCHBOARD_SERVER__MAX_BODY_BYTES`; plus the short aliases `SWITCHBOARD_ADDR`,
+//! `SWITCHBOARD_PUBLIC_URL` and `DATABASE_URL`) < explicit overrides (command-line flags).
+//! The defaults are compiled into the binary so `switchboard serve` works from any directory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// The documented default configuration, embedded at build time so the binary needs no file.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SWITCHBOARD";
+
+/// Short environment aliases the issue and README name, mapped to their configuration key.
+/// They sit in the environment layer: a `--config` file loses to them, flags win over them.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("SWITCHBOARD_ADDR", "server.addr"),
+    ("SWITCHBOARD_PUBLIC_URL", "server.public_url"),
+    ("DATABASE_URL", "database.url"),
+];
+
+/// Why the configuration could not be loaded; the message names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A layer could not be read or a value has the wrong type or shape.
+    #[error("configuration error: {0}")]
+    Config(#[from] config::ConfigError),
+    /// Values parse but contradict each other or are out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Every setting the server reads at start. Build one with [`Settings::load`] (all layers) or
+/// [`Settings::defaults`] (embedded defaults only, handy in tests) and adjust fields directly.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    /// HTTP listener and request handling.
+    pub server: ServerSettings,
+    /// Where records are persisted.
+    pub database: DatabaseSettings,
+    /// Log filter and format.
+    pub logging: LoggingSettings,
+}
+
+/// `[server]`: the HTTP listener and request handling limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Socket address to listen on; port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+    /// Public base URL Twilio reaches us at (no trailing slash); empty means "derive from addr".
+    #[serde(default)]
+    pub public_url: String,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Seconds to wait for in-flight requests and live calls on shutdown before exiting anyway.
+    pub drain_timeout_s: u64,
+    /// Sustained requests per second allowed per API key; 0 disables rate limiting.
+    pub rate_limit_per_s: u32,
+    /// Burst size (requests) of the per-key token bucket.
+    pub rate_limit_burst: u32,
+}
+
+impl ServerSettings {
+    /// The public base URL without a trailing slash: the configured one, or `http://<addr>`
+    /// when none is set (good enough for local runs; Twilio needs a real one).
+    pub fn public_base_url(&self, bound: SocketAddr) -> String {
+        let configured = self.public_url.trim().trim_end_matches('/');
+        if configured.is_empty() {
+            format!("http://{bound}")
+        } else {
+            configured.to_owned()
+        }
+    }
+}
+
+/// `[database]`: the connection URL. Debug output redacts any password in it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://user:password@host/db`.
+    pub url: String,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// Replaces the password of a URL (`scheme://user:password@host`) with `***` so a database URL
+/// can be logged; URLs without credentials come back unchanged.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // set_password only fails for URLs that cannot have credentials, which this one has.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+/// `[logging]`: which lines to keep and how to print them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// EnvFilter directives; `RUST_LOG` replaces this when set.
+    pub filter: String,
+    /// Line format on stderr.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Where the environment layer comes from: the process environment, or a given map (tests).
+#[derive(Clone, Debug, Default)]
+pub enum EnvSource {
+    /// Read `std::env` at load time.
+    #[default]
+    Process,
+    /// Use exactly these variables (and no others).
+    Map(HashMap<String, String>),
+}
+
+impl EnvSource {
+    fn vars(&self) -> HashMap<String, String> {
+        match self {
+            EnvSource::Process => std::env::vars().collect(),
+            EnvSource::Map(map) => map.clone(),
+        }
+    }
+}
+
+impl Settings {
+    /// The embedded defaults alone.
+    pub fn defaults() -> Result<Settings, SettingsError> {
+        Settings::load(None, &EnvSource::Map(HashMap::new()), &[])
+    }
+
+    /// Loads every layer: defaults < `file` < environment < `overrides` (pairs of dotted key and
+    /// value, e.g. `("server.addr", "0.0.0.0:80")`, usually from command-line flags).
+    pub fn load(
+        file: Option<&Path>,
+        env: &EnvSource,
+        overrides: &[(&str, String)],
+    ) -> Result<Settings, SettingsError> {
+        let vars = env.vars();
+        let prefixed: config::Map<String, String> = vars
+            .iter()
+            .filter(|(key, _)| key.starts_with(&format!("{ENV_PREFIX}_")))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .ignore_empty(true)
+                .try_parsing(true)
+                .source(Some(prefixed)),
+        );
+        for (var, key) in ENV_ALIASES {
+            if let Some(value) = vars.get(*var).filter(|value| !value.is_empty()) {
+                builder = builder.set_override(*key, value.as_str())?;
+            }
+        }
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.as_str())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(SettingsError::Invalid(
+                "server.max_body_bytes must be at least 1".into(),
+            ));
+        }
+        if self.server.rate_limit_per_s > 0 && self.server.rate_limit_burst == 0 {
+            return Err(SettingsError::Invalid(
+                "server.rate_limit_burst must be at least 1 when rate limiting is on".into(),
+            ));
+        }
+        let public = self.server.public_url.trim();
+        if !public.is_empty() {
+            let parsed = url::Url::parse(public).map_err(|err| {
+                SettingsError::Invalid(format!("server.public_url is not a URL: {err}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(SettingsError::Invalid(
+                    "server.public_url must start with http:// or https://".into(),
+                ));
+            }
+        }
+        if self.database.url.trim().is_empty() {
+            return Err(SettingsError::Invalid("database.url is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvSource {
+        EnvSource::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let settings = Settings::defaults().expect("defaults parse");
+        assert_eq!(settings.server.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.database.url, "sqlite://./data/switchboard.db");
+        assert_eq!(settings.server.max_body_bytes, 1_048_576);
+        assert_eq!(settings.logging.format, LogFormat::Text);
+        assert!(settings.server.public_url.is_empty());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("local.toml");
+        std::fs::write(
+            &file,
+            "[server]\naddr = \"127.0.0.1:9001\"\nmax_body_bytes = 10\ndrain_timeout_s = 7\n",
+        )
+        .expect("write");
+        // File beats defaults.
+        let s = Settings::load(Some(&file), &env(&[]), &[]).expect("load");
+        assert_eq!(s.server.addr.port(), 9001);
+        assert_eq!(s.server.drain_timeout_s, 7);
+        // Env beats file (nested and alias forms).
+        let s = Settings::load(
+            Some(&file),
+            &env(&[
+                ("SWITCHBOARD_SERVER__MAX_BODY_BYTES", "20"),
+                ("SWITCHBOARD_ADDR", "127.0.0.1:9002"),
+                ("SWITCHBOARD_PUBLIC_URL", "https://calls.example.com/"),
+                ("DATABASE_URL", "sqlite://other.db"),
+                ("SWITCHBOARD_BOOTSTRAP_KEY", "ignored-here"),
+            ]),
+            &[],
+        )
+        .expect("load");
+        assert_eq!(s.server.max_body_bytes, 20);
+        assert_eq!(s.server.addr.port(), 9002);
+        assert_eq!(s.database.url, "sqlite://other.db");
+        assert_eq!(
+            s.server.public_base_url(s.server.addr),
+            "https://calls.example.com"
+        );
+        // Flags beat env.
+        let s = Settings::load(
+            Some(&file),
+            &env(&[("SWITCHBOARD_ADDR", "127.0.0.1:9002")]),
+            &[("server.addr", "127.0.0.1:9003".to_owned())],
+        )
+        .expect("load");
+        assert_eq!(s.server.addr.port(), 9003);
+    }
+
+    #[test]
+    fn typo_in_a_section_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[server]\nadress = \"x\"\n").expect("write");
+        let err = Settings::load(Some(&file), &env(&[]), &[]).expect_err("typo rejected");
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Settings::load(None, &env(&[("SWITCHBOARD_ADDR", "nope")]), &[]).is_err());
+        assert!(
+            Settings::load(
+                None,
+                &env(&[("SWITCHBOARD_PUBLIC_URL", "ftp://example.com")]),
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            Settings::load(
+                None,
+                &env(&[("SWITCHBOARD_SERVER__MAX_BODY_BYTES", "0")]),
+                &[]
+            )
+            .is_err()
+        );
+        let missing = Path::new("/nonexistent/switchboard.toml");
+        assert!(Settings::load(Some(missing), &env(&[]), &[]).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_database_password() {
+        let mut s = Settings::defaults().expect("defaults");
+        s.database.url = "postgres://app:hunter2@db.internal/switchboard".into();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal"));
+    }
+}

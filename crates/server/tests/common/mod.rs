@@ -1,0 +1,127 @@
+//! Test harness: a real server on 127.0.0.1:0 with a temp SQLite file, two organisations with
+//! one API key each, and a reqwest client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::Value;
+use switchboard_server::config::Settings;
+use switchboard_server::serve::{self, Server, StartOptions};
+
+/// API key installed for organisation `default` (org A) at start.
+pub const KEY_A: &str = "sb_test_key_org_a_0123456789";
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub base: String,
+    pub client: Client,
+    pub key_a: String,
+    pub key_b: String,
+    pub db_path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn settings_for(db_path: &Path) -> Settings {
+    let mut settings = Settings::defaults().expect("default settings");
+    settings.server.addr = "127.0.0.1:0".parse().expect("addr");
+    settings.database.url = format!("sqlite://{}", db_path.display());
+    settings.server.drain_timeout_s = 5;
+    settings.server.rate_limit_per_s = 0;
+    settings
+}
+
+impl TestServer {
+    /// A fresh server on a fresh database.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_path = dir.path().join("switchboard.db");
+        let mut ts = TestServer::start_with(settings_for(&db_path), String::new()).await;
+        ts._dir = Some(dir);
+        ts
+    }
+
+    /// A server with these settings; org B's key is created unless `key_b` is given.
+    pub async fn start_with(settings: Settings, key_b: String) -> TestServer {
+        let db_path = PathBuf::from(
+            settings
+                .database
+                .url
+                .trim_start_matches("sqlite://")
+                .to_owned(),
+        );
+        let server = serve::start(
+            settings,
+            StartOptions {
+                bootstrap_key: Some(KEY_A.to_owned()),
+            },
+        )
+        .await
+        .expect("server starts");
+        let key_b = if key_b.is_empty() {
+            let store = &server.state().store;
+            let org_b = store.ensure_organization("org-b").await.expect("org b");
+            store
+                .create_api_key(org_b.id, Some("test"))
+                .await
+                .expect("key b")
+                .1
+        } else {
+            key_b
+        };
+        let base = format!("http://{}", server.local_addr());
+        TestServer {
+            server: Some(server),
+            base,
+            client: Client::new(),
+            key_a: KEY_A.to_owned(),
+            key_b,
+            db_path,
+            _dir: None,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let report = server.shutdown().await;
+            assert!(report.drained, "server drained cleanly");
+        }
+    }
+}
+
+/// Sends and returns (status, JSON body or Null).
+pub async fn json(builder: RequestBuilder) -> (u16, Value) {
+    let response: Response = builder.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+    };
+    (status, body)
+}
+
+/// Asserts the error shape and returns the `error` object.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) -> Value {
+    assert_eq!(status, expected_status, "status; body: {body}");
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error object: {body}"));
+    assert_eq!(error["code"], code, "code; body: {body}");
+    assert!(error["message"].is_string(), "message; body: {body}");
+    error.clone()
+}
