@@ -1,1 +1,48 @@
-//! (owned by its fake's author)
+//! Fake Twilio, written from `shared/protocols.md` §1 independently of the engine's adapter
+//! (only `signature::sign` is shared, and it is checked against Twilio's published vectors):
+//!
+//! - [`FakeTwilioRest`]: the REST API the engine calls (create/update calls, SMS), with Basic auth
+//!   and form bodies checked and every request recorded; it can "dial" the engine for each
+//!   created call ([`FakeTwilioRest::dial_engine`]).
+//! - [`FakeCall`]: one phone call as Twilio runs it: signed voice webhook, TwiML, signed media
+//!   stream, caller audio in real time, bot audio on a real-time playback clock with mark echoes
+//!   and `clear`, `stop`, status callbacks; returns a [`CallReport`]. The load harness runs
+//!   hundreds of these concurrently.
+//! - [`CallScript`]: caller audio and utterance timeline, from `fixtures/calls/` or synthetic.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use std::sync::Arc;
+//! use switchboard_testkit::twilio::{CallScript, FakeCall, FakeCallConfig};
+//! let http = reqwest::Client::new();
+//! let script = Arc::new(CallScript::load("fixtures/calls".as_ref(), "weather").unwrap());
+//! let mut cfg = FakeCallConfig::new("https://calls.example.com/twilio/voice", "auth-token", http);
+//! cfg.connect_to = Some("127.0.0.1:8080".into()); // where the engine really listens
+//! let report = FakeCall::new(cfg, script).run().await;
+//! println!("{}", serde_json::to_string(&report).unwrap());
+//! # }
+//! ```
+
+mod call;
+mod rest;
+mod script;
+#[cfg(test)]
+mod tests;
+mod twiml;
+
+pub use call::{
+    CallControl, CallError, CallOutcome, CallReport, ChunkRecord, EndedBy, FRAME_BYTES, FRAME_MS,
+    FakeCall, FakeCallConfig, MarkRecord, PlaybackSegment, PlayedAudio, RemoteEnd,
+    UNDERRUN_EPSILON_MS, Underrun, local_url, new_sid, rfc2822_now,
+};
+pub use rest::{
+    CallUpdateRecord, CreatedCall, DialHook, DialRequest, FakeTwilioRest, InjectedError,
+    SentMessage,
+};
+pub use script::{
+    CallScript, DtmfPress, ScriptError, ULAW_BYTES_PER_MS, ULAW_SILENCE, Utterance, UtteranceKind,
+    linear_to_ulaw,
+};
+pub use twiml::{
+    Element, Node, ParsedTwiml, TwimlDial, TwimlParseError, TwimlStream, parse_twiml, parse_xml,
+};
