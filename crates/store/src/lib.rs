@@ -1,1 +1,323 @@
-//! placeholder crate root, replaced by its owner
+//! Persistence for Switchboard: organisations, API keys, assistants, phone numbers and call
+//! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries).
+//!
+//! One set of repository functions serves both backends through `sqlx::any`: SQLite (the
+//! default, one file, created on first start) and PostgreSQL (several instances sharing one
+//! database). Queries are checked at run time (no `DATABASE_URL` at build time), use `$1`
+//! placeholders and only types both backends share: BIGINT ids and unix-millisecond
+//! timestamps, TEXT (JSON documents are TEXT), DOUBLE, and booleans (INTEGER on SQLite,
+//! BOOLEAN on PostgreSQL; decoded by one helper). Each backend has its own migration folder,
+//! embedded in the binary and chosen at run time.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchboard_store::StoreError> {
+//! use switchboard_store::Store;
+//! let store = Store::connect("sqlite:./data/switchboard.db").await?;
+//! store.migrate().await?;
+//! let org = store.ensure_organization("default").await?;
+//! let (_info, key) = store.create_api_key(org.id, Some("cli")).await?;
+//! let auth = store.authenticate(&key).await?.ok_or(switchboard_store::StoreError::NotFound)?;
+//! let a = store
+//!     .create_assistant(auth.organization_id, auth.user_id, "Support", true, &serde_json::json!({"name": "Support"}))
+//!     .await?;
+//! store.assign_number(auth.organization_id, a.id, "+14155550100").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Secrets: API keys are stored as their SHA-256 (hex) only. Twilio auth tokens and provider
+//! keys must be usable, so they are stored as given; nothing here logs them and their types
+//! redact them in `Debug`.
+
+mod assistants;
+mod calls;
+mod error;
+mod models;
+mod numbers;
+mod orgs;
+mod time;
+
+pub use error::StoreError;
+pub use models::*;
+pub use orgs::hash_api_key;
+pub use time::{ms_to_datetime, ms_to_rfc3339, now_ms, opt_ms_to_rfc3339, rfc3339_to_ms};
+
+use serde::Serialize;
+use sqlx::AnyPool;
+use sqlx::Row;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Migrations for SQLite, embedded at compile time.
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Migrations for PostgreSQL, embedded at compile time.
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a connection waits on a locked SQLite database before failing, ms.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+/// How long a request waits for a free pooled connection, s.
+const ACQUIRE_TIMEOUT_S: u64 = 10;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Backend {
+    /// SQLite file or in-memory database.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// Pool tuning for [`Store::connect_with`]; `Default` gives the values [`Store::connect`] uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Maximum pooled connections. Default: 10 for PostgreSQL, 8 for a SQLite file (one writer
+    /// at a time anyway), always 1 for `sqlite::memory:` (each connection would otherwise see
+    /// its own empty database).
+    pub max_connections: Option<u32>,
+}
+
+/// Handle to the database: a connection pool. Cheap to clone (an `Arc` inside); share one per
+/// process.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl fmt::Debug for Store {
+    // Never print the URL or options: they may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("pool_size", &self.pool.size())
+            .finish()
+    }
+}
+
+/// A database URL, classified.
+enum Target {
+    /// `sqlite::memory:` (or `mode=memory`).
+    SqliteMemory,
+    /// A SQLite file; the URL to hand to sqlx (with `mode=rwc`).
+    SqliteFile { url: String },
+    /// `postgres://…` / `postgresql://…`.
+    Postgres,
+}
+
+fn classify(url: &str) -> Result<Target, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Target::Postgres);
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err(StoreError::InvalidUrl(
+            "expected sqlite:PATH, sqlite::memory: or postgres://…".into(),
+        ));
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, params) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let memory_param = params.is_some_and(|q| q.split('&').any(|kv| kv == "mode=memory"));
+    if path == ":memory:" || memory_param {
+        return Ok(Target::SqliteMemory);
+    }
+    if path.is_empty() {
+        return Err(StoreError::InvalidUrl(
+            "the sqlite URL has no file path".into(),
+        ));
+    }
+    if let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut url = format!("sqlite:{path}");
+    match params {
+        Some(q) if q.split('&').any(|kv| kv.starts_with("mode=")) => {
+            url.push('?');
+            url.push_str(q);
+        }
+        Some(q) if !q.is_empty() => {
+            url.push('?');
+            url.push_str(q);
+            url.push_str("&mode=rwc");
+        }
+        _ => url.push_str("?mode=rwc"),
+    }
+    Ok(Target::SqliteFile { url })
+}
+
+impl Store {
+    /// Opens a pool on `url`: `sqlite:PATH` (file and parent directories created if missing;
+    /// WAL journal, busy timeout), `sqlite::memory:` (one connection, lives as long as the
+    /// store), or `postgres://…`. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with pool tuning.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let base = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_S));
+        let (pool, backend) = match classify(url)? {
+            Target::Postgres => {
+                let pool = base
+                    .max_connections(options.max_connections.unwrap_or(10))
+                    .connect(url)
+                    .await?;
+                (pool, Backend::Postgres)
+            }
+            Target::SqliteMemory => {
+                // Every new connection to `:memory:` is a new, empty database, so keep exactly
+                // one connection alive for the life of the pool.
+                let pool = base
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect("sqlite::memory:")
+                    .await?;
+                (pool, Backend::Sqlite)
+            }
+            Target::SqliteFile { url } => {
+                let pool = base
+                    .max_connections(options.max_connections.unwrap_or(8))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            // SQLite pragmas take no bind parameters; the value is a constant.
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                            )))
+                            .execute(&mut *conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                (pool, Backend::Sqlite)
+            }
+        };
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies the backend's pending migrations; running it again is a no-op.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Round-trips a trivial query (for `/healthz` and readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every pooled connection; later calls fail. Lets a file database be reopened
+    /// cleanly (e.g. in restart tests) and flushes SQLite's WAL on shutdown.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The underlying pool, for queries this crate does not offer (tests, one-off tools).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Reads a boolean column: PostgreSQL returns BOOLEAN, SQLite an INTEGER 0/1.
+pub(crate) fn get_bool(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
+    match row.try_get::<bool, _>(col) {
+        Ok(b) => Ok(b),
+        Err(_) => Ok(row.try_get::<i64, _>(col)? != 0),
+    }
+}
+
+/// Reads a TEXT column holding JSON.
+pub(crate) fn get_json(row: &AnyRow, col: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = row.try_get(col)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Clamps a caller-supplied offset or limit to be non-negative.
+pub(crate) fn non_negative(v: i64) -> i64 {
+    v.max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_urls() {
+        assert!(matches!(
+            classify("postgres://u@h/db"),
+            Ok(Target::Postgres)
+        ));
+        assert!(matches!(
+            classify("postgresql://u@h/db"),
+            Ok(Target::Postgres)
+        ));
+        assert!(matches!(
+            classify("sqlite::memory:"),
+            Ok(Target::SqliteMemory)
+        ));
+        assert!(matches!(
+            classify("sqlite://:memory:"),
+            Ok(Target::SqliteMemory)
+        ));
+        assert!(matches!(
+            classify("mysql://x"),
+            Err(StoreError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            classify("sqlite:"),
+            Err(StoreError::InvalidUrl(_))
+        ));
+        let err = classify("mysql://user:hunter2@h/db")
+            .err()
+            .map(|e| e.to_string());
+        assert!(!err.unwrap_or_default().contains("hunter2"));
+    }
+
+    #[test]
+    fn file_urls_get_create_mode() {
+        let dir = std::env::temp_dir().join(format!("sb-store-unit-{}", std::process::id()));
+        let path = dir.join("a.db");
+        let url = format!("sqlite:{}", path.display());
+        match classify(&url) {
+            Ok(Target::SqliteFile { url }) => assert!(url.ends_with("?mode=rwc"), "{url}"),
+            _ => panic!("not a file target"),
+        }
+        assert!(dir.is_dir());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

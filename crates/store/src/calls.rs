@@ -1,0 +1,607 @@
+//! Call records and what hangs off them: transcripts, per-turn metrics, recordings and
+//! webhook deliveries; assistant statistics computed from them.
+
+use crate::{
+    AssistantStats, CallFilter, CallRow, NewCall, NewRecording, NewTranscript, NewTurnMetric,
+    NewWebhookLog, RecordingRow, Store, StoreError, TranscriptRow, TurnMetricRow, WebhookLogRow,
+    get_bool, get_json, is_terminal_status, non_negative, now_ms,
+};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::collections::HashMap;
+
+macro_rules! call_cols {
+    () => {
+        "id, organization_id, assistant_id, call_sid, direction, from_number, to_number, status, \
+         started_at, ended_at, duration_s, ended_reason, metadata, created_at, updated_at"
+    };
+}
+
+macro_rules! transcript_cols {
+    () => {
+        "id, call_id, role, content, start_ms, end_ms, confidence, is_final, interrupted, created_at"
+    };
+}
+
+/// Transcript order: by segment start, then insertion.
+macro_rules! transcript_order {
+    () => {
+        " ORDER BY start_ms, id"
+    };
+}
+
+macro_rules! metric_cols {
+    () => {
+        "id, call_id, turn_index, user_speech_end_ms, stt_final_ms, llm_request_ms, \
+         llm_first_token_ms, tts_first_byte_ms, first_audio_sent_ms, playback_done_ms, \
+         llm_provider, stt_provider, tts_provider, interrupted, extra, created_at"
+    };
+}
+
+macro_rules! recording_cols {
+    () => {
+        "id, call_id, kind, format, path_or_url, duration_ms, size_bytes, sample_rate, created_at"
+    };
+}
+
+macro_rules! webhook_cols {
+    () => {
+        "id, call_id, event, url, status_code, attempt, success, error, request_body, \
+         response_body, duration_ms, created_at"
+    };
+}
+
+/// The filter of [`Store::list_calls`] and [`Store::count_calls`], binding `$1`..`$6`.
+macro_rules! call_filter_where {
+    () => {
+        " WHERE organization_id = $1 \
+          AND ($2 IS NULL OR assistant_id = $2) \
+          AND ($3 IS NULL OR status = $3) \
+          AND ($4 IS NULL OR started_at >= $4) \
+          AND ($5 IS NULL OR started_at <= $5) \
+          AND ($6 IS NULL OR from_number = $6 OR to_number = $6)"
+    };
+}
+
+/// Counts, per assistant, the aggregates behind [`AssistantStats`]. An ended reason is an error
+/// when it contains `error` or `fail` (see [`crate::is_error_reason`]).
+macro_rules! stats_select {
+    () => {
+        "SELECT assistant_id, COUNT(*) AS total, \
+         CAST(COALESCE(SUM(duration_s), 0) AS BIGINT) AS dur_sum, \
+         COUNT(duration_s) AS dur_n, \
+         CAST(COALESCE(SUM(CASE WHEN ended_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS ended, \
+         CAST(COALESCE(SUM(CASE WHEN ended_at IS NOT NULL AND status = 'completed' \
+              AND (ended_reason IS NULL OR (LOWER(ended_reason) NOT LIKE '%error%' \
+              AND LOWER(ended_reason) NOT LIKE '%fail%')) THEN 1 ELSE 0 END), 0) AS BIGINT) AS ok \
+         FROM calls"
+    };
+}
+
+fn call_from_row(row: &AnyRow) -> Result<CallRow, StoreError> {
+    Ok(CallRow {
+        id: row.try_get("id")?,
+        organization_id: row.try_get("organization_id")?,
+        assistant_id: row.try_get("assistant_id")?,
+        call_sid: row.try_get("call_sid")?,
+        direction: row.try_get("direction")?,
+        from_number: row.try_get("from_number")?,
+        to_number: row.try_get("to_number")?,
+        status: row.try_get("status")?,
+        started_at_ms: row.try_get("started_at")?,
+        ended_at_ms: row.try_get("ended_at")?,
+        duration_s: row.try_get("duration_s")?,
+        ended_reason: row.try_get("ended_reason")?,
+        metadata: get_json(row, "metadata")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+    })
+}
+
+fn transcript_from_row(row: &AnyRow) -> Result<TranscriptRow, StoreError> {
+    Ok(TranscriptRow {
+        id: row.try_get("id")?,
+        call_id: row.try_get("call_id")?,
+        role: row.try_get("role")?,
+        content: row.try_get("content")?,
+        start_ms: row.try_get("start_ms")?,
+        end_ms: row.try_get("end_ms")?,
+        confidence: row.try_get("confidence")?,
+        is_final: get_bool(row, "is_final")?,
+        interrupted: get_bool(row, "interrupted")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn metric_from_row(row: &AnyRow) -> Result<TurnMetricRow, StoreError> {
+    Ok(TurnMetricRow {
+        id: row.try_get("id")?,
+        call_id: row.try_get("call_id")?,
+        turn_index: row.try_get("turn_index")?,
+        user_speech_end_ms: row.try_get("user_speech_end_ms")?,
+        stt_final_ms: row.try_get("stt_final_ms")?,
+        llm_request_ms: row.try_get("llm_request_ms")?,
+        llm_first_token_ms: row.try_get("llm_first_token_ms")?,
+        tts_first_byte_ms: row.try_get("tts_first_byte_ms")?,
+        first_audio_sent_ms: row.try_get("first_audio_sent_ms")?,
+        playback_done_ms: row.try_get("playback_done_ms")?,
+        llm_provider: row.try_get("llm_provider")?,
+        stt_provider: row.try_get("stt_provider")?,
+        tts_provider: row.try_get("tts_provider")?,
+        interrupted: get_bool(row, "interrupted")?,
+        extra: get_json(row, "extra")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn recording_from_row(row: &AnyRow) -> Result<RecordingRow, StoreError> {
+    Ok(RecordingRow {
+        id: row.try_get("id")?,
+        call_id: row.try_get("call_id")?,
+        kind: row.try_get("kind")?,
+        format: row.try_get("format")?,
+        path_or_url: row.try_get("path_or_url")?,
+        duration_ms: row.try_get("duration_ms")?,
+        size_bytes: row.try_get("size_bytes")?,
+        sample_rate: row.try_get("sample_rate")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn webhook_from_row(row: &AnyRow) -> Result<WebhookLogRow, StoreError> {
+    Ok(WebhookLogRow {
+        id: row.try_get("id")?,
+        call_id: row.try_get("call_id")?,
+        event: row.try_get("event")?,
+        url: row.try_get("url")?,
+        status_code: row.try_get("status_code")?,
+        attempt: row.try_get("attempt")?,
+        success: get_bool(row, "success")?,
+        error: row.try_get("error")?,
+        request_body: get_json(row, "request_body")?,
+        response_body: row.try_get("response_body")?,
+        duration_ms: row.try_get("duration_ms")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn stats_from_row(row: &AnyRow) -> Result<AssistantStats, StoreError> {
+    let total: i64 = row.try_get("total")?;
+    let dur_sum: i64 = row.try_get("dur_sum")?;
+    let dur_n: i64 = row.try_get("dur_n")?;
+    let ended: i64 = row.try_get("ended")?;
+    let ok: i64 = row.try_get("ok")?;
+    Ok(AssistantStats {
+        total_calls: total,
+        avg_call_duration: (dur_n > 0).then(|| (dur_sum as f64 / dur_n as f64).round() as i64),
+        success_rate: (ended > 0).then(|| ok as f64 * 100.0 / ended as f64),
+    })
+}
+
+/// JSON `null` becomes `{}` so JSON columns always hold an object or a real value.
+fn json_text(v: &Value) -> Result<String, StoreError> {
+    if v.is_null() {
+        Ok("{}".into())
+    } else {
+        Ok(serde_json::to_string(v)?)
+    }
+}
+
+impl Store {
+    /// Records a new call, started now. `Conflict` if the call SID exists already.
+    pub async fn create_call(&self, new: &NewCall) -> Result<CallRow, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(concat!(
+            "INSERT INTO calls (organization_id, assistant_id, call_sid, direction, from_number, \
+             to_number, status, started_at, metadata, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $8) RETURNING ",
+            call_cols!()
+        ))
+        .bind(new.organization_id)
+        .bind(new.assistant_id)
+        .bind(&new.call_sid)
+        .bind(&new.direction)
+        .bind(&new.from_number)
+        .bind(&new.to_number)
+        .bind(&new.status)
+        .bind(now)
+        .bind(json_text(&new.metadata)?)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_unique(e, "a call with this SID exists"))?;
+        call_from_row(&row)
+    }
+
+    /// The organisation's call `id`; `None` if missing or another organisation's.
+    pub async fn get_call(&self, org_id: i64, id: i64) -> Result<Option<CallRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            call_cols!(),
+            " FROM calls WHERE id = $1 AND organization_id = $2"
+        ))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(call_from_row).transpose()
+    }
+
+    /// The call with this Twilio SID: scoped to `org_id` when given (API requests), any
+    /// organisation when `None` (Twilio callbacks, the call runtime).
+    pub async fn get_call_by_sid(
+        &self,
+        org_id: Option<i64>,
+        call_sid: &str,
+    ) -> Result<Option<CallRow>, StoreError> {
+        let row = match org_id {
+            Some(org) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    call_cols!(),
+                    " FROM calls WHERE call_sid = $1 AND organization_id = $2"
+                ))
+                .bind(call_sid)
+                .bind(org)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    call_cols!(),
+                    " FROM calls WHERE call_sid = $1"
+                ))
+                .bind(call_sid)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        row.as_ref().map(call_from_row).transpose()
+    }
+
+    /// Applies a Twilio status callback. `duration_s` (Twilio's `CallDuration`) replaces the
+    /// stored one when given. On a terminal status (see [`crate::TERMINAL_STATUSES`]) the
+    /// first `ended_at` is set to now, the duration is computed from start/end if still
+    /// unknown, and `ended_reason` is filled if still empty (a reason the runtime recorded via
+    /// [`Store::finish_call`] wins). A late non-terminal status never reopens an ended call.
+    /// `None` for an unknown SID.
+    pub async fn update_call_status(
+        &self,
+        call_sid: &str,
+        status: &str,
+        duration_s: Option<i64>,
+        ended_reason: Option<&str>,
+    ) -> Result<Option<CallRow>, StoreError> {
+        let terminal = i64::from(is_terminal_status(status));
+        let row = sqlx::query(concat!(
+            "UPDATE calls SET \
+             status = CASE WHEN $5 = 0 AND ended_at IS NOT NULL THEN status ELSE $2 END, \
+             duration_s = COALESCE($3, duration_s, \
+                 CASE WHEN $5 = 1 THEN (COALESCE(ended_at, $6) - started_at) / 1000 END), \
+             ended_reason = COALESCE(ended_reason, $4), \
+             ended_at = CASE WHEN $5 = 1 THEN COALESCE(ended_at, $6) ELSE ended_at END, \
+             updated_at = $6 \
+             WHERE call_sid = $1 RETURNING ",
+            call_cols!()
+        ))
+        .bind(call_sid)
+        .bind(status)
+        .bind(duration_s)
+        .bind(ended_reason)
+        .bind(terminal)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(call_from_row).transpose()
+    }
+
+    /// Ends a call from the runtime's side (hang-up, error, stream closed): sets the status,
+    /// the ended reason (replacing a generic one from a status callback), `ended_at` if not set
+    /// yet, and the duration from start/end if unknown. `None` for an unknown SID.
+    pub async fn finish_call(
+        &self,
+        call_sid: &str,
+        status: &str,
+        ended_reason: Option<&str>,
+        ended_at_ms: i64,
+    ) -> Result<Option<CallRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE calls SET status = $2, \
+             ended_reason = COALESCE($3, ended_reason), \
+             duration_s = COALESCE(duration_s, (COALESCE(ended_at, $4) - started_at) / 1000), \
+             ended_at = COALESCE(ended_at, $4), \
+             updated_at = $5 \
+             WHERE call_sid = $1 RETURNING ",
+            call_cols!()
+        ))
+        .bind(call_sid)
+        .bind(status)
+        .bind(ended_reason)
+        .bind(ended_at_ms)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(call_from_row).transpose()
+    }
+
+    /// A page of the organisation's calls matching `filter`, newest first.
+    pub async fn list_calls(
+        &self,
+        org_id: i64,
+        filter: &CallFilter,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_cols!(),
+            " FROM calls",
+            call_filter_where!(),
+            " ORDER BY id DESC LIMIT $7 OFFSET $8"
+        ))
+        .bind(org_id)
+        .bind(filter.assistant_id)
+        .bind(filter.status.as_deref())
+        .bind(filter.from_ms)
+        .bind(filter.to_ms)
+        .bind(filter.number.as_deref())
+        .bind(non_negative(filter.limit))
+        .bind(non_negative(filter.skip))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(call_from_row).collect()
+    }
+
+    /// Number of the organisation's calls matching `filter` (its `skip`/`limit` are ignored).
+    pub async fn count_calls(&self, org_id: i64, filter: &CallFilter) -> Result<i64, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT COUNT(*) AS n FROM calls",
+            call_filter_where!()
+        ))
+        .bind(org_id)
+        .bind(filter.assistant_id)
+        .bind(filter.status.as_deref())
+        .bind(filter.from_ms)
+        .bind(filter.to_ms)
+        .bind(filter.number.as_deref())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Appends a transcript segment to a call (runtime use: the call id comes from the call's
+    /// own record). Returns the new id.
+    pub async fn add_transcript(&self, call_id: i64, t: &NewTranscript) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO transcripts (call_id, role, content, start_ms, end_ms, confidence, \
+             is_final, interrupted, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING id",
+        )
+        .bind(call_id)
+        .bind(&t.role)
+        .bind(&t.content)
+        .bind(t.start_ms)
+        .bind(t.end_ms)
+        .bind(t.confidence)
+        .bind(t.is_final)
+        .bind(t.interrupted)
+        .bind(now_ms())
+        // Not cached as a prepared statement: sqlx's Any driver sends a NULL f64 to
+        // PostgreSQL typed as float4 and a present one as float8, and a statement prepared
+        // with one type rejects the other ("incorrect binary data format").
+        .persistent(false)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// A call's transcript segments (final and interim), by start time then insertion. The
+    /// API must first check the call is the requester's ([`Store::get_call`]).
+    pub async fn list_transcripts(&self, call_id: i64) -> Result<Vec<TranscriptRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            transcript_cols!(),
+            " FROM transcripts WHERE call_id = $1",
+            transcript_order!()
+        ))
+        .bind(call_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(transcript_from_row).collect()
+    }
+
+    /// Stores one turn's latency timeline. Returns the new id.
+    pub async fn add_turn_metric(
+        &self,
+        call_id: i64,
+        m: &NewTurnMetric,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO turn_metrics (call_id, turn_index, user_speech_end_ms, stt_final_ms, \
+             llm_request_ms, llm_first_token_ms, tts_first_byte_ms, first_audio_sent_ms, \
+             playback_done_ms, llm_provider, stt_provider, tts_provider, interrupted, extra, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING id",
+        )
+        .bind(call_id)
+        .bind(m.turn_index)
+        .bind(m.user_speech_end_ms)
+        .bind(m.stt_final_ms)
+        .bind(m.llm_request_ms)
+        .bind(m.llm_first_token_ms)
+        .bind(m.tts_first_byte_ms)
+        .bind(m.first_audio_sent_ms)
+        .bind(m.playback_done_ms)
+        .bind(m.llm_provider.as_deref())
+        .bind(m.stt_provider.as_deref())
+        .bind(m.tts_provider.as_deref())
+        .bind(m.interrupted)
+        .bind(json_text(&m.extra)?)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// A call's turn metrics by turn index, then insertion.
+    pub async fn list_turn_metrics(&self, call_id: i64) -> Result<Vec<TurnMetricRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            metric_cols!(),
+            " FROM turn_metrics WHERE call_id = $1 ORDER BY turn_index, id"
+        ))
+        .bind(call_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(metric_from_row).collect()
+    }
+
+    /// Records a recording file of a call. Returns the new id.
+    pub async fn add_recording(&self, call_id: i64, r: &NewRecording) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO recordings (call_id, kind, format, path_or_url, duration_ms, size_bytes, \
+             sample_rate, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(call_id)
+        .bind(&r.kind)
+        .bind(&r.format)
+        .bind(&r.path_or_url)
+        .bind(r.duration_ms)
+        .bind(r.size_bytes)
+        .bind(r.sample_rate)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// A call's recordings in insertion order.
+    pub async fn list_recordings(&self, call_id: i64) -> Result<Vec<RecordingRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            recording_cols!(),
+            " FROM recordings WHERE call_id = $1 ORDER BY id"
+        ))
+        .bind(call_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Logs one webhook delivery attempt (about a call, or `None` for other events). Returns
+    /// the new id.
+    pub async fn add_webhook_log(
+        &self,
+        call_id: Option<i64>,
+        l: &NewWebhookLog,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO webhook_logs (call_id, event, url, status_code, attempt, success, error, \
+             request_body, response_body, duration_ms, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(call_id)
+        .bind(&l.event)
+        .bind(&l.url)
+        .bind(l.status_code)
+        .bind(l.attempt)
+        .bind(l.success)
+        .bind(l.error.as_deref())
+        .bind(json_text(&l.request_body)?)
+        .bind(l.response_body.as_deref())
+        .bind(l.duration_ms)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// A call's webhook delivery attempts in insertion order.
+    pub async fn list_webhook_logs(&self, call_id: i64) -> Result<Vec<WebhookLogRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            webhook_cols!(),
+            " FROM webhook_logs WHERE call_id = $1 ORDER BY id"
+        ))
+        .bind(call_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    /// Call statistics of the organisation's assistant (zero calls and `None`s if it has no
+    /// calls, or is another organisation's).
+    pub async fn assistant_stats(
+        &self,
+        org_id: i64,
+        assistant_id: i64,
+    ) -> Result<AssistantStats, StoreError> {
+        let row = sqlx::query(concat!(
+            stats_select!(),
+            " WHERE organization_id = $1 AND assistant_id = $2 GROUP BY assistant_id"
+        ))
+        .bind(org_id)
+        .bind(assistant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => stats_from_row(&row),
+            None => Ok(AssistantStats::default()),
+        }
+    }
+
+    /// Statistics of every assistant of the organisation that has calls, in one query (for
+    /// list pages); assistants without calls are absent (use `AssistantStats::default()`).
+    pub async fn assistant_stats_all(
+        &self,
+        org_id: i64,
+    ) -> Result<HashMap<i64, AssistantStats>, StoreError> {
+        let rows = sqlx::query(concat!(
+            stats_select!(),
+            " WHERE organization_id = $1 AND assistant_id IS NOT NULL GROUP BY assistant_id"
+        ))
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("assistant_id")?, stats_from_row(r)?)))
+            .collect()
+    }
+
+    /// For conversation continuity: the final transcript segments of the most recent ended
+    /// call between this assistant and `caller_number` (as caller or callee) that started at
+    /// or after `since_ms`; empty if there is none. Scoped to the organisation.
+    pub async fn conversation_history(
+        &self,
+        org_id: i64,
+        assistant_id: i64,
+        caller_number: &str,
+        since_ms: i64,
+    ) -> Result<Vec<TranscriptRow>, StoreError> {
+        let last = sqlx::query(
+            "SELECT id FROM calls WHERE organization_id = $1 AND assistant_id = $2 \
+             AND (from_number = $3 OR to_number = $3) AND started_at >= $4 \
+             AND ended_at IS NOT NULL ORDER BY started_at DESC, id DESC LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(assistant_id)
+        .bind(caller_number)
+        .bind(since_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        let call_id: i64 = last.try_get("id")?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            transcript_cols!(),
+            " FROM transcripts WHERE call_id = $1 AND is_final = $2",
+            transcript_order!()
+        ))
+        .bind(call_id)
+        .bind(true)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(transcript_from_row).collect()
+    }
+}

@@ -1,0 +1,451 @@
+//! Records the store reads and writes. Rows (`…Row`, [`Organization`], [`ApiKeyInfo`]) are what
+//! the database holds, with timestamps as unix epoch milliseconds (`…_ms`; see
+//! [`crate::ms_to_rfc3339`]); `New…` structs are what callers pass in to create one.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+/// A tenant. Every assistant, number, call and API key belongs to exactly one organisation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Organization {
+    /// Database id.
+    pub id: i64,
+    /// Unique name (e.g. `default`), used by the CLI to find or create it.
+    pub name: String,
+    /// The organisation's owner user, created with the organisation; API keys act as this user.
+    pub owner_user_id: Option<i64>,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Last change (e.g. telephony credentials), unix ms.
+    pub updated_at_ms: i64,
+}
+
+/// An API key as listed to operators: everything but the secret (only its SHA-256 is stored).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    /// Database id.
+    pub id: i64,
+    /// Organisation the key acts for.
+    pub organization_id: i64,
+    /// User the key acts as.
+    pub user_id: i64,
+    /// Free-text label given at creation.
+    pub label: Option<String>,
+    /// The first characters of the key (e.g. `sb_AbCdE`) so operators can tell keys apart.
+    pub prefix: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Last successful authentication, unix ms, updated at most once a minute.
+    pub last_used_at_ms: Option<i64>,
+    /// Revocation time, unix ms; a revoked key no longer authenticates.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// Who a request acts as, resolved from a bearer API key by [`crate::Store::authenticate`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct AuthContext {
+    /// The organisation every query of this request is scoped to.
+    pub organization_id: i64,
+    /// The key that authenticated.
+    pub api_key_id: i64,
+    /// The user the key belongs to (recorded as `user_id` on assistants it creates).
+    pub user_id: i64,
+}
+
+/// An organisation's Twilio credentials. The auth token is a secret: `Debug` redacts it and the
+/// type is deliberately not `Serialize`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrgTelephony {
+    /// Twilio account SID (`AC…`), not secret.
+    pub account_sid: String,
+    /// Twilio auth token: signs webhooks and authenticates REST calls. Secret.
+    pub auth_token: String,
+}
+
+impl fmt::Debug for OrgTelephony {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrgTelephony")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An assistant: the operator's whole record as one JSON document, with `name` and `is_active`
+/// copied into columns for filtering.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AssistantRow {
+    /// Database id.
+    pub id: i64,
+    /// Owning organisation.
+    pub organization_id: i64,
+    /// User who created it.
+    pub user_id: i64,
+    /// Display name (also inside `config`).
+    pub name: String,
+    /// Whether calls are answered by it (also inside `config`).
+    pub is_active: bool,
+    /// The assistant record as stored (the `switchboard-assistant` wire schema).
+    pub config: Value,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Last change, unix ms. Strictly increases on every write, so it doubles as a version
+    /// for cache invalidation across instances.
+    pub updated_at_ms: i64,
+}
+
+/// A phone number (E.164) owned by an organisation and routed to at most one assistant.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PhoneNumberRow {
+    /// Database id.
+    pub id: i64,
+    /// Owning organisation; no other organisation can assign this number while it holds it.
+    pub organization_id: i64,
+    /// Assistant that answers calls to it; `None` once unassigned.
+    pub assistant_id: Option<i64>,
+    /// The number, E.164 (e.g. `+14155550100`); unique across all organisations.
+    pub number: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Last change, unix ms.
+    pub updated_at_ms: i64,
+}
+
+/// Input of [`crate::Store::create_call`]. `started_at` is set to now by the store.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewCall {
+    /// Owning organisation.
+    pub organization_id: i64,
+    /// Assistant handling the call, if any (an unrouted call has none).
+    pub assistant_id: Option<i64>,
+    /// Twilio call SID (`CA…`); unique.
+    pub call_sid: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Caller number (E.164).
+    pub from_number: String,
+    /// Called number (E.164).
+    pub to_number: String,
+    /// Twilio call status (`queued`, `ringing`, `in-progress`, `completed`, …).
+    pub status: String,
+    /// Per-call data: agenda, variables, welcome message override, …
+    pub metadata: Value,
+}
+
+/// A call record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallRow {
+    /// Database id.
+    pub id: i64,
+    /// Owning organisation.
+    pub organization_id: i64,
+    /// Assistant that handled it; `None` if unrouted or the assistant was deleted.
+    pub assistant_id: Option<i64>,
+    /// Twilio call SID.
+    pub call_sid: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Caller number.
+    pub from_number: String,
+    /// Called number.
+    pub to_number: String,
+    /// Latest status.
+    pub status: String,
+    /// When the record was created (call start), unix ms.
+    pub started_at_ms: i64,
+    /// When the call ended, unix ms; set on the first terminal status.
+    pub ended_at_ms: Option<i64>,
+    /// Duration in seconds (Twilio's `CallDuration`, or computed from start/end).
+    pub duration_s: Option<i64>,
+    /// Why it ended (e.g. `caller-hangup`, `assistant-hangup`, `error-stt`).
+    pub ended_reason: Option<String>,
+    /// Per-call data given at creation.
+    pub metadata: Value,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Last change, unix ms.
+    pub updated_at_ms: i64,
+}
+
+/// Filters and page of [`crate::Store::list_calls`] / [`crate::Store::count_calls`]; `None`
+/// fields do not filter.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallFilter {
+    /// Only calls of this assistant.
+    pub assistant_id: Option<i64>,
+    /// Only calls with exactly this status.
+    pub status: Option<String>,
+    /// Only calls started at or after this time, unix ms.
+    pub from_ms: Option<i64>,
+    /// Only calls started at or before this time, unix ms.
+    pub to_ms: Option<i64>,
+    /// Only calls from or to this number.
+    pub number: Option<String>,
+    /// Rows to skip (negative counts as 0).
+    pub skip: i64,
+    /// Maximum rows to return (negative counts as 0).
+    pub limit: i64,
+}
+
+/// Input of [`crate::Store::add_transcript`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewTranscript {
+    /// `user` or `assistant`.
+    pub role: String,
+    /// What was said (for the assistant: what the caller heard).
+    pub content: String,
+    /// Start of the segment, ms since call start.
+    pub start_ms: i64,
+    /// End of the segment, ms since call start.
+    pub end_ms: i64,
+    /// STT confidence 0..=1 for user segments.
+    pub confidence: Option<f64>,
+    /// Final (not interim) STT result.
+    pub is_final: bool,
+    /// The assistant was cut off during this segment.
+    pub interrupted: bool,
+}
+
+/// A transcript segment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TranscriptRow {
+    /// Database id.
+    pub id: i64,
+    /// Call it belongs to.
+    pub call_id: i64,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// Text.
+    pub content: String,
+    /// Start, ms since call start.
+    pub start_ms: i64,
+    /// End, ms since call start.
+    pub end_ms: i64,
+    /// STT confidence 0..=1.
+    pub confidence: Option<f64>,
+    /// Final STT result.
+    pub is_final: bool,
+    /// The assistant was cut off.
+    pub interrupted: bool,
+    /// Insertion time, unix ms.
+    pub created_at_ms: i64,
+}
+
+/// Input of [`crate::Store::add_turn_metric`]: the latency timeline of one turn (issue 4).
+/// Every timestamp is ms since call start; `None` when the turn never reached that point.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewTurnMetric {
+    /// 0-based turn number within the call.
+    pub turn_index: i64,
+    /// The caller stopped speaking (VAD).
+    pub user_speech_end_ms: Option<i64>,
+    /// The STT final result for the turn arrived.
+    pub stt_final_ms: Option<i64>,
+    /// The LLM request was sent.
+    pub llm_request_ms: Option<i64>,
+    /// The first LLM token arrived.
+    pub llm_first_token_ms: Option<i64>,
+    /// The first TTS audio byte arrived.
+    pub tts_first_byte_ms: Option<i64>,
+    /// The first audio frame was sent to Twilio.
+    pub first_audio_sent_ms: Option<i64>,
+    /// Twilio confirmed (mark) the reply finished playing.
+    pub playback_done_ms: Option<i64>,
+    /// LLM provider that served the turn.
+    pub llm_provider: Option<String>,
+    /// STT provider that served the turn.
+    pub stt_provider: Option<String>,
+    /// TTS provider that served the turn.
+    pub tts_provider: Option<String>,
+    /// The reply was interrupted by the caller.
+    pub interrupted: bool,
+    /// Anything else worth keeping (JSON object; `null` is stored as `{}`).
+    pub extra: Value,
+}
+
+/// A stored turn metric.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TurnMetricRow {
+    /// Database id.
+    pub id: i64,
+    /// Call it belongs to.
+    pub call_id: i64,
+    /// 0-based turn number.
+    pub turn_index: i64,
+    /// See [`NewTurnMetric::user_speech_end_ms`].
+    pub user_speech_end_ms: Option<i64>,
+    /// See [`NewTurnMetric::stt_final_ms`].
+    pub stt_final_ms: Option<i64>,
+    /// See [`NewTurnMetric::llm_request_ms`].
+    pub llm_request_ms: Option<i64>,
+    /// See [`NewTurnMetric::llm_first_token_ms`].
+    pub llm_first_token_ms: Option<i64>,
+    /// See [`NewTurnMetric::tts_first_byte_ms`].
+    pub tts_first_byte_ms: Option<i64>,
+    /// See [`NewTurnMetric::first_audio_sent_ms`].
+    pub first_audio_sent_ms: Option<i64>,
+    /// See [`NewTurnMetric::playback_done_ms`].
+    pub playback_done_ms: Option<i64>,
+    /// LLM provider.
+    pub llm_provider: Option<String>,
+    /// STT provider.
+    pub stt_provider: Option<String>,
+    /// TTS provider.
+    pub tts_provider: Option<String>,
+    /// The reply was interrupted.
+    pub interrupted: bool,
+    /// Extra data.
+    pub extra: Value,
+    /// Insertion time, unix ms.
+    pub created_at_ms: i64,
+}
+
+/// Input of [`crate::Store::add_recording`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewRecording {
+    /// `mixed`, `user` or `assistant`.
+    pub kind: String,
+    /// File format, e.g. `wav`, `mp3`.
+    pub format: String,
+    /// Where the audio is: a local path or a URL.
+    pub path_or_url: String,
+    /// Length of the audio, ms.
+    pub duration_ms: i64,
+    /// File size, bytes.
+    pub size_bytes: i64,
+    /// Sample rate, Hz.
+    pub sample_rate: i64,
+}
+
+/// A stored recording.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordingRow {
+    /// Database id.
+    pub id: i64,
+    /// Call it belongs to.
+    pub call_id: i64,
+    /// `mixed`, `user` or `assistant`.
+    pub kind: String,
+    /// File format.
+    pub format: String,
+    /// Local path or URL.
+    pub path_or_url: String,
+    /// Length, ms.
+    pub duration_ms: i64,
+    /// Size, bytes.
+    pub size_bytes: i64,
+    /// Sample rate, Hz.
+    pub sample_rate: i64,
+    /// Insertion time, unix ms.
+    pub created_at_ms: i64,
+}
+
+/// Input of [`crate::Store::add_webhook_log`]: one delivery attempt of an outgoing webhook.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewWebhookLog {
+    /// Event type, e.g. `status-update`, `end-of-call-report`.
+    pub event: String,
+    /// Target URL.
+    pub url: String,
+    /// HTTP status received; `None` when no response arrived.
+    pub status_code: Option<i64>,
+    /// 1-based attempt number.
+    pub attempt: i64,
+    /// The receiver answered 2xx.
+    pub success: bool,
+    /// Transport or HTTP error text.
+    pub error: Option<String>,
+    /// The JSON body sent.
+    pub request_body: Value,
+    /// The body received (truncated by the caller as it sees fit).
+    pub response_body: Option<String>,
+    /// Time from request to response or failure, ms.
+    pub duration_ms: i64,
+}
+
+/// A stored webhook delivery attempt.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WebhookLogRow {
+    /// Database id.
+    pub id: i64,
+    /// Call it was about, if any.
+    pub call_id: Option<i64>,
+    /// Event type.
+    pub event: String,
+    /// Target URL.
+    pub url: String,
+    /// HTTP status received.
+    pub status_code: Option<i64>,
+    /// 1-based attempt number.
+    pub attempt: i64,
+    /// 2xx received.
+    pub success: bool,
+    /// Error text.
+    pub error: Option<String>,
+    /// JSON body sent.
+    pub request_body: Value,
+    /// Body received.
+    pub response_body: Option<String>,
+    /// Request duration, ms.
+    pub duration_ms: i64,
+    /// When the attempt was logged, unix ms.
+    pub created_at_ms: i64,
+}
+
+/// Call statistics of one assistant, computed from its call records.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct AssistantStats {
+    /// Number of calls.
+    pub total_calls: i64,
+    /// Mean duration in seconds (rounded) over calls that have a duration; `None` if none do.
+    pub avg_call_duration: Option<i64>,
+    /// Percentage (0..=100) of ended calls whose status is `completed` and whose ended reason
+    /// is not an error (see [`crate::is_error_reason`]); `None` when no call has ended.
+    pub success_rate: Option<f64>,
+}
+
+/// Twilio call statuses after which a call is over.
+pub const TERMINAL_STATUSES: [&str; 5] = ["completed", "busy", "no-answer", "failed", "canceled"];
+
+/// Whether `status` ends a call (see [`TERMINAL_STATUSES`]).
+pub fn is_terminal_status(status: &str) -> bool {
+    TERMINAL_STATUSES.contains(&status)
+}
+
+/// Whether an ended reason counts as an error for the success rate: it contains `error` or
+/// `fail`, case-insensitively (e.g. `error-stt`, `llm_failed`). The SQL of
+/// [`crate::Store::assistant_stats`] applies the same rule.
+pub fn is_error_reason(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("error") || r.contains("fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telephony_debug_redacts_token() {
+        let t = OrgTelephony {
+            account_sid: "AC123".into(),
+            auth_token: "very-secret-token".into(),
+        };
+        let s = format!("{t:?}");
+        assert!(s.contains("AC123"));
+        assert!(!s.contains("very-secret-token"));
+    }
+
+    #[test]
+    fn terminal_and_error_rules() {
+        for s in TERMINAL_STATUSES {
+            assert!(is_terminal_status(s));
+        }
+        assert!(!is_terminal_status("in-progress"));
+        assert!(!is_terminal_status("ringing"));
+        assert!(is_error_reason("error-stt"));
+        assert!(is_error_reason("LLM_FAILED"));
+        assert!(!is_error_reason("caller-hangup"));
+        assert!(!is_error_reason("completed"));
+    }
+}
