@@ -1,1 +1,520 @@
-//! (owned by its fake's author)
+//! A fake of Deepgram's websocket API on 127.0.0.1: live STT (`/v1/listen`), Flux
+//! (`/v2/listen`) and Aura TTS (`/v1/speak`), written from `shared/protocols.md` §2–§3.
+//!
+//! The STT side transcribes REAL audio without an ASR: a simple energy detector on 20 ms µ-law
+//! frames finds speech segments; what was "said" comes from a script (a queue of expected
+//! utterance texts). Timestamps follow the bytes received (8000 bytes = 1 s). The fake records
+//! every connection (query, auth, frames, messages) and when it sent each message, so tests can
+//! assert on the protocol and the load harness can subtract provider time from turn latency.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
+//! let fake = DeepgramFake::start(DeepgramFakeConfig {
+//!     default_script: vec!["I need to reschedule".into()],
+//!     ..DeepgramFakeConfig::default()
+//! })
+//! .await?;
+//! let base = fake.base_url(); // put into stt_settings.provider_config.base_url
+//! # let _ = base; Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+
+use crate::latency::LatencyProfile;
+
+mod aura;
+mod listen;
+pub mod mulaw;
+
+/// What the fake does. `Default` is a well-behaved Deepgram with key `test-deepgram-key`.
+#[derive(Debug, Clone)]
+pub struct DeepgramFakeConfig {
+    /// The key expected in `Authorization: Token <key>`.
+    pub api_key: String,
+    /// Delays (final after speech end, TTS first byte and pacing).
+    pub latency: LatencyProfile,
+    /// Utterance texts for connections without a script of their own (a fresh copy each).
+    pub default_script: Vec<String>,
+    /// Scripts by connection order (the n-th STT connection without a known `tag` takes the
+    /// n-th entry).
+    pub connection_scripts: Vec<Vec<String>>,
+    /// Scripts by the `tag` query parameter: one queue per tag shared by all connections with
+    /// that tag, so a reconnecting call continues where it was.
+    pub tag_scripts: HashMap<String, Vec<String>>,
+    /// Text used once a script has run out.
+    pub fallback_text: String,
+    /// Mean absolute linear amplitude above which a 20 ms frame counts as speech.
+    pub energy_threshold: f32,
+    /// Speech frames in a row (ms) needed before a segment starts (filters clicks).
+    pub min_speech_ms: u64,
+    /// Smallest silence (ms) that ends a segment, whatever `endpointing` says (the energy
+    /// detector needs some hangover; real Deepgram is model-based).
+    pub min_segment_gap_ms: u64,
+    /// Interim results every this much speech audio (ms).
+    pub interim_every_ms: u64,
+    /// Silence (ms) after which an empty final is sent (Deepgram does send empty results).
+    pub empty_result_every_ms: u64,
+    /// Close with 1011 `NET-0001` after this long (ms, wall clock) with neither audio nor
+    /// `KeepAlive`.
+    pub idle_timeout_ms: u64,
+    /// Flux: silence (ms) after speech that ends a turn (`EndOfTurn`).
+    pub flux_eot_silence_ms: u64,
+    /// Flux: silence (ms) after speech that triggers `EagerEndOfTurn` (when eager mode is on).
+    pub flux_eager_silence_ms: u64,
+    /// Failure knob: drop the TCP connection (no close frame) this long (ms) after the
+    /// handshake, for the first `drop_connections` STT connections.
+    pub drop_after_ms: Option<u64>,
+    /// How many STT connections (in order) `drop_after_ms` applies to.
+    pub drop_connections: usize,
+    /// Failure knob: refuse handshakes with this HTTP status (from connection index
+    /// `reject_from_connection` on).
+    pub reject_status: Option<u16>,
+    /// First connection index (0-based, all paths) that `reject_status` applies to.
+    pub reject_from_connection: usize,
+    /// Aura: synthetic speech per character (ms) at speed 1.0.
+    pub aura_ms_per_char: u64,
+    /// Aura: audio per binary frame (ms).
+    pub aura_chunk_ms: u64,
+}
+
+impl Default for DeepgramFakeConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "test-deepgram-key".into(),
+            latency: LatencyProfile::instant(),
+            default_script: Vec::new(),
+            connection_scripts: Vec::new(),
+            tag_scripts: HashMap::new(),
+            fallback_text: "[unintelligible]".into(),
+            energy_threshold: 400.0,
+            min_speech_ms: 60,
+            min_segment_gap_ms: 200,
+            interim_every_ms: 250,
+            empty_result_every_ms: 3000,
+            idle_timeout_ms: 10_000,
+            flux_eot_silence_ms: 500,
+            flux_eager_silence_ms: 200,
+            drop_after_ms: None,
+            drop_connections: 0,
+            reject_status: None,
+            reject_from_connection: 0,
+            aura_ms_per_char: 60,
+            aura_chunk_ms: 100,
+        }
+    }
+}
+
+/// One message the fake sent, with when.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    /// Wall-clock time it was written to the socket.
+    pub at: Instant,
+    /// `Results`, `UtteranceEnd`, `SpeechStarted`, `Metadata`, `TurnInfo:EndOfTurn`, `audio`,
+    /// `Flushed`, `Cleared`, `close:1011:NET-0001` …
+    pub kind: String,
+    /// Transcript (STT) or empty.
+    pub transcript: String,
+    /// `is_final` of a `Results`.
+    pub is_final: bool,
+    /// `speech_final` of a `Results`.
+    pub speech_final: bool,
+    /// `from_finalize` of a `Results`.
+    pub from_finalize: bool,
+    /// Stream time (s) the message refers to (end of the covered audio; 0 for TTS).
+    pub audio_s: f64,
+}
+
+/// When the fake STT decided an utterance/turn was over and when it told the client: the
+/// difference is the provider latency the load harness subtracts.
+#[derive(Debug, Clone)]
+pub struct FinalTiming {
+    /// Connection index.
+    pub connection: usize,
+    /// Final transcript.
+    pub transcript: String,
+    /// Wall-clock time the endpointing silence had elapsed in the received audio.
+    pub speech_end_detected_at: Instant,
+    /// Wall-clock time the final (or `EndOfTurn`) was sent.
+    pub sent_at: Instant,
+    /// Stream time (s) of the end of the speech.
+    pub speech_end_s: f64,
+}
+
+/// Everything one connection did, for assertions.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionRecord {
+    /// 0-based connection index (all paths).
+    pub index: usize,
+    /// Request path, e.g. `/v1/listen`.
+    pub path: String,
+    /// Query parameters in order (repeated keys kept).
+    pub query: Vec<(String, String)>,
+    /// The `Authorization` header as received.
+    pub authorization: Option<String>,
+    /// HTTP status of a refused handshake (`None` when accepted).
+    pub rejected_status: Option<u16>,
+    /// Audio bytes received.
+    pub audio_bytes: u64,
+    /// Binary frames received (non-empty).
+    pub binary_frames: u64,
+    /// Zero-length binary frames received (a client bug: Deepgram treats them as end of stream).
+    pub empty_frames: u64,
+    /// Every text message received, verbatim.
+    pub text_messages: Vec<String>,
+    /// `KeepAlive` messages received.
+    pub keepalives: u64,
+    /// `Finalize` (live) or `ForceEndTurn` (Flux) messages received.
+    pub finalizes: u64,
+    /// `CloseStream` (or Aura `Close`) messages received.
+    pub close_streams: u64,
+    /// Every message the fake sent, in order.
+    pub sent: Vec<SentMessage>,
+    /// Close code the fake sent (`None` if it never sent one).
+    pub close_code: Option<u16>,
+    /// Whether the fake dropped the TCP connection on purpose (failure knob).
+    pub dropped_by_fake: bool,
+    /// Whether the connection has ended.
+    pub ended: bool,
+}
+
+impl ConnectionRecord {
+    /// First value of query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All values of a repeated query parameter.
+    pub fn params(&self, key: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Sent messages of one kind.
+    pub fn sent_of(&self, kind: &str) -> Vec<&SentMessage> {
+        self.sent.iter().filter(|m| m.kind == kind).collect()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    connections: Vec<ConnectionRecord>,
+    tag_queues: HashMap<String, VecDeque<String>>,
+    stt_connections: usize,
+    finals: Vec<FinalTiming>,
+}
+
+/// State shared between the accept loop and the connection tasks.
+pub(crate) struct Shared {
+    config: DeepgramFakeConfig,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Update the record of connection `index`.
+    pub(crate) fn record(&self, index: usize, f: impl FnOnce(&mut ConnectionRecord)) {
+        self.with_state(|s| {
+            if let Some(c) = s.connections.get_mut(index) {
+                f(c);
+            }
+        });
+    }
+
+    pub(crate) fn push_final(&self, timing: FinalTiming) {
+        self.with_state(|s| s.finals.push(timing));
+    }
+
+    /// The script queue for a new STT connection.
+    fn take_script(&self, tag: Option<&str>) -> Script {
+        let cfg = &self.config;
+        if let Some(tag) = tag.filter(|t| cfg.tag_scripts.contains_key(*t)) {
+            return Script::Tagged(tag.to_owned());
+        }
+        let n = self.with_state(|s| {
+            let n = s.stt_connections;
+            s.stt_connections += 1;
+            n
+        });
+        let lines = cfg.connection_scripts.get(n).unwrap_or(&cfg.default_script);
+        Script::Own(lines.iter().cloned().collect())
+    }
+
+    /// Next utterance text of `script`, or the fallback text.
+    pub(crate) fn next_text(&self, script: &mut Script) -> String {
+        let next = match script {
+            Script::Own(q) => q.pop_front(),
+            Script::Tagged(tag) => self.with_state(|s| {
+                let queue = s.tag_queues.entry(tag.clone()).or_insert_with(|| {
+                    self.config
+                        .tag_scripts
+                        .get(tag)
+                        .map(|v| v.iter().cloned().collect())
+                        .unwrap_or_default()
+                });
+                queue.pop_front()
+            }),
+        };
+        next.unwrap_or_else(|| self.config.fallback_text.clone())
+    }
+
+    pub(crate) fn config(&self) -> &DeepgramFakeConfig {
+        &self.config
+    }
+}
+
+/// Where a connection's utterance texts come from.
+pub(crate) enum Script {
+    Own(VecDeque<String>),
+    Tagged(String),
+}
+
+/// A running fake Deepgram server.
+pub struct DeepgramFake {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl DeepgramFake {
+    /// Bind 127.0.0.1:0 and serve until [`DeepgramFake::shutdown`] or drop.
+    pub async fn start(config: DeepgramFakeConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State::default()),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+        Ok(Self {
+            addr,
+            shared,
+            shutdown_tx,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: what goes into `provider_config.base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Records of every connection so far (accepted or refused), in order.
+    pub fn received(&self) -> Vec<ConnectionRecord> {
+        self.shared.with_state(|s| s.connections.clone())
+    }
+
+    /// When each final / end of turn was detected and sent.
+    pub fn final_timings(&self) -> Vec<FinalTiming> {
+        self.shared.with_state(|s| s.finals.clone())
+    }
+
+    /// Stop accepting and end every open connection.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+        self.task.abort();
+    }
+}
+
+impl Drop for DeepgramFake {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = handle_connection(stream, shared) => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
+fn request_id() -> String {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+struct Accepted {
+    index: usize,
+    path: String,
+    query: Vec<(String, String)>,
+    request_id: String,
+}
+
+#[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
+async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let decided: Arc<Mutex<Option<Accepted>>> = Arc::new(Mutex::new(None));
+    let decided_cb = decided.clone();
+    let shared_cb = shared.clone();
+    let callback = move |request: &Request,
+                         mut response: Response|
+          -> Result<Response, ErrorResponse> {
+        let path = request.uri().path().to_owned();
+        let query: Vec<(String, String)> = request
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let authorization = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let rid = request_id();
+        let cfg = shared_cb.config();
+        let index = shared_cb.with_state(|s| {
+            s.connections.push(ConnectionRecord {
+                index: s.connections.len(),
+                path: path.clone(),
+                query: query.clone(),
+                authorization: authorization.clone(),
+                ..ConnectionRecord::default()
+            });
+            s.connections.len() - 1
+        });
+        let expected = format!("Token {}", cfg.api_key);
+        let param = |k: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let refusal: Option<(u16, String)> = if authorization.as_deref() != Some(expected.as_str())
+        {
+            Some((401, "Invalid credentials.".into()))
+        } else if let Some(status) = cfg
+            .reject_status
+            .filter(|_| index >= cfg.reject_from_connection)
+        {
+            Some((status, "Rejected by the fake (failure knob).".into()))
+        } else if !matches!(path.as_str(), "/v1/listen" | "/v2/listen" | "/v1/speak") {
+            Some((404, format!("Unknown path {path}")))
+        } else if path != "/v1/speak"
+            && (param("encoding") != Some("mulaw") || param("sample_rate") != Some("8000"))
+        {
+            Some((
+                400,
+                "Twilio audio needs encoding=mulaw&sample_rate=8000".into(),
+            ))
+        } else if path == "/v1/speak"
+            && param("encoding").is_some_and(|e| e != "mulaw" && e != "linear16" && e != "alaw")
+        {
+            Some((400, "Unsupported encoding for streaming TTS".into()))
+        } else if param("model").is_none_or(str::is_empty) {
+            Some((400, "model is required".into()))
+        } else {
+            None
+        };
+        if let Some((status, message)) = refusal {
+            shared_cb.record(index, |c| {
+                c.rejected_status = Some(status);
+                c.ended = true;
+            });
+            let mut error = ErrorResponse::new(Some(format!(
+                "{{\"err_code\":\"REJECTED\",\"err_msg\":\"{message}\",\"request_id\":\"{rid}\"}}"
+            )));
+            *error.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                error.headers_mut().insert("dg-request-id", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&message) {
+                error.headers_mut().insert("dg-error", v);
+            }
+            return Err(error);
+        }
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            response.headers_mut().insert("dg-request-id", v);
+        }
+        if let Ok(mut slot) = decided_cb.lock() {
+            *slot = Some(Accepted {
+                index,
+                path,
+                query,
+                request_id: rid,
+            });
+        }
+        Ok(response)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let accepted = match decided.lock() {
+        Ok(mut slot) => slot.take(),
+        Err(_) => None,
+    };
+    let Some(accepted) = accepted else { return };
+    let index = accepted.index;
+    match accepted.path.as_str() {
+        "/v1/speak" => aura::serve(ws, &shared, index, &accepted.query, &accepted.request_id).await,
+        path => {
+            let tag = accepted
+                .query
+                .iter()
+                .find(|(k, _)| k == "tag")
+                .map(|(_, v)| v.clone());
+            let script = shared.take_script(tag.as_deref());
+            let flux = path == "/v2/listen";
+            listen::serve(
+                ws,
+                &shared,
+                index,
+                &accepted.query,
+                &accepted.request_id,
+                script,
+                flux,
+            )
+            .await;
+        }
+    }
+    shared.record(index, |c| c.ended = true);
+}

@@ -6,5 +6,6 @@
 pub mod anthropic;
 pub mod deepgram;
 pub mod elevenlabs;
+pub mod latency;
 pub mod openai;
 pub mod twilio;
