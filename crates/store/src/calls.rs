@@ -14,7 +14,7 @@ use std::collections::HashMap;
 macro_rules! call_cols {
     () => {
         "id, organization_id, assistant_id, call_sid, direction, from_number, to_number, status, \
-         started_at, ended_at, duration_s, ended_reason, metadata, created_at, updated_at"
+         started_at, ended_at, duration_s, ended_reason, metadata, metrics, created_at, updated_at"
     };
 }
 
@@ -94,6 +94,7 @@ fn call_from_row(row: &AnyRow) -> Result<CallRow, StoreError> {
         duration_s: row.try_get("duration_s")?,
         ended_reason: row.try_get("ended_reason")?,
         metadata: get_json(row, "metadata")?,
+        metrics: get_json(row, "metrics")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
     })
@@ -323,6 +324,21 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(call_from_row).transpose()
+    }
+
+    /// Stores the call-level metrics the runtime computes at the end of a call (a JSON
+    /// object; replaces any earlier value). `NotFound` for an unknown call id.
+    pub async fn set_call_metrics(&self, call_id: i64, metrics: &Value) -> Result<(), StoreError> {
+        let res = sqlx::query("UPDATE calls SET metrics = $2, updated_at = $3 WHERE id = $1")
+            .bind(call_id)
+            .bind(json_text(metrics)?)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     /// A page of the organisation's calls matching `filter`, newest first.

@@ -162,6 +162,9 @@ pub struct CallRow {
     pub ended_reason: Option<String>,
     /// Per-call data given at creation.
     pub metadata: Value,
+    /// Call-level counters recorded by the runtime at the end ([`crate::Store::set_call_metrics`]);
+    /// `{}` until then.
+    pub metrics: Value,
     /// Creation time, unix ms.
     pub created_at_ms: i64,
     /// Last change, unix ms.

@@ -579,6 +579,18 @@ async fn call_lifecycle(ctx: Ctx) {
         "no-answer"
     );
 
+    // Call-level metrics: empty until the runtime records them.
+    assert_eq!(c.metrics, json!({}));
+    s.set_call_metrics(c.id, &json!({"turns": 3, "interruptions": 1}))
+        .await
+        .unwrap();
+    let got = s.get_call(a, c.id).await.unwrap().unwrap();
+    assert_eq!(got.metrics["turns"], 3);
+    assert!(matches!(
+        s.set_call_metrics(c.id + 999, &json!({})).await,
+        Err(StoreError::NotFound)
+    ));
+
     // Null metadata is stored as an empty object.
     let mut n4 = new_call(a, None, "CA4", "+1", "+2");
     n4.metadata = serde_json::Value::Null;
