@@ -1,1 +1,42 @@
-fn main() {}
+//! `switchboard`: the command-line entry point. Thin: parses flags, loads the layered
+//! configuration, sets up logging, and hands over to one module per subcommand.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, KeysCommand};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    switchboard_server::telemetry::install_crypto_provider();
+    let settings = match cli.settings() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = switchboard_server::telemetry::init_tracing(&settings.logging) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let result = match &cli.command {
+        Command::Serve(_) => commands::serve::run(settings).await,
+        Command::Migrate(_) => commands::migrate::run(&settings).await,
+        Command::Keys {
+            command: KeysCommand::Create(args),
+        } => commands::keys::create(&settings, args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Process-wide setup done once at start: the tracing subscriber and the TLS crypto provider.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -32,9 +34,15 @@ pub fn init_tracing(settings: &LoggingSettings) -> Result<(), TelemetryError> {
         reason: err.to_string(),
     })?;
     let registry = tracing_subscriber::registry().with(filter);
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::stderr().is_terminal();
     let result = match settings.format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -1,0 +1,156 @@
+//! End to end through the built binary: `migrate`, `keys create`, and `serve` with a bootstrap
+//! key on a free port and a temp database, stopped with SIGTERM.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A command with a clean environment: no SWITCHBOARD_* or DATABASE_URL from the caller.
+fn switchboard(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SWITCHBOARD_") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let output = cmd.output().expect("binary runs");
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Waits (bounded) until /healthz answers 200; panics with the server's stderr otherwise.
+async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status().as_u16() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early with {status}");
+        }
+        assert!(Instant::now() < deadline, "server never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(switchboard(dir.path())
+        .args(["migrate", "--database-url"])
+        .arg(format!("sqlite://{}/nested/m.db", dir.path().display())));
+    assert!(dir.path().join("nested/m.db").is_file());
+    // Idempotent.
+    run(switchboard(dir.path()).arg("migrate").env(
+        "DATABASE_URL",
+        format!("sqlite://{}/nested/m.db", dir.path().display()),
+    ));
+}
+
+#[tokio::test]
+async fn serve_with_bootstrap_key_then_sigterm_and_keys_create() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_url = format!("sqlite://{}/data/e2e.db", dir.path().display());
+
+    // `keys create` before the server exists: creates the database, the org and a key.
+    let output = run(switchboard(dir.path())
+        .args(["keys", "create", "--org", "acme", "--label", "e2e"])
+        .env("DATABASE_URL", &db_url));
+    let stdout = String::from_utf8(output.stdout).expect("utf8");
+    let created_key = stdout.trim().to_owned();
+    assert!(!created_key.is_empty() && !created_key.contains(char::is_whitespace));
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the key on stdout: {stdout}"
+    );
+
+    let port = free_port();
+    let bootstrap = "sb_bootstrap_e2e_0123456789abcdef";
+    let mut child = switchboard(dir.path())
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db_url)
+        .env("SWITCHBOARD_BOOTSTRAP_KEY", bootstrap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &base, &mut child).await;
+
+    let response = client
+        .post(format!("{base}/api/v1/assistants"))
+        .bearer_auth(bootstrap)
+        .json(&json!({"name": "E2E"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(created["name"], "E2E");
+
+    // The key printed by `keys create` works, and sees only its own organisation.
+    let response = client
+        .get(format!("{base}/api/v1/assistants"))
+        .bearer_auth(&created_key)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status().as_u16(), 200);
+    let list: Value = response.json().await.expect("json");
+    assert_eq!(list, json!([]));
+
+    let response = client
+        .get(format!("{base}/api/v1/assistants"))
+        .bearer_auth("sb_wrong")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status().as_u16(), 401);
+
+    let status = sigterm_and_wait(&mut child);
+    assert!(status.success(), "unclean exit: {status:?}");
+}
