@@ -843,3 +843,80 @@ async fn rest_dial_runs_a_fake_call_and_hang_up_ends_it() {
     assert!(form.contains(&("To".to_owned(), "+15551230000".to_owned())));
     assert_eq!(seen.status_forms.len(), 1);
 }
+
+async fn run_many(
+    engine: &Engine,
+    calls: usize,
+    script: Arc<CallScript>,
+    timeline: bool,
+) -> Vec<CallReport> {
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let mut cfg = config(engine, "marks");
+        cfg.http = http.clone();
+        cfg.status_callback_url = None;
+        cfg.record_timeline = timeline;
+        cfg.keep_audio = timeline;
+        tasks.push(tokio::spawn(FakeCall::new(cfg, script.clone()).run()));
+    }
+    let mut reports = Vec::with_capacity(calls);
+    for t in tasks {
+        reports.push(t.await.unwrap());
+    }
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_share_one_process() {
+    let engine = start_engine().await;
+    let reports = run_many(&engine, 40, short_script(300), false).await;
+    let sids: std::collections::HashSet<&str> =
+        reports.iter().map(|r| r.call_sid.as_str()).collect();
+    assert_eq!(sids.len(), 40, "every call has its own SID");
+    for r in &reports {
+        assert_eq!(r.errors, vec![], "{r:#?}");
+        assert_eq!(r.outcome, CallOutcome::Completed);
+        assert_eq!(r.caller_frames_sent, 15);
+        assert_eq!(r.marks_echoed, 2);
+        assert_eq!(r.bot_bytes_played, 1600);
+    }
+    assert_eq!(engine.seen.lock().unwrap().media_seq.len(), 40 * 15);
+}
+
+fn process_cpu_seconds() -> f64 {
+    // utime + stime from /proc/self/stat (fields 14 and 15), in clock ticks of 1/100 s.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Measurement, not a test: `FAKE_CALLS=500 cargo test -p switchboard-testkit --release
+/// measure_fake_call_cost -- --ignored --nocapture`. Prints CPU per call-second of the fake
+/// (plus the trivial test engine) and the worst caller-frame lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand"]
+async fn measure_fake_call_cost() {
+    let calls: usize = std::env::var("FAKE_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let engine = start_engine().await;
+    let cpu0 = process_cpu_seconds();
+    let t0 = std::time::Instant::now();
+    let reports = run_many(&engine, calls, short_script(5_000), false).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu0;
+    let lag = reports
+        .iter()
+        .map(|r| r.caller_send_lag_max_ms)
+        .fold(0.0, f64::max);
+    let late: u64 = reports.iter().map(|r| r.caller_frames_late).sum();
+    let errors: usize = reports.iter().map(|r| r.errors.len()).sum();
+    println!(
+        "calls={calls} wall={wall:.2}s cpu={cpu:.2}s cpu_per_call_second={:.3}ms worst_caller_lag={lag:.1}ms late_frames={late} errors={errors}",
+        cpu * 1000.0 / (calls as f64 * 5.0)
+    );
+}
