@@ -50,6 +50,21 @@ async fn stored_config(ts: &TestServer, org_id: i64, id: i64) -> AssistantConfig
     serde_json::from_value(row.config).expect("stored config parses")
 }
 
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(reference)) => out.push(reference.clone()),
+                    _ => collect_refs(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_refs(item, out)),
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn health_openapi_and_unknown_routes() {
     let mut ts = TestServer::start().await;
@@ -90,6 +105,23 @@ async fn health_openapi_and_unknown_routes() {
     );
     assert!(schemas.get("ErrorBody").is_some());
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
+    // Every schema reference resolves.
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(refs.len() > 20, "too few refs: {refs:?}");
+    for reference in refs {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected ref {reference}"));
+        assert!(schemas.get(name).is_some(), "dangling ref {reference}");
+    }
+    let list_params: Vec<&str> = doc["paths"]["/api/v1/assistants"]["get"]["parameters"]
+        .as_array()
+        .expect("list params")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(list_params, ["skip", "limit", "active_only"]);
 
     let (status, body) = json(ts.req(Method::GET, "/nope", &ts.key_a)).await;
     assert_error(status, &body, 404, "not_found");
@@ -842,4 +874,21 @@ async fn shutdown_waits_for_tracked_tasks_and_reports_draining() {
     assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
     // The listener is closed.
     assert!(ts.client.get(ts.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn database_failure_is_a_generic_500_and_unhealthy() {
+    let mut ts = TestServer::start().await;
+    ts.server().state().store.close().await;
+    let (status, body) = json(ts.req(Method::GET, "/api/v1/assistants", &ts.key_a)).await;
+    let error = assert_error(status, &body, 500, "internal");
+    assert_eq!(error["message"], "internal server error");
+    let text = body.to_string().to_lowercase();
+    for leak in ["pool", "sqlx", "sqlite", "closed", "select"] {
+        assert!(!text.contains(leak), "internal detail leaked: {body}");
+    }
+    let (status, health) = json(ts.client.get(ts.url("/healthz"))).await;
+    assert_eq!(status, 503);
+    assert_eq!(health["status"], "database_unavailable");
+    ts.stop().await;
 }
