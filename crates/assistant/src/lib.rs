@@ -27,6 +27,8 @@
 //! # let _ = AssistantConfig::new("x");
 //! ```
 
+#![deny(missing_docs)]
+
 mod parse;
 mod record;
 mod secret;
