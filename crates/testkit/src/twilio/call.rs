@@ -950,15 +950,28 @@ impl FakeCall {
             decode_buf: Vec::with_capacity(4096),
         };
 
+        // One timer for the cap, polled in place (not re-registered every iteration).
+        let cap = tokio::time::sleep_until(cap_at);
+        tokio::pin!(cap);
+        // One timer for the next mark echo, re-armed only when the earliest pending mark changes.
+        let mark_timer = tokio::time::sleep_until(cap_at);
+        tokio::pin!(mark_timer);
+        let mut mark_armed_for: Option<Instant> = None;
         let ended_by = loop {
             let mark_due = pb.pending.front().map(|m| m.due);
+            if mark_due != mark_armed_for {
+                if let Some(due) = mark_due {
+                    mark_timer.as_mut().reset(due);
+                }
+                mark_armed_for = mark_due;
+            }
             let event = tokio::select! {
                 biased;
                 _ = tick.tick() => Event::Tick,
-                _ = tokio::time::sleep_until(mark_due.unwrap_or(cap_at)), if mark_due.is_some() => Event::MarkDue,
+                _ = &mut mark_timer, if mark_due.is_some() => Event::MarkDue,
                 m = ws.next() => Event::Ws(m),
                 how = remote_end(&mut remote) => Event::Remote(how),
-                _ = tokio::time::sleep_until(cap_at) => Event::Cap,
+                _ = &mut cap => Event::Cap,
             };
             match event {
                 Event::Tick => {
