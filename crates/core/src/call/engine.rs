@@ -200,6 +200,8 @@ pub struct CallCore {
     spec: Option<Speculation>,
     spec_deadline: Option<Millis>,
     last_interruption: Option<Millis>,
+    /// End of the last caller frame the VAD classified as speech.
+    last_voiced_at: Option<Millis>,
     playout_end: Millis,
     stream_sent_ms: u64,
     last_activity: Millis,
@@ -208,7 +210,8 @@ pub struct CallCore {
     ended: bool,
     started: bool,
     max_len_deadline: Option<Millis>,
-    consecutive_failures: u32,
+    llm_failures_in_row: u32,
+    tts_failures_in_row: u32,
     turn_no: u32,
     cue_no: usize,
     last_cue_at: Option<Millis>,
@@ -274,6 +277,7 @@ impl CallCore {
             spec: None,
             spec_deadline: None,
             last_interruption: None,
+            last_voiced_at: None,
             playout_end: now,
             stream_sent_ms: 0,
             last_activity: now,
@@ -282,7 +286,8 @@ impl CallCore {
             ended: false,
             started: false,
             max_len_deadline: None,
-            consecutive_failures: 0,
+            llm_failures_in_row: 0,
+            tts_failures_in_row: 0,
             turn_no: 0,
             cue_no: 0,
             last_cue_at: None,
@@ -307,7 +312,11 @@ impl CallCore {
             Event::CallStarted => self.on_call_started(now),
             Event::CallerAudio(bytes) => {
                 for chunk in bytes.chunks(FRAME_BYTES) {
-                    if let Some(t) = self.vad.push_mulaw(chunk) {
+                    let t = self.vad.push_mulaw(chunk);
+                    if self.vad.last_frame_speech() {
+                        self.last_voiced_at = Some(now);
+                    }
+                    if let Some(t) = t {
                         self.on_vad(t, now);
                     }
                 }
@@ -771,8 +780,27 @@ impl CallCore {
 
     fn on_speech_end(&mut self, now: Millis) {
         self.last_activity = now;
+        // The speech ended `hangover` ms before the VAD could say so.
+        let ended = now.minus(u64::from(self.s.vad_hangover_ms));
+        if self.user.state == UserState::Idle {
+            // The turn was committed (provider end-of-turn) before the local VAD saw the end:
+            // complete the turn's metrics.
+            if let Some(d) = &mut self.deferred
+                && d.metrics.user_speech_end.is_none()
+            {
+                d.metrics.user_speech_end = Some(ended);
+            } else if let Some(g) = self
+                .gens
+                .iter_mut()
+                .rev()
+                .find(|g| g.kind == Kind::Reply && g.metrics.user_speech_end.is_none())
+            {
+                g.metrics.user_speech_end = Some(ended);
+            }
+            return;
+        }
         let timeout = self.utterance_timeout_ms();
-        self.user.on_speech_end(now, timeout);
+        self.user.on_speech_end(now, ended, timeout);
         self.maybe_cue(now);
     }
 
@@ -1018,7 +1046,7 @@ impl CallCore {
     /// Caller speech that is not a turn: kept in the transcript only.
     fn not_a_turn(&mut self, backchannel: bool, now: Millis) {
         let start = self.user.started_at.unwrap_or(now);
-        let end = self.user.speech_end_at.unwrap_or(now);
+        let end = self.user_speech_end().unwrap_or(now);
         let text = self.user.take();
         if backchannel {
             self.metrics.backchannels_ignored += 1;
@@ -1037,12 +1065,22 @@ impl CallCore {
         }
     }
 
+    /// When the caller's current utterance ended: the VAD's speech end, else (the provider
+    /// ended the turn first) the last voiced frame of the turn.
+    fn user_speech_end(&self) -> Option<Millis> {
+        let start = self.user.started_at?;
+        self.user
+            .speech_end_at
+            .filter(|e| *e >= start)
+            .or(self.last_voiced_at.filter(|v| *v >= start))
+    }
+
     fn turn_metrics_from_user(&self, now: Millis) -> TurnMetrics {
         TurnMetrics {
             turn: self.turn_no,
             generation: None,
             user_speech_start: self.user.started_at,
-            user_speech_end: self.user.speech_end_at,
+            user_speech_end: self.user_speech_end(),
             stt_final: self.user.last_final_at,
             committed: Some(now),
             ..TurnMetrics::default()
@@ -1051,7 +1089,7 @@ impl CallCore {
 
     fn take_user_turn(&mut self, now: Millis) -> (String, TurnMetrics) {
         let start = self.user.started_at.unwrap_or(now);
-        let end = self.user.speech_end_at.unwrap_or(now).max(start);
+        let end = self.user_speech_end().unwrap_or(now).max(start);
         let mut metrics = self.turn_metrics_from_user(now);
         let text = self.user.take();
         self.record_transcript(TranscriptEntry {
@@ -1360,7 +1398,7 @@ impl CallCore {
         let Some(i) = self.llm_gen(id) else {
             return;
         };
-        self.consecutive_failures = 0;
+        self.llm_failures_in_row = 0;
         self.flush_chunker(i);
         if !self.gens[i].tools_pending.is_empty() {
             self.gens[i].llm = LlmPhase::WaitingTools;
@@ -1412,7 +1450,7 @@ impl CallCore {
             self.drop_gen(id);
             return;
         }
-        self.consecutive_failures += 1;
+        self.llm_failures_in_row += 1;
         let has_text = !self.gens[i].spoken.text().is_empty() || self.chunker.has_pending_text();
         if has_text {
             // Speak what arrived; the reply just ends early.
@@ -1431,11 +1469,17 @@ impl CallCore {
         self.after_failure(now);
     }
 
+    /// LLM or TTS failed `max_consecutive_failures` times in a row.
+    fn failures_exhausted(&self) -> bool {
+        let max = self.s.max_consecutive_failures.max(1);
+        self.llm_failures_in_row >= max || self.tts_failures_in_row >= max
+    }
+
     fn after_failure(&mut self, now: Millis) {
         if self.ending.is_some() {
             return;
         }
-        if self.consecutive_failures >= self.s.max_consecutive_failures.max(1) {
+        if self.failures_exhausted() {
             let msg = Some(self.s.provider_error_message.clone());
             self.begin_ending(HangUpReason::ProviderError, None, msg, true, now);
         } else {
@@ -1505,7 +1549,7 @@ impl CallCore {
         }
         self.pad_and_close(i);
         if self.gens[i].kind != Kind::Cue {
-            self.consecutive_failures = 0;
+            self.tts_failures_in_row = 0;
         }
         self.start_queued(now);
     }
@@ -1534,7 +1578,7 @@ impl CallCore {
             self.drop_gen(id);
             return;
         }
-        self.consecutive_failures += 1;
+        self.tts_failures_in_row += 1;
         if self.gens[i].llm == LlmPhase::Streaming {
             self.actions.push_back(Action::CancelLlm { generation: id });
         }
@@ -1565,7 +1609,7 @@ impl CallCore {
             self.hang_up(now);
             return;
         }
-        if self.consecutive_failures >= self.s.max_consecutive_failures.max(1) {
+        if self.failures_exhausted() {
             self.ending = Some(Ending {
                 reason: HangUpReason::ProviderError,
                 transfer_to: None,

@@ -236,13 +236,17 @@ impl UserTurn {
         self.deadline = None;
     }
 
-    /// The caller stopped speaking (VAD); arms the utterance timeout.
-    pub fn on_speech_end(&mut self, now: Millis, utterance_timeout_ms: u64) {
+    /// The local VAD reported the end of speech at `now` (the speech itself ended at `ended`,
+    /// the hangover earlier); arms the utterance timeout from `now`.
+    pub fn on_speech_end(&mut self, now: Millis, ended: Millis, utterance_timeout_ms: u64) {
         if self.state == UserState::Speaking {
             self.state = UserState::Committing;
         }
-        self.speech_end_at = Some(now);
-        if self.state == UserState::Committing {
+        self.speech_end_at = Some(ended);
+        // An end-of-turn signal already holds the turn for an incomplete utterance: that wait
+        // stands.
+        let holding = self.extended && self.deadline.is_some();
+        if self.state == UserState::Committing && !holding {
             self.deadline = Some(now.plus(utterance_timeout_ms));
         }
     }
@@ -464,7 +468,7 @@ mod tests {
         );
         assert_eq!(u.text(), "hello there how");
         assert_eq!(u.confident_words(), 3);
-        u.on_speech_end(Millis(900), 1500);
+        u.on_speech_end(Millis(900), Millis(500), 1500);
         assert_eq!(u.state, UserState::Committing);
         assert_eq!(u.deadline, Some(Millis(2400)));
         assert_eq!(u.take(), "hello there");

@@ -189,12 +189,13 @@ impl Sim {
     }
 
     /// The next 20 ms frame time at or after the cursor inside a caller window (speech plus 1 s
-    /// of silence after it, so the VAD sees the end).
+    /// of silence after it, so the VAD sees the end). The frame delivered at `f` carries the
+    /// audio of [f - 20, f), as Twilio's do.
     fn next_caller_frame(&self) -> Option<u64> {
         self.caller
             .iter()
             .filter_map(|&(a, b)| {
-                let start = (a - a % 20).max(self.frame_cursor);
+                let start = (a - a % 20 + 20).max(self.frame_cursor);
                 (start < b + 1000).then_some(start)
             })
             .min()
@@ -232,7 +233,7 @@ impl Sim {
             if let Some(f) = self.next_caller_frame()
                 && f <= self.now
             {
-                let speech = self.caller_speaking(f);
+                let speech = self.caller_speaking(f - 20);
                 self.frame_cursor = f + 20;
                 self.deliver(In::Frame(speech));
             }
@@ -663,5 +664,54 @@ impl Sim {
             "invariant violations: {:?}",
             self.violations
         );
+    }
+}
+
+/// A reply long enough to interrupt (about 12 s of audio at 60 ms per character).
+pub const LONG_REPLY: &str = "Our opening hours are from nine in the morning until six in the evening on weekdays, and from ten until four on Saturdays. On Sundays we are closed, but you can always leave a message.";
+
+/// `t` rounded up to the 20 ms frame grid.
+pub fn align(t: u64) -> u64 {
+    t.div_ceil(20) * 20
+}
+
+impl Sim {
+    /// Time of the first frame sent at or after `t`.
+    pub fn first_media_after(&self, t: u64) -> Option<u64> {
+        self.log
+            .iter()
+            .find(|(at, a)| *at >= t && matches!(a, Action::SendMedia(_)))
+            .map(|(at, _)| *at)
+    }
+
+    /// A call with no welcome where the caller asked a question and the bot is answering with
+    /// [`LONG_REPLY`]; returns the sim (run until just after the reply's first frame) and the
+    /// time of that first frame.
+    pub fn answering(settings: CallSettings) -> (Sim, u64) {
+        let mut sim = Sim::new(CallSettings {
+            welcome_message: None,
+            ..settings
+        });
+        sim.default_reply = LONG_REPLY.into();
+        sim.say(0, 800, "what are your opening hours");
+        sim.run_until(1000);
+        let mut t = 1000;
+        loop {
+            t += 20;
+            sim.run_until(t);
+            if let Some(f) = sim.first_media_after(1000) {
+                return (sim, f);
+            }
+            assert!(t < 10_000, "the reply never started");
+        }
+    }
+
+    /// Reply generations started (non-speculative and speculative).
+    pub fn replies(&self) -> usize {
+        self.llm_starts().len()
+    }
+
+    pub fn metrics(&self) -> switchboard_core::call::CallMetrics {
+        self.core.metrics().clone()
     }
 }

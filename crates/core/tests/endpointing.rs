@@ -1,0 +1,337 @@
+//! When a caller turn is committed: provider signals, the utterance timeout, incomplete
+//! utterances; speculative replies.
+
+mod common;
+use common::*;
+use switchboard_core::call::{Action, CallSettings, SpeculativeSettings};
+
+fn quiet(settings: CallSettings) -> Sim {
+    Sim::new(CallSettings {
+        welcome_message: None,
+        ..settings
+    })
+}
+
+#[test]
+fn speech_final_commits_at_once() {
+    let mut sim = quiet(CallSettings::default());
+    sim.speak(1000, 2000);
+    sim.at(2300, In::Final("I need a taxi".into(), 0.9, true));
+    sim.run_until(5000);
+    assert_eq!(sim.llm_starts()[0].0, 2300);
+    sim.assert_clean();
+}
+
+#[test]
+fn utterance_end_commits() {
+    let mut sim = quiet(CallSettings::default());
+    sim.speak(1000, 2000);
+    sim.at(2200, In::Final("I need a taxi".into(), 0.9, false));
+    sim.at(2500, In::UtteranceEnd);
+    sim.run_until(6000);
+    assert_eq!(sim.llm_starts()[0].0, 2500);
+    sim.assert_clean();
+}
+
+#[test]
+fn flux_end_of_turn_commits_with_its_transcript() {
+    let mut sim = quiet(CallSettings::default());
+    sim.speak(1000, 2000);
+    sim.at(1500, In::Interim("I need".into(), 0.9));
+    sim.at(2300, In::EndOfTurn("I need a taxi to the airport".into()));
+    sim.run_until(6000);
+    assert_eq!(sim.llm_starts()[0].0, 2300);
+    assert_eq!(sim.user_history(), ["I need a taxi to the airport"]);
+    sim.assert_clean();
+}
+
+#[test]
+fn utterance_timeout_commits_after_silence_without_signals() {
+    for timeout_s in [0.3f32, 1.0, 1.5, 2.65, 5.0] {
+        let timeout = (timeout_s * 1000.0).round() as u64;
+        let mut sim = quiet(CallSettings {
+            utterance_timeout_seconds: timeout_s,
+            ..CallSettings::default()
+        });
+        sim.speak(1000, 2000);
+        // VAD speech end: 400 ms hangover after the last speech frame (at 2000).
+        let speech_end = 2400;
+        sim.at(2100, In::Final("I need a taxi".into(), 0.9, false));
+        // Timeout runs from the later of speech end and last words.
+        let deadline = speech_end.max(2100) + timeout;
+        sim.run_until(deadline - 1);
+        assert!(
+            sim.llm_starts().is_empty(),
+            "timeout {timeout_s}: committed early"
+        );
+        sim.run_until(deadline);
+        assert_eq!(sim.llm_starts().len(), 1, "timeout {timeout_s}");
+        assert_eq!(sim.llm_starts()[0].0, deadline, "timeout {timeout_s}");
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn late_words_push_the_timeout() {
+    let mut sim = quiet(CallSettings::default());
+    sim.speak(1000, 2000);
+    sim.at(2100, In::Final("I need".into(), 0.9, false));
+    sim.at(3000, In::Final("a taxi".into(), 0.9, false));
+    sim.run_until(4499);
+    assert!(sim.llm_starts().is_empty());
+    sim.run_until(4500);
+    assert_eq!(sim.llm_starts().len(), 1);
+    assert_eq!(sim.user_history(), ["I need a taxi"]);
+    sim.assert_clean();
+}
+
+#[test]
+fn incomplete_utterances_wait_longer() {
+    for (text, incomplete) in [
+        ("I want to", true),
+        ("my number is five and", true),
+        ("um", true),
+        ("so...", true),
+        ("because", true),
+        ("I want to book a table.", false),
+        ("yes please", false),
+        ("what time is it?", false),
+    ] {
+        for detection in [false, true] {
+            for extra in [500u32, 1500] {
+                let mut sim = quiet(CallSettings {
+                    incomplete_utterance_detection: detection,
+                    incomplete_extra_wait_ms: extra,
+                    ..CallSettings::default()
+                });
+                sim.speak(1000, 2000);
+                sim.at(2300, In::Final(text.into(), 0.9, true));
+                sim.run_until(8000);
+                let expected = if detection && incomplete {
+                    2300 + u64::from(extra)
+                } else {
+                    2300
+                };
+                assert_eq!(
+                    sim.llm_starts()[0].0,
+                    expected,
+                    "{text} detection {detection} extra {extra}"
+                );
+                sim.assert_clean();
+            }
+        }
+    }
+}
+
+#[test]
+fn incomplete_utterance_continued_is_one_turn() {
+    let mut sim = quiet(CallSettings {
+        incomplete_utterance_detection: true,
+        ..CallSettings::default()
+    });
+    sim.speak(1000, 1800);
+    sim.at(2100, In::Final("I want to".into(), 0.9, true));
+    sim.speak(2600, 3400);
+    sim.at(3700, In::Final("book a table for two".into(), 0.9, true));
+    sim.run_until(8000);
+    assert_eq!(sim.llm_starts().len(), 1);
+    assert_eq!(sim.llm_starts()[0].0, 3700);
+    assert_eq!(sim.user_history(), ["I want to book a table for two"]);
+    sim.assert_clean();
+}
+
+#[test]
+fn noise_without_words_is_not_a_turn() {
+    let mut sim = quiet(CallSettings::default());
+    sim.speak(1000, 1200);
+    sim.run_until(10_000);
+    assert!(sim.llm_starts().is_empty());
+    assert!(sim.user_lines().is_empty());
+    sim.assert_clean();
+}
+
+#[test]
+fn dtmf_hash_commits() {
+    let mut sim = quiet(CallSettings::default());
+    sim.at(1000, In::Dtmf('1'));
+    sim.at(1200, In::Dtmf('2'));
+    sim.at(1400, In::Dtmf('#'));
+    sim.run_until(5000);
+    assert_eq!(sim.llm_starts()[0].0, 1400);
+    assert_eq!(sim.user_history(), ["[DTMF 1] [DTMF 2] [DTMF #]"]);
+    sim.assert_clean();
+}
+
+#[test]
+fn dtmf_without_hash_commits_after_the_timeout() {
+    let mut sim = quiet(CallSettings::default());
+    sim.at(1000, In::Dtmf('5'));
+    sim.run_until(2499);
+    assert!(sim.llm_starts().is_empty());
+    sim.run_until(2500);
+    assert_eq!(sim.llm_starts().len(), 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn premature_endpoint_cancels_the_unheard_reply() {
+    let mut sim = quiet(CallSettings::default());
+    sim.llm_latency_ms = 800;
+    sim.speak(1000, 1800);
+    sim.at(2100, In::Final("I would like".into(), 0.9, true));
+    // The caller goes on before any reply audio.
+    sim.speak(2400, 3400);
+    sim.at(2700, In::Interim("a pizza with".into(), 0.9));
+    sim.at(3700, In::Final("a pizza with cheese".into(), 0.9, true));
+    sim.run_until(12_000);
+    let starts = sim.llm_starts();
+    assert_eq!(starts.len(), 2);
+    assert!(
+        sim.count(|a| matches!(a, Action::CancelLlm { generation } if *generation == starts[0].1))
+            == 1
+    );
+    assert_eq!(sim.user_history(), ["I would like a pizza with cheese"]);
+    assert_eq!(sim.metrics().premature_endpoints, 1);
+    assert_eq!(sim.clears(), 0);
+    assert_eq!(sim.assistant_history().len(), 1);
+    sim.assert_clean();
+}
+
+fn spec(f: impl FnOnce(&mut SpeculativeSettings)) -> CallSettings {
+    let mut s = SpeculativeSettings {
+        enabled: true,
+        ..SpeculativeSettings::default()
+    };
+    f(&mut s);
+    CallSettings {
+        speculative: s,
+        welcome_message: None,
+        ..CallSettings::default()
+    }
+}
+
+#[test]
+fn speculative_hit_keeps_the_early_reply() {
+    for debounce in [100u32, 300, 1000] {
+        let mut sim = Sim::new(spec(|s| s.debounce_ms = debounce));
+        sim.speak(1000, 2500);
+        sim.at(1600, In::Interim("book a table for two".into(), 0.9));
+        sim.at(2800, In::Final("book a table for two".into(), 0.9, false));
+        sim.at(3600, In::UtteranceEnd);
+        sim.run_until(15_000);
+        let starts = sim.llm_starts();
+        assert_eq!(starts.len(), 1, "debounce {debounce}");
+        assert!(starts[0].2, "speculative");
+        assert_eq!(starts[0].0, 1600 + u64::from(debounce));
+        let m = sim.metrics();
+        assert_eq!(m.speculative_hits, 1);
+        assert_eq!(m.speculative_ms_saved, 3600 - 1600 - u64::from(debounce));
+        // No audio before the turn was committed, then the reply plays.
+        assert!(sim.first_media_after(0).is_some_and(|t| t >= 3600));
+        assert_eq!(sim.assistant_history(), [sim.default_reply.clone()]);
+        assert_eq!(sim.user_history(), ["book a table for two"]);
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn speculative_miss_cancels_and_restarts() {
+    let mut sim = Sim::new(spec(|_| {}));
+    sim.llm_latency_ms = 3000;
+    sim.speak(1000, 3000);
+    sim.at(1600, In::Interim("I want to cancel".into(), 0.9));
+    sim.at(
+        3300,
+        In::Final(
+            "I want to cancel nothing actually book a table please".into(),
+            0.9,
+            true,
+        ),
+    );
+    sim.run_until(15_000);
+    let starts = sim.llm_starts();
+    assert_eq!(starts.len(), 2);
+    assert!(starts[0].2 && !starts[1].2);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::CancelLlm { generation } if *generation == starts[0].1)),
+        1
+    );
+    assert_eq!(sim.metrics().speculative_hits, 0);
+    assert_eq!(sim.assistant_history().len(), 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn speculative_similarity_threshold_edges() {
+    // "a b c d e f" vs "a b c d e f g": 1 - 1/7 = 0.857.
+    for (threshold, hit) in [(0.85f32, true), (0.857, true), (0.86, false), (0.95, false)] {
+        let mut sim = Sim::new(spec(|s| s.similarity_threshold = threshold));
+        sim.speak(1000, 2500);
+        sim.at(1600, In::Interim("one two three four five six".into(), 0.9));
+        sim.at(
+            2800,
+            In::Final("one two three four five six seven".into(), 0.9, true),
+        );
+        sim.run_until(12_000);
+        assert_eq!(
+            sim.metrics().speculative_hits == 1,
+            hit,
+            "threshold {threshold}"
+        );
+        assert_eq!(sim.llm_starts().len(), if hit { 1 } else { 2 });
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn speculative_min_words_edges() {
+    for min in [1u32, 3, 5] {
+        for words in [min - 1, min, min + 1] {
+            if words == 0 {
+                continue;
+            }
+            let mut sim = Sim::new(spec(|s| s.min_words = min));
+            sim.speak(1000, 3000);
+            let text = ["please", "book", "a", "table", "for", "two"][..words as usize].join(" ");
+            sim.at(1600, In::Interim(text, 0.9));
+            sim.run_until(2500);
+            assert_eq!(
+                sim.llm_starts().len() == 1,
+                words >= min,
+                "min {min} words {words}"
+            );
+        }
+    }
+}
+
+#[test]
+fn speculative_text_waits_for_confirmation_without_stream_to_tts() {
+    for stream in [true, false] {
+        let mut sim = Sim::new(spec(|s| s.stream_to_tts = stream));
+        sim.speak(1000, 3500);
+        sim.at(1600, In::Interim("book a table".into(), 0.9));
+        sim.at(3800, In::Final("book a table".into(), 0.9, true));
+        sim.run_until(12_000);
+        let first_tts = sim.tts_texts()[0].0;
+        if stream {
+            assert!(first_tts < 3800, "streamed early: {first_tts}");
+        } else {
+            assert_eq!(first_tts, 3800);
+        }
+        assert!(sim.first_media_after(0).is_some_and(|t| t >= 3800));
+        assert_eq!(sim.metrics().speculative_hits, 1);
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn speculation_disabled_by_default() {
+    let mut sim = quiet(CallSettings::default());
+    sim.speak(1000, 3000);
+    sim.at(1600, In::Interim("book a table for two".into(), 0.9));
+    sim.at(3300, In::Final("book a table for two".into(), 0.9, true));
+    sim.run_until(8000);
+    assert_eq!(sim.llm_starts().len(), 1);
+    assert!(!sim.llm_starts()[0].2);
+    assert_eq!(sim.llm_starts()[0].0, 3300);
+}
