@@ -3,8 +3,8 @@
 //!
 //! One set of repository functions serves both backends through `sqlx::any`: SQLite (the
 //! default, one file, created on first start) and PostgreSQL (several instances sharing one
-//! database). Queries are checked at run time (no `DATABASE_URL` at build time), use `$1`
-//! placeholders and only types both backends share: BIGINT ids and unix-millisecond
+//! database). Queries are checked at run time (no `DATABASE_URL` at build time), use `$1`-style
+//! bind parameters and only types both backends share: BIGINT ids and unix-millisecond
 //! timestamps, TEXT (JSON documents are TEXT), DOUBLE, and booleans (INTEGER on SQLite,
 //! BOOLEAN on PostgreSQL; decoded by one helper). Each backend has its own migration folder,
 //! embedded in the binary and chosen at run time.

@@ -29,6 +29,7 @@ store_tests!(
     transcripts_and_metrics_ordering,
     recordings_and_webhook_logs,
     conversation_history_finds_last_call,
+    concurrent_writes_and_number_race,
 );
 
 fn new_call(org: i64, assistant: Option<i64>, sid: &str, from: &str, to: &str) -> NewCall {
@@ -1179,4 +1180,59 @@ async fn invalid_urls_are_rejected() {
         Store::connect("nonsense").await,
         Err(StoreError::InvalidUrl(_))
     ));
+}
+
+/// Many calls writing at once (the runtime's recorder tasks) all succeed, and two
+/// organisations racing for one number never both get it.
+async fn concurrent_writes_and_number_race(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, b) = two_orgs(&s).await;
+    let a1 = assistant(&s, a, "a1", true).await;
+    let b1 = assistant(&s, b, "b1", true).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let c = s
+                .create_call(&new_call(a, Some(a1), &format!("CAc{i}"), "+1", "+2"))
+                .await?;
+            for k in 0..5 {
+                let t = NewTranscript {
+                    role: "user".into(),
+                    content: format!("{i}-{k}"),
+                    start_ms: k * 100,
+                    end_ms: k * 100 + 50,
+                    confidence: (k % 2 == 0).then_some(0.5),
+                    is_final: true,
+                    interrupted: false,
+                };
+                s.add_transcript(c.id, &t).await?;
+            }
+            Ok::<i64, StoreError>(c.id)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ids.push(r.expect("task").expect("concurrent write"));
+    }
+    assert_eq!(ids.len(), 24);
+    for id in ids {
+        assert_eq!(s.list_transcripts(id).await.unwrap().len(), 5);
+    }
+
+    for round in 0..5 {
+        let n = format!("+1555000{round:04}");
+        let (sa, sb) = (s.clone(), s.clone());
+        let (na, nb) = (n.clone(), n.clone());
+        let ta = tokio::spawn(async move { sa.assign_number(a, a1, &na).await });
+        let tb = tokio::spawn(async move { sb.assign_number(b, b1, &nb).await });
+        let (ra, rb) = (ta.await.expect("join"), tb.await.expect("join"));
+        let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "exactly one organisation gets {n}: {ra:?} {rb:?}");
+        let loser = if ra.is_ok() { rb } else { ra };
+        assert!(matches!(loser, Err(StoreError::Conflict(_))), "{loser:?}");
+        let owner = s.get_number(&n).await.unwrap().unwrap().organization_id;
+        let assistant = s.assistant_by_number(&n).await.unwrap().unwrap();
+        assert_eq!(assistant.organization_id, owner);
+    }
 }
