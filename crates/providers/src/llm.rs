@@ -482,6 +482,113 @@ impl futures::Stream for LlmStream {
     }
 }
 
+/// Builds the primary [`LlmConfig`] and its fallbacks from an assistant record (the JSON of
+/// `GET /api/v1/assistants/{id}`): `llm_provider`, `llm_provider_config` (`model`, `base_url`,
+/// `api_key`, `custom_config`), `llm_settings` (temperature, max_tokens, top_p,
+/// frequency_penalty, presence_penalty, stop_sequences) and `llm_fallback_providers` (used only
+/// when `enabled`; each entry's `provider`, `model`, `base_url`, `api_key`, optional
+/// `custom_config`, inheriting the primary's `llm_settings`).
+///
+/// `custom_config` may carry `api_version` and `deployment` (or `deployment_name`) for Azure,
+/// and `connect_timeout_ms`, `first_token_timeout_ms`, `stream_idle_timeout_ms`. Keys are taken
+/// as written in the record (possibly empty): resolving organisation and environment keys is
+/// the caller's job (set `api_key` afterwards). A fallback entry with an unknown provider or no
+/// model is skipped with a warning rather than failing the primary.
+pub fn configs_from_record(record: &Value) -> Result<(LlmConfig, Vec<LlmConfig>), ProviderError> {
+    let provider_name = record
+        .get("llm_provider")
+        .and_then(Value::as_str)
+        .unwrap_or("openai");
+    let pcfg = record.get("llm_provider_config").unwrap_or(&Value::Null);
+    let mut primary = config_entry(provider_name, pcfg)?;
+    let settings = record.get("llm_settings").unwrap_or(&Value::Null);
+    let num = |k: &str| {
+        settings
+            .get(k)
+            .and_then(Value::as_f64)
+            .filter(|v| v.is_finite())
+    };
+    primary.temperature = num("temperature");
+    primary.top_p = num("top_p");
+    primary.frequency_penalty = num("frequency_penalty");
+    primary.presence_penalty = num("presence_penalty");
+    primary.max_tokens = settings
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .filter(|&m| m > 0)
+        .map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+    primary.stop_sequences = settings
+        .get("stop_sequences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut fallbacks = Vec::new();
+    let fb = record.get("llm_fallback_providers").unwrap_or(&Value::Null);
+    if fb.get("enabled").and_then(Value::as_bool).unwrap_or(false) {
+        for entry in fb
+            .get("fallbacks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = entry
+                .get("provider")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match config_entry(name, entry) {
+                Ok(cfg) => fallbacks.push(cfg.with_settings_of(&primary)),
+                Err(e) => tracing::warn!(error = %e, "skipping unusable llm fallback entry"),
+            }
+        }
+    }
+    Ok((primary, fallbacks))
+}
+
+/// One `{provider?, model, base_url, api_key, custom_config}` object.
+fn config_entry(provider_name: &str, obj: &Value) -> Result<LlmConfig, ProviderError> {
+    let provider = LlmProvider::parse(provider_name).ok_or_else(|| ProviderError::Config {
+        provider: "llm",
+        message: format!("unknown llm provider `{provider_name}`"),
+    })?;
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let model = text(obj, "model").ok_or_else(|| ProviderError::Config {
+        provider: provider.as_str(),
+        message: "model is required".to_owned(),
+    })?;
+    let mut cfg = LlmConfig::new(provider, model, text(obj, "api_key").unwrap_or_default());
+    cfg.base_url = text(obj, "base_url");
+    let custom = obj.get("custom_config").unwrap_or(&Value::Null);
+    if provider == LlmProvider::Azure {
+        cfg.azure = Some(AzureConfig {
+            api_version: text(custom, "api_version").unwrap_or_default(),
+            deployment: text(custom, "deployment").or_else(|| text(custom, "deployment_name")),
+        });
+    }
+    let ms = |k: &str| custom.get(k).and_then(Value::as_u64).filter(|&v| v > 0);
+    if let Some(v) = ms("connect_timeout_ms") {
+        cfg.connect_timeout_ms = v;
+    }
+    if let Some(v) = ms("first_token_timeout_ms") {
+        cfg.first_token_timeout_ms = v;
+    }
+    if let Some(v) = ms("stream_idle_timeout_ms") {
+        cfg.stream_idle_timeout_ms = v;
+    }
+    Ok(cfg)
+}
+
 /// Streams one reply from one provider (no fallback). See [`stream_with_fallback`].
 pub fn stream_chat(cfg: &LlmConfig, req: LlmRequest, client: &reqwest::Client) -> LlmStream {
     stream_with_fallback(cfg, &[], req, client)
@@ -949,6 +1056,54 @@ mod tests {
             custom.api_root(),
             Err(ProviderError::Config { .. })
         ));
+    }
+
+    #[test]
+    fn configs_from_the_assistant_record() {
+        let record = serde_json::json!({
+            "llm_provider": "azure",
+            "llm_provider_config": {"api_key": "az", "base_url": "https://r.openai.azure.com",
+                "model": "gpt-4o", "custom_config": {"api_version": "2024-10-21",
+                "deployment_name": "prod", "first_token_timeout_ms": 2500}},
+            "llm_settings": {"temperature": 0.5, "max_tokens": 1000, "system_prompt": "x",
+                "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0.5,
+                "stop_sequences": ["END", ""]},
+            "llm_fallback_providers": {"enabled": true, "fallbacks": [
+                {"provider": "anthropic", "api_key": "ak", "base_url": null, "model": "claude-x"},
+                {"provider": "<string>", "api_key": "", "base_url": "", "model": "m"}]}
+        });
+        let (p, f) = configs_from_record(&record).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.provider, LlmProvider::Azure);
+        assert_eq!(
+            p.azure,
+            Some(AzureConfig {
+                api_version: "2024-10-21".into(),
+                deployment: Some("prod".into())
+            })
+        );
+        assert_eq!(p.first_token_timeout_ms, 2500);
+        assert_eq!(
+            (p.temperature, p.max_tokens, p.top_p),
+            (Some(0.5), Some(1000), Some(1.0))
+        );
+        assert_eq!(
+            (p.frequency_penalty, p.presence_penalty),
+            (Some(0.0), Some(0.5))
+        );
+        assert_eq!(p.stop_sequences, vec!["END".to_owned()]);
+        assert_eq!(f.len(), 1, "the unknown provider entry is skipped");
+        assert_eq!(f[0].provider, LlmProvider::Anthropic);
+        assert_eq!(f[0].api_key, "ak");
+        assert_eq!(f[0].base_url, None);
+        assert_eq!(f[0].temperature, Some(0.5));
+        assert_eq!(f[0].first_token_timeout_ms, 2500);
+
+        let disabled = serde_json::json!({"llm_provider": "openai",
+            "llm_provider_config": {"model": "gpt-4o-mini"},
+            "llm_fallback_providers": {"enabled": false, "fallbacks": [{"provider": "groq", "model": "m"}]}});
+        let (p, f) = configs_from_record(&disabled).unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.is_empty() && p.api_key.is_empty() && p.temperature.is_none());
+        assert!(configs_from_record(&serde_json::json!({"llm_provider": "openai"})).is_err());
     }
 
     #[test]

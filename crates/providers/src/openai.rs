@@ -374,7 +374,9 @@ impl crate::llm::Decoder for Decoder {
             return Err(self.stream_error(err));
         }
         if ev.event == "error" {
-            return Err(self.stream_error(&Value::Null));
+            // An `event: error` whose data lacks the `error` wrapper: read the fields directly.
+            let raw: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            return Err(self.stream_error(&raw));
         }
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(delta) = choice.delta {
