@@ -26,6 +26,15 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("SWITCHBOARD_ADDR", "server.addr"),
     ("SWITCHBOARD_PUBLIC_URL", "server.public_url"),
     ("DATABASE_URL", "database.url"),
+    ("TWILIO_ACCOUNT_SID", "twilio.account_sid"),
+    ("TWILIO_AUTH_TOKEN", "twilio.auth_token"),
+    ("TWILIO_API_BASE", "twilio.api_base"),
+    (
+        "SWITCHBOARD_STREAM_TOKEN_SECRET",
+        "twilio.stream_token_secret",
+    ),
+    ("SWITCHBOARD_WEBHOOK_SECRET", "webhooks.secret"),
+    ("REDIS_URL", "redis.url"),
 ];
 
 /// Why the configuration could not be loaded; the message names the key or file at fault.
@@ -49,6 +58,104 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Log filter and format.
     pub logging: LoggingSettings,
+    /// Twilio credentials of the `default` organisation, REST base, stream tokens.
+    pub twilio: TwilioSettings,
+    /// Provider keys and slot limits.
+    pub providers: ProviderSettings,
+    /// Webhooks out.
+    pub webhooks: WebhookSettings,
+    /// Redis shared by several instances.
+    pub redis: RedisSettings,
+}
+
+/// `[twilio]`: how we talk to Twilio and authenticate what it sends. Debug redacts secrets.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSettings {
+    /// Account SID of organisation `default` (when it has no credentials of its own).
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    /// Auth token of organisation `default`: checks X-Twilio-Signature, authenticates REST.
+    #[serde(default)]
+    pub auth_token: Option<String>,
+    /// Twilio REST base URL (`https://api.twilio.com/2010-04-01`; tests: the fake).
+    pub api_base: String,
+    /// Lifetime, in seconds, of the stream token our TwiML hands the media stream.
+    pub stream_token_ttl_s: u64,
+    /// HMAC key of stream tokens; empty = random per process.
+    #[serde(default)]
+    pub stream_token_secret: String,
+    /// Largest media-stream websocket message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl fmt::Debug for TwilioSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioSettings")
+            .field("account_sid", &self.account_sid)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("api_base", &self.api_base)
+            .field("stream_token_ttl_s", &self.stream_token_ttl_s)
+            .field("stream_token_secret", &"<redacted>")
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+/// `[providers]`: where provider keys come from and how long a call waits for a slot.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Fall back to `OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, … from the environment.
+    pub keys_from_env: bool,
+    /// How long, in ms, a call start waits for a free provider slot.
+    pub slot_wait_ms: u64,
+}
+
+/// `[webhooks]`: signing and retrying deliveries to the assistant's `webhook_url`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// HMAC-SHA256 key of `X-Switchboard-Signature`; empty = random per process.
+    #[serde(default)]
+    pub secret: String,
+    /// Attempts per delivery, the first included.
+    pub max_attempts: u32,
+    /// Wait before the first retry, in ms (×4 per further retry).
+    pub initial_backoff_ms: u64,
+    /// Timeout of one attempt, in ms.
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("secret", &"<redacted>")
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff_ms", &self.initial_backoff_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// `[redis]`: the Redis several instances share; empty = a single instance.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port`; empty disables Redis.
+    #[serde(default)]
+    pub url: String,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
 }
 
 /// `[server]`: the HTTP listener and request handling limits.

@@ -17,15 +17,19 @@
 //! ```
 
 pub mod auth;
+pub mod call;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
+pub mod twilio;
+pub mod webhooks;
 
 pub use config::Settings;
 pub use error::ApiError;

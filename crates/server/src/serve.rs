@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_providers::slots::{RedisSlots, SlotLimiter};
 use switchboard_store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -36,6 +37,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Redis (`redis.url`) could not be reached.
+    #[error("redis: {0}")]
+    Redis(String),
     /// Another I/O failure (folder creation, socket).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -125,7 +129,15 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             source,
         })?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(store, settings, addr);
+    let slots = if settings.redis.url.trim().is_empty() {
+        SlotLimiter::local()
+    } else {
+        let redis = RedisSlots::connect(settings.redis.url.trim(), "switchboard")
+            .await
+            .map_err(|e| ServeError::Redis(e.to_string()))?;
+        SlotLimiter::new(std::sync::Arc::new(redis))
+    };
+    let state = AppState::new(store, settings, addr, slots);
     let app = routes::router(state.clone());
     let stop = state.shutdown.clone();
     let http = tokio::spawn(async move {

@@ -12,6 +12,10 @@ use switchboard_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use switchboard_providers::slots::SlotLimiter;
+use tokio::sync::OnceCell;
+
+use crate::call::CallRegistry;
 use crate::config::Settings;
 use crate::rate_limit::RateLimiter;
 
@@ -37,12 +41,37 @@ pub struct AppStateInner {
     pub tasks: TaskTracker,
     /// Per-API-key request rate limit (keyed by API key id).
     pub rate_limiter: RateLimiter<i64>,
+    /// Calls live on this instance, by Twilio call SID.
+    pub calls: CallRegistry,
+    /// Provider slot leases (`stt_limit`/`tts_limit`): in process, or in Redis when configured.
+    pub slots: SlotLimiter,
+    /// One HTTP client for every outgoing request (LLM streams, Twilio REST, webhooks):
+    /// pooled connections, so a turn does not pay a TLS handshake.
+    pub http: reqwest::Client,
+    /// HMAC key of media-stream tokens.
+    pub stream_token_secret: String,
+    /// HMAC key of outgoing webhook signatures.
+    pub webhook_secret: String,
+    default_org: OnceCell<Option<i64>>,
 }
 
 impl AppState {
     /// Builds the state for a server bound at `bound_addr`.
-    pub fn new(store: Store, settings: Settings, bound_addr: SocketAddr) -> AppState {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        bound_addr: SocketAddr,
+        slots: SlotLimiter,
+    ) -> AppState {
         let public_base_url = settings.server.public_base_url(bound_addr);
+        let stream_token_secret = secret_or_random(&settings.twilio.stream_token_secret);
+        let webhook_secret = secret_or_random(&settings.webhooks.secret);
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
         let rate_limiter = RateLimiter::new(
             settings.server.rate_limit_per_s,
             settings.server.rate_limit_burst,
@@ -54,7 +83,56 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             rate_limiter,
+            calls: CallRegistry::default(),
+            slots,
+            http,
+            stream_token_secret,
+            webhook_secret,
+            default_org: OnceCell::new(),
         }))
+    }
+
+    /// Id of the organisation named `default` (the bootstrap key's), if it exists; looked up
+    /// once and remembered.
+    pub async fn default_org_id(&self) -> Option<i64> {
+        if let Some(id) = self.default_org.get() {
+            return *id;
+        }
+        match self.store.get_organization_by_name("default").await {
+            Ok(found) => {
+                let id = found.map(|o| o.id);
+                if id.is_some() {
+                    let _ = self.default_org.set(id);
+                }
+                id
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The public `wss://` (or `ws://` for a local `http://` base) URL of `path`.
+    pub fn public_ws_url(&self, path: &str) -> String {
+        let base = &self.public_base_url;
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("wss://{rest}")
+        } else {
+            base.clone()
+        };
+        format!("{ws}{path}")
+    }
+}
+
+fn secret_or_random(configured: &str) -> String {
+    if configured.trim().is_empty() {
+        format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        )
+    } else {
+        configured.to_owned()
     }
 }
 

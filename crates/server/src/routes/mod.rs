@@ -37,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(assistants::router())
         .merge(phone_numbers::router())
+        .merge(crate::twilio::router())
+        .merge(crate::metrics::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

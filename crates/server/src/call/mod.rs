@@ -1,0 +1,11 @@
+//! The live call: a registry of calls on this instance, the runtime task that drives the
+//! sans-IO core for each call, the mapping from an assistant record to what a call runs with,
+//! and the tools a call's LLM can use.
+
+pub mod registry;
+pub mod resolve;
+pub mod runtime;
+pub mod tools;
+
+pub use registry::{CallCommand, CallRegistry, LiveCall};
+pub use runtime::{CallOutcome, CallSetup, run_call};

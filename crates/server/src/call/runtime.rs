@@ -1,0 +1,824 @@
+//! The call runtime: one tokio task per call that owns the call's state and drives the
+//! sans-IO [`CallCore`] with what arrives from Twilio and the providers, then carries out the
+//! actions it returns.
+//!
+//! ```text
+//! Twilio ws ─┐                         ┌─▶ media / mark / clear ─▶ Twilio ws
+//! STT events ┤                         ├─▶ LLM stream (with fallbacks)
+//! LLM deltas ┼─▶ CallCore::handle ─────┼─▶ TTS text / flush / cancel
+//! TTS audio  ┤      (virtual ms)       ├─▶ tools, hang-up, transfer (Twilio REST)
+//! timers ────┘                         └─▶ Record ─▶ recorder task ─▶ store
+//! ```
+//!
+//! Nothing here decides anything about the conversation; it only moves bytes and time. The
+//! per-frame path (Twilio `media` → parse borrowed → base64 into a reused buffer → core + STT)
+//! allocates nothing in steady state except the STT frame handed to its socket task.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use switchboard_core::call::{
+    Action, CallCore, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role,
+    Transcript, TranscriptEntry, TurnMetrics,
+};
+use switchboard_core::dialog::{Alignment, Speaker};
+use switchboard_core::turn::SttWord;
+use switchboard_providers::llm::{
+    ChatMessage, LlmEvent, LlmRequest, LlmStream, ToolCall as LlmToolCall, stream_with_fallback,
+};
+use switchboard_providers::slots::{SlotKind, SlotLease};
+use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
+use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
+use switchboard_store::{NewTranscript, NewTurnMetric};
+use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
+use tokio::sync::mpsc;
+
+use super::registry::{CallCommand, LiveCall};
+use super::resolve::{self, CallOverrides, CallParty, KeySources};
+use super::tools;
+use crate::state::AppState;
+
+/// Everything a call needs to start, gathered by the media-stream handler after it checked
+/// the `start` message and its stream token.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    /// Our call record id.
+    pub call_id: i64,
+    /// Twilio's call SID.
+    pub call_sid: String,
+    /// Twilio's stream SID (every outbound message carries it).
+    pub stream_sid: String,
+    /// Organisation owning the call.
+    pub organization_id: i64,
+    /// The assistant answering.
+    pub assistant_id: i64,
+    /// The assistant record as stored (secrets in clear: never logged).
+    pub assistant: switchboard_assistant::AssistantConfig,
+    /// Outbound per-call overrides.
+    pub overrides: CallOverrides,
+    /// Who is on the line.
+    pub party: CallParty,
+    /// The organisation's provider keys.
+    pub org_keys: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How a call ended, for the call record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// Final status (`completed` or `failed`).
+    pub status: &'static str,
+    /// The `ended_reason` (e.g. `caller_hangup`, `assistant_hangup`, `max_call_length`,
+    /// `provider_error: …`).
+    pub ended_reason: String,
+    /// Call length in seconds.
+    pub duration_s: i64,
+}
+
+/// Whether the engine keeps running the core after this action batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    End(CallOutcome),
+}
+
+/// Runs one call to its end on an accepted media-stream socket whose `start` was verified.
+pub async fn run_call(state: AppState, mut socket: WebSocket, setup: CallSetup) -> CallOutcome {
+    let started = Instant::now();
+    let (control_tx, control_rx) = mpsc::channel::<CallCommand>(8);
+    state.calls.insert(
+        setup.call_sid.clone(),
+        LiveCall {
+            call_id: setup.call_id,
+            organization_id: setup.organization_id,
+            assistant_id: setup.assistant_id,
+            started_at: std::time::SystemTime::now(),
+            control: control_tx,
+        },
+    );
+    let outcome = match Call::prepare(&state, &setup, started).await {
+        Ok(call) => call.run(&mut socket, control_rx).await,
+        Err(reason) => {
+            tracing::warn!(call_sid = %setup.call_sid, %reason, "call could not start");
+            speak_nothing_and_close(&mut socket).await;
+            CallOutcome {
+                status: "failed",
+                ended_reason: reason,
+                duration_s: started.elapsed().as_secs() as i64,
+            }
+        }
+    };
+    state.calls.remove(&setup.call_sid);
+    outcome
+}
+
+async fn speak_nothing_and_close(socket: &mut WebSocket) {
+    let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+/// The live state of one call (owned by its task).
+struct Call {
+    state: AppState,
+    setup: CallSetup,
+    started: Instant,
+    core: CallCore,
+    stt: SttSession,
+    tts: TtsSession,
+    _leases: Vec<SlotLease>,
+    llm: Option<(Generation, LlmStream)>,
+    llm_primary: switchboard_providers::llm::LlmConfig,
+    llm_fallbacks: Vec<switchboard_providers::llm::LlmConfig>,
+    tools: Vec<switchboard_providers::llm::ToolSpec>,
+    writer: OutboundWriter,
+    parser: InboundParser,
+    audio_buf: Vec<u8>,
+    /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
+    tts_closing: HashSet<u64>,
+    recorder: mpsc::UnboundedSender<Persist>,
+    providers_used: ProvidersUsed,
+    bad_messages: u64,
+}
+
+/// Which provider served each stage, for the per-turn metrics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProvidersUsed {
+    pub stt: String,
+    pub tts: String,
+    pub llm: String,
+}
+
+impl Call {
+    async fn prepare(
+        state: &AppState,
+        setup: &CallSetup,
+        started: Instant,
+    ) -> Result<Call, String> {
+        let a = &setup.assistant;
+        let keys = KeySources {
+            organization: setup.org_keys.clone(),
+            use_env: state.settings.providers.keys_from_env,
+        };
+        let stt_cfg = resolve::stt_config(a, &keys)?;
+        let tts_cfg = resolve::tts_config(a, &keys)?;
+        let (llm_primary, llm_fallbacks) = resolve::llm_configs(a, &keys)?;
+
+        let mut leases = Vec::new();
+        let slot_wait = Duration::from_millis(state.settings.providers.slot_wait_ms);
+        if let Some(limit) = a.stt_limit.filter(|_| !stt_cfg.api_key.is_empty()) {
+            leases.push(
+                state
+                    .slots
+                    .acquire(SlotKind::Stt, &stt_cfg.api_key, limit, slot_wait)
+                    .await
+                    .map_err(|e| format!("stt slot: {e}"))?,
+            );
+        }
+        if let Some(limit) = a.tts_limit.filter(|_| !tts_cfg.api_key.is_empty()) {
+            leases.push(
+                state
+                    .slots
+                    .acquire(SlotKind::Tts, &tts_cfg.api_key, limit, slot_wait)
+                    .await
+                    .map_err(|e| format!("tts slot: {e}"))?,
+            );
+        }
+
+        let (stt, tts) = tokio::join!(connect_stt(&stt_cfg), connect_tts(&tts_cfg));
+        let stt = stt.map_err(|e| format!("provider_error: stt: {e}"))?;
+        let tts = tts.map_err(|e| format!("provider_error: tts: {e}"))?;
+
+        let settings = resolve::core_settings(a, &setup.overrides, &setup.party);
+        let core = CallCore::new(settings, Millis(0));
+        let recorder = spawn_recorder(state.clone(), setup.call_id);
+        Ok(Call {
+            state: state.clone(),
+            setup: setup.clone(),
+            started,
+            core,
+            providers_used: ProvidersUsed {
+                stt: format!("{}:{}", stt_cfg.provider, stt_cfg.model),
+                tts: tts_cfg.provider.clone(),
+                llm: String::new(),
+            },
+            stt,
+            tts,
+            _leases: leases,
+            llm: None,
+            tools: tools::specs(a),
+            llm_primary,
+            llm_fallbacks,
+            writer: OutboundWriter::new(),
+            parser: InboundParser::default(),
+            audio_buf: Vec::with_capacity(512),
+            tts_closing: HashSet::new(),
+            recorder,
+            bad_messages: 0,
+        })
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    fn outcome(&self, status: &'static str, reason: impl Into<String>) -> CallOutcome {
+        CallOutcome {
+            status,
+            ended_reason: reason.into(),
+            duration_s: self.started.elapsed().as_secs() as i64,
+        }
+    }
+
+    async fn run(
+        mut self,
+        socket: &mut WebSocket,
+        mut control: mpsc::Receiver<CallCommand>,
+    ) -> CallOutcome {
+        let now = self.now();
+        self.core.handle(Event::CallStarted, now);
+        let outcome = loop {
+            if let Flow::End(outcome) = self.drain_actions(socket).await {
+                break outcome;
+            }
+            let deadline = self
+                .core
+                .poll_timeout()
+                .map(|m| tokio::time::Instant::from_std(self.started + Duration::from_millis(m.0)));
+            tokio::select! {
+                msg = socket.recv() => {
+                    match msg {
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if let Flow::End(o) = self.on_twilio_text(text.as_str()) {
+                                break o;
+                            }
+                        }
+                        Some(Ok(WsMessage::Binary(_))) => self.bad_message("binary frame"),
+                        Some(Ok(WsMessage::Close(_))) | None => {
+                            let now = self.now();
+                            self.core.handle(Event::CallerHungUp, now);
+                            break self.outcome("completed", "caller_hangup_socket_closed");
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "media socket error");
+                            let now = self.now();
+                            self.core.handle(Event::CallerHungUp, now);
+                            break self.outcome("failed", "media_socket_error");
+                        }
+                    }
+                }
+                ev = self.stt.events.recv() => match ev {
+                    Some(ev) => {
+                        if let Flow::End(o) = self.on_stt(ev) {
+                            break o;
+                        }
+                    }
+                    None => {
+                        tracing::warn!(call_sid = %self.setup.call_sid, "stt session ended");
+                        let now = self.now();
+                        self.core.handle(Event::HangUpRequested { message: None }, now);
+                        // Keep going: the goodbye is played, then the core hangs up.
+                    }
+                },
+                ev = self.tts.events.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_tts(ev);
+                    }
+                }
+                ev = next_llm(&mut self.llm) => self.on_llm(ev),
+                cmd = control.recv() => {
+                    if let Some(cmd) = cmd {
+                        self.on_command(cmd);
+                    }
+                }
+                _ = sleep_until_opt(deadline) => {
+                    let now = self.now();
+                    self.core.handle(Event::Timeout, now);
+                }
+            }
+        };
+        // Flush whatever the core recorded at the end (what was heard, call metrics).
+        while let Some(action) = self.core.poll_action() {
+            if let Action::Record(r) = action {
+                let _ = self.recorder.send(persist(r, &self.providers_used));
+            }
+        }
+        if let Some((_, mut s)) = self.llm.take() {
+            s.cancel();
+        }
+        self.stt.close().await;
+        self.tts.close().await;
+        let _ = socket.send(WsMessage::Close(None)).await;
+        outcome
+    }
+
+    fn bad_message(&mut self, what: &str) {
+        self.bad_messages += 1;
+        crate::metrics::BAD_MEDIA_MESSAGES.inc();
+        if self.bad_messages <= 5 {
+            tracing::warn!(call_sid = %self.setup.call_sid, what, "bad media-stream message ignored");
+        }
+    }
+
+    /// One Twilio message: the per-frame hot path.
+    fn on_twilio_text(&mut self, text: &str) -> Flow {
+        let parsed = self.parser.parse(text);
+        let now = self.now();
+        match parsed {
+            Ok(InboundMessage::Media(frame)) => {
+                if frame.decode_into(&mut self.audio_buf).is_err() {
+                    self.bad_message("bad base64 payload");
+                    return Flow::Continue;
+                }
+                if self.audio_buf.is_empty() {
+                    return Flow::Continue;
+                }
+                self.stt.send_audio(&self.audio_buf);
+                self.core.handle(Event::CallerAudio(&self.audio_buf), now);
+            }
+            Ok(InboundMessage::Mark(mark)) => {
+                self.core.handle(Event::MarkPlayed(&mark.name), now);
+            }
+            Ok(InboundMessage::Dtmf(d)) => {
+                self.core.handle(Event::Dtmf(d.digit), now);
+            }
+            Ok(InboundMessage::Stop(_)) => {
+                self.core.handle(Event::CallerHungUp, now);
+                return Flow::End(self.outcome("completed", "caller_hangup"));
+            }
+            Ok(InboundMessage::Connected(_)) | Ok(InboundMessage::Start(_)) => {
+                self.bad_message("repeated connected/start");
+            }
+            Ok(InboundMessage::Unknown(_)) => self.bad_message("unknown event"),
+            Err(_) => self.bad_message("malformed message"),
+        }
+        Flow::Continue
+    }
+
+    fn on_stt(&mut self, ev: SttEvent) -> Flow {
+        let now = self.now();
+        match ev {
+            SttEvent::Transcript {
+                text,
+                is_final,
+                speech_final,
+                confidence,
+                words,
+                ..
+            } => {
+                let t = to_transcript(text, confidence, &words);
+                if is_final {
+                    self.core.handle(
+                        Event::SttFinal {
+                            transcript: t,
+                            speech_final,
+                        },
+                        now,
+                    );
+                } else {
+                    self.core.handle(Event::SttInterim(t), now);
+                }
+            }
+            SttEvent::SpeechStarted { .. } | SttEvent::StartOfTurn => {
+                self.core.handle(Event::SttSpeechStarted, now);
+            }
+            SttEvent::UtteranceEnd { .. } => self.core.handle(Event::SttUtteranceEnd, now),
+            SttEvent::EndOfTurn {
+                transcript,
+                confidence,
+                words,
+            } => {
+                let t = to_transcript(transcript, confidence, &words);
+                self.core.handle(Event::SttEndOfTurn(t), now);
+            }
+            SttEvent::EagerEndOfTurn {
+                transcript,
+                confidence,
+            } => {
+                let t = to_transcript(transcript, confidence, &[]);
+                self.core.handle(Event::SttInterim(t), now);
+            }
+            SttEvent::TurnResumed => {}
+            SttEvent::Reconnecting { attempt } => {
+                tracing::info!(call_sid = %self.setup.call_sid, attempt, "stt reconnecting");
+            }
+            SttEvent::Reconnected => {
+                tracing::info!(call_sid = %self.setup.call_sid, "stt reconnected");
+            }
+            SttEvent::Failed(e) => {
+                tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "stt failed for good");
+                self.core.handle(
+                    Event::HangUpRequested {
+                        message: Some(
+                            "I'm sorry, I can't hear you anymore because of a technical problem. \
+                             Please call back. Goodbye."
+                                .to_owned(),
+                        ),
+                    },
+                    now,
+                );
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_tts(&mut self, ev: TtsEvent) {
+        let now = self.now();
+        match ev {
+            TtsEvent::Audio {
+                context,
+                mulaw,
+                alignment,
+            } => {
+                let alignment = alignment.map(|a| Alignment {
+                    chars: a
+                        .chars
+                        .iter()
+                        .map(|c| c.chars().next().unwrap_or(' '))
+                        .collect(),
+                    char_start_ms: a.char_start_ms,
+                    char_duration_ms: a.char_dur_ms,
+                });
+                self.core.handle(
+                    Event::TtsAudio {
+                        generation: Generation(context),
+                        audio: &mulaw,
+                        alignment: alignment.as_ref(),
+                    },
+                    now,
+                );
+            }
+            TtsEvent::Done { context } => {
+                if self.tts_closing.remove(&context) {
+                    self.core.handle(
+                        Event::TtsDone {
+                            generation: Generation(context),
+                        },
+                        now,
+                    );
+                }
+            }
+            TtsEvent::Failed { context, error } => {
+                tracing::warn!(call_sid = %self.setup.call_sid, error = %error, "tts failed");
+                let reason = error.to_string();
+                self.core.handle(
+                    Event::TtsFailed {
+                        generation: Generation(context.unwrap_or(0)),
+                        reason: &reason,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    fn tts_error(&mut self, generation: Generation, e: &switchboard_providers::ProviderError) {
+        let now = self.now();
+        let reason = e.to_string();
+        self.core.handle(
+            Event::TtsFailed {
+                generation,
+                reason: &reason,
+            },
+            now,
+        );
+    }
+
+    fn on_llm(&mut self, ev: Option<(Generation, LlmEvent)>) {
+        let now = self.now();
+        let Some((generation, ev)) = ev else {
+            return;
+        };
+        match ev {
+            LlmEvent::Text(delta) => {
+                self.core.handle(
+                    Event::LlmText {
+                        generation,
+                        delta: &delta,
+                    },
+                    now,
+                );
+            }
+            LlmEvent::ToolCall(call) => {
+                self.core.handle(
+                    Event::LlmToolCall {
+                        generation,
+                        call: switchboard_core::call::ToolCall {
+                            id: call.id,
+                            name: call.name,
+                            arguments: call.arguments.to_string(),
+                        },
+                    },
+                    now,
+                );
+            }
+            LlmEvent::Provider {
+                provider, model, ..
+            } => {
+                self.providers_used.llm = format!("{provider}:{model}");
+            }
+            LlmEvent::Done { .. } => {
+                self.llm = None;
+                self.core.handle(Event::LlmDone { generation }, now);
+            }
+            LlmEvent::Failed(e) => {
+                self.llm = None;
+                let reason = e.to_string();
+                tracing::warn!(call_sid = %self.setup.call_sid, error = %reason, "llm failed");
+                self.core.handle(
+                    Event::LlmFailed {
+                        generation,
+                        reason: &reason,
+                    },
+                    now,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, cmd: CallCommand) {
+        let now = self.now();
+        match cmd {
+            CallCommand::HangUp { message } => {
+                self.core.handle(Event::HangUpRequested { message }, now)
+            }
+            CallCommand::Transfer { to, message } => self
+                .core
+                .handle(Event::TransferRequested { to, message }, now),
+        }
+    }
+
+    /// Carries out every pending action of the core.
+    async fn drain_actions(&mut self, socket: &mut WebSocket) -> Flow {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::SendMedia(frame) => {
+                    let text = self.writer.media(&self.setup.stream_sid, &frame).to_owned();
+                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                    }
+                }
+                Action::SendMark(name) => {
+                    let name = name.to_string();
+                    let text = self.writer.mark(&self.setup.stream_sid, &name).to_owned();
+                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                    }
+                }
+                Action::SendClear => {
+                    let text = self.writer.clear(&self.setup.stream_sid).to_owned();
+                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                    }
+                }
+                Action::StartLlm {
+                    generation,
+                    messages,
+                    ..
+                } => {
+                    if let Some((_, mut old)) = self.llm.take() {
+                        old.cancel();
+                    }
+                    let req = LlmRequest {
+                        messages: messages.iter().map(to_chat_message).collect(),
+                        tools: self.tools.clone(),
+                    };
+                    let stream = stream_with_fallback(
+                        &self.llm_primary,
+                        &self.llm_fallbacks,
+                        req,
+                        &self.state.http,
+                    );
+                    self.llm = Some((generation, stream));
+                }
+                Action::CancelLlm { generation } => {
+                    if self.llm.as_ref().is_some_and(|(g, _)| *g == generation) {
+                        if let Some((_, mut s)) = self.llm.take() {
+                            s.cancel();
+                        }
+                    }
+                }
+                Action::TtsText { generation, text } => {
+                    if let Err(e) = self.tts.speak(generation.0, &text) {
+                        self.tts_error(generation, &e);
+                    }
+                }
+                Action::TtsFlush {
+                    generation,
+                    end_of_generation,
+                } => {
+                    if end_of_generation {
+                        self.tts_closing.insert(generation.0);
+                    }
+                    if let Err(e) = self.tts.flush(generation.0) {
+                        self.tts_error(generation, &e);
+                    }
+                }
+                Action::TtsCancel { generation } => {
+                    self.tts_closing.remove(&generation.0);
+                    let _ = self.tts.cancel(generation.0);
+                }
+                Action::RunTool { call, .. } => {
+                    let now = self.now();
+                    let result = tools::run(&self.state, &self.setup, &call).await;
+                    self.core.handle(
+                        Event::ToolResult {
+                            call_id: &call.id,
+                            content: &result.content,
+                        },
+                        now,
+                    );
+                    if let Some(follow) = result.follow_up {
+                        self.on_command(follow);
+                    }
+                }
+                Action::HangUp { reason } => {
+                    tools::hang_up(&self.state, &self.setup).await;
+                    let status = if reason == HangUpReason::ProviderError {
+                        "failed"
+                    } else {
+                        "completed"
+                    };
+                    return Flow::End(self.outcome(status, hang_up_reason(reason)));
+                }
+                Action::Transfer { to } => {
+                    let ok = tools::transfer(&self.state, &self.setup, &to).await;
+                    return Flow::End(self.outcome(
+                        "completed",
+                        if ok { "transferred" } else { "transfer_failed" },
+                    ));
+                }
+                Action::Record(r) => {
+                    let _ = self.recorder.send(persist(r, &self.providers_used));
+                }
+            }
+        }
+        Flow::Continue
+    }
+}
+
+fn hang_up_reason(reason: HangUpReason) -> String {
+    match reason {
+        HangUpReason::Completed => "assistant_hangup".to_owned(),
+        other => other.as_str().to_owned(),
+    }
+}
+
+async fn next_llm(llm: &mut Option<(Generation, LlmStream)>) -> Option<(Generation, LlmEvent)> {
+    match llm {
+        Some((g, s)) => {
+            let g = *g;
+            match s.recv().await {
+                Some(ev) => Some((g, ev)),
+                None => Some((
+                    g,
+                    LlmEvent::Failed(switchboard_providers::ProviderError::Protocol {
+                        provider: "llm",
+                        message: "stream ended without a finish".to_owned(),
+                    }),
+                )),
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn to_transcript(text: String, confidence: f32, words: &[Word]) -> Transcript {
+    Transcript {
+        text,
+        confidence,
+        words: words
+            .iter()
+            .map(|w| SttWord {
+                word: w.punctuated_word.clone().unwrap_or_else(|| w.word.clone()),
+                confidence: w.confidence,
+            })
+            .collect(),
+    }
+}
+
+fn to_chat_message(m: &switchboard_core::call::Message) -> ChatMessage {
+    match m.role {
+        Role::System => ChatMessage::system(m.content.clone()),
+        Role::User => ChatMessage::user(m.content.clone()),
+        Role::Assistant => ChatMessage::Assistant {
+            content: m.content.clone(),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| LlmToolCall {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    arguments: serde_json::from_str(&c.arguments)
+                        .unwrap_or_else(|_| serde_json::json!({})),
+                })
+                .collect(),
+        },
+        Role::Tool => ChatMessage::tool(
+            m.tool_call_id.clone().unwrap_or_default(),
+            m.content.clone(),
+        ),
+    }
+}
+
+/// A row for the store, made on the call task, written by the recorder task.
+#[derive(Debug)]
+enum Persist {
+    Transcript(NewTranscript),
+    Turn(NewTurnMetric),
+    Call(serde_json::Value),
+}
+
+fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
+    match r {
+        Record::Transcript(t) => Persist::Transcript(new_transcript(&t)),
+        Record::Turn(t) => Persist::Turn(new_turn_metric(&t, providers)),
+        Record::Call(m) => Persist::Call(call_metrics_json(&m)),
+    }
+}
+
+/// Writes what the core records, in order, off the call path.
+fn spawn_recorder(state: AppState, call_id: i64) -> mpsc::UnboundedSender<Persist> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Persist>();
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let res = match &p {
+                Persist::Transcript(t) => state.store.add_transcript(call_id, t).await.map(|_| ()),
+                Persist::Turn(t) => state.store.add_turn_metric(call_id, t).await.map(|_| ()),
+                Persist::Call(m) => state.store.set_call_metrics(call_id, m).await,
+            };
+            if let Err(e) = res {
+                tracing::warn!(call_id, error = %e, "could not record call data");
+            }
+        }
+    });
+    tx
+}
+
+fn new_transcript(t: &TranscriptEntry) -> NewTranscript {
+    NewTranscript {
+        role: match t.speaker {
+            Speaker::User => "user",
+            _ => "assistant",
+        }
+        .to_owned(),
+        content: t.text.clone(),
+        start_ms: t.start.0 as i64,
+        end_ms: t.end.0 as i64,
+        confidence: None,
+        is_final: true,
+        interrupted: t.interrupted,
+    }
+}
+
+fn ms(m: Option<Millis>) -> Option<i64> {
+    m.map(|m| m.0 as i64)
+}
+
+fn new_turn_metric(t: &TurnMetrics, providers: &ProvidersUsed) -> NewTurnMetric {
+    NewTurnMetric {
+        turn_index: t.turn as i64,
+        user_speech_end_ms: ms(t.user_speech_end),
+        stt_final_ms: ms(t.stt_final),
+        llm_request_ms: ms(t.llm_request),
+        llm_first_token_ms: ms(t.llm_first_token),
+        tts_first_byte_ms: ms(t.tts_first_audio),
+        first_audio_sent_ms: ms(t.first_frame_sent),
+        playback_done_ms: ms(t.playback_done),
+        llm_provider: Some(providers.llm.clone()).filter(|p| !p.is_empty()),
+        stt_provider: Some(providers.stt.clone()),
+        tts_provider: Some(providers.tts.clone()),
+        interrupted: t.interrupted,
+        extra: serde_json::json!({
+            "user_speech_start_ms": ms(t.user_speech_start),
+            "committed_ms": ms(t.committed),
+            "speculative": t.speculative,
+        }),
+    }
+}
+
+fn call_metrics_json(m: &CallMetrics) -> serde_json::Value {
+    serde_json::json!({
+        "turns": m.turns,
+        "interruptions": m.interruptions,
+        "interruption_reaction_ms": m.interruption_reaction_ms,
+        "false_interruptions": m.false_interruptions,
+        "backchannels_ignored": m.backchannels_ignored,
+        "premature_endpoints": m.premature_endpoints,
+        "speculative_started": m.speculative_started,
+        "speculative_hits": m.speculative_hits,
+        "speculative_ms_saved": m.speculative_ms_saved,
+        "bot_backchannels": m.bot_backchannels,
+        "idle_messages": m.idle_messages,
+        "llm_failures": m.llm_failures,
+        "tts_failures": m.tts_failures,
+    })
+}

@@ -1,0 +1,274 @@
+//! The tools an assistant offers its LLM (`tools_settings`) and what running them does.
+//!
+//! Built in: `end_call` (say goodbye, hang up), `transfer_call` (say the transfer message,
+//! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API). Custom tools
+//! (`tools_settings.custom_tools`) are offered with their JSON schema and run by POSTing the
+//! arguments to their `url`, with a timeout; the reply body is the result.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_assistant::AssistantConfig;
+use switchboard_core::call::ToolCall;
+use switchboard_providers::llm::ToolSpec;
+use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
+use switchboard_telephony::twiml::{Dial, Response};
+
+use super::registry::CallCommand;
+use super::runtime::CallSetup;
+use crate::state::AppState;
+
+/// What a tool run gives back: the result for the LLM and maybe a call command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutcome {
+    /// The tool message content (JSON text).
+    pub content: String,
+    /// A command the call carries out after the result (hang up, transfer).
+    pub follow_up: Option<CallCommand>,
+}
+
+fn scenarios(list: &[String]) -> String {
+    if list.is_empty() {
+        String::new()
+    } else {
+        format!(" Use it when: {}.", list.join("; "))
+    }
+}
+
+/// The tool specs on offer for this assistant.
+pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
+    let t = &a.tools_settings;
+    let mut out = Vec::new();
+    if t.end_call.enabled {
+        out.push(ToolSpec {
+            name: "end_call".to_owned(),
+            description: format!(
+                "End the phone call after saying goodbye.{}",
+                scenarios(&t.end_call.scenarios)
+            ),
+            parameters: json!({"type": "object", "properties": {
+                "reason": {"type": "string", "description": "Why the call ends"}}}),
+        });
+    }
+    if t.transfer_call.enabled && !t.transfer_call.transfer_numbers.is_empty() {
+        out.push(ToolSpec {
+            name: "transfer_call".to_owned(),
+            description: format!(
+                "Transfer the caller to a human agent.{}",
+                scenarios(&t.transfer_call.scenarios)
+            ),
+            parameters: json!({"type": "object", "properties": {
+                "reason": {"type": "string"}}}),
+        });
+    }
+    if t.send_sms.enabled {
+        out.push(ToolSpec {
+            name: "send_sms".to_owned(),
+            description: format!(
+                "Send a text message to the caller's phone.{}",
+                scenarios(&t.send_sms.scenarios)
+            ),
+            parameters: json!({"type": "object", "properties": {
+                "message": {"type": "string", "description": "The text to send"}},
+                "required": ["message"]}),
+        });
+    }
+    for custom in &t.custom_tools {
+        let Some(name) = custom.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        out.push(ToolSpec {
+            name: name.to_owned(),
+            description: custom
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            parameters: custom
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        });
+    }
+    out
+}
+
+/// Runs one tool call of the LLM.
+pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOutcome {
+    let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+    let t = &setup.assistant.tools_settings;
+    match call.name.as_str() {
+        "end_call" => ToolOutcome {
+            content: json!({"ok": true}).to_string(),
+            follow_up: Some(CallCommand::HangUp {
+                message: t
+                    .end_call
+                    .custom_message
+                    .clone()
+                    .or_else(|| setup.assistant.end_call_message.clone()),
+            }),
+        },
+        "transfer_call" => match t.transfer_call.transfer_numbers.first() {
+            Some(to) => ToolOutcome {
+                content: json!({"ok": true, "to": to}).to_string(),
+                follow_up: Some(CallCommand::Transfer {
+                    to: to.clone(),
+                    message: t
+                        .transfer_call
+                        .custom_message
+                        .clone()
+                        .or_else(|| setup.assistant.transfer_call_message.clone()),
+                }),
+            },
+            None => ToolOutcome {
+                content: json!({"ok": false, "error": "no transfer number configured"}).to_string(),
+                follow_up: None,
+            },
+        },
+        "send_sms" => {
+            let body = args
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| t.send_sms.default_message.clone())
+                .unwrap_or_default();
+            let content = match send_sms(state, setup, &body).await {
+                Ok(sid) => json!({"ok": true, "sid": sid}),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
+            ToolOutcome {
+                content: content.to_string(),
+                follow_up: None,
+            }
+        }
+        other => {
+            let custom = t
+                .custom_tools
+                .iter()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(other));
+            let content = match custom.and_then(|c| c.get("url")).and_then(Value::as_str) {
+                Some(url) => run_custom(state, url, &args).await,
+                None => {
+                    json!({"ok": false, "error": format!("unknown tool `{other}`")}).to_string()
+                }
+            };
+            ToolOutcome {
+                content,
+                follow_up: None,
+            }
+        }
+    }
+}
+
+async fn run_custom(state: &AppState, url: &str, args: &Value) -> String {
+    let res = state
+        .http
+        .post(url)
+        .timeout(Duration::from_secs(10))
+        .json(args)
+        .send()
+        .await;
+    match res {
+        Ok(r) if r.status().is_success() => match r.text().await {
+            Ok(body) => body.chars().take(8_000).collect(),
+            Err(e) => json!({"ok": false, "error": e.to_string()}).to_string(),
+        },
+        Ok(r) => json!({"ok": false, "error": format!("HTTP {}", r.status())}).to_string(),
+        Err(e) => json!({"ok": false, "error": e.to_string()}).to_string(),
+    }
+}
+
+/// The Twilio REST client for an organisation: its own credentials, else the environment's
+/// (`TWILIO_ACCOUNT_SID` / `TWILIO_AUTH_TOKEN`) for organisation `default`.
+pub async fn twilio_client(state: &AppState, org_id: i64) -> Option<TwilioRest> {
+    let creds = match state.store.get_org_telephony(org_id).await {
+        Ok(Some(t)) => Some(Credentials::new(
+            t.account_sid.clone(),
+            t.auth_token.clone(),
+        )),
+        _ => {
+            let default_org = state
+                .store
+                .get_organization_by_name("default")
+                .await
+                .ok()
+                .flatten();
+            match (
+                default_org.map(|o| o.id) == Some(org_id),
+                state.settings.twilio.account_sid.as_deref(),
+                state.settings.twilio.auth_token.as_deref(),
+            ) {
+                (true, Some(sid), Some(token)) if !sid.is_empty() && !token.is_empty() => {
+                    Some(Credentials::new(sid, token))
+                }
+                _ => None,
+            }
+        }
+    }?;
+    let timeout = RestConfig::default().request_timeout;
+    TwilioRest::with_http_client(
+        state.http.clone(),
+        creds,
+        &state.settings.twilio.api_base,
+        timeout,
+    )
+    .ok()
+}
+
+/// Ends the call at Twilio (closing the media socket also ends `<Connect>`, which has nothing
+/// after it; this makes sure). An already-ended call counts as success.
+pub async fn hang_up(state: &AppState, setup: &CallSetup) {
+    if let Some(client) = twilio_client(state, setup.organization_id).await {
+        if let Err(e) = client.hang_up(&setup.call_sid).await {
+            tracing::warn!(call_sid = %setup.call_sid, error = %e, "hang-up through Twilio failed");
+        }
+    }
+}
+
+/// Redirects the call to a `<Dial>` of `to`; false when it could not be done.
+pub async fn transfer(state: &AppState, setup: &CallSetup, to: &str) -> bool {
+    let Some(client) = twilio_client(state, setup.organization_id).await else {
+        tracing::warn!(call_sid = %setup.call_sid, "transfer asked but no Twilio credentials");
+        return false;
+    };
+    let mut dial = Dial::number(to);
+    if !setup.party.assistant_number.is_empty() {
+        dial = dial.caller_id(&setup.party.assistant_number);
+    }
+    let twiml = Response::new().dial(dial).to_inline_xml();
+    match client
+        .update_call(&setup.call_sid, &CallUpdate::Twiml(twiml))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(call_sid = %setup.call_sid, error = %e, "transfer failed");
+            false
+        }
+    }
+}
+
+async fn send_sms(state: &AppState, setup: &CallSetup, body: &str) -> Result<String, String> {
+    if body.trim().is_empty() {
+        return Err("empty message".to_owned());
+    }
+    let client = twilio_client(state, setup.organization_id)
+        .await
+        .ok_or_else(|| "no Twilio credentials for this organisation".to_owned())?;
+    let a = &setup.assistant;
+    let req = SendSms {
+        to: setup.party.caller_number.clone(),
+        body: body.to_owned(),
+        from: a
+            .messaging_service_sid
+            .is_none()
+            .then(|| setup.party.assistant_number.clone()),
+        messaging_service_sid: a.messaging_service_sid.clone(),
+        status_callback: None,
+    };
+    client
+        .send_sms(&req)
+        .await
+        .map(|m| m.sid)
+        .map_err(|e| e.to_string())
+}

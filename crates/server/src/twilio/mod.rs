@@ -1,0 +1,99 @@
+//! Everything Twilio calls on us: the voice webhook (TwiML), the media-stream websocket, and
+//! the status callbacks. Requests are authenticated with `X-Twilio-Signature` (HMAC-SHA1 with
+//! the organisation's auth token over the public URL we are reached at); the media stream is
+//! authenticated by the signed stream token our TwiML handed out.
+
+pub mod status;
+pub mod stream;
+pub mod voice;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use switchboard_telephony::signature;
+
+use crate::state::AppState;
+
+/// Routes of the Twilio edge.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/twilio/voice", post(voice::voice))
+        .route("/twiml", post(voice::voice))
+        .route("/twilio/stream", get(stream::stream))
+        .route("/twilio/status", post(status::status))
+}
+
+/// Seconds since the Unix epoch (for stream tokens).
+pub(crate) fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A plain 403 for a request that did not prove it comes from Twilio.
+pub(crate) fn forbidden(why: &'static str) -> Response {
+    (StatusCode::FORBIDDEN, why).into_response()
+}
+
+/// The auth token a webhook of one organisation must be signed with.
+#[derive(Clone)]
+pub(crate) struct TwilioAuth {
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for TwilioAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioAuth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl TwilioAuth {
+    /// The organisation's own token, else (for organisation `default`) `TWILIO_AUTH_TOKEN`.
+    pub(crate) async fn for_org(state: &AppState, org_id: Option<i64>) -> TwilioAuth {
+        let Some(org_id) = org_id else {
+            return TwilioAuth { token: None };
+        };
+        if let Ok(Some(t)) = state.store.get_org_telephony(org_id).await {
+            if !t.auth_token.is_empty() {
+                return TwilioAuth {
+                    token: Some(t.auth_token.clone()),
+                };
+            }
+        }
+        let is_default = state.default_org_id().await == Some(org_id);
+        TwilioAuth {
+            token: state
+                .settings
+                .twilio
+                .auth_token
+                .clone()
+                .filter(|t| is_default && !t.is_empty()),
+        }
+    }
+
+    /// Checks the signature of a form-encoded webhook reached at `uri`.
+    pub(crate) fn check(
+        &self,
+        state: &AppState,
+        uri: &Uri,
+        headers: &HeaderMap,
+        params: &[(String, String)],
+    ) -> Result<(), &'static str> {
+        let Some(token) = self.token.as_deref() else {
+            return Err("no Twilio auth token is configured for this organisation");
+        };
+        let Some(sig) = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err("missing X-Twilio-Signature");
+        };
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = format!("{}{}", state.public_base_url, path);
+        signature::validate(&url, params, token, sig).map_err(|_| "invalid X-Twilio-Signature")
+    }
+}

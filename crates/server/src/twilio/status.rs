@@ -1,0 +1,85 @@
+//! `POST /twilio/status`: Twilio's call status callbacks (and the media stream's own
+//! `stream-started` / `stream-stopped` / `stream-error` callbacks, which our TwiML points here
+//! too). A call status updates the call record (status, duration, `ended_reason` such as
+//! `completed`, `busy`, `no-answer`, `failed`, `canceled`) and sends a `status-update` webhook.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use switchboard_telephony::webhook::{CallStatusCallback, parse_form_pairs};
+
+use super::{TwilioAuth, forbidden};
+use crate::state::AppState;
+
+/// The status callback.
+pub async fn status(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(params) = parse_form_pairs(&body) else {
+        return (StatusCode::BAD_REQUEST, "malformed form body").into_response();
+    };
+    let call_sid = params
+        .iter()
+        .find(|(k, _)| k == "CallSid")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let call = state
+        .store
+        .get_call_by_sid(None, &call_sid)
+        .await
+        .ok()
+        .flatten();
+    let org_id = match &call {
+        Some(c) => Some(c.organization_id),
+        None => state.default_org_id().await,
+    };
+    let auth = TwilioAuth::for_org(&state, org_id).await;
+    if let Err(why) = auth.check(&state, &uri, &headers, &params) {
+        tracing::warn!(call_sid = %call_sid, why, "status callback rejected");
+        return forbidden(why);
+    }
+    if let Some((_, event)) = params.iter().find(|(k, _)| k == "StreamEvent") {
+        let error = params
+            .iter()
+            .find(|(k, _)| k == "StreamError")
+            .map(|(_, v)| v.as_str());
+        tracing::info!(call_sid = %call_sid, event = %event, error = error.unwrap_or(""), "stream status");
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let Ok(cb) = CallStatusCallback::from_form(&body) else {
+        return (StatusCode::BAD_REQUEST, "missing CallSid or CallStatus").into_response();
+    };
+    let Some(call) = call else {
+        tracing::info!(call_sid = %call_sid, "status callback for a call we have no record of");
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let terminal = cb.call_status.is_terminal();
+    // Once the engine ended a call (e.g. failed with a reason), Twilio's `completed` only adds
+    // the billed duration.
+    let status = if terminal && call.ended_at_ms.is_some() {
+        call.status.clone()
+    } else {
+        cb.call_status.as_str().to_owned()
+    };
+    // Keep a more precise reason the engine already wrote (e.g. max_call_length).
+    let reason = if terminal && call.ended_reason.is_none() {
+        Some(status.clone())
+    } else {
+        None
+    };
+    let duration = cb.call_duration.map(|d| d as i64);
+    match state
+        .store
+        .update_call_status(&call_sid, &status, duration, reason.as_deref())
+        .await
+    {
+        Ok(Some(row)) => crate::webhooks::status_update(&state, &row).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(call_sid = %call_sid, error = %e, "could not update call status"),
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,280 @@
+//! `POST /twilio/voice` (alias `POST /twiml`): Twilio asks what to do with a call.
+//!
+//! The request must carry a valid `X-Twilio-Signature` made with the auth token of the
+//! organisation owning the called number; otherwise 403 and nothing else happens. Then:
+//! unknown number or inactive assistant → a short spoken apology and hang-up (never dead air),
+//! recorded; a caller in `bypass_numbers` → `<Dial>` to the transfer number; otherwise
+//! `<Connect><Stream>` to our media websocket with a signed, short-lived stream token that binds
+//! call SID, assistant and organisation, and the call record is created (`in-progress`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use switchboard_assistant::AssistantConfig;
+use switchboard_store::{AssistantRow, NewCall};
+use switchboard_telephony::stream_token::{self, StreamClaims};
+use switchboard_telephony::twiml::{Dial, Response as Twiml, Say, Stream};
+use switchboard_telephony::webhook::{VoiceWebhook, parse_form_pairs};
+
+use super::{TwilioAuth, forbidden, unix_now_s};
+use crate::state::AppState;
+
+/// Said when a number has no active assistant.
+pub const UNAVAILABLE_MESSAGE: &str =
+    "Sorry, this number is not available right now. Please try again later. Goodbye.";
+
+/// Said when the engine is draining for a restart.
+pub const RESTARTING_MESSAGE: &str =
+    "Sorry, we can't take your call this very moment. Please call again in a minute. Goodbye.";
+
+pub(crate) fn twiml(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn say_and_hang_up(text: &str) -> Response {
+    twiml(Twiml::new().say(Say::new(text)).hangup().to_xml())
+}
+
+/// The voice webhook.
+pub async fn voice(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(params) = parse_form_pairs(&body) else {
+        return (StatusCode::BAD_REQUEST, "malformed form body").into_response();
+    };
+    let Ok(hook) = VoiceWebhook::from_form(&body) else {
+        return (StatusCode::BAD_REQUEST, "missing CallSid, From or To").into_response();
+    };
+    let assistant = state
+        .store
+        .assistant_by_number(&hook.to)
+        .await
+        .ok()
+        .flatten();
+    let org_id = match &assistant {
+        Some(row) => Some(row.organization_id),
+        None => state.default_org_id().await,
+    };
+    let auth = TwilioAuth::for_org(&state, org_id).await;
+    if let Err(why) = auth.check(&state, &uri, &headers, &params) {
+        tracing::warn!(call_sid = %hook.call_sid, why, "voice webhook rejected");
+        return forbidden(why);
+    }
+    if state.shutdown.is_cancelled() {
+        return say_and_hang_up(RESTARTING_MESSAGE);
+    }
+    let direction = hook
+        .direction
+        .as_ref()
+        .map(|d| d.as_str().to_owned())
+        .unwrap_or_else(|| "inbound".to_owned());
+
+    let Some(row) = assistant else {
+        if let Some(org_id) = org_id {
+            record_refused(&state, org_id, None, &hook, &direction, "unknown_number").await;
+        }
+        return say_and_hang_up(UNAVAILABLE_MESSAGE);
+    };
+    let config: AssistantConfig = match serde_json::from_value(row.config.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(assistant_id = row.id, error = %e, "stored assistant does not parse");
+            record_refused(
+                &state,
+                row.organization_id,
+                Some(row.id),
+                &hook,
+                &direction,
+                "assistant_invalid",
+            )
+            .await;
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
+        }
+    };
+    if !row.is_active {
+        record_refused(
+            &state,
+            row.organization_id,
+            Some(row.id),
+            &hook,
+            &direction,
+            "assistant_inactive",
+        )
+        .await;
+        return say_and_hang_up(UNAVAILABLE_MESSAGE);
+    }
+    if is_bypass(&config, &hook.from) {
+        return bypass(&state, &row, &config, &hook, &direction).await;
+    }
+    connect_stream(&state, &row, &hook, &direction).await
+}
+
+fn is_bypass(config: &AssistantConfig, from: &str) -> bool {
+    config
+        .bypass_numbers
+        .as_ref()
+        .is_some_and(|list| list.iter().any(|n| n == from))
+}
+
+async fn bypass(
+    state: &AppState,
+    row: &AssistantRow,
+    config: &AssistantConfig,
+    hook: &VoiceWebhook,
+    direction: &str,
+) -> Response {
+    let Some(to) = config.tools_settings.transfer_call.transfer_numbers.first() else {
+        record_refused(
+            state,
+            row.organization_id,
+            Some(row.id),
+            hook,
+            direction,
+            "bypass_no_transfer_number",
+        )
+        .await;
+        return say_and_hang_up(UNAVAILABLE_MESSAGE);
+    };
+    let new = NewCall {
+        organization_id: row.organization_id,
+        assistant_id: Some(row.id),
+        call_sid: hook.call_sid.clone(),
+        direction: direction.to_owned(),
+        from_number: hook.from.clone(),
+        to_number: hook.to.clone(),
+        status: "in-progress".to_owned(),
+        metadata: json!({"bypass": true, "transferred_to": to}),
+    };
+    if let Err(e) = state.store.create_call(&new).await {
+        tracing::warn!(call_sid = %hook.call_sid, error = %e, "could not record bypass call");
+    }
+    let _ = state
+        .store
+        .finish_call(
+            &hook.call_sid,
+            "completed",
+            Some("bypass_transfer"),
+            switchboard_store::now_ms(),
+        )
+        .await;
+    twiml(
+        Twiml::new()
+            .dial(Dial::number(to).caller_id(&hook.to))
+            .to_xml(),
+    )
+}
+
+async fn record_refused(
+    state: &AppState,
+    org_id: i64,
+    assistant_id: Option<i64>,
+    hook: &VoiceWebhook,
+    direction: &str,
+    reason: &str,
+) {
+    let new = NewCall {
+        organization_id: org_id,
+        assistant_id,
+        call_sid: hook.call_sid.clone(),
+        direction: direction.to_owned(),
+        from_number: hook.from.clone(),
+        to_number: hook.to.clone(),
+        status: "failed".to_owned(),
+        metadata: json!({}),
+    };
+    if state.store.create_call(&new).await.is_ok() {
+        let _ = state
+            .store
+            .finish_call(
+                &hook.call_sid,
+                "failed",
+                Some(reason),
+                switchboard_store::now_ms(),
+            )
+            .await;
+    }
+}
+
+async fn connect_stream(
+    state: &AppState,
+    row: &AssistantRow,
+    hook: &VoiceWebhook,
+    direction: &str,
+) -> Response {
+    // An outbound call we placed already has its record (with the per-call overrides).
+    let existing = state
+        .store
+        .get_call_by_sid(Some(row.organization_id), &hook.call_sid)
+        .await
+        .ok()
+        .flatten();
+    let call = match existing {
+        Some(call) => {
+            let _ = state
+                .store
+                .update_call_status(&hook.call_sid, "in-progress", None, None)
+                .await;
+            call
+        }
+        None => {
+            let new = NewCall {
+                organization_id: row.organization_id,
+                assistant_id: Some(row.id),
+                call_sid: hook.call_sid.clone(),
+                direction: direction.to_owned(),
+                from_number: hook.from.clone(),
+                to_number: hook.to.clone(),
+                status: "in-progress".to_owned(),
+                metadata: json!({}),
+            };
+            match state.store.create_call(&new).await {
+                Ok(call) => call,
+                Err(e) => {
+                    tracing::error!(call_sid = %hook.call_sid, error = %e, "could not create call record");
+                    return say_and_hang_up(UNAVAILABLE_MESSAGE);
+                }
+            }
+        }
+    };
+    let claims = StreamClaims {
+        call_sid: hook.call_sid.clone(),
+        assistant_id: row.id.to_string(),
+        organization_id: row.organization_id.to_string(),
+        call_id: call.id.to_string(),
+    };
+    let token = match stream_token::issue(
+        &claims,
+        state.stream_token_secret.as_bytes(),
+        unix_now_s(),
+        state.settings.twilio.stream_token_ttl_s,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "could not issue a stream token");
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
+        }
+    };
+    let ws_url = state.public_ws_url("/twilio/stream");
+    let stream = match Stream::new(&ws_url) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, url = %ws_url, "public URL cannot carry a media stream");
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
+        }
+    };
+    let stream = stream
+        .status_callback(&format!("{}/twilio/status", state.public_base_url))
+        .parameter("call_id", &call.id.to_string())
+        .parameter("token", &token);
+    twiml(Twiml::new().connect_stream(stream).to_xml())
+}

@@ -1,0 +1,218 @@
+//! Webhooks out, to the assistant's `webhook_url`: a `status-update` at each status change and
+//! an `end-of-call-report` when a call ends, in the Vapi-style shape Burki uses
+//! (`{"message": {"type": …, "call": {…}, …}}`).
+//!
+//! Each delivery is signed (`X-Switchboard-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of
+//! "<t>.<body>">`, key = `webhooks.secret`), retried with exponential backoff on failure,
+//! delivered off the call path (a task the server drains at shutdown), and every attempt is
+//! logged in the store (`GET /api/v1/calls/{id}/webhook-logs`).
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use switchboard_assistant::AssistantConfig;
+use switchboard_store::{CallRow, NewWebhookLog, ms_to_rfc3339, opt_ms_to_rfc3339};
+
+use crate::metrics;
+use crate::state::AppState;
+
+/// The signature header value for `body` sent at `t_s`.
+pub fn signature(secret: &[u8], t_s: u64, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(t_s.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t_s},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn call_json(call: &CallRow) -> Value {
+    json!({
+        "id": call.id,
+        "call_sid": call.call_sid,
+        "assistant_id": call.assistant_id,
+        "organization_id": call.organization_id,
+        "direction": call.direction,
+        "from_phone_number": call.from_number,
+        "to_phone_number": call.to_number,
+        "status": call.status,
+        "started_at": ms_to_rfc3339(call.started_at_ms),
+        "ended_at": opt_ms_to_rfc3339(call.ended_at_ms),
+        "duration": call.duration_s,
+        "ended_reason": call.ended_reason,
+    })
+}
+
+async fn webhook_url(state: &AppState, call: &CallRow) -> Option<String> {
+    let assistant_id = call.assistant_id?;
+    let row = state
+        .store
+        .get_assistant(call.organization_id, assistant_id)
+        .await
+        .ok()
+        .flatten()?;
+    let config: AssistantConfig = serde_json::from_value(row.config).ok()?;
+    config.webhook_url.filter(|u| !u.trim().is_empty())
+}
+
+/// Sends `status-update` for `call`'s current status, if its assistant has a webhook.
+pub async fn status_update(state: &AppState, call: &CallRow) {
+    let Some(url) = webhook_url(state, call).await else {
+        return;
+    };
+    let body = json!({"message": {
+        "type": "status-update",
+        "status": call.status,
+        "call": call_json(call),
+        "timestamp": ms_to_rfc3339(switchboard_store::now_ms()),
+    }});
+    deliver(state.clone(), Some(call.id), "status-update", url, body);
+}
+
+/// Sends `end-of-call-report` for a finished call, if its assistant has a webhook.
+pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
+    let Ok(Some(call)) = state.store.get_call(org_id, call_id).await else {
+        return;
+    };
+    let Some(url) = webhook_url(state, &call).await else {
+        return;
+    };
+    let transcripts = state
+        .store
+        .list_transcripts(call_id)
+        .await
+        .unwrap_or_default();
+    let recordings = state
+        .store
+        .list_recordings(call_id)
+        .await
+        .unwrap_or_default();
+    let transcript: Vec<String> = transcripts
+        .iter()
+        .map(|t| {
+            let who = if t.role == "user" { "User" } else { "AI" };
+            format!("{who}: {}", t.content)
+        })
+        .collect();
+    let messages: Vec<Value> = transcripts
+        .iter()
+        .map(|t| {
+            json!({
+                "role": if t.role == "user" { "user" } else { "bot" },
+                "message": t.content,
+                "secondsFromStart": t.start_ms as f64 / 1000.0,
+                "endSecondsFromStart": t.end_ms as f64 / 1000.0,
+                "interrupted": t.interrupted,
+            })
+        })
+        .collect();
+    let body = json!({"message": {
+        "type": "end-of-call-report",
+        "endedReason": call.ended_reason,
+        "call": call_json(&call),
+        "durationSeconds": call.duration_s,
+        "transcript": transcript.join("\n"),
+        "messages": messages,
+        "recordingUrl": recordings.first().map(|r| r.path_or_url.clone()),
+        "timestamp": ms_to_rfc3339(switchboard_store::now_ms()),
+    }});
+    deliver(
+        state.clone(),
+        Some(call.id),
+        "end-of-call-report",
+        url,
+        body,
+    );
+}
+
+/// Delivers `body` to `url` in the background with retries, logging every attempt.
+pub fn deliver(
+    state: AppState,
+    call_id: Option<i64>,
+    event: &'static str,
+    url: String,
+    body: Value,
+) {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        let cfg = &state.settings.webhooks;
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut backoff = Duration::from_millis(cfg.initial_backoff_ms);
+        for attempt in 1..=cfg.max_attempts.max(1) {
+            let t_s = super::twilio::unix_now_s();
+            let started = Instant::now();
+            let res = state
+                .http
+                .post(&url)
+                .timeout(Duration::from_millis(cfg.timeout_ms))
+                .header("content-type", "application/json")
+                .header("x-switchboard-event", event)
+                .header(
+                    "x-switchboard-signature",
+                    signature(state.webhook_secret.as_bytes(), t_s, &bytes),
+                )
+                .body(bytes.clone())
+                .send()
+                .await;
+            let (status_code, success, error, response_body) = match res {
+                Ok(r) => {
+                    let code = r.status().as_u16() as i64;
+                    let ok = r.status().is_success();
+                    let text = r.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(2000).collect();
+                    (
+                        Some(code),
+                        ok,
+                        (!ok).then(|| format!("HTTP {code}")),
+                        Some(text),
+                    )
+                }
+                Err(e) => (None, false, Some(e.to_string()), None),
+            };
+            let log = NewWebhookLog {
+                event: event.to_owned(),
+                url: url.clone(),
+                status_code,
+                attempt: attempt as i64,
+                success,
+                error: error.clone(),
+                request_body: body.clone(),
+                response_body,
+                duration_ms: started.elapsed().as_millis() as i64,
+            };
+            if let Err(e) = state.store.add_webhook_log(call_id, &log).await {
+                tracing::warn!(error = %e, "could not log a webhook delivery");
+            }
+            if success {
+                return;
+            }
+            // A 4xx other than 408/429 will not get better by retrying.
+            if let Some(code) = status_code {
+                if (400..500).contains(&code) && code != 408 && code != 429 {
+                    break;
+                }
+            }
+            if attempt < cfg.max_attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 4;
+            }
+        }
+        metrics::WEBHOOK_FAILURES.inc();
+        tracing::warn!(event, "webhook delivery failed after all attempts");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_of_timestamp_and_body() {
+        let sig = signature(b"secret", 1_700_000_000, b"{\"a\":1}");
+        assert!(sig.starts_with("t=1700000000,v1="));
+        assert_eq!(sig.len(), "t=1700000000,v1=".len() + 64);
+        assert_ne!(sig, signature(b"other", 1_700_000_000, b"{\"a\":1}"));
+        assert_ne!(sig, signature(b"secret", 1_700_000_001, b"{\"a\":1}"));
+    }
+}
