@@ -1230,11 +1230,13 @@ impl FakeCall {
         let dry_ms = now_ms - prev_end_ms;
         // A new reply starts with the first chunk, after a clear, or after a gap in which the
         // caller spoke (the bot was waiting for a turn); any other gap is an underrun.
-        let caller_spoke = report
-            .utterances
-            .iter()
-            .any(|u| (u.start_ms as f64) < now_ms && (u.end_ms as f64) > prev_end_ms);
-        let new_segment = !pb.any_chunk || pb.cleared_since_chunk || (dry_ms > 0.0 && caller_spoke);
+        let new_segment = !pb.any_chunk
+            || pb.cleared_since_chunk
+            || (dry_ms > 0.0
+                && report
+                    .utterances
+                    .iter()
+                    .any(|u| (u.start_ms as f64) < now_ms && (u.end_ms as f64) > prev_end_ms));
         let start = pb.end.max(now);
         let end = start + Duration::from_micros(n as u64 * 125);
         let start_ms = ms_between(pb.t0, start);

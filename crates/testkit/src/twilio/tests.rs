@@ -509,6 +509,7 @@ async fn run_stream(e: Engine, scenario: String, mut socket: WebSocket) {
                         send_text(&mut socket, writer.mark(&stream_sid, "long")).await;
                         send_text(&mut socket, writer.mark(&stream_sid, "long-2")).await;
                     }
+                    "gap" => send_text(&mut socket, writer.media(&stream_sid, &[0x44; 160])).await,
                     "bad" => {
                         send_text(
                             &mut socket,
@@ -539,6 +540,10 @@ async fn run_stream(e: Engine, scenario: String, mut socket: WebSocket) {
                     n,
                 ));
                 media_frames += 1;
+                if scenario == "gap" && media_frames == 8 {
+                    // 20 ms of audio sent at start ran out long ago: a gap of about 140 ms.
+                    send_text(&mut socket, writer.media(&stream_sid, &[0x44; 160])).await;
+                }
                 if scenario == "clear" && media_frames == 5 {
                     send_text(&mut socket, writer.clear(&stream_sid)).await;
                     // Nothing buffered now: this one comes straight back.
@@ -919,4 +924,36 @@ async fn measure_fake_call_cost() {
         "calls={calls} wall={wall:.2}s cpu={cpu:.2}s cpu_per_call_second={:.3}ms worst_caller_lag={lag:.1}ms late_frames={late} errors={errors}",
         cpu * 1000.0 / (calls as f64 * 5.0)
     );
+}
+
+#[tokio::test]
+async fn gaps_are_underruns_unless_the_caller_spoke() {
+    let engine = start_engine().await;
+    // No caller speech in the gap: one reply with an underrun.
+    let quiet = Arc::new(CallScript::synthetic("quiet", vec![], 300));
+    let report = FakeCall::new(config(&engine, "gap"), quiet).run().await;
+    assert_eq!(report.errors, vec![]);
+    assert_eq!(report.segments.len(), 1, "{:#?}", report.segments);
+    assert_eq!(report.underruns.len(), 1);
+    assert!(report.underruns[0].late_ms > UNDERRUN_EPSILON_MS);
+    assert_eq!(report.segments[0].underruns, 1);
+    assert_eq!(report.chunks[0].late_ms, None);
+    assert_eq!(report.chunks[1].late_ms, Some(report.underruns[0].late_ms));
+
+    // The caller spoke in the gap: the second chunk starts a new reply, no underrun.
+    let spoke = Arc::new(CallScript::synthetic(
+        "spoke",
+        vec![Utterance {
+            text: "wait".into(),
+            start_ms: 40,
+            end_ms: 100,
+            kind: UtteranceKind::Turn,
+        }],
+        300,
+    ));
+    let report = FakeCall::new(config(&engine, "gap"), spoke).run().await;
+    assert_eq!(report.errors, vec![]);
+    assert_eq!(report.segments.len(), 2);
+    assert!(report.underruns.is_empty());
+    assert!(report.segments[1].first_received_ms > 100.0);
 }
