@@ -957,3 +957,28 @@ async fn gaps_are_underruns_unless_the_caller_spoke() {
     assert!(report.underruns.is_empty());
     assert!(report.segments[1].first_received_ms > 100.0);
 }
+
+#[test]
+fn repository_fixtures_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/calls");
+    if !dir.is_dir() {
+        return;
+    }
+    let scripts = CallScript::load_dir(&dir).unwrap();
+    for s in &scripts {
+        assert!(!s.audio.is_empty(), "{}", s.name);
+        assert!(!s.utterances.is_empty(), "{}", s.name);
+        for u in &s.utterances {
+            assert!(
+                u.end_ms <= s.audio_ms() + FRAME_MS,
+                "{}: {u:?} beyond audio",
+                s.name
+            );
+        }
+        assert!(
+            s.end_ms() >= s.utterances.iter().map(|u| u.end_ms).max().unwrap_or(0),
+            "{}",
+            s.name
+        );
+    }
+}
