@@ -1034,6 +1034,88 @@ mod tests {
         assert!(default_reply(None).starts_with("Hello"));
     }
 
+    #[tokio::test]
+    async fn non_stream_json_and_azure_checks() {
+        let fake = FakeOpenAi::start().await.expect("fake");
+        let client = reqwest::Client::new();
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "I need to change my address"}]});
+        let resp = client
+            .post(format!("{}/chat/completions", fake.base_url()))
+            .bearer_auth("k")
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            default_reply(Some("I need to change my address"))
+        );
+        assert!(v["usage"]["total_tokens"].as_u64().is_some_and(|t| t > 0));
+
+        let azure = format!("{}/openai/deployments/d1/chat/completions", fake.endpoint());
+        let resp = client
+            .post(&azure)
+            .header("api-key", "k")
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 404, "api-version is mandatory");
+        let resp = client
+            .post(format!("{azure}?api-version=2024-10-21"))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401, "a key is required");
+        assert_eq!(fake.requests().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn anthropic_requires_version_and_max_tokens() {
+        let fake = crate::anthropic::FakeAnthropic::start()
+            .await
+            .expect("fake");
+        let client = reqwest::Client::new();
+        let url = format!("{}/messages", fake.base_url());
+        let body = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]});
+        let resp = client
+            .post(&url)
+            .header("x-api-key", "k")
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 400);
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        let mut ok = body.clone();
+        ok["max_tokens"] = json!(64);
+        let resp = client
+            .post(&url)
+            .header("x-api-key", "k")
+            .json(&ok)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 400, "anthropic-version is required");
+        let resp = client
+            .post(&url)
+            .header("x-api-key", "k")
+            .header("anthropic-version", "2023-06-01")
+            .json(&ok)
+            .send()
+            .await
+            .expect("send");
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["content"][0]["text"], default_reply(Some("hi")));
+    }
+
     #[test]
     fn pieces_rejoin() {
         let t = "Sure, I can help — café 42.";
