@@ -8,4 +8,5 @@ pub mod deepgram;
 pub mod elevenlabs;
 pub mod latency;
 pub mod openai;
+pub mod stack;
 pub mod twilio;
