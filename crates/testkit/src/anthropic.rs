@@ -25,7 +25,7 @@ use crate::openai::{
     default_reply, last_user_text, split_pieces, sse_response,
 };
 
-/// The `anthropic-version` the fake requires.
+/// The `anthropic-version` the fake requires (any other value, or none, is a 400).
 pub const REQUIRED_VERSION: &str = "2023-06-01";
 
 /// The fake Anthropic server. Derefs to [`FakeLlmServer`] for scripting and assertions.
@@ -125,7 +125,7 @@ async fn handle_messages(
         (Some(""), None) => return error(401, "authentication_error", "invalid x-api-key", &[]),
         _ => {}
     }
-    if rec.header("anthropic-version").is_none() {
+    if rec.header("anthropic-version") != Some(REQUIRED_VERSION) {
         return error(
             400,
             "invalid_request_error",
