@@ -1,1 +1,710 @@
-//! (owned by its fake's author)
+//! A fake of ElevenLabs' TTS websockets on 127.0.0.1: the multi-context
+//! `/v1/text-to-speech/{voice_id}/multi-stream-input` and the single-context `.../stream-input`,
+//! written from `shared/protocols.md` §4.1–§4.2.
+//!
+//! For every generated text it produces µ-law audio (a voice-like tone, never silence) whose
+//! length is proportional to the text (`ms_per_char` at speed 1.0), in several base64 chunks
+//! with character alignment, then `isFinal` when the context (or socket) ends. First-byte delay
+//! and pacing come from the latency profile. Every connection, context and message is recorded
+//! with times, for assertions and for the load harness.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::deepgram::mulaw;
+use crate::latency::LatencyProfile;
+
+/// What the fake does. `Default` is a well-behaved server with key `test-elevenlabs-key`.
+#[derive(Debug, Clone)]
+pub struct ElevenLabsFakeConfig {
+    /// The key expected in the `xi-api-key` header or the first message.
+    pub api_key: String,
+    /// First-byte delay and generation pace.
+    pub latency: LatencyProfile,
+    /// Audio per character (ms) at speed 1.0.
+    pub ms_per_char: u64,
+    /// Characters per audio message.
+    pub chunk_chars: usize,
+    /// Failure knob: refuse every handshake with this status.
+    pub reject_status: Option<u16>,
+    /// Failure knob: refuse only `multi-stream-input` handshakes with this status (to exercise a
+    /// client's fallback to `stream-input`).
+    pub reject_multi_status: Option<u16>,
+    /// Failure knob: after this many audio messages on a connection, send an error message and
+    /// close with 1011.
+    pub error_after_chunks: Option<usize>,
+    /// Failure knob: accept text but never produce audio nor `isFinal` (first-byte timeouts).
+    pub never_answer: bool,
+    /// Put a 44-byte WAV header in front of each context's first audio chunk (the client must
+    /// strip it).
+    pub add_wav_header: bool,
+}
+
+impl Default for ElevenLabsFakeConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "test-elevenlabs-key".into(),
+            latency: LatencyProfile::instant(),
+            ms_per_char: 60,
+            chunk_chars: 12,
+            reject_status: None,
+            reject_multi_status: None,
+            error_after_chunks: None,
+            never_answer: false,
+            add_wav_header: false,
+        }
+    }
+}
+
+/// One context (multi) or the socket's single generation (single: id `""`).
+#[derive(Debug, Clone, Default)]
+pub struct ContextRecord {
+    /// `context_id` as sent by the client.
+    pub id: String,
+    /// `voice_settings` of the context's first message.
+    pub voice_settings: Option<Value>,
+    /// `generation_config` of the context's first message.
+    pub generation_config: Option<Value>,
+    /// Text chunks received (the initial `" "` excluded), verbatim.
+    pub texts: Vec<String>,
+    /// Flush requests received.
+    pub flushes: u64,
+    /// Whether the client closed the context (`close_context`) or, single, sent `{"text":""}`.
+    pub closed_by_client: bool,
+    /// Audio messages sent.
+    pub audio_chunks: u64,
+    /// µ-law bytes sent.
+    pub audio_bytes: u64,
+    /// Whether `isFinal` was sent.
+    pub final_sent: bool,
+    /// When the first text (after the initial space) arrived.
+    pub first_text_at: Option<Instant>,
+    /// When the first flush arrived.
+    pub first_flush_at: Option<Instant>,
+    /// When the first audio message was sent.
+    pub first_audio_at: Option<Instant>,
+}
+
+/// Everything one connection did.
+#[derive(Debug, Clone, Default)]
+pub struct ElevenLabsConnection {
+    /// 0-based index.
+    pub index: usize,
+    /// Request path.
+    pub path: String,
+    /// Voice id from the path.
+    pub voice_id: String,
+    /// Whether it is the multi-context endpoint.
+    pub multi: bool,
+    /// Query parameters in order.
+    pub query: Vec<(String, String)>,
+    /// The `xi-api-key` header as received.
+    pub api_key_header: Option<String>,
+    /// A key found in a first message (`xi_api_key` / `xi-api-key`).
+    pub api_key_in_message: Option<String>,
+    /// Status of a refused handshake.
+    pub rejected_status: Option<u16>,
+    /// Every client message, parsed.
+    pub messages: Vec<Value>,
+    /// Contexts in order of creation.
+    pub contexts: Vec<ContextRecord>,
+    /// Close code the fake sent.
+    pub close_code: Option<u16>,
+    /// Whether the client asked to close the socket (`close_socket`).
+    pub close_socket: bool,
+    /// Whether the connection has ended.
+    pub ended: bool,
+}
+
+impl ElevenLabsConnection {
+    /// First value of query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The record of context `id`.
+    pub fn context(&self, id: &str) -> Option<&ContextRecord> {
+        self.contexts.iter().find(|c| c.id == id)
+    }
+}
+
+struct Shared {
+    config: ElevenLabsFakeConfig,
+    connections: Mutex<Vec<ElevenLabsConnection>>,
+}
+
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<ElevenLabsConnection>) -> R) -> R {
+        let mut guard = match self.connections.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    fn record(&self, index: usize, f: impl FnOnce(&mut ElevenLabsConnection)) {
+        self.with(|c| {
+            if let Some(c) = c.get_mut(index) {
+                f(c);
+            }
+        });
+    }
+
+    fn context(&self, index: usize, id: &str, f: impl FnOnce(&mut ContextRecord)) {
+        self.record(index, |c| {
+            if !c.contexts.iter().any(|x| x.id == id) {
+                c.contexts.push(ContextRecord {
+                    id: id.to_owned(),
+                    ..ContextRecord::default()
+                });
+            }
+            if let Some(x) = c.contexts.iter_mut().find(|x| x.id == id) {
+                f(x);
+            }
+        });
+    }
+}
+
+/// A running fake ElevenLabs server.
+pub struct ElevenLabsFake {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ElevenLabsFake {
+    /// Bind 127.0.0.1:0 and serve until shutdown or drop.
+    pub async fn start(config: ElevenLabsFakeConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            connections: Mutex::new(Vec::new()),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+        Ok(Self {
+            addr,
+            shared,
+            shutdown_tx,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: what goes into `tts_settings.provider_config.base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Records of every connection so far.
+    pub fn received(&self) -> Vec<ElevenLabsConnection> {
+        self.shared.with(|c| c.clone())
+    }
+
+    /// Stop accepting and end every open connection.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+        self.task.abort();
+    }
+}
+
+impl Drop for ElevenLabsFake {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = handle(stream, shared) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        });
+    }
+}
+
+#[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
+async fn handle(stream: TcpStream, shared: Arc<Shared>) {
+    let accepted: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
+    let accepted_cb = accepted.clone();
+    let shared_cb = shared.clone();
+    let callback = move |request: &Request,
+                         response: Response|
+          -> Result<Response, ErrorResponse> {
+        let path = request.uri().path().to_owned();
+        let query: Vec<(String, String)> = request
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let header = request
+            .headers()
+            .get("xi-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (voice_id, endpoint) = match segments.as_slice() {
+            ["v1", "text-to-speech", voice, endpoint] => {
+                ((*voice).to_owned(), (*endpoint).to_owned())
+            }
+            _ => (String::new(), String::new()),
+        };
+        let multi = endpoint == "multi-stream-input";
+        let cfg = &shared_cb.config;
+        let index = shared_cb.with(|c| {
+            c.push(ElevenLabsConnection {
+                index: c.len(),
+                path: path.clone(),
+                voice_id,
+                multi,
+                query: query.clone(),
+                api_key_header: header.clone(),
+                ..ElevenLabsConnection::default()
+            });
+            c.len() - 1
+        });
+        let bad_key = header.as_deref().is_some_and(|h| h != cfg.api_key);
+        let refusal = if endpoint != "multi-stream-input" && endpoint != "stream-input" {
+            Some((404, "Not found"))
+        } else if bad_key {
+            Some((401, "Invalid API key"))
+        } else if let Some(status) = cfg.reject_status {
+            Some((status, "Rejected by the fake (failure knob)"))
+        } else {
+            cfg.reject_multi_status
+                .filter(|_| multi)
+                .map(|status| (status, "Multi-context is not available (failure knob)"))
+        };
+        if let Some((status, message)) = refusal {
+            shared_cb.record(index, |c| {
+                c.rejected_status = Some(status);
+                c.ended = true;
+            });
+            let body = json!({"detail": {"status": "rejected", "message": message}}).to_string();
+            let mut error = ErrorResponse::new(Some(body));
+            *error.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            return Err(error);
+        }
+        if let Ok(mut slot) = accepted_cb.lock() {
+            *slot = Some(index);
+        }
+        Ok(response)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let index = match accepted.lock() {
+        Ok(mut slot) => slot.take(),
+        Err(_) => None,
+    };
+    let Some(index) = index else { return };
+    let (multi, header_ok, inactivity_s) = shared.with(|c| {
+        c.get(index)
+            .map(|c| {
+                (
+                    c.multi,
+                    c.api_key_header.is_some(),
+                    c.param("inactivity_timeout")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(20),
+                )
+            })
+            .unwrap_or((false, false, 20))
+    });
+    let mut session = Session {
+        ws,
+        shared: &shared,
+        index,
+        multi,
+        authed: header_ok,
+        contexts: HashMap::new(),
+        queue: VecDeque::new(),
+        next_at: None,
+        chunks_sent: 0,
+        sample_pos: 0,
+    };
+    session
+        .run(Duration::from_secs(inactivity_s.clamp(1, 180)))
+        .await;
+    shared.record(index, |c| c.ended = true);
+}
+
+#[derive(Default)]
+struct Ctx {
+    buffer: String,
+    speed: f64,
+    schedule_first: usize,
+    closing: bool,
+    sent_audio: bool,
+}
+
+enum Out {
+    Audio {
+        ctx: String,
+        audio: Vec<u8>,
+        chars: Vec<char>,
+        char_ms: f64,
+    },
+    Final {
+        ctx: String,
+    },
+}
+
+struct Session<'a> {
+    ws: WebSocketStream<TcpStream>,
+    shared: &'a Shared,
+    index: usize,
+    multi: bool,
+    authed: bool,
+    contexts: HashMap<String, Ctx>,
+    queue: VecDeque<Out>,
+    next_at: Option<tokio::time::Instant>,
+    chunks_sent: usize,
+    sample_pos: u64,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, inactivity: Duration) {
+        let mut last_input = tokio::time::Instant::now();
+        loop {
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+            let next_at = self
+                .next_at
+                .filter(|_| !self.queue.is_empty())
+                .unwrap_or(far);
+            tokio::select! {
+                message = self.ws.next() => {
+                    let text = match message {
+                        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                        Some(Ok(_)) => continue,
+                    };
+                    last_input = tokio::time::Instant::now();
+                    if matches!(self.on_message(&text).await, Flow::Stop) {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_at), if !self.queue.is_empty() => {
+                    if matches!(self.emit_next().await, Flow::Stop) {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(last_input + inactivity) => {
+                    self.error_and_close("input_timeout_exceeded", "Have not received new text for the inactivity timeout", 1008).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn error_and_close(&mut self, error: &str, message: &str, code: u16) {
+        let msg = json!({"message": message, "error": error, "code": code});
+        let _ = self.ws.send(Message::text(msg.to_string())).await;
+        self.close(code).await;
+    }
+
+    async fn close(&mut self, code: u16) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        };
+        let _ = self.ws.close(Some(frame)).await;
+        self.shared
+            .record(self.index, |c| c.close_code = Some(code));
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    async fn on_message(&mut self, text: &str) -> Flow {
+        let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        self.shared
+            .record(self.index, |c| c.messages.push(value.clone()));
+        let cfg = &self.shared.config;
+        if !self.authed {
+            let key = value
+                .get("xi_api_key")
+                .or_else(|| value.get("xi-api-key"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            self.shared
+                .record(self.index, |c| c.api_key_in_message = key.clone());
+            if key.as_deref() != Some(cfg.api_key.as_str()) {
+                self.error_and_close("invalid_api_key", "Invalid API key", 1008)
+                    .await;
+                return Flow::Stop;
+            }
+            self.authed = true;
+        }
+        if self.multi && value.get("close_socket").and_then(Value::as_bool) == Some(true) {
+            self.shared.record(self.index, |c| c.close_socket = true);
+            self.close(1000).await;
+            return Flow::Stop;
+        }
+        let id = if self.multi {
+            value
+                .get("context_id")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_owned()
+        } else {
+            String::new()
+        };
+        let is_new = !self.contexts.contains_key(&id);
+        if is_new {
+            let settings = value.get("voice_settings").cloned();
+            let speed = settings
+                .as_ref()
+                .and_then(|s| s.get("speed"))
+                .and_then(Value::as_f64)
+                .unwrap_or(1.0);
+            let generation = value.get("generation_config").cloned();
+            let schedule_first = generation
+                .as_ref()
+                .and_then(|g| g.get("chunk_length_schedule"))
+                .and_then(|s| s.get(0))
+                .and_then(Value::as_f64)
+                .unwrap_or(120.0) as usize;
+            self.contexts.insert(
+                id.clone(),
+                Ctx {
+                    speed: speed.clamp(0.5, 2.0),
+                    schedule_first,
+                    ..Ctx::default()
+                },
+            );
+            self.shared.context(self.index, &id, |c| {
+                c.voice_settings = settings;
+                c.generation_config = generation;
+            });
+        }
+        if self.multi && value.get("close_context").and_then(Value::as_bool) == Some(true) {
+            self.shared
+                .context(self.index, &id, |c| c.closed_by_client = true);
+            if let Some(ctx) = self.contexts.get_mut(&id) {
+                ctx.closing = true;
+            }
+            self.finish_context(&id);
+            return Flow::Continue;
+        }
+        let text = value
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let flush = value.get("flush").and_then(Value::as_bool) == Some(true);
+        if !text.is_empty() && text != " " {
+            let now = Instant::now();
+            self.shared.context(self.index, &id, |c| {
+                c.texts.push(text.clone());
+                c.first_text_at.get_or_insert(now);
+            });
+            if let Some(ctx) = self.contexts.get_mut(&id) {
+                ctx.buffer.push_str(&text);
+            }
+        }
+        if flush {
+            let now = Instant::now();
+            self.shared.context(self.index, &id, |c| {
+                c.flushes += 1;
+                c.first_flush_at.get_or_insert(now);
+            });
+            self.generate(&id);
+        } else if text.is_empty() && !self.multi {
+            // Single context: end of input.
+            self.shared
+                .context(self.index, &id, |c| c.closed_by_client = true);
+            if let Some(ctx) = self.contexts.get_mut(&id) {
+                ctx.closing = true;
+            }
+            self.generate(&id);
+            self.finish_context(&id);
+        } else if self
+            .contexts
+            .get(&id)
+            .is_some_and(|c| c.buffer.chars().count() >= c.schedule_first)
+        {
+            self.generate(&id);
+        }
+        Flow::Continue
+    }
+
+    /// Turn the context's buffered text into queued audio chunks.
+    fn generate(&mut self, id: &str) {
+        let cfg = &self.shared.config;
+        let was_empty = self.queue.is_empty();
+        let Some(ctx) = self.contexts.get_mut(id) else {
+            return;
+        };
+        let text = std::mem::take(&mut ctx.buffer);
+        if cfg.never_answer || text.trim().is_empty() {
+            return;
+        }
+        let char_ms = cfg.ms_per_char as f64 / ctx.speed;
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(cfg.chunk_chars.max(1)) {
+            let samples = (piece.len() as f64 * char_ms * 8.0) as usize;
+            let audio = mulaw::voice_like(self.sample_pos, samples);
+            self.sample_pos += samples as u64;
+            self.queue.push_back(Out::Audio {
+                ctx: id.to_owned(),
+                audio,
+                chars: piece.to_vec(),
+                char_ms,
+            });
+        }
+        if was_empty {
+            self.next_at = Some(tokio::time::Instant::now() + cfg.latency.tts_first_byte());
+        }
+    }
+
+    /// Queue the context's `isFinal` after its audio (at once when none is queued).
+    fn finish_context(&mut self, id: &str) {
+        if self.shared.config.never_answer {
+            return;
+        }
+        let was_empty = self.queue.is_empty();
+        self.queue.push_back(Out::Final { ctx: id.to_owned() });
+        if was_empty {
+            self.next_at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    async fn emit_next(&mut self) -> Flow {
+        let cfg = self.shared.config.clone();
+        let Some(out) = self.queue.pop_front() else {
+            return Flow::Continue;
+        };
+        match out {
+            Out::Audio {
+                ctx,
+                mut audio,
+                chars,
+                char_ms,
+            } => {
+                let duration = Duration::from_secs_f64(audio.len() as f64 / 8000.0);
+                let first = self.contexts.get(&ctx).is_some_and(|c| !c.sent_audio);
+                if let Some(c) = self.contexts.get_mut(&ctx) {
+                    c.sent_audio = true;
+                }
+                let bytes = audio.len() as u64;
+                if first && cfg.add_wav_header {
+                    let mut with_header = wav_header(audio.len());
+                    with_header.append(&mut audio);
+                    audio = with_header;
+                }
+                let starts: Vec<u64> = (0..chars.len())
+                    .map(|i| (i as f64 * char_ms).round() as u64)
+                    .collect();
+                let durations: Vec<u64> = vec![char_ms.round() as u64; chars.len()];
+                let char_strings: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+                let alignment = json!({"chars": char_strings, "charStartTimesMs": starts, "charsDurationsMs": durations});
+                let mut msg = json!({
+                    "audio": base64::engine::general_purpose::STANDARD.encode(&audio),
+                    "isFinal": null,
+                    "alignment": alignment,
+                    "normalizedAlignment": alignment,
+                });
+                if self.multi {
+                    msg["contextId"] = json!(ctx);
+                }
+                if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                    return Flow::Stop;
+                }
+                let now = Instant::now();
+                self.shared.context(self.index, &ctx, |c| {
+                    c.audio_chunks += 1;
+                    c.audio_bytes += bytes;
+                    c.first_audio_at.get_or_insert(now);
+                });
+                self.chunks_sent += 1;
+                if cfg
+                    .error_after_chunks
+                    .is_some_and(|n| self.chunks_sent >= n)
+                {
+                    self.error_and_close(
+                        "internal_error",
+                        "Internal error (fake failure knob)",
+                        1011,
+                    )
+                    .await;
+                    return Flow::Stop;
+                }
+                self.next_at =
+                    Some(tokio::time::Instant::now() + cfg.latency.tts_generation_time(duration));
+            }
+            Out::Final { ctx } => {
+                self.contexts.remove(&ctx);
+                let msg = if self.multi {
+                    json!({"isFinal": true, "contextId": ctx})
+                } else {
+                    json!({"isFinal": true})
+                };
+                if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                    return Flow::Stop;
+                }
+                self.shared
+                    .context(self.index, &ctx, |c| c.final_sent = true);
+                if !self.multi {
+                    self.close(1000).await;
+                    return Flow::Stop;
+                }
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// A 44-byte WAV header for 8 kHz mono µ-law.
+fn wav_header(data_len: usize) -> Vec<u8> {
+    let mut h = Vec::with_capacity(44);
+    h.extend_from_slice(b"RIFF");
+    h.extend_from_slice(&((36 + data_len) as u32).to_le_bytes());
+    h.extend_from_slice(b"WAVEfmt ");
+    h.extend_from_slice(&16u32.to_le_bytes());
+    h.extend_from_slice(&7u16.to_le_bytes()); // µ-law
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&8000u32.to_le_bytes());
+    h.extend_from_slice(&8000u32.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&8u16.to_le_bytes());
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&(data_len as u32).to_le_bytes());
+    h
+}
