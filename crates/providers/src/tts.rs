@@ -176,7 +176,10 @@ pub(crate) const EVENT_QUEUE: usize = 1024;
 /// Handle to a live TTS session. Nothing here awaits the network except `close()`.
 pub struct TtsSession {
     commands: mpsc::UnboundedSender<TtsCommand>,
-    /// Audio, done and failure events of the session, in order.
+    /// Audio, done and failure events of the session, in order; ends after `close()`. Prefer
+    /// [`TtsSession::recv`], which also drops events of contexts already cancelled but still
+    /// queued here; readers of this field must ignore such stale events themselves (e.g. by
+    /// generation id).
     pub events: mpsc::Receiver<TtsEvent>,
     /// Contexts cancelled through this handle: their queued events are dropped by `recv`.
     cancelled: HashSet<u64>,
