@@ -49,3 +49,66 @@ pub enum AudioError {
     #[error("not a DTMF digit: {0:?}")]
     InvalidDtmfDigit(char),
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use std::path::Path;
+
+    /// Every committed fixture call has the exact JSON shape the fake caller reads, audio whose
+    /// length matches `hangup_at_ms`, and utterances in order inside the audio.
+    #[test]
+    fn fixture_calls_are_well_formed() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/calls");
+        let mut count = 0;
+        let entries = std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>());
+        for entry in entries.unwrap_or_default() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            count += 1;
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let obj = v.as_object().cloned().unwrap_or_default();
+            let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys,
+                ["description", "hangup_at_ms", "name", "utterances"],
+                "{path:?}"
+            );
+            let name = v["name"].as_str().unwrap_or_default();
+            assert_eq!(Some(name), path.file_stem().and_then(|s| s.to_str()));
+            let audio = std::fs::read(path.with_extension("ulaw")).unwrap_or_default();
+            let hangup = v["hangup_at_ms"].as_u64().unwrap_or(0);
+            assert_eq!(hangup, audio.len() as u64 / 8, "{name}");
+            let mut prev_end = 0;
+            let utterances = v["utterances"].as_array().cloned().unwrap_or_default();
+            assert!(!utterances.is_empty(), "{name}");
+            for u in utterances {
+                let mut keys: Vec<&str> = u
+                    .as_object()
+                    .map(|o| o.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                keys.sort_unstable();
+                assert_eq!(keys, ["end_ms", "kind", "start_ms", "text"], "{name}");
+                let (start, end) = (
+                    u["start_ms"].as_u64().unwrap_or(0),
+                    u["end_ms"].as_u64().unwrap_or(0),
+                );
+                assert!(
+                    prev_end <= start && start < end && end <= hangup,
+                    "{name}: {u}"
+                );
+                prev_end = end;
+                let kind = u["kind"].as_str().unwrap_or_default();
+                assert!(
+                    ["turn", "barge_in", "backchannel", "pause", "noise"].contains(&kind),
+                    "{name}: kind {kind}"
+                );
+                assert!(!u["text"].as_str().unwrap_or_default().is_empty());
+            }
+        }
+        assert!(count >= 8, "only {count} fixture calls in {dir:?}");
+    }
+}

@@ -855,4 +855,43 @@ mod tests {
         );
         assert!(!vad.is_speaking());
     }
+
+    /// The default VAD on a committed fixture: one onset per scripted utterance, each within
+    /// 150 ms of the scripted start (recomputed with `lead_ms`), and no onset elsewhere.
+    #[test]
+    fn default_vad_finds_every_utterance_of_a_fixture_call() {
+        let audio: &[u8] = include_bytes!("../../../../fixtures/calls/booking_3_turns.ulaw");
+        let script: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../../fixtures/calls/booking_3_turns.json"
+        ))
+        .unwrap_or(serde_json::Value::Null);
+        let starts: Vec<i64> = script["utterances"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|u| u["start_ms"].as_i64()).collect())
+            .unwrap_or_default();
+        assert_eq!(starts.len(), 3);
+        assert_eq!(
+            script["hangup_at_ms"].as_i64(),
+            Some(audio.len() as i64 / 8)
+        );
+        let mut vad = FrameVad::webrtc_default();
+        let mut onsets = Vec::new();
+        for (i, frame) in audio.chunks(FRAME_BYTES).enumerate() {
+            let now_ms = (i as i64 + 1) * FRAME_MS as i64;
+            if let Some(VadTransition::SpeechStart { lead_ms }) = vad.push_mulaw(frame) {
+                onsets.push(now_ms - lead_ms as i64);
+            }
+        }
+        assert_eq!(
+            onsets.len(),
+            starts.len(),
+            "onsets {onsets:?} vs script {starts:?}"
+        );
+        for (got, want) in onsets.iter().zip(&starts) {
+            assert!(
+                (got - want).abs() <= 150,
+                "onset {got} ms vs scripted {want} ms"
+            );
+        }
+    }
 }
