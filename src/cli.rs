@@ -26,6 +26,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Run a whole call on this machine: the server, provider fakes with realistic latency, a
+    /// demo assistant, and a recorded call replayed through a fake Twilio caller.
+    Demo(DemoArgs),
     /// Manage API keys.
     Keys {
         /// What to do with keys.
@@ -62,6 +65,30 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 }
 
+/// `switchboard demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Recorded call to replay (a fixture name; `booking_3_turns` is built in).
+    #[arg(long, default_value = "booking_3_turns", value_name = "NAME")]
+    pub fixture: String,
+
+    /// Folder of fixtures (`<name>.json` + `<name>.ulaw`), e.g. fixtures/calls.
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<std::path::PathBuf>,
+
+    /// Providers answer at once instead of with realistic latencies.
+    #[arg(long)]
+    pub instant: bool,
+
+    /// Keep the server running after the call (to explore the API).
+    #[arg(long)]
+    pub serve: bool,
+
+    /// Database to use (default: a temporary SQLite file).
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
 /// `switchboard keys create`
 #[derive(Debug, Args)]
 pub struct KeysCreateArgs {
@@ -90,6 +117,14 @@ impl Cli {
                 &args.database
             }
             Command::Migrate(args) => args,
+            Command::Demo(args) => {
+                // A clean transcript on the terminal: warnings only, unless RUST_LOG says more.
+                overrides.push(("logging.filter", "warn".to_owned()));
+                if let Some(url) = args.database_url.as_ref().filter(|u| !u.is_empty()) {
+                    overrides.push(("database.url", url.clone()));
+                }
+                return Settings::load(self.config.as_deref(), &EnvSource::Process, &overrides);
+            }
             Command::Keys {
                 command: KeysCommand::Create(args),
             } => &args.database,

@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(_) => commands::serve::run(settings).await,
         Command::Migrate(_) => commands::migrate::run(&settings).await,
+        Command::Demo(args) => commands::demo::run(settings, args).await,
         Command::Keys {
             command: KeysCommand::Create(args),
         } => commands::keys::create(&settings, args).await,
