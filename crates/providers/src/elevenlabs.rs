@@ -32,6 +32,9 @@ use crate::tts::{
 pub(crate) const PROVIDER: &str = "elevenlabs";
 /// ElevenLabs' public websocket host.
 const DEFAULT_BASE: &str = "wss://api.elevenlabs.io";
+/// A socket must have lived this long before its end triggers an eager reconnect (no loops
+/// against a server that accepts and closes at once).
+const MIN_SOCKET_LIFE: Duration = Duration::from_secs(1);
 
 /// The stream URL (`multi`: multi-stream-input, else stream-input) with every query parameter
 /// mapped from `cfg`.
@@ -296,7 +299,27 @@ impl Driver {
 
     async fn run(mut self) {
         let mut close_done: Option<oneshot::Sender<()>> = None;
+        let mut connected_at = Instant::now();
         loop {
+            if self.multi && self.ws.is_none() && connected_at.elapsed() >= MIN_SOCKET_LIFE {
+                // The socket ended (idle timeout, network): get a fresh one now so the next
+                // reply does not pay for the handshake. One attempt; `speak` retries lazily.
+                connected_at = Instant::now();
+                match wsutil::connect(
+                    PROVIDER,
+                    &self.multi_url,
+                    &[("xi-api-key", &self.key)],
+                    None,
+                    self.timeout,
+                )
+                .await
+                {
+                    Ok(ws) => self.ws = Some(ws),
+                    Err(error) => {
+                        tracing::warn!(provider = PROVIDER, %error, "TTS reconnect failed; will retry on the next reply")
+                    }
+                }
+            }
             let far = Instant::now() + Duration::from_secs(86_400);
             let deadline = self
                 .contexts

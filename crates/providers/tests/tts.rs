@@ -397,3 +397,35 @@ async fn aura_handshake_401_is_typed() {
         })
     ));
 }
+
+#[tokio::test]
+async fn elevenlabs_reconnects_eagerly_after_an_idle_close() {
+    let fake = ElevenLabsFake::start(ElevenLabsFakeConfig::default())
+        .await
+        .expect("fake");
+    let cfg = TtsConfig {
+        inactivity_timeout_s: 1,
+        ..el_cfg(&fake)
+    };
+    let mut s = connect_tts(&cfg).await.expect("connects");
+    let mut waited = Duration::ZERO;
+    while fake.received().len() < 2 && waited < WAIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    let rec = fake.received();
+    assert!(rec.len() >= 2, "a fresh socket replaced the idle one");
+    assert_eq!(rec[0].param("inactivity_timeout"), Some("1"));
+    assert_eq!(
+        rec[0].close_code,
+        Some(1008),
+        "the fake closed it for inactivity"
+    );
+    // Nothing was in flight, so nothing failed.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), s.recv())
+            .await
+            .is_err()
+    );
+    s.close().await;
+}
