@@ -410,3 +410,46 @@ pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_audio_never_blocks_and_skips_empty_frames() {
+        let (audio_tx, mut audio_rx) = mpsc::channel(1);
+        let (control_tx, _control_rx) = mpsc::unbounded_channel();
+        let (_events_tx, events_rx) = mpsc::channel(1);
+        let mut s = SttSession::new(
+            audio_tx,
+            control_tx,
+            events_rx,
+            std::time::Duration::from_secs(1),
+        );
+        assert!(s.send_audio(&[]));
+        assert!(s.send_audio(&[1, 2, 3]));
+        assert!(
+            !s.send_audio(&[4, 5]),
+            "full queue drops instead of blocking"
+        );
+        assert_eq!(s.dropped_frames(), 1);
+        assert_eq!(audio_rx.try_recv().ok().as_deref(), Some(&[1u8, 2, 3][..]));
+        assert!(
+            audio_rx.try_recv().is_err(),
+            "the empty frame was never queued"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_key_and_flux_is_detected() {
+        let cfg = SttConfig {
+            api_key: "dg-secret".into(),
+            model: "flux-general-en".into(),
+            ..SttConfig::default()
+        };
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("dg-secret") && s.contains("<redacted>"));
+        assert!(cfg.is_flux());
+        assert_eq!(cfg.bytes_per_second(), 8000);
+    }
+}
