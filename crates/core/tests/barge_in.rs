@@ -452,3 +452,46 @@ fn disclosure_cannot_be_interrupted() {
     assert_eq!(sim.replies(), 1);
     sim.assert_clean();
 }
+
+#[test]
+fn speech_over_the_last_words_is_a_turn_once_the_bot_is_done() {
+    // Tail protection off: the onset pauses the bot with little left; the bot's queued audio
+    // plays out during the window and the short reply is still answered.
+    let mut s = settings(|i| {
+        i.tail_protection_ms = 0;
+        i.interruption_threshold = 5;
+    });
+    s.welcome_message = Some("Anything else?".into());
+    let mut sim = Sim::new(s);
+    sim.run_until(200);
+    let first = sim.first_media_after(0).unwrap_or(0);
+    // "Anything else?" is 840 ms; speak at 700 ms in.
+    let speech = align(first + 700);
+    sim.speak(speech, speech + 500);
+    sim.at(speech + 800, In::Final("no".into(), 0.9, true));
+    sim.run_until(speech + 10_000);
+    assert_eq!(sim.user_history(), ["no"]);
+    assert_eq!(sim.replies(), 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn backchannel_at_the_tail_is_answered() {
+    // Inside the protected tail a "yes" is an answer, not a backchannel.
+    let s = CallSettings {
+        welcome_message: Some("Would you like to book a table for tonight?".into()),
+        ..CallSettings::default()
+    };
+    let mut sim = Sim::new(s);
+    sim.run_until(200);
+    let first = sim.first_media_after(0).unwrap_or(0);
+    let len = "Would you like to book a table for tonight?".len() as u64 * 60;
+    let speech = align(first + len - 800);
+    sim.speak(speech, speech + 400);
+    sim.at(speech + 700, In::Final("yes".into(), 0.9, true));
+    sim.run_until(speech + 10_000);
+    assert_eq!(sim.clears(), 0);
+    assert_eq!(sim.user_history(), ["yes"]);
+    assert_eq!(sim.replies(), 1);
+    sim.assert_clean();
+}

@@ -411,7 +411,8 @@ impl CallCore {
             }
         }
         consider(self.pacing_deadline());
-        t
+        // An overdue deadline means "now": the runtime calls `handle(Timeout)` at once.
+        t.map(|t| t.max(self.now))
     }
 
     /// The conversation history as the LLM will see it next.
@@ -992,7 +993,7 @@ impl CallCore {
         let threshold = self.s.interruption.interruption_threshold.max(1);
         let busy = self.bot_busy();
         match self.barge {
-            BargeState::Tentative { onset, .. } => {
+            BargeState::Tentative { onset, .. } if busy => {
                 if !bc && (words >= threshold || self.enough_confirm_words(&text)) {
                     self.confirm_barge(onset, now);
                 } else {
@@ -1019,7 +1020,8 @@ impl CallCore {
                 self.confirm_barge(onset, now);
             }
             BargeState::Resumed | BargeState::Gated(_) => {
-                if bc && self.user.started_during_bot {
+                let tail = self.barge == BargeState::Gated(Gate::TailProtection);
+                if bc && self.user.started_during_bot && !tail {
                     self.not_a_turn(true, now);
                     return;
                 }
@@ -1028,7 +1030,13 @@ impl CallCore {
                 self.defer_user(now);
                 return;
             }
-            BargeState::None => {}
+            BargeState::None | BargeState::Tentative { .. } => {
+                if bc && self.user.started_during_bot {
+                    // A backchannel over the bot that ended after it: still not a turn.
+                    self.not_a_turn(true, now);
+                    return;
+                }
+            }
         }
         self.barge = BargeState::None;
         self.commit_turn(now);
@@ -1674,7 +1682,7 @@ impl CallCore {
                 if !g.last_mark_sent {
                     self.send_mark(i, true);
                     self.gens[i].last_mark_sent = true;
-                    self.gens[i].expected_end = self.playout_end;
+                    self.gens[i].expected_end = self.playout_end.max(now);
                 }
                 i += 1;
                 continue;
@@ -1753,15 +1761,11 @@ impl CallCore {
         if self.bot_busy() {
             return;
         }
-        if matches!(self.barge, BargeState::Gated(_) | BargeState::Resumed)
-            && self.user.state == UserState::Idle
+        if self.user.state == UserState::Idle || matches!(self.barge, BargeState::Tentative { .. })
         {
+            // Nothing left to interrupt: speech in progress is simply the caller's turn (a
+            // backchannel that started over the bot is still recognised at commit).
             self.barge = BargeState::None;
-        }
-        if matches!(self.barge, BargeState::Gated(_) | BargeState::Resumed) {
-            // The caller is still talking: their turn is no longer during the bot.
-            self.barge = BargeState::None;
-            self.user.started_during_bot = false;
         }
         if self.user.state == UserState::Idle
             && let Some(d) = self.deferred.take()

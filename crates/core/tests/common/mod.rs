@@ -106,6 +106,7 @@ pub struct Sim {
     tts_cancelled: HashSet<u64>,
     pub violations: Vec<String>,
     pub lead_ms: u64,
+    stuck: u32,
 }
 
 pub fn words(text: &str, conf: f32) -> Transcript {
@@ -146,6 +147,7 @@ impl Sim {
             tts_cancelled: HashSet::new(),
             violations: Vec::new(),
             lead_ms,
+            stuck: 0,
         };
         s.at(0, In::Started);
         s
@@ -267,6 +269,18 @@ impl Sim {
     fn deliver_timeout(&mut self) {
         self.core.handle(Event::Timeout, Millis(self.now));
         self.drain();
+        if self.core.poll_timeout().is_some_and(|d| d.0 <= self.now) {
+            self.stuck += 1;
+            if self.stuck > 3 {
+                self.violations
+                    .push(format!("a deadline does not move past {}", self.now));
+                self.stuck = 0;
+                // Step over it so the run ends.
+                self.now += 1;
+            }
+        } else {
+            self.stuck = 0;
+        }
     }
 
     fn deliver(&mut self, input: In) {
@@ -390,6 +404,12 @@ impl Sim {
         if self.core.open_tts_generations() > 1 {
             self.violations
                 .push(format!("two TTS generations at {}", self.now));
+        }
+        if let Some(d) = self.core.poll_timeout()
+            && d.0 < self.now
+        {
+            self.violations
+                .push(format!("deadline {} in the past at {}", d.0, self.now));
         }
         if let Err(e) = self.core.history().check() {
             self.violations
