@@ -31,6 +31,10 @@ if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
   fi
 fi
 
+# Repeatable output: fixed random seed for noise (-R) and no dither (-D), so re-running the script
+# reproduces the committed files byte for byte.
+sox() { command sox -R -D "$@"; }
+
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"

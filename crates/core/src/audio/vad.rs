@@ -17,9 +17,9 @@
 //!
 //! | detector | onset latency mean / p95 | false onsets (not noise bursts) | split utterances |
 //! |----------|--------------------------|-----------------------------|------------------|
-//! | WebRTC mode 0, 1 | 95 / 101 ms | 10 | 0 |
-//! | **WebRTC mode 2** | **95 / 101 ms** | **0** | **0** |
-//! | WebRTC mode 3 | 109 / 160 ms | 0 | 2 |
+//! | WebRTC mode 0, 1 | 91 / 111 ms | 1 (line noise at call start) | 0 |
+//! | **WebRTC mode 2** | **102 / 120 ms** | **0** | **0** |
+//! | WebRTC mode 3 | 114 / 167 ms | 0 | 2 |
 //! | [`EnergyVad`] | 118 / 171 ms | 0 | 5 |
 //!
 //! So the default is WebRTC mode 2 ([`DEFAULT_VAD_MODE`]) with [`SegmenterConfig::default`].
@@ -70,9 +70,10 @@ pub enum VadMode {
 }
 
 /// The mode the engine uses when the assistant does not choose one: on the fixtures, mode 2
-/// has no false onsets (modes 0/1 report speech on the first frames of every call, before
-/// their noise model adapts: 10 in 10 calls) and starts as fast as mode 0
-/// (mode 3 is ~15 ms slower on average, 60 ms at p95). See `fixtures/README.md`.
+/// has no false onsets, while modes 0/1 report speech on the first frames of a call with line
+/// noise, before their noise model adapts (with low-level noise in every call, in all of
+/// them); it is ~10 ms slower than mode 0 on average, mode 3 is ~12 ms slower still (47 ms at
+/// p95) and splits utterances. See `fixtures/README.md`.
 pub const DEFAULT_VAD_MODE: VadMode = VadMode::Aggressive;
 
 impl VadMode {
