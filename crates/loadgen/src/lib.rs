@@ -1,1 +1,26 @@
-//! placeholder crate root, replaced by its owner
+//! `switchboard-loadgen`: acts as Twilio for N concurrent replayed calls against a running engine
+//! (on the testkit's `FakeCall`), optionally with the fake providers and the engine itself started
+//! for a one-command run, and reports turn latency, engine overhead, frame lateness, interruption
+//! reaction and the engine's CPU and memory as JSON (issue 6's shape).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use clap::Parser;
+//! let cli = switchboard_loadgen::cli::Cli::parse_from([
+//!     "switchboard-loadgen", "--spawn-engine", "target/release/switchboard", "--spawn-fakes",
+//!     "--calls", "50", "--duration-seconds", "60", "--report", "r50.json",
+//! ]);
+//! let report = switchboard_loadgen::cli::run_and_report(&cli.run).await?;
+//! assert_eq!(report.calls.failed, 0);
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod chart;
+pub mod cli;
+pub mod engine;
+pub mod fakes;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod stats;

@@ -1,0 +1,208 @@
+//! The few engine REST calls the harness makes: health, create the test assistant, route a
+//! number to it, read a call's per-turn metrics.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::report::EngineTurn;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Transport failure.
+    #[error("request to {path} failed: {message}")]
+    Http {
+        /// API path.
+        path: String,
+        /// What went wrong (URL stripped).
+        message: String,
+    },
+    /// Non-success status.
+    #[error("{path} answered HTTP {status}: {body}")]
+    Status {
+        /// API path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// Start of the body.
+        body: String,
+    },
+    /// The answer was not what the harness expected.
+    #[error("unexpected answer from {path}: {detail}")]
+    Shape {
+        /// API path.
+        path: String,
+        /// What was missing.
+        detail: String,
+    },
+}
+
+/// The engine's REST API with one API key. The key is never logged.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Api {
+    /// An API client for the engine at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, key: &str, http: reqwest::Client) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+            http,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&self.key)
+                .timeout(Duration::from_secs(30));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| ApiError::Http {
+                path: path.to_owned(),
+                message: e.without_url().to_string(),
+            })?;
+            let status = resp.status().as_u16();
+            // The API rate-limits per key; back off rather than fail the run.
+            if status == 429 && attempt < 20 {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                continue;
+            }
+            let text = resp.text().await.map_err(|e| ApiError::Http {
+                path: path.to_owned(),
+                message: e.without_url().to_string(),
+            })?;
+            if !(200..300).contains(&status) {
+                return Err(ApiError::Status {
+                    path: path.to_owned(),
+                    status,
+                    body: text.chars().take(300).collect(),
+                });
+            }
+            return serde_json::from_str(&text).map_err(|e| ApiError::Shape {
+                path: path.to_owned(),
+                detail: format!("not JSON: {e}"),
+            });
+        }
+    }
+
+    /// Creates an assistant; returns its id.
+    pub async fn create_assistant(&self, body: &Value) -> Result<i64, ApiError> {
+        let path = "/api/v1/assistants";
+        let v = self.send(reqwest::Method::POST, path, Some(body)).await?;
+        v.get("id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::Shape {
+                path: path.into(),
+                detail: "no numeric id".into(),
+            })
+    }
+
+    /// Routes `number` (E.164) to assistant `id`.
+    pub async fn assign_number(&self, id: i64, number: &str) -> Result<(), ApiError> {
+        let path = format!("/api/v1/assistants/{id}/phone-numbers/assign-by-number");
+        self.send(
+            reqwest::Method::POST,
+            &path,
+            Some(&serde_json::json!({"phone_number": number})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The engine's per-turn metrics of the call with `call_sid`: finds the call's id, then reads
+    /// `/api/v1/calls/{id}/metrics`.
+    pub async fn call_turns(&self, call_sid: &str) -> Result<Vec<EngineTurn>, ApiError> {
+        let id = self.call_id(call_sid).await?;
+        let path = format!("/api/v1/calls/{id}/metrics");
+        let v = self.send(reqwest::Method::GET, &path, None).await?;
+        parse_turns(&v).ok_or_else(|| ApiError::Shape {
+            path,
+            detail: "no list of turns".into(),
+        })
+    }
+
+    async fn call_id(&self, call_sid: &str) -> Result<Value, ApiError> {
+        let path = format!("/api/v1/calls/sid/{call_sid}");
+        let v = self.send(reqwest::Method::GET, &path, None).await?;
+        v.get("id").cloned().ok_or_else(|| ApiError::Shape {
+            path,
+            detail: "no id".into(),
+        })
+    }
+}
+
+/// The turns in a metrics answer: a list of turns, or an object holding one under `turns`
+/// (or `data.turns`).
+pub fn parse_turns(v: &Value) -> Option<Vec<EngineTurn>> {
+    let list = match v {
+        Value::Array(a) => a,
+        Value::Object(o) => match o.get("turns").or_else(|| o.get("data")?.get("turns")) {
+            Some(Value::Array(a)) => a,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(
+        list.iter()
+            .filter_map(|t| serde_json::from_value::<EngineTurn>(t.clone()).ok())
+            .collect(),
+    )
+}
+
+/// Polls `GET {base}/healthz` until it answers 200 or `timeout` passes.
+pub async fn wait_healthy(http: &reqwest::Client, base: &str, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let url = format!("{}/healthz", base.trim_end_matches('/'));
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = http.get(&url).timeout(Duration::from_secs(2)).send().await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_from_either_shape() {
+        let list = serde_json::json!([{"stt_final_ms": 10, "llm_request_ms": 11.5, "extra": 1}]);
+        let t = parse_turns(&list).expect("list");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].stt_final_ms, Some(10.0));
+        assert_eq!(t[0].llm_request_ms, Some(11.5));
+        assert_eq!(t[0].tts_first_byte_ms, None);
+        let obj = serde_json::json!({"call_id": 3, "turns": [{}, {"first_audio_sent_ms": 5}]});
+        assert_eq!(parse_turns(&obj).map(|t| t.len()), Some(2));
+        assert!(parse_turns(&serde_json::json!({"x": 1})).is_none());
+    }
+}

@@ -1,0 +1,355 @@
+//! Command line of `switchboard-loadgen` and the one-command run it drives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::twilio::CallScript;
+
+use crate::api::{Api, wait_healthy};
+use crate::engine::SpawnedEngine;
+use crate::fakes::Fakes;
+use crate::procfs::{EngineUsage, Sampler};
+use crate::report::{Extras, Report, summary_table};
+use crate::run::{LoadConfig, Progress, build_report, fetch_metrics, run_calls};
+
+/// `switchboard-loadgen`: N concurrent replayed calls against a Switchboard engine, acting as
+/// Twilio; or `chart` to draw reports.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-loadgen", version, about)]
+pub struct Cli {
+    /// `chart` instead of a run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Run options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Draw p99 overhead, frame lateness, CPU and memory against N from reports, as SVG.
+    Chart(ChartArgs),
+}
+
+/// `chart` options.
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    /// Report files (JSON) written by `--report`.
+    #[arg(long, num_args = 1.., required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Output SVG.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Run options.
+#[derive(Clone, Args)]
+pub struct RunArgs {
+    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The engine's public URL, if it differs from --target (webhook signatures cover it).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 1)]
+    pub calls: usize,
+    /// Spread call starts over this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub ramp_seconds: f64,
+    /// Hard cap, s: every call is hung up by then.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_seconds: f64,
+    /// Fixture directory (`<name>.json` + `<name>.ulaw`).
+    #[arg(long, default_value = "fixtures/calls")]
+    pub fixtures: PathBuf,
+    /// Twilio auth token the engine checks signatures with (random with --spawn-engine).
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// API key (organisation `default`) to create the test assistant and read metrics (random
+    /// with --spawn-engine).
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Number the fake calls dial (assigned to the test assistant).
+    #[arg(long, default_value = "+15550100002")]
+    pub to: String,
+    /// Start the fake providers in-process and create an assistant pointed at them.
+    #[arg(long)]
+    pub spawn_fakes: bool,
+    /// Fake STT: delay (ms) from the end of speech (endpointing elapsed) to the final.
+    #[arg(long, default_value_t = 200)]
+    pub stt_final_delay_ms: u64,
+    /// Fake LLM: time to first token, ms.
+    #[arg(long, default_value_t = 350)]
+    pub llm_ttft_ms: u64,
+    /// Fake LLM: tokens per second after the first (0 = unpaced).
+    #[arg(long, default_value_t = 60.0)]
+    pub llm_tokens_per_s: f64,
+    /// Fake TTS: time to first audio byte, ms.
+    #[arg(long, default_value_t = 150)]
+    pub tts_first_byte_ms: u64,
+    /// Fake TTS: generation seconds per second of audio (0.25 = 4x real time; 0 = unpaced).
+    #[arg(long, default_value_t = 0.25)]
+    pub tts_realtime_factor: f64,
+    /// Uniform random extra delay [0, J] ms on each fake delay.
+    #[arg(long, default_value_t = 40)]
+    pub jitter_ms: u64,
+    /// Start this engine binary on a free port with a temp SQLite DB; stopped at the end.
+    #[arg(long, value_name = "PATH")]
+    pub spawn_engine: Option<PathBuf>,
+    /// Sample this process's CPU and RSS (defaults to the spawned engine).
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Tokio worker threads of the harness (1 = current-thread runtime).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl std::fmt::Debug for RunArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunArgs")
+            .field("target", &self.target)
+            .field("calls", &self.calls)
+            .field("ramp_seconds", &self.ramp_seconds)
+            .field("duration_seconds", &self.duration_seconds)
+            .field("fixtures", &self.fixtures)
+            .field(
+                "twilio_auth_token",
+                &self.twilio_auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("spawn_fakes", &self.spawn_fakes)
+            .field("spawn_engine", &self.spawn_engine)
+            .field("engine_pid", &self.engine_pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunArgs {
+    /// The fakes' latency profile from the flags.
+    pub fn latency(&self) -> LatencyProfile {
+        LatencyProfile {
+            stt_final_delay_ms: self.stt_final_delay_ms,
+            llm_ttft_ms: self.llm_ttft_ms,
+            llm_tokens_per_s: self.llm_tokens_per_s,
+            tts_first_byte_ms: self.tts_first_byte_ms,
+            tts_realtime_factor: self.tts_realtime_factor,
+            jitter_ms: self.jitter_ms,
+        }
+    }
+}
+
+fn random_secret(prefix: &str) -> String {
+    format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
+/// One shared HTTP client sized for many concurrent calls.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Everything a finished run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The JSON report.
+    pub report: Report,
+    /// Summary-table extras.
+    pub extras: Extras,
+    /// Wall time of the calls, s.
+    pub wall_s: f64,
+    /// Notes for the operator (metrics unavailable, sampling stopped…).
+    pub warnings: Vec<String>,
+}
+
+/// Runs the load described by `args` (spawning fakes and engine as asked) to the report.
+pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
+    if args.calls == 0 {
+        bail!("--calls must be at least 1");
+    }
+    if !(args.duration_seconds > 0.0 && args.ramp_seconds >= 0.0) {
+        bail!("--duration-seconds must be > 0 and --ramp-seconds >= 0");
+    }
+    let scripts: Vec<Arc<CallScript>> = CallScript::load_dir(&args.fixtures)
+        .with_context(|| format!("loading fixtures from {}", args.fixtures.display()))?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    if scripts.is_empty() {
+        bail!(
+            "no fixtures (<name>.json + <name>.ulaw) in {}",
+            args.fixtures.display()
+        );
+    }
+    let http = http_client()?;
+    let mut warnings = Vec::new();
+
+    let fakes = if args.spawn_fakes {
+        Some(
+            Fakes::start(args.latency())
+                .await
+                .context("starting the fake providers")?,
+        )
+    } else {
+        None
+    };
+
+    let spawn_key = args
+        .api_key
+        .clone()
+        .unwrap_or_else(|| random_secret("sb_loadgen_"));
+    let token = args
+        .twilio_auth_token
+        .clone()
+        .or_else(|| args.spawn_engine.as_ref().map(|_| random_secret("")))
+        .context("--twilio-auth-token (or TWILIO_AUTH_TOKEN) is required without --spawn-engine")?;
+    let engine = match &args.spawn_engine {
+        Some(path) => Some(
+            SpawnedEngine::start(path, &spawn_key, &token, &http, Duration::from_secs(30))
+                .await
+                .context("starting the engine")?,
+        ),
+        None => None,
+    };
+    let base = match (&engine, &args.target) {
+        (Some(e), _) => e.base_url.clone(),
+        (None, Some(t)) => t.trim_end_matches('/').to_owned(),
+        (None, None) => bail!("give --target URL or --spawn-engine PATH"),
+    };
+    if engine.is_none() && !wait_healthy(&http, &base, Duration::from_secs(10)).await {
+        bail!("{base}/healthz does not answer");
+    }
+    let api = (engine.is_some() || args.api_key.is_some())
+        .then(|| Api::new(&base, &spawn_key, http.clone()));
+
+    if let Some(f) = &fakes {
+        let api = api
+            .as_ref()
+            .context("--spawn-fakes needs --api-key (or --spawn-engine) to create the assistant")?;
+        let id = api
+            .create_assistant(
+                &f.assistant_body(&format!("loadgen-{}", args.calls), crate::fakes::WELCOME),
+            )
+            .await
+            .context("creating the test assistant")?;
+        api.assign_number(id, &args.to)
+            .await
+            .context("assigning the number")?;
+    }
+
+    let pid = args.engine_pid.or(engine.as_ref().map(|e| e.pid));
+    let sampler = match pid {
+        Some(pid) => match Sampler::start(pid, Duration::from_millis(250)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warnings.push(format!("engine sampling off: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let cfg = LoadConfig {
+        engine_base: base.clone(),
+        public_url: args.public_url.clone().unwrap_or_else(|| base.clone()),
+        calls: args.calls,
+        ramp: Duration::from_secs_f64(args.ramp_seconds),
+        duration: Duration::from_secs_f64(args.duration_seconds),
+        scripts,
+        twilio_auth_token: token,
+        to_number: args.to.clone(),
+        progress: !args.quiet,
+        engine_pid: pid,
+    };
+    let started = Instant::now();
+    let reports = run_calls(&cfg, &http, Arc::new(Progress::default())).await;
+    let wall_s = started.elapsed().as_secs_f64();
+    let usage = match sampler {
+        Some(s) => {
+            let (u, err) = s.finish(reports.len() as u64);
+            if let Some(e) = err {
+                warnings.push(format!("engine sampling stopped early: {e}"));
+            }
+            u
+        }
+        None => EngineUsage::default(),
+    };
+
+    let metrics = match &api {
+        Some(api) => {
+            let m = fetch_metrics(api, &reports).await;
+            let failed: Vec<&String> = m.iter().filter_map(|r| r.as_ref().err()).collect();
+            if let Some(first) = failed.first() {
+                warnings.push(format!(
+                    "engine metrics unreadable for {} of {} calls (engine overhead uses the rest): {first}",
+                    failed.len(),
+                    m.len()
+                ));
+            }
+            Some(m)
+        }
+        None => {
+            warnings.push("no --api-key: engine overhead not measured".into());
+            None
+        }
+    };
+    let (report, extras) = build_report(&reports, metrics.as_deref(), usage);
+
+    if let Some(e) = engine {
+        if report.calls.failed > 0 {
+            warnings.push(format!("engine log kept at {}", e.keep_log()));
+        }
+        e.stop(Duration::from_secs(5)).await;
+    }
+    drop(fakes);
+    Ok(RunResult {
+        report,
+        extras,
+        wall_s,
+        warnings,
+    })
+}
+
+/// Runs, prints the summary, writes the report.
+pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
+    let res = run(args).await?;
+    for w in &res.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprint!("{}", summary_table(&res.report, &res.extras, res.wall_s));
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&res.report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(res.report)
+}
+
+/// `chart`: reads the reports and writes the SVG.
+pub fn chart(args: &ChartArgs) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for p in &args.reports {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let r: Report =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        reports.push(r);
+    }
+    std::fs::write(&args.out, crate::chart::render(&reports))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `--spawn-engine PATH`: the engine binary on a free 127.0.0.1 port with a temporary SQLite
+//! database, a bootstrap API key and the Twilio auth token; killed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::api::wait_healthy;
+
+/// Why the engine could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Temp dir, port or process creation failed.
+    #[error("cannot start {path}: {source}")]
+    Io {
+        /// The binary.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The engine did not answer `/healthz` in time (its log is kept at `log`).
+    #[error("engine did not become healthy within {secs} s (log: {log})")]
+    NotHealthy {
+        /// How long we waited, s.
+        secs: u64,
+        /// The engine's log file.
+        log: String,
+    },
+}
+
+/// A running engine process.
+pub struct SpawnedEngine {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// Process id, for `/proc` sampling.
+    pub pid: u32,
+    /// Where its stdout/stderr go.
+    pub log_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for SpawnedEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnedEngine")
+            .field("base_url", &self.base_url)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+impl SpawnedEngine {
+    /// Starts `path serve --addr 127.0.0.1:<free port> --database-url sqlite://<tmp>/db` with
+    /// `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_AUTH_TOKEN`, `SWITCHBOARD_PUBLIC_URL` set and the API
+    /// rate limit off, and waits for `/healthz` (up to `ready_timeout`).
+    pub async fn start(
+        path: &Path,
+        api_key: &str,
+        twilio_auth_token: &str,
+        http: &reqwest::Client,
+        ready_timeout: Duration,
+    ) -> Result<SpawnedEngine, SpawnError> {
+        let io = |source| SpawnError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-loadgen-")
+            .tempdir()
+            .map_err(io)?;
+        let port = free_port().map_err(io)?;
+        let addr = format!("127.0.0.1:{port}");
+        let base_url = format!("http://{addr}");
+        let log_path = dir.path().join("engine.log");
+        let log = std::fs::File::create(&log_path).map_err(io)?;
+        let log2 = log.try_clone().map_err(io)?;
+        let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+        let child = Command::new(path)
+            .arg("serve")
+            .arg("--addr")
+            .arg(&addr)
+            .arg("--database-url")
+            .arg(&db)
+            .env("SWITCHBOARD_BOOTSTRAP_KEY", api_key)
+            .env("TWILIO_AUTH_TOKEN", twilio_auth_token)
+            .env("SWITCHBOARD_PUBLIC_URL", &base_url)
+            .env("SWITCHBOARD_SERVER__RATE_LIMIT_PER_S", "0")
+            .env(
+                "RUST_LOG",
+                std::env::var("LOADGEN_ENGINE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io)?;
+        let pid = child.id().unwrap_or(0);
+        let engine = SpawnedEngine {
+            child,
+            base_url,
+            pid,
+            log_path,
+            dir,
+        };
+        if !wait_healthy(http, &engine.base_url, ready_timeout).await {
+            return Err(SpawnError::NotHealthy {
+                secs: ready_timeout.as_secs(),
+                log: engine.keep_log(),
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Copies the engine log out of the temp dir (which goes away with the engine) and returns
+    /// the copy's path.
+    pub fn keep_log(&self) -> String {
+        let kept =
+            std::env::temp_dir().join(format!("switchboard-loadgen-engine-{}.log", self.pid));
+        match std::fs::copy(&self.log_path, &kept) {
+            Ok(_) => kept.display().to_string(),
+            Err(_) => self.log_path.display().to_string(),
+        }
+    }
+
+    /// The temporary directory holding the database and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the engine: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        if self.pid != 0 {
+            // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The testkit's provider fakes started in-process (`--spawn-fakes`), and the assistant record
+//! that points the engine at them.
+
+use serde_json::{Value, json};
+use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
+use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
+use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::openai::{FakeLlmOptions, FakeOpenAi};
+
+/// Key the fake Deepgram expects.
+pub const DEEPGRAM_KEY: &str = "loadgen-deepgram-key";
+/// Key the fake ElevenLabs expects.
+pub const ELEVENLABS_KEY: &str = "loadgen-elevenlabs-key";
+/// Key the fake LLM expects.
+pub const OPENAI_KEY: &str = "loadgen-openai-key";
+
+/// What the fake STT "hears" for every utterance (the fakes do no recognition).
+pub const HEARD_TEXT: &str = "I would like to book an appointment for next Tuesday, please.";
+
+/// Running fakes of Deepgram (STT), ElevenLabs (TTS) and an OpenAI-compatible LLM.
+pub struct Fakes {
+    /// Deepgram live STT.
+    pub deepgram: DeepgramFake,
+    /// ElevenLabs stream-input TTS.
+    pub elevenlabs: ElevenLabsFake,
+    /// OpenAI-compatible chat completions.
+    pub openai: FakeOpenAi,
+    /// The latency profile they apply.
+    pub latency: LatencyProfile,
+}
+
+impl Fakes {
+    /// Binds three fakes on 127.0.0.1 with `latency`.
+    pub async fn start(latency: LatencyProfile) -> std::io::Result<Fakes> {
+        let deepgram = DeepgramFake::start(DeepgramFakeConfig {
+            api_key: DEEPGRAM_KEY.into(),
+            latency,
+            fallback_text: HEARD_TEXT.into(),
+            ..DeepgramFakeConfig::default()
+        })
+        .await?;
+        let elevenlabs = ElevenLabsFake::start(ElevenLabsFakeConfig {
+            api_key: ELEVENLABS_KEY.into(),
+            latency,
+            ..ElevenLabsFakeConfig::default()
+        })
+        .await?;
+        let openai = FakeOpenAi::start_with(FakeLlmOptions {
+            api_key: Some(OPENAI_KEY.into()),
+            latency,
+        })
+        .await?;
+        Ok(Fakes {
+            deepgram,
+            elevenlabs,
+            openai,
+            latency,
+        })
+    }
+
+    /// An assistant record (create body) routed to these fakes, greeting with `welcome`.
+    pub fn assistant_body(&self, name: &str, welcome: &str) -> Value {
+        assistant_body(
+            name,
+            welcome,
+            &self.openai.base_url(),
+            &self.deepgram.base_url(),
+            &self.elevenlabs.base_url(),
+        )
+    }
+}
+
+/// The welcome message of the load-test assistant (about 3 s of fake TTS audio).
+pub const WELCOME: &str = "Hello, thanks for calling. How can I help you today?";
+
+/// An assistant record (create body) whose LLM, STT and TTS are at these base URLs (LLM: the API
+/// root including `/v1`; STT and TTS: scheme + host + port), with the fakes' keys. Recording is
+/// off (the harness measures the call path, not recording buffers).
+pub fn assistant_body(
+    name: &str,
+    welcome: &str,
+    llm_base: &str,
+    stt_base: &str,
+    tts_base: &str,
+) -> Value {
+    json!({
+        "name": name,
+        "description": "switchboard-loadgen test assistant",
+        "llm_provider": "openai",
+        "llm_provider_config": {
+            "api_key": OPENAI_KEY,
+            "base_url": llm_base,
+            "model": "gpt-4o-mini"
+        },
+        "llm_settings": {
+            "system_prompt": "You are a receptionist. Answer in two short sentences.",
+            "welcome_message": welcome,
+            "max_tokens": 120
+        },
+        "stt_settings": {
+            "provider": "deepgram",
+            "model": "nova-2",
+            "language": "en-US",
+            "provider_config": {"base_url": stt_base}
+        },
+        "tts_settings": {
+            "provider": "elevenlabs",
+            "voice_id": "loadgen-voice",
+            "model_id": "eleven_flash_v2_5",
+            "provider_config": {"base_url": tts_base}
+        },
+        "api_keys": {
+            "deepgram_api_key": DEEPGRAM_KEY,
+            "elevenlabs_api_key": ELEVENLABS_KEY
+        },
+        "recording_settings": {"enabled": false}
+    })
+}

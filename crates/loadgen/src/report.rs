@@ -1,0 +1,636 @@
+//! From the fake calls' timelines (and the engine's per-turn metrics) to the harness's JSON report
+//! (issue 6's shape) and its summary table.
+//!
+//! Definitions (all ms):
+//! - **turn latency**: the script's end of a caller turn (`end_ms`) → the first bot audio frame
+//!   the caller receives after it (the start of a new playback segment).
+//! - **engine overhead**: turn latency minus the time spent inside the providers, from the
+//!   engine's per-turn metrics: `max(0, llm_request − stt_final) + max(0, first_audio_sent −
+//!   tts_first_byte) + delivery`. Everything from speech end to the STT final (endpointing and
+//!   the STT's delay) and from the LLM request to the first TTS byte (time to first token, tokens
+//!   until the first speakable chunk, TTS first byte) is provider time; what is left is the
+//!   engine's dispatch, framing and pacing plus the socket hop to the caller. The engine's clock
+//!   starts when it has accepted `start` (after a database lookup), later than the caller's, so
+//!   delivery is measured against the call's fastest turn: `(received − first_audio_sent) −
+//!   min over the call's turns of the same`.
+//! - **frame lateness**: for every bot chunk inside a reply after its first, how long the caller's
+//!   playback buffer had been dry when it arrived (0 when on time).
+//! - **interruption reaction**: a barge-in's onset in the script → the first `clear` received
+//!   after it (only barge-ins the engine reacted to; ones during silence need no `clear`).
+
+use serde::{Deserialize, Serialize};
+use switchboard_testkit::twilio::{CallOutcome, CallReport, EndedBy, UtteranceKind};
+
+use crate::procfs::EngineUsage;
+use crate::stats::{Pct3, Pct4};
+
+/// How long (ms) after a barge-in's end a `clear` still counts as the reaction to it.
+pub const CLEAR_WINDOW_AFTER_BARGE_IN_MS: f64 = 1500.0;
+
+/// How far (ms) an engine turn's `first_audio_sent_ms` may lie after the caller's receive time
+/// and still be matched to it (clock offset between the two sides).
+pub const MATCH_SLACK_MS: f64 = 50.0;
+
+/// `calls` of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallCounts {
+    /// Calls whose webhook was posted.
+    pub started: u64,
+    /// Calls that ran to their end without an error.
+    pub completed: u64,
+    /// Calls with at least one error (see `errors`).
+    pub failed: u64,
+}
+
+/// One problem, attributed to a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// The call's `CallSid`.
+    pub call: String,
+    /// Machine-readable kind (`ws_connect`, `turn_unanswered`, `cut_by_duration_cap`, …).
+    pub kind: String,
+    /// Details.
+    pub message: String,
+}
+
+/// The JSON report, exactly the shape issue 6 specifies.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Call counts.
+    pub calls: CallCounts,
+    /// Caller turns the bot was expected to answer (answered or not).
+    pub turns: u64,
+    /// Caller speech end → first bot frame received, ms.
+    pub turn_latency_ms: Pct4,
+    /// Turn latency minus provider time, ms (turns with engine metrics only).
+    pub engine_overhead_ms: Pct4,
+    /// Lateness of bot frames against the playback clock within replies, ms.
+    pub frame_lateness_ms: Pct3,
+    /// Barge-in onset → `clear` received, ms.
+    pub interruption_reaction_ms: Pct3,
+    /// Every error seen.
+    pub errors: Vec<ErrorEntry>,
+    /// Engine CPU and memory.
+    pub engine: EngineUsage,
+}
+
+/// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
+/// engine's call start. Unknown fields are ignored; missing ones are `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct EngineTurn {
+    /// Caller speech end as the engine's VAD saw it.
+    pub user_speech_end_ms: Option<f64>,
+    /// Last STT final of the turn.
+    pub stt_final_ms: Option<f64>,
+    /// LLM request issued.
+    pub llm_request_ms: Option<f64>,
+    /// First LLM token.
+    pub llm_first_token_ms: Option<f64>,
+    /// First TTS audio byte.
+    pub tts_first_byte_ms: Option<f64>,
+    /// First frame sent to the caller.
+    pub first_audio_sent_ms: Option<f64>,
+    /// Reply fully played (mark echoed).
+    pub playback_done_ms: Option<f64>,
+}
+
+/// What one call contributed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallAnalysis {
+    /// Turns expected to be answered.
+    pub turns: u64,
+    /// Turns answered.
+    pub answered: u64,
+    /// Turn latencies, ms.
+    pub turn_latency_ms: Vec<f64>,
+    /// Engine overheads, ms.
+    pub engine_overhead_ms: Vec<f64>,
+    /// Bot chunks on time (lateness 0).
+    pub frames_on_time: u64,
+    /// Underrun lateness values, ms.
+    pub underruns_ms: Vec<f64>,
+    /// Interruption reactions, ms.
+    pub interruption_reaction_ms: Vec<f64>,
+    /// Marks received / echoed.
+    pub marks: (u64, u64),
+    /// Errors (kind, message).
+    pub errors: Vec<(String, String)>,
+    /// Harness health: worst caller-frame send lag, ms.
+    pub caller_send_lag_max_ms: f64,
+}
+
+impl CallAnalysis {
+    /// Whether the call counts as failed.
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+fn expects_reply(kind: UtteranceKind) -> bool {
+    matches!(kind, UtteranceKind::Turn | UtteranceKind::BargeIn)
+}
+
+/// Analyses one finished call. `engine_turns` are the engine's per-turn metrics of this call,
+/// if they could be read.
+pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> CallAnalysis {
+    let mut a = CallAnalysis {
+        frames_on_time: r.bot_frames_on_time,
+        underruns_ms: r.underruns.iter().map(|u| u.late_ms).collect(),
+        marks: (r.marks_received, r.marks_echoed),
+        caller_send_lag_max_ms: r.caller_send_lag_max_ms,
+        ..CallAnalysis::default()
+    };
+    for e in &r.errors {
+        a.errors.push((e.kind.to_owned(), e.message.clone()));
+    }
+    match r.outcome {
+        CallOutcome::Completed => {}
+        CallOutcome::NoStream => a.errors.push((
+            "no_stream".into(),
+            "the TwiML did not connect a media stream".into(),
+        )),
+        CallOutcome::Failed if r.errors.is_empty() => {
+            a.errors.push(("call_failed".into(), "call failed".into()))
+        }
+        CallOutcome::Failed => {}
+    }
+    if r.outcome != CallOutcome::Completed {
+        return a;
+    }
+    let end_ms = r.duration_ms;
+    match r.ended_by {
+        Some(EndedBy::MaxDuration) => a.errors.push((
+            "cut_by_duration_cap".into(),
+            format!("still running at the --duration-seconds cap ({end_ms:.0} ms in)"),
+        )),
+        Some(EndedBy::Engine) => a.errors.push((
+            "engine_hung_up".into(),
+            format!("the engine closed the stream at {end_ms:.0} ms, before the script's end"),
+        )),
+        _ => {}
+    }
+
+    // Turns: each reply-expecting utterance is answered by the first playback segment that starts
+    // after it ends and before the next reply-expecting utterance ends.
+    let expecting: Vec<_> = r
+        .utterances
+        .iter()
+        .filter(|u| expects_reply(u.kind))
+        .collect();
+    let mut matched: Vec<(f64, f64)> = Vec::new();
+    for (i, u) in expecting.iter().enumerate() {
+        let speech_end = u.end_ms as f64;
+        if speech_end >= end_ms {
+            continue; // The call ended before this turn was over.
+        }
+        let window_end = expecting
+            .get(i + 1)
+            .map_or(f64::INFINITY, |n| n.end_ms as f64);
+        a.turns += 1;
+        let seg = r
+            .segments
+            .iter()
+            .find(|s| s.first_received_ms > speech_end && s.first_received_ms <= window_end);
+        let Some(seg) = seg else {
+            a.errors.push((
+                "turn_unanswered".into(),
+                format!("no bot audio after the caller turn ending at {speech_end:.0} ms"),
+            ));
+            continue;
+        };
+        a.answered += 1;
+        let received = seg.first_received_ms;
+        a.turn_latency_ms.push(received - speech_end);
+        if let Some(turns) = engine_turns
+            && let Some(t) = match_turn(turns, received)
+            && let (Some(part), Some(sent)) = (engine_part(t), t.first_audio_sent_ms)
+        {
+            matched.push((part, received - sent));
+        }
+    }
+    // Align the two clocks: the engine's starts when it has accepted `start`, a little after the
+    // caller's. The call's fastest delivery (caller receive − engine send) is taken as the offset;
+    // each turn's delivery beyond it is engine (or socket) delay.
+    let offset = matched
+        .iter()
+        .map(|&(_, d)| d)
+        .fold(f64::INFINITY, f64::min);
+    for (part, d) in matched {
+        a.engine_overhead_ms.push(part + (d - offset).max(0.0));
+    }
+
+    // Interruptions.
+    for u in r
+        .utterances
+        .iter()
+        .filter(|u| u.kind == UtteranceKind::BargeIn)
+    {
+        let onset = u.start_ms as f64;
+        let until = u.end_ms as f64 + CLEAR_WINDOW_AFTER_BARGE_IN_MS;
+        if let Some(c) = r.clears_ms.iter().find(|&&c| c >= onset && c <= until) {
+            a.interruption_reaction_ms.push(c - onset);
+        }
+    }
+    a
+}
+
+/// The engine turn whose reply the caller started receiving at `received_ms`: the one with the
+/// latest `first_audio_sent_ms` not after it (within [`MATCH_SLACK_MS`]).
+pub fn match_turn(turns: &[EngineTurn], received_ms: f64) -> Option<&EngineTurn> {
+    turns
+        .iter()
+        .filter(|t| {
+            t.first_audio_sent_ms
+                .is_some_and(|s| s <= received_ms + MATCH_SLACK_MS)
+        })
+        .max_by(|a, b| {
+            a.first_audio_sent_ms
+                .unwrap_or(0.0)
+                .total_cmp(&b.first_audio_sent_ms.unwrap_or(0.0))
+        })
+}
+
+/// The engine-side part of a turn's overhead, all on the engine's clock:
+/// `max(0, llm_request − stt_final) + max(0, first_audio_sent − tts_first_byte)`. A speculative
+/// LLM request sent before the final costs nothing.
+pub fn engine_part(t: &EngineTurn) -> Option<f64> {
+    let dispatch = (t.llm_request_ms? - t.stt_final_ms?).max(0.0);
+    let framing = (t.first_audio_sent_ms? - t.tts_first_byte_ms?).max(0.0);
+    Some(dispatch + framing)
+}
+
+/// Collects call analyses into the report.
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    started: u64,
+    completed: u64,
+    failed: u64,
+    turns: u64,
+    answered: u64,
+    turn_latency: Vec<f64>,
+    overhead: Vec<f64>,
+    lateness: Vec<f64>,
+    reaction: Vec<f64>,
+    errors: Vec<ErrorEntry>,
+    marks_received: u64,
+    marks_echoed: u64,
+    caller_lag_max_ms: f64,
+    calls_with_metrics: u64,
+}
+
+/// Figures of the summary table beyond the JSON report.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Extras {
+    /// Turns answered.
+    pub answered: u64,
+    /// Turns that had engine metrics.
+    pub overhead_samples: u64,
+    /// Marks received.
+    pub marks_received: u64,
+    /// Marks echoed.
+    pub marks_echoed: u64,
+    /// Worst caller-frame send lag in the harness, ms.
+    pub caller_lag_max_ms: f64,
+    /// Bot frames measured for lateness.
+    pub frames: u64,
+}
+
+impl Aggregate {
+    /// Adds one call.
+    pub fn add(&mut self, call_sid: &str, a: CallAnalysis, had_metrics: bool) {
+        self.started += 1;
+        if a.failed() {
+            self.failed += 1;
+        } else {
+            self.completed += 1;
+        }
+        if had_metrics {
+            self.calls_with_metrics += 1;
+        }
+        self.turns += a.turns;
+        self.answered += a.answered;
+        self.turn_latency.extend(a.turn_latency_ms);
+        self.overhead.extend(a.engine_overhead_ms);
+        self.lateness
+            .extend(std::iter::repeat_n(0.0, a.frames_on_time as usize));
+        self.lateness.extend(a.underruns_ms);
+        self.reaction.extend(a.interruption_reaction_ms);
+        self.marks_received += a.marks.0;
+        self.marks_echoed += a.marks.1;
+        self.caller_lag_max_ms = self.caller_lag_max_ms.max(a.caller_send_lag_max_ms);
+        for (kind, message) in a.errors {
+            self.errors.push(ErrorEntry {
+                call: call_sid.to_owned(),
+                kind,
+                message,
+            });
+        }
+    }
+
+    /// Adds an error not tied to one call's timeline (e.g. a metrics fetch).
+    pub fn add_error(&mut self, call: &str, kind: &str, message: String) {
+        self.errors.push(ErrorEntry {
+            call: call.to_owned(),
+            kind: kind.to_owned(),
+            message,
+        });
+    }
+
+    /// The report and the table extras.
+    pub fn finish(mut self, engine: EngineUsage) -> (Report, Extras) {
+        let extras = Extras {
+            answered: self.answered,
+            overhead_samples: self.overhead.len() as u64,
+            marks_received: self.marks_received,
+            marks_echoed: self.marks_echoed,
+            caller_lag_max_ms: self.caller_lag_max_ms,
+            frames: self.lateness.len() as u64,
+        };
+        let report = Report {
+            calls: CallCounts {
+                started: self.started,
+                completed: self.completed,
+                failed: self.failed,
+            },
+            turns: self.turns,
+            turn_latency_ms: Pct4::of(&mut self.turn_latency),
+            engine_overhead_ms: Pct4::of(&mut self.overhead),
+            frame_lateness_ms: Pct3::of(&mut self.lateness),
+            interruption_reaction_ms: Pct3::of(&mut self.reaction),
+            errors: self.errors,
+            engine,
+        };
+        (report, extras)
+    }
+}
+
+fn f(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"))
+}
+
+/// The human summary printed at the end of a run.
+pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
+    let mut s = String::new();
+    let c = &r.calls;
+    s.push_str(&format!(
+        "calls: {} started, {} completed, {} failed   wall {wall_s:.1} s\n",
+        c.started, c.completed, c.failed
+    ));
+    s.push_str(&format!(
+        "turns: {} expected, {} answered   marks echoed {}/{}   bot frames {}\n",
+        r.turns, x.answered, x.marks_echoed, x.marks_received, x.frames
+    ));
+    s.push_str(&format!(
+        "{:<26}{:>9}{:>9}{:>9}{:>9}\n",
+        "ms", "p50", "p95", "p99", "max"
+    ));
+    let row4 = |name: &str, p: &Pct4| {
+        format!(
+            "{name:<26}{:>9}{:>9}{:>9}{:>9}\n",
+            f(p.p50),
+            f(p.p95),
+            f(p.p99),
+            f(p.max)
+        )
+    };
+    let row3 = |name: &str, p: &Pct3| {
+        format!(
+            "{name:<26}{:>9}{:>9}{:>9}{:>9}\n",
+            f(p.p50),
+            "",
+            f(p.p99),
+            f(p.max)
+        )
+    };
+    s.push_str(&row4("turn latency", &r.turn_latency_ms));
+    s.push_str(&row4(
+        &format!("engine overhead (n={})", x.overhead_samples),
+        &r.engine_overhead_ms,
+    ));
+    s.push_str(&row3("frame lateness", &r.frame_lateness_ms));
+    s.push_str(&row3("interruption reaction", &r.interruption_reaction_ms));
+    let e = &r.engine;
+    s.push_str(&format!(
+        "engine: cpu {} s ({} % avg), rss peak {} MiB, {} KiB/call\n",
+        f(e.cpu_seconds),
+        f(e.cpu_percent_avg),
+        f(e.rss_peak_mb),
+        f(e.rss_per_call_kb)
+    ));
+    s.push_str(&format!(
+        "harness: worst caller-frame send lag {:.1} ms\n",
+        x.caller_lag_max_ms
+    ));
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for err in &r.errors {
+        match kinds.iter_mut().find(|(k, _)| *k == err.kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((&err.kind, 1)),
+        }
+    }
+    for (k, n) in kinds {
+        s.push_str(&format!("error {k}: {n}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_testkit::twilio::{CallError, PlaybackSegment, Underrun, Utterance};
+
+    fn utt(kind: UtteranceKind, start_ms: u64, end_ms: u64) -> Utterance {
+        Utterance {
+            text: String::new(),
+            start_ms,
+            end_ms,
+            kind,
+        }
+    }
+
+    fn seg(first_received_ms: f64) -> PlaybackSegment {
+        PlaybackSegment {
+            first_received_ms,
+            start_ms: first_received_ms,
+            end_ms: first_received_ms + 1000.0,
+            bytes: 8000,
+            chunks: 10,
+            underruns: 0,
+            cleared: false,
+        }
+    }
+
+    fn call() -> CallReport {
+        CallReport {
+            script: "t".into(),
+            call_sid: "CA1".into(),
+            stream_sid: Some("MZ1".into()),
+            outcome: CallOutcome::Completed,
+            ended_by: Some(EndedBy::Script),
+            webhook_status: Some(200),
+            webhook_ms: Some(3.0),
+            ws_connect_ms: Some(1.0),
+            twiml: None,
+            custom_parameters: Vec::new(),
+            duration_ms: 10_000.0,
+            caller_frames_sent: 500,
+            caller_send_lag_max_ms: 2.5,
+            caller_frames_late: 0,
+            dtmf_sent: Vec::new(),
+            utterances: vec![
+                utt(UtteranceKind::Turn, 1000, 2000),
+                utt(UtteranceKind::Backchannel, 3000, 3300),
+                utt(UtteranceKind::BargeIn, 4000, 5000),
+                utt(UtteranceKind::Turn, 7000, 8000),
+            ],
+            // welcome, reply 1, reply 2 (cleared), reply 3 after the barge-in, nothing after turn 3
+            segments: vec![seg(100.0), seg(2700.0), seg(5600.0)],
+            chunks: Vec::new(),
+            bot_frames_on_time: 27,
+            underruns: vec![Underrun {
+                at_ms: 3000.0,
+                late_ms: 12.0,
+            }],
+            bot_bytes_received: 24_000,
+            bot_bytes_played: 20_000,
+            marks: Vec::new(),
+            marks_received: 3,
+            marks_echoed: 3,
+            marks_echoed_on_clear: 1,
+            clears_ms: vec![4180.0],
+            status_callback_status: None,
+            errors: Vec::new(),
+            bot_audio: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn turns_latencies_interruptions_and_lateness() {
+        let a = analyze_call(&call(), None);
+        assert_eq!(a.turns, 3);
+        assert_eq!(a.answered, 2);
+        assert_eq!(a.turn_latency_ms, vec![700.0, 600.0]);
+        assert_eq!(a.interruption_reaction_ms, vec![180.0]);
+        assert_eq!(a.underruns_ms, vec![12.0]);
+        assert_eq!(a.frames_on_time, 27);
+        assert_eq!(a.errors.len(), 1);
+        assert_eq!(a.errors[0].0, "turn_unanswered");
+        assert!(a.failed());
+        assert!(a.engine_overhead_ms.is_empty());
+    }
+
+    #[test]
+    fn engine_overhead_subtracts_provider_time() {
+        let turns = [
+            EngineTurn {
+                stt_final_ms: Some(2300.0),
+                llm_request_ms: Some(2302.0),
+                tts_first_byte_ms: Some(2695.0),
+                first_audio_sent_ms: Some(2697.0),
+                ..EngineTurn::default()
+            },
+            // Speculative: the LLM request went out before the final; no negative overhead.
+            EngineTurn {
+                stt_final_ms: Some(5300.0),
+                llm_request_ms: Some(5200.0),
+                tts_first_byte_ms: Some(5596.0),
+                first_audio_sent_ms: Some(5598.0),
+                ..EngineTurn::default()
+            },
+        ];
+        // Turn 1: dispatch 2 + framing 2, delivery 3 ms; turn 2: 0 + 2, delivery 2 ms.
+        assert_eq!(match_turn(&turns, 2700.0).and_then(engine_part), Some(4.0));
+        assert_eq!(match_turn(&turns, 5600.0).and_then(engine_part), Some(2.0));
+        assert_eq!(match_turn(&turns, 100.0), None);
+        // Clock offset = the fastest delivery (2 ms); turn 1's extra 1 ms counts.
+        let a = analyze_call(&call(), Some(&turns));
+        assert_eq!(a.engine_overhead_ms, vec![5.0, 2.0]);
+    }
+
+    #[test]
+    fn failures_and_caps_are_errors() {
+        let mut r = call();
+        r.outcome = CallOutcome::Failed;
+        r.errors.push(CallError {
+            kind: "ws_connect",
+            message: "refused".into(),
+            at_ms: None,
+        });
+        let a = analyze_call(&r, None);
+        assert_eq!(a.turns, 0);
+        assert_eq!(
+            a.errors,
+            vec![("ws_connect".to_owned(), "refused".to_owned())]
+        );
+
+        let mut r = call();
+        r.ended_by = Some(EndedBy::MaxDuration);
+        r.duration_ms = 3000.0;
+        let a = analyze_call(&r, None);
+        assert_eq!(a.turns, 1, "turns after the cut are not expected");
+        assert!(a.errors.iter().any(|(k, _)| k == "cut_by_duration_cap"));
+    }
+
+    #[test]
+    fn report_has_exactly_the_issue_shape() {
+        let mut agg = Aggregate::default();
+        let mut ok = call();
+        ok.segments.push(seg(8500.0));
+        agg.add("CA1", analyze_call(&ok, None), false);
+        agg.add("CA2", analyze_call(&call(), None), false);
+        let (r, x) = agg.finish(EngineUsage::default());
+        assert_eq!(
+            r.calls,
+            CallCounts {
+                started: 2,
+                completed: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(r.turns, 6);
+        assert_eq!(x.answered, 5);
+        assert_eq!(x.frames, 2 * 28);
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors[0].call, "CA2");
+        let v = serde_json::to_value(&r).expect("json");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&v),
+            [
+                "calls",
+                "engine",
+                "engine_overhead_ms",
+                "errors",
+                "frame_lateness_ms",
+                "interruption_reaction_ms",
+                "turn_latency_ms",
+                "turns"
+            ]
+        );
+        assert_eq!(keys(&v["calls"]), ["completed", "failed", "started"]);
+        assert_eq!(keys(&v["turn_latency_ms"]), ["max", "p50", "p95", "p99"]);
+        assert_eq!(keys(&v["engine_overhead_ms"]), ["max", "p50", "p95", "p99"]);
+        assert_eq!(keys(&v["frame_lateness_ms"]), ["max", "p50", "p99"]);
+        assert_eq!(keys(&v["interruption_reaction_ms"]), ["max", "p50", "p99"]);
+        assert_eq!(keys(&v["errors"][0]), ["call", "kind", "message"]);
+        assert_eq!(
+            keys(&v["engine"]),
+            [
+                "cpu_percent_avg",
+                "cpu_seconds",
+                "rss_peak_mb",
+                "rss_per_call_kb"
+            ]
+        );
+        assert_eq!(v["frame_lateness_ms"]["max"], 12.0);
+        let back: Report = serde_json::from_value(v).expect("reads back");
+        assert_eq!(back, r);
+        let table = summary_table(&r, &x, 12.0);
+        assert!(table.contains("turn_unanswered: 1"), "{table}");
+    }
+}

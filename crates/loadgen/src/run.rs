@@ -1,0 +1,234 @@
+//! Runs N fake calls against the engine: ramped starts, a hard duration cap, a progress line per
+//! second, then the analysis into a [`Report`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall, FakeCallConfig};
+use tokio::time::Instant;
+
+use crate::api::Api;
+use crate::report::{Aggregate, EngineTurn, Extras, Report, analyze_call};
+
+/// What to run.
+#[derive(Clone)]
+pub struct LoadConfig {
+    /// Where the engine really listens, `http://host:port`.
+    pub engine_base: String,
+    /// The engine's public URL as Twilio would know it (signatures are computed over it).
+    pub public_url: String,
+    /// Concurrent calls to place.
+    pub calls: usize,
+    /// Calls start evenly spread over this span.
+    pub ramp: Duration,
+    /// Hard cap: every call is hung up by this time after the first start.
+    pub duration: Duration,
+    /// Scripts, used round-robin.
+    pub scripts: Vec<Arc<CallScript>>,
+    /// Account auth token (signing key). Never logged.
+    pub twilio_auth_token: String,
+    /// The number dialled (routed to the test assistant).
+    pub to_number: String,
+    /// Print a progress line on stderr every second.
+    pub progress: bool,
+    /// Engine pid to show RSS in progress lines.
+    pub engine_pid: Option<u32>,
+}
+
+impl std::fmt::Debug for LoadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadConfig")
+            .field("engine_base", &self.engine_base)
+            .field("public_url", &self.public_url)
+            .field("calls", &self.calls)
+            .field("ramp", &self.ramp)
+            .field("duration", &self.duration)
+            .field("scripts", &self.scripts.len())
+            .field("twilio_auth_token", &"<redacted>")
+            .field("to_number", &self.to_number)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live counters (shared with the progress printer).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Calls whose webhook was posted.
+    pub started: AtomicU64,
+    /// Calls finished.
+    pub done: AtomicU64,
+    /// Finished calls with an error.
+    pub failed: AtomicU64,
+    /// Turns answered in finished calls.
+    pub turns: AtomicU64,
+    /// Errors in finished calls.
+    pub errors: AtomicU64,
+}
+
+impl Progress {
+    /// One progress line.
+    pub fn line(&self, elapsed_s: f64, total: usize, rss_kb: Option<u64>) -> String {
+        let started = self.started.load(Ordering::Relaxed);
+        let done = self.done.load(Ordering::Relaxed);
+        let mut s = format!(
+            "[{elapsed_s:6.1} s] live {:>5}  started {started}/{total}  done {done}  failed {}  turns {}  errors {}",
+            started.saturating_sub(done),
+            self.failed.load(Ordering::Relaxed),
+            self.turns.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        );
+        if let Some(kb) = rss_kb {
+            s.push_str(&format!("  engine rss {:.1} MiB", kb as f64 / 1024.0));
+        }
+        s
+    }
+}
+
+/// The `From` number of call `i` (distinct per call).
+pub fn caller_number(i: usize) -> String {
+    format!("+1555{:07}", 1_000_000 + i % 9_000_000)
+}
+
+fn authority(base: &str) -> String {
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or(rest)
+        .to_owned()
+}
+
+/// Places the calls and returns every call's report, in start order.
+pub async fn run_calls(
+    cfg: &LoadConfig,
+    http: &reqwest::Client,
+    progress: Arc<Progress>,
+) -> Vec<CallReport> {
+    let t0 = Instant::now();
+    let deadline = t0 + cfg.duration;
+    let connect_to = authority(&cfg.engine_base);
+    let webhook_url = format!("{}/twilio/voice", cfg.public_url.trim_end_matches('/'));
+    let printer = cfg.progress.then(|| {
+        let p = progress.clone();
+        let total = cfg.calls;
+        let pid = cfg.engine_pid;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let rss = pid
+                    .and_then(|pid| crate::procfs::sample(pid).ok())
+                    .map(|s| s.mem.rss_kb);
+                eprintln!("{}", p.line(t0.elapsed().as_secs_f64(), total, rss));
+            }
+        })
+    });
+    let mut tasks = Vec::with_capacity(cfg.calls);
+    for i in 0..cfg.calls {
+        let Some(script) = cfg.scripts.get(i % cfg.scripts.len().max(1)).cloned() else {
+            break;
+        };
+        let offset = if cfg.calls > 1 {
+            cfg.ramp.mul_f64(i as f64 / cfg.calls as f64)
+        } else {
+            Duration::ZERO
+        };
+        let start_at = t0 + offset;
+        if start_at >= deadline {
+            break;
+        }
+        let mut fc = FakeCallConfig::new(&webhook_url, &cfg.twilio_auth_token, http.clone());
+        fc.connect_to = Some(connect_to.clone());
+        fc.from = caller_number(i);
+        fc.to = cfg.to_number.clone();
+        fc.record_timeline = false;
+        fc.keep_audio = false;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(start_at).await;
+            fc.max_duration = deadline.saturating_duration_since(Instant::now());
+            progress.started.fetch_add(1, Ordering::Relaxed);
+            let report = FakeCall::new(fc, script).run().await;
+            let a = analyze_call(&report, None);
+            progress.turns.fetch_add(a.answered, Ordering::Relaxed);
+            progress
+                .errors
+                .fetch_add(a.errors.len() as u64, Ordering::Relaxed);
+            if a.failed() {
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            report
+        }));
+    }
+    let mut reports = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Ok(r) = t.await {
+            reports.push(r);
+        }
+    }
+    if let Some(p) = printer {
+        p.abort();
+        if cfg.progress {
+            eprintln!(
+                "{}",
+                progress.line(t0.elapsed().as_secs_f64(), cfg.calls, None)
+            );
+        }
+    }
+    reports
+}
+
+/// Per-turn metrics of every call that had a stream, read with bounded concurrency. A call whose
+/// metrics cannot be read maps to the error text.
+pub async fn fetch_metrics(
+    api: &Api,
+    reports: &[CallReport],
+) -> Vec<Result<Vec<EngineTurn>, String>> {
+    futures::stream::iter(reports.iter().map(|r| {
+        let api = api.clone();
+        let sid = r.call_sid.clone();
+        async move { api.call_turns(&sid).await.map_err(|e| e.to_string()) }
+    }))
+    .buffered(16)
+    .collect()
+    .await
+}
+
+/// Analyses every call (with its metrics when given) into the report.
+pub fn build_report(
+    reports: &[CallReport],
+    metrics: Option<&[Result<Vec<EngineTurn>, String>]>,
+    engine: crate::procfs::EngineUsage,
+) -> (Report, Extras) {
+    let mut agg = Aggregate::default();
+    for (i, r) in reports.iter().enumerate() {
+        let turns = metrics
+            .and_then(|m| m.get(i))
+            .and_then(|m| m.as_ref().ok())
+            .map(Vec::as_slice);
+        agg.add(&r.call_sid, analyze_call(r, turns), turns.is_some());
+    }
+    agg.finish(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_strips_scheme_and_path() {
+        assert_eq!(authority("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(authority("https://h.example:1/x?y"), "h.example:1");
+        assert_eq!(authority("h:2"), "h:2");
+    }
+
+    #[test]
+    fn caller_numbers_are_distinct_e164() {
+        assert_eq!(caller_number(0), "+15551000000");
+        assert_ne!(caller_number(1), caller_number(2));
+        assert_eq!(caller_number(999).len(), 12);
+    }
+}

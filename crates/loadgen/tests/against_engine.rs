@@ -1,0 +1,208 @@
+//! The harness against the real engine in-process, at small N: a few short synthetic calls
+//! through the provider fakes. Checks that the report accounts for every turn, that marks were
+//! echoed, that nothing failed and that the numbers are consistent with each other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_loadgen::api::Api;
+use switchboard_loadgen::fakes::Fakes;
+use switchboard_loadgen::procfs::Sampler;
+use switchboard_loadgen::report::EngineTurn;
+use switchboard_loadgen::run::{LoadConfig, Progress, build_report, run_calls};
+use switchboard_server::config::Settings;
+use switchboard_server::serve::{self, StartOptions};
+use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::twilio::{CallScript, Utterance, UtteranceKind};
+
+const KEY: &str = "sb_loadgen_test_key_0123456789";
+const TOKEN: &str = "loadgen-test-twilio-token";
+const NUMBER: &str = "+15550100002";
+const CALLS: usize = 3;
+
+fn quick() -> LatencyProfile {
+    LatencyProfile {
+        stt_final_delay_ms: 40,
+        llm_ttft_ms: 50,
+        llm_tokens_per_s: 400.0,
+        tts_first_byte_ms: 30,
+        tts_realtime_factor: 0.1,
+        jitter_ms: 5,
+    }
+}
+
+/// Two caller turns; the call lasts long enough for both replies to start.
+fn script() -> CallScript {
+    let turn = |start_ms, end_ms| Utterance {
+        text: "I would like to book an appointment".into(),
+        start_ms,
+        end_ms,
+        kind: UtteranceKind::Turn,
+    };
+    CallScript::synthetic(
+        "short_two_turns",
+        vec![turn(600, 1800), turn(5200, 6200)],
+        9000,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_accounts_for_every_turn() {
+    let fakes = Fakes::start(quick()).await.expect("fakes start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = Settings::defaults().expect("defaults");
+    settings.server.addr = "127.0.0.1:0".parse().expect("addr");
+    settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
+    settings.server.rate_limit_per_s = 0;
+    settings.server.drain_timeout_s = 5;
+    settings.twilio.auth_token = Some(TOKEN.to_owned());
+    settings.providers.keys_from_env = false;
+    let server = serve::start(
+        settings,
+        StartOptions {
+            bootstrap_key: Some(KEY.to_owned()),
+        },
+    )
+    .await
+    .expect("server starts");
+    let base = format!("http://{}", server.local_addr());
+    let http = switchboard_loadgen::cli::http_client().expect("client");
+    let api = Api::new(&base, KEY, http.clone());
+    let id = api
+        .create_assistant(&fakes.assistant_body("loadgen-test", "Hi there."))
+        .await
+        .expect("assistant created");
+    api.assign_number(id, NUMBER)
+        .await
+        .expect("number assigned");
+
+    // The engine runs in this process: its CPU and memory are ours.
+    let sampler = Sampler::start(std::process::id(), Duration::from_millis(100)).expect("sampler");
+    let cfg = LoadConfig {
+        engine_base: base.clone(),
+        public_url: base.clone(),
+        calls: CALLS,
+        ramp: Duration::from_millis(600),
+        duration: Duration::from_secs(30),
+        scripts: vec![Arc::new(script())],
+        twilio_auth_token: TOKEN.to_owned(),
+        to_number: NUMBER.to_owned(),
+        progress: false,
+        engine_pid: None,
+    };
+    let progress = Arc::new(Progress::default());
+    let reports = run_calls(&cfg, &http, progress.clone()).await;
+    let (usage, sampling_error) = sampler.finish(reports.len() as u64);
+    assert!(sampling_error.is_none(), "{sampling_error:?}");
+    assert_eq!(reports.len(), CALLS);
+
+    // Per-turn metrics, once the recorder has written them: over the API when the engine serves
+    // them, else from the store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = &server.state().store;
+    let mut metrics = Vec::new();
+    for r in &reports {
+        let turns = match api.call_turns(&r.call_sid).await {
+            Ok(t) => t,
+            Err(_) => {
+                let call = store
+                    .get_call_by_sid(None, &r.call_sid)
+                    .await
+                    .expect("store")
+                    .expect("the engine recorded the call");
+                let ms = |v: Option<i64>| v.map(|x| x as f64);
+                store
+                    .list_turn_metrics(call.id)
+                    .await
+                    .expect("turn metrics")
+                    .iter()
+                    .map(|t| EngineTurn {
+                        user_speech_end_ms: ms(t.user_speech_end_ms),
+                        stt_final_ms: ms(t.stt_final_ms),
+                        llm_request_ms: ms(t.llm_request_ms),
+                        llm_first_token_ms: ms(t.llm_first_token_ms),
+                        tts_first_byte_ms: ms(t.tts_first_byte_ms),
+                        first_audio_sent_ms: ms(t.first_audio_sent_ms),
+                        playback_done_ms: ms(t.playback_done_ms),
+                    })
+                    .collect()
+            }
+        };
+        metrics.push(Ok(turns));
+    }
+    if std::env::var("LOADGEN_TEST_DEBUG").is_ok() {
+        for (r, m) in reports.iter().zip(&metrics) {
+            eprintln!(
+                "{:?}\n{:#?}",
+                r.segments
+                    .iter()
+                    .map(|s| s.first_received_ms)
+                    .collect::<Vec<_>>(),
+                m
+            );
+        }
+    }
+    let (report, extras) = build_report(&reports, Some(&metrics), usage);
+    let table = switchboard_loadgen::report::summary_table(&report, &extras, 0.0);
+    eprintln!("{table}");
+
+    assert!(
+        report.errors.is_empty(),
+        "errors: {:#?}\n{table}",
+        report.errors
+    );
+    assert_eq!(report.calls.started, CALLS as u64);
+    assert_eq!(report.calls.completed, CALLS as u64, "{table}");
+    assert_eq!(report.calls.failed, 0);
+    // Every turn accounted: two per call, each answered, each with a latency.
+    assert_eq!(report.turns, 2 * CALLS as u64, "{table}");
+    assert_eq!(extras.answered, report.turns, "{table}");
+    assert_eq!(
+        progress.turns.load(std::sync::atomic::Ordering::Relaxed),
+        report.turns
+    );
+    assert_eq!(
+        extras.overhead_samples, report.turns,
+        "every answered turn has engine metrics\n{table}"
+    );
+    // Marks: the engine marks its replies and the caller echoed the ones that played.
+    assert!(extras.marks_received > 0, "{table}");
+    assert!(
+        extras.marks_echoed > 0 && extras.marks_echoed <= extras.marks_received,
+        "{table}"
+    );
+    for r in &reports {
+        assert!(r.marks_echoed >= 1, "call {} echoed no mark", r.call_sid);
+    }
+    // Percentiles are ordered and the overhead is a part of the latency.
+    let t = report.turn_latency_ms;
+    let o = report.engine_overhead_ms;
+    for p in [t, o] {
+        let (p50, p95, p99, max) = (
+            p.p50.expect("p50"),
+            p.p95.expect("p95"),
+            p.p99.expect("p99"),
+            p.max.expect("max"),
+        );
+        assert!(
+            0.0 <= p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+            "{p:?}"
+        );
+    }
+    assert!(o.max <= t.max, "overhead {o:?} exceeds latency {t:?}");
+    // The turn latency includes at least the fakes' fixed delays.
+    let fixed =
+        (quick().stt_final_delay_ms + quick().llm_ttft_ms + quick().tts_first_byte_ms) as f64;
+    assert!(
+        t.p50.expect("p50") >= fixed,
+        "latency {t:?} below the providers' {fixed} ms"
+    );
+    let f = report.frame_lateness_ms;
+    assert!(f.p50.is_some(), "no bot frame measured");
+    assert!(f.p50 <= f.p99 && f.p99 <= f.max);
+    assert!(extras.frames > 0);
+    // Engine figures were sampled.
+    assert!(report.engine.cpu_seconds.is_some() && report.engine.rss_peak_mb.is_some());
+
+    server.shutdown().await;
+}
