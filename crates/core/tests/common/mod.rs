@@ -107,6 +107,8 @@ pub struct Sim {
     pub violations: Vec<String>,
     pub lead_ms: u64,
     stuck: u32,
+    /// A recorded caller (µ-law 8 kHz from t=0), fed in 20 ms frames instead of speech intervals.
+    recording: Option<Vec<u8>>,
 }
 
 pub fn words(text: &str, conf: f32) -> Transcript {
@@ -116,8 +118,13 @@ pub fn words(text: &str, conf: f32) -> Transcript {
 impl Sim {
     /// A sim with `settings` (welcome etc.) and the call started at t=0.
     pub fn new(settings: CallSettings) -> Self {
-        let lead_ms = u64::from(settings.lead_ms).max(20);
         let core = CallCore::with_detector(settings, Millis(0), Box::new(LoudVad));
+        Self::from_core(core)
+    }
+
+    /// A sim around a core built by the test (e.g. with the real WebRTC VAD).
+    pub fn from_core(core: CallCore) -> Self {
+        let lead_ms = u64::from(core.settings().lead_ms).max(20);
         let mut s = Self {
             core,
             now: 0,
@@ -148,6 +155,7 @@ impl Sim {
             violations: Vec::new(),
             lead_ms,
             stuck: 0,
+            recording: None,
         };
         s.at(0, In::Started);
         s
@@ -194,6 +202,10 @@ impl Sim {
     /// of silence after it, so the VAD sees the end). The frame delivered at `f` carries the
     /// audio of [f - 20, f), as Twilio's do.
     fn next_caller_frame(&self) -> Option<u64> {
+        if let Some(rec) = &self.recording {
+            let f = self.frame_cursor.max(20);
+            return ((f as usize / 20) * 160 <= rec.len()).then_some(f);
+        }
         self.caller
             .iter()
             .filter_map(|&(a, b)| {
@@ -235,9 +247,18 @@ impl Sim {
             if let Some(f) = self.next_caller_frame()
                 && f <= self.now
             {
-                let speech = self.caller_speaking(f - 20);
                 self.frame_cursor = f + 20;
-                self.deliver(In::Frame(speech));
+                if let Some(rec) = &self.recording {
+                    let end = (f as usize / 20) * 160;
+                    let mut frame = [0xFF; 160];
+                    frame.copy_from_slice(&rec[end - 160..end]);
+                    self.core
+                        .handle(Event::CallerAudio(&frame), Millis(self.now));
+                    self.drain();
+                } else {
+                    let speech = self.caller_speaking(f - 20);
+                    self.deliver(In::Frame(speech));
+                }
             }
             // Mark echoes.
             while let Some((m, _)) = self.marks.front() {
@@ -690,6 +711,13 @@ impl Sim {
 /// A reply long enough to interrupt (about 12 s of audio at 60 ms per character).
 pub const LONG_REPLY: &str = "Our opening hours are from nine in the morning until six in the evening on weekdays, and from ten until four on Saturdays. On Sundays we are closed, but you can always leave a message.";
 
+impl Sim {
+    /// Plays a recorded caller (µ-law 8 kHz starting at t=0) into the core, 20 ms per frame.
+    pub fn play_recording(&mut self, mulaw: Vec<u8>) {
+        self.recording = Some(mulaw);
+    }
+}
+
 /// `t` rounded up to the 20 ms frame grid.
 pub fn align(t: u64) -> u64 {
     t.div_ceil(20) * 20
@@ -733,5 +761,26 @@ impl Sim {
 
     pub fn metrics(&self) -> switchboard_core::call::CallMetrics {
         self.core.metrics().clone()
+    }
+}
+
+impl Sim {
+    /// The non-media actions with their times, for debugging a scenario.
+    pub fn timeline(&self) -> String {
+        let mut out = String::new();
+        for (t, a) in &self.log {
+            match a {
+                Action::SendMedia(_) | Action::SendMark(_) => {}
+                Action::StartLlm {
+                    generation,
+                    speculative,
+                    ..
+                } => out.push_str(&format!(
+                    "{t:>6} StartLlm {generation} spec={speculative}\n"
+                )),
+                other => out.push_str(&format!("{t:>6} {other:?}\n")),
+            }
+        }
+        out
     }
 }
