@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, FieldError};
-use crate::routes::{assistants, health, phone_numbers};
+use crate::routes::{assistants, calls, health, organization, phone_numbers};
 use crate::state::AppState;
 
 /// Top-level document: title, security scheme, shared schemas.
@@ -54,6 +54,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(health::HealthApi::openapi());
     doc.merge(assistants::AssistantsApi::openapi());
     doc.merge(phone_numbers::PhoneNumbersApi::openapi());
+    doc.merge(calls::CallsApi::openapi());
+    doc.merge(organization::OrganizationApi::openapi());
     doc
 }
 

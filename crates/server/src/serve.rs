@@ -138,6 +138,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
     let state = AppState::new(store, settings, addr, slots);
+    crate::twilio::control::spawn_subscriber(&state);
     let app = routes::router(state.clone());
     let stop = state.shutdown.clone();
     let http = tokio::spawn(async move {

@@ -18,13 +18,78 @@ use switchboard_store::{CallRow, NewWebhookLog, ms_to_rfc3339, opt_ms_to_rfc3339
 use crate::metrics;
 use crate::state::AppState;
 
-/// The signature header value for `body` sent at `t_s`.
-pub fn signature(secret: &[u8], t_s: u64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+/// Name of the signature header on every delivery.
+pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
+
+/// Name of the header naming the event (`status-update`, `end-of-call-report`).
+pub const EVENT_HEADER: &str = "x-switchboard-event";
+
+fn mac_hex(secret: &[u8], t_s: u64, body: &[u8]) -> Option<Vec<u8>> {
+    // HMAC takes keys of any length; `None` is unreachable in practice and keeps this total.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
     mac.update(t_s.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={t_s},v1={}", hex::encode(mac.finalize().into_bytes()))
+    Some(hex::encode(mac.finalize().into_bytes()).into_bytes())
+}
+
+/// The signature header value for `body` sent at `t_s` (unix seconds):
+/// `t=<t_s>,v1=<hex HMAC-SHA256 of "<t_s>.<body>">`.
+pub fn signature(secret: &[u8], t_s: u64, body: &[u8]) -> String {
+    let hex = mac_hex(secret, t_s, body)
+        .and_then(|h| String::from_utf8(h).ok())
+        .unwrap_or_default();
+    format!("t={t_s},v1={hex}")
+}
+
+/// Why a received webhook's signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The header is not `t=<unix s>,v1=<hex>`.
+    #[error("malformed signature header")]
+    Malformed,
+    /// `t` is further than the tolerance from now (a replay, or a skewed clock).
+    #[error("signature timestamp outside the tolerance")]
+    Stale,
+    /// The MAC does not match the body under this secret.
+    #[error("signature does not match")]
+    Mismatch,
+}
+
+/// Checks a delivery as a receiver would: `header` is the `X-Switchboard-Signature` value,
+/// `now_s` the receiver's clock (unix seconds), `tolerance_s` how far `t` may be from it.
+/// The comparison is constant-time.
+pub fn verify_signature(
+    secret: &[u8],
+    header: &str,
+    body: &[u8],
+    now_s: u64,
+    tolerance_s: u64,
+) -> Result<(), SignatureError> {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<u64>().ok(),
+            Some(("v1", v)) => v1 = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return Err(SignatureError::Malformed);
+    };
+    if t.abs_diff(now_s) > tolerance_s {
+        return Err(SignatureError::Stale);
+    }
+    let expected = mac_hex(secret, t, body).ok_or(SignatureError::Mismatch)?;
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_slice(),
+        v1.as_bytes(),
+    )) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 fn call_json(call: &CallRow) -> Value {
@@ -147,9 +212,9 @@ pub fn deliver(
                 .post(&url)
                 .timeout(Duration::from_millis(cfg.timeout_ms))
                 .header("content-type", "application/json")
-                .header("x-switchboard-event", event)
+                .header(EVENT_HEADER, event)
                 .header(
-                    "x-switchboard-signature",
+                    SIGNATURE_HEADER,
                     signature(state.webhook_secret.as_bytes(), t_s, &bytes),
                 )
                 .body(bytes.clone())
@@ -188,10 +253,12 @@ pub fn deliver(
                 return;
             }
             // A 4xx other than 408/429 will not get better by retrying.
-            if let Some(code) = status_code {
-                if (400..500).contains(&code) && code != 408 && code != 429 {
-                    break;
-                }
+            if let Some(code) = status_code
+                && (400..500).contains(&code)
+                && code != 408
+                && code != 429
+            {
+                break;
             }
             if attempt < cfg.max_attempts {
                 tokio::time::sleep(backoff).await;
@@ -214,5 +281,28 @@ mod tests {
         assert_eq!(sig.len(), "t=1700000000,v1=".len() + 64);
         assert_ne!(sig, signature(b"other", 1_700_000_000, b"{\"a\":1}"));
         assert_ne!(sig, signature(b"secret", 1_700_000_001, b"{\"a\":1}"));
+    }
+
+    #[test]
+    fn verify_accepts_own_signature_and_rejects_changes() {
+        let body = br#"{"message":{"type":"status-update"}}"#;
+        let sig = signature(b"k", 1_000, body);
+        assert_eq!(verify_signature(b"k", &sig, body, 1_010, 300), Ok(()));
+        assert_eq!(
+            verify_signature(b"k", &sig, b"{}", 1_010, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"other", &sig, body, 1_010, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"k", &sig, body, 2_000, 300),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_signature(b"k", "v1=abc", body, 1_000, 300),
+            Err(SignatureError::Malformed)
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! database. Should a cache ever be needed, it must be invalidated on write across instances.
 
 pub mod assistants;
+pub mod calls;
 pub mod health;
+pub mod organization;
 pub mod phone_numbers;
 
 use axum::Router;
@@ -37,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(assistants::router())
         .merge(phone_numbers::router())
+        .merge(calls::router())
+        .merge(organization::router())
         .merge(crate::twilio::router())
         .merge(crate::metrics::router())
         .fallback(not_found)

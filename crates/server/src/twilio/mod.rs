@@ -3,6 +3,7 @@
 //! the organisation's auth token over the public URL we are reached at); the media stream is
 //! authenticated by the signed stream token our TwiML handed out.
 
+pub mod control;
 pub mod status;
 pub mod stream;
 pub mod voice;
@@ -57,12 +58,12 @@ impl TwilioAuth {
         let Some(org_id) = org_id else {
             return TwilioAuth { token: None };
         };
-        if let Ok(Some(t)) = state.store.get_org_telephony(org_id).await {
-            if !t.auth_token.is_empty() {
-                return TwilioAuth {
-                    token: Some(t.auth_token.clone()),
-                };
-            }
+        if let Ok(Some(t)) = state.store.get_org_telephony(org_id).await
+            && !t.auth_token.is_empty()
+        {
+            return TwilioAuth {
+                token: Some(t.auth_token.clone()),
+            };
         }
         let is_default = state.default_org_id().await == Some(org_id);
         TwilioAuth {

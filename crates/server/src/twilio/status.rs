@@ -72,12 +72,24 @@ pub async fn status(
         None
     };
     let duration = cb.call_duration.map(|d| d as i64);
+    // A call that ends before its media stream ever started (an outbound call that was busy,
+    // unanswered, failed or canceled) gets its end-of-call report here; otherwise the stream
+    // handler sends it when the call's task ends.
+    let never_connected = terminal
+        && call.ended_at_ms.is_none()
+        && matches!(call.status.as_str(), "queued" | "initiated" | "ringing")
+        && !state.calls.contains_key(&call_sid);
     match state
         .store
         .update_call_status(&call_sid, &status, duration, reason.as_deref())
         .await
     {
-        Ok(Some(row)) => crate::webhooks::status_update(&state, &row).await,
+        Ok(Some(row)) => {
+            crate::webhooks::status_update(&state, &row).await;
+            if never_connected {
+                crate::webhooks::end_of_call(&state, row.organization_id, row.id).await;
+            }
+        }
         Ok(None) => {}
         Err(e) => tracing::warn!(call_sid = %call_sid, error = %e, "could not update call status"),
     }

@@ -2,10 +2,30 @@
 //!
 //! Twilio sends `connected`, then `start` carrying the `<Parameter>`s of our TwiML. The `start`
 //! must carry a stream token we issued for this very call SID, unexpired and unforged;
-//! otherwise the socket is closed with a logged reason and no assistant runs, so no provider is
-//! billed (an open stream endpoint would let anyone drive any tenant's assistant). After a good
-//! `start` the socket is handed to the call runtime, which owns it until the call ends; the call
-//! record is then finalised with its `ended_reason` and the end-of-call webhooks go out.
+//! otherwise the socket is closed (code 1008, policy violation) with a logged reason and no
+//! assistant runs, so no provider is billed (an open stream endpoint would let anyone drive any
+//! tenant's assistant). After a good `start` the socket is handed to the call runtime, which
+//! owns it until the call ends; the call record is then finalised with its `ended_reason` and
+//! the end-of-call webhooks go out.
+//!
+//! # Authentication: the stream token, not `X-Twilio-Signature`
+//!
+//! Twilio's upgrade request also carries `X-Twilio-Signature`, computed over the `wss://` URL
+//! with no parameters (protocols.md §1.7). We do not check it: at upgrade time we do not know
+//! the call, hence neither the organisation nor its auth token, and the signature covers only
+//! a fixed URL, so a captured one could be replayed for any stream. The token in `start` is
+//! bound to one call SID, assistant and organisation, expires after `twilio.stream_token_ttl_s`
+//! and is checked in constant time before anything else happens.
+//!
+//! # Bad input
+//!
+//! Before `start`: `media`, `mark`, `dtmf`, unknown events, malformed JSON and binary frames
+//! are counted (`switchboard_bad_media_messages_total`), logged and ignored; more than
+//! [`MAX_BAD_BEFORE_START`] of them, a frame over `twilio.max_message_bytes`, a dropped socket
+//! or no `start` within [`START_TIMEOUT`] refuse the stream. After `start` the runtime ignores
+//! and counts bad messages the same way; a socket error (an oversized frame included) or a
+//! dropped socket ends the call, and its record gets an `ended_reason`
+//! (`media_socket_error`, `caller_hangup_socket_closed`, …).
 
 use std::time::Duration;
 
@@ -14,7 +34,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::response::Response;
 use switchboard_assistant::AssistantConfig;
 use switchboard_telephony::media::{InboundMessage, InboundParser, Start};
-use switchboard_telephony::stream_token;
+use switchboard_telephony::stream_token::{self, TokenError};
 
 use super::unix_now_s;
 use crate::call::resolve::{CallOverrides, CallParty};
@@ -23,7 +43,10 @@ use crate::metrics;
 use crate::state::AppState;
 
 /// How long we wait for `start` after the upgrade.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bad messages tolerated before `start`; one more refuses the stream.
+pub const MAX_BAD_BEFORE_START: u32 = 50;
 
 /// The websocket upgrade.
 pub async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
@@ -40,9 +63,10 @@ pub async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Resp
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     NoStart,
-    BadFirstMessages,
+    TooManyBadMessages,
     MissingToken,
     BadToken,
+    ExpiredToken,
     UnknownCall,
     UnknownAssistant,
 }
@@ -50,12 +74,24 @@ enum Refusal {
 impl Refusal {
     fn reason(self) -> &'static str {
         match self {
-            Refusal::NoStart => "stream ended before start",
-            Refusal::BadFirstMessages => "malformed or unexpected message before start",
+            Refusal::NoStart => "stream ended or timed out before start",
+            Refusal::TooManyBadMessages => "too many malformed or unexpected messages before start",
             Refusal::MissingToken => "start without a stream token",
-            Refusal::BadToken => "stream token invalid, expired or for another call",
+            Refusal::BadToken => "stream token invalid or for another call",
+            Refusal::ExpiredToken => "stream token expired",
             Refusal::UnknownCall => "no call record for this stream",
             Refusal::UnknownAssistant => "assistant of this call no longer exists",
+        }
+    }
+
+    /// The `ended_reason` written to the call record when the refused stream is provably the
+    /// call's own (its token is genuine and for this call SID); `None` otherwise, so that a
+    /// forged `start` cannot end someone else's call record.
+    fn ended_reason(self) -> Option<&'static str> {
+        match self {
+            Refusal::ExpiredToken => Some("stream_token_expired"),
+            Refusal::UnknownAssistant => Some("assistant_not_found"),
+            _ => None,
         }
     }
 }
@@ -68,7 +104,11 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     let setup = match authorize(&state, &start).await {
         Ok(setup) => setup,
         Err(refusal) => {
-            return refuse(&mut socket, refusal, Some(&start.call_sid)).await;
+            refuse(&mut socket, refusal, Some(&start.call_sid)).await;
+            if let Some(reason) = refusal.ended_reason() {
+                finalise_refused(&state, &start.call_sid, reason).await;
+            }
+            return;
         }
     };
     tracing::info!(call_sid = %setup.call_sid, assistant_id = setup.assistant_id, "call started");
@@ -96,6 +136,27 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     crate::webhooks::end_of_call(&state, organization_id, call_id).await;
 }
 
+/// Ends the record of a genuine call whose stream was refused, and reports it.
+async fn finalise_refused(state: &AppState, call_sid: &str, reason: &str) {
+    metrics::CALLS_FAILED.inc();
+    match state
+        .store
+        .finish_call(
+            call_sid,
+            "failed",
+            Some(reason),
+            switchboard_store::now_ms(),
+        )
+        .await
+    {
+        Ok(Some(call)) => {
+            crate::webhooks::end_of_call(state, call.organization_id, call.id).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(call_sid, error = %e, "could not finalise a refused call"),
+    }
+}
+
 async fn refuse(socket: &mut WebSocket, refusal: Refusal, call_sid: Option<&str>) {
     metrics::STREAMS_REFUSED.inc();
     tracing::warn!(
@@ -111,10 +172,25 @@ async fn refuse(socket: &mut WebSocket, refusal: Refusal, call_sid: Option<&str>
         .await;
 }
 
-/// Reads `connected` and `start`; anything else first is a refusal.
+fn bad_before_start(bad: &mut u32, what: &'static str) -> Result<(), Refusal> {
+    *bad += 1;
+    metrics::BAD_MEDIA_MESSAGES.inc();
+    if *bad <= 5 {
+        tracing::warn!(what, "media-stream message before start ignored");
+    }
+    if *bad > MAX_BAD_BEFORE_START {
+        Err(Refusal::TooManyBadMessages)
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads up to `start`: `connected` and pings pass; anything else is counted and ignored (up to
+/// [`MAX_BAD_BEFORE_START`]); a socket error, close or [`START_TIMEOUT`] refuses the stream.
 async fn wait_for_start(socket: &mut WebSocket) -> Result<Start, Refusal> {
     let parser = InboundParser::default();
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let mut bad = 0u32;
     loop {
         let msg = tokio::time::timeout_at(deadline, socket.recv())
             .await
@@ -123,11 +199,19 @@ async fn wait_for_start(socket: &mut WebSocket) -> Result<Start, Refusal> {
             Some(Ok(WsMessage::Text(text))) => match parser.parse(text.as_str()) {
                 Ok(InboundMessage::Connected(_)) => continue,
                 Ok(InboundMessage::Start(start)) => return Ok(start),
-                _ => return Err(Refusal::BadFirstMessages),
+                Ok(InboundMessage::Media(_)) => bad_before_start(&mut bad, "media before start")?,
+                Ok(InboundMessage::Unknown(_)) => bad_before_start(&mut bad, "unknown event")?,
+                Ok(_) => bad_before_start(&mut bad, "mark, dtmf or stop before start")?,
+                Err(_) => bad_before_start(&mut bad, "malformed message")?,
             },
             Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Pong(_))) => continue,
-            Some(Ok(_)) => return Err(Refusal::BadFirstMessages),
-            Some(Err(_)) | None => return Err(Refusal::NoStart),
+            Some(Ok(WsMessage::Binary(_))) => bad_before_start(&mut bad, "binary frame")?,
+            Some(Ok(WsMessage::Close(_))) | None => return Err(Refusal::NoStart),
+            Some(Err(e)) => {
+                metrics::BAD_MEDIA_MESSAGES.inc();
+                tracing::warn!(error = %e, "media socket failed before start");
+                return Err(Refusal::NoStart);
+            }
         }
     }
 }
@@ -136,15 +220,25 @@ async fn wait_for_start(socket: &mut WebSocket) -> Result<Start, Refusal> {
 async fn authorize(state: &AppState, start: &Start) -> Result<CallSetup, Refusal> {
     let token = start
         .custom_parameters
-        .get("token")
+        .get(stream_token::PARAMETER_NAME)
+        .filter(|t| !t.is_empty())
         .ok_or(Refusal::MissingToken)?;
-    let verified = stream_token::verify(
-        token,
-        state.stream_token_secret.as_bytes(),
-        unix_now_s(),
-        &start.call_sid,
-    )
-    .map_err(|_| Refusal::BadToken)?;
+    let secret = state.stream_token_secret.as_bytes();
+    let verified = match stream_token::verify(token, secret, unix_now_s(), &start.call_sid) {
+        Ok(v) => v,
+        Err(TokenError::Expired { .. }) => {
+            // Genuine but late: is it this call's own? Checking at time 0 (never expired)
+            // answers that after the MAC check, without trusting the claims first.
+            return Err(
+                if stream_token::verify(token, secret, 0, &start.call_sid).is_ok() {
+                    Refusal::ExpiredToken
+                } else {
+                    Refusal::BadToken
+                },
+            );
+        }
+        Err(_) => return Err(Refusal::BadToken),
+    };
     let claims = verified.claims;
     let org_id: i64 = claims
         .organization_id

@@ -55,16 +55,11 @@ pub async fn voice(
     let Ok(hook) = VoiceWebhook::from_form(&body) else {
         return (StatusCode::BAD_REQUEST, "missing CallSid, From or To").into_response();
     };
-    let assistant = state
-        .store
-        .assistant_by_number(&hook.to)
-        .await
-        .ok()
-        .flatten();
-    let org_id = match &assistant {
-        Some(row) => Some(row.organization_id),
-        None => state.default_org_id().await,
-    };
+    let outbound = hook
+        .direction
+        .as_ref()
+        .is_some_and(|d| d.as_str().starts_with("outbound"));
+    let (assistant, org_id) = find_assistant(&state, &hook, outbound).await;
     let auth = TwilioAuth::for_org(&state, org_id).await;
     if let Err(why) = auth.check(&state, &uri, &headers, &params) {
         tracing::warn!(call_sid = %hook.call_sid, why, "voice webhook rejected");
@@ -117,6 +112,57 @@ pub async fn voice(
         return bypass(&state, &row, &config, &hook, &direction).await;
     }
     connect_stream(&state, &row, &hook, &direction).await
+}
+
+/// How long the webhook of an outbound call waits for the record `POST /calls/initiate` writes
+/// right after Twilio accepted the call (Twilio may answer faster than we write), in ms.
+const OUTBOUND_RECORD_WAIT_MS: u64 = 2_000;
+
+/// Interval of that wait, in ms.
+const OUTBOUND_RECORD_POLL_MS: u64 = 25;
+
+/// The assistant answering this call and the organisation whose auth token must have signed
+/// the webhook. Inbound: the assistant the called number (`To`) is routed to; for a number with
+/// no assistant, its owner (else organisation `default`). Outbound (`Direction` `outbound-*`,
+/// created by `POST /calls/initiate`): the assistant of the call record, found by call SID;
+/// else the assistant our number (`From`) is routed to.
+async fn find_assistant(
+    state: &AppState,
+    hook: &VoiceWebhook,
+    outbound: bool,
+) -> (Option<AssistantRow>, Option<i64>) {
+    if outbound {
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(OUTBOUND_RECORD_WAIT_MS);
+        loop {
+            if let Ok(Some(call)) = state.store.get_call_by_sid(None, &hook.call_sid).await {
+                let row = match call.assistant_id {
+                    Some(id) => state
+                        .store
+                        .get_assistant(call.organization_id, id)
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                return (row, Some(call.organization_id));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(OUTBOUND_RECORD_POLL_MS)).await;
+        }
+    }
+    let ours = if outbound { &hook.from } else { &hook.to };
+    if let Ok(Some(row)) = state.store.assistant_by_number(ours).await {
+        let org = row.organization_id;
+        return (Some(row), Some(org));
+    }
+    let owner = match state.store.get_number(ours).await {
+        Ok(Some(n)) => Some(n.organization_id),
+        _ => state.default_org_id().await,
+    };
+    (None, owner)
 }
 
 fn is_bypass(config: &AssistantConfig, from: &str) -> bool {
@@ -192,17 +238,23 @@ async fn record_refused(
         status: "failed".to_owned(),
         metadata: json!({}),
     };
-    if state.store.create_call(&new).await.is_ok() {
-        let _ = state
-            .store
-            .finish_call(
-                &hook.call_sid,
-                "failed",
-                Some(reason),
-                switchboard_store::now_ms(),
-            )
-            .await;
+    // An outbound call (or a retried webhook) already has its record: finish that one.
+    if let Err(e) = state.store.create_call(&new).await
+        && !matches!(e, switchboard_store::StoreError::Conflict(_))
+    {
+        tracing::warn!(call_sid = %hook.call_sid, error = %e, "could not record a refused call");
+        return;
     }
+    tracing::info!(call_sid = %hook.call_sid, reason, "call refused");
+    let _ = state
+        .store
+        .finish_call(
+            &hook.call_sid,
+            "failed",
+            Some(reason),
+            switchboard_store::now_ms(),
+        )
+        .await;
 }
 
 async fn connect_stream(
@@ -275,6 +327,6 @@ async fn connect_stream(
     let stream = stream
         .status_callback(&format!("{}/twilio/status", state.public_base_url))
         .parameter("call_id", &call.id.to_string())
-        .parameter("token", &token);
+        .parameter(stream_token::PARAMETER_NAME, &token);
     twiml(Twiml::new().connect_stream(stream).to_xml())
 }
