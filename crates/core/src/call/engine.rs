@@ -1550,7 +1550,7 @@ impl CallCore {
         if self.gens[i].tts_done {
             return;
         }
-        if self.gens[i].llm != LlmPhase::Done && !self.gens[i].speculative {
+        if self.gens[i].llm != LlmPhase::Done {
             // More text will come (tools); a TTS that reports done early is taken at its word
             // only once the LLM is done.
             return;
