@@ -340,15 +340,31 @@ async fn webhook_delivery_is_signed_and_retried_until_it_succeeds() {
     let h = Harness::start(Options::default()).await;
     let hook = receiver(2).await;
     let record = h.record("hooked", json!({"webhook_url": hook.url}));
-    h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
+    let id = h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
+    let state = h.ts.server().state();
     let call_sid = sid();
-    h.voice(&call_sid, CALLER, OUR_NUMBER).await;
+    state
+        .store
+        .create_call(&NewCall {
+            organization_id: state.default_org_id().await.expect("org"),
+            assistant_id: Some(id),
+            call_sid: call_sid.clone(),
+            direction: "inbound".into(),
+            from_number: CALLER.into(),
+            to_number: OUR_NUMBER.into(),
+            status: "in-progress".into(),
+            metadata: json!({}),
+        })
+        .await
+        .expect("call");
     let mut p = Harness::voice_params(&call_sid, CALLER, OUR_NUMBER);
     p.retain(|(k, _)| k != "CallStatus");
     p.push(("CallStatus".to_owned(), "completed".to_owned()));
     p.push(("CallDuration".to_owned(), "7".to_owned()));
     let (status, _) = h.post_signed("/twilio/status", &p).await;
     assert!((200..300).contains(&status));
+    // The same status again is no change: no second delivery.
+    h.post_signed("/twilio/status", &p).await;
 
     let call = h.call(&call_sid).await.expect("call");
     let path = format!("/api/v1/calls/{}/webhook-logs", call.id);
@@ -405,6 +421,63 @@ async fn webhook_delivery_is_signed_and_retried_until_it_succeeds() {
         assert_eq!(v["message"]["call"]["call_sid"], call_sid);
         assert_eq!(v["message"]["status"], "completed");
     }
+}
+
+#[tokio::test]
+async fn unanswered_outbound_call_gets_its_end_of_call_report_from_the_status_callback() {
+    let h = Harness::start(Options::default()).await;
+    let hook = receiver(0).await;
+    let record = h.record("caller", json!({"webhook_url": hook.url}));
+    let id = h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
+    let (status, body) = initiate(
+        &h,
+        &h.ts.key_a,
+        json!({"assistant_id": id, "to_phone_number": CUSTOMER}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let call_sid = body["call_sid"].as_str().expect("sid").to_owned();
+    let mut p = Harness::voice_params(&call_sid, OUR_NUMBER, CUSTOMER);
+    p.retain(|(k, _)| k != "CallStatus" && k != "Direction");
+    p.push(("Direction".to_owned(), "outbound-api".to_owned()));
+    let mut ringing = p.clone();
+    ringing.push(("CallStatus".to_owned(), "ringing".to_owned()));
+    h.post_signed("/twilio/status", &ringing).await;
+    let mut busy = p.clone();
+    busy.push(("CallStatus".to_owned(), "busy".to_owned()));
+    busy.push(("CallDuration".to_owned(), "0".to_owned()));
+    h.post_signed("/twilio/status", &busy).await;
+    let call = h.ended_call(&call_sid).await;
+    assert_eq!(call.status, "busy");
+    assert_eq!(call.ended_reason.as_deref(), Some("busy"));
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types = hook
+            .bodies()
+            .iter()
+            .map(|b| b["message"]["type"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if types.iter().any(|t| t == "end-of-call-report") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(types.iter().any(|t| t == "end-of-call-report"), "{types:?}");
+    let report = hook
+        .bodies()
+        .into_iter()
+        .find(|b| b["message"]["type"] == "end-of-call-report")
+        .expect("report");
+    assert_eq!(report["message"]["endedReason"], "busy");
+    // A webhook arriving after that (it will not, but a retry could) does not start a stream.
+    let twiml = {
+        let mut v = p.clone();
+        v.push(("CallStatus".to_owned(), "in-progress".to_owned()));
+        let (status, body) = h.post_signed("/twilio/voice", &v).await;
+        assert_eq!(status, 200);
+        switchboard_testkit::twilio::parse_twiml(&body).expect("twiml")
+    };
+    assert!(twiml.stream.is_none() && twiml.hangup);
 }
 
 /// A call record plus a fake registry entry standing for its live task.

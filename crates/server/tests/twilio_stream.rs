@@ -212,6 +212,7 @@ async fn oversized_frame_ends_the_call_with_a_reason() {
         ..Options::default()
     })
     .await;
+    let bad_before = metrics::BAD_MEDIA_MESSAGES.get();
     let (mut ws, call_sid, _stream_sid) = live_call(&h).await;
     wait_live(&h, &call_sid).await;
     let huge = format!(r#"{{"event":"media","pad":"{}"}}"#, "x".repeat(16 * 1024));
@@ -220,6 +221,10 @@ async fn oversized_frame_ends_the_call_with_a_reason() {
     assert_eq!(call.status, "failed", "{call:?}");
     assert_eq!(call.ended_reason.as_deref(), Some("media_socket_error"));
     assert!(!h.ts.server().state().calls.contains_key(&call_sid));
+    assert!(
+        metrics::BAD_MEDIA_MESSAGES.get() >= bad_before + 2,
+        "media before start + frame"
+    );
 }
 
 #[tokio::test]

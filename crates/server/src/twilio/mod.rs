@@ -76,7 +76,11 @@ impl TwilioAuth {
         }
     }
 
-    /// Checks the signature of a form-encoded webhook reached at `uri`.
+    /// Checks the signature of a form-encoded webhook reached at `uri`. The URL Twilio signed
+    /// is rebuilt as `server.public_url` + the request's path and raw query (never from the
+    /// inner request's scheme/host, which a TLS-terminating proxy changes); a signature over
+    /// that URL with its port removed or the scheme's default port added is accepted too. A
+    /// proxy that adds or strips a path prefix must be mirrored in `server.public_url`.
     pub(crate) fn check(
         &self,
         state: &AppState,

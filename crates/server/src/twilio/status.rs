@@ -85,7 +85,10 @@ pub async fn status(
         .await
     {
         Ok(Some(row)) => {
-            crate::webhooks::status_update(&state, &row).await;
+            // One status-update per change (Twilio repeats and reorders callbacks).
+            if row.status != call.status {
+                crate::webhooks::status_update(&state, &row).await;
+            }
             if never_connected {
                 crate::webhooks::end_of_call(&state, row.organization_id, row.id).await;
             }

@@ -121,7 +121,17 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     if outcome.status == "failed" {
         metrics::CALLS_FAILED.inc();
     }
-    if let Err(e) = state
+    if outcome.ended_reason == "media_socket_error" {
+        // What an oversized or invalid frame (or a broken connection) produces mid-call.
+        metrics::BAD_MEDIA_MESSAGES.inc();
+    }
+    let before = state
+        .store
+        .get_call(organization_id, call_id)
+        .await
+        .ok()
+        .flatten();
+    match state
         .store
         .finish_call(
             &call_sid,
@@ -131,7 +141,15 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         )
         .await
     {
-        tracing::warn!(call_sid = %call_sid, error = %e, "could not finalise the call record");
+        Ok(Some(row)) => {
+            if before.is_none_or(|b| b.status != row.status) {
+                crate::webhooks::status_update(&state, &row).await;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(call_sid = %call_sid, error = %e, "could not finalise the call record")
+        }
     }
     crate::webhooks::end_of_call(&state, organization_id, call_id).await;
 }

@@ -1,11 +1,15 @@
 //! `POST /twilio/voice` (alias `POST /twiml`): Twilio asks what to do with a call.
 //!
 //! The request must carry a valid `X-Twilio-Signature` made with the auth token of the
-//! organisation owning the called number; otherwise 403 and nothing else happens. Then:
+//! organisation owning the call; otherwise 403 and nothing else happens. The owner is found
+//! from our number: `To` for an inbound call; for an outbound call (`Direction` `outbound-api`,
+//! placed by `POST /calls/initiate`) the call record written at initiation, else `From`. Then:
 //! unknown number or inactive assistant → a short spoken apology and hang-up (never dead air),
-//! recorded; a caller in `bypass_numbers` → `<Dial>` to the transfer number; otherwise
-//! `<Connect><Stream>` to our media websocket with a signed, short-lived stream token that binds
-//! call SID, assistant and organisation, and the call record is created (`in-progress`).
+//! recorded as `failed` with the reason; a caller in `bypass_numbers` → `<Dial>` to the first
+//! transfer number; otherwise `<Connect><Stream>` to our media websocket with a signed,
+//! short-lived stream token that binds call SID, assistant and organisation, and the call
+//! record is created or moved to `in-progress` (an outbound record keeps its `overrides`).
+//! Each status change sends a `status-update` webhook.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -271,12 +275,25 @@ async fn connect_stream(
         .ok()
         .flatten();
     let call = match existing {
+        Some(call) if call.ended_at_ms.is_some() => {
+            // A retried webhook, or an outbound call terminated before it was answered.
+            tracing::info!(call_sid = %hook.call_sid, "voice webhook for a call that already ended");
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
+        }
         Some(call) => {
-            let _ = state
+            match state
                 .store
                 .update_call_status(&hook.call_sid, "in-progress", None, None)
-                .await;
-            call
+                .await
+            {
+                Ok(Some(row)) => {
+                    if row.status != call.status {
+                        crate::webhooks::status_update(state, &row).await;
+                    }
+                    row
+                }
+                _ => call,
+            }
         }
         None => {
             let new = NewCall {
@@ -290,7 +307,10 @@ async fn connect_stream(
                 metadata: json!({}),
             };
             match state.store.create_call(&new).await {
-                Ok(call) => call,
+                Ok(call) => {
+                    crate::webhooks::status_update(state, &call).await;
+                    call
+                }
                 Err(e) => {
                     tracing::error!(call_sid = %hook.call_sid, error = %e, "could not create call record");
                     return say_and_hang_up(UNAVAILABLE_MESSAGE);
