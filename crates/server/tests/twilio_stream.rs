@@ -241,3 +241,47 @@ async fn abrupt_drop_mid_call_finalises_the_record() {
     );
     assert!(!h.ts.server().state().calls.contains_key(&call_sid));
 }
+
+#[tokio::test]
+async fn a_replayed_token_opens_no_second_stream() {
+    let h = harness(Options::default()).await;
+    let (call_sid, token) = webhook(&h).await;
+    let stream_sid = new_sid("MZ");
+    let mut first = h.ws().await;
+    first.connected().await;
+    first
+        .start(
+            &call_sid,
+            &stream_sid,
+            json!({"stream_token": token.clone()}),
+        )
+        .await;
+    wait_live(&h, &call_sid).await;
+    // The first stream's own STT session has opened.
+    for _ in 0..200 {
+        if !h.providers.deepgram.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let stt_sessions = h.providers.deepgram.received().len();
+    assert_eq!(stt_sessions, 1);
+    // While the call is live.
+    refused(&h, &call_sid, json!({"stream_token": token.clone()})).await;
+    assert_eq!(h.providers.deepgram.received().len(), stt_sessions);
+    assert!(
+        h.ts.server().state().calls.contains_key(&call_sid),
+        "first stream unaffected"
+    );
+    // After it ended.
+    first.stop(&call_sid, &stream_sid).await;
+    h.ended_call(&call_sid).await;
+    refused(&h, &call_sid, json!({"stream_token": token})).await;
+    assert_eq!(h.providers.deepgram.received().len(), stt_sessions);
+    let call = h.call(&call_sid).await.expect("call");
+    assert_eq!(
+        call.ended_reason.as_deref(),
+        Some("caller_hangup"),
+        "record unchanged"
+    );
+}

@@ -15,7 +15,9 @@
 //! the call, hence neither the organisation nor its auth token, and the signature covers only
 //! a fixed URL, so a captured one could be replayed for any stream. The token in `start` is
 //! bound to one call SID, assistant and organisation, expires after `twilio.stream_token_ttl_s`
-//! and is checked in constant time before anything else happens.
+//! and is checked in constant time before anything else happens. Within its lifetime a token
+//! opens no second stream while the call is live on this instance, and none once the call
+//! record has ended (a replay across instances at the very same moment is not detected).
 //!
 //! # Bad input
 //!
@@ -68,6 +70,8 @@ enum Refusal {
     BadToken,
     ExpiredToken,
     UnknownCall,
+    AlreadyStreaming,
+    CallEnded,
     UnknownAssistant,
 }
 
@@ -80,6 +84,8 @@ impl Refusal {
             Refusal::BadToken => "stream token invalid or for another call",
             Refusal::ExpiredToken => "stream token expired",
             Refusal::UnknownCall => "no call record for this stream",
+            Refusal::AlreadyStreaming => "this call already has a live media stream",
+            Refusal::CallEnded => "this call has already ended",
             Refusal::UnknownAssistant => "assistant of this call no longer exists",
         }
     }
@@ -270,6 +276,17 @@ async fn authorize(state: &AppState, start: &Start) -> Result<CallSetup, Refusal
         .ok()
         .flatten()
         .ok_or(Refusal::UnknownCall)?;
+    if claims.call_id != call.id.to_string() {
+        return Err(Refusal::BadToken);
+    }
+    // A token is good for its whole lifetime: a replay must not start a second assistant on
+    // the same call (on this instance), nor revive an ended one.
+    if state.calls.contains_key(&start.call_sid) {
+        return Err(Refusal::AlreadyStreaming);
+    }
+    if call.ended_at_ms.is_some() {
+        return Err(Refusal::CallEnded);
+    }
     // Read fresh: a change made over the API applies to the next call.
     let row = state
         .store
