@@ -335,6 +335,12 @@ async fn one_call_with_its_transcript_recordings_metrics_and_webhook_logs() {
     )
     .await;
     assert_eq!(r.as_array().map(Vec::len), Some(1));
+    // Burki's by-SID paths.
+    let (_, r) = get(&h, &format!("/api/v1/calls/sid/{call_sid}/recordings"), key).await;
+    assert_eq!(r.as_array().map(Vec::len), Some(2));
+    let path = format!("/api/v1/calls/sid/{call_sid}/transcripts?speaker=assistant");
+    let (_, t) = get(&h, &path, key).await;
+    assert_eq!(t.as_array().map(Vec::len), Some(2));
 
     let (status, m) = get(&h, &format!("/api/v1/calls/{id}/metrics"), key).await;
     assert_eq!(status, 200, "{m}");
@@ -396,6 +402,8 @@ async fn another_organisations_calls_are_404_everywhere() {
         format!("/api/v1/calls/{id}/recordings"),
         format!("/api/v1/calls/{id}/metrics"),
         format!("/api/v1/calls/{id}/webhook-logs"),
+        format!("/api/v1/calls/sid/{call_sid}/transcripts"),
+        format!("/api/v1/calls/sid/{call_sid}/recordings"),
     ] {
         let (status, body) = get(&h, &path, b).await;
         assert_error(status, &body, 404, "not_found");
@@ -543,6 +551,7 @@ async fn openapi_lists_the_calls_and_organisation_paths() {
         "/api/v1/calls/count",
         "/api/v1/calls/{call_id}",
         "/api/v1/calls/sid/{call_sid}",
+        "/api/v1/calls/sid/{call_sid}/transcripts",
         "/api/v1/calls/{call_id}/transcripts",
         "/api/v1/calls/{call_id}/recordings",
         "/api/v1/calls/{call_id}/metrics",

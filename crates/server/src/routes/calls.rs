@@ -52,6 +52,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/calls/initiate", post(initiate_call))
         .route("/calls/initiate", post(initiate_call))
         .route("/api/v1/calls/sid/{call_sid}", get(get_call_by_sid))
+        .route(
+            "/api/v1/calls/sid/{call_sid}/transcripts",
+            get(list_transcripts_by_sid),
+        )
+        .route(
+            "/api/v1/calls/sid/{call_sid}/recordings",
+            get(list_recordings_by_sid),
+        )
         .route("/api/v1/calls/{call_id}", get(get_call))
         .route("/api/v1/calls/{call_id}/transcripts", get(list_transcripts))
         .route("/api/v1/calls/{call_id}/recordings", get(list_recordings))
@@ -73,7 +81,9 @@ pub fn router() -> Router<AppState> {
         get_call,
         get_call_by_sid,
         list_transcripts,
+        list_transcripts_by_sid,
         list_recordings,
+        list_recordings_by_sid,
         get_metrics,
         list_webhook_logs,
         terminate_call,
@@ -543,13 +553,13 @@ pub struct InitiateCallRequest {
     /// One of the organisation's numbers (E.164); when absent, the assistant's first number.
     #[serde(default)]
     pub from_phone_number: Option<String>,
-    /// Replaces the assistant's welcome message for this call (`{{name}}` placeholders allowed).
+    /// Replaces the assistant's welcome message for this call (may use `{{name}}` variables).
     #[serde(default)]
     pub welcome_message: Option<String>,
     /// What this call is for; added to the system prompt.
     #[serde(default)]
     pub agenda: Option<String>,
-    /// Values for `{{name}}` placeholders; non-string values are used as their JSON text.
+    /// Values for `{{name}}` template variables; non-string values are used as their JSON text.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Map<String, Value>>,
@@ -703,6 +713,14 @@ async fn load_call(state: &AppState, auth: &Auth, id: i64) -> Result<CallRow, Ap
         .ok_or_else(|| ApiError::NotFound(format!("call {id} not found")))
 }
 
+async fn load_call_by_sid(state: &AppState, auth: &Auth, sid: &str) -> Result<CallRow, ApiError> {
+    state
+        .store
+        .get_call_by_sid(Some(auth.organization_id), sid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("call {sid} not found")))
+}
+
 async fn assistant_names(
     state: &AppState,
     org_id: i64,
@@ -830,11 +848,7 @@ pub async fn get_call_by_sid(
     auth: Auth,
     ApiPath(path): ApiPath<SidPath>,
 ) -> Result<Json<CallResponse>, ApiError> {
-    let row = state
-        .store
-        .get_call_by_sid(Some(auth.organization_id), &path.call_sid)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("call {} not found", path.call_sid)))?;
+    let row = load_call_by_sid(&state, &auth, &path.call_sid).await?;
     Ok(Json(respond_call(&state, &row).await?))
 }
 
@@ -858,6 +872,39 @@ pub async fn list_transcripts(
     ApiPath(path): ApiPath<CallIdPath>,
     ApiQuery(params): ApiQuery<TranscriptParams>,
 ) -> Result<Json<Vec<TranscriptResponse>>, ApiError> {
+    let call = load_call(&state, &auth, path.call_id).await?;
+    transcripts_of(&state, &call, &params).await.map(Json)
+}
+
+/// A call's transcript by Twilio call SID (same filters as by id).
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/sid/{call_sid}/transcripts",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("call_sid" = String, Path, description = "Twilio call SID"), TranscriptParams),
+    responses(
+        (status = 200, description = "Transcript segments", body = Vec<TranscriptResponse>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such call in your organisation", body = ErrorBody),
+        (status = 422, description = "Bad speaker", body = ErrorBody)
+    )
+)]
+pub async fn list_transcripts_by_sid(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(path): ApiPath<SidPath>,
+    ApiQuery(params): ApiQuery<TranscriptParams>,
+) -> Result<Json<Vec<TranscriptResponse>>, ApiError> {
+    let call = load_call_by_sid(&state, &auth, &path.call_sid).await?;
+    transcripts_of(&state, &call, &params).await.map(Json)
+}
+
+async fn transcripts_of(
+    state: &AppState,
+    call: &CallRow,
+    params: &TranscriptParams,
+) -> Result<Vec<TranscriptResponse>, ApiError> {
     let speaker = params
         .speaker
         .as_deref()
@@ -875,16 +922,14 @@ pub async fn list_transcripts(
             ));
         }
     };
-    let call = load_call(&state, &auth, path.call_id).await?;
     let interim = params.include_interim.unwrap_or(false);
     let rows = state.store.list_transcripts(call.id).await?;
-    let list = rows
+    Ok(rows
         .iter()
         .filter(|t| interim || t.is_final)
         .filter(|t| speaker.is_none_or(|s| t.role == s))
         .map(TranscriptResponse::from)
-        .collect();
-    Ok(Json(list))
+        .collect())
 }
 
 /// A call's recordings.
@@ -907,18 +952,48 @@ pub async fn list_recordings(
     ApiQuery(params): ApiQuery<RecordingParams>,
 ) -> Result<Json<Vec<RecordingResponse>>, ApiError> {
     let call = load_call(&state, &auth, path.call_id).await?;
+    recordings_of(&state, &call, &params).await.map(Json)
+}
+
+/// A call's recordings by Twilio call SID.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/sid/{call_sid}/recordings",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("call_sid" = String, Path, description = "Twilio call SID"), RecordingParams),
+    responses(
+        (status = 200, description = "Recordings", body = Vec<RecordingResponse>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such call in your organisation", body = ErrorBody)
+    )
+)]
+pub async fn list_recordings_by_sid(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(path): ApiPath<SidPath>,
+    ApiQuery(params): ApiQuery<RecordingParams>,
+) -> Result<Json<Vec<RecordingResponse>>, ApiError> {
+    let call = load_call_by_sid(&state, &auth, &path.call_sid).await?;
+    recordings_of(&state, &call, &params).await.map(Json)
+}
+
+async fn recordings_of(
+    state: &AppState,
+    call: &CallRow,
+    params: &RecordingParams,
+) -> Result<Vec<RecordingResponse>, ApiError> {
     let wanted = params
         .recording_type
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty());
     let rows = state.store.list_recordings(call.id).await?;
-    Ok(Json(
-        rows.iter()
-            .filter(|r| wanted.is_none_or(|w| r.kind == w))
-            .map(RecordingResponse::from)
-            .collect(),
-    ))
+    Ok(rows
+        .iter()
+        .filter(|r| wanted.is_none_or(|w| r.kind == w))
+        .map(RecordingResponse::from)
+        .collect())
 }
 
 /// A call's latency timeline per turn, its call-level counters, and summaries.
