@@ -306,3 +306,42 @@ async fn status_callback_for_an_unknown_call_is_accepted_and_ignored() {
     let (status, body) = h.post_signed("/twilio/status", &[]).await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn voice_webhook_by_get_is_signed_over_the_full_url() {
+    let h = Harness::start(Options::default()).await;
+    h.assistant(
+        &h.ts.key_a,
+        h.record("front desk", json!({})),
+        Some(OUR_NUMBER),
+    )
+    .await;
+    let call_sid = sid();
+    let query = serde_urlencoded::to_string(Harness::voice_params(&call_sid, CALLER, OUR_NUMBER))
+        .expect("query");
+    let path = format!("/twiml?{query}");
+    let no_params: [(&str, &str); 0] = [];
+    let good = switchboard_telephony::signature::sign(&h.public(&path), &no_params, AUTH_TOKEN);
+    let resp = h
+        .http
+        .get(h.ts.url(&path))
+        .header("X-Twilio-Signature", &good)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let twiml = parse_twiml(&resp.text().await.expect("body")).expect("twiml");
+    assert!(twiml.stream.is_some());
+    assert!(h.call(&call_sid).await.is_some());
+    // The same signature with one query field changed is refused.
+    let other = sid();
+    let resp = h
+        .http
+        .get(h.ts.url(&path.replace(&call_sid, &other)))
+        .header("X-Twilio-Signature", &good)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(h.call(&other).await.is_none());
+}

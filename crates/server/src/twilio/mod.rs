@@ -19,8 +19,8 @@ use crate::state::AppState;
 /// Routes of the Twilio edge.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/twilio/voice", post(voice::voice))
-        .route("/twiml", post(voice::voice))
+        .route("/twilio/voice", post(voice::voice).get(voice::voice_get))
+        .route("/twiml", post(voice::voice).get(voice::voice_get))
         .route("/twilio/stream", get(stream::stream))
         .route("/twilio/status", post(status::status))
 }

@@ -56,7 +56,28 @@ pub async fn voice(
     let Ok(params) = parse_form_pairs(&body) else {
         return (StatusCode::BAD_REQUEST, "malformed form body").into_response();
     };
-    let Ok(hook) = VoiceWebhook::from_form(&body) else {
+    answer(state, uri, headers, &body, &params).await
+}
+
+/// The voice webhook when the number is configured for `GET`: the fields arrive in the query
+/// string, and the signature covers the full URL with no parameters appended.
+pub async fn voice_get(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let query = uri.query().unwrap_or("").as_bytes().to_vec();
+    answer(state, uri, headers, &query, &[]).await
+}
+
+/// Handles a voice webhook whose fields are `form` and whose signature covers the URL plus
+/// `signed_params`.
+async fn answer(
+    state: AppState,
+    uri: Uri,
+    headers: HeaderMap,
+    form: &[u8],
+    signed_params: &[(String, String)],
+) -> Response {
+    let params = signed_params;
+    let body = form;
+    let Ok(hook) = VoiceWebhook::from_form(body) else {
         return (StatusCode::BAD_REQUEST, "missing CallSid, From or To").into_response();
     };
     let outbound = hook
@@ -65,7 +86,7 @@ pub async fn voice(
         .is_some_and(|d| d.as_str().starts_with("outbound"));
     let (assistant, org_id) = find_assistant(&state, &hook, outbound).await;
     let auth = TwilioAuth::for_org(&state, org_id).await;
-    if let Err(why) = auth.check(&state, &uri, &headers, &params) {
+    if let Err(why) = auth.check(&state, &uri, &headers, params) {
         tracing::warn!(call_sid = %hook.call_sid, why, "voice webhook rejected");
         return forbidden(why);
     }
