@@ -8,7 +8,7 @@
 //! prints the conversation as the engine records it; at the end, each turn's latency breakdown
 //! and the call record's URL in the API.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,14 +91,8 @@ fn latency(args: &DemoArgs) -> LatencyProfile {
 pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let script = load_script(args, scratch.path())?;
-    let texts: Vec<String> = script
-        .utterances
-        .iter()
-        .filter(|u| !u.text.is_empty())
-        .map(|u| u.text.clone())
-        .collect();
     let latency = latency(args);
-    let fakes = ProviderFakes::start(latency, HashMap::from([("demo".to_owned(), texts)]))
+    let fakes = ProviderFakes::start_for_calls(latency, &[&script])
         .await
         .context("starting the provider fakes")?;
 
@@ -142,7 +136,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
         latency.tts_first_byte_ms
     );
 
-    let record = fakes.assistant_record("Harbor Dental receptionist", "demo", WELCOME);
+    let record = fakes.assistant_record("Harbor Dental receptionist", &script.name, WELCOME);
     let created: Value = http
         .post(format!("{base}/api/v1/assistants"))
         .bearer_auth(&api_key)

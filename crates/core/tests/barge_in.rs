@@ -62,23 +62,21 @@ fn confirmed_barge_in_clears_cancels_and_cuts_history() {
 
 #[test]
 fn words_confirm_only_inside_the_window() {
+    // The window runs from the caller's last voiced frame: STT words lag the audio, so words
+    // that come while the caller is still talking, or shortly after, confirm.
     for window in [200u64, 400, 800] {
         for (delta, confirmed) in [
-            (window - 20, true),
-            (window - 1, true),
-            (window, false),
-            (window + 50, false),
+            (window.saturating_sub(60), true),
+            (window + 60, false),
+            (window + 300, false),
         ] {
             let (mut sim, t0) =
                 Sim::answering(settings(|i| i.confirmation_window_ms = window as u32));
             let speech = align(t0 + 3000);
             sim.speak(speech, speech + 700);
-            // The onset is at `speech` (lead included); words at onset + delta.
-            sim.at(
-                speech + delta.max(ONSET_DELAY),
-                In::Interim("hold on".into(), 0.9),
-            );
-            sim.run_until(speech + 2000);
+            // Words at `delta` after the caller's last voiced frame (the end of the speech).
+            sim.at(speech + 700 + delta, In::Interim("hold on".into(), 0.9));
+            sim.run_until(speech + 3000);
             assert_eq!(
                 sim.clears() == 1,
                 confirmed,
@@ -95,6 +93,37 @@ fn words_confirm_only_inside_the_window() {
 }
 
 #[test]
+fn words_late_after_the_onset_confirm_while_the_caller_keeps_talking() {
+    // Cloud STT words arrive well after the onset; a caller who is still talking is not talked
+    // over meanwhile.
+    for window in [200u64, 400] {
+        let (mut sim, t0) = Sim::answering(settings(|i| i.confirmation_window_ms = window as u32));
+        let speech = align(t0 + 3000);
+        sim.speak(speech, speech + 1500);
+        sim.at(
+            speech + window + 600,
+            In::Interim("wait a second".into(), 0.9),
+        );
+        sim.run_until(speech + 3000);
+        assert_eq!(sim.clears(), 1, "window {window}");
+        assert_eq!(sim.metrics().false_interruptions, 0, "window {window}");
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn steady_noise_cannot_hold_the_bot_paused() {
+    // Ten seconds of "speech" with no words: the bot resumes after the window plus the cap.
+    let (mut sim, t0) = Sim::answering(CallSettings::default());
+    let speech = align(t0 + 2000);
+    sim.speak(speech, speech + 10_000);
+    sim.run_until(speech + 400 + 3_000 + 100);
+    assert_eq!(sim.core.bot_state(), BotState::Speaking);
+    assert_eq!(sim.clears(), 0);
+    assert_eq!(sim.metrics().false_interruptions, 1);
+}
+
+#[test]
 fn unconfirmed_barge_in_pauses_then_resumes_where_it_stopped() {
     let (mut sim, t0) = Sim::answering(CallSettings::default());
     let speech = align(t0 + 3000);
@@ -102,13 +131,15 @@ fn unconfirmed_barge_in_pauses_then_resumes_where_it_stopped() {
     sim.run_until(speech + ONSET_DELAY);
     assert_eq!(sim.core.bot_state(), BotState::Paused);
     let sent_before = sim.count(|a| matches!(a, Action::SendMedia(_)));
-    sim.run_until(speech + 399);
+    // The window (400 ms) runs from the last voiced frame, delivered at speech + 300.
+    let resume_at = speech + 300 + 400;
+    sim.run_until(resume_at - 1);
     assert_eq!(
         sim.count(|a| matches!(a, Action::SendMedia(_))),
         sent_before,
         "no media while paused"
     );
-    sim.run_until(speech + 400);
+    sim.run_until(resume_at + 20);
     assert_eq!(sim.core.bot_state(), BotState::Speaking);
     sim.run_until(speech + 30_000);
     assert_eq!(sim.clears(), 0);

@@ -141,6 +141,26 @@ fn incomplete_utterance_continued_is_one_turn() {
 }
 
 #[test]
+fn utterance_end_during_the_incomplete_wait_does_not_commit() {
+    // Deepgram sends `UtteranceEnd` after its `speech_final`: the pause mid-sentence is still a
+    // pause, the continuation joins the same turn.
+    let mut sim = quiet(CallSettings {
+        incomplete_utterance_detection: true,
+        ..CallSettings::default()
+    });
+    sim.speak(1000, 1800);
+    sim.at(2300, In::Final("I want to...".into(), 0.9, true));
+    sim.at(2800, In::UtteranceEnd);
+    sim.speak(3000, 4500);
+    sim.at(4800, In::Final("book a table for two".into(), 0.9, true));
+    sim.run_until(9000);
+    assert_eq!(sim.llm_starts().len(), 1, "{:?}", sim.llm_starts());
+    assert_eq!(sim.llm_starts()[0].0, 4800);
+    assert_eq!(sim.user_history(), ["I want to... book a table for two"]);
+    sim.assert_clean();
+}
+
+#[test]
 fn noise_without_words_is_not_a_turn() {
     let mut sim = quiet(CallSettings::default());
     sim.speak(1000, 1200);

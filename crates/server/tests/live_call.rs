@@ -3,7 +3,6 @@
 //! and per-turn metrics must be stored, and the call must end and be recorded correctly — also
 //! when the caller hangs up in the middle of an answer.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
 use switchboard_store::CallRow;
 use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::openai::FakeLlmTurn;
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall, FakeCallConfig};
 
@@ -27,6 +27,17 @@ struct Stack {
     http: reqwest::Client,
     base: String,
     _dir: tempfile::TempDir,
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
 }
 
 fn fixtures_dir() -> PathBuf {
@@ -45,18 +56,15 @@ fn quick_latency() -> LatencyProfile {
 }
 
 async fn start(script: &CallScript) -> Stack {
-    let texts: Vec<String> = script
-        .utterances
-        .iter()
-        .filter(|u| !u.text.is_empty())
-        .map(|u| u.text.clone())
-        .collect();
-    let fakes = ProviderFakes::start(
-        quick_latency(),
-        HashMap::from([(script.name.clone(), texts)]),
-    )
-    .await
-    .expect("fakes start");
+    start_with(script, WELCOME, serde_json::json!({}), &[]).await
+}
+
+/// Server + fakes + an assistant (the fakes' record, with `welcome`, merged with `patch`)
+/// whose LLM answers `replies` in order (then the fake's generic reply).
+async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &[&str]) -> Stack {
+    let fakes = ProviderFakes::start_for_calls(quick_latency(), &[script])
+        .await
+        .expect("fakes start");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::defaults().expect("defaults");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
@@ -75,7 +83,11 @@ async fn start(script: &CallScript) -> Stack {
     .expect("server starts");
     let base = format!("http://{}", server.local_addr());
     let http = reqwest::Client::new();
-    let record = fakes.assistant_record("Harbor Dental", &script.name, WELCOME);
+    for r in replies {
+        fakes.openai.push(FakeLlmTurn::Text((*r).to_owned()));
+    }
+    let mut record = fakes.assistant_record("Harbor Dental", &script.name, welcome);
+    merge(&mut record, &patch);
     let created: Value = http
         .post(format!("{base}/api/v1/assistants"))
         .bearer_auth(KEY)
@@ -261,5 +273,299 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
         "the caller's words were lost: {lines:#?}"
     );
     drop(stack.fakes);
+    stack.server.shutdown().await;
+}
+
+/// A short welcome, so the scenarios' first utterance (at 3 s) does not talk over it.
+const SHORT_WELCOME: &str = "Hi, Harbor Dental.";
+
+async fn transcript(
+    stack: &Stack,
+    call_sid: &str,
+) -> (CallRow, Vec<switchboard_store::TranscriptRow>) {
+    let call = finished_call(stack, call_sid).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = stack
+        .server
+        .state()
+        .store
+        .list_transcripts(call.id)
+        .await
+        .expect("transcripts");
+    (call, lines)
+}
+
+fn clears_between(report: &CallReport, from_ms: u64, to_ms: u64) -> usize {
+    report
+        .clears_ms
+        .iter()
+        .filter(|c| **c >= from_ms as f64 && **c <= to_ms as f64)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_a_real_barge_in_cuts_the_bot_off() {
+    let script = CallScript::load(&fixtures_dir(), "barge_in").expect("fixture");
+    let barge = script.utterances[1].clone();
+    let stack = start_with(
+        &script,
+        SHORT_WELCOME,
+        serde_json::json!({}),
+        &[
+            "We are open Monday to Friday from eight in the morning until six in the evening, and on Saturdays from nine until one, except on public holidays when we are closed.",
+            "Yes, we are open on Sunday mornings from nine until noon.",
+            "You're welcome, goodbye!",
+        ],
+    )
+    .await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert!(
+        clears_between(&report, barge.start_ms, barge.end_ms) >= 1,
+        "no clear while the caller barged in: clears at {:?}",
+        report.clears_ms
+    );
+    let (call, lines) = transcript(&stack, &report.call_sid).await;
+    assert_eq!(call.status, "completed");
+    assert!(
+        lines.iter().any(|t| t.role == "assistant" && t.interrupted),
+        "the cut-off answer is not marked interrupted: {lines:#?}"
+    );
+    let cut = lines
+        .iter()
+        .find(|t| t.role == "assistant" && t.interrupted)
+        .expect("interrupted line");
+    assert!(
+        !cut.content.contains("public holidays"),
+        "the history keeps words the caller never heard: {:?}",
+        cut.content
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|t| t.role == "user" && t.content.contains("Sunday mornings")),
+        "the barge-in was not taken as the caller's turn: {lines:#?}"
+    );
+    stack.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_backchannels_do_not_interrupt_or_take_a_turn() {
+    let script = CallScript::load(&fixtures_dir(), "backchannel").expect("fixture");
+    let first = script.utterances[0].clone();
+    let last = script.utterances[3].clone();
+    let stack = start_with(
+        &script,
+        SHORT_WELCOME,
+        serde_json::json!({}),
+        &[
+            "Please bring a photo ID, your insurance card, a list of the medicines you take, and any dental records or x-rays from your previous dentist, if you have them.",
+            "You're welcome. See you soon, goodbye!",
+        ],
+    )
+    .await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert_eq!(
+        clears_between(&report, first.end_ms, last.start_ms),
+        0,
+        "a backchannel cut the bot off: clears at {:?}",
+        report.clears_ms
+    );
+    let (_, lines) = transcript(&stack, &report.call_sid).await;
+    let answers: Vec<_> = lines.iter().filter(|t| t.role == "assistant").collect();
+    assert!(
+        !answers
+            .iter()
+            .any(|t| t.content.contains("photo ID") && t.interrupted),
+        "the long answer was marked interrupted: {lines:#?}"
+    );
+    // The backchannels got no answer of their own: nothing new starts before the closing turn.
+    let backchannel_start = script.utterances[1].start_ms as i64;
+    let replies_to_backchannels: Vec<_> = answers
+        .iter()
+        .filter(|t| t.start_ms > backchannel_start && t.start_ms < last.start_ms as i64)
+        .collect();
+    assert!(
+        replies_to_backchannels.is_empty(),
+        "backchannels were answered: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|t| t.role == "user" && t.content == "uh-huh"),
+        "backchannels are kept in the transcript: {lines:#?}"
+    );
+    stack.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_a_pause_mid_sentence_is_one_turn() {
+    let script = CallScript::load(&fixtures_dir(), "pause_mid_sentence").expect("fixture");
+    let stack = start_with(
+        &script,
+        SHORT_WELCOME,
+        serde_json::json!({"stt_settings": {"incomplete_utterance_detection": true}}),
+        &[
+            "A table for two at seven tonight, certainly. Under which name?",
+            "Thank you, Mr Parker. Goodbye!",
+        ],
+    )
+    .await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    let (_, lines) = transcript(&stack, &report.call_sid).await;
+    // The LLM got the two halves as one caller turn.
+    let requests = stack.fakes.openai.requests();
+    let first = requests.first().expect("an LLM request");
+    let user_turns: Vec<String> = first.body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        user_turns
+            .iter()
+            .any(|t| t.contains("I want to") && t.contains("book a table")),
+        "the two halves were not one turn: {user_turns:?}"
+    );
+    // Nothing but the welcome was said before the caller finished the sentence.
+    let early: Vec<_> = lines
+        .iter()
+        .filter(|t| t.role == "assistant" && t.start_ms > 1_000 && t.start_ms < 7_500)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "the bot answered into the pause: {early:#?}"
+    );
+    stack.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_a_cough_is_neither_a_barge_in_nor_a_turn() {
+    let script = CallScript::load(&fixtures_dir(), "cough_noise").expect("fixture");
+    let first = script.utterances[0].clone();
+    let stack = start_with(
+        &script,
+        SHORT_WELCOME,
+        serde_json::json!({}),
+        &[
+            "Yes, we still have Thursday afternoon and Friday morning open this week.",
+            "Friday morning at nine is yours.",
+            "Goodbye!",
+        ],
+    )
+    .await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert_eq!(
+        clears_between(&report, first.end_ms, script.utterances[2].start_ms),
+        0,
+        "the cough cut the bot off: clears at {:?}",
+        report.clears_ms
+    );
+    let (_, lines) = transcript(&stack, &report.call_sid).await;
+    let answers = lines.iter().filter(|t| t.role == "assistant").count();
+    assert_eq!(answers, 4, "a cough got an answer: {lines:#?}");
+    stack.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_an_interruption_during_the_welcome() {
+    let script = CallScript::load(&fixtures_dir(), "welcome_interrupt").expect("fixture");
+    let first = script.utterances[0].clone();
+    let stack = start_with(
+        &script,
+        "Hello and welcome to Harbor Dental, the friendliest dental practice in town. How can I help you today?",
+        serde_json::json!({}),
+        &["Of course, what is the order number?", "Thank you, I found order four five seven two. It ships tomorrow.", "You're welcome, goodbye!"],
+    )
+    .await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert!(
+        clears_between(&report, first.start_ms, first.end_ms) >= 1,
+        "the welcome was not cut: clears at {:?}",
+        report.clears_ms
+    );
+    let (_, lines) = transcript(&stack, &report.call_sid).await;
+    let welcome = lines
+        .iter()
+        .find(|t| t.role == "assistant")
+        .expect("welcome line");
+    assert!(
+        welcome.interrupted,
+        "welcome not marked interrupted: {lines:#?}"
+    );
+    assert!(
+        !welcome.content.contains("How can I help"),
+        "the history keeps the unheard end of the welcome: {:?}",
+        welcome.content
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|t| t.role == "user" && t.content.contains("my order")),
+        "{lines:#?}"
+    );
+    stack.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_speech_at_the_tail_of_an_answer_waits_its_turn() {
+    let script = CallScript::load(&fixtures_dir(), "tail_speech").expect("fixture");
+    let second = script.utterances[1].clone();
+    let stack = start_with(
+        &script,
+        SHORT_WELCOME,
+        serde_json::json!({}),
+        &[
+            "About twenty minutes by car, usually.",
+            "Yes, there is free parking behind the building.",
+            "Bye!",
+        ],
+    )
+    .await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert_eq!(
+        clears_between(&report, second.start_ms, second.end_ms + 500),
+        0,
+        "speech at the tail cut the answer off: clears at {:?}",
+        report.clears_ms
+    );
+    let (_, lines) = transcript(&stack, &report.call_sid).await;
+    assert!(
+        lines
+            .iter()
+            .any(|t| t.role == "assistant" && t.content.contains("parking")),
+        "the tail question was not answered: {lines:#?}"
+    );
     stack.server.shutdown().await;
 }

@@ -51,6 +51,12 @@ pub struct DeepgramFakeConfig {
     /// Scripts by the `tag` query parameter: one queue per tag shared by all connections with
     /// that tag, so a reconnecting call continues where it was.
     pub tag_scripts: HashMap<String, Vec<String>>,
+    /// Time-aligned scripts by `tag` (tried before `tag_scripts`): the words of each utterance
+    /// are spread evenly over its `[start_ms, end_ms]` of stream time, and a speech segment
+    /// "recognises" exactly the words spoken during it. A pause inside a sentence or a cough
+    /// then splits or empties segments the way a real recogniser would, instead of using up
+    /// whole script lines. Live `/v1/listen` only; Flux takes the utterances whole, in order.
+    pub timed_scripts: HashMap<String, Vec<TimedUtterance>>,
     /// Text used once a script has run out.
     pub fallback_text: String,
     /// Mean absolute linear amplitude above which a 20 ms frame counts as speech.
@@ -95,6 +101,7 @@ impl Default for DeepgramFakeConfig {
             default_script: Vec::new(),
             connection_scripts: Vec::new(),
             tag_scripts: HashMap::new(),
+            timed_scripts: HashMap::new(),
             fallback_text: "[unintelligible]".into(),
             energy_threshold: 400.0,
             min_speech_ms: 60,
@@ -250,6 +257,9 @@ impl Shared {
     /// The script queue for a new STT connection.
     fn take_script(&self, tag: Option<&str>) -> Script {
         let cfg = &self.config;
+        if let Some(timed) = tag.and_then(|t| cfg.timed_scripts.get(t)) {
+            return Script::timed(timed);
+        }
         if let Some(tag) = tag.filter(|t| cfg.tag_scripts.contains_key(*t)) {
             return Script::Tagged(tag.to_owned());
         }
@@ -266,6 +276,7 @@ impl Shared {
     pub(crate) fn next_text(&self, script: &mut Script) -> String {
         let next = match script {
             Script::Own(q) => q.pop_front(),
+            Script::Timed { lines, .. } => lines.pop_front(),
             Script::Tagged(tag) => self.with_state(|s| {
                 let queue = s.tag_queues.entry(tag.clone()).or_insert_with(|| {
                     self.config
@@ -285,10 +296,82 @@ impl Shared {
     }
 }
 
+/// One utterance of a time-aligned script: what was said between two points of stream time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedUtterance {
+    /// Start, ms from the first audio byte of the connection.
+    pub start_ms: u64,
+    /// End, ms from the first audio byte.
+    pub end_ms: u64,
+    /// The words said (empty for noise).
+    pub text: String,
+}
+
+/// How far (s) outside a segment a word's estimated time may fall and still belong to it.
+const WORD_TOLERANCE_S: f64 = 0.15;
+
 /// Where a connection's utterance texts come from.
 pub(crate) enum Script {
     Own(VecDeque<String>),
     Tagged(String),
+    /// Words with their estimated stream time (s); `next` is the first not yet finalised.
+    Timed {
+        words: Vec<(f64, String)>,
+        next: usize,
+        lines: VecDeque<String>,
+    },
+}
+
+impl Script {
+    fn timed(utterances: &[TimedUtterance]) -> Script {
+        let mut words = Vec::new();
+        for u in utterances {
+            let list: Vec<&str> = u.text.split_whitespace().collect();
+            let n = list.len().max(1) as f64;
+            let span = u.end_ms.saturating_sub(u.start_ms) as f64 / 1000.0;
+            for (i, w) in list.iter().enumerate() {
+                let at = u.start_ms as f64 / 1000.0 + (i as f64 + 0.5) / n * span;
+                words.push((at, (*w).to_owned()));
+            }
+        }
+        words.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Script::Timed {
+            words,
+            next: 0,
+            lines: utterances
+                .iter()
+                .filter(|u| !u.text.trim().is_empty())
+                .map(|u| u.text.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether segment texts come from word times rather than whole lines.
+    pub(crate) fn is_timed(&self) -> bool {
+        matches!(self, Script::Timed { .. })
+    }
+
+    /// The words not yet finalised that were said up to `until_s` (stream time); with
+    /// `consume` they are finalised. Empty when none (noise, or a non-timed script).
+    pub(crate) fn words_until(&mut self, until_s: f64, consume: bool) -> String {
+        let Script::Timed { words, next, .. } = self else {
+            return String::new();
+        };
+        let start = *next;
+        let mut end = start;
+        while end < words.len() && words[end].0 <= until_s + WORD_TOLERANCE_S {
+            end += 1;
+        }
+        let text = words[start..end]
+            .iter()
+            .map(|(_, w)| w.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if consume {
+            *next = end;
+        }
+        text
+    }
 }
 
 /// A running fake Deepgram server.

@@ -7,10 +7,28 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::deepgram::{DeepgramFake, DeepgramFakeConfig};
+use crate::deepgram::{DeepgramFake, DeepgramFakeConfig, TimedUtterance};
 use crate::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
 use crate::latency::LatencyProfile;
 use crate::openai::{FakeLlmOptions, FakeOpenAi};
+use crate::twilio::{CallScript, UtteranceKind};
+
+/// A call script as the STT fake's time-aligned script: every utterance's words at its times;
+/// noise carries no words.
+pub fn timed_script(script: &CallScript) -> Vec<TimedUtterance> {
+    script
+        .utterances
+        .iter()
+        .map(|u| TimedUtterance {
+            start_ms: u.start_ms,
+            end_ms: u.end_ms,
+            text: match u.kind {
+                UtteranceKind::Noise => String::new(),
+                _ => u.text.clone(),
+            },
+        })
+        .collect()
+}
 
 /// Key the Deepgram fake accepts.
 pub const DEEPGRAM_KEY: &str = "dg-fake-key-0123456789";
@@ -50,11 +68,45 @@ impl ProviderFakes {
         latency: LatencyProfile,
         scripts: HashMap<String, Vec<String>>,
     ) -> std::io::Result<ProviderFakes> {
+        Self::start_deepgram(
+            latency,
+            DeepgramFakeConfig {
+                tag_scripts: scripts,
+                ..DeepgramFakeConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts the fakes for replaying recorded calls: the STT fake recognises each call's
+    /// words at the times its script says they were spoken (time-aligned), keyed by the
+    /// script's name as the Deepgram `tag`.
+    pub async fn start_for_calls(
+        latency: LatencyProfile,
+        calls: &[&CallScript],
+    ) -> std::io::Result<ProviderFakes> {
+        let timed = calls
+            .iter()
+            .map(|c| (c.name.clone(), timed_script(c)))
+            .collect();
+        Self::start_deepgram(
+            latency,
+            DeepgramFakeConfig {
+                timed_scripts: timed,
+                ..DeepgramFakeConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_deepgram(
+        latency: LatencyProfile,
+        config: DeepgramFakeConfig,
+    ) -> std::io::Result<ProviderFakes> {
         let deepgram = DeepgramFake::start(DeepgramFakeConfig {
             api_key: DEEPGRAM_KEY.to_owned(),
             latency,
-            tag_scripts: scripts,
-            ..DeepgramFakeConfig::default()
+            ..config
         })
         .await?;
         let openai = FakeOpenAi::start_with(FakeLlmOptions {

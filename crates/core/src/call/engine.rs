@@ -26,6 +26,9 @@ const FRAME_MS: u64 = 20;
 /// ms after a generation's expected end of playback before the core stops waiting for its last
 /// mark (a lost echo must not keep the call in "bot speaking" forever).
 const MARK_GRACE_MS: u64 = 2_000;
+/// Longest a tentative barge-in may be held open by continuing caller speech without confirming
+/// words, beyond `onset + confirmation_window_ms` (ms).
+const TENTATIVE_CAP_MS: u64 = 3_000;
 /// ms after the call started ending (goodbye) before it hangs up even if the goodbye never played.
 const ENDING_CAP_MS: u64 = 30_000;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
@@ -315,6 +318,7 @@ impl CallCore {
                     let t = self.vad.push_mulaw(chunk);
                     if self.vad.last_frame_speech() {
                         self.last_voiced_at = Some(now);
+                        self.extend_tentative(now);
                     }
                     if let Some(t) = t {
                         self.on_vad(t, now);
@@ -855,6 +859,20 @@ impl CallCore {
         }
     }
 
+    /// The caller is still speaking: the confirmation window runs from their last voiced frame,
+    /// up to [`TENTATIVE_CAP_MS`] past the window counted from the onset.
+    fn extend_tentative(&mut self, now: Millis) {
+        if let BargeState::Tentative { onset, deadline } = self.barge {
+            let window = u64::from(self.s.interruption.confirmation_window_ms);
+            let cap = onset.plus(window + TENTATIVE_CAP_MS);
+            let extended = now.plus(window).min(cap).max(deadline);
+            self.barge = BargeState::Tentative {
+                onset,
+                deadline: extended,
+            };
+        }
+    }
+
     fn resume_unconfirmed(&mut self) {
         self.barge = BargeState::Resumed;
         self.metrics.false_interruptions += 1;
@@ -957,11 +975,19 @@ impl CallCore {
         if self.user.is_empty() {
             return;
         }
+        if self.user.extended
+            && self.user.deadline.is_some_and(|d| now < d)
+            && self.user.word_count() == self.user.extended_words
+        {
+            // Still waiting for the rest of an unfinished sentence; nothing new was said.
+            return;
+        }
         if self.s.incomplete_utterance_detection
             && !self.user.extended
             && is_incomplete(&self.user.text(), self.lexicon)
         {
             self.user.extended = true;
+            self.user.extended_words = self.user.word_count();
             self.user.state = UserState::Committing;
             self.user.deadline = Some(now.plus(u64::from(self.s.incomplete_extra_wait_ms)));
             return;

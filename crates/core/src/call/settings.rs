@@ -70,8 +70,14 @@ pub struct InterruptionSettings {
     /// 0..=1: an STT word counts towards confirming a tentative barge-in only with at least this
     /// confidence. Default 0.65.
     pub min_stt_confidence: f32,
-    /// ms after the caller's speech onset during which the confirming words must arrive; when it
-    /// passes unconfirmed the bot resumes where it paused. Default 400 ms.
+    /// ms during which the confirming words may still arrive after the caller's speech onset
+    /// *and after the last moment they were heard speaking*: the window is
+    /// `max(onset, last voiced frame) + confirmation_window_ms`, so the STT's own latency (its
+    /// words come hundreds of ms after the audio) does not let a caller who keeps talking be
+    /// talked over, while a cough or an "uh-huh" resumes the bot this long after it stops. A
+    /// tentative barge-in lasts at most `confirmation_window_ms` + 3 s without confirmation
+    /// (steady noise cannot hold the bot paused). When it passes unconfirmed the bot resumes
+    /// where it paused. Default 400 ms.
     pub confirmation_window_ms: u32,
     /// Words (with confidence ≥ `min_stt_confidence`, backchannels excluded when
     /// `backchannel_filter`) that confirm a tentative barge-in. Default 2. 0 confirms on the first

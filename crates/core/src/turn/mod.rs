@@ -107,7 +107,8 @@ pub enum BargeState {
     Tentative {
         /// When the caller started speaking (VAD onset, lead included).
         onset: Millis,
-        /// End of the confirmation window (`onset + confirmation_window_ms`).
+        /// End of the confirmation window: `confirmation_window_ms` after the later of the onset
+        /// and the caller's last voiced frame (capped, see `CallSettings`).
         deadline: Millis,
     },
     /// Caller speech while the bot talks that may not interrupt it (see [`Gate`]); it becomes
@@ -196,6 +197,9 @@ pub struct UserTurn {
     pub started_during_bot: bool,
     /// Whether the turn already used its extra wait for an incomplete utterance.
     pub extended: bool,
+    /// Words the turn had when that wait began: a repeated end-of-utterance signal with no new
+    /// words (e.g. Deepgram's `UtteranceEnd` after its `speech_final`) does not cut it short.
+    pub extended_words: usize,
     /// When the turn commits unless something new happens.
     pub deadline: Option<Millis>,
 }

@@ -422,8 +422,14 @@ impl Session<'_> {
                     if let Some(text) = self.text.clone() {
                         let n = text.split_whitespace().count();
                         self.interims += 1;
-                        let shown =
-                            first_words(&text, self.interims.min(n.saturating_sub(1)).max(1));
+                        let shown = if self.script.is_timed() {
+                            self.script.words_until(t, false)
+                        } else {
+                            first_words(&text, self.interims.min(n.saturating_sub(1)).max(1))
+                        };
+                        if shown.is_empty() {
+                            return true;
+                        }
                         let spec = ResultSpec {
                             text: &shown,
                             start: self.seg_start_s,
@@ -445,7 +451,11 @@ impl Session<'_> {
                 self.utterance_end_due = None;
                 self.interims = 0;
                 self.since_interim_ms = 0;
-                self.text = Some(self.conn.shared.next_text(&mut self.script));
+                self.text = Some(if self.script.is_timed() {
+                    String::new()
+                } else {
+                    self.conn.shared.next_text(&mut self.script)
+                });
                 if self.params.vad_events {
                     let msg = json!({"type": "SpeechStarted", "channel": [0, 1],
                         "timestamp": round3(self.seg_start_s)});
@@ -466,6 +476,9 @@ impl Session<'_> {
             if self.silence_ms >= self.gap_ms() {
                 self.in_speech = false;
                 let end = self.last_voice_end_s;
+                if self.script.is_timed() && self.text.is_some() {
+                    self.text = Some(self.script.words_until(end, true));
+                }
                 if let Some(text) = self.text.take() {
                     let now = Instant::now();
                     self.pending = Some(PendingFinal {
@@ -716,8 +729,14 @@ impl Session<'_> {
                     if let Some(text) = self.text.clone() {
                         let n = text.split_whitespace().count();
                         self.interims += 1;
-                        let shown =
-                            first_words(&text, self.interims.min(n.saturating_sub(1)).max(1));
+                        let shown = if self.script.is_timed() {
+                            self.script.words_until(t, false)
+                        } else {
+                            first_words(&text, self.interims.min(n.saturating_sub(1)).max(1))
+                        };
+                        if shown.is_empty() {
+                            return true;
+                        }
                         if !self.send_turn_info("Update", &shown, 0.1, false).await {
                             return false;
                         }
