@@ -134,10 +134,10 @@ async fn call(stack: &Stack, script: CallScript) -> CallReport {
 async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
     let store = &stack.server.state().store;
     for _ in 0..100 {
-        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await {
-            if call.ended_reason.is_some() {
-                return call;
-            }
+        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
+            && call.ended_reason.is_some()
+        {
+            return call;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -54,30 +54,33 @@ pub struct KeySources {
 
 impl KeySources {
     fn lookup(&self, a: &AssistantConfig, names: &[&str]) -> Option<String> {
-        for name in names {
-            if let Some(v) = a.api_keys.as_ref().and_then(|k| k.get(name)) {
-                if !v.is_empty() {
-                    return Some(v.to_owned());
-                }
-            }
-        }
-        for name in names {
-            if let Some(v) = self.organization.get(*name).and_then(Value::as_str) {
-                if !v.is_empty() {
-                    return Some(v.to_owned());
-                }
-            }
-        }
-        if self.use_env {
-            for name in names {
-                if let Ok(v) = std::env::var(name.to_ascii_uppercase()) {
-                    if !v.is_empty() {
-                        return Some(v);
-                    }
-                }
-            }
-        }
-        None
+        let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        let from_assistant = names.iter().find_map(|n| {
+            a.api_keys
+                .as_ref()
+                .and_then(|k| k.get(n))
+                .and_then(non_empty)
+        });
+        let from_org = || {
+            names.iter().find_map(|n| {
+                self.organization
+                    .get(*n)
+                    .and_then(Value::as_str)
+                    .and_then(non_empty)
+            })
+        };
+        let from_env = || {
+            self.use_env
+                .then(|| {
+                    names.iter().find_map(|n| {
+                        std::env::var(n.to_ascii_uppercase())
+                            .ok()
+                            .filter(|v| !v.is_empty())
+                    })
+                })
+                .flatten()
+        };
+        from_assistant.or_else(from_org).or_else(from_env)
     }
 }
 

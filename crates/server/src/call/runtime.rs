@@ -592,10 +592,10 @@ impl Call {
                     self.llm = Some((generation, stream));
                 }
                 Action::CancelLlm { generation } => {
-                    if self.llm.as_ref().is_some_and(|(g, _)| *g == generation) {
-                        if let Some((_, mut s)) = self.llm.take() {
-                            s.cancel();
-                        }
+                    if self.llm.as_ref().is_some_and(|(g, _)| *g == generation)
+                        && let Some((_, mut s)) = self.llm.take()
+                    {
+                        s.cancel();
                     }
                 }
                 Action::TtsText { generation, text } => {

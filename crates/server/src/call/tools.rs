@@ -218,10 +218,10 @@ pub async fn twilio_client(state: &AppState, org_id: i64) -> Option<TwilioRest> 
 /// Ends the call at Twilio (closing the media socket also ends `<Connect>`, which has nothing
 /// after it; this makes sure). An already-ended call counts as success.
 pub async fn hang_up(state: &AppState, setup: &CallSetup) {
-    if let Some(client) = twilio_client(state, setup.organization_id).await {
-        if let Err(e) = client.hang_up(&setup.call_sid).await {
-            tracing::warn!(call_sid = %setup.call_sid, error = %e, "hang-up through Twilio failed");
-        }
+    if let Some(client) = twilio_client(state, setup.organization_id).await
+        && let Err(e) = client.hang_up(&setup.call_sid).await
+    {
+        tracing::warn!(call_sid = %setup.call_sid, error = %e, "hang-up through Twilio failed");
     }
 }
 
