@@ -16,6 +16,7 @@ pub mod deepgram_aura;
 pub mod deepgram_flux;
 pub mod elevenlabs;
 pub mod openai;
+pub mod slots;
 pub mod sse;
 
 pub use error::ProviderError;

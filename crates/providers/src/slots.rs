@@ -113,13 +113,15 @@ impl SlotBackend for LocalSlots {
     }
 
     async fn renew(&self, pool: &str, lease_id: &str, ttl: Duration) -> Result<bool, SlotError> {
-        Ok(self.with_pool(pool, |leases| match leases.get_mut(lease_id) {
-            Some(expires) => {
-                *expires = Instant::now() + ttl;
-                true
-            }
-            None => false,
-        }))
+        Ok(
+            self.with_pool(pool, |leases| match leases.get_mut(lease_id) {
+                Some(expires) => {
+                    *expires = Instant::now() + ttl;
+                    true
+                }
+                None => false,
+            }),
+        )
     }
 
     async fn release(&self, pool: &str, lease_id: &str) -> Result<(), SlotError> {
@@ -420,7 +422,10 @@ mod tests {
             .acquire(SlotKind::Tts, key, 2, Duration::from_millis(30))
             .await
             .unwrap_err();
-        assert!(matches!(err, SlotError::Exhausted { limit: 2, .. }), "{err}");
+        assert!(
+            matches!(err, SlotError::Exhausted { limit: 2, .. }),
+            "{err}"
+        );
         // Other kinds and other keys have their own pools.
         let other = limiter
             .acquire(SlotKind::Stt, key, 1, Duration::ZERO)
@@ -473,7 +478,12 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert!(!backend.renew("p", "a", Duration::from_secs(5)).await.unwrap());
+        assert!(
+            !backend
+                .renew("p", "a", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
