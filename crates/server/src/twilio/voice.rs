@@ -75,9 +75,7 @@ async fn answer(
     form: &[u8],
     signed_params: &[(String, String)],
 ) -> Response {
-    let params = signed_params;
-    let body = form;
-    let Ok(hook) = VoiceWebhook::from_form(body) else {
+    let Ok(hook) = VoiceWebhook::from_form(form) else {
         return (StatusCode::BAD_REQUEST, "missing CallSid, From or To").into_response();
     };
     let outbound = hook
@@ -86,7 +84,7 @@ async fn answer(
         .is_some_and(|d| d.as_str().starts_with("outbound"));
     let (assistant, org_id) = find_assistant(&state, &hook, outbound).await;
     let auth = TwilioAuth::for_org(&state, org_id).await;
-    if let Err(why) = auth.check(&state, &uri, &headers, params) {
+    if let Err(why) = auth.check(&state, &uri, &headers, signed_params) {
         tracing::warn!(call_sid = %hook.call_sid, why, "voice webhook rejected");
         return forbidden(why);
     }
