@@ -187,7 +187,24 @@ impl Call {
         let stt = stt.map_err(|e| format!("provider_error: stt: {e}"))?;
         let tts = tts.map_err(|e| format!("provider_error: tts: {e}"))?;
 
-        let settings = resolve::core_settings(a, &setup.overrides, &setup.party);
+        let mut party = setup.party.clone();
+        if a.conversation_continuity_enabled.unwrap_or(true) && !party.caller_number.is_empty() {
+            let since = switchboard_store::now_ms() - resolve::CONTINUITY_WINDOW_MS;
+            if let Ok(lines) = state
+                .store
+                .conversation_history(
+                    setup.organization_id,
+                    setup.assistant_id,
+                    &party.caller_number,
+                    since,
+                )
+                .await
+            {
+                party.previous_conversation =
+                    lines.into_iter().map(|t| (t.role, t.content)).collect();
+            }
+        }
+        let settings = resolve::core_settings(a, &setup.overrides, &party);
         let core = CallCore::new(settings, Millis(0));
         let recorder = spawn_recorder(state.clone(), setup.call_id);
         Ok(Call {

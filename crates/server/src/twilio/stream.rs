@@ -329,6 +329,8 @@ async fn authorize(state: &AppState, start: &Start) -> Result<CallSetup, Refusal
                 call.to_number.clone()
             },
             direction: call.direction.clone(),
+            // Filled by the runtime from the store (conversation continuity).
+            previous_conversation: Vec::new(),
         },
         org_keys,
     })
