@@ -2,6 +2,7 @@
 //! sans-IO core for each call, the mapping from an assistant record to what a call runs with,
 //! and the tools a call's LLM can use.
 
+pub mod recording;
 pub mod registry;
 pub mod resolve;
 pub mod runtime;

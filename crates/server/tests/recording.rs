@@ -1,0 +1,91 @@
+//! Call recording through its public API, the way the call runtime uses it: frames pushed on
+//! the call task, files written in `spawn_blocking` at the end, rows stored with the store.
+
+use serde_json::json;
+use switchboard_assistant::{RecordingFormat, RecordingSettings};
+use switchboard_core::audio::{MULAW_SILENCE, mulaw};
+use switchboard_server::call::recording::{CallRecorder, TrackKind};
+use switchboard_store::{NewCall, Store};
+
+/// A 10 s call: the bot speaks 2 s (sent 300 ms ahead of playback), the caller barges in after
+/// 1 s and the rest of the reply is cleared; the files hold what was heard and the rows match.
+#[tokio::test]
+async fn a_call_is_recorded_written_and_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = RecordingSettings {
+        format: Some(RecordingFormat::Wav),
+        ..RecordingSettings::default()
+    };
+    let mut rec = CallRecorder::new(&settings, dir.path(), 1, "CA0123456789abcdef")
+        .expect("recording enabled by default")
+        .with_max_call_length_s(Some(600));
+    assert!(rec.creates_database_records());
+    let bot = [mulaw::encode(6000); 160];
+    let caller = [mulaw::encode(-300); 160];
+    let mut sent = 0;
+    for frame in 0..500 {
+        // Keep a 300 ms lead (15 frames) of bot audio queued, 100 frames in all.
+        while sent < 100 && sent < frame + 15 {
+            rec.push_bot(&bot);
+            sent += 1;
+        }
+        if frame == 50 {
+            rec.bot_cleared();
+            sent = 100;
+        }
+        rec.push_caller(&caller);
+    }
+    let files = tokio::task::spawn_blocking(move || rec.finish())
+        .await
+        .expect("join")
+        .expect("files written");
+    let kinds: Vec<TrackKind> = files.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [TrackKind::User, TrackKind::Assistant, TrackKind::Mixed]
+    );
+    for f in &files {
+        assert_eq!(f.duration_ms, 10_000, "{:?}", f.kind);
+        assert!(f.path.starts_with(dir.path().join("recordings")));
+    }
+    let assistant = std::fs::read(&files[1].path).expect("assistant file");
+    // µ-law WAV: 58-byte header, then one byte per sample.
+    let audio = &assistant[58..];
+    assert_eq!(audio.len(), 80_000);
+    // Played: the first 50 frames (1 s); after the clear only silence.
+    assert!(audio[..8000].iter().all(|&b| b == bot[0]));
+    assert!(audio[8000..].iter().all(|&b| b == MULAW_SILENCE));
+
+    let store = Store::connect("sqlite::memory:").await.expect("store");
+    store.migrate().await.expect("migrate");
+    let org = store.ensure_organization("rec").await.expect("org").id;
+    let call = store
+        .create_call(&NewCall {
+            organization_id: org,
+            assistant_id: None,
+            call_sid: "CA0123456789abcdef".into(),
+            direction: "inbound".into(),
+            from_number: "+15550001".into(),
+            to_number: "+15550002".into(),
+            status: "in-progress".into(),
+            metadata: json!({}),
+        })
+        .await
+        .expect("call");
+    for f in &files {
+        store
+            .add_recording(call.id, &f.to_new_recording())
+            .await
+            .expect("row");
+    }
+    let rows = store.list_recordings(call.id).await.expect("rows");
+    assert_eq!(rows.len(), 3);
+    for (row, f) in rows.iter().zip(&files) {
+        assert_eq!(row.kind, f.kind.as_str());
+        assert_eq!(row.format, "wav");
+        assert_eq!(row.duration_ms, 10_000);
+        assert_eq!(row.sample_rate, 8000);
+        assert_eq!(row.size_bytes, 80_058);
+        assert_eq!(row.path_or_url, f.path.to_string_lossy());
+    }
+}
