@@ -90,7 +90,13 @@ fn latency(args: &DemoArgs) -> LatencyProfile {
 /// Runs the demo call.
 pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
-    let script = load_script(args, scratch.path())?;
+    let mut script = load_script(args, scratch.path())?;
+    // Stay on the line a little after the last words, so the bot's goodbye is heard.
+    let linger_ms = 6_000u64;
+    let mut audio = script.audio.to_vec();
+    audio.resize(audio.len() + (linger_ms * 8) as usize, 0xFF);
+    script.audio = audio.into();
+    script.hangup_at_ms = script.hangup_at_ms.map(|h| h + linger_ms);
     let latency = latency(args);
     let fakes = ProviderFakes::start_for_calls(latency, &[&script])
         .await
@@ -99,7 +105,9 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     if script.name == EMBEDDED_NAME {
         // The built-in call gets the replies a receptionist would give; other fixtures get the
         // fake LLM's generic echo of what it heard.
-        for reply in DEMO_REPLIES {
+        // The closing reply twice: when the caller pauses mid-turn the engine may start a
+        // reply and cancel it once they go on, which uses one up.
+        for reply in DEMO_REPLIES.iter().chain(DEMO_REPLIES.last()) {
             fakes.openai.push(FakeLlmTurn::Text((*reply).to_owned()));
         }
     }
@@ -171,7 +179,8 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     let call = tokio::spawn(FakeCall::new(cfg, Arc::new(script)).run());
 
     let store = server.state().store.clone();
-    let report = follow(&store, call).await?;
+    let mut seen = HashSet::new();
+    let report = follow(&store, call, &mut seen).await?;
     let elapsed = started.elapsed();
 
     let Some(row) = wait_finished(&store, &report.call_sid).await else {
@@ -179,6 +188,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     };
     // The recorder writes off the call path; let it drain.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    print_new_lines(&store, row.id, &mut seen).await;
 
     let turns = store.list_turn_metrics(row.id).await.unwrap_or_default();
     print_turns(&turns);
@@ -221,8 +231,8 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
 async fn follow(
     store: &Store,
     mut call: tokio::task::JoinHandle<CallReport>,
+    seen: &mut HashSet<i64>,
 ) -> anyhow::Result<CallReport> {
-    let mut seen = HashSet::new();
     let mut call_id = None;
     let mut tick = tokio::time::interval(Duration::from_millis(150));
     loop {
@@ -240,7 +250,7 @@ async fn follow(
                         .and_then(|calls| calls.first().map(|c| c.id));
                 }
                 if let Some(id) = call_id {
-                    print_new_lines(store, id, &mut seen).await;
+                    print_new_lines(store, id, seen).await;
                 }
             }
         }
@@ -295,6 +305,13 @@ fn print_turns(turns: &[TurnMetricRow]) {
         "  turn  speech end→STT final  →LLM request  →first token  →first TTS audio  →first frame out  = total   providers"
     );
     for t in turns {
+        if t.first_audio_sent_ms.is_none() {
+            println!(
+                "  {:>4}  (no reply: the caller went on talking, joined to the next turn)",
+                t.turn_index
+            );
+            continue;
+        }
         let total = span(t.user_speech_end_ms, t.first_audio_sent_ms);
         println!(
             "  {:>4}  {:>20}  {:>12}  {:>12}  {:>16}  {:>16}  {:>7}   {}",

@@ -326,12 +326,31 @@ impl Script {
     fn timed(utterances: &[TimedUtterance]) -> Script {
         let mut words = Vec::new();
         for u in utterances {
+            // A word takes time in proportion to its letters; punctuation after it is a pause
+            // (a synthesiser or a person stops at a full stop). Each word is placed at the
+            // middle of its own share of the utterance, before the pause that follows it.
             let list: Vec<&str> = u.text.split_whitespace().collect();
-            let n = list.len().max(1) as f64;
+            let weight = |w: &str| -> (f64, f64) {
+                let letters = w.chars().filter(|c| c.is_alphanumeric()).count().max(1) as f64 + 1.0;
+                let pause = match w.chars().last() {
+                    Some('.' | '?' | '!') => 6.0,
+                    Some(',' | ';' | ':') => 3.0,
+                    _ => 0.0,
+                };
+                (letters, pause)
+            };
+            let total: f64 = list
+                .iter()
+                .map(|w| weight(w).0 + weight(w).1)
+                .sum::<f64>()
+                .max(1.0);
             let span = u.end_ms.saturating_sub(u.start_ms) as f64 / 1000.0;
-            for (i, w) in list.iter().enumerate() {
-                let at = u.start_ms as f64 / 1000.0 + (i as f64 + 0.5) / n * span;
+            let mut before = 0.0;
+            for w in &list {
+                let (letters, pause) = weight(w);
+                let at = u.start_ms as f64 / 1000.0 + (before + letters / 2.0) / total * span;
                 words.push((at, (*w).to_owned()));
+                before += letters + pause;
             }
         }
         words.sort_by(|a, b| a.0.total_cmp(&b.0));
