@@ -66,6 +66,17 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// Redis shared by several instances.
     pub redis: RedisSettings,
+    /// Where call recordings are written.
+    pub recordings: RecordingsSettings,
+}
+
+/// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
+/// lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsSettings {
+    /// Base folder of recordings (created on the first recording).
+    pub base_dir: String,
 }
 
 /// `[twilio]`: how we talk to Twilio and authenticate what it sends. Debug redacts secrets.

@@ -73,6 +73,7 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     settings.server.drain_timeout_s = 5;
     settings.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
     settings.providers.keys_from_env = false;
+    settings.recordings.base_dir = dir.path().display().to_string();
     let server = serve::start(
         settings,
         StartOptions {
@@ -243,7 +244,13 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
     let cut = script.utterances[0].end_ms + 1_200;
     script.hangup_at_ms = Some(cut);
     script.utterances.truncate(1);
-    let stack = start(&script).await;
+    let stack = start_with(
+        &script,
+        WELCOME,
+        serde_json::json!({"recording_settings": {"enabled": true, "format": "wav"}}),
+        &[],
+    )
+    .await;
     let report = call(&stack, script.clone()).await;
     assert!(
         report.errors.is_empty(),
@@ -272,6 +279,30 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
             .any(|t| t.role == "user" && t.content.contains("appointment")),
         "the caller's words were lost: {lines:#?}"
     );
+    // The call was recorded: caller, assistant and mixed tracks, as long as the call.
+    let mut recordings = Vec::new();
+    for _ in 0..50 {
+        recordings = stack
+            .server
+            .state()
+            .store
+            .list_recordings(call.id)
+            .await
+            .expect("recordings");
+        if recordings.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(recordings.len(), 3, "{recordings:#?}");
+    for r in &recordings {
+        let meta = std::fs::metadata(&r.path_or_url).expect("recording file exists");
+        assert!(meta.len() > 44, "{r:?}");
+        assert!(
+            r.duration_ms as u64 + 500 >= cut,
+            "recording shorter than the call: {r:?}"
+        );
+    }
     drop(stack.fakes);
     stack.server.shutdown().await;
 }

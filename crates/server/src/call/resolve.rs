@@ -152,95 +152,6 @@ pub fn system_prompt(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
 /// How long after a call ends the next call from the same number continues it, in ms.
 pub const CONTINUITY_WINDOW_MS: i64 = 15 * 60 * 1000;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assistant(prompt: &str) -> AssistantConfig {
-        let mut a = AssistantConfig::new("t");
-        a.llm_settings.system_prompt = prompt.to_owned();
-        a
-    }
-
-    #[test]
-    fn prompt_carries_agenda_variables_caller_and_previous_call() {
-        let a = assistant("You help {{customer}}.");
-        let ov = CallOverrides {
-            welcome_message: None,
-            agenda: Some("Confirm Tuesday's appointment".into()),
-            variables: BTreeMap::from([("customer".into(), "Maria".into())]),
-        };
-        let party = CallParty {
-            previous_conversation: vec![
-                ("user".into(), "I need to move my appointment".into()),
-                ("assistant".into(), "Sure, to which day?".into()),
-            ],
-            caller_number: "+15550001111".into(),
-            assistant_number: "+15550002222".into(),
-            direction: "inbound".into(),
-        };
-        let p = system_prompt(&a, &ov, &party);
-        assert!(p.starts_with("You help Maria."), "{p}");
-        assert!(p.contains("Confirm Tuesday's appointment"));
-        assert!(p.contains("- customer: Maria"));
-        assert!(p.contains("+15550001111"));
-        assert!(p.contains("Caller: I need to move my appointment"));
-        assert!(p.contains("You: Sure, to which day?"));
-    }
-
-    #[test]
-    fn welcome_override_and_variables() {
-        let mut a = assistant("x");
-        a.llm_settings.welcome_message = Some("Hello".into());
-        let ov = CallOverrides {
-            welcome_message: Some("Hi {{ name }}, it's Harbor Dental.".into()),
-            agenda: None,
-            variables: BTreeMap::from([("name".into(), "Sam".into())]),
-        };
-        let s = core_settings(&a, &ov, &CallParty::default());
-        assert_eq!(
-            s.welcome_message.as_deref(),
-            Some("Hi Sam, it's Harbor Dental.")
-        );
-        let s = core_settings(&a, &CallOverrides::default(), &CallParty::default());
-        assert_eq!(s.welcome_message.as_deref(), Some("Hello"));
-    }
-
-    #[test]
-    fn keys_come_from_assistant_then_org() {
-        let mut a = assistant("x");
-        let keys = KeySources {
-            organization: serde_json::from_str(
-                r#"{"deepgram_api_key": "org-dg", "openai_api_key": "org-oa"}"#,
-            )
-            .unwrap(),
-            use_env: false,
-        };
-        assert_eq!(stt_config(&a, &keys).unwrap().api_key, "org-dg");
-        a.api_keys = serde_json::from_str(r#"{"deepgram_api_key": "own-dg"}"#).unwrap();
-        assert_eq!(stt_config(&a, &keys).unwrap().api_key, "own-dg");
-        let (llm, _) = llm_configs(&a, &keys).unwrap();
-        assert_eq!(llm.api_key, "org-oa");
-    }
-
-    #[test]
-    fn unsupported_providers_are_refused_with_a_reason() {
-        let mut a = assistant("x");
-        a.stt_settings.provider = Some("soniox".into());
-        assert!(
-            stt_config(&a, &KeySources::default())
-                .unwrap_err()
-                .contains("soniox")
-        );
-        a.tts_settings.provider = "cartesia".into();
-        assert!(
-            tts_config(&a, &KeySources::default())
-                .unwrap_err()
-                .contains("cartesia")
-        );
-    }
-}
-
 /// The sans-IO core's settings for this call.
 pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty) -> CallSettings {
     let d = CallSettings::default();
@@ -454,4 +365,93 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, S
         api_key,
         ..TtsConfig::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assistant(prompt: &str) -> AssistantConfig {
+        let mut a = AssistantConfig::new("t");
+        a.llm_settings.system_prompt = prompt.to_owned();
+        a
+    }
+
+    #[test]
+    fn prompt_carries_agenda_variables_caller_and_previous_call() {
+        let a = assistant("You help {{customer}}.");
+        let ov = CallOverrides {
+            welcome_message: None,
+            agenda: Some("Confirm Tuesday's appointment".into()),
+            variables: BTreeMap::from([("customer".into(), "Maria".into())]),
+        };
+        let party = CallParty {
+            previous_conversation: vec![
+                ("user".into(), "I need to move my appointment".into()),
+                ("assistant".into(), "Sure, to which day?".into()),
+            ],
+            caller_number: "+15550001111".into(),
+            assistant_number: "+15550002222".into(),
+            direction: "inbound".into(),
+        };
+        let p = system_prompt(&a, &ov, &party);
+        assert!(p.starts_with("You help Maria."), "{p}");
+        assert!(p.contains("Confirm Tuesday's appointment"));
+        assert!(p.contains("- customer: Maria"));
+        assert!(p.contains("+15550001111"));
+        assert!(p.contains("Caller: I need to move my appointment"));
+        assert!(p.contains("You: Sure, to which day?"));
+    }
+
+    #[test]
+    fn welcome_override_and_variables() {
+        let mut a = assistant("x");
+        a.llm_settings.welcome_message = Some("Hello".into());
+        let ov = CallOverrides {
+            welcome_message: Some("Hi {{ name }}, it's Harbor Dental.".into()),
+            agenda: None,
+            variables: BTreeMap::from([("name".into(), "Sam".into())]),
+        };
+        let s = core_settings(&a, &ov, &CallParty::default());
+        assert_eq!(
+            s.welcome_message.as_deref(),
+            Some("Hi Sam, it's Harbor Dental.")
+        );
+        let s = core_settings(&a, &CallOverrides::default(), &CallParty::default());
+        assert_eq!(s.welcome_message.as_deref(), Some("Hello"));
+    }
+
+    #[test]
+    fn keys_come_from_assistant_then_org() {
+        let mut a = assistant("x");
+        let keys = KeySources {
+            organization: serde_json::from_str(
+                r#"{"deepgram_api_key": "org-dg", "openai_api_key": "org-oa"}"#,
+            )
+            .unwrap(),
+            use_env: false,
+        };
+        assert_eq!(stt_config(&a, &keys).unwrap().api_key, "org-dg");
+        a.api_keys = serde_json::from_str(r#"{"deepgram_api_key": "own-dg"}"#).unwrap();
+        assert_eq!(stt_config(&a, &keys).unwrap().api_key, "own-dg");
+        let (llm, _) = llm_configs(&a, &keys).unwrap();
+        assert_eq!(llm.api_key, "org-oa");
+    }
+
+    #[test]
+    fn unsupported_providers_are_refused_with_a_reason() {
+        let mut a = assistant("x");
+        a.stt_settings.provider = Some("soniox".into());
+        assert!(
+            stt_config(&a, &KeySources::default())
+                .unwrap_err()
+                .contains("soniox")
+        );
+        a.tts_settings.provider = "cartesia".into();
+        assert!(
+            tts_config(&a, &KeySources::default())
+                .unwrap_err()
+                .contains("cartesia")
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! allocates nothing in steady state except the STT frame handed to its socket task.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
@@ -34,6 +35,7 @@ use switchboard_store::{NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
 
+use super::recording::CallRecorder;
 use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
 use super::tools;
@@ -135,6 +137,8 @@ struct Call {
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
     recorder: mpsc::UnboundedSender<Persist>,
+    /// The call's audio recording (`recording_settings`), written when the call ends.
+    audio: Option<CallRecorder>,
     providers_used: ProvidersUsed,
     bad_messages: u64,
 }
@@ -207,6 +211,13 @@ impl Call {
         let settings = resolve::core_settings(a, &setup.overrides, &party);
         let core = CallCore::new(settings, Millis(0));
         let recorder = spawn_recorder(state.clone(), setup.call_id);
+        let audio = CallRecorder::new(
+            &a.recording_settings,
+            Path::new(&state.settings.recordings.base_dir),
+            setup.call_id,
+            &setup.call_sid,
+        )
+        .map(|r| r.with_max_call_length_s(a.max_call_length));
         Ok(Call {
             state: state.clone(),
             setup: setup.clone(),
@@ -229,6 +240,7 @@ impl Call {
             audio_buf: Vec::with_capacity(512),
             tts_closing: HashSet::new(),
             recorder,
+            audio,
             bad_messages: 0,
         })
     }
@@ -324,6 +336,9 @@ impl Call {
         }
         self.stt.close().await;
         self.tts.close().await;
+        if let Some(rec) = self.audio.take() {
+            save_recording(&self.state, self.setup.call_id, rec);
+        }
         let _ = socket.send(WsMessage::Close(None)).await;
         outcome
     }
@@ -350,6 +365,9 @@ impl Call {
                     return Flow::Continue;
                 }
                 self.stt.send_audio(&self.audio_buf);
+                if let Some(r) = self.audio.as_mut() {
+                    r.push_caller(&self.audio_buf);
+                }
                 self.core.handle(Event::CallerAudio(&self.audio_buf), now);
             }
             Ok(InboundMessage::Mark(mark)) => {
@@ -570,6 +588,9 @@ impl Call {
         while let Some(action) = self.core.poll_action() {
             match action {
                 Action::SendMedia(frame) => {
+                    if let Some(r) = self.audio.as_mut() {
+                        r.push_bot(&frame);
+                    }
                     let text = self.writer.media(&self.setup.stream_sid, &frame).to_owned();
                     if socket.send(WsMessage::Text(text.into())).await.is_err() {
                         return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
@@ -583,6 +604,9 @@ impl Call {
                     }
                 }
                 Action::SendClear => {
+                    if let Some(r) = self.audio.as_mut() {
+                        r.bot_cleared();
+                    }
                     let text = self.writer.clear(&self.setup.stream_sid).to_owned();
                     if socket.send(WsMessage::Text(text.into())).await.is_err() {
                         return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
@@ -743,6 +767,31 @@ fn to_chat_message(m: &switchboard_core::call::Message) -> ChatMessage {
             m.content.clone(),
         ),
     }
+}
+
+/// Writes the recording files off the call path and records them in the store.
+fn save_recording(state: &AppState, call_id: i64, rec: CallRecorder) {
+    let db = rec.creates_database_records();
+    let state2 = state.clone();
+    state.tasks.spawn(async move {
+        match tokio::task::spawn_blocking(move || rec.finish()).await {
+            Ok(Ok(files)) => {
+                if db {
+                    for f in files {
+                        if let Err(e) = state2
+                            .store
+                            .add_recording(call_id, &f.to_new_recording())
+                            .await
+                        {
+                            tracing::warn!(call_id, error = %e, "could not record a recording row");
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(call_id, error = %e, "could not write the call recording"),
+            Err(e) => tracing::warn!(call_id, error = %e, "recording task failed"),
+        }
+    });
 }
 
 /// A row for the store, made on the call task, written by the recorder task.
