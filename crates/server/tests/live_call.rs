@@ -600,3 +600,71 @@ async fn scenario_speech_at_the_tail_of_an_answer_waits_its_turn() {
     );
     stack.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_llm_falls_back_within_the_turn() {
+    let mut script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let cut = script.utterances[0].end_ms + 5_000;
+    script.hangup_at_ms = Some(cut);
+    script.utterances.truncate(1);
+    let stack = start_with(&script, SHORT_WELCOME, serde_json::json!({}), &[]).await;
+    // The primary answers 503 once; the fallback (another provider entry pointing at the same
+    // fake, as a proxy would) takes the turn.
+    stack.fakes.openai.push(FakeLlmTurn::server_error(503));
+    stack
+        .fakes
+        .openai
+        .push(FakeLlmTurn::Text("Tuesday works, at what time?".to_owned()));
+    let assistant_id = stack
+        .server
+        .state()
+        .store
+        .list_assistants(1, 0, 10, false)
+        .await
+        .expect("assistants")[0]
+        .id;
+    let patch = serde_json::json!({"llm_fallback_providers": {"enabled": true, "fallbacks": [{
+        "provider": "custom",
+        "base_url": stack.fakes.openai.base_url(),
+        "api_key": switchboard_testkit::stack::OPENAI_KEY,
+        "model": "backup-model"
+    }]}});
+    let res = stack
+        .http
+        .patch(format!("{}/api/v1/assistants/{assistant_id}", stack.base))
+        .bearer_auth(KEY)
+        .json(&patch)
+        .send()
+        .await
+        .expect("patch");
+    assert!(res.status().is_success(), "patch: {}", res.status());
+
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    let (_, lines) = transcript(&stack, &report.call_sid).await;
+    assert!(
+        lines
+            .iter()
+            .any(|t| t.role == "assistant" && t.content.contains("Tuesday works")),
+        "the fallback's answer was not spoken: {lines:#?}"
+    );
+    let call = finished_call(&stack, &report.call_sid).await;
+    let turns = stack
+        .server
+        .state()
+        .store
+        .list_turn_metrics(call.id)
+        .await
+        .expect("metrics");
+    assert!(
+        turns
+            .iter()
+            .any(|t| t.llm_provider.as_deref() == Some("custom:backup-model")),
+        "the answering provider is not recorded: {turns:#?}"
+    );
+    stack.server.shutdown().await;
+}
