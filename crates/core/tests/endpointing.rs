@@ -160,6 +160,96 @@ fn utterance_end_during_the_incomplete_wait_does_not_commit() {
     sim.assert_clean();
 }
 
+fn llm_classified(timeout_ms: u32) -> CallSettings {
+    CallSettings {
+        incomplete_utterance_detection: true,
+        incomplete_llm_timeout_ms: Some(timeout_ms),
+        ..CallSettings::default()
+    }
+}
+
+#[test]
+fn a_short_utterance_is_asked_of_the_llm_and_complete_commits_at_the_verdict() {
+    let mut sim = quiet(llm_classified(500));
+    sim.speak(1000, 1600);
+    sim.at(1900, In::Final("Tuesday works".into(), 0.9, true));
+    sim.run_until(1950);
+    let asked = sim.classify_requests();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].0, 1900);
+    assert_eq!(asked[0].2, "Tuesday works");
+    assert!(sim.llm_starts().is_empty(), "no reply before the verdict");
+    sim.at(2100, In::Classified(asked[0].1, false));
+    sim.run_until(6000);
+    assert_eq!(sim.llm_starts().len(), 1);
+    assert_eq!(sim.llm_starts()[0].0, 2100);
+    sim.assert_clean();
+}
+
+#[test]
+fn an_incomplete_verdict_waits_for_the_rest_of_the_sentence() {
+    let mut sim = quiet(llm_classified(500));
+    sim.speak(1000, 1600);
+    sim.at(1900, In::Final("My order number".into(), 0.9, true));
+    sim.run_until(1950);
+    let request = sim.classify_requests()[0].1;
+    sim.at(2000, In::Classified(request, true));
+    sim.speak(2800, 4000);
+    sim.at(4300, In::Final("is four five seven two".into(), 0.9, true));
+    sim.run_until(9000);
+    assert_eq!(sim.llm_starts().len(), 1, "{:?}", sim.llm_starts());
+    assert_eq!(sim.llm_starts()[0].0, 4300);
+    assert_eq!(sim.user_history(), ["My order number is four five seven two"]);
+    sim.assert_clean();
+}
+
+#[test]
+fn no_verdict_in_time_commits_as_complete_and_a_late_one_is_ignored() {
+    for timeout in [200u32, 500] {
+        let mut sim = quiet(llm_classified(timeout));
+        sim.speak(1000, 1600);
+        sim.at(1900, In::Final("Tuesday works".into(), 0.9, true));
+        sim.run_until(1950);
+        let request = sim.classify_requests()[0].1;
+        sim.run_until(1900 + u64::from(timeout) - 1);
+        assert!(sim.llm_starts().is_empty(), "timeout {timeout}");
+        sim.run_until(1900 + u64::from(timeout) + 1);
+        assert_eq!(sim.llm_starts().len(), 1, "timeout {timeout}");
+        assert_eq!(sim.llm_starts()[0].0, 1900 + u64::from(timeout));
+        // The verdict arrives late: nothing changes.
+        sim.at(1900 + u64::from(timeout) + 300, In::Classified(request, true));
+        sim.run_until(6000);
+        assert_eq!(sim.llm_starts().len(), 1, "timeout {timeout}");
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn long_or_rule_incomplete_utterances_are_not_asked() {
+    // Five words or more: committed at once. "I want to": the rules already know.
+    let mut sim = quiet(llm_classified(500));
+    sim.speak(1000, 2000);
+    sim.at(2300, In::Final("I would like a table please".into(), 0.9, true));
+    sim.run_until(5000);
+    assert!(sim.classify_requests().is_empty());
+    assert_eq!(sim.llm_starts()[0].0, 2300);
+    let mut sim = quiet(llm_classified(500));
+    sim.speak(1000, 1600);
+    sim.at(1900, In::Final("I want to".into(), 0.9, true));
+    sim.run_until(2500);
+    assert!(sim.classify_requests().is_empty());
+    // Without the setting nothing is asked either.
+    let mut sim = quiet(CallSettings {
+        incomplete_llm_timeout_ms: Some(500),
+        ..CallSettings::default()
+    });
+    sim.speak(1000, 1600);
+    sim.at(1900, In::Final("Tuesday works".into(), 0.9, true));
+    sim.run_until(5000);
+    assert!(sim.classify_requests().is_empty());
+    assert_eq!(sim.llm_starts()[0].0, 1900);
+}
+
 #[test]
 fn noise_without_words_is_not_a_turn() {
     let mut sim = quiet(CallSettings::default());

@@ -14,7 +14,7 @@ use crate::dialog::{
     ToolCall, TranscriptEntry,
 };
 use crate::speech::{Chunker, ChunkerConfig};
-use crate::turn::incomplete::is_incomplete;
+use crate::turn::incomplete::{SHORT_UTTERANCE_WORDS, is_incomplete};
 use crate::turn::lexicon::{Lexicon, word_count};
 use crate::turn::similarity::similarity;
 use crate::turn::{BargeState, BotState, BotView, Gate, Transcript, UserState, UserTurn, gate};
@@ -219,6 +219,10 @@ pub struct CallCore {
     cue_no: usize,
     last_cue_at: Option<Millis>,
     metrics: CallMetrics,
+    /// A pending LLM verdict on an incomplete utterance: request id, the turn's word count when
+    /// asked, and when to stop waiting.
+    classifying: Option<(u64, usize, Millis)>,
+    next_classify: u64,
 }
 
 impl fmt::Debug for CallCore {
@@ -295,6 +299,8 @@ impl CallCore {
             cue_no: 0,
             last_cue_at: None,
             metrics: CallMetrics::default(),
+            classifying: None,
+            next_classify: 1,
             s: settings,
         }
     }
@@ -373,6 +379,10 @@ impl CallCore {
             Event::TransferRequested { to, message } => {
                 self.begin_ending(HangUpReason::Completed, Some(to), message, false, now);
             }
+            Event::UtteranceClassified {
+                request,
+                incomplete,
+            } => self.on_classified(request, incomplete, now),
             Event::CallerHungUp => self.on_caller_hung_up(now),
             Event::Timeout => {}
         }
@@ -403,6 +413,7 @@ impl CallCore {
             consider(Some(deadline));
         }
         consider(self.user.deadline);
+        consider(self.classifying.map(|(_, _, d)| d));
         consider(self.spec_deadline);
         consider(self.idle_deadline());
         if self.ending.is_none() {
@@ -497,6 +508,12 @@ impl CallCore {
             && now >= deadline
         {
             self.resume_unconfirmed();
+        }
+        if let Some((request, _, d)) = self.classifying
+            && now >= d
+        {
+            // No verdict in time: take the utterance as complete.
+            self.on_classified(request, false, now);
         }
         if let Some(d) = self.user.deadline
             && now >= d
@@ -982,6 +999,32 @@ impl CallCore {
             // Still waiting for the rest of an unfinished sentence; nothing new was said.
             return;
         }
+        if let Some((_, words, _)) = self.classifying {
+            if words == self.user.word_count() {
+                // The LLM is still judging these very words.
+                return;
+            }
+            // The caller said more since: that question is moot.
+            self.classifying = None;
+        }
+        if self.s.incomplete_utterance_detection
+            && !self.user.extended
+            && !is_incomplete(&self.user.text(), self.lexicon)
+            && let Some(timeout) = self.s.incomplete_llm_timeout_ms
+            && self.user.word_count() < SHORT_UTTERANCE_WORDS
+        {
+            let request = self.next_classify;
+            self.next_classify += 1;
+            let words = self.user.word_count();
+            self.classifying = Some((request, words, now.plus(u64::from(timeout))));
+            self.user.state = UserState::Committing;
+            self.user.deadline = None;
+            self.actions.push_back(Action::ClassifyUtterance {
+                request,
+                text: self.user.text(),
+            });
+            return;
+        }
         if self.s.incomplete_utterance_detection
             && !self.user.extended
             && is_incomplete(&self.user.text(), self.lexicon)
@@ -993,6 +1036,29 @@ impl CallCore {
             return;
         }
         self.commit_user(now);
+    }
+
+    /// The LLM's verdict on a short utterance (or the verdict's timeout, as "complete").
+    fn on_classified(&mut self, request: u64, incomplete: bool, now: Millis) {
+        let Some((pending, words, _)) = self.classifying else {
+            return;
+        };
+        if pending != request {
+            return;
+        }
+        self.classifying = None;
+        if words != self.user.word_count() || self.vad.is_speaking() || self.user.is_empty() {
+            // The caller went on meanwhile: their turn is judged again when it ends.
+            return;
+        }
+        if incomplete {
+            self.user.extended = true;
+            self.user.extended_words = words;
+            self.user.state = UserState::Committing;
+            self.user.deadline = Some(now.plus(u64::from(self.s.incomplete_extra_wait_ms)));
+        } else {
+            self.commit_user(now);
+        }
     }
 
     fn endpoint_timeout(&mut self, now: Millis) {
@@ -1013,6 +1079,7 @@ impl CallCore {
     /// The caller's utterance is over: decide whether it is a turn, a backchannel, an
     /// interruption, or speech to answer once the bot finishes.
     fn commit_user(&mut self, now: Millis) {
+        self.classifying = None;
         let text = self.user.text();
         let words = word_count(&text) as u32;
         let bc = self.s.interruption.backchannel_filter && self.lexicon.is_backchannel(&text);

@@ -140,6 +140,14 @@ pub enum Event<'a> {
         /// What to say first.
         message: Option<String>,
     },
+    /// The verdict on an [`Action::ClassifyUtterance`]: whether the caller's words sound
+    /// unfinished (the turn then waits `incomplete_extra_wait_ms` for more).
+    UtteranceClassified {
+        /// The request it answers.
+        request: u64,
+        /// The utterance sounds unfinished.
+        incomplete: bool,
+    },
     /// The caller hung up (Twilio `stop`): the core records what was heard and stops.
     CallerHungUp,
     /// The deadline from [`CallCore::poll_timeout`] passed.
@@ -191,6 +199,15 @@ pub enum Action {
     TtsCancel {
         /// The generation.
         generation: Generation,
+    },
+    /// Ask a lightweight LLM whether `text` (a short caller utterance) is an unfinished thought;
+    /// answer with [`Event::UtteranceClassified`]. The turn holds until the verdict or
+    /// `incomplete_llm_timeout_ms`, whichever comes first; a late verdict is ignored.
+    ClassifyUtterance {
+        /// Request id, echoed in the verdict.
+        request: u64,
+        /// What the caller said so far in this turn.
+        text: String,
     },
     /// Run a tool; answer with [`Event::ToolResult`].
     RunTool {

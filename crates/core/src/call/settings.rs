@@ -204,6 +204,13 @@ pub struct CallSettings {
     pub incomplete_utterance_detection: bool,
     /// ms of extra wait for an utterance classified incomplete (once per turn). Default 1500 ms.
     pub incomplete_extra_wait_ms: u32,
+    /// With `incomplete_utterance_detection`: a short utterance (fewer than
+    /// [`crate::turn::incomplete::SHORT_UTTERANCE_WORDS`] words) that the rules do not already
+    /// find unfinished is also asked of a lightweight LLM ([`super::Action::ClassifyUtterance`]);
+    /// its verdict is awaited at most this long (ms), after which the turn commits as complete.
+    /// `None` = rules only. Default `None`; the server sets it when the assistant's LLM can
+    /// answer.
+    pub incomplete_llm_timeout_ms: Option<u32>,
     /// `stt_settings.speculative_config`.
     pub speculative: SpeculativeSettings,
     /// `idle_timeout`, seconds: with neither side speaking this long, the bot says
@@ -269,6 +276,7 @@ impl Default for CallSettings {
             utterance_timeout_seconds: 1.5,
             incomplete_utterance_detection: false,
             incomplete_extra_wait_ms: 1500,
+            incomplete_llm_timeout_ms: None,
             speculative: SpeculativeSettings::default(),
             idle_timeout: None,
             idle_message: Some(DEFAULT_IDLE_MESSAGE.to_owned()),

@@ -52,6 +52,7 @@ pub enum In {
     Transfer(String, Option<String>),
     CallerHungUp,
     Frame(bool),
+    Classified(u64, bool),
 }
 
 /// What the fake LLM answers to the next `StartLlm`.
@@ -317,6 +318,13 @@ impl Sim {
                 now,
             ),
             In::UtteranceEnd => self.core.handle(Event::SttUtteranceEnd, now),
+            In::Classified(request, incomplete) => self.core.handle(
+                Event::UtteranceClassified {
+                    request,
+                    incomplete,
+                },
+                now,
+            ),
             In::EndOfTurn(t) => self.core.handle(Event::SttEndOfTurn(words(&t, 0.9)), now),
             In::SpeechStarted => self.core.handle(Event::SttSpeechStarted, now),
             In::LlmText(g, t) => {
@@ -588,6 +596,17 @@ impl Sim {
 
     pub fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
         self.log.iter().filter(|(_, a)| f(a)).count()
+    }
+
+    /// The `ClassifyUtterance` requests the core made, with their time.
+    pub fn classify_requests(&self) -> Vec<(u64, u64, String)> {
+        self.log
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::ClassifyUtterance { request, text } => Some((*t, *request, text.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn first_at(&self, f: impl Fn(&Action) -> bool) -> Option<u64> {

@@ -149,6 +149,15 @@ pub fn system_prompt(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
     prompt
 }
 
+/// How long the turn waits for the LLM's verdict on a short utterance, in ms.
+pub const INCOMPLETE_LLM_TIMEOUT_MS: u32 = 600;
+
+/// The instructions of the incomplete-utterance classifier.
+pub const CLASSIFIER_PROMPT: &str = "You judge phone-call speech. The caller paused after \
+saying the text below. Answer with exactly one word: INCOMPLETE if they are clearly in the \
+middle of a thought and will go on (e.g. \"I want to\", \"my number is\", \"and also\"), \
+otherwise COMPLETE.";
+
 /// How long after a call ends the next call from the same number continues it, in ms.
 pub const CONTINUITY_WINDOW_MS: i64 = 15 * 60 * 1000;
 
@@ -186,6 +195,12 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
             .map(|v| v as f32)
             .unwrap_or(d.utterance_timeout_seconds),
         incomplete_utterance_detection: s.incomplete_utterance_detection.unwrap_or(false),
+        // The record's setting asks a lightweight LLM about short utterances; the rules answer
+        // the obvious ones at once and this bounds the wait for the others.
+        incomplete_llm_timeout_ms: s
+            .incomplete_utterance_detection
+            .unwrap_or(false)
+            .then_some(INCOMPLETE_LLM_TIMEOUT_MS),
         speculative: SpeculativeSettings {
             enabled: sc.enable_speculative_llm,
             stream_to_tts: sc.speculative_stream_to_tts,

@@ -137,6 +137,9 @@ struct Call {
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
     recorder: mpsc::UnboundedSender<Persist>,
+    /// Verdicts of the incomplete-utterance classifier, from its tasks.
+    verdicts_tx: mpsc::UnboundedSender<(u64, bool)>,
+    verdicts: mpsc::UnboundedReceiver<(u64, bool)>,
     /// The call's audio recording (`recording_settings`), written when the call ends.
     audio: Option<CallRecorder>,
     providers_used: ProvidersUsed,
@@ -211,6 +214,7 @@ impl Call {
         let settings = resolve::core_settings(a, &setup.overrides, &party);
         let core = CallCore::new(settings, Millis(0));
         let recorder = spawn_recorder(state.clone(), setup.call_id);
+        let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
         let audio = CallRecorder::new(
             &a.recording_settings,
             Path::new(&state.settings.recordings.base_dir),
@@ -240,6 +244,8 @@ impl Call {
             audio_buf: Vec::with_capacity(512),
             tts_closing: HashSet::new(),
             recorder,
+            verdicts_tx,
+            verdicts,
             audio,
             bad_messages: 0,
         })
@@ -314,6 +320,10 @@ impl Call {
                     }
                 }
                 ev = next_llm(&mut self.llm) => self.on_llm(ev),
+                Some((request, incomplete)) = self.verdicts.recv() => {
+                    let now = self.now();
+                    self.core.handle(Event::UtteranceClassified { request, incomplete }, now);
+                }
                 cmd = control.recv() => {
                     if let Some(cmd) = cmd {
                         self.on_command(cmd);
@@ -659,6 +669,16 @@ impl Call {
                     self.tts_closing.remove(&generation.0);
                     let _ = self.tts.cancel(generation.0);
                 }
+                Action::ClassifyUtterance { request, text } => {
+                    let cfg = self.llm_primary.clone();
+                    let http = self.state.http.clone();
+                    let tx = self.verdicts_tx.clone();
+                    tokio::spawn(async move {
+                        if let Some(incomplete) = classify_utterance(&cfg, &http, &text).await {
+                            let _ = tx.send((request, incomplete));
+                        }
+                    });
+                }
                 Action::RunTool { call, .. } => {
                     let now = self.now();
                     let result = tools::run(&self.state, &self.setup, &call).await;
@@ -696,6 +716,38 @@ impl Call {
         }
         Flow::Continue
     }
+}
+
+/// Asks the assistant's LLM whether `text` is an unfinished thought: `Some(true)` for
+/// INCOMPLETE, `Some(false)` for anything else, `None` when the LLM could not answer (the core
+/// then commits when its wait runs out).
+pub(crate) async fn classify_utterance(
+    cfg: &switchboard_providers::llm::LlmConfig,
+    http: &reqwest::Client,
+    text: &str,
+) -> Option<bool> {
+    let mut cfg = cfg.clone();
+    cfg.temperature = Some(0.0);
+    cfg.max_tokens = Some(3);
+    cfg.stop_sequences.clear();
+    let req = LlmRequest {
+        messages: vec![
+            ChatMessage::system(resolve::CLASSIFIER_PROMPT),
+            ChatMessage::user(text.to_owned()),
+        ],
+        tools: Vec::new(),
+    };
+    let mut stream = switchboard_providers::llm::stream_chat(&cfg, req, http);
+    let mut answer = String::new();
+    while let Some(ev) = stream.recv().await {
+        match ev {
+            LlmEvent::Text(t) => answer.push_str(&t),
+            LlmEvent::Done { .. } => break,
+            LlmEvent::Failed(_) => return None,
+            _ => {}
+        }
+    }
+    Some(answer.to_ascii_uppercase().contains("INCOMPLETE"))
 }
 
 fn hang_up_reason(reason: HangUpReason) -> String {
@@ -887,4 +939,50 @@ fn call_metrics_json(m: &CallMetrics) -> serde_json::Value {
         "llm_failures": m.llm_failures,
         "tts_failures": m.tts_failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_providers::llm::{LlmConfig, LlmProvider};
+    use switchboard_testkit::openai::{FakeLlmOptions, FakeLlmTurn, FakeOpenAi};
+
+    #[tokio::test]
+    async fn the_classifier_asks_the_llm_briefly_and_reads_its_verdict() {
+        let fake = FakeOpenAi::start_with(FakeLlmOptions {
+            api_key: Some("sk-test".into()),
+            ..FakeLlmOptions::default()
+        })
+        .await
+        .expect("fake");
+        let mut cfg = LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "sk-test")
+            .with_base_url(fake.base_url());
+        cfg.temperature = Some(0.7);
+        cfg.max_tokens = Some(500);
+        let http = reqwest::Client::new();
+
+        fake.push(FakeLlmTurn::Text("INCOMPLETE".into()));
+        assert_eq!(
+            classify_utterance(&cfg, &http, "My order number").await,
+            Some(true)
+        );
+        fake.push(FakeLlmTurn::Text("COMPLETE".into()));
+        assert_eq!(
+            classify_utterance(&cfg, &http, "Tuesday works").await,
+            Some(false)
+        );
+        fake.push(FakeLlmTurn::server_error(500));
+        assert_eq!(classify_utterance(&cfg, &http, "Tuesday works").await, None);
+
+        let req = fake.requests()[0].body.clone();
+        assert_eq!(req["temperature"], 0.0);
+        assert_eq!(req["max_tokens"], 3);
+        assert_eq!(req["messages"][0]["role"], "system");
+        assert!(
+            req["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("INCOMPLETE"))
+        );
+        assert_eq!(req["messages"][1]["content"], "My order number");
+    }
 }
