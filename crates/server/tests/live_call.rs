@@ -307,6 +307,25 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
     stack.server.shutdown().await;
 }
 
+/// Replays the fixture `name` against an assistant with `welcome`, `patch` and scripted LLM
+/// `replies`; the caller must see no protocol error.
+async fn run_fixture(
+    name: &str,
+    welcome: &str,
+    patch: Value,
+    replies: &[&str],
+) -> (Stack, CallScript, CallReport) {
+    let script = CallScript::load(&fixtures_dir(), name).expect("fixture");
+    let stack = start_with(&script, welcome, patch, replies).await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    (stack, script, report)
+}
+
 /// A short welcome, so the scenarios' first utterance (at 3 s) does not talk over it.
 const SHORT_WELCOME: &str = "Hi, Harbor Dental.";
 
@@ -336,10 +355,8 @@ fn clears_between(report: &CallReport, from_ms: u64, to_ms: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_a_real_barge_in_cuts_the_bot_off() {
-    let script = CallScript::load(&fixtures_dir(), "barge_in").expect("fixture");
-    let barge = script.utterances[1].clone();
-    let stack = start_with(
-        &script,
+    let (stack, script, report) = run_fixture(
+        "barge_in",
         SHORT_WELCOME,
         serde_json::json!({}),
         &[
@@ -349,12 +366,7 @@ async fn scenario_a_real_barge_in_cuts_the_bot_off() {
         ],
     )
     .await;
-    let report = call(&stack, script.clone()).await;
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
+    let barge = script.utterances[1].clone();
     assert!(
         clears_between(&report, barge.start_ms, barge.end_ms) >= 1,
         "no clear while the caller barged in: clears at {:?}",
@@ -386,11 +398,8 @@ async fn scenario_a_real_barge_in_cuts_the_bot_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_backchannels_do_not_interrupt_or_take_a_turn() {
-    let script = CallScript::load(&fixtures_dir(), "backchannel").expect("fixture");
-    let first = script.utterances[0].clone();
-    let last = script.utterances[3].clone();
-    let stack = start_with(
-        &script,
+    let (stack, script, report) = run_fixture(
+        "backchannel",
         SHORT_WELCOME,
         serde_json::json!({}),
         &[
@@ -399,12 +408,8 @@ async fn scenario_backchannels_do_not_interrupt_or_take_a_turn() {
         ],
     )
     .await;
-    let report = call(&stack, script.clone()).await;
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
+    let first = script.utterances[0].clone();
+    let last = script.utterances[3].clone();
     assert_eq!(
         clears_between(&report, first.end_ms, last.start_ms),
         0,
@@ -440,9 +445,8 @@ async fn scenario_backchannels_do_not_interrupt_or_take_a_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_a_pause_mid_sentence_is_one_turn() {
-    let script = CallScript::load(&fixtures_dir(), "pause_mid_sentence").expect("fixture");
-    let stack = start_with(
-        &script,
+    let (stack, _script, report) = run_fixture(
+        "pause_mid_sentence",
         SHORT_WELCOME,
         serde_json::json!({"stt_settings": {"incomplete_utterance_detection": true}}),
         &[
@@ -451,12 +455,6 @@ async fn scenario_a_pause_mid_sentence_is_one_turn() {
         ],
     )
     .await;
-    let report = call(&stack, script.clone()).await;
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
     let (_, lines) = transcript(&stack, &report.call_sid).await;
     // The LLM got the two halves as one caller turn.
     let requests = stack.fakes.openai.requests();
@@ -488,10 +486,8 @@ async fn scenario_a_pause_mid_sentence_is_one_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_a_cough_is_neither_a_barge_in_nor_a_turn() {
-    let script = CallScript::load(&fixtures_dir(), "cough_noise").expect("fixture");
-    let first = script.utterances[0].clone();
-    let stack = start_with(
-        &script,
+    let (stack, script, report) = run_fixture(
+        "cough_noise",
         SHORT_WELCOME,
         serde_json::json!({}),
         &[
@@ -501,12 +497,7 @@ async fn scenario_a_cough_is_neither_a_barge_in_nor_a_turn() {
         ],
     )
     .await;
-    let report = call(&stack, script.clone()).await;
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
+    let first = script.utterances[0].clone();
     assert_eq!(
         clears_between(&report, first.end_ms, script.utterances[2].start_ms),
         0,
@@ -521,21 +512,14 @@ async fn scenario_a_cough_is_neither_a_barge_in_nor_a_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_an_interruption_during_the_welcome() {
-    let script = CallScript::load(&fixtures_dir(), "welcome_interrupt").expect("fixture");
-    let first = script.utterances[0].clone();
-    let stack = start_with(
-        &script,
+    let (stack, script, report) = run_fixture(
+        "welcome_interrupt",
         "Hello and welcome to Harbor Dental, the friendliest dental practice in town. How can I help you today?",
         serde_json::json!({}),
         &["Of course, what is the order number?", "Thank you, I found order four five seven two. It ships tomorrow.", "You're welcome, goodbye!"],
     )
     .await;
-    let report = call(&stack, script.clone()).await;
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
+    let first = script.utterances[0].clone();
     assert!(
         clears_between(&report, first.start_ms, first.end_ms) >= 1,
         "the welcome was not cut: clears at {:?}",
@@ -566,10 +550,8 @@ async fn scenario_an_interruption_during_the_welcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_speech_at_the_tail_of_an_answer_waits_its_turn() {
-    let script = CallScript::load(&fixtures_dir(), "tail_speech").expect("fixture");
-    let second = script.utterances[1].clone();
-    let stack = start_with(
-        &script,
+    let (stack, script, report) = run_fixture(
+        "tail_speech",
         SHORT_WELCOME,
         serde_json::json!({}),
         &[
@@ -579,12 +561,7 @@ async fn scenario_speech_at_the_tail_of_an_answer_waits_its_turn() {
         ],
     )
     .await;
-    let report = call(&stack, script.clone()).await;
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
+    let second = script.utterances[1].clone();
     assert_eq!(
         clears_between(&report, second.start_ms, second.end_ms + 500),
         0,
