@@ -110,7 +110,8 @@ impl AppState {
         }
     }
 
-    /// The public `wss://` (or `ws://` for a local `http://` base) URL of `path`.
+    /// The public `wss://` URL of `path` (Twilio only accepts wss; a local `http://` base also
+    /// maps to `wss://`, and the fake caller connects to such URLs over plain ws on loopback).
     pub fn public_ws_url(&self, path: &str) -> String {
         let base = &self.public_base_url;
         let ws = if let Some(rest) = base.strip_prefix("https://") {
