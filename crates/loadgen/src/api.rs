@@ -174,6 +174,54 @@ pub fn parse_turns(v: &Value) -> Option<Vec<EngineTurn>> {
     )
 }
 
+/// Where the engine's per-turn metrics are read from.
+#[derive(Clone, Debug)]
+pub enum MetricsSource {
+    /// `GET /api/v1/calls/{id}/metrics` over the REST API.
+    Api(Api),
+    /// The engine's database directly (the spawned engine's SQLite file, or `--database-url`):
+    /// the same rows the API serves.
+    Store(switchboard_store::Store),
+}
+
+impl MetricsSource {
+    /// The per-turn metrics of the call with `call_sid`.
+    pub async fn call_turns(&self, call_sid: &str) -> Result<Vec<EngineTurn>, String> {
+        match self {
+            MetricsSource::Api(api) => api.call_turns(call_sid).await.map_err(|e| e.to_string()),
+            MetricsSource::Store(store) => store_turns(store, call_sid).await,
+        }
+    }
+}
+
+/// Reads a call's per-turn metrics from the engine's store.
+pub async fn store_turns(
+    store: &switchboard_store::Store,
+    call_sid: &str,
+) -> Result<Vec<EngineTurn>, String> {
+    let call = store
+        .get_call_by_sid(None, call_sid)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no call record for {call_sid}"))?;
+    let ms = |v: Option<i64>| v.map(|x| x as f64);
+    Ok(store
+        .list_turn_metrics(call.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|t| EngineTurn {
+            user_speech_end_ms: ms(t.user_speech_end_ms),
+            stt_final_ms: ms(t.stt_final_ms),
+            llm_request_ms: ms(t.llm_request_ms),
+            llm_first_token_ms: ms(t.llm_first_token_ms),
+            tts_first_byte_ms: ms(t.tts_first_byte_ms),
+            first_audio_sent_ms: ms(t.first_audio_sent_ms),
+            playback_done_ms: ms(t.playback_done_ms),
+        })
+        .collect())
+}
+
 /// Polls `GET {base}/healthz` until it answers 200 or `timeout` passes.
 pub async fn wait_healthy(http: &reqwest::Client, base: &str, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::twilio::CallScript;
 
-use crate::api::{Api, wait_healthy};
+use crate::api::{Api, MetricsSource, wait_healthy};
 use crate::engine::SpawnedEngine;
 use crate::fakes::Fakes;
 use crate::procfs::{EngineUsage, Sampler};
@@ -105,9 +105,16 @@ pub struct RunArgs {
     /// Sample this process's CPU and RSS (defaults to the spawned engine).
     #[arg(long)]
     pub engine_pid: Option<u32>,
+    /// Read per-turn metrics straight from the engine's database when its API does not serve
+    /// them (automatic with --spawn-engine).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write one JSON line per call (timeline summary, errors, engine turns) here.
+    #[arg(long)]
+    pub details: Option<PathBuf>,
     /// Tokio worker threads of the harness (1 = current-thread runtime).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -174,6 +181,8 @@ pub struct RunResult {
     pub wall_s: f64,
     /// Notes for the operator (metrics unavailable, sampling stopped…).
     pub warnings: Vec<String>,
+    /// CPU seconds the harness process itself (callers and in-process fakes) used for the calls.
+    pub harness_cpu_s: Option<f64>,
 }
 
 /// Runs the load described by `args` (spawning fakes and engine as asked) to the report.
@@ -276,8 +285,18 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         engine_pid: pid,
     };
     let started = Instant::now();
+    let own_cpu = || {
+        crate::procfs::sample(std::process::id())
+            .ok()
+            .map(|s| s.cpu.total() as f64 / crate::procfs::clock_ticks_per_s() as f64)
+    };
+    let cpu_before = own_cpu();
     let reports = run_calls(&cfg, &http, Arc::new(Progress::default())).await;
     let wall_s = started.elapsed().as_secs_f64();
+    let harness_cpu_s = match (cpu_before, own_cpu()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let usage = match sampler {
         Some(s) => {
             let (u, err) = s.finish(reports.len() as u64);
@@ -289,9 +308,17 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         None => EngineUsage::default(),
     };
 
-    let metrics = match &api {
-        Some(api) => {
-            let m = fetch_metrics(api, &reports).await;
+    // The engine writes turn metrics off the call path: give its recorder a moment.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let db_url = args.database_url.clone().or_else(|| {
+        engine
+            .as_ref()
+            .map(|e| format!("sqlite://{}", e.dir().join("switchboard.db").display()))
+    });
+    let source = pick_metrics_source(api.as_ref(), db_url.as_deref(), &reports).await;
+    let metrics = match &source {
+        Some(source) => {
+            let m = fetch_metrics(source, &reports).await;
             let failed: Vec<&String> = m.iter().filter_map(|r| r.as_ref().err()).collect();
             if let Some(first) = failed.first() {
                 warnings.push(format!(
@@ -303,11 +330,30 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
             Some(m)
         }
         None => {
-            warnings.push("no --api-key: engine overhead not measured".into());
+            warnings.push(
+                "engine metrics unavailable (no --api-key, or the API has no metrics route and \
+                 no --database-url): engine overhead not measured"
+                    .into(),
+            );
             None
         }
     };
     let (report, extras) = build_report(&reports, metrics.as_deref(), usage);
+    if let Some(path) = &args.details {
+        let mut out = String::new();
+        for (i, r) in reports.iter().enumerate() {
+            let turns = metrics
+                .as_ref()
+                .and_then(|m| m.get(i))
+                .and_then(|m| m.as_ref().ok())
+                .map(Vec::as_slice);
+            out.push_str(&crate::run::call_details(r, turns).to_string());
+            out.push('\n');
+        }
+        if let Err(e) = std::fs::write(path, out) {
+            warnings.push(format!("cannot write {}: {e}", path.display()));
+        }
+    }
 
     if let Some(e) = engine {
         if report.calls.failed > 0 {
@@ -321,7 +367,24 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         extras,
         wall_s,
         warnings,
+        harness_cpu_s,
     })
+}
+
+/// The API when it serves metrics for the first call, else the database when one is known.
+async fn pick_metrics_source(
+    api: Option<&Api>,
+    db_url: Option<&str>,
+    reports: &[switchboard_testkit::twilio::CallReport],
+) -> Option<MetricsSource> {
+    let probe = reports.iter().find(|r| r.stream_sid.is_some())?;
+    if let Some(api) = api
+        && api.call_turns(&probe.call_sid).await.is_ok()
+    {
+        return Some(MetricsSource::Api(api.clone()));
+    }
+    let store = switchboard_store::Store::connect(db_url?).await.ok()?;
+    Some(MetricsSource::Store(store))
 }
 
 /// Runs, prints the summary, writes the report.
@@ -331,6 +394,12 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
         eprintln!("warning: {w}");
     }
     eprint!("{}", summary_table(&res.report, &res.extras, res.wall_s));
+    if let Some(cpu) = res.harness_cpu_s {
+        eprintln!(
+            "harness: cpu {cpu:.1} s ({:.0} % avg, callers and fakes)",
+            cpu / res.wall_s.max(1e-9) * 100.0
+        );
+    }
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(&res.report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;

@@ -27,6 +27,19 @@ use crate::stats::{Pct3, Pct4};
 /// How long (ms) after a barge-in's end a `clear` still counts as the reaction to it.
 pub const CLEAR_WINDOW_AFTER_BARGE_IN_MS: f64 = 1500.0;
 
+/// A turn followed by less than this much silence (ms) before the caller spoke again or hung up,
+/// with no answer in between, is not counted as unanswered: the turns merged, or the script
+/// ended (real callers do both).
+pub const ANSWER_GRACE_MS: f64 = 3000.0;
+
+/// How much earlier (ms) than the script's speech end an answer's first frame may be stamped on
+/// the engine's clock (the two clocks' offset) and still count as sent after the speech.
+pub const SPEECH_END_SLACK_MS: f64 = 300.0;
+
+/// Without engine metrics, a run of bot audio shorter than this (ms) and cut by a `clear` is
+/// taken for a fragment of an older reply resumed after a false interruption, not an answer.
+pub const RESUMED_FRAGMENT_MS: f64 = 300.0;
+
 /// How far (ms) an engine turn's `first_audio_sent_ms` may lie after the caller's receive time
 /// and still be matched to it (clock offset between the two sides).
 pub const MATCH_SLACK_MS: f64 = 50.0;
@@ -118,6 +131,9 @@ pub struct CallAnalysis {
     pub errors: Vec<(String, String)>,
     /// Harness health: worst caller-frame send lag, ms.
     pub caller_send_lag_max_ms: f64,
+    /// Turns merged into the next one or hung up on within [`ANSWER_GRACE_MS`] before an answer
+    /// came (not counted in `turns`).
+    pub hung_up_before_answer: u64,
 }
 
 impl CallAnalysis {
@@ -188,11 +204,44 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
             .get(i + 1)
             .map_or(f64::INFINITY, |n| n.end_ms as f64);
         a.turns += 1;
-        let seg = r
+        let mut candidates = r
             .segments
             .iter()
-            .find(|s| s.first_received_ms > speech_end && s.first_received_ms <= window_end);
+            .filter(|s| s.first_received_ms > speech_end && s.first_received_ms <= window_end);
+        // With the engine's metrics, the answer is the audio of the engine turn finalised after
+        // this utterance began; without them, the first run of audio that is not a fragment of
+        // an older reply resumed and then cut by a `clear`.
+        let (seg, engine_turn) = match engine_turns {
+            Some(turns) => match answering_turn(turns, u.start_ms as f64, speech_end, window_end) {
+                Some(t) => {
+                    let sent = t.first_audio_sent_ms.unwrap_or(f64::INFINITY);
+                    (
+                        candidates.find(|s| s.first_received_ms + MATCH_SLACK_MS >= sent),
+                        Some(t),
+                    )
+                }
+                None => (None, None),
+            },
+            None => (
+                candidates.find(|s| !(s.cleared && s.end_ms - s.start_ms < RESUMED_FRAGMENT_MS)),
+                None,
+            ),
+        };
         let Some(seg) = seg else {
+            // The caller spoke again, or hung up, before an answer could come: the turns merge
+            // (or the script ended); only a long silence without an answer is an error.
+            let silence_end = r
+                .utterances
+                .iter()
+                .map(|n| n.start_ms as f64)
+                .find(|&s| s > speech_end)
+                .unwrap_or(end_ms)
+                .min(end_ms);
+            if silence_end - speech_end < ANSWER_GRACE_MS {
+                a.turns -= 1;
+                a.hung_up_before_answer += 1;
+                continue;
+            }
             a.errors.push((
                 "turn_unanswered".into(),
                 format!("no bot audio after the caller turn ending at {speech_end:.0} ms"),
@@ -202,8 +251,7 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         a.answered += 1;
         let received = seg.first_received_ms;
         a.turn_latency_ms.push(received - speech_end);
-        if let Some(turns) = engine_turns
-            && let Some(t) = match_turn(turns, received)
+        if let Some(t) = engine_turn
             && let (Some(part), Some(sent)) = (engine_part(t), t.first_audio_sent_ms)
         {
             matched.push((part, received - sent));
@@ -235,16 +283,25 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
     a
 }
 
-/// The engine turn whose reply the caller started receiving at `received_ms`: the one with the
-/// latest `first_audio_sent_ms` not after it (within [`MATCH_SLACK_MS`]).
-pub fn match_turn(turns: &[EngineTurn], received_ms: f64) -> Option<&EngineTurn> {
+/// The engine turn answering a caller utterance spoken from `speech_start_ms` to
+/// `speech_end_ms`: the first (by `first_audio_sent_ms`) of the turns finalised after the
+/// utterance began whose audio went out after it ended (within [`SPEECH_END_SLACK_MS`]) and no
+/// later than `until_ms`. A reply resumed after a false interruption belongs to an older turn,
+/// and a premature reply sent while the caller still talked is not an answer.
+pub fn answering_turn(
+    turns: &[EngineTurn],
+    speech_start_ms: f64,
+    speech_end_ms: f64,
+    until_ms: f64,
+) -> Option<&EngineTurn> {
     turns
         .iter()
         .filter(|t| {
-            t.first_audio_sent_ms
-                .is_some_and(|s| s <= received_ms + MATCH_SLACK_MS)
+            t.stt_final_ms.is_some_and(|f| f >= speech_start_ms)
+                && t.first_audio_sent_ms
+                    .is_some_and(|s| s >= speech_end_ms - SPEECH_END_SLACK_MS && s <= until_ms)
         })
-        .max_by(|a, b| {
+        .min_by(|a, b| {
             a.first_audio_sent_ms
                 .unwrap_or(0.0)
                 .total_cmp(&b.first_audio_sent_ms.unwrap_or(0.0))
@@ -277,6 +334,7 @@ pub struct Aggregate {
     marks_echoed: u64,
     caller_lag_max_ms: f64,
     calls_with_metrics: u64,
+    hung_up_before_answer: u64,
 }
 
 /// Figures of the summary table beyond the JSON report.
@@ -294,6 +352,8 @@ pub struct Extras {
     pub caller_lag_max_ms: f64,
     /// Bot frames measured for lateness.
     pub frames: u64,
+    /// Turns merged or hung up on before an answer could come (not in `turns`).
+    pub hung_up_before_answer: u64,
 }
 
 impl Aggregate {
@@ -310,6 +370,7 @@ impl Aggregate {
         }
         self.turns += a.turns;
         self.answered += a.answered;
+        self.hung_up_before_answer += a.hung_up_before_answer;
         self.turn_latency.extend(a.turn_latency_ms);
         self.overhead.extend(a.engine_overhead_ms);
         self.lateness
@@ -346,6 +407,7 @@ impl Aggregate {
             marks_echoed: self.marks_echoed,
             caller_lag_max_ms: self.caller_lag_max_ms,
             frames: self.lateness.len() as u64,
+            hung_up_before_answer: self.hung_up_before_answer,
         };
         let report = Report {
             calls: CallCounts {
@@ -378,8 +440,14 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
         c.started, c.completed, c.failed
     ));
     s.push_str(&format!(
-        "turns: {} expected, {} answered   marks echoed {}/{}   bot frames {}\n",
-        r.turns, x.answered, x.marks_echoed, x.marks_received, x.frames
+        "turns: {} expected, {} answered ({} more merged or hung up on within {:.0} s)   marks echoed {}/{}   bot frames {}\n",
+        r.turns,
+        x.answered,
+        x.hung_up_before_answer,
+        ANSWER_GRACE_MS / 1000.0,
+        x.marks_echoed,
+        x.marks_received,
+        x.frames
     ));
     s.push_str(&format!(
         "{:<26}{:>9}{:>9}{:>9}{:>9}\n",
@@ -507,7 +575,9 @@ mod tests {
 
     #[test]
     fn turns_latencies_interruptions_and_lateness() {
-        let a = analyze_call(&call(), None);
+        let mut r = call();
+        r.duration_ms = 11_500.0;
+        let a = analyze_call(&r, None);
         assert_eq!(a.turns, 3);
         assert_eq!(a.answered, 2);
         assert_eq!(a.turn_latency_ms, vec![700.0, 600.0]);
@@ -518,6 +588,10 @@ mod tests {
         assert_eq!(a.errors[0].0, "turn_unanswered");
         assert!(a.failed());
         assert!(a.engine_overhead_ms.is_empty());
+        // Hung up 2 s after the last turn: not expected to be answered, not an error.
+        let a = analyze_call(&call(), None);
+        assert_eq!((a.turns, a.answered, a.hung_up_before_answer), (2, 2, 1));
+        assert!(a.errors.is_empty());
     }
 
     #[test]
@@ -540,9 +614,17 @@ mod tests {
             },
         ];
         // Turn 1: dispatch 2 + framing 2, delivery 3 ms; turn 2: 0 + 2, delivery 2 ms.
-        assert_eq!(match_turn(&turns, 2700.0).and_then(engine_part), Some(4.0));
-        assert_eq!(match_turn(&turns, 5600.0).and_then(engine_part), Some(2.0));
-        assert_eq!(match_turn(&turns, 100.0), None);
+        let until = f64::INFINITY;
+        let part =
+            |start, end, until| answering_turn(&turns, start, end, until).and_then(engine_part);
+        assert_eq!(part(1000.0, 2000.0, until), Some(4.0));
+        assert_eq!(part(4000.0, 5000.0, until), Some(2.0));
+        assert_eq!(part(1000.0, 2000.0, 2500.0), None);
+        // An utterance that began after every final has no answering turn.
+        assert_eq!(part(5400.0, 5500.0, until), None);
+        // Audio sent while the caller still talked (a premature reply) is not the answer: the
+        // next turn's is.
+        assert_eq!(part(1000.0, 4000.0, until), Some(2.0));
         // Clock offset = the fastest delivery (2 ms); turn 1's extra 1 ms counts.
         let a = analyze_call(&call(), Some(&turns));
         assert_eq!(a.engine_overhead_ms, vec![5.0, 2.0]);
@@ -578,7 +660,9 @@ mod tests {
         let mut ok = call();
         ok.segments.push(seg(8500.0));
         agg.add("CA1", analyze_call(&ok, None), false);
-        agg.add("CA2", analyze_call(&call(), None), false);
+        let mut bad = call();
+        bad.duration_ms = 11_500.0;
+        agg.add("CA2", analyze_call(&bad, None), false);
         let (r, x) = agg.finish(EngineUsage::default());
         assert_eq!(
             r.calls,

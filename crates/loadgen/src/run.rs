@@ -9,7 +9,7 @@ use futures::StreamExt;
 use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall, FakeCallConfig};
 use tokio::time::Instant;
 
-use crate::api::Api;
+use crate::api::MetricsSource;
 use crate::report::{Aggregate, EngineTurn, Extras, Report, analyze_call};
 
 /// What to run.
@@ -184,13 +184,13 @@ pub async fn run_calls(
 /// Per-turn metrics of every call that had a stream, read with bounded concurrency. A call whose
 /// metrics cannot be read maps to the error text.
 pub async fn fetch_metrics(
-    api: &Api,
+    source: &MetricsSource,
     reports: &[CallReport],
 ) -> Vec<Result<Vec<EngineTurn>, String>> {
     futures::stream::iter(reports.iter().map(|r| {
-        let api = api.clone();
+        let source = source.clone();
         let sid = r.call_sid.clone();
-        async move { api.call_turns(&sid).await.map_err(|e| e.to_string()) }
+        async move { source.call_turns(&sid).await }
     }))
     .buffered(16)
     .collect()
@@ -212,6 +212,36 @@ pub fn build_report(
         agg.add(&r.call_sid, analyze_call(r, turns), turns.is_some());
     }
     agg.finish(engine)
+}
+
+/// One line of `--details`: what a call saw, for finding out why a call failed or a number is
+/// large.
+pub fn call_details(r: &CallReport, turns: Option<&[EngineTurn]>) -> serde_json::Value {
+    let a = crate::report::analyze_call(r, turns);
+    serde_json::json!({
+        "script": r.script,
+        "call_sid": r.call_sid,
+        "outcome": r.outcome,
+        "ended_by": r.ended_by,
+        "duration_ms": r.duration_ms,
+        "webhook_ms": r.webhook_ms,
+        "ws_connect_ms": r.ws_connect_ms,
+        "caller_send_lag_max_ms": r.caller_send_lag_max_ms,
+        "caller_frames_late": r.caller_frames_late,
+        "utterances": r.utterances.iter().map(|u| (u.kind, u.start_ms, u.end_ms)).collect::<Vec<_>>(),
+        "segments": r.segments,
+        "clears_ms": r.clears_ms,
+        "underruns": r.underruns,
+        "marks": [r.marks_received, r.marks_echoed, r.marks_echoed_on_clear],
+        "errors": a.errors,
+        "turn_latency_ms": a.turn_latency_ms,
+        "engine_overhead_ms": a.engine_overhead_ms,
+        "interruption_reaction_ms": a.interruption_reaction_ms,
+        "engine_turns": turns.map(|t| t.iter().map(|t| [
+            t.user_speech_end_ms, t.stt_final_ms, t.llm_request_ms, t.llm_first_token_ms,
+            t.tts_first_byte_ms, t.first_audio_sent_ms, t.playback_done_ms,
+        ]).collect::<Vec<_>>()),
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use switchboard_loadgen::api::Api;
 use switchboard_loadgen::fakes::Fakes;
 use switchboard_loadgen::procfs::Sampler;
-use switchboard_loadgen::report::EngineTurn;
 use switchboard_loadgen::run::{LoadConfig, Progress, build_report, run_calls};
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, StartOptions};
@@ -104,29 +103,9 @@ async fn a_small_run_accounts_for_every_turn() {
     for r in &reports {
         let turns = match api.call_turns(&r.call_sid).await {
             Ok(t) => t,
-            Err(_) => {
-                let call = store
-                    .get_call_by_sid(None, &r.call_sid)
-                    .await
-                    .expect("store")
-                    .expect("the engine recorded the call");
-                let ms = |v: Option<i64>| v.map(|x| x as f64);
-                store
-                    .list_turn_metrics(call.id)
-                    .await
-                    .expect("turn metrics")
-                    .iter()
-                    .map(|t| EngineTurn {
-                        user_speech_end_ms: ms(t.user_speech_end_ms),
-                        stt_final_ms: ms(t.stt_final_ms),
-                        llm_request_ms: ms(t.llm_request_ms),
-                        llm_first_token_ms: ms(t.llm_first_token_ms),
-                        tts_first_byte_ms: ms(t.tts_first_byte_ms),
-                        first_audio_sent_ms: ms(t.first_audio_sent_ms),
-                        playback_done_ms: ms(t.playback_done_ms),
-                    })
-                    .collect()
-            }
+            Err(_) => switchboard_loadgen::api::store_turns(store, &r.call_sid)
+                .await
+                .expect("turn metrics in the store"),
         };
         metrics.push(Ok(turns));
     }
