@@ -587,7 +587,16 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
         }
         Ok(response)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(crate::SMALL_WS_READ_BUFFER),
+        ),
+    )
+    .await
+    else {
         return;
     };
     let accepted = match decided.lock() {

@@ -3,6 +3,10 @@
 //! `switchboard demo`. Written from `shared/protocols.md`, independently of the adapters, so a
 //! misunderstanding of a protocol is not shared by both sides.
 
+/// Read buffer (bytes) of every fake's websocket: tungstenite zero-fills the whole buffer
+/// before each read, and the default 128 KiB made that memset dominate at hundreds of calls.
+pub const SMALL_WS_READ_BUFFER: usize = 8 * 1024;
+
 pub mod anthropic;
 pub mod deepgram;
 pub mod elevenlabs;

@@ -746,7 +746,14 @@ impl FakeCall {
         let t = Instant::now();
         let ws = match tokio::time::timeout(
             self.config.request_timeout,
-            tokio_tungstenite::connect_async(request),
+            tokio_tungstenite::connect_async_with_config(
+                request,
+                Some(
+                    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                        .read_buffer_size(crate::SMALL_WS_READ_BUFFER),
+                ),
+                true,
+            ),
         )
         .await
         {
