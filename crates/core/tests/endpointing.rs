@@ -199,7 +199,10 @@ fn an_incomplete_verdict_waits_for_the_rest_of_the_sentence() {
     sim.run_until(9000);
     assert_eq!(sim.llm_starts().len(), 1, "{:?}", sim.llm_starts());
     assert_eq!(sim.llm_starts()[0].0, 4300);
-    assert_eq!(sim.user_history(), ["My order number is four five seven two"]);
+    assert_eq!(
+        sim.user_history(),
+        ["My order number is four five seven two"]
+    );
     sim.assert_clean();
 }
 
@@ -217,7 +220,10 @@ fn no_verdict_in_time_commits_as_complete_and_a_late_one_is_ignored() {
         assert_eq!(sim.llm_starts().len(), 1, "timeout {timeout}");
         assert_eq!(sim.llm_starts()[0].0, 1900 + u64::from(timeout));
         // The verdict arrives late: nothing changes.
-        sim.at(1900 + u64::from(timeout) + 300, In::Classified(request, true));
+        sim.at(
+            1900 + u64::from(timeout) + 300,
+            In::Classified(request, true),
+        );
         sim.run_until(6000);
         assert_eq!(sim.llm_starts().len(), 1, "timeout {timeout}");
         sim.assert_clean();
@@ -229,7 +235,10 @@ fn long_or_rule_incomplete_utterances_are_not_asked() {
     // Five words or more: committed at once. "I want to": the rules already know.
     let mut sim = quiet(llm_classified(500));
     sim.speak(1000, 2000);
-    sim.at(2300, In::Final("I would like a table please".into(), 0.9, true));
+    sim.at(
+        2300,
+        In::Final("I would like a table please".into(), 0.9, true),
+    );
     sim.run_until(5000);
     assert!(sim.classify_requests().is_empty());
     assert_eq!(sim.llm_starts()[0].0, 2300);
