@@ -27,7 +27,7 @@ pub struct CallOverrides {
     /// What this call is for; appended to the system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agenda: Option<String>,
-    /// Values for `{{name}}` placeholders in the prompt and welcome, also listed in the prompt.
+    /// Values for the `{{name}}` slots of the prompt and welcome, also listed in the prompt.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
 }
