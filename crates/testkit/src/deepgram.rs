@@ -24,13 +24,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
 use crate::latency::LatencyProfile;
+use crate::tcp_server::TcpFakeServer;
 
 mod aura;
 mod listen;
@@ -395,39 +394,32 @@ impl Script {
 
 /// A running fake Deepgram server.
 pub struct DeepgramFake {
-    addr: SocketAddr,
+    server: TcpFakeServer,
     shared: Arc<Shared>,
-    shutdown_tx: watch::Sender<bool>,
-    task: JoinHandle<()>,
 }
 
 impl DeepgramFake {
     /// Bind 127.0.0.1:0 and serve until [`DeepgramFake::shutdown`] or drop.
     pub async fn start(config: DeepgramFakeConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
             state: Mutex::new(State::default()),
         });
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
-        Ok(Self {
-            addr,
-            shared,
-            shutdown_tx,
-            task,
-        })
+        let for_conns = shared.clone();
+        let server =
+            TcpFakeServer::start(move |stream| handle_connection(stream, for_conns.clone()))
+                .await?;
+        Ok(Self { server, shared })
     }
 
     /// `http://127.0.0.1:<port>`: what goes into `provider_config.base_url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Records of every connection so far (accepted or refused), in order.
@@ -442,30 +434,7 @@ impl DeepgramFake {
 
     /// Stop accepting and end every open connection.
     pub fn shutdown(&self) {
-        let _ = self.shutdown_tx.send(true);
-        self.task.abort();
-    }
-}
-
-impl Drop for DeepgramFake {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = handle_connection(stream, shared) => {}
-                _ = shutdown.wait_for(|stop| *stop) => {}
-            }
-        });
+        self.server.shutdown();
     }
 }
 

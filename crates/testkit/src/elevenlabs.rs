@@ -9,16 +9,13 @@
 //! with times, for assertions and for the load harness.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -28,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::deepgram::mulaw;
 use crate::latency::LatencyProfile;
+use crate::tcp_server::TcpFakeServer;
 
 /// What the fake does. `Default` is a well-behaved server with key `test-elevenlabs-key`.
 #[derive(Debug, Clone)]
@@ -185,34 +183,25 @@ impl Shared {
 
 /// A running fake ElevenLabs server.
 pub struct ElevenLabsFake {
-    addr: SocketAddr,
+    server: TcpFakeServer,
     shared: Arc<Shared>,
-    shutdown_tx: watch::Sender<bool>,
-    task: JoinHandle<()>,
 }
 
 impl ElevenLabsFake {
     /// Bind 127.0.0.1:0 and serve until shutdown or drop.
     pub async fn start(config: ElevenLabsFakeConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
             connections: Mutex::new(Vec::new()),
         });
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
-        Ok(Self {
-            addr,
-            shared,
-            shutdown_tx,
-            task,
-        })
+        let for_conns = shared.clone();
+        let server = TcpFakeServer::start(move |stream| handle(stream, for_conns.clone())).await?;
+        Ok(Self { server, shared })
     }
 
     /// `http://127.0.0.1:<port>`: what goes into `tts_settings.provider_config.base_url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Records of every connection so far.
@@ -222,30 +211,7 @@ impl ElevenLabsFake {
 
     /// Stop accepting and end every open connection.
     pub fn shutdown(&self) {
-        let _ = self.shutdown_tx.send(true);
-        self.task.abort();
-    }
-}
-
-impl Drop for ElevenLabsFake {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = handle(stream, shared) => {}
-                _ = shutdown.wait_for(|s| *s) => {}
-            }
-        });
+        self.server.shutdown();
     }
 }
 

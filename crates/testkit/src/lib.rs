@@ -13,4 +13,5 @@ pub mod elevenlabs;
 pub mod latency;
 pub mod openai;
 pub mod stack;
+mod tcp_server;
 pub mod twilio;
