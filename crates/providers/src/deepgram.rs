@@ -197,7 +197,8 @@ pub(crate) async fn open(
         close_done: None,
         parsed: Vec::new(),
     };
-    tokio::spawn(driver.run(ws));
+    // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
+    tokio::spawn(Box::new(driver).run(ws));
     Ok(SttSession::new(
         audio_tx,
         control_tx,
@@ -244,13 +245,14 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut ws: Ws) {
+    async fn run(mut self: Box<Self>, mut ws: Ws) {
         loop {
             match self.session(&mut ws).await {
                 End::Closed => break,
                 End::Dropped(reason) => {
                     tracing::warn!(provider = PROVIDER, %reason, "STT socket dropped; reconnecting");
-                    match self.reconnect().await {
+                    // Boxed: the reconnect state lives on the heap only while reconnecting.
+                    match Box::pin(self.reconnect()).await {
                         Ok(Some(new_ws)) => ws = new_ws,
                         Ok(None) => break,
                         Err(error) => {

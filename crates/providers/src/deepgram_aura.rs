@@ -101,7 +101,8 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
         flushes: VecDeque::new(),
         clearing: 0,
     };
-    tokio::spawn(driver.run());
+    // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
+    tokio::spawn(Box::new(driver).run());
     Ok(TtsSession::new(
         commands_tx,
         events_rx,
@@ -176,7 +177,7 @@ impl Driver {
         true
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let mut close_done: Option<oneshot::Sender<()>> = None;
         loop {
             let far = Instant::now() + Duration::from_secs(86_400);

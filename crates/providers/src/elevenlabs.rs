@@ -178,7 +178,8 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
         inbound_tx,
         inbound_rx,
     };
-    tokio::spawn(driver.run());
+    // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
+    tokio::spawn(Box::new(driver).run());
     Ok(TtsSession::new(
         commands_tx,
         events_rx,
@@ -297,7 +298,7 @@ impl Driver {
         }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let mut close_done: Option<oneshot::Sender<()>> = None;
         let mut connected_at = Instant::now();
         loop {

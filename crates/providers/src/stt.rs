@@ -309,7 +309,7 @@ pub(crate) const AUDIO_QUEUE_FRAMES: usize = 100;
 /// Events the session task can queue before it waits for the call task.
 pub(crate) const EVENT_QUEUE: usize = 1024;
 /// Reused audio buffer capacity (bytes); refilled in place once the socket task is done with it.
-const AUDIO_BUF_BYTES: usize = 8 * 1024;
+const AUDIO_BUF_BYTES: usize = 4 * 1024;
 
 /// Handle to a live STT session. Cheap to use from the call task: nothing here awaits the
 /// network except `close()`.

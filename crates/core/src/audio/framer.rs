@@ -4,10 +4,18 @@
 use super::{FRAME_BYTES, MULAW_SILENCE};
 use std::collections::VecDeque;
 
+/// Capacity kept while idle: 16 frames (320 ms), enough for a provider's usual chunk.
+const IDLE_CAPACITY_BYTES: usize = FRAME_BYTES * 16;
+/// A drained buffer larger than this (64 frames, 1.28 s of audio) is shrunk back.
+const RELEASE_ABOVE_BYTES: usize = FRAME_BYTES * 64;
+
 /// Collects µ-law bytes of any chunking and hands them out as exact 160-byte frames.
 ///
-/// The internal buffer grows to the largest backlog seen and is then reused, so steady-state
-/// pushing and popping does not allocate.
+/// The internal buffer grows with the backlog (a TTS provider sends a reply faster than real
+/// time, so a long reply can hold tens of KiB) and is reused while audio flows, so steady-state
+/// pushing and popping does not allocate. Once a large backlog has drained (end of a reply, or
+/// a `clear`) the buffer gives its memory back: hundreds of idle calls must not each keep the
+/// peak of their longest reply.
 #[derive(Debug, Clone, Default)]
 pub struct Reframer {
     buf: VecDeque<u8>,
@@ -17,8 +25,21 @@ impl Reframer {
     /// An empty re-framer.
     pub fn new() -> Self {
         Self {
-            buf: VecDeque::with_capacity(FRAME_BYTES * 16),
+            buf: VecDeque::with_capacity(IDLE_CAPACITY_BYTES),
         }
+    }
+
+    /// Returns an emptied buffer's excess capacity to the allocator (at most once per drained
+    /// backlog larger than [`RELEASE_ABOVE_BYTES`], never per frame).
+    fn release_if_drained(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > RELEASE_ABOVE_BYTES {
+            self.buf.shrink_to(IDLE_CAPACITY_BYTES);
+        }
+    }
+
+    /// Bytes of memory the buffer holds (its capacity), for tests and metrics.
+    pub fn capacity_bytes(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Appends µ-law audio.
@@ -35,6 +56,7 @@ impl Reframer {
         for (dst, src) in frame.iter_mut().zip(self.buf.drain(..FRAME_BYTES)) {
             *dst = src;
         }
+        self.release_if_drained();
         Some(frame)
     }
 
@@ -50,12 +72,14 @@ impl Reframer {
         for (dst, src) in frame.iter_mut().zip(self.buf.drain(..n)) {
             *dst = src;
         }
+        self.release_if_drained();
         Some(frame)
     }
 
-    /// Drops everything buffered (on `clear` / barge-in), keeping the allocation.
+    /// Drops everything buffered (on `clear` / barge-in); a large allocation is released.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.release_if_drained();
     }
 
     /// Bytes buffered and not yet handed out (1 byte = 0.125 ms at 8 kHz).
@@ -123,5 +147,34 @@ mod tests {
             tail.map(|t| t[..40] == [9; 40] && t[40..] == [0xFF; 120]),
             Some(true)
         );
+    }
+
+    #[test]
+    fn a_drained_long_reply_gives_its_memory_back() {
+        let mut r = Reframer::new();
+        let reply = vec![0x55u8; FRAME_BYTES * 400]; // 8 s of audio, as a fast TTS sends it
+        r.push(&reply);
+        assert!(r.capacity_bytes() >= reply.len());
+        let mut frames = 0;
+        while r.pop_frame().is_some() {
+            frames += 1;
+        }
+        assert_eq!(frames, 400);
+        assert!(
+            r.capacity_bytes() <= RELEASE_ABOVE_BYTES,
+            "{}",
+            r.capacity_bytes()
+        );
+
+        r.push(&reply);
+        r.clear();
+        assert_eq!(r.buffered_bytes(), 0);
+        assert!(r.capacity_bytes() <= RELEASE_ABOVE_BYTES);
+
+        // A short backlog keeps its buffer: no allocation churn per reply.
+        r.push(&[1u8; FRAME_BYTES * 8]);
+        let cap = r.capacity_bytes();
+        while r.pop_frame().is_some() {}
+        assert_eq!(r.capacity_bytes(), cap);
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Read buffer of a provider websocket, in bytes (see [`connect`]).
-pub(crate) const READ_BUFFER_BYTES: usize = 8 * 1024;
+pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -92,7 +92,13 @@ pub(crate) async fn connect(
     // engine's CPU (perf, 200 calls). Nagle off: every message is latency-critical.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES);
-    let attempt = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    // The handshake future is several KiB; boxed, it is freed once connected instead of being
+    // carried inside every long-lived session task that may reconnect (heaptrack, 200 calls).
+    let attempt = Box::pin(tokio_tungstenite::connect_async_with_config(
+        request,
+        Some(config),
+        true,
+    ));
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(ProviderError::Timeout {
             provider,
