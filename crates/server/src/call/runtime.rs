@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures::SinkExt as _;
 use switchboard_core::call::{
     Action, CallCore, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role,
     Transcript, TranscriptEntry, TurnMetrics,
@@ -153,6 +154,8 @@ struct Call {
     verdicts: mpsc::UnboundedReceiver<(u64, bool)>,
     /// The call's audio recording (`recording_settings`), written when the call ends.
     audio: Option<CallRecorder>,
+    /// Messages were fed to the Twilio socket since its last flush.
+    unflushed: bool,
     providers_used: ProvidersUsed,
     bad_messages: u64,
 }
@@ -259,6 +262,7 @@ impl Call {
             verdicts_tx,
             verdicts,
             audio,
+            unflushed: false,
             bad_messages: 0,
         }))
     }
@@ -605,8 +609,21 @@ impl Call {
         }
     }
 
-    /// Carries out every pending action of the core.
+    /// Carries out every pending action of the core. Messages to Twilio are queued with `feed`
+    /// and written with one flush at the end of the batch (a reply's first burst of frames
+    /// and a frame with its mark cost one write instead of one each).
     async fn drain_actions(&mut self, socket: &mut WebSocket) -> Flow {
+        let flow = self.run_actions(socket).await;
+        if flow == Flow::Continue
+            && std::mem::take(&mut self.unflushed)
+            && socket.flush().await.is_err()
+        {
+            return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+        }
+        flow
+    }
+
+    async fn run_actions(&mut self, socket: &mut WebSocket) -> Flow {
         while let Some(action) = self.core.poll_action() {
             match action {
                 Action::SendMedia(frame) => {
@@ -614,14 +631,16 @@ impl Call {
                         r.push_bot(&frame);
                     }
                     let text = self.writer.media(&self.setup.stream_sid, &frame).to_owned();
-                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    self.unflushed = true;
+                    if socket.feed(WsMessage::Text(text.into())).await.is_err() {
                         return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
                     }
                 }
                 Action::SendMark(name) => {
                     let name = name.to_string();
                     let text = self.writer.mark(&self.setup.stream_sid, &name).to_owned();
-                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    self.unflushed = true;
+                    if socket.feed(WsMessage::Text(text.into())).await.is_err() {
                         return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
                     }
                 }
@@ -630,7 +649,8 @@ impl Call {
                         r.bot_cleared();
                     }
                     let text = self.writer.clear(&self.setup.stream_sid).to_owned();
-                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    self.unflushed = true;
+                    if socket.feed(WsMessage::Text(text.into())).await.is_err() {
                         return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
                     }
                 }
@@ -692,6 +712,10 @@ impl Call {
                     });
                 }
                 Action::RunTool { call, .. } => {
+                    // What was queued for the caller goes out before a tool may take seconds.
+                    if socket.flush().await.is_err() {
+                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                    }
                     let now = self.now();
                     let result = Box::pin(tools::run(&self.state, &self.setup, &call)).await;
                     self.core.handle(
@@ -706,6 +730,8 @@ impl Call {
                     }
                 }
                 Action::HangUp { reason } => {
+                    // The goodbye's last frames are queued: write them before hanging up.
+                    let _ = socket.flush().await;
                     Box::pin(tools::hang_up(&self.state, &self.setup)).await;
                     let status = if reason == HangUpReason::ProviderError {
                         "failed"
@@ -715,6 +741,7 @@ impl Call {
                     return Flow::End(self.outcome(status, hang_up_reason(reason)));
                 }
                 Action::Transfer { to } => {
+                    let _ = socket.flush().await;
                     let ok = Box::pin(tools::transfer(&self.state, &self.setup, &to)).await;
                     return Flow::End(self.outcome(
                         "completed",
