@@ -1,6 +1,8 @@
 //! `switchboard-loadgen chart`: an SVG of p99 engine overhead, p99 frame lateness, engine CPU and
 //! memory per call against the number of concurrent calls, drawn by hand (axes, polylines, the
-//! budget as a dashed line) from a set of reports.
+//! budget as a dashed line) from a set of reports. Every point carries its value; a panel with a
+//! budget is scaled to at most [`OFF_SCALE_BUDGETS`] budgets so the region that matters stays
+//! readable, and a point beyond it is drawn on the top edge with an arrow and its value.
 
 use std::fmt::Write as _;
 
@@ -41,7 +43,10 @@ const PANELS: [Panel; 4] = [
     },
 ];
 
-const W: f64 = 900.0;
+/// A budgeted panel's y axis ends at most at this many budgets.
+pub const OFF_SCALE_BUDGETS: f64 = 5.0;
+
+const W: f64 = 960.0;
 const H: f64 = 640.0;
 const PW: f64 = 400.0;
 const PH: f64 = 240.0;
@@ -91,7 +96,10 @@ pub fn render(reports: &[Report]) -> String {
             .filter_map(|r| (p.pick)(r).map(|v| (r.calls.started as f64, v)))
             .collect();
         let data_max = pts.iter().map(|&(_, v)| v).fold(0.0, f64::max);
-        let y_max = nice_ceiling(data_max.max(p.budget.unwrap_or(0.0) * 1.1));
+        let y_max = match p.budget {
+            Some(b) => nice_ceiling(data_max.min(b * OFF_SCALE_BUDGETS).max(b * 1.1)),
+            None => nice_ceiling(data_max),
+        };
         let sx = |n: f64| ox + n / x_max * PW;
         let sy = |v: f64| oy + PH - (v / y_max).clamp(0.0, 1.0) * PH;
         let _ = write!(
@@ -152,6 +160,17 @@ pub fn render(reports: &[Report]) -> String {
                     sx(n),
                     sy(v)
                 );
+                let (label, y) = if v > y_max {
+                    (format!("↑ {}", fmt_value(v)), oy + 14.0)
+                } else {
+                    (fmt_value(v), sy(v) - 8.0)
+                };
+                let _ = write!(
+                    s,
+                    r##"<text x="{:.1}" y="{y:.1}" text-anchor="middle" font-size="10" fill="#1f5fbf">{}</text>"##,
+                    sx(n),
+                    esc(&label)
+                );
             }
         } else {
             let _ = write!(
@@ -170,6 +189,15 @@ pub fn render(reports: &[Report]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A point's label: one decimal below 100, whole numbers above.
+fn fmt_value(v: f64) -> String {
+    if v.abs() < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 fn fmt_tick(v: f64) -> String {
@@ -207,5 +235,20 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert_eq!(svg.matches("not measured").count(), 2);
         assert!(svg.contains("N=500: 8.00"));
+        assert!(svg.contains(">8.0</text>"));
+    }
+
+    #[test]
+    fn points_far_over_budget_sit_on_the_top_edge_with_their_value() {
+        let mut a = Report::default();
+        a.calls.started = 500;
+        a.engine_overhead_ms.p99 = Some(7.9);
+        let mut b = a.clone();
+        b.calls.started = 1000;
+        b.engine_overhead_ms.p99 = Some(882.3);
+        let svg = render(&[a, b]);
+        // Axis ends at 5 budgets (50 ms), not at 1000 ms: the 7.9 ms point stays readable.
+        assert!(svg.contains(">50</text>"));
+        assert!(svg.contains("↑ 882"));
     }
 }
