@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Start this engine binary on a free port with a temp SQLite DB; stopped at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_engine: Option<PathBuf>,
+    /// The spawned engine's database instead of a temp SQLite file (e.g.
+    /// postgres://postgres@127.0.0.1/loadgen; the engine migrates it). Never printed.
+    #[arg(long, value_name = "URL", requires = "spawn_engine")]
+    pub engine_database_url: Option<String>,
     /// Sample this process's CPU and RSS (defaults to the spawned engine).
     #[arg(long)]
     pub engine_pid: Option<u32>,
@@ -138,6 +142,10 @@ impl std::fmt::Debug for RunArgs {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("spawn_fakes", &self.spawn_fakes)
             .field("spawn_engine", &self.spawn_engine)
+            .field(
+                "engine_database_url",
+                &self.engine_database_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("engine_pid", &self.engine_pid)
             .finish_non_exhaustive()
     }
@@ -228,9 +236,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         .context("--twilio-auth-token (or TWILIO_AUTH_TOKEN) is required without --spawn-engine")?;
     let engine = match &args.spawn_engine {
         Some(path) => Some(
-            SpawnedEngine::start(path, &spawn_key, &token, &http, Duration::from_secs(30))
-                .await
-                .context("starting the engine")?,
+            SpawnedEngine::start(
+                path,
+                &spawn_key,
+                &token,
+                args.engine_database_url.as_deref(),
+                &http,
+                Duration::from_secs(30),
+            )
+            .await
+            .context("starting the engine")?,
         ),
         None => None,
     };
@@ -310,11 +325,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
 
     // The engine writes turn metrics off the call path: give its recorder a moment.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let db_url = args.database_url.clone().or_else(|| {
-        engine
-            .as_ref()
-            .map(|e| format!("sqlite://{}", e.dir().join("switchboard.db").display()))
-    });
+    let db_url = args
+        .database_url
+        .clone()
+        .or_else(|| args.engine_database_url.clone())
+        .or_else(|| {
+            engine
+                .as_ref()
+                .map(|e| format!("sqlite://{}", e.dir().join("switchboard.db").display()))
+        });
     let source = pick_metrics_source(api.as_ref(), db_url.as_deref(), &reports).await;
     let metrics = match &source {
         Some(source) => {
@@ -421,4 +440,30 @@ pub fn chart(args: &ChartArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, crate::chart::render(&reports))
         .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_database_url_needs_a_spawned_engine_and_is_never_printed() {
+        let url = "postgres://loadgen:hunter2@127.0.0.1/loadgen";
+        let err = Cli::try_parse_from(["switchboard-loadgen", "--engine-database-url", url])
+            .expect_err("without --spawn-engine there is no engine to give it to");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+
+        let cli = Cli::try_parse_from([
+            "switchboard-loadgen",
+            "--spawn-engine",
+            "target/release/switchboard",
+            "--engine-database-url",
+            url,
+        ])
+        .expect("valid");
+        assert_eq!(cli.run.engine_database_url.as_deref(), Some(url));
+        let printed = format!("{:?}", cli.run);
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
 }

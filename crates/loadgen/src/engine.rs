@@ -57,13 +57,15 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl SpawnedEngine {
-    /// Starts `path serve --addr 127.0.0.1:<free port> --database-url sqlite://<tmp>/db` with
-    /// `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_AUTH_TOKEN`, `SWITCHBOARD_PUBLIC_URL` set and the API
-    /// rate limit off, and waits for `/healthz` (up to `ready_timeout`).
+    /// Starts `path serve --addr 127.0.0.1:<free port> --database-url sqlite://<tmp>/db` (or
+    /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_AUTH_TOKEN`,
+    /// `SWITCHBOARD_PUBLIC_URL` set and the API rate limit off, and waits for `/healthz` (up to
+    /// `ready_timeout`).
     pub async fn start(
         path: &Path,
         api_key: &str,
         twilio_auth_token: &str,
+        database_url: Option<&str>,
         http: &reqwest::Client,
         ready_timeout: Duration,
     ) -> Result<SpawnedEngine, SpawnError> {
@@ -81,7 +83,10 @@ impl SpawnedEngine {
         let log_path = dir.path().join("engine.log");
         let log = std::fs::File::create(&log_path).map_err(io)?;
         let log2 = log.try_clone().map_err(io)?;
-        let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+        let db = database_url.map_or_else(
+            || format!("sqlite://{}", dir.path().join("switchboard.db").display()),
+            str::to_owned,
+        );
         let child = Command::new(path)
             .arg("serve")
             .arg("--addr")
