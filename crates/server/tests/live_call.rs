@@ -309,6 +309,136 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
 
 /// Replays the fixture `name` against an assistant with `welcome`, `patch` and scripted LLM
 /// `replies`; the caller must see no protocol error.
+/// The other Deepgram pair end to end: Flux (`/v2/listen`, its own end-of-turn events) for the
+/// caller and Aura (`/v1/speak`) for the bot's voice, through the same runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_stt_and_aura_tts_carry_a_whole_call() {
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let first_utterance_ms = script.utterances[0].start_ms as f64;
+    let stack = start_with(&script, WELCOME, serde_json::json!({}), &[]).await;
+    let dg = stack.fakes.deepgram.base_url();
+    // Re-point the assistant at Flux and Aura (PATCH, as an operator would).
+    let list: Value = stack
+        .http
+        .get(format!("{}/api/v1/assistants", stack.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let id = list
+        .as_array()
+        .and_then(|a| a.first())
+        .or_else(|| list["items"].as_array().and_then(|a| a.first()))
+        .and_then(|a| a["id"].as_i64())
+        .expect("assistant id");
+    let res = stack
+        .http
+        .patch(format!("{}/api/v1/assistants/{id}", stack.base))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({
+            "stt_settings": {"model": "flux-general-en"},
+            "tts_settings": {
+                "provider": "deepgram",
+                "voice_id": "aura-2-thalia-en",
+                "model_id": null,
+                "provider_config": {"base_url": dg}
+            }
+        }))
+        .send()
+        .await
+        .expect("patch");
+    assert!(res.status().is_success(), "patch: {}", res.status());
+
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert!(
+        report
+            .chunks
+            .iter()
+            .any(|c| c.received_ms < first_utterance_ms),
+        "the Aura welcome was not heard before the caller spoke"
+    );
+    for u in &script.utterances {
+        assert!(
+            report
+                .chunks
+                .iter()
+                .any(|c| c.received_ms > u.end_ms as f64),
+            "no answer after utterance ending at {} ms",
+            u.end_ms
+        );
+    }
+    let paths: Vec<String> = stack
+        .fakes
+        .deepgram
+        .received()
+        .iter()
+        .filter(|c| c.rejected_status.is_none())
+        .map(|c| c.path.clone())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p == "/v2/listen"),
+        "no Flux session: {paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p == "/v1/speak"),
+        "no Aura session: {paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p == "/v1/listen"),
+        "the live endpoint was used: {paths:?}"
+    );
+
+    let (call, lines) = transcript(&stack, &report.call_sid).await;
+    assert_eq!(call.status, "completed", "call: {call:?}");
+    let user: Vec<&str> = lines
+        .iter()
+        .filter(|t| t.role == "user")
+        .map(|t| t.content.as_str())
+        .collect();
+    for u in &script.utterances {
+        let first_words: String = u
+            .text
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            user.iter().any(|t| t.contains(&first_words)),
+            "caller line {:?} not transcribed by Flux: {user:?}",
+            u.text
+        );
+    }
+    let turns = stack
+        .server
+        .state()
+        .store
+        .list_turn_metrics(call.id)
+        .await
+        .expect("metrics");
+    assert!(
+        turns.iter().any(|t| t.first_audio_sent_ms.is_some()),
+        "no answered turn: {turns:#?}"
+    );
+    assert!(
+        turns.iter().all(|t| t
+            .stt_provider
+            .as_deref()
+            .is_some_and(|p| p.contains("flux"))
+            && t.tts_provider.as_deref() == Some("deepgram")),
+        "providers not recorded per turn: {turns:#?}"
+    );
+    drop(stack.fakes);
+    stack.server.shutdown().await;
+}
+
 async fn run_fixture(
     name: &str,
     welcome: &str,
