@@ -291,6 +291,55 @@ async fn list_count_and_pagination() {
     ts.stop().await;
 }
 
+/// PATCH is a read-merge-write: concurrent patches of different fields must all land (none
+/// overwrites another with the record it read before the other was saved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_of_different_fields_all_land() {
+    let mut ts = TestServer::start().await;
+    let created = create(&ts, &ts.key_a, json!({"name": "race"})).await;
+    let id = id_of(&created);
+    let path = format!("/api/v1/assistants/{id}");
+    let patches = [
+        json!({"description": "patched description"}),
+        json!({"end_call_message": "Goodbye from the race."}),
+        json!({"transfer_call_message": "Transferring you now."}),
+        json!({"idle_message": "Are you still there?"}),
+        json!({"max_idle_messages": 4}),
+        json!({"idle_timeout": 17}),
+        json!({"max_call_length": 901}),
+        json!({"llm_settings": {"temperature": 0.25}}),
+    ];
+    for round in 0..3 {
+        let sends = patches
+            .iter()
+            .map(|p| ts.req(Method::PATCH, &path, &ts.key_a).json(p).send());
+        for res in futures::future::join_all(sends).await {
+            let res = res.expect("patch sent");
+            assert_eq!(res.status(), 200, "round {round}");
+        }
+        let (_, read) = json(ts.req(Method::GET, &path, &ts.key_a)).await;
+        assert_eq!(read["description"], "patched description", "{read}");
+        assert_eq!(read["end_call_message"], "Goodbye from the race.", "{read}");
+        assert_eq!(
+            read["transfer_call_message"], "Transferring you now.",
+            "{read}"
+        );
+        assert_eq!(read["idle_message"], "Are you still there?", "{read}");
+        assert_eq!(read["max_idle_messages"], 4, "{read}");
+        assert_eq!(read["idle_timeout"], 17, "{read}");
+        assert_eq!(read["max_call_length"], 901, "{read}");
+        assert_eq!(read["llm_settings"]["temperature"], 0.25, "{read}");
+        // Reset every field but the name for the next round, so each round races again.
+        let (status, _) = json(
+            ts.req(Method::PUT, &path, &ts.key_a)
+                .json(&json!({"name": format!("race {round}")})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    ts.stop().await;
+}
+
 #[tokio::test]
 async fn put_replaces_and_patch_merges() {
     let mut ts = TestServer::start().await;

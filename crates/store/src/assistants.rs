@@ -201,6 +201,37 @@ impl Store {
         row.as_ref().map(assistant_from_row).transpose()
     }
 
+    /// [`Store::update_assistant`] only if the row is still the version read: its `updated_at`
+    /// (ms) equals `expected_updated_at_ms`. `None` when it is not (changed since, deleted, or
+    /// another organisation's): a read-modify-write such as a PATCH then reads again and
+    /// re-applies its change instead of overwriting a concurrent one.
+    pub async fn update_assistant_if_unchanged(
+        &self,
+        org_id: i64,
+        id: i64,
+        expected_updated_at_ms: i64,
+        name: &str,
+        is_active: bool,
+        config: &Value,
+    ) -> Result<Option<AssistantRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE assistants SET name = $3, is_active = $4, config = $5, ",
+            bump_updated_at!("$6"),
+            " WHERE id = $1 AND organization_id = $2 AND updated_at = $7 RETURNING ",
+            assistant_cols!()
+        ))
+        .bind(id)
+        .bind(org_id)
+        .bind(name)
+        .bind(is_active)
+        .bind(serde_json::to_string(config)?)
+        .bind(now_ms())
+        .bind(expected_updated_at_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(assistant_from_row).transpose()
+    }
+
     /// Turns the assistant on or off: sets the column and `is_active` inside the JSON record
     /// (when the record is an object). `None` if it does not exist or is another
     /// organisation's. Uses optimistic concurrency on `updated_at`, so a concurrent full update

@@ -267,6 +267,24 @@ async fn assistant_crud(ctx: Ctx) {
     );
     assert_eq!(up.created_at_ms, row.created_at_ms);
 
+    // A versioned update against the version read before `up` is refused and changes nothing;
+    // against the current version it goes through.
+    let stale = s
+        .update_assistant_if_unchanged(a, row.id, row.updated_at_ms, "Stale", true, &cfg)
+        .await
+        .unwrap();
+    assert!(stale.is_none(), "an update from a stale read must not land");
+    assert_eq!(s.get_assistant(a, row.id).await.unwrap(), Some(up.clone()));
+    let cfg3 = json!({"name": "Sales 2", "is_active": true});
+    let fresh = s
+        .update_assistant_if_unchanged(a, row.id, up.updated_at_ms, "Sales 2", true, &cfg3)
+        .await
+        .unwrap()
+        .expect("current version");
+    assert_eq!(fresh.config, cfg3);
+    assert!(fresh.updated_at_ms > up.updated_at_ms);
+    let up = fresh;
+
     let off = s
         .set_assistant_active(a, row.id, false)
         .await
@@ -274,7 +292,7 @@ async fn assistant_crud(ctx: Ctx) {
         .unwrap();
     assert!(!off.is_active);
     assert_eq!(off.config["is_active"], json!(false));
-    assert_eq!(off.config["name"], json!("Sales"));
+    assert_eq!(off.config["name"], json!("Sales 2"));
     assert!(off.updated_at_ms > up.updated_at_ms);
     let again = s.get_assistant(a, row.id).await.unwrap().unwrap();
     assert!(!again.is_active);

@@ -361,6 +361,7 @@ pub async fn update_assistant(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such assistant in your organisation", body = ErrorBody),
+        (status = 409, description = "The assistant kept changing concurrently; retry", body = ErrorBody),
         (status = 422, description = "Validation failed", body = ErrorBody)
     )
 )]
@@ -371,11 +372,35 @@ pub async fn patch_assistant(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<AssistantResponse>, ApiError> {
     let id = path.assistant_id;
-    let row = load_assistant(&state, &auth, id).await?;
-    let stored = stored_config(&row)?;
-    let config = apply_patch(&stored, &body)?;
-    save(&state, &auth, id, &config).await
+    // Read-merge-write with a version check: if another update lands between our read and our
+    // write, read again and re-apply this patch on top of it, so neither change is lost.
+    for _ in 0..PATCH_ATTEMPTS {
+        let row = load_assistant(&state, &auth, id).await?;
+        let stored = stored_config(&row)?;
+        let config = apply_patch(&stored, &body)?;
+        let updated = state
+            .store
+            .update_assistant_if_unchanged(
+                auth.organization_id,
+                id,
+                row.updated_at_ms,
+                &config.name,
+                config.active(),
+                &record_json(&config)?,
+            )
+            .await?;
+        if let Some(row) = updated {
+            tracing::info!(assistant_id = id, "assistant patched");
+            return Ok(Json(respond(&state, &row).await?));
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "assistant {id} kept changing while this patch was applied; retry"
+    )))
 }
+
+/// How many times a PATCH re-reads and re-applies itself when a concurrent update won the race.
+const PATCH_ATTEMPTS: usize = 8;
 
 async fn save(
     state: &AppState,
