@@ -184,21 +184,8 @@ impl Store {
         is_active: bool,
         config: &Value,
     ) -> Result<Option<AssistantRow>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE assistants SET name = $3, is_active = $4, config = $5, ",
-            bump_updated_at!("$6"),
-            " WHERE id = $1 AND organization_id = $2 RETURNING ",
-            assistant_cols!()
-        ))
-        .bind(id)
-        .bind(org_id)
-        .bind(name)
-        .bind(is_active)
-        .bind(serde_json::to_string(config)?)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(assistant_from_row).transpose()
+        self.replace_assistant(org_id, id, None, name, is_active, config)
+            .await
     }
 
     /// [`Store::update_assistant`] only if the row is still the version read: its `updated_at`
@@ -214,10 +201,30 @@ impl Store {
         is_active: bool,
         config: &Value,
     ) -> Result<Option<AssistantRow>, StoreError> {
+        self.replace_assistant(
+            org_id,
+            id,
+            Some(expected_updated_at_ms),
+            name,
+            is_active,
+            config,
+        )
+        .await
+    }
+
+    async fn replace_assistant(
+        &self,
+        org_id: i64,
+        id: i64,
+        expected_updated_at_ms: Option<i64>,
+        name: &str,
+        is_active: bool,
+        config: &Value,
+    ) -> Result<Option<AssistantRow>, StoreError> {
         let row = sqlx::query(concat!(
             "UPDATE assistants SET name = $3, is_active = $4, config = $5, ",
             bump_updated_at!("$6"),
-            " WHERE id = $1 AND organization_id = $2 AND updated_at = $7 RETURNING ",
+            " WHERE id = $1 AND organization_id = $2 AND ($7 IS NULL OR updated_at = $7) RETURNING ",
             assistant_cols!()
         ))
         .bind(id)
