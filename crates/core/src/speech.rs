@@ -2,7 +2,9 @@
 //!
 //! A TTS provider speaks best with whole sentences, but waiting for a whole reply wastes the
 //! caller's time. The [`Chunker`] cuts the streamed reply at sentence boundaries (`.` `!` `?`
-//! `…`), and for the first chunk — the one the caller is waiting for — also at clause boundaries
+//! `…`). The first chunk — the one the caller is waiting for — is cut at the first sentence end
+//! whatever its length ("Of course." goes to the TTS at once instead of waiting for the next
+//! sentence: about half a second sooner at 60 tokens/s), and also at a clause boundary
 //! (`,` `;` `:` `—`) once it is long enough to sound natural. It never cuts inside a word (cuts
 //! fall only on whitespace), so numbers (`3.14`, `1,000`, `$5.99`, `10:30`), URLs and e-mail
 //! addresses stay whole; abbreviations (`Mr.`, `Dr.`, `e.g.`, `U.S.`, `a.m.`), initials and
@@ -39,8 +41,8 @@ use std::collections::VecDeque;
 /// Where the [`Chunker`] may cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkerConfig {
-    /// The first chunk of a reply is cut at the first sentence or clause boundary once it has at
-    /// least this many characters (early audio for the caller).
+    /// The first chunk of a reply is cut at its first sentence end (any length) or at the first
+    /// clause boundary once it has at least this many characters (early audio for the caller).
     pub first_chunk_min_chars: usize,
     /// Later chunks are cut at the first sentence boundary once they have at least this many
     /// characters (short sentences are merged: better prosody, fewer TTS requests).
@@ -233,12 +235,10 @@ impl Chunker {
         kept
     }
 
+    /// Characters a chunk needs before a sentence end may cut it: any for the first chunk (a
+    /// whole sentence sounds natural however short, and the caller is waiting for it).
     fn threshold(&self) -> usize {
-        if self.cut_any {
-            self.cfg.min_chars
-        } else {
-            self.cfg.first_chunk_min_chars
-        }
+        if self.cut_any { self.cfg.min_chars } else { 1 }
     }
 
     fn on_word(&mut self, word: &str) {
@@ -482,6 +482,42 @@ mod tests {
     fn cuts_at_sentences() {
         let got = whole(cfg(1, 1, 200), "Hello there. How are you? I am fine! Bye.");
         assert_eq!(got, ["Hello there.", "How are you?", "I am fine!", "Bye."]);
+    }
+
+    #[test]
+    fn a_short_first_sentence_goes_out_alone_and_later_ones_merge() {
+        let got = whole(
+            ChunkerConfig::default(),
+            "Of course. On Tuesday I have ten in the morning. Yes. Or three. Which suits you?",
+        );
+        assert_eq!(
+            got,
+            [
+                "Of course.",
+                "On Tuesday I have ten in the morning. Yes.",
+                "Or three. Which suits you?"
+            ]
+        );
+        // The cut still waits for the next word: an abbreviation is not a sentence end, and a
+        // short clause is not a cut.
+        let got = whole(
+            ChunkerConfig::default(),
+            "Dr. Lee can see you. Sure, at ten.",
+        );
+        assert_eq!(got, ["Dr. Lee can see you.", "Sure, at ten."]);
+        let got = whole(
+            ChunkerConfig::default(),
+            "Sure, I can book that for you today.",
+        );
+        assert_eq!(got, ["Sure, I can book that for you today."]);
+        // Streamed token by token, the first sentence is ready as soon as the next word starts.
+        let mut chunker = Chunker::new(ChunkerConfig::default());
+        for d in ["Of", " cour", "se.", " "] {
+            chunker.push(d);
+            assert_eq!(chunker.pop(), None, "cut before the next word began");
+        }
+        chunker.push("On");
+        assert_eq!(chunker.pop().as_deref(), Some("Of course."));
     }
 
     #[test]
