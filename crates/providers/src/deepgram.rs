@@ -303,9 +303,16 @@ impl Driver {
     async fn session(&mut self, ws: &mut Ws) -> End {
         let mut last_sent = Instant::now();
         let mut closing: Option<Instant> = None;
+        // One timer for the whole session, moved only when it must fire earlier: audio goes out
+        // every 20 ms, and a fresh `sleep_until` per frame registered and removed a timer-wheel
+        // entry each time. A keep-alive timer that fires after newer audio is simply re-armed.
+        let timer = tokio::time::sleep_until(last_sent + self.keepalive_interval);
+        tokio::pin!(timer);
         loop {
-            let keepalive_at = last_sent + self.keepalive_interval;
-            let close_at = closing.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+            let due = closing.unwrap_or(last_sent + self.keepalive_interval);
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
             tokio::select! {
                 frame = self.audio_rx.recv(), if closing.is_none() && self.audio_open => {
                     match frame {
@@ -379,15 +386,27 @@ impl Driver {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(keepalive_at), if closing.is_none() => {
+                _ = &mut timer => {
+                    if let Some(close_at) = closing {
+                        if Instant::now() < close_at {
+                            // Armed for a keep-alive before `CloseStream` was sent.
+                            timer.as_mut().reset(close_at);
+                            continue;
+                        }
+                        let _ = ws.close(None).await;
+                        return End::Closed;
+                    }
+                    let keepalive_at = last_sent + self.keepalive_interval;
+                    if Instant::now() < keepalive_at {
+                        // Audio went out since the timer was set: wait for the new deadline.
+                        timer.as_mut().reset(keepalive_at);
+                        continue;
+                    }
                     if let Err(e) = ws.send(self.keepalive_message()).await {
                         return End::Dropped(format!("send failed: {e}"));
                     }
                     last_sent = Instant::now();
-                }
-                _ = tokio::time::sleep_until(close_at), if closing.is_some() => {
-                    let _ = ws.close(None).await;
-                    return End::Closed;
+                    timer.as_mut().reset(last_sent + self.keepalive_interval);
                 }
             }
         }
