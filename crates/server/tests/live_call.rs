@@ -24,6 +24,8 @@ const WELCOME: &str = "Hello, thanks for calling Harbor Dental. How can I help y
 struct Stack {
     server: Server,
     fakes: ProviderFakes,
+    /// The assistant answering the test number.
+    assistant_id: i64,
     http: reqwest::Client,
     base: String,
     _dir: tempfile::TempDir,
@@ -113,6 +115,7 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     Stack {
         server,
         fakes,
+        assistant_id: id,
         http,
         base,
         _dir: dir,
@@ -145,20 +148,10 @@ async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
     panic!("call {call_sid} was never finalised");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recorded_call_is_answered_turn_after_turn() {
-    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+/// The caller heard the welcome before their first utterance, and some bot audio after each
+/// utterance ended.
+fn assert_welcome_and_every_turn_answered(report: &CallReport, script: &CallScript) {
     let first_utterance_ms = script.utterances[0].start_ms as f64;
-    let stack = start(&script).await;
-    let report = call(&stack, script.clone()).await;
-
-    assert!(
-        report.errors.is_empty(),
-        "caller saw errors: {:?}",
-        report.errors
-    );
-    assert!(!report.chunks.is_empty(), "the caller heard nothing at all");
-    // The welcome is heard before the caller speaks.
     assert!(
         report
             .chunks
@@ -166,7 +159,6 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
             .any(|c| c.received_ms < first_utterance_ms),
         "no bot audio before the caller's first utterance"
     );
-    // Every utterance gets an answer: some bot audio starts after it ends.
     for u in &script.utterances {
         assert!(
             report
@@ -177,6 +169,38 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
             u.end_ms
         );
     }
+}
+
+/// Every utterance's first three words are in some caller transcript line.
+fn assert_caller_lines_transcribed(user: &[&str], script: &CallScript) {
+    for u in &script.utterances {
+        let first_words: String = u
+            .text
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            user.iter().any(|t| t.contains(&first_words)),
+            "caller line {:?} not transcribed: {user:?}",
+            u.text
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_call_is_answered_turn_after_turn() {
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let stack = start(&script).await;
+    let report = call(&stack, script.clone()).await;
+
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert!(!report.chunks.is_empty(), "the caller heard nothing at all");
+    assert_welcome_and_every_turn_answered(&report, &script);
     assert!(report.marks_echoed > 0, "no mark was echoed");
 
     let call = finished_call(&stack, &report.call_sid).await;
@@ -199,19 +223,7 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
         bot.iter().any(|b| b.contains("Harbor Dental")),
         "welcome not in transcript: {bot:?}"
     );
-    for u in &script.utterances {
-        let first_words: String = u
-            .text
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert!(
-            user.iter().any(|t| t.contains(&first_words)),
-            "caller line {:?} not transcribed: {user:?}",
-            u.text
-        );
-    }
+    assert_caller_lines_transcribed(&user, &script);
     assert!(
         bot.len() > script.utterances.len(),
         "not every turn was answered: {bot:?}"
@@ -314,26 +326,10 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flux_stt_and_aura_tts_carry_a_whole_call() {
     let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
-    let first_utterance_ms = script.utterances[0].start_ms as f64;
     let stack = start_with(&script, WELCOME, serde_json::json!({}), &[]).await;
     let dg = stack.fakes.deepgram.base_url();
+    let id = stack.assistant_id;
     // Re-point the assistant at Flux and Aura (PATCH, as an operator would).
-    let list: Value = stack
-        .http
-        .get(format!("{}/api/v1/assistants", stack.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let id = list
-        .as_array()
-        .and_then(|a| a.first())
-        .or_else(|| list["items"].as_array().and_then(|a| a.first()))
-        .and_then(|a| a["id"].as_i64())
-        .expect("assistant id");
     let res = stack
         .http
         .patch(format!("{}/api/v1/assistants/{id}", stack.base))
@@ -358,23 +354,7 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
         "caller saw errors: {:?}",
         report.errors
     );
-    assert!(
-        report
-            .chunks
-            .iter()
-            .any(|c| c.received_ms < first_utterance_ms),
-        "the Aura welcome was not heard before the caller spoke"
-    );
-    for u in &script.utterances {
-        assert!(
-            report
-                .chunks
-                .iter()
-                .any(|c| c.received_ms > u.end_ms as f64),
-            "no answer after utterance ending at {} ms",
-            u.end_ms
-        );
-    }
+    assert_welcome_and_every_turn_answered(&report, &script);
     let paths: Vec<String> = stack
         .fakes
         .deepgram
@@ -403,19 +383,7 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
         .filter(|t| t.role == "user")
         .map(|t| t.content.as_str())
         .collect();
-    for u in &script.utterances {
-        let first_words: String = u
-            .text
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert!(
-            user.iter().any(|t| t.contains(&first_words)),
-            "caller line {:?} not transcribed by Flux: {user:?}",
-            u.text
-        );
-    }
+    assert_caller_lines_transcribed(&user, &script);
     let turns = stack
         .server
         .state()
