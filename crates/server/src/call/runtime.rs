@@ -286,14 +286,21 @@ impl Call {
     ) -> CallOutcome {
         let now = self.now();
         self.core.handle(Event::CallStarted, now);
+        // The core's next deadline, as one timer for the whole call: re-armed only when the
+        // deadline moves, not once per caller frame (50 a second) as a fresh sleep would be.
+        let never = tokio::time::Instant::from_std(self.started + NO_DEADLINE);
+        let timer = tokio::time::sleep_until(never);
+        tokio::pin!(timer);
         let outcome = loop {
             if let Flow::End(outcome) = self.drain_actions(socket).await {
                 break outcome;
             }
-            let deadline = self
-                .core
-                .poll_timeout()
-                .map(|m| tokio::time::Instant::from_std(self.started + Duration::from_millis(m.0)));
+            let deadline = self.core.poll_timeout().map_or(never, |m| {
+                tokio::time::Instant::from_std(self.started + Duration::from_millis(m.0))
+            });
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 msg = socket.recv() => {
                     match msg {
@@ -345,7 +352,7 @@ impl Call {
                         self.on_command(cmd);
                     }
                 }
-                _ = sleep_until_opt(deadline) => {
+                _ = &mut timer, if deadline != never => {
                     let now = self.now();
                     self.core.handle(Event::Timeout, now);
                 }
@@ -815,12 +822,8 @@ async fn next_llm(llm: &mut Option<(Generation, LlmStream)>) -> Option<(Generati
     }
 }
 
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
+/// Stands for "no deadline" on the call's timer (far beyond any call's length).
+const NO_DEADLINE: Duration = Duration::from_secs(30 * 86_400);
 
 fn to_transcript(text: String, confidence: f32, words: &[Word]) -> Transcript {
     Transcript {
