@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KeysCommand};
+use crate::cli::{Cli, Command, KeysCommand, SecretsCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -32,6 +32,9 @@ async fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Create(args),
         } => commands::keys::create(&settings, args).await,
+        Command::Secrets {
+            command: SecretsCommand::Rotate(_),
+        } => commands::secrets::rotate(&settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

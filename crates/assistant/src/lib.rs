@@ -52,7 +52,8 @@ pub use secret::{
     is_masked, keep_masked_secrets, mask, mask_secrets,
 };
 pub use secret_walk::{
-    SecretUse, is_headers_key, is_secret_key, provider_of_key_name, visit_stored_secrets,
+    SecretUse, is_headers_key, is_secret_key, provider_of_key_name, visit_provider_key_secrets,
+    visit_stored_secrets,
 };
 pub use settings::{
     BackchannelSettings, BackgroundSound, DtmfSolverTool, ElevenLabsSttConfig, EndCallTool,

@@ -234,6 +234,23 @@ pub fn visit_stored_secrets(record: &mut Value, f: &mut dyn FnMut(&str, &mut Str
     }
 }
 
+/// Calls `f(path, value)` for every secret of an organisation's provider keys
+/// (`PUT /api/v1/organization/provider-keys`): a string member is a key (`openai_api_key`); in a
+/// provider object (`"azure": {"api_key": …, "base_url": …}`) the free-form rules apply.
+pub fn visit_provider_key_secrets(
+    keys: &mut Map<String, Value>,
+    f: &mut dyn FnMut(&str, &mut String),
+) {
+    let mut g = |path: &str, _: &SecretUse, value: &mut String| f(path, value);
+    for (name, value) in keys.iter_mut() {
+        let used = SecretUse::ProviderKey(provider_of_key_name(name));
+        match value {
+            Value::String(key) => g(name, &used, key),
+            other => walk_value(other, name, false, &used, &mut g),
+        }
+    }
+}
+
 /// One custom tool: every field but its description to the LLM follows the free-form rules.
 fn walk_tool(
     tool: &mut Map<String, Value>,

@@ -175,13 +175,23 @@ impl Call {
         started: Instant,
     ) -> Result<Box<Call>, String> {
         let a = &setup.assistant;
-        let keys = KeySources {
-            organization: setup.org_keys.clone(),
-            use_env: state.settings.providers.keys_from_env,
-        };
-        let stt_cfg = resolve::stt_config(a, &keys)?;
-        let tts_cfg = resolve::tts_config(a, &keys)?;
-        let (llm_primary, llm_fallbacks) = resolve::llm_configs(a, &keys)?;
+        // The environment's keys only for the organisations the operator named.
+        let org_name = state
+            .store
+            .get_organization(setup.organization_id)
+            .await
+            .map_err(|e| format!("engine_error: organisation lookup: {e}"))?
+            .map(|o| o.name)
+            .unwrap_or_default();
+        let keys = KeySources::for_organization(
+            &org_name,
+            setup.org_keys.clone(),
+            &state.settings.providers,
+        );
+        let stt_cfg = resolve::stt_config(a, &keys).map_err(|e| e.to_string())?;
+        let tts_cfg = resolve::tts_config(a, &keys).map_err(|e| e.to_string())?;
+        let (llm_primary, llm_fallbacks) =
+            resolve::llm_configs(a, &keys).map_err(|e| e.to_string())?;
 
         let mut leases = Vec::new();
         let slot_wait = Duration::from_millis(state.settings.providers.slot_wait_ms);
