@@ -159,8 +159,7 @@ fn own_key_is_empty(key: Option<&crate::Secret>) -> bool {
 
 /// The hosts a secret used as `used` is sent to by `config`. An `api_keys` entry goes to every
 /// stage that would take it (STT and TTS of that provider; the primary LLM and fallbacks of that
-/// provider that have no key of their own), or to the provider's public host when no stage uses
-/// it yet.
+/// provider that have no key of their own), and nowhere when no stage uses it.
 pub fn hosts_of_use(config: &AssistantConfig, used: &SecretUse) -> BTreeSet<String> {
     match used {
         SecretUse::Llm => BTreeSet::from([llm_host(config)]),
@@ -186,22 +185,32 @@ pub fn hosts_of_use(config: &AssistantConfig, used: &SecretUse) -> BTreeSet<Stri
                     hosts.extend(fallback_host(config, i));
                 }
             }
-            if hosts.is_empty() {
-                hosts.insert(endpoint_host(provider, None));
-            }
             hosts
         }
     }
 }
 
-/// The bindings each secret of `config` would get if it were written in clear now: the hosts
-/// the record sends it to.
+/// The binding a secret gets when it is written in clear: the hosts `config` sends it to; for an
+/// `api_keys` entry no stage uses yet, the provider's public host (where such a key is meant to
+/// go).
+pub fn fresh_binding(config: &AssistantConfig, used: &SecretUse) -> BTreeSet<String> {
+    let hosts = hosts_of_use(config, used);
+    match used {
+        SecretUse::ProviderKey(provider) if hosts.is_empty() => {
+            BTreeSet::from([endpoint_host(provider, None)])
+        }
+        _ => hosts,
+    }
+}
+
+/// The bindings each secret of `config` would get if it were written in clear now (see
+/// [`fresh_binding`]).
 pub fn current_bindings(config: &AssistantConfig) -> SecretBindings {
     SecretBindings(
         secret_values(config)
             .into_iter()
             .map(|(path, used, _)| {
-                let hosts = hosts_of_use(config, &used);
+                let hosts = fresh_binding(config, &used);
                 (path, hosts)
             })
             .collect(),
@@ -261,7 +270,7 @@ pub(crate) fn rebind(
             None => Some(path.clone()),
         };
         let Some(from) = kept_from else {
-            bindings.0.insert(path, wanted);
+            bindings.0.insert(path, fresh_binding(next, &used));
             continue;
         };
         let bound = previous.hosts(&from);

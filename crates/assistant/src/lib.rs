@@ -39,8 +39,8 @@ mod validate;
 
 pub use binding::{
     RESEND_RULE, SECRET_BINDINGS_FIELD, SecretBindings, current_bindings, default_provider_host,
-    effective_bindings, endpoint_host, fallback_host, host_of_url, hosts_of_use, llm_host,
-    stt_host, stt_provider_name, tool_hosts, tts_host,
+    effective_bindings, endpoint_host, fallback_host, fresh_binding, host_of_url, hosts_of_use,
+    llm_host, stt_host, stt_provider_name, tool_hosts, tts_host,
 };
 pub use parse::{apply_patch, apply_update, deserialize_config, merge_json, parse_create};
 pub use record::{

@@ -228,3 +228,35 @@ fn unusual_header_names_are_masked_and_kept() {
     let back = apply_update(&s, masked).expect("masked body round-trips");
     assert_eq!(back, s);
 }
+
+#[test]
+fn a_key_no_stage_uses_any_more_does_not_block_a_change() {
+    // The live Flux/Aura switch: TTS moves from ElevenLabs to Deepgram on the STT's host.
+    let s = parse_create(json!({"name": "switch",
+        "api_keys": {"deepgram_api_key": DG_KEY, "elevenlabs_api_key": "el-0123456789abcdef"},
+        "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:7001"}},
+        "tts_settings": {"provider_config": {"base_url": "ws://127.0.0.1:7002"}}}))
+    .expect("valid");
+    let next = apply_patch(
+        &s,
+        &json!({"tts_settings": {"provider": "deepgram", "voice_id": "aura-2-thalia-en",
+            "provider_config": {"base_url": "ws://127.0.0.1:7001"}}}),
+    )
+    .expect("the ElevenLabs key is simply unused now");
+    let b = effective_bindings(&next);
+    assert!(b.allows("api_keys.elevenlabs_api_key", "127.0.0.1:7002"));
+    // Moving TTS back elsewhere with the kept ElevenLabs key is refused.
+    refused_at(
+        apply_patch(
+            &next,
+            &json!({"tts_settings": {"provider": "elevenlabs", "voice_id": "rachel",
+                "provider_config": {"base_url": "ws://127.0.0.1:7003"}}}),
+        ),
+        "api_keys.elevenlabs_api_key",
+    );
+    // A key for a provider no stage uses yet is meant for its public host.
+    let c =
+        parse_create(json!({"name": "c", "api_keys": {"cartesia_api_key": "ca-0123456789abcdef"}}))
+            .expect("valid");
+    assert!(effective_bindings(&c).allows("api_keys.cartesia_api_key", "api.cartesia.ai:443"));
+}

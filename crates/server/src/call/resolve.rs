@@ -659,6 +659,135 @@ mod tests {
         assert_eq!(llm.api_key, "org-oa");
     }
 
+    fn providers_with_env(pairs: &[(&str, &str)]) -> ProviderSettings {
+        let vars: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut providers = crate::config::Settings::defaults()
+            .expect("defaults")
+            .providers;
+        providers.environment_keys = EnvKeys::from_vars(&vars);
+        providers
+    }
+
+    fn record(body: serde_json::Value) -> AssistantConfig {
+        switchboard_assistant::parse_create(body).expect("valid record")
+    }
+
+    #[test]
+    fn environment_keys_only_for_named_organisations() {
+        let providers = providers_with_env(&[
+            ("DEEPGRAM_API_KEY", "operator-dg"),
+            ("OPENAI_API_KEY", "operator-oa"),
+        ]);
+        let a = assistant("x");
+        let named = KeySources::for_organization("default", Map::new(), &providers);
+        assert_eq!(stt_config(&a, &named).unwrap().api_key, "operator-dg");
+        assert_eq!(llm_configs(&a, &named).unwrap().0.api_key, "operator-oa");
+        let other = KeySources::for_organization("org-b", Map::new(), &providers);
+        assert_eq!(stt_config(&a, &other).unwrap().api_key, "");
+        assert_eq!(llm_configs(&a, &other).unwrap().0.api_key, "");
+        let debug = format!("{named:?}");
+        assert!(!debug.contains("operator-dg"), "{debug}");
+    }
+
+    #[test]
+    fn outside_keys_never_go_to_an_assistant_base_url() {
+        let providers = providers_with_env(&[("DEEPGRAM_API_KEY", "operator-dg")]);
+        let org: Map<String, Value> =
+            serde_json::from_str(r#"{"deepgram_api_key": "org-dg"}"#).unwrap();
+        let keys = KeySources::for_organization("default", org, &providers);
+        let a = record(serde_json::json!({"name": "x",
+            "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:9"}}}));
+        assert_eq!(
+            stt_config(&a, &keys).unwrap_err(),
+            ResolveError::KeyNotBound {
+                stage: "stt".into(),
+                provider: "deepgram".into(),
+                host: "127.0.0.1:9".into()
+            }
+        );
+        // An organisation key stored with that base URL may go there.
+        let org: Map<String, Value> = serde_json::from_str(
+            r#"{"deepgram": {"api_key": "org-proxy-dg", "base_url": "ws://127.0.0.1:9/"}}"#,
+        )
+        .unwrap();
+        let keys = KeySources::for_organization("org-b", org, &providers);
+        assert_eq!(stt_config(&a, &keys).unwrap().api_key, "org-proxy-dg");
+        // The assistant's own key set with that base URL wins.
+        let own = record(serde_json::json!({"name": "x",
+            "api_keys": {"deepgram_api_key": "own-dg"},
+            "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:9"}}}));
+        assert_eq!(stt_config(&own, &keys).unwrap().api_key, "own-dg");
+    }
+
+    #[test]
+    fn an_own_key_is_not_sent_to_a_host_it_was_not_set_for() {
+        let mut a = record(serde_json::json!({"name": "x",
+            "api_keys": {"deepgram_api_key": "own-dg", "elevenlabs_api_key": "own-el"},
+            "llm_provider_config": {"api_key": "own-oa"},
+            "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:9"}}}));
+        // The record changed behind the API's back (or before bindings existed and was then
+        // bound): the bindings still say where the keys were set for.
+        let pc = a.stt_settings.provider_config.as_mut().expect("pc");
+        pc.0.insert("base_url".into(), "ws://127.0.0.1:10".into());
+        a.llm_provider_config.base_url = Some("http://127.0.0.1:11/v1".into());
+        let keys = KeySources::default();
+        assert!(matches!(
+            stt_config(&a, &keys),
+            Err(ResolveError::KeyNotBound { ref host, .. }) if host == "127.0.0.1:10"
+        ));
+        assert!(matches!(
+            llm_configs(&a, &keys),
+            Err(ResolveError::KeyNotBound { ref stage, .. }) if stage == "llm"
+        ));
+        assert_eq!(tts_config(&a, &keys).unwrap().api_key, "own-el");
+    }
+
+    #[test]
+    fn public_hosts_agree_with_the_adapters() {
+        use switchboard_assistant::host_of_url;
+        for provider in [
+            LlmProvider::OpenAi,
+            LlmProvider::Anthropic,
+            LlmProvider::Gemini,
+            LlmProvider::Xai,
+            LlmProvider::Groq,
+        ] {
+            let url = provider.default_base_url().expect("public endpoint");
+            assert_eq!(
+                host_of_url(url).as_deref(),
+                default_provider_host(provider.as_str()),
+                "{provider}"
+            );
+        }
+        let stt = switchboard_providers::deepgram::listen_url(&SttConfig::default()).unwrap();
+        assert_eq!(
+            host_of_url(stt.as_str()).as_deref(),
+            default_provider_host("deepgram")
+        );
+        let el = TtsConfig {
+            voice_id: "rachel".into(),
+            ..TtsConfig::default()
+        };
+        let el = switchboard_providers::elevenlabs::stream_url(&el, false).unwrap();
+        assert_eq!(
+            host_of_url(el.as_str()).as_deref(),
+            default_provider_host("elevenlabs")
+        );
+        let aura = TtsConfig {
+            provider: "deepgram".into(),
+            voice_id: "aura-2-thalia-en".into(),
+            ..TtsConfig::default()
+        };
+        let aura = switchboard_providers::deepgram_aura::speak_url(&aura).unwrap();
+        assert_eq!(
+            host_of_url(aura.as_str()).as_deref(),
+            default_provider_host("deepgram")
+        );
+    }
+
     #[test]
     fn unsupported_providers_are_refused_with_a_reason() {
         let mut a = assistant("x");
