@@ -88,4 +88,6 @@ fn openapi_schemas_use_the_burki_names() {
     }
     let required = &schemas["AssistantConfig"]["required"];
     assert_eq!(required, &serde_json::json!(["name"]));
+    // The server-side secret bindings are no part of the public schema.
+    assert!(!doc.to_string().contains("_secret_bindings"));
 }

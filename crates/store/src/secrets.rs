@@ -18,6 +18,9 @@ const ROTATE_BATCH_ROWS: i64 = 500;
 /// How often [`Store::rotate_secrets`] re-reads a row that changed under it before giving up.
 const ROTATE_RETRIES: usize = 5;
 
+/// A walk over some stored secrets: calls the visitor it is given with each one.
+type SecretWalk<'a> = dyn FnMut(&mut dyn FnMut(&str, &mut String)) + 'a;
+
 /// What [`Store::rotate_secrets`] rewrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RotationReport {
@@ -195,10 +198,7 @@ impl Store {
 
     /// Runs `walk` over some stored secrets and re-seals each one that needs it; returns how
     /// many changed. Fails on the first value no configured key decrypts.
-    fn reseal(
-        &self,
-        walk: &mut dyn FnMut(&mut dyn FnMut(&str, &mut String)),
-    ) -> Result<u64, StoreError> {
+    fn reseal(&self, walk: &mut SecretWalk<'_>) -> Result<u64, StoreError> {
         let Some(secrets) = self.secrets.as_deref() else {
             return Err(SecretError::NoKey.into());
         };
