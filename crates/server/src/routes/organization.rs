@@ -308,7 +308,7 @@ pub async fn get_provider_keys(
         (status = 200, description = "Stored; keys masked", body = Object),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "A value is neither a string nor an object", body = ErrorBody)
+        (status = 422, description = "A value is neither a key nor a provider object `{api_key, base_url}`, a masked key matches nothing stored, or a kept key would follow a new base_url", body = ErrorBody)
     )
 )]
 pub async fn put_provider_keys(
