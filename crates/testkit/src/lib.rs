@@ -8,10 +8,12 @@
 pub const SMALL_WS_READ_BUFFER: usize = 8 * 1024;
 
 pub mod anthropic;
+pub mod cartesia;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod latency;
 pub mod openai;
 pub mod stack;
+pub mod synth;
 mod tcp_server;
 pub mod twilio;
