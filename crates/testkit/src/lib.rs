@@ -13,6 +13,7 @@ pub mod deepgram;
 pub mod elevenlabs;
 pub mod latency;
 pub mod openai;
+pub mod openai_speech;
 pub mod stack;
 pub mod synth;
 mod tcp_server;
