@@ -84,7 +84,8 @@ pub struct CartesiaFakeConfig {
     pub ms_per_char: u64,
     /// Audio per `chunk` message (ms).
     pub chunk_ms: u64,
-    /// Close an idle socket (no generation request) after this long (ms); Cartesia: 5 min.
+    /// Close an idle socket (no text message from the client) after this long (ms); Cartesia
+    /// documents 5 minutes without a generation.
     pub idle_timeout_ms: u64,
     /// Failure knob: refuse every handshake with this status (429 = the websocket limit).
     pub reject_status: Option<u16>,
