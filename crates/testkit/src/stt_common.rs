@@ -403,11 +403,6 @@ impl Segmenter {
         self.silence_ms
     }
 
-    /// Whether a segment is open.
-    pub(crate) fn in_speech(&self) -> bool {
-        self.in_speech
-    }
-
     /// Feed audio bytes; returns what happened, in order.
     pub(crate) fn push(&mut self, data: &[u8]) -> Vec<SegmentEvent> {
         let mut events = Vec::new();
