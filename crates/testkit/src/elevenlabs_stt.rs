@@ -418,15 +418,15 @@ async fn chunk(conn: &mut Conn, s: &mut Session, v: &Value) -> bool {
         .await;
         return false;
     };
-    if let Some(rate) = v.get("sample_rate") {
-        if rate.as_u64() != Some(u64::from(s.p.sample_rate)) {
-            let msg = format!(
-                "sample_rate {rate} does not match audio_format {}",
-                s.p.audio_format
-            );
-            fail(conn, "input_error", &msg).await;
-            return false;
-        }
+    if let Some(rate) = v.get("sample_rate")
+        && rate.as_u64() != Some(u64::from(s.p.sample_rate))
+    {
+        let msg = format!(
+            "sample_rate {rate} does not match audio_format {}",
+            s.p.audio_format
+        );
+        fail(conn, "input_error", &msg).await;
+        return false;
     }
     if v.get("previous_text")
         .is_some_and(|t| !t.is_string() && !t.is_null())

@@ -240,39 +240,33 @@ async fn handshake_rejections() {
 async fn malformed_messages_are_input_errors() {
     let fake = fake(&[]).await;
     let q = "model_id=scribe_v2_realtime&audio_format=ulaw_8000";
-    let cases: Vec<(&str, Box<dyn Fn() -> Message>)> = vec![
-        ("not json", Box::new(|| Message::text("{nope"))),
-        ("binary", Box::new(|| Message::binary(vec![0xFF; 160]))),
+    let t = |v: Value| Message::text(v.to_string());
+    let cases: Vec<(&str, Message)> = vec![
+        ("not json", Message::text("{nope")),
+        ("binary", Message::binary(vec![0xFF; 160])),
         (
             "unknown type",
-            Box::new(|| Message::text(json!({"message_type": "audio", "audio": ""}).to_string())),
+            t(json!({"message_type": "audio", "audio": ""})),
         ),
-        (
-            "no type",
-            Box::new(|| Message::text(json!({"audio_base_64": ""}).to_string())),
-        ),
+        ("no type", t(json!({"audio_base_64": ""}))),
         (
             "no commit",
-            Box::new(|| {
-                Message::text(
-                    json!({"message_type": "input_audio_chunk", "audio_base_64": ""}).to_string(),
-                )
-            }),
+            t(json!({"message_type": "input_audio_chunk", "audio_base_64": ""})),
         ),
         (
             "bad base64",
-            Box::new(|| {
-                Message::text(json!({"message_type": "input_audio_chunk", "audio_base_64": "***", "commit": false}).to_string())
-            }),
+            t(
+                json!({"message_type": "input_audio_chunk", "audio_base_64": "***", "commit": false}),
+            ),
         ),
         (
             "wrong rate",
-            Box::new(|| {
-                Message::text(json!({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": false, "sample_rate": 16000}).to_string())
-            }),
+            t(
+                json!({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": false, "sample_rate": 16000}),
+            ),
         ),
     ];
-    for (name, make) in cases {
+    for (name, message) in cases {
         let mut ws = connect(&url(&fake, q), &[("xi-api-key", KEY)])
             .await
             .expect("accepted");
@@ -280,7 +274,7 @@ async fn malformed_messages_are_input_errors() {
             kind(&next_json(&mut ws).await.expect("started")),
             "session_started"
         );
-        match make() {
+        match message {
             Message::Binary(b) => send_binary(&mut ws, &b).await,
             Message::Text(t) => send_text(&mut ws, t.as_str()).await,
             _ => {}
