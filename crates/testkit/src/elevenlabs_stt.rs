@@ -80,6 +80,9 @@ pub struct ElevenLabsSttFakeConfig {
     /// Manual commit strategy: silence (ms) that ends a speech segment inside the uncommitted
     /// buffer (the text waits there for the client's commit).
     pub manual_segment_gap_ms: u64,
+    /// Failure knob: once this much audio (ms of stream time) has arrived, answer with a
+    /// `transcriber_error` and close, as the service does when its transcriber fails.
+    pub fail_after_audio_ms: Option<u64>,
 }
 
 impl Default for ElevenLabsSttFakeConfig {
@@ -93,6 +96,7 @@ impl Default for ElevenLabsSttFakeConfig {
             fallback_text: "[unintelligible]".into(),
             segmenter: SegmenterConfig::default(),
             manual_segment_gap_ms: 300,
+            fail_after_audio_ms: None,
         }
     }
 }
@@ -309,6 +313,7 @@ struct Session {
     /// Finished segments waiting for a commit (manual strategy): (text, start, end).
     uncommitted: Vec<(String, f64, f64)>,
     current_start_s: f64,
+    fail_after_ms: Option<u64>,
 }
 
 async fn serve(conn: &mut Conn, cfg: &ElevenLabsSttFakeConfig, p: Params, script: ScriptQueue) {
@@ -353,6 +358,7 @@ async fn serve(conn: &mut Conn, cfg: &ElevenLabsSttFakeConfig, p: Params, script
         current: None,
         uncommitted: Vec::new(),
         current_start_s: 0.0,
+        fail_after_ms: cfg.fail_after_audio_ms,
     };
     while let Some(message) = conn.ws.next().await {
         let text = match message {
@@ -443,6 +449,17 @@ async fn chunk(conn: &mut Conn, s: &mut Session, v: &Value) -> bool {
         if !on_event(conn, s, event).await {
             return false;
         }
+    }
+    if s.fail_after_ms
+        .is_some_and(|ms| s.seg.now_s() * 1000.0 >= ms as f64)
+    {
+        fail(
+            conn,
+            "transcriber_error",
+            "Transcriber failed (failure knob)",
+        )
+        .await;
+        return false;
     }
     if commit_flag {
         return commit(conn, s).await;

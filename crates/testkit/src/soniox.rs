@@ -101,6 +101,9 @@ pub struct SonioxFakeConfig {
     /// Silence (ms) after which a segment's tokens become final (and `<end>` is sent with
     /// endpoint detection).
     pub segment_gap_ms: u64,
+    /// Failure knob: once this much audio (ms of stream time) has arrived, answer with the
+    /// documented early-termination error (503 "Cannot continue request") and close.
+    pub fail_after_audio_ms: Option<u64>,
 }
 
 impl Default for SonioxFakeConfig {
@@ -117,6 +120,7 @@ impl Default for SonioxFakeConfig {
             fallback_text: "[unintelligible]".into(),
             segmenter: SegmenterConfig::default(),
             segment_gap_ms: 300,
+            fail_after_audio_ms: None,
         }
     }
 }
@@ -386,6 +390,7 @@ struct Session {
     /// Whether any final word has been sent (later segments start with a space).
     spoken: bool,
     final_ms: u64,
+    fail_after_ms: Option<u64>,
 }
 
 async fn serve(conn: &mut Conn, shared: &Shared, key: ConnectionKey) {
@@ -450,6 +455,7 @@ async fn serve(conn: &mut Conn, shared: &Shared, key: ConnectionKey) {
         current: None,
         spoken: false,
         final_ms: 0,
+        fail_after_ms: cfg.fail_after_audio_ms,
     };
     while let Some(message) = conn.ws.next().await {
         let ok = match message {
@@ -529,6 +535,14 @@ async fn audio_frame(conn: &mut Conn, session: &mut Session, audio: &[u8]) -> bo
         if !send_tokens(conn, session, tokens).await {
             return false;
         }
+    }
+    if session
+        .fail_after_ms
+        .is_some_and(|ms| session.seg.now_s() * 1000.0 >= ms as f64)
+    {
+        let message = "Cannot continue request (code 1). Please restart the request.";
+        fail(conn, (503, "service_unavailable", message.to_owned())).await;
+        return false;
     }
     true
 }

@@ -90,6 +90,9 @@ pub struct SpeechmaticsFakeConfig {
     /// Silence (ms) that ends a segment and triggers its final `AddTranscript` (capped by the
     /// end-of-utterance trigger when that is shorter).
     pub segment_gap_ms: u64,
+    /// Failure knob: once this much audio (ms of stream time) has arrived, send `Error`
+    /// `job_error` and close 4013, as the service does when a session fails (retryable).
+    pub fail_after_audio_ms: Option<u64>,
 }
 
 impl Default for SpeechmaticsFakeConfig {
@@ -108,6 +111,7 @@ impl Default for SpeechmaticsFakeConfig {
             fallback_text: "[unintelligible]".into(),
             segmenter: SegmenterConfig::default(),
             segment_gap_ms: 300,
+            fail_after_audio_ms: None,
         }
     }
 }
@@ -394,6 +398,7 @@ struct Session {
     seq_no: u64,
     /// End (stream s) of the last final whose `EndOfUtterance` is still due.
     eou_due: Option<f64>,
+    fail_after_ms: Option<u64>,
 }
 
 /// Reads one message; `None` when the socket is gone.
@@ -499,6 +504,7 @@ async fn serve(conn: &mut Conn, shared: &Shared) {
         current: None,
         seq_no: 0,
         eou_due: None,
+        fail_after_ms: cfg.fail_after_audio_ms,
     };
     while let Some(incoming) = next(conn).await {
         let ok = match incoming {
@@ -557,6 +563,12 @@ async fn add_audio(conn: &mut Conn, s: &mut Session, audio: &[u8]) -> bool {
         if !on_event(conn, s, event).await {
             return false;
         }
+    }
+    if s.fail_after_ms
+        .is_some_and(|ms| s.seg.now_s() * 1000.0 >= ms as f64)
+    {
+        fail(conn, bad("job_error", "Session failed (failure knob)")).await;
+        return false;
     }
     if let Some(end_s) = s.eou_due
         && s.seg.silence_ms() as f64 >= s.settings.eou_trigger_s * 1000.0

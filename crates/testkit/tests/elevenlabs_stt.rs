@@ -290,3 +290,30 @@ async fn malformed_messages_are_input_errors() {
 }
 
 use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn failure_knob_sends_transcriber_error() {
+    let fake = ElevenLabsSttFake::start(ElevenLabsSttFakeConfig {
+        fail_after_audio_ms: Some(500),
+        ..ElevenLabsSttFakeConfig::default()
+    })
+    .await
+    .expect("fake");
+    let mut ws = connect(
+        &url(&fake, "model_id=scribe_v2_realtime&audio_format=ulaw_8000"),
+        &[("xi-api-key", KEY)],
+    )
+    .await
+    .expect("accepted");
+    assert_eq!(
+        kind(&next_json(&mut ws).await.expect("started")),
+        "session_started"
+    );
+    for _ in 0..4 {
+        send_json(&mut ws, &chunk(&silence(200), false)).await;
+    }
+    let (close, seen) = close_frame(&mut ws).await;
+    assert_eq!(seen.last().map(kind), Some("transcriber_error"));
+    assert_eq!(close, Some((1008, "transcriber_error".to_owned())));
+    assert_eq!(fake.received()[0].audio_messages, 3);
+}

@@ -272,3 +272,25 @@ async fn deprecated_key_field_can_be_switched_off() {
 }
 
 use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn failure_knob_terminates_with_503() {
+    let fake = SonioxFake::start(SonioxFakeConfig {
+        fail_after_audio_ms: Some(500),
+        ..SonioxFakeConfig::default()
+    })
+    .await
+    .expect("fake");
+    expect_error(
+        &fake,
+        &[("Authorization", BEARER)],
+        &[
+            text(start()),
+            Message::binary(silence(300)),
+            Message::binary(silence(300)),
+        ],
+        503,
+        "service_unavailable",
+    )
+    .await;
+}

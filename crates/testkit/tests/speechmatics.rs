@@ -273,3 +273,24 @@ async fn session_rejections_send_error_and_close_code() {
 }
 
 use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn failure_knob_sends_job_error_4013() {
+    let fake = SpeechmaticsFake::start(SpeechmaticsFakeConfig {
+        fail_after_audio_ms: Some(500),
+        ..SpeechmaticsFakeConfig::default()
+    })
+    .await
+    .expect("fake");
+    expect_error(
+        &fake,
+        &[
+            text(start(json!({"language": "en"}))),
+            Message::binary(silence(300)),
+            Message::binary(silence(300)),
+        ],
+        "job_error",
+        4013,
+    )
+    .await;
+}
