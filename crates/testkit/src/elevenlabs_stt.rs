@@ -312,7 +312,6 @@ struct Session {
     current: Option<String>,
     /// Finished segments waiting for a commit (manual strategy): (text, start, end).
     uncommitted: Vec<(String, f64, f64)>,
-    current_start_s: f64,
     fail_after_ms: Option<u64>,
 }
 
@@ -357,7 +356,6 @@ async fn serve(conn: &mut Conn, cfg: &ElevenLabsSttFakeConfig, p: Params, script
         script,
         current: None,
         uncommitted: Vec::new(),
-        current_start_s: 0.0,
         fail_after_ms: cfg.fail_after_audio_ms,
     };
     while let Some(message) = conn.ws.next().await {
@@ -469,9 +467,8 @@ async fn chunk(conn: &mut Conn, s: &mut Session, v: &Value) -> bool {
 
 async fn on_event(conn: &mut Conn, s: &mut Session, event: SegmentEvent) -> bool {
     match event {
-        SegmentEvent::Started { start_s } => {
+        SegmentEvent::Started { .. } => {
             s.current = Some(s.script.next_text());
-            s.current_start_s = start_s;
             true
         }
         SegmentEvent::Interim { speech_ms } => {

@@ -581,10 +581,9 @@ async fn add_audio(conn: &mut Conn, s: &mut Session, audio: &[u8]) -> bool {
 
 async fn on_event(conn: &mut Conn, s: &mut Session, event: SegmentEvent) -> bool {
     match event {
-        SegmentEvent::Started { start_s } => {
+        SegmentEvent::Started { .. } => {
             s.current = Some(s.script.next_text());
             s.eou_due = None;
-            let _ = start_s;
             true
         }
         SegmentEvent::Interim { speech_ms } => {
