@@ -270,9 +270,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
             )
             .await
             .context("creating the test assistant")?;
-        api.assign_number(id, &args.to)
-            .await
-            .context("assigning the number")?;
+        if let Some(e) = &engine {
+            e.own_number(&args.to);
+        }
+        api.assign_number(id, &args.to).await.with_context(|| {
+            format!(
+                "assigning {} (the engine assigns only numbers in its Twilio account)",
+                args.to
+            )
+        })?;
     }
 
     let pid = args.engine_pid.or(engine.as_ref().map(|e| e.pid));

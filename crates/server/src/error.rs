@@ -99,6 +99,10 @@ pub enum ApiError {
         /// Seconds after which a retry will be accepted (sent as `Retry-After`).
         retry_after_s: u64,
     },
+    /// 502: a service the request depends on (Twilio) failed or could not be reached; nothing
+    /// was changed, and retrying later may succeed.
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: the server is shutting down and takes no new work.
     #[error("server is shutting down")]
     Unavailable,
@@ -130,6 +134,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -147,6 +152,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }

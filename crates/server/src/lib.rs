@@ -29,6 +29,7 @@ pub mod serve;
 pub mod state;
 pub mod telemetry;
 pub mod twilio;
+pub mod twilio_account;
 pub mod webhooks;
 
 pub use config::Settings;

@@ -456,6 +456,7 @@ async fn organisation_telephony_credentials_are_write_only_and_used() {
     assert_eq!(err["field"], "account_sid");
     let new_sid = "ACfedcba9876543210fedcba9876543210";
     let new_token = "a-brand-new-auth-token-0042";
+    h.rest.add_account(new_sid, new_token);
     let (status, body) = json(
         h.ts.req(Method::PUT, path, &h.ts.key_a)
             .json(&json!({"account_sid": new_sid, "auth_token": new_token})),

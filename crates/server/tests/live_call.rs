@@ -14,9 +14,12 @@ use switchboard_store::CallRow;
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::FakeLlmTurn;
 use switchboard_testkit::stack::ProviderFakes;
-use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall, FakeCallConfig};
+use switchboard_testkit::twilio::{
+    CallReport, CallScript, FakeCall, FakeCallConfig, FakeTwilioRest,
+};
 
 const KEY: &str = "sb_live_call_test_key_0123456789";
+const TWILIO_SID: &str = "AC00000000000000000000000000000c11";
 const TWILIO_TOKEN: &str = "twilio-live-call-test-token";
 const NUMBER: &str = "+15550100002";
 const WELCOME: &str = "Hello, thanks for calling Harbor Dental. How can I help you today?";
@@ -24,6 +27,8 @@ const WELCOME: &str = "Hello, thanks for calling Harbor Dental. How can I help y
 struct Stack {
     server: Server,
     fakes: ProviderFakes,
+    /// Twilio's REST API: the account owning the test number.
+    _twilio: FakeTwilioRest,
     /// The assistant answering the test number.
     assistant_id: i64,
     http: reqwest::Client,
@@ -67,13 +72,21 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     let fakes = ProviderFakes::start_for_calls(quick_latency(), &[script])
         .await
         .expect("fakes start");
+    let twilio = FakeTwilioRest::start(TWILIO_SID, TWILIO_TOKEN)
+        .await
+        .expect("fake twilio rest");
+    twilio
+        .add_number(TWILIO_SID, NUMBER)
+        .expect("account known");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::defaults().expect("defaults");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
     settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
     settings.server.rate_limit_per_s = 0;
     settings.server.drain_timeout_s = 5;
+    settings.twilio.account_sid = Some(TWILIO_SID.to_owned());
     settings.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
+    settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
     settings.recordings.base_dir = dir.path().display().to_string();
     let server = serve::start(
@@ -115,6 +128,7 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     Stack {
         server,
         fakes,
+        _twilio: twilio,
         assistant_id: id,
         http,
         base,

@@ -219,8 +219,32 @@ async fn initiate_errors_are_typed() {
     let err = assert_error(status, &resp, 422, "validation_failed");
     assert_eq!(err["field"], "assistant_id");
     let b_id = h
-        .assistant(&h.ts.key_b, h.record("b", json!({})), Some("+15550100077"))
+        .assistant(&h.ts.key_b, h.record("b", json!({})), None)
         .await;
+    let (status, body) = json(
+        h.ts.req(
+            Method::POST,
+            &format!("/api/v1/assistants/{b_id}/phone-numbers/assign-by-number"),
+            &h.ts.key_b,
+        )
+        .json(&json!({"phone_number": "+15550100077"})),
+    )
+    .await;
+    let err = assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(err["field"], "telephony", "no number without credentials");
+    // A number B holds from before numbers were checked at Twilio: calls from it still need
+    // credentials.
+    let store = &h.ts.server().state().store;
+    let org_b = store
+        .get_organization_by_name("org-b")
+        .await
+        .expect("store")
+        .expect("org b")
+        .id;
+    store
+        .assign_number(org_b, b_id, "+15550100077")
+        .await
+        .expect("assigned in the store");
     let (status, resp) = initiate(
         &h,
         &h.ts.key_b,

@@ -62,7 +62,8 @@ impl Default for Options {
     }
 }
 
-/// A running server with its fakes.
+/// A running server with its fakes. `rest` knows organisation `default`'s account
+/// ([`ACCOUNT_SID`]), which owns [`OUR_NUMBER`].
 pub struct Harness {
     pub ts: TestServer,
     pub rest: FakeTwilioRest,
@@ -82,6 +83,9 @@ impl Harness {
         let rest = FakeTwilioRest::start(ACCOUNT_SID, AUTH_TOKEN)
             .await
             .expect("fake twilio rest");
+        // Organisation `default`'s Twilio account owns our number: assigning it is proven.
+        rest.add_number(ACCOUNT_SID, OUR_NUMBER)
+            .expect("account known");
         let mut settings: Settings = settings_for(&db);
         settings.server.public_url = opts.public_url.clone();
         settings.twilio.account_sid = Some(ACCOUNT_SID.to_owned());
@@ -128,7 +132,8 @@ impl Harness {
         rec
     }
 
-    /// Creates an assistant for `key`'s organisation and routes `number` to it; returns its id.
+    /// Creates an assistant for `key`'s organisation and routes `number` to it (the number must
+    /// be in that organisation's account on `rest`); returns its id.
     pub async fn assistant(&self, key: &str, record: Value, number: Option<&str>) -> i64 {
         let (status, body) = json(
             self.ts
