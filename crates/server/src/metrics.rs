@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{bearer_token, record_failure, refuse_if_throttled};
 use crate::edge::ClientAddr;
+use crate::edge::headers::with_security_headers;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -98,11 +99,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(main_listener))
 }
 
-/// The application of the `metrics.addr` listener: `/metrics` only.
+/// The application of the `metrics.addr` listener: `/metrics` only, with the same security
+/// headers as the main listener.
 pub fn listener_router(state: AppState) -> Router {
-    Router::new()
+    let https = state.public_base_url.starts_with("https://");
+    let app = Router::new()
         .route("/metrics", get(own_listener))
-        .with_state(state)
+        .with_state(state);
+    with_security_headers(app, https)
 }
 
 /// Who may read the metrics on a listener.

@@ -463,6 +463,13 @@ async fn metrics_can_be_public_or_on_their_own_listener() {
     let (status, body) = metrics(&ts, &own, None).await;
     assert_eq!(status, 200);
     assert!(body.contains("switchboard_live_calls"), "{body}");
+    let response = ts
+        .client
+        .get(format!("{own}/metrics"))
+        .send()
+        .await
+        .expect("request");
+    assert_security_headers(&response, false);
     // Only /metrics there.
     let response = ts
         .client
