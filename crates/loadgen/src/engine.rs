@@ -66,8 +66,8 @@ impl SpawnedEngine {
     /// Starts `path serve --addr 127.0.0.1:<free port> --database-url sqlite://<tmp>/db` (or
     /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_ACCOUNT_SID` (a
     /// random SID), `TWILIO_AUTH_TOKEN`, `TWILIO_API_BASE` (a fake Twilio REST API started
-    /// here), `SWITCHBOARD_PUBLIC_URL` set and the API rate limit off, and waits for `/healthz`
-    /// (up to `ready_timeout`).
+    /// here), `SWITCHBOARD_PUBLIC_URL` set, the API rate limit and the per-address connection
+    /// cap off, and waits for `/healthz` (up to `ready_timeout`).
     pub async fn start(
         path: &Path,
         api_key: &str,
@@ -110,6 +110,8 @@ impl SpawnedEngine {
             .env("TWILIO_API_BASE", twilio.base_url())
             .env("SWITCHBOARD_PUBLIC_URL", &base_url)
             .env("SWITCHBOARD_SERVER__RATE_LIMIT_PER_S", "0")
+            // Every simulated caller connects from 127.0.0.1: lift the per-address cap.
+            .env("SWITCHBOARD_SERVER__MAX_CONNECTIONS_PER_IP", "1000000")
             .env(
                 "RUST_LOG",
                 std::env::var("LOADGEN_ENGINE_LOG").unwrap_or_else(|_| "warn".into()),

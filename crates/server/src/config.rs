@@ -68,6 +68,33 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Where call recordings are written.
     pub recordings: RecordingsSettings,
+    /// Who may read `GET /metrics`, and on which listener.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: access to the Prometheus counters. They are process-wide and carry no
+/// organisation data, but they still reveal traffic, so they are not public by default.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); empty = none.
+    #[serde(default)]
+    pub token: String,
+    /// A second listener serving only `/metrics` (e.g. on an internal interface); unset = none.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
+    /// Serve `/metrics` on the main listener without a token (when no token is set).
+    pub public: bool,
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("token", &(!self.token.is_empty()).then_some("<redacted>"))
+            .field("addr", &self.addr)
+            .field("public", &self.public)
+            .finish()
+    }
 }
 
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
@@ -186,9 +213,52 @@ pub struct ServerSettings {
     pub rate_limit_per_s: u32,
     /// Burst size (requests) of the per-key token bucket.
     pub rate_limit_burst: u32,
+    /// Time, in ms, a client has to send a complete request head (request line and headers),
+    /// counted from the accept or, on a keep-alive connection, from the first byte of the
+    /// next request. Past it the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Time, in ms, a request body has to arrive in full, counted from the end of its head.
+    /// Past it the request is answered 408 and the connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Seconds a keep-alive connection may wait for its next request before it is closed.
+    /// Upgraded websockets (media streams) are not subject to it.
+    pub idle_timeout_s: u64,
+    /// Connections open at once from one client address (an IPv6 client: its /64); the next
+    /// one is closed at accept. Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Connections open at once in total (websockets included); the next one is closed at
+    /// accept.
+    pub max_connections: usize,
+    /// Failed API-key checks allowed per client address within `auth_fail_window_s`; further
+    /// attempts get 429 without the key being checked. 0 turns the throttle off.
+    pub auth_fail_limit: u32,
+    /// Length, in seconds, of the failed-authentication window.
+    pub auth_fail_window_s: u64,
+    /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` is believed for
+    /// the client address; empty = the TCP peer is always the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ServerSettings {
+    /// `trusted_proxies` parsed: a bare address is a single-host network.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, SettingsError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        SettingsError::Invalid(format!(
+                            "server.trusted_proxies: {entry:?} is not an IP address or CIDR range"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     /// The public base URL without a trailing slash: the configured one, or `http://<addr>`
     /// when none is set (good enough for local runs; Twilio needs a real one).
     pub fn public_base_url(&self, bound: SocketAddr) -> String {
@@ -301,6 +371,8 @@ impl Settings {
                 .separator("__")
                 .ignore_empty(true)
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.trusted_proxies")
                 .source(Some(prefixed)),
         );
         for (var, key) in ENV_ALIASES {
@@ -327,6 +399,30 @@ impl Settings {
                 "server.rate_limit_burst must be at least 1 when rate limiting is on".into(),
             ));
         }
+        let server = &self.server;
+        for (key, value) in [
+            (
+                "server.header_read_timeout_ms",
+                server.header_read_timeout_ms,
+            ),
+            ("server.body_read_timeout_ms", server.body_read_timeout_ms),
+            ("server.idle_timeout_s", server.idle_timeout_s),
+            (
+                "server.max_connections_per_ip",
+                server.max_connections_per_ip as u64,
+            ),
+            ("server.max_connections", server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if server.auth_fail_limit > 0 && server.auth_fail_window_s == 0 {
+            return Err(SettingsError::Invalid(
+                "server.auth_fail_window_s must be at least 1 when auth_fail_limit is on".into(),
+            ));
+        }
+        server.trusted_proxy_nets()?;
         let public = self.server.public_url.trim();
         if !public.is_empty() {
             let parsed = url::Url::parse(public).map_err(|err| {
@@ -441,6 +537,65 @@ mod tests {
         );
         let missing = Path::new("/nonexistent/switchboard.toml");
         assert!(Settings::load(Some(missing), &env(&[]), &[]).is_err());
+    }
+
+    #[test]
+    fn edge_settings_parse_and_are_checked() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(s.server.header_read_timeout_ms, 10_000);
+        assert_eq!(s.server.body_read_timeout_ms, 30_000);
+        assert_eq!(s.server.idle_timeout_s, 60);
+        assert_eq!(s.server.max_connections_per_ip, 256);
+        assert_eq!(s.server.max_connections, 10_000);
+        assert_eq!(
+            (s.server.auth_fail_limit, s.server.auth_fail_window_s),
+            (20, 60)
+        );
+        assert!(s.server.trusted_proxies.is_empty());
+        assert!(s.metrics.token.is_empty() && s.metrics.addr.is_none() && !s.metrics.public);
+
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "SWITCHBOARD_SERVER__TRUSTED_PROXIES",
+                    "10.0.0.0/8,127.0.0.1",
+                ),
+                ("SWITCHBOARD_METRICS__TOKEN", "metrics-t0ken"),
+                ("SWITCHBOARD_METRICS__ADDR", "127.0.0.1:9090"),
+                ("SWITCHBOARD_METRICS__PUBLIC", "true"),
+            ]),
+            &[],
+        )
+        .expect("load");
+        let nets = s.server.trusted_proxy_nets().expect("nets");
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().expect("ip")));
+        assert_eq!(
+            s.metrics.addr,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        assert!(s.metrics.public);
+        assert!(
+            !format!("{s:?}").contains("metrics-t0ken"),
+            "token redacted"
+        );
+
+        let err = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_SERVER__TRUSTED_PROXIES", "proxy.internal")]),
+            &[],
+        )
+        .expect_err("not an address");
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+        for key in [
+            "SWITCHBOARD_SERVER__IDLE_TIMEOUT_S",
+            "SWITCHBOARD_SERVER__HEADER_READ_TIMEOUT_MS",
+            "SWITCHBOARD_SERVER__MAX_CONNECTIONS_PER_IP",
+        ] {
+            let err = Settings::load(None, &env(&[(key, "0")]), &[]).expect_err("zero");
+            assert!(err.to_string().contains("at least 1"), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub enum ApiError {
     /// 409: the request conflicts with current state (e.g. a number held by someone else).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request body did not arrive within `server.body_read_timeout_ms`.
+    #[error("request body not received in time")]
+    RequestTimeout,
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("request body larger than {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -130,6 +133,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -148,6 +152,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",

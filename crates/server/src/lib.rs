@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod call;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod metrics;

@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 
 use crate::call::CallRegistry;
 use crate::config::Settings;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{AuthFailures, RateLimiter};
 
 /// Handle to the server's shared state. Derefs to [`AppStateInner`].
 #[derive(Clone)]
@@ -41,6 +41,8 @@ pub struct AppStateInner {
     pub tasks: TaskTracker,
     /// Per-API-key request rate limit (keyed by API key id).
     pub rate_limiter: RateLimiter<i64>,
+    /// Failed API-key and metrics-token checks per client address (`server.auth_fail_limit`).
+    pub auth_failures: Arc<AuthFailures>,
     /// Calls live on this instance, by Twilio call SID.
     pub calls: CallRegistry,
     /// Provider slot leases (`stt_limit`/`tts_limit`): in process, or in Redis when configured.
@@ -76,6 +78,10 @@ impl AppState {
             settings.server.rate_limit_per_s,
             settings.server.rate_limit_burst,
         );
+        let auth_failures = Arc::new(AuthFailures::new(
+            settings.server.auth_fail_limit,
+            settings.server.auth_fail_window_s,
+        ));
         AppState(Arc::new(AppStateInner {
             store,
             settings,
@@ -83,6 +89,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             rate_limiter,
+            auth_failures,
             calls: CallRegistry::default(),
             slots,
             http,

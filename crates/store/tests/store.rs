@@ -16,6 +16,7 @@ store_tests!(
     organizations_are_get_or_create,
     api_keys_are_hashed_and_authenticate,
     installed_keys,
+    api_keys_list_revoke_rotate,
     org_telephony_and_provider_keys,
     assistant_crud,
     assistant_isolation,
@@ -162,6 +163,97 @@ async fn api_keys_are_hashed_and_authenticate(ctx: Ctx) {
         s.create_api_key(9999, None).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn api_keys_list_revoke_rotate(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, b) = two_orgs(&s).await;
+    let (ci, ci_key) = s.create_api_key(a, Some("ci")).await.unwrap();
+    let (bare, bare_key) = s.create_api_key(a, None).await.unwrap();
+    let (_, b_key) = s.create_api_key(b, Some("b")).await.unwrap();
+
+    // Listing: oldest first, display prefix, label, no use yet, not revoked.
+    let keys = s.list_api_keys(a).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![ci.id, bare.id]
+    );
+    assert_eq!(keys[0].prefix, ci_key[..8]);
+    assert_eq!(keys[0].label.as_deref(), Some("ci"));
+    assert_eq!(keys[1].label, None);
+    assert!(
+        keys.iter().all(|k| k.last_used_at_ms.is_none()
+            && k.revoked_at_ms.is_none()
+            && k.created_at_ms > 0)
+    );
+
+    // Use is recorded, and not rewritten by a second use within the minute.
+    s.authenticate(&ci_key)
+        .await
+        .unwrap()
+        .expect("ci key works");
+    let first_use = s.list_api_keys(a).await.unwrap()[0].last_used_at_ms;
+    assert!(first_use.is_some());
+    s.authenticate(&ci_key)
+        .await
+        .unwrap()
+        .expect("ci key works");
+    assert_eq!(
+        s.list_api_keys(a).await.unwrap()[0].last_used_at_ms,
+        first_use
+    );
+
+    // Another organisation cannot rotate it.
+    assert!(s.rotate_api_key(b, ci.id).await.unwrap().is_none());
+    assert!(s.authenticate(&ci_key).await.unwrap().is_some());
+
+    // Rotation: a new key with the same label; the old one fails at once.
+    let (rotated, rotated_key) = s.rotate_api_key(a, ci.id).await.unwrap().expect("rotated");
+    assert_ne!(rotated.id, ci.id);
+    assert_ne!(rotated_key, ci_key);
+    assert_eq!(rotated.label.as_deref(), Some("ci"));
+    assert_eq!(rotated.organization_id, a);
+    assert_eq!(rotated.prefix, rotated_key[..8]);
+    assert!(s.authenticate(&ci_key).await.unwrap().is_none());
+    assert_eq!(
+        s.authenticate(&rotated_key)
+            .await
+            .unwrap()
+            .expect("new key works")
+            .organization_id,
+        a
+    );
+    let keys = s.list_api_keys(a).await.unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys[0].revoked_at_ms.is_some(), "old key revoked");
+    assert_eq!(keys[2].id, rotated.id);
+    assert!(keys[2].revoked_at_ms.is_none());
+    // Only its hash is stored.
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_keys WHERE key_hash = $1")
+        .bind(hash_api_key(&rotated_key))
+        .fetch_one(s.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(n, 1);
+    // A revoked key cannot be rotated again.
+    assert!(s.rotate_api_key(a, ci.id).await.unwrap().is_none());
+
+    // Revocation: once, by its own organisation only.
+    assert!(!s.revoke_api_key(b, bare.id).await.unwrap());
+    assert!(s.revoke_api_key(a, bare.id).await.unwrap());
+    assert!(
+        !s.revoke_api_key(a, bare.id).await.unwrap(),
+        "already revoked"
+    );
+    assert!(s.authenticate(&bare_key).await.unwrap().is_none());
+
+    // Organisation b is untouched.
+    let b_keys = s.list_api_keys(b).await.unwrap();
+    assert_eq!(b_keys.len(), 1);
+    assert!(b_keys[0].revoked_at_ms.is_none());
+    assert!(s.authenticate(&b_key).await.unwrap().is_some());
 }
 
 async fn installed_keys(ctx: Ctx) {

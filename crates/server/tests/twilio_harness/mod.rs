@@ -49,6 +49,8 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Texts the STT fake recognises, in order.
     pub stt_script: Vec<String>,
+    /// Last word on the server settings (e.g. connection timeouts), applied before start.
+    pub adjust: fn(&mut Settings),
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             stream_token_ttl_s: 60,
             max_message_bytes: 64 * 1024,
             stt_script: vec!["I would like to book a cleaning.".to_owned()],
+            adjust: |_| {},
         }
     }
 }
@@ -99,6 +102,7 @@ impl Harness {
         settings.webhooks.max_attempts = 3;
         settings.webhooks.timeout_ms = 2_000;
         settings.providers.keys_from_env = false;
+        (opts.adjust)(&mut settings);
         let ts = TestServer::start_with(settings, String::new()).await;
         let mut scripts = HashMap::new();
         scripts.insert(STT_TAG.to_owned(), opts.stt_script.clone());
