@@ -1,7 +1,8 @@
 //! Start, run and stop the HTTP server.
 //!
 //! Order at start: open the database (creating a SQLite file and its folder if needed), run
-//! migrations, install the bootstrap key, bind, serve. `/healthz` is reachable only once all of
+//! migrations, install the bootstrap key, bind, close the calls a stopped process left open
+//! (`call::recovery`), serve. `/healthz` is reachable only once all of
 //! that is done. Order at stop ([`Server::shutdown`]): cancel `state.shutdown` (the listener
 //! stops accepting, `/healthz` turns 503, the call runtime refuses new calls), then wait — at
 //! most `server.drain_timeout_s` — for in-flight requests and for every task spawned on
@@ -138,6 +139,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
     let state = AppState::new(store, settings, addr, slots);
+    crate::call::recovery::start(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
     let app = routes::router(state.clone());
     let stop = state.shutdown.clone();

@@ -49,6 +49,8 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Texts the STT fake recognises, in order.
     pub stt_script: Vec<String>,
+    /// `twilio.stream_start_timeout_s`.
+    pub stream_start_timeout_s: u64,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             stream_token_ttl_s: 60,
             max_message_bytes: 64 * 1024,
             stt_script: vec!["I would like to book a cleaning.".to_owned()],
+            stream_start_timeout_s: 30,
         }
     }
 }
@@ -90,6 +93,9 @@ impl Harness {
         settings.twilio.stream_token_ttl_s = opts.stream_token_ttl_s;
         settings.twilio.stream_token_secret = STREAM_SECRET.to_owned();
         settings.twilio.max_message_bytes = opts.max_message_bytes;
+        settings.twilio.stream_start_timeout_s = opts.stream_start_timeout_s;
+        // Recordings go to the test's own folder, never the working directory.
+        settings.recordings.base_dir = dir.path().display().to_string();
         settings.webhooks.secret = WEBHOOK_SECRET.to_owned();
         settings.webhooks.initial_backoff_ms = 20;
         settings.webhooks.max_attempts = 3;
@@ -110,6 +116,11 @@ impl Harness {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// `recordings.base_dir` of the server.
+    pub fn recordings_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// The server's `host:port`.
