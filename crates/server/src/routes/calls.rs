@@ -1143,13 +1143,15 @@ fn spawn_backstop_hang_up(state: &AppState, org_id: i64, call_sid: String) {
             () = tokio::time::sleep(Duration::from_millis(TERMINATE_GRACE_MS)) => {}
             () = stop.cancelled() => {}
         }
-        let ended = state2
-            .store
-            .get_call_by_sid(Some(org_id), &call_sid)
-            .await
-            .ok()
-            .flatten()
-            .is_none_or(|c| c.ended_at_ms.is_some());
+        // When the record cannot be read, hang up anyway: Twilio treats an ended call's
+        // hang-up as done, and a live one must not outlast its terminate.
+        let ended = match state2.store.get_call_by_sid(Some(org_id), &call_sid).await {
+            Ok(call) => call.is_none_or(|c| c.ended_at_ms.is_some()),
+            Err(e) => {
+                tracing::warn!(call_sid = %call_sid, error = %e, "could not read the call before the backstop hang-up");
+                false
+            }
+        };
         if !ended {
             let how = twilio_hang_up(&state2, org_id, &call_sid).await;
             tracing::info!(call_sid = %call_sid, twilio = %how, "backstop hang-up after terminate");
