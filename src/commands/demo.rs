@@ -211,7 +211,9 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
         "\nCall {} {} ({}) after {:.1} s; the caller heard {:.1} s of bot audio, {} marks echoed, {} errors.",
         row.call_sid,
         row.status,
-        row.ended_reason.as_deref().unwrap_or("-"),
+        row.ended_reason
+            .as_ref()
+            .map_or("-", switchboard_store::EndedReason::as_str),
         elapsed.as_secs_f64(),
         report.bot_bytes_played as f64 / 8000.0,
         report.marks_echoed,

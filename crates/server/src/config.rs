@@ -70,6 +70,8 @@ pub struct Settings {
     pub recordings: RecordingsSettings,
     /// Who may read `GET /metrics`, and on which listener.
     pub metrics: MetricsSettings,
+    /// Housekeeping of call records.
+    pub calls: CallsSettings,
 }
 
 /// `[metrics]`: access to the Prometheus counters. They are process-wide and carry no
@@ -95,6 +97,16 @@ impl fmt::Debug for MetricsSettings {
             .field("public", &self.public)
             .finish()
     }
+}
+
+/// `[calls]`: closing call records no process is carrying any more.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsSettings {
+    /// Age, in seconds, after which an open call record is taken as abandoned at start (its
+    /// process died without ending it) and closed as `engine_restart`. Must exceed the longest
+    /// call any assistant allows (`max_call_length`) plus a margin.
+    pub stale_after_s: u64,
 }
 
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
@@ -125,6 +137,9 @@ pub struct TwilioSettings {
     pub stream_token_secret: String,
     /// Largest media-stream websocket message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Seconds a media stream our TwiML handed out may take to start before its call is closed
+    /// as `stream_never_started`.
+    pub stream_start_timeout_s: u64,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -139,6 +154,7 @@ impl fmt::Debug for TwilioSettings {
             .field("stream_token_ttl_s", &self.stream_token_ttl_s)
             .field("stream_token_secret", &"<redacted>")
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("stream_start_timeout_s", &self.stream_start_timeout_s)
             .finish()
     }
 }
@@ -238,6 +254,11 @@ pub struct ServerSettings {
     /// the client address; empty = the TCP peer is always the client.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// This instance's stable name, recorded on the calls it carries so that, restarted after
+    /// a crash, it closes the calls it left open at once; empty = a random id per process
+    /// (such calls are then closed only once older than `calls.stale_after_s`).
+    #[serde(default)]
+    pub instance_id: String,
 }
 
 impl ServerSettings {
@@ -434,6 +455,16 @@ impl Settings {
                 ));
             }
         }
+        if self.twilio.stream_start_timeout_s == 0 {
+            return Err(SettingsError::Invalid(
+                "twilio.stream_start_timeout_s must be at least 1".into(),
+            ));
+        }
+        if self.calls.stale_after_s == 0 {
+            return Err(SettingsError::Invalid(
+                "calls.stale_after_s must be at least 1".into(),
+            ));
+        }
         if self.database.url.trim().is_empty() {
             return Err(SettingsError::Invalid("database.url is empty".into()));
         }
@@ -462,6 +493,9 @@ mod tests {
         assert_eq!(settings.server.max_body_bytes, 1_048_576);
         assert_eq!(settings.logging.format, LogFormat::Text);
         assert!(settings.server.public_url.is_empty());
+        assert!(settings.server.instance_id.is_empty());
+        assert_eq!(settings.calls.stale_after_s, 3_900);
+        assert_eq!(settings.twilio.stream_start_timeout_s, 30);
     }
 
     #[test]
@@ -535,6 +569,13 @@ mod tests {
             )
             .is_err()
         );
+        for zero in [
+            "SWITCHBOARD_TWILIO__STREAM_START_TIMEOUT_S",
+            "SWITCHBOARD_CALLS__STALE_AFTER_S",
+        ] {
+            let err = Settings::load(None, &env(&[(zero, "0")]), &[]).expect_err(zero);
+            assert!(err.to_string().contains("at least 1"), "{err}");
+        }
         let missing = Path::new("/nonexistent/switchboard.toml");
         assert!(Settings::load(Some(missing), &env(&[]), &[]).is_err());
     }

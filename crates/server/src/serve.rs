@@ -2,10 +2,11 @@
 //!
 //! Order at start: open the database (creating a SQLite file and its folder if needed), run
 //! migrations, install the bootstrap key, bind (the main listener, and `metrics.addr` when
-//! set), serve. `/healthz` is reachable only once all of that is done. Order at stop
-//! ([`Server::shutdown`]): cancel `state.shutdown` (the listeners stop accepting, `/healthz`
-//! turns 503, the call runtime refuses new calls), then wait — at most
-//! `server.drain_timeout_s` — for in-flight requests and for every task spawned on
+//! set), close the calls a stopped process left open (`call::recovery`), serve. `/healthz` is
+//! reachable only once all of that is done. Order at stop ([`Server::shutdown`]): cancel
+//! `state.shutdown` (the listeners stop accepting, `/healthz` turns 503, the call runtime
+//! refuses new calls), then wait — at most `server.drain_timeout_s` — for in-flight requests
+//! and for every task spawned on
 //! `state.tasks` (live calls) to finish, then close the database pool.
 //!
 //! Connections are served by `edge::serve`, which enforces the connection caps and timers of
@@ -149,6 +150,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
     let state = AppState::new(store, settings, addr, slots);
+    crate::call::recovery::start(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
     let edge = edge_config(&state, trusted);
     tokio::spawn(edge::housekeeping::run(

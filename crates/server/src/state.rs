@@ -54,6 +54,9 @@ pub struct AppStateInner {
     pub stream_token_secret: String,
     /// HMAC key of outgoing webhook signatures.
     pub webhook_secret: String,
+    /// This process's instance id (`server.instance_id`, else random): recorded on the calls
+    /// whose media stream runs here (crash recovery).
+    pub instance_id: String,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -68,6 +71,10 @@ impl AppState {
         let public_base_url = settings.server.public_base_url(bound_addr);
         let stream_token_secret = secret_or_random(&settings.twilio.stream_token_secret);
         let webhook_secret = secret_or_random(&settings.webhooks.secret);
+        let instance_id = match settings.server.instance_id.trim() {
+            "" => format!("sb-{:016x}", rand::random::<u64>()),
+            configured => configured.to_owned(),
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .pool_idle_timeout(std::time::Duration::from_secs(90))
@@ -95,6 +102,7 @@ impl AppState {
             http,
             stream_token_secret,
             webhook_secret,
+            instance_id,
             default_org: OnceCell::new(),
         }))
     }

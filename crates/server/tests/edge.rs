@@ -16,6 +16,7 @@ use common::{KEY_A, TestServer, settings_for};
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard_server::config::Settings;
+use switchboard_store::{CallStatus, EndedReason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -307,8 +308,8 @@ async fn a_live_media_stream_outlives_the_idle_and_header_timeouts() {
     }
     ws.stop(&call_sid, &stream_sid).await;
     let call = h.ended_call(&call_sid).await;
-    assert_eq!(call.status, "completed", "{call:?}");
-    assert_eq!(call.ended_reason.as_deref(), Some("caller_hangup"));
+    assert_eq!(call.status, CallStatus::Completed, "{call:?}");
+    assert_eq!(call.ended_reason, Some(EndedReason::CallerHangup));
 }
 
 async fn status_of(

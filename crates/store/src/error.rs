@@ -27,7 +27,7 @@ pub enum StoreError {
     /// A JSON column did not hold valid JSON, or a value could not be serialised.
     #[error("json error: {0}")]
     Serde(#[from] serde_json::Error),
-    /// Creating the SQLite file's parent directory failed.
+    /// Creating the SQLite file or its parent directory failed.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -32,7 +32,7 @@ use switchboard_providers::llm::{
 use switchboard_providers::slots::{SlotKind, SlotLease};
 use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
 use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
-use switchboard_store::{NewTranscript, NewTurnMetric};
+use switchboard_store::{CallStatus, EndedReason, NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
 
@@ -69,13 +69,27 @@ pub struct CallSetup {
 /// How a call ended, for the call record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOutcome {
-    /// Final status (`completed` or `failed`).
-    pub status: &'static str,
-    /// The `ended_reason` (e.g. `caller_hangup`, `assistant_hangup`, `max_call_length`,
-    /// `provider_error: …`).
-    pub ended_reason: String,
+    /// Final status: `completed`, or `failed` when the engine or a provider failed the call.
+    pub status: CallStatus,
+    /// Why it ended (e.g. `caller_hangup`, `assistant_hangup`, `max_call_length`,
+    /// `provider_error`).
+    pub ended_reason: EndedReason,
     /// Call length in seconds.
     pub duration_s: i64,
+}
+
+/// Why a call could not start: the reason for its record, and the details for the log (the
+/// record keeps only the reason, so a provider's error text never reaches the API).
+#[derive(Debug)]
+struct StartFailure {
+    reason: EndedReason,
+    detail: String,
+}
+
+impl StartFailure {
+    fn new(reason: EndedReason) -> impl FnOnce(String) -> StartFailure {
+        move |detail| StartFailure { reason, detail }
+    }
 }
 
 /// Whether the engine keeps running the core after this action batch.
@@ -112,12 +126,17 @@ pub async fn run_call(
     let call_sid = setup.call_sid.clone();
     let outcome = match Box::pin(Call::prepare(&state, setup, started)).await {
         Ok(call) => Box::pin(call.run(&mut socket, control_rx)).await,
-        Err(reason) => {
-            tracing::warn!(call_sid = %call_sid, %reason, "call could not start");
+        Err(failure) => {
+            tracing::warn!(
+                call_sid = %call_sid,
+                reason = %failure.reason,
+                detail = %failure.detail,
+                "call could not start"
+            );
             speak_nothing_and_close(&mut socket).await;
             CallOutcome {
-                status: "failed",
-                ended_reason: reason,
+                status: CallStatus::Failed,
+                ended_reason: failure.reason,
                 duration_s: started.elapsed().as_secs() as i64,
             }
         }
@@ -173,15 +192,16 @@ impl Call {
         state: &AppState,
         setup: Box<CallSetup>,
         started: Instant,
-    ) -> Result<Box<Call>, String> {
+    ) -> Result<Box<Call>, StartFailure> {
         let a = &setup.assistant;
         let keys = KeySources {
             organization: setup.org_keys.clone(),
             use_env: state.settings.providers.keys_from_env,
         };
-        let stt_cfg = resolve::stt_config(a, &keys)?;
-        let tts_cfg = resolve::tts_config(a, &keys)?;
-        let (llm_primary, llm_fallbacks) = resolve::llm_configs(a, &keys)?;
+        let invalid = || StartFailure::new(EndedReason::AssistantInvalid);
+        let stt_cfg = resolve::stt_config(a, &keys).map_err(invalid())?;
+        let tts_cfg = resolve::tts_config(a, &keys).map_err(invalid())?;
+        let (llm_primary, llm_fallbacks) = resolve::llm_configs(a, &keys).map_err(invalid())?;
 
         let mut leases = Vec::new();
         let slot_wait = Duration::from_millis(state.settings.providers.slot_wait_ms);
@@ -191,7 +211,8 @@ impl Call {
                     .slots
                     .acquire(SlotKind::Stt, &stt_cfg.api_key, limit, slot_wait)
                     .await
-                    .map_err(|e| format!("stt slot: {e}"))?,
+                    .map_err(|e| format!("stt slot: {e}"))
+                    .map_err(StartFailure::new(EndedReason::ProviderSlotUnavailable))?,
             );
         }
         if let Some(limit) = a.tts_limit.filter(|_| !tts_cfg.api_key.is_empty()) {
@@ -200,18 +221,20 @@ impl Call {
                     .slots
                     .acquire(SlotKind::Tts, &tts_cfg.api_key, limit, slot_wait)
                     .await
-                    .map_err(|e| format!("tts slot: {e}"))?,
+                    .map_err(|e| format!("tts slot: {e}"))
+                    .map_err(StartFailure::new(EndedReason::ProviderSlotUnavailable))?,
             );
         }
 
         let (stt, tts) = tokio::join!(connect_stt(&stt_cfg), connect_tts(&tts_cfg));
-        let stt = stt.map_err(|e| format!("provider_error: stt: {e}"))?;
-        let tts = tts.map_err(|e| format!("provider_error: tts: {e}"))?;
+        let provider = || StartFailure::new(EndedReason::ProviderError);
+        let stt = stt.map_err(|e| format!("stt: {e}")).map_err(provider())?;
+        let tts = tts.map_err(|e| format!("tts: {e}")).map_err(provider())?;
 
         let mut party = setup.party.clone();
         if a.conversation_continuity_enabled.unwrap_or(true) && !party.caller_number.is_empty() {
             let since = switchboard_store::now_ms() - resolve::CONTINUITY_WINDOW_MS;
-            if let Ok(lines) = state
+            match state
                 .store
                 .conversation_history(
                     setup.organization_id,
@@ -221,19 +244,27 @@ impl Call {
                 )
                 .await
             {
-                party.previous_conversation =
-                    lines.into_iter().map(|t| (t.role, t.content)).collect();
+                Ok(lines) => {
+                    party.previous_conversation =
+                        lines.into_iter().map(|t| (t.role, t.content)).collect();
+                }
+                // The call goes on without its history rather than not at all.
+                Err(e) => tracing::warn!(
+                    call_id = setup.call_id,
+                    error = %e,
+                    "could not read the caller's previous conversation"
+                ),
             }
         }
         let settings = resolve::core_settings(a, &setup.overrides, &party);
         let core = CallCore::new(settings, Millis(0));
-        let recorder = spawn_recorder(state.clone(), setup.call_id);
+        let recorder = spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
         let audio = CallRecorder::new(
             &a.recording_settings,
             Path::new(&state.settings.recordings.base_dir),
+            setup.organization_id,
             setup.call_id,
-            &setup.call_sid,
         )
         .map(|r| r.with_max_call_length_s(a.max_call_length));
         let tools = tools::specs(a);
@@ -271,10 +302,10 @@ impl Call {
         Millis(self.started.elapsed().as_millis() as u64)
     }
 
-    fn outcome(&self, status: &'static str, reason: impl Into<String>) -> CallOutcome {
+    fn outcome(&self, status: CallStatus, reason: EndedReason) -> CallOutcome {
         CallOutcome {
             status,
-            ended_reason: reason.into(),
+            ended_reason: reason,
             duration_s: self.started.elapsed().as_secs() as i64,
         }
     }
@@ -313,14 +344,14 @@ impl Call {
                         Some(Ok(WsMessage::Close(_))) | None => {
                             let now = self.now();
                             self.core.handle(Event::CallerHungUp, now);
-                            break self.outcome("completed", "caller_hangup_socket_closed");
+                            break self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed);
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "media socket error");
                             let now = self.now();
                             self.core.handle(Event::CallerHungUp, now);
-                            break self.outcome("failed", "media_socket_error");
+                            break self.outcome(CallStatus::Failed, EndedReason::MediaSocketError);
                         }
                     }
                 }
@@ -411,7 +442,7 @@ impl Call {
             }
             Ok(InboundMessage::Stop(_)) => {
                 self.core.handle(Event::CallerHungUp, now);
-                return Flow::End(self.outcome("completed", "caller_hangup"));
+                return Flow::End(self.outcome(CallStatus::Completed, EndedReason::CallerHangup));
             }
             Ok(InboundMessage::Connected(_)) | Ok(InboundMessage::Start(_)) => {
                 self.bad_message("repeated connected/start");
@@ -625,7 +656,9 @@ impl Call {
             && std::mem::take(&mut self.unflushed)
             && socket.flush().await.is_err()
         {
-            return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+            return Flow::End(
+                self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+            );
         }
         flow
     }
@@ -640,7 +673,10 @@ impl Call {
                     let text = self.writer.media(&self.setup.stream_sid, &frame).to_owned();
                     self.unflushed = true;
                     if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                 }
                 Action::SendMark(name) => {
@@ -648,7 +684,10 @@ impl Call {
                     let text = self.writer.mark(&self.setup.stream_sid, &name).to_owned();
                     self.unflushed = true;
                     if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                 }
                 Action::SendClear => {
@@ -658,7 +697,10 @@ impl Call {
                     let text = self.writer.clear(&self.setup.stream_sid).to_owned();
                     self.unflushed = true;
                     if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                 }
                 Action::StartLlm {
@@ -721,7 +763,10 @@ impl Call {
                 Action::RunTool { call, .. } => {
                     // What was queued for the caller goes out before a tool may take seconds.
                     if socket.flush().await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                     let now = self.now();
                     let result = Box::pin(tools::run(&self.state, &self.setup, &call)).await;
@@ -741,9 +786,9 @@ impl Call {
                     let _ = socket.flush().await;
                     Box::pin(tools::hang_up(&self.state, &self.setup)).await;
                     let status = if reason == HangUpReason::ProviderError {
-                        "failed"
+                        CallStatus::Failed
                     } else {
-                        "completed"
+                        CallStatus::Completed
                     };
                     return Flow::End(self.outcome(status, hang_up_reason(reason)));
                 }
@@ -751,8 +796,12 @@ impl Call {
                     let _ = socket.flush().await;
                     let ok = Box::pin(tools::transfer(&self.state, &self.setup, &to)).await;
                     return Flow::End(self.outcome(
-                        "completed",
-                        if ok { "transferred" } else { "transfer_failed" },
+                        CallStatus::Completed,
+                        if ok {
+                            EndedReason::Transferred
+                        } else {
+                            EndedReason::TransferFailed
+                        },
                     ));
                 }
                 Action::Record(r) => {
@@ -796,10 +845,12 @@ pub(crate) async fn classify_utterance(
     Some(answer.to_ascii_uppercase().contains("INCOMPLETE"))
 }
 
-fn hang_up_reason(reason: HangUpReason) -> String {
+fn hang_up_reason(reason: HangUpReason) -> EndedReason {
     match reason {
-        HangUpReason::Completed => "assistant_hangup".to_owned(),
-        other => other.as_str().to_owned(),
+        HangUpReason::Completed => EndedReason::AssistantHangup,
+        HangUpReason::IdleTimeout => EndedReason::IdleTimeout,
+        HangUpReason::MaxCallLength => EndedReason::MaxCallLength,
+        HangUpReason::ProviderError => EndedReason::ProviderError,
     }
 }
 
@@ -907,7 +958,7 @@ fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
 }
 
 /// Writes what the core records, in order, off the call path.
-fn spawn_recorder(state: AppState, call_id: i64) -> mpsc::UnboundedSender<Persist> {
+fn spawn_recorder(state: AppState, org_id: i64, call_id: i64) -> mpsc::UnboundedSender<Persist> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Persist>();
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
@@ -921,7 +972,9 @@ fn spawn_recorder(state: AppState, call_id: i64) -> mpsc::UnboundedSender<Persis
                 Persist::Turn(t) => Box::pin(state.store.add_turn_metric(call_id, t))
                     .await
                     .map(|_| ()),
-                Persist::Call(m) => Box::pin(state.store.set_call_metrics(call_id, m)).await,
+                Persist::Call(m) => {
+                    Box::pin(state.store.set_call_metrics(org_id, call_id, m)).await
+                }
             };
             if let Err(e) = res {
                 tracing::warn!(call_id, error = %e, "could not record call data");

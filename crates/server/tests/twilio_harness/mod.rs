@@ -51,6 +51,8 @@ pub struct Options {
     pub stt_script: Vec<String>,
     /// Last word on the server settings (e.g. connection timeouts), applied before start.
     pub adjust: fn(&mut Settings),
+    /// `twilio.stream_start_timeout_s`.
+    pub stream_start_timeout_s: u64,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             max_message_bytes: 64 * 1024,
             stt_script: vec!["I would like to book a cleaning.".to_owned()],
             adjust: |_| {},
+            stream_start_timeout_s: 30,
         }
     }
 }
@@ -97,6 +100,9 @@ impl Harness {
         settings.twilio.stream_token_ttl_s = opts.stream_token_ttl_s;
         settings.twilio.stream_token_secret = STREAM_SECRET.to_owned();
         settings.twilio.max_message_bytes = opts.max_message_bytes;
+        settings.twilio.stream_start_timeout_s = opts.stream_start_timeout_s;
+        // Recordings go to the test's own folder, never the working directory.
+        settings.recordings.base_dir = dir.path().display().to_string();
         settings.webhooks.secret = WEBHOOK_SECRET.to_owned();
         settings.webhooks.initial_backoff_ms = 20;
         settings.webhooks.max_attempts = 3;
@@ -118,6 +124,11 @@ impl Harness {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// `recordings.base_dir` of the server.
+    pub fn recordings_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// The server's `host:port`.
