@@ -40,6 +40,9 @@ pub enum ServeError {
     /// Redis (`redis.url`) could not be reached.
     #[error("redis: {0}")]
     Redis(String),
+    /// An outgoing HTTP client could not be built (the TLS backend did not start).
+    #[error("http client: {0}")]
+    HttpClient(String),
     /// Another I/O failure (folder creation, socket).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -137,7 +140,8 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             .map_err(|e| ServeError::Redis(e.to_string()))?;
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
-    let state = AppState::new(store, settings, addr, slots);
+    let state = AppState::new(store, settings, addr, slots)
+        .map_err(|e| ServeError::HttpClient(e.to_string()))?;
     crate::twilio::control::spawn_subscriber(&state);
     let app = routes::router(state.clone());
     let stop = state.shutdown.clone();
