@@ -121,6 +121,8 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     settings.server.rate_limit_per_s = 0;
     settings.twilio.auth_token = Some(twilio_token.clone());
     settings.providers.keys_from_env = false;
+    // The provider fakes listen on loopback, which tenant URLs may not reach by default.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse()?;
     let server = serve::start(
         settings,
         StartOptions {

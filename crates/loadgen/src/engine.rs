@@ -59,7 +59,8 @@ fn free_port() -> std::io::Result<u16> {
 impl SpawnedEngine {
     /// Starts `path serve --addr 127.0.0.1:<free port> --database-url sqlite://<tmp>/db` (or
     /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_AUTH_TOKEN`,
-    /// `SWITCHBOARD_PUBLIC_URL` set and the API rate limit off, and waits for `/healthz` (up to
+    /// `SWITCHBOARD_PUBLIC_URL` set, the API rate limit off and loopback allowlisted for tenant
+    /// URLs (the provider fakes listen there), and waits for `/healthz` (up to
     /// `ready_timeout`).
     pub async fn start(
         path: &Path,
@@ -97,6 +98,8 @@ impl SpawnedEngine {
             .env("TWILIO_AUTH_TOKEN", twilio_auth_token)
             .env("SWITCHBOARD_PUBLIC_URL", &base_url)
             .env("SWITCHBOARD_SERVER__RATE_LIMIT_PER_S", "0")
+            // The provider fakes listen on loopback, which tenant URLs may not reach by default.
+            .env("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "127.0.0.1,::1")
             .env(
                 "RUST_LOG",
                 std::env::var("LOADGEN_ENGINE_LOG").unwrap_or_else(|_| "warn".into()),
