@@ -132,6 +132,8 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     settings.twilio.auth_token = Some(twilio_token.clone());
     settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
+    // The provider fakes listen on loopback, which tenant URLs may not reach by default.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse()?;
     let server = serve::start(
         settings,
         StartOptions {

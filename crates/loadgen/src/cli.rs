@@ -50,7 +50,9 @@ pub struct ChartArgs {
 /// Run options.
 #[derive(Clone, Args)]
 pub struct RunArgs {
-    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine.
+    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine. That
+    /// engine must allowlist the fakes' address for tenant URLs
+    /// (SWITCHBOARD_OUTBOUND__ALLOW_HOSTS=127.0.0.1,::1).
     #[arg(long)]
     pub target: Option<String>,
     /// The engine's public URL, if it differs from --target (webhook signatures cover it).

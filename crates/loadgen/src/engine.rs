@@ -67,7 +67,7 @@ impl SpawnedEngine {
     /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_ACCOUNT_SID` (a
     /// random SID), `TWILIO_AUTH_TOKEN`, `TWILIO_API_BASE` (a fake Twilio REST API started
     /// here), `SWITCHBOARD_PUBLIC_URL` set, the API rate limit and the per-address connection
-    /// cap off, and waits for `/healthz` (up to `ready_timeout`).
+    /// cap off, loopback allowlisted for tenant URLs (the provider fakes listen there), and waits for `/healthz` (up to `ready_timeout`).
     pub async fn start(
         path: &Path,
         api_key: &str,
@@ -112,6 +112,8 @@ impl SpawnedEngine {
             .env("SWITCHBOARD_SERVER__RATE_LIMIT_PER_S", "0")
             // Every simulated caller connects from 127.0.0.1: lift the per-address cap.
             .env("SWITCHBOARD_SERVER__MAX_CONNECTIONS_PER_IP", "1000000")
+            // The provider fakes listen on loopback, which tenant URLs may not reach by default.
+            .env("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "127.0.0.1,::1")
             .env(
                 "RUST_LOG",
                 std::env::var("LOADGEN_ENGINE_LOG").unwrap_or_else(|_| "warn".into()),

@@ -65,6 +65,8 @@ async fn a_small_run_accounts_for_every_turn() {
     settings.twilio.auth_token = Some(TOKEN.to_owned());
     settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
+    // The provider fakes listen on loopback.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
     let server = serve::start(
         settings,
         StartOptions {

@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::error::ProviderError;
 use crate::stt::wsutil::{self, Ws};
 use crate::stt::{
@@ -160,6 +162,7 @@ pub(crate) async fn open(
         &[("authorization", &auth)],
         Some("dg-error"),
         connect_timeout,
+        &cfg.outbound,
     )
     .await?;
     let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE_FRAMES);
@@ -177,6 +180,7 @@ pub(crate) async fn open(
     let driver = Driver {
         url,
         auth,
+        outbound: cfg.outbound.clone(),
         dialect,
         connect_timeout,
         keepalive_interval: Duration::from_millis(cfg.keepalive_interval_ms.max(100)),
@@ -219,6 +223,8 @@ enum End {
 struct Driver {
     url: Url,
     auth: String,
+    /// Reconnects are held to the same outbound policy as the first connect.
+    outbound: OutboundPolicy,
     dialect: Dialect,
     connect_timeout: Duration,
     keepalive_interval: Duration,
@@ -475,6 +481,7 @@ impl Driver {
             let url = self.url.clone();
             let auth = self.auth.clone();
             let timeout = self.connect_timeout;
+            let outbound = self.outbound.clone();
             let connecting = async move {
                 wsutil::connect(
                     PROVIDER,
@@ -482,6 +489,7 @@ impl Driver {
                     &[("authorization", &auth)],
                     Some("dg-error"),
                     timeout,
+                    &outbound,
                 )
                 .await
             };

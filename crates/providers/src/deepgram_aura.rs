@@ -18,6 +18,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::elevenlabs::next_ws_message;
 use crate::error::ProviderError;
 use crate::stt::wsutil::{self, Ws};
@@ -83,6 +85,7 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
         &[("authorization", &auth)],
         Some("dg-error"),
         timeout,
+        &cfg.outbound,
     )
     .await?;
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -90,6 +93,7 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
     let driver = Driver {
         url,
         auth,
+        outbound: cfg.outbound.clone(),
         timeout,
         first_byte: Duration::from_millis(cfg.first_byte_timeout_ms.max(1)),
         close_timeout: Duration::from_millis(cfg.close_timeout_ms.max(1)),
@@ -121,6 +125,8 @@ struct Context {
 struct Driver {
     url: Url,
     auth: String,
+    /// Reconnects are held to the same outbound policy as the first connect.
+    outbound: OutboundPolicy,
     timeout: Duration,
     first_byte: Duration,
     close_timeout: Duration,
@@ -250,6 +256,7 @@ impl Driver {
                 &[("authorization", &self.auth)],
                 Some("dg-error"),
                 self.timeout,
+                &self.outbound,
             )
             .await
             {

@@ -22,6 +22,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::error::ProviderError;
 use crate::stt::wsutil::{self, Ws};
 use crate::tts::{
@@ -144,21 +146,29 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
     let single_url = stream_url(cfg, false)?;
     let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
     let key = cfg.api_key.trim().to_owned();
-    let (ws, multi) =
-        match wsutil::connect(PROVIDER, &multi_url, &[("xi-api-key", &key)], None, timeout).await {
-            Ok(ws) => (Some(ws), true),
-            Err(ProviderError::Http { status, .. })
-                if (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) =>
-            {
-                tracing::info!(
-                    provider = PROVIDER,
-                    status,
-                    "multi-context refused; one socket per reply"
-                );
-                (None, false)
-            }
-            Err(e) => return Err(e),
-        };
+    let (ws, multi) = match wsutil::connect(
+        PROVIDER,
+        &multi_url,
+        &[("xi-api-key", &key)],
+        None,
+        timeout,
+        &cfg.outbound,
+    )
+    .await
+    {
+        Ok(ws) => (Some(ws), true),
+        Err(ProviderError::Http { status, .. })
+            if (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) =>
+        {
+            tracing::info!(
+                provider = PROVIDER,
+                status,
+                "multi-context refused; one socket per reply"
+            );
+            (None, false)
+        }
+        Err(e) => return Err(e),
+    };
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
@@ -312,6 +322,7 @@ impl Driver {
                     &[("xi-api-key", &self.key)],
                     None,
                     self.timeout,
+                    &self.cfg.outbound,
                 )
                 .await
                 {
@@ -423,6 +434,7 @@ impl Driver {
                     &[("xi-api-key", &self.key)],
                     None,
                     self.timeout,
+                    &self.cfg.outbound,
                 )
                 .await
                 {
@@ -450,6 +462,7 @@ impl Driver {
             self.single_url.clone(),
             self.key.clone(),
             self.timeout,
+            self.cfg.outbound.clone(),
             ctx,
             rx,
             self.inbound_tx.clone(),
@@ -610,12 +623,14 @@ async fn single_context(
     url: Url,
     key: String,
     timeout: Duration,
+    outbound: OutboundPolicy,
     ctx: u64,
     mut outgoing: mpsc::UnboundedReceiver<Message>,
     inbound: mpsc::UnboundedSender<(u64, Inbound)>,
 ) {
-    let mut ws = match wsutil::connect(PROVIDER, &url, &[("xi-api-key", &key)], None, timeout).await
-    {
+    let headers = [("xi-api-key", key.as_str())];
+    let connecting = wsutil::connect(PROVIDER, &url, &headers, None, timeout, &outbound);
+    let mut ws = match connecting.await {
         Ok(ws) => ws,
         Err(e) => {
             let _ = inbound.send((ctx, Inbound::ConnectFailed(e)));

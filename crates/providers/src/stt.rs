@@ -12,6 +12,8 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::error::ProviderError;
 
 pub(crate) mod wsutil;
@@ -114,6 +116,9 @@ pub struct SttConfig {
     /// `stt_settings.provider_config.base_url`: scheme + host + port (+ optional path prefix)
     /// replacing `wss://api.deepgram.com`; `http` maps to `ws`, `https` to `wss`.
     pub base_url: Option<String>,
+    /// Where this session may connect: the server's outbound policy, so a tenant `base_url`
+    /// cannot reach inside our network. The default refuses every non-public address.
+    pub outbound: OutboundPolicy,
     /// API key. Never logged; redacted in `Debug`.
     pub api_key: String,
     /// Websocket connect + handshake timeout (ms).
@@ -151,6 +156,7 @@ impl Default for SttConfig {
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
             base_url: None,
+            outbound: OutboundPolicy::default(),
             api_key: String::new(),
             connect_timeout_ms: 5000,
             keepalive_interval_ms: 4000,
@@ -183,6 +189,7 @@ impl fmt::Debug for SttConfig {
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)
             .field("base_url", &self.base_url)
+            .field("outbound", &self.outbound.allow_list().to_string())
             .field("api_key", &redacted(&self.api_key))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("keepalive_interval_ms", &self.keepalive_interval_ms)

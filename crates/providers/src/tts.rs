@@ -15,6 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::error::ProviderError;
 use crate::stt::redacted;
 
@@ -57,6 +59,9 @@ pub struct TtsConfig {
     /// `tts_settings.provider_config.base_url`: scheme + host + port (+ optional path prefix)
     /// replacing the vendor's; `http` maps to `ws`, `https` to `wss`.
     pub base_url: Option<String>,
+    /// Where this session may connect: the server's outbound policy, so a tenant `base_url`
+    /// cannot reach inside our network. The default refuses every non-public address.
+    pub outbound: OutboundPolicy,
     /// API key. Never logged; redacted in `Debug`.
     pub api_key: String,
     /// Websocket connect + handshake timeout (ms).
@@ -86,6 +91,7 @@ impl Default for TtsConfig {
             sync_alignment: true,
             inactivity_timeout_s: 180,
             base_url: None,
+            outbound: OutboundPolicy::default(),
             api_key: String::new(),
             connect_timeout_ms: 5000,
             first_byte_timeout_ms: 3000,
@@ -113,6 +119,7 @@ impl fmt::Debug for TtsConfig {
             .field("sync_alignment", &self.sync_alignment)
             .field("inactivity_timeout_s", &self.inactivity_timeout_s)
             .field("base_url", &self.base_url)
+            .field("outbound", &self.outbound.allow_list().to_string())
             .field("api_key", &redacted(&self.api_key))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use switchboard_netguard::OutboundPolicy;
 use switchboard_providers::ProviderError;
 use switchboard_providers::deepgram::listen_url;
 use switchboard_providers::stt::{SttConfig, SttEvent, SttKeyword, SttSession, connect_stt};
@@ -51,10 +52,16 @@ async fn collect_until(
     panic!("event stream ended or timed out; got {out:?}");
 }
 
+/// The fakes listen on 127.0.0.1: an outbound policy that allows exactly loopback.
+fn loopback() -> OutboundPolicy {
+    OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"))
+}
+
 fn cfg(fake: &DeepgramFake) -> SttConfig {
     SttConfig {
         base_url: Some(fake.base_url()),
         api_key: KEY.into(),
+        outbound: loopback(),
         ..SttConfig::default()
     }
 }
@@ -476,6 +483,7 @@ async fn connect_timeout_fires_against_a_silent_server() {
         base_url: Some(format!("http://{addr}")),
         api_key: KEY.into(),
         connect_timeout_ms: 300,
+        outbound: loopback(),
         ..SttConfig::default()
     };
     assert!(matches!(
@@ -584,4 +592,29 @@ async fn flux_finalize_forces_end_of_turn() {
     );
     assert_eq!(fake.received()[0].finalizes, 1);
     s.close().await;
+}
+
+#[tokio::test]
+async fn a_base_url_the_outbound_policy_refuses_is_never_connected() {
+    let fake = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake");
+    for base in [
+        fake.base_url(),
+        format!("http://localhost:{}", fake.addr().port()),
+        format!("http://[::ffff:127.0.0.1]:{}", fake.addr().port()),
+    ] {
+        let config = SttConfig {
+            base_url: Some(base.clone()),
+            outbound: OutboundPolicy::default(),
+            ..cfg(&fake)
+        };
+        match connect_stt(&config).await {
+            Err(ProviderError::NotAllowed { message, .. }) => {
+                assert!(message.contains("not allowed"), "{base}: {message}");
+            }
+            other => panic!("{base}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(fake.received().is_empty(), "nothing reached the fake");
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use switchboard_netguard::OutboundPolicy;
 use switchboard_providers::ProviderError;
 use switchboard_providers::tts::{TtsConfig, TtsEvent, TtsSession, connect_tts};
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
@@ -39,12 +40,18 @@ fn audio_bytes(events: &[TtsEvent], ctx: u64) -> usize {
         .sum()
 }
 
+/// The fakes listen on 127.0.0.1: an outbound policy that allows exactly loopback.
+fn loopback() -> OutboundPolicy {
+    OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"))
+}
+
 fn el_cfg(fake: &ElevenLabsFake) -> TtsConfig {
     TtsConfig {
         provider: "elevenlabs".into(),
         voice_id: "rachel".into(),
         base_url: Some(fake.base_url()),
         api_key: EL_KEY.into(),
+        outbound: loopback(),
         ..TtsConfig::default()
     }
 }
@@ -324,6 +331,7 @@ fn aura_cfg(fake: &DeepgramFake) -> TtsConfig {
         speed: Some(1.1),
         base_url: Some(fake.base_url()),
         api_key: DG_KEY.into(),
+        outbound: loopback(),
         ..TtsConfig::default()
     }
 }
@@ -428,4 +436,29 @@ async fn elevenlabs_reconnects_eagerly_after_an_idle_close() {
             .is_err()
     );
     s.close().await;
+}
+
+#[tokio::test]
+async fn tts_base_urls_the_outbound_policy_refuses_are_never_connected() {
+    let el = ElevenLabsFake::start(ElevenLabsFakeConfig::default())
+        .await
+        .expect("fake");
+    let dg = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake");
+    for cfg in [el_cfg(&el), aura_cfg(&dg)] {
+        let provider = cfg.provider.clone();
+        let strict = TtsConfig {
+            outbound: OutboundPolicy::default(),
+            ..cfg
+        };
+        match connect_tts(&strict).await {
+            Err(ProviderError::NotAllowed { message, .. }) => {
+                assert!(message.contains("not allowed"), "{provider}: {message}");
+            }
+            other => panic!("{provider}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(el.received().is_empty(), "nothing reached ElevenLabs' fake");
+    assert!(dg.received().is_empty(), "nothing reached Deepgram's fake");
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
+use switchboard_netguard::AllowList;
 
 /// The documented default configuration, embedded at build time so the binary needs no file.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -36,6 +37,9 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("SWITCHBOARD_WEBHOOK_SECRET", "webhooks.secret"),
     ("REDIS_URL", "redis.url"),
 ];
+
+/// The key whose environment variable is a comma-separated list.
+const OUTBOUND_ALLOW_HOSTS: &str = "outbound.allow_hosts";
 
 /// Why the configuration could not be loaded; the message names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Housekeeping of call records.
     pub calls: CallsSettings,
+    /// Where URLs a tenant sets may reach.
+    pub outbound: OutboundSettings,
 }
 
 /// `[metrics]`: access to the Prometheus counters. They are process-wide and carry no
@@ -107,6 +113,17 @@ pub struct CallsSettings {
     /// process died without ending it) and closed as `engine_restart`. Must exceed the longest
     /// call any assistant allows (`max_call_length`) plus a margin.
     pub stale_after_s: u64,
+}
+
+/// `[outbound]`: the policy every URL a tenant sets (webhooks, custom tools, provider base
+/// URLs) is held to: only public addresses, plus what is allowlisted here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Host names, IP addresses and CIDRs tenant URLs may reach although they are loopback,
+    /// private, link-local…; empty = none. The environment variable takes a comma-separated
+    /// list (`SWITCHBOARD_OUTBOUND__ALLOW_HOSTS=127.0.0.1,::1`).
+    pub allow_hosts: AllowList,
 }
 
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
@@ -182,6 +199,9 @@ pub struct WebhookSettings {
     pub initial_backoff_ms: u64,
     /// Timeout of one attempt, in ms.
     pub timeout_ms: u64,
+    /// Store the first 2,000 characters of each reply in the webhook log. Off by default: a
+    /// reply is the receiver's data, not ours to keep or show.
+    pub log_response_body: bool,
 }
 
 impl fmt::Debug for WebhookSettings {
@@ -191,6 +211,7 @@ impl fmt::Debug for WebhookSettings {
             .field("max_attempts", &self.max_attempts)
             .field("initial_backoff_ms", &self.initial_backoff_ms)
             .field("timeout_ms", &self.timeout_ms)
+            .field("log_response_body", &self.log_response_body)
             .finish()
     }
 }
@@ -394,6 +415,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("server.trusted_proxies")
+                .with_list_parse_key(OUTBOUND_ALLOW_HOSTS)
                 .source(Some(prefixed)),
         );
         for (var, key) in ENV_ALIASES {
@@ -637,6 +659,53 @@ mod tests {
             let err = Settings::load(None, &env(&[(key, "0")]), &[]).expect_err("zero");
             assert!(err.to_string().contains("at least 1"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn outbound_allowlist_is_empty_by_default_and_comma_separated_in_the_environment() {
+        let s = Settings::defaults().expect("defaults");
+        assert!(s.outbound.allow_hosts.is_empty());
+        assert!(!s.webhooks.log_response_body);
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "SWITCHBOARD_OUTBOUND__ALLOW_HOSTS",
+                    "127.0.0.1, ::1,llm.lan",
+                ),
+                ("SWITCHBOARD_LOGGING__FILTER", "info,sqlx=warn"),
+                ("SWITCHBOARD_WEBHOOKS__LOG_RESPONSE_BODY", "true"),
+            ]),
+            &[],
+        )
+        .expect("load");
+        let allow = &s.outbound.allow_hosts;
+        assert!(allow.allows_ip("127.0.0.1".parse().expect("ip")));
+        assert!(allow.allows_ip("::1".parse().expect("ip")));
+        assert!(allow.allows_host("llm.lan"));
+        assert_eq!(
+            s.logging.filter, "info,sqlx=warn",
+            "other keys are not split"
+        );
+        assert!(s.webhooks.log_response_body);
+        let one = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "10.0.0.0/8")]),
+            &[],
+        )
+        .expect("a single entry");
+        assert!(
+            one.outbound
+                .allow_hosts
+                .allows_ip("10.9.8.7".parse().expect("ip"))
+        );
+        let err = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "127.0.0.1,http://x")]),
+            &[],
+        )
+        .expect_err("junk entry");
+        assert!(err.to_string().contains("http://x"), "{err}");
     }
 
     #[test]

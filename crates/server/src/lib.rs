@@ -29,6 +29,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
+pub mod tenant_urls;
 pub mod twilio;
 pub mod twilio_account;
 pub mod webhooks;

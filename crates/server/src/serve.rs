@@ -51,6 +51,9 @@ pub enum ServeError {
     /// The settings contradict themselves (settings built in code, not via `Settings::load`).
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// An outgoing HTTP client could not be built (the TLS backend did not start).
+    #[error("http client: {0}")]
+    HttpClient(String),
     /// Another I/O failure (folder creation, socket).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -149,7 +152,8 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             .map_err(|e| ServeError::Redis(e.to_string()))?;
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
-    let state = AppState::new(store, settings, addr, slots);
+    let state = AppState::new(store, settings, addr, slots)
+        .map_err(|e| ServeError::HttpClient(e.to_string()))?;
     crate::call::recovery::start(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
     let edge = edge_config(&state, trusted);

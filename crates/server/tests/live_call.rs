@@ -89,6 +89,8 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
     settings.recordings.base_dir = dir.path().display().to_string();
+    // The provider fakes listen on loopback.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
     let server = serve::start(
         settings,
         StartOptions {

@@ -199,8 +199,10 @@ impl Call {
             use_env: state.settings.providers.keys_from_env,
         };
         let invalid = || StartFailure::new(EndedReason::AssistantInvalid);
-        let stt_cfg = resolve::stt_config(a, &keys).map_err(invalid())?;
-        let tts_cfg = resolve::tts_config(a, &keys).map_err(invalid())?;
+        let mut stt_cfg = resolve::stt_config(a, &keys).map_err(invalid())?;
+        let mut tts_cfg = resolve::tts_config(a, &keys).map_err(invalid())?;
+        stt_cfg.outbound = state.outbound.clone();
+        tts_cfg.outbound = state.outbound.clone();
         let (llm_primary, llm_fallbacks) = resolve::llm_configs(a, &keys).map_err(invalid())?;
 
         let mut leases = Vec::new();
@@ -719,7 +721,7 @@ impl Call {
                         &self.llm_primary,
                         &self.llm_fallbacks,
                         req,
-                        &self.state.http,
+                        &self.state.tenant_http,
                     );
                     self.llm = Some((generation, stream));
                 }
@@ -752,7 +754,7 @@ impl Call {
                 }
                 Action::ClassifyUtterance { request, text } => {
                     let cfg = self.llm_primary.clone();
-                    let http = self.state.http.clone();
+                    let http = self.state.tenant_http.clone();
                     let tx = self.verdicts_tx.clone();
                     tokio::spawn(async move {
                         if let Some(incomplete) = classify_utterance(&cfg, &http, &text).await {
@@ -818,7 +820,7 @@ impl Call {
 /// then commits when its wait runs out).
 pub(crate) async fn classify_utterance(
     cfg: &switchboard_providers::llm::LlmConfig,
-    http: &reqwest::Client,
+    http: &switchboard_netguard::GuardedClient,
     text: &str,
 ) -> Option<bool> {
     let mut cfg = cfg.clone();
@@ -1062,7 +1064,10 @@ mod tests {
             .with_base_url(fake.base_url());
         cfg.temperature = Some(0.7);
         cfg.max_tokens = Some(500);
-        let http = reqwest::Client::new();
+        // The fake listens on 127.0.0.1, which the outbound policy must allow.
+        let policy = switchboard_netguard::OutboundPolicy::new("127.0.0.1".parse().expect("ip"));
+        let http = switchboard_netguard::GuardedClient::build(policy, reqwest::Client::builder())
+            .expect("client");
 
         fake.push(FakeLlmTurn::Text("INCOMPLETE".into()));
         assert_eq!(

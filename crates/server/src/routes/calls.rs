@@ -331,7 +331,8 @@ pub struct WebhookLogResponse {
     pub request_payload: Option<Value>,
     /// HTTP status received; `null` when no response arrived.
     pub response_status_code: Option<i64>,
-    /// Body received (truncated to 2000 characters).
+    /// Body received (truncated to 2000 characters); `null` unless the operator turned on
+    /// `webhooks.log_response_body`.
     pub response_body: Option<String>,
     /// Time from request to response or failure, ms.
     pub response_time_ms: Option<i64>,

@@ -54,8 +54,13 @@ pub fn settings_for(db_path: &Path) -> Settings {
     settings.database.url = format!("sqlite://{}", db_path.display());
     settings.server.drain_timeout_s = 5;
     settings.server.rate_limit_per_s = 0;
+    // The fakes tenant URLs point at listen on loopback.
+    settings.outbound.allow_hosts = LOOPBACK.parse().expect("allowlist");
     settings
 }
+
+/// The outbound allowlist of the test servers: the fakes listen on loopback.
+pub const LOOPBACK: &str = "127.0.0.1,::1";
 
 impl TestServer {
     /// A fresh server on a fresh database.
