@@ -10,6 +10,7 @@ pub const SMALL_WS_READ_BUFFER: usize = 8 * 1024;
 pub mod anthropic;
 pub mod deepgram;
 pub mod elevenlabs;
+pub mod fault;
 pub mod latency;
 pub mod openai;
 pub mod stack;
