@@ -226,6 +226,8 @@ enum End {
     Closed,
     /// Dropped by the network or the server; reconnect.
     Dropped(String),
+    /// Open, but no transcription message for `stall_timeout` while audio flowed.
+    Stalled,
 }
 
 /// The background task of one STT session. Holds the auth header for reconnects; never logs it.
@@ -241,9 +243,9 @@ struct Driver {
     /// No transcription message for this long while audio is sent: the socket is stalled.
     stall_timeout: Duration,
     /// Reconnect attempts made since the provider last answered with a transcription message.
-    /// A socket that connects but never answers (stalls, garbage, dropped at once) does not
+    /// A socket that connects but never answers (dropped at once, garbage, a stall) does not
     /// reset it, so a provider that keeps failing that way ends in `Failed`, not in an endless
-    /// reconnect loop.
+    /// reconnect loop; a reconnected socket that stalls without answering ends the session.
     attempts_used: u32,
     /// The new socket got the gap's audio: it owes an answer from the start.
     replayed: bool,
@@ -271,6 +273,34 @@ impl Driver {
         loop {
             match self.session(&mut ws).await {
                 End::Closed => break,
+                End::Stalled if self.attempts_used > 0 => {
+                    // The socket of the last reconnect never answered either: the provider is
+                    // down, and another reconnect would leave the caller unheard for another
+                    // `stall_timeout`.
+                    let error = ProviderError::Timeout {
+                        provider: PROVIDER,
+                        waiting_for: "transcription results after a reconnect",
+                        after: self.stall_timeout,
+                    };
+                    tracing::warn!(provider = PROVIDER, %error, "STT stalled again; giving up");
+                    let _ = self.events_tx.send(SttEvent::Failed(error)).await;
+                    break;
+                }
+                End::Stalled => {
+                    let reason = format!(
+                        "stalled: no results for {} ms while audio flowed",
+                        self.stall_timeout.as_millis()
+                    );
+                    tracing::warn!(provider = PROVIDER, %reason, "STT socket stalled; reconnecting");
+                    match Box::pin(self.reconnect(reason)).await {
+                        Ok(Some(new_ws)) => ws = new_ws,
+                        Ok(None) => break,
+                        Err(error) => {
+                            let _ = self.events_tx.send(SttEvent::Failed(error)).await;
+                            break;
+                        }
+                    }
+                }
                 End::Dropped(reason) => {
                     tracing::warn!(provider = PROVIDER, %reason, "STT socket dropped; reconnecting");
                     // Boxed: the reconnect state lives on the heap only while reconnecting.
@@ -437,10 +467,7 @@ impl Driver {
                     }
                     if stall_at.is_some_and(|s| Instant::now() >= s) {
                         let _ = ws.close(None).await;
-                        return End::Dropped(format!(
-                            "stalled: no results for {} ms while audio flowed",
-                            self.stall_timeout.as_millis()
-                        ));
+                        return End::Stalled;
                     }
                     let keepalive_at = last_sent + self.keepalive_interval;
                     if Instant::now() < keepalive_at {

@@ -122,7 +122,7 @@ pub struct SttConfig {
     pub keepalive_interval_ms: u64,
     /// How many times to try reconnecting after a dropped (or stalled) socket before `Failed`.
     /// A reconnect whose socket never answers with a transcription message does not reset the
-    /// count.
+    /// count, and one that stalls without answering ends the session at once.
     pub reconnect_attempts: u32,
     /// Backoff (ms) before the first reconnect attempt; doubles per attempt, capped at 5 s.
     pub reconnect_backoff_ms: u64,
@@ -131,7 +131,8 @@ pub struct SttConfig {
     /// How long `close()` waits (ms) for the provider's final results and close.
     pub close_timeout_ms: u64,
     /// No transcription message (results, even empty ones; Flux turn events) for this long (ms)
-    /// while audio is being sent: the socket counts as stalled and is reconnected. At least 1 s.
+    /// while audio is being sent: the socket counts as stalled and is reconnected (once: a
+    /// reconnected socket that stalls before answering is `Failed`). At least 1 s.
     pub stall_timeout_ms: u64,
 }
 

@@ -667,17 +667,17 @@ async fn a_stalled_socket_is_reconnected() {
     }
 }
 
-/// New sockets that are accepted but never answer (here: garbage only) do not reset the
-/// reconnect budget: the session ends with `Failed` instead of reconnecting for ever.
+/// New sockets that are accepted but never answer (here: garbage only) do not get reconnected
+/// for ever: the socket of the reconnect stalls too, and the session ends with `Failed`.
 #[tokio::test]
-async fn sockets_that_never_answer_use_up_the_reconnects() {
+async fn a_socket_that_stalls_again_after_a_reconnect_fails_the_session() {
     let fake = DeepgramFake::start(DeepgramFakeConfig::default())
         .await
         .expect("fake starts");
     fake.set_stt_fault(Some(Fault::always(FaultKind::Garbage, 0)));
     let config = SttConfig {
         stall_timeout_ms: 1_000,
-        reconnect_attempts: 2,
+        reconnect_attempts: 5,
         reconnect_backoff_ms: 10,
         ..cfg(&fake)
     };
@@ -690,10 +690,39 @@ async fn sockets_that_never_answer_use_up_the_reconnects() {
             _ => None,
         })
         .collect();
-    assert_eq!(attempts, vec![1, 2], "{events:?}");
+    assert_eq!(attempts, vec![1], "{events:?}");
     match events.last() {
-        Some(SttEvent::Failed(e)) => assert!(e.to_string().contains("stalled"), "{e}"),
+        Some(SttEvent::Failed(ProviderError::Timeout { waiting_for, .. })) => {
+            assert!(waiting_for.contains("transcription"), "{waiting_for}")
+        }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(fake.received().len(), 3);
+    assert_eq!(fake.received().len(), 2);
+}
+
+/// Sockets dropped right after the handshake use up the reconnect budget: `Failed`, not an
+/// endless loop, though every handshake succeeds.
+#[tokio::test]
+async fn sockets_dropped_at_once_use_up_the_reconnects() {
+    let fake = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake starts");
+    let config = SttConfig {
+        reconnect_attempts: 3,
+        reconnect_backoff_ms: 10,
+        ..cfg(&fake)
+    };
+    // Every socket, the first included, is dropped right after its handshake.
+    fake.set_stt_fault(Some(Fault::always(FaultKind::Drop, 0)));
+    let mut s = connect_stt(&config).await.expect("the handshake succeeds");
+    let events = talk_until(&mut s, |e| matches!(e, SttEvent::Failed(_))).await;
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            SttEvent::Reconnecting { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3], "{events:?}");
+    assert_eq!(fake.received().len(), 4);
 }

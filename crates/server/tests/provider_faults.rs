@@ -600,6 +600,16 @@ async fn stt_live_stall_is_detected_and_reconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_stalling_for_good_ends_with_stt_failed() {
+    run(Case::new(
+        Target::Stt,
+        Fault::always(FaultKind::Stall, 1),
+        ends(STT_FAILED.0, STT_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stt_live_429_for_good_ends_with_stt_failed() {
     run(Case::new(
         Target::Stt,
