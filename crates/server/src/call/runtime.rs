@@ -111,11 +111,21 @@ pub async fn run_call(
     // while it runs instead of widening the call task that lives for the whole call.
     // The setup (with the assistant record) moves into the call: one copy per call.
     let call_sid = setup.call_sid.clone();
+    let organization_id = setup.organization_id;
     let outcome = match Box::pin(Call::prepare(&state, setup, started)).await {
         Ok(call) => Box::pin(call.run(&mut socket, control_rx)).await,
         Err(reason) => {
             tracing::warn!(call_sid = %call_sid, %reason, "call could not start");
-            speak_nothing_and_close(&mut socket).await;
+            // No TTS to speak with: Twilio apologises, rather than the caller hearing nothing.
+            let sorry = switchboard_core::call::settings::DEFAULT_PROVIDER_ERROR_GOODBYE;
+            Box::pin(tools::say_then_hang_up(
+                &state,
+                organization_id,
+                &call_sid,
+                sorry,
+            ))
+            .await;
+            close_stream(&mut socket).await;
             CallOutcome {
                 status: "failed",
                 ended_reason: reason,
@@ -127,7 +137,7 @@ pub async fn run_call(
     outcome
 }
 
-async fn speak_nothing_and_close(socket: &mut WebSocket) {
+async fn close_stream(socket: &mut WebSocket) {
     let _ = socket.send(WsMessage::Close(None)).await;
 }
 
@@ -776,7 +786,8 @@ impl Call {
                     let _ = socket.flush().await;
                     match spoken_by_telephony {
                         Some(text) => {
-                            Box::pin(tools::say_then_hang_up(&self.state, &self.setup, &text)).await
+                            let (org, sid) = (self.setup.organization_id, &self.setup.call_sid);
+                            Box::pin(tools::say_then_hang_up(&self.state, org, sid, &text)).await
                         }
                         None => Box::pin(tools::hang_up(&self.state, &self.setup)).await,
                     }
