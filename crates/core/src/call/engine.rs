@@ -1733,8 +1733,6 @@ impl CallCore {
     fn hang_up_spoken_by_telephony(&mut self, reason: HangUpReason, text: String, now: Millis) {
         self.cut_all(now, false);
         self.queued.clear();
-        self.spec = None;
-        self.spec_deadline = None;
         let ending = self.ending.get_or_insert(Ending {
             reason,
             transfer_to: None,
@@ -1756,9 +1754,6 @@ impl CallCore {
         }
         // A turn in progress can never be completed now.
         self.classifying = None;
-        if let Some(spec) = self.spec.take() {
-            self.drop_gen(spec.generation);
-        }
         let msg = Some(self.s.stt_failure_message.clone());
         self.begin_ending(HangUpReason::SttFailed, None, msg, false, now);
     }
