@@ -201,7 +201,9 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
 struct Context {
     ending: bool,
     got_audio: bool,
-    first_byte_deadline: Option<Instant>,
+    /// The provider owes this context audio (text was sent and not yet answered) or, once
+    /// flushed, the rest of its audio and `isFinal`: by this time, or the socket is stalled.
+    audio_deadline: Option<Instant>,
 }
 
 /// What a single-context socket task reports.
@@ -336,7 +338,7 @@ impl Driver {
             let deadline = self
                 .contexts
                 .iter()
-                .filter_map(|(id, c)| c.first_byte_deadline.map(|d| (d, *id)))
+                .filter_map(|(id, c)| c.audio_deadline.map(|d| (d, *id)))
                 .min();
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -379,9 +381,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(deadline.map(|d| d.0).unwrap_or(far)), if deadline.is_some() => {
                     if let Some((_, ctx)) = deadline {
-                        let after = Duration::from_millis(self.cfg.first_byte_timeout_ms);
-                        self.close_context_at_provider(ctx).await;
-                        self.fail(ctx, ProviderError::Timeout { provider: PROVIDER, waiting_for: "first audio byte", after }).await;
+                        self.stalled(ctx).await;
                     }
                 }
             }
@@ -487,13 +487,9 @@ impl Driver {
                 .get(&ctx)
                 .is_some_and(|tx| tx.send(Message::text(m.to_string())).is_ok())
         };
-        if sent
-            && let Some(c) = self.contexts.get_mut(&ctx)
-            && !c.got_audio
-            && c.first_byte_deadline.is_none()
-        {
-            c.first_byte_deadline =
-                Some(Instant::now() + Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1)));
+        let timeout = self.audio_timeout();
+        if sent && let Some(c) = self.contexts.get_mut(&ctx) {
+            c.audio_deadline.get_or_insert(Instant::now() + timeout);
         }
     }
 
@@ -511,12 +507,44 @@ impl Driver {
             return;
         }
         c.ending = true;
+        // The rest of the audio and `isFinal` are owed now.
+        c.audio_deadline =
+            Some(Instant::now() + Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1)));
         if self.multi {
             let m = json!({"context_id": context_name(ctx), "close_context": true});
             self.send_multi(Message::text(m.to_string())).await;
         } else if let Some(tx) = self.single.get(&ctx) {
             let _ = tx.send(Message::text(r#"{"text":""}"#));
         }
+    }
+
+    /// Context `ctx` waited too long for audio: the provider is stalled. It fails and so does
+    /// its socket (with every other context on it), so the next reply opens a fresh one.
+    async fn stalled(&mut self, ctx: u64) {
+        let waiting_for = if self.contexts.get(&ctx).is_some_and(|c| c.got_audio) {
+            "the rest of the audio"
+        } else {
+            "first audio byte"
+        };
+        let error = ProviderError::Timeout {
+            provider: PROVIDER,
+            waiting_for,
+            after: self.audio_timeout(),
+        };
+        if self.multi {
+            tracing::warn!(provider = PROVIDER, %error, "TTS socket stalled; replacing it");
+            if let Some(mut ws) = self.ws.take() {
+                let _ = ws.close(None).await;
+            }
+            self.fail_all(error).await;
+        } else {
+            self.close_context_at_provider(ctx).await;
+            self.fail(ctx, error).await;
+        }
+    }
+
+    fn audio_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1))
     }
 
     async fn close_context_at_provider(&mut self, ctx: u64) {
@@ -586,7 +614,11 @@ impl Driver {
                 audio = strip_audio_header(audio);
             }
             c.got_audio = true;
-            c.first_byte_deadline = None;
+            // Audio keeps coming while the reply is flushed; before that, the text sent so
+            // far may be all answered and the next text (re)arms the deadline.
+            c.audio_deadline = c.ending.then(|| {
+                Instant::now() + Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1))
+            });
             let alignment = message
                 .alignment
                 .or(message.normalized_alignment)

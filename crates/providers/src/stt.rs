@@ -125,7 +125,9 @@ pub struct SttConfig {
     pub connect_timeout_ms: u64,
     /// Send a keep-alive when no audio went out for this long (ms). Deepgram closes after 10 s.
     pub keepalive_interval_ms: u64,
-    /// How many times to try reconnecting after a dropped socket before `Failed`.
+    /// How many times to try reconnecting after a dropped (or stalled) socket before `Failed`.
+    /// A reconnect whose socket never answers with a transcription message does not reset the
+    /// count, and one that stalls without answering ends the session at once.
     pub reconnect_attempts: u32,
     /// Backoff (ms) before the first reconnect attempt; doubles per attempt, capped at 5 s.
     pub reconnect_backoff_ms: u64,
@@ -133,6 +135,10 @@ pub struct SttConfig {
     pub reconnect_buffer_ms: u32,
     /// How long `close()` waits (ms) for the provider's final results and close.
     pub close_timeout_ms: u64,
+    /// No transcription message (results, even empty ones; Flux turn events) for this long (ms)
+    /// while audio is being sent: the socket counts as stalled and is reconnected (once: a
+    /// reconnected socket that stalls before answering is `Failed`). At least 1 s.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for SttConfig {
@@ -164,6 +170,7 @@ impl Default for SttConfig {
             reconnect_backoff_ms: 100,
             reconnect_buffer_ms: 2000,
             close_timeout_ms: 3000,
+            stall_timeout_ms: 10_000,
         }
     }
 }
@@ -197,6 +204,7 @@ impl fmt::Debug for SttConfig {
             .field("reconnect_backoff_ms", &self.reconnect_backoff_ms)
             .field("reconnect_buffer_ms", &self.reconnect_buffer_ms)
             .field("close_timeout_ms", &self.close_timeout_ms)
+            .field("stall_timeout_ms", &self.stall_timeout_ms)
             .finish()
     }
 }
@@ -299,7 +307,8 @@ pub enum SttEvent {
     },
     /// A reconnect succeeded; buffered audio has been replayed.
     Reconnected,
-    /// The session is dead for good (reconnects exhausted or a non-retryable error). Last event.
+    /// The session is dead for good (reconnects exhausted, every new socket stalled or dropped
+    /// before answering, or a non-retryable error). Last event.
     Failed(ProviderError),
 }
 

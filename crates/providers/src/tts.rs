@@ -66,7 +66,9 @@ pub struct TtsConfig {
     pub api_key: String,
     /// Websocket connect + handshake timeout (ms).
     pub connect_timeout_ms: u64,
-    /// After a context's first text is sent, no audio within this long (ms) fails the context.
+    /// No audio within this long (ms) after text was sent, or, once the reply is flushed, no
+    /// further audio or end of reply within this long, fails the reply: the socket is taken as
+    /// stalled and replaced (its other replies fail too), so the next reply gets a fresh one.
     pub first_byte_timeout_ms: u64,
     /// How long `close()` waits (ms) for the provider to finish.
     pub close_timeout_ms: u64,
@@ -157,9 +159,9 @@ pub enum TtsEvent {
         /// The finished reply.
         context: u64,
     },
-    /// A context (or, with `context: None`, the whole session) failed: first-byte timeout,
-    /// dropped socket, provider error. A failed context gets no `Done`. After a socket-level
-    /// failure the next new context reconnects.
+    /// A context (or, with `context: None`, the whole session) failed: audio timeout (a
+    /// stalled socket), dropped socket, provider error. A failed context gets no `Done`. After
+    /// a socket-level failure the next new context reconnects.
     Failed {
         /// The reply that failed, or `None` for the session.
         context: Option<u64>,

@@ -184,6 +184,18 @@ pub struct ProviderSettings {
     pub keys_from_env: bool,
     /// How long, in ms, a call start waits for a free provider slot.
     pub slot_wait_ms: u64,
+    /// ms without a transcription message from the STT while caller audio flows before its
+    /// socket counts as stalled and is reconnected (Deepgram sends results, empty ones for
+    /// silence, every few seconds).
+    pub stt_stall_timeout_ms: u64,
+    /// ms the TTS may take to send audio after text (and between audio chunks or to finish a
+    /// flushed reply) before the reply fails and its socket is replaced.
+    pub tts_audio_timeout_ms: u64,
+    /// ms from an LLM request to its first token before the turn fails over to the next
+    /// provider (or fails).
+    pub llm_first_token_timeout_ms: u64,
+    /// Longest silence, in ms, between two chunks of an LLM reply that has started.
+    pub llm_stream_idle_timeout_ms: u64,
 }
 
 /// `[webhooks]`: signing and retrying deliveries to the assistant's `webhook_url`.
@@ -489,6 +501,23 @@ impl Settings {
         }
         if self.database.url.trim().is_empty() {
             return Err(SettingsError::Invalid("database.url is empty".into()));
+        }
+        let p = &self.providers;
+        for (key, ms) in [
+            ("providers.stt_stall_timeout_ms", p.stt_stall_timeout_ms),
+            ("providers.tts_audio_timeout_ms", p.tts_audio_timeout_ms),
+            (
+                "providers.llm_first_token_timeout_ms",
+                p.llm_first_token_timeout_ms,
+            ),
+            (
+                "providers.llm_stream_idle_timeout_ms",
+                p.llm_stream_idle_timeout_ms,
+            ),
+        ] {
+            if ms == 0 {
+                return Err(SettingsError::Invalid(format!("{key} must be at least 1")));
+            }
         }
         Ok(())
     }

@@ -123,6 +123,14 @@ pub enum EndedReason {
     MaxCallLength,
     /// `provider_error`: an STT, LLM or TTS provider failed (details in the log).
     ProviderError,
+    /// `stt_failed`: the speech-to-text provider failed mid-call for good (reconnects spent);
+    /// the caller heard an apology.
+    SttFailed,
+    /// `tts_failed`: the text-to-speech provider failed mid-call; Twilio spoke the apology.
+    TtsFailed,
+    /// `llm_failed`: the LLM (and its fallbacks) failed on consecutive replies; the caller
+    /// heard a spoken goodbye.
+    LlmFailed,
     /// `provider_slot_unavailable`: no provider slot (`stt_limit` / `tts_limit`) freed up in
     /// time for the call to start.
     ProviderSlotUnavailable,
@@ -168,13 +176,16 @@ pub enum EndedReason {
 
 impl EndedReason {
     /// Every reason this version writes itself (without [`EndedReason::Telephony`]).
-    const ENGINE: [EndedReason; 20] = [
+    const ENGINE: [EndedReason; 23] = [
         EndedReason::CallerHangup,
         EndedReason::CallerHangupSocketClosed,
         EndedReason::AssistantHangup,
         EndedReason::IdleTimeout,
         EndedReason::MaxCallLength,
         EndedReason::ProviderError,
+        EndedReason::SttFailed,
+        EndedReason::TtsFailed,
+        EndedReason::LlmFailed,
         EndedReason::ProviderSlotUnavailable,
         EndedReason::Transferred,
         EndedReason::TransferFailed,
@@ -200,6 +211,9 @@ impl EndedReason {
             EndedReason::IdleTimeout => "idle_timeout",
             EndedReason::MaxCallLength => "max_call_length",
             EndedReason::ProviderError => "provider_error",
+            EndedReason::SttFailed => "stt_failed",
+            EndedReason::TtsFailed => "tts_failed",
+            EndedReason::LlmFailed => "llm_failed",
             EndedReason::ProviderSlotUnavailable => "provider_slot_unavailable",
             EndedReason::Transferred => "transferred",
             EndedReason::TransferFailed => "transfer_failed",

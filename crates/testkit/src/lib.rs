@@ -12,6 +12,7 @@ pub mod cartesia;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod elevenlabs_stt;
+pub mod fault;
 pub mod latency;
 pub mod openai;
 pub mod openai_speech;

@@ -72,7 +72,8 @@ pub struct CallOutcome {
     /// Final status: `completed`, or `failed` when the engine or a provider failed the call.
     pub status: CallStatus,
     /// Why it ended (e.g. `caller_hangup`, `assistant_hangup`, `max_call_length`,
-    /// `provider_error`).
+    /// `stt_failed`, `tts_failed`, `llm_failed`,
+    /// `provider_error` when a provider could not even be reached at the start).
     pub ended_reason: EndedReason,
     /// Call length in seconds.
     pub duration_s: i64,
@@ -124,6 +125,7 @@ pub async fn run_call(
     // while it runs instead of widening the call task that lives for the whole call.
     // The setup (with the assistant record) moves into the call: one copy per call.
     let call_sid = setup.call_sid.clone();
+    let organization_id = setup.organization_id;
     let outcome = match Box::pin(Call::prepare(&state, setup, started)).await {
         Ok(call) => Box::pin(call.run(&mut socket, control_rx)).await,
         Err(failure) => {
@@ -133,7 +135,16 @@ pub async fn run_call(
                 detail = %failure.detail,
                 "call could not start"
             );
-            speak_nothing_and_close(&mut socket).await;
+            // No TTS to speak with: Twilio apologises, rather than the caller hearing nothing.
+            let sorry = switchboard_core::call::settings::DEFAULT_PROVIDER_ERROR_GOODBYE;
+            Box::pin(tools::say_then_hang_up(
+                &state,
+                organization_id,
+                &call_sid,
+                sorry,
+            ))
+            .await;
+            close_stream(&mut socket).await;
             CallOutcome {
                 status: CallStatus::Failed,
                 ended_reason: failure.reason,
@@ -145,7 +156,7 @@ pub async fn run_call(
     outcome
 }
 
-async fn speak_nothing_and_close(socket: &mut WebSocket) {
+async fn close_stream(socket: &mut WebSocket) {
     let _ = socket.send(WsMessage::Close(None)).await;
 }
 
@@ -177,6 +188,10 @@ struct Call {
     unflushed: bool,
     providers_used: ProvidersUsed,
     bad_messages: u64,
+    /// The STT session's events are still flowing (a closed channel must leave the `select!`).
+    stt_open: bool,
+    /// The TTS session's events are still flowing.
+    tts_open: bool,
 }
 
 /// Which provider served each stage, for the per-turn metrics.
@@ -203,7 +218,14 @@ impl Call {
         let mut tts_cfg = resolve::tts_config(a, &keys).map_err(invalid())?;
         stt_cfg.outbound = state.outbound.clone();
         tts_cfg.outbound = state.outbound.clone();
-        let (llm_primary, llm_fallbacks) = resolve::llm_configs(a, &keys).map_err(invalid())?;
+        let (mut llm_primary, mut llm_fallbacks) = resolve::llm_configs(a, &keys).map_err(invalid())?;
+        let p = &state.settings.providers;
+        stt_cfg.stall_timeout_ms = p.stt_stall_timeout_ms;
+        tts_cfg.first_byte_timeout_ms = p.tts_audio_timeout_ms;
+        for llm in std::iter::once(&mut llm_primary).chain(llm_fallbacks.iter_mut()) {
+            llm.first_token_timeout_ms = p.llm_first_token_timeout_ms;
+            llm.stream_idle_timeout_ms = p.llm_stream_idle_timeout_ms;
+        }
 
         let mut leases = Vec::new();
         let slot_wait = Duration::from_millis(state.settings.providers.slot_wait_ms);
@@ -297,6 +319,8 @@ impl Call {
             audio,
             unflushed: false,
             bad_messages: 0,
+            stt_open: true,
+            tts_open: true,
         }))
     }
 
@@ -357,24 +381,29 @@ impl Call {
                         }
                     }
                 }
-                ev = self.stt.events.recv() => match ev {
+                ev = self.stt.events.recv(), if self.stt_open => match ev {
                     Some(ev) => {
                         if let Flow::End(o) = self.on_stt(ev) {
                             break o;
                         }
                     }
                     None => {
+                        // After `Failed` (already reported) or a driver that died: either way
+                        // the caller can no longer be heard. Keep going: the core says why,
+                        // then hangs up.
+                        self.stt_open = false;
                         tracing::warn!(call_sid = %self.setup.call_sid, "stt session ended");
                         let now = self.now();
-                        self.core.handle(Event::HangUpRequested { message: None }, now);
-                        // Keep going: the goodbye is played, then the core hangs up.
+                        self.core.handle(Event::SttFailed { reason: "stt session ended" }, now);
                     }
                 },
-                ev = self.tts.events.recv() => {
-                    if let Some(ev) = ev {
-                        self.on_tts(ev);
+                ev = self.tts.events.recv(), if self.tts_open => match ev {
+                    Some(ev) => self.on_tts(ev),
+                    None => {
+                        self.tts_open = false;
+                        self.tts_session_gone();
                     }
-                }
+                },
                 ev = next_llm(&mut self.llm) => self.on_llm(ev),
                 Some((request, incomplete)) = self.verdicts.recv() => {
                     let now = self.now();
@@ -507,16 +536,8 @@ impl Call {
             }
             SttEvent::Failed(e) => {
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "stt failed for good");
-                self.core.handle(
-                    Event::HangUpRequested {
-                        message: Some(
-                            "I'm sorry, I can't hear you anymore because of a technical problem. \
-                             Please call back. Goodbye."
-                                .to_owned(),
-                        ),
-                    },
-                    now,
-                );
+                let reason = e.to_string();
+                self.core.handle(Event::SttFailed { reason: &reason }, now);
             }
         }
         Flow::Continue
@@ -560,6 +581,9 @@ impl Call {
             }
             TtsEvent::Failed { context, error } => {
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %error, "tts failed");
+                if let Some(c) = context {
+                    self.tts_closing.remove(&c);
+                }
                 let reason = error.to_string();
                 self.core.handle(
                     Event::TtsFailed {
@@ -569,6 +593,24 @@ impl Call {
                     now,
                 );
             }
+        }
+    }
+
+    /// The TTS session task is gone: every generation still waiting for its audio fails (later
+    /// ones fail as their text is refused), so the core decides what the caller hears.
+    fn tts_session_gone(&mut self) {
+        tracing::warn!(call_sid = %self.setup.call_sid, "tts session ended");
+        let now = self.now();
+        let mut waiting: Vec<u64> = self.tts_closing.drain().collect();
+        waiting.sort_unstable();
+        for context in waiting {
+            self.core.handle(
+                Event::TtsFailed {
+                    generation: Generation(context),
+                    reason: "tts session ended",
+                },
+                now,
+            );
         }
     }
 
@@ -783,11 +825,20 @@ impl Call {
                         self.on_command(follow);
                     }
                 }
-                Action::HangUp { reason } => {
+                Action::HangUp {
+                    reason,
+                    spoken_by_telephony,
+                } => {
                     // The goodbye's last frames are queued: write them before hanging up.
                     let _ = socket.flush().await;
-                    Box::pin(tools::hang_up(&self.state, &self.setup)).await;
-                    let status = if reason == HangUpReason::ProviderError {
+                    match spoken_by_telephony {
+                        Some(text) => {
+                            let (org, sid) = (self.setup.organization_id, &self.setup.call_sid);
+                            Box::pin(tools::say_then_hang_up(&self.state, org, sid, &text)).await
+                        }
+                        None => Box::pin(tools::hang_up(&self.state, &self.setup)).await,
+                    }
+                    let status = if reason.is_provider_failure() {
                         CallStatus::Failed
                     } else {
                         CallStatus::Completed
@@ -852,7 +903,9 @@ fn hang_up_reason(reason: HangUpReason) -> EndedReason {
         HangUpReason::Completed => EndedReason::AssistantHangup,
         HangUpReason::IdleTimeout => EndedReason::IdleTimeout,
         HangUpReason::MaxCallLength => EndedReason::MaxCallLength,
-        HangUpReason::ProviderError => EndedReason::ProviderError,
+        HangUpReason::SttFailed => EndedReason::SttFailed,
+        HangUpReason::TtsFailed => EndedReason::TtsFailed,
+        HangUpReason::LlmFailed => EndedReason::LlmFailed,
     }
 }
 

@@ -13,7 +13,7 @@ use switchboard_core::call::ToolCall;
 use switchboard_netguard::refusal_of;
 use switchboard_providers::llm::ToolSpec;
 use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
-use switchboard_telephony::twiml::{Dial, Response};
+use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
@@ -235,6 +235,33 @@ pub async fn hang_up(state: &AppState, setup: &CallSetup) {
         && let Err(e) = client.hang_up(&setup.call_sid).await
     {
         tracing::warn!(call_sid = %setup.call_sid, error = %e, "hang-up through Twilio failed");
+    }
+}
+
+/// Ends the call with Twilio itself saying `message` first (`<Say>…</Say><Hangup/>`): the
+/// apology when our own TTS could not speak it, so the caller never hangs in dead air. Without
+/// Twilio credentials, or when the update fails, the call is hung up plainly.
+pub async fn say_then_hang_up(
+    state: &AppState,
+    organization_id: i64,
+    call_sid: &str,
+    message: &str,
+) {
+    let Some(client) = twilio_client(state, organization_id).await else {
+        tracing::warn!(%call_sid, "no Twilio credentials: the apology cannot be spoken");
+        return;
+    };
+    let twiml = say_and_hang_up(message).to_inline_xml();
+    if let Err(e) = client
+        .update_call(call_sid, &CallUpdate::Twiml(twiml))
+        .await
+    {
+        tracing::warn!(%call_sid, error = %e, "spoken hang-up through Twilio failed");
+        if !e.is_not_found()
+            && let Err(e) = client.hang_up(call_sid).await
+        {
+            tracing::warn!(%call_sid, error = %e, "hang-up through Twilio failed");
+        }
     }
 }
 

@@ -392,6 +392,36 @@ impl FakeTwilioRest {
         }
     }
 
+    /// Makes an inbound call (one the fake caller placed through the voice webhook, which
+    /// `Calls.json` never saw) known to the API as `in-progress`, so the engine can update it
+    /// like Twilio allows: a hang-up or a `Twiml` redirect (a spoken apology, a transfer) is
+    /// recorded, answered 200, and ends the caller's stream through the returned handle (give
+    /// it to [`FakeCallConfig::control`]).
+    pub fn accept_inbound(&self, call_sid: &str, from: &str, to: &str) -> CallControl {
+        let control = CallControl::new();
+        let call = CreatedCall {
+            sid: call_sid.to_owned(),
+            to: to.to_owned(),
+            from: from.to_owned(),
+            url: None,
+            twiml: None,
+            method: None,
+            status_callback: None,
+            status_callback_events: Vec::new(),
+            status_callback_method: None,
+            form: Vec::new(),
+        };
+        self.state.lock().calls.insert(
+            call_sid.to_owned(),
+            CallState {
+                status: "in-progress",
+                control: control.clone(),
+                call,
+            },
+        );
+        control
+    }
+
     /// Answers the next authenticated request with this error instead of handling it.
     pub fn fail_next(&self, status: u16, code: u32, message: &str) {
         self.state.lock().injected.push_back(InjectedError {
