@@ -3,7 +3,7 @@
 //! sends keep-alives while the caller is silent, parses results into [`SttEvent`]s and reconnects
 //! after a dropped socket without the call noticing more than `Reconnecting`/`Reconnected`.
 //!
-//! Protocol: `shared/protocols.md` §2.1.
+//! Protocol: `docs/providers/deepgram-stt.md`.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! outstanding flush). `Clear` drops everything queued at the server, so cancelling a context
 //! also fails any other unfinished context (in practice there is only the current reply).
 //!
-//! Protocol: `shared/protocols.md` §3.2.
+//! Protocol: `docs/providers/deepgram-aura.md`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! live adapter; Flux has no `KeepAlive` message, so the keep-alive is 20 ms of silence, and
 //! `finalize()` sends `ForceEndTurn`.
 //!
-//! Protocol: `shared/protocols.md` §2.2.
+//! Protocol: `docs/providers/deepgram-flux.md`.
 
 use serde::Deserialize;
 use url::Url;

@@ -7,7 +7,7 @@
 //! Per context: the first message carries `voice_settings`/`generation_config`; each text chunk
 //! ends with a single space and is sent with `flush: true` (audio at once); `flush(context)`
 //! closes the context, which lets the flushed audio finish and then brings `isFinal` → `Done`.
-//! Audio of cancelled or unknown contexts is dropped. Protocol: `shared/protocols.md` §4.1–§4.2.
+//! Audio of cancelled or unknown contexts is dropped. Protocol: `docs/providers/elevenlabs-tts.md`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -74,7 +74,7 @@ impl LlmProvider {
         }
     }
 
-    /// The vendor's API root (protocols.md §5.2), to which the adapter appends its path
+    /// The vendor's API root (docs/providers/openai.md#compatible-providers), to which the adapter appends its path
     /// (`/chat/completions` or `/messages`). `None` for Azure (per-resource) and custom.
     pub fn default_base_url(self) -> Option<&'static str> {
         match self {
@@ -943,7 +943,7 @@ async fn read_http_error(
     http_error(provider, status, should_retry, &body)
 }
 
-/// Maps an HTTP error status and body to [`ProviderError::Http`] (protocols.md §5.1, §5.3):
+/// Maps an HTTP error status and body to [`ProviderError::Http`] (docs/providers/openai.md, docs/providers/anthropic.md#errors):
 /// retryable on 408, 409, 429 (unless the code or type is `insufficient_quota`) and ≥ 500
 /// (including 529); `x-should-retry` (`should_retry`) overrides. The message is
 /// `"<code or type>: <message>"` from `{"error":{…}}` bodies of both OpenAI and Anthropic.

@@ -1,4 +1,4 @@
-//! Fake Anthropic Messages server (protocols.md §5.3), written from the protocol reference and
+//! Fake Anthropic Messages server (docs/providers/anthropic.md), written from the protocol reference and
 //! independent of the adapter in `switchboard-providers`.
 //!
 //! `POST /v1/messages` checks `x-api-key` (401 `authentication_error`), `anthropic-version`

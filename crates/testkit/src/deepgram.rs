@@ -1,5 +1,5 @@
 //! A fake of Deepgram's websocket API on 127.0.0.1: live STT (`/v1/listen`), Flux
-//! (`/v2/listen`) and Aura TTS (`/v1/speak`), written from `shared/protocols.md` §2–§3.
+//! (`/v2/listen`) and Aura TTS (`/v1/speak`), written from `docs/providers/deepgram-stt.md`, `deepgram-flux.md`, `deepgram-aura.md`.
 //!
 //! The STT side transcribes REAL audio without an ASR: a simple energy detector on 20 ms µ-law
 //! frames finds speech segments; what was "said" comes from a script (a queue of expected

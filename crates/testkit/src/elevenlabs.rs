@@ -1,6 +1,6 @@
 //! A fake of ElevenLabs' TTS websockets on 127.0.0.1: the multi-context
 //! `/v1/text-to-speech/{voice_id}/multi-stream-input` and the single-context `.../stream-input`,
-//! written from `shared/protocols.md` §4.1–§4.2.
+//! written from `docs/providers/elevenlabs-tts.md`.
 //!
 //! For every generated text it produces µ-law audio (a voice-like tone, never silence) whose
 //! length is proportional to the text (`ms_per_char` at speed 1.0), in several base64 chunks

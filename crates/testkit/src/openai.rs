@@ -1,4 +1,4 @@
-//! Fake OpenAI-compatible Chat Completions server (protocols.md §5.1, §5.2), written from the
+//! Fake OpenAI-compatible Chat Completions server (docs/providers/openai.md), written from the
 //! protocol reference and independent of the adapter in `switchboard-providers`.
 //!
 //! Serves, on 127.0.0.1 (port chosen by the OS):

@@ -1,7 +1,7 @@
 //! From an assistant record to what one call runs with: the core's settings, the provider
 //! configurations and their keys.
 //!
-//! Keys are looked up in this order (DESIGN.md, Providers): the assistant's `api_keys`
+//! Keys are looked up in this order (docs/providers/README.md#keys): the assistant's `api_keys`
 //! (`<provider>_api_key`), then the provider's own config (`llm_provider_config.api_key`,
 //! `provider_config.api_key`), then the organisation's keys, then the environment
 //! (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …).

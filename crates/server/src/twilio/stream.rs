@@ -17,7 +17,7 @@
 //! # Authentication: the stream token, not `X-Twilio-Signature`
 //!
 //! Twilio's upgrade request also carries `X-Twilio-Signature`, computed over the `wss://` URL
-//! with no parameters (protocols.md §1.7). We do not check it: at upgrade time we do not know
+//! with no parameters (docs/providers/twilio.md#connection-and-stream-authentication). We do not check it: at upgrade time we do not know
 //! the call, hence neither the organisation nor its auth token, and the signature covers only
 //! a fixed URL, so a captured one could be replayed for any stream. The token in `start` is
 //! bound to one call SID, assistant and organisation, expires after `twilio.stream_token_ttl_s`
