@@ -54,8 +54,26 @@ pub enum SecretsCommand {
 /// `switchboard keys …`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// List an organisation's API keys (prefix, name, dates; never the keys themselves).
+    List(KeysListArgs),
     /// Create an API key for an organisation (created if needed) and print it once.
     Create(KeysCreateArgs),
+    /// Revoke one of an organisation's API keys; it stops working at once.
+    Revoke(KeysIdArgs),
+    /// Replace one of an organisation's API keys: print a new key with the same name once and
+    /// revoke the old one.
+    Rotate(KeysIdArgs),
+}
+
+impl KeysCommand {
+    /// The database flags of the subcommand.
+    pub fn database(&self) -> &DatabaseArgs {
+        match self {
+            KeysCommand::List(args) => &args.database,
+            KeysCommand::Create(args) => &args.database,
+            KeysCommand::Revoke(args) | KeysCommand::Rotate(args) => &args.database,
+        }
+    }
 }
 
 /// Database selection shared by every subcommand that opens it.
@@ -110,9 +128,37 @@ pub struct KeysCreateArgs {
     #[arg(long, value_name = "NAME")]
     pub org: String,
 
-    /// Free-text label stored with the key (e.g. who or what uses it).
-    #[arg(long, value_name = "LABEL")]
-    pub label: Option<String>,
+    /// Name stored with the key (e.g. who or what uses it); shown by `keys list`.
+    #[arg(long, alias = "label", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Database to use.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `switchboard keys list`
+#[derive(Debug, Args)]
+pub struct KeysListArgs {
+    /// Organisation name.
+    #[arg(long, value_name = "NAME")]
+    pub org: String,
+
+    /// Database to use.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `switchboard keys revoke|rotate`
+#[derive(Debug, Args)]
+pub struct KeysIdArgs {
+    /// Organisation name.
+    #[arg(long, value_name = "NAME")]
+    pub org: String,
+
+    /// The key's id (first column of `keys list`).
+    #[arg(value_name = "ID")]
+    pub id: i64,
 
     /// Database to use.
     #[command(flatten)]
@@ -139,9 +185,7 @@ impl Cli {
                 }
                 return Settings::load(self.config.as_deref(), &EnvSource::Process, &overrides);
             }
-            Command::Keys {
-                command: KeysCommand::Create(args),
-            } => &args.database,
+            Command::Keys { command } => command.database(),
             Command::Secrets {
                 command: SecretsCommand::Rotate(args),
             } => args,
@@ -189,7 +233,7 @@ mod tests {
             "create",
             "--org",
             "acme",
-            "--label",
+            "--name",
             "ci",
         ])
         .expect("parse");
@@ -198,9 +242,48 @@ mod tests {
                 command: KeysCommand::Create(args),
             } => {
                 assert_eq!(args.org, "acme");
-                assert_eq!(args.label.as_deref(), Some("ci"));
+                assert_eq!(args.name.as_deref(), Some("ci"));
             }
             other => panic!("unexpected {other:?}"),
         }
+        // `--label` is the older spelling of `--name`.
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "keys",
+            "create",
+            "--org",
+            "a",
+            "--label",
+            "x",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Keys { command: KeysCommand::Create(args) } if args.name.as_deref() == Some("x")
+        ));
+    }
+
+    #[test]
+    fn parses_keys_list_revoke_rotate() {
+        let cli =
+            Cli::try_parse_from(["switchboard", "keys", "list", "--org", "acme"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Keys { command: KeysCommand::List(args) } if args.org == "acme"
+        ));
+        for (verb, rotate) in [("revoke", false), ("rotate", true)] {
+            let cli = Cli::try_parse_from(["switchboard", "keys", verb, "--org", "acme", "7"])
+                .expect("parse");
+            match cli.command {
+                Command::Keys {
+                    command: KeysCommand::Revoke(args),
+                } if !rotate => assert_eq!((args.org.as_str(), args.id), ("acme", 7)),
+                Command::Keys {
+                    command: KeysCommand::Rotate(args),
+                } if rotate => assert_eq!((args.org.as_str(), args.id), ("acme", 7)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(Cli::try_parse_from(["switchboard", "keys", "revoke", "--org", "a", "x"]).is_err());
     }
 }

@@ -29,9 +29,12 @@ async fn main() -> ExitCode {
         Command::Serve(_) => commands::serve::run(settings).await,
         Command::Migrate(_) => commands::migrate::run(&settings).await,
         Command::Demo(args) => commands::demo::run(settings, args).await,
-        Command::Keys {
-            command: KeysCommand::Create(args),
-        } => commands::keys::create(&settings, args).await,
+        Command::Keys { command } => match command {
+            KeysCommand::List(args) => commands::keys::list(&settings, args).await,
+            KeysCommand::Create(args) => commands::keys::create(&settings, args).await,
+            KeysCommand::Revoke(args) => commands::keys::revoke(&settings, args).await,
+            KeysCommand::Rotate(args) => commands::keys::rotate(&settings, args).await,
+        },
         Command::Secrets {
             command: SecretsCommand::Rotate(_),
         } => commands::secrets::rotate(&settings).await,

@@ -1,5 +1,5 @@
-//! End to end through the built binary: `migrate`, `keys create`, and `serve` with a bootstrap
-//! key on a free port and a temp database, stopped with SIGTERM.
+//! End to end through the built binary: `migrate`, `keys create|list|revoke|rotate`, and
+//! `serve` with a bootstrap key on a free port and a temp database, stopped with SIGTERM.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -96,7 +96,7 @@ async fn serve_with_bootstrap_key_then_sigterm_and_keys_create() {
 
     // `keys create` before the server exists: creates the database, the org and a key.
     let output = run(switchboard(dir.path())
-        .args(["keys", "create", "--org", "acme", "--label", "e2e"])
+        .args(["keys", "create", "--org", "acme", "--name", "e2e"])
         .env("DATABASE_URL", &db_url));
     let stdout = String::from_utf8(output.stdout).expect("utf8");
     let created_key = stdout.trim().to_owned();
@@ -150,6 +150,169 @@ async fn serve_with_bootstrap_key_then_sigterm_and_keys_create() {
         .await
         .expect("list");
     assert_eq!(response.status().as_u16(), 401);
+
+    let status = sigterm_and_wait(&mut child);
+    assert!(status.success(), "unclean exit: {status:?}");
+}
+
+/// Runs a command expected to fail; returns its stderr.
+fn run_failing(cmd: &mut Command) -> String {
+    let output = cmd.output().expect("binary runs");
+    assert!(
+        !output.status.success(),
+        "unexpected success\nstdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).expect("utf8")
+}
+
+/// `keys list` rows as (id, prefix, name, revoked?), header checked.
+fn listed(stdout: &[u8]) -> Vec<(i64, String, String, bool)> {
+    let text = String::from_utf8(stdout.to_vec()).expect("utf8");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "PREFIX", "NAME", "CREATED", "LAST_USED", "REVOKED"]
+    );
+    lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cells.len(), 6, "{line}");
+            (
+                cells[0].parse().expect("id"),
+                cells[1].to_owned(),
+                cells[2].to_owned(),
+                cells[5] != "-",
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn keys_list_revoke_and_rotate_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_url = format!("sqlite://{}/data/keys.db", dir.path().display());
+    let keys = |args: &[&str]| {
+        let mut cmd = switchboard(dir.path());
+        cmd.arg("keys").args(args).env("DATABASE_URL", &db_url);
+        cmd
+    };
+    let first =
+        String::from_utf8(run(&mut keys(&["create", "--org", "acme", "--name", "ci"])).stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned();
+    let second = String::from_utf8(run(&mut keys(&["create", "--org", "acme"])).stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    run(&mut keys(&["create", "--org", "other", "--name", "theirs"]));
+
+    // Listed with prefix and name, never the key.
+    let output = run(&mut keys(&["list", "--org", "acme"]));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(&first));
+    let rows = listed(&output.stdout);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (ci_id, ci_prefix, ci_name, ci_revoked) = rows[0].clone();
+    assert_eq!(ci_prefix, first[..8]);
+    assert_eq!((ci_name.as_str(), ci_revoked), ("ci", false));
+    assert_eq!(rows[1].1, second[..8]);
+    assert_eq!(rows[1].2, "-");
+    let second_id = rows[1].0;
+    let other_rows = listed(&run(&mut keys(&["list", "--org", "other"])).stdout);
+    assert_eq!(other_rows.len(), 1);
+    let other_id = other_rows[0].0;
+
+    // Another organisation's key, an unknown organisation, a non-numeric id: refused.
+    let err = run_failing(&mut keys(&[
+        "revoke",
+        "--org",
+        "acme",
+        &other_id.to_string(),
+    ]));
+    assert!(err.contains("no active API key"), "{err}");
+    let err = run_failing(&mut keys(&["list", "--org", "nobody"]));
+    assert!(err.contains("no organisation named"), "{err}");
+    run_failing(&mut keys(&["revoke", "--org", "acme", "one"]));
+
+    // Rotate: a new key alone on stdout, same name; the old one is revoked.
+    let output = run(&mut keys(&["rotate", "--org", "acme", &ci_id.to_string()]));
+    let stdout = String::from_utf8(output.stdout).expect("utf8");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the key on stdout: {stdout}"
+    );
+    let rotated = stdout.trim().to_owned();
+    assert!(rotated.starts_with("sb_") && rotated != first);
+    // Revoke the unnamed key.
+    run(&mut keys(&[
+        "revoke",
+        "--org",
+        "acme",
+        &second_id.to_string(),
+    ]));
+    let err = run_failing(&mut keys(&[
+        "revoke",
+        "--org",
+        "acme",
+        &second_id.to_string(),
+    ]));
+    assert!(err.contains("no active API key"), "already revoked: {err}");
+    let err = run_failing(&mut keys(&["rotate", "--org", "acme", &ci_id.to_string()]));
+    assert!(err.contains("no active API key"), "already rotated: {err}");
+
+    let rows = listed(&run(&mut keys(&["list", "--org", "acme"])).stdout);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows[0].3 && rows[1].3,
+        "old and revoked keys marked: {rows:?}"
+    );
+    assert_eq!(rows[2].1, rotated[..8]);
+    assert_eq!((rows[2].2.as_str(), rows[2].3), ("ci", false));
+    assert!(!listed(&run(&mut keys(&["list", "--org", "other"])).stdout)[0].3);
+
+    // Against a running server: the rotated key works, the others fail at once.
+    let port = free_port();
+    let mut child = switchboard(dir.path())
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &base, &mut child).await;
+    let status = |key: String| {
+        let client = client.clone();
+        let url = format!("{base}/api/v1/assistants");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(rotated.clone()).await, 200);
+    assert_eq!(status(first.clone()).await, 401);
+    assert_eq!(status(second.clone()).await, 401);
+    // Revoking while the server runs takes effect on the next request.
+    let rows = listed(&run(&mut keys(&["list", "--org", "acme"])).stdout);
+    run(&mut keys(&[
+        "revoke",
+        "--org",
+        "acme",
+        &rows[2].0.to_string(),
+    ]));
+    assert_eq!(status(rotated).await, 401);
+    let rows = listed(&run(&mut keys(&["list", "--org", "acme"])).stdout);
+    assert!(rows.iter().all(|r| r.3), "{rows:?}");
 
     let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "unclean exit: {status:?}");

@@ -2,8 +2,10 @@
 //!
 //! It starts the server on the embedded defaults (a temporary SQLite database, a free port),
 //! starts the protocol-faithful provider fakes of `switchboard-testkit` with realistic
-//! latencies, creates a demo assistant pointed at them over the REST API (as an operator
-//! would), and replays a recorded call through the fake Twilio caller: a signed voice webhook,
+//! latencies and a fake Twilio REST API whose account owns the demo number, creates a demo
+//! assistant pointed at them over the REST API (as an operator would: the engine checks with
+//! the fake Twilio that the number is in the account before assigning it), and replays a
+//! recorded call through the fake Twilio caller: a signed voice webhook,
 //! the TwiML, the media-stream websocket, caller audio in real time. While the call runs it
 //! prints the conversation as the engine records it; at the end, each turn's latency breakdown
 //! and the call record's URL in the API.
@@ -21,7 +23,9 @@ use switchboard_store::{Store, TurnMetricRow};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::FakeLlmTurn;
 use switchboard_testkit::stack::ProviderFakes;
-use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall, FakeCallConfig};
+use switchboard_testkit::twilio::{
+    CallReport, CallScript, FakeCall, FakeCallConfig, FakeTwilioRest,
+};
 
 use crate::cli::DemoArgs;
 
@@ -112,7 +116,12 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
         }
     }
     let api_key = format!("sb_demo_{}", random_hex(16));
+    let twilio_sid = format!("AC{}", random_hex(16));
     let twilio_token = random_hex(16);
+    let twilio = FakeTwilioRest::start(&twilio_sid, &twilio_token)
+        .await
+        .context("starting the fake Twilio REST API")?;
+    twilio.add_number(&twilio_sid, DEMO_NUMBER);
     settings.server.addr = "127.0.0.1:0".parse()?;
     if args.database_url.is_none() {
         settings.database.url = format!("sqlite://{}", scratch.path().join("demo.db").display());
@@ -120,8 +129,12 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     }
     settings.server.public_url = String::new();
     settings.server.rate_limit_per_s = 0;
+    settings.twilio.account_sid = Some(twilio_sid.clone());
     settings.twilio.auth_token = Some(twilio_token.clone());
+    settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
+    // The provider fakes listen on loopback, which tenant URLs may not reach by default.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse()?;
     let server = serve::start(
         settings,
         StartOptions {
@@ -143,6 +156,10 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
         latency.stt_final_delay_ms,
         latency.llm_ttft_ms,
         latency.tts_first_byte_ms
+    );
+    println!(
+        "  twilio     REST API {} (fake; account {twilio_sid} owns {DEMO_NUMBER})",
+        twilio.base_url()
     );
 
     let record = fakes.assistant_record("Harbor Dental receptionist", &script.name, WELCOME);
@@ -197,7 +214,9 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
         "\nCall {} {} ({}) after {:.1} s; the caller heard {:.1} s of bot audio, {} marks echoed, {} errors.",
         row.call_sid,
         row.status,
-        row.ended_reason.as_deref().unwrap_or("-"),
+        row.ended_reason
+            .as_ref()
+            .map_or("-", switchboard_store::EndedReason::as_str),
         elapsed.as_secs_f64(),
         report.bot_bytes_played as f64 / 8000.0,
         report.marks_echoed,

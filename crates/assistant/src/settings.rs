@@ -1,5 +1,5 @@
 //! The nested settings objects of the assistant record, with the defaults of the Burki API
-//! extract (`../shared/seed/burki-openapi-extract.json`).
+//! extract (Burki's public OpenAPI document, whose paths, schemas, defaults and ranges this record follows).
 //!
 //! Conventions shared by every type here:
 //! - A missing field takes the default written in its doc comment (`#[serde(default)]`).
@@ -168,7 +168,7 @@ pub enum InterruptionMode {
 }
 
 /// Barge-in behaviour: when caller speech stops the assistant. The meaning of each field is the
-/// contract of the turn-taking state machine (DESIGN.md "Turn-taking and interruption").
+/// contract of the turn-taking state machine (docs/ARCHITECTURE.md#interruption-settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct InterruptionSettings {

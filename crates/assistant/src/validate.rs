@@ -120,7 +120,7 @@ impl ValidationErrors {
 
 /// Checks every rule of the record and returns all broken ones.
 ///
-/// Ranges come from the Burki API extract (and `protocols.md` §2.2 for Flux, whose newer
+/// Ranges come from the Burki API extract (and `docs/providers/deepgram-flux.md` for Flux, whose newer
 /// limits are wider); numbers typed unsigned cannot be negative at all. Besides ranges:
 /// E.164 for `bypass_numbers` and `transfer_numbers`, known provider names ([`LLM_PROVIDERS`],
 /// [`STT_PROVIDERS`], [`TTS_PROVIDERS`]), URLs that parse with an allowed scheme (http/https

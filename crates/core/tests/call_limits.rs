@@ -239,7 +239,7 @@ fn llm_failure_apologises_then_hangs_up_when_it_keeps_failing() {
         assert_eq!(apologies as u32, max - 1, "max {max}");
         let h = sim.hangups();
         assert_eq!(h.len(), 1, "max {max}");
-        assert_eq!(h[0].1, HangUpReason::ProviderError);
+        assert_eq!(h[0].1, HangUpReason::LlmFailed);
         let bye = done_of(&sim, &sim.core.settings().provider_error_message.clone());
         assert!(bye > 0 && h[0].0 == bye);
         sim.assert_clean();

@@ -27,6 +27,7 @@ enum Op {
     HangUpReq,
     Transfer,
     CallerHungUp,
+    SttFail,
 }
 
 const TEXTS: [&str; 8] = [
@@ -50,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::HangUpReq),
         1 => Just(Op::Transfer),
         1 => Just(Op::CallerHungUp),
+        1 => Just(Op::SttFail),
     ]
 }
 
@@ -160,6 +162,7 @@ proptest! {
             });
         }
         let mut t = 200u64;
+        let mut stt_failed = false;
         for (gap, op) in ops {
             t += gap;
             match op {
@@ -202,10 +205,16 @@ proptest! {
                 Op::HangUpReq => sim.at(t, In::HangUpReq(None)),
                 Op::Transfer => sim.at(t, In::Transfer("+1555".into(), Some("Transferring.".into()))),
                 Op::CallerHungUp => sim.at(t, In::CallerHungUp),
+                Op::SttFail => {
+                    stt_failed = true;
+                    sim.at(t, In::SttFail);
+                }
             }
         }
         sim.run_until(t + 90_000);
         sim.assert_clean();
+        // A call that can no longer hear the caller always ends.
+        prop_assert!(!stt_failed || sim.core.is_ended());
         // The call is either over or quiet: nothing left pending forever.
         if !sim.core.is_ended() {
             prop_assert!(sim.core.poll_timeout().is_none_or(|d| d.0 >= sim.now));

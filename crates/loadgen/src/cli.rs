@@ -50,7 +50,9 @@ pub struct ChartArgs {
 /// Run options.
 #[derive(Clone, Args)]
 pub struct RunArgs {
-    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine.
+    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine. That
+    /// engine must allowlist the fakes' address for tenant URLs
+    /// (SWITCHBOARD_OUTBOUND__ALLOW_HOSTS=127.0.0.1,::1).
     #[arg(long)]
     pub target: Option<String>,
     /// The engine's public URL, if it differs from --target (webhook signatures cover it).
@@ -270,9 +272,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
             )
             .await
             .context("creating the test assistant")?;
-        api.assign_number(id, &args.to)
-            .await
-            .context("assigning the number")?;
+        if let Some(e) = &engine {
+            e.own_number(&args.to);
+        }
+        api.assign_number(id, &args.to).await.with_context(|| {
+            format!(
+                "assigning {} (the engine assigns only numbers in its Twilio account)",
+                args.to
+            )
+        })?;
     }
 
     let pid = args.engine_pid.or(engine.as_ref().map(|e| e.pid));

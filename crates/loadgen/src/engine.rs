@@ -1,10 +1,13 @@
 //! `--spawn-engine PATH`: the engine binary on a free 127.0.0.1 port with a temporary SQLite
-//! database, a bootstrap API key and the Twilio auth token; killed when dropped.
+//! database, a bootstrap API key, and a Twilio account (random SID, the given auth token) on a
+//! fake Twilio REST API in this process, so nothing reaches the real Twilio; killed when
+//! dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use switchboard_testkit::twilio::{FakeTwilioRest, new_sid};
 use tokio::process::{Child, Command};
 
 use crate::api::wait_healthy;
@@ -33,6 +36,9 @@ pub enum SpawnError {
 /// A running engine process.
 pub struct SpawnedEngine {
     child: Child,
+    /// The engine's Twilio REST API (the fake), knowing its account.
+    twilio: FakeTwilioRest,
+    twilio_account_sid: String,
     /// `http://127.0.0.1:<port>`.
     pub base_url: String,
     /// Process id, for `/proc` sampling.
@@ -58,9 +64,10 @@ fn free_port() -> std::io::Result<u16> {
 
 impl SpawnedEngine {
     /// Starts `path serve --addr 127.0.0.1:<free port> --database-url sqlite://<tmp>/db` (or
-    /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_AUTH_TOKEN`,
-    /// `SWITCHBOARD_PUBLIC_URL` set and the API rate limit off, and waits for `/healthz` (up to
-    /// `ready_timeout`).
+    /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_ACCOUNT_SID` (a
+    /// random SID), `TWILIO_AUTH_TOKEN`, `TWILIO_API_BASE` (a fake Twilio REST API started
+    /// here), `SWITCHBOARD_PUBLIC_URL` set, the API rate limit and the per-address connection
+    /// cap off, loopback allowlisted for tenant URLs (the provider fakes listen there), and waits for `/healthz` (up to `ready_timeout`).
     pub async fn start(
         path: &Path,
         api_key: &str,
@@ -76,6 +83,10 @@ impl SpawnedEngine {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-loadgen-")
             .tempdir()
+            .map_err(io)?;
+        let twilio_account_sid = new_sid("AC");
+        let twilio = FakeTwilioRest::start(&twilio_account_sid, twilio_auth_token)
+            .await
             .map_err(io)?;
         let port = free_port().map_err(io)?;
         let addr = format!("127.0.0.1:{port}");
@@ -102,9 +113,15 @@ impl SpawnedEngine {
             .arg("--database-url")
             .arg(&db)
             .env("SWITCHBOARD_BOOTSTRAP_KEY", api_key)
+            .env("TWILIO_ACCOUNT_SID", &twilio_account_sid)
             .env("TWILIO_AUTH_TOKEN", twilio_auth_token)
+            .env("TWILIO_API_BASE", twilio.base_url())
             .env("SWITCHBOARD_PUBLIC_URL", &base_url)
             .env("SWITCHBOARD_SERVER__RATE_LIMIT_PER_S", "0")
+            // Every simulated caller connects from 127.0.0.1: lift the per-address cap.
+            .env("SWITCHBOARD_SERVER__MAX_CONNECTIONS_PER_IP", "1000000")
+            // The provider fakes listen on loopback, which tenant URLs may not reach by default.
+            .env("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "127.0.0.1,::1")
             .env(
                 "RUST_LOG",
                 std::env::var("LOADGEN_ENGINE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -118,6 +135,8 @@ impl SpawnedEngine {
         let pid = child.id().unwrap_or(0);
         let engine = SpawnedEngine {
             child,
+            twilio,
+            twilio_account_sid,
             base_url,
             pid,
             log_path,
@@ -141,6 +160,12 @@ impl SpawnedEngine {
             Ok(_) => kept.display().to_string(),
             Err(_) => self.log_path.display().to_string(),
         }
+    }
+
+    /// Puts `number` (E.164) in the engine's Twilio account, so the engine lets it be
+    /// assigned (it asks Twilio whether the account owns a number before assigning it).
+    pub fn own_number(&self, number: &str) {
+        self.twilio.add_number(&self.twilio_account_sid, number);
     }
 
     /// The temporary directory holding the database and log.

@@ -12,9 +12,10 @@ use switchboard_loadgen::run::{LoadConfig, Progress, build_report, run_calls};
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, StartOptions};
 use switchboard_testkit::latency::LatencyProfile;
-use switchboard_testkit::twilio::{CallScript, Utterance, UtteranceKind};
+use switchboard_testkit::twilio::{CallScript, FakeTwilioRest, Utterance, UtteranceKind};
 
 const KEY: &str = "sb_loadgen_test_key_0123456789";
+const TWILIO_SID: &str = "AC000000000000000000000000000010ad";
 const TOKEN: &str = "loadgen-test-twilio-token";
 const NUMBER: &str = "+15550100002";
 const CALLS: usize = 3;
@@ -48,6 +49,12 @@ fn script() -> CallScript {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_accounts_for_every_turn() {
     let fakes = Fakes::start(quick()).await.expect("fakes start");
+    let twilio = FakeTwilioRest::start(TWILIO_SID, TOKEN)
+        .await
+        .expect("fake twilio rest");
+    twilio
+        .add_number(TWILIO_SID, NUMBER)
+        .expect("account known");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::defaults().expect("defaults");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
@@ -55,8 +62,12 @@ async fn a_small_run_accounts_for_every_turn() {
     settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
     settings.server.rate_limit_per_s = 0;
     settings.server.drain_timeout_s = 5;
+    settings.twilio.account_sid = Some(TWILIO_SID.to_owned());
     settings.twilio.auth_token = Some(TOKEN.to_owned());
+    settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
+    // The provider fakes listen on loopback.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
     let server = serve::start(
         settings,
         StartOptions {

@@ -1,4 +1,4 @@
-//! Anthropic Messages streaming (protocols.md §5.3), used through
+//! Anthropic Messages streaming (docs/providers/anthropic.md), used through
 //! [`crate::llm::stream_chat`] / [`crate::llm::stream_with_fallback`].
 //!
 //! Request mapping from [`LlmConfig`]:

@@ -3,7 +3,7 @@
 //! sends keep-alives while the caller is silent, parses results into [`SttEvent`]s and reconnects
 //! after a dropped socket without the call noticing more than `Reconnecting`/`Reconnected`.
 //!
-//! Protocol: `shared/protocols.md` §2.1.
+//! Protocol: `docs/providers/deepgram-stt.md`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
+
+use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
 use crate::stt::wsutil::{self, Ws};
@@ -28,6 +30,9 @@ pub(crate) const PROVIDER: &str = "deepgram";
 pub(crate) const DEFAULT_BASE: &str = "wss://api.deepgram.com";
 /// Longest backoff between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Shortest stall timeout accepted (ms): below it a healthy socket between two results of a
+/// silent caller would be taken for a stalled one.
+const MIN_STALL_TIMEOUT_MS: u64 = 1_000;
 
 /// Open a live (`/v1/listen`) session.
 pub(crate) async fn connect(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
@@ -137,10 +142,17 @@ pub(crate) enum Dialect {
 /// Outcome of parsing one server text message.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Parsed {
-    /// Nothing special (events, if any, were pushed).
-    Normal,
+    /// A transcription message (results, even empty ones; speech start; utterance end; a Flux
+    /// turn event): the provider is at work. Only these keep the stall timer from firing.
+    Transcription,
     /// Live: the summary `Metadata` (the server closes next).
     Metadata,
+    /// A message of the protocol that says nothing about transcription (Flux `Connected`, an
+    /// `Error` notice, a type this adapter does not know).
+    Other,
+    /// Not a message of the protocol (malformed JSON, wrong shape): ignored, and it does not
+    /// count as the provider answering.
+    Unparseable,
 }
 
 /// Open the socket, spawn the driver and return the handle.
@@ -160,6 +172,7 @@ pub(crate) async fn open(
         &[("authorization", &auth)],
         Some("dg-error"),
         connect_timeout,
+        &cfg.outbound,
     )
     .await?;
     let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE_FRAMES);
@@ -177,12 +190,16 @@ pub(crate) async fn open(
     let driver = Driver {
         url,
         auth,
+        outbound: cfg.outbound.clone(),
         dialect,
         connect_timeout,
         keepalive_interval: Duration::from_millis(cfg.keepalive_interval_ms.max(100)),
         close_timeout: Duration::from_millis(cfg.close_timeout_ms.max(1)),
         reconnect_attempts: cfg.reconnect_attempts,
         reconnect_backoff: Duration::from_millis(cfg.reconnect_backoff_ms),
+        stall_timeout: Duration::from_millis(cfg.stall_timeout_ms.max(MIN_STALL_TIMEOUT_MS)),
+        attempts_used: 0,
+        replayed: false,
         bytes_per_s,
         audio_rx,
         control_rx,
@@ -213,18 +230,31 @@ enum End {
     Closed,
     /// Dropped by the network or the server; reconnect.
     Dropped(String),
+    /// Open, but no transcription message for `stall_timeout` while audio flowed.
+    Stalled,
 }
 
 /// The background task of one STT session. Holds the auth header for reconnects; never logs it.
 struct Driver {
     url: Url,
     auth: String,
+    /// Reconnects are held to the same outbound policy as the first connect.
+    outbound: OutboundPolicy,
     dialect: Dialect,
     connect_timeout: Duration,
     keepalive_interval: Duration,
     close_timeout: Duration,
     reconnect_attempts: u32,
     reconnect_backoff: Duration,
+    /// No transcription message for this long while audio is sent: the socket is stalled.
+    stall_timeout: Duration,
+    /// Reconnect attempts made since the provider last answered with a transcription message.
+    /// A socket that connects but never answers (dropped at once, garbage, a stall) does not
+    /// reset it, so a provider that keeps failing that way ends in `Failed`, not in an endless
+    /// reconnect loop; a reconnected socket that stalls without answering ends the session.
+    attempts_used: u32,
+    /// The new socket got the gap's audio: it owes an answer from the start.
+    replayed: bool,
     bytes_per_s: f64,
     audio_rx: mpsc::Receiver<Bytes>,
     control_rx: mpsc::UnboundedReceiver<SttControl>,
@@ -249,10 +279,38 @@ impl Driver {
         loop {
             match self.session(&mut ws).await {
                 End::Closed => break,
+                End::Stalled if self.attempts_used > 0 => {
+                    // The socket of the last reconnect never answered either: the provider is
+                    // down, and another reconnect would leave the caller unheard for another
+                    // `stall_timeout`.
+                    let error = ProviderError::Timeout {
+                        provider: PROVIDER,
+                        waiting_for: "transcription results after a reconnect",
+                        after: self.stall_timeout,
+                    };
+                    tracing::warn!(provider = PROVIDER, %error, "STT stalled again; giving up");
+                    let _ = self.events_tx.send(SttEvent::Failed(error)).await;
+                    break;
+                }
+                End::Stalled => {
+                    let reason = format!(
+                        "stalled: no results for {} ms while audio flowed",
+                        self.stall_timeout.as_millis()
+                    );
+                    tracing::warn!(provider = PROVIDER, %reason, "STT socket stalled; reconnecting");
+                    match Box::pin(self.reconnect(reason)).await {
+                        Ok(Some(new_ws)) => ws = new_ws,
+                        Ok(None) => break,
+                        Err(error) => {
+                            let _ = self.events_tx.send(SttEvent::Failed(error)).await;
+                            break;
+                        }
+                    }
+                }
                 End::Dropped(reason) => {
                     tracing::warn!(provider = PROVIDER, %reason, "STT socket dropped; reconnecting");
                     // Boxed: the reconnect state lives on the heap only while reconnecting.
-                    match Box::pin(self.reconnect()).await {
+                    match Box::pin(self.reconnect(reason)).await {
                         Ok(Some(new_ws)) => ws = new_ws,
                         Ok(None) => break,
                         Err(error) => {
@@ -299,17 +357,26 @@ impl Driver {
         parsed
     }
 
-    /// Drive one socket until it closes.
+    /// Drive one socket until it closes, or until it stalls: audio flowed for `stall_timeout`
+    /// without a single transcription message back (treated like a dropped socket).
     async fn session(&mut self, ws: &mut Ws) -> End {
         let mut last_sent = Instant::now();
         let mut closing: Option<Instant> = None;
+        // When audio first went out after the provider's last transcription message; `None`
+        // while every sent frame has been answered (or none was sent). Replayed gap audio
+        // counts.
+        let mut unanswered_since = std::mem::take(&mut self.replayed).then(Instant::now);
         // One timer for the whole session, moved only when it must fire earlier: audio goes out
         // every 20 ms, and a fresh `sleep_until` per frame registered and removed a timer-wheel
         // entry each time. A keep-alive timer that fires after newer audio is simply re-armed.
         let timer = tokio::time::sleep_until(last_sent + self.keepalive_interval);
         tokio::pin!(timer);
         loop {
+            let stall_at = unanswered_since
+                .filter(|_| closing.is_none())
+                .map(|t| t + self.stall_timeout);
             let due = closing.unwrap_or(last_sent + self.keepalive_interval);
+            let due = stall_at.map_or(due, |s| s.min(due));
             if due < timer.deadline() {
                 timer.as_mut().reset(due);
             }
@@ -322,6 +389,7 @@ impl Driver {
                                 return End::Dropped(format!("send failed: {e}"));
                             }
                             last_sent = Instant::now();
+                            unanswered_since.get_or_insert(last_sent);
                         }
                         None => self.audio_open = false,
                     }
@@ -357,9 +425,16 @@ impl Driver {
                 message = ws.next() => {
                     match message {
                         Some(Ok(Message::Text(text))) => {
-                            let parsed = self.handle_text(text.as_str()).await;
-                            if parsed == Parsed::Metadata && closing.is_some() {
-                                let _ = ws.close(None).await;
+                            match self.handle_text(text.as_str()).await {
+                                Parsed::Transcription => {
+                                    unanswered_since = None;
+                                    // The provider answers again: reconnects start afresh.
+                                    self.attempts_used = 0;
+                                }
+                                Parsed::Metadata if closing.is_some() => {
+                                    let _ = ws.close(None).await;
+                                }
+                                Parsed::Metadata | Parsed::Other | Parsed::Unparseable => {}
                             }
                         }
                         Some(Ok(Message::Close(frame))) => {
@@ -395,6 +470,10 @@ impl Driver {
                         }
                         let _ = ws.close(None).await;
                         return End::Closed;
+                    }
+                    if stall_at.is_some_and(|s| Instant::now() >= s) {
+                        let _ = ws.close(None).await;
+                        return End::Stalled;
                     }
                     let keepalive_at = last_sent + self.keepalive_interval;
                     if Instant::now() < keepalive_at {
@@ -454,12 +533,16 @@ impl Driver {
     }
 
     /// Reconnect with backoff; replay the gap. `Ok(None)` when the user closed meanwhile.
-    async fn reconnect(&mut self) -> Result<Option<Ws>, ProviderError> {
+    /// Attempts count on from earlier reconnects whose socket never answered (see
+    /// `attempts_used`); `reason` is why the last socket ended, reported if none is left.
+    async fn reconnect(&mut self, reason: String) -> Result<Option<Ws>, ProviderError> {
         let mut last_error = ProviderError::Connect {
             provider: PROVIDER,
-            message: "socket dropped".to_owned(),
+            message: reason,
         };
-        for attempt in 1..=self.reconnect_attempts {
+        while self.attempts_used < self.reconnect_attempts {
+            self.attempts_used += 1;
+            let attempt = self.attempts_used;
             self.emit(SttEvent::Reconnecting { attempt }).await;
             let backoff = self
                 .reconnect_backoff
@@ -475,6 +558,7 @@ impl Driver {
             let url = self.url.clone();
             let auth = self.auth.clone();
             let timeout = self.connect_timeout;
+            let outbound = self.outbound.clone();
             let connecting = async move {
                 wsutil::connect(
                     PROVIDER,
@@ -482,6 +566,7 @@ impl Driver {
                     &[("authorization", &auth)],
                     Some("dg-error"),
                     timeout,
+                    &outbound,
                 )
                 .await
             };
@@ -492,6 +577,7 @@ impl Driver {
                 Ok(mut ws) => {
                     let start_pos = self.call_pos - self.gap_bytes as u64;
                     self.offset_s = start_pos as f64 / self.bytes_per_s;
+                    self.replayed = !self.gap.is_empty();
                     let mut replay_failed = false;
                     while let Some(frame) = self.gap.pop_front() {
                         self.gap_bytes -= frame.len();
@@ -603,7 +689,7 @@ pub(crate) fn parse_live(text: &str, offset_s: f64, out: &mut Vec<SttEvent>) -> 
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(provider = PROVIDER, error = %e, "unparseable server message");
-            return Parsed::Normal;
+            return Parsed::Unparseable;
         }
     };
     match message {
@@ -615,7 +701,7 @@ pub(crate) fn parse_live(text: &str, offset_s: f64, out: &mut Vec<SttEvent>) -> 
                 .next()
                 .unwrap_or_default();
             if alternative.transcript.trim().is_empty() && !r.speech_final && !r.from_finalize {
-                return Parsed::Normal;
+                return Parsed::Transcription;
             }
             let words = alternative
                 .words
@@ -649,10 +735,11 @@ pub(crate) fn parse_live(text: &str, offset_s: f64, out: &mut Vec<SttEvent>) -> 
             description,
         } => {
             tracing::warn!(provider = PROVIDER, %variant, %description, "server rejected a message");
+            return Parsed::Other;
         }
-        LiveMessage::Other => {}
+        LiveMessage::Other => return Parsed::Other,
     }
-    Parsed::Normal
+    Parsed::Transcription
 }
 
 #[cfg(test)]
@@ -666,7 +753,7 @@ mod tests {
             "speech_final":true,"from_finalize":false,"channel":{"alternatives":[{"transcript":
             "yes please","confidence":0.9,"words":[{"word":"yes","start":1.0,"end":1.2,
             "confidence":0.95,"punctuated_word":"Yes"}]}]}}"#;
-        assert_eq!(parse_live(text, 10.0, &mut out), Parsed::Normal);
+        assert_eq!(parse_live(text, 10.0, &mut out), Parsed::Transcription);
         match out.first() {
             Some(SttEvent::Transcript {
                 text,
@@ -691,14 +778,21 @@ mod tests {
         let mut out = Vec::new();
         let empty =
             r#"{"type":"Results","is_final":false,"channel":{"alternatives":[{"transcript":""}]}}"#;
-        parse_live(empty, 0.0, &mut out);
+        assert_eq!(parse_live(empty, 0.0, &mut out), Parsed::Transcription);
         assert!(out.is_empty());
         assert_eq!(
             parse_live(r#"{"type":"Metadata","request_id":"x"}"#, 0.0, &mut out),
             Parsed::Metadata
         );
-        parse_live(r#"{"type":"Whatever"}"#, 0.0, &mut out);
-        parse_live("not json", 0.0, &mut out);
+        assert_eq!(
+            parse_live(r#"{"type":"Whatever"}"#, 0.0, &mut out),
+            Parsed::Other
+        );
+        assert_eq!(parse_live("not json", 0.0, &mut out), Parsed::Unparseable);
+        assert_eq!(
+            parse_live(r#"{"type":"Results","channel":7}"#, 0.0, &mut out),
+            Parsed::Unparseable
+        );
         parse_live(
             r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.5}"#,
             1.0,

@@ -5,7 +5,7 @@
 //! outstanding flush). `Clear` drops everything queued at the server, so cancelling a context
 //! also fails any other unfinished context (in practice there is only the current reply).
 //!
-//! Protocol: `shared/protocols.md` §3.2.
+//! Protocol: `docs/providers/deepgram-aura.md`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
+
+use switchboard_netguard::OutboundPolicy;
 
 use crate::elevenlabs::next_ws_message;
 use crate::error::ProviderError;
@@ -83,6 +85,7 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
         &[("authorization", &auth)],
         Some("dg-error"),
         timeout,
+        &cfg.outbound,
     )
     .await?;
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -90,8 +93,9 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
     let driver = Driver {
         url,
         auth,
+        outbound: cfg.outbound.clone(),
         timeout,
-        first_byte: Duration::from_millis(cfg.first_byte_timeout_ms.max(1)),
+        audio_timeout: Duration::from_millis(cfg.first_byte_timeout_ms.max(1)),
         close_timeout: Duration::from_millis(cfg.close_timeout_ms.max(1)),
         ws: Some(ws),
         commands: commands_rx,
@@ -100,6 +104,7 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
         dead: HashSet::new(),
         flushes: VecDeque::new(),
         clearing: 0,
+        progress_deadline: None,
     };
     // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
     tokio::spawn(Box::new(driver).run());
@@ -115,14 +120,16 @@ struct Context {
     outstanding: u32,
     ending: bool,
     got_audio: bool,
-    first_byte_deadline: Option<Instant>,
 }
 
 struct Driver {
     url: Url,
     auth: String,
+    /// Reconnects are held to the same outbound policy as the first connect.
+    outbound: OutboundPolicy,
     timeout: Duration,
-    first_byte: Duration,
+    /// The oldest unanswered `Flush` must make progress (audio or `Flushed`) within this long.
+    audio_timeout: Duration,
     close_timeout: Duration,
     ws: Option<Ws>,
     commands: mpsc::UnboundedReceiver<TtsCommand>,
@@ -133,6 +140,9 @@ struct Driver {
     flushes: VecDeque<u64>,
     /// `Clear`s not yet answered by `Cleared`: audio and `Flushed` in between are stale.
     clearing: u32,
+    /// While a `Flush` is unanswered: when the server must next show progress (audio or
+    /// `Flushed`), or the socket counts as stalled.
+    progress_deadline: Option<Instant>,
 }
 
 impl Driver {
@@ -151,10 +161,18 @@ impl Driver {
         }
     }
 
+    /// The server showed progress on the oldest flush (or it is answered): re-arm the stall
+    /// deadline while flushes remain unanswered.
+    fn progressed(&mut self) {
+        self.progress_deadline =
+            (!self.flushes.is_empty()).then(|| Instant::now() + self.audio_timeout);
+    }
+
     async fn drop_socket(&mut self, error: ProviderError) {
         self.ws = None;
         self.flushes.clear();
         self.clearing = 0;
+        self.progress_deadline = None;
         let mut ids: Vec<u64> = self.contexts.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -181,11 +199,7 @@ impl Driver {
         let mut close_done: Option<oneshot::Sender<()>> = None;
         loop {
             let far = Instant::now() + Duration::from_secs(86_400);
-            let deadline = self
-                .contexts
-                .iter()
-                .filter_map(|(id, c)| c.first_byte_deadline.map(|d| (d, *id)))
-                .min();
+            let deadline = self.progress_deadline;
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(TtsCommand::Speak(ctx, text)) => self.speak(ctx, &text).await,
@@ -214,11 +228,21 @@ impl Driver {
                         self.drop_socket(ProviderError::Connect { provider: PROVIDER, message: "socket ended".into() }).await;
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.map(|d| d.0).unwrap_or(far)), if deadline.is_some() => {
-                    if let Some((_, ctx)) = deadline {
-                        let error = ProviderError::Timeout { provider: PROVIDER, waiting_for: "first audio byte", after: self.first_byte };
-                        self.cancel(ctx, Some(error)).await;
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    // The server stopped answering: every context on the socket fails and the
+                    // next reply opens a fresh one.
+                    let got_audio = self
+                        .flushes
+                        .front()
+                        .and_then(|c| self.contexts.get(c))
+                        .is_some_and(|c| c.got_audio);
+                    let waiting_for = if got_audio { "the rest of the audio" } else { "first audio byte" };
+                    let error = ProviderError::Timeout { provider: PROVIDER, waiting_for, after: self.audio_timeout };
+                    tracing::warn!(provider = PROVIDER, %error, "TTS socket stalled; replacing it");
+                    if let Some(mut ws) = self.ws.take() {
+                        let _ = ws.close(None).await;
                     }
+                    self.drop_socket(error).await;
                 }
             }
         }
@@ -250,6 +274,7 @@ impl Driver {
                 &[("authorization", &self.auth)],
                 Some("dg-error"),
                 self.timeout,
+                &self.outbound,
             )
             .await
             {
@@ -274,12 +299,11 @@ impl Driver {
             return;
         }
         self.flushes.push_back(ctx);
-        let first_byte = self.first_byte;
+        if self.progress_deadline.is_none() {
+            self.progressed();
+        }
         if let Some(c) = self.contexts.get_mut(&ctx) {
             c.outstanding += 1;
-            if !c.got_audio && c.first_byte_deadline.is_none() {
-                c.first_byte_deadline = Some(Instant::now() + first_byte);
-            }
         }
     }
 
@@ -317,6 +341,7 @@ impl Driver {
         }
         let others: Vec<u64> = self.flushes.iter().copied().filter(|c| *c != ctx).collect();
         self.flushes.clear();
+        self.progress_deadline = None;
         if self.send(json!({"type": "Clear"})).await {
             self.clearing += 1;
         }
@@ -344,6 +369,7 @@ impl Driver {
         let Some(&ctx) = self.flushes.front() else {
             return;
         };
+        self.progressed();
         let Some(c) = self.contexts.get_mut(&ctx) else {
             return;
         };
@@ -353,7 +379,6 @@ impl Driver {
             strip_audio_header(audio)
         };
         c.got_audio = true;
-        c.first_byte_deadline = None;
         self.emit(TtsEvent::Audio {
             context: ctx,
             mulaw: audio,
@@ -372,6 +397,7 @@ impl Driver {
                 let Some(ctx) = self.flushes.pop_front() else {
                     return;
                 };
+                self.progressed();
                 let finished = match self.contexts.get_mut(&ctx) {
                     Some(c) => {
                         c.outstanding = c.outstanding.saturating_sub(1);

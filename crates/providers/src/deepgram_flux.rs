@@ -5,7 +5,7 @@
 //! live adapter; Flux has no `KeepAlive` message, so the keep-alive is 20 ms of silence, and
 //! `finalize()` sends `ForceEndTurn`.
 //!
-//! Protocol: `shared/protocols.md` §2.2.
+//! Protocol: `docs/providers/deepgram-flux.md`.
 
 use serde::Deserialize;
 use url::Url;
@@ -92,7 +92,7 @@ pub(crate) fn parse(text: &str, offset_s: f64, out: &mut Vec<SttEvent>) -> Parse
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(provider = PROVIDER, error = %e, "unparseable Flux message");
-            return Parsed::Normal;
+            return Parsed::Unparseable;
         }
     };
     match message {
@@ -144,10 +144,11 @@ pub(crate) fn parse(text: &str, offset_s: f64, out: &mut Vec<SttEvent>) -> Parse
         }
         FluxMessage::Error { code, description } => {
             tracing::warn!(provider = PROVIDER, %code, %description, "Flux reported an error");
+            return Parsed::Other;
         }
-        FluxMessage::Other => {}
+        FluxMessage::Other => return Parsed::Other,
     }
-    Parsed::Normal
+    Parsed::Transcription
 }
 
 fn mean_confidence(words: &[DgWord]) -> f32 {
@@ -179,6 +180,20 @@ mod tests {
         ] {
             parse(msg, 2.0, &mut out);
         }
+        assert_eq!(
+            parse(r#"{"type":"Connected","sequence_id":0}"#, 0.0, &mut out),
+            Parsed::Other
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"TurnInfo","event":"Update","transcript":""}"#,
+                0.0,
+                &mut out
+            ),
+            Parsed::Transcription,
+            "an empty update still shows the provider at work"
+        );
+        assert_eq!(parse("{garbage", 0.0, &mut out), Parsed::Unparseable);
         assert_eq!(out.len(), 5);
         assert_eq!(out[0], SttEvent::StartOfTurn);
         match &out[1] {

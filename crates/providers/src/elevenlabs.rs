@@ -7,7 +7,7 @@
 //! Per context: the first message carries `voice_settings`/`generation_config`; each text chunk
 //! ends with a single space and is sent with `flush: true` (audio at once); `flush(context)`
 //! closes the context, which lets the flushed audio finish and then brings `isFinal` → `Done`.
-//! Audio of cancelled or unknown contexts is dropped. Protocol: `shared/protocols.md` §4.1–§4.2.
+//! Audio of cancelled or unknown contexts is dropped. Protocol: `docs/providers/elevenlabs-tts.md`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
+
+use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
 use crate::stt::wsutil::{self, Ws};
@@ -144,21 +146,29 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
     let single_url = stream_url(cfg, false)?;
     let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
     let key = cfg.api_key.trim().to_owned();
-    let (ws, multi) =
-        match wsutil::connect(PROVIDER, &multi_url, &[("xi-api-key", &key)], None, timeout).await {
-            Ok(ws) => (Some(ws), true),
-            Err(ProviderError::Http { status, .. })
-                if (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) =>
-            {
-                tracing::info!(
-                    provider = PROVIDER,
-                    status,
-                    "multi-context refused; one socket per reply"
-                );
-                (None, false)
-            }
-            Err(e) => return Err(e),
-        };
+    let (ws, multi) = match wsutil::connect(
+        PROVIDER,
+        &multi_url,
+        &[("xi-api-key", &key)],
+        None,
+        timeout,
+        &cfg.outbound,
+    )
+    .await
+    {
+        Ok(ws) => (Some(ws), true),
+        Err(ProviderError::Http { status, .. })
+            if (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) =>
+        {
+            tracing::info!(
+                provider = PROVIDER,
+                status,
+                "multi-context refused; one socket per reply"
+            );
+            (None, false)
+        }
+        Err(e) => return Err(e),
+    };
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
@@ -191,7 +201,9 @@ pub(crate) async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError
 struct Context {
     ending: bool,
     got_audio: bool,
-    first_byte_deadline: Option<Instant>,
+    /// The provider owes this context audio (text was sent and not yet answered) or, once
+    /// flushed, the rest of its audio and `isFinal`: by this time, or the socket is stalled.
+    audio_deadline: Option<Instant>,
 }
 
 /// What a single-context socket task reports.
@@ -312,6 +324,7 @@ impl Driver {
                     &[("xi-api-key", &self.key)],
                     None,
                     self.timeout,
+                    &self.cfg.outbound,
                 )
                 .await
                 {
@@ -325,7 +338,7 @@ impl Driver {
             let deadline = self
                 .contexts
                 .iter()
-                .filter_map(|(id, c)| c.first_byte_deadline.map(|d| (d, *id)))
+                .filter_map(|(id, c)| c.audio_deadline.map(|d| (d, *id)))
                 .min();
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -368,9 +381,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(deadline.map(|d| d.0).unwrap_or(far)), if deadline.is_some() => {
                     if let Some((_, ctx)) = deadline {
-                        let after = Duration::from_millis(self.cfg.first_byte_timeout_ms);
-                        self.close_context_at_provider(ctx).await;
-                        self.fail(ctx, ProviderError::Timeout { provider: PROVIDER, waiting_for: "first audio byte", after }).await;
+                        self.stalled(ctx).await;
                     }
                 }
             }
@@ -423,6 +434,7 @@ impl Driver {
                     &[("xi-api-key", &self.key)],
                     None,
                     self.timeout,
+                    &self.cfg.outbound,
                 )
                 .await
                 {
@@ -450,6 +462,7 @@ impl Driver {
             self.single_url.clone(),
             self.key.clone(),
             self.timeout,
+            self.cfg.outbound.clone(),
             ctx,
             rx,
             self.inbound_tx.clone(),
@@ -474,13 +487,9 @@ impl Driver {
                 .get(&ctx)
                 .is_some_and(|tx| tx.send(Message::text(m.to_string())).is_ok())
         };
-        if sent
-            && let Some(c) = self.contexts.get_mut(&ctx)
-            && !c.got_audio
-            && c.first_byte_deadline.is_none()
-        {
-            c.first_byte_deadline =
-                Some(Instant::now() + Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1)));
+        let timeout = self.audio_timeout();
+        if sent && let Some(c) = self.contexts.get_mut(&ctx) {
+            c.audio_deadline.get_or_insert(Instant::now() + timeout);
         }
     }
 
@@ -498,12 +507,44 @@ impl Driver {
             return;
         }
         c.ending = true;
+        // The rest of the audio and `isFinal` are owed now.
+        c.audio_deadline =
+            Some(Instant::now() + Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1)));
         if self.multi {
             let m = json!({"context_id": context_name(ctx), "close_context": true});
             self.send_multi(Message::text(m.to_string())).await;
         } else if let Some(tx) = self.single.get(&ctx) {
             let _ = tx.send(Message::text(r#"{"text":""}"#));
         }
+    }
+
+    /// Context `ctx` waited too long for audio: the provider is stalled. It fails and so does
+    /// its socket (with every other context on it), so the next reply opens a fresh one.
+    async fn stalled(&mut self, ctx: u64) {
+        let waiting_for = if self.contexts.get(&ctx).is_some_and(|c| c.got_audio) {
+            "the rest of the audio"
+        } else {
+            "first audio byte"
+        };
+        let error = ProviderError::Timeout {
+            provider: PROVIDER,
+            waiting_for,
+            after: self.audio_timeout(),
+        };
+        if self.multi {
+            tracing::warn!(provider = PROVIDER, %error, "TTS socket stalled; replacing it");
+            if let Some(mut ws) = self.ws.take() {
+                let _ = ws.close(None).await;
+            }
+            self.fail_all(error).await;
+        } else {
+            self.close_context_at_provider(ctx).await;
+            self.fail(ctx, error).await;
+        }
+    }
+
+    fn audio_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1))
     }
 
     async fn close_context_at_provider(&mut self, ctx: u64) {
@@ -573,7 +614,11 @@ impl Driver {
                 audio = strip_audio_header(audio);
             }
             c.got_audio = true;
-            c.first_byte_deadline = None;
+            // Audio keeps coming while the reply is flushed; before that, the text sent so
+            // far may be all answered and the next text (re)arms the deadline.
+            c.audio_deadline = c.ending.then(|| {
+                Instant::now() + Duration::from_millis(self.cfg.first_byte_timeout_ms.max(1))
+            });
             let alignment = message
                 .alignment
                 .or(message.normalized_alignment)
@@ -610,12 +655,14 @@ async fn single_context(
     url: Url,
     key: String,
     timeout: Duration,
+    outbound: OutboundPolicy,
     ctx: u64,
     mut outgoing: mpsc::UnboundedReceiver<Message>,
     inbound: mpsc::UnboundedSender<(u64, Inbound)>,
 ) {
-    let mut ws = match wsutil::connect(PROVIDER, &url, &[("xi-api-key", &key)], None, timeout).await
-    {
+    let headers = [("xi-api-key", key.as_str())];
+    let connecting = wsutil::connect(PROVIDER, &url, &headers, None, timeout, &outbound);
+    let mut ws = match connecting.await {
         Ok(ws) => ws,
         Err(e) => {
             let _ = inbound.send((ctx, Inbound::ConnectFailed(e)));

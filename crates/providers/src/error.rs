@@ -67,6 +67,15 @@ pub enum ProviderError {
         /// What was wrong.
         message: String,
     },
+    /// The outbound policy refused the provider's address (a tenant `base_url` pointing
+    /// inside our network); nothing was sent.
+    #[error("{provider}: connection refused by the outbound policy: {message}")]
+    NotAllowed {
+        /// Provider name.
+        provider: &'static str,
+        /// Which address is not allowed and why.
+        message: String,
+    },
 }
 
 impl ProviderError {
@@ -78,7 +87,9 @@ impl ProviderError {
                 *retryable
             }
             ProviderError::Protocol { .. } => true,
-            ProviderError::MissingKey { .. } | ProviderError::Config { .. } => false,
+            ProviderError::MissingKey { .. }
+            | ProviderError::Config { .. }
+            | ProviderError::NotAllowed { .. } => false,
         }
     }
 
@@ -91,7 +102,8 @@ impl ProviderError {
             | ProviderError::Protocol { provider, .. }
             | ProviderError::Stream { provider, .. }
             | ProviderError::MissingKey { provider }
-            | ProviderError::Config { provider, .. } => provider,
+            | ProviderError::Config { provider, .. }
+            | ProviderError::NotAllowed { provider, .. } => provider,
         }
     }
 }

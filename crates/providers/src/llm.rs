@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use switchboard_netguard::{GuardedClient, refusal_of};
+
 use crate::error::ProviderError;
 use crate::sse::{SseEvent, SseParser};
 
@@ -72,7 +74,7 @@ impl LlmProvider {
         }
     }
 
-    /// The vendor's API root (protocols.md §5.2), to which the adapter appends its path
+    /// The vendor's API root (docs/providers/openai.md#compatible-providers), to which the adapter appends its path
     /// (`/chat/completions` or `/messages`). `None` for Azure (per-resource) and custom.
     pub fn default_base_url(self) -> Option<&'static str> {
         match self {
@@ -590,7 +592,7 @@ fn config_entry(provider_name: &str, obj: &Value) -> Result<LlmConfig, ProviderE
 }
 
 /// Streams one reply from one provider (no fallback). See [`stream_with_fallback`].
-pub fn stream_chat(cfg: &LlmConfig, req: LlmRequest, client: &reqwest::Client) -> LlmStream {
+pub fn stream_chat(cfg: &LlmConfig, req: LlmRequest, client: &GuardedClient) -> LlmStream {
     stream_with_fallback(cfg, &[], req, client)
 }
 
@@ -600,10 +602,11 @@ pub fn stream_chat(cfg: &LlmConfig, req: LlmRequest, client: &reqwest::Client) -
 /// An attempt hands over to the next provider when it fails before its first token with
 /// ([`fails_over`]): a connect error, a timeout (response headers or first token), HTTP 408,
 /// 409, 429 (including `insufficient_quota`: the quota is this provider's, another provider
-/// can still answer), 401/403/404 (this provider's key or model is unusable), any 5xx
-/// including Anthropic's 529, or a retryable in-stream error. It does not fail over on 400,
-/// 413 or 422 (the request itself is wrong) or on a configuration error. Once a token has
-/// reached the caller there is no fallback: a later failure ends the turn with `Failed`.
+/// can still answer), 401/403/404 (this provider's key or model is unusable), a missing key,
+/// an address the outbound policy refuses, any 5xx including Anthropic's 529, or a retryable
+/// in-stream error. It does not fail over on 400, 413 or 422 (the request itself is wrong) or
+/// on a configuration error. Once a token has reached the caller there is no fallback: a later
+/// failure ends the turn with `Failed`.
 /// There are no same-provider retries with backoff: on a phone call the next provider now is
 /// better than the same one after a pause.
 ///
@@ -612,7 +615,7 @@ pub fn stream_with_fallback(
     primary: &LlmConfig,
     fallbacks: &[LlmConfig],
     req: LlmRequest,
-    client: &reqwest::Client,
+    client: &GuardedClient,
 ) -> LlmStream {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let first_token_at = Arc::new(OnceLock::new());
@@ -640,7 +643,7 @@ pub fn fails_over(err: &ProviderError) -> bool {
                 || matches!(status, 401 | 403 | 404 | 408 | 409 | 429)
                 || *status >= 500
         }
-        ProviderError::MissingKey { .. } => true,
+        ProviderError::MissingKey { .. } | ProviderError::NotAllowed { .. } => true,
         ProviderError::Config { .. } => false,
         _ => err.is_retryable(),
     }
@@ -649,7 +652,7 @@ pub fn fails_over(err: &ProviderError) -> bool {
 async fn run_chain(
     chain: Vec<LlmConfig>,
     req: LlmRequest,
-    client: reqwest::Client,
+    client: GuardedClient,
     tx: mpsc::Sender<LlmEvent>,
     first_token_at: Arc<OnceLock<Instant>>,
 ) {
@@ -692,7 +695,7 @@ async fn run_chain(
 async fn run_attempt(
     cfg: &LlmConfig,
     req: &LlmRequest,
-    client: &reqwest::Client,
+    client: &GuardedClient,
     attempt: &mut Attempt<'_>,
 ) -> Result<(), ProviderError> {
     let provider = cfg.provider.as_str();
@@ -707,7 +710,13 @@ async fn run_attempt(
     let first_token_deadline = start + Duration::from_millis(cfg.first_token_timeout_ms);
     let headers_deadline =
         (start + Duration::from_millis(cfg.connect_timeout_ms)).min(first_token_deadline);
-    let mut builder = client.post(&http.url).body(http.body);
+    let mut builder = client
+        .post(&http.url)
+        .map_err(|refused| ProviderError::NotAllowed {
+            provider,
+            message: refused.to_string(),
+        })?
+        .body(http.body);
     for (name, value) in &http.headers {
         builder = builder.header(*name, value.as_str());
     }
@@ -720,9 +729,15 @@ async fn run_attempt(
             });
         }
         Ok(Err(e)) => {
-            return Err(ProviderError::Connect {
-                provider,
-                message: error_chain(&e.without_url()),
+            return Err(match refusal_of(&e) {
+                Some(refused) => ProviderError::NotAllowed {
+                    provider,
+                    message: refused.to_string(),
+                },
+                None => ProviderError::Connect {
+                    provider,
+                    message: error_chain(&e.without_url()),
+                },
             });
         }
         Ok(Ok(r)) => r,
@@ -928,7 +943,7 @@ async fn read_http_error(
     http_error(provider, status, should_retry, &body)
 }
 
-/// Maps an HTTP error status and body to [`ProviderError::Http`] (protocols.md §5.1, §5.3):
+/// Maps an HTTP error status and body to [`ProviderError::Http`] (docs/providers/openai.md, docs/providers/anthropic.md#errors):
 /// retryable on 408, 409, 429 (unless the code or type is `insufficient_quota`) and ≥ 500
 /// (including 529); `x-should-retry` (`should_retry`) overrides. The message is
 /// `"<code or type>: <message>"` from `{"error":{…}}` bodies of both OpenAI and Anthropic.

@@ -1,4 +1,4 @@
-//! OpenAI Chat Completions streaming (protocols.md §5.1, §5.2): one client for OpenAI, Groq,
+//! OpenAI Chat Completions streaming (docs/providers/openai.md): one client for OpenAI, Groq,
 //! xAI, Gemini (OpenAI-compatible endpoint), any custom OpenAI-compatible server, and Azure
 //! OpenAI. Used through [`crate::llm::stream_chat`] / [`crate::llm::stream_with_fallback`].
 //!

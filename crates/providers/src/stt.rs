@@ -12,6 +12,8 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::error::ProviderError;
 
 pub(crate) mod wsutil;
@@ -114,13 +116,18 @@ pub struct SttConfig {
     /// `stt_settings.provider_config.base_url`: scheme + host + port (+ optional path prefix)
     /// replacing `wss://api.deepgram.com`; `http` maps to `ws`, `https` to `wss`.
     pub base_url: Option<String>,
+    /// Where this session may connect: the server's outbound policy, so a tenant `base_url`
+    /// cannot reach inside our network. The default refuses every non-public address.
+    pub outbound: OutboundPolicy,
     /// API key. Never logged; redacted in `Debug`.
     pub api_key: String,
     /// Websocket connect + handshake timeout (ms).
     pub connect_timeout_ms: u64,
     /// Send a keep-alive when no audio went out for this long (ms). Deepgram closes after 10 s.
     pub keepalive_interval_ms: u64,
-    /// How many times to try reconnecting after a dropped socket before `Failed`.
+    /// How many times to try reconnecting after a dropped (or stalled) socket before `Failed`.
+    /// A reconnect whose socket never answers with a transcription message does not reset the
+    /// count, and one that stalls without answering ends the session at once.
     pub reconnect_attempts: u32,
     /// Backoff (ms) before the first reconnect attempt; doubles per attempt, capped at 5 s.
     pub reconnect_backoff_ms: u64,
@@ -128,6 +135,10 @@ pub struct SttConfig {
     pub reconnect_buffer_ms: u32,
     /// How long `close()` waits (ms) for the provider's final results and close.
     pub close_timeout_ms: u64,
+    /// No transcription message (results, even empty ones; Flux turn events) for this long (ms)
+    /// while audio is being sent: the socket counts as stalled and is reconnected (once: a
+    /// reconnected socket that stalls before answering is `Failed`). At least 1 s.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for SttConfig {
@@ -151,6 +162,7 @@ impl Default for SttConfig {
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
             base_url: None,
+            outbound: OutboundPolicy::default(),
             api_key: String::new(),
             connect_timeout_ms: 5000,
             keepalive_interval_ms: 4000,
@@ -158,6 +170,7 @@ impl Default for SttConfig {
             reconnect_backoff_ms: 100,
             reconnect_buffer_ms: 2000,
             close_timeout_ms: 3000,
+            stall_timeout_ms: 10_000,
         }
     }
 }
@@ -183,6 +196,7 @@ impl fmt::Debug for SttConfig {
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)
             .field("base_url", &self.base_url)
+            .field("outbound", &self.outbound.allow_list().to_string())
             .field("api_key", &redacted(&self.api_key))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("keepalive_interval_ms", &self.keepalive_interval_ms)
@@ -190,6 +204,7 @@ impl fmt::Debug for SttConfig {
             .field("reconnect_backoff_ms", &self.reconnect_backoff_ms)
             .field("reconnect_buffer_ms", &self.reconnect_buffer_ms)
             .field("close_timeout_ms", &self.close_timeout_ms)
+            .field("stall_timeout_ms", &self.stall_timeout_ms)
             .finish()
     }
 }
@@ -292,7 +307,8 @@ pub enum SttEvent {
     },
     /// A reconnect succeeded; buffered audio has been replayed.
     Reconnected,
-    /// The session is dead for good (reconnects exhausted or a non-retryable error). Last event.
+    /// The session is dead for good (reconnects exhausted, every new socket stalled or dropped
+    /// before answering, or a non-retryable error). Last event.
     Failed(ProviderError),
 }
 

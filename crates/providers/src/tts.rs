@@ -15,6 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use switchboard_netguard::OutboundPolicy;
+
 use crate::error::ProviderError;
 use crate::stt::redacted;
 
@@ -57,11 +59,16 @@ pub struct TtsConfig {
     /// `tts_settings.provider_config.base_url`: scheme + host + port (+ optional path prefix)
     /// replacing the vendor's; `http` maps to `ws`, `https` to `wss`.
     pub base_url: Option<String>,
+    /// Where this session may connect: the server's outbound policy, so a tenant `base_url`
+    /// cannot reach inside our network. The default refuses every non-public address.
+    pub outbound: OutboundPolicy,
     /// API key. Never logged; redacted in `Debug`.
     pub api_key: String,
     /// Websocket connect + handshake timeout (ms).
     pub connect_timeout_ms: u64,
-    /// After a context's first text is sent, no audio within this long (ms) fails the context.
+    /// No audio within this long (ms) after text was sent, or, once the reply is flushed, no
+    /// further audio or end of reply within this long, fails the reply: the socket is taken as
+    /// stalled and replaced (its other replies fail too), so the next reply gets a fresh one.
     pub first_byte_timeout_ms: u64,
     /// How long `close()` waits (ms) for the provider to finish.
     pub close_timeout_ms: u64,
@@ -86,6 +93,7 @@ impl Default for TtsConfig {
             sync_alignment: true,
             inactivity_timeout_s: 180,
             base_url: None,
+            outbound: OutboundPolicy::default(),
             api_key: String::new(),
             connect_timeout_ms: 5000,
             first_byte_timeout_ms: 3000,
@@ -113,6 +121,7 @@ impl fmt::Debug for TtsConfig {
             .field("sync_alignment", &self.sync_alignment)
             .field("inactivity_timeout_s", &self.inactivity_timeout_s)
             .field("base_url", &self.base_url)
+            .field("outbound", &self.outbound.allow_list().to_string())
             .field("api_key", &redacted(&self.api_key))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
@@ -150,9 +159,9 @@ pub enum TtsEvent {
         /// The finished reply.
         context: u64,
     },
-    /// A context (or, with `context: None`, the whole session) failed: first-byte timeout,
-    /// dropped socket, provider error. A failed context gets no `Done`. After a socket-level
-    /// failure the next new context reconnects.
+    /// A context (or, with `context: None`, the whole session) failed: audio timeout (a
+    /// stalled socket), dropped socket, provider error. A failed context gets no `Done`. After
+    /// a socket-level failure the next new context reconnects.
     Failed {
         /// The reply that failed, or `None` for the session.
         context: Option<u64>,

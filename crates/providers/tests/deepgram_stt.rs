@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use switchboard_netguard::OutboundPolicy;
 use switchboard_providers::ProviderError;
 use switchboard_providers::deepgram::listen_url;
 use switchboard_providers::stt::{SttConfig, SttEvent, SttKeyword, SttSession, connect_stt};
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig, mulaw};
+use switchboard_testkit::fault::{Fault, FaultKind};
 
 const KEY: &str = "test-deepgram-key";
 /// Generous bound so a loaded machine does not fail tests; never a speed assertion.
@@ -51,10 +53,16 @@ async fn collect_until(
     panic!("event stream ended or timed out; got {out:?}");
 }
 
+/// The fakes listen on 127.0.0.1: an outbound policy that allows exactly loopback.
+fn loopback() -> OutboundPolicy {
+    OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"))
+}
+
 fn cfg(fake: &DeepgramFake) -> SttConfig {
     SttConfig {
         base_url: Some(fake.base_url()),
         api_key: KEY.into(),
+        outbound: loopback(),
         ..SttConfig::default()
     }
 }
@@ -476,6 +484,7 @@ async fn connect_timeout_fires_against_a_silent_server() {
         base_url: Some(format!("http://{addr}")),
         api_key: KEY.into(),
         connect_timeout_ms: 300,
+        outbound: loopback(),
         ..SttConfig::default()
     };
     assert!(matches!(
@@ -584,4 +593,169 @@ async fn flux_finalize_forces_end_of_turn() {
     );
     assert_eq!(fake.received()[0].finalizes, 1);
     s.close().await;
+}
+
+#[tokio::test]
+async fn a_base_url_the_outbound_policy_refuses_is_never_connected() {
+    let fake = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake");
+    for base in [
+        fake.base_url(),
+        format!("http://localhost:{}", fake.addr().port()),
+        format!("http://[::ffff:127.0.0.1]:{}", fake.addr().port()),
+    ] {
+        let config = SttConfig {
+            base_url: Some(base.clone()),
+            outbound: OutboundPolicy::default(),
+            ..cfg(&fake)
+        };
+        match connect_stt(&config).await {
+            Err(ProviderError::NotAllowed { message, .. }) => {
+                assert!(message.contains("not allowed"), "{base}: {message}");
+            }
+            other => panic!("{base}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(fake.received().is_empty(), "nothing reached the fake");
+}
+
+/// Sends 100 ms of silence at a time until an event matches `stop` (audio keeps flowing, as on
+/// a call), or fails after [`WAIT`].
+async fn talk_until(session: &mut SttSession, stop: impl Fn(&SttEvent) -> bool) -> Vec<SttEvent> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        session.send_audio(&silence(100));
+        if let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(100), session.events.recv()).await
+        {
+            let done = stop(&ev);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+    panic!("no matching event; got {out:?}");
+}
+
+/// A socket that stops answering while audio flows is taken for a dropped one: the session
+/// reconnects and the next utterance is recognised on the new socket.
+#[tokio::test]
+async fn a_stalled_socket_is_reconnected() {
+    for flux in [false, true] {
+        let mut tags = HashMap::new();
+        tags.insert(
+            "stall".to_owned(),
+            vec!["first thing".to_owned(), "second thing".to_owned()],
+        );
+        let fake = DeepgramFake::start(DeepgramFakeConfig {
+            tag_scripts: tags,
+            empty_result_every_ms: 200,
+            ..DeepgramFakeConfig::default()
+        })
+        .await
+        .expect("fake starts");
+        fake.set_stt_fault(Some(Fault::once(FaultKind::Stall, 1)));
+        let config = SttConfig {
+            tag: Some("stall".into()),
+            model: if flux { "flux-general-en" } else { "nova-3" }.into(),
+            stall_timeout_ms: 1_000,
+            reconnect_backoff_ms: 10,
+            ..cfg(&fake)
+        };
+        let mut s = connect_stt(&config).await.expect("connects");
+        let mut first = silence(100);
+        first.extend(voice(400, 0));
+        first.extend(silence(700));
+        send(&mut s, &first).await;
+        let ended = |e: &SttEvent| {
+            matches!(
+                e,
+                SttEvent::Transcript { is_final: true, .. } | SttEvent::EndOfTurn { .. }
+            )
+        };
+        collect_until(&mut s, ended).await;
+        // The socket stalls after that turn: silence flows, nothing comes back.
+        talk_until(&mut s, |e| matches!(e, SttEvent::Reconnected)).await;
+        let mut second = silence(100);
+        second.extend(voice(400, 0));
+        second.extend(silence(700));
+        send(&mut s, &second).await;
+        let after = talk_until(&mut s, ended).await;
+        let text = after.iter().find_map(|e| match e {
+            SttEvent::Transcript {
+                text,
+                is_final: true,
+                ..
+            } => Some(text.clone()),
+            SttEvent::EndOfTurn { transcript, .. } => Some(transcript.clone()),
+            _ => None,
+        });
+        assert_eq!(text.as_deref(), Some("second thing"), "flux {flux}");
+        assert_eq!(fake.stt_fault_strikes(), 1);
+        assert_eq!(fake.received().len(), 2, "flux {flux}");
+        s.close().await;
+    }
+}
+
+/// New sockets that are accepted but never answer (here: garbage only) do not get reconnected
+/// for ever: the socket of the reconnect stalls too, and the session ends with `Failed`.
+#[tokio::test]
+async fn a_socket_that_stalls_again_after_a_reconnect_fails_the_session() {
+    let fake = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake starts");
+    fake.set_stt_fault(Some(Fault::always(FaultKind::Garbage, 0)));
+    let config = SttConfig {
+        stall_timeout_ms: 1_000,
+        reconnect_attempts: 5,
+        reconnect_backoff_ms: 10,
+        ..cfg(&fake)
+    };
+    let mut s = connect_stt(&config).await.expect("connects");
+    let events = talk_until(&mut s, |e| matches!(e, SttEvent::Failed(_))).await;
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            SttEvent::Reconnecting { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1], "{events:?}");
+    match events.last() {
+        Some(SttEvent::Failed(ProviderError::Timeout { waiting_for, .. })) => {
+            assert!(waiting_for.contains("transcription"), "{waiting_for}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(fake.received().len(), 2);
+}
+
+/// Sockets dropped right after the handshake use up the reconnect budget: `Failed`, not an
+/// endless loop, though every handshake succeeds.
+#[tokio::test]
+async fn sockets_dropped_at_once_use_up_the_reconnects() {
+    let fake = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake starts");
+    let config = SttConfig {
+        reconnect_attempts: 3,
+        reconnect_backoff_ms: 10,
+        ..cfg(&fake)
+    };
+    // Every socket, the first included, is dropped right after its handshake.
+    fake.set_stt_fault(Some(Fault::always(FaultKind::Drop, 0)));
+    let mut s = connect_stt(&config).await.expect("the handshake succeeds");
+    let events = talk_until(&mut s, |e| matches!(e, SttEvent::Failed(_))).await;
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            SttEvent::Reconnecting { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3], "{events:?}");
+    assert_eq!(fake.received().len(), 4);
 }

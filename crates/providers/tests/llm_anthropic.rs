@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard_netguard::{GuardedClient, OutboundPolicy};
 use switchboard_providers::ProviderError;
 use switchboard_providers::anthropic::CALL_STARTED_TEXT;
 use switchboard_providers::llm::{
@@ -14,6 +15,12 @@ use switchboard_testkit::anthropic::FakeAnthropic;
 use switchboard_testkit::openai::{
     FakeLlmOptions, FakeLlmTurn, FakeToolCall, default_reply, split_pieces,
 };
+
+/// The fakes listen on 127.0.0.1: the client's outbound policy allows exactly loopback.
+fn client() -> GuardedClient {
+    let policy = OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"));
+    GuardedClient::build(policy, reqwest::Client::builder()).expect("client builds")
+}
 
 /// Bound on any single wait so a broken test fails instead of hanging (not a speed assertion).
 const GUARD: Duration = Duration::from_secs(20);
@@ -88,7 +95,7 @@ async fn maps_headers_body_and_streams_text() {
         description: "Find an order".into(),
         parameters: json!({"type": "object", "properties": {"order_id": {"type": "string"}}}),
     });
-    let events = collect(stream_chat(&c, req, &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&c, req, &client())).await;
 
     let r = fake.last_request().expect("request");
     assert_eq!(r.path, "/v1/messages");
@@ -151,7 +158,7 @@ async fn default_max_tokens_and_top_p_without_temperature() {
     let fake = FakeAnthropic::start().await.expect("fake");
     let mut c = cfg(&fake);
     c.top_p = Some(0.8);
-    let events = collect(stream_chat(&c, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&c, request(), &client())).await;
     assert!(
         matches!(events.last(), Some(LlmEvent::Done { .. })),
         "{events:?}"
@@ -175,7 +182,7 @@ async fn tool_use_blocks_are_reassembled_and_sent_back() {
         ],
         interleave: false,
     });
-    let events = collect(stream_chat(&cfg(&fake), request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg(&fake), request(), &client())).await;
     assert_eq!(text_of(&events), "Let me check that.");
     let calls: Vec<ToolCall> = events
         .iter()
@@ -207,7 +214,7 @@ async fn tool_use_blocks_are_reassembled_and_sent_back() {
     req.messages
         .push(ChatMessage::tool("toolu_fake0", "shipped"));
     req.messages.push(ChatMessage::tool("toolu_fake1", "found"));
-    let events = collect(stream_chat(&cfg(&fake), req, &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg(&fake), req, &client())).await;
     assert!(
         matches!(events.last(), Some(LlmEvent::Done { .. })),
         "{events:?}"
@@ -236,7 +243,7 @@ async fn http_errors_including_529() {
     .await
     .expect("fake");
     fake.push(FakeLlmTurn::overloaded());
-    let events = collect(stream_chat(&cfg(&fake), request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg(&fake), request(), &client())).await;
     assert!(
         matches!(failure(&events), Some(ProviderError::Http { status: 529, retryable: true, message, .. }) if message.contains("overloaded_error")),
         "{events:?}"
@@ -247,7 +254,7 @@ async fn http_errors_including_529() {
         None,
         "Number of requests has exceeded your rate limit",
     ));
-    let events = collect(stream_chat(&cfg(&fake), request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg(&fake), request(), &client())).await;
     assert!(
         matches!(
             failure(&events),
@@ -265,7 +272,7 @@ async fn http_errors_including_529() {
         None,
         "Internal server error",
     ));
-    let events = collect(stream_chat(&cfg(&fake), request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg(&fake), request(), &client())).await;
     assert!(
         matches!(
             failure(&events),
@@ -280,14 +287,14 @@ async fn http_errors_including_529() {
 
     let mut wrong = cfg(&fake);
     wrong.api_key = "nope".into();
-    let events = collect(stream_chat(&wrong, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&wrong, request(), &client())).await;
     assert!(
         matches!(failure(&events), Some(ProviderError::Http { status: 401, retryable: false, message, .. }) if message.contains("authentication_error")),
         "{events:?}"
     );
     let mut lost = cfg(&fake);
     lost.base_url = Some(format!("{}/elsewhere/v1", fake.endpoint()));
-    let events = collect(stream_chat(&lost, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&lost, request(), &client())).await;
     assert!(
         matches!(
             failure(&events),
@@ -311,7 +318,7 @@ async fn mid_stream_overloaded_error_is_retryable_stream_error() {
         error_type: "overloaded_error".into(),
         message: "Overloaded".into(),
     });
-    let events = collect(stream_chat(&cfg(&fake), request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg(&fake), request(), &client())).await;
     assert_eq!(text_of(&events), split_pieces(text)[..3].concat());
     assert!(
         matches!(failure(&events), Some(ProviderError::Stream { retryable: true, message, .. }) if message.contains("overloaded_error")),
@@ -323,7 +330,7 @@ async fn mid_stream_overloaded_error_is_retryable_stream_error() {
 async fn bare_host_base_url_gets_v1() {
     let fake = FakeAnthropic::start().await.expect("fake");
     let c = cfg(&fake).with_base_url(fake.endpoint());
-    let events = collect(stream_chat(&c, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&c, request(), &client())).await;
     assert!(
         matches!(events.last(), Some(LlmEvent::Done { .. })),
         "{events:?}"

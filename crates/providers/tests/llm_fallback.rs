@@ -3,13 +3,20 @@
 
 use std::time::Duration;
 
+use switchboard_netguard::{GuardedClient, OutboundPolicy};
 use switchboard_providers::ProviderError;
 use switchboard_providers::llm::{
     ChatMessage, FailedAttempt, LlmConfig, LlmEvent, LlmProvider, LlmRequest, LlmStream,
-    stream_with_fallback,
+    stream_chat, stream_with_fallback,
 };
 use switchboard_testkit::anthropic::FakeAnthropic;
 use switchboard_testkit::openai::{FakeLlmTurn, FakeOpenAi, split_pieces};
+
+/// The fakes listen on 127.0.0.1: the client's outbound policy allows exactly loopback.
+fn client() -> GuardedClient {
+    let policy = OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"));
+    GuardedClient::build(policy, reqwest::Client::builder()).expect("client builds")
+}
 
 /// Bound on any single wait so a broken test fails instead of hanging (not a speed assertion).
 const GUARD: Duration = Duration::from_secs(20);
@@ -100,7 +107,7 @@ async fn primary_503_fallback_answers_in_the_same_stream() {
         &c.primary,
         std::slice::from_ref(&c.fallback),
         request(),
-        &reqwest::Client::new(),
+        &client(),
     ))
     .await;
     answered_by_fallback(&events, 503);
@@ -133,7 +140,7 @@ async fn rate_limit_and_insufficient_quota_both_fall_over() {
             &c.primary,
             std::slice::from_ref(&c.fallback),
             request(),
-            &reqwest::Client::new(),
+            &client(),
         ))
         .await;
         answered_by_fallback(&events, 429);
@@ -153,7 +160,7 @@ async fn anthropic_529_falls_over_to_openai() {
         &c.fallback,
         &[openai_second],
         request(),
-        &reqwest::Client::new(),
+        &client(),
     ))
     .await;
     assert!(matches!(
@@ -187,7 +194,7 @@ async fn bad_request_does_not_fall_over() {
         &c.primary,
         std::slice::from_ref(&c.fallback),
         request(),
-        &reqwest::Client::new(),
+        &client(),
     ))
     .await;
     assert!(
@@ -209,7 +216,7 @@ async fn timeout_before_first_token_falls_over() {
         &c.primary,
         std::slice::from_ref(&c.fallback),
         request(),
-        &reqwest::Client::new(),
+        &client(),
     ))
     .await;
     assert!(
@@ -247,7 +254,7 @@ async fn unreachable_primary_falls_over() {
         &c.primary,
         std::slice::from_ref(&c.fallback),
         request(),
-        &reqwest::Client::new(),
+        &client(),
     ))
     .await;
     assert!(
@@ -275,7 +282,7 @@ async fn failure_after_first_token_does_not_fall_over() {
         &c.primary,
         std::slice::from_ref(&c.fallback),
         request(),
-        &reqwest::Client::new(),
+        &client(),
     );
     let events = collect(stream).await;
     assert!(
@@ -312,7 +319,7 @@ async fn every_provider_failing_ends_with_the_last_error() {
         &c.primary,
         std::slice::from_ref(&c.fallback),
         request(),
-        &reqwest::Client::new(),
+        &client(),
     ))
     .await;
     assert!(
@@ -333,7 +340,7 @@ async fn every_provider_failing_ends_with_the_last_error() {
 #[tokio::test]
 async fn first_token_time_is_reported() {
     let c = chain().await;
-    let mut stream = stream_with_fallback(&c.primary, &[], request(), &reqwest::Client::new());
+    let mut stream = stream_with_fallback(&c.primary, &[], request(), &client());
     // current-thread test runtime: the request task has not run yet
     assert!(stream.first_token_at().is_none());
     let mut got_text = false;
@@ -346,4 +353,56 @@ async fn first_token_time_is_reported() {
     assert!(got_text);
     let at = stream.first_token_at().expect("first token time");
     assert!(at <= tokio::time::Instant::now());
+}
+
+#[tokio::test]
+async fn a_primary_the_outbound_policy_refuses_hands_over_to_the_fallback() {
+    let mut c = chain().await;
+    c.primary.base_url = Some("http://169.254.169.254/v1".into());
+    c.fallback_fake
+        .push(FakeLlmTurn::text("We are open from 9 to 5."));
+    let events = collect(stream_with_fallback(
+        &c.primary,
+        std::slice::from_ref(&c.fallback),
+        request(),
+        &client(),
+    ))
+    .await;
+    match events.first() {
+        Some(LlmEvent::AttemptFailed(FailedAttempt {
+            error: ProviderError::NotAllowed { message, .. },
+            ..
+        })) => assert!(message.contains("169.254.169.254"), "{message}"),
+        other => panic!("expected a refused first attempt, got {other:?}"),
+    }
+    assert_eq!(text_of(&events), "We are open from 9 to 5.");
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_refused_without_an_allowlist() {
+    let c = chain().await;
+    let port = c
+        .primary
+        .base_url
+        .as_deref()
+        .and_then(|b| url::Url::parse(b).ok())
+        .and_then(|u| u.port())
+        .expect("fake port");
+    let primary = c
+        .primary
+        .clone()
+        .with_base_url(format!("http://localhost:{port}/v1"));
+    let strict = GuardedClient::build(OutboundPolicy::default(), reqwest::Client::builder())
+        .expect("client builds");
+    let events = collect(stream_chat(&primary, request(), &strict)).await;
+    match events.as_slice() {
+        [LlmEvent::Failed(ProviderError::NotAllowed { message, .. })] => {
+            assert!(message.contains("not allowed"), "{message}");
+        }
+        other => panic!("expected one refusal, got {other:?}"),
+    }
+    assert!(
+        c.primary_fake.requests().is_empty(),
+        "nothing reached the fake"
+    );
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard_netguard::{GuardedClient, OutboundPolicy};
 use switchboard_providers::ProviderError;
 use switchboard_providers::llm::{
     AzureConfig, ChatMessage, FinishReason, LlmConfig, LlmEvent, LlmProvider, LlmRequest,
@@ -13,6 +14,12 @@ use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{
     FakeLlmOptions, FakeLlmTurn, FakeOpenAi, FakeToolCall, default_reply, split_pieces,
 };
+
+/// The fakes listen on 127.0.0.1: the client's outbound policy allows exactly loopback.
+fn client() -> GuardedClient {
+    let policy = OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"));
+    GuardedClient::build(policy, reqwest::Client::builder()).expect("client builds")
+}
 
 /// Bound on any single wait so a broken test fails instead of hanging (not a speed assertion).
 const GUARD: Duration = Duration::from_secs(20);
@@ -80,7 +87,7 @@ async fn openai_maps_every_setting_and_streams_text() {
         description: "Current time in a city".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
     });
-    let events = collect(stream_chat(&cfg, req, &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, req, &client())).await;
 
     let r = fake.last_request().expect("request recorded");
     assert_eq!(r.method, "POST");
@@ -168,7 +175,7 @@ async fn compatible_providers_use_their_paths_and_bearer_auth() {
         fake.push(FakeLlmTurn::text("Your table is booked for 7 pm."));
         let cfg =
             full_settings(LlmConfig::new(provider, "some-model", "key-1").with_base_url(base));
-        let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+        let events = collect(stream_chat(&cfg, request(), &client())).await;
         assert_eq!(
             text_of(&events),
             "Your table is booked for 7 pm.",
@@ -189,7 +196,7 @@ async fn compatible_providers_use_their_paths_and_bearer_auth() {
 #[tokio::test]
 async fn custom_without_base_url_is_a_config_error() {
     let cfg = LlmConfig::new(LlmProvider::Custom, "m", "k");
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert!(
         matches!(failure(&events), Some(ProviderError::Config { .. })),
         "{events:?}"
@@ -206,7 +213,7 @@ async fn azure_deployment_path_api_version_and_api_key() {
         api_version: "2024-10-21".into(),
         deployment: Some("prod-4o".into()),
     });
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     let r = fake.last_request().expect("request");
     assert_eq!(r.path, "/openai/deployments/prod-4o/chat/completions");
     assert_eq!(r.query.as_deref(), Some("api-version=2024-10-21"));
@@ -230,7 +237,7 @@ async fn azure_v1_surface() {
         api_version: "preview".into(),
         deployment: None,
     });
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert_eq!(
         fake.last_request().map(|r| r.path),
         Some("/openai/v1/chat/completions".to_owned())
@@ -247,7 +254,7 @@ async fn reasoning_models_get_max_completion_tokens() {
     let cfg = full_settings(
         LlmConfig::new(LlmProvider::OpenAi, "o4-mini", "k").with_base_url(fake.base_url()),
     );
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert!(matches!(events.last(), Some(LlmEvent::Done { .. })));
     let b = fake.last_request().expect("request").body;
     assert_eq!(b["max_completion_tokens"], 150);
@@ -281,7 +288,7 @@ async fn parallel_interleaved_tool_calls_are_reassembled() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert_eq!(text_of(&events), "One moment, let me check.");
     let calls: Vec<_> = events
         .iter()
@@ -320,7 +327,7 @@ async fn tool_call_without_text_and_history_round_trip() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     let call = events.iter().find_map(|e| match e {
         LlmEvent::ToolCall(c) => Some(c.clone()),
         _ => None,
@@ -337,7 +344,7 @@ async fn tool_call_without_text_and_history_round_trip() {
     });
     req.messages
         .push(ChatMessage::tool("call_fake0", "{\"ok\":true}"));
-    let events = collect(stream_chat(&cfg, req, &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, req, &client())).await;
     assert!(matches!(events.last(), Some(LlmEvent::Done { .. })));
     let m = &fake.last_request().expect("request").body["messages"];
     assert_eq!(m[3]["tool_calls"][0]["function"]["arguments"], "{}");
@@ -358,7 +365,7 @@ async fn in_stream_error_after_text_fails_the_turn() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert_eq!(
         text_of(&events),
         split_pieces("Sure, let me look that up for you.")[..2].concat()
@@ -382,7 +389,7 @@ async fn connection_closed_mid_stream_fails_the_turn() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert_eq!(
         text_of(&events),
         split_pieces("Sure, let me look that up.")[..3].concat()
@@ -405,7 +412,7 @@ async fn http_failure(turn: Option<FakeLlmTurn>, key: &str, base_suffix: &str) -
     }
     let cfg = LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", key)
         .with_base_url(format!("{}{base_suffix}", fake.endpoint()));
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert_eq!(events.len(), 1, "only Failed: {events:?}");
     failure(&events).cloned().expect("a failure")
 }
@@ -502,7 +509,7 @@ async fn http_errors_map_status_and_retryability() {
 async fn missing_key_and_unreachable_server() {
     let cfg = LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "")
         .with_base_url("http://127.0.0.1:9/v1");
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert!(matches!(
         failure(&events),
         Some(ProviderError::MissingKey { provider: "openai" })
@@ -514,7 +521,7 @@ async fn missing_key_and_unreachable_server() {
     };
     let cfg = LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k")
         .with_base_url(format!("http://127.0.0.1:{port}/v1"));
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert!(
         matches!(failure(&events), Some(ProviderError::Connect { .. })),
         "{events:?}"
@@ -528,7 +535,7 @@ async fn first_token_and_header_timeouts() {
     let mut cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
     cfg.first_token_timeout_ms = 300;
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert!(
         matches!(failure(&events), Some(ProviderError::Timeout { waiting_for: "first token", after, .. }) if *after == Duration::from_millis(300)),
         "{events:?}"
@@ -536,7 +543,7 @@ async fn first_token_and_header_timeouts() {
 
     fake.push(FakeLlmTurn::HangBeforeHeaders);
     cfg.connect_timeout_ms = 200;
-    let events = collect(stream_chat(&cfg, request(), &reqwest::Client::new())).await;
+    let events = collect(stream_chat(&cfg, request(), &client())).await;
     assert!(
         matches!(
             failure(&events),
@@ -559,7 +566,7 @@ async fn cancel_aborts_the_request() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
-    let mut stream = stream_chat(&cfg, request(), &reqwest::Client::new());
+    let mut stream = stream_chat(&cfg, request(), &client());
     let mut saw_text = false;
     while let Ok(Some(ev)) = tokio::time::timeout(GUARD, stream.recv()).await {
         if matches!(ev, LlmEvent::Text(_)) {
@@ -595,7 +602,7 @@ async fn dropping_the_stream_aborts_the_request() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::OpenAi, "gpt-4o-mini", "k").with_base_url(fake.base_url());
-    let mut stream = stream_chat(&cfg, request(), &reqwest::Client::new());
+    let mut stream = stream_chat(&cfg, request(), &client());
     let _ = tokio::time::timeout(GUARD, stream.recv()).await;
     drop(stream);
     let deadline = tokio::time::Instant::now() + GUARD;

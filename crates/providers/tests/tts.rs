@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use switchboard_netguard::OutboundPolicy;
 use switchboard_providers::ProviderError;
 use switchboard_providers::tts::{TtsConfig, TtsEvent, TtsSession, connect_tts};
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
+use switchboard_testkit::fault::{Fault, FaultKind};
 use switchboard_testkit::latency::LatencyProfile;
 
 const EL_KEY: &str = "test-elevenlabs-key";
@@ -39,12 +41,18 @@ fn audio_bytes(events: &[TtsEvent], ctx: u64) -> usize {
         .sum()
 }
 
+/// The fakes listen on 127.0.0.1: an outbound policy that allows exactly loopback.
+fn loopback() -> OutboundPolicy {
+    OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"))
+}
+
 fn el_cfg(fake: &ElevenLabsFake) -> TtsConfig {
     TtsConfig {
         provider: "elevenlabs".into(),
         voice_id: "rachel".into(),
         base_url: Some(fake.base_url()),
         api_key: EL_KEY.into(),
+        outbound: loopback(),
         ..TtsConfig::default()
     }
 }
@@ -324,6 +332,7 @@ fn aura_cfg(fake: &DeepgramFake) -> TtsConfig {
         speed: Some(1.1),
         base_url: Some(fake.base_url()),
         api_key: DG_KEY.into(),
+        outbound: loopback(),
         ..TtsConfig::default()
     }
 }
@@ -427,5 +436,156 @@ async fn elevenlabs_reconnects_eagerly_after_an_idle_close() {
             .await
             .is_err()
     );
+    s.close().await;
+}
+
+#[tokio::test]
+async fn tts_base_urls_the_outbound_policy_refuses_are_never_connected() {
+    let el = ElevenLabsFake::start(ElevenLabsFakeConfig::default())
+        .await
+        .expect("fake");
+    let dg = DeepgramFake::start(DeepgramFakeConfig::default())
+        .await
+        .expect("fake");
+    for cfg in [el_cfg(&el), aura_cfg(&dg)] {
+        let provider = cfg.provider.clone();
+        let strict = TtsConfig {
+            outbound: OutboundPolicy::default(),
+            ..cfg
+        };
+        match connect_tts(&strict).await {
+            Err(ProviderError::NotAllowed { message, .. }) => {
+                assert!(message.contains("not allowed"), "{provider}: {message}");
+            }
+            other => panic!("{provider}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(el.received().is_empty(), "nothing reached ElevenLabs' fake");
+    assert!(dg.received().is_empty(), "nothing reached Deepgram's fake");
+}
+
+/// A reply that gets no audio fails after the audio timeout, and the stalled socket is replaced:
+/// the next reply is spoken on a fresh one.
+#[tokio::test]
+async fn elevenlabs_a_stalled_socket_fails_its_reply_and_is_replaced() {
+    let fake = ElevenLabsFake::start(ElevenLabsFakeConfig::default())
+        .await
+        .expect("fake");
+    let cfg = TtsConfig {
+        first_byte_timeout_ms: 300,
+        ..el_cfg(&fake)
+    };
+    let mut s = connect_tts(&cfg).await.expect("connects");
+    s.speak(1, "Hello.").expect("speak");
+    s.flush(1).expect("flush");
+    until(&mut s, |e| matches!(e, TtsEvent::Done { context: 1 })).await;
+    // From the next text on, the socket stops answering.
+    fake.set_fault(Some(Fault::once(FaultKind::Stall, 0)));
+    s.speak(2, "Anyone there?").expect("speak");
+    s.flush(2).expect("flush");
+    match next(&mut s).await {
+        Some(TtsEvent::Failed {
+            context: Some(2),
+            error: ProviderError::Timeout { .. },
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    s.speak(3, "Still here.").expect("speak");
+    s.flush(3).expect("flush");
+    let events = until(&mut s, |e| {
+        matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
+    })
+    .await;
+    assert_eq!(events.last(), Some(&TtsEvent::Done { context: 3 }));
+    assert!(audio_bytes(&events, 3) > 0);
+    assert_eq!(fake.fault_strikes(), 1);
+    assert!(
+        fake.received()
+            .iter()
+            .filter(|c| c.rejected_status.is_none())
+            .count()
+            >= 2,
+        "the stalled socket was replaced"
+    );
+    s.close().await;
+}
+
+/// Garbage instead of audio is no audio: the reply fails once its time is up.
+#[tokio::test]
+async fn elevenlabs_garbage_fails_the_reply() {
+    let fake = ElevenLabsFake::start(ElevenLabsFakeConfig::default())
+        .await
+        .expect("fake");
+    fake.set_fault(Some(Fault::always(FaultKind::Garbage, 0)));
+    let cfg = TtsConfig {
+        first_byte_timeout_ms: 300,
+        ..el_cfg(&fake)
+    };
+    let mut s = connect_tts(&cfg).await.expect("connects");
+    s.speak(1, "Hello there.").expect("speak");
+    s.flush(1).expect("flush");
+    let events = until(&mut s, |e| matches!(e, TtsEvent::Failed { .. })).await;
+    assert_eq!(audio_bytes(&events, 1), 0);
+    s.close().await;
+}
+
+/// Aura: a flush whose audio stops half-way fails after the audio timeout (not only a missing
+/// first byte), and the next reply gets a fresh socket.
+#[tokio::test]
+async fn aura_a_stall_mid_reply_fails_it_and_the_socket_is_replaced() {
+    let fake = DeepgramFake::start(DeepgramFakeConfig {
+        api_key: DG_KEY.into(),
+        ..DeepgramFakeConfig::default()
+    })
+    .await
+    .expect("fake");
+    let cfg = TtsConfig {
+        first_byte_timeout_ms: 300,
+        ..aura_cfg(&fake)
+    };
+    // One chunk of the reply is answered, then the socket stalls for the next.
+    fake.set_tts_fault(Some(Fault::once(FaultKind::Stall, 1)));
+    let mut s = connect_tts(&cfg).await.expect("connects");
+    s.speak(1, "Good morning.").expect("speak");
+    let flushed = || {
+        fake.received()
+            .iter()
+            .map(|c| c.sent_of("Flushed").len())
+            .sum::<usize>()
+    };
+    for _ in 0..500 {
+        if flushed() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(flushed(), 1, "the first chunk was answered");
+    s.speak(1, "How can I help you today?").expect("speak");
+    s.flush(1).expect("flush");
+    let events = until(&mut s, |e| {
+        matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
+    })
+    .await;
+    match events.last() {
+        Some(TtsEvent::Failed {
+            context: Some(1),
+            error: ProviderError::Timeout { .. },
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(audio_bytes(&events, 1) > 0, "the first chunk was heard");
+    s.speak(2, "Hello again.").expect("speak");
+    s.flush(2).expect("flush");
+    let events = until(&mut s, |e| {
+        matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
+    })
+    .await;
+    assert_eq!(events.last(), Some(&TtsEvent::Done { context: 2 }));
+    let speak_sockets = fake
+        .received()
+        .iter()
+        .filter(|c| c.path == "/v1/speak")
+        .count();
+    assert_eq!(speak_sockets, 2, "the stalled socket was replaced");
     s.close().await;
 }

@@ -4,6 +4,14 @@
 //! (with `WWW-Authenticate: Bearer`) before the handler runs, and a key over its request rate
 //! is a 429. Every store query in a handler is then scoped by `auth.organization_id`, which is
 //! what keeps organisations apart. The key itself is never logged.
+//!
+//! Key guessing is throttled per client address ([`AuthFailures`]): a malformed or unknown key
+//! counts as a failure, and an address over `server.auth_fail_limit` failures in its window
+//! gets 429 with `Retry-After` before its key is even looked at. A missing header is not a
+//! guess and is not counted. Keys are looked up in the database on every request (no cache),
+//! so a revoked key fails at once.
+//!
+//! [`AuthFailures`]: crate::rate_limit::AuthFailures
 
 use std::time::Instant;
 
@@ -12,6 +20,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use switchboard_store::AuthContext;
 
+use crate::edge::ClientAddr;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -46,23 +55,55 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let client = parts.extensions.get::<ClientAddr>().copied();
+        let now = Instant::now();
+        refuse_if_throttled(state, client, now)?;
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::Unauthorized("missing Authorization: Bearer <api key> header".into())
         })?;
-        let token = header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
-            ApiError::Unauthorized("Authorization header must be `Bearer <api key>`".into())
-        })?;
-        let context = state
+        let Some(token) = header.to_str().ok().and_then(bearer_token) else {
+            record_failure(state, client, now);
+            return Err(ApiError::Unauthorized(
+                "Authorization header must be `Bearer <api key>`".into(),
+            ));
+        };
+        let Some(context) = state
             .store
             .authenticate(token)
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API key".into()))?;
+        else {
+            record_failure(state, client, now);
+            return Err(ApiError::Unauthorized("invalid or revoked API key".into()));
+        };
         state
             .rate_limiter
-            .check(context.api_key_id, Instant::now())
+            .check(context.api_key_id, now)
             .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
         Ok(Auth(context))
+    }
+}
+
+/// 429 when the request's client address is over its failed-authentication limit. Requests
+/// without a known client (not served by our accept loop) are not throttled.
+pub fn refuse_if_throttled(
+    state: &AppState,
+    client: Option<ClientAddr>,
+    now: Instant,
+) -> Result<(), ApiError> {
+    match client {
+        Some(client) => state
+            .auth_failures
+            .check(client.ip, now)
+            .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s }),
+        None => Ok(()),
+    }
+}
+
+/// Counts a failed credential check against the request's client address.
+pub fn record_failure(state: &AppState, client: Option<ClientAddr>, now: Instant) {
+    if let Some(client) = client {
+        state.auth_failures.record_failure(client.ip, now);
     }
 }
 

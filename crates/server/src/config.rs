@@ -13,6 +13,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
+use switchboard_netguard::AllowList;
 
 /// The documented default configuration, embedded at build time so the binary needs no file.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -38,6 +39,9 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("SWITCHBOARD_SECRET_KEY_OLD", "secrets.old_keys"),
     ("REDIS_URL", "redis.url"),
 ];
+
+/// The key whose environment variable is a comma-separated list.
+const OUTBOUND_ALLOW_HOSTS: &str = "outbound.allow_hosts";
 
 /// Why the configuration could not be loaded; the message names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,12 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Where call recordings are written.
     pub recordings: RecordingsSettings,
+    /// Who may read `GET /metrics`, and on which listener.
+    pub metrics: MetricsSettings,
+    /// Housekeeping of call records.
+    pub calls: CallsSettings,
+    /// Where URLs a tenant sets may reach.
+    pub outbound: OutboundSettings,
     /// The key that encrypts stored secrets.
     pub secrets: SecretsSettings,
 }
@@ -100,6 +110,52 @@ impl fmt::Debug for SecretsSettings {
     }
 }
 
+/// `[metrics]`: access to the Prometheus counters. They are process-wide and carry no
+/// organisation data, but they still reveal traffic, so they are not public by default.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); empty = none.
+    #[serde(default)]
+    pub token: String,
+    /// A second listener serving only `/metrics` (e.g. on an internal interface); unset = none.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
+    /// Serve `/metrics` on the main listener without a token (when no token is set).
+    pub public: bool,
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("token", &(!self.token.is_empty()).then_some("<redacted>"))
+            .field("addr", &self.addr)
+            .field("public", &self.public)
+            .finish()
+    }
+}
+
+/// `[calls]`: closing call records no process is carrying any more.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsSettings {
+    /// Age, in seconds, after which an open call record is taken as abandoned at start (its
+    /// process died without ending it) and closed as `engine_restart`. Must exceed the longest
+    /// call any assistant allows (`max_call_length`) plus a margin.
+    pub stale_after_s: u64,
+}
+
+/// `[outbound]`: the policy every URL a tenant sets (webhooks, custom tools, provider base
+/// URLs) is held to: only public addresses, plus what is allowlisted here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Host names, IP addresses and CIDRs tenant URLs may reach although they are loopback,
+    /// private, link-local…; empty = none. The environment variable takes a comma-separated
+    /// list (`SWITCHBOARD_OUTBOUND__ALLOW_HOSTS=127.0.0.1,::1`).
+    pub allow_hosts: AllowList,
+}
+
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
 /// lives.
 #[derive(Clone, Debug, Deserialize)]
@@ -128,6 +184,9 @@ pub struct TwilioSettings {
     pub stream_token_secret: String,
     /// Largest media-stream websocket message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Seconds a media stream our TwiML handed out may take to start before its call is closed
+    /// as `stream_never_started`.
+    pub stream_start_timeout_s: u64,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -142,6 +201,7 @@ impl fmt::Debug for TwilioSettings {
             .field("stream_token_ttl_s", &self.stream_token_ttl_s)
             .field("stream_token_secret", &"<redacted>")
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("stream_start_timeout_s", &self.stream_start_timeout_s)
             .finish()
     }
 }
@@ -158,6 +218,18 @@ pub struct ProviderSettings {
     pub env_key_orgs: Vec<String>,
     /// How long, in ms, a call start waits for a free provider slot.
     pub slot_wait_ms: u64,
+    /// ms without a transcription message from the STT while caller audio flows before its
+    /// socket counts as stalled and is reconnected (Deepgram sends results, empty ones for
+    /// silence, every few seconds).
+    pub stt_stall_timeout_ms: u64,
+    /// ms the TTS may take to send audio after text (and between audio chunks or to finish a
+    /// flushed reply) before the reply fails and its socket is replaced.
+    pub tts_audio_timeout_ms: u64,
+    /// ms from an LLM request to its first token before the turn fails over to the next
+    /// provider (or fails).
+    pub llm_first_token_timeout_ms: u64,
+    /// Longest silence, in ms, between two chunks of an LLM reply that has started.
+    pub llm_stream_idle_timeout_ms: u64,
     /// The environment's provider keys, captured once when the settings are loaded (from the
     /// same environment layer as the rest, so tests inject them instead of touching the process
     /// environment).
@@ -249,6 +321,9 @@ pub struct WebhookSettings {
     pub initial_backoff_ms: u64,
     /// Timeout of one attempt, in ms.
     pub timeout_ms: u64,
+    /// Store the first 2,000 characters of each reply in the webhook log. Off by default: a
+    /// reply is the receiver's data, not ours to keep or show.
+    pub log_response_body: bool,
 }
 
 impl fmt::Debug for WebhookSettings {
@@ -258,6 +333,7 @@ impl fmt::Debug for WebhookSettings {
             .field("max_attempts", &self.max_attempts)
             .field("initial_backoff_ms", &self.initial_backoff_ms)
             .field("timeout_ms", &self.timeout_ms)
+            .field("log_response_body", &self.log_response_body)
             .finish()
     }
 }
@@ -296,9 +372,57 @@ pub struct ServerSettings {
     pub rate_limit_per_s: u32,
     /// Burst size (requests) of the per-key token bucket.
     pub rate_limit_burst: u32,
+    /// Time, in ms, a client has to send a complete request head (request line and headers),
+    /// counted from the accept or, on a keep-alive connection, from the first byte of the
+    /// next request. Past it the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Time, in ms, a request body has to arrive in full, counted from the end of its head.
+    /// Past it the request is answered 408 and the connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Seconds a keep-alive connection may wait for its next request before it is closed.
+    /// Upgraded websockets (media streams) are not subject to it.
+    pub idle_timeout_s: u64,
+    /// Connections open at once from one client address (an IPv6 client: its /64); the next
+    /// one is closed at accept. Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Connections open at once in total (websockets included); the next one is closed at
+    /// accept.
+    pub max_connections: usize,
+    /// Failed API-key checks allowed per client address within `auth_fail_window_s`; further
+    /// attempts get 429 without the key being checked. 0 turns the throttle off.
+    pub auth_fail_limit: u32,
+    /// Length, in seconds, of the failed-authentication window.
+    pub auth_fail_window_s: u64,
+    /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` is believed for
+    /// the client address; empty = the TCP peer is always the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// This instance's stable name, recorded on the calls it carries so that, restarted after
+    /// a crash, it closes the calls it left open at once; empty = a random id per process
+    /// (such calls are then closed only once older than `calls.stale_after_s`).
+    #[serde(default)]
+    pub instance_id: String,
 }
 
 impl ServerSettings {
+    /// `trusted_proxies` parsed: a bare address is a single-host network.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, SettingsError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        SettingsError::Invalid(format!(
+                            "server.trusted_proxies: {entry:?} is not an IP address or CIDR range"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     /// The public base URL without a trailing slash: the configured one, or `http://<addr>`
     /// when none is set (good enough for local runs; Twilio needs a real one).
     pub fn public_base_url(&self, bound: SocketAddr) -> String {
@@ -411,6 +535,9 @@ impl Settings {
                 .separator("__")
                 .ignore_empty(true)
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.trusted_proxies")
+                .with_list_parse_key(OUTBOUND_ALLOW_HOSTS)
                 .source(Some(prefixed)),
         );
         for (var, key) in ENV_ALIASES {
@@ -438,6 +565,30 @@ impl Settings {
                 "server.rate_limit_burst must be at least 1 when rate limiting is on".into(),
             ));
         }
+        let server = &self.server;
+        for (key, value) in [
+            (
+                "server.header_read_timeout_ms",
+                server.header_read_timeout_ms,
+            ),
+            ("server.body_read_timeout_ms", server.body_read_timeout_ms),
+            ("server.idle_timeout_s", server.idle_timeout_s),
+            (
+                "server.max_connections_per_ip",
+                server.max_connections_per_ip as u64,
+            ),
+            ("server.max_connections", server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if server.auth_fail_limit > 0 && server.auth_fail_window_s == 0 {
+            return Err(SettingsError::Invalid(
+                "server.auth_fail_window_s must be at least 1 when auth_fail_limit is on".into(),
+            ));
+        }
+        server.trusted_proxy_nets()?;
         let public = self.server.public_url.trim();
         if !public.is_empty() {
             let parsed = url::Url::parse(public).map_err(|err| {
@@ -449,8 +600,35 @@ impl Settings {
                 ));
             }
         }
+        if self.twilio.stream_start_timeout_s == 0 {
+            return Err(SettingsError::Invalid(
+                "twilio.stream_start_timeout_s must be at least 1".into(),
+            ));
+        }
+        if self.calls.stale_after_s == 0 {
+            return Err(SettingsError::Invalid(
+                "calls.stale_after_s must be at least 1".into(),
+            ));
+        }
         if self.database.url.trim().is_empty() {
             return Err(SettingsError::Invalid("database.url is empty".into()));
+        }
+        let p = &self.providers;
+        for (key, ms) in [
+            ("providers.stt_stall_timeout_ms", p.stt_stall_timeout_ms),
+            ("providers.tts_audio_timeout_ms", p.tts_audio_timeout_ms),
+            (
+                "providers.llm_first_token_timeout_ms",
+                p.llm_first_token_timeout_ms,
+            ),
+            (
+                "providers.llm_stream_idle_timeout_ms",
+                p.llm_stream_idle_timeout_ms,
+            ),
+        ] {
+            if ms == 0 {
+                return Err(SettingsError::Invalid(format!("{key} must be at least 1")));
+            }
         }
         Ok(())
     }
@@ -477,6 +655,9 @@ mod tests {
         assert_eq!(settings.server.max_body_bytes, 1_048_576);
         assert_eq!(settings.logging.format, LogFormat::Text);
         assert!(settings.server.public_url.is_empty());
+        assert!(settings.server.instance_id.is_empty());
+        assert_eq!(settings.calls.stale_after_s, 3_900);
+        assert_eq!(settings.twilio.stream_start_timeout_s, 30);
     }
 
     #[test]
@@ -550,8 +731,121 @@ mod tests {
             )
             .is_err()
         );
+        for zero in [
+            "SWITCHBOARD_TWILIO__STREAM_START_TIMEOUT_S",
+            "SWITCHBOARD_CALLS__STALE_AFTER_S",
+        ] {
+            let err = Settings::load(None, &env(&[(zero, "0")]), &[]).expect_err(zero);
+            assert!(err.to_string().contains("at least 1"), "{err}");
+        }
         let missing = Path::new("/nonexistent/switchboard.toml");
         assert!(Settings::load(Some(missing), &env(&[]), &[]).is_err());
+    }
+
+    #[test]
+    fn edge_settings_parse_and_are_checked() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(s.server.header_read_timeout_ms, 10_000);
+        assert_eq!(s.server.body_read_timeout_ms, 30_000);
+        assert_eq!(s.server.idle_timeout_s, 60);
+        assert_eq!(s.server.max_connections_per_ip, 256);
+        assert_eq!(s.server.max_connections, 10_000);
+        assert_eq!(
+            (s.server.auth_fail_limit, s.server.auth_fail_window_s),
+            (20, 60)
+        );
+        assert!(s.server.trusted_proxies.is_empty());
+        assert!(s.metrics.token.is_empty() && s.metrics.addr.is_none() && !s.metrics.public);
+
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "SWITCHBOARD_SERVER__TRUSTED_PROXIES",
+                    "10.0.0.0/8,127.0.0.1",
+                ),
+                ("SWITCHBOARD_METRICS__TOKEN", "metrics-t0ken"),
+                ("SWITCHBOARD_METRICS__ADDR", "127.0.0.1:9090"),
+                ("SWITCHBOARD_METRICS__PUBLIC", "true"),
+            ]),
+            &[],
+        )
+        .expect("load");
+        let nets = s.server.trusted_proxy_nets().expect("nets");
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().expect("ip")));
+        assert_eq!(
+            s.metrics.addr,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        assert!(s.metrics.public);
+        assert!(
+            !format!("{s:?}").contains("metrics-t0ken"),
+            "token redacted"
+        );
+
+        let err = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_SERVER__TRUSTED_PROXIES", "proxy.internal")]),
+            &[],
+        )
+        .expect_err("not an address");
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+        for key in [
+            "SWITCHBOARD_SERVER__IDLE_TIMEOUT_S",
+            "SWITCHBOARD_SERVER__HEADER_READ_TIMEOUT_MS",
+            "SWITCHBOARD_SERVER__MAX_CONNECTIONS_PER_IP",
+        ] {
+            let err = Settings::load(None, &env(&[(key, "0")]), &[]).expect_err("zero");
+            assert!(err.to_string().contains("at least 1"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn outbound_allowlist_is_empty_by_default_and_comma_separated_in_the_environment() {
+        let s = Settings::defaults().expect("defaults");
+        assert!(s.outbound.allow_hosts.is_empty());
+        assert!(!s.webhooks.log_response_body);
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "SWITCHBOARD_OUTBOUND__ALLOW_HOSTS",
+                    "127.0.0.1, ::1,llm.lan",
+                ),
+                ("SWITCHBOARD_LOGGING__FILTER", "info,sqlx=warn"),
+                ("SWITCHBOARD_WEBHOOKS__LOG_RESPONSE_BODY", "true"),
+            ]),
+            &[],
+        )
+        .expect("load");
+        let allow = &s.outbound.allow_hosts;
+        assert!(allow.allows_ip("127.0.0.1".parse().expect("ip")));
+        assert!(allow.allows_ip("::1".parse().expect("ip")));
+        assert!(allow.allows_host("llm.lan"));
+        assert_eq!(
+            s.logging.filter, "info,sqlx=warn",
+            "other keys are not split"
+        );
+        assert!(s.webhooks.log_response_body);
+        let one = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "10.0.0.0/8")]),
+            &[],
+        )
+        .expect("a single entry");
+        assert!(
+            one.outbound
+                .allow_hosts
+                .allows_ip("10.9.8.7".parse().expect("ip"))
+        );
+        let err = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "127.0.0.1,http://x")]),
+            &[],
+        )
+        .expect_err("junk entry");
+        assert!(err.to_string().contains("http://x"), "{err}");
     }
 
     #[test]

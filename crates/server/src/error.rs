@@ -81,6 +81,9 @@ pub enum ApiError {
     /// 409: the request conflicts with current state (e.g. a number held by someone else).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request body did not arrive within `server.body_read_timeout_ms`.
+    #[error("request body not received in time")]
+    RequestTimeout,
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("request body larger than {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -99,6 +102,10 @@ pub enum ApiError {
         /// Seconds after which a retry will be accepted (sent as `Retry-After`).
         retry_after_s: u64,
     },
+    /// 502: a service the request depends on (Twilio) failed or could not be reached; nothing
+    /// was changed, and retrying later may succeed.
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: the server is shutting down and takes no new work.
     #[error("server is shutting down")]
     Unavailable,
@@ -126,10 +133,12 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -143,10 +152,12 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }

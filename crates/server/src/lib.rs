@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod call;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -29,7 +30,9 @@ pub mod secret_key;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
+pub mod tenant_urls;
 pub mod twilio;
+pub mod twilio_account;
 pub mod webhooks;
 
 pub use config::Settings;

@@ -1,17 +1,35 @@
 //! Process-wide counters of the call path, served in Prometheus text format at `GET /metrics`.
 //!
 //! Plain atomics: incrementing one is a single relaxed add, cheap enough for the per-frame
-//! path.
+//! path. The series are totals of this process: no organisation, assistant or number appears
+//! in them, so one tenant's traffic cannot be read per tenant from them.
+//!
+//! # Access (`[metrics]`)
+//!
+//! They still reveal traffic, so they are not public by default. On the main listener
+//! `/metrics` needs `Authorization: Bearer <metrics.token>` when a token is set, is open when
+//! `metrics.public = true` (and no token is set), and otherwise answers 404 like an unknown
+//! path. `metrics.addr` adds a listener serving only `/metrics` (token required there too
+//! when set). Wrong tokens count as failed authentications of the client address, like wrong
+//! API keys.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::header::{self, AUTHORIZATION};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use subtle::ConstantTimeEq;
 
+use crate::auth::{bearer_token, record_failure, refuse_if_throttled};
+use crate::edge::ClientAddr;
+use crate::edge::headers::with_security_headers;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A monotonically increasing counter.
@@ -76,12 +94,109 @@ const ALL: [&Counter; 5] = [
     &WEBHOOK_FAILURES,
 ];
 
-/// `GET /metrics`.
+/// `GET /metrics` on the main listener.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(render))
+    Router::new().route("/metrics", get(main_listener))
 }
 
-async fn render(State(state): State<AppState>) -> impl IntoResponse {
+/// The application of the `metrics.addr` listener: `/metrics` only, with the same security
+/// headers as the main listener.
+pub fn listener_router(state: AppState) -> Router {
+    let https = state.public_base_url.starts_with("https://");
+    let app = Router::new()
+        .route("/metrics", get(own_listener))
+        .with_state(state);
+    with_security_headers(app, https)
+}
+
+/// Who may read the metrics on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone.
+    Open,
+    /// Holders of `metrics.token`.
+    Token,
+    /// Nobody: the path does not exist here.
+    Hidden,
+}
+
+async fn main_listener(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let settings = &state.settings.metrics;
+    let access = if !settings.token.is_empty() {
+        Access::Token
+    } else if settings.public {
+        Access::Open
+    } else {
+        Access::Hidden
+    };
+    serve(&state, access, client.map(|c| c.0), &headers, &uri)
+}
+
+async fn own_listener(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let access = if state.settings.metrics.token.is_empty() {
+        Access::Open
+    } else {
+        Access::Token
+    };
+    serve(&state, access, client.map(|c| c.0), &headers, &uri)
+}
+
+fn serve(
+    state: &AppState,
+    access: Access,
+    client: Option<ClientAddr>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Response {
+    match access {
+        Access::Open => render(state).into_response(),
+        Access::Hidden => {
+            ApiError::NotFound(format!("no route for {}", uri.path())).into_response()
+        }
+        Access::Token => match check_token(state, client, headers) {
+            Ok(()) => render(state).into_response(),
+            Err(err) => err.into_response(),
+        },
+    }
+}
+
+/// The bearer token against `metrics.token`, in constant time, behind the per-address
+/// failed-authentication throttle.
+fn check_token(
+    state: &AppState,
+    client: Option<ClientAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let now = Instant::now();
+    refuse_if_throttled(state, client, now)?;
+    let expected = state.settings.metrics.token.as_bytes();
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    match presented {
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected)) => Ok(()),
+        Some(_) => {
+            record_failure(state, client, now);
+            Err(ApiError::Unauthorized("invalid metrics token".into()))
+        }
+        None => Err(ApiError::Unauthorized(
+            "missing Authorization: Bearer <metrics token> header".into(),
+        )),
+    }
+}
+
+fn render(state: &AppState) -> impl IntoResponse + use<> {
     let mut out = String::with_capacity(1024);
     for c in ALL {
         let _ = writeln!(

@@ -1,14 +1,20 @@
 //! Start, run and stop the HTTP server.
 //!
 //! Order at start: open the database (creating a SQLite file and its folder if needed), run
-//! migrations, install the bootstrap key, bind, serve. `/healthz` is reachable only once all of
-//! that is done. Order at stop ([`Server::shutdown`]): cancel `state.shutdown` (the listener
-//! stops accepting, `/healthz` turns 503, the call runtime refuses new calls), then wait — at
-//! most `server.drain_timeout_s` — for in-flight requests and for every task spawned on
+//! migrations, install the bootstrap key, bind (the main listener, and `metrics.addr` when
+//! set), close the calls a stopped process left open (`call::recovery`), serve. `/healthz` is
+//! reachable only once all of that is done. Order at stop ([`Server::shutdown`]): cancel
+//! `state.shutdown` (the listeners stop accepting, `/healthz` turns 503, the call runtime
+//! refuses new calls), then wait — at most `server.drain_timeout_s` — for in-flight requests
+//! and for every task spawned on
 //! `state.tasks` (live calls) to finish, then close the database pool.
+//!
+//! Connections are served by `edge::serve`, which enforces the connection caps and timers of
+//! `[server]` (docs/security/edge.md).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_providers::slots::{RedisSlots, SlotLimiter};
@@ -16,7 +22,9 @@ use switchboard_store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{Settings, redact_url};
+use crate::config::{Settings, SettingsError, redact_url};
+use crate::edge::activity::ConnTimeouts;
+use crate::edge::{self, ConnectionLimits, EdgeConfig, TrustedProxies};
 use crate::routes;
 use crate::state::AppState;
 
@@ -43,6 +51,12 @@ pub enum ServeError {
     /// Redis (`redis.url`) could not be reached.
     #[error("redis: {0}")]
     Redis(String),
+    /// The settings contradict themselves (settings built in code, not via `Settings::load`).
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// An outgoing HTTP client could not be built (the TLS backend did not start).
+    #[error("http client: {0}")]
+    HttpClient(String),
     /// Another I/O failure (folder creation, socket).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -80,8 +94,10 @@ pub struct ShutdownReport {
 /// task running until the runtime stops.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     state: AppState,
     http: JoinHandle<std::io::Result<()>>,
+    metrics_http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// Connects to `settings.database.url` (a SQLite file and its folder are created if missing),
@@ -127,14 +143,13 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             "installed the bootstrap API key"
         );
     }
-    let wanted = settings.server.addr;
-    let listener = TcpListener::bind(wanted)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: wanted,
-            source,
-        })?;
+    let trusted = Arc::new(TrustedProxies::new(settings.server.trusted_proxy_nets()?));
+    let listener = bind(settings.server.addr).await?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match settings.metrics.addr {
+        Some(wanted) => Some(bind(wanted).await?),
+        None => None,
+    };
     let slots = if settings.redis.url.trim().is_empty() {
         SlotLimiter::local()
     } else {
@@ -143,23 +158,89 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             .map_err(|e| ServeError::Redis(e.to_string()))?;
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
-    let state = AppState::new(store, settings, addr, slots);
+    let state = AppState::new(store, settings, addr, slots)
+        .map_err(|e| ServeError::HttpClient(e.to_string()))?;
+    crate::call::recovery::start(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
-    let app = routes::router(state.clone());
-    let stop = state.shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    });
-    tracing::info!(%addr, public_url = %state.public_base_url, "listening");
-    Ok(Server { addr, state, http })
+    let edge = edge_config(&state, trusted);
+    tokio::spawn(edge::housekeeping::run(
+        Arc::clone(&edge.limits),
+        Arc::clone(&state.auth_failures),
+        state.shutdown.clone(),
+    ));
+    let http = tokio::spawn(edge::serve(
+        listener,
+        routes::router(state.clone()),
+        edge.clone(),
+        state.shutdown.clone(),
+    ));
+    let mut metrics_addr = None;
+    let metrics_http = match metrics_listener {
+        Some(listener) => {
+            metrics_addr = Some(listener.local_addr()?);
+            // Its own caps: a flood on the main listener must not lock out the scraper.
+            let own = EdgeConfig {
+                limits: Arc::new(ConnectionLimits::new(
+                    state.settings.server.max_connections,
+                    state.settings.server.max_connections_per_ip,
+                    Arc::clone(&edge.trusted),
+                )),
+                ..edge
+            };
+            Some(tokio::spawn(edge::serve(
+                listener,
+                crate::metrics::listener_router(state.clone()),
+                own,
+                state.shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    tracing::info!(%addr, metrics_addr = ?metrics_addr, public_url = %state.public_base_url, "listening");
+    Ok(Server {
+        addr,
+        metrics_addr,
+        state,
+        http,
+        metrics_http,
+    })
+}
+
+async fn bind(wanted: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(wanted)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: wanted,
+            source,
+        })
+}
+
+/// The connection caps and timers of `[server]`.
+fn edge_config(state: &AppState, trusted: Arc<TrustedProxies>) -> EdgeConfig {
+    let server = &state.settings.server;
+    EdgeConfig {
+        timeouts: ConnTimeouts {
+            header_read: Duration::from_millis(server.header_read_timeout_ms),
+            idle: Duration::from_secs(server.idle_timeout_s),
+        },
+        limits: Arc::new(ConnectionLimits::new(
+            server.max_connections,
+            server.max_connections_per_ip,
+            Arc::clone(&trusted),
+        )),
+        trusted,
+    }
 }
 
 impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `metrics.addr` listener, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The shared state (store, settings, shutdown token, task tracker).
@@ -182,16 +263,24 @@ impl Server {
     /// `server.drain_timeout_s`), then closes the database.
     pub async fn shutdown(self) -> ShutdownReport {
         let Server {
-            state, mut http, ..
+            state,
+            mut http,
+            metrics_http,
+            ..
         } = self;
         state.shutdown.cancel();
         state.tasks.close();
         let timeout = Duration::from_secs(state.settings.server.drain_timeout_s);
+        let mut metrics_http = metrics_http;
         let drained = tokio::time::timeout(timeout, async {
-            match (&mut http).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::error!(error = %err, "HTTP server ended with an error"),
-                Err(err) => tracing::error!(error = %err, "HTTP server task failed"),
+            for listener in std::iter::once(&mut http).chain(metrics_http.as_mut()) {
+                match listener.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "HTTP server ended with an error")
+                    }
+                    Err(err) => tracing::error!(error = %err, "HTTP server task failed"),
+                }
             }
             state.tasks.wait().await;
         })
@@ -205,6 +294,9 @@ impl Server {
                 "drain timeout reached; stopping anyway"
             );
             http.abort();
+            if let Some(metrics_http) = &metrics_http {
+                metrics_http.abort();
+            }
         }
         state.store.close().await;
         tracing::info!(drained, "server stopped");

@@ -12,12 +12,13 @@ use switchboard_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use switchboard_netguard::{GuardedClient, OutboundPolicy};
 use switchboard_providers::slots::SlotLimiter;
 use tokio::sync::OnceCell;
 
 use crate::call::CallRegistry;
 use crate::config::Settings;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{AuthFailures, RateLimiter};
 
 /// Handle to the server's shared state. Derefs to [`AppStateInner`].
 #[derive(Clone)]
@@ -41,55 +42,81 @@ pub struct AppStateInner {
     pub tasks: TaskTracker,
     /// Per-API-key request rate limit (keyed by API key id).
     pub rate_limiter: RateLimiter<i64>,
+    /// Failed API-key and metrics-token checks per client address (`server.auth_fail_limit`).
+    pub auth_failures: Arc<AuthFailures>,
     /// Calls live on this instance, by Twilio call SID.
     pub calls: CallRegistry,
     /// Provider slot leases (`stt_limit`/`tts_limit`): in process, or in Redis when configured.
     pub slots: SlotLimiter,
-    /// One HTTP client for every outgoing request (LLM streams, Twilio REST, webhooks):
-    /// pooled connections, so a turn does not pay a TLS handshake.
+    /// HTTP client for destinations the operator configured (Twilio REST at
+    /// `twilio.api_base`): pooled connections. Never use it for a URL a tenant set.
     pub http: reqwest::Client,
+    /// Where URLs a tenant sets may reach (`[outbound]`); provider websockets carry it.
+    pub outbound: OutboundPolicy,
+    /// HTTP client for every URL a tenant sets (LLM streams, webhooks, custom tools), held to
+    /// [`AppStateInner::outbound`]: pooled connections, so a turn does not pay a TLS handshake.
+    pub tenant_http: GuardedClient,
     /// HMAC key of media-stream tokens.
     pub stream_token_secret: String,
     /// HMAC key of outgoing webhook signatures.
     pub webhook_secret: String,
+    /// This process's instance id (`server.instance_id`, else random): recorded on the calls
+    /// whose media stream runs here (crash recovery).
+    pub instance_id: String,
     default_org: OnceCell<Option<i64>>,
 }
 
 impl AppState {
-    /// Builds the state for a server bound at `bound_addr`.
+    /// Builds the state for a server bound at `bound_addr`. Fails only when an HTTP client
+    /// cannot be built (the TLS backend did not start).
     pub fn new(
         store: Store,
         settings: Settings,
         bound_addr: SocketAddr,
         slots: SlotLimiter,
-    ) -> AppState {
+    ) -> Result<AppState, reqwest::Error> {
         let public_base_url = settings.server.public_base_url(bound_addr);
         let stream_token_secret = secret_or_random(&settings.twilio.stream_token_secret);
         let webhook_secret = secret_or_random(&settings.webhooks.secret);
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
+        let instance_id = match settings.server.instance_id.trim() {
+            "" => format!("sb-{:016x}", rand::random::<u64>()),
+            configured => configured.to_owned(),
+        };
+        let client = || {
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .tcp_nodelay(true)
+        };
+        let http = client().build()?;
+        let outbound = OutboundPolicy::new(settings.outbound.allow_hosts.clone());
+        let tenant_http = GuardedClient::build(outbound.clone(), client())?;
         let rate_limiter = RateLimiter::new(
             settings.server.rate_limit_per_s,
             settings.server.rate_limit_burst,
         );
-        AppState(Arc::new(AppStateInner {
+        let auth_failures = Arc::new(AuthFailures::new(
+            settings.server.auth_fail_limit,
+            settings.server.auth_fail_window_s,
+        ));
+        Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,
             public_base_url,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             rate_limiter,
+            auth_failures,
             calls: CallRegistry::default(),
             slots,
             http,
+            outbound,
+            tenant_http,
             stream_token_secret,
             webhook_secret,
+            instance_id,
             default_org: OnceCell::new(),
-        }))
+        })))
     }
 
     /// Id of the organisation named `default` (the bootstrap key's), if it exists; looked up

@@ -5,7 +5,9 @@
 //! Each delivery is signed (`X-Switchboard-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of
 //! "<t>.<body>">`, key = `webhooks.secret`), retried with exponential backoff on failure,
 //! delivered off the call path (a task the server drains at shutdown), and every attempt is
-//! logged in the store (`GET /api/v1/calls/{id}/webhook-logs`).
+//! logged in the store (`GET /api/v1/calls/{id}/webhook-logs`): status, timing, attempt,
+//! error, and the reply body only when `webhooks.log_response_body` is on. The URL is a
+//! tenant's: it is held to the outbound policy (`[outbound]`) on every attempt.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use switchboard_assistant::AssistantConfig;
+use switchboard_netguard::{NotAllowed, refusal_of};
 use switchboard_store::{CallRow, NewWebhookLog, ms_to_rfc3339, opt_ms_to_rfc3339};
 
 use crate::metrics;
@@ -179,7 +182,17 @@ pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
         "durationSeconds": call.duration_s,
         "transcript": transcript.join("\n"),
         "messages": messages,
-        "recordingUrl": recordings.first().map(|r| r.path_or_url.clone()),
+        // The API URL of the recording (never the server's file path): the mixed track, else
+        // the first one.
+        "recordingUrl": recordings
+            .iter()
+            .find(|r| r.kind == "mixed")
+            .or(recordings.first())
+            .map(|r| format!(
+                "{}{}",
+                state.public_base_url,
+                crate::routes::calls::recording_play_path(call.id, r.id)
+            )),
         "timestamp": ms_to_rfc3339(switchboard_store::now_ms()),
     }});
     deliver(
@@ -191,7 +204,58 @@ pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
     );
 }
 
-/// Delivers `body` to `url` in the background with retries, logging every attempt.
+/// How one delivery attempt ended.
+enum Attempt {
+    /// The receiver answered (any status); `body` only when `webhooks.log_response_body`.
+    Answered { code: i64, body: Option<String> },
+    /// The outbound policy refused the URL or the address it resolved to: never retried.
+    Refused(NotAllowed),
+    /// No answer (connect error, timeout…): retried.
+    Failed(String),
+}
+
+/// Longest reply text kept in the webhook log when `webhooks.log_response_body` is on.
+const MAX_LOGGED_BODY_CHARS: usize = 2000;
+
+async fn attempt(state: &AppState, url: &str, event: &'static str, bytes: &[u8]) -> Attempt {
+    let cfg = &state.settings.webhooks;
+    let request = match state.tenant_http.post(url) {
+        Ok(request) => request,
+        Err(refused) => return Attempt::Refused(refused),
+    };
+    let t_s = super::twilio::unix_now_s();
+    let res = request
+        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .header("content-type", "application/json")
+        .header(EVENT_HEADER, event)
+        .header(
+            SIGNATURE_HEADER,
+            signature(state.webhook_secret.as_bytes(), t_s, bytes),
+        )
+        .body(bytes.to_vec())
+        .send()
+        .await;
+    match res {
+        Ok(r) => {
+            let code = i64::from(r.status().as_u16());
+            let body = if cfg.log_response_body {
+                let text = r.text().await.unwrap_or_default();
+                Some(text.chars().take(MAX_LOGGED_BODY_CHARS).collect())
+            } else {
+                None
+            };
+            Attempt::Answered { code, body }
+        }
+        Err(e) => match refusal_of(&e) {
+            Some(refused) => Attempt::Refused(refused.clone()),
+            None => Attempt::Failed(e.to_string()),
+        },
+    }
+}
+
+/// Delivers `body` to `url` in the background with retries, logging every attempt. The URL is
+/// held to the outbound policy on every attempt (a refusal is logged and not retried); the
+/// reply body is logged only when `webhooks.log_response_body` is on.
 pub fn deliver(
     state: AppState,
     call_id: Option<i64>,
@@ -204,44 +268,39 @@ pub fn deliver(
         let cfg = &state.settings.webhooks;
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut backoff = Duration::from_millis(cfg.initial_backoff_ms);
-        for attempt in 1..=cfg.max_attempts.max(1) {
-            let t_s = super::twilio::unix_now_s();
+        for attempt_no in 1..=cfg.max_attempts.max(1) {
             let started = Instant::now();
-            let res = state
-                .http
-                .post(&url)
-                .timeout(Duration::from_millis(cfg.timeout_ms))
-                .header("content-type", "application/json")
-                .header(EVENT_HEADER, event)
-                .header(
-                    SIGNATURE_HEADER,
-                    signature(state.webhook_secret.as_bytes(), t_s, &bytes),
-                )
-                .body(bytes.clone())
-                .send()
-                .await;
-            let (status_code, success, error, response_body) = match res {
-                Ok(r) => {
-                    let code = r.status().as_u16() as i64;
-                    let ok = r.status().is_success();
-                    let text = r.text().await.unwrap_or_default();
-                    let text: String = text.chars().take(2000).collect();
+            let outcome = attempt(&state, &url, event, &bytes).await;
+            let (status_code, success, error, response_body, retry) = match outcome {
+                Attempt::Answered { code, body } => {
+                    let ok = (200..300).contains(&code);
+                    // A 4xx other than 408/429 will not get better by retrying.
+                    let hopeless = (400..500).contains(&code) && code != 408 && code != 429;
+                    let retry = !ok && !hopeless;
                     (
                         Some(code),
                         ok,
                         (!ok).then(|| format!("HTTP {code}")),
-                        Some(text),
+                        body,
+                        retry,
                     )
                 }
-                Err(e) => (None, false, Some(e.to_string()), None),
+                Attempt::Refused(refused) => (
+                    None,
+                    false,
+                    Some(format!("refused by the outbound policy: {refused}")),
+                    None,
+                    false,
+                ),
+                Attempt::Failed(error) => (None, false, Some(error), None, true),
             };
             let log = NewWebhookLog {
                 event: event.to_owned(),
                 url: url.clone(),
                 status_code,
-                attempt: attempt as i64,
+                attempt: i64::from(attempt_no),
                 success,
-                error: error.clone(),
+                error,
                 request_body: body.clone(),
                 response_body,
                 duration_ms: started.elapsed().as_millis() as i64,
@@ -252,15 +311,10 @@ pub fn deliver(
             if success {
                 return;
             }
-            // A 4xx other than 408/429 will not get better by retrying.
-            if let Some(code) = status_code
-                && (400..500).contains(&code)
-                && code != 408
-                && code != 429
-            {
+            if !retry {
                 break;
             }
-            if attempt < cfg.max_attempts {
+            if attempt_no < cfg.max_attempts {
                 tokio::time::sleep(backoff).await;
                 backoff *= 4;
             }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestServer, assert_error, json, settings_for};
+use common::{TestServer, assert_error, fake_twilio, json, settings_for, use_fake_twilio};
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard_assistant::{AssistantConfig, example_record, mask_secrets, parse_create};
@@ -602,10 +602,11 @@ async fn status_and_delete() {
 
 #[tokio::test]
 async fn phone_numbers_assign_list_lookup_unassign() {
-    let mut ts = TestServer::start().await;
+    let number = "+14155550100";
+    let rest = fake_twilio(&[number]).await;
+    let mut ts = TestServer::start_with_twilio(&rest).await;
     let first = id_of(&create(&ts, &ts.key_a, json!({"name": "one"})).await);
     let second = id_of(&create(&ts, &ts.key_a, json!({"name": "two"})).await);
-    let number = "+14155550100";
     let assign = |id: i64, body: Value| {
         json(
             ts.req(
@@ -722,10 +723,11 @@ async fn phone_numbers_assign_list_lookup_unassign() {
 
 #[tokio::test]
 async fn organisations_are_isolated() {
-    let mut ts = TestServer::start().await;
+    let number = "+442071838750";
+    let rest = fake_twilio(&[number]).await;
+    let mut ts = TestServer::start_with_twilio(&rest).await;
     let a_record = create(&ts, &ts.key_a, json!({"name": "A's"})).await;
     let a_id = id_of(&a_record);
-    let number = "+442071838750";
     let (status, _) = json(
         ts.req(
             Method::POST,
@@ -783,17 +785,40 @@ async fn organisations_are_isolated() {
     let (_, count) = json(ts.req(Method::GET, "/api/v1/assistants/count", b)).await;
     assert_eq!(count["count"], 0);
 
-    // B cannot take A's number even for its own assistant.
+    // B cannot take A's number even for its own assistant: not without Twilio credentials,
+    // not with an account that does not own it, and not even when its Twilio account lists the
+    // number too (a number moved between accounts at Twilio stays with the organisation that
+    // holds it here).
     let b_id = id_of(&create(&ts, b, json!({"name": "B's"})).await);
-    let (status, body) = json(
-        ts.req(
-            Method::POST,
-            &format!("/api/v1/assistants/{b_id}/phone-numbers/assign-by-number"),
-            b,
+    let claim = || {
+        json(
+            ts.req(
+                Method::POST,
+                &format!("/api/v1/assistants/{b_id}/phone-numbers/assign-by-number"),
+                b,
+            )
+            .json(&json!({"phone_number": number})),
         )
-        .json(&json!({"phone_number": number})),
+    };
+    let (status, body) = claim().await;
+    let error = assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(error["field"], "telephony");
+    let (b_sid, b_token) = (
+        "AC0000000000000000000000000000000b",
+        "twilio-token-of-org-b-01",
+    );
+    rest.add_account(b_sid, b_token);
+    let (status, body) = json(
+        ts.req(Method::PUT, "/api/v1/organization/telephony", b)
+            .json(&json!({"account_sid": b_sid, "auth_token": b_token})),
     )
     .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = claim().await;
+    let error = assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(error["field"], "phone_number");
+    rest.add_number(b_sid, number).expect("account known");
+    let (status, body) = claim().await;
     assert_error(status, &body, 409, "conflict");
 
     // A's record is untouched and still routed.
@@ -822,7 +847,10 @@ async fn organisations_are_isolated() {
 async fn records_persist_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("persist.db");
-    let mut ts = TestServer::start_with(settings_for(&db), String::new()).await;
+    let rest = fake_twilio(&["+14155550111"]).await;
+    let mut settings = settings_for(&db);
+    use_fake_twilio(&mut settings, &rest);
+    let mut ts = TestServer::start_with(settings, String::new()).await;
     let created = create(&ts, &ts.key_a, example_record()).await;
     let id = id_of(&created);
     let (status, _) = json(

@@ -8,7 +8,7 @@ mod twilio_harness;
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard_store::{
-    NewCall, NewRecording, NewTranscript, NewTurnMetric, NewWebhookLog, Store,
+    CallStatus, NewCall, NewRecording, NewTranscript, NewTurnMetric, NewWebhookLog, Store,
 };
 use twilio_harness::{ACCOUNT_SID, AUTH_TOKEN, CALLER, Harness, OUR_NUMBER, Options, sid};
 
@@ -44,8 +44,9 @@ async fn new_call(
             direction: direction.into(),
             from_number: from.into(),
             to_number: to.into(),
-            status: status.into(),
+            status: CallStatus::parse(status).expect("a known status"),
             metadata: json!({"tag": status}),
+            stream_deadline_at_ms: None,
         })
         .await
         .expect("create call");
@@ -153,6 +154,8 @@ async fn list_filters_paginates_and_counts() {
         ("/api/v1/calls?date_from=yesterday", "date_from"),
         ("/api/v1/calls/count?date_to=2026-13-01", "date_to"),
         ("/api/v1/calls?assistant_id=abc", "assistant_id"),
+        ("/api/v1/calls?status=done", "status"),
+        ("/api/v1/calls/count?status=in_progress", "status"),
     ] {
         let (status, body) = get(&h, path, key).await;
         let err = assert_error(status, &body, 422, "validation_failed");
@@ -252,7 +255,7 @@ async fn one_call_with_its_transcript_recordings_metrics_and_webhook_logs() {
         .await
         .expect("turn metric");
     }
-    s.set_call_metrics(id, &json!({"interruptions": 1, "interruption_reaction_ms": [180], "false_interruptions": 0, "speculative_hits": 1}))
+    s.set_call_metrics(org_a(&h).await, id, &json!({"interruptions": 1, "interruption_reaction_ms": [180], "false_interruptions": 0, "speculative_hits": 1}))
         .await
         .expect("call metrics");
     for (event, attempt, ok) in [
@@ -321,12 +324,26 @@ async fn one_call_with_its_transcript_recordings_metrics_and_webhook_logs() {
 
     let (_, r) = get(&h, &format!("/api/v1/calls/{id}/recordings"), key).await;
     assert_eq!(r.as_array().map(Vec::len), Some(2));
-    assert_eq!(r[0]["file_path"], "/var/lib/switchboard/rec/1.wav");
-    assert!(r[0]["recording_url"].is_null());
+    // Where a recording is stored never leaves the server: the API gives its play URL.
+    let text = r.to_string();
+    assert!(
+        !text.contains("/var/lib") && !text.contains("files.example.com"),
+        "{r}"
+    );
+    assert!(r[0].get("file_path").is_none(), "{r}");
+    let rec_id = r[0]["id"].as_i64().expect("recording id");
+    assert_eq!(
+        r[0]["recording_url"],
+        format!("/api/v1/calls/{id}/recording/{rec_id}/play")
+    );
     assert_eq!(r[0]["duration"], 4.5);
+    assert_eq!(r[0]["format"], "wav");
+    assert_eq!(r[0]["recording_type"], "mixed");
+    assert_eq!(r[0]["size_bytes"], 72_000);
+    let rec_id = r[1]["id"].as_i64().expect("recording id");
     assert_eq!(
         r[1]["recording_url"],
-        "https://files.example.com/1-user.mp3"
+        format!("/api/v1/calls/{id}/recording/{rec_id}/play")
     );
     let (_, r) = get(
         &h,
@@ -456,6 +473,7 @@ async fn organisation_telephony_credentials_are_write_only_and_used() {
     assert_eq!(err["field"], "account_sid");
     let new_sid = "ACfedcba9876543210fedcba9876543210";
     let new_token = "a-brand-new-auth-token-0042";
+    h.rest.add_account(new_sid, new_token);
     let (status, body) = json(
         h.ts.req(Method::PUT, path, &h.ts.key_a)
             .json(&json!({"account_sid": new_sid, "auth_token": new_token})),

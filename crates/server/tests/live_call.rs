@@ -10,13 +10,16 @@ use std::time::Duration;
 use serde_json::Value;
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_store::CallRow;
+use switchboard_store::{CallRow, CallStatus, EndedReason};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::FakeLlmTurn;
 use switchboard_testkit::stack::ProviderFakes;
-use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall, FakeCallConfig};
+use switchboard_testkit::twilio::{
+    CallReport, CallScript, FakeCall, FakeCallConfig, FakeTwilioRest,
+};
 
 const KEY: &str = "sb_live_call_test_key_0123456789";
+const TWILIO_SID: &str = "AC00000000000000000000000000000c11";
 const TWILIO_TOKEN: &str = "twilio-live-call-test-token";
 const NUMBER: &str = "+15550100002";
 const WELCOME: &str = "Hello, thanks for calling Harbor Dental. How can I help you today?";
@@ -24,6 +27,8 @@ const WELCOME: &str = "Hello, thanks for calling Harbor Dental. How can I help y
 struct Stack {
     server: Server,
     fakes: ProviderFakes,
+    /// Twilio's REST API: the account owning the test number.
+    _twilio: FakeTwilioRest,
     /// The assistant answering the test number.
     assistant_id: i64,
     http: reqwest::Client,
@@ -67,6 +72,12 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     let fakes = ProviderFakes::start_for_calls(quick_latency(), &[script])
         .await
         .expect("fakes start");
+    let twilio = FakeTwilioRest::start(TWILIO_SID, TWILIO_TOKEN)
+        .await
+        .expect("fake twilio rest");
+    twilio
+        .add_number(TWILIO_SID, NUMBER)
+        .expect("account known");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::defaults().expect("defaults");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
@@ -74,9 +85,13 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
     settings.server.rate_limit_per_s = 0;
     settings.server.drain_timeout_s = 5;
+    settings.twilio.account_sid = Some(TWILIO_SID.to_owned());
     settings.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
+    settings.twilio.api_base = twilio.base_url();
     settings.providers.keys_from_env = false;
     settings.recordings.base_dir = dir.path().display().to_string();
+    // The provider fakes listen on loopback.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
     let server = serve::start(
         settings,
         StartOptions {
@@ -116,6 +131,7 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     Stack {
         server,
         fakes,
+        _twilio: twilio,
         assistant_id: id,
         http,
         base,
@@ -147,6 +163,23 @@ async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("call {call_sid} was never finalised");
+}
+
+/// Waits until the call is finalised and everything its runtime recorded is stored: the
+/// recorder task writes transcripts and turn metrics in order, off the call path, and the
+/// call-level metrics last, so a stored `metrics` object means the rest is there too.
+async fn recorded_call(stack: &Stack, call_sid: &str) -> CallRow {
+    let call = finished_call(stack, call_sid).await;
+    let store = &stack.server.state().store;
+    for _ in 0..100 {
+        if let Ok(Some(row)) = store.get_call(call.organization_id, call.id).await
+            && row.metrics.as_object().is_some_and(|m| !m.is_empty())
+        {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("call {call_sid}: its recorded data was never stored");
 }
 
 /// The caller heard the welcome before their first utterance, and some bot audio after each
@@ -204,11 +237,9 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
     assert_welcome_and_every_turn_answered(&report, &script);
     assert!(report.marks_echoed > 0, "no mark was echoed");
 
-    let call = finished_call(&stack, &report.call_sid).await;
-    assert_eq!(call.status, "completed", "call: {call:?}");
+    let call = recorded_call(&stack, &report.call_sid).await;
+    assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     let store = &stack.server.state().store;
-    // The recorder writes off the call path: give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = store.list_transcripts(call.id).await.expect("transcripts");
     let user: Vec<&str> = lines
         .iter()
@@ -270,15 +301,15 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
         "caller saw errors: {:?}",
         report.errors
     );
-    let call = finished_call(&stack, &report.call_sid).await;
-    assert_eq!(call.status, "completed", "call: {call:?}");
+    let call = recorded_call(&stack, &report.call_sid).await;
+    assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     assert!(
-        call.ended_reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("caller_hangup")),
+        matches!(
+            call.ended_reason,
+            Some(EndedReason::CallerHangup | EndedReason::CallerHangupSocketClosed)
+        ),
         "ended_reason: {call:?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = stack
         .server
         .state()
@@ -378,7 +409,7 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
     );
 
     let (call, lines) = transcript(&stack, &report.call_sid).await;
-    assert_eq!(call.status, "completed", "call: {call:?}");
+    assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     let user: Vec<&str> = lines
         .iter()
         .filter(|t| t.role == "user")
@@ -432,8 +463,7 @@ async fn transcript(
     stack: &Stack,
     call_sid: &str,
 ) -> (CallRow, Vec<switchboard_store::TranscriptRow>) {
-    let call = finished_call(stack, call_sid).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = recorded_call(stack, call_sid).await;
     let lines = stack
         .server
         .state()
@@ -472,7 +502,7 @@ async fn scenario_a_real_barge_in_cuts_the_bot_off() {
         report.clears_ms
     );
     let (call, lines) = transcript(&stack, &report.call_sid).await;
-    assert_eq!(call.status, "completed");
+    assert_eq!(call.status, CallStatus::Completed);
     assert!(
         lines.iter().any(|t| t.role == "assistant" && t.interrupted),
         "the cut-off answer is not marked interrupted: {lines:#?}"

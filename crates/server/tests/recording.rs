@@ -5,7 +5,7 @@ use serde_json::json;
 use switchboard_assistant::{RecordingFormat, RecordingSettings};
 use switchboard_core::audio::{MULAW_SILENCE, mulaw};
 use switchboard_server::call::recording::{CallRecorder, TrackKind};
-use switchboard_store::{NewCall, Store};
+use switchboard_store::{CallStatus, NewCall, Store};
 
 /// A 10 s call: the bot speaks 2 s (sent 300 ms ahead of playback), the caller barges in after
 /// 1 s and the rest of the reply is cleared; the files hold what was heard and the rows match.
@@ -16,7 +16,7 @@ async fn a_call_is_recorded_written_and_stored() {
         format: Some(RecordingFormat::Wav),
         ..RecordingSettings::default()
     };
-    let mut rec = CallRecorder::new(&settings, dir.path(), 1, "CA0123456789abcdef")
+    let mut rec = CallRecorder::new(&settings, dir.path(), 1, 1)
         .expect("recording enabled by default")
         .with_max_call_length_s(Some(600));
     assert!(rec.creates_database_records());
@@ -46,7 +46,10 @@ async fn a_call_is_recorded_written_and_stored() {
     );
     for f in &files {
         assert_eq!(f.duration_ms, 10_000, "{:?}", f.kind);
-        assert!(f.path.starts_with(dir.path().join("recordings")));
+        assert!(
+            f.path
+                .starts_with(dir.path().join("org-1").join("recordings"))
+        );
     }
     let assistant = std::fs::read(&files[1].path).expect("assistant file");
     // µ-law WAV: 58-byte header, then one byte per sample.
@@ -67,8 +70,9 @@ async fn a_call_is_recorded_written_and_stored() {
             direction: "inbound".into(),
             from_number: "+15550001".into(),
             to_number: "+15550002".into(),
-            status: "in-progress".into(),
+            status: CallStatus::InProgress,
             metadata: json!({}),
+            stream_deadline_at_ms: None,
         })
         .await
         .expect("call");

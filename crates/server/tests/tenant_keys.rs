@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use switchboard_server::call::resolve::{KeySources, llm_configs, stt_config, tts_config};
 use switchboard_server::config::{EnvKeys, Settings};
-use switchboard_store::CallRow;
+use switchboard_store::{CallRow, EndedReason};
 use switchboard_telephony::signature;
 use switchboard_testkit::twilio::{FakeTwilioRest, new_sid, parse_twiml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -262,7 +262,7 @@ async fn an_organisation_not_named_never_gets_the_operator_keys() {
     let call = engine.call(NUMBER_B, SID_B, TOKEN_B).await;
     // Org B has no key of its own: the call is refused, and nothing it points at ever sees the
     // operator's keys (before this rule, its STT connection carried `Token <operator key>`).
-    assert_eq!(call.status, "failed", "{call:?}");
+    assert!(call.ended_reason.is_some(), "{call:?}");
     let heads = listener.heads();
     for key in [OPERATOR_DG, OPERATOR_EL, OPERATOR_OA] {
         assert!(
@@ -291,9 +291,11 @@ async fn the_named_organisation_never_sends_operator_keys_to_its_own_base_url() 
         .assistant(&engine.ts.key_a, pointed_at(&listener, json!({})), NUMBER_A)
         .await;
     let call = engine.call(NUMBER_A, ACCOUNT_SID, AUTH_TOKEN).await;
-    let reason = call.ended_reason.clone().unwrap_or_default();
-    assert!(reason.starts_with("key_not_bound: stt"), "{call:?}");
-    assert!(reason.contains(&listener.addr.to_string()), "{reason}");
+    assert_eq!(
+        call.ended_reason,
+        Some(EndedReason::KeyNotBound),
+        "{call:?}"
+    );
     assert!(listener.heads().is_empty(), "{:?}", listener.heads());
 }
 
@@ -381,8 +383,11 @@ async fn a_key_kept_masked_never_follows_a_new_base_url() {
         .await
         .expect("direct write");
     let call = engine.call(NUMBER_A, ACCOUNT_SID, AUTH_TOKEN).await;
-    let reason = call.ended_reason.clone().unwrap_or_default();
-    assert!(reason.starts_with("key_not_bound: stt"), "{call:?}");
+    assert_eq!(
+        call.ended_reason,
+        Some(EndedReason::KeyNotBound),
+        "{call:?}"
+    );
     assert!(second.heads().is_empty(), "{:?}", second.heads());
 
     // Sending the key again binds it to the new host: now it may go there.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_server::metrics;
+use switchboard_store::{CallStatus, EndedReason};
 use switchboard_testkit::twilio::new_sid;
 use tokio_tungstenite::tungstenite::Message;
 use twilio_harness::{CALLER, Harness, OUR_NUMBER, Options, param, sid};
@@ -93,7 +94,7 @@ async fn bad_stream_tokens_close_with_1008_and_contact_no_provider() {
     // Refusals of unproven streams do not touch the records.
     for sid in [&call_sid, &other_sid] {
         let call = h.call(sid).await.expect("call");
-        assert_eq!(call.status, "in-progress");
+        assert_eq!(call.status, CallStatus::InProgress);
         assert!(call.ended_at_ms.is_none());
     }
 }
@@ -116,8 +117,8 @@ async fn expired_token_is_refused_and_its_call_finalised() {
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     refused(&h, &call_sid, json!({"stream_token": token})).await;
     let call = h.ended_call(&call_sid).await;
-    assert_eq!(call.status, "failed");
-    assert_eq!(call.ended_reason.as_deref(), Some("stream_token_expired"));
+    assert_eq!(call.status, CallStatus::Failed);
+    assert_eq!(call.ended_reason, Some(EndedReason::StreamTokenExpired));
     assert_eq!(h.provider_connections(), 0);
 }
 
@@ -193,8 +194,8 @@ async fn bad_messages_mid_call_are_counted_and_ignored_until_stop() {
     );
     ws.stop(&call_sid, &stream_sid).await;
     let call = h.ended_call(&call_sid).await;
-    assert_eq!(call.status, "completed", "{call:?}");
-    assert_eq!(call.ended_reason.as_deref(), Some("caller_hangup"));
+    assert_eq!(call.status, CallStatus::Completed, "{call:?}");
+    assert_eq!(call.ended_reason, Some(EndedReason::CallerHangup));
     assert!(
         metrics::BAD_MEDIA_MESSAGES.get() >= bad_before + 6,
         "1 before start + 5 during the call counted"
@@ -218,8 +219,8 @@ async fn oversized_frame_ends_the_call_with_a_reason() {
     let huge = format!(r#"{{"event":"media","pad":"{}"}}"#, "x".repeat(16 * 1024));
     let _ = ws.try_send(Message::Text(huge.into())).await;
     let call = h.ended_call(&call_sid).await;
-    assert_eq!(call.status, "failed", "{call:?}");
-    assert_eq!(call.ended_reason.as_deref(), Some("media_socket_error"));
+    assert_eq!(call.status, CallStatus::Failed, "{call:?}");
+    assert_eq!(call.ended_reason, Some(EndedReason::MediaSocketError));
     assert!(!h.ts.server().state().calls.contains_key(&call_sid));
     assert!(
         metrics::BAD_MEDIA_MESSAGES.get() >= bad_before + 2,
@@ -234,9 +235,11 @@ async fn abrupt_drop_mid_call_finalises_the_record() {
     wait_live(&h, &call_sid).await;
     drop(ws); // TCP closed without a close frame or stop
     let call = h.ended_call(&call_sid).await;
-    let reason = call.ended_reason.clone().unwrap_or_default();
     assert!(
-        reason == "caller_hangup_socket_closed" || reason == "media_socket_error",
+        matches!(
+            call.ended_reason,
+            Some(EndedReason::CallerHangupSocketClosed | EndedReason::MediaSocketError)
+        ),
         "{call:?}"
     );
     assert!(!h.ts.server().state().calls.contains_key(&call_sid));
@@ -280,8 +283,8 @@ async fn a_replayed_token_opens_no_second_stream() {
     assert_eq!(h.providers.deepgram.received().len(), stt_sessions);
     let call = h.call(&call_sid).await.expect("call");
     assert_eq!(
-        call.ended_reason.as_deref(),
-        Some("caller_hangup"),
+        call.ended_reason,
+        Some(EndedReason::CallerHangup),
         "record unchanged"
     );
 }

@@ -7,6 +7,7 @@ mod twilio_harness;
 
 use reqwest::Method;
 use serde_json::json;
+use switchboard_store::{CallStatus, EndedReason};
 use switchboard_testkit::twilio::{CallOutcome, FakeCall, parse_twiml};
 use twilio_harness::{AUTH_TOKEN, CALLER, Harness, OUR_NUMBER, Options, param, short_script, sid};
 
@@ -31,7 +32,7 @@ async fn signed_webhook_connects_a_stream_and_records_the_call() {
         Some(h.public("/twilio/status").as_str())
     );
     let call = h.call(&call_sid).await.expect("call recorded");
-    assert_eq!(call.status, "in-progress");
+    assert_eq!(call.status, CallStatus::InProgress);
     assert_eq!(call.assistant_id, Some(id));
     assert_eq!(call.direction, "inbound");
     assert_eq!(param(&twiml, "call_id"), Some(call.id.to_string().as_str()));
@@ -153,8 +154,8 @@ async fn unknown_number_and_inactive_assistant_say_sorry_and_are_recorded() {
     );
     assert!(twiml.hangup, "hangs up after the apology");
     let call = h.call(&call_sid).await.expect("recorded");
-    assert_eq!(call.status, "failed");
-    assert_eq!(call.ended_reason.as_deref(), Some("unknown_number"));
+    assert_eq!(call.status, CallStatus::Failed);
+    assert_eq!(call.ended_reason, Some(EndedReason::UnknownNumber));
     assert!(call.ended_at_ms.is_some());
 
     // Inactive assistant.
@@ -173,8 +174,8 @@ async fn unknown_number_and_inactive_assistant_say_sorry_and_are_recorded() {
     assert!(twiml.stream.is_none());
     assert!(twiml.hangup && !twiml.says.is_empty());
     let call = h.call(&call_sid).await.expect("recorded");
-    assert_eq!(call.status, "failed");
-    assert_eq!(call.ended_reason.as_deref(), Some("assistant_inactive"));
+    assert_eq!(call.status, CallStatus::Failed);
+    assert_eq!(call.ended_reason, Some(EndedReason::AssistantInactive));
     assert_eq!(call.assistant_id, Some(id));
     assert_eq!(h.provider_connections(), 0, "no provider contacted");
 }
@@ -197,7 +198,7 @@ async fn bypass_number_is_dialled_straight_through() {
     assert_eq!(dial.caller_id.as_deref(), Some(OUR_NUMBER));
     assert!(twiml.stream.is_none());
     let call = h.call(&call_sid).await.expect("recorded");
-    assert_eq!(call.ended_reason.as_deref(), Some("bypass_transfer"));
+    assert_eq!(call.ended_reason, Some(EndedReason::BypassTransfer));
     // Another caller still reaches the assistant.
     let twiml = h.voice(&sid(), "+15550100077", OUR_NUMBER).await;
     assert!(twiml.stream.is_some());
@@ -235,7 +236,10 @@ async fn status_callbacks_update_the_record_and_assistant_stats() {
         .post_signed("/twilio/status", &with("in-progress", &[]))
         .await;
     assert!((200..300).contains(&status));
-    assert_eq!(h.call(&call_sid).await.expect("call").status, "in-progress");
+    assert_eq!(
+        h.call(&call_sid).await.expect("call").status,
+        CallStatus::InProgress
+    );
     let (status, _) = h
         .post_signed(
             "/twilio/status",
@@ -247,13 +251,19 @@ async fn status_callbacks_update_the_record_and_assistant_stats() {
         .await;
     assert!((200..300).contains(&status));
     let call = h.call(&call_sid).await.expect("call");
-    assert_eq!(call.status, "completed");
+    assert_eq!(call.status, CallStatus::Completed);
     assert_eq!(call.duration_s, Some(42));
-    assert_eq!(call.ended_reason.as_deref(), Some("completed"));
+    assert_eq!(
+        call.ended_reason,
+        Some(EndedReason::Telephony(CallStatus::Completed))
+    );
     assert!(call.ended_at_ms.is_some());
     // A late non-terminal callback does not reopen it.
     h.post_signed("/twilio/status", &with("ringing", &[])).await;
-    assert_eq!(h.call(&call_sid).await.expect("call").status, "completed");
+    assert_eq!(
+        h.call(&call_sid).await.expect("call").status,
+        CallStatus::Completed
+    );
 
     // A second call that is busy.
     let busy_sid = sid();
@@ -264,8 +274,11 @@ async fn status_callbacks_update_the_record_and_assistant_stats() {
     p.push(("CallDuration".to_owned(), "0".to_owned()));
     h.post_signed("/twilio/status", &p).await;
     let busy = h.call(&busy_sid).await.expect("busy call");
-    assert_eq!(busy.status, "busy");
-    assert_eq!(busy.ended_reason.as_deref(), Some("busy"));
+    assert_eq!(busy.status, CallStatus::Busy);
+    assert_eq!(
+        busy.ended_reason,
+        Some(EndedReason::Telephony(CallStatus::Busy))
+    );
 
     // Stream status callbacks are accepted (and change nothing).
     let stream_cb = vec![

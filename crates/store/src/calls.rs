@@ -2,9 +2,9 @@
 //! webhook deliveries; assistant statistics computed from them.
 
 use crate::{
-    AssistantStats, CallFilter, CallRow, NewCall, NewRecording, NewTranscript, NewTurnMetric,
-    NewWebhookLog, RecordingRow, Store, StoreError, TranscriptRow, TurnMetricRow, WebhookLogRow,
-    get_bool, get_json, is_terminal_status, non_negative, now_ms,
+    AssistantStats, CallFilter, CallRow, CallStatus, EndedReason, NewCall, NewRecording,
+    NewTranscript, NewTurnMetric, NewWebhookLog, RecordingRow, Store, StoreError, TranscriptRow,
+    TurnMetricRow, WebhookLogRow, get_bool, get_json, non_negative, now_ms,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -14,7 +14,8 @@ use std::collections::HashMap;
 macro_rules! call_cols {
     () => {
         "id, organization_id, assistant_id, call_sid, direction, from_number, to_number, status, \
-         started_at, ended_at, duration_s, ended_reason, metadata, metrics, created_at, updated_at"
+         started_at, ended_at, duration_s, ended_reason, metadata, metrics, instance_id, \
+         stream_deadline_at, created_at, updated_at"
     };
 }
 
@@ -88,13 +89,17 @@ fn call_from_row(row: &AnyRow) -> Result<CallRow, StoreError> {
         direction: row.try_get("direction")?,
         from_number: row.try_get("from_number")?,
         to_number: row.try_get("to_number")?,
-        status: row.try_get("status")?,
+        status: CallStatus::from_stored(&row.try_get::<String, _>("status")?),
         started_at_ms: row.try_get("started_at")?,
         ended_at_ms: row.try_get("ended_at")?,
         duration_s: row.try_get("duration_s")?,
-        ended_reason: row.try_get("ended_reason")?,
+        ended_reason: row
+            .try_get::<Option<String>, _>("ended_reason")?
+            .map(|r| EndedReason::from_stored(&r)),
         metadata: get_json(row, "metadata")?,
         metrics: get_json(row, "metrics")?,
+        instance_id: row.try_get("instance_id")?,
+        stream_deadline_at_ms: row.try_get("stream_deadline_at")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
     })
@@ -190,13 +195,14 @@ fn json_text(v: &Value) -> Result<String, StoreError> {
 }
 
 impl Store {
-    /// Records a new call, started now. `Conflict` if the call SID exists already.
+    /// Records a new call, started now. `Conflict` if the call SID exists already (in any
+    /// organisation: SIDs are Twilio's, unique across accounts).
     pub async fn create_call(&self, new: &NewCall) -> Result<CallRow, StoreError> {
         let now = now_ms();
         let row = sqlx::query(concat!(
             "INSERT INTO calls (organization_id, assistant_id, call_sid, direction, from_number, \
-             to_number, status, started_at, metadata, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $8) RETURNING ",
+             to_number, status, started_at, metadata, stream_deadline_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $8, $8) RETURNING ",
             call_cols!()
         ))
         .bind(new.organization_id)
@@ -205,9 +211,10 @@ impl Store {
         .bind(&new.direction)
         .bind(&new.from_number)
         .bind(&new.to_number)
-        .bind(&new.status)
+        .bind(new.status.as_str())
         .bind(now)
         .bind(json_text(&new.metadata)?)
+        .bind(new.stream_deadline_at_ms)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| StoreError::from_unique(e, "a call with this SID exists"))?;
@@ -261,20 +268,22 @@ impl Store {
         row.as_ref().map(call_from_row).transpose()
     }
 
-    /// Applies a Twilio status callback. `duration_s` (Twilio's `CallDuration`) replaces the
-    /// stored one when given. On a terminal status (see [`crate::TERMINAL_STATUSES`]) the
-    /// first `ended_at` is set to now, the duration is computed from start/end if still
-    /// unknown, and `ended_reason` is filled if still empty (a reason the runtime recorded via
-    /// [`Store::finish_call`] wins). A late non-terminal status never reopens an ended call.
-    /// `None` for an unknown SID.
+    /// Applies a Twilio status callback to the organisation's call `call_sid` (the organisation
+    /// whose auth token signed the callback). `duration_s` (Twilio's `CallDuration`) replaces
+    /// the stored one when given. On a terminal status the first `ended_at` is set to now, the
+    /// duration is computed from start/end if still unknown, and `ended_reason` is filled if
+    /// still empty (a reason the runtime recorded via [`Store::finish_call`] wins). A late
+    /// non-terminal status never reopens an ended call. `None` when the organisation has no
+    /// call with this SID.
     pub async fn update_call_status(
         &self,
+        org_id: i64,
         call_sid: &str,
-        status: &str,
+        status: CallStatus,
         duration_s: Option<i64>,
-        ended_reason: Option<&str>,
+        ended_reason: Option<&EndedReason>,
     ) -> Result<Option<CallRow>, StoreError> {
-        let terminal = i64::from(is_terminal_status(status));
+        let terminal = i64::from(status.is_terminal());
         let row = sqlx::query(concat!(
             "UPDATE calls SET \
              status = CASE WHEN $5 = 0 AND ended_at IS NOT NULL THEN status ELSE $2 END, \
@@ -283,28 +292,32 @@ impl Store {
              ended_reason = COALESCE(ended_reason, $4), \
              ended_at = CASE WHEN $5 = 1 THEN COALESCE(ended_at, $6) ELSE ended_at END, \
              updated_at = $6 \
-             WHERE call_sid = $1 RETURNING ",
+             WHERE call_sid = $1 AND organization_id = $7 RETURNING ",
             call_cols!()
         ))
         .bind(call_sid)
-        .bind(status)
+        .bind(status.as_str())
         .bind(duration_s)
-        .bind(ended_reason)
+        .bind(ended_reason.map(EndedReason::as_str))
         .bind(terminal)
         .bind(now_ms())
+        .bind(org_id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(call_from_row).transpose()
     }
 
-    /// Ends a call from the runtime's side (hang-up, error, stream closed): sets the status,
-    /// the ended reason (replacing a generic one from a status callback), `ended_at` if not set
-    /// yet, and the duration from start/end if unknown. `None` for an unknown SID.
+    /// Ends the organisation's call `call_sid` from the engine's side (hang-up, error, stream
+    /// closed, call refused): sets the status, the ended reason (replacing a generic one from a
+    /// status callback), `ended_at` if not set yet, and the duration from start/end if unknown.
+    /// `None` when the organisation has no call with this SID: a webhook signed by one
+    /// organisation can never end another's call.
     pub async fn finish_call(
         &self,
+        org_id: i64,
         call_sid: &str,
-        status: &str,
-        ended_reason: Option<&str>,
+        status: CallStatus,
+        ended_reason: Option<&EndedReason>,
         ended_at_ms: i64,
     ) -> Result<Option<CallRow>, StoreError> {
         let row = sqlx::query(concat!(
@@ -312,29 +325,138 @@ impl Store {
              ended_reason = COALESCE($3, ended_reason), \
              duration_s = COALESCE(duration_s, (COALESCE(ended_at, $4) - started_at) / 1000), \
              ended_at = COALESCE(ended_at, $4), \
+             stream_deadline_at = NULL, \
              updated_at = $5 \
-             WHERE call_sid = $1 RETURNING ",
+             WHERE call_sid = $1 AND organization_id = $6 RETURNING ",
             call_cols!()
         ))
         .bind(call_sid)
-        .bind(status)
-        .bind(ended_reason)
+        .bind(status.as_str())
+        .bind(ended_reason.map(EndedReason::as_str))
         .bind(ended_at_ms)
         .bind(now_ms())
+        .bind(org_id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(call_from_row).transpose()
     }
 
-    /// Stores the call-level metrics the runtime computes at the end of a call (a JSON
-    /// object; replaces any earlier value). `NotFound` for an unknown call id.
-    pub async fn set_call_metrics(&self, call_id: i64, metrics: &Value) -> Result<(), StoreError> {
-        let res = sqlx::query("UPDATE calls SET metrics = $2, updated_at = $3 WHERE id = $1")
-            .bind(call_id)
-            .bind(json_text(metrics)?)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+    /// The voice webhook handed the organisation's open call `call_id` a media stream, which
+    /// must start by `deadline_ms` (unix ms) or [`Store::close_calls_without_stream`] closes
+    /// the call. Returns false (nothing changed) when the call ended or its stream started
+    /// already.
+    pub async fn expect_stream(
+        &self,
+        org_id: i64,
+        call_id: i64,
+        deadline_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE calls SET stream_deadline_at = $3, updated_at = $4 \
+             WHERE id = $1 AND organization_id = $2 AND ended_at IS NULL AND instance_id IS NULL",
+        )
+        .bind(call_id)
+        .bind(org_id)
+        .bind(deadline_ms)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Claims the organisation's open call `call_id` for the media stream starting on engine
+    /// instance `instance_id`: records the instance and clears the stream deadline, in one
+    /// conditional write. False when the call has ended or another stream claimed it first (on
+    /// any instance), so one call never runs twice.
+    pub async fn claim_call_stream(
+        &self,
+        org_id: i64,
+        call_id: i64,
+        instance_id: &str,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE calls SET instance_id = $3, stream_deadline_at = NULL, updated_at = $4 \
+             WHERE id = $1 AND organization_id = $2 AND ended_at IS NULL AND instance_id IS NULL",
+        )
+        .bind(call_id)
+        .bind(org_id)
+        .bind(instance_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Closes, as `failed` / `stream_never_started`, every open call (of any organisation:
+    /// this is the engine's own housekeeping, not a tenant's write) whose media stream was
+    /// handed out and did not start by its deadline. Returns the closed calls, for their
+    /// webhooks.
+    pub async fn close_calls_without_stream(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "UPDATE calls SET status = $1, ended_reason = $2, ended_at = $3, \
+             duration_s = COALESCE(duration_s, ($3 - started_at) / 1000), \
+             stream_deadline_at = NULL, updated_at = $3 \
+             WHERE ended_at IS NULL AND stream_deadline_at IS NOT NULL \
+             AND stream_deadline_at <= $3 RETURNING ",
+            call_cols!()
+        ))
+        .bind(CallStatus::Failed.as_str())
+        .bind(EndedReason::StreamNeverStarted.as_str())
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(call_from_row).collect()
+    }
+
+    /// Closes, as `failed` / `engine_restart`, the open calls no live process can be carrying:
+    /// those whose stream ran on `instance_id` (this instance's configured id, at start, before
+    /// it takes calls; `None` skips this rule) and those of any instance that started before
+    /// `started_before_ms` (longer ago than any call may last). Any organisation: engine
+    /// housekeeping. Returns the closed calls, for their webhooks.
+    pub async fn close_abandoned_calls(
+        &self,
+        instance_id: Option<&str>,
+        started_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "UPDATE calls SET status = $1, ended_reason = $2, ended_at = $3, \
+             duration_s = COALESCE(duration_s, ($3 - started_at) / 1000), \
+             stream_deadline_at = NULL, updated_at = $3 \
+             WHERE ended_at IS NULL AND (instance_id = $4 OR started_at < $5) RETURNING ",
+            call_cols!()
+        ))
+        .bind(CallStatus::Failed.as_str())
+        .bind(EndedReason::EngineRestart.as_str())
+        .bind(now_ms)
+        .bind(instance_id)
+        .bind(started_before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(call_from_row).collect()
+    }
+
+    /// Stores the call-level metrics the runtime computes at the end of the organisation's
+    /// call `call_id` (a JSON object; replaces any earlier value). `NotFound` when the
+    /// organisation has no such call.
+    pub async fn set_call_metrics(
+        &self,
+        org_id: i64,
+        call_id: i64,
+        metrics: &Value,
+    ) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "UPDATE calls SET metrics = $2, updated_at = $3 WHERE id = $1 AND organization_id = $4",
+        )
+        .bind(call_id)
+        .bind(json_text(metrics)?)
+        .bind(now_ms())
+        .bind(org_id)
+        .execute(&self.pool)
+        .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -356,7 +478,7 @@ impl Store {
         ))
         .bind(org_id)
         .bind(filter.assistant_id)
-        .bind(filter.status.as_deref())
+        .bind(filter.status.map(CallStatus::as_str))
         .bind(filter.from_ms)
         .bind(filter.to_ms)
         .bind(filter.number.as_deref())
@@ -375,7 +497,7 @@ impl Store {
         ))
         .bind(org_id)
         .bind(filter.assistant_id)
-        .bind(filter.status.as_deref())
+        .bind(filter.status.map(CallStatus::as_str))
         .bind(filter.from_ms)
         .bind(filter.to_ms)
         .bind(filter.number.as_deref())
@@ -384,8 +506,9 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Appends a transcript segment to a call (runtime use: the call id comes from the call's
-    /// own record). Returns the new id.
+    /// Appends a transcript segment to a call. Keyed by call id alone: the caller must hold the
+    /// id of a call it proved is its own (the runtime: the record its stream token names, read
+    /// scoped to the token's organisation). Returns the new id.
     pub async fn add_transcript(&self, call_id: i64, t: &NewTranscript) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO transcripts (call_id, role, content, start_ms, end_ms, confidence, \
@@ -425,7 +548,8 @@ impl Store {
         rows.iter().map(transcript_from_row).collect()
     }
 
-    /// Stores one turn's latency timeline. Returns the new id.
+    /// Stores one turn's latency timeline. Keyed by call id alone, like
+    /// [`Store::add_transcript`] (same rule for the id). Returns the new id.
     pub async fn add_turn_metric(
         &self,
         call_id: i64,
@@ -471,7 +595,9 @@ impl Store {
         rows.iter().map(metric_from_row).collect()
     }
 
-    /// Records a recording file of a call. Returns the new id.
+    /// Records a recording file of a call. Keyed by call id alone, like
+    /// [`Store::add_transcript`] (same rule for the id). `path_or_url` stays internal: the API
+    /// shows the recording's id and play URL, never where it is stored. Returns the new id.
     pub async fn add_recording(&self, call_id: i64, r: &NewRecording) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO recordings (call_id, kind, format, path_or_url, duration_ms, size_bytes, \

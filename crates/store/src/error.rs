@@ -30,7 +30,7 @@ pub enum StoreError {
     /// A stored secret could not be decrypted, or the secret key could not be loaded.
     #[error("secret: {0}")]
     Secret(#[from] crate::crypto::SecretError),
-    /// Creating the SQLite file's parent directory failed.
+    /// Creating the SQLite file or its parent directory failed.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -32,6 +32,7 @@
 //! their types redact them in `Debug`.
 
 mod assistants;
+mod call_status;
 mod calls;
 pub mod crypto;
 mod error;
@@ -41,6 +42,7 @@ mod orgs;
 mod secrets;
 mod time;
 
+pub use call_status::{CallStatus, EndedReason};
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use error::StoreError;
 pub use models::*;
@@ -54,7 +56,7 @@ use sqlx::Row;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Migrations for SQLite, embedded at compile time.
@@ -113,8 +115,8 @@ impl fmt::Debug for Store {
 enum Target {
     /// `sqlite::memory:` (or `mode=memory`).
     SqliteMemory,
-    /// A SQLite file; the URL to hand to sqlx (with `mode=rwc`).
-    SqliteFile { url: String },
+    /// A SQLite file: its path, and the URL to hand to sqlx (with `mode=rwc`).
+    SqliteFile { path: PathBuf, url: String },
     /// `postgres://…` / `postgresql://…`.
     Postgres,
 }
@@ -145,7 +147,7 @@ fn classify(url: &str) -> Result<Target, StoreError> {
     if let Some(parent) = Path::new(path).parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent)?;
+        create_private_dir_all(parent)?;
     }
     let mut url = format!("sqlite:{path}");
     match params {
@@ -160,7 +162,59 @@ fn classify(url: &str) -> Result<Target, StoreError> {
         }
         _ => url.push_str("?mode=rwc"),
     }
-    Ok(Target::SqliteFile { url })
+    Ok(Target::SqliteFile {
+        path: PathBuf::from(path),
+        url,
+    })
+}
+
+/// Creates `dir` and its missing parents readable by the owner only (0700 on Unix): the
+/// database holds every tenant's calls and credentials. Existing folders keep their mode.
+fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Creates the SQLite file, empty (which SQLite takes as a new database), readable by the owner
+/// only (0600 on Unix), unless it exists. SQLite gives its `-wal` and `-shm` files the main
+/// file's mode, so they are private too. An existing file keeps its mode (the operator's
+/// choice), but a group- or world-readable one is logged.
+fn create_private_db_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        mode = format!("{:o}", mode & 0o777),
+                        "the SQLite database file is readable by other users; chmod 600 it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 impl Store {
@@ -203,7 +257,8 @@ impl Store {
                     .await?;
                 (pool, Backend::Sqlite)
             }
-            Target::SqliteFile { url } => {
+            Target::SqliteFile { path, url } => {
+                create_private_db_file(&path)?;
                 let pool = base
                     .max_connections(options.max_connections.unwrap_or(8))
                     .after_connect(|conn, _meta| {
@@ -361,7 +416,7 @@ mod tests {
         let path = dir.join("a.db");
         let url = format!("sqlite:{}", path.display());
         match classify(&url) {
-            Ok(Target::SqliteFile { url }) => assert!(url.ends_with("?mode=rwc"), "{url}"),
+            Ok(Target::SqliteFile { url, .. }) => assert!(url.ends_with("?mode=rwc"), "{url}"),
             _ => panic!("not a file target"),
         }
         assert!(dir.is_dir());

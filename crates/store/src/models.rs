@@ -6,6 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
 
+use crate::{CallStatus, EndedReason};
+
 /// A tenant. Every assistant, number, call and API key belongs to exactly one organisation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Organization {
@@ -127,10 +129,13 @@ pub struct NewCall {
     pub from_number: String,
     /// Called number (E.164).
     pub to_number: String,
-    /// Twilio call status (`queued`, `ringing`, `in-progress`, `completed`, …).
-    pub status: String,
+    /// Status at creation (`queued` for an outbound call, `in-progress` for an answered one).
+    pub status: CallStatus,
     /// Per-call data: agenda, variables, welcome message override, …
     pub metadata: Value,
+    /// Unix ms by which the media stream our TwiML handed out must start, else the call is
+    /// closed as `stream_never_started`; `None` when no stream was handed out.
+    pub stream_deadline_at_ms: Option<i64>,
 }
 
 /// A call record.
@@ -151,20 +156,27 @@ pub struct CallRow {
     /// Called number.
     pub to_number: String,
     /// Latest status.
-    pub status: String,
+    pub status: CallStatus,
     /// When the record was created (call start), unix ms.
     pub started_at_ms: i64,
     /// When the call ended, unix ms; set on the first terminal status.
     pub ended_at_ms: Option<i64>,
     /// Duration in seconds (Twilio's `CallDuration`, or computed from start/end).
     pub duration_s: Option<i64>,
-    /// Why it ended (e.g. `caller-hangup`, `assistant-hangup`, `error-stt`).
-    pub ended_reason: Option<String>,
+    /// Why it ended; `None` while it runs.
+    pub ended_reason: Option<EndedReason>,
     /// Per-call data given at creation.
     pub metadata: Value,
     /// Call-level counters recorded by the runtime at the end ([`crate::Store::set_call_metrics`]);
     /// `{}` until then.
     pub metrics: Value,
+    /// The engine instance (`server.instance_id`) whose media stream carries or carried the
+    /// call; `None` until a stream started. A restarted instance closes the open calls it
+    /// carried before.
+    pub instance_id: Option<String>,
+    /// Unix ms by which the handed-out media stream must start; `None` once it started, or when
+    /// none was handed out.
+    pub stream_deadline_at_ms: Option<i64>,
     /// Creation time, unix ms.
     pub created_at_ms: i64,
     /// Last change, unix ms.
@@ -178,7 +190,7 @@ pub struct CallFilter {
     /// Only calls of this assistant.
     pub assistant_id: Option<i64>,
     /// Only calls with exactly this status.
-    pub status: Option<String>,
+    pub status: Option<CallStatus>,
     /// Only calls started at or after this time, unix ms.
     pub from_ms: Option<i64>,
     /// Only calls started at or before this time, unix ms.
@@ -408,14 +420,6 @@ pub struct AssistantStats {
     pub success_rate: Option<f64>,
 }
 
-/// Twilio call statuses after which a call is over.
-pub const TERMINAL_STATUSES: [&str; 5] = ["completed", "busy", "no-answer", "failed", "canceled"];
-
-/// Whether `status` ends a call (see [`TERMINAL_STATUSES`]).
-pub fn is_terminal_status(status: &str) -> bool {
-    TERMINAL_STATUSES.contains(&status)
-}
-
 /// Whether an ended reason counts as an error for the success rate: it contains `error` or
 /// `fail`, case-insensitively (e.g. `error-stt`, `llm_failed`). The SQL of
 /// [`crate::Store::assistant_stats`] applies the same rule.
@@ -440,12 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn terminal_and_error_rules() {
-        for s in TERMINAL_STATUSES {
-            assert!(is_terminal_status(s));
-        }
-        assert!(!is_terminal_status("in-progress"));
-        assert!(!is_terminal_status("ringing"));
+    fn error_rule() {
         assert!(is_error_reason("error-stt"));
         assert!(is_error_reason("LLM_FAILED"));
         assert!(!is_error_reason("caller-hangup"));

@@ -291,6 +291,54 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
+    /// Replaces one of the organisation's active keys: a new key with the same label is
+    /// created and the old one revoked, in one transaction. Returns the new key's info and its
+    /// plaintext (shown once, never stored); `None` if the organisation has no such active key.
+    pub async fn rotate_api_key(
+        &self,
+        org_id: i64,
+        key_id: i64,
+    ) -> Result<Option<(ApiKeyInfo, String)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        // Revoking first takes the row's write lock, so two concurrent rotations of one key
+        // cannot both succeed.
+        let old = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3 \
+             WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL \
+             RETURNING user_id, label",
+        )
+        .bind(key_id)
+        .bind(org_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(old) = old else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let user_id: i64 = old.try_get("user_id")?;
+        let label: Option<String> = old.try_get("label")?;
+        let plaintext = generate_key();
+        let row = sqlx::query(concat!(
+            "INSERT INTO api_keys (organization_id, user_id, key_hash, key_prefix, label, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            key_cols!()
+        ))
+        .bind(org_id)
+        .bind(user_id)
+        .bind(hash_api_key(&plaintext))
+        .bind(display_prefix(&plaintext))
+        .bind(label)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_unique(e, "api key collision"))?;
+        let info = key_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some((info, plaintext)))
+    }
+
     /// Stores the organisation's Twilio credentials (replacing any); the auth token is sealed
     /// (encrypted at rest). `NotFound` for an unknown organisation.
     pub async fn set_org_telephony(

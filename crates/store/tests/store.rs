@@ -7,8 +7,8 @@ use common::Ctx;
 use serde_json::json;
 use sqlx::Row;
 use switchboard_store::{
-    AssistantStats, Backend, CallFilter, NewCall, NewRecording, NewTranscript, NewTurnMetric,
-    NewWebhookLog, Store, StoreError, hash_api_key,
+    AssistantStats, Backend, CallFilter, CallStatus, EndedReason, NewCall, NewRecording,
+    NewTranscript, NewTurnMetric, NewWebhookLog, Store, StoreError, hash_api_key,
 };
 
 store_tests!(
@@ -16,6 +16,7 @@ store_tests!(
     organizations_are_get_or_create,
     api_keys_are_hashed_and_authenticate,
     installed_keys,
+    api_keys_list_revoke_rotate,
     org_telephony_and_provider_keys,
     assistant_crud,
     assistant_isolation,
@@ -24,6 +25,9 @@ store_tests!(
     numbers_isolation_and_release,
     call_lifecycle,
     call_isolation,
+    writes_are_keyed_by_organisation,
+    stream_deadline_claim_and_sweep,
+    abandoned_calls_are_closed_at_restart,
     call_filters_and_pagination,
     assistant_stats_computation,
     transcripts_and_metrics_ordering,
@@ -40,8 +44,9 @@ fn new_call(org: i64, assistant: Option<i64>, sid: &str, from: &str, to: &str) -
         direction: "inbound".into(),
         from_number: from.into(),
         to_number: to.into(),
-        status: "in-progress".into(),
+        status: CallStatus::InProgress,
         metadata: json!({"agenda": "demo", "variables": {"name": "Ada"}}),
+        stream_deadline_at_ms: None,
     }
 }
 
@@ -162,6 +167,97 @@ async fn api_keys_are_hashed_and_authenticate(ctx: Ctx) {
         s.create_api_key(9999, None).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn api_keys_list_revoke_rotate(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, b) = two_orgs(&s).await;
+    let (ci, ci_key) = s.create_api_key(a, Some("ci")).await.unwrap();
+    let (bare, bare_key) = s.create_api_key(a, None).await.unwrap();
+    let (_, b_key) = s.create_api_key(b, Some("b")).await.unwrap();
+
+    // Listing: oldest first, display prefix, label, no use yet, not revoked.
+    let keys = s.list_api_keys(a).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![ci.id, bare.id]
+    );
+    assert_eq!(keys[0].prefix, ci_key[..8]);
+    assert_eq!(keys[0].label.as_deref(), Some("ci"));
+    assert_eq!(keys[1].label, None);
+    assert!(
+        keys.iter().all(|k| k.last_used_at_ms.is_none()
+            && k.revoked_at_ms.is_none()
+            && k.created_at_ms > 0)
+    );
+
+    // Use is recorded, and not rewritten by a second use within the minute.
+    s.authenticate(&ci_key)
+        .await
+        .unwrap()
+        .expect("ci key works");
+    let first_use = s.list_api_keys(a).await.unwrap()[0].last_used_at_ms;
+    assert!(first_use.is_some());
+    s.authenticate(&ci_key)
+        .await
+        .unwrap()
+        .expect("ci key works");
+    assert_eq!(
+        s.list_api_keys(a).await.unwrap()[0].last_used_at_ms,
+        first_use
+    );
+
+    // Another organisation cannot rotate it.
+    assert!(s.rotate_api_key(b, ci.id).await.unwrap().is_none());
+    assert!(s.authenticate(&ci_key).await.unwrap().is_some());
+
+    // Rotation: a new key with the same label; the old one fails at once.
+    let (rotated, rotated_key) = s.rotate_api_key(a, ci.id).await.unwrap().expect("rotated");
+    assert_ne!(rotated.id, ci.id);
+    assert_ne!(rotated_key, ci_key);
+    assert_eq!(rotated.label.as_deref(), Some("ci"));
+    assert_eq!(rotated.organization_id, a);
+    assert_eq!(rotated.prefix, rotated_key[..8]);
+    assert!(s.authenticate(&ci_key).await.unwrap().is_none());
+    assert_eq!(
+        s.authenticate(&rotated_key)
+            .await
+            .unwrap()
+            .expect("new key works")
+            .organization_id,
+        a
+    );
+    let keys = s.list_api_keys(a).await.unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys[0].revoked_at_ms.is_some(), "old key revoked");
+    assert_eq!(keys[2].id, rotated.id);
+    assert!(keys[2].revoked_at_ms.is_none());
+    // Only its hash is stored.
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_keys WHERE key_hash = $1")
+        .bind(hash_api_key(&rotated_key))
+        .fetch_one(s.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(n, 1);
+    // A revoked key cannot be rotated again.
+    assert!(s.rotate_api_key(a, ci.id).await.unwrap().is_none());
+
+    // Revocation: once, by its own organisation only.
+    assert!(!s.revoke_api_key(b, bare.id).await.unwrap());
+    assert!(s.revoke_api_key(a, bare.id).await.unwrap());
+    assert!(
+        !s.revoke_api_key(a, bare.id).await.unwrap(),
+        "already revoked"
+    );
+    assert!(s.authenticate(&bare_key).await.unwrap().is_none());
+
+    // Organisation b is untouched.
+    let b_keys = s.list_api_keys(b).await.unwrap();
+    assert_eq!(b_keys.len(), 1);
+    assert!(b_keys[0].revoked_at_ms.is_none());
+    assert!(s.authenticate(&b_key).await.unwrap().is_some());
 }
 
 async fn installed_keys(ctx: Ctx) {
@@ -491,9 +587,9 @@ async fn call_lifecycle(ctx: Ctx) {
     let (a, _) = two_orgs(&s).await;
     let a1 = assistant(&s, a, "a1", true).await;
     let mut nc = new_call(a, Some(a1), "CA1", "+15550001", "+15550002");
-    nc.status = "ringing".into();
+    nc.status = CallStatus::Ringing;
     let c = s.create_call(&nc).await.unwrap();
-    assert_eq!(c.status, "ringing");
+    assert_eq!(c.status, CallStatus::Ringing);
     assert_eq!(c.metadata["variables"]["name"], "Ada");
     assert!(c.ended_at_ms.is_none() && c.duration_s.is_none() && c.ended_reason.is_none());
     assert!(matches!(
@@ -502,40 +598,55 @@ async fn call_lifecycle(ctx: Ctx) {
     ));
 
     let c = s
-        .update_call_status("CA1", "in-progress", None, None)
+        .update_call_status(a, "CA1", CallStatus::InProgress, None, None)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.status, "in-progress");
+    assert_eq!(c.status, CallStatus::InProgress);
     assert!(c.ended_at_ms.is_none());
 
     let c = s
-        .update_call_status("CA1", "completed", Some(42), Some("completed"))
+        .update_call_status(
+            a,
+            "CA1",
+            CallStatus::Completed,
+            Some(42),
+            Some(&EndedReason::Telephony(CallStatus::Completed)),
+        )
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.status, "completed");
+    assert_eq!(c.status, CallStatus::Completed);
     assert_eq!(c.duration_s, Some(42));
-    assert_eq!(c.ended_reason.as_deref(), Some("completed"));
+    assert_eq!(
+        c.ended_reason,
+        Some(EndedReason::Telephony(CallStatus::Completed))
+    );
     let ended = c.ended_at_ms.expect("terminal status sets ended_at");
     assert!(ended >= c.started_at_ms);
 
     // A late non-terminal callback does not reopen the call; ended_at stays.
     let c = s
-        .update_call_status("CA1", "in-progress", None, None)
+        .update_call_status(a, "CA1", CallStatus::InProgress, None, None)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.status, "completed");
+    assert_eq!(c.status, CallStatus::Completed);
     assert_eq!(c.ended_at_ms, Some(ended));
 
     // The runtime's specific reason replaces the generic one.
     let c = s
-        .finish_call("CA1", "completed", Some("caller-hangup"), ended + 5_000)
+        .finish_call(
+            a,
+            "CA1",
+            CallStatus::Completed,
+            Some(&EndedReason::CallerHangup),
+            ended + 5_000,
+        )
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.ended_reason.as_deref(), Some("caller-hangup"));
+    assert_eq!(c.ended_reason, Some(EndedReason::CallerHangup));
     assert_eq!(c.ended_at_ms, Some(ended));
     assert_eq!(c.duration_s, Some(42));
 
@@ -551,9 +662,10 @@ async fn call_lifecycle(ctx: Ctx) {
         .started_at_ms;
     let c = s
         .finish_call(
+            a,
             "CA2",
-            "completed",
-            Some("assistant-hangup"),
+            CallStatus::Completed,
+            Some(&EndedReason::AssistantHangup),
             started + 61_500,
         )
         .await
@@ -562,11 +674,17 @@ async fn call_lifecycle(ctx: Ctx) {
     assert_eq!(c.duration_s, Some(61));
     assert_eq!(c.ended_at_ms, Some(started + 61_500));
     let c = s
-        .update_call_status("CA2", "completed", Some(62), Some("completed"))
+        .update_call_status(
+            a,
+            "CA2",
+            CallStatus::Completed,
+            Some(62),
+            Some(&EndedReason::Telephony(CallStatus::Completed)),
+        )
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.ended_reason.as_deref(), Some("assistant-hangup"));
+    assert_eq!(c.ended_reason, Some(EndedReason::AssistantHangup));
     assert_eq!(c.duration_s, Some(62));
 
     // A terminal callback without duration computes one.
@@ -574,7 +692,7 @@ async fn call_lifecycle(ctx: Ctx) {
         .await
         .unwrap();
     let c = s
-        .update_call_status("CA3", "no-answer", None, None)
+        .update_call_status(a, "CA3", CallStatus::NoAnswer, None, None)
         .await
         .unwrap()
         .unwrap();
@@ -582,31 +700,31 @@ async fn call_lifecycle(ctx: Ctx) {
     assert!(c.duration_s.is_some_and(|d| d >= 0));
 
     assert!(
-        s.update_call_status("CA-unknown", "completed", None, None)
+        s.update_call_status(a, "CA-unknown", CallStatus::Completed, None, None)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        s.finish_call("CA-unknown", "failed", None, 0)
+        s.finish_call(a, "CA-unknown", CallStatus::Failed, None, 0)
             .await
             .unwrap()
             .is_none()
     );
     assert_eq!(
         s.get_call(a, c.id).await.unwrap().unwrap().status,
-        "no-answer"
+        CallStatus::NoAnswer
     );
 
     // Call-level metrics: empty until the runtime records them.
     assert_eq!(c.metrics, json!({}));
-    s.set_call_metrics(c.id, &json!({"turns": 3, "interruptions": 1}))
+    s.set_call_metrics(a, c.id, &json!({"turns": 3, "interruptions": 1}))
         .await
         .unwrap();
     let got = s.get_call(a, c.id).await.unwrap().unwrap();
     assert_eq!(got.metrics["turns"], 3);
     assert!(matches!(
-        s.set_call_metrics(c.id + 999, &json!({})).await,
+        s.set_call_metrics(a, c.id + 999, &json!({})).await,
         Err(StoreError::NotFound)
     ));
 
@@ -670,6 +788,161 @@ async fn call_isolation(ctx: Ctx) {
     );
 }
 
+/// Org B, knowing org A's call SID and id, can change nothing of A's call through any write.
+async fn writes_are_keyed_by_organisation(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, b) = two_orgs(&s).await;
+    let a1 = assistant(&s, a, "a1", true).await;
+    let c = s
+        .create_call(&new_call(a, Some(a1), "CA-own", "+1", "+2"))
+        .await
+        .unwrap();
+    let now = switchboard_store::now_ms();
+    assert!(
+        s.finish_call(
+            b,
+            "CA-own",
+            CallStatus::Failed,
+            Some(&EndedReason::UnknownNumber),
+            now
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+    assert!(
+        s.update_call_status(b, "CA-own", CallStatus::Completed, Some(1), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.set_call_metrics(b, c.id, &json!({"turns": 9})).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(!s.expect_stream(b, c.id, now + 1_000).await.unwrap());
+    assert!(!s.claim_call_stream(b, c.id, "intruder").await.unwrap());
+    let after = s.get_call(a, c.id).await.unwrap().unwrap();
+    assert_eq!(after, c, "org A's call unchanged");
+}
+
+async fn stream_deadline_claim_and_sweep(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, _) = two_orgs(&s).await;
+    let now = switchboard_store::now_ms();
+    // A stream handed out at creation (inbound) and one handed out later (outbound).
+    let mut inbound = new_call(a, None, "CA-in", "+1", "+2");
+    inbound.stream_deadline_at_ms = Some(now - 1);
+    let late = s.create_call(&inbound).await.unwrap();
+    assert_eq!(late.stream_deadline_at_ms, Some(now - 1));
+    let mut queued = new_call(a, None, "CA-out", "+2", "+1");
+    queued.status = CallStatus::Queued;
+    let out = s.create_call(&queued).await.unwrap();
+    assert!(s.expect_stream(a, out.id, now + 60_000).await.unwrap());
+    let started = s
+        .create_call(&new_call(a, None, "CA-live", "+1", "+2"))
+        .await
+        .unwrap();
+    assert!(s.expect_stream(a, started.id, now - 1).await.unwrap());
+    // The stream of CA-live starts: claimed once, by one instance only.
+    assert!(s.claim_call_stream(a, started.id, "i-1").await.unwrap());
+    assert!(!s.claim_call_stream(a, started.id, "i-2").await.unwrap());
+    assert!(
+        !s.expect_stream(a, started.id, now + 60_000).await.unwrap(),
+        "a started stream gets no new deadline"
+    );
+    let claimed = s.get_call(a, started.id).await.unwrap().unwrap();
+    assert_eq!(claimed.instance_id.as_deref(), Some("i-1"));
+    assert_eq!(claimed.stream_deadline_at_ms, None);
+
+    // Only the call whose deadline passed without a stream is closed.
+    let closed = s.close_calls_without_stream(now).await.unwrap();
+    assert_eq!(
+        closed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [late.id],
+        "{closed:?}"
+    );
+    assert_eq!(closed[0].status, CallStatus::Failed);
+    assert_eq!(
+        closed[0].ended_reason,
+        Some(EndedReason::StreamNeverStarted)
+    );
+    assert!(closed[0].ended_at_ms.is_some() && closed[0].duration_s.is_some());
+    assert!(s.close_calls_without_stream(now).await.unwrap().is_empty());
+    // A closed call can no longer be claimed; the outbound one closes once its deadline passes.
+    assert!(!s.claim_call_stream(a, late.id, "i-1").await.unwrap());
+    let closed = s.close_calls_without_stream(now + 60_000).await.unwrap();
+    assert_eq!(closed.iter().map(|c| c.id).collect::<Vec<_>>(), [out.id]);
+    let live = s.get_call(a, started.id).await.unwrap().unwrap();
+    assert!(live.ended_at_ms.is_none(), "the streaming call stays open");
+}
+
+async fn abandoned_calls_are_closed_at_restart(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, b) = two_orgs(&s).await;
+    let now = switchboard_store::now_ms();
+    let mine = s
+        .create_call(&new_call(a, None, "CA-mine", "+1", "+2"))
+        .await
+        .unwrap();
+    assert!(s.claim_call_stream(a, mine.id, "me").await.unwrap());
+    let other = s
+        .create_call(&new_call(b, None, "CA-other", "+1", "+2"))
+        .await
+        .unwrap();
+    assert!(s.claim_call_stream(b, other.id, "you").await.unwrap());
+    let mut q = new_call(b, None, "CA-old-queued", "+1", "+2");
+    q.status = CallStatus::Queued;
+    let old = s.create_call(&q).await.unwrap();
+    sqlx::query("UPDATE calls SET started_at = $1 WHERE id = $2")
+        .bind(now - 10_000_000)
+        .bind(old.id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let done = s
+        .create_call(&new_call(a, None, "CA-done", "+1", "+2"))
+        .await
+        .unwrap();
+    assert!(s.claim_call_stream(a, done.id, "me").await.unwrap());
+    let done = s
+        .finish_call(
+            a,
+            "CA-done",
+            CallStatus::Completed,
+            Some(&EndedReason::CallerHangup),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Without an instance id only the age rule applies.
+    let closed = s
+        .close_abandoned_calls(None, now - 3_900_000, now)
+        .await
+        .unwrap();
+    assert_eq!(closed.iter().map(|c| c.id).collect::<Vec<_>>(), [old.id]);
+    assert_eq!(closed[0].status, CallStatus::Failed);
+    assert_eq!(closed[0].ended_reason, Some(EndedReason::EngineRestart));
+    // With it, this instance's open calls close too; another live instance's call stays open.
+    let closed = s
+        .close_abandoned_calls(Some("me"), now - 3_900_000, now)
+        .await
+        .unwrap();
+    assert_eq!(closed.iter().map(|c| c.id).collect::<Vec<_>>(), [mine.id]);
+    assert_eq!(closed[0].ended_reason, Some(EndedReason::EngineRestart));
+    assert!(
+        s.get_call(b, other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at_ms
+            .is_none()
+    );
+    assert_eq!(s.get_call(a, done.id).await.unwrap().unwrap(), done);
+}
+
 async fn call_filters_and_pagination(ctx: Ctx) {
     let s = ctx.store;
     let (a, b) = two_orgs(&s).await;
@@ -711,10 +984,10 @@ async fn call_filters_and_pagination(ctx: Ctx) {
     ))
     .await
     .unwrap();
-    s.update_call_status("CAf0", "completed", Some(10), None)
+    s.update_call_status(a, "CAf0", CallStatus::Completed, Some(10), None)
         .await
         .unwrap();
-    s.update_call_status("CAf3", "completed", Some(10), None)
+    s.update_call_status(a, "CAf3", CallStatus::Completed, Some(10), None)
         .await
         .unwrap();
 
@@ -768,7 +1041,7 @@ async fn call_filters_and_pagination(ctx: Ctx) {
     );
 
     let by_status = CallFilter {
-        status: Some("completed".into()),
+        status: Some(CallStatus::Completed),
         limit: 100,
         ..Default::default()
     };
@@ -859,16 +1132,28 @@ async fn assistant_stats_computation(ctx: Ctx) {
         }
     );
 
-    s.update_call_status("CAs0", "completed", Some(10), None)
+    s.update_call_status(a, "CAs0", CallStatus::Completed, Some(10), None)
         .await
         .unwrap(); // success
-    s.update_call_status("CAs1", "completed", Some(21), Some("caller-hangup"))
-        .await
-        .unwrap(); // success
-    s.finish_call("CAs2", "completed", Some("error-llm"), 0)
-        .await
-        .unwrap(); // error reason
-    s.update_call_status("CAs3", "busy", Some(0), None)
+    s.update_call_status(
+        a,
+        "CAs1",
+        CallStatus::Completed,
+        Some(21),
+        Some(&EndedReason::CallerHangup),
+    )
+    .await
+    .unwrap(); // success
+    s.finish_call(
+        a,
+        "CAs2",
+        CallStatus::Completed,
+        Some(&EndedReason::ProviderError),
+        0,
+    )
+    .await
+    .unwrap(); // error reason
+    s.update_call_status(a, "CAs3", CallStatus::Busy, Some(0), None)
         .await
         .unwrap(); // not completed
     // CAs4 still live.
@@ -889,7 +1174,7 @@ async fn assistant_stats_computation(ctx: Ctx) {
     s.create_call(&new_call(a, Some(a2), "CAt0", "+1", "+2"))
         .await
         .unwrap();
-    s.update_call_status("CAt0", "completed", Some(7), None)
+    s.update_call_status(a, "CAt0", CallStatus::Completed, Some(7), None)
         .await
         .unwrap();
     let all = s.assistant_stats_all(a).await.unwrap();
@@ -1083,9 +1368,15 @@ async fn conversation_history_finds_last_call(ctx: Ctx) {
     s.add_transcript(old.id, &say("old call", 0, true))
         .await
         .unwrap();
-    s.finish_call("CAh0", "completed", None, old.started_at_ms + 1000)
-        .await
-        .unwrap();
+    s.finish_call(
+        a,
+        "CAh0",
+        CallStatus::Completed,
+        None,
+        old.started_at_ms + 1000,
+    )
+    .await
+    .unwrap();
     let last = s
         .create_call(&new_call(a, Some(a1), "CAh1", caller, "+15550000000"))
         .await
@@ -1096,9 +1387,15 @@ async fn conversation_history_finds_last_call(ctx: Ctx) {
     s.add_transcript(last.id, &say("hello again", 0, true))
         .await
         .unwrap();
-    s.finish_call("CAh1", "completed", None, last.started_at_ms + 1000)
-        .await
-        .unwrap();
+    s.finish_call(
+        a,
+        "CAh1",
+        CallStatus::Completed,
+        None,
+        last.started_at_ms + 1000,
+    )
+    .await
+    .unwrap();
     // The live call from the same number is not history yet.
     let live = s
         .create_call(&new_call(a, Some(a1), "CAh2", caller, "+15550000000"))
@@ -1253,4 +1550,28 @@ async fn concurrent_writes_and_number_race(ctx: Ctx) {
         let assistant = s.assistant_by_number(&n).await.unwrap().unwrap();
         assert_eq!(assistant.organization_id, owner);
     }
+}
+
+/// The SQLite file the store creates, its folder and its WAL files are the owner's alone.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_and_folder_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("private");
+    let db = folder.join("sb.db");
+    let store = common::open(&format!("sqlite:{}", db.display())).await;
+    store.ensure_organization("x").await.expect("write");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    assert_eq!(mode(&folder), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    for suffix in ["-wal", "-shm"] {
+        let side = folder.join(format!("sb.db{suffix}"));
+        assert_eq!(mode(&side), 0o600, "{}", side.display());
+    }
+    store.close().await;
 }

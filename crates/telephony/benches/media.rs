@@ -10,7 +10,7 @@ use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter
 
 const STREAM_SID: &str = "MZ18ad3ab5a668481ce02b83e7395059f0";
 
-/// A caller frame exactly as Twilio writes it (protocols.md, media message).
+/// A caller frame exactly as Twilio writes it (docs/providers/twilio.md#media-messages-from-twilio).
 fn inbound_media_text() -> String {
     let payload: Vec<u8> = (0..160u32).map(|i| (i * 37 % 256) as u8).collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&payload);

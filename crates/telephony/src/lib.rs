@@ -10,7 +10,7 @@
 //! - [`rest`]: a small Twilio REST client (create/update/hang up calls, send SMS).
 //! - [`webhook`]: typed forms of the voice webhook and the status callbacks.
 //!
-//! Wire details follow `shared/protocols.md` §1.
+//! Wire details follow `docs/providers/twilio.md`.
 
 pub mod media;
 pub mod rest;

@@ -1,4 +1,4 @@
-//! Twilio Media Streams websocket messages (`shared/protocols.md` §1.3–§1.6), both directions.
+//! Twilio Media Streams websocket messages (`docs/providers/twilio.md#media-messages-from-twilio`), both directions.
 //!
 //! Inbound (Twilio → engine): [`InboundParser::parse`] turns one JSON text frame into an
 //! [`InboundMessage`]. A `media` frame borrows its strings from the frame text (no copy unless the

@@ -1,5 +1,12 @@
-//! A small Twilio REST client (`shared/protocols.md` §1.11): create a call, update one (inline
-//! TwiML, new URL, hang up), send an SMS.
+//! A small Twilio REST client: create a call, update one (inline TwiML, new URL, hang up), send
+//! an SMS, and prove what an organisation claims (its credentials work, a number is in its
+//! account) before we trust it.
+//!
+//! Written from Twilio's REST API reference (API version 2010-04-01):
+//! <https://www.twilio.com/docs/voice/api/call-resource>,
+//! <https://www.twilio.com/docs/messaging/api/message-resource>,
+//! <https://www.twilio.com/docs/iam/api/account>,
+//! <https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource>.
 //!
 //! HTTP Basic auth (account SID, auth token), form-encoded bodies, JSON responses; Twilio's JSON
 //! error body becomes [`RestError::Api`]. The base URL is overridable (`TWILIO_API_BASE`), which is
@@ -30,6 +37,10 @@ pub const API_BASE_ENV: &str = "TWILIO_API_BASE";
 
 /// Twilio's error code for "resource not found" (e.g. hanging up a call that already ended).
 pub const ERROR_NOT_FOUND: u32 = 20404;
+
+/// Twilio's error code for failed authentication (HTTP 401, message `Authenticate`): wrong
+/// account SID / auth token pair, deleted token, suspended or closed account.
+pub const ERROR_AUTHENTICATE: u32 = 20003;
 
 /// Longest piece of a non-JSON error body kept in [`RestError::Api::message`], in bytes.
 const MAX_ERROR_TEXT_BYTES: usize = 300;
@@ -150,6 +161,19 @@ impl RestError {
         )
     }
 
+    /// True when Twilio refused the credentials themselves (HTTP 401, or code 20003): the
+    /// account SID / auth token pair is wrong, or the account cannot be used any more.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            RestError::Api { status: 401, .. }
+                | RestError::Api {
+                    code: Some(ERROR_AUTHENTICATE),
+                    ..
+                }
+        )
+    }
+
     /// True when retrying later may succeed (timeouts, transport errors, 429, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -233,6 +257,61 @@ pub struct MessageResource {
     /// Twilio error code for failed messages.
     #[serde(default)]
     pub error_code: Option<u32>,
+}
+
+/// The Account resource (`GET /Accounts/{sid}.json`); only what a credential check needs. Twilio
+/// also returns the auth token in this resource: it is deliberately not deserialised, so it can
+/// never travel further.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AccountResource {
+    /// `AC…`.
+    pub sid: String,
+    /// Twilio's label of the account.
+    #[serde(default)]
+    pub friendly_name: Option<String>,
+    /// Whether the account can be used.
+    #[serde(default)]
+    pub status: Option<AccountStatus>,
+}
+
+/// `status` of an Account resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    /// In service.
+    Active,
+    /// Temporarily disabled by Twilio or the owner.
+    Suspended,
+    /// Closed for good.
+    Closed,
+    /// A status this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// An IncomingPhoneNumber resource: a number the account owns (bought, ported or hosted); only
+/// the fields the engine uses are typed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IncomingPhoneNumber {
+    /// `PN…`.
+    pub sid: String,
+    /// The number, E.164.
+    pub phone_number: String,
+    /// Owning account, `AC…`.
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    /// Label set in Twilio.
+    #[serde(default)]
+    pub friendly_name: Option<String>,
+    /// Where Twilio sends this number's incoming calls.
+    #[serde(default)]
+    pub voice_url: Option<String>,
+}
+
+/// One page of `GET /Accounts/{sid}/IncomingPhoneNumbers.json` (paging fields not needed).
+#[derive(Deserialize)]
+struct IncomingPhoneNumberPage {
+    incoming_phone_numbers: Vec<IncomingPhoneNumber>,
 }
 
 /// `POST /Accounts/{sid}/Calls.json` parameters: an outbound call whose TwiML comes from `url`
@@ -377,6 +456,16 @@ impl TwilioRest {
         Ok(u)
     }
 
+    /// `{base}/Accounts/{sid}.json`: the account resource itself.
+    fn account_url(&self) -> Result<url::Url, RestError> {
+        let mut u = self.base.clone();
+        u.path_segments_mut()
+            .map_err(|_| RestError::InvalidBaseUrl)?
+            .push("Accounts")
+            .push(&format!("{}.json", self.creds.account_sid()));
+        Ok(u)
+    }
+
     async fn post<T: DeserializeOwned>(
         &self,
         url: url::Url,
@@ -384,17 +473,30 @@ impl TwilioRest {
     ) -> Result<T, RestError> {
         let body = serde_urlencoded::to_string(form)
             .map_err(|_| RestError::InvalidRequest("form encoding"))?;
-        let resp = self
+        let req = self
             .http
             .post(url)
-            .basic_auth(self.creds.account_sid(), Some(self.creds.auth_token()))
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
+            .body(body);
+        self.send(req).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: url::Url) -> Result<T, RestError> {
+        self.send(self.http.get(url)).await
+    }
+
+    /// Authenticates, sends, and decodes a JSON success or Twilio's error body.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, RestError> {
+        let resp = req
+            .basic_auth(self.creds.account_sid(), Some(self.creds.auth_token()))
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(self.request_timeout)
-            .body(body)
             .send()
             .await
             .map_err(RestError::from_reqwest)?;
@@ -406,6 +508,33 @@ impl TwilioRest {
         } else {
             Err(api_error(status.as_u16(), &bytes))
         }
+    }
+
+    /// Fetches the account these credentials belong to (`GET /Accounts/{sid}.json`). Succeeds
+    /// only when Twilio accepts the SID / token pair: an auth failure is
+    /// [`RestError::is_auth_failure`].
+    pub async fn fetch_account(&self) -> Result<AccountResource, RestError> {
+        self.get(self.account_url()?).await
+    }
+
+    /// The account's IncomingPhoneNumber whose number is exactly `phone_number` (E.164), if the
+    /// account owns it (`GET /Accounts/{sid}/IncomingPhoneNumbers.json?PhoneNumber=…`). Twilio's
+    /// filter also matches partial numbers, so only an exact match counts.
+    pub async fn find_incoming_number(
+        &self,
+        phone_number: &str,
+    ) -> Result<Option<IncomingPhoneNumber>, RestError> {
+        if phone_number.is_empty() {
+            return Err(RestError::InvalidRequest("PhoneNumber is required"));
+        }
+        let mut url = self.url(&["IncomingPhoneNumbers.json"])?;
+        url.query_pairs_mut()
+            .append_pair("PhoneNumber", phone_number);
+        let page: IncomingPhoneNumberPage = self.get(url).await?;
+        Ok(page
+            .incoming_phone_numbers
+            .into_iter()
+            .find(|n| n.phone_number == phone_number))
     }
 
     /// Places an outbound call. Needs `url` or `twiml` (not both).
@@ -581,6 +710,51 @@ mod tests {
     }
 
     #[test]
+    fn account_urls_and_auth_failures() {
+        let client = TwilioRest::new(
+            Credentials::new("AC1", "t"),
+            RestConfig {
+                base_url: "http://127.0.0.1:9/2010-04-01/".into(),
+                ..RestConfig::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            client.account_url().unwrap().as_str(),
+            "http://127.0.0.1:9/2010-04-01/Accounts/AC1.json"
+        );
+        let e = api_error(
+            401,
+            br#"{"code":20003,"message":"Authenticate","more_info":"https://www.twilio.com/docs/errors/20003","status":401}"#,
+        );
+        assert!(e.is_auth_failure() && !e.is_retryable() && !e.is_not_found());
+        assert!(api_error(401, b"Unauthorized").is_auth_failure());
+        assert!(!api_error(503, b"down").is_auth_failure());
+        assert!(!RestError::Timeout.is_auth_failure());
+    }
+
+    #[test]
+    fn account_and_number_bodies_decode() {
+        let a: AccountResource = serde_json::from_str(
+            r#"{"sid":"AC1","friendly_name":"x","status":"suspended","auth_token":"secret","type":"Full"}"#,
+        )
+        .unwrap();
+        assert_eq!(a.status, Some(AccountStatus::Suspended));
+        assert!(
+            !format!("{a:?}").contains("secret"),
+            "the token is not kept"
+        );
+        let a: AccountResource =
+            serde_json::from_str(r#"{"sid":"AC1","status":"something-new"}"#).unwrap();
+        assert_eq!(a.status, Some(AccountStatus::Unknown));
+        let page: IncomingPhoneNumberPage = serde_json::from_str(
+            r#"{"incoming_phone_numbers":[{"sid":"PN1","phone_number":"+14155550100","voice_url":null,"capabilities":{"voice":true}}],"page":0,"page_size":50,"next_page_uri":null}"#,
+        )
+        .unwrap();
+        assert_eq!(page.incoming_phone_numbers[0].phone_number, "+14155550100");
+    }
+
+    #[test]
     fn error_body_mapping() {
         let e = api_error(
             404,
@@ -641,6 +815,10 @@ mod tests {
         assert!(matches!(r, Err(RestError::InvalidRequest(_))));
         assert!(matches!(
             client.update_call("", &CallUpdate::Complete).await,
+            Err(RestError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            client.find_incoming_number("").await,
             Err(RestError::InvalidRequest(_))
         ));
     }

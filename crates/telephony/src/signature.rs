@@ -1,4 +1,4 @@
-//! `X-Twilio-Signature` (`shared/protocols.md` §1.10), computed and checked the way Twilio's SDK
+//! `X-Twilio-Signature` (`docs/providers/twilio.md#request-signatures`), computed and checked the way Twilio's SDK
 //! request validators do:
 //!
 //! - form requests: HMAC-SHA1 (key = auth token) over the full URL followed by every POST

@@ -1,4 +1,4 @@
-//! TwiML construction (`shared/protocols.md` §1.2). Every attribute value and text node is
+//! TwiML construction (`docs/providers/twilio.md#twiml`). Every attribute value and text node is
 //! XML-escaped, so caller-controlled data (names, numbers, messages, parameters) can never change
 //! the document's structure.
 //!

@@ -1,4 +1,4 @@
-//! Typed forms of what Twilio posts to us (`shared/protocols.md` §1.1, §1.8, §1.9): the voice
+//! Typed forms of what Twilio posts to us (`docs/providers/twilio.md#voice-webhook`, `#stream-status-callback`, `#call-status-callback`): the voice
 //! webhook, the call status callback and the stream status callback. Unknown fields are ignored
 //! (Twilio adds parameters over time); optional numeric fields accept an empty string as absent.
 //!

@@ -1,4 +1,4 @@
-//! Fake Anthropic Messages server (protocols.md §5.3), written from the protocol reference and
+//! Fake Anthropic Messages server (docs/providers/anthropic.md), written from the protocol reference and
 //! independent of the adapter in `switchboard-providers`.
 //!
 //! `POST /v1/messages` checks `x-api-key` (401 `authentication_error`), `anthropic-version`
@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::fault::{FaultKind, garbage_json};
 use crate::openai::{
     FakeLlmOptions, FakeLlmServer, FakeLlmTurn, RecordedRequest, Shared, Step, approx_tokens,
     default_reply, last_user_text, split_pieces, sse_response,
@@ -184,9 +185,9 @@ async fn handle_messages(
             &[],
         );
     }
-    let turn = shared
-        .next_turn()
-        .unwrap_or_else(|| FakeLlmTurn::Text(default_reply(last_user_text(messages).as_deref())));
+    let turn = shared.turn_for_request(anthropic_fault, || {
+        FakeLlmTurn::Text(default_reply(last_user_text(messages).as_deref()))
+    });
     let model = b
         .get("model")
         .and_then(Value::as_str)
@@ -214,6 +215,29 @@ async fn handle_messages(
                 plan(&turn, &id, &model, input_tokens, out)
             })
         }
+    }
+}
+
+/// An injected fault as Anthropic shows it: the connection aborted before the first token, no
+/// token at all, its real 429 / 500 / 529 bodies, or malformed events.
+fn anthropic_fault(kind: FaultKind) -> FakeLlmTurn {
+    match kind {
+        FaultKind::Drop => FakeLlmTurn::CloseMidStream {
+            text: String::new(),
+            after_chunks: 0,
+        },
+        FaultKind::Stall => FakeLlmTurn::HangAfterHeaders,
+        FaultKind::HttpStatus(429) => FakeLlmTurn::status(
+            429,
+            "rate_limit_error",
+            None,
+            "Number of request tokens has exceeded your per-minute rate limit",
+        ),
+        FaultKind::HttpStatus(529) => FakeLlmTurn::overloaded(),
+        FaultKind::HttpStatus(status) => {
+            FakeLlmTurn::status(status, "api_error", None, "Internal server error")
+        }
+        FaultKind::Garbage => FakeLlmTurn::Garbage,
     }
 }
 
@@ -296,6 +320,23 @@ fn plan(turn: &FakeLlmTurn, id: &str, model: &str, input_tokens: u32, out: &mut 
         FakeLlmTurn::CloseMidStream { text, after_chunks } => {
             text_block(out, &mut token, text, 0, Some(*after_chunks));
             out.push(Step::Abort);
+            return;
+        }
+        FakeLlmTurn::Garbage => {
+            let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Sure"}});
+            for _ in 0..2 {
+                token(
+                    out,
+                    format!(
+                        "event: content_block_delta\ndata: {}\n\n",
+                        garbage_json(&d.to_string())
+                    ),
+                );
+            }
+            out.push(Step::Send(sse(
+                "message_stop",
+                &json!({"type": "message_stop"}),
+            )));
             return;
         }
         FakeLlmTurn::Text(text) => {

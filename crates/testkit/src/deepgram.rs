@@ -1,5 +1,5 @@
 //! A fake of Deepgram's websocket API on 127.0.0.1: live STT (`/v1/listen`), Flux
-//! (`/v2/listen`) and Aura TTS (`/v1/speak`), written from `shared/protocols.md` §2–§3.
+//! (`/v2/listen`) and Aura TTS (`/v1/speak`), written from `docs/providers/deepgram-stt.md`, `deepgram-flux.md`, `deepgram-aura.md`.
 //!
 //! The STT side transcribes REAL audio without an ASR: a simple energy detector on 20 ms µ-law
 //! frames finds speech segments; what was "said" comes from a script (a queue of expected
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
+use crate::fault::{Fault, FaultKind, FaultState};
 use crate::latency::LatencyProfile;
 use crate::tcp_server::TcpFakeServer;
 
@@ -229,6 +230,10 @@ struct State {
 pub(crate) struct Shared {
     config: DeepgramFakeConfig,
     state: Mutex<State>,
+    /// Injected fault of the STT endpoints (live and Flux); units are finals / `EndOfTurn`s.
+    pub(crate) stt_fault: FaultState,
+    /// Injected fault of Aura; units are `Flushed` answers.
+    pub(crate) tts_fault: FaultState,
 }
 
 impl Shared {
@@ -404,6 +409,8 @@ impl DeepgramFake {
         let shared = Arc::new(Shared {
             config,
             state: Mutex::new(State::default()),
+            stt_fault: FaultState::default(),
+            tts_fault: FaultState::default(),
         });
         let for_conns = shared.clone();
         let server =
@@ -435,6 +442,46 @@ impl DeepgramFake {
     /// Stop accepting and end every open connection.
     pub fn shutdown(&self) {
         self.server.shutdown();
+    }
+
+    /// Injects `fault` into the STT endpoints (`/v1/listen`, `/v2/listen`), or clears it with
+    /// `None`; units are finals (live) and `EndOfTurn`s (Flux), see [`crate::fault`].
+    pub fn set_stt_fault(&self, fault: Option<Fault>) {
+        self.shared.stt_fault.set(fault);
+    }
+
+    /// Injects `fault` into Aura (`/v1/speak`), or clears it; units are `Flushed` answers.
+    pub fn set_tts_fault(&self, fault: Option<Fault>) {
+        self.shared.tts_fault.set(fault);
+    }
+
+    /// Connections or handshakes struck by the STT fault so far.
+    pub fn stt_fault_strikes(&self) -> u32 {
+        self.shared.stt_fault.strikes()
+    }
+
+    /// Connections or handshakes struck by the Aura fault so far.
+    pub fn tts_fault_strikes(&self) -> u32 {
+        self.shared.tts_fault.strikes()
+    }
+}
+
+/// Deepgram's error code and message for an HTTP status, as its handshake refusals carry them.
+pub(crate) fn deepgram_error(status: u16) -> (&'static str, &'static str) {
+    match status {
+        429 => (
+            "TOO_MANY_REQUESTS",
+            "Too many requests. Please try again later.",
+        ),
+        503 => (
+            "SERVICE_UNAVAILABLE",
+            "The service is temporarily unavailable.",
+        ),
+        s if s >= 500 => (
+            "INTERNAL_SERVER_ERROR",
+            "The server encountered an internal error.",
+        ),
+        _ => ("BAD_REQUEST", "The request was rejected."),
     }
 }
 
@@ -500,6 +547,11 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.as_str())
         };
+        let fault = if path == "/v1/speak" {
+            &shared_cb.tts_fault
+        } else {
+            &shared_cb.stt_fault
+        };
         let refusal: Option<(u16, String)> = if authorization.as_deref() != Some(expected.as_str())
         {
             Some((401, "Invalid credentials.".into()))
@@ -508,6 +560,10 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
             .filter(|_| index >= cfg.reject_from_connection)
         {
             Some((status, "Rejected by the fake (failure knob).".into()))
+        } else if let Some(FaultKind::HttpStatus(status)) =
+            fault.strike_if(|k| matches!(k, FaultKind::HttpStatus(_)))
+        {
+            Some((status, deepgram_error(status).1.into()))
         } else if !matches!(path.as_str(), "/v1/listen" | "/v2/listen" | "/v1/speak") {
             Some((404, format!("Unknown path {path}")))
         } else if path != "/v1/speak"
@@ -531,8 +587,13 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
                 c.rejected_status = Some(status);
                 c.ended = true;
             });
+            let code = match status {
+                401 => "INVALID_AUTH",
+                s if s >= 429 => deepgram_error(s).0,
+                _ => "REJECTED",
+            };
             let mut error = ErrorResponse::new(Some(format!(
-                "{{\"err_code\":\"REJECTED\",\"err_msg\":\"{message}\",\"request_id\":\"{rid}\"}}"
+                "{{\"err_code\":\"{code}\",\"err_msg\":\"{message}\",\"request_id\":\"{rid}\"}}"
             )));
             *error.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             if let Ok(v) = HeaderValue::from_str(&rid) {

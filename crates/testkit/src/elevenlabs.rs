@@ -1,12 +1,14 @@
 //! A fake of ElevenLabs' TTS websockets on 127.0.0.1: the multi-context
 //! `/v1/text-to-speech/{voice_id}/multi-stream-input` and the single-context `.../stream-input`,
-//! written from `shared/protocols.md` §4.1–§4.2.
+//! written from `docs/providers/elevenlabs-tts.md`.
 //!
 //! For every generated text it produces µ-law audio (a voice-like tone, never silence) whose
 //! length is proportional to the text (`ms_per_char` at speed 1.0), in several base64 chunks
 //! with character alignment, then `isFinal` when the context (or socket) ends. First-byte delay
 //! and pacing come from the latency profile. Every connection, context and message is recorded
-//! with times, for assertions and for the load harness.
+//! with times, for assertions and for the load harness. An injected fault ([`crate::fault`];
+//! units: contexts finished with `isFinal`) strikes a live socket at the next text it gets, or a
+//! new connection at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::deepgram::mulaw;
+use crate::fault::{Fault, FaultKind, FaultState, garbage_json};
 use crate::latency::LatencyProfile;
 use crate::tcp_server::TcpFakeServer;
 
@@ -147,6 +150,7 @@ impl ElevenLabsConnection {
 struct Shared {
     config: ElevenLabsFakeConfig,
     connections: Mutex<Vec<ElevenLabsConnection>>,
+    fault: FaultState,
 }
 
 impl Shared {
@@ -193,6 +197,7 @@ impl ElevenLabsFake {
         let shared = Arc::new(Shared {
             config,
             connections: Mutex::new(Vec::new()),
+            fault: FaultState::default(),
         });
         let for_conns = shared.clone();
         let server = TcpFakeServer::start(move |stream| handle(stream, for_conns.clone())).await?;
@@ -212,6 +217,32 @@ impl ElevenLabsFake {
     /// Stop accepting and end every open connection.
     pub fn shutdown(&self) {
         self.server.shutdown();
+    }
+
+    /// Injects `fault` (or clears it with `None`); units are contexts finished with `isFinal`,
+    /// see [`crate::fault`].
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.shared.fault.set(fault);
+    }
+
+    /// Connections or handshakes struck by the fault so far.
+    pub fn fault_strikes(&self) -> u32 {
+        self.shared.fault.strikes()
+    }
+}
+
+/// ElevenLabs' error `status` name and message for an HTTP status.
+fn elevenlabs_error(status: u16) -> (&'static str, &'static str) {
+    match status {
+        429 => (
+            "too_many_concurrent_requests",
+            "Too many concurrent requests for your subscription.",
+        ),
+        s if s >= 500 => (
+            "internal_server_error",
+            "An internal server error occurred.",
+        ),
+        _ => ("rejected", "The request was rejected."),
     }
 }
 
@@ -266,6 +297,11 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
             Some((401, "Invalid API key"))
         } else if let Some(status) = cfg.reject_status {
             Some((status, "Rejected by the fake (failure knob)"))
+        } else if let Some(FaultKind::HttpStatus(status)) = shared_cb
+            .fault
+            .strike_if(|k| matches!(k, FaultKind::HttpStatus(_)))
+        {
+            Some((status, elevenlabs_error(status).1))
         } else {
             cfg.reject_multi_status
                 .filter(|_| multi)
@@ -276,7 +312,12 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
                 c.rejected_status = Some(status);
                 c.ended = true;
             });
-            let body = json!({"detail": {"status": "rejected", "message": message}}).to_string();
+            let kind = if status >= 429 {
+                elevenlabs_error(status).0
+            } else {
+                "rejected"
+            };
+            let body = json!({"detail": {"status": kind, "message": message}}).to_string();
             let mut error = ErrorResponse::new(Some(body));
             *error.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             return Err(error);
@@ -316,11 +357,20 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
             })
             .unwrap_or((false, false, 20))
     });
+    let fault = match shared
+        .fault
+        .strike_if(|k| !matches!(k, FaultKind::HttpStatus(_)))
+    {
+        // Struck at once: the connection ends without a close frame.
+        Some(FaultKind::Drop) => return,
+        other => other,
+    };
     let mut session = Session {
         ws,
         shared: &shared,
         index,
         multi,
+        fault,
         authed: header_ok,
         contexts: HashMap::new(),
         queue: VecDeque::new(),
@@ -360,6 +410,9 @@ struct Session<'a> {
     shared: &'a Shared,
     index: usize,
     multi: bool,
+    /// An injected fault this socket suffers from now on: `Stall` swallows every message,
+    /// `Garbage` replaces each with malformed JSON.
+    fault: Option<FaultKind>,
     authed: bool,
     contexts: HashMap<String, Ctx>,
     queue: VecDeque<Out>,
@@ -505,6 +558,20 @@ impl Session<'_> {
             .to_owned();
         let flush = value.get("flush").and_then(Value::as_bool) == Some(true);
         if !text.is_empty() && text != " " {
+            if self.fault.is_none()
+                && let Some(kind) = self.shared.fault.strike()
+            {
+                match kind {
+                    FaultKind::Drop => return Flow::Stop,
+                    FaultKind::HttpStatus(status) => {
+                        let (error, message) = elevenlabs_error(status);
+                        let code = if status == 429 { 1008 } else { 1011 };
+                        self.error_and_close(error, message, code).await;
+                        return Flow::Stop;
+                    }
+                    FaultKind::Stall | FaultKind::Garbage => self.fault = Some(kind),
+                }
+            }
             let now = Instant::now();
             self.shared.context(self.index, &id, |c| {
                 c.texts.push(text.clone());
@@ -581,6 +648,17 @@ impl Session<'_> {
         }
     }
 
+    /// Sends a server message, as the injected fault (if any) lets it out: `false` when the
+    /// socket is gone.
+    async fn send_message(&mut self, msg: &Value) -> bool {
+        let text = match self.fault {
+            Some(FaultKind::Stall) => return true,
+            Some(FaultKind::Garbage) => garbage_json(&msg.to_string()),
+            _ => msg.to_string(),
+        };
+        self.ws.send(Message::text(text)).await.is_ok()
+    }
+
     async fn emit_next(&mut self) -> Flow {
         let cfg = self.shared.config.clone();
         let Some(out) = self.queue.pop_front() else {
@@ -619,11 +697,15 @@ impl Session<'_> {
                 if self.multi {
                     msg["contextId"] = json!(ctx);
                 }
-                if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                if !self.send_message(&msg).await {
                     return Flow::Stop;
                 }
                 let now = Instant::now();
+                let faulty = self.fault.is_some();
                 self.shared.context(self.index, &ctx, |c| {
+                    if faulty {
+                        return;
+                    }
                     c.audio_chunks += 1;
                     c.audio_bytes += bytes;
                     c.first_audio_at.get_or_insert(now);
@@ -651,11 +733,14 @@ impl Session<'_> {
                 } else {
                     json!({"isFinal": true})
                 };
-                if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                if !self.send_message(&msg).await {
                     return Flow::Stop;
                 }
-                self.shared
-                    .context(self.index, &ctx, |c| c.final_sent = true);
+                if self.fault.is_none() {
+                    self.shared.fault.served();
+                    self.shared
+                        .context(self.index, &ctx, |c| c.final_sent = true);
+                }
                 if !self.multi {
                     self.close(1000).await;
                     return Flow::Stop;

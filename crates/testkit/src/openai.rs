@@ -1,4 +1,4 @@
-//! Fake OpenAI-compatible Chat Completions server (protocols.md §5.1, §5.2), written from the
+//! Fake OpenAI-compatible Chat Completions server (docs/providers/openai.md), written from the
 //! protocol reference and independent of the adapter in `switchboard-providers`.
 //!
 //! Serves, on 127.0.0.1 (port chosen by the OS):
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::fault::{Fault, FaultKind, FaultState, garbage_json};
 use crate::latency::LatencyProfile;
 
 /// One request as the fake received it, for assertions.
@@ -143,6 +144,9 @@ pub enum FakeLlmTurn {
         /// Content chunks sent before the abort.
         after_chunks: usize,
     },
+    /// Send `200` headers, then stream events whose data is not valid JSON, then end the
+    /// stream as if it were complete.
+    Garbage,
 }
 
 impl FakeLlmTurn {
@@ -212,6 +216,8 @@ pub struct FakeLlmOptions {
 pub(crate) struct Shared {
     pub(crate) requests: Mutex<Vec<RecordedRequest>>,
     pub(crate) script: Mutex<VecDeque<FakeLlmTurn>>,
+    /// Injected fault; units are requests answered normally.
+    pub(crate) fault: FaultState,
     pub(crate) options: Mutex<FakeLlmOptions>,
     pub(crate) cancelled: AtomicUsize,
     pub(crate) completed: AtomicUsize,
@@ -222,6 +228,21 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn next_turn(&self) -> Option<FakeLlmTurn> {
         self.script.lock().ok().and_then(|mut q| q.pop_front())
+    }
+
+    /// What this (valid) request gets: the injected fault's turn when it strikes (rendered by
+    /// `on_fault` in the provider's own wire format), else the next scripted turn, else
+    /// `default`.
+    pub(crate) fn turn_for_request(
+        &self,
+        on_fault: impl FnOnce(FaultKind) -> FakeLlmTurn,
+        default: impl FnOnce() -> FakeLlmTurn,
+    ) -> FakeLlmTurn {
+        if let Some(kind) = self.fault.strike() {
+            return on_fault(kind);
+        }
+        self.fault.served();
+        self.next_turn().unwrap_or_else(default)
     }
 
     pub(crate) fn record(&self, r: RecordedRequest) {
@@ -258,6 +279,7 @@ impl FakeLlmServer {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
+            fault: FaultState::default(),
             options: Mutex::new(options),
             cancelled: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
@@ -299,6 +321,18 @@ impl FakeLlmServer {
         if let Ok(mut q) = self.shared.script.lock() {
             q.push_back(turn);
         }
+    }
+
+    /// Injects `fault` (or clears it with `None`): once `after` requests were answered
+    /// normally, the next `times` requests get it instead of their scripted turn (see
+    /// [`crate::fault`]).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.shared.fault.set(fault);
+    }
+
+    /// Requests struck by the fault so far.
+    pub fn fault_strikes(&self) -> u32 {
+        self.shared.fault.strikes()
     }
 
     /// Changes the pacing of later replies.
@@ -512,9 +546,9 @@ async fn handle_openai(
             "'stop' has more than 4 items.",
         );
     }
-    let turn = shared
-        .next_turn()
-        .unwrap_or_else(|| FakeLlmTurn::Text(default_reply(last_user_text(messages).as_deref())));
+    let turn = shared.turn_for_request(openai_fault, || {
+        FakeLlmTurn::Text(default_reply(last_user_text(messages).as_deref()))
+    });
     let model = rec
         .body
         .get("model")
@@ -570,6 +604,21 @@ async fn handle_openai(
                 plan.events(out)
             })
         }
+    }
+}
+
+/// An injected fault as OpenAI shows it: the connection aborted before the first token, no
+/// token at all, its real 429 / 5xx bodies, or malformed chunks.
+fn openai_fault(kind: FaultKind) -> FakeLlmTurn {
+    match kind {
+        FaultKind::Drop => FakeLlmTurn::CloseMidStream {
+            text: String::new(),
+            after_chunks: 0,
+        },
+        FaultKind::Stall => FakeLlmTurn::HangAfterHeaders,
+        FaultKind::HttpStatus(429) => FakeLlmTurn::rate_limited(),
+        FaultKind::HttpStatus(status) => FakeLlmTurn::server_error(status),
+        FaultKind::Garbage => FakeLlmTurn::Garbage,
     }
 }
 
@@ -699,6 +748,14 @@ impl OpenAiPlan {
                     content(out, self.chunk(json!({"content": p}), None));
                 }
                 out.push(Step::Abort);
+            }
+            FakeLlmTurn::Garbage => {
+                let chunk = self.chunk(json!({"role": "assistant", "content": "Sure"}), None);
+                let data = chunk.trim_start_matches("data: ").trim_end();
+                for _ in 0..2 {
+                    content(out, format!("data: {}\n\n", garbage_json(data)));
+                }
+                out.push(Step::Send("data: [DONE]\n\n".to_owned()));
             }
             FakeLlmTurn::Text(text) => {
                 out.push(Step::Send(self.chunk(

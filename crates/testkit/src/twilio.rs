@@ -1,9 +1,10 @@
-//! Fake Twilio, written from `shared/protocols.md` §1 independently of the engine's adapter
-//! (only `signature::sign` is shared, and it is checked against Twilio's published vectors):
+//! Fake Twilio, written from Twilio's documentation independently of the engine's adapter (only
+//! `signature::sign` is shared, and it is checked against Twilio's published vectors):
 //!
-//! - [`FakeTwilioRest`]: the REST API the engine calls (create/update calls, SMS), with Basic auth
-//!   and form bodies checked and every request recorded; it can "dial" the engine for each
-//!   created call ([`FakeTwilioRest::dial_engine`]).
+//! - [`FakeTwilioRest`]: the REST API the engine calls (create/update calls, SMS, fetch the
+//!   account, list its numbers), holding accounts and the numbers each owns, with Basic auth and
+//!   form bodies checked and every request recorded; it can "dial" the engine for each created
+//!   call ([`FakeTwilioRest::dial_engine`]).
 //! - [`FakeCall`]: one phone call as Twilio runs it: signed voice webhook, TwiML, signed media
 //!   stream, caller audio in real time, bot audio on a real-time playback clock with mark echoes
 //!   and `clear`, `stop`, status callbacks; returns a [`CallReport`]. The load harness runs
@@ -37,7 +38,7 @@ pub use call::{
 };
 pub use rest::{
     CallUpdateRecord, CreatedCall, DialHook, DialRequest, FakeTwilioRest, InjectedError,
-    SentMessage,
+    NumberLookup, SentMessage,
 };
 pub use script::{
     CallScript, DtmfPress, ScriptError, ULAW_BYTES_PER_MS, ULAW_SILENCE, Utterance, UtteranceKind,

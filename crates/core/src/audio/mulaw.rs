@@ -1,6 +1,6 @@
 //! Table-driven G.711 µ-law (the "bias 0x84, clip 32635" variant used by Twilio).
 //!
-//! Decoding is a 256-entry table, exact against the G.711 formula (`protocols.md` §8), built at
+//! Decoding is a 256-entry table, exact against the G.711 formula (`docs/providers/g711.md#decoding`), built at
 //! compile time. Encoding ([`encode`]) is a table of 8159 codes indexed by
 //! `min(|x|, 32635) >> 2` (the low two bits of the magnitude never change the code: the bias
 //! 0x84 has them clear and the smallest step is 8); [`encode_bits`] computes the same byte with

@@ -175,6 +175,8 @@ struct Ending {
     reason: HangUpReason,
     transfer_to: Option<String>,
     since: Millis,
+    /// What the telephony side must say before hanging up, because our TTS could not.
+    spoken_by_telephony: Option<String>,
 }
 
 /// The sans-IO core of one call. See the [module docs](super) for how a runtime drives it.
@@ -369,6 +371,7 @@ impl CallCore {
             } => self.on_tts_audio(generation, audio, alignment, now),
             Event::TtsDone { generation } => self.on_tts_done(generation, now),
             Event::TtsFailed { generation, .. } => self.on_tts_failed(generation, now),
+            Event::SttFailed { .. } => self.on_stt_failed(now),
             Event::MarkPlayed(name) => self.on_mark(name, now),
             Event::Dtmf(d) => self.on_dtmf(d, now),
             Event::ToolResult { call_id, content } => self.on_tool_result(call_id, content, now),
@@ -1582,7 +1585,7 @@ impl CallCore {
         }
         if self.failures_exhausted() {
             let msg = Some(self.s.provider_error_message.clone());
-            self.begin_ending(HangUpReason::ProviderError, None, msg, true, now);
+            self.begin_ending(HangUpReason::LlmFailed, None, msg, true, now);
         } else {
             let msg = self.s.apology_message.clone();
             self.speak(Kind::Apology, msg, now);
@@ -1666,6 +1669,11 @@ impl CallCore {
         g.tts_done = true;
     }
 
+    /// The TTS failed for generation `id` (after the provider's own retries). Audio that did
+    /// arrive still plays; a reply that produced none is dropped and apologised for. When the
+    /// TTS keeps failing, or the goodbye itself cannot be synthesised, speech through our TTS
+    /// is given up: the call hangs up at once and the telephony side speaks the goodbye, so
+    /// the caller hears why the call ends either way.
     fn on_tts_failed(&mut self, id: Generation, now: Millis) {
         let Some(i) = self.gen_index(id) else {
             return;
@@ -1680,48 +1688,74 @@ impl CallCore {
             return;
         }
         self.tts_failures_in_row += 1;
+        if kind == Kind::Goodbye {
+            let goodbye = self.gens[i].spoken.text().to_owned();
+            self.hang_up_spoken_by_telephony(HangUpReason::TtsFailed, goodbye, now);
+            return;
+        }
         if self.gens[i].llm == LlmPhase::Streaming {
             self.actions.push_back(Action::CancelLlm { generation: id });
         }
         self.gens[i].llm = LlmPhase::Done;
+        self.gens[i].tools_pending.clear();
         if self.gens[i].bytes_in == 0 {
-            let g = self.gens.remove(i);
-            if let Some(g) = g
+            if let Some(g) = self.gens.remove(i)
                 && g.in_history
             {
-                for call in &g.tools_pending {
-                    let _ = call;
-                }
                 self.history.remove_generation(g.id);
             }
         } else {
             // Keep what was synthesised; the history keeps what plays.
             let audio_ms = self.gens[i].spoken.audio_ms();
             let heard = self.gens[i].spoken.heard_end(audio_ms);
-            let in_history = self.gens[i].in_history;
-            self.gens[i].tools_pending.clear();
-            if in_history {
+            if self.gens[i].in_history {
                 self.history.keep_heard(id, heard);
             }
             self.pad_and_close(i);
         }
-        if kind == Kind::Goodbye || self.ending.is_some() {
-            self.queued.clear();
-            self.hang_up(now);
+        if self.ending.is_some() {
+            // The goodbye (if any) gets its own try; if that fails too, the telephony says it.
+            self.start_queued(now);
             return;
         }
         if self.failures_exhausted() {
-            self.ending = Some(Ending {
-                reason: HangUpReason::ProviderError,
-                transfer_to: None,
-                since: now,
-            });
-            self.queued.clear();
+            let goodbye = self.s.provider_error_message.clone();
+            self.hang_up_spoken_by_telephony(HangUpReason::TtsFailed, goodbye, now);
             return;
         }
         self.start_queued(now);
         let msg = self.s.apology_message.clone();
         self.speak(Kind::Apology, msg, now);
+    }
+
+    /// Our TTS cannot say `text`: stop everything now and hang up with the telephony side
+    /// saying it. An ending already under way keeps its reason (and its transfer).
+    fn hang_up_spoken_by_telephony(&mut self, reason: HangUpReason, text: String, now: Millis) {
+        self.cut_all(now, false);
+        self.queued.clear();
+        let ending = self.ending.get_or_insert(Ending {
+            reason,
+            transfer_to: None,
+            since: now,
+            spoken_by_telephony: None,
+        });
+        if ending.transfer_to.is_none() {
+            ending.spoken_by_telephony = Some(text).filter(|t| !t.trim().is_empty());
+        }
+        self.hang_up(now);
+    }
+
+    /// The STT is gone for good: the caller can no longer be heard, so nothing they say can be
+    /// answered. What is being said finishes, then the bot says `stt_failure_message` and hangs
+    /// up. During an ending already under way nothing changes (it needs no ears).
+    fn on_stt_failed(&mut self, now: Millis) {
+        if self.ending.is_some() {
+            return;
+        }
+        // A turn in progress can never be completed now.
+        self.classifying = None;
+        let msg = Some(self.s.stt_failure_message.clone());
+        self.begin_ending(HangUpReason::SttFailed, None, msg, false, now);
     }
 
     /// Releases frames while Twilio's queue is under the lead; marks every
@@ -2015,6 +2049,7 @@ impl CallCore {
             reason,
             transfer_to,
             since: now,
+            spoken_by_telephony: None,
         });
         if let Some(m) = message.filter(|m| !m.trim().is_empty()) {
             self.speak(Kind::Goodbye, m, now);
@@ -2054,7 +2089,10 @@ impl CallCore {
             .push_back(Action::Record(Record::Call(self.metrics.clone())));
         match e.transfer_to {
             Some(to) => self.actions.push_back(Action::Transfer { to }),
-            None => self.actions.push_back(Action::HangUp { reason: e.reason }),
+            None => self.actions.push_back(Action::HangUp {
+                reason: e.reason,
+                spoken_by_telephony: e.spoken_by_telephony,
+            }),
         }
         self.ended = true;
     }

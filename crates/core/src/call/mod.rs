@@ -114,6 +114,13 @@ pub enum Event<'a> {
         /// Why (for logs).
         reason: &'a str,
     },
+    /// The STT failed for good: its driver's own reconnects gave up, so the caller can no longer
+    /// be heard. The core says `stt_failure_message` (the TTS still works) and hangs up with
+    /// [`HangUpReason::SttFailed`].
+    SttFailed {
+        /// Why (for logs; not spoken).
+        reason: &'a str,
+    },
     /// Twilio echoed a mark: the audio before it has played (or was cleared).
     MarkPlayed(&'a str),
     /// The caller pressed a key (`0-9 * # A-D`); it becomes part of the caller's turn, `#`
@@ -220,6 +227,10 @@ pub enum Action {
     HangUp {
         /// Why (the call record's `ended_reason`).
         reason: HangUpReason,
+        /// Words the telephony side must speak itself before hanging up (Twilio `<Say>` then
+        /// `<Hangup/>`), because our TTS could not: the caller still hears why the call ends.
+        /// `None`: whatever was to be said has already played.
+        spoken_by_telephony: Option<String>,
     },
     /// Transfer the call (Twilio REST redirect); the core is finished.
     Transfer {
@@ -239,19 +250,30 @@ pub enum HangUpReason {
     IdleTimeout,
     /// `max_call_length` reached.
     MaxCallLength,
-    /// The LLM or TTS kept failing.
-    ProviderError,
+    /// The STT failed for good ([`Event::SttFailed`]): the caller could no longer be heard.
+    SttFailed,
+    /// The TTS failed `max_consecutive_failures` times in a row: the bot could no longer speak.
+    TtsFailed,
+    /// The LLM failed `max_consecutive_failures` turns in a row (after its fallbacks).
+    LlmFailed,
 }
 
 impl HangUpReason {
-    /// Stable snake_case name for call records.
+    /// Stable snake_case name for call records (`ended_reason`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Completed => "completed",
             Self::IdleTimeout => "idle_timeout",
             Self::MaxCallLength => "max_call_length",
-            Self::ProviderError => "provider_error",
+            Self::SttFailed => "stt_failed",
+            Self::TtsFailed => "tts_failed",
+            Self::LlmFailed => "llm_failed",
         }
+    }
+
+    /// Whether a provider failure ended the call (the call record's status is then `failed`).
+    pub fn is_provider_failure(self) -> bool {
+        matches!(self, Self::SttFailed | Self::TtsFailed | Self::LlmFailed)
     }
 }
 

@@ -187,6 +187,9 @@ pub const DEFAULT_APOLOGY: &str =
 /// What the bot says before hanging up when providers keep failing.
 pub const DEFAULT_PROVIDER_ERROR_GOODBYE: &str =
     "I'm sorry, I'm having technical difficulties. Please call back later. Goodbye.";
+/// What the bot says before hanging up when the speech recognition failed for good.
+pub const DEFAULT_STT_FAILURE_GOODBYE: &str = "I'm sorry, I can't hear you anymore because of a \
+     technical problem. Please call back later. Goodbye.";
 
 /// Everything the call core needs to run one call: the resolved assistant record.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,13 +263,17 @@ pub struct CallSettings {
     pub vad_onset_ms: u32,
     /// ms of silence needed for a VAD speech end. Default 400 ms.
     pub vad_hangover_ms: u32,
-    /// Consecutive LLM/TTS failures after which the bot says a goodbye and hangs up with
-    /// [`super::HangUpReason::ProviderError`]; earlier failures get a spoken apology. Default 2.
+    /// Consecutive LLM (or TTS) failures after which the bot says a goodbye and hangs up with
+    /// [`super::HangUpReason::LlmFailed`] (or [`super::HangUpReason::TtsFailed`]); earlier
+    /// failures get a spoken apology. Default 2.
     pub max_consecutive_failures: u32,
     /// Spoken after a failed LLM turn (fixed text by default).
     pub apology_message: String,
-    /// Spoken before hanging up after `max_consecutive_failures`.
+    /// Spoken before hanging up after `max_consecutive_failures` (by the telephony side when
+    /// the TTS is what failed).
     pub provider_error_message: String,
+    /// Spoken before hanging up when the STT failed for good ([`super::Event::SttFailed`]).
+    pub stt_failure_message: String,
 }
 
 impl Default for CallSettings {
@@ -298,6 +305,7 @@ impl Default for CallSettings {
             max_consecutive_failures: 2,
             apology_message: DEFAULT_APOLOGY.to_owned(),
             provider_error_message: DEFAULT_PROVIDER_ERROR_GOODBYE.to_owned(),
+            stt_failure_message: DEFAULT_STT_FAILURE_GOODBYE.to_owned(),
         }
     }
 }

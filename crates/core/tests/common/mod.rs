@@ -45,6 +45,7 @@ pub enum In {
     TtsAudio(Generation, Vec<u8>, Option<Alignment>),
     TtsDone(Generation),
     TtsFail(Generation),
+    SttFail,
     Mark(String),
     Dtmf(char),
     ToolResult(String, String),
@@ -99,6 +100,9 @@ pub struct Sim {
     pub tts_alignment: bool,
     pub auto_llm: bool,
     pub auto_tts: bool,
+    /// The fake TTS is dead: every generation it is asked for fails (`tts_latency_ms` after its
+    /// last flush) without audio.
+    pub tts_broken: bool,
     /// The fake Twilio echoes marks.
     pub echo_marks: bool,
     pub tool_results: VecDeque<(u64, String)>,
@@ -148,6 +152,7 @@ impl Sim {
             tts_alignment: false,
             auto_llm: true,
             auto_tts: true,
+            tts_broken: false,
             echo_marks: true,
             tool_results: VecDeque::new(),
             tts_cursor: Default::default(),
@@ -390,6 +395,12 @@ impl Sim {
                 },
                 now,
             ),
+            In::SttFail => self.core.handle(
+                Event::SttFailed {
+                    reason: "reconnects exhausted",
+                },
+                now,
+            ),
             In::Mark(n) => self.core.handle(Event::MarkPlayed(&n), now),
             In::Dtmf(d) => self.core.handle(Event::Dtmf(d), now),
             In::ToolResult(id, c) => self.core.handle(
@@ -486,7 +497,7 @@ impl Sim {
                 self.tts_cancelled.insert(generation.0);
             }
             Action::TtsText { generation, text } => {
-                if self.auto_tts {
+                if self.auto_tts && !self.tts_broken {
                     self.synthesize(*generation, text);
                 }
             }
@@ -494,7 +505,9 @@ impl Sim {
                 generation,
                 end_of_generation: true,
             } => {
-                if self.auto_tts {
+                if self.tts_broken {
+                    self.at(now + self.tts_latency_ms.max(1), In::TtsFail(*generation));
+                } else if self.auto_tts {
                     let t = self
                         .tts_cursor
                         .get(&generation.0)
@@ -697,10 +710,21 @@ impl Sim {
         self.log
             .iter()
             .filter_map(|(t, a)| match a {
-                Action::HangUp { reason } => Some((*t, *reason)),
+                Action::HangUp { reason, .. } => Some((*t, *reason)),
                 _ => None,
             })
             .collect()
+    }
+
+    /// What the core asked the telephony side to say itself when it hung up.
+    pub fn spoken_by_telephony(&self) -> Option<String> {
+        self.log.iter().find_map(|(_, a)| match a {
+            Action::HangUp {
+                spoken_by_telephony,
+                ..
+            } => spoken_by_telephony.clone(),
+            _ => None,
+        })
     }
 
     pub fn tts_texts(&self) -> Vec<(u64, Generation, String)> {

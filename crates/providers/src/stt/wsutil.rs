@@ -1,11 +1,13 @@
 //! Websocket plumbing shared by the speech adapters: vendor URL with a base-URL override, and a
-//! connect with timeout whose handshake refusals become typed [`ProviderError::Http`] errors.
+//! connect with timeout, held to the outbound policy, whose handshake refusals become typed
+//! [`ProviderError::Http`] errors and policy refusals [`ProviderError::NotAllowed`].
 
 use std::time::Duration;
 
 /// Read buffer of a provider websocket, in bytes (see [`connect`]).
 pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+use switchboard_netguard::{ConnectError, OutboundPolicy};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -64,14 +66,16 @@ pub(crate) fn status_retryable(status: u16) -> bool {
     matches!(status, 408 | 409 | 429) || status >= 500
 }
 
-/// Connect to `url` with extra request headers, bounded by `timeout`. Header values (keys) are
-/// never put into error messages.
+/// Connect to `url` with extra request headers, bounded by `timeout`, only to an address the
+/// outbound `policy` allows (the TCP connection goes to the very address that was checked, so
+/// DNS cannot rebind it). Header values (keys) are never put into error messages.
 pub(crate) async fn connect(
     provider: &'static str,
     url: &Url,
     headers: &[(&'static str, &str)],
     error_header: Option<&'static str>,
     timeout: Duration,
+    policy: &OutboundPolicy,
 ) -> Result<Ws, ProviderError> {
     let mut request = url
         .as_str()
@@ -89,24 +93,54 @@ pub(crate) async fn connect(
     }
     // tungstenite zero-fills its whole read buffer before every read (128 KiB by default);
     // provider messages are small, and with hundreds of calls that memset was a quarter of the
-    // engine's CPU (perf, 200 calls). Nagle off: every message is latency-critical.
+    // engine's CPU (perf, 200 calls). Nagle is off (`connect_tcp`): every message is
+    // latency-critical.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES);
     // The handshake future is several KiB; boxed, it is freed once connected instead of being
     // carried inside every long-lived session task that may reconnect (heaptrack, 200 calls).
-    let attempt = Box::pin(tokio_tungstenite::connect_async_with_config(
-        request,
-        Some(config),
-        true,
-    ));
+    let attempt = Box::pin(async {
+        let tcp = policy
+            .connect_tcp(url)
+            .await
+            .map_err(|e| connect_error(provider, e))?;
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None)
+            .await
+            .map_err(|e| handshake_error(provider, error_header, e))
+    });
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(ProviderError::Timeout {
             provider,
             waiting_for: "websocket handshake",
             after: timeout,
         }),
-        Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(tungstenite::Error::Http(response))) => {
+        Ok(result) => result.map(|(ws, _response)| ws),
+    }
+}
+
+/// A refused or failed TCP connect as a provider error: a policy refusal is `NotAllowed`
+/// (not worth retrying), anything else a retryable `Connect`.
+fn connect_error(provider: &'static str, e: ConnectError) -> ProviderError {
+    match e {
+        ConnectError::NotAllowed(refused) => ProviderError::NotAllowed {
+            provider,
+            message: refused.to_string(),
+        },
+        other => ProviderError::Connect {
+            provider,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// A failed TLS or websocket handshake; an HTTP refusal keeps its status and error text.
+fn handshake_error(
+    provider: &'static str,
+    error_header: Option<&'static str>,
+    e: tungstenite::Error,
+) -> ProviderError {
+    match e {
+        tungstenite::Error::Http(response) => {
             let status = response.status().as_u16();
             let from_header = error_header
                 .and_then(|h| response.headers().get(h))
@@ -124,17 +158,17 @@ pub(crate) async fn connect(
                     .unwrap_or("handshake refused")
                     .to_owned()
             });
-            Err(ProviderError::Http {
+            ProviderError::Http {
                 provider,
                 status,
                 message: truncate(message),
                 retryable: status_retryable(status),
-            })
+            }
         }
-        Ok(Err(e)) => Err(ProviderError::Connect {
+        e => ProviderError::Connect {
             provider,
             message: e.to_string(),
-        }),
+        },
     }
 }
 

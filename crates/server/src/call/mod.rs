@@ -1,8 +1,9 @@
 //! The live call: a registry of calls on this instance, the runtime task that drives the
 //! sans-IO core for each call, the mapping from an assistant record to what a call runs with,
-//! and the tools a call's LLM can use.
+//! the tools a call's LLM can use, and the closing of call records no process carries any more.
 
 pub mod recording;
+pub mod recovery;
 pub mod registry;
 pub mod resolve;
 pub mod runtime;

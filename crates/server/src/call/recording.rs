@@ -18,8 +18,11 @@
 //! Decoding, mixing, resampling, encoding and file I/O all happen in [`CallRecorder::finish`],
 //! which is synchronous: the runtime runs it in `spawn_blocking` after the call.
 //!
-//! Files: `<base_dir>/<recordings_dir>/<call_sid>-<track>.<ext>`, written to a `.part` file and
-//! renamed when complete. Formats:
+//! Files: `<base_dir>/org-<organisation id>/<recordings_dir>/call-<call id>-<track>.<ext>`,
+//! named by database ids only (never by a caller-supplied string such as the call SID, which two
+//! organisations could make sanitise to the same name), written to a `.part` file and renamed
+//! when complete. Folders are created 0700 and files 0600 (Unix): recordings are the owner's
+//! alone. Formats:
 //! - `wav` at 8000 Hz: G.711 µ-law WAV (format tag 7), the call's audio as it was on the wire.
 //! - `wav` at any other rate: 16-bit PCM WAV, decoded and resampled.
 //! - `mp3`: only when built with the `mp3` feature (LAME, LGPL-3.0, linked statically, so off by
@@ -58,9 +61,6 @@ const MAX_BOT_QUEUE_BYTES: usize = 60 * SAMPLE_RATE_HZ as usize;
 
 /// Capacity of the file writer's buffer, in bytes.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Longest file-name stem taken from a call SID, in characters.
-const MAX_SID_CHARS: usize = 64;
 
 /// Which audio a recording file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,7 +224,7 @@ impl ChunkedBytes {
 /// # use std::path::Path;
 /// # use switchboard_server::call::recording::CallRecorder;
 /// # let settings = switchboard_assistant::RecordingSettings::default();
-/// if let Some(mut rec) = CallRecorder::new(&settings, Path::new("/var/lib/switchboard"), 7, "CA1") {
+/// if let Some(mut rec) = CallRecorder::new(&settings, Path::new("/var/lib/switchboard"), 3, 7) {
 ///     rec.push_bot(&[0xFF; 160]); // a frame sent to Twilio
 ///     rec.push_caller(&[0xFF; 160]); // a frame from Twilio: the clock
 ///     rec.bot_cleared(); // barge-in: what was queued is never recorded
@@ -234,8 +234,7 @@ impl ChunkedBytes {
 #[derive(Debug)]
 pub struct CallRecorder {
     call_id: i64,
-    /// File-name stem (the call SID restricted to `[A-Za-z0-9_-]`).
-    stem: String,
+    /// `<base_dir>/org-<id>/<recordings_dir>`.
     dir: PathBuf,
     requested_format: RecordingFormat,
     sample_rate_hz: u32,
@@ -274,10 +273,10 @@ impl CallRecorder {
     pub fn new(
         settings: &RecordingSettings,
         base_dir: &Path,
+        org_id: i64,
         call_id: i64,
-        call_sid: &str,
     ) -> Option<Self> {
-        match Self::try_new(settings, base_dir, call_id, call_sid) {
+        match Self::try_new(settings, base_dir, org_id, call_id) {
             Ok(rec) => rec,
             Err(e) => {
                 tracing::error!(call_id, error = %e, "call recording disabled");
@@ -290,13 +289,15 @@ impl CallRecorder {
     pub fn try_new(
         settings: &RecordingSettings,
         base_dir: &Path,
+        org_id: i64,
         call_id: i64,
-        call_sid: &str,
     ) -> Result<Option<Self>, RecordingError> {
         if !settings.enabled {
             return Ok(None);
         }
-        let dir = base_dir.join(safe_relative_dir(settings.recordings_dir.as_deref())?);
+        let dir = base_dir
+            .join(format!("org-{org_id}"))
+            .join(safe_relative_dir(settings.recordings_dir.as_deref())?);
         let with_user = settings.record_user_audio != Some(false);
         let with_bot = settings.record_assistant_audio != Some(false);
         let user_file = with_user && settings.record_user_only_track != Some(false);
@@ -312,7 +313,6 @@ impl CallRecorder {
         };
         Ok(Some(Self {
             call_id,
-            stem: file_stem(call_sid, call_id),
             dir,
             requested_format: settings.format.unwrap_or(RecordingFormat::Mp3),
             sample_rate_hz,
@@ -430,7 +430,7 @@ impl CallRecorder {
                 "mp3 recording requested but this server was built without the `mp3` feature; writing WAV"
             );
         }
-        std::fs::create_dir_all(&self.dir).map_err(|source| RecordingError::Io {
+        create_private_dir_all(&self.dir).map_err(|source| RecordingError::Io {
             path: self.dir.clone(),
             source,
         })?;
@@ -459,17 +459,14 @@ impl CallRecorder {
             1
         };
         let ext = format_str(format);
-        let path = self
-            .dir
-            .join(format!("{}-{}.{ext}", self.stem, kind.as_str()));
-        let part = self
-            .dir
-            .join(format!("{}-{}.{ext}.part", self.stem, kind.as_str()));
+        let name = format!("call-{}-{}.{ext}", self.call_id, kind.as_str());
+        let path = self.dir.join(&name);
+        let part = self.dir.join(format!("{name}.part"));
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| RecordingError::Io { path, source }
         };
-        let file = File::create(&part).map_err(io_err(&part))?;
+        let file = create_private_file(&part).map_err(io_err(&part))?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
         let result = match format {
             RecordingFormat::Wav => self.write_wav(kind, channels, &mut out),
@@ -671,19 +668,23 @@ fn safe_relative_dir(dir: Option<&str>) -> Result<PathBuf, RecordingError> {
     Ok(out)
 }
 
-/// A file-name stem from a call SID: ASCII letters, digits, `-` and `_` only, so it can never
-/// name another folder; `call-<id>` when nothing is left.
-fn file_stem(call_sid: &str, call_id: i64) -> String {
-    let stem: String = call_sid
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(MAX_SID_CHARS)
-        .collect();
-    if stem.is_empty() {
-        format!("call-{call_id}")
-    } else {
-        stem
-    }
+/// Creates `dir` and its missing parents readable by the owner only (0700 on Unix).
+fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates (or truncates a leftover of) `path` for writing, readable by the owner only (0600 on
+/// Unix).
+fn create_private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// Sample encoding inside a WAV file.
@@ -1026,22 +1027,21 @@ mod tests {
             enabled: false,
             ..RecordingSettings::default()
         };
-        assert!(CallRecorder::new(&off, dir.path(), 1, "CA1").is_none());
+        assert!(CallRecorder::new(&off, dir.path(), 1, 1).is_none());
         let none = RecordingSettings {
             record_user_audio: Some(false),
             record_assistant_audio: Some(false),
             ..RecordingSettings::default()
         };
-        assert!(CallRecorder::new(&none, dir.path(), 1, "CA1").is_none());
-        assert!(CallRecorder::new(&RecordingSettings::default(), dir.path(), 1, "CA1").is_some());
+        assert!(CallRecorder::new(&none, dir.path(), 1, 1).is_none());
+        assert!(CallRecorder::new(&RecordingSettings::default(), dir.path(), 1, 1).is_some());
     }
 
     #[test]
     fn mulaw_wav_header_and_durations_match_frames_pushed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 9, "CA9")
-                .expect("enabled");
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 4, 9)
+            .expect("enabled");
         for _ in 0..50 {
             rec.push_caller(&tone(1000));
         }
@@ -1058,8 +1058,9 @@ mod tests {
             assert_eq!(
                 f.path,
                 dir.path()
+                    .join("org-4")
                     .join("recordings")
-                    .join(format!("CA9-{}.wav", f.kind.as_str()))
+                    .join(format!("call-9-{}.wav", f.kind.as_str()))
             );
             let wav = parse_wav(&bytes);
             assert_eq!(
@@ -1082,7 +1083,7 @@ mod tests {
             parse_wav(&std::fs::read(&file_of(&files, TrackKind::Assistant).path).expect("f"));
         assert!(bot.data.iter().all(|&b| b == MULAW_SILENCE));
         // No `.part` files are left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("recordings"))
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("org-4").join("recordings"))
             .expect("dir")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -1093,9 +1094,8 @@ mod tests {
     #[test]
     fn odd_length_mulaw_data_is_padded_to_an_even_chunk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, "CA1")
-                .expect("enabled");
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 1)
+            .expect("enabled");
         rec.push_caller(&[0x7F; 81]);
         let files = rec.finish().expect("written");
         let bytes = std::fs::read(&file_of(&files, TrackKind::User).path).expect("f");
@@ -1108,9 +1108,8 @@ mod tests {
     #[test]
     fn cleared_bot_audio_is_in_no_track() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 2, "CA2")
-                .expect("enabled");
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 2)
+            .expect("enabled");
         let loud = tone(4000);
         rec.push_caller(&[MULAW_SILENCE; 160]);
         for _ in 0..10 {
@@ -1141,9 +1140,8 @@ mod tests {
     #[test]
     fn mixed_track_sums_both_sides() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 3, "CA3")
-                .expect("enabled");
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 3)
+            .expect("enabled");
         rec.push_bot(&tone(3000));
         rec.push_caller(&tone(-1000));
         let files = rec.finish().expect("written");
@@ -1159,7 +1157,7 @@ mod tests {
             record_assistant_audio: Some(false),
             ..settings(RecordingFormat::Wav, 8000)
         };
-        let mut rec = CallRecorder::new(&s, dir.path(), 3, "CA3").expect("enabled");
+        let mut rec = CallRecorder::new(&s, dir.path(), 1, 3).expect("enabled");
         rec.push_bot(&tone(3000));
         rec.push_caller(&tone(-1000));
         let files = rec.finish().expect("written");
@@ -1176,7 +1174,7 @@ mod tests {
             channels: Some(2),
             ..settings(RecordingFormat::Wav, 8000)
         };
-        let mut rec = CallRecorder::new(&s, dir.path(), 4, "CA4").expect("enabled");
+        let mut rec = CallRecorder::new(&s, dir.path(), 1, 4).expect("enabled");
         rec.push_bot(&tone(3000));
         rec.push_caller(&tone(-1000));
         rec.push_caller(&tone(-1000));
@@ -1202,9 +1200,8 @@ mod tests {
     #[test]
     fn pcm_wav_at_16_khz_is_resampled_to_the_exact_length() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Wav, 16000), dir.path(), 5, "CA5")
-                .expect("enabled");
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 16000), dir.path(), 1, 5)
+            .expect("enabled");
         // 1 kHz sine, 1 s.
         let mut frame = [0u8; 160];
         for n in 0..50 {
@@ -1256,9 +1253,8 @@ mod tests {
     #[test]
     fn mp3_without_the_feature_falls_back_to_wav() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Mp3, 8000), dir.path(), 6, "CA6")
-                .expect("enabled");
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Mp3, 8000), dir.path(), 1, 6)
+            .expect("enabled");
         rec.push_caller(&tone(100));
         let files = rec.finish().expect("written");
         assert_eq!(files.len(), 3);
@@ -1280,7 +1276,7 @@ mod tests {
                 channels: Some(channels),
                 ..settings(RecordingFormat::Mp3, rate)
             };
-            let mut rec = CallRecorder::new(&s, dir.path(), 6, "CA6").expect("enabled");
+            let mut rec = CallRecorder::new(&s, dir.path(), 1, 6).expect("enabled");
             for _ in 0..100 {
                 rec.push_bot(&tone(2000));
                 rec.push_caller(&tone(-500));
@@ -1309,45 +1305,69 @@ mod tests {
             };
             assert!(
                 matches!(
-                    CallRecorder::try_new(&s, dir.path(), 1, "CA1"),
+                    CallRecorder::try_new(&s, dir.path(), 1, 1),
                     Err(RecordingError::UnsafeDir { .. })
                 ),
                 "{bad}"
             );
-            assert!(
-                CallRecorder::new(&s, dir.path(), 1, "CA1").is_none(),
-                "{bad}"
-            );
+            assert!(CallRecorder::new(&s, dir.path(), 1, 1).is_none(), "{bad}");
         }
         let s = RecordingSettings {
             recordings_dir: Some("./calls/2026".to_owned()),
             ..settings(RecordingFormat::Wav, 8000)
         };
-        let mut rec = CallRecorder::new(&s, dir.path(), 77, "../../etc/passwd").expect("ok");
+        let mut rec = CallRecorder::new(&s, dir.path(), 5, 77).expect("ok");
         rec.push_caller(&tone(0));
         let files = rec.finish().expect("written");
-        let folder = dir.path().join("calls").join("2026");
+        let folder = dir.path().join("org-5").join("calls").join("2026");
         for f in &files {
             assert_eq!(f.path.parent(), Some(folder.as_path()));
-            assert!(
-                f.path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("etcpasswd-")),
-                "{:?}",
-                f.path
-            );
         }
-        assert_eq!(file_stem("///..", 42), "call-42");
+    }
+
+    /// Each organisation's recordings live in its own folder, named by ids: two calls can never
+    /// share a file, whatever their SIDs, and files and new folders are the owner's alone.
+    #[test]
+    fn files_are_named_by_ids_and_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut paths = Vec::new();
+        for (org, call) in [(1, 10), (2, 10), (1, 11)] {
+            let mut rec =
+                CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), org, call)
+                    .expect("enabled");
+            rec.push_caller(&tone(0));
+            let files = rec.finish().expect("written");
+            assert_eq!(files.len(), 3);
+            paths.extend(files.into_iter().map(|f| f.path));
+        }
+        let unique: std::collections::HashSet<_> = paths.iter().collect();
+        assert_eq!(unique.len(), paths.len(), "{paths:?}");
+        assert!(
+            paths.contains(&dir.path().join("org-2/recordings/call-10-mixed.wav")),
+            "{paths:?}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| {
+                std::fs::metadata(p)
+                    .map(|m| m.permissions().mode() & 0o777)
+                    .expect("metadata")
+            };
+            for p in &paths {
+                assert_eq!(mode(p), 0o600, "{}", p.display());
+            }
+            assert_eq!(mode(&dir.path().join("org-1")), 0o700);
+            assert_eq!(mode(&dir.path().join("org-1/recordings")), 0o700);
+        }
     }
 
     #[test]
     fn recording_stops_at_the_length_cap() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec =
-            CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 8, "CA8")
-                .expect("enabled")
-                .with_max_call_length_s(Some(1));
+        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 8)
+            .expect("enabled")
+            .with_max_call_length_s(Some(1));
         for _ in 0..120 {
             rec.push_bot(&tone(10));
             rec.push_caller(&tone(20));
@@ -1383,8 +1403,8 @@ mod tests {
     #[test]
     fn empty_call_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rec = CallRecorder::new(&RecordingSettings::default(), dir.path(), 1, "CA1")
-            .expect("enabled");
+        let rec =
+            CallRecorder::new(&RecordingSettings::default(), dir.path(), 1, 1).expect("enabled");
         assert!(rec.finish().expect("ok").is_empty());
     }
 

@@ -1,7 +1,7 @@
 //! From an assistant record to what one call runs with: the core's settings, the provider
 //! configurations and their keys.
 //!
-//! Keys are looked up in this order (DESIGN.md, Providers): the assistant's own keys (for a
+//! Keys are looked up in this order (docs/providers/README.md#keys): the assistant's own keys (for a
 //! speech stage `api_keys.<provider>_api_key` then `provider_config.api_key`; for an LLM its
 //! `api_key` then `api_keys`), then the organisation's keys, then the environment
 //! (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …, only for the organisations named in
@@ -28,6 +28,8 @@ use switchboard_core::call::{
 use switchboard_providers::llm::{AzureConfig, LlmConfig, LlmProvider};
 use switchboard_providers::stt::{FluxConfig, SttConfig, SttKeyword};
 use switchboard_providers::tts::TtsConfig;
+
+use switchboard_store::EndedReason;
 
 use crate::config::{EnvKeys, ProviderSettings};
 
@@ -126,6 +128,16 @@ pub enum ResolveError {
         /// Where the stage connects (`host:port`).
         host: String,
     },
+}
+
+impl ResolveError {
+    /// The call record's `ended_reason` for a call refused with this error.
+    pub fn ended_reason(&self) -> EndedReason {
+        match self {
+            ResolveError::Unsupported(_) => EndedReason::AssistantInvalid,
+            ResolveError::KeyNotBound { .. } => EndedReason::KeyNotBound,
+        }
+    }
 }
 
 /// A key that could serve a stage, and the hosts it may be sent to.

@@ -32,7 +32,7 @@ use switchboard_providers::llm::{
 use switchboard_providers::slots::{SlotKind, SlotLease};
 use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
 use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
-use switchboard_store::{NewTranscript, NewTurnMetric};
+use switchboard_store::{CallStatus, EndedReason, NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
 
@@ -69,13 +69,28 @@ pub struct CallSetup {
 /// How a call ended, for the call record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOutcome {
-    /// Final status (`completed` or `failed`).
-    pub status: &'static str,
-    /// The `ended_reason` (e.g. `caller_hangup`, `assistant_hangup`, `max_call_length`,
-    /// `provider_error: …`).
-    pub ended_reason: String,
+    /// Final status: `completed`, or `failed` when the engine or a provider failed the call.
+    pub status: CallStatus,
+    /// Why it ended (e.g. `caller_hangup`, `assistant_hangup`, `max_call_length`,
+    /// `stt_failed`, `tts_failed`, `llm_failed`,
+    /// `provider_error` when a provider could not even be reached at the start).
+    pub ended_reason: EndedReason,
     /// Call length in seconds.
     pub duration_s: i64,
+}
+
+/// Why a call could not start: the reason for its record, and the details for the log (the
+/// record keeps only the reason, so a provider's error text never reaches the API).
+#[derive(Debug)]
+struct StartFailure {
+    reason: EndedReason,
+    detail: String,
+}
+
+impl StartFailure {
+    fn new(reason: EndedReason) -> impl FnOnce(String) -> StartFailure {
+        move |detail| StartFailure { reason, detail }
+    }
 }
 
 /// Whether the engine keeps running the core after this action batch.
@@ -110,14 +125,29 @@ pub async fn run_call(
     // while it runs instead of widening the call task that lives for the whole call.
     // The setup (with the assistant record) moves into the call: one copy per call.
     let call_sid = setup.call_sid.clone();
+    let organization_id = setup.organization_id;
     let outcome = match Box::pin(Call::prepare(&state, setup, started)).await {
         Ok(call) => Box::pin(call.run(&mut socket, control_rx)).await,
-        Err(reason) => {
-            tracing::warn!(call_sid = %call_sid, %reason, "call could not start");
-            speak_nothing_and_close(&mut socket).await;
+        Err(failure) => {
+            tracing::warn!(
+                call_sid = %call_sid,
+                reason = %failure.reason,
+                detail = %failure.detail,
+                "call could not start"
+            );
+            // No TTS to speak with: Twilio apologises, rather than the caller hearing nothing.
+            let sorry = switchboard_core::call::settings::DEFAULT_PROVIDER_ERROR_GOODBYE;
+            Box::pin(tools::say_then_hang_up(
+                &state,
+                organization_id,
+                &call_sid,
+                sorry,
+            ))
+            .await;
+            close_stream(&mut socket).await;
             CallOutcome {
-                status: "failed",
-                ended_reason: reason,
+                status: CallStatus::Failed,
+                ended_reason: failure.reason,
                 duration_s: started.elapsed().as_secs() as i64,
             }
         }
@@ -126,7 +156,7 @@ pub async fn run_call(
     outcome
 }
 
-async fn speak_nothing_and_close(socket: &mut WebSocket) {
+async fn close_stream(socket: &mut WebSocket) {
     let _ = socket.send(WsMessage::Close(None)).await;
 }
 
@@ -158,6 +188,10 @@ struct Call {
     unflushed: bool,
     providers_used: ProvidersUsed,
     bad_messages: u64,
+    /// The STT session's events are still flowing (a closed channel must leave the `select!`).
+    stt_open: bool,
+    /// The TTS session's events are still flowing.
+    tts_open: bool,
 }
 
 /// Which provider served each stage, for the per-turn metrics.
@@ -173,14 +207,17 @@ impl Call {
         state: &AppState,
         setup: Box<CallSetup>,
         started: Instant,
-    ) -> Result<Box<Call>, String> {
+    ) -> Result<Box<Call>, StartFailure> {
         let a = &setup.assistant;
         // The environment's keys only for the organisations the operator named.
         let org_name = state
             .store
             .get_organization(setup.organization_id)
             .await
-            .map_err(|e| format!("engine_error: organisation lookup: {e}"))?
+            .map_err(|e| StartFailure {
+                reason: EndedReason::EngineError,
+                detail: format!("organisation lookup: {e}"),
+            })?
             .map(|o| o.name)
             .unwrap_or_default();
         let keys = KeySources::for_organization(
@@ -188,10 +225,23 @@ impl Call {
             setup.org_keys.clone(),
             &state.settings.providers,
         );
-        let stt_cfg = resolve::stt_config(a, &keys).map_err(|e| e.to_string())?;
-        let tts_cfg = resolve::tts_config(a, &keys).map_err(|e| e.to_string())?;
-        let (llm_primary, llm_fallbacks) =
-            resolve::llm_configs(a, &keys).map_err(|e| e.to_string())?;
+        let refused = |e: resolve::ResolveError| StartFailure {
+            reason: e.ended_reason(),
+            detail: e.to_string(),
+        };
+        let mut stt_cfg = resolve::stt_config(a, &keys).map_err(refused)?;
+        let mut tts_cfg = resolve::tts_config(a, &keys).map_err(refused)?;
+        stt_cfg.outbound = state.outbound.clone();
+        tts_cfg.outbound = state.outbound.clone();
+        let (mut llm_primary, mut llm_fallbacks) =
+            resolve::llm_configs(a, &keys).map_err(refused)?;
+        let p = &state.settings.providers;
+        stt_cfg.stall_timeout_ms = p.stt_stall_timeout_ms;
+        tts_cfg.first_byte_timeout_ms = p.tts_audio_timeout_ms;
+        for llm in std::iter::once(&mut llm_primary).chain(llm_fallbacks.iter_mut()) {
+            llm.first_token_timeout_ms = p.llm_first_token_timeout_ms;
+            llm.stream_idle_timeout_ms = p.llm_stream_idle_timeout_ms;
+        }
 
         let mut leases = Vec::new();
         let slot_wait = Duration::from_millis(state.settings.providers.slot_wait_ms);
@@ -201,7 +251,8 @@ impl Call {
                     .slots
                     .acquire(SlotKind::Stt, &stt_cfg.api_key, limit, slot_wait)
                     .await
-                    .map_err(|e| format!("stt slot: {e}"))?,
+                    .map_err(|e| format!("stt slot: {e}"))
+                    .map_err(StartFailure::new(EndedReason::ProviderSlotUnavailable))?,
             );
         }
         if let Some(limit) = a.tts_limit.filter(|_| !tts_cfg.api_key.is_empty()) {
@@ -210,18 +261,20 @@ impl Call {
                     .slots
                     .acquire(SlotKind::Tts, &tts_cfg.api_key, limit, slot_wait)
                     .await
-                    .map_err(|e| format!("tts slot: {e}"))?,
+                    .map_err(|e| format!("tts slot: {e}"))
+                    .map_err(StartFailure::new(EndedReason::ProviderSlotUnavailable))?,
             );
         }
 
         let (stt, tts) = tokio::join!(connect_stt(&stt_cfg), connect_tts(&tts_cfg));
-        let stt = stt.map_err(|e| format!("provider_error: stt: {e}"))?;
-        let tts = tts.map_err(|e| format!("provider_error: tts: {e}"))?;
+        let provider = || StartFailure::new(EndedReason::ProviderError);
+        let stt = stt.map_err(|e| format!("stt: {e}")).map_err(provider())?;
+        let tts = tts.map_err(|e| format!("tts: {e}")).map_err(provider())?;
 
         let mut party = setup.party.clone();
         if a.conversation_continuity_enabled.unwrap_or(true) && !party.caller_number.is_empty() {
             let since = switchboard_store::now_ms() - resolve::CONTINUITY_WINDOW_MS;
-            if let Ok(lines) = state
+            match state
                 .store
                 .conversation_history(
                     setup.organization_id,
@@ -231,19 +284,27 @@ impl Call {
                 )
                 .await
             {
-                party.previous_conversation =
-                    lines.into_iter().map(|t| (t.role, t.content)).collect();
+                Ok(lines) => {
+                    party.previous_conversation =
+                        lines.into_iter().map(|t| (t.role, t.content)).collect();
+                }
+                // The call goes on without its history rather than not at all.
+                Err(e) => tracing::warn!(
+                    call_id = setup.call_id,
+                    error = %e,
+                    "could not read the caller's previous conversation"
+                ),
             }
         }
         let settings = resolve::core_settings(a, &setup.overrides, &party);
         let core = CallCore::new(settings, Millis(0));
-        let recorder = spawn_recorder(state.clone(), setup.call_id);
+        let recorder = spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
         let audio = CallRecorder::new(
             &a.recording_settings,
             Path::new(&state.settings.recordings.base_dir),
+            setup.organization_id,
             setup.call_id,
-            &setup.call_sid,
         )
         .map(|r| r.with_max_call_length_s(a.max_call_length));
         let tools = tools::specs(a);
@@ -274,6 +335,8 @@ impl Call {
             audio,
             unflushed: false,
             bad_messages: 0,
+            stt_open: true,
+            tts_open: true,
         }))
     }
 
@@ -281,10 +344,10 @@ impl Call {
         Millis(self.started.elapsed().as_millis() as u64)
     }
 
-    fn outcome(&self, status: &'static str, reason: impl Into<String>) -> CallOutcome {
+    fn outcome(&self, status: CallStatus, reason: EndedReason) -> CallOutcome {
         CallOutcome {
             status,
-            ended_reason: reason.into(),
+            ended_reason: reason,
             duration_s: self.started.elapsed().as_secs() as i64,
         }
     }
@@ -323,35 +386,40 @@ impl Call {
                         Some(Ok(WsMessage::Close(_))) | None => {
                             let now = self.now();
                             self.core.handle(Event::CallerHungUp, now);
-                            break self.outcome("completed", "caller_hangup_socket_closed");
+                            break self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed);
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "media socket error");
                             let now = self.now();
                             self.core.handle(Event::CallerHungUp, now);
-                            break self.outcome("failed", "media_socket_error");
+                            break self.outcome(CallStatus::Failed, EndedReason::MediaSocketError);
                         }
                     }
                 }
-                ev = self.stt.events.recv() => match ev {
+                ev = self.stt.events.recv(), if self.stt_open => match ev {
                     Some(ev) => {
                         if let Flow::End(o) = self.on_stt(ev) {
                             break o;
                         }
                     }
                     None => {
+                        // After `Failed` (already reported) or a driver that died: either way
+                        // the caller can no longer be heard. Keep going: the core says why,
+                        // then hangs up.
+                        self.stt_open = false;
                         tracing::warn!(call_sid = %self.setup.call_sid, "stt session ended");
                         let now = self.now();
-                        self.core.handle(Event::HangUpRequested { message: None }, now);
-                        // Keep going: the goodbye is played, then the core hangs up.
+                        self.core.handle(Event::SttFailed { reason: "stt session ended" }, now);
                     }
                 },
-                ev = self.tts.events.recv() => {
-                    if let Some(ev) = ev {
-                        self.on_tts(ev);
+                ev = self.tts.events.recv(), if self.tts_open => match ev {
+                    Some(ev) => self.on_tts(ev),
+                    None => {
+                        self.tts_open = false;
+                        self.tts_session_gone();
                     }
-                }
+                },
                 ev = next_llm(&mut self.llm) => self.on_llm(ev),
                 Some((request, incomplete)) = self.verdicts.recv() => {
                     let now = self.now();
@@ -421,7 +489,7 @@ impl Call {
             }
             Ok(InboundMessage::Stop(_)) => {
                 self.core.handle(Event::CallerHungUp, now);
-                return Flow::End(self.outcome("completed", "caller_hangup"));
+                return Flow::End(self.outcome(CallStatus::Completed, EndedReason::CallerHangup));
             }
             Ok(InboundMessage::Connected(_)) | Ok(InboundMessage::Start(_)) => {
                 self.bad_message("repeated connected/start");
@@ -484,16 +552,8 @@ impl Call {
             }
             SttEvent::Failed(e) => {
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "stt failed for good");
-                self.core.handle(
-                    Event::HangUpRequested {
-                        message: Some(
-                            "I'm sorry, I can't hear you anymore because of a technical problem. \
-                             Please call back. Goodbye."
-                                .to_owned(),
-                        ),
-                    },
-                    now,
-                );
+                let reason = e.to_string();
+                self.core.handle(Event::SttFailed { reason: &reason }, now);
             }
         }
         Flow::Continue
@@ -537,6 +597,9 @@ impl Call {
             }
             TtsEvent::Failed { context, error } => {
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %error, "tts failed");
+                if let Some(c) = context {
+                    self.tts_closing.remove(&c);
+                }
                 let reason = error.to_string();
                 self.core.handle(
                     Event::TtsFailed {
@@ -546,6 +609,24 @@ impl Call {
                     now,
                 );
             }
+        }
+    }
+
+    /// The TTS session task is gone: every generation still waiting for its audio fails (later
+    /// ones fail as their text is refused), so the core decides what the caller hears.
+    fn tts_session_gone(&mut self) {
+        tracing::warn!(call_sid = %self.setup.call_sid, "tts session ended");
+        let now = self.now();
+        let mut waiting: Vec<u64> = self.tts_closing.drain().collect();
+        waiting.sort_unstable();
+        for context in waiting {
+            self.core.handle(
+                Event::TtsFailed {
+                    generation: Generation(context),
+                    reason: "tts session ended",
+                },
+                now,
+            );
         }
     }
 
@@ -635,7 +716,9 @@ impl Call {
             && std::mem::take(&mut self.unflushed)
             && socket.flush().await.is_err()
         {
-            return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+            return Flow::End(
+                self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+            );
         }
         flow
     }
@@ -650,7 +733,10 @@ impl Call {
                     let text = self.writer.media(&self.setup.stream_sid, &frame).to_owned();
                     self.unflushed = true;
                     if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                 }
                 Action::SendMark(name) => {
@@ -658,7 +744,10 @@ impl Call {
                     let text = self.writer.mark(&self.setup.stream_sid, &name).to_owned();
                     self.unflushed = true;
                     if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                 }
                 Action::SendClear => {
@@ -668,7 +757,10 @@ impl Call {
                     let text = self.writer.clear(&self.setup.stream_sid).to_owned();
                     self.unflushed = true;
                     if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                 }
                 Action::StartLlm {
@@ -687,7 +779,7 @@ impl Call {
                         &self.llm_primary,
                         &self.llm_fallbacks,
                         req,
-                        &self.state.http,
+                        &self.state.tenant_http,
                     );
                     self.llm = Some((generation, stream));
                 }
@@ -720,7 +812,7 @@ impl Call {
                 }
                 Action::ClassifyUtterance { request, text } => {
                     let cfg = self.llm_primary.clone();
-                    let http = self.state.http.clone();
+                    let http = self.state.tenant_http.clone();
                     let tx = self.verdicts_tx.clone();
                     tokio::spawn(async move {
                         if let Some(incomplete) = classify_utterance(&cfg, &http, &text).await {
@@ -731,7 +823,10 @@ impl Call {
                 Action::RunTool { call, .. } => {
                     // What was queued for the caller goes out before a tool may take seconds.
                     if socket.flush().await.is_err() {
-                        return Flow::End(self.outcome("completed", "caller_hangup_socket_closed"));
+                        return Flow::End(self.outcome(
+                            CallStatus::Completed,
+                            EndedReason::CallerHangupSocketClosed,
+                        ));
                     }
                     let now = self.now();
                     let result = Box::pin(tools::run(&self.state, &self.setup, &call)).await;
@@ -746,14 +841,23 @@ impl Call {
                         self.on_command(follow);
                     }
                 }
-                Action::HangUp { reason } => {
+                Action::HangUp {
+                    reason,
+                    spoken_by_telephony,
+                } => {
                     // The goodbye's last frames are queued: write them before hanging up.
                     let _ = socket.flush().await;
-                    Box::pin(tools::hang_up(&self.state, &self.setup)).await;
-                    let status = if reason == HangUpReason::ProviderError {
-                        "failed"
+                    match spoken_by_telephony {
+                        Some(text) => {
+                            let (org, sid) = (self.setup.organization_id, &self.setup.call_sid);
+                            Box::pin(tools::say_then_hang_up(&self.state, org, sid, &text)).await
+                        }
+                        None => Box::pin(tools::hang_up(&self.state, &self.setup)).await,
+                    }
+                    let status = if reason.is_provider_failure() {
+                        CallStatus::Failed
                     } else {
-                        "completed"
+                        CallStatus::Completed
                     };
                     return Flow::End(self.outcome(status, hang_up_reason(reason)));
                 }
@@ -761,8 +865,12 @@ impl Call {
                     let _ = socket.flush().await;
                     let ok = Box::pin(tools::transfer(&self.state, &self.setup, &to)).await;
                     return Flow::End(self.outcome(
-                        "completed",
-                        if ok { "transferred" } else { "transfer_failed" },
+                        CallStatus::Completed,
+                        if ok {
+                            EndedReason::Transferred
+                        } else {
+                            EndedReason::TransferFailed
+                        },
                     ));
                 }
                 Action::Record(r) => {
@@ -779,7 +887,7 @@ impl Call {
 /// then commits when its wait runs out).
 pub(crate) async fn classify_utterance(
     cfg: &switchboard_providers::llm::LlmConfig,
-    http: &reqwest::Client,
+    http: &switchboard_netguard::GuardedClient,
     text: &str,
 ) -> Option<bool> {
     let mut cfg = cfg.clone();
@@ -806,10 +914,14 @@ pub(crate) async fn classify_utterance(
     Some(answer.to_ascii_uppercase().contains("INCOMPLETE"))
 }
 
-fn hang_up_reason(reason: HangUpReason) -> String {
+fn hang_up_reason(reason: HangUpReason) -> EndedReason {
     match reason {
-        HangUpReason::Completed => "assistant_hangup".to_owned(),
-        other => other.as_str().to_owned(),
+        HangUpReason::Completed => EndedReason::AssistantHangup,
+        HangUpReason::IdleTimeout => EndedReason::IdleTimeout,
+        HangUpReason::MaxCallLength => EndedReason::MaxCallLength,
+        HangUpReason::SttFailed => EndedReason::SttFailed,
+        HangUpReason::TtsFailed => EndedReason::TtsFailed,
+        HangUpReason::LlmFailed => EndedReason::LlmFailed,
     }
 }
 
@@ -917,7 +1029,7 @@ fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
 }
 
 /// Writes what the core records, in order, off the call path.
-fn spawn_recorder(state: AppState, call_id: i64) -> mpsc::UnboundedSender<Persist> {
+fn spawn_recorder(state: AppState, org_id: i64, call_id: i64) -> mpsc::UnboundedSender<Persist> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Persist>();
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
@@ -931,7 +1043,9 @@ fn spawn_recorder(state: AppState, call_id: i64) -> mpsc::UnboundedSender<Persis
                 Persist::Turn(t) => Box::pin(state.store.add_turn_metric(call_id, t))
                     .await
                     .map(|_| ()),
-                Persist::Call(m) => Box::pin(state.store.set_call_metrics(call_id, m)).await,
+                Persist::Call(m) => {
+                    Box::pin(state.store.set_call_metrics(org_id, call_id, m)).await
+                }
             };
             if let Err(e) = res {
                 tracing::warn!(call_id, error = %e, "could not record call data");
@@ -1019,7 +1133,10 @@ mod tests {
             .with_base_url(fake.base_url());
         cfg.temperature = Some(0.7);
         cfg.max_tokens = Some(500);
-        let http = reqwest::Client::new();
+        // The fake listens on 127.0.0.1, which the outbound policy must allow.
+        let policy = switchboard_netguard::OutboundPolicy::new("127.0.0.1".parse().expect("ip"));
+        let http = switchboard_netguard::GuardedClient::build(policy, reqwest::Client::builder())
+            .expect("client");
 
         fake.push(FakeLlmTurn::Text("INCOMPLETE".into()));
         assert_eq!(

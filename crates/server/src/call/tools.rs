@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_assistant::AssistantConfig;
 use switchboard_core::call::ToolCall;
+use switchboard_netguard::refusal_of;
 use switchboard_providers::llm::ToolSpec;
 use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
-use switchboard_telephony::twiml::{Dial, Response};
+use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
@@ -160,10 +161,14 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
     }
 }
 
+/// POSTs the arguments to a custom tool's `url` (a tenant's URL: held to the outbound policy,
+/// so the reply that goes to the LLM can never come from inside our network).
 async fn run_custom(state: &AppState, url: &str, args: &Value) -> String {
-    let res = state
-        .http
-        .post(url)
+    let request = match state.tenant_http.post(url) {
+        Ok(request) => request,
+        Err(refused) => return tool_error(format!("refused by the outbound policy: {refused}")),
+    };
+    let res = request
         .timeout(Duration::from_secs(10))
         .json(args)
         .send()
@@ -171,11 +176,19 @@ async fn run_custom(state: &AppState, url: &str, args: &Value) -> String {
     match res {
         Ok(r) if r.status().is_success() => match r.text().await {
             Ok(body) => body.chars().take(8_000).collect(),
-            Err(e) => json!({"ok": false, "error": e.to_string()}).to_string(),
+            Err(e) => tool_error(e.to_string()),
         },
-        Ok(r) => json!({"ok": false, "error": format!("HTTP {}", r.status())}).to_string(),
-        Err(e) => json!({"ok": false, "error": e.to_string()}).to_string(),
+        Ok(r) => tool_error(format!("HTTP {}", r.status())),
+        Err(e) => match refusal_of(&e) {
+            Some(refused) => tool_error(format!("refused by the outbound policy: {refused}")),
+            None => tool_error(e.to_string()),
+        },
     }
+}
+
+/// The result the LLM sees when a custom tool could not be run.
+fn tool_error(error: String) -> String {
+    json!({"ok": false, "error": error}).to_string()
 }
 
 /// The Twilio REST client for an organisation: its own credentials, else the environment's
@@ -222,6 +235,33 @@ pub async fn hang_up(state: &AppState, setup: &CallSetup) {
         && let Err(e) = client.hang_up(&setup.call_sid).await
     {
         tracing::warn!(call_sid = %setup.call_sid, error = %e, "hang-up through Twilio failed");
+    }
+}
+
+/// Ends the call with Twilio itself saying `message` first (`<Say>…</Say><Hangup/>`): the
+/// apology when our own TTS could not speak it, so the caller never hangs in dead air. Without
+/// Twilio credentials, or when the update fails, the call is hung up plainly.
+pub async fn say_then_hang_up(
+    state: &AppState,
+    organization_id: i64,
+    call_sid: &str,
+    message: &str,
+) {
+    let Some(client) = twilio_client(state, organization_id).await else {
+        tracing::warn!(%call_sid, "no Twilio credentials: the apology cannot be spoken");
+        return;
+    };
+    let twiml = say_and_hang_up(message).to_inline_xml();
+    if let Err(e) = client
+        .update_call(call_sid, &CallUpdate::Twiml(twiml))
+        .await
+    {
+        tracing::warn!(%call_sid, error = %e, "spoken hang-up through Twilio failed");
+        if !e.is_not_found()
+            && let Err(e) = client.hang_up(call_sid).await
+        {
+            tracing::warn!(%call_sid, error = %e, "hang-up through Twilio failed");
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Every query is scoped by the caller's organisation: another organisation's id is a 404,
 //! exactly like an id that does not exist. Records are read from the store on every request
-//! (no cache), and every response masks secrets (`AssistantResponse::new` does it).
+//! (no cache), and every response masks secrets (`AssistantResponse::new` does it). Every URL
+//! in a record is held to the outbound policy before it is stored (`tenant_urls`).
 
 use axum::Json;
 use axum::Router;
@@ -25,6 +26,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_json};
 use crate::routes::ApiResponse;
 use crate::state::AppState;
+use crate::tenant_urls;
 
 /// Default page size of `GET /api/v1/assistants`.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -208,6 +210,7 @@ pub async fn create_assistant(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<AssistantResponse>), ApiError> {
     let config = parse_create(body)?;
+    tenant_urls::check(&state.outbound, &config)?;
     let row = state
         .store
         .create_assistant(
@@ -345,6 +348,7 @@ pub async fn update_assistant(
     let row = load_assistant(&state, &auth, id).await?;
     let stored = stored_config(&row)?;
     let config = apply_update(&stored, body)?;
+    tenant_urls::check(&state.outbound, &config)?;
     save(&state, &auth, id, &config).await
 }
 
@@ -379,6 +383,7 @@ pub async fn patch_assistant(
         let row = load_assistant(&state, &auth, id).await?;
         let stored = stored_config(&row)?;
         let config = apply_patch(&stored, &body)?;
+        tenant_urls::check(&state.outbound, &config)?;
         let updated = state
             .store
             .update_assistant_if_unchanged(

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_assistant::is_e164;
 use switchboard_store::{
-    AssistantRow, CallFilter, CallRow, NewCall, RecordingRow, TranscriptRow, TurnMetricRow,
-    WebhookLogRow, is_terminal_status, ms_to_rfc3339, opt_ms_to_rfc3339, rfc3339_to_ms,
+    AssistantRow, CallFilter, CallRow, CallStatus, NewCall, RecordingRow, TranscriptRow,
+    TurnMetricRow, WebhookLogRow, ms_to_rfc3339, opt_ms_to_rfc3339, rfc3339_to_ms,
 };
 use switchboard_telephony::rest::{CreateCall, RestError};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -177,8 +177,8 @@ impl CallResponse {
             assistant_id: row.assistant_id,
             assistant_name,
             flow_name: None,
-            status: row.status.clone(),
-            ended_reason: row.ended_reason.clone(),
+            status: row.status.as_str().to_owned(),
+            ended_reason: row.ended_reason.as_ref().map(|r| r.as_str().to_owned()),
             duration: row.duration_s,
             started_at: Some(ms_to_rfc3339(row.started_at_ms)),
             ended_at: opt_ms_to_rfc3339(row.ended_at_ms),
@@ -258,7 +258,8 @@ impl From<&TranscriptRow> for TranscriptResponse {
     }
 }
 
-/// One recording of a call (Burki's `RecordingResponse`).
+/// One recording of a call (Burki's `RecordingResponse`). Where the file is stored stays on
+/// the server: the recording is reached through the API (`recording_url`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecordingResponse {
     /// Database id.
@@ -267,10 +268,9 @@ pub struct RecordingResponse {
     pub call_id: i64,
     /// Twilio recording SID; Switchboard records itself (always `null`).
     pub recording_sid: Option<String>,
-    /// Local file path, when the recording is a file on this server.
-    pub file_path: Option<String>,
-    /// URL, when the recording was uploaded somewhere.
-    pub recording_url: Option<String>,
+    /// Where to fetch the audio through this API:
+    /// `/api/v1/calls/{call_id}/recording/{id}/play` (authenticated like every API call).
+    pub recording_url: String,
     /// Length in seconds.
     pub duration: Option<f64>,
     /// File format (`wav`, `mp3`).
@@ -289,15 +289,18 @@ pub struct RecordingResponse {
     pub created_at: Option<String>,
 }
 
+/// The API path that plays recording `recording_id` of call `call_id` (Burki's URL shape).
+pub fn recording_play_path(call_id: i64, recording_id: i64) -> String {
+    format!("/api/v1/calls/{call_id}/recording/{recording_id}/play")
+}
+
 impl From<&RecordingRow> for RecordingResponse {
     fn from(r: &RecordingRow) -> Self {
-        let is_url = r.path_or_url.starts_with("http://") || r.path_or_url.starts_with("https://");
         RecordingResponse {
             id: r.id,
             call_id: r.call_id,
             recording_sid: None,
-            file_path: (!is_url).then(|| r.path_or_url.clone()),
-            recording_url: is_url.then(|| r.path_or_url.clone()),
+            recording_url: recording_play_path(r.call_id, r.id),
             duration: Some(r.duration_ms as f64 / 1000.0),
             format: Some(r.format.clone()),
             recording_type: Some(r.kind.clone()),
@@ -328,7 +331,8 @@ pub struct WebhookLogResponse {
     pub request_payload: Option<Value>,
     /// HTTP status received; `null` when no response arrived.
     pub response_status_code: Option<i64>,
-    /// Body received (truncated to 2000 characters).
+    /// Body received (truncated to 2000 characters); `null` unless the operator turned on
+    /// `webhooks.log_response_body`.
     pub response_body: Option<String>,
     /// Time from request to response or failure, ms.
     pub response_time_ms: Option<i64>,
@@ -588,7 +592,8 @@ pub struct ListCallsParams {
     /// Page size, 1..=1000 (default 100).
     #[serde(default)]
     pub limit: Option<i64>,
-    /// Only calls with this status.
+    /// Only calls with this status (`queued`, `initiated`, `ringing`, `in-progress`,
+    /// `completed`, `busy`, `no-answer`, `failed`, `canceled`).
     #[serde(default)]
     pub status: Option<String>,
     /// Only calls of this assistant.
@@ -629,14 +634,16 @@ impl ListCallsParams {
                 format!("must be between 1 and {MAX_LIMIT}"),
             ));
         }
+        let status = match self.status.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(CallStatus::parse(s).ok_or_else(|| {
+                let known: Vec<&str> = CallStatus::KNOWN.iter().map(|k| k.as_str()).collect();
+                ApiError::invalid("status", format!("must be one of {}", known.join(", ")))
+            })?),
+        };
         Ok(CallFilter {
             assistant_id: self.assistant_id,
-            status: self
-                .status
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            status,
             from_ms: date("date_from", &self.date_from)?,
             to_ms: date("date_to", &self.date_to)?,
             number: self
@@ -1080,7 +1087,7 @@ pub async fn terminate_call(
         .get_call_by_sid(Some(auth.organization_id), &sid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("call {sid} not found")))?;
-    if call.ended_at_ms.is_some() || is_terminal_status(&call.status) {
+    if call.ended_at_ms.is_some() || call.status.is_terminal() {
         return Err(ApiError::Conflict(format!(
             "call {sid} has already ended ({})",
             call.status
@@ -1137,13 +1144,15 @@ fn spawn_backstop_hang_up(state: &AppState, org_id: i64, call_sid: String) {
             () = tokio::time::sleep(Duration::from_millis(TERMINATE_GRACE_MS)) => {}
             () = stop.cancelled() => {}
         }
-        let ended = state2
-            .store
-            .get_call_by_sid(Some(org_id), &call_sid)
-            .await
-            .ok()
-            .flatten()
-            .is_none_or(|c| c.ended_at_ms.is_some());
+        // When the record cannot be read, hang up anyway: Twilio treats an ended call's
+        // hang-up as done, and a live one must not outlast its terminate.
+        let ended = match state2.store.get_call_by_sid(Some(org_id), &call_sid).await {
+            Ok(call) => call.is_none_or(|c| c.ended_at_ms.is_some()),
+            Err(e) => {
+                tracing::warn!(call_sid = %call_sid, error = %e, "could not read the call before the backstop hang-up");
+                false
+            }
+        };
         if !ended {
             let how = twilio_hang_up(&state2, org_id, &call_sid).await;
             tracing::info!(call_sid = %call_sid, twilio = %how, "backstop hang-up after terminate");
@@ -1384,15 +1393,19 @@ pub async fn initiate_call(
         direction: "outbound-api".to_owned(),
         from_number: from,
         to_number: to,
-        status: "queued".to_owned(),
+        status: CallStatus::Queued,
         metadata: json!({ "overrides": overrides }),
+        // The voice webhook sets it when Twilio answers: ringing may take long.
+        stream_deadline_at_ms: None,
     };
     let call = match state.store.create_call(&new).await {
         Ok(call) => call,
         Err(e) => {
             // The call is already ringing; without its record it would start without overrides.
             tracing::error!(call_sid = %created.sid, error = %e, "could not record an outbound call; hanging it up");
-            let _ = client.hang_up(&created.sid).await;
+            if let Err(hang_up) = client.hang_up(&created.sid).await {
+                tracing::error!(call_sid = %created.sid, error = %hang_up, "could not hang up the unrecorded outbound call");
+            }
             return Err(ApiError::from(e).into());
         }
     };
@@ -1401,7 +1414,7 @@ pub async fn initiate_call(
         message: "Call initiated".to_owned(),
         call_sid: call.call_sid,
         call_id: call.id,
-        status: call.status,
+        status: call.status.as_str().to_owned(),
     }))
 }
 

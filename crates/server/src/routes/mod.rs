@@ -13,9 +13,12 @@ pub mod health;
 pub mod organization;
 pub mod phone_numbers;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -23,6 +26,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::ToSchema;
 
+use crate::edge::body::body_deadline;
+use crate::edge::headers::with_security_headers;
 use crate::error::ApiError;
 use crate::openapi;
 use crate::state::AppState;
@@ -32,9 +37,14 @@ use crate::state::AppState;
 /// To add a module (e.g. `twilio`, `calls`): create `routes/<name>.rs` with
 /// `pub fn router() -> Router<AppState>`, declare it above, and merge it below with one line;
 /// list its OpenAPI struct in `openapi::document`.
+///
+/// Around every route: the request-body deadline (408), panic capture, tracing, and the
+/// security headers (`edge::headers`; HSTS when `server.public_url` is https).
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.settings.server.max_body_bytes;
-    Router::new()
+    let body_timeout = Duration::from_millis(state.settings.server.body_read_timeout_ms);
+    let https = state.public_base_url.starts_with("https://");
+    let app = Router::new()
         .merge(health::router())
         .merge(openapi::router())
         .merge(assistants::router())
@@ -46,9 +56,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    with_security_headers(app, https)
 }
 
 /// Burki's standard acknowledgement (`APIResponse`): returned by delete and by the phone-number

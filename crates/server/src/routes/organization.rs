@@ -10,8 +10,9 @@
 //! sent back with another `base_url` is refused: the key must be sent again.
 //!
 //! The Twilio credentials sign the organisation's webhooks (`X-Twilio-Signature`) and
-//! authenticate its REST calls (hang-up, transfer, SMS, outbound calls). Without them,
-//! organisation `default` uses `TWILIO_ACCOUNT_SID` / `TWILIO_AUTH_TOKEN`.
+//! authenticate its REST calls (hang-up, transfer, SMS, outbound calls), so they are stored only
+//! after Twilio accepted them ([`crate::twilio_account`]). Without them, organisation `default`
+//! uses `TWILIO_ACCOUNT_SID` / `TWILIO_AUTH_TOKEN`.
 
 use axum::Json;
 use axum::Router;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use switchboard_assistant::{
     RESEND_RULE, host_of_url, is_masked, mask, visit_provider_key_secrets,
 };
+use switchboard_telephony::rest::Credentials;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Auth;
@@ -125,7 +127,8 @@ pub async fn get_telephony(
     ))
 }
 
-/// Set the organisation's Twilio credentials (replacing any).
+/// Set the organisation's Twilio credentials (replacing any), once Twilio has accepted them: a
+/// token nobody verified would let an organisation sign webhooks for numbers it does not own.
 #[utoipa::path(
     put,
     path = "/api/v1/organization/telephony",
@@ -133,10 +136,11 @@ pub async fn get_telephony(
     security(("bearer" = [])),
     request_body = TelephonyRequest,
     responses(
-        (status = 200, description = "Stored; token masked", body = TelephonyResponse),
+        (status = 200, description = "Verified with Twilio and stored; token masked", body = TelephonyResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid SID or empty token", body = ErrorBody)
+        (status = 422, description = "Invalid SID, empty token, or Twilio rejected the credentials; nothing stored", body = ErrorBody),
+        (status = 502, description = "Twilio failed or could not be reached; nothing stored", body = ErrorBody)
     )
 )]
 pub async fn put_telephony(
@@ -168,8 +172,13 @@ pub async fn put_telephony(
     if token.is_empty() {
         return Err(ApiError::invalid("auth_token", "must not be empty"));
     }
+    crate::twilio_account::verify_credentials(&state, Credentials::new(sid, token.as_str()))
+        .await?;
     state.store.set_org_telephony(org, sid, &token).await?;
-    tracing::info!(organization_id = org, "Twilio credentials updated");
+    tracing::info!(
+        organization_id = org,
+        "Twilio credentials verified and updated"
+    );
     Ok(Json(telephony_response(&state, org).await?))
 }
 

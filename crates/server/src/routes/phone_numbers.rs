@@ -3,7 +3,10 @@
 //! A number belongs to one organisation and, within it, to at most one assistant at a time:
 //! assigning it to another assistant of the same organisation moves it; assigning a number that
 //! another organisation holds is a 409 (the store enforces this in one statement, so two
-//! organisations racing for a number cannot both win). Numbers must be E.164.
+//! organisations racing for a number cannot both win). Numbers must be E.164, and must be in the
+//! organisation's own Twilio account (asked of Twilio at each assignment,
+//! [`crate::twilio_account`]): otherwise any organisation could claim a number it does not own
+//! and lock its real owner out.
 
 use axum::Json;
 use axum::Router;
@@ -145,7 +148,8 @@ pub async fn list_phone_numbers(
 }
 
 /// Route a number to the assistant (moving it from another assistant of the organisation if
-/// needed). 409 when another organisation holds the number.
+/// needed). The number must be in the organisation's Twilio account (422 otherwise); 409 when
+/// another organisation holds the number.
 #[utoipa::path(
     post,
     path = "/api/v1/assistants/{assistant_id}/phone-numbers/assign-by-number",
@@ -158,7 +162,8 @@ pub async fn list_phone_numbers(
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such assistant in your organisation", body = ErrorBody),
         (status = 409, description = "Another organisation holds the number", body = ErrorBody),
-        (status = 422, description = "Not an E.164 number", body = ErrorBody)
+        (status = 422, description = "Not an E.164 number, no Twilio credentials, or the number is not in the organisation's Twilio account", body = ErrorBody),
+        (status = 502, description = "Twilio failed or could not be reached; nothing changed", body = ErrorBody)
     )
 )]
 pub async fn assign_by_number(
@@ -169,6 +174,7 @@ pub async fn assign_by_number(
 ) -> Result<Json<ApiResponse>, ApiError> {
     let number = e164(&body.phone_number)?;
     let assistant = load_assistant(&state, &auth, path.assistant_id).await?;
+    crate::twilio_account::require_number_in_account(&state, auth.organization_id, number).await?;
     let row = state
         .store
         .assign_number(auth.organization_id, assistant.id, number)

@@ -4,20 +4,26 @@
 //! must carry a stream token we issued for this very call SID, unexpired and unforged;
 //! otherwise the socket is closed (code 1008, policy violation) with a logged reason and no
 //! assistant runs, so no provider is billed (an open stream endpoint would let anyone drive any
-//! tenant's assistant). After a good `start` the socket is handed to the call runtime, which
-//! owns it until the call ends; the call record is then finalised with its `ended_reason` and
-//! the end-of-call webhooks go out.
+//! tenant's assistant). A good `start` claims the call record for this instance
+//! (`server.instance_id`, for crash recovery) in one conditional write, so a call runs once
+//! across all instances; the socket then goes to the call runtime, which owns it until the call
+//! ends; the call record is then finalised with its `ended_reason` and the end-of-call webhooks
+//! go out.
+//!
+//! A database error while reading what the call needs is retried a few times with a short
+//! backoff; if it persists the call ends as `engine_error`, never as a fact about the call
+//! (`assistant_not_found` is only said when the database answered that it is gone).
 //!
 //! # Authentication: the stream token, not `X-Twilio-Signature`
 //!
 //! Twilio's upgrade request also carries `X-Twilio-Signature`, computed over the `wss://` URL
-//! with no parameters (protocols.md §1.7). We do not check it: at upgrade time we do not know
+//! with no parameters (docs/providers/twilio.md#connection-and-stream-authentication). We do not check it: at upgrade time we do not know
 //! the call, hence neither the organisation nor its auth token, and the signature covers only
 //! a fixed URL, so a captured one could be replayed for any stream. The token in `start` is
 //! bound to one call SID, assistant and organisation, expires after `twilio.stream_token_ttl_s`
 //! and is checked in constant time before anything else happens. Within its lifetime a token
-//! opens no second stream while the call is live on this instance, and none once the call
-//! record has ended (a replay across instances at the very same moment is not detected).
+//! opens no second stream: the claim of the call record fails once a stream started (on any
+//! instance) or the call ended.
 //!
 //! # Bad input
 //!
@@ -35,6 +41,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use switchboard_assistant::AssistantConfig;
+use switchboard_store::{CallStatus, EndedReason, StoreError};
 use switchboard_telephony::media::{InboundMessage, InboundParser, Start};
 use switchboard_telephony::stream_token::{self, TokenError};
 
@@ -76,6 +83,8 @@ enum Refusal {
     AlreadyStreaming,
     CallEnded,
     UnknownAssistant,
+    InvalidAssistant,
+    StoreUnavailable,
 }
 
 impl Refusal {
@@ -90,18 +99,111 @@ impl Refusal {
             Refusal::AlreadyStreaming => "this call already has a live media stream",
             Refusal::CallEnded => "this call has already ended",
             Refusal::UnknownAssistant => "assistant of this call no longer exists",
+            Refusal::InvalidAssistant => "assistant of this call cannot be read",
+            Refusal::StoreUnavailable => "the database did not answer",
         }
     }
 
     /// The `ended_reason` written to the call record when the refused stream is provably the
-    /// call's own (its token is genuine and for this call SID); `None` otherwise, so that a
-    /// forged `start` cannot end someone else's call record.
-    fn ended_reason(self) -> Option<&'static str> {
+    /// call's own (its token is genuine and for this call SID); `None` for refusals that say
+    /// nothing about the call (a forged `start` cannot end someone else's call record, and a
+    /// call already streaming or ended keeps its record).
+    fn ended_reason(self) -> Option<EndedReason> {
         match self {
-            Refusal::ExpiredToken => Some("stream_token_expired"),
-            Refusal::UnknownAssistant => Some("assistant_not_found"),
+            Refusal::ExpiredToken => Some(EndedReason::StreamTokenExpired),
+            Refusal::UnknownAssistant => Some(EndedReason::AssistantNotFound),
+            Refusal::InvalidAssistant => Some(EndedReason::AssistantInvalid),
+            Refusal::StoreUnavailable => Some(EndedReason::EngineError),
             _ => None,
         }
+    }
+}
+
+/// A refusal, and the organisation the stream's token genuinely names when it was checked:
+/// only then may the refusal end the call record (scoped to that organisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refused {
+    refusal: Refusal,
+    proven_org: Option<i64>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Refused {
+            refusal,
+            proven_org: None,
+        }
+    }
+}
+
+impl Refusal {
+    /// This refusal, of a stream whose genuine token names `org_id`.
+    fn of_org(self, org_id: i64) -> Refused {
+        Refused {
+            refusal: self,
+            proven_org: Some(org_id),
+        }
+    }
+}
+
+/// How often, and how patiently, a store read at stream start is retried on a database error
+/// before the call ends as `engine_error`.
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    /// Attempts in all, the first included.
+    attempts: u32,
+    /// Wait before the first retry (doubled for each further one).
+    first_backoff: Duration,
+}
+
+/// The policy of stream start: 4 attempts, waiting 50, 100 then 200 ms, so a database that
+/// stays down costs the caller about a third of a second before the call ends.
+const STORE_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 4,
+    first_backoff: Duration::from_millis(50),
+};
+
+/// Runs the store read `read` until it succeeds, fails with an error that is not the
+/// database's (retrying would not help), or fails `policy.attempts` times. Each failure is
+/// logged with `what`.
+async fn read_with_retries<T, F, Fut>(
+    policy: RetryPolicy,
+    what: &'static str,
+    mut read: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = policy.first_backoff;
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e @ StoreError::Database(_)) if attempt < policy.attempts => {
+                tracing::warn!(what, attempt, error = %e, "store read failed at stream start; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::error!(what, attempt, error = %e, "store read failed at stream start");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// What a store answer about the call's assistant means for the stream: the assistant, or
+/// the refusal. Only a database that answered "no such row" makes `assistant_not_found`; an
+/// error makes `engine_error`.
+fn assistant_or_refusal(
+    read: Result<Option<switchboard_store::AssistantRow>, StoreError>,
+) -> Result<AssistantConfig, Refusal> {
+    match read {
+        Ok(Some(row)) => serde_json::from_value(row.config).map_err(|_| Refusal::InvalidAssistant),
+        Ok(None) => Err(Refusal::UnknownAssistant),
+        Err(_) => Err(Refusal::StoreUnavailable),
     }
 }
 
@@ -114,10 +216,12 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     };
     let setup = match Box::pin(authorize(&state, &start)).await {
         Ok(setup) => setup,
-        Err(refusal) => {
-            refuse(&mut socket, refusal, Some(&start.call_sid)).await;
-            if let Some(reason) = refusal.ended_reason() {
-                Box::pin(finalise_refused(&state, &start.call_sid, reason)).await;
+        Err(refused) => {
+            refuse(&mut socket, refused.refusal, Some(&start.call_sid)).await;
+            if let (Some(reason), Some(org_id)) =
+                (refused.refusal.ended_reason(), refused.proven_org)
+            {
+                Box::pin(finalise_refused(&state, org_id, &start.call_sid, reason)).await;
             }
             return;
         }
@@ -128,11 +232,11 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     let call_id = setup.call_id;
     let organization_id = setup.organization_id;
     let outcome = Box::pin(run_call(state.clone(), socket, setup)).await;
-    tracing::info!(call_sid = %call_sid, status = outcome.status, reason = %outcome.ended_reason, "call ended");
-    if outcome.status == "failed" {
+    tracing::info!(call_sid = %call_sid, status = %outcome.status, reason = %outcome.ended_reason, "call ended");
+    if outcome.status == CallStatus::Failed {
         metrics::CALLS_FAILED.inc();
     }
-    if outcome.ended_reason == "media_socket_error" {
+    if outcome.ended_reason == EndedReason::MediaSocketError {
         // What an oversized or invalid frame (or a broken connection) produces mid-call.
         metrics::BAD_MEDIA_MESSAGES.inc();
     }
@@ -154,15 +258,17 @@ async fn finalise(
     call_id: i64,
     outcome: &crate::call::CallOutcome,
 ) {
-    let before = state
-        .store
-        .get_call(organization_id, call_id)
-        .await
-        .ok()
-        .flatten();
+    let before = match state.store.get_call(organization_id, call_id).await {
+        Ok(before) => before,
+        Err(e) => {
+            tracing::warn!(call_sid, error = %e, "could not read the call record before finalising it");
+            None
+        }
+    };
     match state
         .store
         .finish_call(
+            organization_id,
             call_sid,
             outcome.status,
             Some(&outcome.ended_reason),
@@ -175,23 +281,24 @@ async fn finalise(
                 crate::webhooks::status_update(state, &row).await;
             }
         }
-        Ok(None) => {}
+        Ok(None) => tracing::warn!(call_sid, "the ended call's record is gone"),
         Err(e) => {
-            tracing::warn!(call_sid = %call_sid, error = %e, "could not finalise the call record")
+            tracing::error!(call_sid, error = %e, "could not finalise the call record")
         }
     }
     crate::webhooks::end_of_call(state, organization_id, call_id).await;
 }
 
-/// Ends the record of a genuine call whose stream was refused, and reports it.
-async fn finalise_refused(state: &AppState, call_sid: &str, reason: &str) {
+/// Ends the record of a genuine call (of `org_id`) whose stream was refused, and reports it.
+async fn finalise_refused(state: &AppState, org_id: i64, call_sid: &str, reason: EndedReason) {
     metrics::CALLS_FAILED.inc();
     match state
         .store
         .finish_call(
+            org_id,
             call_sid,
-            "failed",
-            Some(reason),
+            CallStatus::Failed,
+            Some(&reason),
             switchboard_store::now_ms(),
         )
         .await
@@ -199,8 +306,8 @@ async fn finalise_refused(state: &AppState, call_sid: &str, reason: &str) {
         Ok(Some(call)) => {
             crate::webhooks::end_of_call(state, call.organization_id, call.id).await;
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(call_sid, error = %e, "could not finalise a refused call"),
+        Ok(None) => tracing::warn!(call_sid, "the refused call's record is gone"),
+        Err(e) => tracing::error!(call_sid, error = %e, "could not finalise a refused call"),
     }
 }
 
@@ -263,8 +370,9 @@ async fn wait_for_start(socket: &mut WebSocket) -> Result<Start, Refusal> {
     }
 }
 
-/// Checks the stream token of `start` and gathers what the call needs.
-async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Refusal> {
+/// Checks the stream token of `start`, claims the call for this instance and gathers what the
+/// call needs.
+async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Refused> {
     let token = start
         .custom_parameters
         .get(stream_token::PARAMETER_NAME)
@@ -277,14 +385,16 @@ async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Re
             // Genuine but late: is it this call's own? Checking at time 0 (never expired)
             // answers that after the MAC check, without trusting the claims first.
             return Err(
-                if stream_token::verify(token, secret, 0, &start.call_sid).is_ok() {
-                    Refusal::ExpiredToken
-                } else {
-                    Refusal::BadToken
+                match stream_token::verify(token, secret, 0, &start.call_sid)
+                    .ok()
+                    .and_then(|v| v.claims.organization_id.parse::<i64>().ok())
+                {
+                    Some(org_id) => Refusal::ExpiredToken.of_org(org_id),
+                    None => Refusal::BadToken.into(),
                 },
             );
         }
-        Err(_) => return Err(Refusal::BadToken),
+        Err(_) => return Err(Refusal::BadToken.into()),
     };
     let claims = verified.claims;
     let org_id: i64 = claims
@@ -292,45 +402,56 @@ async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Re
         .parse()
         .map_err(|_| Refusal::BadToken)?;
     let assistant_id: i64 = claims.assistant_id.parse().map_err(|_| Refusal::BadToken)?;
-    let call = state
-        .store
-        .get_call_by_sid(Some(org_id), &start.call_sid)
-        .await
-        .ok()
-        .flatten()
-        .ok_or(Refusal::UnknownCall)?;
+    let refused = |r: Refusal| r.of_org(org_id);
+    let call = read_with_retries(STORE_RETRY, "call record", || {
+        state.store.get_call_by_sid(Some(org_id), &start.call_sid)
+    })
+    .await
+    .map_err(|_| refused(Refusal::StoreUnavailable))?
+    .ok_or(Refusal::UnknownCall)?;
     if claims.call_id != call.id.to_string() {
-        return Err(Refusal::BadToken);
+        return Err(Refusal::BadToken.into());
     }
     // A token is good for its whole lifetime: a replay must not start a second assistant on
-    // the same call (on this instance), nor revive an ended one.
+    // the same call, nor revive an ended one. The local registry answers without a write for
+    // this instance; the claim below settles it across instances.
     if state.calls.contains_key(&start.call_sid) {
-        return Err(Refusal::AlreadyStreaming);
+        return Err(Refusal::AlreadyStreaming.into());
     }
     if call.ended_at_ms.is_some() {
-        return Err(Refusal::CallEnded);
+        return Err(Refusal::CallEnded.into());
+    }
+    match state
+        .store
+        .claim_call_stream(org_id, call.id, &state.instance_id)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(Refusal::AlreadyStreaming.into()),
+        Err(e) => {
+            tracing::error!(call_sid = %start.call_sid, error = %e, "could not claim the call");
+            return Err(refused(Refusal::StoreUnavailable));
+        }
     }
     // Read fresh: a change made over the API applies to the next call.
-    let row = state
-        .store
-        .get_assistant(org_id, assistant_id)
-        .await
-        .ok()
-        .flatten()
-        .ok_or(Refusal::UnknownAssistant)?;
-    let assistant: AssistantConfig =
-        serde_json::from_value(row.config).map_err(|_| Refusal::UnknownAssistant)?;
+    let assistant = assistant_or_refusal(
+        read_with_retries(STORE_RETRY, "assistant", || {
+            state.store.get_assistant(org_id, assistant_id)
+        })
+        .await,
+    )
+    .map_err(refused)?;
     let overrides: CallOverrides = call
         .metadata
         .get("overrides")
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let org_keys = state
-        .store
-        .get_org_provider_keys(org_id)
-        .await
-        .unwrap_or_default();
+    let org_keys = read_with_retries(STORE_RETRY, "organisation provider keys", || {
+        state.store.get_org_provider_keys(org_id)
+    })
+    .await
+    .map_err(|_| refused(Refusal::StoreUnavailable))?;
     let outbound = call.direction.starts_with("outbound");
     Ok(Box::new(CallSetup {
         call_id: call.id,
@@ -357,4 +478,105 @@ async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Re
         },
         org_keys,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use switchboard_store::Store;
+
+    const NO_WAIT: RetryPolicy = RetryPolicy {
+        attempts: 3,
+        first_backoff: Duration::ZERO,
+    };
+
+    /// A store whose every query fails with a database error (its pool is closed).
+    async fn failing_store() -> Store {
+        let store = Store::connect("sqlite::memory:").await.expect("store");
+        store.close().await;
+        store
+    }
+
+    #[tokio::test]
+    async fn a_transient_database_error_is_retried() {
+        let store = failing_store().await;
+        let calls = AtomicU32::new(0);
+        let got = read_with_retries(NO_WAIT, "test", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let store = store.clone();
+            async move {
+                if n < 2 {
+                    store.ping().await.map(|()| n)
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_persistent_database_error_gives_up_after_the_attempts() {
+        let store = failing_store().await;
+        let calls = AtomicU32::new(0);
+        let got = read_with_retries(NO_WAIT, "test", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            store.get_assistant(1, 1)
+        })
+        .await;
+        assert!(matches!(got, Err(StoreError::Database(_))), "{got:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), NO_WAIT.attempts);
+        // ... and then means an engine error, not a missing assistant.
+        let refusal = assistant_or_refusal(got).err();
+        assert_eq!(refusal, Some(Refusal::StoreUnavailable));
+        assert_eq!(
+            refusal.and_then(Refusal::ended_reason),
+            Some(EndedReason::EngineError)
+        );
+        // A non-database error is not retried.
+        let calls = AtomicU32::new(0);
+        let got: Result<(), _> = read_with_retries(NO_WAIT, "test", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(StoreError::NotFound) }
+        })
+        .await;
+        assert!(got.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn only_a_missing_row_means_assistant_not_found() {
+        let refusal = assistant_or_refusal(Ok(None)).err();
+        assert_eq!(
+            refusal.and_then(Refusal::ended_reason),
+            Some(EndedReason::AssistantNotFound)
+        );
+        let row = switchboard_store::AssistantRow {
+            id: 1,
+            organization_id: 1,
+            user_id: 1,
+            name: "x".into(),
+            is_active: true,
+            config: serde_json::json!({"name": 5}),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let refusal = assistant_or_refusal(Ok(Some(row))).err();
+        assert_eq!(
+            refusal.and_then(Refusal::ended_reason),
+            Some(EndedReason::AssistantInvalid)
+        );
+        // Refusals that say nothing about the call never end its record.
+        for r in [
+            Refusal::BadToken,
+            Refusal::UnknownCall,
+            Refusal::AlreadyStreaming,
+            Refusal::CallEnded,
+        ] {
+            assert_eq!(r.ended_reason(), None, "{r:?}");
+        }
+    }
 }

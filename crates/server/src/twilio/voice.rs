@@ -2,14 +2,19 @@
 //!
 //! The request must carry a valid `X-Twilio-Signature` made with the auth token of the
 //! organisation owning the call; otherwise 403 and nothing else happens. The owner is found
-//! from our number: `To` for an inbound call; for an outbound call (`Direction` `outbound-api`,
-//! placed by `POST /calls/initiate`) the call record written at initiation, else `From`. Then:
-//! unknown number or inactive assistant → a short spoken apology and hang-up (never dead air),
-//! recorded as `failed` with the reason; a caller in `bypass_numbers` → `<Dial>` to the first
-//! transfer number; otherwise `<Connect><Stream>` to our media websocket with a signed,
-//! short-lived stream token that binds call SID, assistant and organisation, and the call
-//! record is created or moved to `in-progress` (an outbound record keeps its `overrides`).
-//! Each status change sends a `status-update` webhook.
+//! with one read each, before anything waits: for an outbound call (`Direction`
+//! `outbound-api`, placed by `POST /calls/initiate`) the call record written at initiation if
+//! it is there yet; else the owner of our number (`To` inbound, `From` outbound); else
+//! organisation `default`. Only a verified webhook then waits (briefly) for an outbound record
+//! Twilio outran. Every record it writes is the signing organisation's: a SID another
+//! organisation owns is never touched. Then: unknown number or inactive assistant → a short
+//! spoken apology and hang-up (never dead air), recorded as `failed` with the reason; a caller
+//! in `bypass_numbers` → `<Dial>` to the first transfer number; otherwise `<Connect><Stream>` to
+//! our media websocket with a signed, short-lived stream token that binds call SID, assistant
+//! and organisation, and the call record is created or moved to `in-progress` (an outbound
+//! record keeps its `overrides`), with a deadline (`twilio.stream_start_timeout_s`) by which
+//! the stream must start. A database error is answered with the apology and recorded as
+//! nothing (it is no fact about the call). Each status change sends a `status-update` webhook.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use switchboard_assistant::AssistantConfig;
-use switchboard_store::{AssistantRow, NewCall};
+use switchboard_store::{AssistantRow, CallRow, CallStatus, EndedReason, NewCall, StoreError};
 use switchboard_telephony::stream_token::{self, StreamClaims};
 use switchboard_telephony::twiml::{Dial, Response as Twiml, Say, Stream};
 use switchboard_telephony::webhook::{VoiceWebhook, parse_form_pairs};
@@ -82,12 +87,22 @@ async fn answer(
         .direction
         .as_ref()
         .is_some_and(|d| d.as_str().starts_with("outbound"));
-    let (assistant, org_id) = find_assistant(&state, &hook, outbound).await;
+    let org_id = match signing_org(&state, &hook, outbound).await {
+        Ok(org) => org,
+        Err(e) => {
+            tracing::error!(call_sid = %hook.call_sid, error = %e, "voice webhook: database error");
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
+        }
+    };
     let auth = TwilioAuth::for_org(&state, org_id).await;
     if let Err(why) = auth.check(&state, &uri, &headers, signed_params) {
         tracing::warn!(call_sid = %hook.call_sid, why, "voice webhook rejected");
         return forbidden(why);
     }
+    // Verified: from here on `org_id` is the organisation that signed.
+    let Some(org_id) = org_id else {
+        return forbidden("no organisation owns this call");
+    };
     if state.shutdown.is_cancelled() {
         return say_and_hang_up(RESTARTING_MESSAGE);
     }
@@ -97,10 +112,21 @@ async fn answer(
         .map(|d| d.as_str().to_owned())
         .unwrap_or_else(|| "inbound".to_owned());
 
-    let Some(row) = assistant else {
-        if let Some(org_id) = org_id {
-            record_refused(&state, org_id, None, &hook, &direction, "unknown_number").await;
+    let assistant = match find_assistant(&state, org_id, &hook, outbound).await {
+        Ok(assistant) => assistant,
+        Err(e) => {
+            tracing::error!(call_sid = %hook.call_sid, error = %e, "voice webhook: database error");
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
         }
+    };
+    let refused = |assistant_id, reason| Refused {
+        org_id,
+        assistant_id,
+        direction: &direction,
+        reason,
+    };
+    let Some(row) = assistant else {
+        record_refused(&state, &hook, refused(None, EndedReason::UnknownNumber)).await;
         return say_and_hang_up(UNAVAILABLE_MESSAGE);
     };
     let config: AssistantConfig = match serde_json::from_value(row.config.clone()) {
@@ -109,11 +135,8 @@ async fn answer(
             tracing::error!(assistant_id = row.id, error = %e, "stored assistant does not parse");
             record_refused(
                 &state,
-                row.organization_id,
-                Some(row.id),
                 &hook,
-                &direction,
-                "assistant_invalid",
+                refused(Some(row.id), EndedReason::AssistantInvalid),
             )
             .await;
             return say_and_hang_up(UNAVAILABLE_MESSAGE);
@@ -122,11 +145,8 @@ async fn answer(
     if !row.is_active {
         record_refused(
             &state,
-            row.organization_id,
-            Some(row.id),
             &hook,
-            &direction,
-            "assistant_inactive",
+            refused(Some(row.id), EndedReason::AssistantInactive),
         )
         .await;
         return say_and_hang_up(UNAVAILABLE_MESSAGE);
@@ -144,48 +164,64 @@ const OUTBOUND_RECORD_WAIT_MS: u64 = 2_000;
 /// Interval of that wait, in ms.
 const OUTBOUND_RECORD_POLL_MS: u64 = 25;
 
-/// The assistant answering this call and the organisation whose auth token must have signed
-/// the webhook. Inbound: the assistant the called number (`To`) is routed to; for a number with
-/// no assistant, its owner (else organisation `default`). Outbound (`Direction` `outbound-*`,
-/// created by `POST /calls/initiate`): the assistant of the call record, found by call SID;
-/// else the assistant our number (`From`) is routed to.
-async fn find_assistant(
+/// The organisation whose auth token must have signed this webhook, found without waiting so
+/// that an unsigned request costs one or two reads: for an outbound call, the owner of its
+/// record if written yet; else the owner of our number (`To` inbound, `From` outbound: a call
+/// we place comes from one of the organisation's numbers); else organisation `default`.
+async fn signing_org(
     state: &AppState,
     hook: &VoiceWebhook,
     outbound: bool,
-) -> (Option<AssistantRow>, Option<i64>) {
-    if outbound {
-        let deadline =
-            tokio::time::Instant::now() + std::time::Duration::from_millis(OUTBOUND_RECORD_WAIT_MS);
-        loop {
-            if let Ok(Some(call)) = state.store.get_call_by_sid(None, &hook.call_sid).await {
-                let row = match call.assistant_id {
-                    Some(id) => state
-                        .store
-                        .get_assistant(call.organization_id, id)
-                        .await
-                        .ok()
-                        .flatten(),
-                    None => None,
-                };
-                return (row, Some(call.organization_id));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(OUTBOUND_RECORD_POLL_MS)).await;
-        }
+) -> Result<Option<i64>, StoreError> {
+    if outbound && let Some(call) = state.store.get_call_by_sid(None, &hook.call_sid).await? {
+        return Ok(Some(call.organization_id));
     }
     let ours = if outbound { &hook.from } else { &hook.to };
-    if let Ok(Some(row)) = state.store.assistant_by_number(ours).await {
-        let org = row.organization_id;
-        return (Some(row), Some(org));
+    match state.store.get_number(ours).await? {
+        Some(number) => Ok(Some(number.organization_id)),
+        None => Ok(state.default_org_id().await),
     }
-    let owner = match state.store.get_number(ours).await {
-        Ok(Some(n)) => Some(n.organization_id),
-        _ => state.default_org_id().await,
-    };
-    (None, owner)
+}
+
+/// The organisation's outbound call record: `POST /calls/initiate` writes it right after
+/// Twilio accepted the call, and Twilio may fetch this webhook before that write lands, so a
+/// verified webhook waits for it up to [`OUTBOUND_RECORD_WAIT_MS`].
+async fn wait_for_outbound_record(
+    state: &AppState,
+    org_id: i64,
+    call_sid: &str,
+) -> Result<Option<CallRow>, StoreError> {
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(OUTBOUND_RECORD_WAIT_MS);
+    loop {
+        if let Some(call) = state.store.get_call_by_sid(Some(org_id), call_sid).await? {
+            return Ok(Some(call));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(OUTBOUND_RECORD_POLL_MS)).await;
+    }
+}
+
+/// The organisation's assistant answering this call. Outbound: the assistant of the call
+/// record; else (no record, e.g. a call placed outside Switchboard) the one our number
+/// (`From`) is routed to. Inbound: the one the called number (`To`) is routed to. `None` when
+/// there is none.
+async fn find_assistant(
+    state: &AppState,
+    org_id: i64,
+    hook: &VoiceWebhook,
+    outbound: bool,
+) -> Result<Option<AssistantRow>, StoreError> {
+    if outbound && let Some(call) = wait_for_outbound_record(state, org_id, &hook.call_sid).await? {
+        return match call.assistant_id {
+            Some(id) => state.store.get_assistant(org_id, id).await,
+            None => Ok(None),
+        };
+    }
+    let ours = if outbound { &hook.from } else { &hook.to };
+    state.store.assistant_by_number_in_org(org_id, ours).await
 }
 
 fn is_bypass(config: &AssistantConfig, from: &str) -> bool {
@@ -203,15 +239,13 @@ async fn bypass(
     direction: &str,
 ) -> Response {
     let Some(to) = config.tools_settings.transfer_call.transfer_numbers.first() else {
-        record_refused(
-            state,
-            row.organization_id,
-            Some(row.id),
-            hook,
+        let refusal = Refused {
+            org_id: row.organization_id,
+            assistant_id: Some(row.id),
             direction,
-            "bypass_no_transfer_number",
-        )
-        .await;
+            reason: EndedReason::BypassNoTransferNumber,
+        };
+        record_refused(state, hook, refusal).await;
         return say_and_hang_up(UNAVAILABLE_MESSAGE);
     };
     let new = NewCall {
@@ -221,21 +255,21 @@ async fn bypass(
         direction: direction.to_owned(),
         from_number: hook.from.clone(),
         to_number: hook.to.clone(),
-        status: "in-progress".to_owned(),
+        status: CallStatus::InProgress,
         metadata: json!({"bypass": true, "transferred_to": to}),
+        stream_deadline_at_ms: None,
     };
     if let Err(e) = state.store.create_call(&new).await {
         tracing::warn!(call_sid = %hook.call_sid, error = %e, "could not record bypass call");
     }
-    let _ = state
-        .store
-        .finish_call(
-            &hook.call_sid,
-            "completed",
-            Some("bypass_transfer"),
-            switchboard_store::now_ms(),
-        )
-        .await;
+    finish(
+        state,
+        row.organization_id,
+        &hook.call_sid,
+        CallStatus::Completed,
+        EndedReason::BypassTransfer,
+    )
+    .await;
     twiml(
         Twiml::new()
             .dial(Dial::number(to).caller_id(&hook.to))
@@ -243,41 +277,74 @@ async fn bypass(
     )
 }
 
-async fn record_refused(
-    state: &AppState,
+/// A call the webhook turns away: whose record, and why.
+struct Refused<'a> {
     org_id: i64,
     assistant_id: Option<i64>,
-    hook: &VoiceWebhook,
-    direction: &str,
-    reason: &str,
-) {
+    direction: &'a str,
+    reason: EndedReason,
+}
+
+/// Records a refused call as `failed` with its reason, as the signing organisation's.
+async fn record_refused(state: &AppState, hook: &VoiceWebhook, refused: Refused<'_>) {
     let new = NewCall {
-        organization_id: org_id,
-        assistant_id,
+        organization_id: refused.org_id,
+        assistant_id: refused.assistant_id,
         call_sid: hook.call_sid.clone(),
-        direction: direction.to_owned(),
+        direction: refused.direction.to_owned(),
         from_number: hook.from.clone(),
         to_number: hook.to.clone(),
-        status: "failed".to_owned(),
+        status: CallStatus::Failed,
         metadata: json!({}),
+        stream_deadline_at_ms: None,
     };
     // An outbound call (or a retried webhook) already has its record: finish that one.
     if let Err(e) = state.store.create_call(&new).await
-        && !matches!(e, switchboard_store::StoreError::Conflict(_))
+        && !matches!(e, StoreError::Conflict(_))
     {
         tracing::warn!(call_sid = %hook.call_sid, error = %e, "could not record a refused call");
         return;
     }
-    tracing::info!(call_sid = %hook.call_sid, reason, "call refused");
-    let _ = state
+    tracing::info!(call_sid = %hook.call_sid, reason = %refused.reason, "call refused");
+    finish(
+        state,
+        refused.org_id,
+        &hook.call_sid,
+        CallStatus::Failed,
+        refused.reason,
+    )
+    .await;
+}
+
+/// Ends the organisation's call `call_sid` with `status` and `reason`; logs what did not
+/// happen (a SID that is not the organisation's is left alone, and said so).
+async fn finish(
+    state: &AppState,
+    org_id: i64,
+    call_sid: &str,
+    status: CallStatus,
+    reason: EndedReason,
+) {
+    match state
         .store
         .finish_call(
-            &hook.call_sid,
-            "failed",
-            Some(reason),
+            org_id,
+            call_sid,
+            status,
+            Some(&reason),
             switchboard_store::now_ms(),
         )
-        .await;
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => tracing::warn!(
+            call_sid,
+            org_id,
+            %reason,
+            "not ending a call this organisation does not own"
+        ),
+        Err(e) => tracing::error!(call_sid, %reason, error = %e, "could not end the call record"),
+    }
 }
 
 async fn connect_stream(
@@ -286,13 +353,26 @@ async fn connect_stream(
     hook: &VoiceWebhook,
     direction: &str,
 ) -> Response {
+    let org_id = row.organization_id;
+    let timeout_ms = state
+        .settings
+        .twilio
+        .stream_start_timeout_s
+        .saturating_mul(1000);
+    let deadline_ms =
+        switchboard_store::now_ms().saturating_add(i64::try_from(timeout_ms).unwrap_or(i64::MAX));
     // An outbound call we placed already has its record (with the per-call overrides).
-    let existing = state
+    let existing = match state
         .store
-        .get_call_by_sid(Some(row.organization_id), &hook.call_sid)
+        .get_call_by_sid(Some(org_id), &hook.call_sid)
         .await
-        .ok()
-        .flatten();
+    {
+        Ok(existing) => existing,
+        Err(e) => {
+            tracing::error!(call_sid = %hook.call_sid, error = %e, "could not read the call record");
+            return say_and_hang_up(UNAVAILABLE_MESSAGE);
+        }
+    };
     let call = match existing {
         Some(call) if call.ended_at_ms.is_some() => {
             // A retried webhook, or an outbound call terminated before it was answered.
@@ -300,30 +380,44 @@ async fn connect_stream(
             return say_and_hang_up(UNAVAILABLE_MESSAGE);
         }
         Some(call) => {
-            match state
+            let updated = state
                 .store
-                .update_call_status(&hook.call_sid, "in-progress", None, None)
-                .await
-            {
-                Ok(Some(row)) => {
+                .update_call_status(org_id, &hook.call_sid, CallStatus::InProgress, None, None)
+                .await;
+            let expected = state
+                .store
+                .expect_stream(org_id, call.id, deadline_ms)
+                .await;
+            match (updated, expected) {
+                (Ok(Some(row)), Ok(true)) => {
                     if row.status != call.status {
                         crate::webhooks::status_update(state, &row).await;
                     }
                     row
                 }
-                _ => call,
+                (Ok(_), Ok(false)) => {
+                    // Ended meanwhile, or its stream already started (a retried webhook).
+                    tracing::info!(call_sid = %hook.call_sid, "voice webhook for a call that is not waiting for a stream");
+                    return say_and_hang_up(UNAVAILABLE_MESSAGE);
+                }
+                (Ok(None), Ok(true)) => call,
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(call_sid = %hook.call_sid, error = %e, "could not update the call record");
+                    return say_and_hang_up(UNAVAILABLE_MESSAGE);
+                }
             }
         }
         None => {
             let new = NewCall {
-                organization_id: row.organization_id,
+                organization_id: org_id,
                 assistant_id: Some(row.id),
                 call_sid: hook.call_sid.clone(),
                 direction: direction.to_owned(),
                 from_number: hook.from.clone(),
                 to_number: hook.to.clone(),
-                status: "in-progress".to_owned(),
+                status: CallStatus::InProgress,
                 metadata: json!({}),
+                stream_deadline_at_ms: Some(deadline_ms),
             };
             match state.store.create_call(&new).await {
                 Ok(call) => {

@@ -9,9 +9,34 @@ use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
+use switchboard_testkit::twilio::FakeTwilioRest;
 
 /// API key installed for organisation `default` (org A) at start.
 pub const KEY_A: &str = "sb_test_key_org_a_0123456789";
+
+/// Twilio account of organisation `default` (org A) in tests that use the fake Twilio REST API
+/// (`TWILIO_ACCOUNT_SID`).
+pub const TWILIO_SID_A: &str = "AC0000000000000000000000000000000a";
+/// Its auth token (`TWILIO_AUTH_TOKEN`).
+pub const TWILIO_TOKEN_A: &str = "twilio-token-of-org-a-0000000001";
+
+/// A fake Twilio REST API knowing org A's account, which owns `numbers`.
+pub async fn fake_twilio(numbers: &[&str]) -> FakeTwilioRest {
+    let rest = FakeTwilioRest::start(TWILIO_SID_A, TWILIO_TOKEN_A)
+        .await
+        .expect("fake twilio rest");
+    for n in numbers {
+        rest.add_number(TWILIO_SID_A, n).expect("account known");
+    }
+    rest
+}
+
+/// Points `settings` at `rest`, organisation `default` on org A's Twilio account.
+pub fn use_fake_twilio(settings: &mut Settings, rest: &FakeTwilioRest) {
+    settings.twilio.account_sid = Some(TWILIO_SID_A.to_owned());
+    settings.twilio.auth_token = Some(TWILIO_TOKEN_A.to_owned());
+    settings.twilio.api_base = rest.base_url();
+}
 
 pub struct TestServer {
     pub server: Option<Server>,
@@ -30,8 +55,13 @@ pub fn settings_for(db_path: &Path) -> Settings {
     settings.secrets.key_file = db_path.with_file_name("secret.key").display().to_string();
     settings.server.drain_timeout_s = 5;
     settings.server.rate_limit_per_s = 0;
+    // The fakes tenant URLs point at listen on loopback.
+    settings.outbound.allow_hosts = LOOPBACK.parse().expect("allowlist");
     settings
 }
+
+/// The outbound allowlist of the test servers: the fakes listen on loopback.
+pub const LOOPBACK: &str = "127.0.0.1,::1";
 
 impl TestServer {
     /// A fresh server on a fresh database.
@@ -39,6 +69,17 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_path = dir.path().join("switchboard.db");
         let mut ts = TestServer::start_with(settings_for(&db_path), String::new()).await;
+        ts._dir = Some(dir);
+        ts
+    }
+
+    /// A fresh server whose Twilio is `rest` (organisation `default` on org A's account).
+    pub async fn start_with_twilio(rest: &FakeTwilioRest) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_path = dir.path().join("switchboard.db");
+        let mut settings = settings_for(&db_path);
+        use_fake_twilio(&mut settings, rest);
+        let mut ts = TestServer::start_with(settings, String::new()).await;
         ts._dir = Some(dir);
         ts
     }

@@ -49,6 +49,10 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Texts the STT fake recognises, in order.
     pub stt_script: Vec<String>,
+    /// Last word on the server settings (e.g. connection timeouts), applied before start.
+    pub adjust: fn(&mut Settings),
+    /// `twilio.stream_start_timeout_s`.
+    pub stream_start_timeout_s: u64,
 }
 
 impl Default for Options {
@@ -58,11 +62,14 @@ impl Default for Options {
             stream_token_ttl_s: 60,
             max_message_bytes: 64 * 1024,
             stt_script: vec!["I would like to book a cleaning.".to_owned()],
+            adjust: |_| {},
+            stream_start_timeout_s: 30,
         }
     }
 }
 
-/// A running server with its fakes.
+/// A running server with its fakes. `rest` knows organisation `default`'s account
+/// ([`ACCOUNT_SID`]), which owns [`OUR_NUMBER`].
 pub struct Harness {
     pub ts: TestServer,
     pub rest: FakeTwilioRest,
@@ -82,6 +89,9 @@ impl Harness {
         let rest = FakeTwilioRest::start(ACCOUNT_SID, AUTH_TOKEN)
             .await
             .expect("fake twilio rest");
+        // Organisation `default`'s Twilio account owns our number: assigning it is proven.
+        rest.add_number(ACCOUNT_SID, OUR_NUMBER)
+            .expect("account known");
         let mut settings: Settings = settings_for(&db);
         settings.server.public_url = opts.public_url.clone();
         settings.twilio.account_sid = Some(ACCOUNT_SID.to_owned());
@@ -90,11 +100,15 @@ impl Harness {
         settings.twilio.stream_token_ttl_s = opts.stream_token_ttl_s;
         settings.twilio.stream_token_secret = STREAM_SECRET.to_owned();
         settings.twilio.max_message_bytes = opts.max_message_bytes;
+        settings.twilio.stream_start_timeout_s = opts.stream_start_timeout_s;
+        // Recordings go to the test's own folder, never the working directory.
+        settings.recordings.base_dir = dir.path().display().to_string();
         settings.webhooks.secret = WEBHOOK_SECRET.to_owned();
         settings.webhooks.initial_backoff_ms = 20;
         settings.webhooks.max_attempts = 3;
         settings.webhooks.timeout_ms = 2_000;
         settings.providers.keys_from_env = false;
+        (opts.adjust)(&mut settings);
         let ts = TestServer::start_with(settings, String::new()).await;
         let mut scripts = HashMap::new();
         scripts.insert(STT_TAG.to_owned(), opts.stt_script.clone());
@@ -110,6 +124,11 @@ impl Harness {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// `recordings.base_dir` of the server.
+    pub fn recordings_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// The server's `host:port`.
@@ -128,7 +147,8 @@ impl Harness {
         rec
     }
 
-    /// Creates an assistant for `key`'s organisation and routes `number` to it; returns its id.
+    /// Creates an assistant for `key`'s organisation and routes `number` to it (the number must
+    /// be in that organisation's account on `rest`); returns its id.
     pub async fn assistant(&self, key: &str, record: Value, number: Option<&str>) -> i64 {
         let (status, body) = json(
             self.ts

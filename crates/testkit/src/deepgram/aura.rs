@@ -1,13 +1,14 @@
 //! Aura streaming TTS (`/v1/speak`) of the fake: `Metadata` first; `Speak` buffers text; `Flush`
 //! synthesises the buffer as several binary µ-law frames (first byte and pacing from the latency
 //! profile) then `Flushed{sequence_id}`; `Clear` drops everything pending and answers `Cleared`;
-//! `Close` closes with 1000.
+//! `Close` closes with 1000. An injected fault ([`crate::fault`]) strikes at the next `Speak` once
+//! due (units: `Flushed` answers), or a new connection at once.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -15,7 +16,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::listen::{Conn, sent};
-use super::{Shared, mulaw};
+use super::{Shared, deepgram_error, mulaw};
+use crate::fault::FaultKind;
 
 /// One flush being played out.
 struct Emission {
@@ -44,7 +46,15 @@ pub(super) async fn serve(
         .filter(|s| *s > 0.0)
         .unwrap_or(1.0);
     let model = get("model").unwrap_or_default().to_owned();
-    let mut conn = Conn { ws, shared, index };
+    let mut conn = Conn {
+        ws,
+        shared,
+        index,
+        fault: None,
+    };
+    if !conn.strike_new(&shared.tts_fault) {
+        return;
+    }
     let metadata = json!({"type": "Metadata", "request_id": request_id, "model_name": model,
         "model_version": "fake", "model_uuid": "fake-aura"});
     if !conn.send_json(&metadata, sent("Metadata", "", 0.0)).await {
@@ -68,6 +78,16 @@ pub(super) async fn serve(
                 let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 match value.get("type").and_then(Value::as_str) {
                     Some("Speak") => {
+                        if conn.fault.is_none() && let Some(kind) = shared.tts_fault.strike() {
+                            if let FaultKind::HttpStatus(status) = kind {
+                                let (code, description) = deepgram_error(status);
+                                let msg = json!({"type": "Error", "err_code": code, "description": description});
+                                conn.send_json(&msg, sent("Error", "", 0.0)).await;
+                            }
+                            if !conn.strike_live(kind).await {
+                                return;
+                            }
+                        }
                         buffer.push_str(value.get("text").and_then(Value::as_str).unwrap_or_default());
                     }
                     Some("Flush") => {
@@ -120,10 +140,9 @@ pub(super) async fn serve(
                 match emission.chunks.pop_front() {
                     Some(chunk) => {
                         emission.next_at = Instant::now() + emission.chunk_gap;
-                        if conn.ws.send(Message::Binary(chunk)).await.is_err() {
+                        if !conn.send_audio(chunk).await {
                             return;
                         }
-                        shared.record(index, |c| c.sent.push(sent("audio", "", 0.0)));
                     }
                     None => {
                         let sequence_id = emission.sequence_id;
@@ -131,6 +150,9 @@ pub(super) async fn serve(
                         let msg = json!({"type": "Flushed", "sequence_id": sequence_id});
                         if !conn.send_json(&msg, sent("Flushed", "", 0.0)).await {
                             return;
+                        }
+                        if conn.fault.is_none() {
+                            shared.tts_fault.served();
                         }
                     }
                 }

@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{FinalTiming, Script, SentMessage, Shared, mulaw};
+use super::{FinalTiming, Script, SentMessage, Shared, deepgram_error, mulaw};
+use crate::fault::{FaultKind, FaultState, garbage_json};
 
 /// 20 ms of 8 kHz µ-law.
 const FRAME_BYTES: usize = 160;
@@ -23,15 +24,77 @@ pub(super) struct Conn<'a> {
     pub(super) ws: WebSocketStream<TcpStream>,
     pub(super) shared: &'a Shared,
     pub(super) index: usize,
+    /// An injected fault this connection suffers from now on: `Stall` swallows every message,
+    /// `Garbage` replaces each with malformed JSON.
+    pub(super) fault: Option<FaultKind>,
 }
 
 impl Conn<'_> {
     /// Send a JSON text message and record it. `false` when the socket is gone.
     pub(super) async fn send_json(&mut self, value: &Value, mut record: SentMessage) -> bool {
-        let ok = self.ws.send(Message::text(value.to_string())).await.is_ok();
+        let text = match self.fault {
+            Some(FaultKind::Stall) => return true,
+            Some(FaultKind::Garbage) => {
+                record.kind = format!("garbage:{}", record.kind);
+                garbage_json(&value.to_string())
+            }
+            _ => value.to_string(),
+        };
+        let ok = self.ws.send(Message::text(text)).await.is_ok();
         record.at = Instant::now();
         self.shared.record(self.index, |c| c.sent.push(record));
         ok
+    }
+
+    /// Send a binary audio frame (Aura): swallowed by a stall, malformed JSON text in its place
+    /// under `Garbage`. `false` when the socket is gone.
+    pub(super) async fn send_audio(&mut self, audio: bytes::Bytes) -> bool {
+        let message = match self.fault {
+            Some(FaultKind::Stall) => return true,
+            Some(FaultKind::Garbage) => {
+                Message::text(garbage_json(r#"{"type":"Audio","data":"AAAA"}"#))
+            }
+            _ => Message::Binary(audio),
+        };
+        let ok = self.ws.send(message).await.is_ok();
+        self.shared
+            .record(self.index, |c| c.sent.push(sent("audio", "", 0.0)));
+        ok
+    }
+
+    /// A new connection while `fault` is due: struck at once (`Drop`: `false`, the caller ends
+    /// the connection without a close frame; `Stall`/`Garbage`: from the first message on).
+    /// Handshake refusals (`HttpStatus`) happen before, in the accept callback.
+    pub(super) fn strike_new(&mut self, fault: &FaultState) -> bool {
+        match fault.strike_if(|k| !matches!(k, FaultKind::HttpStatus(_))) {
+            Some(FaultKind::Drop) => {
+                self.shared.record(self.index, |c| c.dropped_by_fake = true);
+                false
+            }
+            other => {
+                self.fault = other;
+                true
+            }
+        }
+    }
+
+    /// A live connection is struck by `kind`: `false` when it ends here (`Drop`: no close
+    /// frame; `HttpStatus`: the provider's error close).
+    pub(super) async fn strike_live(&mut self, kind: FaultKind) -> bool {
+        match kind {
+            FaultKind::Drop => {
+                self.shared.record(self.index, |c| c.dropped_by_fake = true);
+                false
+            }
+            FaultKind::HttpStatus(status) => {
+                self.close(1011, deepgram_error(status).0).await;
+                false
+            }
+            FaultKind::Stall | FaultKind::Garbage => {
+                self.fault = Some(kind);
+                true
+            }
+        }
     }
 
     /// Close with `code` and `reason`, recorded.
@@ -236,7 +299,12 @@ pub(super) async fn serve(
         .filter(|_| stt_ordinal < cfg.drop_connections)
         .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
     let mut s = Session {
-        conn: Conn { ws, shared, index },
+        conn: Conn {
+            ws,
+            shared,
+            index,
+            fault: None,
+        },
         params: Params::from_query(query),
         flux,
         request_id: request_id.to_owned(),
@@ -260,6 +328,9 @@ pub(super) async fn serve(
         turn_index: 0,
         eager_sent: false,
     };
+    if !s.conn.strike_new(&shared.stt_fault) {
+        return;
+    }
     if flux {
         let connected = json!({"type": "Connected", "request_id": s.request_id, "sequence_id": 0});
         s.seq = 1;
@@ -503,8 +574,8 @@ impl Session<'_> {
         if !self.maybe_utterance_end().await {
             return false;
         }
-        if self.params.interim
-            && self.pending.is_none()
+        // Deepgram finalises silence too (empty transcripts), with or without interim results.
+        if self.pending.is_none()
             && self.silence_since_result_ms >= cfg.empty_result_every_ms.max(FRAME_MS)
         {
             self.silence_since_result_ms = 0;
@@ -594,7 +665,21 @@ impl Session<'_> {
             sent_at: Instant::now(),
             speech_end_s: p.end,
         });
+        if !self.turn_served().await {
+            return false;
+        }
         self.maybe_utterance_end().await
+    }
+
+    /// A final / end of turn went out: one unit of the STT fault; it may strike right here.
+    /// `false` when the connection ends.
+    async fn turn_served(&mut self) -> bool {
+        let fault = &self.conn.shared.stt_fault;
+        fault.served();
+        match fault.strike_if(|_| self.conn.fault.is_none()) {
+            Some(kind) => self.conn.strike_live(kind).await,
+            None => true,
+        }
     }
 
     async fn finalize(&mut self) -> Flow {
@@ -713,7 +798,7 @@ impl Session<'_> {
         self.turn_index += 1;
         self.eager_sent = false;
         self.text = None;
-        ok
+        ok && self.turn_served().await
     }
 
     async fn flux_frame(&mut self, voice: bool) -> bool {
@@ -721,6 +806,7 @@ impl Session<'_> {
         let cfg = self.conn.shared.config();
         if voice {
             self.silence_ms = 0;
+            self.silence_since_result_ms = 0;
             if self.in_speech {
                 self.last_voice_end_s = t;
                 self.since_interim_ms += FRAME_MS;
@@ -771,7 +857,17 @@ impl Session<'_> {
             return true;
         }
         self.onset(false);
-        if !self.turn_open || self.pending.is_some() {
+        if !self.turn_open {
+            // Flux sends `Update`s for transcribed audio whatever it holds; between turns the
+            // fake sends an empty one every `empty_result_every_ms` of silence.
+            self.silence_since_result_ms += FRAME_MS;
+            if self.silence_since_result_ms >= cfg.empty_result_every_ms.max(FRAME_MS) {
+                self.silence_since_result_ms = 0;
+                return self.send_turn_info("Update", "", 0.0, false).await;
+            }
+            return true;
+        }
+        if self.pending.is_some() {
             return true;
         }
         self.silence_ms += FRAME_MS;

@@ -1,4 +1,4 @@
-//! G.711 µ-law for the fakes (protocols.md §8), written independently of `switchboard-core`:
+//! G.711 µ-law for the fakes (docs/providers/g711.md), written independently of `switchboard-core`:
 //! decoding for the fake STT's energy detector, encoding for the fake TTS's synthetic voice.
 
 /// Decode one µ-law byte to a linear 16-bit sample (exact G.711 table, range ±32124).

@@ -1,4 +1,4 @@
-//! `FakeCall`: one phone call as Twilio would run it against the engine (`shared/protocols.md`
+//! `FakeCall`: one phone call as Twilio would run it against the engine (`docs/providers/twilio.md`
 //! §1.1–§1.10, checklist §1.12): signed voice webhook, TwiML, signed media-stream websocket,
 //! real-time caller audio, a real-time playback clock for the bot's audio with mark echoes and
 //! `clear`, `stop`, then the status callbacks. It records a timeline for the load harness.

@@ -1,23 +1,52 @@
-//! `FakeTwilioRest`: the parts of Twilio's REST API the engine uses (`shared/protocols.md` §1.11),
-//! served on 127.0.0.1 with Basic auth and form bodies checked, and every request recorded.
+//! `FakeTwilioRest`: the parts of Twilio's REST API (version 2010-04-01) the engine uses, served
+//! on 127.0.0.1 as strictly as the service: HTTP Basic auth must name an account the fake knows
+//! with its auth token (else 401 with Twilio's error body, code 20003), form bodies are checked,
+//! and every request is recorded.
+//!
+//! Written from Twilio's API reference:
+//! - calls: <https://www.twilio.com/docs/voice/api/call-resource>
+//!   (`POST /Accounts/{sid}/Calls.json`, `POST /Accounts/{sid}/Calls/{CallSid}.json`);
+//! - messages: <https://www.twilio.com/docs/messaging/api/message-resource>
+//!   (`POST /Accounts/{sid}/Messages.json`);
+//! - accounts: <https://www.twilio.com/docs/iam/api/account> (`GET /Accounts/{sid}.json`);
+//! - numbers: <https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource>
+//!   (`GET /Accounts/{sid}/IncomingPhoneNumbers.json`, with `PhoneNumber`, `FriendlyName`,
+//!   `PageSize`, `Page`; answered in Twilio's paging shape);
+//! - errors: <https://www.twilio.com/docs/api/errors/20003> and
+//!   <https://www.twilio.com/docs/usage/twilios-response> (`code`, `message`, `more_info`,
+//!   `status`).
+//!
+//! The fake holds accounts (SID, auth token) and the numbers each owns: tests register them with
+//! [`FakeTwilioRest::add_account`] and [`FakeTwilioRest::add_number`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::call::{CallControl, CallReport, FakeCall, FakeCallConfig, RemoteEnd, new_sid};
+use super::call::{
+    CallControl, CallReport, FakeCall, FakeCallConfig, RemoteEnd, new_sid, rfc2822_now,
+};
 use super::script::CallScript;
+
+/// Twilio's API version, the first path segment of every resource.
+const API_VERSION: &str = "2010-04-01";
+
+/// `PageSize` when the request gives none (Twilio's default).
+const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Largest `PageSize` Twilio accepts.
+const MAX_PAGE_SIZE: usize = 1000;
 
 /// A call created through `POST …/Calls.json`, as received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,6 +131,33 @@ pub struct InjectedError {
     pub message: String,
 }
 
+/// A `GET …/IncomingPhoneNumbers.json` that passed authentication, as received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NumberLookup {
+    /// The account in the path (the one authenticated).
+    pub account_sid: String,
+    /// `PhoneNumber` filter, when given.
+    pub phone_number: Option<String>,
+}
+
+/// A number an account owns (an IncomingPhoneNumber resource).
+#[derive(Debug, Clone)]
+struct OwnedNumber {
+    sid: String,
+    phone_number: String,
+    friendly_name: String,
+    date_created: String,
+}
+
+/// An account the fake knows: its auth token and the numbers it owns, in registration order.
+#[derive(Debug, Clone)]
+struct FakeAccount {
+    auth_token: String,
+    friendly_name: String,
+    date_created: String,
+    numbers: Vec<OwnedNumber>,
+}
+
 struct CallState {
     status: &'static str,
     control: CallControl,
@@ -110,6 +166,9 @@ struct CallState {
 
 #[derive(Default)]
 struct Inner {
+    accounts: BTreeMap<String, FakeAccount>,
+    number_lookups: Vec<NumberLookup>,
+    account_fetches: Vec<String>,
     calls: HashMap<String, CallState>,
     created: Vec<CreatedCall>,
     updates: Vec<CallUpdateRecord>,
@@ -119,8 +178,8 @@ struct Inner {
 }
 
 struct RestState {
-    account_sid: String,
-    auth_token: String,
+    /// The account the fake was started with (shown by `Debug`).
+    first_account: String,
     inner: Mutex<Inner>,
     hook: Mutex<Option<DialHook>>,
 }
@@ -149,7 +208,7 @@ impl std::fmt::Debug for FakeTwilioRest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeTwilioRest")
             .field("addr", &self.addr)
-            .field("account_sid", &self.state.account_sid)
+            .field("first_account", &self.state.first_account)
             .finish_non_exhaustive()
     }
 }
@@ -165,20 +224,36 @@ fn error_json(status: u16, code: u32, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Twilio's default friendly name of a number: `(415) 555-0100` for North American numbers, the
+/// E.164 number otherwise.
+fn default_friendly_name(e164: &str) -> String {
+    match e164.strip_prefix("+1") {
+        Some(d) if d.len() == 10 && d.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("({}) {}-{}", &d[..3], &d[3..6], &d[6..])
+        }
+        _ => e164.to_owned(),
+    }
+}
+
 fn first(form: &[(String, String)], name: &str) -> Option<String> {
     form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
 impl FakeTwilioRest {
-    /// Starts the fake for one account; requests must use these credentials.
+    /// Starts the fake knowing one account (owning no numbers yet); requests must authenticate
+    /// as an account the fake knows. More accounts: [`FakeTwilioRest::add_account`].
     pub async fn start(account_sid: &str, auth_token: &str) -> std::io::Result<FakeTwilioRest> {
         let state = Arc::new(RestState {
-            account_sid: account_sid.to_owned(),
-            auth_token: auth_token.to_owned(),
+            first_account: account_sid.to_owned(),
             inner: Mutex::new(Inner::default()),
             hook: Mutex::new(None),
         });
         let app = Router::new()
+            .route("/2010-04-01/Accounts/{account_file}", get(fetch_account))
+            .route(
+                "/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json",
+                get(list_incoming_numbers),
+            )
             .route(
                 "/2010-04-01/Accounts/{account}/Calls.json",
                 post(create_call),
@@ -199,7 +274,74 @@ impl FakeTwilioRest {
                 tracing::warn!(error = %e, "fake twilio rest server stopped");
             }
         });
-        Ok(FakeTwilioRest { addr, state, task })
+        let fake = FakeTwilioRest { addr, state, task };
+        fake.add_account(account_sid, auth_token);
+        Ok(fake)
+    }
+
+    /// Makes the fake know an account (a real one has a SID `AC` + 32 hex digits); an account
+    /// already known gets this token (its numbers stay).
+    pub fn add_account(&self, account_sid: &str, auth_token: &str) {
+        let mut inner = self.state.lock();
+        match inner.accounts.get_mut(account_sid) {
+            Some(a) => a.auth_token = auth_token.to_owned(),
+            None => {
+                inner.accounts.insert(
+                    account_sid.to_owned(),
+                    FakeAccount {
+                        auth_token: auth_token.to_owned(),
+                        friendly_name: format!("Account {account_sid}"),
+                        date_created: rfc2822_now(),
+                        numbers: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Puts `phone_number` (E.164) in the account, as if bought there; returns its `PN…` SID
+    /// (the existing one when the account already owns it), or `None` when the account is
+    /// unknown. Nothing stops two accounts from listing the same number: tests that need it
+    /// can model a number moved between accounts.
+    pub fn add_number(&self, account_sid: &str, phone_number: &str) -> Option<String> {
+        let mut inner = self.state.lock();
+        let account = inner.accounts.get_mut(account_sid)?;
+        if let Some(n) = account
+            .numbers
+            .iter()
+            .find(|n| n.phone_number == phone_number)
+        {
+            return Some(n.sid.clone());
+        }
+        let sid = new_sid("PN");
+        account.numbers.push(OwnedNumber {
+            sid: sid.clone(),
+            phone_number: phone_number.to_owned(),
+            friendly_name: default_friendly_name(phone_number),
+            date_created: rfc2822_now(),
+        });
+        Some(sid)
+    }
+
+    /// Takes `phone_number` out of the account (released at Twilio); true when it was there.
+    pub fn remove_number(&self, account_sid: &str, phone_number: &str) -> bool {
+        let mut inner = self.state.lock();
+        let Some(account) = inner.accounts.get_mut(account_sid) else {
+            return false;
+        };
+        let before = account.numbers.len();
+        account.numbers.retain(|n| n.phone_number != phone_number);
+        account.numbers.len() != before
+    }
+
+    /// Authenticated `GET …/IncomingPhoneNumbers.json` requests so far, in order.
+    pub fn number_lookups(&self) -> Vec<NumberLookup> {
+        self.state.lock().number_lookups.clone()
+    }
+
+    /// Accounts fetched (`GET /Accounts/{sid}.json`) with valid credentials so far, in order.
+    pub fn account_fetches(&self) -> Vec<String> {
+        self.state.lock().account_fetches.clone()
     }
 
     /// The REST base to give the client (`TWILIO_API_BASE`): `http://127.0.0.1:PORT/2010-04-01`.
@@ -250,6 +392,36 @@ impl FakeTwilioRest {
         }
     }
 
+    /// Makes an inbound call (one the fake caller placed through the voice webhook, which
+    /// `Calls.json` never saw) known to the API as `in-progress`, so the engine can update it
+    /// like Twilio allows: a hang-up or a `Twiml` redirect (a spoken apology, a transfer) is
+    /// recorded, answered 200, and ends the caller's stream through the returned handle (give
+    /// it to [`FakeCallConfig::control`]).
+    pub fn accept_inbound(&self, call_sid: &str, from: &str, to: &str) -> CallControl {
+        let control = CallControl::new();
+        let call = CreatedCall {
+            sid: call_sid.to_owned(),
+            to: to.to_owned(),
+            from: from.to_owned(),
+            url: None,
+            twiml: None,
+            method: None,
+            status_callback: None,
+            status_callback_events: Vec::new(),
+            status_callback_method: None,
+            form: Vec::new(),
+        };
+        self.state.lock().calls.insert(
+            call_sid.to_owned(),
+            CallState {
+                status: "in-progress",
+                control: control.clone(),
+                call,
+            },
+        );
+        control
+    }
+
     /// Answers the next authenticated request with this error instead of handling it.
     pub fn fail_next(&self, status: u16, code: u32, message: &str) {
         self.state.lock().injected.push_back(InjectedError {
@@ -297,9 +469,14 @@ impl FakeTwilioRest {
     }
 }
 
-/// Checks Basic auth, the account in the path and the content type; then any injected error.
-fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let authorized = headers
+/// Checks Basic auth: the user must be an account the fake knows, the password its token, and
+/// the account in the path that same account (Twilio's subaccount access is not modelled).
+fn authenticate(
+    state: &RestState,
+    account: &str,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
+    let credentials = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
@@ -308,19 +485,47 @@ fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(),
                 .decode(b.trim())
                 .ok()
         })
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .is_some_and(|pair| match pair.split_once(':') {
-            Some((user, pass)) => {
-                user == state.account_sid
-                    && pass == state.auth_token
-                    && account == state.account_sid
-            }
-            None => false,
-        });
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let mut inner = state.lock();
+    let authorized = credentials.is_some_and(|pair| match pair.split_once(':') {
+        Some((user, pass)) => {
+            user == account
+                && inner
+                    .accounts
+                    .get(user)
+                    .is_some_and(|a| a.auth_token == pass)
+        }
+        None => false,
+    });
     if !authorized {
-        state.lock().auth_failures += 1;
+        inner.auth_failures += 1;
         return Err(Box::new(error_json(401, 20003, "Authenticate")));
     }
+    Ok(())
+}
+
+/// Answers the next injected error, if any.
+fn injected(state: &RestState) -> Result<(), Box<Response>> {
+    match state.lock().injected.pop_front() {
+        Some(e) => Err(Box::new(error_json(e.status, e.code, &e.message))),
+        None => Ok(()),
+    }
+}
+
+/// What every `GET` passes first: [`authenticate`], then any injected error.
+fn precheck_get(
+    state: &RestState,
+    account: &str,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
+    authenticate(state, account, headers)?;
+    injected(state)
+}
+
+/// What every `POST` passes first: [`authenticate`], the form content type, then any injected
+/// error.
+fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    authenticate(state, account, headers)?;
     let form_ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -332,10 +537,7 @@ fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(),
             "Request body must be application/x-www-form-urlencoded",
         )));
     }
-    if let Some(e) = state.lock().injected.pop_front() {
-        return Err(Box::new(error_json(e.status, e.code, &e.message)));
-    }
-    Ok(())
+    injected(state)
 }
 
 fn parse_form(body: &Bytes) -> Result<Vec<(String, String)>, Box<Response>> {
@@ -343,10 +545,10 @@ fn parse_form(body: &Bytes) -> Result<Vec<(String, String)>, Box<Response>> {
         .map_err(|_| Box::new(error_json(400, 20001, "Malformed form body")))
 }
 
-fn call_json(state: &RestState, call: &CreatedCall, status: &str) -> serde_json::Value {
+fn call_json(account: &str, call: &CreatedCall, status: &str) -> serde_json::Value {
     json!({
         "sid": call.sid,
-        "account_sid": state.account_sid,
+        "account_sid": account,
         "status": status,
         "to": call.to,
         "from": call.from,
@@ -356,7 +558,7 @@ fn call_json(state: &RestState, call: &CreatedCall, status: &str) -> serde_json:
         "start_time": null,
         "end_time": null,
         "duration": null,
-        "uri": format!("/2010-04-01/Accounts/{}/Calls/{}.json", state.account_sid, call.sid),
+        "uri": format!("/{API_VERSION}/Accounts/{account}/Calls/{}.json", call.sid),
     })
 }
 
@@ -413,7 +615,7 @@ async fn create_call(
             },
         );
     }
-    let body = call_json(&state, &call, "queued");
+    let body = call_json(&account, &call, "queued");
     let hook = state.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(hook) = hook {
         if let Some(c) = state.lock().calls.get_mut(&call.sid) {
@@ -492,7 +694,7 @@ async fn update_call(
         None => c.control.end(RemoteEnd::Redirected),
     }
     let status = c.status;
-    let body = call_json(&state, &c.call, status);
+    let body = call_json(&account, &c.call, status);
     inner.updates.push(record);
     (StatusCode::OK, axum::Json(body)).into_response()
 }
@@ -540,7 +742,7 @@ async fn send_message(
     };
     let body = json!({
         "sid": msg.sid,
-        "account_sid": state.account_sid,
+        "account_sid": account,
         "status": status,
         "to": msg.to,
         "from": msg.from,
@@ -553,4 +755,182 @@ async fn send_message(
     });
     state.lock().messages.push(msg);
     (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+/// `GET /Accounts/{sid}.json`: the Account resource of the authenticated account (Twilio returns
+/// its auth token too).
+async fn fetch_account(
+    State(state): State<Arc<RestState>>,
+    Path(account_file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(account) = account_file.strip_suffix(".json") else {
+        return error_json(404, 20404, "The requested resource was not found");
+    };
+    if let Err(r) = precheck_get(&state, account, &headers) {
+        return *r;
+    }
+    let mut inner = state.lock();
+    inner.account_fetches.push(account.to_owned());
+    let Some(a) = inner.accounts.get(account) else {
+        return error_json(404, 20404, "The requested resource was not found");
+    };
+    let base = format!("/{API_VERSION}/Accounts/{account}");
+    let body = json!({
+        "auth_token": a.auth_token,
+        "date_created": a.date_created,
+        "date_updated": a.date_created,
+        "friendly_name": a.friendly_name,
+        "owner_account_sid": account,
+        "sid": account,
+        "status": "active",
+        "subresource_uris": {
+            "calls": format!("{base}/Calls.json"),
+            "incoming_phone_numbers": format!("{base}/IncomingPhoneNumbers.json"),
+            "messages": format!("{base}/Messages.json"),
+        },
+        "type": "Full",
+        "uri": format!("{base}.json"),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// True when `number` contains `pattern`, where `*` in the pattern stands for any one digit
+/// (Twilio: "partial numbers and `*` as a wildcard for any digit").
+fn number_matches(number: &str, pattern: &str) -> bool {
+    let (n, p) = (number.as_bytes(), pattern.as_bytes());
+    if p.is_empty() {
+        return true;
+    }
+    n.windows(p.len()).any(|w| {
+        w.iter().zip(p).all(|(c, q)| {
+            if *q == b'*' {
+                c.is_ascii_digit()
+            } else {
+                c == q
+            }
+        })
+    })
+}
+
+/// One IncomingPhoneNumber resource as Twilio shows it.
+fn number_json(account: &str, n: &OwnedNumber) -> serde_json::Value {
+    json!({
+        "account_sid": account,
+        "address_requirements": "none",
+        "address_sid": null,
+        "api_version": API_VERSION,
+        "beta": false,
+        "bundle_sid": null,
+        "capabilities": {"fax": false, "mms": true, "sms": true, "voice": true},
+        "date_created": n.date_created,
+        "date_updated": n.date_created,
+        "emergency_address_sid": null,
+        "emergency_address_status": "unregistered",
+        "emergency_status": "Inactive",
+        "friendly_name": n.friendly_name,
+        "identity_sid": null,
+        "origin": "twilio",
+        "phone_number": n.phone_number,
+        "sid": n.sid,
+        "sms_application_sid": "",
+        "sms_fallback_method": "POST",
+        "sms_fallback_url": "",
+        "sms_method": "POST",
+        "sms_url": "",
+        "status": "in-use",
+        "status_callback": "",
+        "status_callback_method": "POST",
+        "trunk_sid": null,
+        "uri": format!("/{API_VERSION}/Accounts/{account}/IncomingPhoneNumbers/{}.json", n.sid),
+        "voice_application_sid": null,
+        "voice_caller_id_lookup": false,
+        "voice_fallback_method": "POST",
+        "voice_fallback_url": null,
+        "voice_method": "POST",
+        "voice_receive_mode": "voice",
+        "voice_url": null,
+    })
+}
+
+/// `GET /Accounts/{sid}/IncomingPhoneNumbers.json`: the account's numbers, filtered by
+/// `PhoneNumber` / `FriendlyName`, one page (`PageSize`, `Page`) in Twilio's paging shape.
+async fn list_incoming_numbers(
+    State(state): State<Arc<RestState>>,
+    Path(account): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = precheck_get(&state, &account, &headers) {
+        return *r;
+    }
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let phone_number = first(&params, "PhoneNumber");
+    let friendly_name = first(&params, "FriendlyName");
+    let page_size = match first(&params, "PageSize").map(|v| v.parse::<usize>()) {
+        None => DEFAULT_PAGE_SIZE,
+        Some(Ok(n)) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+        Some(_) => return error_json(400, 20001, "PageSize must be between 1 and 1000"),
+    };
+    let page = match first(&params, "Page").map(|v| v.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error_json(400, 20001, "Page must be a non-negative integer"),
+    };
+    let mut inner = state.lock();
+    inner.number_lookups.push(NumberLookup {
+        account_sid: account.clone(),
+        phone_number: phone_number.clone(),
+    });
+    let Some(a) = inner.accounts.get(&account) else {
+        return error_json(404, 20404, "The requested resource was not found");
+    };
+    let matching: Vec<&OwnedNumber> = a
+        .numbers
+        .iter()
+        .filter(|n| {
+            phone_number
+                .as_deref()
+                .is_none_or(|p| number_matches(&n.phone_number, p))
+                && friendly_name
+                    .as_deref()
+                    .is_none_or(|f| n.friendly_name == f)
+        })
+        .collect();
+    let start = page.saturating_mul(page_size);
+    let items: Vec<serde_json::Value> = matching
+        .iter()
+        .skip(start)
+        .take(page_size)
+        .map(|n| number_json(&account, n))
+        .collect();
+    let has_next = matching.len() > start.saturating_add(page_size);
+    let page_uri = |p: usize| {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = &phone_number {
+            q.push(("PhoneNumber", v.clone()));
+        }
+        if let Some(v) = &friendly_name {
+            q.push(("FriendlyName", v.clone()));
+        }
+        q.push(("PageSize", page_size.to_string()));
+        q.push(("Page", p.to_string()));
+        format!(
+            "/{API_VERSION}/Accounts/{account}/IncomingPhoneNumbers.json?{}",
+            serde_urlencoded::to_string(&q).unwrap_or_default()
+        )
+    };
+    let body = json!({
+        "end": start + items.len().saturating_sub(1),
+        "first_page_uri": page_uri(0),
+        "incoming_phone_numbers": items,
+        "next_page_uri": if has_next { Some(page_uri(page + 1)) } else { None },
+        "page": page,
+        "page_size": page_size,
+        "previous_page_uri": if page > 0 { Some(page_uri(page - 1)) } else { None },
+        "start": start,
+        "uri": page_uri(page),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -229,7 +229,7 @@ impl CallScript {
 }
 
 /// G.711 µ-law encoding of one 16-bit sample (the "bias 0x84, clip 32635" variant of
-/// `shared/protocols.md` §8).
+/// `docs/providers/g711.md`).
 pub fn linear_to_ulaw(sample: i16) -> u8 {
     let x = i32::from(sample);
     let sign: u8 = if x < 0 { 0x80 } else { 0 };

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use switchboard_telephony::rest::{
-    CallUpdate, CreateCall, Credentials, HangUp, RestConfig, RestError, SendSms, TwilioRest,
+    AccountStatus, CallUpdate, CreateCall, Credentials, HangUp, RestConfig, RestError, SendSms,
+    TwilioRest,
 };
 use switchboard_telephony::signature;
 use switchboard_telephony::twiml::{Response as Twiml, Say, Stream};
@@ -356,6 +357,207 @@ async fn fake_rest_checks_forms() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], 20003);
     assert!(fake.messages().is_empty());
+}
+
+#[tokio::test]
+async fn accounts_and_numbers_are_proven_per_account() {
+    let fake = FakeTwilioRest::start(ACCOUNT, TOKEN).await.unwrap();
+    let other = "AC00000000000000000000000000000002";
+    fake.add_account(other, "other-token");
+    let pn = fake.add_number(ACCOUNT, "+14155550100").unwrap();
+    assert!(pn.starts_with("PN") && pn.len() == 34, "{pn}");
+    assert_eq!(fake.add_number(ACCOUNT, "+14155550100"), Some(pn.clone()));
+    fake.add_number(ACCOUNT, "+442071838750").unwrap();
+    fake.add_number(other, "+15550100077").unwrap();
+    assert_eq!(fake.add_number("AC404", "+1"), None, "unknown account");
+
+    // The client: the account, then numbers in it only.
+    let client = client_for(&fake, TOKEN);
+    let account = client.fetch_account().await.unwrap();
+    assert_eq!(account.sid, ACCOUNT);
+    assert_eq!(account.status, Some(AccountStatus::Active));
+    let found = client
+        .find_incoming_number("+14155550100")
+        .await
+        .unwrap()
+        .expect("owned");
+    assert_eq!(found.sid, pn);
+    assert_eq!(found.friendly_name.as_deref(), Some("(415) 555-0100"));
+    assert_eq!(found.account_sid.as_deref(), Some(ACCOUNT));
+    assert_eq!(
+        client.find_incoming_number("+15550100077").await.unwrap(),
+        None
+    );
+    // A partial match is not ownership.
+    assert_eq!(
+        client.find_incoming_number("+1415555010").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        fake.number_lookups().last(),
+        Some(&NumberLookup {
+            account_sid: ACCOUNT.to_owned(),
+            phone_number: Some("+1415555010".to_owned()),
+        })
+    );
+    let other_client = TwilioRest::new(
+        Credentials::new(other, "other-token"),
+        RestConfig {
+            base_url: fake.base_url(),
+            ..RestConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        other_client
+            .find_incoming_number("+15550100077")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        other_client
+            .find_incoming_number("+14155550100")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(fake.account_fetches(), vec![ACCOUNT.to_owned()]);
+
+    // Wrong token, unknown account, another account's token: 401 / 20003, like Twilio.
+    let failures = fake.auth_failures();
+    for (sid, token) in [
+        (ACCOUNT, "wrong"),
+        ("AC00000000000000000000000000000009", TOKEN),
+        (ACCOUNT, "other-token"),
+    ] {
+        let c = TwilioRest::new(
+            Credentials::new(sid, token),
+            RestConfig {
+                base_url: fake.base_url(),
+                ..RestConfig::default()
+            },
+        )
+        .unwrap();
+        match c.fetch_account().await {
+            Err(
+                e @ RestError::Api {
+                    status: 401,
+                    code: Some(20003),
+                    ..
+                },
+            ) => {
+                assert!(e.is_auth_failure())
+            }
+            other => panic!("{sid}/{token}: {other:?}"),
+        }
+        assert!(
+            c.find_incoming_number("+14155550100")
+                .await
+                .unwrap_err()
+                .is_auth_failure()
+        );
+    }
+    assert_eq!(fake.auth_failures(), failures + 6);
+    // Injected errors apply to reads too; they are not auth failures.
+    fake.fail_next(503, 20503, "Service Unavailable");
+    let e = client.fetch_account().await.unwrap_err();
+    assert!(e.is_retryable() && !e.is_auth_failure(), "{e:?}");
+    // Released numbers are gone.
+    assert!(fake.remove_number(ACCOUNT, "+14155550100"));
+    assert!(!fake.remove_number(ACCOUNT, "+14155550100"));
+    assert_eq!(
+        client.find_incoming_number("+14155550100").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn fake_rest_lists_numbers_in_twilio_paging_shape() {
+    let fake = FakeTwilioRest::start(ACCOUNT, TOKEN).await.unwrap();
+    for n in [
+        "+14155550100",
+        "+14155550101",
+        "+14155550102",
+        "+442071838750",
+    ] {
+        fake.add_number(ACCOUNT, n).unwrap();
+    }
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json",
+        fake.base_url()
+    );
+    let list = |query: &'static str| {
+        http.get(format!("{url}{query}"))
+            .basic_auth(ACCOUNT, Some(TOKEN))
+            .send()
+    };
+    let r = list("?PhoneNumber=%2B1415555010*&PageSize=2")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["page"], 0);
+    assert_eq!(v["page_size"], 2);
+    assert_eq!(v["start"], 0);
+    assert_eq!(v["end"], 1);
+    assert_eq!(v["previous_page_uri"], serde_json::Value::Null);
+    let numbers = v["incoming_phone_numbers"].as_array().unwrap();
+    assert_eq!(numbers.len(), 2);
+    assert_eq!(numbers[0]["phone_number"], "+14155550100");
+    assert_eq!(numbers[0]["account_sid"], ACCOUNT);
+    assert_eq!(numbers[0]["capabilities"]["voice"], true);
+    assert!(numbers[0]["sid"].as_str().unwrap().starts_with("PN"));
+    for field in [
+        "friendly_name",
+        "voice_url",
+        "sms_url",
+        "uri",
+        "date_created",
+    ] {
+        assert!(numbers[0].get(field).is_some(), "{field}");
+    }
+    let next = v["next_page_uri"].as_str().expect("a next page");
+    assert!(next.starts_with(&format!(
+        "/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json?"
+    )));
+    assert!(next.contains("Page=1"), "{next}");
+    assert!(v["uri"].as_str().unwrap().contains("PageSize=2"));
+    let r = list("?PhoneNumber=%2B1415555010*&PageSize=2&Page=1")
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["incoming_phone_numbers"][0]["phone_number"],
+        "+14155550102"
+    );
+    assert_eq!(v["next_page_uri"], serde_json::Value::Null);
+    assert_eq!(v["start"], 2);
+    let r = list("?FriendlyName=%2B442071838750").await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["incoming_phone_numbers"].as_array().unwrap().len(), 1);
+    assert_eq!(list("?PageSize=0").await.unwrap().status(), 400);
+    // No credentials: Twilio's error body.
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], 20003);
+    assert_eq!(v["message"], "Authenticate");
+    assert_eq!(v["status"], 401);
+    assert_eq!(v["more_info"], "https://www.twilio.com/docs/errors/20003");
+    // The account resource.
+    let r = http
+        .get(format!("{}/Accounts/{ACCOUNT}.json", fake.base_url()))
+        .basic_auth(ACCOUNT, Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["sid"], ACCOUNT);
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["uri"], format!("/2010-04-01/Accounts/{ACCOUNT}.json"));
 }
 
 // ---------------------------------------------------------------- FakeCall vs a tiny engine

@@ -1,0 +1,135 @@
+//! Closing call records that no process carries any more, so none stays `in-progress` forever.
+//!
+//! - At start, before this process takes calls: the calls whose media stream ran on a previous
+//!   process of this instance (`server.instance_id`, when configured: that process is gone),
+//!   and the open calls of any instance older than `calls.stale_after_s` (longer than any call
+//!   may last), are closed as `failed` / `engine_restart`. `failed`, not `completed`: the call
+//!   did not end the way anyone chose, and the success rate must not count it.
+//! - While running, every few seconds: calls whose voice webhook handed out a media stream that
+//!   did not start within `twilio.stream_start_timeout_s` are closed as `failed` /
+//!   `stream_never_started`. The deadline is in the database, so any instance closes them,
+//!   also after the one that answered the webhook died.
+//!
+//! Each closed call gets its `status-update` and `end-of-call-report` webhooks.
+
+use std::time::Duration;
+
+use switchboard_store::CallRow;
+
+use crate::metrics;
+use crate::state::AppState;
+
+/// Shortest interval of the stream-deadline sweep, ms.
+const MIN_SWEEP_INTERVAL_MS: u64 = 250;
+
+/// Longest interval of the stream-deadline sweep, ms: a call is closed at most this long after
+/// its deadline.
+const MAX_SWEEP_INTERVAL_MS: u64 = 15_000;
+
+/// Closes the calls a previous process left open, then starts the stream-deadline sweep
+/// (stopped by `state.shutdown`). Call once at start, before serving.
+pub async fn start(state: &AppState) {
+    close_abandoned_calls(state).await;
+    spawn_stream_sweep(state);
+}
+
+/// Closes, as `engine_restart`, the open calls of a previous process of this instance (when
+/// `server.instance_id` is configured; a random id names no earlier process) and the open
+/// calls older than `calls.stale_after_s`. Returns how many were closed.
+pub async fn close_abandoned_calls(state: &AppState) -> usize {
+    let configured = state.settings.server.instance_id.trim();
+    let previous_self = (!configured.is_empty()).then_some(configured);
+    let now = switchboard_store::now_ms();
+    let stale_ms =
+        i64::try_from(state.settings.calls.stale_after_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    match state
+        .store
+        .close_abandoned_calls(previous_self, now.saturating_sub(stale_ms), now)
+        .await
+    {
+        Ok(closed) => {
+            if !closed.is_empty() {
+                tracing::warn!(
+                    closed = closed.len(),
+                    "closed calls a stopped process left open (engine_restart)"
+                );
+            }
+            report(state, &closed).await;
+            closed.len()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not close the calls a stopped process left open");
+            0
+        }
+    }
+}
+
+/// Closes, as `stream_never_started`, the calls whose media stream missed its deadline.
+/// Returns how many were closed.
+pub async fn close_calls_without_stream(state: &AppState) -> usize {
+    match state
+        .store
+        .close_calls_without_stream(switchboard_store::now_ms())
+        .await
+    {
+        Ok(closed) => {
+            for call in &closed {
+                tracing::warn!(call_sid = %call.call_sid, "the call's media stream never started");
+            }
+            report(state, &closed).await;
+            closed.len()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not close calls whose stream never started");
+            0
+        }
+    }
+}
+
+/// The sweep interval for a stream start timeout: half of it, within
+/// [`MIN_SWEEP_INTERVAL_MS`]..=[`MAX_SWEEP_INTERVAL_MS`].
+fn sweep_interval(stream_start_timeout_s: u64) -> Duration {
+    let half_ms = stream_start_timeout_s.saturating_mul(500);
+    Duration::from_millis(half_ms.clamp(MIN_SWEEP_INTERVAL_MS, MAX_SWEEP_INTERVAL_MS))
+}
+
+fn spawn_stream_sweep(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(sweep_interval(state.settings.twilio.stream_start_timeout_s));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = state.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    close_calls_without_stream(&state).await;
+                }
+            }
+        }
+    });
+}
+
+/// Counts the closed calls as failed and sends their webhooks.
+async fn report(state: &AppState, closed: &[CallRow]) {
+    for call in closed {
+        metrics::CALLS_FAILED.inc();
+        crate::webhooks::status_update(state, call).await;
+        crate::webhooks::end_of_call(state, call.organization_id, call.id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_runs_at_half_the_timeout_within_bounds() {
+        assert_eq!(sweep_interval(30), Duration::from_secs(15));
+        assert_eq!(sweep_interval(1), Duration::from_millis(500));
+        assert_eq!(sweep_interval(0), Duration::from_millis(250));
+        assert_eq!(sweep_interval(3600), Duration::from_secs(15));
+        assert_eq!(sweep_interval(u64::MAX), Duration::from_secs(15));
+    }
+}

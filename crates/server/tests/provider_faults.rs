@@ -1,0 +1,897 @@
+//! Provider faults in the middle of a call, end to end: the server in-process, every provider
+//! fake with a fault injected ([`switchboard_testkit::fault`]), the fake Twilio REST API and the
+//! fake caller. Whichever provider drops, stalls, answers 429/5xx or garbage, the caller either
+//! goes on talking (the next turn is answered; an apology first when a reply was lost) or hears
+//! an apology — from our TTS, or from Twilio's `<Say>` when our TTS is what broke — and the call
+//! ends with an `ended_reason` naming the provider. Never silence until the caller hangs up.
+//!
+//! The script: a short welcome, the caller's first turn (answered or faulted), a second turn
+//! that must be answered when the call goes on, then the caller hangs up.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_core::call::settings::{
+    DEFAULT_APOLOGY, DEFAULT_PROVIDER_ERROR_GOODBYE, DEFAULT_STT_FAILURE_GOODBYE,
+};
+use switchboard_server::config::Settings;
+use switchboard_server::serve::{self, Server, StartOptions};
+use switchboard_store::{CallRow, TranscriptRow};
+use switchboard_testkit::anthropic::FakeAnthropic;
+use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
+use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
+use switchboard_testkit::fault::{Fault, FaultKind};
+use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::openai::{FakeLlmOptions, FakeLlmTurn, FakeOpenAi};
+use switchboard_testkit::twilio::{
+    CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
+    UtteranceKind, new_sid, parse_twiml,
+};
+
+const KEY: &str = "sb_provider_faults_key_0123456789";
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000fa1";
+const TWILIO_TOKEN: &str = "twilio-provider-faults-token";
+const NUMBER: &str = "+15550100009";
+const CALLER: &str = "+15550100001";
+const DEEPGRAM_KEY: &str = "dg-faults-key-0123456789";
+const ELEVENLABS_KEY: &str = "el-faults-key-0123456789";
+const OPENAI_KEY: &str = "sk-faults-key-0123456789";
+const ANTHROPIC_KEY: &str = "sk-ant-faults-key-0123456789";
+const TAG: &str = "faults";
+const WELCOME: &str = "Hello, Harbor Dental.";
+const FIRST_LINE: &str = "I would like to book a cleaning.";
+const SECOND_LINE: &str = "Is Tuesday morning possible?";
+const FIRST_REPLY: &str = "Sure, which day?";
+const SECOND_REPLY: &str = "Tuesday at nine works.";
+/// What the fallback LLM answers, so a test can tell who answered.
+const FALLBACK_REPLY: &str = "Of course, which day suits you?";
+/// Stall timeouts of the test server, in ms: short, so a stalled provider is noticed quickly.
+const STT_STALL_MS: u64 = 2_000;
+const TTS_AUDIO_MS: u64 = 1_000;
+const LLM_FIRST_TOKEN_MS: u64 = 1_500;
+
+/// The caller's first turn: the faults strike around it.
+const U1: (u64, u64) = (1_500, 2_700);
+/// The second turn: answered whenever the call goes on.
+const U2: (u64, u64) = (8_000, 9_200);
+/// The caller hangs up here when the engine did not end the call first.
+const GOES_ON_HANGUP_MS: u64 = 12_500;
+/// Long enough for every "the call ends" case to end on the engine's side first.
+const ENDS_HANGUP_MS: u64 = 25_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stt {
+    Live,
+    Flux,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tts {
+    ElevenLabs,
+    Aura,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Llm {
+    OpenAi,
+    Anthropic,
+}
+
+/// Which provider of the call gets the fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Stt,
+    Tts,
+    Llm,
+}
+
+/// What the caller must experience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The conversation goes on: the second turn is answered. With `apology` the caller heard
+    /// the apology for the lost first reply; without, the fault was invisible.
+    GoesOn { apology: bool },
+    /// The call ends early with an `ended_reason` starting with `reason`, after the caller
+    /// heard `goodbye`: from our TTS, or (`by_telephony`) from Twilio's `<Say>`.
+    Ends {
+        reason: &'static str,
+        goodbye: &'static str,
+        by_telephony: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    stt: Stt,
+    tts: Tts,
+    llm: Llm,
+    /// The other LLM fake is configured as the fallback.
+    fallback: bool,
+    target: Target,
+    fault: Fault,
+    expect: Expect,
+}
+
+impl Case {
+    fn new(target: Target, fault: Fault, expect: Expect) -> Case {
+        Case {
+            stt: Stt::Live,
+            tts: Tts::ElevenLabs,
+            llm: Llm::OpenAi,
+            fallback: false,
+            target,
+            fault,
+            expect,
+        }
+    }
+
+    fn flux(self) -> Case {
+        Case {
+            stt: Stt::Flux,
+            ..self
+        }
+    }
+
+    fn aura(self) -> Case {
+        Case {
+            tts: Tts::Aura,
+            ..self
+        }
+    }
+
+    fn anthropic(self) -> Case {
+        Case {
+            llm: Llm::Anthropic,
+            ..self
+        }
+    }
+
+    fn with_fallback(self) -> Case {
+        Case {
+            fallback: true,
+            ..self
+        }
+    }
+}
+
+/// The whole world of one case.
+struct Stack {
+    server: Server,
+    deepgram: DeepgramFake,
+    elevenlabs: ElevenLabsFake,
+    openai: FakeOpenAi,
+    anthropic: FakeAnthropic,
+    rest: FakeTwilioRest,
+    http: reqwest::Client,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+fn settings(dir: &Path, rest: &FakeTwilioRest) -> Settings {
+    let mut s = Settings::defaults().expect("defaults");
+    s.server.addr = "127.0.0.1:0".parse().expect("addr");
+    s.database.url = format!("sqlite://{}", dir.join("sb.db").display());
+    s.secrets.key_file = dir.join("secret.key").display().to_string();
+    s.server.rate_limit_per_s = 0;
+    s.server.drain_timeout_s = 5;
+    s.twilio.account_sid = Some(ACCOUNT_SID.to_owned());
+    s.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
+    s.twilio.api_base = rest.base_url();
+    s.providers.keys_from_env = false;
+    s.providers.stt_stall_timeout_ms = STT_STALL_MS;
+    s.providers.tts_audio_timeout_ms = TTS_AUDIO_MS;
+    s.providers.llm_first_token_timeout_ms = LLM_FIRST_TOKEN_MS;
+    s.recordings.base_dir = dir.display().to_string();
+    s
+}
+
+async fn start() -> Stack {
+    let latency = LatencyProfile::instant();
+    let deepgram = DeepgramFake::start(DeepgramFakeConfig {
+        api_key: DEEPGRAM_KEY.to_owned(),
+        latency,
+        tag_scripts: HashMap::from([(
+            TAG.to_owned(),
+            vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        )]),
+        // Results (empty ones for silence) come often, so a healthy socket is never taken for
+        // a stalled one with the short stall timeout.
+        empty_result_every_ms: 400,
+        aura_ms_per_char: 30,
+        ..DeepgramFakeConfig::default()
+    })
+    .await
+    .expect("deepgram fake");
+    let elevenlabs = ElevenLabsFake::start(ElevenLabsFakeConfig {
+        api_key: ELEVENLABS_KEY.to_owned(),
+        latency,
+        ms_per_char: 30,
+        ..ElevenLabsFakeConfig::default()
+    })
+    .await
+    .expect("elevenlabs fake");
+    let openai = FakeOpenAi::start_with(FakeLlmOptions {
+        api_key: Some(OPENAI_KEY.to_owned()),
+        latency,
+    })
+    .await
+    .expect("openai fake");
+    let anthropic = FakeAnthropic::start_with(FakeLlmOptions {
+        api_key: Some(ANTHROPIC_KEY.to_owned()),
+        latency,
+    })
+    .await
+    .expect("anthropic fake");
+    let rest = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
+        .await
+        .expect("fake twilio rest");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve::start(
+        settings(dir.path(), &rest),
+        StartOptions {
+            bootstrap_key: Some(KEY.to_owned()),
+        },
+    )
+    .await
+    .expect("server starts");
+    let base = format!("http://{}", server.local_addr());
+    Stack {
+        server,
+        deepgram,
+        elevenlabs,
+        openai,
+        anthropic,
+        rest,
+        http: reqwest::Client::new(),
+        base,
+        _dir: dir,
+    }
+}
+
+fn llm_entry(stack: &Stack, llm: Llm) -> Value {
+    match llm {
+        Llm::OpenAi => json!({"provider": "openai", "base_url": stack.openai.base_url(),
+            "api_key": OPENAI_KEY, "model": "gpt-4o-mini"}),
+        Llm::Anthropic => json!({"provider": "anthropic", "base_url": stack.anthropic.base_url(),
+            "api_key": ANTHROPIC_KEY, "model": "claude-3-5-haiku-latest"}),
+    }
+}
+
+fn record(stack: &Stack, case: &Case) -> Value {
+    let primary = llm_entry(stack, case.llm);
+    let other = match case.llm {
+        Llm::OpenAi => Llm::Anthropic,
+        Llm::Anthropic => Llm::OpenAi,
+    };
+    let tts = match case.tts {
+        Tts::ElevenLabs => json!({"provider": "elevenlabs", "voice_id": "rachel",
+            "model_id": "eleven_flash_v2_5",
+            "provider_config": {"base_url": stack.elevenlabs.base_url()}}),
+        Tts::Aura => json!({"provider": "deepgram", "voice_id": "aura-2-thalia-en",
+            "model_id": null, "provider_config": {"base_url": stack.deepgram.base_url()}}),
+    };
+    json!({
+        "name": "Harbor Dental",
+        "llm_provider": primary["provider"],
+        "llm_provider_config": {
+            "api_key": primary["api_key"],
+            "base_url": primary["base_url"],
+            "model": primary["model"]
+        },
+        "llm_settings": {
+            "system_prompt": "You are the receptionist of Harbor Dental. Keep answers short.",
+            "welcome_message": WELCOME,
+            "temperature": 0.4,
+            "max_tokens": 200
+        },
+        "llm_fallback_providers": {
+            "enabled": case.fallback,
+            "fallbacks": if case.fallback { vec![llm_entry(stack, other)] } else { vec![] }
+        },
+        "stt_settings": {
+            "provider": "deepgram",
+            "model": match case.stt { Stt::Live => "nova-3", Stt::Flux => "flux-general-en" },
+            "language": "en-US",
+            "flux_config": {"tag": TAG},
+            "provider_config": {"base_url": stack.deepgram.base_url()}
+        },
+        "tts_settings": tts,
+        "api_keys": {
+            "deepgram_api_key": DEEPGRAM_KEY,
+            "elevenlabs_api_key": ELEVENLABS_KEY
+        },
+        "recording_settings": {"enabled": false}
+    })
+}
+
+async fn create_assistant(stack: &Stack, record: &Value) {
+    let created: Value = stack
+        .http
+        .post(format!("{}/api/v1/assistants", stack.base))
+        .bearer_auth(KEY)
+        .json(record)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("assistant refused: {created}"));
+    let res = stack
+        .http
+        .post(format!(
+            "{}/api/v1/assistants/{id}/phone-numbers/assign-by-number",
+            stack.base
+        ))
+        .bearer_auth(KEY)
+        .json(&json!({"phone_number": NUMBER}))
+        .send()
+        .await
+        .expect("assign");
+    assert!(res.status().is_success(), "assign: {}", res.status());
+}
+
+fn script(hangup_at_ms: u64) -> CallScript {
+    let turn = |text: &str, (start_ms, end_ms): (u64, u64)| Utterance {
+        text: text.to_owned(),
+        start_ms,
+        end_ms,
+        kind: UtteranceKind::Turn,
+    };
+    CallScript::synthetic(
+        TAG,
+        vec![turn(FIRST_LINE, U1), turn(SECOND_LINE, U2)],
+        hangup_at_ms,
+    )
+}
+
+/// Waits (bounded) until the engine has finalised the call record.
+async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
+    let store = &stack.server.state().store;
+    for _ in 0..200 {
+        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
+            && call.ended_reason.is_some()
+        {
+            return call;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("call {call_sid} was never finalised");
+}
+
+/// Waits (bounded) until the transcript holds a line `done` accepts (the recorder writes off
+/// the call path); returns the transcript either way.
+async fn transcript_when(
+    stack: &Stack,
+    call: &CallRow,
+    done: impl Fn(&[TranscriptRow]) -> bool,
+) -> Vec<TranscriptRow> {
+    let store = &stack.server.state().store;
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = store.list_transcripts(call.id).await.expect("transcripts");
+        if done(&lines) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    lines
+}
+
+fn said(lines: &[TranscriptRow], text: &str) -> bool {
+    lines
+        .iter()
+        .any(|l| l.role == "assistant" && l.content.contains(text))
+}
+
+fn heard_after(report: &CallReport, ms: u64) -> bool {
+    report.chunks.iter().any(|c| c.received_ms > ms as f64)
+}
+
+async fn run(case: Case) {
+    let stack = start().await;
+    create_assistant(&stack, &record(&stack, &case)).await;
+    let (primary, other) = match case.llm {
+        Llm::OpenAi => (&*stack.openai, &*stack.anthropic),
+        Llm::Anthropic => (&*stack.anthropic, &*stack.openai),
+    };
+    primary.push(FakeLlmTurn::text(FIRST_REPLY));
+    primary.push(FakeLlmTurn::text(SECOND_REPLY));
+    // The fallback's answer is recognisable.
+    other.push(FakeLlmTurn::text(FALLBACK_REPLY));
+    let fault = Some(case.fault);
+    match (case.target, case.tts, case.llm) {
+        (Target::Stt, _, _) => stack.deepgram.set_stt_fault(fault),
+        (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.set_fault(fault),
+        (Target::Tts, Tts::Aura, _) => stack.deepgram.set_tts_fault(fault),
+        (Target::Llm, _, Llm::OpenAi) => stack.openai.set_fault(fault),
+        (Target::Llm, _, Llm::Anthropic) => stack.anthropic.set_fault(fault),
+    }
+    let goes_on = matches!(case.expect, Expect::GoesOn { .. });
+    let hangup_at = if goes_on {
+        GOES_ON_HANGUP_MS
+    } else {
+        ENDS_HANGUP_MS
+    };
+    let call_sid = new_sid("CA");
+    let mut cfg = FakeCallConfig::new(
+        &format!("{}/twilio/voice", stack.base),
+        TWILIO_TOKEN,
+        stack.http.clone(),
+    );
+    cfg.account_sid = ACCOUNT_SID.to_owned();
+    cfg.from = CALLER.to_owned();
+    cfg.to = NUMBER.to_owned();
+    cfg.call_sid = Some(call_sid.clone());
+    cfg.control = Some(stack.rest.accept_inbound(&call_sid, CALLER, NUMBER));
+    cfg.max_duration = Duration::from_millis(hangup_at + 10_000);
+    let report = FakeCall::new(cfg, Arc::new(script(hangup_at))).run().await;
+    assert!(
+        report.errors.is_empty(),
+        "{case:?}: the caller saw errors: {:?}",
+        report.errors
+    );
+    let struck = match (case.target, case.tts, case.llm) {
+        (Target::Stt, _, _) => stack.deepgram.stt_fault_strikes(),
+        (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.fault_strikes(),
+        (Target::Tts, Tts::Aura, _) => stack.deepgram.tts_fault_strikes(),
+        (Target::Llm, _, Llm::OpenAi) => stack.openai.fault_strikes(),
+        (Target::Llm, _, Llm::Anthropic) => stack.anthropic.fault_strikes(),
+    };
+    assert!(struck > 0, "{case:?}: the fault never struck");
+    let call = finished_call(&stack, &report.call_sid).await;
+    // Our own audio after the first turn, unless Twilio had to speak for us.
+    let by_twilio = matches!(
+        case.expect,
+        Expect::Ends {
+            by_telephony: true,
+            ..
+        }
+    );
+    assert!(
+        by_twilio || heard_after(&report, U1.1),
+        "{case:?}: silence after the first turn"
+    );
+    match case.expect {
+        Expect::GoesOn { apology } => {
+            assert_eq!(
+                report.ended_by,
+                Some(EndedBy::Script),
+                "{case:?}: the call did not go on: {call:?}"
+            );
+            assert!(
+                call.ended_reason
+                    .as_ref()
+                    .map(|r| r.as_str())
+                    .is_some_and(|r| r.starts_with("caller_hangup")),
+                "{case:?}: {call:?}"
+            );
+            assert_eq!(call.status.as_str(), "completed", "{case:?}: {call:?}");
+            assert!(
+                heard_after(&report, U2.1),
+                "{case:?}: the second turn was not answered"
+            );
+            let lines = transcript_when(&stack, &call, |lines| {
+                lines
+                    .iter()
+                    .any(|l| l.role == "assistant" && l.start_ms > U2.1 as i64)
+                    && (!apology || said(lines, DEFAULT_APOLOGY))
+            })
+            .await;
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.role == "assistant" && l.start_ms > U2.1 as i64),
+                "{case:?}: no answer to the second turn: {lines:#?}"
+            );
+            assert_eq!(
+                said(&lines, DEFAULT_APOLOGY),
+                apology,
+                "{case:?}: apology expected: {apology}: {lines:#?}"
+            );
+            if case.fallback {
+                assert!(
+                    said(&lines, FALLBACK_REPLY),
+                    "{case:?}: the fallback did not answer: {lines:#?}"
+                );
+            }
+        }
+        Expect::Ends {
+            reason,
+            goodbye,
+            by_telephony,
+        } => {
+            assert!(
+                call.ended_reason
+                    .as_ref()
+                    .map(|r| r.as_str())
+                    .is_some_and(|r| r.starts_with(reason)),
+                "{case:?}: {call:?}"
+            );
+            assert_eq!(call.status.as_str(), "failed", "{case:?}: {call:?}");
+            assert_ne!(
+                report.ended_by,
+                Some(EndedBy::Script),
+                "{case:?}: the caller had to hang up"
+            );
+            let apologies: Vec<_> = stack
+                .rest
+                .call_updates()
+                .into_iter()
+                .filter(|u| u.call_sid == call_sid)
+                .filter_map(|u| u.twiml)
+                .collect();
+            if by_telephony {
+                let twiml = apologies
+                    .first()
+                    .unwrap_or_else(|| panic!("{case:?}: no spoken hang-up through Twilio"));
+                let parsed = parse_twiml(twiml).expect("twiml");
+                assert_eq!(parsed.says, vec![goodbye.to_owned()], "{case:?}: {twiml}");
+                assert!(parsed.hangup, "{case:?}: {twiml}");
+                assert!(
+                    matches!(
+                        report.ended_by,
+                        Some(EndedBy::RestRedirect | EndedBy::Engine)
+                    ),
+                    "{case:?}: {:?}",
+                    report.ended_by
+                );
+            } else {
+                assert!(
+                    apologies.is_empty(),
+                    "{case:?}: Twilio spoke though our TTS could"
+                );
+                let lines = transcript_when(&stack, &call, |l| said(l, goodbye)).await;
+                assert!(
+                    said(&lines, goodbye),
+                    "{case:?}: the goodbye was not spoken: {lines:#?}"
+                );
+            }
+        }
+    }
+    stack.server.shutdown().await;
+}
+
+fn ends(reason: &'static str, goodbye: &'static str) -> Expect {
+    Expect::Ends {
+        reason,
+        goodbye,
+        by_telephony: false,
+    }
+}
+
+fn ends_spoken_by_twilio(reason: &'static str) -> Expect {
+    Expect::Ends {
+        reason,
+        goodbye: DEFAULT_PROVIDER_ERROR_GOODBYE,
+        by_telephony: true,
+    }
+}
+
+const GOES_ON: Expect = Expect::GoesOn { apology: false };
+const APOLOGISES_AND_GOES_ON: Expect = Expect::GoesOn { apology: true };
+const STT_FAILED: (&str, &str) = ("stt_failed", DEFAULT_STT_FAILURE_GOODBYE);
+const LLM_FAILED: (&str, &str) = ("llm_failed", DEFAULT_PROVIDER_ERROR_GOODBYE);
+
+// ---- STT: Deepgram live ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_drop_once_reconnects_transparently() {
+    run(Case::new(
+        Target::Stt,
+        Fault::once(FaultKind::Drop, 1),
+        GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_dropping_every_socket_ends_with_stt_failed() {
+    run(Case::new(
+        Target::Stt,
+        Fault::always(FaultKind::Drop, 1),
+        ends(STT_FAILED.0, STT_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_stall_is_detected_and_reconnected() {
+    run(Case::new(
+        Target::Stt,
+        Fault::once(FaultKind::Stall, 1),
+        GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_stalling_for_good_ends_with_stt_failed() {
+    run(Case::new(
+        Target::Stt,
+        Fault::always(FaultKind::Stall, 1),
+        ends(STT_FAILED.0, STT_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_429_for_good_ends_with_stt_failed() {
+    run(Case::new(
+        Target::Stt,
+        Fault::always(FaultKind::HttpStatus(429), 1),
+        ends(STT_FAILED.0, STT_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_503_once_is_retried() {
+    run(Case::new(
+        Target::Stt,
+        Fault {
+            kind: FaultKind::HttpStatus(503),
+            after: 1,
+            times: Some(2),
+        },
+        GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_live_garbage_is_taken_for_a_stall_and_reconnected() {
+    run(Case::new(
+        Target::Stt,
+        Fault::once(FaultKind::Garbage, 1),
+        GOES_ON,
+    ))
+    .await;
+}
+
+/// A provider that refuses the call's first connection: there is no TTS to speak with, so
+/// Twilio says the apology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_refused_at_the_start_is_apologised_for_by_twilio() {
+    run(Case::new(
+        Target::Stt,
+        Fault::always(FaultKind::HttpStatus(429), 0),
+        Expect::Ends {
+            reason: "provider_error: stt",
+            goodbye: DEFAULT_PROVIDER_ERROR_GOODBYE,
+            by_telephony: true,
+        },
+    ))
+    .await;
+}
+
+// ---- STT: Deepgram Flux ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_flux_drop_once_reconnects_transparently() {
+    run(Case::new(Target::Stt, Fault::once(FaultKind::Drop, 1), GOES_ON).flux()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_flux_stall_is_detected_and_reconnected() {
+    run(Case::new(Target::Stt, Fault::once(FaultKind::Stall, 1), GOES_ON).flux()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_flux_500_for_good_ends_with_stt_failed() {
+    run(Case::new(
+        Target::Stt,
+        Fault::always(FaultKind::HttpStatus(500), 1),
+        ends(STT_FAILED.0, STT_FAILED.1),
+    )
+    .flux())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_flux_garbage_is_taken_for_a_stall_and_reconnected() {
+    run(Case::new(Target::Stt, Fault::once(FaultKind::Garbage, 1), GOES_ON).flux()).await;
+}
+
+// ---- TTS: ElevenLabs -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_elevenlabs_drop_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Tts,
+        Fault::once(FaultKind::Drop, 1),
+        APOLOGISES_AND_GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_elevenlabs_stall_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Tts,
+        Fault::once(FaultKind::Stall, 1),
+        APOLOGISES_AND_GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_elevenlabs_429_for_good_is_apologised_for_by_twilio() {
+    run(Case::new(
+        Target::Tts,
+        Fault::always(FaultKind::HttpStatus(429), 1),
+        ends_spoken_by_twilio("tts_failed"),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_elevenlabs_garbage_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Tts,
+        Fault::once(FaultKind::Garbage, 1),
+        APOLOGISES_AND_GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_elevenlabs_dropping_every_socket_is_apologised_for_by_twilio() {
+    run(Case::new(
+        Target::Tts,
+        Fault::always(FaultKind::Drop, 1),
+        ends_spoken_by_twilio("tts_failed"),
+    ))
+    .await;
+}
+
+// ---- TTS: Deepgram Aura ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_aura_drop_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Tts,
+        Fault::once(FaultKind::Drop, 1),
+        APOLOGISES_AND_GOES_ON,
+    )
+    .aura())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_aura_stalling_for_good_is_apologised_for_by_twilio() {
+    run(Case::new(
+        Target::Tts,
+        Fault::always(FaultKind::Stall, 1),
+        ends_spoken_by_twilio("tts_failed"),
+    )
+    .aura())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_aura_503_for_good_is_apologised_for_by_twilio() {
+    run(Case::new(
+        Target::Tts,
+        Fault::always(FaultKind::HttpStatus(503), 1),
+        ends_spoken_by_twilio("tts_failed"),
+    )
+    .aura())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_aura_garbage_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Tts,
+        Fault::once(FaultKind::Garbage, 1),
+        APOLOGISES_AND_GOES_ON,
+    )
+    .aura())
+    .await;
+}
+
+// ---- LLM: OpenAI-compatible ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_openai_drop_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::Drop, 0),
+        APOLOGISES_AND_GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_openai_stall_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::Stall, 0),
+        APOLOGISES_AND_GOES_ON,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_openai_429_is_answered_by_the_fallback() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::HttpStatus(429), 0),
+        GOES_ON,
+    )
+    .with_fallback())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_openai_500_for_good_ends_with_llm_failed() {
+    run(Case::new(
+        Target::Llm,
+        Fault::always(FaultKind::HttpStatus(500), 0),
+        ends(LLM_FAILED.0, LLM_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_openai_garbage_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::Garbage, 0),
+        APOLOGISES_AND_GOES_ON,
+    ))
+    .await;
+}
+
+// ---- LLM: Anthropic --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_anthropic_529_is_answered_by_the_fallback() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::HttpStatus(529), 0),
+        GOES_ON,
+    )
+    .anthropic()
+    .with_fallback())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_anthropic_drop_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::Drop, 0),
+        APOLOGISES_AND_GOES_ON,
+    )
+    .anthropic())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_anthropic_stalling_for_good_ends_with_llm_failed() {
+    run(Case::new(
+        Target::Llm,
+        Fault::always(FaultKind::Stall, 0),
+        ends(LLM_FAILED.0, LLM_FAILED.1),
+    )
+    .anthropic())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_anthropic_garbage_once_apologises_and_goes_on() {
+    run(Case::new(
+        Target::Llm,
+        Fault::once(FaultKind::Garbage, 0),
+        APOLOGISES_AND_GOES_ON,
+    )
+    .anthropic())
+    .await;
+}

@@ -1,0 +1,180 @@
+//! Crash recovery through the built binary: `switchboard serve` is killed with SIGKILL in the
+//! middle of a call (nothing runs at exit, so the call record stays `in-progress`), then started
+//! again with the same `server.instance_id`: the call it left open is closed as `failed` /
+//! `engine_restart` before it serves.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::stack::ProviderFakes;
+use switchboard_testkit::twilio::{CallScript, FakeCall, FakeCallConfig, new_sid};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const KEY: &str = "sb_crash_recovery_key_0123456789";
+const TWILIO_TOKEN: &str = "twilio-crash-recovery-token";
+const NUMBER: &str = "+15550100002";
+const STT_TAG: &str = "crash";
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// `switchboard serve` on `port`, database and recordings in `dir`, instance `node-crash`; a
+/// clean environment otherwise.
+fn serve(dir: &Path, port: u16) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SWITCHBOARD_")
+            || key.starts_with("TWILIO_")
+            || key == "DATABASE_URL"
+            || key == "REDIS_URL"
+            || key == "RUST_LOG"
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/data/crash.db", dir.display()),
+        )
+        .env("SWITCHBOARD_BOOTSTRAP_KEY", KEY)
+        .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("SWITCHBOARD_SERVER__INSTANCE_ID", "node-crash")
+        .env("SWITCHBOARD_PROVIDERS__KEYS_FROM_ENV", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve")
+}
+
+/// Waits (bounded) until /healthz answers 200.
+async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status().as_u16() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early with {status}");
+        }
+        assert!(Instant::now() < deadline, "server never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Value {
+    let mut request = client.request(method, url).bearer_auth(KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut scripts = HashMap::new();
+    scripts.insert(STT_TAG.to_owned(), vec!["Hello there.".to_owned()]);
+    let fakes = ProviderFakes::start(LatencyProfile::instant(), scripts)
+        .await
+        .expect("provider fakes");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut child = serve(dir.path(), port);
+    wait_healthy(&client, &base, &mut child).await;
+
+    let record = fakes.assistant_record("Crash test", STT_TAG, "Hello, this is the crash test.");
+    let created = api(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/assistants"),
+        Some(record),
+    )
+    .await;
+    let id = created["id"].as_i64().expect("assistant id");
+    api(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/assistants/{id}/phone-numbers/assign-by-number"),
+        Some(json!({"phone_number": NUMBER})),
+    )
+    .await;
+
+    // A call that would last a minute.
+    let call_sid = new_sid("CA");
+    let mut cfg = FakeCallConfig::new(
+        &format!("{base}/twilio/voice"),
+        TWILIO_TOKEN,
+        client.clone(),
+    );
+    cfg.to = NUMBER.to_owned();
+    cfg.call_sid = Some(call_sid.clone());
+    cfg.max_duration = Duration::from_secs(90);
+    let script = Arc::new(CallScript::synthetic(STT_TAG, Vec::new(), 60_000));
+    let caller = tokio::spawn(FakeCall::new(cfg, script).run());
+    // Live: its media stream started and the engine opened the call's STT session.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fakes.deepgram.received().is_empty() {
+        assert!(Instant::now() < deadline, "the call never went live");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = format!("{base}/api/v1/calls/sid/{call_sid}");
+    let live = api(&client, reqwest::Method::GET, path.clone(), None).await;
+    assert_eq!(live["status"], "in-progress", "{live}");
+
+    signal(&child, libc::SIGKILL);
+    wait_exit(&mut child);
+    // The caller's line drops with the process.
+    tokio::time::timeout(Duration::from_secs(30), caller)
+        .await
+        .expect("the fake caller noticed the crash")
+        .expect("join");
+
+    let mut child = serve(dir.path(), port);
+    wait_healthy(&client, &base, &mut child).await;
+    let closed = api(&client, reqwest::Method::GET, path, None).await;
+    assert_eq!(closed["status"], "failed", "{closed}");
+    assert_eq!(closed["ended_reason"], "engine_restart", "{closed}");
+    assert!(closed["ended_at"].is_string(), "{closed}");
+
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child).success());
+}
