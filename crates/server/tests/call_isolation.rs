@@ -30,7 +30,9 @@ const B_BYPASS_NUMBER: &str = "+15550100004";
 async fn org_b_signs_its_webhooks(h: &Harness) {
     h.rest.add_account(B_ACCOUNT_SID, B_TOKEN);
     for number in [B_NUMBER, B_BYPASS_NUMBER] {
-        h.rest.add_number(B_ACCOUNT_SID, number).expect("B's account exists");
+        h.rest
+            .add_number(B_ACCOUNT_SID, number)
+            .expect("B's account exists");
     }
     let (status, body) = json(
         h.ts.req(Method::PUT, "/api/v1/organization/telephony", &h.ts.key_b)

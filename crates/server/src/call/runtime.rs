@@ -218,7 +218,8 @@ impl Call {
         let mut tts_cfg = resolve::tts_config(a, &keys).map_err(invalid())?;
         stt_cfg.outbound = state.outbound.clone();
         tts_cfg.outbound = state.outbound.clone();
-        let (mut llm_primary, mut llm_fallbacks) = resolve::llm_configs(a, &keys).map_err(invalid())?;
+        let (mut llm_primary, mut llm_fallbacks) =
+            resolve::llm_configs(a, &keys).map_err(invalid())?;
         let p = &state.settings.providers;
         stt_cfg.stall_timeout_ms = p.stt_stall_timeout_ms;
         tts_cfg.first_byte_timeout_ms = p.tts_audio_timeout_ms;
