@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::stack::ProviderFakes;
-use switchboard_testkit::twilio::{CallScript, FakeCall, FakeCallConfig, new_sid};
+use switchboard_testkit::twilio::{CallScript, FakeCall, FakeCallConfig, FakeTwilioRest, new_sid};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const KEY: &str = "sb_crash_recovery_key_0123456789";
 const TWILIO_TOKEN: &str = "twilio-crash-recovery-token";
 const NUMBER: &str = "+15550100002";
+/// The Twilio account of organisation `default` (its number must be proven in it).
+const ACCOUNT_SID: &str = "ACcccccccccccccccccccccccccccccccc";
 const STT_TAG: &str = "crash";
 
 fn free_port() -> u16 {
@@ -26,9 +28,10 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-/// `switchboard serve` on `port`, database and recordings in `dir`, instance `node-crash`; a
-/// clean environment otherwise.
-fn serve(dir: &Path, port: u16) -> Child {
+/// `switchboard serve` on `port`, database and recordings in `dir`, instance `node-crash`, the
+/// fake Twilio REST API at `twilio_api`, loopback allowlisted for the provider fakes; a clean
+/// environment otherwise.
+fn serve(dir: &Path, port: u16, twilio_api: &str) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
     for (key, _) in std::env::vars() {
@@ -48,7 +51,10 @@ fn serve(dir: &Path, port: u16) -> Child {
             format!("sqlite://{}/data/crash.db", dir.display()),
         )
         .env("SWITCHBOARD_BOOTSTRAP_KEY", KEY)
+        .env("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
         .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("TWILIO_API_BASE", twilio_api)
+        .env("SWITCHBOARD_OUTBOUND__ALLOW_HOSTS", "127.0.0.1,::1")
         .env("SWITCHBOARD_SERVER__INSTANCE_ID", "node-crash")
         .env("SWITCHBOARD_PROVIDERS__KEYS_FROM_ENV", "false")
         .stdout(Stdio::null())
@@ -115,10 +121,14 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
     let fakes = ProviderFakes::start(LatencyProfile::instant(), scripts)
         .await
         .expect("provider fakes");
+    let twilio = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
+        .await
+        .expect("fake twilio rest");
+    twilio.add_number(ACCOUNT_SID, NUMBER).expect("account");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = serve(dir.path(), port);
+    let mut child = serve(dir.path(), port, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
 
     let record = fakes.assistant_record("Crash test", STT_TAG, "Hello, this is the crash test.");
@@ -168,7 +178,7 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
         .expect("the fake caller noticed the crash")
         .expect("join");
 
-    let mut child = serve(dir.path(), port);
+    let mut child = serve(dir.path(), port, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
     let closed = api(&client, reqwest::Method::GET, path, None).await;
     assert_eq!(closed["status"], "failed", "{closed}");

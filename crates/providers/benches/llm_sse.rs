@@ -24,9 +24,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0usize;
             for read in bytes.chunks(1400) {
-                parser.feed(read, &mut |ev| n += ev.data.len());
+                parser
+                    .feed(read, &mut |ev| n += ev.data.len())
+                    .expect("events are within the bound");
             }
-            parser.finish(&mut |ev| n += ev.data.len());
+            parser
+                .finish(&mut |ev| n += ev.data.len())
+                .expect("events are within the bound");
             std::hint::black_box(n)
         })
     });
@@ -35,13 +39,15 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut text = 0usize;
             for read in bytes.chunks(1400) {
-                parser.feed(read, &mut |ev| {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(ev.data) {
-                        text += v["choices"][0]["delta"]["content"]
-                            .as_str()
-                            .map_or(0, str::len);
-                    }
-                });
+                parser
+                    .feed(read, &mut |ev| {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(ev.data) {
+                            text += v["choices"][0]["delta"]["content"]
+                                .as_str()
+                                .map_or(0, str::len);
+                        }
+                    })
+                    .expect("events are within the bound");
             }
             std::hint::black_box(text)
         })

@@ -769,4 +769,56 @@ mod tests {
         assert_eq!(text_chunk("Hello there.  "), "Hello there. ");
         assert_eq!(context_from_name(&context_name(42)), Some(42));
     }
+
+    /// Fuzz target (see `docs/security/fuzzing.md`): any server message — generated JSON with
+    /// the protocol's keys, or arbitrary text — parses or is dropped without a panic; an
+    /// alignment keeps one timing per entry; context names round trip.
+    #[test]
+    fn fuzz_elevenlabs_server_messages() {
+        use bolero::check;
+        use switchboard_fuzzkit::Json;
+        check!()
+            .with_type::<(Json, u64, Vec<u8>)>()
+            .with_iterations(20_000)
+            .for_each(|(json, context, raw)| {
+                assert_eq!(context_from_name(&context_name(*context)), Some(*context));
+                let generated = json
+                    .to_value(
+                        &[
+                            "audio",
+                            "isFinal",
+                            "contextId",
+                            "alignment",
+                            "normalizedAlignment",
+                            "chars",
+                            "charStartTimesMs",
+                            "charsDurationsMs",
+                            "message",
+                            "error",
+                        ],
+                        &["ctx-1", "ctx-18446744073709551615", "ctx-", "AAAA"],
+                    )
+                    .to_string();
+                for text in [generated, String::from_utf8_lossy(raw).into_owned()] {
+                    let Ok(message) = serde_json::from_str::<ServerMessage>(&text) else {
+                        continue;
+                    };
+                    if let Some(name) = &message.context_id {
+                        let _ = context_from_name(name);
+                    }
+                    for wire in [message.alignment, message.normalized_alignment]
+                        .into_iter()
+                        .flatten()
+                    {
+                        let (starts, durations) = (
+                            wire.char_start_times_ms.len(),
+                            wire.chars_durations_ms.len(),
+                        );
+                        let a = Alignment::from(wire);
+                        assert_eq!(a.char_start_ms.len(), starts);
+                        assert_eq!(a.char_dur_ms.len(), durations);
+                    }
+                }
+            });
+    }
 }

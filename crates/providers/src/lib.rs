@@ -19,4 +19,7 @@ pub mod openai;
 pub mod slots;
 pub mod sse;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::ProviderError;

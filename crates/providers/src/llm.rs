@@ -864,32 +864,32 @@ async fn drive_sse(
         };
         let mut failure: Option<ProviderError> = None;
         let mut finished = false;
-        match &chunk {
-            Some(bytes) => parser.feed(bytes, &mut |ev| {
-                if finished || failure.is_some() {
-                    return;
-                }
-                match dec.on_event(ev, &mut out) {
-                    Ok(done) => finished = done,
-                    Err(e) => failure = Some(e),
-                }
-            }),
-            None => {
-                parser.finish(&mut |ev| {
-                    if finished || failure.is_some() {
-                        return;
-                    }
-                    match dec.on_event(ev, &mut out) {
-                        Ok(done) => finished = done,
-                        Err(e) => failure = Some(e),
-                    }
-                });
-                if !finished && failure.is_none() {
-                    match dec.on_eof(&mut out) {
-                        Ok(done) => finished = done,
-                        Err(e) => failure = Some(e),
-                    }
-                }
+        let mut on_event = |ev: SseEvent<'_>| {
+            if finished || failure.is_some() {
+                return;
+            }
+            match dec.on_event(ev, &mut out) {
+                Ok(done) => finished = done,
+                Err(e) => failure = Some(e),
+            }
+        };
+        let parsed = match &chunk {
+            Some(bytes) => parser.feed(bytes, &mut on_event),
+            None => parser.finish(&mut on_event),
+        };
+        if let Err(e) = parsed
+            && !finished
+            && failure.is_none()
+        {
+            failure = Some(ProviderError::Protocol {
+                provider,
+                message: e.to_string(),
+            });
+        }
+        if chunk.is_none() && !finished && failure.is_none() {
+            match dec.on_eof(&mut out) {
+                Ok(done) => finished = done,
+                Err(e) => failure = Some(e),
             }
         }
         for ev in out.drain(..) {

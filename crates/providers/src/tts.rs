@@ -295,7 +295,8 @@ pub(crate) fn strip_audio_header(audio: Bytes) -> Bytes {
     if audio.len() >= 12 && &audio[..4] == b"RIFF" && &audio[8..12] == b"WAVE" {
         // Walk the chunks to `data`.
         let mut pos = 12usize;
-        while pos + 8 <= audio.len() {
+        // `checked_add`: chunk sizes come from the server; on 32-bit targets `pos` can saturate.
+        while pos.checked_add(8).is_some_and(|end| end <= audio.len()) {
             let id = &audio[pos..pos + 4];
             let size = u32::from_le_bytes([
                 audio[pos + 4],

@@ -400,6 +400,51 @@ async fn connection_closed_mid_stream_fails_the_turn() {
     );
 }
 
+/// A server (base URLs are tenant settings) that answers 200 and then streams one `data:` line
+/// that never ends: the turn fails with a protocol error once the line passes the parser's
+/// bound, instead of the engine buffering it without end.
+#[tokio::test]
+async fn an_endless_event_fails_the_turn_instead_of_growing_memory() {
+    use switchboard_providers::sse::MAX_EVENT_BYTES;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut request).await;
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: ";
+        socket.write_all(head.as_bytes()).await.expect("head");
+        // Four times the bound, without a line end; the client gives up before the end.
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..(4 * MAX_EVENT_BYTES / block.len()) {
+            if socket.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.write_all(b"\n\n").await;
+    });
+    let cfg =
+        LlmConfig::new(LlmProvider::Custom, "m", "k").with_base_url(format!("http://{addr}/v1"));
+    let events = tokio::time::timeout(
+        GUARD,
+        collect(stream_chat(&cfg, request(), &client())),
+    )
+    .await
+    .expect("the turn ends");
+    match failure(&events) {
+        Some(ProviderError::Protocol { message, .. }) => {
+            assert!(message.contains("limit"), "{message}")
+        }
+        other => panic!("expected a protocol error, got {other:?} in {events:?}"),
+    }
+    server.abort();
+}
+
 async fn http_failure(turn: Option<FakeLlmTurn>, key: &str, base_suffix: &str) -> ProviderError {
     let fake = FakeOpenAi::start_with(FakeLlmOptions {
         api_key: Some("right".into()),

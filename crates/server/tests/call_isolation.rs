@@ -25,8 +25,15 @@ const B_TOKEN: &str = "org-b-twilio-auth-token-000000001";
 const B_NUMBER: &str = "+15550100003";
 const B_BYPASS_NUMBER: &str = "+15550100004";
 
-/// Gives org B Twilio credentials of its own, so it can sign webhooks.
+/// Gives org B Twilio credentials of its own (an account the fake Twilio knows, owning B's
+/// numbers), so it can sign webhooks.
 async fn org_b_signs_its_webhooks(h: &Harness) {
+    h.rest.add_account(B_ACCOUNT_SID, B_TOKEN);
+    for number in [B_NUMBER, B_BYPASS_NUMBER] {
+        h.rest
+            .add_number(B_ACCOUNT_SID, number)
+            .expect("B's account exists");
+    }
     let (status, body) = json(
         h.ts.req(Method::PUT, "/api/v1/organization/telephony", &h.ts.key_b)
             .json(&json!({"account_sid": B_ACCOUNT_SID, "auth_token": B_TOKEN})),

@@ -185,6 +185,8 @@ fn settings(dir: &Path, rest: &FakeTwilioRest) -> Settings {
     s.providers.tts_audio_timeout_ms = TTS_AUDIO_MS;
     s.providers.llm_first_token_timeout_ms = LLM_FIRST_TOKEN_MS;
     s.recordings.base_dir = dir.display().to_string();
+    // The provider fakes listen on loopback.
+    s.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
     s
 }
 
@@ -228,6 +230,7 @@ async fn start() -> Stack {
     let rest = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
         .await
         .expect("fake twilio rest");
+    rest.add_number(ACCOUNT_SID, NUMBER).expect("account");
     let dir = tempfile::tempdir().expect("tempdir");
     let server = serve::start(
         settings(dir.path(), &rest),
@@ -662,7 +665,7 @@ async fn stt_refused_at_the_start_is_apologised_for_by_twilio() {
         Target::Stt,
         Fault::always(FaultKind::HttpStatus(429), 0),
         Expect::Ends {
-            reason: "provider_error: stt",
+            reason: "provider_error",
             goodbye: DEFAULT_PROVIDER_ERROR_GOODBYE,
             by_telephony: true,
         },

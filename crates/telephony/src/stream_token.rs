@@ -83,6 +83,13 @@ pub enum TokenError {
     /// The secret is shorter than [`MIN_SECRET_BYTES`].
     #[error("stream token secret must be at least {MIN_SECRET_BYTES} bytes")]
     WeakSecret,
+    /// The claims are so long that the token would exceed [`MAX_TOKEN_BYTES`], which
+    /// [`verify`] refuses; issuing it would hand out a token that can never open a stream.
+    #[error("stream token would be {len_bytes} bytes, over the {MAX_TOKEN_BYTES}-byte limit")]
+    TooLong {
+        /// Length the token would have had, in bytes.
+        len_bytes: usize,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,7 +112,9 @@ fn mac(secret: &[u8], payload: &str) -> Result<Hmac<Sha256>, TokenError> {
     Ok(m)
 }
 
-/// Issues a token for `claims`, valid from `now_s` for `ttl_s` seconds (unix seconds).
+/// Issues a token for `claims`, valid from `now_s` for `ttl_s` seconds (unix seconds). Every
+/// token it returns passes [`verify`] within that window; claims too long for
+/// [`MAX_TOKEN_BYTES`] are refused with [`TokenError::TooLong`].
 pub fn issue(
     claims: &StreamClaims,
     secret: &[u8],
@@ -129,6 +138,11 @@ pub fn issue(
     let mut token = payload;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(tag, &mut token);
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLong {
+            len_bytes: token.len(),
+        });
+    }
     Ok(token)
 }
 
@@ -263,6 +277,28 @@ mod tests {
         assert_eq!(
             verify(&t, b"another-secret-0123456789", 1_001, &claims().call_sid),
             Err(TokenError::BadSignature)
+        );
+    }
+
+    /// Found by `fuzz_stream_token_issued`: claims long enough (here a 2 KB call SID) used to
+    /// give a token that `verify` then refused as malformed.
+    #[test]
+    fn claims_too_long_for_a_verifiable_token_are_refused_at_issue() {
+        let mut long = claims();
+        long.call_sid = "CA".repeat(1_000);
+        assert!(matches!(
+            issue(&long, SECRET, 1_000, 60),
+            Err(TokenError::TooLong { len_bytes }) if len_bytes > MAX_TOKEN_BYTES
+        ));
+        // Just under the limit still issues, and verifies.
+        long.call_sid = "C".repeat(1_300);
+        let token = issue(&long, SECRET, 1_000, 60).unwrap();
+        assert!(token.len() <= MAX_TOKEN_BYTES);
+        assert_eq!(
+            verify(&token, SECRET, 1_001, &long.call_sid)
+                .unwrap()
+                .claims,
+            long
         );
     }
 
