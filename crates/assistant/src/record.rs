@@ -435,7 +435,8 @@ pub const READ_ONLY_FIELDS: [&str; 8] = [
 
 impl AssistantResponse {
     /// Builds the response for a stored record; the secrets of `config` are masked here, so a
-    /// response never carries a secret in clear.
+    /// response never carries a secret in clear, and its server-side secret bindings are
+    /// dropped.
     pub fn new(
         id: i64,
         organization_id: i64,
@@ -446,6 +447,7 @@ impl AssistantResponse {
         stats: AssistantStats,
     ) -> Self {
         mask_secrets(&mut config);
+        config.secret_bindings = None;
         Self {
             id,
             organization_id,

@@ -156,10 +156,17 @@ fn check_refusal(e: &ValidationErrors) {
 /// Everything an accepted record must satisfy.
 fn check_accepted(config: &AssistantConfig) {
     assert_eq!(validate(config), Ok(()), "an accepted record validates");
-    // Read back from its own JSON (as the store does), it is the same record, still valid.
-    let value = serde_json::to_value(config).expect("a record serialises");
+    // Read back from its stored JSON (the record and its secret bindings, as the store keeps
+    // it), it is the same record, still valid.
+    let value = config.to_stored_json().expect("a record serialises");
     assert_eq!(deserialize_config(value.clone()).as_ref(), Ok(config));
-    assert_eq!(parse_create(value.clone()).as_ref(), Ok(config));
+    // Created again from its public JSON, it is the same record (its secrets bound afresh).
+    let public = serde_json::to_value(config).expect("a record serialises");
+    let created = parse_create(public).map(|mut c| {
+        c.secret_bindings.clone_from(&config.secret_bindings);
+        c
+    });
+    assert_eq!(created.as_ref(), Ok(config));
     let text = value.to_string();
     let stored: Value = serde_json::from_str(&text).expect("its JSON text parses");
     assert_eq!(
@@ -414,7 +421,7 @@ fn stored_numbers_read_back_exactly() {
     body["tts_settings"]["provider_config"] = json!({"output_format": -9.494137595335307e233});
     body["llm_settings"]["temperature"] = json!(0.30000000000000004);
     let accepted = parse_create(body).expect("valid");
-    let text = serde_json::to_string(&accepted).expect("serialises");
+    let text = accepted.to_stored_json().expect("serialises").to_string();
     let stored: Value = serde_json::from_str(&text).expect("parses");
     assert_eq!(deserialize_config(stored), Ok(accepted));
 }
