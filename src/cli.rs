@@ -35,6 +35,20 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the encryption of stored secrets (provider keys, Twilio tokens).
+    Secrets {
+        /// What to do with stored secrets.
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+/// `switchboard secrets …`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored secret under the current key (SWITCHBOARD_SECRET_KEY), reading
+    /// values of old keys with SWITCHBOARD_SECRET_KEY_OLD; also encrypts legacy clear values.
+    Rotate(DatabaseArgs),
 }
 
 /// `switchboard keys …`
@@ -172,6 +186,9 @@ impl Cli {
                 return Settings::load(self.config.as_deref(), &EnvSource::Process, &overrides);
             }
             Command::Keys { command } => command.database(),
+            Command::Secrets {
+                command: SecretsCommand::Rotate(args),
+            } => args,
         };
         if let Some(url) = database.database_url.as_ref().filter(|u| !u.is_empty()) {
             overrides.push(("database.url", url.clone()));
@@ -188,6 +205,24 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_secrets_rotate() {
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "secrets",
+            "rotate",
+            "--database-url",
+            "sqlite://x.db",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Secrets {
+                command: SecretsCommand::Rotate(args),
+            } => assert_eq!(args.database_url.as_deref(), Some("sqlite://x.db")),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KeysCommand};
+use crate::cli::{Cli, Command, KeysCommand, SecretsCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,6 +35,9 @@ async fn main() -> ExitCode {
             KeysCommand::Revoke(args) => commands::keys::revoke(&settings, args).await,
             KeysCommand::Rotate(args) => commands::keys::rotate(&settings, args).await,
         },
+        Command::Secrets {
+            command: SecretsCommand::Rotate(_),
+        } => commands::secrets::rotate(&settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

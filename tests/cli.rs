@@ -317,3 +317,90 @@ async fn keys_list_revoke_and_rotate_through_the_cli() {
     let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "unclean exit: {status:?}");
 }
+
+/// Starts `serve` on a free port with `key` as SWITCHBOARD_SECRET_KEY; returns it and its base.
+async fn serve_with_key(dir: &Path, db_url: &str, key: &str, bootstrap: &str) -> (Child, String) {
+    let port = free_port();
+    let mut child = switchboard(dir)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", db_url)
+        .env("SWITCHBOARD_BOOTSTRAP_KEY", bootstrap)
+        .env("SWITCHBOARD_SECRET_KEY", key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&reqwest::Client::new(), &base, &mut child).await;
+    (child, base)
+}
+
+#[tokio::test]
+async fn secrets_rotate_moves_stored_secrets_to_the_new_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_url = format!("sqlite://{}/data/rotate.db", dir.path().display());
+    let (k1, k2, k3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+    let bootstrap = "sb_bootstrap_rotate_0123456789";
+    let client = reqwest::Client::new();
+
+    let (mut child, base) = serve_with_key(dir.path(), &db_url, &k1, bootstrap).await;
+    let created: Value = client
+        .post(format!("{base}/api/v1/assistants"))
+        .bearer_auth(bootstrap)
+        .json(&json!({"name": "rotate", "api_keys": {"deepgram_api_key": "dg-rotate-0123456789"}}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_i64().expect("id");
+    assert!(sigterm_and_wait(&mut child).success());
+
+    // Without the old key, rotation cannot read the values: a clear error, not a panic.
+    let output = switchboard(dir.path())
+        .args(["secrets", "rotate"])
+        .env("DATABASE_URL", &db_url)
+        .env("SWITCHBOARD_SECRET_KEY", &k3)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SWITCHBOARD_SECRET_KEY_OLD"), "{stderr}");
+    assert!(!stderr.contains("dg-rotate-0123456789") && !stderr.contains(&k1));
+
+    let output = run(switchboard(dir.path())
+        .args(["secrets", "rotate"])
+        .env("DATABASE_URL", &db_url)
+        .env("SWITCHBOARD_SECRET_KEY", &k2)
+        .env("SWITCHBOARD_SECRET_KEY_OLD", &k1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 secret value(s) re-encrypted"),
+        "{stderr}"
+    );
+
+    // The new key alone now reads everything.
+    let (mut child, base) = serve_with_key(dir.path(), &db_url, &k2, bootstrap).await;
+    let read = client
+        .get(format!("{base}/api/v1/assistants/{id}"))
+        .bearer_auth(bootstrap)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status().as_u16(), 200);
+    let read: Value = read.json().await.expect("json");
+    assert_eq!(read["api_keys"]["deepgram_api_key"], "dg-…6789");
+    assert!(sigterm_and_wait(&mut child).success());
+
+    // A malformed key stops the command before it touches anything.
+    let output = switchboard(dir.path())
+        .args(["secrets", "rotate"])
+        .env("DATABASE_URL", &db_url)
+        .env("SWITCHBOARD_SECRET_KEY", "not-a-key")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("must be 32 bytes"), "{stderr}");
+}

@@ -125,6 +125,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
     settings.server.addr = "127.0.0.1:0".parse()?;
     if args.database_url.is_none() {
         settings.database.url = format!("sqlite://{}", scratch.path().join("demo.db").display());
+        settings.secrets.key_file = scratch.path().join("secret.key").display().to_string();
     }
     settings.server.public_url = String::new();
     settings.server.rate_limit_per_s = 0;

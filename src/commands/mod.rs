@@ -4,4 +4,5 @@
 pub mod demo;
 pub mod keys;
 pub mod migrate;
+pub mod secrets;
 pub mod serve;

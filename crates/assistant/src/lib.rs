@@ -29,20 +29,31 @@
 
 #![deny(missing_docs)]
 
+mod binding;
 mod parse;
 mod record;
 mod secret;
+mod secret_walk;
 mod settings;
 mod validate;
 
+pub use binding::{
+    RESEND_RULE, SECRET_BINDINGS_FIELD, SecretBindings, current_bindings, default_provider_host,
+    effective_bindings, endpoint_host, fallback_host, fresh_binding, host_of_url, hosts_of_use,
+    llm_host, stt_host, stt_provider_name, tool_hosts, tts_host,
+};
 pub use parse::{apply_patch, apply_update, deserialize_config, merge_json, parse_create};
 pub use record::{
     AssistantConfig, AssistantCreate, AssistantPatch, AssistantResponse, AssistantStats,
     AssistantUpdate, DEFAULT_IDLE_MESSAGE, DEFAULT_LLM_PROVIDER, READ_ONLY_FIELDS, StatusUpdate,
 };
 pub use secret::{
-    ApiKeys, MASK_ELLIPSIS, MASK_MIN_CHARS, ProviderConfig, SHORT_MASK, Secret, is_masked,
-    is_secret_key, keep_masked_secrets, mask, mask_secrets,
+    ApiKeys, MASK_ELLIPSIS, MASK_MIN_CHARS, ProviderConfig, Restored, SHORT_MASK, Secret,
+    is_masked, keep_masked_secrets, mask, mask_secrets,
+};
+pub use secret_walk::{
+    SecretUse, is_headers_key, is_secret_key, provider_of_key_name, visit_provider_key_secrets,
+    visit_stored_secrets,
 };
 pub use settings::{
     BackchannelSettings, BackgroundSound, DtmfSolverTool, ElevenLabsSttConfig, EndCallTool,
@@ -52,8 +63,9 @@ pub use settings::{
     SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool, TransferType, TtsSettings,
 };
 pub use validate::{
-    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, LLM_PROVIDERS, NAME_MAX_CHARS,
-    RECORDING_SAMPLE_RATES_HZ, STT_PROVIDERS, TTS_PROVIDERS, ValidationErrors, is_e164, validate,
+    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, LLM_PROVIDERS, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
+    RECORDING_SAMPLE_RATES_HZ, STT_PROVIDERS, TTS_PROVIDERS, ValidationErrors,
+    control_character_paths, is_e164, validate,
 };
 
 /// The example assistant of the README (`examples/seed-assistant.json`): the seed record of

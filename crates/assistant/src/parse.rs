@@ -2,10 +2,13 @@
 //! error names the field path, including deserialisation errors (unknown field, wrong type,
 //! missing field).
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
 
 use crate::AssistantConfig;
+use crate::binding::{SECRET_BINDINGS_FIELD, rebind, secret_paths_in};
 use crate::record::READ_ONLY_FIELDS;
 use crate::secret::keep_masked_secrets;
 use crate::validate::{CHANGE_DESCRIPTION_MAX_CHARS, FieldError, ValidationErrors, validate};
@@ -25,25 +28,32 @@ pub fn deserialize_config(value: Value) -> Result<AssistantConfig, ValidationErr
 
 /// `POST /api/v1/assistants`: the body becomes a validated record. `name` is required; every
 /// other field takes its default. Server-owned fields of the response (`id`, `created_at`,
-/// stats…) are accepted and ignored, so a GET body can be posted as a copy.
+/// stats…) are accepted and ignored, so a GET body can be posted as a copy. Every secret is
+/// bound to the hosts the record sends it to (see [`crate::SecretBindings`]).
 pub fn parse_create(body: Value) -> Result<AssistantConfig, ValidationErrors> {
     let map = request_object(body)?;
-    let config = deserialize_config(Value::Object(map))?;
+    let sent = secret_paths_in(&Value::Object(map.clone()));
+    let mut config = deserialize_config(Value::Object(map))?;
     validate(&config)?;
+    config.secret_bindings = rebind(&config, None, &sent, &[])?.non_empty();
     Ok(config)
 }
 
 /// `PUT /api/v1/assistants/{id}`: the body replaces the whole configuration (`name` required,
 /// absent fields return to their defaults). Secrets the body carries in their masked form
-/// (as a GET returned them) keep the stored value. Server-owned fields are ignored.
+/// (as a GET returned them) keep the stored value, and their binding: a kept secret that the
+/// new record would send to another host is refused (`the key must be sent again when base_url
+/// changes`). Server-owned fields are ignored.
 pub fn apply_update(
     stored: &AssistantConfig,
     body: Value,
 ) -> Result<AssistantConfig, ValidationErrors> {
     let map = request_object(body)?;
+    let sent = secret_paths_in(&Value::Object(map.clone()));
     let mut config = deserialize_config(Value::Object(map))?;
-    keep_masked_secrets(&mut config, stored);
+    let restored = keep_masked_secrets(&mut config, stored);
     validate(&config)?;
+    config.secret_bindings = rebind(&config, Some(stored), &sent, &restored)?.non_empty();
     Ok(config)
 }
 
@@ -52,18 +62,23 @@ pub fn apply_update(
 /// Merge rules: objects merge recursively (nested settings, `custom_settings`, `api_keys`,
 /// provider configs), arrays and scalars replace, and an explicit `null` sets the field to null
 /// (a nested settings object to its defaults; a non-nullable field rejects it). Unknown fields
-/// are errors. Secrets sent back masked keep the stored value. Server-owned fields are ignored.
+/// are errors. Secrets sent back masked, or not sent, keep the stored value and its binding: a
+/// kept secret that the patched record would send to another host (a new `base_url`, another
+/// provider) is refused (`the key must be sent again when base_url changes`). Server-owned
+/// fields are ignored.
 pub fn apply_patch(
     config: &AssistantConfig,
     patch: &Value,
 ) -> Result<AssistantConfig, ValidationErrors> {
-    let patch = request_object(patch.clone())?;
+    let patch = Value::Object(request_object(patch.clone())?);
+    let sent = secret_paths_in(&patch);
     let mut merged = serde_json::to_value(config)
         .map_err(|e| ValidationErrors::single("", format!("stored record unreadable: {e}")))?;
-    merge_json(&mut merged, &Value::Object(patch));
+    merge_json(&mut merged, &patch);
     let mut next = deserialize_config(merged)?;
-    keep_masked_secrets(&mut next, config);
+    let restored = keep_masked_secrets(&mut next, config);
     validate(&next)?;
+    next.secret_bindings = rebind(&next, Some(config), &sent, &restored)?.non_empty();
     Ok(next)
 }
 
@@ -89,7 +104,9 @@ pub fn merge_json(target: &mut Value, patch: &Value) {
 
 /// The request body as an object, without the server-owned fields and with
 /// `change_description` checked and removed (it is accepted for Burki compatibility and not
-/// stored).
+/// stored). A nested settings object sent as anything but an object (or `null`) is refused
+/// here: serde would otherwise read `"stt_settings": []` as an all-default object and reset the
+/// section silently. The server-side `_secret_bindings` member is refused as unknown.
 fn request_object(body: Value) -> Result<Map<String, Value>, ValidationErrors> {
     let Value::Object(mut map) = body else {
         return Err(ValidationErrors::single(
@@ -99,6 +116,21 @@ fn request_object(body: Value) -> Result<Map<String, Value>, ValidationErrors> {
     };
     for key in READ_ONLY_FIELDS {
         map.remove(key);
+    }
+    if map.contains_key(SECRET_BINDINGS_FIELD) {
+        return Err(ValidationErrors::single(
+            SECRET_BINDINGS_FIELD,
+            "unknown field",
+        ));
+    }
+    let mut errors = Vec::new();
+    for (key, value) in &map {
+        if let Some(shape) = shape_template().get(key) {
+            check_shape(value, shape, key, &mut errors);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ValidationErrors { errors });
     }
     match map.remove("change_description") {
         None | Some(Value::Null) => {}
@@ -111,6 +143,40 @@ fn request_object(body: Value) -> Result<Map<String, Value>, ValidationErrors> {
         }
     }
     Ok(map)
+}
+
+/// The JSON shape of a complete record: the example record, which sets every nested settings
+/// object and one item of every list of objects.
+fn shape_template() -> &'static Map<String, Value> {
+    static TEMPLATE: OnceLock<Map<String, Value>> = OnceLock::new();
+    TEMPLATE.get_or_init(|| match crate::example_record() {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    })
+}
+
+/// Where `template` holds an object, `input` must be an object or `null`; lists of objects are
+/// checked item by item. Scalars are left to deserialisation, which names wrong types itself.
+fn check_shape(input: &Value, template: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    match (template, input) {
+        (Value::Object(_), Value::Null) => {}
+        (Value::Object(shape), Value::Object(fields)) => {
+            for (key, value) in fields {
+                if let Some(inner) = shape.get(key) {
+                    check_shape(value, inner, &format!("{path}.{key}"), errors);
+                }
+            }
+        }
+        (Value::Object(_), _) => errors.push(FieldError::new(path, "must be a JSON object")),
+        (Value::Array(shape), Value::Array(items)) => {
+            if let Some(item_shape) = shape.first().filter(|s| s.is_object()) {
+                for (i, item) in items.iter().enumerate() {
+                    check_shape(item, item_shape, &format!("{path}[{i}]"), errors);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `a.b[0].c` from a serde path; empty for the root.
@@ -149,10 +215,12 @@ fn join_path(parent: &str, key: &str) -> String {
 /// path; other errors stay at the path where they happened.
 fn field_error(path: &str, message: &str) -> FieldError {
     if let Some(name) = backticked_after(message, "unknown field `") {
+        // The server-side member is a field of the type but no part of the public record.
         let expected = message
             .split_once(", expected ")
             .map(|(_, rest)| format!("; expected {rest}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .replace(&format!(", `{SECRET_BINDINGS_FIELD}`"), "");
         return FieldError::new(join_path(path, name), format!("unknown field{expected}"));
     }
     if let Some(name) = backticked_after(message, "missing field `") {

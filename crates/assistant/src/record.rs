@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::binding::{SECRET_BINDINGS_FIELD, SecretBindings};
 use crate::secret::{ApiKeys, mask_secrets};
 use crate::settings::{
     BackchannelSettings, InterruptionSettings, LlmFallbackSettings, LlmProviderConfig, LlmSettings,
@@ -147,6 +148,12 @@ pub struct AssistantConfig {
     /// the organisation's limit. Only used when the assistant has its own STT key.
     #[serde(default)]
     pub stt_limit: Option<u32>,
+    /// Server-side only: the hosts each stored secret may be sent to (see
+    /// [`crate::SecretBindings`]); `None` for a record stored before bindings existed. Never read
+    /// from a request nor written to a response: only [`AssistantConfig::to_stored_json`]
+    /// writes it, and the request parsers refuse it.
+    #[serde(default, rename = "_secret_bindings", skip_serializing)]
+    pub secret_bindings: Option<SecretBindings>,
 }
 
 impl AssistantConfig {
@@ -182,6 +189,7 @@ impl AssistantConfig {
             api_keys: None,
             tts_limit: None,
             stt_limit: None,
+            secret_bindings: None,
         }
     }
 
@@ -193,6 +201,20 @@ impl AssistantConfig {
     /// The LLM provider name in effect (`llm_provider`, with `null` meaning `openai`).
     pub fn llm_provider_name(&self) -> &str {
         self.llm_provider.as_deref().unwrap_or(DEFAULT_LLM_PROVIDER)
+    }
+
+    /// The JSON the store keeps: the record (secrets in clear; the store encrypts them) plus its
+    /// secret bindings under `_secret_bindings`, which plain serialisation leaves out so that no
+    /// response ever shows them.
+    pub fn to_stored_json(&self) -> Result<Value, serde_json::Error> {
+        let mut value = serde_json::to_value(self)?;
+        if let (Value::Object(map), Some(bindings)) = (&mut value, &self.secret_bindings) {
+            map.insert(
+                SECRET_BINDINGS_FIELD.to_owned(),
+                serde_json::to_value(bindings)?,
+            );
+        }
+        Ok(value)
     }
 
     /// A copy with every secret masked, for API responses.
@@ -555,6 +577,7 @@ impl Serialize for AssistantResponse {
             api_keys,
             tts_limit,
             stt_limit,
+            secret_bindings: _,
         } = &self.config;
         let mut map = serializer.serialize_map(Some(37))?;
         map.serialize_entry("name", name)?;

@@ -1,8 +1,10 @@
 //! Secrets inside the assistant record: the types that hold them, the mask the API shows instead
 //! of them, and the rule that keeps a stored secret when a client sends its masked form back.
 //!
-//! Secrets are serialised **in clear** (the store needs them); the REST layer calls
-//! [`mask_secrets`] before a record leaves the process. `Debug` never prints them.
+//! Secrets are serialised **in clear** (the store encrypts them on their way to the database,
+//! using [`crate::visit_stored_secrets`] to find them); the REST layer calls [`mask_secrets`]
+//! before a record leaves the process. `Debug` never prints them. Where the secrets of a record
+//! are is decided in one place, `secret_walk`.
 //!
 //! Mask format (see [`mask`]): a secret of 12 characters or more shows its first 3 and last 4
 //! characters around an ellipsis (`sk-…wxyz`); a shorter one shows nothing and becomes `****`,
@@ -17,6 +19,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::AssistantConfig;
+use crate::secret_walk::{SecretUse, secret_values, visit_secrets_mut, walk_object};
 
 /// The mask shown for a secret shorter than [`MASK_MIN_CHARS`] characters.
 pub const SHORT_MASK: &str = "****";
@@ -57,6 +60,11 @@ impl Secret {
     pub fn masked(&self) -> String {
         mask(&self.0)
     }
+
+    /// The value, for the walk over every secret of a record.
+    pub(crate) fn inner_mut(&mut self) -> &mut String {
+        &mut self.0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -78,9 +86,9 @@ impl From<String> for Secret {
 }
 
 /// A free-form provider configuration object (`provider_config`, `custom_config`): whatever the
-/// provider adapter understands (`base_url`, `api_key`, `region`, …). Values under a key whose
-/// name marks a secret (see [`is_secret_key`]) are masked by [`mask_secrets`] and redacted by
-/// `Debug`.
+/// provider adapter understands (`base_url`, `api_key`, `region`, …). Every value under a
+/// `headers` object and under a key whose name marks a secret (see [`is_secret_key`]) is masked
+/// by [`mask_secrets`] and redacted by `Debug`.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct ProviderConfig(pub Map<String, Value>);
@@ -99,9 +107,13 @@ impl ProviderConfig {
 
 impl fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = Value::Object(self.0.clone());
-        replace_secrets(&mut shown, false, &|_| REDACTED.to_owned());
-        f.debug_tuple("ProviderConfig").field(&shown).finish()
+        let mut shown = self.0.clone();
+        walk_object(&mut shown, "", false, &SecretUse::Stt, &mut |_, _, s| {
+            *s = REDACTED.to_owned();
+        });
+        f.debug_tuple("ProviderConfig")
+            .field(&Value::Object(shown))
+            .finish()
     }
 }
 
@@ -153,245 +165,68 @@ pub fn is_masked(s: &str) -> bool {
         && s.chars().filter(|c| *c == MASK_ELLIPSIS).count() == 1
 }
 
-/// Whether a key inside a free-form provider config names a secret: its name contains `key`,
-/// `secret`, `token` or `password` (case-insensitive). Names containing `keyword` or `keyterm`
-/// are vocabulary lists, not secrets, and are left alone.
-pub fn is_secret_key(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    if lower.contains("keyword") || lower.contains("keyterm") {
-        return false;
-    }
-    ["key", "secret", "token", "password"]
-        .iter()
-        .any(|needle| lower.contains(needle))
+/// Replaces every secret in `config` by its masked form (see [`mask`]): every place the schema
+/// marks as a secret (see [`crate::visit_stored_secrets`] for the list), including every header
+/// value of a provider or custom-tool `headers` object whatever the header is called. Call it on
+/// a copy right before the record leaves the API.
+pub fn mask_secrets(config: &mut AssistantConfig) {
+    visit_secrets_mut(config, &mut |_, _, value| *value = mask(value));
 }
 
-/// Replaces every secret in `config` by its masked form (see [`mask`]): the LLM key, every
-/// fallback's key, every value of `api_keys`, and every string under a secret-named key (see
-/// [`is_secret_key`]) anywhere inside `llm_provider_config.custom_config`,
-/// `stt_settings.provider_config` and `tts_settings.provider_config` (nested objects and arrays
-/// included). Call it on a copy right before the record leaves the API.
-pub fn mask_secrets(config: &mut AssistantConfig) {
-    let llm = &mut config.llm_provider_config;
-    if let Some(key) = llm.api_key.as_mut() {
-        *key = Secret(key.masked());
-    }
-    for fallback in &mut config.llm_fallback_providers.fallbacks {
-        if let Some(key) = fallback.api_key.as_mut() {
-            *key = Secret(key.masked());
-        }
-    }
-    if let Some(keys) = config.api_keys.as_mut() {
-        for value in keys.0.values_mut().flatten() {
-            *value = mask(value);
-        }
-    }
-    for map in [
-        llm.custom_config.as_mut(),
-        config.stt_settings.provider_config.as_mut(),
-        config.tts_settings.provider_config.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        for (key, value) in &mut map.0 {
-            replace_secrets(value, is_secret_key(key), &|s| mask(s));
-        }
-    }
-}
+/// Where [`keep_masked_secrets`] put a stored secret back: `(path in the new record, path it was
+/// stored at)`. The two differ only for a fallback whose position changed.
+pub type Restored = Vec<(String, String)>;
 
 /// Restores stored secrets in `new` wherever `new` carries a mask instead of a secret, so that a
-/// PUT or PATCH that echoes a masked record back does not overwrite the stored keys.
+/// PUT or PATCH that echoes a masked record back does not overwrite the stored keys. Returns
+/// where each restored secret came from.
 ///
 /// A secret in `new` is replaced by the stored secret at the same place when it equals the mask
 /// of that stored secret or merely has the shape of a mask ([`is_masked`]). A fallback whose
 /// position changed is matched by the exact mask of its key. A mask with no stored secret behind
 /// it is left as it is; [`crate::validate`] then rejects it.
-pub fn keep_masked_secrets(new: &mut AssistantConfig, stored: &AssistantConfig) {
-    restore_secret(
-        &mut new.llm_provider_config.api_key,
-        stored.llm_provider_config.api_key.as_ref(),
-    );
-
-    let stored_fallbacks = &stored.llm_fallback_providers.fallbacks;
-    for (index, fallback) in new.llm_fallback_providers.fallbacks.iter_mut().enumerate() {
-        let Some(sent) = fallback.api_key.as_ref() else {
-            continue;
+pub fn keep_masked_secrets(new: &mut AssistantConfig, stored: &AssistantConfig) -> Restored {
+    let stored_values: BTreeMap<String, String> = secret_values(stored)
+        .into_iter()
+        .map(|(path, _, value)| (path, value))
+        .collect();
+    let stored_fallbacks: Vec<(String, String)> = secret_values(stored)
+        .into_iter()
+        .filter(|(_, used, _)| matches!(used, SecretUse::Fallback(_)))
+        .map(|(path, _, value)| (path, value))
+        .collect();
+    let mut restored = Vec::new();
+    visit_secrets_mut(new, &mut |path, used, sent| {
+        let same_place = stored_values.get(path);
+        let exact_here = same_place.filter(|kept| mask(kept) == *sent);
+        let exact_moved = || {
+            stored_fallbacks
+                .iter()
+                .find(|(_, kept)| matches!(used, SecretUse::Fallback(_)) && mask(kept) == *sent)
+                .map(|(from, kept)| (from.clone(), kept))
         };
-        let same_place = stored_fallbacks.get(index).and_then(|f| f.api_key.as_ref());
-        let exact = |s: &&Secret| s.masked() == sent.expose();
-        let replacement = same_place
-            .filter(exact)
+        let choice = exact_here
+            .map(|kept| (path.to_owned(), kept))
+            .or_else(exact_moved)
             .or_else(|| {
-                stored_fallbacks
-                    .iter()
-                    .filter_map(|f| f.api_key.as_ref())
-                    .find(exact)
-            })
-            .or_else(|| same_place.filter(|_| is_masked(sent.expose())));
-        if let Some(secret) = replacement {
-            fallback.api_key = Some(secret.clone());
+                same_place
+                    .filter(|_| is_masked(sent))
+                    .map(|kept| (path.to_owned(), kept))
+            });
+        if let Some((from, kept)) = choice {
+            sent.clone_from(kept);
+            restored.push((path.to_owned(), from));
         }
-    }
-
-    if let (Some(new_keys), Some(stored_keys)) = (new.api_keys.as_mut(), stored.api_keys.as_ref()) {
-        for (name, value) in &mut new_keys.0 {
-            if let (Some(sent), Some(Some(kept))) = (value.as_mut(), stored_keys.0.get(name))
-                && sent_is_mask_of(sent, kept)
-            {
-                *sent = kept.clone();
-            }
-        }
-    }
-
-    let pairs = [
-        (
-            new.llm_provider_config.custom_config.as_mut(),
-            stored.llm_provider_config.custom_config.as_ref(),
-        ),
-        (
-            new.stt_settings.provider_config.as_mut(),
-            stored.stt_settings.provider_config.as_ref(),
-        ),
-        (
-            new.tts_settings.provider_config.as_mut(),
-            stored.tts_settings.provider_config.as_ref(),
-        ),
-    ];
-    for (new_map, stored_map) in pairs {
-        if let (Some(new_map), Some(stored_map)) = (new_map, stored_map) {
-            for (key, value) in &mut new_map.0 {
-                if let Some(kept) = stored_map.0.get(key) {
-                    restore_value(value, kept, is_secret_key(key));
-                }
-            }
-        }
-    }
+    });
+    restored
 }
 
 /// Field paths of the secrets in `config` that still have the shape of a mask: a client sent a
 /// masked value where no stored secret stands behind it. [`crate::validate`] rejects them.
 pub(crate) fn masked_secret_paths(config: &AssistantConfig) -> Vec<String> {
-    let mut found = Vec::new();
-    if let Some(key) = &config.llm_provider_config.api_key
-        && is_masked(key.expose())
-    {
-        found.push("llm_provider_config.api_key".to_owned());
-    }
-    for (index, fallback) in config.llm_fallback_providers.fallbacks.iter().enumerate() {
-        if let Some(key) = &fallback.api_key
-            && is_masked(key.expose())
-        {
-            found.push(format!("llm_fallback_providers.fallbacks[{index}].api_key"));
-        }
-    }
-    if let Some(keys) = &config.api_keys {
-        for (name, value) in &keys.0 {
-            if value.as_deref().is_some_and(is_masked) {
-                found.push(format!("api_keys.{name}"));
-            }
-        }
-    }
-    let maps = [
-        (
-            "llm_provider_config.custom_config",
-            config.llm_provider_config.custom_config.as_ref(),
-        ),
-        (
-            "stt_settings.provider_config",
-            config.stt_settings.provider_config.as_ref(),
-        ),
-        (
-            "tts_settings.provider_config",
-            config.tts_settings.provider_config.as_ref(),
-        ),
-    ];
-    for (prefix, map) in maps {
-        if let Some(map) = map {
-            for (key, value) in &map.0 {
-                find_masked(
-                    value,
-                    is_secret_key(key),
-                    &format!("{prefix}.{key}"),
-                    &mut found,
-                );
-            }
-        }
-    }
-    found
-}
-
-fn sent_is_mask_of(sent: &str, kept: &str) -> bool {
-    sent == mask(kept) || is_masked(sent)
-}
-
-fn restore_secret(new: &mut Option<Secret>, stored: Option<&Secret>) {
-    if let (Some(sent), Some(kept)) = (new.as_mut(), stored)
-        && sent_is_mask_of(sent.expose(), kept.expose())
-    {
-        *sent = kept.clone();
-    }
-}
-
-/// Replaces every string that sits under a secret-named key (at any depth) by `replace(s)`.
-fn replace_secrets(value: &mut Value, in_secret: bool, replace: &dyn Fn(&str) -> String) {
-    match value {
-        Value::String(s) if in_secret => *s = replace(s),
-        Value::Object(map) => {
-            for (key, inner) in map.iter_mut() {
-                replace_secrets(inner, in_secret || is_secret_key(key), replace);
-            }
-        }
-        Value::Array(items) => {
-            for inner in items {
-                replace_secrets(inner, in_secret, replace);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Walks `new` and `stored` in parallel (objects by key, arrays by index) and puts the stored
-/// string back wherever `new` holds a mask of a secret.
-fn restore_value(new: &mut Value, stored: &Value, in_secret: bool) {
-    match (new, stored) {
-        (Value::String(sent), Value::String(kept)) if in_secret && sent_is_mask_of(sent, kept) => {
-            sent.clone_from(kept);
-        }
-        (Value::Object(new_map), Value::Object(stored_map)) => {
-            for (key, inner) in new_map.iter_mut() {
-                if let Some(kept) = stored_map.get(key) {
-                    restore_value(inner, kept, in_secret || is_secret_key(key));
-                }
-            }
-        }
-        (Value::Array(new_items), Value::Array(stored_items)) => {
-            for (inner, kept) in new_items.iter_mut().zip(stored_items) {
-                restore_value(inner, kept, in_secret);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn find_masked(value: &Value, in_secret: bool, path: &str, found: &mut Vec<String>) {
-    match value {
-        Value::String(s) if in_secret && is_masked(s) => found.push(path.to_owned()),
-        Value::Object(map) => {
-            for (key, inner) in map {
-                find_masked(
-                    inner,
-                    in_secret || is_secret_key(key),
-                    &format!("{path}.{key}"),
-                    found,
-                );
-            }
-        }
-        Value::Array(items) => {
-            for (index, inner) in items.iter().enumerate() {
-                find_masked(inner, in_secret, &format!("{path}[{index}]"), found);
-            }
-        }
-        _ => {}
-    }
+    secret_values(config)
+        .into_iter()
+        .filter(|(_, _, value)| is_masked(value))
+        .map(|(path, _, _)| path)
+        .collect()
 }

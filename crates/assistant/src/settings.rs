@@ -57,8 +57,9 @@ pub struct LlmProviderConfig {
     pub base_url: Option<String>,
     /// Model name sent to the provider. Default `gpt-4o-mini`; `null` = the adapter's default.
     pub model: Option<String>,
-    /// Free-form provider-specific options (e.g. Azure deployment, API version). Keys naming a
-    /// secret are masked by the API.
+    /// Free-form provider-specific options (e.g. Azure deployment, API version). Values under a
+    /// key naming a secret or under `headers` are secrets: masked by the API, stored encrypted,
+    /// bound to the LLM's host.
     #[schema(value_type = Option<Object>)]
     pub custom_config: Option<ProviderConfig>,
 }
@@ -303,8 +304,9 @@ pub struct TtsSettings {
     pub volume: f64,
     /// ElevenLabs speaker boost. Default true.
     pub use_speaker_boost: bool,
-    /// Free-form provider options (`base_url`, `api_key`, `output_format`…). Keys naming a
-    /// secret are masked by the API. Default null.
+    /// Free-form provider options (`base_url`, `api_key`, `output_format`…). Values under a key
+    /// naming a secret or under `headers` are secrets: masked by the API, stored encrypted,
+    /// bound to the TTS host. Default null.
     #[schema(value_type = Option<Object>)]
     pub provider_config: Option<ProviderConfig>,
     /// Background sound mixed under the voice.
@@ -649,8 +651,9 @@ pub struct SttSettings {
     /// When true, short utterances (< 5 words) that look unfinished ("I want to…") hold the
     /// turn open a little longer so the caller can continue. Default false.
     pub incomplete_utterance_detection: Option<bool>,
-    /// Free-form provider options (`base_url`, `api_key`, …). Keys naming a secret are masked
-    /// by the API. Default null.
+    /// Free-form provider options (`base_url`, `api_key`, …). Values under a key naming a secret
+    /// or under `headers` are secrets: masked by the API, stored encrypted, bound to the STT
+    /// host. Default null.
     #[schema(value_type = Option<Object>)]
     pub provider_config: Option<ProviderConfig>,
     /// With provider `elevenlabs`: swap to Deepgram Flux mid-call when the first utterance is
@@ -781,7 +784,10 @@ pub struct ToolsSettings {
     /// SMS tool.
     #[serde(deserialize_with = "null_as_default")]
     pub send_sms: SendSmsTool,
-    /// Operator-defined tools (function schema plus endpoint), free-form objects.
+    /// Operator-defined tools (function schema plus endpoint), free-form objects. Every value of
+    /// a tool's `headers` (whatever the header is called) and of a secret-named field is a
+    /// secret: masked by the API, stored encrypted, bound to the tool's `url` host. The tool's
+    /// `name`, `description` and `parameters` are never treated as secrets.
     pub custom_tools: Vec<Map<String, Value>>,
 }
 

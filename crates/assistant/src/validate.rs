@@ -42,6 +42,11 @@ pub const RECORDING_SAMPLE_RATES_HZ: &[u32] = &[8000, 16000, 22050, 24000, 32000
 /// Longest accepted `name`, in characters.
 pub const NAME_MAX_CHARS: usize = 255;
 
+/// Largest accepted `llm_settings.max_tokens`, in tokens. The Burki extract gives no upper
+/// bound; 32768 is above the reply budget of every model this engine drives and keeps a record
+/// from asking a provider for an absurd (and refused or costly) budget.
+pub const MAX_TOKENS_LIMIT: u32 = 32_768;
+
 /// Longest accepted `change_description`, in characters.
 pub const CHANGE_DESCRIPTION_MAX_CHARS: usize = 500;
 
@@ -120,9 +125,21 @@ impl ValidationErrors {
 /// E.164 for `bypass_numbers` and `transfer_numbers`, known provider names ([`LLM_PROVIDERS`],
 /// [`STT_PROVIDERS`], [`TTS_PROVIDERS`]), URLs that parse with an allowed scheme (http/https
 /// for webhooks and sound files, http/https/ws/wss for provider base URLs), a Twilio Messaging
-/// Service SID shape, a relative `recordings_dir`, and no secret left in its masked form.
+/// Service SID shape, a relative `recordings_dir`, no secret left in its masked form, and no
+/// control character in any text (see [`control_character_paths`]).
 pub fn validate(config: &AssistantConfig) -> Result<(), ValidationErrors> {
     let mut v = Validator::default();
+    match serde_json::to_value(config) {
+        Ok(json) => {
+            for path in control_character_paths(&json) {
+                v.push(
+                    path,
+                    "must not contain control characters (only line breaks and tabs)",
+                );
+            }
+        }
+        Err(e) => v.push("", format!("record cannot be serialised: {e}")),
+    }
     validate_top(&mut v, config);
     validate_llm(&mut v, config);
     validate_interruption(&mut v, config);
@@ -205,7 +222,12 @@ fn validate_llm(v: &mut Validator, c: &AssistantConfig) {
     }
     let s = &c.llm_settings;
     v.range_f("llm_settings.temperature", s.temperature, 0.0, 2.0);
-    v.min_u("llm_settings.max_tokens", s.max_tokens.into(), 1);
+    v.range_u(
+        "llm_settings.max_tokens",
+        s.max_tokens.into(),
+        1,
+        MAX_TOKENS_LIMIT.into(),
+    );
     v.range_f("llm_settings.top_p", s.top_p, 0.0, 1.0);
     v.range_f(
         "llm_settings.frequency_penalty",
@@ -530,6 +552,57 @@ fn provider_base_url(v: &mut Validator, at: &str, config: &ProviderConfig) {
         Some(serde_json::Value::String(url)) => v.url(&format!("{at}.base_url"), url, HTTP_OR_WS),
         Some(_) => v.push(format!("{at}.base_url"), "must be a string"),
     }
+}
+
+/// Paths of every string (and object key) in `json` that holds a control character other than
+/// a tab, a line feed, or a carriage return that starts a CRLF line break. A NUL or an escape
+/// sequence in a name or a prompt is never meant, breaks logs and terminals, and a NUL cannot be
+/// stored in a PostgreSQL text column at all.
+pub fn control_character_paths(json: &serde_json::Value) -> Vec<String> {
+    fn bad(text: &str) -> bool {
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            let allowed = match c {
+                '\n' | '\t' => true,
+                '\r' => chars.peek() == Some(&'\n'),
+                _ => !c.is_control(),
+            };
+            if !allowed {
+                return true;
+            }
+        }
+        false
+    }
+    fn walk(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            serde_json::Value::String(s) if bad(s) => found.push(path.to_owned()),
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    if bad(key) {
+                        found.push(join(&key.escape_default().to_string()));
+                    } else {
+                        walk(inner, &join(key), found);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, inner) in items.iter().enumerate() {
+                    walk(inner, &format!("{path}[{i}]"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(json, "", &mut found);
+    found
 }
 
 /// Whether `s` is an E.164 number: `+`, a non-zero digit, then 1 to 14 more digits.

@@ -19,7 +19,14 @@ fn example_file_deserialises_validates_and_round_trips() {
     assert_eq!(validate(&config), Ok(()));
     // Serialising the parsed record gives back exactly the example.
     assert_eq!(serde_json::to_value(&config).expect("serialises"), value);
-    assert_eq!(parse_create(value).expect("valid create body"), config);
+    // Creating it also binds its keys to their hosts (server-side state, not part of the JSON).
+    let mut created = parse_create(value).expect("valid create body");
+    assert!(
+        created.secret_bindings.is_some(),
+        "the example's keys are bound"
+    );
+    created.secret_bindings = None;
+    assert_eq!(created, config);
 }
 
 #[test]
@@ -81,4 +88,6 @@ fn openapi_schemas_use_the_burki_names() {
     }
     let required = &schemas["AssistantConfig"]["required"];
     assert_eq!(required, &serde_json::json!(["name"]));
+    // The server-side secret bindings are no part of the public schema.
+    assert!(!doc.to_string().contains("_secret_bindings"));
 }

@@ -419,3 +419,53 @@ fn all_broken_rules_are_reported_together() {
     }
     assert_eq!(err.errors.len(), 4);
 }
+
+#[test]
+fn a_section_of_the_wrong_type_is_refused_not_reset() {
+    for (path, value) in [
+        ("stt_settings", json!([])),
+        ("llm_settings", json!("x")),
+        ("tts_settings", json!(3)),
+        ("stt_settings.endpointing", json!([500, 500])),
+        ("tools_settings.end_call", json!([true])),
+    ] {
+        rejects(path, value);
+    }
+    let err = apply_patch(
+        &base(),
+        &json!({"llm_fallback_providers": {"fallbacks": [["openai"]]}}),
+    )
+    .unwrap_err();
+    assert!(
+        err.has_field("llm_fallback_providers.fallbacks[0]"),
+        "{err}"
+    );
+    let err = parse_create(json!({"name": "a", "recording_settings": []})).unwrap_err();
+    assert!(err.has_field("recording_settings"), "{err}");
+    // `null` still resets a section to its defaults.
+    accepts("stt_settings", Value::Null);
+}
+
+#[test]
+fn max_tokens_has_an_upper_bound() {
+    int_range(
+        "llm_settings.max_tokens",
+        1,
+        i64::from(switchboard_assistant::MAX_TOKENS_LIMIT),
+    );
+}
+
+#[test]
+fn control_characters_are_refused_in_text() {
+    rejects("name", json!("front\u{0}desk"));
+    rejects("name", json!("bell\u{7}"));
+    rejects("tts_settings.voice_id", json!("rachel\u{1b}[31m"));
+    rejects("llm_settings.system_prompt", json!("lone\rreturn"));
+    accepts("name", json!("two\tparts"));
+    accepts(
+        "llm_settings.system_prompt",
+        json!("line one\r\nline two\n\tindented"),
+    );
+    let err = parse_create(json!({"name": "a", "custom_settings": {"k\u{0}": 1}})).unwrap_err();
+    assert!(err.errors[0].field.starts_with("custom_settings."), "{err}");
+}

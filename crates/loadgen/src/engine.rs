@@ -98,7 +98,15 @@ impl SpawnedEngine {
             || format!("sqlite://{}", dir.path().join("switchboard.db").display()),
             str::to_owned,
         );
-        let child = Command::new(path)
+        let mut command = Command::new(path);
+        if database_url.is_none() {
+            // A throw-away database gets a throw-away secret key next to it.
+            command.env(
+                "SWITCHBOARD_SECRETS__KEY_FILE",
+                dir.path().join("secret.key"),
+            );
+        }
+        let child = command
             .arg("serve")
             .arg("--addr")
             .arg(&addr)

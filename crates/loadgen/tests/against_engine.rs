@@ -59,6 +59,7 @@ async fn a_small_run_accounts_for_every_turn() {
     let mut settings = Settings::defaults().expect("defaults");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
     settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
+    settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
     settings.server.rate_limit_per_s = 0;
     settings.server.drain_timeout_s = 5;
     settings.twilio.account_sid = Some(TWILIO_SID.to_owned());

@@ -35,6 +35,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
         "twilio.stream_token_secret",
     ),
     ("SWITCHBOARD_WEBHOOK_SECRET", "webhooks.secret"),
+    ("SWITCHBOARD_SECRET_KEY", "secrets.key"),
+    ("SWITCHBOARD_SECRET_KEY_OLD", "secrets.old_keys"),
     ("REDIS_URL", "redis.url"),
 ];
 
@@ -78,6 +80,34 @@ pub struct Settings {
     pub calls: CallsSettings,
     /// Where URLs a tenant sets may reach.
     pub outbound: OutboundSettings,
+    /// The key that encrypts stored secrets.
+    pub secrets: SecretsSettings,
+}
+
+/// `[secrets]`: the key stored secrets are encrypted with (see `switchboard_store::crypto`).
+/// Debug shows neither key.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// Used when no key is given: the file holding the key, created with a random key on first
+    /// start.
+    pub key_file: String,
+    /// The current key, 32 bytes as 64 hex digits or base64 (`SWITCHBOARD_SECRET_KEY`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Older keys that still decrypt, comma-separated (`SWITCHBOARD_SECRET_KEY_OLD`).
+    #[serde(default)]
+    pub old_keys: Option<String>,
+}
+
+impl fmt::Debug for SecretsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsSettings")
+            .field("key_file", &self.key_file)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("old_keys", &self.old_keys.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[metrics]`: access to the Prometheus counters. They are process-wide and carry no
@@ -180,8 +210,12 @@ impl fmt::Debug for TwilioSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
-    /// Fall back to `OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, … from the environment.
+    /// Fall back to `OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, … from the environment, for the
+    /// organisations of `env_key_orgs` and towards the providers' public hosts only.
     pub keys_from_env: bool,
+    /// Names of the organisations that may use the environment's provider keys.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub env_key_orgs: Vec<String>,
     /// How long, in ms, a call start waits for a free provider slot.
     pub slot_wait_ms: u64,
     /// ms without a transcription message from the STT while caller audio flows before its
@@ -196,6 +230,82 @@ pub struct ProviderSettings {
     pub llm_first_token_timeout_ms: u64,
     /// Longest silence, in ms, between two chunks of an LLM reply that has started.
     pub llm_stream_idle_timeout_ms: u64,
+    /// The environment's provider keys, captured once when the settings are loaded (from the
+    /// same environment layer as the rest, so tests inject them instead of touching the process
+    /// environment).
+    #[serde(skip)]
+    pub environment_keys: EnvKeys,
+}
+
+impl ProviderSettings {
+    /// Whether organisation `name` may use the environment's provider keys.
+    pub fn env_keys_allowed_for(&self, name: &str) -> bool {
+        self.keys_from_env && self.env_key_orgs.iter().any(|org| org == name)
+    }
+}
+
+/// Provider keys found in the environment: `<PROVIDER>_API_KEY` and `<PROVIDER>_KEY` for every
+/// provider the assistant record knows (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …). Debug shows
+/// the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvKeys(std::collections::BTreeMap<String, String>);
+
+impl EnvKeys {
+    /// The provider keys among `vars` (names compared in upper case; empty values skipped).
+    pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>) -> EnvKeys {
+        let providers: Vec<String> = switchboard_assistant::LLM_PROVIDERS
+            .iter()
+            .chain(switchboard_assistant::STT_PROVIDERS)
+            .chain(switchboard_assistant::TTS_PROVIDERS)
+            .map(|p| p.to_ascii_uppercase())
+            .collect();
+        let wanted = |name: &str| {
+            providers
+                .iter()
+                .any(|p| name == format!("{p}_API_KEY") || name == format!("{p}_KEY"))
+        };
+        EnvKeys(
+            vars.into_iter()
+                .filter(|(name, value)| !value.is_empty() && wanted(&name.to_ascii_uppercase()))
+                .map(|(name, value)| (name.to_ascii_uppercase(), value.clone()))
+                .collect(),
+        )
+    }
+
+    /// The key in variable `name` (e.g. `DEEPGRAM_API_KEY`), if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(&name.to_ascii_uppercase()).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for EnvKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EnvKeys")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A list from TOML (`["a", "b"]`) or from one environment variable (`"a,b"`; an empty string
+/// is an empty list). Items are trimmed; empty items are dropped.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(deserializer)? {
+        Form::List(items) => items,
+        Form::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// `[webhooks]`: signing and retrying deliveries to the assistant's `webhook_url`.
@@ -438,7 +548,8 @@ impl Settings {
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.as_str())?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.providers.environment_keys = EnvKeys::from_vars(&vars);
         settings.check()?;
         Ok(settings)
     }
@@ -735,6 +846,45 @@ mod tests {
         )
         .expect_err("junk entry");
         assert!(err.to_string().contains("http://x"), "{err}");
+    }
+
+    #[test]
+    fn env_key_orgs_and_environment_keys() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(s.providers.env_key_orgs, ["default"]);
+        assert!(s.providers.env_keys_allowed_for("default"));
+        assert!(!s.providers.env_keys_allowed_for("org-b"));
+        assert_eq!(s.providers.environment_keys, EnvKeys::default());
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("SWITCHBOARD_PROVIDERS__ENV_KEY_ORGS", "default, acme"),
+                ("DEEPGRAM_API_KEY", "dg-operator-key"),
+                ("HOME_KEY", "not a provider"),
+                ("SWITCHBOARD_SECRET_KEY", &"ab".repeat(32)),
+            ]),
+            &[],
+        )
+        .expect("load");
+        assert_eq!(s.providers.env_key_orgs, ["default", "acme"]);
+        assert_eq!(
+            s.providers.environment_keys.get("DEEPGRAM_API_KEY"),
+            Some("dg-operator-key")
+        );
+        assert_eq!(s.providers.environment_keys.get("HOME_KEY"), None);
+        assert_eq!(s.secrets.key.as_deref(), Some("ab".repeat(32).as_str()));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("dg-operator-key") && !shown.contains(&"ab".repeat(32)),
+            "{shown}"
+        );
+        let s = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_PROVIDERS__ENV_KEY_ORGS", "acme")]),
+            &[],
+        )
+        .expect("load");
+        assert_eq!(s.providers.env_key_orgs, ["acme"]);
     }
 
     #[test]

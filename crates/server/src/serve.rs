@@ -45,6 +45,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The secret key (`SWITCHBOARD_SECRET_KEY`, `[secrets] key_file`) could not be loaded.
+    #[error("secret key: {0}")]
+    SecretKey(#[from] switchboard_store::SecretError),
     /// Redis (`redis.url`) could not be reached.
     #[error("redis: {0}")]
     Redis(String),
@@ -97,13 +100,16 @@ pub struct Server {
     metrics_http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-/// Connects to `settings.database.url` (a SQLite file and its folder are created if missing)
-/// and applies pending migrations.
+/// Connects to `settings.database.url` (a SQLite file and its folder are created if missing),
+/// with the secret key that encrypts stored secrets (`[secrets]`), and applies pending
+/// migrations.
 pub async fn open_store(settings: &Settings) -> Result<Store, ServeError> {
     let url = &settings.database.url;
+    let secrets = crate::secret_key::load_secret_box(&settings.secrets)?;
     let store = Store::connect(url)
         .await
-        .map_err(|err| ServeError::Store(format!("connect to {}: {err}", redact_url(url))))?;
+        .map_err(|err| ServeError::Store(format!("connect to {}: {err}", redact_url(url))))?
+        .with_secrets(secrets);
     store
         .migrate()
         .await

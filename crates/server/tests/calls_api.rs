@@ -524,12 +524,12 @@ async fn organisation_provider_keys_are_masked_on_read() {
     let path = "/api/v1/organization/provider-keys";
     let keys = json!({
         "openai_api_key": "sk-live-0123456789abcdef",
-        "azure": {"api_key": "azure-key-0123456789", "endpoint": "https://x.openai.azure.com"}
+        "azure": {"api_key": "azure-key-0123456789", "base_url": "https://x.openai.azure.com"}
     });
     let (status, body) = json(h.ts.req(Method::PUT, path, &h.ts.key_a).json(&keys)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["openai_api_key"], "sk-…cdef");
-    assert_eq!(body["azure"]["endpoint"], "https://x.openai.azure.com");
+    assert_eq!(body["azure"]["base_url"], "https://x.openai.azure.com");
     assert!(!body.to_string().contains("0123456789abcdef"));
     let (_, read) = get(&h, path, &h.ts.key_a).await;
     assert_eq!(read, body);

@@ -174,6 +174,7 @@ fn settings(dir: &Path, rest: &FakeTwilioRest) -> Settings {
     let mut s = Settings::defaults().expect("defaults");
     s.server.addr = "127.0.0.1:0".parse().expect("addr");
     s.database.url = format!("sqlite://{}", dir.join("sb.db").display());
+    s.secrets.key_file = dir.join("secret.key").display().to_string();
     s.server.rate_limit_per_s = 0;
     s.server.drain_timeout_s = 5;
     s.twilio.account_sid = Some(ACCOUNT_SID.to_owned());

@@ -1,4 +1,5 @@
-//! Assistants: one JSON document per assistant, scoped by organisation.
+//! Assistants: one JSON document per assistant, scoped by organisation. The secrets inside a
+//! document are sealed on write and opened on read (see `secrets.rs`).
 
 use crate::{AssistantRow, Store, StoreError, get_bool, get_json, non_negative, now_ms};
 use serde_json::Value;
@@ -29,20 +30,21 @@ macro_rules! bump_updated_at {
     };
 }
 
-pub(crate) fn assistant_from_row(row: &AnyRow) -> Result<AssistantRow, StoreError> {
-    Ok(AssistantRow {
-        id: row.try_get("id")?,
-        organization_id: row.try_get("organization_id")?,
-        user_id: row.try_get("user_id")?,
-        name: row.try_get("name")?,
-        is_active: get_bool(row, "is_active")?,
-        config: get_json(row, "config")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-    })
-}
-
 impl Store {
+    /// A row with its record's secrets opened.
+    pub(crate) fn assistant_from_row(&self, row: &AnyRow) -> Result<AssistantRow, StoreError> {
+        Ok(AssistantRow {
+            id: row.try_get("id")?,
+            organization_id: row.try_get("organization_id")?,
+            user_id: row.try_get("user_id")?,
+            name: row.try_get("name")?,
+            is_active: get_bool(row, "is_active")?,
+            config: self.open_record(get_json(row, "config")?)?,
+            created_at_ms: row.try_get("created_at")?,
+            updated_at_ms: row.try_get("updated_at")?,
+        })
+    }
+
     /// Creates an assistant in the organisation. `config` is the full record as the API
     /// validated it; `name` and `is_active` should match the values inside it.
     pub async fn create_assistant(
@@ -63,11 +65,11 @@ impl Store {
         .bind(user_id)
         .bind(name)
         .bind(is_active)
-        .bind(serde_json::to_string(config)?)
+        .bind(serde_json::to_string(&self.seal_record(config))?)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        assistant_from_row(&row)
+        self.assistant_from_row(&row)
     }
 
     /// The organisation's assistant `id`; `None` if it does not exist or is another
@@ -86,7 +88,7 @@ impl Store {
         .bind(org_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(assistant_from_row).transpose()
+        row.as_ref().map(|r| self.assistant_from_row(r)).transpose()
     }
 
     /// Assistant `id` whatever its organisation: for the call runtime, which got the id from
@@ -100,7 +102,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(assistant_from_row).transpose()
+        row.as_ref().map(|r| self.assistant_from_row(r)).transpose()
     }
 
     /// `updated_at_ms` of assistant `id` (any organisation): a cheap version check for a
@@ -148,7 +150,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
         };
-        rows.iter().map(assistant_from_row).collect()
+        rows.iter().map(|r| self.assistant_from_row(r)).collect()
     }
 
     /// Number of the organisation's assistants (only active ones if `active_only`).
@@ -231,12 +233,12 @@ impl Store {
         .bind(org_id)
         .bind(name)
         .bind(is_active)
-        .bind(serde_json::to_string(config)?)
+        .bind(serde_json::to_string(&self.seal_record(config))?)
         .bind(now_ms())
         .bind(expected_updated_at_ms)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(assistant_from_row).transpose()
+        row.as_ref().map(|r| self.assistant_from_row(r)).transpose()
     }
 
     /// Turns the assistant on or off: sets the column and `is_active` inside the JSON record
@@ -266,13 +268,13 @@ impl Store {
             .bind(id)
             .bind(org_id)
             .bind(is_active)
-            .bind(serde_json::to_string(&config)?)
+            .bind(serde_json::to_string(&self.seal_record(&config))?)
             .bind(now_ms())
             .bind(current.updated_at_ms)
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = row {
-                return assistant_from_row(&row).map(Some);
+                return self.assistant_from_row(&row).map(Some);
             }
         }
         Err(StoreError::Conflict(

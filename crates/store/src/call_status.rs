@@ -153,6 +153,11 @@ pub enum EndedReason {
     AssistantInvalid,
     /// `assistant_inactive`: the number's assistant is switched off.
     AssistantInactive,
+    /// `key_not_bound`: keys exist for a provider of the assistant, but none may be sent to the
+    /// host it points at (an assistant's key goes only where it was set for, the organisation's
+    /// and the environment's only to the provider's public host); the call was refused before
+    /// any connection.
+    KeyNotBound,
     /// `unknown_number`: the called number routes to no assistant.
     UnknownNumber,
     /// `bypass_transfer`: the caller is in `bypass_numbers` and was dialled straight through.
@@ -176,7 +181,7 @@ pub enum EndedReason {
 
 impl EndedReason {
     /// Every reason this version writes itself (without [`EndedReason::Telephony`]).
-    const ENGINE: [EndedReason; 23] = [
+    const ENGINE: [EndedReason; 24] = [
         EndedReason::CallerHangup,
         EndedReason::CallerHangupSocketClosed,
         EndedReason::AssistantHangup,
@@ -195,6 +200,7 @@ impl EndedReason {
         EndedReason::AssistantNotFound,
         EndedReason::AssistantInvalid,
         EndedReason::AssistantInactive,
+        EndedReason::KeyNotBound,
         EndedReason::UnknownNumber,
         EndedReason::BypassTransfer,
         EndedReason::BypassNoTransferNumber,
@@ -223,6 +229,7 @@ impl EndedReason {
             EndedReason::AssistantNotFound => "assistant_not_found",
             EndedReason::AssistantInvalid => "assistant_invalid",
             EndedReason::AssistantInactive => "assistant_inactive",
+            EndedReason::KeyNotBound => "key_not_bound",
             EndedReason::UnknownNumber => "unknown_number",
             EndedReason::BypassTransfer => "bypass_transfer",
             EndedReason::BypassNoTransferNumber => "bypass_no_transfer_number",

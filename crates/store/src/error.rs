@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A JSON column did not hold valid JSON, or a value could not be serialised.
     #[error("json error: {0}")]
     Serde(#[from] serde_json::Error),
+    /// A stored secret could not be decrypted, or the secret key could not be loaded.
+    #[error("secret: {0}")]
+    Secret(#[from] crate::crypto::SecretError),
     /// Creating the SQLite file or its parent directory failed.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),

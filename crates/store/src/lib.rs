@@ -24,23 +24,30 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Secrets: API keys are stored as their SHA-256 (hex) only. Twilio auth tokens and provider
-//! keys must be usable, so they are stored as given; nothing here logs them and their types
-//! redact them in `Debug`.
+//! Secrets: API keys are stored as their SHA-256 (hex) only. Twilio auth tokens, organisation
+//! provider keys and every secret inside an assistant record must be usable, so they are stored
+//! encrypted (see [`crypto`]) by a store given a [`SecretBox`] ([`Store::with_secrets`]) and
+//! decrypted on read: callers see clear values and never handle ciphertext. A store without a
+//! box (tests, tools that write no secrets) writes them in clear. Nothing here logs them and
+//! their types redact them in `Debug`.
 
 mod assistants;
 mod call_status;
 mod calls;
+pub mod crypto;
 mod error;
 mod models;
 mod numbers;
 mod orgs;
+mod secrets;
 mod time;
 
 pub use call_status::{CallStatus, EndedReason};
+pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use error::StoreError;
 pub use models::*;
 pub use orgs::hash_api_key;
+pub use secrets::RotationReport;
 pub use time::{ms_to_datetime, ms_to_rfc3339, now_ms, opt_ms_to_rfc3339, rfc3339_to_ms};
 
 use serde::Serialize;
@@ -86,6 +93,8 @@ pub struct StoreOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Encrypts secrets on write and decrypts them on read; `None` stores them in clear.
+    secrets: Option<std::sync::Arc<SecretBox>>,
 }
 
 impl fmt::Debug for Store {
@@ -93,6 +102,10 @@ impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("backend", &self.backend)
+            .field(
+                "secret_key_id",
+                &self.secrets.as_ref().map(|b| b.current_key_id()),
+            )
             .field("pool_size", &self.pool.size())
             .finish()
     }
@@ -273,7 +286,41 @@ impl Store {
                 (pool, Backend::Sqlite)
             }
         };
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            secrets: None,
+        })
+    }
+
+    /// This store, encrypting every secret it writes with `secrets` and decrypting what it reads
+    /// (see [`crypto`]). Every store a server writes secrets through must have one.
+    pub fn with_secrets(mut self, secrets: SecretBox) -> Store {
+        self.secrets = Some(std::sync::Arc::new(secrets));
+        self
+    }
+
+    /// The box secrets are encrypted with, if any.
+    pub fn secret_box(&self) -> Option<&SecretBox> {
+        self.secrets.as_deref()
+    }
+
+    /// The stored form of a secret: encrypted under the current key (clear without a box; the
+    /// empty string, which hides nothing, stays empty).
+    pub(crate) fn seal(&self, clear: &str) -> String {
+        match &self.secrets {
+            Some(b) if !clear.is_empty() => b.encrypt(clear),
+            _ => clear.to_owned(),
+        }
+    }
+
+    /// The clear value of a stored secret (a legacy clear value comes back as is).
+    pub(crate) fn open(&self, stored: &str) -> Result<String, StoreError> {
+        match &self.secrets {
+            Some(b) => Ok(b.decrypt(stored)?),
+            None if crypto::is_encrypted(stored) => Err(SecretError::NoKey.into()),
+            None => Ok(stored.to_owned()),
+        }
     }
 
     /// Applies the backend's pending migrations; running it again is a no-op.

@@ -1,6 +1,5 @@
 //! Phone numbers: owned by one organisation, routed to at most one of its assistants.
 
-use crate::assistants::assistant_from_row;
 use crate::{AssistantRow, PhoneNumberRow, Store, StoreError, now_ms};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -159,7 +158,7 @@ impl Store {
         .bind(number)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(assistant_from_row).transpose()
+        row.as_ref().map(|r| self.assistant_from_row(r)).transpose()
     }
 
     /// The assistant `number` is routed to, only if the number is this organisation's.
@@ -178,6 +177,6 @@ impl Store {
         .bind(org_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(assistant_from_row).transpose()
+        row.as_ref().map(|r| self.assistant_from_row(r)).transpose()
     }
 }

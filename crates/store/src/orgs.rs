@@ -339,8 +339,8 @@ impl Store {
         Ok(Some((info, plaintext)))
     }
 
-    /// Stores the organisation's Twilio credentials (replacing any). `NotFound` for an unknown
-    /// organisation.
+    /// Stores the organisation's Twilio credentials (replacing any); the auth token is sealed
+    /// (encrypted at rest). `NotFound` for an unknown organisation.
     pub async fn set_org_telephony(
         &self,
         org_id: i64,
@@ -353,7 +353,7 @@ impl Store {
         )
         .bind(org_id)
         .bind(account_sid)
-        .bind(auth_token)
+        .bind(self.seal(auth_token))
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -377,20 +377,21 @@ impl Store {
         Ok(match (sid, token) {
             (Some(account_sid), Some(auth_token)) => Some(OrgTelephony {
                 account_sid,
-                auth_token,
+                auth_token: self.open(&auth_token)?,
             }),
             _ => None,
         })
     }
 
     /// Replaces the organisation's provider keys (provider name → key or config object), used
-    /// when an assistant has no key of its own. `NotFound` for an unknown organisation.
+    /// when an assistant has no key of its own; every secret in them is sealed (encrypted at
+    /// rest). `NotFound` for an unknown organisation.
     pub async fn set_org_provider_keys(
         &self,
         org_id: i64,
         keys: &Map<String, Value>,
     ) -> Result<(), StoreError> {
-        let text = serde_json::to_string(keys)?;
+        let text = serde_json::to_string(&self.seal_provider_keys(keys))?;
         let res = sqlx::query(
             "UPDATE organizations SET provider_keys = $2, updated_at = $3 WHERE id = $1",
         )
@@ -405,7 +406,8 @@ impl Store {
         Ok(())
     }
 
-    /// The organisation's provider keys; empty if none are set or the organisation is unknown.
+    /// The organisation's provider keys, secrets opened; empty if none are set or the
+    /// organisation is unknown.
     pub async fn get_org_provider_keys(
         &self,
         org_id: i64,
@@ -418,7 +420,7 @@ impl Store {
             return Ok(Map::new());
         };
         match crate::get_json(&row, "provider_keys")? {
-            Value::Object(m) => Ok(m),
+            Value::Object(m) => self.open_provider_keys(m),
             _ => Ok(Map::new()),
         }
     }

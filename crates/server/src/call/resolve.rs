@@ -1,15 +1,26 @@
 //! From an assistant record to what one call runs with: the core's settings, the provider
 //! configurations and their keys.
 //!
-//! Keys are looked up in this order (docs/providers/README.md#keys): the assistant's `api_keys`
-//! (`<provider>_api_key`), then the provider's own config (`llm_provider_config.api_key`,
-//! `provider_config.api_key`), then the organisation's keys, then the environment
-//! (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …).
+//! Keys are looked up in this order (docs/providers/README.md#keys): the assistant's own keys (for a
+//! speech stage `api_keys.<provider>_api_key` then `provider_config.api_key`; for an LLM its
+//! `api_key` then `api_keys`), then the organisation's keys, then the environment
+//! (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …, only for the organisations named in
+//! `[providers] env_key_orgs`).
+//!
+//! A key is only ever sent to a host it is bound to: an assistant's own key to the hosts it was
+//! set for (`switchboard_assistant::SecretBindings`), an organisation's or the environment's
+//! key to the provider's public host (or the base URL the organisation stored with its key).
+//! The first key bound to where the stage connects is used; when keys exist but none is bound
+//! there, the call is refused ([`ResolveError::KeyNotBound`]) instead of running keyless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde_json::{Map, Value};
-use switchboard_assistant::AssistantConfig;
+use switchboard_assistant::{
+    AssistantConfig, Secret, SecretBindings, default_provider_host, effective_bindings,
+    endpoint_host, fallback_host, llm_host, stt_host, tts_host,
+};
 use switchboard_core::call::{
     BotBackchannelSettings, CallSettings, InterruptionMode, InterruptionSettings,
     SpeculativeSettings,
@@ -17,6 +28,10 @@ use switchboard_core::call::{
 use switchboard_providers::llm::{AzureConfig, LlmConfig, LlmProvider};
 use switchboard_providers::stt::{FluxConfig, SttConfig, SttKeyword};
 use switchboard_providers::tts::TtsConfig;
+
+use switchboard_store::EndedReason;
+
+use crate::config::{EnvKeys, ProviderSettings};
 
 /// Per-call overrides from an outbound call request (`POST /calls/initiate`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,55 +61,238 @@ pub struct CallParty {
     pub direction: String,
 }
 
-/// Where keys come from besides the assistant record.
-#[derive(Debug, Clone, Default)]
+/// Where keys come from besides the assistant record. `Debug` shows key names only.
+#[derive(Clone, Default)]
 pub struct KeySources {
-    /// The organisation's provider keys (`openai_api_key` → value).
+    /// The organisation's provider keys: `<provider>_api_key` (or `<provider>_key`) → key, bound
+    /// to the provider's public host; or `<provider>` → `{"api_key": …, "base_url": …}`, bound to
+    /// that base URL's host (the public host when it has none).
     pub organization: Map<String, Value>,
-    /// Read the process environment as the last resort (off in tests that must not see it).
-    pub use_env: bool,
+    /// The operator's environment keys (`OPENAI_API_KEY`, …), bound to the providers' public
+    /// hosts; empty unless this organisation is named in `[providers] env_key_orgs`.
+    pub environment: EnvKeys,
 }
 
-impl KeySources {
-    fn lookup(&self, a: &AssistantConfig, names: &[&str]) -> Option<String> {
-        let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
-        let from_assistant = names.iter().find_map(|n| {
-            a.api_keys
-                .as_ref()
-                .and_then(|k| k.get(n))
-                .and_then(non_empty)
-        });
-        let from_org = || {
-            names.iter().find_map(|n| {
-                self.organization
-                    .get(*n)
-                    .and_then(Value::as_str)
-                    .and_then(non_empty)
-            })
-        };
-        let from_env = || {
-            self.use_env
-                .then(|| {
-                    names.iter().find_map(|n| {
-                        std::env::var(n.to_ascii_uppercase())
-                            .ok()
-                            .filter(|v| !v.is_empty())
-                    })
-                })
-                .flatten()
-        };
-        from_assistant.or_else(from_org).or_else(from_env)
+impl fmt::Debug for KeySources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySources")
+            .field(
+                "organization",
+                &self.organization.keys().collect::<Vec<_>>(),
+            )
+            .field("environment", &self.environment)
+            .finish()
     }
 }
 
-fn key_names(provider: &str) -> Vec<String> {
-    vec![format!("{provider}_api_key"), format!("{provider}_key")]
+impl KeySources {
+    /// The key sources of a call of organisation `org_name`: its own provider keys, and the
+    /// environment's keys only when `providers` names it in `env_key_orgs` (and
+    /// `keys_from_env` is on).
+    pub fn for_organization(
+        org_name: &str,
+        organization: Map<String, Value>,
+        providers: &ProviderSettings,
+    ) -> KeySources {
+        KeySources {
+            organization,
+            environment: if providers.env_keys_allowed_for(org_name) {
+                providers.environment_keys.clone()
+            } else {
+                EnvKeys::default()
+            },
+        }
+    }
 }
 
-fn lookup_provider_key(keys: &KeySources, a: &AssistantConfig, provider: &str) -> Option<String> {
-    let names = key_names(provider);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    keys.lookup(a, &refs)
+/// Why a record cannot run here: a provider this engine does not drive, or a key that may not be
+/// sent where the record points.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The record names a provider (or provider setting) this engine cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Keys exist for the provider but none is bound to the host this stage connects to: the
+    /// assistant's own keys were set for other hosts, and the organisation's and the
+    /// environment's keys only go to the provider's public host (or the organisation's own base
+    /// URL). The call is refused rather than run without a key.
+    #[error(
+        "key_not_bound: {stage}: no {provider} key may be sent to {host}; send the assistant's \
+         key again with this base_url"
+    )]
+    KeyNotBound {
+        /// `stt`, `tts`, `llm` or `llm fallback <n>`.
+        stage: String,
+        /// The provider of that stage.
+        provider: String,
+        /// Where the stage connects (`host:port`).
+        host: String,
+    },
+}
+
+impl ResolveError {
+    /// The call record's `ended_reason` for a call refused with this error.
+    pub fn ended_reason(&self) -> EndedReason {
+        match self {
+            ResolveError::Unsupported(_) => EndedReason::AssistantInvalid,
+            ResolveError::KeyNotBound { .. } => EndedReason::KeyNotBound,
+        }
+    }
+}
+
+/// A key that could serve a stage, and the hosts it may be sent to.
+struct Candidate {
+    key: String,
+    hosts: BTreeSet<String>,
+}
+
+/// Where one stage of the call connects, and the keys it could take, best first.
+struct StageKeys<'a> {
+    stage: String,
+    provider: &'a str,
+    host: String,
+    candidates: Vec<Candidate>,
+}
+
+impl StageKeys<'_> {
+    /// The first non-empty candidate bound to the stage's host; `""` when there is no candidate
+    /// at all (the provider then decides: a keyless self-hosted server works, a vendor refuses);
+    /// [`ResolveError::KeyNotBound`] when keys exist but all are bound elsewhere.
+    fn pick(self) -> Result<String, ResolveError> {
+        let mut withheld = false;
+        for candidate in self.candidates {
+            if candidate.key.is_empty() {
+                continue;
+            }
+            if candidate.hosts.contains(&self.host) {
+                return Ok(candidate.key);
+            }
+            withheld = true;
+        }
+        if withheld {
+            Err(ResolveError::KeyNotBound {
+                stage: self.stage,
+                provider: self.provider.to_owned(),
+                host: self.host,
+            })
+        } else {
+            Ok(String::new())
+        }
+    }
+}
+
+fn key_names(provider: &str) -> [String; 2] {
+    [format!("{provider}_api_key"), format!("{provider}_key")]
+}
+
+/// The assistant's `api_keys` entries for `provider`, each with its binding.
+fn assistant_key_candidates(
+    a: &AssistantConfig,
+    bindings: &SecretBindings,
+    provider: &str,
+) -> Vec<Candidate> {
+    key_names(provider)
+        .iter()
+        .filter_map(|name| {
+            let key = a.api_keys.as_ref()?.get(name)?;
+            Some(Candidate {
+                key: key.to_owned(),
+                hosts: bindings.hosts(&format!("api_keys.{name}")),
+            })
+        })
+        .collect()
+}
+
+/// The organisation's and then the environment's keys for `provider`.
+fn outside_candidates(keys: &KeySources, provider: &str) -> Vec<Candidate> {
+    let public: BTreeSet<String> = default_provider_host(provider)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    let mut out = Vec::new();
+    for name in key_names(provider) {
+        if let Some(Value::String(key)) = keys.organization.get(&name) {
+            out.push(Candidate {
+                key: key.clone(),
+                hosts: public.clone(),
+            });
+        }
+    }
+    if let Some(Value::Object(entry)) = keys.organization.get(provider)
+        && let Some(key) = entry.get("api_key").and_then(Value::as_str)
+    {
+        let base = entry.get("base_url").and_then(Value::as_str);
+        out.push(Candidate {
+            key: key.to_owned(),
+            hosts: BTreeSet::from([endpoint_host(provider, base)]),
+        });
+    }
+    for name in key_names(provider) {
+        if let Some(key) = keys.environment.get(&name) {
+            out.push(Candidate {
+                key: key.to_owned(),
+                hosts: public.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The key of a speech stage (`stt`/`tts`): the assistant's `api_keys`, then its
+/// `provider_config.api_key` (at `config_path`), then the organisation's and the environment's.
+fn speech_key(
+    a: &AssistantConfig,
+    keys: &KeySources,
+    stage: &str,
+    provider: &str,
+    host: String,
+    config_path: &str,
+    config_key: Option<&str>,
+) -> Result<String, ResolveError> {
+    let bindings = effective_bindings(a);
+    let mut candidates = assistant_key_candidates(a, &bindings, provider);
+    candidates.extend(config_key.map(|key| Candidate {
+        key: key.to_owned(),
+        hosts: bindings.hosts(config_path),
+    }));
+    candidates.extend(outside_candidates(keys, provider));
+    StageKeys {
+        stage: stage.to_owned(),
+        provider,
+        host,
+        candidates,
+    }
+    .pick()
+}
+
+/// The key of an LLM stage: its own `api_key` (at `own_path`), then the assistant's `api_keys`,
+/// then the organisation's and the environment's.
+fn llm_key(
+    a: &AssistantConfig,
+    keys: &KeySources,
+    stage: String,
+    provider: &str,
+    host: String,
+    own_path: &str,
+    own_key: Option<&Secret>,
+) -> Result<String, ResolveError> {
+    let bindings = effective_bindings(a);
+    let mut candidates: Vec<Candidate> = own_key
+        .map(|key| Candidate {
+            key: key.expose().to_owned(),
+            hosts: bindings.hosts(own_path),
+        })
+        .into_iter()
+        .collect();
+    candidates.extend(assistant_key_candidates(a, &bindings, provider));
+    candidates.extend(outside_candidates(keys, provider));
+    StageKeys {
+        stage,
+        provider,
+        host,
+        candidates,
+    }
+    .pick()
 }
 
 /// Replaces `{{name}}` (and `{name}`-free text stays as is) with the call's variables.
@@ -228,13 +426,13 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
 }
 
 /// The STT session's configuration, or why this record's STT cannot run here.
-pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, String> {
+pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, ResolveError> {
     let s = &a.stt_settings;
     let provider = s.provider.clone().unwrap_or_else(|| "deepgram".to_owned());
     if provider != "deepgram" {
-        return Err(format!(
+        return Err(ResolveError::Unsupported(format!(
             "stt provider `{provider}` is not supported by this engine (supported: deepgram)"
-        ));
+        )));
     }
     let english = s.language.to_ascii_lowercase().starts_with("en");
     let use_flux =
@@ -245,9 +443,15 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, S
         &s.flux_config
     };
     let pc = s.provider_config.as_ref();
-    let api_key = lookup_provider_key(keys, a, &provider)
-        .or_else(|| pc.and_then(|p| p.get_str("api_key")).map(str::to_owned))
-        .unwrap_or_default();
+    let api_key = speech_key(
+        a,
+        keys,
+        "stt",
+        &provider,
+        stt_host(a),
+        "stt_settings.provider_config.api_key",
+        pc.and_then(|p| p.get_str("api_key")),
+    )?;
     Ok(SttConfig {
         provider,
         model: if use_flux && !s.model.starts_with("flux") {
@@ -291,21 +495,24 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, S
 pub fn llm_configs(
     a: &AssistantConfig,
     keys: &KeySources,
-) -> Result<(LlmConfig, Vec<LlmConfig>), String> {
+) -> Result<(LlmConfig, Vec<LlmConfig>), ResolveError> {
     let provider_name = a
         .llm_provider
         .clone()
         .unwrap_or_else(|| "openai".to_owned());
-    let provider = LlmProvider::parse(&provider_name)
-        .ok_or_else(|| format!("unknown llm provider `{provider_name}`"))?;
+    let provider = LlmProvider::parse(&provider_name).ok_or_else(|| {
+        ResolveError::Unsupported(format!("unknown llm provider `{provider_name}`"))
+    })?;
     let pc = &a.llm_provider_config;
-    let key = pc
-        .api_key
-        .as_ref()
-        .map(|k| k.expose().to_owned())
-        .filter(|k| !k.is_empty())
-        .or_else(|| lookup_provider_key(keys, a, provider.as_str()))
-        .unwrap_or_default();
+    let key = llm_key(
+        a,
+        keys,
+        "llm".to_owned(),
+        provider.as_str(),
+        llm_host(a),
+        "llm_provider_config.api_key",
+        pc.api_key.as_ref(),
+    )?;
     let model = pc.model.clone().unwrap_or_else(|| "gpt-4o-mini".to_owned());
     let ls = &a.llm_settings;
     let mut primary = LlmConfig::new(provider, model, key);
@@ -333,17 +540,22 @@ pub fn llm_configs(
     }
     let mut fallbacks = Vec::new();
     if a.llm_fallback_providers.enabled {
-        for f in &a.llm_fallback_providers.fallbacks {
+        for (i, f) in a.llm_fallback_providers.fallbacks.iter().enumerate() {
             let Some(fp) = LlmProvider::parse(&f.provider) else {
-                return Err(format!("unknown fallback llm provider `{}`", f.provider));
+                return Err(ResolveError::Unsupported(format!(
+                    "unknown fallback llm provider `{}`",
+                    f.provider
+                )));
             };
-            let key = f
-                .api_key
-                .as_ref()
-                .map(|k| k.expose().to_owned())
-                .filter(|k| !k.is_empty())
-                .or_else(|| lookup_provider_key(keys, a, fp.as_str()))
-                .unwrap_or_default();
+            let key = llm_key(
+                a,
+                keys,
+                format!("llm fallback {i}"),
+                fp.as_str(),
+                fallback_host(a, i).unwrap_or_default(),
+                &format!("llm_fallback_providers.fallbacks[{i}].api_key"),
+                f.api_key.as_ref(),
+            )?;
             let model = f.model.clone().unwrap_or_else(|| primary.model.clone());
             let mut cfg = LlmConfig::new(fp, model, key).with_settings_of(&primary);
             cfg.base_url = f.base_url.clone().filter(|b| !b.is_empty());
@@ -354,18 +566,24 @@ pub fn llm_configs(
 }
 
 /// The TTS session's configuration, or why this record's TTS cannot run here.
-pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, String> {
+pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
     let provider = t.provider.clone();
     if provider != "elevenlabs" && provider != "deepgram" {
-        return Err(format!(
+        return Err(ResolveError::Unsupported(format!(
             "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram)"
-        ));
+        )));
     }
     let pc = t.provider_config.as_ref();
-    let api_key = lookup_provider_key(keys, a, &provider)
-        .or_else(|| pc.and_then(|p| p.get_str("api_key")).map(str::to_owned))
-        .unwrap_or_default();
+    let api_key = speech_key(
+        a,
+        keys,
+        "tts",
+        &provider,
+        tts_host(a),
+        "tts_settings.provider_config.api_key",
+        pc.and_then(|p| p.get_str("api_key")),
+    )?;
     Ok(TtsConfig {
         provider,
         voice_id: t.voice_id.clone(),
@@ -444,13 +662,142 @@ mod tests {
                 r#"{"deepgram_api_key": "org-dg", "openai_api_key": "org-oa"}"#,
             )
             .unwrap(),
-            use_env: false,
+            environment: EnvKeys::default(),
         };
         assert_eq!(stt_config(&a, &keys).unwrap().api_key, "org-dg");
         a.api_keys = serde_json::from_str(r#"{"deepgram_api_key": "own-dg"}"#).unwrap();
         assert_eq!(stt_config(&a, &keys).unwrap().api_key, "own-dg");
         let (llm, _) = llm_configs(&a, &keys).unwrap();
         assert_eq!(llm.api_key, "org-oa");
+    }
+
+    fn providers_with_env(pairs: &[(&str, &str)]) -> ProviderSettings {
+        let vars: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut providers = crate::config::Settings::defaults()
+            .expect("defaults")
+            .providers;
+        providers.environment_keys = EnvKeys::from_vars(&vars);
+        providers
+    }
+
+    fn record(body: serde_json::Value) -> AssistantConfig {
+        switchboard_assistant::parse_create(body).expect("valid record")
+    }
+
+    #[test]
+    fn environment_keys_only_for_named_organisations() {
+        let providers = providers_with_env(&[
+            ("DEEPGRAM_API_KEY", "operator-dg"),
+            ("OPENAI_API_KEY", "operator-oa"),
+        ]);
+        let a = assistant("x");
+        let named = KeySources::for_organization("default", Map::new(), &providers);
+        assert_eq!(stt_config(&a, &named).unwrap().api_key, "operator-dg");
+        assert_eq!(llm_configs(&a, &named).unwrap().0.api_key, "operator-oa");
+        let other = KeySources::for_organization("org-b", Map::new(), &providers);
+        assert_eq!(stt_config(&a, &other).unwrap().api_key, "");
+        assert_eq!(llm_configs(&a, &other).unwrap().0.api_key, "");
+        let debug = format!("{named:?}");
+        assert!(!debug.contains("operator-dg"), "{debug}");
+    }
+
+    #[test]
+    fn outside_keys_never_go_to_an_assistant_base_url() {
+        let providers = providers_with_env(&[("DEEPGRAM_API_KEY", "operator-dg")]);
+        let org: Map<String, Value> =
+            serde_json::from_str(r#"{"deepgram_api_key": "org-dg"}"#).unwrap();
+        let keys = KeySources::for_organization("default", org, &providers);
+        let a = record(serde_json::json!({"name": "x",
+            "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:9"}}}));
+        assert_eq!(
+            stt_config(&a, &keys).unwrap_err(),
+            ResolveError::KeyNotBound {
+                stage: "stt".into(),
+                provider: "deepgram".into(),
+                host: "127.0.0.1:9".into()
+            }
+        );
+        // An organisation key stored with that base URL may go there.
+        let org: Map<String, Value> = serde_json::from_str(
+            r#"{"deepgram": {"api_key": "org-proxy-dg", "base_url": "ws://127.0.0.1:9/"}}"#,
+        )
+        .unwrap();
+        let keys = KeySources::for_organization("org-b", org, &providers);
+        assert_eq!(stt_config(&a, &keys).unwrap().api_key, "org-proxy-dg");
+        // The assistant's own key set with that base URL wins.
+        let own = record(serde_json::json!({"name": "x",
+            "api_keys": {"deepgram_api_key": "own-dg"},
+            "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:9"}}}));
+        assert_eq!(stt_config(&own, &keys).unwrap().api_key, "own-dg");
+    }
+
+    #[test]
+    fn an_own_key_is_not_sent_to_a_host_it_was_not_set_for() {
+        let mut a = record(serde_json::json!({"name": "x",
+            "api_keys": {"deepgram_api_key": "own-dg", "elevenlabs_api_key": "own-el"},
+            "llm_provider_config": {"api_key": "own-oa"},
+            "stt_settings": {"provider_config": {"base_url": "ws://127.0.0.1:9"}}}));
+        // The record changed behind the API's back (or before bindings existed and was then
+        // bound): the bindings still say where the keys were set for.
+        let pc = a.stt_settings.provider_config.as_mut().expect("pc");
+        pc.0.insert("base_url".into(), "ws://127.0.0.1:10".into());
+        a.llm_provider_config.base_url = Some("http://127.0.0.1:11/v1".into());
+        let keys = KeySources::default();
+        assert!(matches!(
+            stt_config(&a, &keys),
+            Err(ResolveError::KeyNotBound { ref host, .. }) if host == "127.0.0.1:10"
+        ));
+        assert!(matches!(
+            llm_configs(&a, &keys),
+            Err(ResolveError::KeyNotBound { ref stage, .. }) if stage == "llm"
+        ));
+        assert_eq!(tts_config(&a, &keys).unwrap().api_key, "own-el");
+    }
+
+    #[test]
+    fn public_hosts_agree_with_the_adapters() {
+        use switchboard_assistant::host_of_url;
+        for provider in [
+            LlmProvider::OpenAi,
+            LlmProvider::Anthropic,
+            LlmProvider::Gemini,
+            LlmProvider::Xai,
+            LlmProvider::Groq,
+        ] {
+            let url = provider.default_base_url().expect("public endpoint");
+            assert_eq!(
+                host_of_url(url).as_deref(),
+                default_provider_host(provider.as_str()),
+                "{provider}"
+            );
+        }
+        let stt = switchboard_providers::deepgram::listen_url(&SttConfig::default()).unwrap();
+        assert_eq!(
+            host_of_url(stt.as_str()).as_deref(),
+            default_provider_host("deepgram")
+        );
+        let el = TtsConfig {
+            voice_id: "rachel".into(),
+            ..TtsConfig::default()
+        };
+        let el = switchboard_providers::elevenlabs::stream_url(&el, false).unwrap();
+        assert_eq!(
+            host_of_url(el.as_str()).as_deref(),
+            default_provider_host("elevenlabs")
+        );
+        let aura = TtsConfig {
+            provider: "deepgram".into(),
+            voice_id: "aura-2-thalia-en".into(),
+            ..TtsConfig::default()
+        };
+        let aura = switchboard_providers::deepgram_aura::speak_url(&aura).unwrap();
+        assert_eq!(
+            host_of_url(aura.as_str()).as_deref(),
+            default_provider_host("deepgram")
+        );
     }
 
     #[test]
@@ -460,12 +807,14 @@ mod tests {
         assert!(
             stt_config(&a, &KeySources::default())
                 .unwrap_err()
+                .to_string()
                 .contains("soniox")
         );
         a.tts_settings.provider = "cartesia".into();
         assert!(
             tts_config(&a, &KeySources::default())
                 .unwrap_err()
+                .to_string()
                 .contains("cartesia")
         );
     }

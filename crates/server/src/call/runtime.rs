@@ -209,17 +209,32 @@ impl Call {
         started: Instant,
     ) -> Result<Box<Call>, StartFailure> {
         let a = &setup.assistant;
-        let keys = KeySources {
-            organization: setup.org_keys.clone(),
-            use_env: state.settings.providers.keys_from_env,
+        // The environment's keys only for the organisations the operator named.
+        let org_name = state
+            .store
+            .get_organization(setup.organization_id)
+            .await
+            .map_err(|e| StartFailure {
+                reason: EndedReason::EngineError,
+                detail: format!("organisation lookup: {e}"),
+            })?
+            .map(|o| o.name)
+            .unwrap_or_default();
+        let keys = KeySources::for_organization(
+            &org_name,
+            setup.org_keys.clone(),
+            &state.settings.providers,
+        );
+        let refused = |e: resolve::ResolveError| StartFailure {
+            reason: e.ended_reason(),
+            detail: e.to_string(),
         };
-        let invalid = || StartFailure::new(EndedReason::AssistantInvalid);
-        let mut stt_cfg = resolve::stt_config(a, &keys).map_err(invalid())?;
-        let mut tts_cfg = resolve::tts_config(a, &keys).map_err(invalid())?;
+        let mut stt_cfg = resolve::stt_config(a, &keys).map_err(refused)?;
+        let mut tts_cfg = resolve::tts_config(a, &keys).map_err(refused)?;
         stt_cfg.outbound = state.outbound.clone();
         tts_cfg.outbound = state.outbound.clone();
         let (mut llm_primary, mut llm_fallbacks) =
-            resolve::llm_configs(a, &keys).map_err(invalid())?;
+            resolve::llm_configs(a, &keys).map_err(refused)?;
         let p = &state.settings.providers;
         stt_cfg.stall_timeout_ms = p.stt_stall_timeout_ms;
         tts_cfg.first_byte_timeout_ms = p.tts_audio_timeout_ms;

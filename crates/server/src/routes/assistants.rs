@@ -183,8 +183,9 @@ async fn respond(state: &AppState, row: &AssistantRow) -> Result<AssistantRespon
     to_response(row, stats)
 }
 
+/// The record as the store keeps it: with its secret bindings (the store encrypts the secrets).
 fn record_json(config: &AssistantConfig) -> Result<Value, ApiError> {
-    serde_json::to_value(config).map_err(ApiError::internal)
+    config.to_stored_json().map_err(ApiError::internal)
 }
 
 /// Create an assistant in the caller's organisation. Only `name` is required; every other

@@ -2,7 +2,12 @@
 //!
 //! Both hold secrets, so both are write-only in effect: a read shows the Twilio account SID and
 //! masked values (`abc…wxyz`), never a token or key in clear. A masked value sent back in a
-//! `PUT` keeps the stored secret, so a client can round-trip what it read.
+//! `PUT` keeps the stored secret, so a client can round-trip what it read. Both are stored
+//! encrypted (the store seals them).
+//!
+//! Provider keys are `<provider>_api_key` → key (sent only to the provider's public host) or
+//! `<provider>` → `{"api_key", "base_url"}` (sent only to that base URL's host). A masked key
+//! sent back with another `base_url` is refused: the key must be sent again.
 //!
 //! The Twilio credentials sign the organisation's webhooks (`X-Twilio-Signature`) and
 //! authenticate its REST calls (hang-up, transfer, SMS, outbound calls), so they are stored only
@@ -15,7 +20,9 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use switchboard_assistant::{is_masked, mask};
+use switchboard_assistant::{
+    RESEND_RULE, host_of_url, is_masked, mask, visit_provider_key_secrets,
+};
 use switchboard_telephony::rest::Credentials;
 use utoipa::{OpenApi, ToSchema};
 
@@ -175,68 +182,104 @@ pub async fn put_telephony(
     Ok(Json(telephony_response(&state, org).await?))
 }
 
-/// Masks every string in `v` (nested objects and arrays included).
-fn mask_value(v: &Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(mask(s)),
-        Value::Array(a) => Value::Array(a.iter().map(mask_value).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| {
-                    // Inside a provider's config object only secret-named fields are masked.
-                    let masked = match v {
-                        Value::String(s) if switchboard_assistant::is_secret_key(k) => {
-                            Value::String(mask(s))
-                        }
-                        Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
-                            v.clone()
-                        }
-                        other => mask_nested(other),
-                    };
-                    (k.clone(), masked)
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-fn mask_nested(v: &Value) -> Value {
-    match v {
-        Value::Object(_) => mask_value(v),
-        Value::Array(a) => Value::Array(a.iter().map(mask_nested).collect()),
-        other => other.clone(),
-    }
-}
-
+/// The provider keys with every secret masked: each string member (a key) and, in a provider
+/// object, its `api_key` and any other secret the schema rules find (see
+/// `switchboard_assistant::visit_provider_key_secrets`).
 fn masked_keys(keys: &Map<String, Value>) -> Map<String, Value> {
-    keys.iter()
-        .map(|(k, v)| (k.clone(), mask_value(v)))
-        .collect()
+    let mut masked = keys.clone();
+    visit_provider_key_secrets(&mut masked, &mut |_, value| *value = mask(value));
+    masked
 }
 
-/// Replaces masked strings in `new` by the stored value they mask (same place in `stored`).
-fn keep_masked(new: &mut Value, stored: Option<&Value>) {
-    match new {
-        Value::String(s) if is_masked(s) => {
-            if let Some(Value::String(old)) = stored
-                && mask(old) == *s
-            {
-                *s = old.clone();
+/// Members a provider object may have.
+const PROVIDER_OBJECT_FIELDS: [&str; 2] = ["api_key", "base_url"];
+
+/// Checks the shape of a provider-keys body: each member is a key (string) or a provider object
+/// `{"api_key": string, "base_url": http(s)/ws(s) URL (optional)}`.
+fn check_provider_keys(body: &Map<String, Value>) -> Result<(), ApiError> {
+    for (name, value) in body {
+        if name.trim().is_empty() {
+            return Err(ApiError::invalid("body", "key names must not be empty"));
+        }
+        match value {
+            Value::String(_) => {}
+            Value::Object(entry) => {
+                for (field, inner) in entry {
+                    if !PROVIDER_OBJECT_FIELDS.contains(&field.as_str()) {
+                        return Err(ApiError::invalid(
+                            format!("{name}.{field}"),
+                            "unknown field; expected `api_key` or `base_url`",
+                        ));
+                    }
+                    if !inner.is_string() {
+                        return Err(ApiError::invalid(
+                            format!("{name}.{field}"),
+                            "must be a string",
+                        ));
+                    }
+                }
+                if !entry.contains_key("api_key") {
+                    return Err(ApiError::invalid(format!("{name}.api_key"), "is required"));
+                }
+                if let Some(url) = entry.get("base_url").and_then(Value::as_str) {
+                    let ok = url::Url::parse(url).ok().filter(|u| {
+                        matches!(u.scheme(), "http" | "https" | "ws" | "wss")
+                            && u.host_str().is_some_and(|h| !h.is_empty())
+                    });
+                    if ok.is_none() {
+                        return Err(ApiError::invalid(
+                            format!("{name}.base_url"),
+                            "must be an absolute URL with scheme http, https, ws or wss",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    name.clone(),
+                    "must be a key (string) or a provider config (object)",
+                ));
             }
         }
-        Value::Object(o) => {
-            for (k, v) in o.iter_mut() {
-                keep_masked(v, stored.and_then(|s| s.get(k)));
-            }
-        }
-        Value::Array(a) => {
-            for (i, v) in a.iter_mut().enumerate() {
-                keep_masked(v, stored.and_then(|s| s.get(i)));
-            }
-        }
-        _ => {}
     }
+    Ok(())
+}
+
+/// Replaces each masked secret of `new` by the stored secret it masks (same place in `stored`),
+/// and refuses a kept key whose provider object points at another `base_url` than the one it
+/// was stored with: a key is only sent where it was set for, so it must be sent again with a
+/// new base URL.
+fn keep_masked(new: &mut Map<String, Value>, stored: &Map<String, Value>) -> Result<(), ApiError> {
+    let mut stored_secrets = std::collections::BTreeMap::new();
+    let mut stored_copy = stored.clone();
+    visit_provider_key_secrets(&mut stored_copy, &mut |path, value| {
+        stored_secrets.insert(path.to_owned(), value.clone());
+    });
+    let mut kept = Vec::new();
+    visit_provider_key_secrets(new, &mut |path, value| {
+        if let Some(old) = stored_secrets.get(path)
+            && is_masked(value)
+            && mask(old) == *value
+        {
+            value.clone_from(old);
+            kept.push(path.to_owned());
+        }
+    });
+    for path in kept {
+        let Some((name, _)) = path.split_once('.') else {
+            continue;
+        };
+        let base = |keys: &Map<String, Value>| {
+            keys.get(name)
+                .and_then(|e| e.get("base_url"))
+                .and_then(Value::as_str)
+                .and_then(host_of_url)
+        };
+        if base(new) != base(stored) {
+            return Err(ApiError::invalid(path, RESEND_RULE));
+        }
+    }
+    Ok(())
 }
 
 /// The organisation's provider keys (`openai_api_key`, `deepgram_api_key`, … or provider config
@@ -274,7 +317,7 @@ pub async fn get_provider_keys(
         (status = 200, description = "Stored; keys masked", body = Object),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "A value is neither a string nor an object", body = ErrorBody)
+        (status = 422, description = "A value is neither a key nor a provider object `{api_key, base_url}`, a masked key matches nothing stored, or a kept key would follow a new base_url", body = ErrorBody)
     )
 )]
 pub async fn put_provider_keys(
@@ -283,23 +326,26 @@ pub async fn put_provider_keys(
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let org = auth.organization_id;
-    for (k, v) in &body {
-        if k.trim().is_empty() {
-            return Err(ApiError::invalid("body", "key names must not be empty"));
-        }
-        if !(v.is_string() || v.is_object()) {
-            return Err(ApiError::invalid(
-                k.clone(),
-                "must be a key (string) or a provider config (object)",
-            ));
-        }
-    }
-    let stored = Value::Object(state.store.get_org_provider_keys(org).await?);
-    let mut new = Value::Object(body);
-    keep_masked(&mut new, Some(&stored));
-    let Value::Object(new) = new else {
-        return Err(ApiError::internal("provider keys lost their shape"));
+    check_provider_keys(&body)?;
+    let stored = state.store.get_org_provider_keys(org).await?;
+    let mut new = body;
+    keep_masked(&mut new, &stored)?;
+    let leftover = {
+        let mut copy = new.clone();
+        let mut found = None;
+        visit_provider_key_secrets(&mut copy, &mut |path, value| {
+            if found.is_none() && is_masked(value) {
+                found = Some(path.to_owned());
+            }
+        });
+        found
     };
+    if let Some(path) = leftover {
+        return Err(ApiError::invalid(
+            path,
+            "is a masked value that does not match the stored key; send the real value",
+        ));
+    }
     state.store.set_org_provider_keys(org, &new).await?;
     tracing::info!(
         organization_id = org,
@@ -318,24 +364,66 @@ mod tests {
     fn masks_strings_and_secret_fields_only() {
         let keys = json!({
             "openai_api_key": "sk-abcdefghijklmnop",
-            "azure": {"api_key": "abcdefghijklmnopq", "endpoint": "https://x.example"}
+            "azure": {"api_key": "abcdefghijklmnopq", "base_url": "https://x.example"}
         });
         let Value::Object(m) = keys else { panic!() };
         let masked = Value::Object(masked_keys(&m));
         assert_eq!(masked["openai_api_key"], "sk-…mnop");
         assert_eq!(masked["azure"]["api_key"], "abc…nopq");
-        assert_eq!(masked["azure"]["endpoint"], "https://x.example");
+        assert_eq!(masked["azure"]["base_url"], "https://x.example");
+    }
+
+    fn map(v: Value) -> Map<String, Value> {
+        let Value::Object(m) = v else {
+            panic!("object")
+        };
+        m
     }
 
     #[test]
     fn masked_values_keep_the_stored_secret() {
-        let stored =
-            json!({"openai_api_key": "sk-abcdefghijklmnop", "x": {"token": "0123456789abc"}});
-        let mut new = json!({"openai_api_key": "sk-…mnop", "x": {"token": "012…9abc"}, "y": "new-key-1234567"});
-        keep_masked(&mut new, Some(&stored));
+        let stored = map(
+            json!({"openai_api_key": "sk-abcdefghijklmnop", "x": {"api_key": "0123456789abc"}}),
+        );
+        let mut new = map(
+            json!({"openai_api_key": "sk-…mnop", "x": {"api_key": "012…9abc"}, "y": "new-key-1234567"}),
+        );
+        keep_masked(&mut new, &stored).expect("kept");
         assert_eq!(new["openai_api_key"], "sk-abcdefghijklmnop");
-        assert_eq!(new["x"]["token"], "0123456789abc");
+        assert_eq!(new["x"]["api_key"], "0123456789abc");
         assert_eq!(new["y"], "new-key-1234567");
+    }
+
+    #[test]
+    fn a_kept_key_cannot_follow_a_new_base_url() {
+        let stored = map(
+            json!({"deepgram": {"api_key": "dg-0123456789abc", "base_url": "wss://dg.example.com"}}),
+        );
+        let mut moved = map(
+            json!({"deepgram": {"api_key": "dg-…9abc", "base_url": "wss://attacker.example.net"}}),
+        );
+        let err = keep_masked(&mut moved, &stored).expect_err("refused");
+        assert!(err.to_string().contains("validation"), "{err}");
+        let mut resent = map(
+            json!({"deepgram": {"api_key": "dg-new-0123456789", "base_url": "wss://attacker.example.net"}}),
+        );
+        keep_masked(&mut resent, &stored).expect("a key sent again may go anywhere");
+    }
+
+    #[test]
+    fn provider_objects_are_checked() {
+        assert!(check_provider_keys(&map(json!({"a": "k", "b": {"api_key": "k"}}))).is_ok());
+        assert!(
+            check_provider_keys(&map(json!({"b": {"api_key": "k", "endpoint": "x"}}))).is_err()
+        );
+        assert!(
+            check_provider_keys(&map(json!({"b": {"base_url": "https://x.example"}}))).is_err()
+        );
+        assert!(
+            check_provider_keys(&map(json!({"b": {"api_key": "k", "base_url": "ftp://x"}})))
+                .is_err()
+        );
+        assert!(check_provider_keys(&map(json!({"a": 42}))).is_err());
     }
 
     #[test]

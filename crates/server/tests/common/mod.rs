@@ -52,6 +52,7 @@ pub fn settings_for(db_path: &Path) -> Settings {
     let mut settings = Settings::defaults().expect("default settings");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
     settings.database.url = format!("sqlite://{}", db_path.display());
+    settings.secrets.key_file = db_path.with_file_name("secret.key").display().to_string();
     settings.server.drain_timeout_s = 5;
     settings.server.rate_limit_per_s = 0;
     // The fakes tenant URLs point at listen on loopback.
