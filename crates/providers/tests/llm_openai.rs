@@ -430,12 +430,9 @@ async fn an_endless_event_fails_the_turn_instead_of_growing_memory() {
     });
     let cfg =
         LlmConfig::new(LlmProvider::Custom, "m", "k").with_base_url(format!("http://{addr}/v1"));
-    let events = tokio::time::timeout(
-        GUARD,
-        collect(stream_chat(&cfg, request(), &client())),
-    )
-    .await
-    .expect("the turn ends");
+    let events = tokio::time::timeout(GUARD, collect(stream_chat(&cfg, request(), &client())))
+        .await
+        .expect("the turn ends");
     match failure(&events) {
         Some(ProviderError::Protocol { message, .. }) => {
             assert!(message.contains("limit"), "{message}")
