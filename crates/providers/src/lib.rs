@@ -4,6 +4,7 @@
 //! base URL from configuration, so the same code talks to the vendor, a proxy or the fakes in
 //! `switchboard-testkit`.
 
+pub mod catalog;
 pub mod error;
 
 pub mod llm;

@@ -16,7 +16,10 @@ use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
 
+pub mod protocol;
 pub(crate) mod wsutil;
+
+pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
 /// Audio encoding of the bytes given to [`SttSession::send_audio`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,6 +109,12 @@ pub struct SttConfig {
     pub vad_events: bool,
     /// `stt_settings.flux_config`, used when `model` is a `flux-*` model.
     pub flux_config: FluxConfig,
+    /// `stt_settings.elevenlabs_config`, used by provider `elevenlabs` (Scribe realtime).
+    pub elevenlabs: ElevenLabsSttConfig,
+    /// `stt_settings.speechmatics_config`, used by provider `speechmatics`.
+    pub speechmatics: SpeechmaticsSttConfig,
+    /// `stt_settings.soniox_config`, used by provider `soniox`.
+    pub soniox: SonioxSttConfig,
     /// Deepgram `tag` (both endpoints; `flux_config.tag` in the record). Fakes use it to pick
     /// a script.
     pub tag: Option<String>,
@@ -158,6 +167,9 @@ impl Default for SttConfig {
             detect_entities: false,
             vad_events: true,
             flux_config: FluxConfig::default(),
+            elevenlabs: ElevenLabsSttConfig::default(),
+            speechmatics: SpeechmaticsSttConfig::default(),
+            soniox: SonioxSttConfig::default(),
             tag: None,
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
@@ -192,6 +204,9 @@ impl fmt::Debug for SttConfig {
             .field("detect_entities", &self.detect_entities)
             .field("vad_events", &self.vad_events)
             .field("flux_config", &self.flux_config)
+            .field("elevenlabs", &self.elevenlabs)
+            .field("speechmatics", &self.speechmatics)
+            .field("soniox", &self.soniox)
             .field("tag", &self.tag)
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)
