@@ -53,7 +53,8 @@ macro_rules! webhook_cols {
     };
 }
 
-/// The filter of [`Store::list_calls`] and [`Store::count_calls`], binding `$1`..`$6`.
+/// The filter of [`Store::list_calls`] and [`Store::count_calls`], binding `$1`..`$10`
+/// (`$7`..`$9` are `LIKE` patterns made by [`contains_pattern`]).
 macro_rules! call_filter_where {
     () => {
         " WHERE organization_id = $1 \
@@ -61,7 +62,12 @@ macro_rules! call_filter_where {
           AND ($3 IS NULL OR status = $3) \
           AND ($4 IS NULL OR started_at >= $4) \
           AND ($5 IS NULL OR started_at <= $5) \
-          AND ($6 IS NULL OR from_number = $6 OR to_number = $6)"
+          AND ($6 IS NULL OR from_number = $6 OR to_number = $6) \
+          AND ($7 IS NULL OR LOWER(call_sid) LIKE $7 ESCAPE '\\') \
+          AND ($8 IS NULL OR from_number LIKE $8 ESCAPE '\\' OR to_number LIKE $8 ESCAPE '\\') \
+          AND ($9 IS NULL OR assistant_id IN (SELECT id FROM assistants \
+               WHERE organization_id = $1 AND LOWER(name) LIKE $9 ESCAPE '\\')) \
+          AND ($10 IS NULL OR id < $10)"
     };
 }
 
@@ -184,9 +190,25 @@ fn stats_from_row(row: &AnyRow) -> Result<AssistantStats, StoreError> {
         success_rate: (ended > 0).then(|| ok as f64 * 100.0 / ended as f64),
     })
 }
+/// A lower-case `LIKE … ESCAPE` pattern (backslash escapes) matching values that contain
+/// `needle` literally (`%`, `_` and backslashes in it are escaped); `None` for no filter or an
+/// empty needle. Compared against `LOWER(column)`, so the match ignores case.
+pub(crate) fn contains_pattern(needle: Option<&str>) -> Option<String> {
+    let needle = needle.map(str::trim).filter(|n| !n.is_empty())?;
+    let mut p = String::with_capacity(needle.len() + 2);
+    p.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    Some(p)
+}
 
 /// JSON `null` becomes `{}` so JSON columns always hold an object or a real value.
-fn json_text(v: &Value) -> Result<String, StoreError> {
+pub(crate) fn json_text(v: &Value) -> Result<String, StoreError> {
     if v.is_null() {
         Ok("{}".into())
     } else {
@@ -474,7 +496,7 @@ impl Store {
             call_cols!(),
             " FROM calls",
             call_filter_where!(),
-            " ORDER BY id DESC LIMIT $7 OFFSET $8"
+            " ORDER BY id DESC LIMIT $11 OFFSET $12"
         ))
         .bind(org_id)
         .bind(filter.assistant_id)
@@ -482,6 +504,10 @@ impl Store {
         .bind(filter.from_ms)
         .bind(filter.to_ms)
         .bind(filter.number.as_deref())
+        .bind(contains_pattern(filter.call_sid_contains.as_deref()))
+        .bind(contains_pattern(filter.number_contains.as_deref()))
+        .bind(contains_pattern(filter.assistant_name_contains.as_deref()))
+        .bind(filter.before_id)
         .bind(non_negative(filter.limit))
         .bind(non_negative(filter.skip))
         .fetch_all(&self.pool)
@@ -501,6 +527,10 @@ impl Store {
         .bind(filter.from_ms)
         .bind(filter.to_ms)
         .bind(filter.number.as_deref())
+        .bind(contains_pattern(filter.call_sid_contains.as_deref()))
+        .bind(contains_pattern(filter.number_contains.as_deref()))
+        .bind(contains_pattern(filter.assistant_name_contains.as_deref()))
+        .bind(filter.before_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("n")?)

@@ -32,6 +32,7 @@
 //! their types redact them in `Debug`.
 
 mod assistants;
+mod call_reports;
 mod call_status;
 mod calls;
 pub mod crypto;
@@ -42,6 +43,7 @@ mod orgs;
 mod secrets;
 mod time;
 
+pub use call_reports::{CallActivity, StatusTotal};
 pub use call_status::{CallStatus, EndedReason};
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use error::StoreError;

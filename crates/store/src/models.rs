@@ -197,6 +197,15 @@ pub struct CallFilter {
     pub to_ms: Option<i64>,
     /// Only calls from or to this number.
     pub number: Option<String>,
+    /// Only calls whose Twilio SID contains this text (case-insensitive).
+    pub call_sid_contains: Option<String>,
+    /// Only calls from or to a number containing this text.
+    pub number_contains: Option<String>,
+    /// Only calls of an assistant whose name contains this text (case-insensitive).
+    pub assistant_name_contains: Option<String>,
+    /// Only calls with an id below this one (keyset paging of exports: newest first, stable
+    /// while new calls arrive).
+    pub before_id: Option<i64>,
     /// Rows to skip (negative counts as 0).
     pub skip: i64,
     /// Maximum rows to return (negative counts as 0).

@@ -63,7 +63,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/calls/{call_id}", get(get_call))
         .route("/api/v1/calls/{call_id}/transcripts", get(list_transcripts))
         .route("/api/v1/calls/{call_id}/recordings", get(list_recordings))
-        .route("/api/v1/calls/{call_id}/metrics", get(get_metrics))
+        .route(
+            "/api/v1/calls/{call_id}/metrics",
+            get(get_metrics).patch(recalculate_metrics),
+        )
         .route(
             "/api/v1/calls/{call_id}/webhook-logs",
             get(list_webhook_logs),
@@ -85,6 +88,7 @@ pub fn router() -> Router<AppState> {
         list_recordings,
         list_recordings_by_sid,
         get_metrics,
+        recalculate_metrics,
         list_webhook_logs,
         terminate_call,
         initiate_call
@@ -160,7 +164,7 @@ pub struct CallResponse {
 }
 
 impl CallResponse {
-    fn new(row: &CallRow, assistant_name: Option<String>) -> CallResponse {
+    pub(crate) fn new(row: &CallRow, assistant_name: Option<String>) -> CallResponse {
         let outbound = row.direction.starts_with("outbound");
         CallResponse {
             id: row.id,
@@ -611,7 +615,7 @@ pub struct ListCallsParams {
 }
 
 impl ListCallsParams {
-    fn filter(&self) -> Result<CallFilter, ApiError> {
+    pub(crate) fn filter(&self) -> Result<CallFilter, ApiError> {
         let date = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
             match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
                 None => Ok(None),
@@ -654,6 +658,7 @@ impl ListCallsParams {
                 .map(str::to_owned),
             skip,
             limit,
+            ..CallFilter::default()
         })
     }
 }
@@ -712,7 +717,7 @@ pub struct SidPath {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-async fn load_call(state: &AppState, auth: &Auth, id: i64) -> Result<CallRow, ApiError> {
+pub(crate) async fn load_call(state: &AppState, auth: &Auth, id: i64) -> Result<CallRow, ApiError> {
     state
         .store
         .get_call(auth.organization_id, id)
@@ -728,7 +733,7 @@ async fn load_call_by_sid(state: &AppState, auth: &Auth, sid: &str) -> Result<Ca
         .ok_or_else(|| ApiError::NotFound(format!("call {sid} not found")))
 }
 
-async fn assistant_names(
+pub(crate) async fn assistant_names(
     state: &AppState,
     org_id: i64,
     calls: &[CallRow],
@@ -907,7 +912,7 @@ pub async fn list_transcripts_by_sid(
     transcripts_of(&state, &call, &params).await.map(Json)
 }
 
-async fn transcripts_of(
+pub(crate) async fn transcripts_of(
     state: &AppState,
     call: &CallRow,
     params: &TranscriptParams,
@@ -1024,6 +1029,29 @@ pub async fn get_metrics(
     let call = load_call(&state, &auth, path.call_id).await?;
     let rows = state.store.list_turn_metrics(call.id).await?;
     Ok(Json(CallMetricsResponse::new(&call, &rows)))
+}
+
+/// Recompute a call's metrics from its stored per-turn timings (Burki's "recalculate"). The
+/// summaries are derived on every read, so this returns what `GET` returns, freshly computed;
+/// it exists so Burki clients that call it get the metrics instead of a 405.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/calls/{call_id}/metrics",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(("call_id" = i64, Path, description = "Call id")),
+    responses(
+        (status = 200, description = "Metrics", body = CallMetricsResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such call in your organisation", body = ErrorBody)
+    )
+)]
+pub async fn recalculate_metrics(
+    state: State<AppState>,
+    auth: Auth,
+    path: ApiPath<CallIdPath>,
+) -> Result<Json<CallMetricsResponse>, ApiError> {
+    get_metrics(state, auth, path).await
 }
 
 /// Every delivery attempt of the call's webhooks, in order.

@@ -7,8 +7,11 @@
 //! API applies to the next call that starts, with no restart, on every instance that shares the
 //! database. Should a cache ever be needed, it must be invalidated on write across instances.
 
+pub mod assistant_extras;
 pub mod assistants;
+pub mod call_reports;
 pub mod calls;
+pub mod csv;
 pub mod health;
 pub mod organization;
 pub mod phone_numbers;
@@ -48,8 +51,10 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .merge(assistants::router())
+        .merge(assistant_extras::router())
         .merge(phone_numbers::router())
         .merge(calls::router())
+        .merge(call_reports::router())
         .merge(organization::router())
         .merge(crate::twilio::router())
         .merge(crate::metrics::router())
