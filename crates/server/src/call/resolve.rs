@@ -777,7 +777,7 @@ mod tests {
                 "{provider}"
             );
         }
-        let stt = switchboard_providers::deepgram::listen_url(&SttConfig::default()).unwrap();
+        let stt = switchboard_providers::stt::deepgram::listen_url(&SttConfig::default()).unwrap();
         assert_eq!(
             host_of_url(stt.as_str()).as_deref(),
             default_provider_host("deepgram")
