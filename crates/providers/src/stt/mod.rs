@@ -20,6 +20,7 @@ pub mod deepgram;
 pub mod deepgram_flux;
 pub mod driver;
 pub mod protocol;
+pub mod speechmatics;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
@@ -432,12 +433,13 @@ impl SttSession {
 }
 
 /// The protocol of the provider `cfg` names: Deepgram Flux for `flux-*` models, otherwise
-/// Deepgram live (`/v1/listen`). Refuses an unknown provider (and whatever the protocol's
+/// Deepgram live (`/v1/listen`); Speechmatics realtime. Refuses an unknown provider (and whatever the protocol's
 /// factory refuses) before any connection is made.
 pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, ProviderError> {
     match cfg.provider.as_str() {
         "deepgram" if cfg.is_flux() => deepgram_flux::protocol(cfg),
         "deepgram" => deepgram::protocol(cfg),
+        "speechmatics" => speechmatics::protocol(cfg),
         other => Err(ProviderError::Config {
             provider: "stt",
             message: format!("unsupported STT provider `{other}`"),
