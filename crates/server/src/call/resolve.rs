@@ -429,14 +429,14 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
 pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, ResolveError> {
     let s = &a.stt_settings;
     let provider = s.provider.clone().unwrap_or_else(|| "deepgram".to_owned());
-    if provider != "deepgram" {
+    if !matches!(provider.as_str(), "deepgram" | "speechmatics") {
         return Err(ResolveError::Unsupported(format!(
-            "stt provider `{provider}` is not supported by this engine (supported: deepgram)"
+            "stt provider `{provider}` is not supported by this engine (supported: deepgram, speechmatics)"
         )));
     }
     let english = s.language.to_ascii_lowercase().starts_with("en");
-    let use_flux =
-        s.model.starts_with("flux") || (english && s.prefer_flux_for_english == Some(true));
+    let use_flux = provider == "deepgram"
+        && (s.model.starts_with("flux") || (english && s.prefer_flux_for_english == Some(true)));
     let flux_src = if use_flux && !s.model.starts_with("flux") {
         &s.english_flux_config
     } else {
@@ -777,7 +777,7 @@ mod tests {
                 "{provider}"
             );
         }
-        let stt = switchboard_providers::deepgram::listen_url(&SttConfig::default()).unwrap();
+        let stt = switchboard_providers::stt::deepgram::listen_url(&SttConfig::default()).unwrap();
         assert_eq!(
             host_of_url(stt.as_str()).as_deref(),
             default_provider_host("deepgram")

@@ -16,8 +16,11 @@ use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
 
+pub mod deepgram;
+pub mod deepgram_flux;
+pub mod driver;
 pub mod protocol;
-pub(crate) mod wsutil;
+pub mod speechmatics;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
@@ -429,17 +432,26 @@ impl SttSession {
     }
 }
 
-/// Open a streaming STT session for `cfg`: Deepgram Flux for `flux-*` models, otherwise
-/// Deepgram live (`/v1/listen`). Returns once the websocket handshake succeeded.
-pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
+/// The protocol of the provider `cfg` names: Deepgram Flux for `flux-*` models, otherwise
+/// Deepgram live (`/v1/listen`); Speechmatics realtime. Refuses an unknown provider (and whatever the protocol's
+/// factory refuses) before any connection is made.
+pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, ProviderError> {
     match cfg.provider.as_str() {
-        "deepgram" if cfg.is_flux() => crate::deepgram_flux::connect(cfg).await,
-        "deepgram" => crate::deepgram::connect(cfg).await,
+        "deepgram" if cfg.is_flux() => deepgram_flux::protocol(cfg),
+        "deepgram" => deepgram::protocol(cfg),
+        "speechmatics" => speechmatics::protocol(cfg),
         other => Err(ProviderError::Config {
             provider: "stt",
             message: format!("unsupported STT provider `{other}`"),
         }),
     }
+}
+
+/// Open a streaming STT session for `cfg` on the generic driver ([`driver::open`]). Returns once
+/// the websocket handshake succeeded (and, for providers that confirm the start of a stream,
+/// once they accepted its configuration).
+pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
+    driver::open(cfg, protocol_for(cfg)?).await
 }
 
 #[cfg(test)]
