@@ -290,3 +290,67 @@ fn a_mid_sentence_pause_makes_no_llm_request_for_the_first_half() {
     );
     sim.assert_clean();
 }
+
+#[test]
+fn a_paused_bot_goes_quiet_within_300_ms_of_the_onset() {
+    // While the caller may cut in only `interruptible_lead_ms` (120) is queued at Twilio: the
+    // onset is seen 100 ms into the speech, what is queued plays out, then silence. The words
+    // come late (a slow STT), so the `clear` cannot be what silences the bot.
+    for offset in [1000u64, 4000, 8000] {
+        let (mut sim, t0) = Sim::answering(CallSettings::default());
+        let speech = align(t0 + offset);
+        sim.speak(speech, speech + 1500);
+        sim.at(
+            speech + 1200,
+            In::Interim("wait I have a question".into(), 0.9),
+        );
+        sim.run_until(speech + 3000);
+        assert_eq!(sim.clears(), 1);
+        let last = sim
+            .played
+            .iter()
+            .map(|p| p.0)
+            .filter(|&t| t < speech + 1200)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            last + 20 <= speech + 300,
+            "offset {offset}: audio until {} ms after the onset",
+            last + 20 - speech
+        );
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn the_full_lead_is_kept_where_the_caller_cannot_cut_in() {
+    // At the start of a reply (min_speaking_time) and in the protected tail the lead is
+    // `lead_ms`; in between it is `interruptible_lead_ms`.
+    let (mut sim, t0) = Sim::answering(CallSettings::default());
+    sim.run_until(t0 + reply_ms() + 2000);
+    let s = CallSettings::default();
+    assert!(sim.max_queued_ms > u64::from(s.interruptible_lead_ms));
+    assert!(sim.max_queued_ms <= u64::from(s.lead_ms));
+    assert_eq!(sim.clears(), 0);
+    sim.assert_clean();
+}
+
+#[test]
+fn a_backchannel_resumes_the_bot_as_soon_as_the_caller_is_quiet() {
+    // "yeah" (300 ms) recognised while it is said: the bot resumes 100 ms after the caller's
+    // last voiced frame, not at the end of the confirmation window.
+    let (mut sim, t0) = Sim::answering(CallSettings::default());
+    let speech = align(t0 + 4000);
+    sim.speak(speech, speech + 300);
+    sim.at(speech + 200, In::Interim("yeah".into(), 0.95));
+    sim.run_until(speech + 100);
+    assert_eq!(sim.core.bot_state(), BotState::Paused);
+    sim.run_until(speech + 440);
+    assert_eq!(sim.core.bot_state(), BotState::Speaking);
+    let first_after = sim.first_media_after(speech + 100).unwrap_or(0);
+    assert!(first_after <= speech + 440, "resumed at {first_after}");
+    sim.run_until(speech + 30_000);
+    assert_eq!(sim.replies(), 1);
+    assert_eq!(sim.assistant_history(), [LONG_REPLY]);
+    sim.assert_clean();
+}

@@ -34,6 +34,9 @@ const ENDING_CAP_MS: u64 = 30_000;
 /// ms after a wordless utterance was dropped during which words without a new onset are still
 /// taken as its own (a slow final for a backchannel said over the bot stays a backchannel).
 const LATE_WORDS_MS: u64 = 2_000;
+/// ms of caller silence after which a tentative barge-in made only of backchannel words is
+/// dropped without waiting for the end of its window.
+const BACKCHANNEL_RESUME_MS: u64 = 100;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
 const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
 
@@ -345,6 +348,8 @@ impl CallCore {
                     if self.vad.last_frame_speech() {
                         self.last_voiced_at = Some(now);
                         self.extend_tentative(now);
+                    } else {
+                        self.resume_after_backchannel(now);
                     }
                     if let Some(t) = t {
                         self.on_vad(t, now);
@@ -618,8 +623,23 @@ impl CallCore {
         Some(self.playout_end.minus(lead - FRAME_MS).max(self.now))
     }
 
+    /// The lead now: `interruptible_lead_ms` while the caller may cut in, else `lead_ms`.
     fn lead_ms(&self) -> u64 {
-        u64::from(self.s.lead_ms).max(FRAME_MS)
+        let lead = u64::from(self.s.lead_ms).max(FRAME_MS);
+        let may_cut_in = matches!(self.barge, BargeState::None | BargeState::Resumed)
+            && self.bot_audible()
+            && gate(
+                &self.s.interruption,
+                &self.bot_view(self.now),
+                self.now,
+                self.last_interruption,
+            )
+            .is_none();
+        if may_cut_in {
+            lead.min(u64::from(self.s.interruptible_lead_ms).max(FRAME_MS))
+        } else {
+            lead
+        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -905,6 +925,7 @@ impl CallCore {
             self.barge_decision(now, now);
         }
         self.check_confirm(now);
+        self.resume_after_backchannel(now);
         self.update_speculation(now);
     }
 
@@ -945,6 +966,22 @@ impl CallCore {
                 onset,
                 deadline: extended,
             };
+        }
+    }
+
+    /// A tentative barge-in whose words are a backchannel, once the caller has been quiet for
+    /// [`BACKCHANNEL_RESUME_MS`]: the bot resumes at once instead of waiting for the window, so
+    /// a backchannel leaves only a short gap.
+    fn resume_after_backchannel(&mut self, now: Millis) {
+        if matches!(self.barge, BargeState::Tentative { .. })
+            && self.s.interruption.backchannel_filter
+            && !self.user.is_empty()
+            && self
+                .last_voiced_at
+                .is_some_and(|v| now.since(v) >= BACKCHANNEL_RESUME_MS)
+            && self.lexicon.is_backchannel(&self.user.text())
+        {
+            self.resume_unconfirmed();
         }
     }
 
