@@ -195,10 +195,16 @@ pub struct InterruptionSettings {
     /// tentative barge-in. >= 1. Default 2.
     pub tentative_confirm_words: u32,
     /// When true, backchannels ("uh-huh", "yeah", "right", "okay"…) said while the assistant
-    /// talks neither interrupt nor start a new turn; they stay in the transcript. Default true.
+    /// talks (at its start, middle or end, even when their transcript arrives after it finished)
+    /// neither interrupt nor start a new turn; they stay in the transcript. Default true.
     pub backchannel_filter: bool,
-    /// Milliseconds: speech that starts when less than this much assistant audio is left to
-    /// play does not cut the assistant off; it becomes the next turn. Default 2000.
+    /// Milliseconds of a complete reply's end, protected from what is not a real interruption.
+    /// When less than this much assistant audio is left to play, caller speech that starts does
+    /// not pause the assistant: short overlaps, unsure words and noise let it finish, and then
+    /// become the next turn unless they are a backchannel (a backchannel over the end of a
+    /// question, "yes", is an answer). A real interruption (`tentative_confirm_words` words of
+    /// at least `min_stt_confidence`, or a finished utterance of `interruption_threshold` words)
+    /// still stops the assistant in the tail, as anywhere else. 0 turns it off. Default 2000.
     pub tail_protection_ms: u32,
 }
 

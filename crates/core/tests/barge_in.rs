@@ -370,9 +370,12 @@ fn cooldown_blocks_a_second_interruption() {
 }
 
 #[test]
-fn tail_protection_turns_late_speech_into_the_next_turn() {
+fn tail_protection_keeps_unconfirmed_speech_from_pausing_the_end_of_a_reply() {
+    // Words the STT is unsure of (not a real interruption; real ones are in turn_taking.rs).
+    // Inside the protected tail the bot does not even pause and the speech is answered after
+    // the reply; before the tail it pauses the bot (tentative), and two unsure words are not a
+    // turn.
     for tail in [1000u32, 2000, 4000] {
-        // The reply is ~11.3 s long; speak 500 ms inside / outside the protected tail.
         for (before_end, gated) in [
             (u64::from(tail) - 500, true),
             (u64::from(tail) + 1000, false),
@@ -381,25 +384,19 @@ fn tail_protection_turns_late_speech_into_the_next_turn() {
             let reply_ms = LONG_REPLY.len() as u64 * 60;
             let speech = align(t0 + reply_ms - before_end);
             sim.speak(speech, speech + 600);
-            sim.at(speech + 200, In::Interim("thank you".into(), 0.9));
-            sim.at(
-                speech + 900,
-                In::Final("thank you very much".into(), 0.9, true),
-            );
+            sim.at(speech + 200, In::Interim("thank you".into(), 0.4));
+            sim.at(speech + 900, In::Final("thank you".into(), 0.4, true));
+            sim.run_until(speech + ONSET_DELAY);
+            let paused = sim.core.bot_state() == BotState::Paused;
+            assert_eq!(paused, !gated, "tail {tail} before_end {before_end}");
             sim.run_until(speech + 20_000);
-            assert_eq!(
-                sim.clears() == 0,
-                gated,
-                "tail {tail} before_end {before_end}"
-            );
+            assert_eq!(sim.clears(), 0, "tail {tail} before_end {before_end}");
+            assert_eq!(sim.assistant_history()[0], LONG_REPLY);
             assert_eq!(
                 sim.replies(),
-                2,
-                "tail {tail} before_end {before_end}: answered"
+                if gated { 2 } else { 1 },
+                "tail {tail} before_end {before_end}"
             );
-            if gated {
-                assert_eq!(sim.assistant_history()[0], LONG_REPLY);
-            }
             sim.assert_clean();
         }
     }
@@ -507,8 +504,9 @@ fn speech_over_the_last_words_is_a_turn_once_the_bot_is_done() {
 }
 
 #[test]
-fn backchannel_at_the_tail_is_answered() {
-    // Inside the protected tail a "yes" is an answer, not a backchannel.
+fn backchannel_at_the_tail_of_a_question_is_answered() {
+    // Inside the protected tail of a question a "yes" is an answer, not a backchannel (over the
+    // tail of a statement it is dropped: turn_taking.rs).
     let s = CallSettings {
         welcome_message: Some("Would you like to book a table for tonight?".into()),
         ..CallSettings::default()

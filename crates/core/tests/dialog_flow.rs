@@ -16,6 +16,8 @@ fn skewed_welcome(aligned: bool) -> Sim {
             tail_protection_ms: 0,
             ..Default::default()
         },
+        // The positions below assume the full 300-ms lead queued when the bot pauses.
+        interruptible_lead_ms: 300,
         ..CallSettings::default()
     });
     sim.auto_tts = false;

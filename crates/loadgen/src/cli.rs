@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Uniform random extra delay [0, J] ms on each fake delay.
     #[arg(long, default_value_t = 40)]
     pub jitter_ms: u64,
+    /// With --spawn-fakes: create the assistant with `stt_settings.speculative_config.
+    /// enable_speculative_llm` on, to compare turn latency against a run without it.
+    #[arg(long)]
+    pub speculative: bool,
     /// Start this engine binary on a free port with a temp SQLite DB; stopped at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_engine: Option<PathBuf>,
@@ -266,10 +270,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         let api = api
             .as_ref()
             .context("--spawn-fakes needs --api-key (or --spawn-engine) to create the assistant")?;
+        let mut body = f.assistant_body(&format!("loadgen-{}", args.calls), crate::fakes::WELCOME);
+        if args.speculative {
+            body["stt_settings"]["speculative_config"] =
+                serde_json::json!({ "enable_speculative_llm": true });
+        }
         let id = api
-            .create_assistant(
-                &f.assistant_body(&format!("loadgen-{}", args.calls), crate::fakes::WELCOME),
-            )
+            .create_assistant(&body)
             .await
             .context("creating the test assistant")?;
         if let Some(e) = &engine {

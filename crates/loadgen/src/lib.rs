@@ -1,7 +1,8 @@
 //! `switchboard-loadgen`: acts as Twilio for N concurrent replayed calls against a running engine
 //! (on the testkit's `FakeCall`), optionally with the fake providers and the engine itself started
 //! for a one-command run, and reports turn latency, engine overhead, frame lateness, interruption
-//! reaction and the engine's CPU and memory as JSON (issue 6's shape).
+//! reaction (onset → playback silent, with the `clear` time beside it), backchannel gaps and the
+//! engine's CPU and memory as JSON (issue 6's shape, plus issue 12's interruption figures).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -20,6 +21,7 @@ pub mod chart;
 pub mod cli;
 pub mod engine;
 pub mod fakes;
+pub mod interruption;
 pub mod procfs;
 pub mod report;
 pub mod run;

@@ -15,8 +15,8 @@
 //!   min over the call's turns of the same`.
 //! - **frame lateness**: for every bot chunk inside a reply after its first, how long the caller's
 //!   playback buffer had been dry when it arrived (0 when on time).
-//! - **interruption reaction**: a barge-in's onset in the script → the first `clear` received
-//!   after it (only barge-ins the engine reacted to; ones during silence need no `clear`).
+//! - **interruption reaction**, **clear** and **backchannel gap**: see [`crate::interruption`]
+//!   (onset → playback silent, onset → `clear`, and the silence a backchannel causes).
 
 use serde::{Deserialize, Serialize};
 use switchboard_testkit::twilio::{CallOutcome, CallReport, EndedBy, UtteranceKind};
@@ -24,8 +24,7 @@ use switchboard_testkit::twilio::{CallOutcome, CallReport, EndedBy, UtteranceKin
 use crate::procfs::EngineUsage;
 use crate::stats::{Pct3, Pct4};
 
-/// How long (ms) after a barge-in's end a `clear` still counts as the reaction to it.
-pub const CLEAR_WINDOW_AFTER_BARGE_IN_MS: f64 = 1500.0;
+pub use crate::interruption::CLEAR_WINDOW_AFTER_BARGE_IN_MS;
 
 /// A turn followed by less than this much silence (ms) before the caller spoke again or hung up,
 /// with no answer in between, is not counted as unanswered: the turns merged, or the script
@@ -79,8 +78,14 @@ pub struct Report {
     pub engine_overhead_ms: Pct4,
     /// Lateness of bot frames against the playback clock within replies, ms.
     pub frame_lateness_ms: Pct3,
-    /// Barge-in onset → `clear` received, ms.
-    pub interruption_reaction_ms: Pct3,
+    /// Barge-in onset → the caller's playback silent, ms.
+    pub interruption_reaction_ms: Pct4,
+    /// Barge-in onset → `clear` received, ms (beside the reaction).
+    #[serde(default)]
+    pub interruption_clear_ms: Pct4,
+    /// Longest silence a backchannel caused in the reply it was said over, ms.
+    #[serde(default)]
+    pub backchannel_gap_ms: Pct4,
     /// Every error seen.
     pub errors: Vec<ErrorEntry>,
     /// Engine CPU and memory.
@@ -123,8 +128,12 @@ pub struct CallAnalysis {
     pub frames_on_time: u64,
     /// Underrun lateness values, ms.
     pub underruns_ms: Vec<f64>,
-    /// Interruption reactions, ms.
+    /// Interruption reactions (onset → playback silent), ms.
     pub interruption_reaction_ms: Vec<f64>,
+    /// Barge-in onset → `clear`, ms.
+    pub interruption_clear_ms: Vec<f64>,
+    /// Backchannel gaps, ms.
+    pub backchannel_gap_ms: Vec<f64>,
     /// Marks received / echoed.
     pub marks: (u64, u64),
     /// Errors (kind, message).
@@ -268,18 +277,12 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         a.engine_overhead_ms.push(part + (d - offset).max(0.0));
     }
 
-    // Interruptions.
-    for u in r
-        .utterances
-        .iter()
-        .filter(|u| u.kind == UtteranceKind::BargeIn)
-    {
-        let onset = u.start_ms as f64;
-        let until = u.end_ms as f64 + CLEAR_WINDOW_AFTER_BARGE_IN_MS;
-        if let Some(c) = r.clears_ms.iter().find(|&&c| c >= onset && c <= until) {
-            a.interruption_reaction_ms.push(c - onset);
-        }
-    }
+    // Interruptions and backchannels, from the playback clock.
+    let i = crate::interruption::analyze(r);
+    a.interruption_reaction_ms = i.reaction_ms;
+    a.interruption_clear_ms = i.clear_ms;
+    a.backchannel_gap_ms = i.backchannel_gap_ms;
+    a.errors.extend(i.errors);
     a
 }
 
@@ -329,6 +332,8 @@ pub struct Aggregate {
     overhead: Vec<f64>,
     lateness: Vec<f64>,
     reaction: Vec<f64>,
+    clear: Vec<f64>,
+    backchannel_gap: Vec<f64>,
     errors: Vec<ErrorEntry>,
     marks_received: u64,
     marks_echoed: u64,
@@ -377,6 +382,8 @@ impl Aggregate {
             .extend(std::iter::repeat_n(0.0, a.frames_on_time as usize));
         self.lateness.extend(a.underruns_ms);
         self.reaction.extend(a.interruption_reaction_ms);
+        self.clear.extend(a.interruption_clear_ms);
+        self.backchannel_gap.extend(a.backchannel_gap_ms);
         self.marks_received += a.marks.0;
         self.marks_echoed += a.marks.1;
         self.caller_lag_max_ms = self.caller_lag_max_ms.max(a.caller_send_lag_max_ms);
@@ -419,7 +426,9 @@ impl Aggregate {
             turn_latency_ms: Pct4::of(&mut self.turn_latency),
             engine_overhead_ms: Pct4::of(&mut self.overhead),
             frame_lateness_ms: Pct3::of(&mut self.lateness),
-            interruption_reaction_ms: Pct3::of(&mut self.reaction),
+            interruption_reaction_ms: Pct4::of(&mut self.reaction),
+            interruption_clear_ms: Pct4::of(&mut self.clear),
+            backchannel_gap_ms: Pct4::of(&mut self.backchannel_gap),
             errors: self.errors,
             engine,
         };
@@ -477,7 +486,9 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
         &r.engine_overhead_ms,
     ));
     s.push_str(&row3("frame lateness", &r.frame_lateness_ms));
-    s.push_str(&row3("interruption reaction", &r.interruption_reaction_ms));
+    s.push_str(&row4("interruption reaction", &r.interruption_reaction_ms));
+    s.push_str(&row4("  clear", &r.interruption_clear_ms));
+    s.push_str(&row4("backchannel gap", &r.backchannel_gap_ms));
     let e = &r.engine;
     s.push_str(&format!(
         "engine: cpu {} s ({} % avg), rss peak {} MiB, {} KiB/call\n",
@@ -504,7 +515,7 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use switchboard_testkit::twilio::{CallError, PlaybackSegment, Underrun, Utterance};
 
@@ -529,7 +540,8 @@ mod tests {
         }
     }
 
-    fn call() -> CallReport {
+    /// A finished call: welcome, three turns (a backchannel and a barge-in among them).
+    pub(crate) fn call() -> CallReport {
         CallReport {
             script: "t".into(),
             call_sid: "CA1".into(),
@@ -581,7 +593,7 @@ mod tests {
         assert_eq!(a.turns, 3);
         assert_eq!(a.answered, 2);
         assert_eq!(a.turn_latency_ms, vec![700.0, 600.0]);
-        assert_eq!(a.interruption_reaction_ms, vec![180.0]);
+        assert_eq!(a.interruption_clear_ms, vec![180.0]);
         assert_eq!(a.underruns_ms, vec![12.0]);
         assert_eq!(a.frames_on_time, 27);
         assert_eq!(a.errors.len(), 1);
@@ -686,11 +698,13 @@ mod tests {
         assert_eq!(
             keys(&v),
             [
+                "backchannel_gap_ms",
                 "calls",
                 "engine",
                 "engine_overhead_ms",
                 "errors",
                 "frame_lateness_ms",
+                "interruption_clear_ms",
                 "interruption_reaction_ms",
                 "turn_latency_ms",
                 "turns"
@@ -700,7 +714,14 @@ mod tests {
         assert_eq!(keys(&v["turn_latency_ms"]), ["max", "p50", "p95", "p99"]);
         assert_eq!(keys(&v["engine_overhead_ms"]), ["max", "p50", "p95", "p99"]);
         assert_eq!(keys(&v["frame_lateness_ms"]), ["max", "p50", "p99"]);
-        assert_eq!(keys(&v["interruption_reaction_ms"]), ["max", "p50", "p99"]);
+        assert_eq!(
+            keys(&v["interruption_reaction_ms"]),
+            ["max", "p50", "p95", "p99"]
+        );
+        assert_eq!(
+            keys(&v["interruption_clear_ms"]),
+            ["max", "p50", "p95", "p99"]
+        );
         assert_eq!(keys(&v["errors"][0]), ["call", "kind", "message"]);
         assert_eq!(
             keys(&v["engine"]),

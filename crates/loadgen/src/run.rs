@@ -237,6 +237,8 @@ pub fn call_details(r: &CallReport, turns: Option<&[EngineTurn]>) -> serde_json:
         "turn_latency_ms": a.turn_latency_ms,
         "engine_overhead_ms": a.engine_overhead_ms,
         "interruption_reaction_ms": a.interruption_reaction_ms,
+        "interruption_clear_ms": a.interruption_clear_ms,
+        "backchannel_gap_ms": a.backchannel_gap_ms,
         "engine_turns": turns.map(|t| t.iter().map(|t| [
             t.user_speech_end_ms, t.stt_final_ms, t.llm_request_ms, t.llm_first_token_ms,
             t.tts_first_byte_ms, t.first_audio_sent_ms, t.playback_done_ms,

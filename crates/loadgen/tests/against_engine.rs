@@ -181,6 +181,21 @@ async fn a_small_run_accounts_for_every_turn() {
         );
     }
     assert!(o.max <= t.max, "overhead {o:?} exceeds latency {t:?}");
+    // Interruption figures, when the scripts had any: ordered, and (per barge-in, checked by the
+    // analysis as `interruption_inconsistent` errors, of which there are none) the playback went
+    // silent no later than the `clear`.
+    for p in [
+        report.interruption_reaction_ms,
+        report.interruption_clear_ms,
+        report.backchannel_gap_ms,
+    ] {
+        if let (Some(p50), Some(p95), Some(p99), Some(max)) = (p.p50, p.p95, p.p99, p.max) {
+            assert!(
+                0.0 <= p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+                "{p:?}\n{table}"
+            );
+        }
+    }
     // The turn latency includes at least the fakes' fixed delays.
     let fixed =
         (quick().stt_final_delay_ms + quick().llm_ttft_ms + quick().tts_first_byte_ms) as f64;

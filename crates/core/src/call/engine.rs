@@ -31,6 +31,12 @@ const MARK_GRACE_MS: u64 = 2_000;
 const TENTATIVE_CAP_MS: u64 = 3_000;
 /// ms after the call started ending (goodbye) before it hangs up even if the goodbye never played.
 const ENDING_CAP_MS: u64 = 30_000;
+/// ms after a wordless utterance was dropped during which words without a new onset are still
+/// taken as its own (a slow final for a backchannel said over the bot stays a backchannel).
+const LATE_WORDS_MS: u64 = 2_000;
+/// ms of caller silence after which a tentative barge-in made only of backchannel words is
+/// dropped without waiting for the end of its window.
+const BACKCHANNEL_RESUME_MS: u64 = 100;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
 const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
 
@@ -169,6 +175,14 @@ struct Deferred {
     metrics: TurnMetrics,
 }
 
+/// A caller utterance that ended before any of its words arrived (see `LATE_WORDS_MS`).
+#[derive(Debug, Clone, Copy)]
+struct Wordless {
+    start: Millis,
+    during_bot: bool,
+    until: Millis,
+}
+
 /// The call is ending: hang up (or transfer) once everything queued has played.
 #[derive(Debug, Clone)]
 struct Ending {
@@ -205,6 +219,11 @@ pub struct CallCore {
     spec: Option<Speculation>,
     spec_deadline: Option<Millis>,
     last_interruption: Option<Millis>,
+    /// Speech gated by tail protection overlaps the end of a question: a backchannel word
+    /// ("yes") in it answers the question and is a turn.
+    tail_answers_question: bool,
+    /// The last caller utterance that ended with no words, while its words may still come.
+    wordless: Option<Wordless>,
     /// End of the last caller frame the VAD classified as speech.
     last_voiced_at: Option<Millis>,
     playout_end: Millis,
@@ -286,6 +305,8 @@ impl CallCore {
             spec: None,
             spec_deadline: None,
             last_interruption: None,
+            tail_answers_question: false,
+            wordless: None,
             last_voiced_at: None,
             playout_end: now,
             stream_sent_ms: 0,
@@ -327,6 +348,8 @@ impl CallCore {
                     if self.vad.last_frame_speech() {
                         self.last_voiced_at = Some(now);
                         self.extend_tentative(now);
+                    } else {
+                        self.resume_after_backchannel(now);
                     }
                     if let Some(t) = t {
                         self.on_vad(t, now);
@@ -359,6 +382,19 @@ impl CallCore {
                 self.check_confirm(now);
                 self.last_activity = now;
                 self.endpoint(now);
+            }
+            Event::SttEagerEndOfTurn(t) => {
+                self.on_words(&t, false, now);
+                if self.s.speculative.enabled && !self.user.is_empty() {
+                    self.spec_deadline = None;
+                    self.try_speculate(now, true);
+                }
+            }
+            Event::SttTurnResumed => {
+                if let Some(spec) = self.spec.take() {
+                    self.drop_gen(spec.generation);
+                }
+                self.update_speculation(now);
             }
             Event::LlmText { generation, delta } => self.on_llm_text(generation, delta, now),
             Event::LlmToolCall { generation, call } => self.on_tool_call(generation, call, now),
@@ -528,7 +564,7 @@ impl CallCore {
             && now >= d
         {
             self.spec_deadline = None;
-            self.try_speculate(now);
+            self.try_speculate(now, false);
         }
         let overdue: Vec<Generation> = self
             .gens
@@ -587,8 +623,23 @@ impl CallCore {
         Some(self.playout_end.minus(lead - FRAME_MS).max(self.now))
     }
 
+    /// The lead now: `interruptible_lead_ms` while the caller may cut in, else `lead_ms`.
     fn lead_ms(&self) -> u64 {
-        u64::from(self.s.lead_ms).max(FRAME_MS)
+        let lead = u64::from(self.s.lead_ms).max(FRAME_MS);
+        let may_cut_in = matches!(self.barge, BargeState::None | BargeState::Resumed)
+            && self.bot_audible()
+            && gate(
+                &self.s.interruption,
+                &self.bot_view(self.now),
+                self.now,
+                self.last_interruption,
+            )
+            .is_none();
+        if may_cut_in {
+            lead.min(u64::from(self.s.interruptible_lead_ms).max(FRAME_MS))
+        } else {
+            lead
+        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -706,6 +757,7 @@ impl CallCore {
         self.cancel_cues();
         let was_idle = self.user.state == UserState::Idle;
         let audible = self.bot_audible();
+        self.wordless = None;
         self.user.on_onset(onset, audible);
         self.spec_deadline = None;
         if was_idle || matches!(self.barge, BargeState::None | BargeState::Resumed) {
@@ -721,6 +773,7 @@ impl CallCore {
         ) {
             return;
         }
+        self.tail_answers_question = false;
         if !self.bot_busy() {
             self.barge = BargeState::None;
             return;
@@ -753,6 +806,7 @@ impl CallCore {
         let view = self.bot_view(now);
         if let Some(g) = gate(&self.s.interruption, &view, now, self.last_interruption) {
             self.barge = BargeState::Gated(g);
+            self.tail_answers_question = g == Gate::TailProtection && self.bot_asks_question();
             return;
         }
         match self.s.interruption.interruption_mode {
@@ -765,6 +819,16 @@ impl CallCore {
                 };
             }
         }
+    }
+
+    /// Whether the last utterance the bot is saying ends with a question: a "yes" over its tail
+    /// answers it, so it is a turn, not a backchannel.
+    fn bot_asks_question(&self) -> bool {
+        self.gens
+            .iter()
+            .rev()
+            .find(|g| g.kind != Kind::Cue && !g.speculative)
+            .is_some_and(|g| g.spoken.text().trim_end().ends_with('?'))
     }
 
     fn bot_view(&self, now: Millis) -> BotView {
@@ -847,23 +911,35 @@ impl CallCore {
         if self.user.is_empty() {
             return;
         }
+        if was_idle
+            && !vad
+            && let Some(w) = self.wordless.take()
+            && now < w.until
+        {
+            self.user.started_at = Some(w.start);
+            self.user.started_during_bot = w.during_bot;
+        }
         self.last_activity = now;
         if was_idle {
             self.cancel_cues();
             self.barge_decision(now, now);
         }
         self.check_confirm(now);
+        self.resume_after_backchannel(now);
         self.update_speculation(now);
     }
 
-    /// Confirms a tentative barge-in once enough confident, non-backchannel words arrived.
+    /// Confirms a barge-in once enough confident, non-backchannel words arrived: a tentative one
+    /// inside its window, or speech in the protected tail while the bot is still audible (tail
+    /// protection keeps the bot talking over what is not a real interruption, not over one).
     fn check_confirm(&mut self, now: Millis) {
-        let BargeState::Tentative { onset, deadline } = self.barge else {
-            return;
+        let onset = match self.barge {
+            BargeState::Tentative { onset, deadline } if now <= deadline => onset,
+            BargeState::Gated(Gate::TailProtection) if self.bot_audible() => {
+                self.user.started_at.unwrap_or(now)
+            }
+            _ => return,
         };
-        if now > deadline {
-            return;
-        }
         let text = self.user.text();
         if self.s.interruption.backchannel_filter && self.lexicon.is_backchannel(&text) {
             return;
@@ -890,6 +966,22 @@ impl CallCore {
                 onset,
                 deadline: extended,
             };
+        }
+    }
+
+    /// A tentative barge-in whose words are a backchannel, once the caller has been quiet for
+    /// [`BACKCHANNEL_RESUME_MS`]: the bot resumes at once instead of waiting for the window, so
+    /// a backchannel leaves only a short gap.
+    fn resume_after_backchannel(&mut self, now: Millis) {
+        if matches!(self.barge, BargeState::Tentative { .. })
+            && self.s.interruption.backchannel_filter
+            && !self.user.is_empty()
+            && self
+                .last_voiced_at
+                .is_some_and(|v| now.since(v) >= BACKCHANNEL_RESUME_MS)
+            && self.lexicon.is_backchannel(&self.user.text())
+        {
+            self.resume_unconfirmed();
         }
     }
 
@@ -1069,7 +1161,13 @@ impl CallCore {
             return;
         }
         if self.user.is_empty() {
-            // Speech with no words (noise, a cough): nothing to commit.
+            // Speech with no words (noise, a cough): nothing to commit. Words that still come for
+            // it (a slow STT) belong to it, not to a new turn.
+            self.wordless = self.user.started_at.map(|start| Wordless {
+                start,
+                during_bot: self.user.started_during_bot,
+                until: now.plus(LATE_WORDS_MS),
+            });
             self.user = UserTurn::default();
             if matches!(self.barge, BargeState::Gated(_) | BargeState::Resumed) {
                 self.barge = BargeState::None;
@@ -1099,8 +1197,13 @@ impl CallCore {
                     return;
                 }
             }
-            BargeState::Gated(g) if busy => {
-                if bc && g != Gate::TailProtection {
+            BargeState::Gated(Gate::TailProtection) if busy && !bc && words >= threshold => {
+                // A real interruption in the tail stops the bot like anywhere else.
+                let onset = self.user.started_at.unwrap_or(now);
+                self.confirm_barge(onset, now);
+            }
+            BargeState::Gated(_) if busy => {
+                if bc && !self.tail_answers_question {
                     self.not_a_turn(true, now);
                 } else {
                     self.defer_user(now);
@@ -1116,8 +1219,7 @@ impl CallCore {
                 self.confirm_barge(onset, now);
             }
             BargeState::Resumed | BargeState::Gated(_) => {
-                let tail = self.barge == BargeState::Gated(Gate::TailProtection);
-                if bc && self.user.started_during_bot && !tail {
+                if bc && self.user.started_during_bot && !self.tail_answers_question {
                     self.not_a_turn(true, now);
                     return;
                 }
@@ -1376,16 +1478,23 @@ impl CallCore {
         }
     }
 
-    fn try_speculate(&mut self, now: Millis) {
+    /// Starts a speculative reply on the caller's words so far. `eager`: the STT said the turn
+    /// probably ended (Flux `EagerEndOfTurn`), so the minimum word count does not apply.
+    fn try_speculate(&mut self, now: Millis, eager: bool) {
         if self.spec.is_some()
             || self.bot_busy()
             || self.ending.is_some()
             || self.user.state == UserState::Idle
+            || self.barge != BargeState::None
         {
             return;
         }
         let text = self.user.text();
-        if (word_count(&text) as u32) < self.s.speculative.min_words.max(1) {
+        if !eager && (word_count(&text) as u32) < self.s.speculative.min_words.max(1) {
+            return;
+        }
+        if self.sounds_unfinished(&text) {
+            // A mid-sentence pause: no LLM request for the first half alone.
             return;
         }
         let metrics = self.turn_metrics_from_user(now);
@@ -1396,6 +1505,16 @@ impl CallCore {
             text,
             started_at: now,
         });
+    }
+
+    /// With `incomplete_utterance_detection`, whether the caller's words so far are (or may be)
+    /// the first half of a sentence: flagged by the lexicon, being judged by the LLM, or waiting
+    /// for the rest after such a verdict with nothing new said.
+    fn sounds_unfinished(&self, text: &str) -> bool {
+        self.s.incomplete_utterance_detection
+            && (is_incomplete(text, self.lexicon)
+                || self.classifying.is_some()
+                || (self.user.extended && self.user.word_count() == self.user.extended_words))
     }
 
     // ----------------------------------------------------------------------------------------

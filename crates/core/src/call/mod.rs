@@ -66,6 +66,13 @@ pub enum Event<'a> {
     SttUtteranceEnd,
     /// Flux `EndOfTurn`: the turn is over; the transcript is the whole turn.
     SttEndOfTurn(Transcript),
+    /// Flux `EagerEndOfTurn`: the turn has probably ended (the transcript is the whole turn so
+    /// far). Taken as interim words; with `speculative_config.enable_speculative_llm` the
+    /// speculative reply starts at once on it (no debounce, no minimum word count).
+    SttEagerEndOfTurn(Transcript),
+    /// Flux `TurnResumed`: the caller went on after an `EagerEndOfTurn`; a speculative reply
+    /// started on it is cancelled.
+    SttTurnResumed,
     /// A text delta of an LLM reply.
     LlmText {
         /// The generation of the [`Action::StartLlm`] that produced it.

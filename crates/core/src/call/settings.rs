@@ -88,7 +88,9 @@ pub struct InterruptionSettings {
     /// turn; it is kept in the transcript. Default true.
     pub backchannel_filter: bool,
     /// ms: speech that starts when less than this much of a complete reply's audio is left to play
-    /// does not cut the bot off; it becomes the next turn after the bot finishes. Default 2000 ms.
+    /// does not pause the bot ([`crate::turn::Gate::TailProtection`]); it becomes the next turn
+    /// after the bot finishes, unless it is a backchannel. A real interruption (enough confident
+    /// words, or `interruption_threshold` words at its end) still stops the bot. Default 2000 ms.
     pub tail_protection_ms: u32,
 }
 
@@ -251,6 +253,12 @@ pub struct CallSettings {
     /// faster pause/clear and a more exact "what was heard", larger tolerates network jitter.
     /// Values under one frame (20 ms) are treated as 20 ms. Default 300 ms.
     pub lead_ms: u32,
+    /// ms of outbound audio kept queued at Twilio at most while the caller may cut in (the bot
+    /// is audible and no gate would hold a barge-in): what a paused bot still plays after the
+    /// onset, so the caller hears it go quiet within about `vad_onset_ms` plus this. Outside
+    /// those stretches (`min_speaking_time`, the protected tail, a goodbye) `lead_ms` applies.
+    /// Capped by `lead_ms`; values under one frame are 20 ms. Default 120 ms.
+    pub interruptible_lead_ms: u32,
     /// ms of audio between two playback marks (rounded up to whole 20 ms frames; the last frame
     /// of every utterance gets a mark too). Default 100 ms.
     pub mark_interval_ms: u32,
@@ -297,6 +305,7 @@ impl Default for CallSettings {
             system_prompt: DEFAULT_SYSTEM_PROMPT.to_owned(),
             volume: 1.0,
             lead_ms: 300,
+            interruptible_lead_ms: 120,
             mark_interval_ms: 100,
             language: "en-US".to_owned(),
             vad_aggressiveness: 2,

@@ -111,8 +111,9 @@ pub enum BargeState {
         /// and the caller's last voiced frame (capped, see `CallSettings`).
         deadline: Millis,
     },
-    /// Caller speech while the bot talks that may not interrupt it (see [`Gate`]); it becomes
-    /// the next turn after the bot finishes (except backchannels, which are dropped).
+    /// Caller speech while the bot talks that does not pause it (see [`Gate`]); it becomes the
+    /// next turn after the bot finishes (except backchannels, which are dropped, unless they
+    /// answer the question the bot's tail asks).
     Gated(Gate),
     /// A barge-in was dropped (window passed, backchannel, noise); the bot resumed. Words of the
     /// same utterance can still interrupt through `interruption_threshold`.
@@ -130,7 +131,9 @@ pub enum Gate {
     MinSpeakingTime,
     /// Less than `interruption_cooldown` since the last interruption.
     Cooldown,
-    /// Less than `tail_protection_ms` of a complete reply is left to play.
+    /// Less than `tail_protection_ms` of a complete reply is left to play. Unlike the other
+    /// gates it yields to a real interruption: enough confident words while the bot is still
+    /// audible, or an utterance of `interruption_threshold` words, stop the bot.
     TailProtection,
 }
 

@@ -37,6 +37,8 @@ pub enum In {
     Final(String, f32, bool),
     UtteranceEnd,
     EndOfTurn(String),
+    EagerEndOfTurn(String),
+    TurnResumed,
     SpeechStarted,
     LlmText(Generation, String),
     LlmTool(Generation, ToolCall),
@@ -331,6 +333,10 @@ impl Sim {
                 now,
             ),
             In::EndOfTurn(t) => self.core.handle(Event::SttEndOfTurn(words(&t, 0.9)), now),
+            In::EagerEndOfTurn(t) => self
+                .core
+                .handle(Event::SttEagerEndOfTurn(words(&t, 0.9)), now),
+            In::TurnResumed => self.core.handle(Event::SttTurnResumed, now),
             In::SpeechStarted => self.core.handle(Event::SttSpeechStarted, now),
             In::LlmText(g, t) => {
                 if self.llm_cancelled.contains(&g.0) {

@@ -541,9 +541,9 @@ impl Call {
                 confidence,
             } => {
                 let t = to_transcript(transcript, confidence, &[]);
-                self.core.handle(Event::SttInterim(t), now);
+                self.core.handle(Event::SttEagerEndOfTurn(t), now);
             }
-            SttEvent::TurnResumed => {}
+            SttEvent::TurnResumed => self.core.handle(Event::SttTurnResumed, now),
             SttEvent::Reconnecting { attempt } => {
                 tracing::info!(call_sid = %self.setup.call_sid, attempt, "stt reconnecting");
             }
