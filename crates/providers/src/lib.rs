@@ -13,9 +13,7 @@ pub mod tts;
 
 pub mod anthropic;
 pub mod deepgram;
-pub mod deepgram_aura;
 pub mod deepgram_flux;
-pub mod elevenlabs;
 pub mod openai;
 pub mod slots;
 pub mod sse;

@@ -786,7 +786,7 @@ mod tests {
             voice_id: "rachel".into(),
             ..TtsConfig::default()
         };
-        let el = switchboard_providers::elevenlabs::stream_url(&el, false).unwrap();
+        let el = switchboard_providers::tts::elevenlabs::stream_url(&el, false).unwrap();
         assert_eq!(
             host_of_url(el.as_str()).as_deref(),
             default_provider_host("elevenlabs")
@@ -796,7 +796,7 @@ mod tests {
             voice_id: "aura-2-thalia-en".into(),
             ..TtsConfig::default()
         };
-        let aura = switchboard_providers::deepgram_aura::speak_url(&aura).unwrap();
+        let aura = switchboard_providers::tts::deepgram_aura::speak_url(&aura).unwrap();
         assert_eq!(
             host_of_url(aura.as_str()).as_deref(),
             default_provider_host("deepgram")
