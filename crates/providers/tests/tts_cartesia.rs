@@ -84,7 +84,10 @@ async fn cartesia_maps_settings_streams_mulaw_with_word_timings() {
             _ => None,
         })
         .collect();
-    assert!(chars.contains("Guten") && chars.contains("helfen?"), "{chars}");
+    assert!(
+        chars.contains("Guten") && chars.contains("helfen?"),
+        "{chars}"
+    );
     // A second reply on the same socket.
     s.speak(2, "Tschüss.").expect("speak");
     s.end(2).expect("end");
@@ -105,7 +108,10 @@ async fn cartesia_maps_settings_streams_mulaw_with_word_timings() {
     assert_eq!(ctx.model_id, "sonic-3");
     assert_eq!(ctx.voice_id, VOICE);
     assert_eq!(ctx.language.as_deref(), Some("de"));
-    assert_eq!((ctx.encoding.as_str(), ctx.sample_rate_hz), ("pcm_mulaw", 8000));
+    assert_eq!(
+        (ctx.encoding.as_str(), ctx.sample_rate_hz),
+        ("pcm_mulaw", 8000)
+    );
     let speed = ctx
         .generation_config
         .as_ref()
@@ -129,7 +135,10 @@ async fn cartesia_default_model_when_none_is_set() {
     );
     s.close().await;
     let rec = fake.received();
-    assert_eq!(rec[0].context("ctx-1").map(|c| c.model_id.as_str()), Some(DEFAULT_MODEL));
+    assert_eq!(
+        rec[0].context("ctx-1").map(|c| c.model_id.as_str()),
+        Some(DEFAULT_MODEL)
+    );
 }
 
 #[tokio::test]
@@ -282,7 +291,13 @@ async fn cartesia_a_silent_server_times_out_and_a_server_error_fails_the_reply()
     s.end(1).expect("end");
     let events = until(&mut s, ended).await;
     assert!(
-        matches!(events.last(), Some(TtsEvent::Failed { context: Some(1), .. })),
+        matches!(
+            events.last(),
+            Some(TtsEvent::Failed {
+                context: Some(1),
+                ..
+            })
+        ),
         "{events:?}"
     );
     s.close().await;

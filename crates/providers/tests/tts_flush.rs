@@ -54,7 +54,11 @@ async fn speak_flush_speak(s: &mut TtsSession) -> usize {
         matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
     })
     .await;
-    assert_eq!(rest.last(), Some(&TtsEvent::Done { context: 7 }), "{rest:?}");
+    assert_eq!(
+        rest.last(),
+        Some(&TtsEvent::Done { context: 7 }),
+        "{rest:?}"
+    );
     audio_bytes(&rest)
 }
 
@@ -76,7 +80,12 @@ async fn elevenlabs_flush_keeps_the_context_open() {
     s.close().await;
     let rec = fake.received();
     let ctx = &rec[0].contexts[0];
-    assert_eq!(ctx.texts.len(), 2, "both parts reached the context: {:?}", ctx.texts);
+    assert_eq!(
+        ctx.texts.len(),
+        2,
+        "both parts reached the context: {:?}",
+        ctx.texts
+    );
     assert!(ctx.final_sent);
 }
 
@@ -114,7 +123,10 @@ async fn aura_flush_keeps_the_reply_open_and_batches_flushes() {
     let count = |kind: &str| messages.iter().filter(|m| m.contains(kind)).count();
     assert_eq!(count("\"Speak\""), 14);
     let flushes = count("\"Flush\"");
-    assert!((3..=6).contains(&flushes), "{flushes} flushes for 14 chunks");
+    assert!(
+        (3..=6).contains(&flushes),
+        "{flushes} flushes for 14 chunks"
+    );
 }
 
 #[tokio::test]

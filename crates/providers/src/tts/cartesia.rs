@@ -39,6 +39,9 @@ pub const API_VERSION: &str = "2026-03-01";
 pub const DEFAULT_MODEL: &str = "sonic-2";
 /// `generation_config.speed` range Cartesia accepts (1.0 = normal).
 pub const SPEED_RANGE: (f32, f32) = (0.6, 1.5);
+/// Word times beyond this (s) are clamped: no reply is a day long, and the arithmetic stays
+/// far from overflow.
+const MAX_WORD_TIME_S: f64 = 86_400.0;
 /// Output sample rate (Hz): Twilio's.
 const SAMPLE_RATE_HZ: u32 = 8000;
 
@@ -189,8 +192,8 @@ fn words_to_alignment(w: &WordTimestamps, audio_ms: u64) -> Alignment {
     let mut a = Alignment::default();
     let n = w.words.len().min(w.start.len()).min(w.end.len());
     for i in 0..n {
-        let start_ms = (w.start[i].max(0.0) * 1000.0).round() as u64;
-        let end_ms = ((w.end[i].max(0.0) * 1000.0).round() as u64).max(start_ms);
+        let start_ms = (w.start[i].clamp(0.0, MAX_WORD_TIME_S) * 1000.0).round() as u64;
+        let end_ms = ((w.end[i].clamp(0.0, MAX_WORD_TIME_S) * 1000.0).round() as u64).max(start_ms);
         let rel_start = start_ms.saturating_sub(audio_ms);
         let rel_end = end_ms.saturating_sub(audio_ms);
         let chars: Vec<char> = w.words[i].chars().collect();
@@ -565,5 +568,64 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    /// Fuzz target (see `docs/security/fuzzing.md`): any server message — generated JSON with
+    /// the protocol's keys, or arbitrary text — becomes steps or nothing, without a panic; a
+    /// word-timing alignment keeps one start and one duration per character.
+    #[test]
+    fn fuzz_cartesia_server_messages() {
+        use bolero::check;
+        use switchboard_fuzzkit::Json;
+        check!()
+            .with_type::<(Json, Vec<u8>)>()
+            .with_iterations(20_000)
+            .for_each(|(json, raw)| {
+                let mut p = Cartesia {
+                    url: websocket_url(&cfg()).expect("url"),
+                    key: "k".into(),
+                    base: Map::new(),
+                    contexts: HashMap::new(),
+                };
+                p.open(1);
+                let generated = json
+                    .to_value(
+                        &[
+                            "type",
+                            "context_id",
+                            "data",
+                            "word_timestamps",
+                            "words",
+                            "start",
+                            "end",
+                            "status_code",
+                            "error_code",
+                            "title",
+                            "message",
+                            "error",
+                        ],
+                        &[
+                            "chunk",
+                            "timestamps",
+                            "done",
+                            "error",
+                            "flush_done",
+                            "ctx-1",
+                            "AAAA",
+                        ],
+                    )
+                    .to_string();
+                for text in [generated, String::from_utf8_lossy(raw).into_owned()] {
+                    for step in p.parse(None, Message::text(text)) {
+                        if let Step::Audio {
+                            alignment: Some(a), ..
+                        } = step
+                        {
+                            assert_eq!(a.chars.len(), a.char_start_ms.len());
+                            assert_eq!(a.chars.len(), a.char_dur_ms.len());
+                        }
+                    }
+                }
+            });
     }
 }
