@@ -876,3 +876,70 @@ async fn cartesia_refusals_end_the_call_with_a_clear_reason() {
         stack.server.shutdown().await;
     }
 }
+
+/// Cartesia goes away after the welcome: the next reply cannot be spoken by our TTS, so the
+/// caller hears the apology through Twilio (`<Say>`) and the call ends `tts_failed`, instead
+/// of dead air until the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartesia_failing_mid_call_is_apologised_for_by_twilio() {
+    use switchboard_core::call::settings::DEFAULT_PROVIDER_ERROR_GOODBYE;
+    use switchboard_testkit::twilio::{new_sid, parse_twiml};
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let (fake, patch) = cartesia(serde_json::json!({})).await;
+    let stack = start_with(&script, WELCOME, patch, &[]).await;
+    let call_sid = new_sid("CA");
+    let mut cfg = FakeCallConfig::new(
+        &format!("{}/twilio/voice", stack.base),
+        TWILIO_TOKEN,
+        stack.http.clone(),
+    );
+    cfg.account_sid = TWILIO_SID.to_owned();
+    cfg.to = NUMBER.to_owned();
+    cfg.call_sid = Some(call_sid.clone());
+    cfg.control = Some(stack._twilio.accept_inbound(&call_sid, &cfg.from, NUMBER));
+    cfg.max_duration = Duration::from_secs(60);
+    // Cartesia ends every connection once the welcome has been generated in full.
+    let outage = async {
+        for _ in 0..1_500 {
+            let welcomed = fake
+                .received()
+                .first()
+                .and_then(|c| c.contexts.first().map(|ctx| ctx.done_sent))
+                .unwrap_or(false);
+            if welcomed {
+                fake.shutdown();
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    let (report, outage) = tokio::join!(FakeCall::new(cfg, Arc::new(script.clone())).run(), outage);
+    assert!(outage, "the welcome was never generated");
+    let first_utterance_ms = script.utterances[0].start_ms as f64;
+    assert!(
+        report
+            .chunks
+            .iter()
+            .any(|c| c.received_ms < first_utterance_ms),
+        "the welcome was not heard"
+    );
+    let call = finished_call(&stack, &call_sid).await;
+    assert_eq!(call.ended_reason, Some(EndedReason::TtsFailed), "{call:?}");
+    let twiml = stack
+        ._twilio
+        .call_updates()
+        .into_iter()
+        .filter(|u| u.call_sid == call_sid)
+        .find_map(|u| u.twiml)
+        .expect("a spoken hang-up through Twilio");
+    let parsed = parse_twiml(&twiml).expect("twiml");
+    assert_eq!(
+        parsed.says,
+        vec![DEFAULT_PROVIDER_ERROR_GOODBYE.to_owned()],
+        "{twiml}"
+    );
+    assert!(parsed.hangup, "{twiml}");
+    drop(stack.fakes);
+    stack.server.shutdown().await;
+}
