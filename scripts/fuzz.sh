@@ -54,7 +54,8 @@ targets=(
   "switchboard-providers|switchboard_providers|fuzz_tests::fuzz_stt_deepgram_messages"
   "switchboard-providers|switchboard_providers|fuzz_tests::fuzz_http_error_bodies"
   "switchboard-providers|switchboard_providers|fuzz_tests::fuzz_tts_audio_header"
-  "switchboard-providers|switchboard_providers|elevenlabs::tests::fuzz_elevenlabs_server_messages"
+  "switchboard-providers|switchboard_providers|tts::elevenlabs::tests::fuzz_elevenlabs_server_messages"
+  "switchboard-providers|switchboard_providers|tts::cartesia::tests::fuzz_cartesia_server_messages"
 )
 
 selected=()

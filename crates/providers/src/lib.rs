@@ -12,8 +12,6 @@ pub mod stt;
 pub mod tts;
 
 pub mod anthropic;
-pub mod deepgram_aura;
-pub mod elevenlabs;
 pub mod openai;
 pub mod slots;
 pub mod sse;

@@ -77,7 +77,7 @@ async fn elevenlabs_maps_settings_streams_audio_with_alignment_and_reuses_the_so
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(1, "Hello there.").expect("speak");
     s.speak(1, "How can I help?  ").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = until(&mut s, |e| matches!(e, TtsEvent::Done { .. })).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 1 }));
     let bytes = audio_bytes(&events, 1);
@@ -96,7 +96,7 @@ async fn elevenlabs_maps_settings_streams_audio_with_alignment_and_reuses_the_so
 
     // A second reply on the same socket.
     s.speak(2, "Second reply.").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     let events = until(&mut s, |e| matches!(e, TtsEvent::Done { .. })).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 2 }));
     s.close().await;
@@ -161,11 +161,11 @@ async fn elevenlabs_cancel_drops_the_context_audio() {
     let long =
         "This reply is long enough to still be playing when the caller interrupts it. ".repeat(3);
     s.speak(1, &long).expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     until(&mut s, |e| matches!(e, TtsEvent::Audio { context: 1, .. })).await;
     s.cancel(1).expect("cancel");
     s.speak(2, "Okay.").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     let after = until(&mut s, |e| matches!(e, TtsEvent::Done { context: 2 })).await;
     assert!(
         after.iter().all(|e| !matches!(
@@ -201,7 +201,7 @@ async fn elevenlabs_first_byte_timeout_fails_the_context() {
     };
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(7, "Anyone there?").expect("speak");
-    s.flush(7).expect("flush");
+    s.end(7).expect("end");
     match next(&mut s).await {
         Some(TtsEvent::Failed {
             context: Some(7),
@@ -263,7 +263,7 @@ async fn elevenlabs_falls_back_to_single_context_sockets() {
     };
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(1, "Fallback works.").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = until(&mut s, |e| matches!(e, TtsEvent::Done { .. })).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 1 }));
     let first = events.iter().find_map(|e| match e {
@@ -302,7 +302,7 @@ async fn elevenlabs_error_mid_stream_fails_the_context_and_next_reply_reconnects
     let mut s = connect_tts(&el_cfg(&fake)).await.expect("connects");
     s.speak(1, "A sentence that needs several chunks of audio.")
         .expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = until(&mut s, |e| matches!(e, TtsEvent::Failed { .. })).await;
     match events.last() {
         Some(TtsEvent::Failed {
@@ -314,7 +314,7 @@ async fn elevenlabs_error_mid_stream_fails_the_context_and_next_reply_reconnects
         other => panic!("unexpected {other:?}"),
     }
     s.speak(2, "Hi.").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     let events = until(&mut s, |e| {
         matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
     })
@@ -352,18 +352,18 @@ async fn aura_speaks_flushes_and_clears() {
     let mut s = connect_tts(&aura_cfg(&fake)).await.expect("connects");
     s.speak(1, "Hello.").expect("speak");
     s.speak(1, "Bye.").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = until(&mut s, |e| matches!(e, TtsEvent::Done { .. })).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 1 }));
     assert!(audio_bytes(&events, 1) > 0);
 
     let long = "A long answer that the caller will interrupt before it is over. ".repeat(2);
     s.speak(2, &long).expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     until(&mut s, |e| matches!(e, TtsEvent::Audio { context: 2, .. })).await;
     s.cancel(2).expect("cancel");
     s.speak(3, "Sure.").expect("speak");
-    s.flush(3).expect("flush");
+    s.end(3).expect("end");
     let after = until(&mut s, |e| matches!(e, TtsEvent::Done { context: 3 })).await;
     assert!(
         after
@@ -477,12 +477,12 @@ async fn elevenlabs_a_stalled_socket_fails_its_reply_and_is_replaced() {
     };
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(1, "Hello.").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     until(&mut s, |e| matches!(e, TtsEvent::Done { context: 1 })).await;
     // From the next text on, the socket stops answering.
     fake.set_fault(Some(Fault::once(FaultKind::Stall, 0)));
     s.speak(2, "Anyone there?").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     match next(&mut s).await {
         Some(TtsEvent::Failed {
             context: Some(2),
@@ -491,7 +491,7 @@ async fn elevenlabs_a_stalled_socket_fails_its_reply_and_is_replaced() {
         other => panic!("unexpected {other:?}"),
     }
     s.speak(3, "Still here.").expect("speak");
-    s.flush(3).expect("flush");
+    s.end(3).expect("end");
     let events = until(&mut s, |e| {
         matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
     })
@@ -523,7 +523,7 @@ async fn elevenlabs_garbage_fails_the_reply() {
     };
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(1, "Hello there.").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = until(&mut s, |e| matches!(e, TtsEvent::Failed { .. })).await;
     assert_eq!(audio_bytes(&events, 1), 0);
     s.close().await;
@@ -561,7 +561,7 @@ async fn aura_a_stall_mid_reply_fails_it_and_the_socket_is_replaced() {
     }
     assert_eq!(flushed(), 1, "the first chunk was answered");
     s.speak(1, "How can I help you today?").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = until(&mut s, |e| {
         matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
     })
@@ -575,7 +575,7 @@ async fn aura_a_stall_mid_reply_fails_it_and_the_socket_is_replaced() {
     }
     assert!(audio_bytes(&events, 1) > 0, "the first chunk was heard");
     s.speak(2, "Hello again.").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     let events = until(&mut s, |e| {
         matches!(e, TtsEvent::Done { .. } | TtsEvent::Failed { .. })
     })

@@ -222,6 +222,31 @@ fn assert_caller_lines_transcribed(user: &[&str], script: &CallScript) {
     }
 }
 
+/// The stored transcript holds the welcome, every caller utterance and an answer to each.
+async fn assert_every_turn_transcribed(stack: &Stack, call: &CallRow, script: &CallScript) {
+    let store = &stack.server.state().store;
+    let lines = store.list_transcripts(call.id).await.expect("transcripts");
+    let user: Vec<&str> = lines
+        .iter()
+        .filter(|t| t.role == "user")
+        .map(|t| t.content.as_str())
+        .collect();
+    let bot: Vec<&str> = lines
+        .iter()
+        .filter(|t| t.role == "assistant")
+        .map(|t| t.content.as_str())
+        .collect();
+    assert!(
+        bot.iter().any(|b| b.contains("Harbor Dental")),
+        "welcome not in transcript: {bot:?}"
+    );
+    assert_caller_lines_transcribed(&user, script);
+    assert!(
+        bot.len() > script.utterances.len(),
+        "not every turn was answered: {bot:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_call_is_answered_turn_after_turn() {
     let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
@@ -239,27 +264,8 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
 
     let call = recorded_call(&stack, &report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
+    assert_every_turn_transcribed(&stack, &call, &script).await;
     let store = &stack.server.state().store;
-    let lines = store.list_transcripts(call.id).await.expect("transcripts");
-    let user: Vec<&str> = lines
-        .iter()
-        .filter(|t| t.role == "user")
-        .map(|t| t.content.as_str())
-        .collect();
-    let bot: Vec<&str> = lines
-        .iter()
-        .filter(|t| t.role == "assistant")
-        .map(|t| t.content.as_str())
-        .collect();
-    assert!(
-        bot.iter().any(|b| b.contains("Harbor Dental")),
-        "welcome not in transcript: {bot:?}"
-    );
-    assert_caller_lines_transcribed(&user, &script);
-    assert!(
-        bot.len() > script.utterances.len(),
-        "not every turn was answered: {bot:?}"
-    );
 
     let turns = store.list_turn_metrics(call.id).await.expect("metrics");
     let answered = turns
@@ -772,5 +778,168 @@ async fn a_failing_llm_falls_back_within_the_turn() {
             .any(|t| t.llm_provider.as_deref() == Some("custom:backup-model")),
         "the answering provider is not recorded: {turns:#?}"
     );
+    stack.server.shutdown().await;
+}
+
+// ---- Cartesia TTS ----------------------------------------------------------------------------
+
+const CARTESIA_KEY: &str = "test-cartesia-key";
+const CARTESIA_VOICE: &str = "a0e99841-438c-4a64-b679-ae501e7d6091";
+
+/// A Cartesia fake paced like the other TTS fakes of the stack, and the record patch that makes
+/// the assistant speak through it (`patch` merged on top).
+async fn cartesia(patch: Value) -> (switchboard_testkit::cartesia::CartesiaFake, Value) {
+    use switchboard_testkit::cartesia::{CartesiaFake, CartesiaFakeConfig};
+    let fake = CartesiaFake::start(CartesiaFakeConfig {
+        api_key: CARTESIA_KEY.into(),
+        latency: quick_latency(),
+        ms_per_char: 40,
+        ..CartesiaFakeConfig::default()
+    })
+    .await
+    .expect("cartesia fake");
+    let mut record = serde_json::json!({
+        "tts_settings": {"provider": "cartesia", "voice_id": CARTESIA_VOICE, "model_id": null,
+            "provider_config": {"base_url": fake.base_url()}},
+        "api_keys": {"cartesia_api_key": CARTESIA_KEY}
+    });
+    merge(&mut record, &patch);
+    (fake, record)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cartesia_call_is_answered_turn_after_turn() {
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let (fake, patch) = cartesia(serde_json::json!({})).await;
+    let stack = start_with(&script, WELCOME, patch, &[]).await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert_welcome_and_every_turn_answered(&report, &script);
+
+    let call = recorded_call(&stack, &report.call_sid).await;
+    assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
+    assert_every_turn_transcribed(&stack, &call, &script).await;
+
+    // What reached Cartesia: one socket, the default model, the voice, µ-law 8 kHz, the
+    // call's language, every reply ended and none refused.
+    let rec = fake.received();
+    assert_eq!(rec.len(), 1, "one socket for the call");
+    let conn = &rec[0];
+    assert!(conn.errors.is_empty(), "{:?}", conn.errors);
+    assert!(conn.contexts.len() > script.utterances.len());
+    for ctx in &conn.contexts {
+        assert_eq!(ctx.model_id, "sonic-2");
+        assert_eq!(ctx.voice_id, CARTESIA_VOICE);
+        assert_eq!(ctx.language.as_deref(), Some("en"));
+        assert_eq!(
+            (ctx.encoding.as_str(), ctx.sample_rate_hz),
+            ("pcm_mulaw", 8000)
+        );
+    }
+    drop(stack.fakes);
+    stack.server.shutdown().await;
+}
+
+/// Refusals of the record's Cartesia settings: a wrong key (at the handshake) and a speed
+/// Cartesia does not take (before connecting) fail the call's start with `provider_error`; an
+/// unknown voice (refused by Cartesia on the welcome) ends the call with `tts_failed`. Never a
+/// call that stays silent until the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartesia_refusals_end_the_call_with_a_clear_reason() {
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    for (patch, expected) in [
+        (
+            serde_json::json!({"api_keys": {"cartesia_api_key": "wrong-cartesia-key"}}),
+            EndedReason::ProviderError,
+        ),
+        (
+            serde_json::json!({"tts_settings": {"speed": 1.9}}),
+            EndedReason::ProviderError,
+        ),
+        (
+            serde_json::json!({"tts_settings": {"voice_id": "no-such-voice"}}),
+            EndedReason::TtsFailed,
+        ),
+    ] {
+        let (fake, patch) = cartesia(patch.clone()).await;
+        let stack = start_with(&script, WELCOME, patch.clone(), &[]).await;
+        let report = call(&stack, script.clone()).await;
+        let call = finished_call(&stack, &report.call_sid).await;
+        assert_eq!(call.ended_reason, Some(expected), "{patch}: {call:?}");
+        assert_eq!(call.status, CallStatus::Failed, "{patch}: {call:?}");
+        drop(fake);
+        drop(stack.fakes);
+        stack.server.shutdown().await;
+    }
+}
+
+/// Cartesia goes away after the welcome: the next reply cannot be spoken by our TTS, so the
+/// caller hears the apology through Twilio (`<Say>`) and the call ends `tts_failed`, instead
+/// of dead air until the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartesia_failing_mid_call_is_apologised_for_by_twilio() {
+    use switchboard_core::call::settings::DEFAULT_PROVIDER_ERROR_GOODBYE;
+    use switchboard_testkit::twilio::{new_sid, parse_twiml};
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let (fake, patch) = cartesia(serde_json::json!({})).await;
+    let stack = start_with(&script, WELCOME, patch, &[]).await;
+    let call_sid = new_sid("CA");
+    let mut cfg = FakeCallConfig::new(
+        &format!("{}/twilio/voice", stack.base),
+        TWILIO_TOKEN,
+        stack.http.clone(),
+    );
+    cfg.account_sid = TWILIO_SID.to_owned();
+    cfg.to = NUMBER.to_owned();
+    cfg.call_sid = Some(call_sid.clone());
+    cfg.control = Some(stack._twilio.accept_inbound(&call_sid, &cfg.from, NUMBER));
+    cfg.max_duration = Duration::from_secs(60);
+    // Cartesia ends every connection once the welcome has been generated in full.
+    let outage = async {
+        for _ in 0..1_500 {
+            let welcomed = fake
+                .received()
+                .first()
+                .and_then(|c| c.contexts.first().map(|ctx| ctx.done_sent))
+                .unwrap_or(false);
+            if welcomed {
+                fake.shutdown();
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    let (report, outage) = tokio::join!(FakeCall::new(cfg, Arc::new(script.clone())).run(), outage);
+    assert!(outage, "the welcome was never generated");
+    let first_utterance_ms = script.utterances[0].start_ms as f64;
+    assert!(
+        report
+            .chunks
+            .iter()
+            .any(|c| c.received_ms < first_utterance_ms),
+        "the welcome was not heard"
+    );
+    let call = finished_call(&stack, &call_sid).await;
+    assert_eq!(call.ended_reason, Some(EndedReason::TtsFailed), "{call:?}");
+    let twiml = stack
+        ._twilio
+        .call_updates()
+        .into_iter()
+        .filter(|u| u.call_sid == call_sid)
+        .find_map(|u| u.twiml)
+        .expect("a spoken hang-up through Twilio");
+    let parsed = parse_twiml(&twiml).expect("twiml");
+    assert_eq!(
+        parsed.says,
+        vec![DEFAULT_PROVIDER_ERROR_GOODBYE.to_owned()],
+        "{twiml}"
+    );
+    assert!(parsed.hangup, "{twiml}");
+    drop(stack.fakes);
     stack.server.shutdown().await;
 }

@@ -572,9 +572,9 @@ pub fn llm_configs(
 pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
     let provider = t.provider.clone();
-    if provider != "elevenlabs" && provider != "deepgram" {
+    if !matches!(provider.as_str(), "elevenlabs" | "deepgram" | "cartesia") {
         return Err(ResolveError::Unsupported(format!(
-            "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram)"
+            "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram, cartesia)"
         )));
     }
     let pc = t.provider_config.as_ref();
@@ -587,6 +587,9 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, R
         "tts_settings.provider_config.api_key",
         pc.and_then(|p| p.get_str("api_key")),
     )?;
+    // The record has no TTS language: the call's language is the STT's (`en-US`); the adapters
+    // that take one use its primary subtag.
+    let language_code = (provider == "cartesia").then(|| a.stt_settings.language.clone());
     Ok(TtsConfig {
         provider,
         voice_id: t.voice_id.clone(),
@@ -597,6 +600,7 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, R
         use_speaker_boost: Some(t.use_speaker_boost),
         speed: Some(t.speed as f32),
         latency: Some(t.latency),
+        language_code,
         base_url: pc.and_then(|p| p.get_str("base_url")).map(str::to_owned),
         api_key,
         ..TtsConfig::default()
@@ -786,7 +790,7 @@ mod tests {
             voice_id: "rachel".into(),
             ..TtsConfig::default()
         };
-        let el = switchboard_providers::elevenlabs::stream_url(&el, false).unwrap();
+        let el = switchboard_providers::tts::elevenlabs::stream_url(&el, false).unwrap();
         assert_eq!(
             host_of_url(el.as_str()).as_deref(),
             default_provider_host("elevenlabs")
@@ -796,7 +800,7 @@ mod tests {
             voice_id: "aura-2-thalia-en".into(),
             ..TtsConfig::default()
         };
-        let aura = switchboard_providers::deepgram_aura::speak_url(&aura).unwrap();
+        let aura = switchboard_providers::tts::deepgram_aura::speak_url(&aura).unwrap();
         assert_eq!(
             host_of_url(aura.as_str()).as_deref(),
             default_provider_host("deepgram")
@@ -813,12 +817,12 @@ mod tests {
                 .to_string()
                 .contains("soniox")
         );
-        a.tts_settings.provider = "cartesia".into();
+        a.tts_settings.provider = "acme-tts".into();
         assert!(
             tts_config(&a, &KeySources::default())
                 .unwrap_err()
                 .to_string()
-                .contains("cartesia")
+                .contains("acme-tts")
         );
     }
 }

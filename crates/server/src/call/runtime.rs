@@ -799,10 +799,15 @@ impl Call {
                     generation,
                     end_of_generation,
                 } => {
-                    if end_of_generation {
+                    // A flush before a tool call generates what was said so far and keeps the
+                    // reply open; only the end of the generation ends the TTS context.
+                    let sent = if end_of_generation {
                         self.tts_closing.insert(generation.0);
-                    }
-                    if let Err(e) = self.tts.flush(generation.0) {
+                        self.tts.end(generation.0)
+                    } else {
+                        self.tts.flush(generation.0)
+                    };
+                    if let Err(e) = sent {
                         self.tts_error(generation, &e);
                     }
                 }

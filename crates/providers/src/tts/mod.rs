@@ -2,11 +2,22 @@
 //! handle per call.
 //!
 //! A *context* is one assistant reply (the core's generation id). The call task sends text
-//! chunks with [`TtsSession::speak`] (each chunk is synthesised as soon as it arrives), ends the
-//! reply with [`TtsSession::flush`] and receives [`TtsEvent::Audio`] then one
-//! [`TtsEvent::Done`]. [`TtsSession::cancel`] is barge-in: audio of a cancelled context never
-//! surfaces and it gets no `Done`. The socket stays open across replies. Volume is applied by
-//! the core, not here.
+//! chunks with [`TtsSession::speak`] (each chunk is synthesised as soon as the vendor allows),
+//! may ask for what it gave so far with [`TtsSession::flush`] (e.g. before a tool call; the
+//! reply goes on afterwards), ends the reply with [`TtsSession::end`] and receives
+//! [`TtsEvent::Audio`] then one [`TtsEvent::Done`]. [`TtsSession::cancel`] is barge-in: audio
+//! of a cancelled context never surfaces and it gets no `Done`. The socket stays open across
+//! replies. Volume is applied by the core, not here.
+//!
+//! Layout: [`protocol`] is the vendor trait, [`driver`] the one websocket session driver, and
+//! one file per vendor ([`elevenlabs`], [`deepgram_aura`], [`cartesia`]) implements the trait
+//! and exposes `connect`.
+
+pub mod cartesia;
+pub mod deepgram_aura;
+pub(crate) mod driver;
+pub mod elevenlabs;
+pub mod protocol;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -23,12 +34,13 @@ use crate::stt::redacted;
 /// Everything needed to open a TTS session, named after the assistant record's `tts_settings`.
 #[derive(Clone, PartialEq)]
 pub struct TtsConfig {
-    /// `tts_settings.provider`: `elevenlabs` or `deepgram` (Aura).
+    /// `tts_settings.provider`: `elevenlabs`, `deepgram` (Aura) or `cartesia`.
     pub provider: String,
     /// `tts_settings.voice_id`: ElevenLabs voice id; for Deepgram the Aura model when
     /// `model_id` is empty (e.g. `aura-2-thalia-en`).
     pub voice_id: String,
-    /// `tts_settings.model_id`, e.g. `eleven_flash_v2_5`; for Deepgram the Aura model.
+    /// `tts_settings.model_id`, e.g. `eleven_flash_v2_5`; for Deepgram the Aura model; for
+    /// Cartesia e.g. `sonic-2` (`None`: [`cartesia::DEFAULT_MODEL`]).
     pub model_id: Option<String>,
     /// `tts_settings.stability` (ElevenLabs, 0..1).
     pub stability: Option<f32>,
@@ -38,14 +50,16 @@ pub struct TtsConfig {
     pub style: Option<f32>,
     /// `tts_settings.use_speaker_boost` (ElevenLabs).
     pub use_speaker_boost: Option<bool>,
-    /// `tts_settings.speed` (ElevenLabs 0.7–1.2; Aura `speed`).
+    /// `tts_settings.speed` (ElevenLabs 0.7–1.2; Aura `speed`; Cartesia
+    /// `generation_config.speed` 0.6–1.5, refused outside).
     pub speed: Option<f32>,
     /// `tts_settings.latency`: ElevenLabs `optimize_streaming_latency` (0–4), sent as a query
     /// parameter when set.
     pub latency: Option<u8>,
     /// Output format; `ulaw_8000` (8 kHz µ-law, Twilio's) is what the call path expects.
     pub output_format: String,
-    /// ElevenLabs `language_code` (ISO 639-1) for models that enforce a language.
+    /// Language of the speech (ISO 639-1): ElevenLabs `language_code` for models that enforce
+    /// a language; Cartesia `language`.
     pub language_code: Option<String>,
     /// ElevenLabs `generation_config.chunk_length_schedule` (characters, each 50–500); empty
     /// leaves the server default.
@@ -175,6 +189,7 @@ pub enum TtsEvent {
 pub(crate) enum TtsCommand {
     Speak(u64, String),
     Flush(u64),
+    End(u64),
     Cancel(u64),
     Close(oneshot::Sender<()>),
 }
@@ -251,10 +266,19 @@ impl TtsSession {
             .map_err(|_| session_gone("tts"))
     }
 
-    /// End reply `context`: everything spoken so far is generated, then `Done { context }`.
+    /// Generate everything `context` was given so far now, without ending it: more text may
+    /// follow (a reply that speaks, runs a tool, then speaks again). No `Done` comes of it.
     pub fn flush(&self, context: u64) -> Result<(), ProviderError> {
         self.commands
             .send(TtsCommand::Flush(context))
+            .map_err(|_| session_gone("tts"))
+    }
+
+    /// End reply `context`: no more text; everything spoken is generated, then
+    /// `Done { context }` (at once when nothing was spoken).
+    pub fn end(&self, context: u64) -> Result<(), ProviderError> {
+        self.commands
+            .send(TtsCommand::End(context))
             .map_err(|_| session_gone("tts"))
     }
 
@@ -277,12 +301,13 @@ impl TtsSession {
 }
 
 /// Open a TTS session: ElevenLabs multi-context websocket (falling back to one stream-input
-/// socket per context when the multi-context endpoint is refused) or Deepgram Aura. Returns
-/// once the first websocket handshake succeeded, so a bad key fails here.
+/// socket per context when the multi-context endpoint is refused), Deepgram Aura or Cartesia.
+/// Returns once the first websocket handshake succeeded, so a bad key fails here.
 pub async fn connect_tts(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
     match cfg.provider.as_str() {
-        "elevenlabs" | "eleven_labs" | "11labs" => crate::elevenlabs::connect(cfg).await,
-        "deepgram" | "aura" | "deepgram_aura" => crate::deepgram_aura::connect(cfg).await,
+        "elevenlabs" | "eleven_labs" | "11labs" => elevenlabs::connect(cfg).await,
+        "deepgram" | "aura" | "deepgram_aura" => deepgram_aura::connect(cfg).await,
+        "cartesia" => cartesia::connect(cfg).await,
         other => Err(ProviderError::Config {
             provider: "tts",
             message: format!("unsupported TTS provider `{other}`"),
