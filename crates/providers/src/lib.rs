@@ -19,6 +19,7 @@ pub mod elevenlabs;
 pub mod openai;
 pub mod slots;
 pub mod sse;
+pub mod transcode;
 
 #[cfg(test)]
 mod fuzz_tests;
