@@ -34,7 +34,7 @@ pub const STT_PROVIDERS: &[&str] = &[
 ];
 
 /// TTS providers the engine knows (`tts_settings.provider`).
-pub const TTS_PROVIDERS: &[&str] = &["elevenlabs", "deepgram", "cartesia"];
+pub const TTS_PROVIDERS: &[&str] = &["elevenlabs", "deepgram", "cartesia", "openai"];
 
 /// Recording sample rates accepted in `recording_settings.sample_rate`, in Hz.
 pub const RECORDING_SAMPLE_RATES_HZ: &[u32] = &[8000, 16000, 22050, 24000, 32000, 44100, 48000];

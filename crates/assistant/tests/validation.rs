@@ -315,7 +315,7 @@ fn provider_names_are_checked() {
         accepts("stt_settings.provider", json!(ok));
     }
     rejects("stt_settings.provider", json!("whisper"));
-    for ok in ["elevenlabs", "deepgram", "cartesia"] {
+    for ok in ["elevenlabs", "deepgram", "cartesia", "openai"] {
         // Speed 1.0 is valid for every provider.
         accepts("tts_settings.provider", json!(ok));
     }

@@ -15,6 +15,7 @@ pub mod anthropic;
 pub mod openai;
 pub mod slots;
 pub mod sse;
+pub mod transcode;
 pub(crate) mod ws;
 
 #[cfg(test)]

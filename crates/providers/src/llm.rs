@@ -918,7 +918,7 @@ const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
 /// Longest error message kept from a body, in chars.
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
 
-async fn read_http_error(
+pub(crate) async fn read_http_error(
     provider: &'static str,
     mut response: reqwest::Response,
     deadline: Instant,
@@ -994,7 +994,7 @@ pub fn http_error(
 }
 
 /// The error and its sources on one line (reqwest's top-level text alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(src) = cur {

@@ -31,6 +31,8 @@ use switchboard_netguard::OutboundPolicy;
 use crate::error::ProviderError;
 use crate::stt::redacted;
 
+pub mod openai;
+
 /// Everything needed to open a TTS session, named after the assistant record's `tts_settings`.
 #[derive(Clone, PartialEq)]
 pub struct TtsConfig {
@@ -61,6 +63,8 @@ pub struct TtsConfig {
     /// Language of the speech (ISO 639-1): ElevenLabs `language_code` for models that enforce
     /// a language; Cartesia `language`.
     pub language_code: Option<String>,
+    /// OpenAI speech `instructions` (tone, accent, pace; `tts_settings.provider_config.instructions`).
+    pub instructions: Option<String>,
     /// ElevenLabs `generation_config.chunk_length_schedule` (characters, each 50–500); empty
     /// leaves the server default.
     pub chunk_length_schedule: Vec<u32>,
@@ -102,6 +106,7 @@ impl Default for TtsConfig {
             latency: None,
             output_format: "ulaw_8000".into(),
             language_code: None,
+            instructions: None,
             chunk_length_schedule: Vec::new(),
             auto_mode: false,
             sync_alignment: true,
@@ -130,6 +135,7 @@ impl fmt::Debug for TtsConfig {
             .field("latency", &self.latency)
             .field("output_format", &self.output_format)
             .field("language_code", &self.language_code)
+            .field("instructions", &self.instructions)
             .field("chunk_length_schedule", &self.chunk_length_schedule)
             .field("auto_mode", &self.auto_mode)
             .field("sync_alignment", &self.sync_alignment)
@@ -308,6 +314,7 @@ pub async fn connect_tts(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
         "elevenlabs" | "eleven_labs" | "11labs" => elevenlabs::connect(cfg).await,
         "deepgram" | "aura" | "deepgram_aura" => deepgram_aura::connect(cfg).await,
         "cartesia" => cartesia::connect(cfg).await,
+        "openai" => openai::connect(cfg).await,
         other => Err(ProviderError::Config {
             provider: "tts",
             message: format!("unsupported TTS provider `{other}`"),

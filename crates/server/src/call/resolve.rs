@@ -572,9 +572,9 @@ pub fn llm_configs(
 pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
     let provider = t.provider.clone();
-    if !matches!(provider.as_str(), "elevenlabs" | "deepgram" | "cartesia") {
+    if !matches!(provider.as_str(), "elevenlabs" | "deepgram" | "cartesia" | "openai") {
         return Err(ResolveError::Unsupported(format!(
-            "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram, cartesia)"
+            "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram, cartesia, openai)"
         )));
     }
     let pc = t.provider_config.as_ref();
@@ -602,6 +602,9 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, R
         latency: Some(t.latency),
         language_code,
         base_url: pc.and_then(|p| p.get_str("base_url")).map(str::to_owned),
+        instructions: pc
+            .and_then(|p| p.get_str("instructions"))
+            .map(str::to_owned),
         api_key,
         ..TtsConfig::default()
     })
@@ -805,6 +808,26 @@ mod tests {
             host_of_url(aura.as_str()).as_deref(),
             default_provider_host("deepgram")
         );
+        let speech = switchboard_providers::tts::openai::speech_url(&TtsConfig::default());
+        assert_eq!(
+            host_of_url(&speech).as_deref(),
+            default_provider_host("openai")
+        );
+    }
+
+    #[test]
+    fn openai_tts_takes_its_instructions_from_the_provider_config() {
+        let mut a = assistant("x");
+        a.tts_settings.provider = "openai".into();
+        a.tts_settings.voice_id = "coral".into();
+        a.tts_settings.provider_config = serde_json::from_value(
+            serde_json::json!({"api_key": "sk-tts", "instructions": "Speak warmly."}),
+        )
+        .ok();
+        let cfg = tts_config(&a, &KeySources::default()).unwrap();
+        assert_eq!(cfg.provider, "openai");
+        assert_eq!(cfg.instructions.as_deref(), Some("Speak warmly."));
+        assert_eq!(cfg.api_key, "sk-tts");
     }
 
     #[test]
