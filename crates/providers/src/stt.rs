@@ -16,7 +16,9 @@ use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
 
+pub mod elevenlabs;
 pub mod protocol;
+pub mod soniox;
 pub(crate) mod wsutil;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
@@ -314,6 +316,26 @@ pub enum SttEvent {
         confidence: f32,
         /// Words of the turn.
         words: Vec<Word>,
+    },
+    /// The provider named the language of the utterance it just finalised (ElevenLabs
+    /// `language_code` with `include_language_detection`). Comes right before that final
+    /// `Transcript`.
+    LanguageDetected {
+        /// Language code as the provider reports it (ISO 639-1 or 639-3, e.g. `en`, `eng`).
+        language: String,
+    },
+    /// The session moved the call to another provider mid-call (`prefer_flux_for_english`:
+    /// ElevenLabs heard English, Deepgram Flux takes over). Later events come from `to`; the
+    /// last `replayed_ms` of audio were sent again to `to`, so nothing said is lost.
+    ProviderSwitched {
+        /// Provider that transcribed until now.
+        from: &'static str,
+        /// Provider (and model) that transcribes from now on, e.g. `deepgram flux-general-en`.
+        to: String,
+        /// Why: the language detected, e.g. `en`.
+        language: String,
+        /// Audio (ms) replayed into the new provider.
+        replayed_ms: u32,
     },
     /// The socket dropped; reconnect attempt `attempt` (1-based) is about to start.
     Reconnecting {
