@@ -17,8 +17,10 @@ use switchboard_netguard::OutboundPolicy;
 use crate::error::ProviderError;
 
 pub mod elevenlabs;
+pub(crate) mod language;
 pub mod protocol;
 pub mod soniox;
+pub mod swap;
 pub(crate) mod wsutil;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
@@ -117,6 +119,10 @@ pub struct SttConfig {
     pub speechmatics: SpeechmaticsSttConfig,
     /// `stt_settings.soniox_config`, used by provider `soniox`.
     pub soniox: SonioxSttConfig,
+    /// `stt_settings.prefer_flux_for_english` with provider `elevenlabs`: the Flux session the
+    /// call moves to once its first utterance is detected as English (see [`swap`]). `None`:
+    /// no swap.
+    pub english_flux: Option<swap::EnglishFlux>,
     /// Deepgram `tag` (both endpoints; `flux_config.tag` in the record). Fakes use it to pick
     /// a script.
     pub tag: Option<String>,
@@ -172,6 +178,7 @@ impl Default for SttConfig {
             elevenlabs: ElevenLabsSttConfig::default(),
             speechmatics: SpeechmaticsSttConfig::default(),
             soniox: SonioxSttConfig::default(),
+            english_flux: None,
             tag: None,
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
@@ -209,6 +216,7 @@ impl fmt::Debug for SttConfig {
             .field("elevenlabs", &self.elevenlabs)
             .field("speechmatics", &self.speechmatics)
             .field("soniox", &self.soniox)
+            .field("english_flux", &self.english_flux)
             .field("tag", &self.tag)
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)
@@ -328,8 +336,8 @@ pub enum SttEvent {
     /// ElevenLabs heard English, Deepgram Flux takes over). Later events come from `to`; the
     /// last `replayed_ms` of audio were sent again to `to`, so nothing said is lost.
     ProviderSwitched {
-        /// Provider that transcribed until now.
-        from: &'static str,
+        /// Provider that transcribed until now, e.g. `elevenlabs`.
+        from: String,
         /// Provider (and model) that transcribes from now on, e.g. `deepgram flux-general-en`.
         to: String,
         /// Why: the language detected, e.g. `en`.

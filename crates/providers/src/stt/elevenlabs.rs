@@ -34,8 +34,8 @@ use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
 use crate::error::ProviderError;
+use crate::stt::language::primary_language;
 use crate::stt::protocol::{Parsed, SttProtocol};
-use crate::stt::soniox::primary_language;
 use crate::stt::wsutil::ws_url;
 use crate::stt::{SttConfig, SttEncoding, SttEvent, Word};
 

@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
 use crate::error::ProviderError;
+use crate::stt::language::primary_language;
 use crate::stt::protocol::{Parsed, SttProtocol};
 use crate::stt::wsutil::ws_url;
 use crate::stt::{SttConfig, SttEncoding, SttEvent, Word};
@@ -89,12 +90,6 @@ fn config_error(message: impl Into<String>) -> ProviderError {
         provider: PROVIDER,
         message: message.into(),
     }
-}
-
-/// The primary language subtag of a BCP 47 tag (`en-US` → `en`), lower case.
-pub(crate) fn primary_language(tag: &str) -> Option<String> {
-    let primary = tag.trim().split(['-', '_']).next()?.to_ascii_lowercase();
-    (!primary.is_empty() && primary != "multi").then_some(primary)
 }
 
 /// The start request (first message of every connection), every `soniox_config` field mapped.

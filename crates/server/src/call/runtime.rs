@@ -554,7 +554,7 @@ impl Call {
                 replayed_ms,
             } => {
                 tracing::info!(
-                    call_sid = %self.setup.call_sid, from, %to, %language, replayed_ms,
+                    call_sid = %self.setup.call_sid, %from, %to, %language, replayed_ms,
                     "stt switched provider mid-call"
                 );
             }
