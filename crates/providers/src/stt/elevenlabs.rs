@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
 use crate::error::ProviderError;
-use crate::stt::language::primary_language;
+use crate::stt::language::{bare_word, primary_language};
 use crate::stt::protocol::{Parsed, SttProtocol};
 use crate::stt::wsutil::ws_url;
 use crate::stt::{SttConfig, SttEncoding, SttEvent, Word};
@@ -226,12 +226,7 @@ fn words_of(timed: &[TimedWord], offset_s: f64) -> Vec<Word> {
         .iter()
         .filter(|w| w.kind != "spacing" && !w.text.trim().is_empty())
         .map(|w| Word {
-            word: w
-                .text
-                .chars()
-                .filter(|c| c.is_alphanumeric() || *c == '\'' || *c == '-')
-                .flat_map(char::to_lowercase)
-                .collect(),
+            word: bare_word(&w.text),
             start_s: offset_s + w.start,
             end_s: offset_s + w.end,
             confidence: w.logprob.map_or(1.0, |lp| lp.exp().clamp(0.0, 1.0) as f32),

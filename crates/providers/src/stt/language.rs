@@ -1,4 +1,4 @@
-//! Language tags as the STT vendors want them: the record writes BCP 47 (`en-US`), Soniox and
+//! Language tags and word forms as the STT vendors and the core want them: the record writes BCP 47 (`en-US`), Soniox and
 //! ElevenLabs take ISO 639 codes (`en`), ElevenLabs may report ISO 639-3 (`eng`).
 
 /// The primary language subtag of a BCP 47 tag (`en-US` → `en`), lower case; `None` for an
@@ -14,6 +14,14 @@ pub(crate) fn is_english(code: &str) -> bool {
     matches!(primary_language(code).as_deref(), Some("en" | "eng"))
 }
 
+/// Lower case, no punctuation: the form `Word::word` promises.
+pub(crate) fn bare_word(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric() || *c == '\'' || *c == '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -25,6 +33,8 @@ mod tests {
         assert_eq!(primary_language("multi"), None);
         assert_eq!(primary_language(" "), None);
         assert!(is_english("en") && is_english("eng") && is_english("en-GB"));
+        assert_eq!(bare_word("World."), "world");
+        assert_eq!(bare_word("don't"), "don't");
         assert!(!is_english("es") && !is_english("") && !is_english("english-ish-no"));
     }
 }

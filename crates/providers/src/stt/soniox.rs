@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
 use crate::error::ProviderError;
-use crate::stt::language::primary_language;
+use crate::stt::language::{bare_word, primary_language};
 use crate::stt::protocol::{Parsed, SttProtocol};
 use crate::stt::wsutil::ws_url;
 use crate::stt::{SttConfig, SttEncoding, SttEvent, Word};
@@ -275,14 +275,6 @@ impl Stretch {
             words: self.words,
         }
     }
-}
-
-/// Lower case, no punctuation: the form `Word::word` promises.
-fn bare_word(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_alphanumeric() || *c == '\'' || *c == '-')
-        .flat_map(char::to_lowercase)
-        .collect()
 }
 
 impl SttProtocol for Soniox {

@@ -77,6 +77,17 @@ fn final_transcript(text: &str, words: Vec<Word>) -> SttEvent {
     }
 }
 
+/// The primary reports the language of the utterance it is about to finalise.
+async fn detect(primary: &FakeEnds, language: &str) {
+    primary
+        .events
+        .send(SttEvent::LanguageDetected {
+            language: language.into(),
+        })
+        .await
+        .unwrap();
+}
+
 /// Send frames `range` through the wrapper and wait until the primary got them all.
 async fn play(s: &mut SttSession, primary: &mut FakeEnds, range: std::ops::Range<u8>) {
     for n in range.clone() {
@@ -107,12 +118,7 @@ async fn an_english_first_utterance_moves_the_call_to_flux_with_the_audio_after_
     let mut s = english_swap(primary, plan(connect));
 
     play(&mut s, &mut p, 0..50).await; // 1.0 s
-    p.events
-        .send(SttEvent::LanguageDetected {
-            language: "en".into(),
-        })
-        .await
-        .unwrap();
+    detect(&p, "en").await;
     let first = final_transcript(
         "I need a table",
         vec![word("i", 0.2, 0.3), word("table", 0.4, 0.6)],
@@ -227,23 +233,13 @@ async fn another_language_keeps_the_primary_for_the_whole_call() {
         .send(final_transcript("", Vec::new()))
         .await
         .unwrap();
-    p.events
-        .send(SttEvent::LanguageDetected {
-            language: "spa".into(),
-        })
-        .await
-        .unwrap();
+    detect(&p, "spa").await;
     p.events
         .send(final_transcript("hola", vec![word("hola", 0.0, 0.2)]))
         .await
         .unwrap();
     // Then English later on: too late, the first utterance decided.
-    p.events
-        .send(SttEvent::LanguageDetected {
-            language: "en".into(),
-        })
-        .await
-        .unwrap();
+    detect(&p, "en").await;
     p.events
         .send(final_transcript("hello", vec![word("hello", 0.3, 0.4)]))
         .await
@@ -277,12 +273,7 @@ async fn when_flux_cannot_connect_the_held_events_come_and_the_primary_stays() {
     });
     let mut s = english_swap(primary, plan(connect));
     play(&mut s, &mut p, 0..20).await;
-    p.events
-        .send(SttEvent::LanguageDetected {
-            language: "en".into(),
-        })
-        .await
-        .unwrap();
+    detect(&p, "en").await;
     p.events
         .send(final_transcript("yes", vec![word("yes", 0.0, 0.2)]))
         .await
