@@ -22,8 +22,8 @@ use switchboard_netguard::OutboundPolicy;
 
 use crate::elevenlabs::next_ws_message;
 use crate::error::ProviderError;
-use crate::stt::wsutil::{self, Ws};
 use crate::tts::{EVENT_QUEUE, TtsCommand, TtsConfig, TtsEvent, TtsSession, strip_audio_header};
+use crate::ws::{self as wsutil, Ws};
 
 /// Provider name used in errors.
 const PROVIDER: &str = "deepgram";

@@ -25,10 +25,10 @@ use url::Url;
 use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
-use crate::stt::wsutil::{self, Ws};
 use crate::tts::{
     Alignment, EVENT_QUEUE, TtsCommand, TtsConfig, TtsEvent, TtsSession, strip_audio_header,
 };
+use crate::ws::{self as wsutil, Ws};
 
 /// Provider name used in errors.
 pub(crate) const PROVIDER: &str = "elevenlabs";

@@ -12,13 +12,14 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard_fuzzkit::{Edit, Json, Text, apply_edits, text_from_bytes};
 
-use crate::deepgram::{Parsed, parse_live};
 use crate::error::ProviderError;
 use crate::llm::{Decoder, LlmEvent, http_error};
 use crate::sse::{SseError, SseEvent, SseParser};
 use crate::stt::SttEvent;
-use crate::stt::wsutil::error_text_from_body;
+use crate::stt::deepgram::parse_live;
+use crate::stt::protocol::Parsed;
 use crate::tts::strip_audio_header;
+use crate::ws::error_text_from_body;
 
 /// Inputs per target under `cargo test` (`BOLERO_RANDOM_ITERATIONS` overrides it).
 const CI_ITERATIONS: usize = 20_000;
@@ -886,8 +887,8 @@ fn fuzz_stt_deepgram_messages() {
             let mut flux = Vec::new();
             // Flux has no Metadata summary: nothing it parses ends the stream like one.
             assert_ne!(
-                crate::deepgram_flux::parse(&text, OFFSET_S, &mut flux),
-                Parsed::Metadata
+                crate::stt::deepgram_flux::parse(&text, OFFSET_S, &mut flux),
+                Parsed::EndOfStream
             );
             match m {
                 DgMessage::Results {
@@ -925,7 +926,7 @@ fn fuzz_stt_deepgram_messages() {
                         }
                     }
                 }
-                DgMessage::Metadata => assert_eq!(parsed, Parsed::Metadata),
+                DgMessage::Metadata => assert_eq!(parsed, Parsed::EndOfStream),
                 DgMessage::TurnInfo {
                     event, transcript, ..
                 } => {

@@ -12,13 +12,12 @@ pub mod stt;
 pub mod tts;
 
 pub mod anthropic;
-pub mod deepgram;
 pub mod deepgram_aura;
-pub mod deepgram_flux;
 pub mod elevenlabs;
 pub mod openai;
 pub mod slots;
 pub mod sse;
+pub(crate) mod ws;
 
 #[cfg(test)]
 mod fuzz_tests;

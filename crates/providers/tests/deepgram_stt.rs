@@ -5,58 +5,16 @@ use std::time::Duration;
 
 use switchboard_netguard::OutboundPolicy;
 use switchboard_providers::ProviderError;
-use switchboard_providers::deepgram::listen_url;
+use switchboard_providers::stt::deepgram::listen_url;
 use switchboard_providers::stt::{SttConfig, SttEvent, SttKeyword, SttSession, connect_stt};
-use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig, mulaw};
+use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::fault::{Fault, FaultKind};
 
+mod stt_common;
+
+use stt_common::{WAIT, collect_until, loopback, next_event, send, silence, voice};
+
 const KEY: &str = "test-deepgram-key";
-/// Generous bound so a loaded machine does not fail tests; never a speed assertion.
-const WAIT: Duration = Duration::from_secs(15);
-
-fn voice(ms: u64, start_sample: u64) -> Vec<u8> {
-    mulaw::voice_like(start_sample, (ms * 8) as usize)
-}
-
-fn silence(ms: u64) -> Vec<u8> {
-    vec![mulaw::SILENCE; (ms * 8) as usize]
-}
-
-/// Send in 100 ms chunks with a yield in between, like a paced call but faster.
-async fn send(session: &mut SttSession, audio: &[u8]) {
-    for chunk in audio.chunks(800) {
-        assert!(session.send_audio(chunk), "audio queue overflowed");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn next_event(session: &mut SttSession) -> Option<SttEvent> {
-    tokio::time::timeout(WAIT, session.events.recv())
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Collect events until one matches `stop` (inclusive).
-async fn collect_until(
-    session: &mut SttSession,
-    stop: impl Fn(&SttEvent) -> bool,
-) -> Vec<SttEvent> {
-    let mut out = Vec::new();
-    while let Some(ev) = next_event(session).await {
-        let done = stop(&ev);
-        out.push(ev);
-        if done {
-            return out;
-        }
-    }
-    panic!("event stream ended or timed out; got {out:?}");
-}
-
-/// The fakes listen on 127.0.0.1: an outbound policy that allows exactly loopback.
-fn loopback() -> OutboundPolicy {
-    OutboundPolicy::new("127.0.0.1,::1".parse().expect("allowlist"))
-}
 
 fn cfg(fake: &DeepgramFake) -> SttConfig {
     SttConfig {

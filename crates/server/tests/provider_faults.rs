@@ -26,6 +26,7 @@ use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
 use switchboard_testkit::fault::{Fault, FaultKind};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{FakeLlmOptions, FakeLlmTurn, FakeOpenAi};
+use switchboard_testkit::speechmatics::{SpeechmaticsFake, SpeechmaticsFakeConfig};
 use switchboard_testkit::twilio::{
     CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
     UtteranceKind, new_sid, parse_twiml,
@@ -40,6 +41,10 @@ const DEEPGRAM_KEY: &str = "dg-faults-key-0123456789";
 const ELEVENLABS_KEY: &str = "el-faults-key-0123456789";
 const OPENAI_KEY: &str = "sk-faults-key-0123456789";
 const ANTHROPIC_KEY: &str = "sk-ant-faults-key-0123456789";
+const SPEECHMATICS_KEY: &str = "sm-faults-key-0123456789";
+/// Stream time (ms) after which the Speechmatics fake fails a socket with `job_error` in the
+/// mid-call fault case: between the two turns.
+const SM_JOB_ERROR_AFTER_MS: u64 = 5_000;
 const TAG: &str = "faults";
 const WELCOME: &str = "Hello, Harbor Dental.";
 const FIRST_LINE: &str = "I would like to book a cleaning.";
@@ -66,6 +71,23 @@ const ENDS_HANGUP_MS: u64 = 25_000;
 enum Stt {
     Live,
     Flux,
+    /// Speechmatics realtime, with what goes wrong with it.
+    Speechmatics(SmCase),
+}
+
+/// What the Speechmatics fake or the record does to a Speechmatics call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmCase {
+    /// Nothing: a healthy call.
+    Healthy,
+    /// Every socket fails with `job_error` (close 4013) after `SM_JOB_ERROR_AFTER_MS` of audio.
+    JobError,
+    /// The record carries a key the service refuses (401 at the handshake).
+    BadKey,
+    /// The record names a language the service does not have (`invalid_model`, close 4004).
+    BadLanguage,
+    /// The record names a model (operating point) the service does not have.
+    BadModel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +157,13 @@ impl Case {
         }
     }
 
+    fn speechmatics(sm: SmCase, expect: Expect) -> Case {
+        Case {
+            stt: Stt::Speechmatics(sm),
+            ..Case::new(Target::Stt, Fault::once(FaultKind::Drop, 0), expect)
+        }
+    }
+
     fn aura(self) -> Case {
         Case {
             tts: Tts::Aura,
@@ -161,6 +190,7 @@ impl Case {
 struct Stack {
     server: Server,
     deepgram: DeepgramFake,
+    speechmatics: SpeechmaticsFake,
     elevenlabs: ElevenLabsFake,
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
@@ -190,8 +220,17 @@ fn settings(dir: &Path, rest: &FakeTwilioRest) -> Settings {
     s
 }
 
-async fn start() -> Stack {
+async fn start(case: &Case) -> Stack {
     let latency = LatencyProfile::instant();
+    let speechmatics = SpeechmaticsFake::start(SpeechmaticsFakeConfig {
+        api_key: SPEECHMATICS_KEY.to_owned(),
+        default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        fail_after_audio_ms: (case.stt == Stt::Speechmatics(SmCase::JobError))
+            .then_some(SM_JOB_ERROR_AFTER_MS),
+        ..SpeechmaticsFakeConfig::default()
+    })
+    .await
+    .expect("speechmatics fake");
     let deepgram = DeepgramFake::start(DeepgramFakeConfig {
         api_key: DEEPGRAM_KEY.to_owned(),
         latency,
@@ -244,6 +283,7 @@ async fn start() -> Stack {
     Stack {
         server,
         deepgram,
+        speechmatics,
         elevenlabs,
         openai,
         anthropic,
@@ -294,19 +334,44 @@ fn record(stack: &Stack, case: &Case) -> Value {
             "enabled": case.fallback,
             "fallbacks": if case.fallback { vec![llm_entry(stack, other)] } else { vec![] }
         },
-        "stt_settings": {
-            "provider": "deepgram",
-            "model": match case.stt { Stt::Live => "nova-3", Stt::Flux => "flux-general-en" },
-            "language": "en-US",
-            "flux_config": {"tag": TAG},
-            "provider_config": {"base_url": stack.deepgram.base_url()}
-        },
+        "stt_settings": stt_settings(stack, case),
         "tts_settings": tts,
         "api_keys": {
             "deepgram_api_key": DEEPGRAM_KEY,
+            "speechmatics_api_key": match case.stt {
+                Stt::Speechmatics(SmCase::BadKey) => "sm-wrong-key",
+                _ => SPEECHMATICS_KEY,
+            },
             "elevenlabs_api_key": ELEVENLABS_KEY
         },
         "recording_settings": {"enabled": false}
+    })
+}
+
+fn stt_settings(stack: &Stack, case: &Case) -> Value {
+    let sm = match case.stt {
+        Stt::Live | Stt::Flux => {
+            return json!({
+                "provider": "deepgram",
+                "model": if case.stt == Stt::Live { "nova-3" } else { "flux-general-en" },
+                "language": "en-US",
+                "flux_config": {"tag": TAG},
+                "provider_config": {"base_url": stack.deepgram.base_url()}
+            });
+        }
+        Stt::Speechmatics(sm) => sm,
+    };
+    json!({
+        "provider": "speechmatics",
+        "model": if sm == SmCase::BadModel { "nova-3" } else { "enhanced" },
+        "language": if sm == SmCase::BadLanguage { "xx-YY" } else { "en-US" },
+        "speechmatics_config": {
+            "region": "eu",
+            "max_delay": 1.0,
+            "enable_partials": true,
+            "utterance_silence_timeout": 0.8
+        },
+        "provider_config": {"base_url": stack.speechmatics.base_url()}
     })
 }
 
@@ -397,7 +462,7 @@ fn heard_after(report: &CallReport, ms: u64) -> bool {
 }
 
 async fn run(case: Case) {
-    let stack = start().await;
+    let stack = start(&case).await;
     create_assistant(&stack, &record(&stack, &case)).await;
     let (primary, other) = match case.llm {
         Llm::OpenAi => (&*stack.openai, &*stack.anthropic),
@@ -409,6 +474,7 @@ async fn run(case: Case) {
     other.push(FakeLlmTurn::text(FALLBACK_REPLY));
     let fault = Some(case.fault);
     match (case.target, case.tts, case.llm) {
+        (Target::Stt, _, _) if matches!(case.stt, Stt::Speechmatics(_)) => {}
         (Target::Stt, _, _) => stack.deepgram.set_stt_fault(fault),
         (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.set_fault(fault),
         (Target::Tts, Tts::Aura, _) => stack.deepgram.set_tts_fault(fault),
@@ -440,6 +506,9 @@ async fn run(case: Case) {
         report.errors
     );
     let struck = match (case.target, case.tts, case.llm) {
+        (Target::Stt, _, _) if matches!(case.stt, Stt::Speechmatics(_)) => {
+            speechmatics_strikes(&stack, case)
+        }
         (Target::Stt, _, _) => stack.deepgram.stt_fault_strikes(),
         (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.fault_strikes(),
         (Target::Tts, Tts::Aura, _) => stack.deepgram.tts_fault_strikes(),
@@ -558,6 +627,26 @@ async fn run(case: Case) {
         }
     }
     stack.server.shutdown().await;
+}
+
+/// What went wrong on the Speechmatics fake; a healthy call counts its accepted session.
+fn speechmatics_strikes(stack: &Stack, case: Case) -> u32 {
+    let received = stack.speechmatics.received();
+    let Stt::Speechmatics(sm) = case.stt else {
+        return 0;
+    };
+    let count = |keep: &dyn Fn(&switchboard_testkit::stt_common::SttConnectionRecord) -> bool| {
+        received.iter().filter(|c| keep(c)).count() as u32
+    };
+    let closed_with = |code: u16| count(&|c| c.close.as_ref().is_some_and(|(c, _)| *c == code));
+    match sm {
+        SmCase::Healthy => count(&|c| c.config.is_some()),
+        SmCase::JobError => closed_with(4013),
+        SmCase::BadKey => count(&|c| c.rejected_status == Some(401)),
+        SmCase::BadLanguage => closed_with(4004),
+        // Refused before connecting: nothing reaches the service.
+        SmCase::BadModel => u32::from(received.is_empty()),
+    }
 }
 
 fn ends(reason: &'static str, goodbye: &'static str) -> Expect {
@@ -896,5 +985,44 @@ async fn llm_anthropic_garbage_once_apologises_and_goes_on() {
         APOLOGISES_AND_GOES_ON,
     )
     .anthropic())
+    .await;
+}
+
+// ---- STT: Speechmatics -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_whole_call_answers_every_turn() {
+    run(Case::speechmatics(SmCase::Healthy, GOES_ON)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_job_error_mid_call_reconnects_and_the_call_goes_on() {
+    run(Case::speechmatics(SmCase::JobError, GOES_ON)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_bad_key_ends_the_call_with_provider_error() {
+    run(Case::speechmatics(
+        SmCase::BadKey,
+        ends_spoken_by_twilio("provider_error"),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_unknown_language_ends_the_call_with_provider_error() {
+    run(Case::speechmatics(
+        SmCase::BadLanguage,
+        ends_spoken_by_twilio("provider_error"),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_unknown_model_ends_the_call_with_provider_error() {
+    run(Case::speechmatics(
+        SmCase::BadModel,
+        ends_spoken_by_twilio("provider_error"),
+    ))
     .await;
 }

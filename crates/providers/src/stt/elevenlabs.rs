@@ -36,8 +36,8 @@ use url::Url;
 use crate::error::ProviderError;
 use crate::stt::language::{bare_word, primary_language};
 use crate::stt::protocol::{Parsed, SttProtocol};
-use crate::stt::wsutil::ws_url;
 use crate::stt::{SttConfig, SttEncoding, SttEvent, Word};
+use crate::ws::ws_url;
 
 /// Provider name as the record spells it.
 const PROVIDER: &str = "elevenlabs";

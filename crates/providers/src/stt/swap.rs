@@ -126,7 +126,7 @@ pub fn with_english_swap(primary: SttSession, cfg: &SttConfig) -> SttSession {
         keep_ms: cfg.reconnect_buffer_ms.max(KEEP_MS),
         commit_silence_s: commit_silence_s(cfg),
         connect: Box::new(move || {
-            Box::pin(async move { crate::deepgram_flux::connect(&flux_cfg).await })
+            Box::pin(async move { crate::stt::connect_flux(&flux_cfg).await })
         }),
     };
     english_swap(primary, plan)

@@ -441,9 +441,13 @@ fn soniox_silence_timeout(s: &switchboard_assistant::SttSettings) -> Option<f64>
 pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, ResolveError> {
     let s = &a.stt_settings;
     let provider = s.provider.clone().unwrap_or_else(|| "deepgram".to_owned());
-    if provider != "deepgram" {
+    if !matches!(
+        provider.as_str(),
+        "deepgram" | "speechmatics" | "elevenlabs" | "soniox"
+    ) {
         return Err(ResolveError::Unsupported(format!(
-            "stt provider `{provider}` is not supported by this engine (supported: deepgram)"
+            "stt provider `{provider}` is not supported by this engine (supported: deepgram, \
+             speechmatics, elevenlabs, soniox)"
         )));
     }
     let pc = s.provider_config.as_ref();
@@ -826,7 +830,7 @@ mod tests {
                 "{provider}"
             );
         }
-        let stt = switchboard_providers::deepgram::listen_url(&SttConfig::default()).unwrap();
+        let stt = switchboard_providers::stt::deepgram::listen_url(&SttConfig::default()).unwrap();
         assert_eq!(
             host_of_url(stt.as_str()).as_deref(),
             default_provider_host("deepgram")
@@ -902,12 +906,12 @@ mod tests {
     #[test]
     fn unsupported_providers_are_refused_with_a_reason() {
         let mut a = assistant("x");
-        a.stt_settings.provider = Some("soniox".into());
+        a.stt_settings.provider = Some("azure".into());
         assert!(
             stt_config(&a, &KeySources::default())
                 .unwrap_err()
                 .to_string()
-                .contains("soniox")
+                .contains("azure")
         );
         a.tts_settings.provider = "cartesia".into();
         assert!(

@@ -1,28 +1,41 @@
-//! Deepgram Flux (`/v2/listen`): conversational STT that detects the end of a turn itself.
-//! `TurnInfo` events become [`SttEvent::StartOfTurn`], interim [`SttEvent::Transcript`]s
-//! (`Update`), [`SttEvent::EagerEndOfTurn`], [`SttEvent::TurnResumed`] and
-//! [`SttEvent::EndOfTurn`]. The socket driver (keep-alive, reconnect, close) is shared with the
-//! live adapter; Flux has no `KeepAlive` message, so the keep-alive is 20 ms of silence, and
-//! `finalize()` sends `ForceEndTurn`.
+//! Deepgram Flux (`/v2/listen`) as an [`SttProtocol`]: conversational STT that detects the end
+//! of a turn itself. `TurnInfo` events become [`SttEvent::StartOfTurn`], interim
+//! [`SttEvent::Transcript`]s (`Update`), [`SttEvent::EagerEndOfTurn`], [`SttEvent::TurnResumed`]
+//! and [`SttEvent::EndOfTurn`]. Flux has no `KeepAlive` message, so the keep-alive is 20 ms of
+//! silence, and finalize sends `ForceEndTurn` (the [`Deepgram`] protocol's `Flux` endpoint). The
+//! socket is the generic driver's.
 //!
 //! Protocol: `docs/providers/deepgram-flux.md`.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use url::Url;
 
-use crate::deepgram::{DEFAULT_BASE, DgWord, Dialect, PROVIDER, Parsed};
 use crate::error::ProviderError;
-use crate::stt::{SttConfig, SttEvent, SttSession, wsutil};
+use crate::stt::deepgram::{DEFAULT_BASE, Deepgram, DgWord, Endpoint, PROVIDER};
+use crate::stt::protocol::{Parsed, SttProtocol};
+use crate::stt::{SttConfig, SttEncoding, SttEvent};
+use crate::ws;
 
-/// Open a Flux session.
-pub(crate) async fn connect(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
-    let url = flux_url(cfg)?;
-    crate::deepgram::open(cfg, url, Dialect::Flux).await
+/// Build the Flux protocol for `cfg` (URL, key, keep-alive silence); no connection is made.
+pub fn protocol(cfg: &SttConfig) -> Result<Box<dyn SttProtocol>, ProviderError> {
+    let fill = match cfg.encoding {
+        SttEncoding::Mulaw => 0xFF,
+        SttEncoding::Alaw => 0xD5,
+        SttEncoding::Linear16 => 0x00,
+    };
+    let len = (cfg.bytes_per_second() / 50).max(1) as usize;
+    let silence = Bytes::from(vec![fill; len]);
+    Ok(Box::new(Deepgram::new(
+        cfg,
+        flux_url(cfg)?,
+        Endpoint::Flux { silence },
+    )))
 }
 
 /// The `/v2/listen` URL with every query parameter mapped from `cfg` (§2.2).
 pub fn flux_url(cfg: &SttConfig) -> Result<Url, ProviderError> {
-    let mut url = wsutil::ws_url(
+    let mut url = ws::ws_url(
         PROVIDER,
         cfg.base_url.as_deref(),
         DEFAULT_BASE,

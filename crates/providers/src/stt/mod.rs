@@ -16,12 +16,15 @@ use switchboard_netguard::OutboundPolicy;
 
 use crate::error::ProviderError;
 
+pub mod deepgram;
+pub mod deepgram_flux;
+pub mod driver;
 pub mod elevenlabs;
 pub(crate) mod language;
 pub mod protocol;
 pub mod soniox;
+pub mod speechmatics;
 pub mod swap;
-pub(crate) mod wsutil;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
@@ -459,17 +462,35 @@ impl SttSession {
     }
 }
 
-/// Open a streaming STT session for `cfg`: Deepgram Flux for `flux-*` models, otherwise
-/// Deepgram live (`/v1/listen`). Returns once the websocket handshake succeeded.
-pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
+/// The protocol of the provider `cfg` names: Deepgram Flux for `flux-*` models, otherwise
+/// Deepgram live (`/v1/listen`); Speechmatics realtime. Refuses an unknown provider (and whatever the protocol's
+/// factory refuses) before any connection is made.
+pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, ProviderError> {
     match cfg.provider.as_str() {
-        "deepgram" if cfg.is_flux() => crate::deepgram_flux::connect(cfg).await,
-        "deepgram" => crate::deepgram::connect(cfg).await,
+        "deepgram" if cfg.is_flux() => deepgram_flux::protocol(cfg),
+        "deepgram" => deepgram::protocol(cfg),
+        "speechmatics" => speechmatics::protocol(cfg),
+        "soniox" => soniox::protocol(cfg),
+        "elevenlabs" => elevenlabs::protocol(cfg),
         other => Err(ProviderError::Config {
             provider: "stt",
             message: format!("unsupported STT provider `{other}`"),
         }),
     }
+}
+
+/// Open a streaming STT session for `cfg` on the generic driver ([`driver::open`]). Returns once
+/// the websocket handshake succeeded (and, for providers that confirm the start of a stream,
+/// once they accepted its configuration).
+pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
+    let session = driver::open(cfg, protocol_for(cfg)?).await?;
+    Ok(swap::with_english_swap(session, cfg))
+}
+
+/// Open a Deepgram Flux session on the generic driver, with no swap of its own: the target of
+/// [`swap::with_english_swap`].
+pub(crate) async fn connect_flux(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
+    driver::open(cfg, deepgram_flux::protocol(cfg)?).await
 }
 
 #[cfg(test)]
