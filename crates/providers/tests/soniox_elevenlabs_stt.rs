@@ -4,7 +4,7 @@
 
 use switchboard_providers::ProviderError;
 use switchboard_providers::stt::swap::EnglishFlux;
-use switchboard_providers::stt::{SttConfig, SttEvent, connect_stt};
+use switchboard_providers::stt::{SttConfig, SttEvent, SttSession, connect_stt};
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::elevenlabs_stt::{ElevenLabsSttFake, ElevenLabsSttFakeConfig};
 use switchboard_testkit::soniox::{SonioxFake, SonioxFakeConfig};
@@ -36,6 +36,15 @@ fn final_texts(events: &[SttEvent]) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// The error the session ends with (`Failed` is its last event).
+async fn failure(s: &mut SttSession) -> ProviderError {
+    let events = collect_until(s, |e| matches!(e, SttEvent::Failed(_))).await;
+    match events.last() {
+        Some(SttEvent::Failed(e)) => e.clone(),
+        other => panic!("expected Failed, got {other:?}"),
+    }
 }
 
 fn soniox_cfg(fake: &SonioxFake) -> SttConfig {
@@ -122,10 +131,7 @@ async fn soniox_refusals_are_fatal_with_the_documented_error() {
         let mut s = connect_stt(&config).await.expect("the upgrade succeeds");
         // The session may already be over (the start request was refused): no assertion here.
         s.send_audio(&silence(200));
-        let events = collect_until(&mut s, |e| matches!(e, SttEvent::Failed(_))).await;
-        let Some(SttEvent::Failed(e)) = events.last() else {
-            unreachable!()
-        };
+        let e = failure(&mut s).await;
         assert!(e.to_string().contains(expected), "{e}");
         assert!(!e.is_retryable());
     }
@@ -181,11 +187,7 @@ async fn scribe_refuses_a_bad_key_for_good() {
         Err(e) => e,
         Ok(mut s) => {
             s.send_audio(&silence(100));
-            let events = collect_until(&mut s, |e| matches!(e, SttEvent::Failed(_))).await;
-            let Some(SttEvent::Failed(e)) = events.last() else {
-                unreachable!()
-            };
-            e.clone()
+            failure(&mut s).await
         }
     };
     assert!(failed.to_string().contains("auth_error"), "{failed}");

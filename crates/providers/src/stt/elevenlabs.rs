@@ -245,6 +245,11 @@ impl SttProtocol for ElevenLabs {
         &self.url
     }
 
+    fn answers_silence(&self) -> bool {
+        // Responses come for speech only (the fake sends none during silence either).
+        false
+    }
+
     fn headers(&self) -> Vec<(&'static str, String)> {
         vec![("xi-api-key", self.api_key.clone())]
     }

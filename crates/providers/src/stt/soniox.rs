@@ -286,6 +286,11 @@ impl SttProtocol for Soniox {
         &self.url
     }
 
+    fn answers_silence(&self) -> bool {
+        // Responses come for speech only (the fake sends none during silence either).
+        false
+    }
+
     fn headers(&self) -> Vec<(&'static str, String)> {
         vec![("Authorization", format!("Bearer {}", self.api_key))]
     }
