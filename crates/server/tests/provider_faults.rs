@@ -79,10 +79,10 @@ enum Stt {
     Flux,
     /// Speechmatics realtime, with what goes wrong with it.
     Speechmatics(SmCase),
-    /// Soniox real-time, healthy.
-    Soniox,
-    /// ElevenLabs Scribe realtime, healthy.
-    Scribe,
+    /// Soniox real-time; `true`: the record's key is refused (in-band 401 after the upgrade).
+    Soniox(bool),
+    /// ElevenLabs Scribe realtime; `true`: the record's key is refused (`auth_error`).
+    Scribe(bool),
     /// ElevenLabs Scribe with `prefer_flux_for_english`: the first turn is heard by Scribe
     /// (English), the call then moves to Deepgram Flux, which hears the second turn.
     ScribeToFlux,
@@ -384,8 +384,12 @@ fn record(stack: &Stack, case: &Case) -> Value {
                 Stt::Speechmatics(SmCase::BadKey) => "sm-wrong-key",
                 _ => SPEECHMATICS_KEY,
             },
-            "elevenlabs_api_key": ELEVENLABS_KEY,
-            "soniox_api_key": SONIOX_KEY
+            "elevenlabs_api_key": if case.stt == Stt::Scribe(true) {
+                "el-wrong-key"
+            } else {
+                ELEVENLABS_KEY
+            },
+            "soniox_api_key": if case.stt == Stt::Soniox(true) { "sx-wrong-key" } else { SONIOX_KEY }
         },
         "recording_settings": {"enabled": false}
     })
@@ -403,7 +407,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
             });
         }
         Stt::Speechmatics(sm) => sm,
-        Stt::Soniox => {
+        Stt::Soniox(_) => {
             return json!({
                 "provider": "soniox",
                 "model": "stt-rt-v5",
@@ -411,14 +415,15 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
                 "provider_config": {"base_url": stack.soniox.base_url()}
             });
         }
-        Stt::Scribe | Stt::ScribeToFlux => {
+        Stt::Scribe(_) | Stt::ScribeToFlux => {
+            let pc = json!({"base_url": stack.scribe.base_url()});
             return json!({
                 "provider": "elevenlabs",
                 "model": "scribe_v2_realtime",
                 "language": "en-US",
                 "prefer_flux_for_english": case.stt == Stt::ScribeToFlux,
                 "english_flux_config": {"tag": SWAP_TAG},
-                "provider_config": {"base_url": stack.scribe.base_url()}
+                "provider_config": pc
             });
         }
     };
@@ -584,8 +589,12 @@ async fn run(case: Case) {
             speechmatics_strikes(&stack, case)
         }
         // Healthy calls on the other STT providers: the sessions they accepted.
-        (Target::Stt, _, _) if case.stt == Stt::Soniox => stack.soniox.received().len() as u32,
-        (Target::Stt, _, _) if case.stt == Stt::Scribe => stack.scribe.received().len() as u32,
+        (Target::Stt, _, _) if matches!(case.stt, Stt::Soniox(_)) => {
+            stack.soniox.received().len() as u32
+        }
+        (Target::Stt, _, _) if matches!(case.stt, Stt::Scribe(_)) => {
+            stack.scribe.received().len() as u32
+        }
         (Target::Stt, _, _) if case.stt == Stt::ScribeToFlux => {
             let flux = stack.deepgram.received();
             assert!(
@@ -1077,12 +1086,31 @@ async fn llm_anthropic_garbage_once_apologises_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stt_soniox_whole_call_answers_every_turn() {
-    run(Case::stt(Stt::Soniox)).await;
+    run(Case::stt(Stt::Soniox(false))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_bad_key_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(Case {
+        expect: ends(STT_FAILED.0, STT_FAILED.1),
+        ..Case::stt(Stt::Soniox(true))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_bad_key_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(Case {
+        expect: ends(STT_FAILED.0, STT_FAILED.1),
+        // The refused key is the record's ElevenLabs key: Aura speaks the goodbye.
+        ..Case::stt(Stt::Scribe(true)).aura()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stt_scribe_whole_call_answers_every_turn() {
-    run(Case::stt(Stt::Scribe)).await;
+    run(Case::stt(Stt::Scribe(false))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
