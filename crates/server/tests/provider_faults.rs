@@ -23,9 +23,11 @@ use switchboard_store::{CallRow, TranscriptRow};
 use switchboard_testkit::anthropic::FakeAnthropic;
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
+use switchboard_testkit::elevenlabs_stt::{ElevenLabsSttFake, ElevenLabsSttFakeConfig};
 use switchboard_testkit::fault::{Fault, FaultKind};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{FakeLlmOptions, FakeLlmTurn, FakeOpenAi};
+use switchboard_testkit::soniox::{SonioxFake, SonioxFakeConfig};
 use switchboard_testkit::speechmatics::{SpeechmaticsFake, SpeechmaticsFakeConfig};
 use switchboard_testkit::twilio::{
     CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
@@ -42,6 +44,10 @@ const ELEVENLABS_KEY: &str = "el-faults-key-0123456789";
 const OPENAI_KEY: &str = "sk-faults-key-0123456789";
 const ANTHROPIC_KEY: &str = "sk-ant-faults-key-0123456789";
 const SPEECHMATICS_KEY: &str = "sm-faults-key-0123456789";
+const SONIOX_KEY: &str = "sx-faults-key-0123456789";
+/// `english_flux_config.tag` of the swap case: the Flux fake's script for it is the second line
+/// only (Flux hears the call from the end of the first turn on).
+const SWAP_TAG: &str = "faults-swap";
 /// Stream time (ms) after which the Speechmatics fake fails a socket with `job_error` in the
 /// mid-call fault case: between the two turns.
 const SM_JOB_ERROR_AFTER_MS: u64 = 5_000;
@@ -73,6 +79,13 @@ enum Stt {
     Flux,
     /// Speechmatics realtime, with what goes wrong with it.
     Speechmatics(SmCase),
+    /// Soniox real-time; `true`: the record's key is refused (in-band 401 after the upgrade).
+    Soniox(bool),
+    /// ElevenLabs Scribe realtime; `true`: the record's key is refused (`auth_error`).
+    Scribe(bool),
+    /// ElevenLabs Scribe with `prefer_flux_for_english`: the first turn is heard by Scribe
+    /// (English), the call then moves to Deepgram Flux, which hears the second turn.
+    ScribeToFlux,
 }
 
 /// What the Speechmatics fake or the record does to a Speechmatics call.
@@ -164,6 +177,14 @@ impl Case {
         }
     }
 
+    /// A healthy call on another STT provider.
+    fn stt(stt: Stt) -> Case {
+        Case {
+            stt,
+            ..Case::new(Target::Stt, Fault::once(FaultKind::Drop, 0), GOES_ON)
+        }
+    }
+
     fn aura(self) -> Case {
         Case {
             tts: Tts::Aura,
@@ -191,6 +212,8 @@ struct Stack {
     server: Server,
     deepgram: DeepgramFake,
     speechmatics: SpeechmaticsFake,
+    soniox: SonioxFake,
+    scribe: ElevenLabsSttFake,
     elevenlabs: ElevenLabsFake,
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
@@ -231,13 +254,30 @@ async fn start(case: &Case) -> Stack {
     })
     .await
     .expect("speechmatics fake");
+    let soniox = SonioxFake::start(SonioxFakeConfig {
+        api_key: SONIOX_KEY.to_owned(),
+        default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        ..SonioxFakeConfig::default()
+    })
+    .await
+    .expect("soniox fake");
+    let scribe = ElevenLabsSttFake::start(ElevenLabsSttFakeConfig {
+        api_key: ELEVENLABS_KEY.to_owned(),
+        default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        ..ElevenLabsSttFakeConfig::default()
+    })
+    .await
+    .expect("scribe fake");
     let deepgram = DeepgramFake::start(DeepgramFakeConfig {
         api_key: DEEPGRAM_KEY.to_owned(),
         latency,
-        tag_scripts: HashMap::from([(
-            TAG.to_owned(),
-            vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        )]),
+        tag_scripts: HashMap::from([
+            (
+                TAG.to_owned(),
+                vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+            ),
+            (SWAP_TAG.to_owned(), vec![SECOND_LINE.to_owned()]),
+        ]),
         // Results (empty ones for silence) come often, so a healthy socket is never taken for
         // a stalled one with the short stall timeout.
         empty_result_every_ms: 400,
@@ -284,6 +324,8 @@ async fn start(case: &Case) -> Stack {
         server,
         deepgram,
         speechmatics,
+        soniox,
+        scribe,
         elevenlabs,
         openai,
         anthropic,
@@ -342,7 +384,12 @@ fn record(stack: &Stack, case: &Case) -> Value {
                 Stt::Speechmatics(SmCase::BadKey) => "sm-wrong-key",
                 _ => SPEECHMATICS_KEY,
             },
-            "elevenlabs_api_key": ELEVENLABS_KEY
+            "elevenlabs_api_key": if case.stt == Stt::Scribe(true) {
+                "el-wrong-key"
+            } else {
+                ELEVENLABS_KEY
+            },
+            "soniox_api_key": if case.stt == Stt::Soniox(true) { "sx-wrong-key" } else { SONIOX_KEY }
         },
         "recording_settings": {"enabled": false}
     })
@@ -360,6 +407,25 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
             });
         }
         Stt::Speechmatics(sm) => sm,
+        Stt::Soniox(_) => {
+            return json!({
+                "provider": "soniox",
+                "model": "stt-rt-v5",
+                "language": "en-US",
+                "provider_config": {"base_url": stack.soniox.base_url()}
+            });
+        }
+        Stt::Scribe(_) | Stt::ScribeToFlux => {
+            let pc = json!({"base_url": stack.scribe.base_url()});
+            return json!({
+                "provider": "elevenlabs",
+                "model": "scribe_v2_realtime",
+                "language": "en-US",
+                "prefer_flux_for_english": case.stt == Stt::ScribeToFlux,
+                "english_flux_config": {"tag": SWAP_TAG},
+                "provider_config": pc
+            });
+        }
     };
     json!({
         "provider": "speechmatics",
@@ -472,9 +538,22 @@ async fn run(case: Case) {
     primary.push(FakeLlmTurn::text(SECOND_REPLY));
     // The fallback's answer is recognisable.
     other.push(FakeLlmTurn::text(FALLBACK_REPLY));
+    if case.stt == Stt::ScribeToFlux {
+        // Flux connects to the organisation's Deepgram endpoint with its key.
+        let res = stack
+            .http
+            .put(format!("{}/api/v1/organization/provider-keys", stack.base))
+            .bearer_auth(KEY)
+            .json(&json!({"deepgram": {"api_key": DEEPGRAM_KEY,
+                "base_url": stack.deepgram.base_url()}}))
+            .send()
+            .await
+            .expect("org keys");
+        assert!(res.status().is_success(), "org keys: {}", res.status());
+    }
     let fault = Some(case.fault);
     match (case.target, case.tts, case.llm) {
-        (Target::Stt, _, _) if matches!(case.stt, Stt::Speechmatics(_)) => {}
+        (Target::Stt, _, _) if !matches!(case.stt, Stt::Live | Stt::Flux) => {}
         (Target::Stt, _, _) => stack.deepgram.set_stt_fault(fault),
         (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.set_fault(fault),
         (Target::Tts, Tts::Aura, _) => stack.deepgram.set_tts_fault(fault),
@@ -508,6 +587,21 @@ async fn run(case: Case) {
     let struck = match (case.target, case.tts, case.llm) {
         (Target::Stt, _, _) if matches!(case.stt, Stt::Speechmatics(_)) => {
             speechmatics_strikes(&stack, case)
+        }
+        // Healthy calls on the other STT providers: the sessions they accepted.
+        (Target::Stt, _, _) if matches!(case.stt, Stt::Soniox(_)) => {
+            stack.soniox.received().len() as u32
+        }
+        (Target::Stt, _, _) if matches!(case.stt, Stt::Scribe(_)) => {
+            stack.scribe.received().len() as u32
+        }
+        (Target::Stt, _, _) if case.stt == Stt::ScribeToFlux => {
+            let flux = stack.deepgram.received();
+            assert!(
+                !stack.scribe.received().is_empty(),
+                "{case:?}: Scribe heard the first turn"
+            );
+            flux.iter().filter(|c| c.path == "/v2/listen").count() as u32
         }
         (Target::Stt, _, _) => stack.deepgram.stt_fault_strikes(),
         (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.fault_strikes(),
@@ -986,6 +1080,42 @@ async fn llm_anthropic_garbage_once_apologises_and_goes_on() {
     )
     .anthropic())
     .await;
+}
+
+// ---- STT: Soniox, ElevenLabs Scribe, the swap to Flux ----------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_whole_call_answers_every_turn() {
+    run(Case::stt(Stt::Soniox(false))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_bad_key_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(Case {
+        expect: ends(STT_FAILED.0, STT_FAILED.1),
+        ..Case::stt(Stt::Soniox(true))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_bad_key_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(Case {
+        expect: ends(STT_FAILED.0, STT_FAILED.1),
+        // The refused key is the record's ElevenLabs key: Aura speaks the goodbye.
+        ..Case::stt(Stt::Scribe(true)).aura()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_whole_call_answers_every_turn() {
+    run(Case::stt(Stt::Scribe(false))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_english_caller_moves_to_flux_and_every_turn_is_answered() {
+    run(Case::stt(Stt::ScribeToFlux)).await;
 }
 
 // ---- STT: Speechmatics -----------------------------------------------------------------------

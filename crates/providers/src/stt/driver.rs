@@ -150,6 +150,7 @@ pub async fn open(
         (u64::from(cfg.reconnect_buffer_ms) * u64::from(cfg.bytes_per_second()) / 1000) as usize;
     let driver = Driver {
         provider: proto.provider(),
+        watch_stalls: proto.answers_silence(),
         proto: Some(proto),
         dial: dial_cfg,
         keepalive_interval: Duration::from_millis(cfg.keepalive_interval_ms.max(100)),
@@ -208,6 +209,8 @@ struct Driver {
     reconnect_backoff: Duration,
     /// No transcription message for this long while audio is sent: the socket is stalled.
     stall_timeout: Duration,
+    /// [`SttProtocol::answers_silence`]: only then can a quiet socket be taken for a stalled one.
+    watch_stalls: bool,
     /// Reconnect attempts made since the provider last answered with a transcription message.
     /// A socket that connects but never answers (dropped at once, garbage, a stall) does not
     /// reset it, so a provider that keeps failing that way ends in `Failed`, not in an endless
@@ -353,7 +356,7 @@ impl Driver {
         tokio::pin!(timer);
         loop {
             let stall_at = unanswered_since
-                .filter(|_| closing.is_none())
+                .filter(|_| closing.is_none() && self.watch_stalls)
                 .map(|t| t + self.stall_timeout);
             let due = closing.unwrap_or(last_sent + self.keepalive_interval);
             let due = stall_at.map_or(due, |s| s.min(due));

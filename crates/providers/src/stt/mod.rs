@@ -19,8 +19,12 @@ use crate::error::ProviderError;
 pub mod deepgram;
 pub mod deepgram_flux;
 pub mod driver;
+pub mod elevenlabs;
+pub(crate) mod language;
 pub mod protocol;
+pub mod soniox;
 pub mod speechmatics;
+pub mod swap;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
@@ -118,6 +122,10 @@ pub struct SttConfig {
     pub speechmatics: SpeechmaticsSttConfig,
     /// `stt_settings.soniox_config`, used by provider `soniox`.
     pub soniox: SonioxSttConfig,
+    /// `stt_settings.prefer_flux_for_english` with provider `elevenlabs`: the Flux session the
+    /// call moves to once its first utterance is detected as English (see [`swap`]). `None`:
+    /// no swap.
+    pub english_flux: Option<swap::EnglishFlux>,
     /// Deepgram `tag` (both endpoints; `flux_config.tag` in the record). Fakes use it to pick
     /// a script.
     pub tag: Option<String>,
@@ -173,6 +181,7 @@ impl Default for SttConfig {
             elevenlabs: ElevenLabsSttConfig::default(),
             speechmatics: SpeechmaticsSttConfig::default(),
             soniox: SonioxSttConfig::default(),
+            english_flux: None,
             tag: None,
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
@@ -210,6 +219,7 @@ impl fmt::Debug for SttConfig {
             .field("elevenlabs", &self.elevenlabs)
             .field("speechmatics", &self.speechmatics)
             .field("soniox", &self.soniox)
+            .field("english_flux", &self.english_flux)
             .field("tag", &self.tag)
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)
@@ -317,6 +327,26 @@ pub enum SttEvent {
         confidence: f32,
         /// Words of the turn.
         words: Vec<Word>,
+    },
+    /// The provider named the language of the utterance it just finalised (ElevenLabs
+    /// `language_code` with `include_language_detection`). Comes right before that final
+    /// `Transcript`.
+    LanguageDetected {
+        /// Language code as the provider reports it (ISO 639-1 or 639-3, e.g. `en`, `eng`).
+        language: String,
+    },
+    /// The session moved the call to another provider mid-call (`prefer_flux_for_english`:
+    /// ElevenLabs heard English, Deepgram Flux takes over). Later events come from `to`; the
+    /// last `replayed_ms` of audio were sent again to `to`, so nothing said is lost.
+    ProviderSwitched {
+        /// Provider that transcribed until now, e.g. `elevenlabs`.
+        from: String,
+        /// Provider (and model) that transcribes from now on, e.g. `deepgram flux-general-en`.
+        to: String,
+        /// Why: the language detected, e.g. `en`.
+        language: String,
+        /// Audio (ms) replayed into the new provider.
+        replayed_ms: u32,
     },
     /// The socket dropped; reconnect attempt `attempt` (1-based) is about to start.
     Reconnecting {
@@ -440,6 +470,8 @@ pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, P
         "deepgram" if cfg.is_flux() => deepgram_flux::protocol(cfg),
         "deepgram" => deepgram::protocol(cfg),
         "speechmatics" => speechmatics::protocol(cfg),
+        "soniox" => soniox::protocol(cfg),
+        "elevenlabs" => elevenlabs::protocol(cfg),
         other => Err(ProviderError::Config {
             provider: "stt",
             message: format!("unsupported STT provider `{other}`"),
@@ -451,7 +483,14 @@ pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, P
 /// the websocket handshake succeeded (and, for providers that confirm the start of a stream,
 /// once they accepted its configuration).
 pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
-    driver::open(cfg, protocol_for(cfg)?).await
+    let session = driver::open(cfg, protocol_for(cfg)?).await?;
+    Ok(swap::with_english_swap(session, cfg))
+}
+
+/// Open a Deepgram Flux session on the generic driver, with no swap of its own: the target of
+/// [`swap::with_english_swap`].
+pub(crate) async fn connect_flux(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
+    driver::open(cfg, deepgram_flux::protocol(cfg)?).await
 }
 
 #[cfg(test)]

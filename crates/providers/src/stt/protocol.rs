@@ -61,6 +61,14 @@ pub trait SttProtocol: Send + 'static {
         Vec::new()
     }
 
+    /// Whether the provider sends transcription messages while the caller is silent (Deepgram's
+    /// empty results). When false (ElevenLabs Scribe and Soniox answer only speech), a silent
+    /// caller is not a stalled socket: the driver does not watch for stalls, and relies on the
+    /// socket closing to notice a dead provider.
+    fn answers_silence(&self) -> bool {
+        true
+    }
+
     /// Whether audio must wait until [`SttProtocol::parse_text`] returned [`Parsed::Ready`] on
     /// this socket (Speechmatics refuses audio before `RecognitionStarted`). The driver buffers
     /// it meanwhile, like audio during a reconnect.

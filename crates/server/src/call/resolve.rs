@@ -26,6 +26,7 @@ use switchboard_core::call::{
     SpeculativeSettings,
 };
 use switchboard_providers::llm::{AzureConfig, LlmConfig, LlmProvider};
+use switchboard_providers::stt::swap::EnglishFlux;
 use switchboard_providers::stt::{FluxConfig, SttConfig, SttKeyword};
 use switchboard_providers::tts::TtsConfig;
 
@@ -390,6 +391,7 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
         },
         utterance_timeout_seconds: s
             .utterance_timeout_seconds
+            .or_else(|| soniox_silence_timeout(s))
             .map(|v| v as f32)
             .unwrap_or(d.utterance_timeout_seconds),
         incomplete_utterance_detection: s.incomplete_utterance_detection.unwrap_or(false),
@@ -425,23 +427,29 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
     }
 }
 
+/// Soniox without endpoint detection sends no end-of-utterance marker: its
+/// `utterance_silence_timeout` is then the silence after the last final that commits the turn
+/// (the core's utterance timeout), unless the record sets `utterance_timeout_seconds` itself.
+fn soniox_silence_timeout(s: &switchboard_assistant::SttSettings) -> Option<f64> {
+    let c = &s.soniox_config;
+    (s.provider.as_deref() == Some("soniox") && c.enable_endpoint_detection == Some(false))
+        .then_some(c.utterance_silence_timeout)
+        .flatten()
+}
+
 /// The STT session's configuration, or why this record's STT cannot run here.
 pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, ResolveError> {
     let s = &a.stt_settings;
     let provider = s.provider.clone().unwrap_or_else(|| "deepgram".to_owned());
-    if !matches!(provider.as_str(), "deepgram" | "speechmatics") {
+    if !matches!(
+        provider.as_str(),
+        "deepgram" | "speechmatics" | "elevenlabs" | "soniox"
+    ) {
         return Err(ResolveError::Unsupported(format!(
-            "stt provider `{provider}` is not supported by this engine (supported: deepgram, speechmatics)"
+            "stt provider `{provider}` is not supported by this engine (supported: deepgram, \
+             speechmatics, elevenlabs, soniox)"
         )));
     }
-    let english = s.language.to_ascii_lowercase().starts_with("en");
-    let use_flux = provider == "deepgram"
-        && (s.model.starts_with("flux") || (english && s.prefer_flux_for_english == Some(true)));
-    let flux_src = if use_flux && !s.model.starts_with("flux") {
-        &s.english_flux_config
-    } else {
-        &s.flux_config
-    };
     let pc = s.provider_config.as_ref();
     let api_key = speech_key(
         a,
@@ -452,13 +460,22 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, R
         "stt_settings.provider_config.api_key",
         pc.and_then(|p| p.get_str("api_key")),
     )?;
+    // Burki's meaning: only with ElevenLabs STT, and as a mid-call swap once the first
+    // utterance is detected as English (the provider layer's `stt::swap`).
+    let english_flux = if provider == "elevenlabs" && s.prefer_flux_for_english == Some(true) {
+        Some(english_flux(a, keys)?)
+    } else {
+        None
+    };
+    let mut elevenlabs = s.elevenlabs_config.clone();
+    if english_flux.is_some() {
+        // The swap decides on the detected language: ask for it.
+        elevenlabs.include_language_detection = Some(true);
+    }
+    let flux_src = &s.flux_config;
     Ok(SttConfig {
         provider,
-        model: if use_flux && !s.model.starts_with("flux") {
-            "flux-general-en".to_owned()
-        } else {
-            s.model.clone()
-        },
+        model: s.model.clone(),
         language: Some(s.language.clone()).filter(|l| !l.is_empty()),
         punctuate: s.punctuate,
         smart_format: s.smart_format,
@@ -477,20 +494,56 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, R
         diarize: s.diarize,
         detect_entities: s.detect_entities,
         vad_events: true,
-        flux_config: FluxConfig {
-            eot_threshold: flux_src.eot_threshold.map(|v| v as f32),
-            eager_eot_threshold: flux_src.eager_eot_threshold.map(|v| v as f32),
-            eot_timeout_ms: flux_src.eot_timeout_ms,
-            language_hints: flux_src.language_hints.clone().unwrap_or_default(),
-            mip_opt_out: flux_src.mip_opt_out.unwrap_or(false),
-        },
-        elevenlabs: s.elevenlabs_config.clone(),
+        flux_config: flux_settings(flux_src),
+        elevenlabs,
         speechmatics: s.speechmatics_config.clone(),
         soniox: s.soniox_config.clone(),
+        english_flux,
         tag: flux_src.tag.clone(),
         base_url: pc.and_then(|p| p.get_str("base_url")).map(str::to_owned),
         api_key,
         ..SttConfig::default()
+    })
+}
+
+/// A record's Flux settings (`flux_config` or `english_flux_config`) for the session.
+fn flux_settings(c: &switchboard_assistant::FluxConfig) -> FluxConfig {
+    FluxConfig {
+        eot_threshold: c.eot_threshold.map(|v| v as f32),
+        eager_eot_threshold: c.eager_eot_threshold.map(|v| v as f32),
+        eot_timeout_ms: c.eot_timeout_ms,
+        language_hints: c.language_hints.clone().unwrap_or_default(),
+        mip_opt_out: c.mip_opt_out.unwrap_or(false),
+    }
+}
+
+/// The Flux side of `prefer_flux_for_english`: `english_flux_config` and a Deepgram key bound to
+/// where Flux connects (the organisation's `deepgram` entry's `base_url`, else Deepgram's public
+/// host).
+fn english_flux(a: &AssistantConfig, keys: &KeySources) -> Result<EnglishFlux, ResolveError> {
+    let c = &a.stt_settings.english_flux_config;
+    let base_url = match keys.organization.get("deepgram") {
+        Some(Value::Object(entry)) => entry
+            .get("base_url")
+            .and_then(Value::as_str)
+            .filter(|b| !b.trim().is_empty())
+            .map(str::to_owned),
+        _ => None,
+    };
+    let api_key = speech_key(
+        a,
+        keys,
+        "stt (english flux)",
+        "deepgram",
+        endpoint_host("deepgram", base_url.as_deref()),
+        "stt_settings.english_flux_config",
+        None,
+    )?;
+    Ok(EnglishFlux {
+        flux_config: flux_settings(c),
+        tag: c.tag.clone(),
+        api_key,
+        base_url,
     })
 }
 
@@ -831,14 +884,61 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_providers_are_refused_with_a_reason() {
+    fn prefer_flux_for_english_is_a_swap_with_its_own_flux_settings_and_deepgram_key() {
+        let mut a = assistant("x");
+        a.stt_settings.prefer_flux_for_english = Some(true);
+        // With Deepgram itself the setting changes nothing: the record's model runs.
+        let keys = KeySources::default();
+        let dg = stt_config(&a, &keys).unwrap();
+        assert_eq!(dg.model, a.stt_settings.model);
+        assert!(dg.english_flux.is_none());
+
+        a.stt_settings.english_flux_config.eot_timeout_ms = Some(4000);
+        let org: Map<String, Value> = serde_json::from_str(
+            r#"{"deepgram": {"api_key": "org-dg", "base_url": "ws://127.0.0.1:9"}}"#,
+        )
+        .unwrap();
+        let keys = KeySources {
+            organization: org,
+            ..KeySources::default()
+        };
+        let flux = english_flux(&a, &keys).unwrap();
+        assert_eq!(flux.api_key, "org-dg");
+        assert_eq!(flux.base_url.as_deref(), Some("ws://127.0.0.1:9"));
+        assert_eq!(flux.flux_config.eot_timeout_ms, Some(4000));
+        assert_eq!(flux.flux_config.eot_threshold, Some(0.9));
+    }
+
+    #[test]
+    fn soniox_silence_commits_the_turn_only_without_endpoint_detection() {
         let mut a = assistant("x");
         a.stt_settings.provider = Some("soniox".into());
+        a.stt_settings.soniox_config.utterance_silence_timeout = Some(2.5);
+        let none = CallOverrides::default();
+        let party = CallParty::default();
+        let with_endpoints = core_settings(&a, &none, &party).utterance_timeout_seconds;
+        a.stt_settings.soniox_config.enable_endpoint_detection = Some(false);
+        assert_eq!(
+            core_settings(&a, &none, &party).utterance_timeout_seconds,
+            2.5
+        );
+        assert_ne!(with_endpoints, 2.5);
+        a.stt_settings.utterance_timeout_seconds = Some(1.0);
+        assert_eq!(
+            core_settings(&a, &none, &party).utterance_timeout_seconds,
+            1.0
+        );
+    }
+
+    #[test]
+    fn unsupported_providers_are_refused_with_a_reason() {
+        let mut a = assistant("x");
+        a.stt_settings.provider = Some("azure".into());
         assert!(
             stt_config(&a, &KeySources::default())
                 .unwrap_err()
                 .to_string()
-                .contains("soniox")
+                .contains("azure")
         );
         a.tts_settings.provider = "acme-tts".into();
         assert!(

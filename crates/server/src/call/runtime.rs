@@ -544,6 +544,20 @@ impl Call {
                 self.core.handle(Event::SttEagerEndOfTurn(t), now);
             }
             SttEvent::TurnResumed => self.core.handle(Event::SttTurnResumed, now),
+            SttEvent::LanguageDetected { language } => {
+                tracing::debug!(call_sid = %self.setup.call_sid, %language, "stt language detected");
+            }
+            SttEvent::ProviderSwitched {
+                from,
+                to,
+                language,
+                replayed_ms,
+            } => {
+                tracing::info!(
+                    call_sid = %self.setup.call_sid, %from, %to, %language, replayed_ms,
+                    "stt switched provider mid-call"
+                );
+            }
             SttEvent::Reconnecting { attempt } => {
                 tracing::info!(call_sid = %self.setup.call_sid, attempt, "stt reconnecting");
             }
