@@ -181,6 +181,9 @@ struct Call {
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
     recorder: mpsc::UnboundedSender<Persist>,
+    /// The TTS adapter's `flush` ends the context (ElevenLabs today): non-final flushes (text
+    /// before a tool) are not passed on.
+    tts_flush_ends_context: bool,
     /// The LLM's tool calls, each on its own task.
     tool_tasks: ToolTasks,
     /// Verdicts of the incomplete-utterance classifier, from its tasks.
@@ -314,6 +317,7 @@ impl Call {
         let tools = tools::specs(a);
         let tool_tasks = ToolTasks::new(state.clone(), Arc::new((*setup).clone()));
         Ok(Box::new(Call {
+            tts_flush_ends_context: tts_cfg.provider == "elevenlabs",
             tool_tasks,
             state: state.clone(),
             setup,
@@ -831,6 +835,11 @@ impl Call {
                 } => {
                     if end_of_generation {
                         self.tts_closing.insert(generation.0);
+                    } else if self.tts_flush_ends_context {
+                        // Workaround until the adapter separates "generate now" from "no more
+                        // text": its `flush` closes the context (text after a tool would be
+                        // lost), and it already sends every chunk with `flush: true`.
+                        continue;
                     }
                     if let Err(e) = self.tts.flush(generation.0) {
                         self.tts_error(generation, &e);
