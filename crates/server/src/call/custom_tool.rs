@@ -58,11 +58,14 @@ pub struct CustomTool {
 }
 
 impl CustomTool {
-    /// Reads a `custom_tools` entry; `None` when it has no name or no URL (validation on save
-    /// refuses those, so only a record written around the API lacks them).
+    /// Reads a `custom_tools` entry (`endpoint` is accepted for `url`); `None` when it has no
+    /// name or no URL (validation on save refuses those, except the empty entry `{}`).
     pub fn from_record(entry: &Map<String, Value>) -> Option<Self> {
         let name = entry.get("name")?.as_str()?.to_owned();
-        let url = entry.get("url")?.as_str()?.to_owned();
+        let url = ["url", "endpoint"]
+            .iter()
+            .find_map(|k| entry.get(*k)?.as_str())?
+            .to_owned();
         let method = entry
             .get("method")
             .and_then(Value::as_str)
