@@ -483,6 +483,88 @@ fn validate_tools(v: &mut Validator, c: &AssistantConfig) {
             number,
         );
     }
+    validate_custom_tools(v, c);
+}
+
+/// Names the built-in tools take (a custom tool may not shadow them).
+const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
+/// Longest `timeout_ms` of a custom tool (the engine stops any tool after 30 s).
+const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
+
+fn validate_custom_tools(v: &mut Validator, c: &AssistantConfig) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, tool) in c.tools_settings.custom_tools.iter().enumerate() {
+        if tool.is_empty() {
+            // Burki's example record carries `[{}]`: an empty entry is no tool, not an error.
+            continue;
+        }
+        let at = |f: &str| format!("tools_settings.custom_tools[{i}].{f}");
+        match tool.get("name").and_then(serde_json::Value::as_str) {
+            None => v.push(at("name"), "is required"),
+            Some(name) => {
+                // OpenAI's and Anthropic's rule for function names.
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+                if !ok {
+                    v.push(at("name"), "must be 1-64 letters, digits, _ or -");
+                } else if BUILT_IN_TOOLS.contains(&name) {
+                    v.push(at("name"), "is the name of a built-in tool");
+                } else if !seen.insert(name.to_owned()) {
+                    v.push(at("name"), "is used by another custom tool");
+                }
+            }
+        }
+        // `endpoint` is the older name of `url` (see binding.rs).
+        match ["url", "endpoint"]
+            .iter()
+            .find_map(|k| Some((*k, tool.get(*k)?.as_str()?)))
+        {
+            None => v.push(at("url"), "is required"),
+            Some((key, url)) => v.url(&at(key), url, &["https", "http"]),
+        }
+        if let Some(m) = tool.get("method") {
+            let method = m.as_str().unwrap_or("").to_ascii_uppercase();
+            v.one_of(
+                &at("method"),
+                &method,
+                &["GET", "POST", "PUT", "PATCH", "DELETE"],
+            );
+        }
+        if let Some(h) = tool.get("headers")
+            && !h.is_null()
+            && !h
+                .as_object()
+                .is_some_and(|h| h.values().all(serde_json::Value::is_string))
+        {
+            v.push(at("headers"), "must be an object of string values");
+        }
+        if let Some(b) = tool.get("body")
+            && !b.is_null()
+            && !b.is_string()
+        {
+            v.push(at("body"), "must be a string template");
+        }
+        if let Some(t) = tool.get("timeout_ms")
+            && !t.is_null()
+        {
+            match t.as_u64() {
+                Some(ms) => v.range_u(&at("timeout_ms"), ms, 1, MAX_TOOL_TIMEOUT_MS),
+                None => v.push(at("timeout_ms"), "must be a whole number of milliseconds"),
+            }
+        }
+        if let Some(p) = tool.get("parameters")
+            && !p.is_null()
+            && p.get("type").and_then(serde_json::Value::as_str) != Some("object")
+        {
+            v.push(
+                at("parameters"),
+                "must be a JSON Schema with \"type\": \"object\"",
+            );
+        }
+    }
 }
 
 fn validate_rag(v: &mut Validator, c: &AssistantConfig) {

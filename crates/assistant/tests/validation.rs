@@ -469,3 +469,75 @@ fn control_characters_are_refused_in_text() {
     let err = parse_create(json!({"name": "a", "custom_settings": {"k\u{0}": 1}})).unwrap_err();
     assert!(err.errors[0].field.starts_with("custom_settings."), "{err}");
 }
+
+/// A custom tool entry is checked field by field; the 422 names the field.
+#[test]
+fn custom_tools_are_validated_per_field() {
+    let good = json!({"name": "lookup_hours", "description": "d", "method": "GET",
+        "url": "https://tools.example.com/hours/{day}", "headers": {"X-Key": "k"},
+        "body": "{\"day\": \"{day}\"}", "timeout_ms": 30000,
+        "parameters": {"type": "object", "properties": {"day": {"type": "string"}}}});
+    let set =
+        |tools: Value| apply_patch(&base(), &json!({"tools_settings": {"custom_tools": tools}}));
+    assert!(set(json!([good.clone()])).is_ok());
+    let cases: [(&str, Value, &str); 9] = [
+        (
+            "name",
+            json!("has space"),
+            "tools_settings.custom_tools[0].name",
+        ),
+        (
+            "name",
+            json!("end_call"),
+            "tools_settings.custom_tools[0].name",
+        ),
+        (
+            "url",
+            json!("ftp://x.example.com"),
+            "tools_settings.custom_tools[0].url",
+        ),
+        ("url", Value::Null, "tools_settings.custom_tools[0].url"),
+        (
+            "method",
+            json!("TRACE"),
+            "tools_settings.custom_tools[0].method",
+        ),
+        (
+            "headers",
+            json!({"X-Key": 5}),
+            "tools_settings.custom_tools[0].headers",
+        ),
+        (
+            "timeout_ms",
+            json!(30001),
+            "tools_settings.custom_tools[0].timeout_ms",
+        ),
+        (
+            "timeout_ms",
+            json!(0),
+            "tools_settings.custom_tools[0].timeout_ms",
+        ),
+        (
+            "parameters",
+            json!({"type": "string"}),
+            "tools_settings.custom_tools[0].parameters",
+        ),
+    ];
+    for (field, value, path) in cases {
+        let mut tool = good.clone();
+        if value.is_null() {
+            tool.as_object_mut().map(|t| t.remove(field));
+        } else {
+            tool[field] = value.clone();
+        }
+        match set(json!([tool])) {
+            Ok(_) => panic!("{field} = {value} should be rejected"),
+            Err(err) => assert!(err.has_field(path), "{field} = {value}: {err}"),
+        }
+    }
+    let err = set(json!([good.clone(), good])).expect_err("duplicate names");
+    assert!(
+        err.has_field("tools_settings.custom_tools[1].name"),
+        "{err}"
+    );
+}
