@@ -221,6 +221,16 @@ impl History {
             self.remove_generation(generation);
             return;
         }
+        self.trim_text(generation, heard);
+    }
+
+    /// A reply nobody heard whose tools did run: its text goes, its tool calls and results
+    /// stay (their side effects happened, and the LLM must know, e.g. not to send an SMS twice).
+    pub fn keep_tool_work(&mut self, generation: Generation) {
+        self.trim_text(generation, 0);
+    }
+
+    fn trim_text(&mut self, generation: Generation, heard: usize) {
         for m in &mut self.messages {
             if m.role != Role::Assistant || m.generation != Some(generation) {
                 continue;
@@ -577,6 +587,15 @@ mod tests {
         let texts: Vec<&str> = cut.messages().iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["sys", "hi", "Let me", "ok"]);
         assert!(cut.check().is_ok());
+        let mut unheard = h.clone();
+        unheard.keep_tool_work(g);
+        let texts: Vec<&str> = unheard
+            .messages()
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(texts, ["sys", "hi", "", "ok"]);
+        assert!(unheard.check().is_ok());
         let mut gone = h.clone();
         gone.keep_heard(g, 0);
         assert_eq!(gone.messages().len(), 2);

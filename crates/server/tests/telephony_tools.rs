@@ -59,18 +59,25 @@ async fn dtmf_solver_sends_tones_the_caller_hears() {
     assert_eq!(report.outcome, CallOutcome::Completed, "{report:?}");
     assert_eq!(decode(&report.heard_audio()), "1*9#");
 
-    // The tool was offered with its scenario. (That its result reaches the LLM and a spoken
-    // reply follows is the tool loop's part of issue 11.)
+    // The tool was offered with its scenario, its result went back to the LLM, and the reply
+    // after it was asked for.
     let requests = h.providers.openai.requests();
     let offered = requests[0].body["tools"].to_string();
     assert!(
         offered.contains("dtmf_solver") && offered.contains("a phone menu asks for a key"),
         "{offered}"
     );
+    let results = llm_messages(&h, "tool");
+    assert!(
+        results
+            .iter()
+            .any(|t| t.contains("\"ok\":true") && t.contains("1*9#")),
+        "{results:?}"
+    );
 }
 
 #[tokio::test]
-async fn invalid_digits_send_no_tone() {
+async fn invalid_digits_are_an_error_result_and_send_no_tone() {
     let h = Harness::start(Options::default()).await;
     let record = h.record(
         "ivr walker",
@@ -90,10 +97,12 @@ async fn invalid_digits_send_no_tone() {
         .await;
     assert_eq!(report.outcome, CallOutcome::Completed, "{report:?}");
     assert_eq!(decode(&report.heard_audio()), "");
+    let results = llm_messages(&h, "tool");
     assert!(
-        h.providers.openai.requests()[0].body["tools"]
-            .to_string()
-            .contains("dtmf_solver")
+        results
+            .iter()
+            .any(|t| t.contains("\"ok\":false") && t.contains("not a DTMF digit")),
+        "{results:?}"
     );
 }
 

@@ -34,6 +34,10 @@ const TENTATIVE_CAP_MS: u64 = 3_000;
 const ENDING_CAP_MS: u64 = 30_000;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
 const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
+/// The tool result the LLM sees for a tool stopped because its reply was cut off.
+const TOOL_CANCELLED: &str = "{\"ok\":false,\"error\":\"cancelled: the reply was interrupted\"}";
+/// The tool result the LLM sees for a tool whose reply's LLM stream failed.
+const TOOL_MODEL_FAILED: &str = "{\"ok\":false,\"error\":\"cancelled: the model failed\"}";
 
 /// What a bot generation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +80,12 @@ struct Gen {
     interruptible: bool,
     spoken: SpokenText,
     llm: LlmPhase,
-    tools_pending: Vec<String>,
+    /// Tool calls of the current LLM round, in call order, with their results once in.
+    round_tools: Vec<(String, Option<String>)>,
+    /// Tool rounds this reply has completed.
+    tool_rounds: u32,
+    /// When the filler is due while this round's tools run (`None`: not armed or said).
+    filler_at: Option<Millis>,
     /// A TtsText was sent.
     tts_started: bool,
     /// The end-of-generation flush was sent.
@@ -115,7 +124,9 @@ impl Gen {
             interruptible: !matches!(kind, Kind::Disclosure | Kind::Goodbye),
             spoken: SpokenText::default(),
             llm: LlmPhase::Done,
-            tools_pending: Vec::new(),
+            round_tools: Vec::new(),
+            tool_rounds: 0,
+            filler_at: None,
             tts_started: false,
             tts_end_sent: false,
             tts_done: false,
@@ -133,6 +144,27 @@ impl Gen {
                 generation: Some(id),
                 ..TurnMetrics::default()
             },
+        }
+    }
+
+    /// Some tool of the current round has no result yet.
+    fn tools_running(&self) -> bool {
+        self.round_tools.iter().any(|(_, r)| r.is_none())
+    }
+
+    /// Ends the current tool round early: every call gets a result in the history (`reason` for
+    /// those still running) so it stays valid, and running tools are cancelled.
+    fn close_round(&mut self, history: &mut History, actions: &mut VecDeque<Action>, reason: &str) {
+        if self.tools_running() {
+            actions.push_back(Action::CancelTools {
+                generation: self.id,
+            });
+        }
+        self.filler_at = None;
+        for (call_id, result) in std::mem::take(&mut self.round_tools) {
+            if self.in_history && !self.speculative {
+                history.push_tool_result(self.id, &call_id, result.as_deref().unwrap_or(reason));
+            }
         }
     }
 
@@ -431,6 +463,7 @@ impl CallCore {
             if g.last_mark_sent {
                 consider(Some(g.expected_end.plus(MARK_GRACE_MS)));
             }
+            consider(g.filler_at);
         }
         consider(self.pacing_deadline());
         // An overdue deadline means "now": the runtime calls `handle(Timeout)` at once.
@@ -542,6 +575,12 @@ impl CallCore {
             .collect();
         for id in overdue {
             self.finish_up_to(id, now);
+        }
+        let fillers: Vec<usize> = (0..self.gens.len())
+            .filter(|&i| self.gens[i].filler_at.is_some_and(|d| now >= d))
+            .collect();
+        for i in fillers {
+            self.say_filler(i);
         }
         if let Some(d) = self.idle_deadline()
             && now >= d
@@ -941,18 +980,17 @@ impl CallCore {
                     .push_back(Action::TtsCancel { generation: g.id });
             }
             let heard = g.spoken.heard_end(played);
+            // Tools of the reply stop. Calls that completed stay in the history (with the
+            // others' "cancelled" results) even when nothing was heard; a reply whose tools
+            // never finished and that nobody heard leaves no trace.
+            let tools_done = g.tool_rounds > 0 || g.round_tools.iter().any(|(_, r)| r.is_some());
+            g.close_round(&mut self.history, &mut self.actions, TOOL_CANCELLED);
             if g.in_history && !g.speculative {
-                // Pending tool calls of a reply that stays get a result so the history is valid.
-                if heard > 0 {
-                    for id in std::mem::take(&mut g.tools_pending) {
-                        self.history.push_tool_result(
-                            g.id,
-                            &id,
-                            "{\"error\":\"cancelled: the caller interrupted\"}",
-                        );
-                    }
+                if heard == 0 && tools_done {
+                    self.history.keep_tool_work(g.id);
+                } else {
+                    self.history.keep_heard(g.id, heard);
                 }
-                self.history.keep_heard(g.id, heard);
             }
             if g.kind != Kind::Cue && played > 0 {
                 let text = g.spoken.text().get(..heard).unwrap_or("").to_owned();
@@ -1464,11 +1502,15 @@ impl CallCore {
             // Tools have side effects: never run them on a guess.
             self.spec = None;
             self.drop_gen(id);
-            let _ = now;
             return;
         }
         self.flush_chunker(i);
-        if self.gens[i].tts_started {
+        if self.gens[i].tool_rounds >= self.s.max_tool_rounds {
+            self.tool_round_cap(i);
+            return;
+        }
+        if self.gens[i].tts_started && self.gens[i].round_tools.is_empty() {
+            // Text before the tools is spoken now, not after them.
             self.actions.push_back(Action::TtsFlush {
                 generation: id,
                 end_of_generation: false,
@@ -1476,34 +1518,94 @@ impl CallCore {
         }
         let spoken_len = self.gens[i].spoken.text().len();
         self.history.push_tool_call(id, call.clone(), spoken_len);
-        self.gens[i].tools_pending.push(call.id.clone());
+        let g = &mut self.gens[i];
+        if g.round_tools.is_empty() {
+            g.filler_at = self.s.tool_filler_delay_ms.map(|d| now.plus(u64::from(d)));
+        }
+        g.round_tools.push((call.id.clone(), None));
         self.actions.push_back(Action::RunTool {
             generation: id,
             call,
         });
     }
 
+    /// The reply asked for more tool rounds than `max_tool_rounds`: its stream stops and the
+    /// bot apologises instead of running them.
+    fn tool_round_cap(&mut self, i: usize) {
+        let id = self.gens[i].id;
+        if self.gens[i].llm == LlmPhase::Streaming {
+            self.actions.push_back(Action::CancelLlm { generation: id });
+        }
+        self.gens[i].llm = LlmPhase::Done;
+        let apology = self.s.tool_round_cap_message.clone();
+        self.emit_chunk(i, apology);
+        self.end_tts(i);
+    }
+
     fn on_tool_result(&mut self, call_id: &str, content: &str, now: Millis) {
-        let Some(i) = self
-            .gens
-            .iter()
-            .position(|g| g.tools_pending.iter().any(|c| c == call_id))
-        else {
+        let Some(i) = self.gens.iter().position(|g| {
+            g.round_tools
+                .iter()
+                .any(|(c, r)| c == call_id && r.is_none())
+        }) else {
             return;
         };
-        let id = self.gens[i].id;
-        self.history.push_tool_result(id, call_id, content);
-        self.gens[i].tools_pending.retain(|c| c != call_id);
-        if self.gens[i].tools_pending.is_empty() && self.gens[i].llm == LlmPhase::WaitingTools {
-            self.gens[i].llm = LlmPhase::Streaming;
-            self.chunker.reset();
-            let _ = now;
-            self.actions.push_back(Action::StartLlm {
-                generation: id,
-                messages: self.history.snapshot(),
-                speculative: false,
-            });
+        let g = &mut self.gens[i];
+        if let Some(slot) = g.round_tools.iter_mut().find(|(c, _)| c == call_id) {
+            slot.1 = Some(content.to_owned());
         }
+        if !g.tools_running() {
+            g.filler_at = None;
+            if g.llm == LlmPhase::WaitingTools {
+                self.finish_round(i, now);
+            }
+        }
+    }
+
+    /// Every tool of the round answered and its LLM stream ended: the results go into the
+    /// history and the next LLM round starts (or, when the call is ending, the reply ends).
+    fn finish_round(&mut self, i: usize, now: Millis) {
+        let id = self.gens[i].id;
+        let g = &mut self.gens[i];
+        g.close_round(&mut self.history, &mut self.actions, TOOL_CANCELLED);
+        g.tool_rounds += 1;
+        if self.ending.is_some() {
+            self.gens[i].llm = LlmPhase::Done;
+            self.end_tts(i);
+            return;
+        }
+        self.gens[i].llm = LlmPhase::Streaming;
+        self.chunker.reset();
+        let _ = now;
+        self.actions.push_back(Action::StartLlm {
+            generation: id,
+            messages: self.history.snapshot(),
+            speculative: false,
+        });
+    }
+
+    /// A slow tool round: say the filler so the caller is not left in silence. It is part of
+    /// the reply's audio (and transcript) but not of the LLM history.
+    fn say_filler(&mut self, i: usize) {
+        let filler = self.s.tool_filler_message.clone();
+        let g = &mut self.gens[i];
+        g.filler_at = None;
+        if filler.trim().is_empty() {
+            return;
+        }
+        let id = g.id;
+        if g.spoken.push_text(&filler).is_empty() {
+            return;
+        }
+        g.tts_started = true;
+        self.actions.push_back(Action::TtsText {
+            generation: id,
+            text: filler,
+        });
+        self.actions.push_back(Action::TtsFlush {
+            generation: id,
+            end_of_generation: false,
+        });
     }
 
     fn on_llm_done(&mut self, id: Generation, now: Millis) {
@@ -1512,13 +1614,17 @@ impl CallCore {
         };
         self.llm_failures_in_row = 0;
         self.flush_chunker(i);
-        if !self.gens[i].tools_pending.is_empty() {
-            self.gens[i].llm = LlmPhase::WaitingTools;
+        if !self.gens[i].round_tools.is_empty() {
             if self.gens[i].tts_started {
                 self.actions.push_back(Action::TtsFlush {
                     generation: id,
                     end_of_generation: false,
                 });
+            }
+            if self.gens[i].tools_running() {
+                self.gens[i].llm = LlmPhase::WaitingTools;
+            } else {
+                self.finish_round(i, now);
             }
             return;
         }
@@ -1530,7 +1636,6 @@ impl CallCore {
         } else if self.gens[i].spoken.text().is_empty() {
             self.gens[i].tts_done = true;
         }
-        let _ = now;
     }
 
     /// No more text for generation `i`: flush the TTS, or mark it done when it got no text.
@@ -1568,15 +1673,12 @@ impl CallCore {
             // Speak what arrived; the reply just ends early.
             self.flush_chunker(i);
             self.gens[i].llm = LlmPhase::Done;
-            for call in std::mem::take(&mut self.gens[i].tools_pending) {
-                self.history
-                    .push_tool_result(id, &call, "{\"error\":\"the model failed\"}");
-            }
+            self.gens[i].close_round(&mut self.history, &mut self.actions, TOOL_MODEL_FAILED);
             self.end_tts(i);
             return;
         }
         self.gens[i].llm = LlmPhase::Done;
-        self.gens[i].tools_pending.clear();
+        self.gens[i].close_round(&mut self.history, &mut self.actions, TOOL_MODEL_FAILED);
         self.drop_gen(id);
         self.after_failure(now);
     }
@@ -1705,7 +1807,7 @@ impl CallCore {
             self.actions.push_back(Action::CancelLlm { generation: id });
         }
         self.gens[i].llm = LlmPhase::Done;
-        self.gens[i].tools_pending.clear();
+        self.gens[i].close_round(&mut self.history, &mut self.actions, TOOL_CANCELLED);
         if self.gens[i].bytes_in == 0 {
             if let Some(g) = self.gens.remove(i)
                 && g.in_history
@@ -2121,6 +2223,10 @@ impl CallCore {
             if g.llm == LlmPhase::Streaming {
                 self.actions
                     .push_back(Action::CancelLlm { generation: g.id });
+            }
+            if g.tools_running() {
+                self.actions
+                    .push_back(Action::CancelTools { generation: g.id });
             }
             if !g.tts_done && g.tts_started {
                 self.actions

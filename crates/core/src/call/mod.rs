@@ -134,7 +134,9 @@ pub enum Event<'a> {
         /// The digits.
         digits: &'a str,
     },
-    /// Result of an [`Action::RunTool`].
+    /// Result of an [`Action::RunTool`]; a result for a call the core no longer waits for
+    /// (cancelled, unknown) is ignored. When the last tool of a round answers and the LLM
+    /// stream of that round has ended, the next LLM round starts with the results.
     ToolResult {
         /// The tool call's id.
         call_id: &'a str,
@@ -224,12 +226,20 @@ pub enum Action {
         /// What the caller said so far in this turn.
         text: String,
     },
-    /// Run a tool; answer with [`Event::ToolResult`].
+    /// Run a tool off the call task; answer with [`Event::ToolResult`] (an error result the
+    /// LLM can talk about when the tool failed). Several may run at once; the call goes on
+    /// meanwhile.
     RunTool {
         /// The generation that asked.
         generation: Generation,
         /// The call.
         call: ToolCall,
+    },
+    /// Stop the tools of `generation` that are still running (the caller cut the reply off, or
+    /// the reply was dropped): their results, if any still come, are ignored.
+    CancelTools {
+        /// The generation whose tools stop.
+        generation: Generation,
     },
     /// Hang up the call (Twilio REST); the core is finished.
     HangUp {

@@ -191,6 +191,17 @@ pub const DEFAULT_PROVIDER_ERROR_GOODBYE: &str =
 pub const DEFAULT_STT_FAILURE_GOODBYE: &str = "I'm sorry, I can't hear you anymore because of a \
      technical problem. Please call back later. Goodbye.";
 
+/// ms a reply's tools may run before the bot says a filler (see
+/// [`CallSettings::tool_filler_delay_ms`]).
+pub const DEFAULT_TOOL_FILLER_DELAY_MS: u32 = 1200;
+/// What the bot says while slow tools run.
+pub const DEFAULT_TOOL_FILLER: &str = "One moment, please.";
+/// Tool rounds one reply may run (see [`CallSettings::max_tool_rounds`]).
+pub const DEFAULT_MAX_TOOL_ROUNDS: u32 = 4;
+/// What the bot says when a reply wants more tool rounds than allowed.
+pub const DEFAULT_TOOL_ROUND_CAP_APOLOGY: &str =
+    "I'm sorry, I couldn't finish that. Could you ask me in a different way?";
+
 /// Everything the call core needs to run one call: the resolved assistant record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSettings {
@@ -274,6 +285,18 @@ pub struct CallSettings {
     pub provider_error_message: String,
     /// Spoken before hanging up when the STT failed for good ([`super::Event::SttFailed`]).
     pub stt_failure_message: String,
+    /// `tool_filler_delay_ms`, ms: when a reply's tools have run this long without a result,
+    /// the bot says `tool_filler_message` so the caller does not sit in silence (once per tool
+    /// round). `None` never says a filler. Default 1200 ms: no filler for tools faster than
+    /// about a second.
+    pub tool_filler_delay_ms: Option<u32>,
+    /// The short filler said while slow tools run (not part of the LLM history).
+    pub tool_filler_message: String,
+    /// Tool rounds one reply may run: an LLM stream that asks for tools after this many rounds
+    /// is stopped and `tool_round_cap_message` is said instead. Default 4.
+    pub max_tool_rounds: u32,
+    /// Said when a reply hits `max_tool_rounds` (an apology, never silence).
+    pub tool_round_cap_message: String,
 }
 
 impl Default for CallSettings {
@@ -306,6 +329,10 @@ impl Default for CallSettings {
             apology_message: DEFAULT_APOLOGY.to_owned(),
             provider_error_message: DEFAULT_PROVIDER_ERROR_GOODBYE.to_owned(),
             stt_failure_message: DEFAULT_STT_FAILURE_GOODBYE.to_owned(),
+            tool_filler_delay_ms: Some(DEFAULT_TOOL_FILLER_DELAY_MS),
+            tool_filler_message: DEFAULT_TOOL_FILLER.to_owned(),
+            max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS,
+            tool_round_cap_message: DEFAULT_TOOL_ROUND_CAP_APOLOGY.to_owned(),
         }
     }
 }

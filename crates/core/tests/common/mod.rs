@@ -66,6 +66,8 @@ pub enum LlmScript {
     Tool(ToolCall),
     /// Say this text first, then ask for the tool.
     TextThenTool(String, ToolCall),
+    /// Ask for several tools in one stream (parallel calls).
+    Tools(Vec<ToolCall>),
     /// Fail before any text.
     Fail,
     /// Never answer.
@@ -559,6 +561,12 @@ impl Sim {
             LlmScript::TextThenTool(text, call) => {
                 stream(self, &text, &mut t);
                 self.at(t, In::LlmTool(g, call));
+                self.at(t + 1, In::LlmDone(g));
+            }
+            LlmScript::Tools(calls) => {
+                for call in calls {
+                    self.at(t, In::LlmTool(g, call));
+                }
                 self.at(t + 1, In::LlmDone(g));
             }
             LlmScript::Fail => self.at(t, In::LlmFail(g)),

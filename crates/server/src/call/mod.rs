@@ -2,11 +2,13 @@
 //! sans-IO core for each call, the mapping from an assistant record to what a call runs with,
 //! the tools a call's LLM can use, and the closing of call records no process carries any more.
 
+pub mod custom_tool;
 pub mod recording;
 pub mod recovery;
 pub mod registry;
 pub mod resolve;
 pub mod runtime;
+pub mod tool_tasks;
 pub mod tools;
 
 pub use registry::{CallCommand, CallRegistry, LiveCall};

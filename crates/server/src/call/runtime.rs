@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
@@ -39,6 +40,7 @@ use tokio::sync::mpsc;
 use super::recording::CallRecorder;
 use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
+use super::tool_tasks::{ToolDone, ToolTasks};
 use super::tools;
 use crate::state::AppState;
 
@@ -179,6 +181,11 @@ struct Call {
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
     recorder: mpsc::UnboundedSender<Persist>,
+    /// The TTS adapter's `flush` ends the context (ElevenLabs today): non-final flushes (text
+    /// before a tool) are not passed on.
+    tts_flush_ends_context: bool,
+    /// The LLM's tool calls, each on its own task.
+    tool_tasks: ToolTasks,
     /// Verdicts of the incomplete-utterance classifier, from its tasks.
     verdicts_tx: mpsc::UnboundedSender<(u64, bool)>,
     verdicts: mpsc::UnboundedReceiver<(u64, bool)>,
@@ -308,7 +315,10 @@ impl Call {
         )
         .map(|r| r.with_max_call_length_s(a.max_call_length));
         let tools = tools::specs(a);
+        let tool_tasks = ToolTasks::new(state.clone(), Arc::new((*setup).clone()));
         Ok(Box::new(Call {
+            tts_flush_ends_context: tts_cfg.provider == "elevenlabs",
+            tool_tasks,
             state: state.clone(),
             setup,
             started,
@@ -421,6 +431,7 @@ impl Call {
                     }
                 },
                 ev = next_llm(&mut self.llm) => self.on_llm(ev),
+                Some(done) = self.tool_tasks.done.recv() => self.on_tool_done(done),
                 Some((request, incomplete)) = self.verdicts.recv() => {
                     let now = self.now();
                     self.core.handle(Event::UtteranceClassified { request, incomplete }, now);
@@ -695,6 +706,29 @@ impl Call {
         }
     }
 
+    /// A tool finished: its hang-up or transfer (if any) is requested first, so a reply whose
+    /// tool ends the call does not start another LLM round; then the result goes to the core.
+    fn on_tool_done(&mut self, done: ToolDone) {
+        self.tool_tasks.finished(&done.call.id);
+        tracing::debug!(
+            call_sid = %self.setup.call_sid,
+            tool = %done.call.name,
+            duration_ms = done.duration_ms,
+            "tool finished"
+        );
+        if let Some(follow) = done.outcome.follow_up {
+            self.on_command(follow);
+        }
+        let now = self.now();
+        self.core.handle(
+            Event::ToolResult {
+                call_id: &done.call.id,
+                content: &done.outcome.content,
+            },
+            now,
+        );
+    }
+
     fn on_command(&mut self, cmd: CallCommand) {
         let now = self.now();
         match cmd {
@@ -804,6 +838,11 @@ impl Call {
                 } => {
                     if end_of_generation {
                         self.tts_closing.insert(generation.0);
+                    } else if self.tts_flush_ends_context {
+                        // Workaround until the adapter separates "generate now" from "no more
+                        // text": its `flush` closes the context (text after a tool would be
+                        // lost), and it already sends every chunk with `flush: true`.
+                        continue;
                     }
                     if let Err(e) = self.tts.flush(generation.0) {
                         self.tts_error(generation, &e);
@@ -823,26 +862,11 @@ impl Call {
                         }
                     });
                 }
-                Action::RunTool { call, .. } => {
-                    // What was queued for the caller goes out before a tool may take seconds.
-                    if socket.flush().await.is_err() {
-                        return Flow::End(self.outcome(
-                            CallStatus::Completed,
-                            EndedReason::CallerHangupSocketClosed,
-                        ));
-                    }
-                    let now = self.now();
-                    let result = Box::pin(tools::run(&self.state, &self.setup, &call)).await;
-                    self.core.handle(
-                        Event::ToolResult {
-                            call_id: &call.id,
-                            content: &result.content,
-                        },
-                        now,
-                    );
-                    if let Some(follow) = result.follow_up {
-                        self.on_command(follow);
-                    }
+                Action::RunTool { generation, call } => {
+                    self.tool_tasks.spawn(generation, call);
+                }
+                Action::CancelTools { generation } => {
+                    self.tool_tasks.cancel(generation);
                 }
                 Action::HangUp {
                     reason,

@@ -3,8 +3,8 @@
 //! Built in: `end_call` (say goodbye, hang up), `transfer_call` (say the transfer message,
 //! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API), `dtmf_solver`
 //! (press keys: the digits are played into the call as DTMF tones by the core). Custom tools
-//! (`tools_settings.custom_tools`) are offered with their JSON schema and run by POSTing the
-//! arguments to their `url`, with a timeout; the reply body is the result.
+//! (`tools_settings.custom_tools`) are offered with their JSON schema and run as their record
+//! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`).
 
 use std::time::Duration;
 
@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use switchboard_assistant::AssistantConfig;
 use switchboard_core::audio::dtmf::{DtmfTones, GAP_MS, TONE_MS};
 use switchboard_core::call::ToolCall;
-use switchboard_netguard::refusal_of;
 use switchboard_providers::llm::ToolSpec;
 use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
 use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
+use super::custom_tool::CustomTool;
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
 use crate::state::AppState;
@@ -28,6 +28,19 @@ pub struct ToolOutcome {
     pub content: String,
     /// A command the call carries out after the result (hang up, transfer).
     pub follow_up: Option<CallCommand>,
+}
+
+impl ToolOutcome {
+    /// A tool that ran past `limit`: an error result the LLM can talk about.
+    pub fn timed_out(limit: Duration) -> Self {
+        Self {
+            content: tool_error(format!(
+                "the tool did not answer within {} ms",
+                limit.as_millis()
+            )),
+            follow_up: None,
+        }
+    }
 }
 
 fn scenarios(list: &[String]) -> String {
@@ -163,12 +176,11 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
             let custom = t
                 .custom_tools
                 .iter()
-                .find(|c| c.get("name").and_then(Value::as_str) == Some(other));
-            let content = match custom.and_then(|c| c.get("url")).and_then(Value::as_str) {
-                Some(url) => run_custom(state, url, &args).await,
-                None => {
-                    json!({"ok": false, "error": format!("unknown tool `{other}`")}).to_string()
-                }
+                .filter_map(CustomTool::from_record)
+                .find(|c| c.name == other);
+            let content = match custom {
+                Some(tool) => tool.run(&state.tenant_http, &call.arguments).await.1,
+                None => tool_error(format!("unknown tool `{other}`")),
             };
             ToolOutcome {
                 content,
@@ -204,31 +216,6 @@ fn dtmf(args: &Value) -> ToolOutcome {
         Err(e) => ToolOutcome {
             content: tool_error(e.to_string()),
             follow_up: None,
-        },
-    }
-}
-
-/// POSTs the arguments to a custom tool's `url` (a tenant's URL: held to the outbound policy,
-/// so the reply that goes to the LLM can never come from inside our network).
-async fn run_custom(state: &AppState, url: &str, args: &Value) -> String {
-    let request = match state.tenant_http.post(url) {
-        Ok(request) => request,
-        Err(refused) => return tool_error(format!("refused by the outbound policy: {refused}")),
-    };
-    let res = request
-        .timeout(Duration::from_secs(10))
-        .json(args)
-        .send()
-        .await;
-    match res {
-        Ok(r) if r.status().is_success() => match r.text().await {
-            Ok(body) => body.chars().take(8_000).collect(),
-            Err(e) => tool_error(e.to_string()),
-        },
-        Ok(r) => tool_error(format!("HTTP {}", r.status())),
-        Err(e) => match refusal_of(&e) {
-            Some(refused) => tool_error(format!("refused by the outbound policy: {refused}")),
-            None => tool_error(e.to_string()),
         },
     }
 }
