@@ -28,18 +28,13 @@ const B_BYPASS_NUMBER: &str = "+15550100004";
 /// Gives org B Twilio credentials of its own (an account the fake Twilio knows, owning B's
 /// numbers), so it can sign webhooks.
 async fn org_b_signs_its_webhooks(h: &Harness) {
-    h.rest.add_account(B_ACCOUNT_SID, B_TOKEN);
-    for number in [B_NUMBER, B_BYPASS_NUMBER] {
-        h.rest
-            .add_number(B_ACCOUNT_SID, number)
-            .expect("B's account exists");
-    }
-    let (status, body) = json(
-        h.ts.req(Method::PUT, "/api/v1/organization/telephony", &h.ts.key_b)
-            .json(&json!({"account_sid": B_ACCOUNT_SID, "auth_token": B_TOKEN})),
+    h.own_twilio_account(
+        &h.ts.key_b,
+        B_ACCOUNT_SID,
+        B_TOKEN,
+        &[B_NUMBER, B_BYPASS_NUMBER],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
 }
 
 /// Org A's call, answered and waiting for its media stream: `in-progress`, not ended.

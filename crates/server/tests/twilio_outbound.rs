@@ -4,13 +4,8 @@
 mod common;
 mod twilio_harness;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard_server::call::{CallCommand, LiveCall};
@@ -20,63 +15,12 @@ use switchboard_store::{CallStatus, EndedReason, NewCall};
 use switchboard_testkit::twilio::{CallOutcome, FakeCall};
 use tokio::sync::mpsc;
 use twilio_harness::{
-    ACCOUNT_SID, CALLER, Harness, OUR_NUMBER, Options, WEBHOOK_SECRET, short_script, sid,
+    ACCOUNT_SID, CALLER, Harness, OUR_NUMBER, Options, WEBHOOK_SECRET, receiver, short_script, sid,
 };
 
 use crate::common::{assert_error, json};
 
 const CUSTOMER: &str = "+15550123456";
-
-/// A webhook receiver on 127.0.0.1 that answers `fail_first` requests with 500, then 200.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-}
-
-async fn receiver(fail_first: usize) -> Receiver {
-    let got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
-    let seen = got.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap, body: Bytes| {
-            let seen = seen.clone();
-            async move {
-                let n = {
-                    let mut g = seen.lock().expect("lock");
-                    g.push((headers, body));
-                    g.len()
-                };
-                if n <= fail_first {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Receiver {
-        url: format!("http://{addr}/hook"),
-        got,
-    }
-}
-
-impl Receiver {
-    fn bodies(&self) -> Vec<Value> {
-        self.got
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, b)| serde_json::from_slice(b).unwrap_or(Value::Null))
-            .collect()
-    }
-}
 
 async fn initiate(h: &Harness, key: &str, body: Value) -> (u16, Value) {
     json(

@@ -442,7 +442,7 @@ impl TwilioRest {
         self.creds.account_sid()
     }
 
-    fn url(&self, tail: &[&str]) -> Result<url::Url, RestError> {
+    pub(crate) fn url(&self, tail: &[&str]) -> Result<url::Url, RestError> {
         let mut u = self.base.clone();
         {
             let mut segs = u
@@ -466,7 +466,7 @@ impl TwilioRest {
         Ok(u)
     }
 
-    async fn post<T: DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         url: url::Url,
         form: &[(&str, &str)],
@@ -484,7 +484,7 @@ impl TwilioRest {
         self.send(req).await
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: url::Url) -> Result<T, RestError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, url: url::Url) -> Result<T, RestError> {
         self.send(self.http.get(url)).await
     }
 
@@ -632,7 +632,7 @@ impl TwilioRest {
     }
 }
 
-fn check_sid(sid: &str) -> Result<(), RestError> {
+pub(crate) fn check_sid(sid: &str) -> Result<(), RestError> {
     if sid.is_empty() || sid.len() > 64 || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(RestError::InvalidRequest(
             "SID must be 1-64 ASCII letters and digits",

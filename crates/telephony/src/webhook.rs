@@ -274,6 +274,37 @@ impl CallStatusCallback {
     }
 }
 
+/// An incoming message (Twilio's messaging webhook, `POST` to the number's SMS URL): the
+/// fields of <https://www.twilio.com/docs/messaging/guides/webhook-request> the engine uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SmsWebhook {
+    /// `SM…` / `MM…`: the message.
+    pub message_sid: String,
+    /// `AC…`: the account that owns the receiving number.
+    pub account_sid: String,
+    /// Sender (E.164).
+    pub from: String,
+    /// Our number that received it (E.164): selects the organisation and assistant.
+    pub to: String,
+    /// Text of the message (up to 1600 characters; may be empty for a media-only MMS).
+    #[serde(default)]
+    pub body: String,
+    /// Number of media attachments (MMS).
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub num_media: Option<u64>,
+    /// Messaging Service the number belongs to, when it does.
+    #[serde(default, deserialize_with = "opt_nonempty")]
+    pub messaging_service_sid: Option<String>,
+}
+
+impl SmsWebhook {
+    /// Reads the form body.
+    pub fn from_form(body: &[u8]) -> Result<SmsWebhook, WebhookError> {
+        parse_form(body)
+    }
+}
+
 /// The stream status callback (§1.8), sent to `<Stream statusCallback>`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]

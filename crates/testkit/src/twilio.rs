@@ -5,6 +5,7 @@
 //!   account, list its numbers), holding accounts and the numbers each owns, with Basic auth and
 //!   form bodies checked and every request recorded; it can "dial" the engine for each created
 //!   call ([`FakeTwilioRest::dial_engine`]).
+//!   Conferences and participants (warm transfer): [`LegOutcome`] scripts each dialled leg.
 //! - [`FakeCall`]: one phone call as Twilio runs it: signed voice webhook, TwiML, signed media
 //!   stream, caller audio in real time, bot audio on a real-time playback clock with mark echoes
 //!   and `clear`, `stop`, status callbacks; returns a [`CallReport`]. The load harness runs
@@ -25,6 +26,9 @@
 //! ```
 
 mod call;
+mod conference;
+#[cfg(test)]
+mod conference_tests;
 mod rest;
 mod script;
 #[cfg(test)]
@@ -35,6 +39,9 @@ pub use call::{
     CallControl, CallError, CallOutcome, CallReport, ChunkRecord, EndedBy, FRAME_BYTES, FRAME_MS,
     FakeCall, FakeCallConfig, MarkRecord, PlaybackSegment, PlayedAudio, RemoteEnd,
     UNDERRUN_EPSILON_MS, Underrun, local_url, new_sid, rfc2822_now,
+};
+pub use conference::{
+    ConferenceRequest, FakeConference, FakeParticipant, LegOutcome, PostedCallback,
 };
 pub use rest::{
     CallUpdateRecord, CreatedCall, DialHook, DialRequest, FakeTwilioRest, InjectedError,

@@ -1,5 +1,12 @@
 //! DTMF: generating touch tones as µ-law (to send digits into an IVR) and detecting them in
 //! decoded 8 kHz audio (callers who press keys while in-band tones are all we get).
+//!
+//! Frequencies are ITU-T Q.23's keypad (four low-group rows, four high-group columns). Timing
+//! and level follow ITU-T Q.24's reception limits with a margin: a receiver must accept a tone
+//! of 40 ms and a pause of 40 ms, so [`TONE_MS`] and [`GAP_MS`] use 100 ms each (what IVRs
+//! reliably take); each component is sent at about -9.5 dBFS (an unweighted sum of about
+//! -3.5 dBFS), inside the -3 to -13 dBm0 per-frequency window most administrations give in
+//! Q.24, with no twist (both groups at the same level).
 
 use super::{AudioError, MULAW_SILENCE, SAMPLE_RATE_HZ, mulaw};
 
@@ -18,6 +25,12 @@ pub const KEYPAD: [[char; 4]; 4] = [
 pub const DEFAULT_TONE_MS: u32 = 100;
 /// Default pause between digits in ms.
 pub const DEFAULT_GAP_MS: u32 = 80;
+/// Tone length in ms of digits sent into a call ([`DtmfTones`]): five 20 ms frames.
+pub const TONE_MS: u32 = 100;
+/// Pause after each digit in ms, sent into a call: five 20 ms frames.
+pub const GAP_MS: u32 = 100;
+/// Pause in ms for `,` in a digit string (as dial strings use it).
+pub const COMMA_PAUSE_MS: u32 = 500;
 /// Amplitude of each of the two sine components (linear, full scale = 32767): about -9 dBFS.
 const COMPONENT_AMPLITUDE: f32 = 11000.0;
 /// Goertzel block length in samples (the classic 205 at 8 kHz, ~25.6 ms, ~39 Hz bins).
@@ -66,6 +79,106 @@ pub fn generate_mulaw(
         out.extend(std::iter::repeat_n(MULAW_SILENCE, gap_ms as usize * per_ms));
     }
     Ok(())
+}
+
+/// Most digits (and `,` pauses) one [`DtmfTones`] sends; longer strings are refused.
+pub const MAX_DIGITS: usize = 64;
+
+/// A digit string rendered as µ-law DTMF, one buffer-full at a time with no allocation: the
+/// call core fills 20 ms frames from it and plays them like speech (paced, marked, clearable).
+#[derive(Debug, Clone)]
+pub struct DtmfTones {
+    digits: [u8; MAX_DIGITS],
+    len: usize,
+    /// Index of the digit being sent.
+    pos: usize,
+    /// Samples of the current digit (tone + gap, or the comma pause) already written.
+    sample: usize,
+    tone_samples: usize,
+    gap_samples: usize,
+}
+
+impl DtmfTones {
+    /// Tones for `digits` (`0-9 * # A-D`, case-insensitive, `,` = [`COMMA_PAUSE_MS`] of
+    /// silence), each `tone_ms` long with `gap_ms` of silence after it. Fails on any other
+    /// character or on more than [`MAX_DIGITS`] characters.
+    pub fn new(digits: &str, tone_ms: u32, gap_ms: u32) -> Result<DtmfTones, AudioError> {
+        let mut buf = [0u8; MAX_DIGITS];
+        let mut len = 0;
+        for c in digits.chars() {
+            if c != ',' {
+                frequencies(c)?;
+            }
+            let slot = buf
+                .get_mut(len)
+                .ok_or(AudioError::TooManyDtmfDigits { max: MAX_DIGITS })?;
+            // Every accepted character is ASCII.
+            *slot = c.to_ascii_uppercase() as u8;
+            len += 1;
+        }
+        let per_ms = (SAMPLE_RATE_HZ / 1000) as usize;
+        Ok(DtmfTones {
+            digits: buf,
+            len,
+            pos: 0,
+            sample: 0,
+            tone_samples: tone_ms as usize * per_ms,
+            gap_samples: gap_ms as usize * per_ms,
+        })
+    }
+
+    /// Total length of the rendering, in ms.
+    pub fn duration_ms(&self) -> u64 {
+        let per_ms = (SAMPLE_RATE_HZ / 1000) as u64;
+        self.digits[..self.len]
+            .iter()
+            .map(|&d| {
+                if d == b',' {
+                    u64::from(COMMA_PAUSE_MS)
+                } else {
+                    (self.tone_samples + self.gap_samples) as u64 / per_ms
+                }
+            })
+            .sum()
+    }
+
+    /// Writes the next µ-law samples into `out`; returns how many were written (less than
+    /// `out.len()` only at the end, 0 once everything was sent).
+    pub fn fill(&mut self, out: &mut [u8]) -> usize {
+        let mut n = 0;
+        let per_ms = (SAMPLE_RATE_HZ / 1000) as usize;
+        while n < out.len() && self.pos < self.len {
+            let d = self.digits[self.pos] as char;
+            let (tone, total) = if d == ',' {
+                (0, COMMA_PAUSE_MS as usize * per_ms)
+            } else {
+                (self.tone_samples, self.tone_samples + self.gap_samples)
+            };
+            let (w_low, w_high) = match frequencies(d) {
+                Ok((low, high)) => (
+                    2.0 * std::f32::consts::PI * low / SAMPLE_RATE_HZ as f32,
+                    2.0 * std::f32::consts::PI * high / SAMPLE_RATE_HZ as f32,
+                ),
+                Err(_) => (0.0, 0.0),
+            };
+            while n < out.len() && self.sample < total {
+                out[n] = if self.sample < tone {
+                    let t = self.sample as f32;
+                    let v = COMPONENT_AMPLITUDE * ((w_low * t).sin() + (w_high * t).sin());
+                    mulaw::encode(v as i16)
+                } else {
+                    MULAW_SILENCE
+                };
+                n += 1;
+                self.sample += 1;
+            }
+            if self.sample >= total {
+                self.pos += 1;
+                self.sample = 0;
+            }
+        }
+        n
+    }
 }
 
 /// Goertzel DTMF detector over 8 kHz linear PCM, fed in any chunking.
@@ -228,6 +341,47 @@ mod tests {
         assert!(generate_mulaw(digits, DEFAULT_TONE_MS, DEFAULT_GAP_MS, &mut audio).is_ok());
         assert_eq!(audio.len(), 16 * 180 * 8);
         assert_eq!(detect_all(&audio), digits);
+    }
+
+    #[test]
+    fn frame_generator_matches_the_buffer_generator_and_round_trips() {
+        let digits = "0123456789*#ABCD";
+        let mut tones = DtmfTones::new(digits, TONE_MS, GAP_MS).expect("valid");
+        assert_eq!(tones.duration_ms(), 16 * 200);
+        let mut frames = Vec::new();
+        let mut frame = [0u8; 160];
+        loop {
+            let n = tones.fill(&mut frame);
+            frames.extend_from_slice(&frame[..n]);
+            if n < frame.len() {
+                break;
+            }
+        }
+        assert_eq!(frames.len(), 16 * 200 * 8);
+        let mut reference = Vec::new();
+        assert!(generate_mulaw(digits, TONE_MS, GAP_MS, &mut reference).is_ok());
+        assert_eq!(frames, reference);
+        assert_eq!(detect_all(&frames), digits);
+        assert_eq!(tones.fill(&mut frame), 0, "nothing after the end");
+    }
+
+    #[test]
+    fn frame_generator_refuses_bad_digits_and_long_strings() {
+        assert_eq!(
+            DtmfTones::new("12x", TONE_MS, GAP_MS).err(),
+            Some(AudioError::InvalidDtmfDigit('x'))
+        );
+        let long = "1".repeat(MAX_DIGITS + 1);
+        assert_eq!(
+            DtmfTones::new(&long, TONE_MS, GAP_MS).err(),
+            Some(AudioError::TooManyDtmfDigits { max: MAX_DIGITS })
+        );
+        // A `,` is a pause; a buffer larger than the rendering is filled only partly.
+        let mut t = DtmfTones::new("1,2", 60, 40).expect("valid");
+        assert_eq!(t.duration_ms(), 100 + 500 + 100);
+        let mut out = vec![0u8; 8 * 800];
+        assert_eq!(t.fill(&mut out), 8 * 700);
+        assert_eq!(detect_all(&out[..8 * 700]), "12");
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub enum AudioError {
     /// A character that is not one of the 16 DTMF digits `0-9 * # A-D`.
     #[error("not a DTMF digit: {0:?}")]
     InvalidDtmfDigit(char),
+    /// A DTMF string longer than one tool call may send.
+    #[error("more than {max} DTMF digits")]
+    TooManyDtmfDigits {
+        /// The limit ([`dtmf::MAX_DIGITS`]).
+        max: usize,
+    },
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use super::settings::{CallSettings, InterruptionMode};
 use super::time::{Millis, secs_to_ms};
 use super::{Action, CallMetrics, Event, HangUpReason, Record, TurnMetrics};
+use crate::audio::dtmf::{DtmfTones, GAP_MS, TONE_MS};
 use crate::audio::framer::Reframer;
 use crate::audio::gain::MulawGain;
 use crate::audio::vad::{
@@ -61,6 +62,8 @@ enum Kind {
     Goodbye,
     /// A listening cue ("mm-hmm") while the caller talks.
     Cue,
+    /// DTMF tones sent into the call (the `dtmf_solver` tool); the text is the digits.
+    Tones,
 }
 
 /// Where the LLM side of a reply stands.
@@ -442,6 +445,7 @@ impl CallCore {
             Event::SttFailed { .. } => self.on_stt_failed(now),
             Event::MarkPlayed(name) => self.on_mark(name, now),
             Event::Dtmf(d) => self.on_dtmf(d, now),
+            Event::PlayDtmf { digits } => self.play_dtmf(digits, now),
             Event::ToolResult { call_id, content } => self.on_tool_result(call_id, content, now),
             Event::HangUpRequested { message } => {
                 let msg = message.or_else(|| self.s.end_call_message.clone());
@@ -734,6 +738,10 @@ impl CallCore {
             let Some(item) = self.queued.pop_front() else {
                 return;
             };
+            if item.kind == Kind::Tones {
+                self.start_tones(&item.text, now);
+                continue;
+            }
             let id = self.new_gen_id();
             let mut g = Gen::new(id, item.kind, now);
             let range = g.spoken.push_text(&item.text);
@@ -2226,6 +2234,41 @@ impl CallCore {
         }
         if digit == '#' {
             self.commit_user(now);
+        }
+    }
+
+    /// Queues `digits` as DTMF tones after whatever is queued to say; characters that are not
+    /// DTMF digits (or `,` pauses) make the whole request a no-op (the tool checks first).
+    fn play_dtmf(&mut self, digits: &str, now: Millis) {
+        if digits.is_empty() || DtmfTones::new(digits, TONE_MS, GAP_MS).is_err() {
+            return;
+        }
+        self.last_activity = now;
+        self.speak(Kind::Tones, digits.to_owned(), now);
+    }
+
+    /// Renders the tones of a queued [`Kind::Tones`] item straight into the re-framer, frame
+    /// by frame through the same path as TTS audio, so they are paced, marked and cleared like
+    /// speech.
+    fn start_tones(&mut self, digits: &str, now: Millis) {
+        let Ok(mut tones) = DtmfTones::new(digits, TONE_MS, GAP_MS) else {
+            return;
+        };
+        let id = self.new_gen_id();
+        let mut g = Gen::new(id, Kind::Tones, now);
+        g.tts_started = true;
+        g.tts_end_sent = true;
+        self.gens.push_back(g);
+        let mut frame = [MULAW_SILENCE; FRAME_BYTES];
+        loop {
+            let n = tones.fill(&mut frame);
+            if n == 0 {
+                break;
+            }
+            self.on_tts_audio(id, &frame[..n], None, now);
+        }
+        if let Some(i) = self.gen_index(id) {
+            self.pad_and_close(i);
         }
     }
 

@@ -133,6 +133,14 @@ pub enum Event<'a> {
     /// The caller pressed a key (`0-9 * # A-D`); it becomes part of the caller's turn, `#`
     /// ends the turn at once.
     Dtmf(char),
+    /// Send `digits` (`0-9 * # A-D`, `,` = 500 ms pause) into the call as in-band DTMF tones
+    /// (ITU-T Q.23 frequencies, 100 ms tone + 100 ms pause each), after what is already
+    /// queued to say; played out like speech (paced, marked, cleared by a barge-in). Anything
+    /// that is not a digit makes it a no-op. The `dtmf_solver` tool uses it.
+    PlayDtmf {
+        /// The digits.
+        digits: &'a str,
+    },
     /// Result of an [`Action::RunTool`]; a result for a call the core no longer waits for
     /// (cancelled, unknown) is ignored. When the last tool of a round answers and the LLM
     /// stream of that round has ended, the next LLM round starts with the results.

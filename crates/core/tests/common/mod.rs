@@ -50,6 +50,7 @@ pub enum In {
     SttFail,
     Mark(String),
     Dtmf(char),
+    PlayDtmf(String),
     ToolResult(String, String),
     HangUpReq(Option<String>),
     Transfer(String, Option<String>),
@@ -411,6 +412,7 @@ impl Sim {
             ),
             In::Mark(n) => self.core.handle(Event::MarkPlayed(&n), now),
             In::Dtmf(d) => self.core.handle(Event::Dtmf(d), now),
+            In::PlayDtmf(d) => self.core.handle(Event::PlayDtmf { digits: &d }, now),
             In::ToolResult(id, c) => self.core.handle(
                 Event::ToolResult {
                     call_id: &id,

@@ -20,6 +20,12 @@ pub enum CallCommand {
         /// What to say first.
         message: Option<String>,
     },
+    /// Send `digits` into the call as DTMF tones (the `dtmf_solver` tool), after what is
+    /// queued to say.
+    SendDtmf {
+        /// `0-9 * # A-D`, `,` for a 500 ms pause; checked by the tool.
+        digits: String,
+    },
 }
 
 /// One live call, as the registry lists it.

@@ -748,6 +748,9 @@ impl Call {
             CallCommand::Transfer { to, message } => self
                 .core
                 .handle(Event::TransferRequested { to, message }, now),
+            CallCommand::SendDtmf { digits } => {
+                self.core.handle(Event::PlayDtmf { digits: &digits }, now)
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The tools an assistant offers its LLM (`tools_settings`) and what running them does.
 //!
 //! Built in: `end_call` (say goodbye, hang up), `transfer_call` (say the transfer message,
-//! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API). Custom tools
+//! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API), `dtmf_solver`
+//! (press keys: the digits are played into the call as DTMF tones by the core). Custom tools
 //! (`tools_settings.custom_tools`) are offered with their JSON schema and run as their record
 //! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`).
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_assistant::AssistantConfig;
+use switchboard_core::audio::dtmf::{DtmfTones, GAP_MS, TONE_MS};
 use switchboard_core::call::ToolCall;
 use switchboard_providers::llm::ToolSpec;
 use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
@@ -87,6 +89,20 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
                 "required": ["message"]}),
         });
     }
+    if t.dtmf_solver.enabled {
+        out.push(ToolSpec {
+            name: DTMF_TOOL.to_owned(),
+            description: format!(
+                "Press keys on the phone keypad: the digits are sent as touch tones into the \
+                 call, e.g. to choose an option of a phone menu or enter a number.{}",
+                scenarios(&t.dtmf_solver.scenarios)
+            ),
+            parameters: json!({"type": "object", "properties": {
+                "digits": {"type": "string", "pattern": "^[0-9*#A-Da-d,]{1,64}$",
+                    "description": "Keys to press in order (0-9, *, #, A-D); a comma waits half a second"}},
+                "required": ["digits"]}),
+        });
+    }
     for custom in &t.custom_tools {
         let Some(name) = custom.get("name").and_then(Value::as_str) else {
             continue;
@@ -155,6 +171,7 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
                 follow_up: None,
             }
         }
+        DTMF_TOOL if t.dtmf_solver.enabled => dtmf(&args),
         other => {
             let custom = t
                 .custom_tools
@@ -170,6 +187,36 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
                 follow_up: None,
             }
         }
+    }
+}
+
+/// Name of the DTMF tool.
+pub const DTMF_TOOL: &str = "dtmf_solver";
+
+/// The `dtmf_solver` tool: checks the digits and hands them to the call, which plays them
+/// after what it is saying.
+fn dtmf(args: &Value) -> ToolOutcome {
+    let digits = args
+        .get("digits")
+        .and_then(Value::as_str)
+        .map(|d| d.chars().filter(|c| !c.is_whitespace()).collect::<String>())
+        .unwrap_or_default();
+    if digits.is_empty() {
+        return ToolOutcome {
+            content: tool_error("`digits` is required".to_owned()),
+            follow_up: None,
+        };
+    }
+    match DtmfTones::new(&digits, TONE_MS, GAP_MS) {
+        Ok(tones) => ToolOutcome {
+            content: json!({"ok": true, "digits": digits, "duration_ms": tones.duration_ms()})
+                .to_string(),
+            follow_up: Some(CallCommand::SendDtmf { digits }),
+        },
+        Err(e) => ToolOutcome {
+            content: tool_error(e.to_string()),
+            follow_up: None,
+        },
     }
 }
 

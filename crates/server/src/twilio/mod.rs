@@ -4,6 +4,7 @@
 //! authenticated by the signed stream token our TwiML handed out.
 
 pub mod control;
+pub mod sms;
 pub mod status;
 pub mod stream;
 pub mod voice;
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/twiml", post(voice::voice).get(voice::voice_get))
         .route("/twilio/stream", get(stream::stream))
         .route("/twilio/status", post(status::status))
+        .route("/twilio/sms", post(sms::sms))
 }
 
 /// Seconds since the Unix epoch (for stream tokens).

@@ -5,8 +5,13 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
 
 use futures::{SinkExt, StreamExt};
 use reqwest::Method;
@@ -391,5 +396,94 @@ impl Ws {
                 Ok(Some(Ok(_))) => continue,
             }
         }
+    }
+}
+
+/// A webhook receiver on 127.0.0.1 that answers `fail_first` requests with 500, then 200.
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+pub async fn receiver(fail_first: usize) -> Receiver {
+    let got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+    let seen = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let seen = seen.clone();
+            async move {
+                let n = {
+                    let mut g = seen.lock().expect("lock");
+                    g.push((headers, body));
+                    g.len()
+                };
+                if n <= fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        got,
+    }
+}
+
+impl Receiver {
+    pub fn bodies(&self) -> Vec<Value> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, b)| serde_json::from_slice(b).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `n` deliveries arrived; returns headers and JSON bodies.
+    pub async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Value)> {
+        for _ in 0..400 {
+            {
+                let g = self.got.lock().expect("lock");
+                if g.len() >= n {
+                    return g
+                        .iter()
+                        .map(|(h, b)| {
+                            let v = serde_json::from_slice(b).unwrap_or(Value::Null);
+                            (h.clone(), v)
+                        })
+                        .collect();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} deliveries arrived");
+    }
+}
+
+impl Harness {
+    /// Gives the organisation of `key` Twilio credentials of its own: an account the fake
+    /// Twilio knows, owning `numbers`, so it can sign webhooks and be routed to.
+    pub async fn own_twilio_account(&self, key: &str, sid: &str, token: &str, numbers: &[&str]) {
+        self.rest.add_account(sid, token);
+        for number in numbers {
+            self.rest.add_number(sid, number).expect("account exists");
+        }
+        let (status, body) = json(
+            self.ts
+                .req(Method::PUT, "/api/v1/organization/telephony", key)
+                .json(&json!({"account_sid": sid, "auth_token": token})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
     }
 }

@@ -37,10 +37,14 @@ use tokio::sync::mpsc;
 use super::call::{
     CallControl, CallReport, FakeCall, FakeCallConfig, RemoteEnd, new_sid, rfc2822_now,
 };
+use super::conference::{
+    self, ConferenceRequest, Conferences, FakeConference, LegOutcome, PostedCallback,
+};
 use super::script::CallScript;
+use super::twiml::parse_xml;
 
 /// Twilio's API version, the first path segment of every resource.
-const API_VERSION: &str = "2010-04-01";
+pub(super) const API_VERSION: &str = "2010-04-01";
 
 /// `PageSize` when the request gives none (Twilio's default).
 const DEFAULT_PAGE_SIZE: usize = 50;
@@ -151,8 +155,8 @@ struct OwnedNumber {
 
 /// An account the fake knows: its auth token and the numbers it owns, in registration order.
 #[derive(Debug, Clone)]
-struct FakeAccount {
-    auth_token: String,
+pub(super) struct FakeAccount {
+    pub(super) auth_token: String,
     friendly_name: String,
     date_created: String,
     numbers: Vec<OwnedNumber>,
@@ -165,8 +169,8 @@ struct CallState {
 }
 
 #[derive(Default)]
-struct Inner {
-    accounts: BTreeMap<String, FakeAccount>,
+pub(super) struct Inner {
+    pub(super) accounts: BTreeMap<String, FakeAccount>,
     number_lookups: Vec<NumberLookup>,
     account_fetches: Vec<String>,
     calls: HashMap<String, CallState>,
@@ -175,17 +179,20 @@ struct Inner {
     messages: Vec<SentMessage>,
     auth_failures: u64,
     injected: VecDeque<InjectedError>,
+    pub(super) conferences: Conferences,
 }
 
-struct RestState {
+pub(super) struct RestState {
     /// The account the fake was started with (shown by `Debug`).
     first_account: String,
     inner: Mutex<Inner>,
     hook: Mutex<Option<DialHook>>,
+    /// Posts the fake's own status callbacks.
+    pub(super) http: reqwest::Client,
 }
 
 impl RestState {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means a test thread panicked mid-update; the data is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -213,7 +220,7 @@ impl std::fmt::Debug for FakeTwilioRest {
     }
 }
 
-fn error_json(status: u16, code: u32, message: &str) -> Response {
+pub(super) fn error_json(status: u16, code: u32, message: &str) -> Response {
     let body = json!({
         "code": code,
         "message": message,
@@ -235,7 +242,7 @@ fn default_friendly_name(e164: &str) -> String {
     }
 }
 
-fn first(form: &[(String, String)], name: &str) -> Option<String> {
+pub(super) fn first(form: &[(String, String)], name: &str) -> Option<String> {
     form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
@@ -247,6 +254,7 @@ impl FakeTwilioRest {
             first_account: account_sid.to_owned(),
             inner: Mutex::new(Inner::default()),
             hook: Mutex::new(None),
+            http: reqwest::Client::new(),
         });
         let app = Router::new()
             .route("/2010-04-01/Accounts/{account_file}", get(fetch_account))
@@ -265,6 +273,18 @@ impl FakeTwilioRest {
             .route(
                 "/2010-04-01/Accounts/{account}/Messages.json",
                 post(send_message),
+            )
+            .route(
+                "/2010-04-01/Accounts/{account}/Conferences/{conference}",
+                get(conference::fetch_conference).post(conference::update_conference),
+            )
+            .route(
+                "/2010-04-01/Accounts/{account}/Conferences/{conference}/Participants.json",
+                post(conference::create_participant),
+            )
+            .route(
+                "/2010-04-01/Accounts/{account}/Conferences/{conference}/Participants/{call}",
+                post(conference::update_participant).delete(conference::delete_participant),
             )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -422,6 +442,30 @@ impl FakeTwilioRest {
         control
     }
 
+    /// Scripts what a participant leg dialled to `to` does (default [`LegOutcome::Answered`]).
+    pub fn set_leg_outcome(&self, to: &str, outcome: LegOutcome) {
+        self.state
+            .lock()
+            .conferences
+            .outcomes
+            .insert(to.to_owned(), outcome);
+    }
+
+    /// The conference named `name` (SID or friendly name; the latest one of that name).
+    pub fn conference(&self, name: &str) -> Option<FakeConference> {
+        self.state.lock().conferences.find(name).cloned()
+    }
+
+    /// Conference and participant requests so far (accepted and rejected), in order.
+    pub fn conference_requests(&self) -> Vec<ConferenceRequest> {
+        self.state.lock().conferences.requests.clone()
+    }
+
+    /// Status callbacks the fake posted for participant legs, in order.
+    pub fn posted_callbacks(&self) -> Vec<PostedCallback> {
+        self.state.lock().conferences.callbacks.clone()
+    }
+
     /// Answers the next authenticated request with this error instead of handling it.
     pub fn fail_next(&self, status: u16, code: u32, message: &str) {
         self.state.lock().injected.push_back(InjectedError {
@@ -504,6 +548,20 @@ fn authenticate(
     Ok(())
 }
 
+/// The conference a TwiML document dials into (`<Dial><Conference>name</Conference></Dial>`)
+/// and whether the call starts it (`startConferenceOnEnter`, default true).
+fn conference_in(twiml: &str) -> Option<(String, bool)> {
+    let root = parse_xml(twiml).ok()?;
+    let conf = root
+        .elements()
+        .filter(|e| e.name == "Dial")
+        .flat_map(|d| d.elements())
+        .find(|e| e.name == "Conference")?;
+    let name = conf.text().trim().to_owned();
+    let starts = conf.attr("startConferenceOnEnter") != Some("false");
+    (!name.is_empty()).then_some((name, starts))
+}
+
 /// Answers the next injected error, if any.
 fn injected(state: &RestState) -> Result<(), Box<Response>> {
     match state.lock().injected.pop_front() {
@@ -513,7 +571,7 @@ fn injected(state: &RestState) -> Result<(), Box<Response>> {
 }
 
 /// What every `GET` passes first: [`authenticate`], then any injected error.
-fn precheck_get(
+pub(super) fn precheck_get(
     state: &RestState,
     account: &str,
     headers: &HeaderMap,
@@ -524,7 +582,11 @@ fn precheck_get(
 
 /// What every `POST` passes first: [`authenticate`], the form content type, then any injected
 /// error.
-fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(super) fn precheck(
+    state: &RestState,
+    account: &str,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
     authenticate(state, account, headers)?;
     let form_ct = headers
         .get(header::CONTENT_TYPE)
@@ -540,7 +602,7 @@ fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(),
     injected(state)
 }
 
-fn parse_form(body: &Bytes) -> Result<Vec<(String, String)>, Box<Response>> {
+pub(super) fn parse_form(body: &Bytes) -> Result<Vec<(String, String)>, Box<Response>> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
         .map_err(|_| Box::new(error_json(400, 20001, "Malformed form body")))
 }
@@ -695,6 +757,13 @@ async fn update_call(
     }
     let status = c.status;
     let body = call_json(&account, &c.call, status);
+    let joined = record.twiml.as_deref().and_then(conference_in);
+    let (from, to) = (c.call.from.clone(), c.call.to.clone());
+    if let Some((name, starts)) = joined {
+        inner
+            .conferences
+            .join_by_twiml(&name, starts, &call_sid, &from, &to);
+    }
     inner.updates.push(record);
     (StatusCode::OK, axum::Json(body)).into_response()
 }
