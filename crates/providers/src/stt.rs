@@ -429,17 +429,11 @@ impl SttSession {
     }
 }
 
-/// Open a streaming STT session for `cfg`: Deepgram Flux for `flux-*` models, otherwise
-/// Deepgram live (`/v1/listen`). Returns once the websocket handshake succeeded.
+/// Open a streaming STT session for `cfg` with the connect function the registry lists for
+/// `cfg.provider` (Deepgram: Flux for `flux-*` models, otherwise live `/v1/listen`). Returns
+/// once the websocket handshake succeeded; a provider the engine does not run is a `Config` error.
 pub async fn connect_stt(cfg: &SttConfig) -> Result<SttSession, ProviderError> {
-    match cfg.provider.as_str() {
-        "deepgram" if cfg.is_flux() => crate::deepgram_flux::connect(cfg).await,
-        "deepgram" => crate::deepgram::connect(cfg).await,
-        other => Err(ProviderError::Config {
-            provider: "stt",
-            message: format!("unsupported STT provider `{other}`"),
-        }),
-    }
+    crate::registry::stt_connector(&cfg.provider)?(cfg).await
 }
 
 #[cfg(test)]
