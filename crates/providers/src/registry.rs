@@ -99,6 +99,14 @@ fn not_runnable(kind: ProviderKind, name: &str) -> ProviderError {
     }
 }
 
+/// Provider `name` of `kind` when the engine runs it, or why not (unknown, or refused with the
+/// reason and the providers that run).
+pub fn runnable(kind: ProviderKind, name: &str) -> Result<&'static ProviderInfo, ProviderError> {
+    info(kind, name)
+        .filter(|p| p.support == Support::Runs)
+        .ok_or_else(|| not_runnable(kind, name))
+}
+
 /// The connect function of STT provider `name`, or why it cannot run.
 pub fn stt_connector(name: &str) -> Result<SttConnect, ProviderError> {
     stt_list::STT

@@ -12,6 +12,7 @@ pub mod calls;
 pub mod health;
 pub mod organization;
 pub mod phone_numbers;
+pub mod providers;
 
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .merge(assistants::router())
+        .merge(providers::router())
         .merge(phone_numbers::router())
         .merge(calls::router())
         .merge(organization::router())
