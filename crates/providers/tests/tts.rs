@@ -280,7 +280,7 @@ async fn elevenlabs_falls_back_to_single_context_sockets() {
     assert_eq!(rec[0].rejected_status, Some(404));
     let single = &rec[1];
     assert!(!single.multi);
-    assert!(single.path.ends_with("/rachel/stream-input"));
+    assert!(single.path.ends_with(&format!("/{RACHEL}/stream-input")));
     let ctx = single.context("").expect("single context");
     assert!(
         ctx.voice_settings
