@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod binding;
+mod catalog;
 mod parse;
 mod record;
 mod secret;
@@ -42,6 +43,7 @@ pub use binding::{
     effective_bindings, endpoint_host, fallback_host, fresh_binding, host_of_url, hosts_of_use,
     llm_host, stt_host, stt_provider_name, tool_hosts, tts_host,
 };
+pub use catalog::{ModelCheck, ProviderCatalog, ProviderKind, Support, check_providers};
 pub use parse::{apply_patch, apply_update, deserialize_config, merge_json, parse_create};
 pub use record::{
     AssistantConfig, AssistantCreate, AssistantPatch, AssistantResponse, AssistantStats,
@@ -63,9 +65,8 @@ pub use settings::{
     SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool, TransferType, TtsSettings,
 };
 pub use validate::{
-    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, LLM_PROVIDERS, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
-    RECORDING_SAMPLE_RATES_HZ, STT_PROVIDERS, TTS_PROVIDERS, ValidationErrors,
-    control_character_paths, is_e164, validate,
+    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
+    RECORDING_SAMPLE_RATES_HZ, ValidationErrors, control_character_paths, is_e164, validate,
 };
 
 /// The example assistant of the README (`examples/seed-assistant.json`): the seed record of

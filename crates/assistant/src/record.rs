@@ -56,7 +56,7 @@ pub struct AssistantConfig {
     /// Free-text description for operators.
     #[serde(default)]
     pub description: Option<String>,
-    /// LLM provider, one of [`crate::LLM_PROVIDERS`]; `null` = `openai`. Default `openai`.
+    /// LLM provider, checked against the engine by [`crate::check_providers`]; `null` = `openai`. Default `openai`.
     #[serde(default = "default_llm_provider")]
     pub llm_provider: Option<String>,
     /// Connection to the LLM provider (key, base URL, model).

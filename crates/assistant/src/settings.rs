@@ -121,7 +121,7 @@ impl Default for LlmSettings {
 #[serde(deny_unknown_fields)]
 #[schema(as = LLMFallbackProvider)]
 pub struct LlmFallbackProvider {
-    /// Provider name, one of [`crate::LLM_PROVIDERS`]. Required.
+    /// Provider name, checked against the engine by [`crate::check_providers`]. Required.
     pub provider: String,
     /// API key for this fallback; `null` uses the organisation's key. Returned masked.
     #[serde(default)]
@@ -285,7 +285,7 @@ impl Default for BackgroundSound {
 #[serde(default, deny_unknown_fields)]
 #[schema(as = TTSSettings)]
 pub struct TtsSettings {
-    /// TTS provider, one of [`crate::TTS_PROVIDERS`]. Default `elevenlabs`.
+    /// TTS provider, checked against the engine by [`crate::check_providers`]. Default `elevenlabs`.
     pub provider: String,
     /// Provider voice id (ElevenLabs voice id, Deepgram Aura model such as
     /// `aura-2-thalia-en`, …). Default `rachel`.
@@ -606,7 +606,7 @@ impl Default for SpeculativeConfig {
 #[serde(default, deny_unknown_fields)]
 #[schema(as = STTSettings)]
 pub struct SttSettings {
-    /// STT provider, one of [`crate::STT_PROVIDERS`]; `null` = `deepgram`. Default `deepgram`.
+    /// STT provider, checked against the engine by [`crate::check_providers`]; `null` = `deepgram`. Default `deepgram`.
     pub provider: Option<String>,
     /// Provider model (`nova-2`, `nova-3`, `flux-general-en`…). Default `nova-2`.
     pub model: String,

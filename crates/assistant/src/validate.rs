@@ -11,31 +11,6 @@ use crate::AssistantConfig;
 use crate::secret::{ProviderConfig, masked_secret_paths};
 use crate::settings::FluxConfig;
 
-/// LLM providers the engine knows (`llm_provider`, `llm_fallback_providers.fallbacks[].provider`).
-pub const LLM_PROVIDERS: &[&str] = &[
-    "openai",
-    "azure",
-    "anthropic",
-    "gemini",
-    "xai",
-    "groq",
-    "custom",
-];
-
-/// STT providers the engine knows (`stt_settings.provider`), as listed by the Burki API.
-pub const STT_PROVIDERS: &[&str] = &[
-    "deepgram",
-    "azure",
-    "uplift",
-    "elevenlabs",
-    "speechmatics",
-    "soniox",
-    "telnyx",
-];
-
-/// TTS providers the engine knows (`tts_settings.provider`).
-pub const TTS_PROVIDERS: &[&str] = &["elevenlabs", "deepgram", "cartesia", "openai"];
-
 /// Recording sample rates accepted in `recording_settings.sample_rate`, in Hz.
 pub const RECORDING_SAMPLE_RATES_HZ: &[u32] = &[8000, 16000, 22050, 24000, 32000, 44100, 48000];
 
@@ -122,11 +97,12 @@ impl ValidationErrors {
 ///
 /// Ranges come from the Burki API extract (and `docs/providers/deepgram-flux.md` for Flux, whose newer
 /// limits are wider); numbers typed unsigned cannot be negative at all. Besides ranges:
-/// E.164 for `bypass_numbers` and `transfer_numbers`, known provider names ([`LLM_PROVIDERS`],
-/// [`STT_PROVIDERS`], [`TTS_PROVIDERS`]), URLs that parse with an allowed scheme (http/https
+/// E.164 for `bypass_numbers` and `transfer_numbers`, URLs that parse with an allowed scheme (http/https
 /// for webhooks and sound files, http/https/ws/wss for provider base URLs), a Twilio Messaging
 /// Service SID shape, a relative `recordings_dir`, no secret left in its masked form, and no
-/// control character in any text (see [`control_character_paths`]).
+/// control character in any text (see [`control_character_paths`]). Provider names are only
+/// required to be non-empty here: whether the engine runs them is checked against the engine's
+/// registry by [`crate::check_providers`].
 pub fn validate(config: &AssistantConfig) -> Result<(), ValidationErrors> {
     let mut v = Validator::default();
     match serde_json::to_value(config) {
@@ -174,7 +150,7 @@ fn validate_top(v: &mut Validator, c: &AssistantConfig) {
         );
     }
     if let Some(provider) = &c.llm_provider {
-        v.one_of("llm_provider", provider, LLM_PROVIDERS);
+        v.non_empty("llm_provider", provider);
     }
     if let Some(url) = &c.webhook_url {
         v.url("webhook_url", url, HTTP);
@@ -243,7 +219,7 @@ fn validate_llm(v: &mut Validator, c: &AssistantConfig) {
     );
     for (i, f) in c.llm_fallback_providers.fallbacks.iter().enumerate() {
         let at = format!("llm_fallback_providers.fallbacks[{i}]");
-        v.one_of(&format!("{at}.provider"), &f.provider, LLM_PROVIDERS);
+        v.non_empty(&format!("{at}.provider"), &f.provider);
         if let Some(url) = &f.base_url {
             v.url(&format!("{at}.base_url"), url, HTTP_OR_WS);
         }
@@ -282,7 +258,7 @@ fn validate_interruption(v: &mut Validator, c: &AssistantConfig) {
 
 fn validate_tts(v: &mut Validator, c: &AssistantConfig) {
     let s = &c.tts_settings;
-    v.one_of("tts_settings.provider", &s.provider, TTS_PROVIDERS);
+    v.non_empty("tts_settings.provider", &s.provider);
     v.non_empty("tts_settings.voice_id", &s.voice_id);
     v.range_u("tts_settings.latency", s.latency.into(), 0, 4);
     v.range_f("tts_settings.stability", s.stability, 0.0, 1.0);
@@ -332,7 +308,7 @@ fn validate_flux(v: &mut Validator, at: &str, f: &FluxConfig) {
 fn validate_stt(v: &mut Validator, c: &AssistantConfig) {
     let s = &c.stt_settings;
     if let Some(provider) = &s.provider {
-        v.one_of("stt_settings.provider", provider, STT_PROVIDERS);
+        v.non_empty("stt_settings.provider", provider);
     }
     v.non_empty("stt_settings.model", &s.model);
     v.non_empty("stt_settings.language", &s.language);

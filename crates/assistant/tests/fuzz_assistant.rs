@@ -17,9 +17,9 @@ use bolero::generator::TypeGenerator;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use switchboard_assistant::{
-    AssistantConfig, AssistantResponse, AssistantStats, EXAMPLE_RECORD_JSON, LLM_PROVIDERS,
-    READ_ONLY_FIELDS, STT_PROVIDERS, TTS_PROVIDERS, ValidationErrors, apply_patch, apply_update,
-    deserialize_config, example_record, merge_json, parse_create, validate,
+    AssistantConfig, AssistantResponse, AssistantStats, EXAMPLE_RECORD_JSON, READ_ONLY_FIELDS,
+    ValidationErrors, apply_patch, apply_update, deserialize_config, example_record, merge_json,
+    parse_create, validate,
 };
 use switchboard_fuzzkit::{Edit, Json, Key, Text, apply_edits};
 
@@ -119,13 +119,29 @@ fn keys() -> &'static [&'static str] {
     })
 }
 
+/// Provider names the record may spell (Burki's), so edits reach provider-specific rules.
+const PROVIDER_NAMES: [&str; 14] = [
+    "openai",
+    "azure",
+    "anthropic",
+    "gemini",
+    "xai",
+    "groq",
+    "custom",
+    "deepgram",
+    "uplift",
+    "elevenlabs",
+    "speechmatics",
+    "soniox",
+    "telnyx",
+    "cartesia",
+];
+
 fn words() -> &'static [&'static str] {
     static ALL: OnceLock<Vec<&'static str>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut all: Vec<&'static str> = WORDS.to_vec();
-        all.extend(LLM_PROVIDERS);
-        all.extend(STT_PROVIDERS);
-        all.extend(TTS_PROVIDERS);
+        all.extend(PROVIDER_NAMES);
         all
     })
 }

@@ -2,7 +2,8 @@
 
 use serde_json::{Map, Value, json};
 use switchboard_assistant::{
-    AssistantConfig, ValidationErrors, apply_patch, is_e164, parse_create, validate,
+    AssistantConfig, ModelCheck, ProviderCatalog, ProviderKind, Support, ValidationErrors,
+    apply_patch, check_providers, is_e164, parse_create, validate,
 };
 
 /// `{"a": {"b": value}}` for the path `a.b`.
@@ -288,39 +289,74 @@ fn e164_edges() {
     );
 }
 
+/// A fixed catalog: what `check_providers` is asked is the engine's business, so the test
+/// brings its own table (the real one is tested in `switchboard_providers::registry`).
+struct Table;
+
+impl ProviderCatalog for Table {
+    fn support(&self, kind: ProviderKind, name: &str) -> Option<Support> {
+        match (kind, name) {
+            (ProviderKind::Llm, "openai" | "groq" | "anthropic")
+            | (ProviderKind::Stt, "deepgram")
+            | (ProviderKind::Tts, "elevenlabs" | "deepgram") => Some(Support::Runs),
+            (ProviderKind::Stt, "telnyx") => Some(Support::Refused("no public streaming protocol")),
+            _ => None,
+        }
+    }
+
+    fn runnable(&self, kind: ProviderKind) -> Vec<&'static str> {
+        match kind {
+            ProviderKind::Llm => vec!["openai", "groq", "anthropic"],
+            ProviderKind::Stt => vec!["deepgram"],
+            ProviderKind::Tts => vec!["elevenlabs", "deepgram"],
+        }
+    }
+
+    fn check_model(&self, _kind: ProviderKind, _name: &str, model: &str) -> ModelCheck {
+        if model == "whisper-1" {
+            ModelCheck::Refused {
+                known: vec!["nova-3"],
+            }
+        } else {
+            ModelCheck::Allowed
+        }
+    }
+}
+
+#[track_caller]
+fn checked(path: &str, value: Value) -> Result<(), ValidationErrors> {
+    let record = try_set(path, value).expect("the record itself is valid");
+    check_providers(&record, &Table)
+}
+
 #[test]
-fn provider_names_are_checked() {
-    for ok in [
-        "openai",
-        "azure",
-        "anthropic",
-        "gemini",
-        "xai",
-        "groq",
-        "custom",
-    ] {
-        accepts("llm_provider", json!(ok));
+fn provider_names_are_checked_against_the_catalog() {
+    assert_eq!(check_providers(&base(), &Table), Ok(()), "defaults run");
+    for ok in ["openai", "groq"] {
+        checked("llm_provider", json!(ok)).expect("runs");
     }
-    rejects("llm_provider", json!("OpenAI"));
-    accepts("llm_provider", Value::Null);
-    for ok in [
-        "deepgram",
-        "azure",
-        "uplift",
-        "elevenlabs",
-        "speechmatics",
-        "soniox",
-        "telnyx",
-    ] {
-        accepts("stt_settings.provider", json!(ok));
-    }
-    rejects("stt_settings.provider", json!("whisper"));
-    for ok in ["elevenlabs", "deepgram", "cartesia", "openai"] {
-        // Speed 1.0 is valid for every provider.
-        accepts("tts_settings.provider", json!(ok));
-    }
-    rejects("tts_settings.provider", json!("polly"));
-    let err = try_set(
+    let err = checked("llm_provider", json!("OpenAI")).unwrap_err();
+    assert!(err.has_field("llm_provider"), "{err}");
+    assert!(err.to_string().contains("openai, groq, anthropic"), "{err}");
+    checked("llm_provider", Value::Null).expect("null is openai");
+    rejects("llm_provider", json!(""));
+
+    let err = checked("stt_settings.provider", json!("telnyx")).unwrap_err();
+    assert!(err.has_field("stt_settings.provider"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("no public streaming protocol") && text.contains("it runs: deepgram"),
+        "{text}"
+    );
+    let err = checked("stt_settings.model", json!("whisper-1")).unwrap_err();
+    assert!(err.has_field("stt_settings.model"), "{err}");
+    assert!(err.to_string().contains("nova-3"), "{err}");
+
+    checked("tts_settings.provider", json!("deepgram")).expect("runs");
+    let err = checked("tts_settings.provider", json!("polly")).unwrap_err();
+    assert!(err.has_field("tts_settings.provider"), "{err}");
+
+    let err = checked(
         "llm_fallback_providers",
         json!({"fallbacks": [{"provider": "groq"}, {"provider": "mistral"}]}),
     )

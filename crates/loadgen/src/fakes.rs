@@ -105,7 +105,7 @@ pub fn assistant_body(
         },
         "tts_settings": {
             "provider": "elevenlabs",
-            "voice_id": "loadgen-voice",
+            "voice_id": "rachel",
             "model_id": "eleven_flash_v2_5",
             "provider_config": {"base_url": tts_base}
         },

@@ -4,37 +4,9 @@
 //! `GET /api/v1/assistants/providers` and `switchboard providers check` all read it, so no part
 //! of the engine keeps its own list of provider names.
 
-/// Which part of the call a provider serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    /// Streaming speech-to-text (`stt_settings.provider`).
-    Stt,
-    /// Text-to-speech (`tts_settings.provider`).
-    Tts,
-    /// Chat completion (`llm_provider`, `llm_fallback_providers[].provider`).
-    Llm,
-}
-
-impl ProviderKind {
-    /// The record field that names a provider of this kind.
-    pub fn field(self) -> &'static str {
-        match self {
-            ProviderKind::Stt => "stt_settings.provider",
-            ProviderKind::Tts => "tts_settings.provider",
-            ProviderKind::Llm => "llm_provider",
-        }
-    }
-}
-
-/// Whether the engine can run a provider the record may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Support {
-    /// Implemented and tested against a strict fake.
-    Runs,
-    /// Named by Burki's record but not run by this engine, with the reason (shown by the API
-    /// and in validation errors).
-    Refused(&'static str),
-}
+/// The kind and support status live in `switchboard-assistant`, which validation reads through
+/// its `ProviderCatalog` trait (that crate must not depend on this one).
+pub use switchboard_assistant::{ProviderKind, Support};
 
 /// One model of a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +67,9 @@ pub struct ProviderInfo {
     pub strict_models: bool,
     /// Named voices (TTS). Any other voice id passes through unchanged.
     pub voices: &'static [Voice],
+    /// Voice used when the record names a voice of another provider (ElevenLabs' `rachel` on
+    /// Deepgram) or none.
+    pub default_voice: Option<&'static str>,
     /// What it can do.
     pub capabilities: Capabilities,
     /// Page in `docs/providers/` describing its protocol and mapping.
@@ -154,6 +129,7 @@ mod tests {
             aliases: &["rachel"],
             description: "",
         }],
+        default_voice: Some("V1D"),
         capabilities: Capabilities {
             encodings: &[],
             sample_rates_hz: &[],

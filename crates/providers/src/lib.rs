@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod error;
 
 pub mod llm;
+pub mod registry;
 pub mod stt;
 pub mod tts;
 

@@ -11,6 +11,8 @@ use switchboard_testkit::fault::{Fault, FaultKind};
 use switchboard_testkit::latency::LatencyProfile;
 
 const EL_KEY: &str = "test-elevenlabs-key";
+/// ElevenLabs' premade voice "Rachel" (the strict fake knows only real voice ids).
+const RACHEL: &str = "21m00Tcm4TlvDq8ikWAM";
 const DG_KEY: &str = "test-deepgram-key";
 /// Generous bound so a loaded machine does not fail tests; never a speed assertion.
 const WAIT: Duration = Duration::from_secs(15);
@@ -49,7 +51,7 @@ fn loopback() -> OutboundPolicy {
 fn el_cfg(fake: &ElevenLabsFake) -> TtsConfig {
     TtsConfig {
         provider: "elevenlabs".into(),
-        voice_id: "rachel".into(),
+        voice_id: RACHEL.into(),
         base_url: Some(fake.base_url()),
         api_key: EL_KEY.into(),
         outbound: loopback(),
@@ -106,7 +108,7 @@ async fn elevenlabs_maps_settings_streams_audio_with_alignment_and_reuses_the_so
     assert_eq!(rec.len(), 1, "one socket for both replies");
     let c = &rec[0];
     assert!(c.multi);
-    assert_eq!(c.voice_id, "rachel");
+    assert_eq!(c.voice_id, RACHEL);
     assert_eq!(c.api_key_header.as_deref(), Some(EL_KEY));
     for (k, v) in [
         ("model_id", "eleven_flash_v2_5"),
@@ -278,7 +280,7 @@ async fn elevenlabs_falls_back_to_single_context_sockets() {
     assert_eq!(rec[0].rejected_status, Some(404));
     let single = &rec[1];
     assert!(!single.multi);
-    assert!(single.path.ends_with("/rachel/stream-input"));
+    assert!(single.path.ends_with(&format!("/{RACHEL}/stream-input")));
     let ctx = single.context("").expect("single context");
     assert!(
         ctx.voice_settings

@@ -245,7 +245,7 @@ impl ProviderSettings {
 }
 
 /// Provider keys found in the environment: `<PROVIDER>_API_KEY` and `<PROVIDER>_KEY` for every
-/// provider the assistant record knows (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …). Debug shows
+/// provider of the registry (`OPENAI_API_KEY`, `DEEPGRAM_API_KEY`, …). Debug shows
 /// the names only.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct EnvKeys(std::collections::BTreeMap<String, String>);
@@ -253,11 +253,11 @@ pub struct EnvKeys(std::collections::BTreeMap<String, String>);
 impl EnvKeys {
     /// The provider keys among `vars` (names compared in upper case; empty values skipped).
     pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>) -> EnvKeys {
-        let providers: Vec<String> = switchboard_assistant::LLM_PROVIDERS
-            .iter()
-            .chain(switchboard_assistant::STT_PROVIDERS)
-            .chain(switchboard_assistant::TTS_PROVIDERS)
-            .map(|p| p.to_ascii_uppercase())
+        use switchboard_providers::registry::{ProviderKind, providers};
+        let providers: Vec<String> = [ProviderKind::Llm, ProviderKind::Stt, ProviderKind::Tts]
+            .into_iter()
+            .flat_map(providers)
+            .map(|p| p.name.to_ascii_uppercase())
             .collect();
         let wanted = |name: &str| {
             providers

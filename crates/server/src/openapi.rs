@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, FieldError};
-use crate::routes::{assistants, calls, health, organization, phone_numbers};
+use crate::routes::{assistants, calls, health, organization, phone_numbers, providers};
 use crate::state::AppState;
 
 /// Top-level document: title, security scheme, shared schemas.
@@ -53,6 +53,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(health::HealthApi::openapi());
     doc.merge(assistants::AssistantsApi::openapi());
+    doc.merge(providers::ProvidersApi::openapi());
     doc.merge(phone_numbers::PhoneNumbersApi::openapi());
     doc.merge(calls::CallsApi::openapi());
     doc.merge(crate::routes::call_reports::CallReportsApi::openapi());

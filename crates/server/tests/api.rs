@@ -969,3 +969,87 @@ async fn database_failure_is_a_generic_500_and_unhealthy() {
     assert_eq!(health["status"], "database_unavailable");
     ts.stop().await;
 }
+
+/// `GET /api/v1/assistants/providers` lists every provider the record may name, per kind, from
+/// the engine's registry; the literal path wins over `{assistant_id}`; it needs a key.
+#[tokio::test]
+async fn providers_endpoint_lists_support_models_and_voices() {
+    let mut ts = TestServer::start().await;
+    let (status, _) = json(ts.req(Method::GET, "/api/v1/assistants/providers", "sb_wrong")).await;
+    assert_eq!(status, 401);
+    let (status, body) = json(ts.req(Method::GET, "/api/v1/assistants/providers", &ts.key_a)).await;
+    assert_eq!(status, 200, "{body}");
+    let find = |kind: &str, name: &str| -> Value {
+        body[kind]
+            .as_array()
+            .and_then(|list| list.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{kind} {name} missing: {body}"))
+    };
+    let el = find("tts", "elevenlabs");
+    assert_eq!(el["support"], "runs");
+    assert!(el["reason"].is_null());
+    assert!(
+        el["voices"]
+            .as_array()
+            .expect("voices")
+            .iter()
+            .any(|v| v["id"] == "21m00Tcm4TlvDq8ikWAM" && v["aliases"][0] == "rachel"),
+        "{el}"
+    );
+    assert!(
+        el["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .any(|m| m["id"] == "eleven_turbo_v2_5"
+                && m["aliases"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&json!("turbo")))),
+        "{el}"
+    );
+    assert_eq!(el["capabilities"]["timings"], true);
+    let telnyx = find("stt", "telnyx");
+    assert_eq!(telnyx["support"], "refused");
+    assert!(telnyx["reason"].is_string(), "{telnyx}");
+    assert_eq!(find("stt", "deepgram")["support"], "runs");
+    assert_eq!(find("llm", "groq")["support"], "runs");
+
+    // In the OpenAPI document too.
+    let (_, doc) = json(ts.client.get(ts.url("/api/openapi.json"))).await;
+    assert!(
+        doc["paths"]["/api/v1/assistants/providers"]["get"].is_object(),
+        "not documented"
+    );
+    ts.stop().await;
+}
+
+/// A record naming a provider the engine does not run is refused with a 422 naming the field,
+/// the reason and the providers it runs.
+#[tokio::test]
+async fn a_provider_the_engine_cannot_run_is_refused_on_save() {
+    let mut ts = TestServer::start().await;
+    let (status, body) = json(
+        ts.req(Method::POST, "/api/v1/assistants", &ts.key_a)
+            .json(&json!({"name": "x", "stt_settings": {"provider": "telnyx"}})),
+    )
+    .await;
+    let error = assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(error["field"], "stt_settings.provider", "{body}");
+    let message = error["details"][0]["rule"].as_str().unwrap_or_default();
+    assert!(message.contains("it runs: deepgram"), "{body}");
+
+    let created = create(&ts, &ts.key_a.clone(), json!({"name": "ok"})).await;
+    let id = id_of(&created);
+    let (status, body) = json(
+        ts.req(
+            Method::PATCH,
+            &format!("/api/v1/assistants/{id}"),
+            &ts.key_a,
+        )
+        .json(&json!({"tts_settings": {"provider": "polly"}})),
+    )
+    .await;
+    let error = assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(error["field"], "tts_settings.provider", "{body}");
+    ts.stop().await;
+}

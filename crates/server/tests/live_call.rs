@@ -943,3 +943,60 @@ async fn cartesia_failing_mid_call_is_apologised_for_by_twilio() {
     drop(stack.fakes);
     stack.server.shutdown().await;
 }
+
+// ---- Names as Burki users write them ---------------------------------------------------------
+
+/// ElevenLabs' premade voice "Rachel".
+const RACHEL_ID: &str = "21m00Tcm4TlvDq8ikWAM";
+
+/// The record's own defaults (`voice_id: "rachel"`, `model_id: "turbo"`) speak through an
+/// ElevenLabs fake that, like the service, refuses unknown voice and model ids: the engine sends
+/// the real ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rachel_and_turbo_reach_the_strict_elevenlabs_fake_as_real_ids() {
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let patch = serde_json::json!({"tts_settings": {"voice_id": "rachel", "model_id": "turbo"}});
+    let stack = start_with(&script, WELCOME, patch, &[]).await;
+    let report = call(&stack, script.clone()).await;
+    assert!(
+        report.errors.is_empty(),
+        "caller saw errors: {:?}",
+        report.errors
+    );
+    assert_welcome_and_every_turn_answered(&report, &script);
+    let call = recorded_call(&stack, &report.call_sid).await;
+    assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
+    let sockets = stack.fakes.elevenlabs.received();
+    assert!(!sockets.is_empty(), "no ElevenLabs socket");
+    for s in &sockets {
+        assert_eq!(s.voice_id, RACHEL_ID, "{s:?}");
+        assert_eq!(s.param("model_id"), Some("eleven_turbo_v2_5"), "{s:?}");
+        assert_eq!(s.close_code.filter(|c| *c != 1000), None, "{s:?}");
+    }
+    stack.server.shutdown().await;
+}
+
+/// A voice id ElevenLabs does not know is refused by the fake as by the service (error message,
+/// close 1008); the call does not sit in silence: it ends with `tts_failed` on its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_elevenlabs_voice_ends_the_call_with_tts_failed() {
+    let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
+    let patch = serde_json::json!({"tts_settings": {"voice_id": "NoSuchVoice000000000"}});
+    let stack = start_with(&script, WELCOME, patch, &[]).await;
+    let report = call(&stack, script.clone()).await;
+    let call = finished_call(&stack, &report.call_sid).await;
+    assert!(
+        call.ended_reason
+            .as_ref()
+            .is_some_and(|r| r.as_str().starts_with("tts_failed")),
+        "call: {call:?}"
+    );
+    let sockets = stack.fakes.elevenlabs.received();
+    assert!(
+        sockets
+            .iter()
+            .any(|s| s.voice_id == "NoSuchVoice000000000" && s.close_code == Some(1008)),
+        "the fake did not refuse the voice: {sockets:?}"
+    );
+    stack.server.shutdown().await;
+}

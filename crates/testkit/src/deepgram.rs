@@ -579,6 +579,9 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
             Some((400, "Unsupported encoding for streaming TTS".into()))
         } else if param("model").is_none_or(str::is_empty) {
             Some((400, "model is required".into()))
+        } else if path == "/v1/speak" && !param("model").is_some_and(aura::is_voice_model) {
+            // What Deepgram answers for a voice that is no Aura model (`rachel`, `turbo`).
+            Some((400, "No such model/version combination found".into()))
         } else {
             None
         };

@@ -9,6 +9,20 @@
 //! with times, for assertions and for the load harness. An injected fault ([`crate::fault`];
 //! units: contexts finished with `isFinal`) strikes a live socket at the next text it gets, or a
 //! new connection at once.
+//!
+//! Like the service it knows only real voice and model ids: a voice id not in
+//! [`ElevenLabsFakeConfig::voices`] or a `model_id` not in [`ElevenLabsFakeConfig::models`]
+//! accepts the upgrade, then answers the first message with ElevenLabs' websocket error shape
+//! (`{"message", "error", "code"}`) and closes with 1008 (policy violation), the code the
+//! service uses for refused input. Names such as `rachel` or `turbo` are refused: the service
+//! has no voice called "rachel" and no model called "turbo". Error names and texts as the API
+//! reports them: `voice_not_found` "A voice with the voice_id … was not found."
+//! (<https://elevenlabs.io/docs/api-reference/text-to-speech/convert>, reported in
+//! <https://github.com/elevenlabs/elevenlabs-docs/pull/1317>), `model_not_found` "A model with
+//! model ID … does not exist" (<https://github.com/C-Nedelcu/talk-to-chatgpt/issues/182>).
+//! Voice ids: the premade voices of `GET /v1/voices`
+//! (<https://elevenlabs.io/docs/api-reference/voices/search>); models:
+//! <https://elevenlabs.io/docs/overview/models>.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -54,7 +68,55 @@ pub struct ElevenLabsFakeConfig {
     /// Put a 44-byte WAV header in front of each context's first audio chunk (the client must
     /// strip it).
     pub add_wav_header: bool,
+    /// Voice ids that exist (default: ElevenLabs' premade voices, [`PREMADE_VOICE_IDS`]).
+    pub voices: Vec<String>,
+    /// Model ids `model_id` may name (default: [`TTS_MODEL_IDS`]).
+    pub models: Vec<String>,
 }
+
+/// Ids of ElevenLabs' premade voices (Rachel is `21m00Tcm4TlvDq8ikWAM`).
+pub const PREMADE_VOICE_IDS: [&str; 29] = [
+    "21m00Tcm4TlvDq8ikWAM",
+    "pNInz6obpgDQGcFmaJgB",
+    "ErXwobaYiN019PkySvjV",
+    "VR6AewLTigWG4xSOukaG",
+    "EXAVITQu4vr4xnSDxMaL",
+    "AZnzlk1XvdvUeBnXmlld",
+    "MF3mGyEYCl7XYWbV9V6O",
+    "TxGEqnHWrfWFTfGW9XjX",
+    "yoZ06aMxZJJ28mfd3POQ",
+    "2EiwWnXFnvU5JabPnv8n",
+    "IKne3meq5aSn9XLyUdCD",
+    "JBFqnCBsd6RMkjVDRZzb",
+    "N2lVS1w4EtoT3dr4eOWO",
+    "XB0fDUnXU5powFXDhCwa",
+    "Xb7hH8MSUJpSbSDYk0k2",
+    "XrExE9yKIg1WjnnlVkGX",
+    "nPczCjzI2devNBz1zQrb",
+    "onwK4e9ZLuTAKqWW03F9",
+    "pFZP5JQG7iQjIQuC4Bku",
+    "pqHfZKP75CvOlQylNhV4",
+    "iP95p4xoKVk53GoZ742B",
+    "cjVigY5qzO86Huf0OWal",
+    "cgSgspJ2msm6clMCkdW9",
+    "FGY2WhTYpPnrIDTdsKH5",
+    "TX3LPaxmHKxFdv7VOQHJ",
+    "SAz9YHcvj6GT2YYXdXww",
+    "CwhRBWXzGAHq8TQ4Fs17",
+    "bIHbv24MWmeRgasZH58o",
+    "9BWtsMINqrJLrRacOk9x",
+];
+
+/// Text-to-speech model ids that stream over the websocket.
+pub const TTS_MODEL_IDS: [&str; 7] = [
+    "eleven_flash_v2_5",
+    "eleven_turbo_v2_5",
+    "eleven_multilingual_v2",
+    "eleven_flash_v2",
+    "eleven_turbo_v2",
+    "eleven_monolingual_v1",
+    "eleven_multilingual_v1",
+];
 
 impl Default for ElevenLabsFakeConfig {
     fn default() -> Self {
@@ -68,6 +130,8 @@ impl Default for ElevenLabsFakeConfig {
             error_after_chunks: None,
             never_answer: false,
             add_wav_header: false,
+            voices: PREMADE_VOICE_IDS.map(str::to_owned).to_vec(),
+            models: TTS_MODEL_IDS.map(str::to_owned).to_vec(),
         }
     }
 }
@@ -344,7 +408,7 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
         Err(_) => None,
     };
     let Some(index) = index else { return };
-    let (multi, header_ok, inactivity_s) = shared.with(|c| {
+    let (multi, header_ok, inactivity_s, unknown) = shared.with(|c| {
         c.get(index)
             .map(|c| {
                 (
@@ -353,9 +417,10 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
                     c.param("inactivity_timeout")
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(20),
+                    unknown_id(&shared.config, &c.voice_id, c.param("model_id")),
                 )
             })
-            .unwrap_or((false, false, 20))
+            .unwrap_or((false, false, 20, None))
     });
     let fault = match shared
         .fault
@@ -372,6 +437,7 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
         multi,
         fault,
         authed: header_ok,
+        unknown,
         contexts: HashMap::new(),
         queue: VecDeque::new(),
         next_at: None,
@@ -382,6 +448,27 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
         .run(Duration::from_secs(inactivity_s.clamp(1, 180)))
         .await;
     shared.record(index, |c| c.ended = true);
+}
+
+/// The service's refusal of a voice id or `model_id` it does not know.
+fn unknown_id(
+    cfg: &ElevenLabsFakeConfig,
+    voice: &str,
+    model: Option<&str>,
+) -> Option<(&'static str, String)> {
+    if !cfg.voices.iter().any(|v| v == voice) {
+        return Some((
+            "voice_not_found",
+            format!("A voice with the voice_id {voice} was not found."),
+        ));
+    }
+    match model {
+        Some(m) if !cfg.models.iter().any(|k| k == m) => Some((
+            "model_not_found",
+            format!("A model with model ID {m} does not exist"),
+        )),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -414,6 +501,8 @@ struct Session<'a> {
     /// `Garbage` replaces each with malformed JSON.
     fault: Option<FaultKind>,
     authed: bool,
+    /// An unknown voice or model (error name, message): refused at the first message.
+    unknown: Option<(&'static str, String)>,
     contexts: HashMap<String, Ctx>,
     queue: VecDeque<Out>,
     next_at: Option<tokio::time::Instant>,
@@ -499,6 +588,10 @@ impl Session<'_> {
                 return Flow::Stop;
             }
             self.authed = true;
+        }
+        if let Some((error, message)) = self.unknown.take() {
+            self.error_and_close(error, &message, 1008).await;
+            return Flow::Stop;
         }
         if self.multi && value.get("close_socket").and_then(Value::as_bool) == Some(true) {
             self.shared.record(self.index, |c| c.close_socket = true);

@@ -462,21 +462,12 @@ impl SttSession {
     }
 }
 
-/// The protocol of the provider `cfg` names: Deepgram Flux for `flux-*` models, otherwise
-/// Deepgram live (`/v1/listen`); Speechmatics realtime. Refuses an unknown provider (and whatever the protocol's
-/// factory refuses) before any connection is made.
+/// The protocol of the provider `cfg` names, built by the factory the registry lists for it
+/// (Deepgram: Flux for `flux-*` models, otherwise live `/v1/listen`). Refuses a provider the
+/// engine does not run (and whatever the protocol's factory refuses) before any connection is
+/// made.
 pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, ProviderError> {
-    match cfg.provider.as_str() {
-        "deepgram" if cfg.is_flux() => deepgram_flux::protocol(cfg),
-        "deepgram" => deepgram::protocol(cfg),
-        "speechmatics" => speechmatics::protocol(cfg),
-        "soniox" => soniox::protocol(cfg),
-        "elevenlabs" => elevenlabs::protocol(cfg),
-        other => Err(ProviderError::Config {
-            provider: "stt",
-            message: format!("unsupported STT provider `{other}`"),
-        }),
-    }
+    crate::registry::stt_protocol(&cfg.provider)?(cfg)
 }
 
 /// Open a streaming STT session for `cfg` on the generic driver ([`driver::open`]). Returns once

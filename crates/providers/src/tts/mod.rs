@@ -306,20 +306,13 @@ impl TtsSession {
     }
 }
 
-/// Open a TTS session: ElevenLabs multi-context websocket (falling back to one stream-input
-/// socket per context when the multi-context endpoint is refused), Deepgram Aura or Cartesia.
-/// Returns once the first websocket handshake succeeded, so a bad key fails here.
+/// Open a TTS session with the connect function the registry lists for `cfg.provider`
+/// (ElevenLabs multi-context websocket, falling back to one stream-input socket per context
+/// when the multi-context endpoint is refused; Deepgram Aura; Cartesia; OpenAI speech). Returns once the first websocket
+/// handshake succeeded, so a bad key fails here; a provider the engine does not run is a
+/// `Config` error.
 pub async fn connect_tts(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
-    match cfg.provider.as_str() {
-        "elevenlabs" | "eleven_labs" | "11labs" => elevenlabs::connect(cfg).await,
-        "deepgram" | "aura" | "deepgram_aura" => deepgram_aura::connect(cfg).await,
-        "cartesia" => cartesia::connect(cfg).await,
-        "openai" => openai::connect(cfg).await,
-        other => Err(ProviderError::Config {
-            provider: "tts",
-            message: format!("unsupported TTS provider `{other}`"),
-        }),
-    }
+    crate::registry::tts_connector(&cfg.provider)?(cfg).await
 }
 
 /// Strip a RIFF/WAVE or Sun `.snd` header if a provider ever puts one in front of raw audio.

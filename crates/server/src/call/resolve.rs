@@ -12,6 +12,11 @@
 //! key to the provider's public host (or the base URL the organisation stored with its key).
 //! The first key bound to where the stage connects is used; when keys exist but none is bound
 //! there, the call is refused ([`ResolveError::KeyNotBound`]) instead of running keyless.
+//!
+//! Whether a provider runs, and what the record's model and voice names mean for it, come from
+//! `switchboard_providers::registry`: `rachel`/`turbo` reach ElevenLabs as
+//! `21m00Tcm4TlvDq8ikWAM`/`eleven_turbo_v2_5`, a name only another provider knows falls back to
+//! this provider's default, and ids pass through unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -27,6 +32,7 @@ use switchboard_core::call::{
 };
 use switchboard_providers::llm::{AzureConfig, LlmConfig, LlmProvider};
 use switchboard_providers::stt::swap::EnglishFlux;
+use switchboard_providers::registry::{self, ProviderInfo, ProviderKind};
 use switchboard_providers::stt::{FluxConfig, SttConfig, SttKeyword};
 use switchboard_providers::tts::TtsConfig;
 
@@ -437,19 +443,20 @@ fn soniox_silence_timeout(s: &switchboard_assistant::SttSettings) -> Option<f64>
         .flatten()
 }
 
+/// The registry's entry for provider `name` of `kind` when the engine runs it; otherwise
+/// `Unsupported` with the registry's reason (a record saved before the provider was refused, or
+/// written to the store directly).
+fn supported(kind: ProviderKind, name: &str) -> Result<&'static ProviderInfo, ResolveError> {
+    registry::runnable(kind, name).map_err(|e| ResolveError::Unsupported(e.to_string()))
+}
+
 /// The STT session's configuration, or why this record's STT cannot run here.
 pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, ResolveError> {
     let s = &a.stt_settings;
     let provider = s.provider.clone().unwrap_or_else(|| "deepgram".to_owned());
-    if !matches!(
-        provider.as_str(),
-        "deepgram" | "speechmatics" | "elevenlabs" | "soniox"
-    ) {
-        return Err(ResolveError::Unsupported(format!(
-            "stt provider `{provider}` is not supported by this engine (supported: deepgram, \
-             speechmatics, elevenlabs, soniox)"
-        )));
-    }
+    let info = supported(ProviderKind::Stt, &provider)?;
+    // `nova` → `nova-3`; another provider's model → this provider's default; ids pass through.
+    let model = registry::resolve_model(info, Some(&s.model)).unwrap_or_default();
     let pc = s.provider_config.as_ref();
     let api_key = speech_key(
         a,
@@ -475,7 +482,7 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, R
     let flux_src = &s.flux_config;
     Ok(SttConfig {
         provider,
-        model: s.model.clone(),
+        model,
         language: Some(s.language.clone()).filter(|l| !l.is_empty()),
         punctuate: s.punctuate,
         smart_format: s.smart_format,
@@ -556,6 +563,7 @@ pub fn llm_configs(
         .llm_provider
         .clone()
         .unwrap_or_else(|| "openai".to_owned());
+    supported(ProviderKind::Llm, &provider_name)?;
     let provider = LlmProvider::parse(&provider_name).ok_or_else(|| {
         ResolveError::Unsupported(format!("unknown llm provider `{provider_name}`"))
     })?;
@@ -597,6 +605,7 @@ pub fn llm_configs(
     let mut fallbacks = Vec::new();
     if a.llm_fallback_providers.enabled {
         for (i, f) in a.llm_fallback_providers.fallbacks.iter().enumerate() {
+            supported(ProviderKind::Llm, &f.provider)?;
             let Some(fp) = LlmProvider::parse(&f.provider) else {
                 return Err(ResolveError::Unsupported(format!(
                     "unknown fallback llm provider `{}`",
@@ -625,11 +634,7 @@ pub fn llm_configs(
 pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
     let provider = t.provider.clone();
-    if !matches!(provider.as_str(), "elevenlabs" | "deepgram" | "cartesia" | "openai") {
-        return Err(ResolveError::Unsupported(format!(
-            "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram, cartesia, openai)"
-        )));
-    }
+    let info = supported(ProviderKind::Tts, &provider)?;
     let pc = t.provider_config.as_ref();
     let api_key = speech_key(
         a,
@@ -645,8 +650,11 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, R
     let language_code = (provider == "cartesia").then(|| a.stt_settings.language.clone());
     Ok(TtsConfig {
         provider,
-        voice_id: t.voice_id.clone(),
-        model_id: t.model_id.clone(),
+        // Names become ids per provider (`rachel` → `21m00Tcm4TlvDq8ikWAM`, `turbo` →
+        // `eleven_turbo_v2_5`, `thalia` → `aura-2-thalia-en`); another provider's name falls
+        // back to this provider's default; ids pass through (see `registry`).
+        voice_id: registry::resolve_voice(info, Some(&t.voice_id)).unwrap_or_default(),
+        model_id: registry::resolve_model(info, t.model_id.as_deref()),
         stability: Some(t.stability as f32),
         similarity_boost: Some(t.similarity_boost as f32),
         style: Some(t.style as f32),
@@ -748,6 +756,71 @@ mod tests {
 
     fn record(body: serde_json::Value) -> AssistantConfig {
         switchboard_assistant::parse_create(body).expect("valid record")
+    }
+
+    fn org_keys() -> KeySources {
+        KeySources {
+            organization: serde_json::from_str(
+                r#"{"deepgram_api_key": "dg", "elevenlabs_api_key": "el", "openai_api_key": "oa"}"#,
+            )
+            .expect("json"),
+            environment: EnvKeys::default(),
+        }
+    }
+
+    #[test]
+    fn record_default_names_reach_elevenlabs_as_ids() {
+        let a = record(serde_json::json!({"name": "defaults"}));
+        assert_eq!(a.tts_settings.voice_id, "rachel");
+        assert_eq!(a.tts_settings.model_id.as_deref(), Some("turbo"));
+        let tts = tts_config(&a, &org_keys()).expect("runs");
+        assert_eq!(tts.voice_id, "21m00Tcm4TlvDq8ikWAM");
+        assert_eq!(tts.model_id.as_deref(), Some("eleven_turbo_v2_5"));
+
+        let ids = record(serde_json::json!({"name": "ids", "tts_settings": {
+            "voice_id": "pNInz6obpgDQGcFmaJgB", "model_id": "eleven_multilingual_v2"}}));
+        let tts = tts_config(&ids, &org_keys()).expect("runs");
+        assert_eq!(tts.voice_id, "pNInz6obpgDQGcFmaJgB", "ids pass through");
+        assert_eq!(tts.model_id.as_deref(), Some("eleven_multilingual_v2"));
+    }
+
+    #[test]
+    fn another_providers_names_fall_back_to_this_providers_default() {
+        // The record defaults `rachel`/`turbo` on Aura: Aura's default voice, and no model (the
+        // voice is the model).
+        let a = record(serde_json::json!({"name": "aura",
+            "tts_settings": {"provider": "deepgram"}}));
+        let tts = tts_config(&a, &org_keys()).expect("runs");
+        assert_eq!(tts.voice_id, "aura-2-thalia-en");
+        assert_eq!(tts.model_id, None);
+        let a = record(serde_json::json!({"name": "aura",
+            "tts_settings": {"provider": "deepgram", "voice_id": "luna"}}));
+        assert_eq!(
+            tts_config(&a, &org_keys()).expect("runs").voice_id,
+            "aura-2-luna-en"
+        );
+        let a = record(serde_json::json!({"name": "flux",
+            "stt_settings": {"model": "flux"}}));
+        assert_eq!(
+            stt_config(&a, &org_keys()).expect("runs").model,
+            "flux-general-en"
+        );
+    }
+
+    #[test]
+    fn providers_the_engine_does_not_run_are_refused_with_the_reason() {
+        let mut a = record(serde_json::json!({"name": "x"}));
+        a.stt_settings.provider = Some("telnyx".into());
+        let err = stt_config(&a, &org_keys()).expect_err("refused");
+        assert!(
+            err.to_string().contains("telnyx") && err.to_string().contains("it runs: deepgram"),
+            "{err}"
+        );
+        a.tts_settings.provider = "polly".into();
+        assert!(matches!(
+            tts_config(&a, &org_keys()),
+            Err(ResolveError::Unsupported(_))
+        ));
     }
 
     #[test]

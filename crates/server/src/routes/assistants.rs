@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_assistant::{
     AssistantConfig, AssistantPatch, AssistantResponse, AssistantStats, StatusUpdate, apply_patch,
-    apply_update, deserialize_config, is_e164, parse_create,
+    apply_update, check_providers, deserialize_config, is_e164, parse_create,
 };
 use switchboard_store::{AssistantRow, ms_to_datetime};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -27,6 +27,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_json};
 use crate::routes::ApiResponse;
 use crate::state::AppState;
 use crate::tenant_urls;
+use switchboard_providers::registry::Registry;
 
 /// Default page size of `GET /api/v1/assistants`.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -210,6 +211,7 @@ pub async fn create_assistant(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<AssistantResponse>), ApiError> {
     let config = parse_create(body)?;
+    check_providers(&config, &Registry)?;
     tenant_urls::check(&state.outbound, &config)?;
     let row = state
         .store
@@ -348,6 +350,7 @@ pub async fn update_assistant(
     let row = load_assistant(&state, &auth, id).await?;
     let stored = stored_config(&row)?;
     let config = apply_update(&stored, body)?;
+    check_providers(&config, &Registry)?;
     tenant_urls::check(&state.outbound, &config)?;
     save(&state, &auth, id, &config).await
 }
@@ -383,6 +386,7 @@ pub async fn patch_assistant(
         let row = load_assistant(&state, &auth, id).await?;
         let stored = stored_config(&row)?;
         let config = apply_patch(&stored, &body)?;
+        check_providers(&config, &Registry)?;
         tenant_urls::check(&state.outbound, &config)?;
         let updated = state
             .store

@@ -15,6 +15,7 @@ pub mod csv;
 pub mod health;
 pub mod organization;
 pub mod phone_numbers;
+pub mod providers;
 
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(assistants::router())
         .merge(assistant_extras::router())
+        .merge(providers::router())
         .merge(phone_numbers::router())
         .merge(calls::router())
         .merge(call_reports::router())

@@ -19,6 +19,27 @@ use super::listen::{Conn, sent};
 use super::{Shared, deepgram_error, mulaw};
 use crate::fault::FaultKind;
 
+/// Whether `model` has the shape of an Aura voice model, `[modelname]-[voicename]-[language]`
+/// (<https://developers.deepgram.com/docs/tts-models>): `aura-2-thalia-en`, `aura-asteria-en`.
+/// Anything else (`rachel`, `turbo`) is refused at the handshake with 400 "No such
+/// model/version combination found", as Deepgram answers it
+/// (<https://github.com/crmitchelmore/justspeaktoit/pull/107>).
+pub(super) fn is_voice_model(model: &str) -> bool {
+    let Some(rest) = model.strip_prefix("aura-") else {
+        return false;
+    };
+    let rest = rest.strip_prefix("2-").unwrap_or(rest);
+    match rest.rsplit_once('-') {
+        Some((voice, lang)) => {
+            !voice.is_empty()
+                && voice.chars().all(|c| c.is_ascii_lowercase())
+                && (2..=3).contains(&lang.len())
+                && lang.chars().all(|c| c.is_ascii_lowercase())
+        }
+        None => false,
+    }
+}
+
 /// One flush being played out.
 struct Emission {
     chunks: VecDeque<Bytes>,
@@ -157,6 +178,26 @@ pub(super) async fn serve(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aura_voice_models_have_the_documented_shape() {
+        for ok in ["aura-2-thalia-en", "aura-asteria-en", "aura-2-celeste-es"] {
+            assert!(super::is_voice_model(ok), "{ok}");
+        }
+        for bad in [
+            "rachel",
+            "turbo",
+            "aura-2",
+            "aura-2-thalia",
+            "eleven_flash_v2_5",
+            "",
+        ] {
+            assert!(!super::is_voice_model(bad), "{bad}");
         }
     }
 }
