@@ -216,10 +216,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runnable_entries_have_a_connect_function_and_refused_ones_none() {
+    fn runnable_entries_have_an_adapter_and_refused_ones_none() {
         for e in stt_entries() {
             assert_eq!(
-                e.connect.is_some(),
+                e.protocol.is_some(),
                 e.info.support == Support::Runs,
                 "{}",
                 e.info.name
