@@ -22,4 +22,5 @@ pub mod stack;
 pub mod stt_common;
 pub mod synth;
 mod tcp_server;
+pub mod telnyx_stt;
 pub mod twilio;

@@ -572,7 +572,10 @@ pub fn llm_configs(
 pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
     let provider = t.provider.clone();
-    if !matches!(provider.as_str(), "elevenlabs" | "deepgram" | "cartesia" | "openai") {
+    if !matches!(
+        provider.as_str(),
+        "elevenlabs" | "deepgram" | "cartesia" | "openai"
+    ) {
         return Err(ResolveError::Unsupported(format!(
             "tts provider `{provider}` is not supported by this engine (supported: elevenlabs, deepgram, cartesia, openai)"
         )));
