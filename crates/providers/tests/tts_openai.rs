@@ -112,7 +112,7 @@ async fn a_reply_maps_the_record_and_plays_every_sentence_in_order() {
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(1, "Hello there.").expect("speak");
     s.speak(1, "How can I help?  ").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let events = events_until(&mut s, ends(1)).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 1 }));
 
@@ -158,7 +158,7 @@ async fn the_sentences_of_a_reply_are_generated_at_the_same_time() {
     for text in ["One.", "Two two.", "Three three three."] {
         s.speak(7, text).expect("speak");
     }
-    s.flush(7).expect("flush");
+    s.end(7).expect("end");
     records_when(&fake, |r| r.len() == 3 && r.iter().all(|r| !r.completed)).await;
     let events = events_until(&mut s, ends(7)).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 7 }));
@@ -180,12 +180,12 @@ async fn cancel_closes_the_request_and_the_next_reply_plays() {
     let mut s = connect_tts(&cfg(&fake)).await.expect("connects");
     s.speak(1, &"A long sentence that goes on. ".repeat(10))
         .expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     events_until(&mut s, |e| matches!(e, TtsEvent::Audio { context: 1, .. })).await;
     s.cancel(1).expect("cancel");
     records_when(&fake, |r| r.first().is_some_and(|r| r.cancelled)).await;
     s.speak(2, "Yes?").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     let events = events_until(&mut s, ends(2)).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 2 }));
     // Nothing of the cancelled reply after the cancel, and no end for it.
@@ -242,7 +242,7 @@ async fn refusals_of_the_service_are_typed_errors() {
     for (config, status, text) in cases {
         let mut s = connect_tts(&config).await.expect("nothing sent yet");
         s.speak(3, "Hello.").expect("speak");
-        s.flush(3).expect("flush");
+        s.end(3).expect("end");
         let events = events_until(&mut s, ends(3)).await;
         match failure(&events) {
             ProviderError::Http {
@@ -285,7 +285,7 @@ async fn failures_after_the_start_fail_the_reply_and_the_session_goes_on() {
 
     fake.push_failure(SpeechFailure::rate_limited());
     s.speak(1, "Hello.").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let err = failure(&events_until(&mut s, ends(1)).await);
     assert!(
         matches!(err, ProviderError::Http { status: 429, retryable: true, ref message, .. }
@@ -295,7 +295,7 @@ async fn failures_after_the_start_fail_the_reply_and_the_session_goes_on() {
 
     fake.push_failure(SpeechFailure::AbortMidStream { after_chunks: 2 });
     s.speak(2, "Hello there, how are you?").expect("speak");
-    s.flush(2).expect("flush");
+    s.end(2).expect("end");
     let events = events_until(&mut s, ends(2)).await;
     assert!(
         matches!(failure(&events), ProviderError::Stream { .. }),
@@ -303,7 +303,7 @@ async fn failures_after_the_start_fail_the_reply_and_the_session_goes_on() {
     );
 
     s.speak(3, "Fine.").expect("speak");
-    s.flush(3).expect("flush");
+    s.end(3).expect("end");
     let events = events_until(&mut s, ends(3)).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done { context: 3 }));
     assert_eq!(mulaw_of(&events, 3).len(), 5 * 60 * 8);
@@ -325,7 +325,7 @@ async fn no_audio_within_the_first_byte_timeout_fails_the_reply() {
     };
     let mut s = connect_tts(&cfg).await.expect("connects");
     s.speak(1, "Hello.").expect("speak");
-    s.flush(1).expect("flush");
+    s.end(1).expect("end");
     let err = failure(&events_until(&mut s, ends(1)).await);
     assert!(
         matches!(

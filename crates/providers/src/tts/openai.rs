@@ -259,7 +259,9 @@ impl Session {
             let alive = tokio::select! {
                 command = commands.recv() => match command {
                     Some(TtsCommand::Speak(context, text)) => self.speak(context, &text),
-                    Some(TtsCommand::Flush(context)) => self.flush(context).await,
+                    // Every chunk is requested as soon as it is spoken: there is nothing to flush.
+                    Some(TtsCommand::Flush(_)) => true,
+                    Some(TtsCommand::End(context)) => self.end(context).await,
                     Some(TtsCommand::Cancel(context)) => {
                         self.drop_reply(context);
                         self.start_requests();
@@ -326,7 +328,7 @@ impl Session {
         true
     }
 
-    async fn flush(&mut self, context: u64) -> bool {
+    async fn end(&mut self, context: u64) -> bool {
         match self.reply_mut(context) {
             Some(reply) => reply.flushed = true,
             // Nothing was spoken: an empty reply is done at once.
