@@ -21,6 +21,7 @@ pub mod deepgram_flux;
 pub mod driver;
 pub mod protocol;
 pub mod speechmatics;
+pub mod telnyx;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
@@ -118,6 +119,9 @@ pub struct SttConfig {
     pub speechmatics: SpeechmaticsSttConfig,
     /// `stt_settings.soniox_config`, used by provider `soniox`.
     pub soniox: SonioxSttConfig,
+    /// `stt_settings.provider_config.transcription_engine`, used by provider `telnyx`
+    /// (`Deepgram`, `Telnyx`, `Google`…); `None` is Telnyx's default, `Deepgram`.
+    pub telnyx_engine: Option<String>,
     /// Deepgram `tag` (both endpoints; `flux_config.tag` in the record). Fakes use it to pick
     /// a script.
     pub tag: Option<String>,
@@ -173,6 +177,7 @@ impl Default for SttConfig {
             elevenlabs: ElevenLabsSttConfig::default(),
             speechmatics: SpeechmaticsSttConfig::default(),
             soniox: SonioxSttConfig::default(),
+            telnyx_engine: None,
             tag: None,
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
@@ -210,6 +215,7 @@ impl fmt::Debug for SttConfig {
             .field("elevenlabs", &self.elevenlabs)
             .field("speechmatics", &self.speechmatics)
             .field("soniox", &self.soniox)
+            .field("telnyx_engine", &self.telnyx_engine)
             .field("tag", &self.tag)
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)
@@ -433,13 +439,14 @@ impl SttSession {
 }
 
 /// The protocol of the provider `cfg` names: Deepgram Flux for `flux-*` models, otherwise
-/// Deepgram live (`/v1/listen`); Speechmatics realtime. Refuses an unknown provider (and whatever the protocol's
+/// Deepgram live (`/v1/listen`); Speechmatics realtime; Telnyx streaming STT. Refuses an unknown provider (and whatever the protocol's
 /// factory refuses) before any connection is made.
 pub fn protocol_for(cfg: &SttConfig) -> Result<Box<dyn protocol::SttProtocol>, ProviderError> {
     match cfg.provider.as_str() {
         "deepgram" if cfg.is_flux() => deepgram_flux::protocol(cfg),
         "deepgram" => deepgram::protocol(cfg),
         "speechmatics" => speechmatics::protocol(cfg),
+        "telnyx" => telnyx::protocol(cfg),
         other => Err(ProviderError::Config {
             provider: "stt",
             message: format!("unsupported STT provider `{other}`"),
