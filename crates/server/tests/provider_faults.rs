@@ -27,6 +27,7 @@ use switchboard_testkit::fault::{Fault, FaultKind};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{FakeLlmOptions, FakeLlmTurn, FakeOpenAi};
 use switchboard_testkit::speechmatics::{SpeechmaticsFake, SpeechmaticsFakeConfig};
+use switchboard_testkit::telnyx_stt::{TelnyxSttFake, TelnyxSttFakeConfig};
 use switchboard_testkit::twilio::{
     CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
     UtteranceKind, new_sid, parse_twiml,
@@ -42,6 +43,7 @@ const ELEVENLABS_KEY: &str = "el-faults-key-0123456789";
 const OPENAI_KEY: &str = "sk-faults-key-0123456789";
 const ANTHROPIC_KEY: &str = "sk-ant-faults-key-0123456789";
 const SPEECHMATICS_KEY: &str = "sm-faults-key-0123456789";
+const TELNYX_KEY: &str = "tx-faults-key-0123456789";
 /// Stream time (ms) after which the Speechmatics fake fails a socket with `job_error` in the
 /// mid-call fault case: between the two turns.
 const SM_JOB_ERROR_AFTER_MS: u64 = 5_000;
@@ -73,6 +75,8 @@ enum Stt {
     Flux,
     /// Speechmatics realtime, with what goes wrong with it.
     Speechmatics(SmCase),
+    /// Telnyx streaming STT whose key the service refuses (401 at the upgrade).
+    TelnyxBadKey,
 }
 
 /// What the Speechmatics fake or the record does to a Speechmatics call.
@@ -191,6 +195,7 @@ struct Stack {
     server: Server,
     deepgram: DeepgramFake,
     speechmatics: SpeechmaticsFake,
+    telnyx: TelnyxSttFake,
     elevenlabs: ElevenLabsFake,
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
@@ -231,6 +236,13 @@ async fn start(case: &Case) -> Stack {
     })
     .await
     .expect("speechmatics fake");
+    let telnyx = TelnyxSttFake::start(TelnyxSttFakeConfig {
+        api_key: TELNYX_KEY.to_owned(),
+        default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        ..TelnyxSttFakeConfig::default()
+    })
+    .await
+    .expect("telnyx fake");
     let deepgram = DeepgramFake::start(DeepgramFakeConfig {
         api_key: DEEPGRAM_KEY.to_owned(),
         latency,
@@ -284,6 +296,7 @@ async fn start(case: &Case) -> Stack {
         server,
         deepgram,
         speechmatics,
+        telnyx,
         elevenlabs,
         openai,
         anthropic,
@@ -342,6 +355,7 @@ fn record(stack: &Stack, case: &Case) -> Value {
                 Stt::Speechmatics(SmCase::BadKey) => "sm-wrong-key",
                 _ => SPEECHMATICS_KEY,
             },
+            "telnyx_api_key": if case.stt == Stt::TelnyxBadKey { "tx-wrong-key" } else { TELNYX_KEY },
             "elevenlabs_api_key": ELEVENLABS_KEY
         },
         "recording_settings": {"enabled": false}
@@ -360,6 +374,17 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
             });
         }
         Stt::Speechmatics(sm) => sm,
+        Stt::TelnyxBadKey => {
+            return json!({
+                "provider": "telnyx",
+                "model": "nova-3",
+                "language": "en-US",
+                "provider_config": {
+                    "base_url": stack.telnyx.base_url(),
+                    "transcription_engine": "Deepgram"
+                }
+            });
+        }
     };
     json!({
         "provider": "speechmatics",
@@ -508,6 +533,13 @@ async fn run(case: Case) {
     let struck = match (case.target, case.tts, case.llm) {
         (Target::Stt, _, _) if matches!(case.stt, Stt::Speechmatics(_)) => {
             speechmatics_strikes(&stack, case)
+        }
+        (Target::Stt, _, _) if case.stt == Stt::TelnyxBadKey => {
+            let received = stack.telnyx.received();
+            received
+                .iter()
+                .filter(|c| c.rejected_status == Some(401))
+                .count() as u32
         }
         (Target::Stt, _, _) => stack.deepgram.stt_fault_strikes(),
         (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.fault_strikes(),
@@ -1006,6 +1038,19 @@ async fn stt_speechmatics_bad_key_ends_the_call_with_provider_error() {
         SmCase::BadKey,
         ends_spoken_by_twilio("provider_error"),
     ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_telnyx_bad_key_ends_the_call_with_provider_error() {
+    run(Case {
+        stt: Stt::TelnyxBadKey,
+        ..Case::new(
+            Target::Stt,
+            Fault::once(FaultKind::Drop, 0),
+            ends_spoken_by_twilio("provider_error"),
+        )
+    })
     .await;
 }
 

@@ -429,9 +429,9 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
 pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, ResolveError> {
     let s = &a.stt_settings;
     let provider = s.provider.clone().unwrap_or_else(|| "deepgram".to_owned());
-    if !matches!(provider.as_str(), "deepgram" | "speechmatics") {
+    if !matches!(provider.as_str(), "deepgram" | "speechmatics" | "telnyx") {
         return Err(ResolveError::Unsupported(format!(
-            "stt provider `{provider}` is not supported by this engine (supported: deepgram, speechmatics)"
+            "stt provider `{provider}` is not supported by this engine (supported: deepgram, speechmatics, telnyx)"
         )));
     }
     let english = s.language.to_ascii_lowercase().starts_with("en");
@@ -487,6 +487,9 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, R
         elevenlabs: s.elevenlabs_config.clone(),
         speechmatics: s.speechmatics_config.clone(),
         soniox: s.soniox_config.clone(),
+        telnyx_engine: pc
+            .and_then(|p| p.get_str("transcription_engine"))
+            .map(str::to_owned),
         tag: flux_src.tag.clone(),
         base_url: pc.and_then(|p| p.get_str("base_url")).map(str::to_owned),
         api_key,
