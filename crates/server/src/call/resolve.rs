@@ -837,6 +837,21 @@ mod tests {
     }
 
     #[test]
+    fn telnyx_stt_takes_its_engine_from_the_provider_config() {
+        let mut a = assistant("x");
+        a.stt_settings.provider = Some("telnyx".into());
+        a.stt_settings.provider_config = serde_json::from_value(
+            serde_json::json!({"api_key": "tx-stt", "transcription_engine": "Google"}),
+        )
+        .ok();
+        let cfg = stt_config(&a, &KeySources::default()).unwrap();
+        assert_eq!(cfg.provider, "telnyx");
+        assert_eq!(cfg.telnyx_engine.as_deref(), Some("Google"));
+        assert_eq!(cfg.api_key, "tx-stt");
+        assert_eq!(default_provider_host("telnyx"), Some("api.telnyx.com:443"));
+    }
+
+    #[test]
     fn unsupported_providers_are_refused_with_a_reason() {
         let mut a = assistant("x");
         a.stt_settings.provider = Some("soniox".into());
