@@ -70,6 +70,7 @@ pub fn default_provider_host(provider: &str) -> Option<&'static str> {
         "deepgram" => "api.deepgram.com:443",
         "elevenlabs" => "api.elevenlabs.io:443",
         "cartesia" => "api.cartesia.ai:443",
+        "telnyx" => "api.telnyx.com:443",
         _ => return None,
     })
 }

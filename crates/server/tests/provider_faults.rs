@@ -29,6 +29,7 @@ use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{FakeLlmOptions, FakeLlmTurn, FakeOpenAi};
 use switchboard_testkit::soniox::{SonioxFake, SonioxFakeConfig};
 use switchboard_testkit::speechmatics::{SpeechmaticsFake, SpeechmaticsFakeConfig};
+use switchboard_testkit::telnyx_stt::{TelnyxSttFake, TelnyxSttFakeConfig};
 use switchboard_testkit::twilio::{
     CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
     UtteranceKind, new_sid, parse_twiml,
@@ -48,6 +49,7 @@ const SONIOX_KEY: &str = "sx-faults-key-0123456789";
 /// `english_flux_config.tag` of the swap case: the Flux fake's script for it is the second line
 /// only (Flux hears the call from the end of the first turn on).
 const SWAP_TAG: &str = "faults-swap";
+const TELNYX_KEY: &str = "tx-faults-key-0123456789";
 /// Stream time (ms) after which the Speechmatics fake fails a socket with `job_error` in the
 /// mid-call fault case: between the two turns.
 const SM_JOB_ERROR_AFTER_MS: u64 = 5_000;
@@ -86,6 +88,9 @@ enum Stt {
     /// ElevenLabs Scribe with `prefer_flux_for_english`: the first turn is heard by Scribe
     /// (English), the call then moves to Deepgram Flux, which hears the second turn.
     ScribeToFlux,
+    /// Telnyx streaming STT (Deepgram engine); `true`: the record's key is refused (401 at the
+    /// upgrade).
+    Telnyx(bool),
 }
 
 /// What the Speechmatics fake or the record does to a Speechmatics call.
@@ -214,6 +219,7 @@ struct Stack {
     speechmatics: SpeechmaticsFake,
     soniox: SonioxFake,
     scribe: ElevenLabsSttFake,
+    telnyx: TelnyxSttFake,
     elevenlabs: ElevenLabsFake,
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
@@ -268,6 +274,13 @@ async fn start(case: &Case) -> Stack {
     })
     .await
     .expect("scribe fake");
+    let telnyx = TelnyxSttFake::start(TelnyxSttFakeConfig {
+        api_key: TELNYX_KEY.to_owned(),
+        default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        ..TelnyxSttFakeConfig::default()
+    })
+    .await
+    .expect("telnyx fake");
     let deepgram = DeepgramFake::start(DeepgramFakeConfig {
         api_key: DEEPGRAM_KEY.to_owned(),
         latency,
@@ -326,6 +339,7 @@ async fn start(case: &Case) -> Stack {
         speechmatics,
         soniox,
         scribe,
+        telnyx,
         elevenlabs,
         openai,
         anthropic,
@@ -384,6 +398,7 @@ fn record(stack: &Stack, case: &Case) -> Value {
                 Stt::Speechmatics(SmCase::BadKey) => "sm-wrong-key",
                 _ => SPEECHMATICS_KEY,
             },
+            "telnyx_api_key": if case.stt == Stt::Telnyx(true) { "tx-wrong-key" } else { TELNYX_KEY },
             "elevenlabs_api_key": if case.stt == Stt::Scribe(true) {
                 "el-wrong-key"
             } else {
@@ -424,6 +439,17 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
                 "prefer_flux_for_english": case.stt == Stt::ScribeToFlux,
                 "english_flux_config": {"tag": SWAP_TAG},
                 "provider_config": pc
+            });
+        }
+        Stt::Telnyx(_) => {
+            return json!({
+                "provider": "telnyx",
+                "model": "nova-3",
+                "language": "en-US",
+                "provider_config": {
+                    "base_url": stack.telnyx.base_url(),
+                    "transcription_engine": "Deepgram"
+                }
             });
         }
     };
@@ -602,6 +628,16 @@ async fn run(case: Case) {
                 "{case:?}: Scribe heard the first turn"
             );
             flux.iter().filter(|c| c.path == "/v2/listen").count() as u32
+        }
+        (Target::Stt, _, _) if case.stt == Stt::Telnyx(false) => {
+            stack.telnyx.received().len() as u32
+        }
+        (Target::Stt, _, _) if case.stt == Stt::Telnyx(true) => {
+            let received = stack.telnyx.received();
+            received
+                .iter()
+                .filter(|c| c.rejected_status == Some(401))
+                .count() as u32
         }
         (Target::Stt, _, _) => stack.deepgram.stt_fault_strikes(),
         (Target::Tts, Tts::ElevenLabs, _) => stack.elevenlabs.fault_strikes(),
@@ -1136,6 +1172,24 @@ async fn stt_speechmatics_bad_key_ends_the_call_with_provider_error() {
         SmCase::BadKey,
         ends_spoken_by_twilio("provider_error"),
     ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_telnyx_whole_call_answers_every_turn() {
+    run(Case::stt(Stt::Telnyx(false))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_telnyx_bad_key_ends_the_call_with_provider_error() {
+    run(Case {
+        stt: Stt::Telnyx(true),
+        ..Case::new(
+            Target::Stt,
+            Fault::once(FaultKind::Drop, 0),
+            ends_spoken_by_twilio("provider_error"),
+        )
+    })
     .await;
 }
 

@@ -22,5 +22,6 @@ pub mod stack;
 pub mod stt_common;
 pub mod synth;
 mod tcp_server;
+pub mod telnyx_stt;
 pub mod tool_server;
 pub mod twilio;

@@ -286,6 +286,8 @@ impl Conn {
 pub(crate) enum Encoding {
     /// G.711 µ-law, one byte a sample.
     Mulaw,
+    /// G.711 A-law, one byte a sample.
+    Alaw,
     /// Signed 16-bit little-endian PCM.
     PcmS16le,
     /// 32-bit float little-endian PCM.
@@ -295,7 +297,7 @@ pub(crate) enum Encoding {
 impl Encoding {
     fn bytes_per_sample(self) -> usize {
         match self {
-            Encoding::Mulaw => 1,
+            Encoding::Mulaw | Encoding::Alaw => 1,
             Encoding::PcmS16le => 2,
             Encoding::PcmF32le => 4,
         }
@@ -304,6 +306,7 @@ impl Encoding {
     fn decode(self, b: &[u8]) -> i16 {
         match self {
             Encoding::Mulaw => mulaw::decode(b[0]),
+            Encoding::Alaw => crate::synth::alaw_decode(b[0]),
             Encoding::PcmS16le => i16::from_le_bytes([b[0], b[1]]),
             Encoding::PcmF32le => {
                 let f = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);

@@ -33,9 +33,6 @@ const fn model(
     }
 }
 
-const NO_STREAMING_ADAPTER: &str = "no adapter: its streaming protocol is not implemented against a \
-     strict fake in this engine";
-
 const TELEPHONY: Capabilities = Capabilities {
     encodings: &["mulaw", "alaw", "linear16"],
     sample_rates_hz: &[8000],
@@ -157,7 +154,30 @@ pub(super) const STT: &[SttEntry] = &[
     },
     refused("azure", "Azure AI Speech", AZURE),
     refused("uplift", "Uplift AI", UPLIFT),
-    refused("telnyx", "Telnyx speech-to-text", NO_STREAMING_ADAPTER),
+    SttEntry {
+        info: ProviderInfo {
+            kind: ProviderKind::Stt,
+            name: "telnyx",
+            display_name: "Telnyx streaming STT",
+            support: Support::Runs,
+            // The engine (`provider_config.transcription_engine`, default Deepgram) takes the
+            // model; these are the Deepgram engine's. Other engines ignore it.
+            default_model: Some("nova-3"),
+            models: &[
+                model("nova-3", &["nova"], "Deepgram engine: current general model"),
+                model("nova-2", &[], "Deepgram engine: previous general model"),
+            ],
+            strict_models: false,
+            voices: &[],
+            default_voice: None,
+            capabilities: Capabilities {
+                encodings: &["mulaw"],
+                ..TELEPHONY
+            },
+            docs: "docs/providers/telnyx-stt.md",
+        },
+        protocol: Some(crate::stt::telnyx::protocol),
+    },
 ];
 
 /// Azure: see docs/providers/README.md, "Refused providers".

@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod soniox;
 pub mod speechmatics;
 pub mod swap;
+pub mod telnyx;
 
 pub use switchboard_assistant::{ElevenLabsSttConfig, SonioxSttConfig, SpeechmaticsSttConfig};
 
@@ -126,6 +127,9 @@ pub struct SttConfig {
     /// call moves to once its first utterance is detected as English (see [`swap`]). `None`:
     /// no swap.
     pub english_flux: Option<swap::EnglishFlux>,
+    /// `stt_settings.provider_config.transcription_engine`, used by provider `telnyx`
+    /// (`Deepgram`, `Telnyx`, `Google`…); `None` is Telnyx's default, `Deepgram`.
+    pub telnyx_engine: Option<String>,
     /// Deepgram `tag` (both endpoints; `flux_config.tag` in the record). Fakes use it to pick
     /// a script.
     pub tag: Option<String>,
@@ -182,6 +186,7 @@ impl Default for SttConfig {
             speechmatics: SpeechmaticsSttConfig::default(),
             soniox: SonioxSttConfig::default(),
             english_flux: None,
+            telnyx_engine: None,
             tag: None,
             encoding: SttEncoding::Mulaw,
             sample_rate_hz: 8000,
@@ -220,6 +225,7 @@ impl fmt::Debug for SttConfig {
             .field("speechmatics", &self.speechmatics)
             .field("soniox", &self.soniox)
             .field("english_flux", &self.english_flux)
+            .field("telnyx_engine", &self.telnyx_engine)
             .field("tag", &self.tag)
             .field("encoding", &self.encoding)
             .field("sample_rate_hz", &self.sample_rate_hz)

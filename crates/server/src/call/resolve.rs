@@ -506,6 +506,9 @@ pub fn stt_config(a: &AssistantConfig, keys: &KeySources) -> Result<SttConfig, R
         speechmatics: s.speechmatics_config.clone(),
         soniox: s.soniox_config.clone(),
         english_flux,
+        telnyx_engine: pc
+            .and_then(|p| p.get_str("transcription_engine"))
+            .map(str::to_owned),
         tag: flux_src.tag.clone(),
         base_url: pc.and_then(|p| p.get_str("base_url")).map(str::to_owned),
         api_key,
@@ -957,7 +960,22 @@ mod tests {
     }
 
     #[test]
-    fn prefer_flux_for_english_is_a_swap_with_its_own_flux_settings_and_deepgram_key() {
+    fn telnyx_stt_takes_its_engine_from_the_provider_config() {
+        let mut a = assistant("x");
+        a.stt_settings.provider = Some("telnyx".into());
+        a.stt_settings.provider_config = serde_json::from_value(
+            serde_json::json!({"api_key": "tx-stt", "transcription_engine": "Google"}),
+        )
+        .ok();
+        let cfg = stt_config(&a, &KeySources::default()).unwrap();
+        assert_eq!(cfg.provider, "telnyx");
+        assert_eq!(cfg.telnyx_engine.as_deref(), Some("Google"));
+        assert_eq!(cfg.api_key, "tx-stt");
+        assert_eq!(default_provider_host("telnyx"), Some("api.telnyx.com:443"));
+    }
+
+    #[test]
+        fn prefer_flux_for_english_is_a_swap_with_its_own_flux_settings_and_deepgram_key() {
         let mut a = assistant("x");
         a.stt_settings.prefer_flux_for_english = Some(true);
         // With Deepgram itself the setting changes nothing: the record's model runs.
