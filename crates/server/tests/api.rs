@@ -1008,9 +1008,13 @@ async fn providers_endpoint_lists_support_models_and_voices() {
         "{el}"
     );
     assert_eq!(el["capabilities"]["timings"], true);
-    let telnyx = find("stt", "telnyx");
-    assert_eq!(telnyx["support"], "refused");
-    assert!(telnyx["reason"].is_string(), "{telnyx}");
+    let azure = find("stt", "azure");
+    assert_eq!(azure["support"], "refused");
+    assert!(
+        azure["reason"].as_str().unwrap_or_default().contains("Speech SDK"),
+        "{azure}"
+    );
+    assert_eq!(find("stt", "telnyx")["support"], "runs");
     assert_eq!(find("stt", "deepgram")["support"], "runs");
     assert_eq!(find("llm", "groq")["support"], "runs");
 
@@ -1030,7 +1034,7 @@ async fn a_provider_the_engine_cannot_run_is_refused_on_save() {
     let mut ts = TestServer::start().await;
     let (status, body) = json(
         ts.req(Method::POST, "/api/v1/assistants", &ts.key_a)
-            .json(&json!({"name": "x", "stt_settings": {"provider": "telnyx"}})),
+            .json(&json!({"name": "x", "stt_settings": {"provider": "uplift"}})),
     )
     .await;
     let error = assert_error(status, &body, 422, "validation_failed");
