@@ -406,7 +406,9 @@ mod tests {
         let err = stt_protocol("azure").expect_err("refused");
         assert!(
             err.to_string().contains("Speech SDK")
-                && err.to_string().contains("it runs: deepgram, elevenlabs, speechmatics, soniox, telnyx"),
+                && err
+                    .to_string()
+                    .contains("it runs: deepgram, elevenlabs, speechmatics, soniox, telnyx"),
             "{err}"
         );
         assert!(stt_protocol("deepgram").is_ok());

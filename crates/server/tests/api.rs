@@ -1011,7 +1011,10 @@ async fn providers_endpoint_lists_support_models_and_voices() {
     let azure = find("stt", "azure");
     assert_eq!(azure["support"], "refused");
     assert!(
-        azure["reason"].as_str().unwrap_or_default().contains("Speech SDK"),
+        azure["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Speech SDK"),
         "{azure}"
     );
     assert_eq!(find("stt", "telnyx")["support"], "runs");

@@ -7,10 +7,10 @@
 //! - Soniox real-time models: <https://soniox.com/docs/stt/models>
 
 use super::SttEntry;
-use crate::error::ProviderError;
-use crate::stt::protocol::SttProtocol;
 use crate::catalog::{Capabilities, Model, ProviderInfo, ProviderKind, Support};
+use crate::error::ProviderError;
 use crate::stt::SttConfig;
+use crate::stt::protocol::SttProtocol;
 
 /// Deepgram live (`/v1/listen`) or Flux (`/v2/listen`), chosen by the model.
 fn deepgram(cfg: &SttConfig) -> Result<Box<dyn SttProtocol>, ProviderError> {
@@ -164,7 +164,11 @@ pub(super) const STT: &[SttEntry] = &[
             // model; these are the Deepgram engine's. Other engines ignore it.
             default_model: Some("nova-3"),
             models: &[
-                model("nova-3", &["nova"], "Deepgram engine: current general model"),
+                model(
+                    "nova-3",
+                    &["nova"],
+                    "Deepgram engine: current general model",
+                ),
                 model("nova-2", &[], "Deepgram engine: previous general model"),
             ],
             strict_models: false,
@@ -189,11 +193,7 @@ const AZURE: &str = "Microsoft documents real-time recognition only through its 
 const UPLIFT: &str = "Uplift AI documents speech-to-text only as HTTP transcription of whole \
      files: no streaming protocol, no interim results, no end of utterance";
 
-const fn refused(
-    name: &'static str,
-    display_name: &'static str,
-    reason: &'static str,
-) -> SttEntry {
+const fn refused(name: &'static str, display_name: &'static str, reason: &'static str) -> SttEntry {
     SttEntry {
         info: ProviderInfo {
             kind: ProviderKind::Stt,

@@ -54,7 +54,6 @@ const fn voice(
     }
 }
 
-
 /// ElevenLabs' premade voices by the names users write.
 const ELEVENLABS_VOICES: &[Voice] = &[
     voice(

@@ -31,8 +31,8 @@ use switchboard_core::call::{
     SpeculativeSettings,
 };
 use switchboard_providers::llm::{AzureConfig, LlmConfig, LlmProvider};
-use switchboard_providers::stt::swap::EnglishFlux;
 use switchboard_providers::registry::{self, ProviderInfo, ProviderKind};
+use switchboard_providers::stt::swap::EnglishFlux;
 use switchboard_providers::stt::{FluxConfig, SttConfig, SttKeyword};
 use switchboard_providers::tts::TtsConfig;
 
@@ -975,7 +975,7 @@ mod tests {
     }
 
     #[test]
-        fn prefer_flux_for_english_is_a_swap_with_its_own_flux_settings_and_deepgram_key() {
+    fn prefer_flux_for_english_is_a_swap_with_its_own_flux_settings_and_deepgram_key() {
         let mut a = assistant("x");
         a.stt_settings.prefer_flux_for_english = Some(true);
         // With Deepgram itself the setting changes nothing: the record's model runs.
