@@ -377,13 +377,16 @@ mod tests {
     #[test]
     fn the_catalog_refuses_what_does_not_run_with_the_reason() {
         use switchboard_assistant::ProviderCatalog;
-        assert_eq!(Registry.runnable(ProviderKind::Stt), vec!["deepgram"]);
+        assert_eq!(
+            Registry.runnable(ProviderKind::Stt),
+            vec!["deepgram", "elevenlabs", "speechmatics", "soniox", "telnyx"]
+        );
         assert_eq!(
             Registry.runnable(ProviderKind::Tts),
-            vec!["elevenlabs", "deepgram"]
+            vec!["elevenlabs", "deepgram", "cartesia", "openai"]
         );
         assert!(matches!(
-            Registry.support(ProviderKind::Stt, "telnyx"),
+            Registry.support(ProviderKind::Stt, "azure"),
             Some(Support::Refused(_))
         ));
         assert_eq!(Registry.support(ProviderKind::Tts, "polly"), None);

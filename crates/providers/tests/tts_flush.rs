@@ -69,7 +69,8 @@ async fn elevenlabs_flush_keeps_the_context_open() {
         .expect("fake");
     let cfg = TtsConfig {
         provider: "elevenlabs".into(),
-        voice_id: "rachel".into(),
+        // Rachel's real id: the strict fake refuses names.
+        voice_id: "21m00Tcm4TlvDq8ikWAM".into(),
         base_url: Some(fake.base_url()),
         api_key: "test-elevenlabs-key".into(),
         outbound: loopback(),

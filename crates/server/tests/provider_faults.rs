@@ -104,8 +104,6 @@ enum SmCase {
     BadKey,
     /// The record names a language the service does not have (`invalid_model`, close 4004).
     BadLanguage,
-    /// The record names a model (operating point) the service does not have.
-    BadModel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,7 +453,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
     };
     json!({
         "provider": "speechmatics",
-        "model": if sm == SmCase::BadModel { "nova-3" } else { "enhanced" },
+        "model": "enhanced",
         "language": if sm == SmCase::BadLanguage { "xx-YY" } else { "en-US" },
         "speechmatics_config": {
             "region": "eu",
@@ -774,8 +772,6 @@ fn speechmatics_strikes(stack: &Stack, case: Case) -> u32 {
         SmCase::JobError => closed_with(4013),
         SmCase::BadKey => count(&|c| c.rejected_status == Some(401)),
         SmCase::BadLanguage => closed_with(4004),
-        // Refused before connecting: nothing reaches the service.
-        SmCase::BadModel => u32::from(received.is_empty()),
     }
 }
 
@@ -1197,15 +1193,6 @@ async fn stt_telnyx_bad_key_ends_the_call_with_provider_error() {
 async fn stt_speechmatics_unknown_language_ends_the_call_with_provider_error() {
     run(Case::speechmatics(
         SmCase::BadLanguage,
-        ends_spoken_by_twilio("provider_error"),
-    ))
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stt_speechmatics_unknown_model_ends_the_call_with_provider_error() {
-    run(Case::speechmatics(
-        SmCase::BadModel,
         ends_spoken_by_twilio("provider_error"),
     ))
     .await;

@@ -813,10 +813,10 @@ mod tests {
     #[test]
     fn providers_the_engine_does_not_run_are_refused_with_the_reason() {
         let mut a = record(serde_json::json!({"name": "x"}));
-        a.stt_settings.provider = Some("telnyx".into());
+        a.stt_settings.provider = Some("uplift".into());
         let err = stt_config(&a, &org_keys()).expect_err("refused");
         assert!(
-            err.to_string().contains("telnyx") && err.to_string().contains("it runs: deepgram"),
+            err.to_string().contains("uplift") && err.to_string().contains("it runs: deepgram"),
             "{err}"
         );
         a.tts_settings.provider = "polly".into();

@@ -129,7 +129,7 @@ mod tests {
             row(&["=HYPERLINK(\"x\")"]),
             "\"'=HYPERLINK(\"\"x\"\")\"\r\n"
         );
-        assert_eq!(row(&["+123"]), "\"'+123\"\r\n");
+        assert_eq!(row(&["+SUM(A1)"]), "\"'+SUM(A1)\"\r\n");
         assert_eq!(row(&["-1+A1"]), "\"'-1+A1\"\r\n");
         assert_eq!(row(&["+15551234567", "-0.5"]), "+15551234567,-0.5\r\n");
     }
