@@ -27,6 +27,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::calls::{
     CallIdPath, CallResponse, ListCallsParams, TranscriptResponse, assistant_names, load_call,
+    respond_call,
 };
 use crate::routes::csv::{CsvRow, attachment};
 use crate::state::AppState;
@@ -715,9 +716,7 @@ pub async fn update_metadata(
         .store
         .merge_call_metadata(auth.organization_id, call.id, &body.metadata)
         .await?;
-    let names = assistant_names(&state, row.organization_id, std::slice::from_ref(&row)).await?;
-    let name = row.assistant_id.and_then(|id| names.get(&id).cloned());
-    Ok(Json(CallResponse::new(&row, name)))
+    Ok(Json(respond_call(&state, &row).await?))
 }
 
 /// `txt`, `json` or `csv`.

@@ -750,7 +750,10 @@ pub(crate) async fn assistant_names(
     Ok(names)
 }
 
-async fn respond_call(state: &AppState, row: &CallRow) -> Result<CallResponse, ApiError> {
+pub(crate) async fn respond_call(
+    state: &AppState,
+    row: &CallRow,
+) -> Result<CallResponse, ApiError> {
     let names = assistant_names(state, row.organization_id, std::slice::from_ref(row)).await?;
     let name = row.assistant_id.and_then(|id| names.get(&id).cloned());
     Ok(CallResponse::new(row, name))
