@@ -160,6 +160,9 @@ pub enum EndedReason {
     KeyNotBound,
     /// `unknown_number`: the called number routes to no assistant.
     UnknownNumber,
+    /// `country_not_allowed`: the caller's country (Twilio's `FromCountry`) is not in the
+    /// number's `allowed_country_codes`; the call was rejected unanswered.
+    CountryNotAllowed,
     /// `bypass_transfer`: the caller is in `bypass_numbers` and was dialled straight through.
     BypassTransfer,
     /// `bypass_no_transfer_number`: a bypass caller, but no transfer number to dial.
@@ -181,7 +184,7 @@ pub enum EndedReason {
 
 impl EndedReason {
     /// Every reason this version writes itself (without [`EndedReason::Telephony`]).
-    const ENGINE: [EndedReason; 24] = [
+    const ENGINE: [EndedReason; 25] = [
         EndedReason::CallerHangup,
         EndedReason::CallerHangupSocketClosed,
         EndedReason::AssistantHangup,
@@ -202,6 +205,7 @@ impl EndedReason {
         EndedReason::AssistantInactive,
         EndedReason::KeyNotBound,
         EndedReason::UnknownNumber,
+        EndedReason::CountryNotAllowed,
         EndedReason::BypassTransfer,
         EndedReason::BypassNoTransferNumber,
         EndedReason::EngineError,
@@ -231,6 +235,7 @@ impl EndedReason {
             EndedReason::AssistantInactive => "assistant_inactive",
             EndedReason::KeyNotBound => "key_not_bound",
             EndedReason::UnknownNumber => "unknown_number",
+            EndedReason::CountryNotAllowed => "country_not_allowed",
             EndedReason::BypassTransfer => "bypass_transfer",
             EndedReason::BypassNoTransferNumber => "bypass_no_transfer_number",
             EndedReason::EngineError => "engine_error",

@@ -48,6 +48,7 @@ pub use call_status::{CallStatus, EndedReason};
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use error::StoreError;
 pub use models::*;
+pub use numbers::{NumberAssignment, NumberPatch, SyncedNumber};
 pub use orgs::hash_api_key;
 pub use secrets::RotationReport;
 pub use time::{ms_to_datetime, ms_to_rfc3339, now_ms, opt_ms_to_rfc3339, rfc3339_to_ms};

@@ -7,12 +7,14 @@
 //! API applies to the next call that starts, with no restart, on every instance that shares the
 //! database. Should a cache ever be needed, it must be invalidated on write across instances.
 
+pub mod api_keys;
 pub mod assistant_extras;
 pub mod assistants;
 pub mod call_reports;
 pub mod calls;
 pub mod csv;
 pub mod health;
+pub mod number_list;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
@@ -55,9 +57,11 @@ pub fn router(state: AppState) -> Router {
         .merge(assistant_extras::router())
         .merge(providers::router())
         .merge(phone_numbers::router())
+        .merge(number_list::router())
         .merge(calls::router())
         .merge(call_reports::router())
         .merge(organization::router())
+        .merge(api_keys::router())
         .merge(crate::twilio::router())
         .merge(crate::metrics::router())
         .fallback(not_found)
