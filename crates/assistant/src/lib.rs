@@ -58,15 +58,17 @@ pub use secret_walk::{
     visit_stored_secrets,
 };
 pub use settings::{
-    BackchannelSettings, BackgroundSound, DtmfSolverTool, ElevenLabsSttConfig, EndCallTool,
-    EndpointingSettings, FluxConfig, InterruptionMode, InterruptionSettings, Keyword,
-    LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig, LlmSettings, RagSettings,
-    RecordingFormat, RecordingSettings, SendSmsTool, SonioxSttConfig, SpeculativeConfig,
-    SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool, TransferType, TtsSettings,
+    BackchannelSettings, BackgroundSound, CustomToolEntry, CustomToolMethod, DtmfSolverTool,
+    ElevenLabsSttConfig, EndCallTool, EndpointingSettings, FluxConfig, InterruptionMode,
+    InterruptionSettings, Keyword, LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig,
+    LlmSettings, RagSettings, RecordingFormat, RecordingSettings, SendSmsTool, SonioxSttConfig,
+    SpeculativeConfig, SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool,
+    TransferType, TtsSettings,
 };
 pub use validate::{
-    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
-    RECORDING_SAMPLE_RATES_HZ, ValidationErrors, control_character_paths, is_e164, validate,
+    BUILT_IN_TOOLS, CHANGE_DESCRIPTION_MAX_CHARS, FieldError, MAX_TOKENS_LIMIT,
+    MAX_TOOL_TIMEOUT_MS, NAME_MAX_CHARS, RECORDING_SAMPLE_RATES_HZ, ValidationErrors,
+    control_character_paths, is_e164, validate,
 };
 
 /// The example assistant of the README (`examples/seed-assistant.json`): the seed record of

@@ -435,8 +435,8 @@ pub const READ_ONLY_FIELDS: [&str; 8] = [
 
 impl AssistantResponse {
     /// Builds the response for a stored record; the secrets of `config` are masked here, so a
-    /// response never carries a secret in clear, and its server-side secret bindings are
-    /// dropped.
+    /// response never carries a secret in clear, its server-side secret bindings are dropped,
+    /// and `tools_settings.enabled_tools` is derived from the other tool settings.
     pub fn new(
         id: i64,
         organization_id: i64,
@@ -448,6 +448,8 @@ impl AssistantResponse {
     ) -> Self {
         mask_secrets(&mut config);
         config.secret_bindings = None;
+        // Derived on read too: a record stored before the derivation shows what runs.
+        crate::parse::derive_enabled_tools(&mut config);
         Self {
             id,
             organization_id,

@@ -462,10 +462,10 @@ fn validate_tools(v: &mut Validator, c: &AssistantConfig) {
     validate_custom_tools(v, c);
 }
 
-/// Names the built-in tools take (a custom tool may not shadow them).
-const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
-/// Longest `timeout_ms` of a custom tool (the engine stops any tool after 30 s).
-const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
+/// Names the built-in tools take, as the LLM calls them (a custom tool may not shadow them).
+pub const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
+/// Longest `timeout_ms` of a custom tool, ms (the engine stops any tool after 30 s).
+pub const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
 
 fn validate_custom_tools(v: &mut Validator, c: &AssistantConfig) {
     let mut seen = std::collections::HashSet::new();

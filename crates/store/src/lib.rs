@@ -1,5 +1,6 @@
 //! Persistence for Switchboard: organisations, API keys, assistants, phone numbers and call
-//! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries).
+//! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries, tool
+//! executions).
 //!
 //! One set of repository functions serves both backends through `sqlx::any`: SQLite (the
 //! default, one file, created on first start) and PostgreSQL (several instances sharing one
@@ -42,6 +43,7 @@ mod numbers;
 mod orgs;
 mod secrets;
 mod time;
+mod tool_executions;
 
 pub use call_reports::{CallActivity, StatusTotal};
 pub use call_status::{CallStatus, EndedReason};
@@ -52,6 +54,9 @@ pub use numbers::{NumberAssignment, NumberPatch, SyncedNumber};
 pub use orgs::hash_api_key;
 pub use secrets::RotationReport;
 pub use time::{ms_to_datetime, ms_to_rfc3339, now_ms, opt_ms_to_rfc3339, rfc3339_to_ms};
+pub use tool_executions::{
+    MAX_TOOL_RESULT_BYTES, NewToolExecution, ToolExecutionRow, ToolExecutionStatus,
+};
 
 use serde::Serialize;
 use sqlx::AnyPool;

@@ -33,14 +33,14 @@ use switchboard_providers::llm::{
 use switchboard_providers::slots::{SlotKind, SlotLease};
 use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
 use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
-use switchboard_store::{CallStatus, EndedReason, NewTranscript, NewTurnMetric};
+use switchboard_store::{CallStatus, EndedReason, NewToolExecution, NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
 
 use super::recording::CallRecorder;
 use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
-use super::tool_tasks::{ToolDone, ToolTasks};
+use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
 use crate::state::AppState;
 
@@ -312,7 +312,11 @@ impl Call {
         )
         .map(|r| r.with_max_call_length_s(a.max_call_length));
         let tools = tools::specs(a);
-        let tool_tasks = ToolTasks::new(state.clone(), Arc::new((*setup).clone()));
+        let tool_tasks = ToolTasks::new(
+            state.clone(),
+            Arc::new((*setup).clone()),
+            execution_sink(&recorder),
+        );
         Ok(Box::new(Call {
             tool_tasks,
             state: state.clone(),
@@ -1055,6 +1059,15 @@ enum Persist {
     Transcript(Box<NewTranscript>),
     Turn(Box<NewTurnMetric>),
     Call(Box<serde_json::Value>),
+    ToolExecution(Box<NewToolExecution>),
+}
+
+/// The call's tool executions go to its recorder task, like every other row of the call.
+fn execution_sink(recorder: &mpsc::UnboundedSender<Persist>) -> ExecutionSink {
+    let tx = recorder.clone();
+    Arc::new(move |e| {
+        let _ = tx.send(Persist::ToolExecution(Box::new(e)));
+    })
 }
 
 fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
@@ -1082,6 +1095,11 @@ fn spawn_recorder(state: AppState, org_id: i64, call_id: i64) -> mpsc::Unbounded
                     .map(|_| ()),
                 Persist::Call(m) => {
                     Box::pin(state.store.set_call_metrics(org_id, call_id, m)).await
+                }
+                Persist::ToolExecution(e) => {
+                    Box::pin(state.store.add_tool_execution(org_id, call_id, e))
+                        .await
+                        .map(|_| ())
                 }
             };
             if let Err(e) = res {

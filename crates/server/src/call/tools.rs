@@ -4,7 +4,8 @@
 //! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API), `dtmf_solver`
 //! (press keys: the digits are played into the call as DTMF tones by the core). Custom tools
 //! (`tools_settings.custom_tools`) are offered with their JSON schema and run as their record
-//! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`).
+//! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`), which
+//! dispatches custom tools itself and built-ins here.
 
 use std::time::Duration;
 
@@ -16,7 +17,6 @@ use switchboard_providers::llm::ToolSpec;
 use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
 use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
-use super::custom_tool::CustomTool;
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
 use crate::state::AppState;
@@ -123,7 +123,7 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
     out
 }
 
-/// Runs one tool call of the LLM.
+/// Runs one built-in tool call of the LLM (custom tools: `tool_tasks`).
 pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOutcome {
     let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
     let t = &setup.assistant.tools_settings;
@@ -172,21 +172,11 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
             }
         }
         DTMF_TOOL if t.dtmf_solver.enabled => dtmf(&args),
-        other => {
-            let custom = t
-                .custom_tools
-                .iter()
-                .filter_map(CustomTool::from_record)
-                .find(|c| c.name == other);
-            let content = match custom {
-                Some(tool) => tool.run(&state.tenant_http, &call.arguments).await.1,
-                None => tool_error(format!("unknown tool `{other}`")),
-            };
-            ToolOutcome {
-                content,
-                follow_up: None,
-            }
-        }
+        // Custom tools are run by `tool_tasks`, which keeps how they ended.
+        other => ToolOutcome {
+            content: tool_error(format!("unknown tool `{other}`")),
+            follow_up: None,
+        },
     }
 }
 

@@ -18,6 +18,7 @@ pub mod number_list;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
+pub mod tool_executions;
 
 use std::time::Duration;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(number_list::router())
         .merge(calls::router())
         .merge(call_reports::router())
+        .merge(tool_executions::router())
         .merge(organization::router())
         .merge(api_keys::router())
         .merge(crate::twilio::router())
