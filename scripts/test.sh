@@ -17,4 +17,7 @@ if [ "${CI:-}" = "true" ] && { [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-
   exit 1
 fi
 
+# Deployment files (deploy/): Kubernetes schemas, Compose Specification, Dockerfile shape.
+bash scripts/lint-deploy.sh
+
 cargo test --workspace --locked "$@"
