@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use switchboard_core::call::trace::{Trace, TraceEvent, TraceTranscript, TracedCore};
-use switchboard_core::call::{Action, CallCore, CallSettings, InterruptionMode, Millis};
+use switchboard_core::call::{Action, CallSettings, InterruptionMode, Millis};
 use switchboard_core::replay::{Moment, replay};
 
 /// Bytes of fake TTS audio per character (50 ms a character).
@@ -65,9 +65,8 @@ impl World {
         )
         .expect("json");
         let audio = std::fs::read(fixtures().join(format!("{name}.ulaw"))).expect("audio");
-        let core = CallCore::new(settings.clone(), Millis(0));
         let mut w = World {
-            core: TracedCore::new(core, settings, true),
+            core: TracedCore::new(settings.clone(), Millis(0), true),
             audio,
             queue: BTreeMap::new(),
             seq: 0,
@@ -243,12 +242,12 @@ impl World {
     }
 }
 
-fn transcript(words: &[&str]) -> TraceTranscript {
-    TraceTranscript {
+fn transcript(words: &[&str]) -> Box<TraceTranscript> {
+    Box::new(TraceTranscript {
         text: words.join(" "),
         confidence: 0.95,
         words: words.iter().map(|w| ((*w).to_owned(), 0.95)).collect(),
-    }
+    })
 }
 
 fn settings() -> CallSettings {
@@ -397,7 +396,7 @@ fn without_tail_protection_the_bot_goes_quiet_at_the_onset_of_tail_speech() {
 fn a_trace_keeps_the_queue_order_of_unpolled_actions() {
     // Two events handled before the actions are polled: each decision keeps its own time.
     let s = settings();
-    let mut t = TracedCore::new(CallCore::new(s.clone(), Millis(0)), &s, true);
+    let mut t = TracedCore::new(s, Millis(0), true);
     t.handle(switchboard_core::call::Event::CallStarted, Millis(0));
     t.handle(switchboard_core::call::Event::Timeout, Millis(50));
     let mut polled = VecDeque::new();

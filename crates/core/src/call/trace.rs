@@ -100,14 +100,14 @@ pub enum TraceEvent {
         bytes: u32,
     },
     SttSpeechStarted,
-    SttInterim(TraceTranscript),
+    SttInterim(Box<TraceTranscript>),
     SttFinal {
-        transcript: TraceTranscript,
+        transcript: Box<TraceTranscript>,
         speech_final: bool,
     },
     SttUtteranceEnd,
-    SttEndOfTurn(TraceTranscript),
-    SttEagerEndOfTurn(TraceTranscript),
+    SttEndOfTurn(Box<TraceTranscript>),
+    SttEagerEndOfTurn(Box<TraceTranscript>),
     SttTurnResumed,
     LlmText {
         generation: u64,
@@ -115,9 +115,7 @@ pub enum TraceEvent {
     },
     LlmToolCall {
         generation: u64,
-        id: String,
-        name: String,
-        arguments: String,
+        call: Box<TraceToolCall>,
     },
     LlmDone {
         generation: u64,
@@ -130,7 +128,7 @@ pub enum TraceEvent {
     TtsAudio {
         generation: u64,
         bytes: u32,
-        alignment: Option<TraceAlignment>,
+        alignment: Option<Box<TraceAlignment>>,
     },
     TtsDone {
         generation: u64,
@@ -175,6 +173,17 @@ pub struct TraceTranscript {
     pub confidence: f32,
     /// The words with their confidence.
     pub words: Vec<(String, f32)>,
+}
+
+/// A [`ToolCall`], serialisable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceToolCall {
+    /// The call's id.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments (JSON text).
+    pub arguments: String,
 }
 
 /// An [`Alignment`], serialisable.
@@ -238,8 +247,8 @@ fn messages_digest(messages: &[Message]) -> u64 {
 }
 
 impl TraceTranscript {
-    fn of(t: &Transcript) -> Self {
-        Self {
+    fn of(t: &Transcript) -> Box<Self> {
+        Box::new(Self {
             text: t.text.clone(),
             confidence: t.confidence,
             words: t
@@ -247,7 +256,7 @@ impl TraceTranscript {
                 .iter()
                 .map(|w| (w.word.clone(), w.confidence))
                 .collect(),
-        }
+        })
     }
 
     /// The core's transcript.
@@ -268,12 +277,12 @@ impl TraceTranscript {
 }
 
 impl TraceAlignment {
-    fn of(a: &Alignment) -> Self {
-        Self {
+    fn of(a: &Alignment) -> Box<Self> {
+        Box::new(Self {
             chars: a.chars.clone(),
             start_ms: a.char_start_ms.clone(),
             duration_ms: a.char_duration_ms.clone(),
-        }
+        })
     }
 
     /// The core's alignment.
@@ -313,9 +322,11 @@ impl TraceEvent {
             },
             Event::LlmToolCall { generation, call } => Self::LlmToolCall {
                 generation: generation.0,
-                id: call.id.clone(),
-                name: call.name.clone(),
-                arguments: call.arguments.clone(),
+                call: Box::new(TraceToolCall {
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                }),
             },
             Event::LlmDone { generation } => Self::LlmDone {
                 generation: generation.0,
@@ -405,17 +416,12 @@ impl TraceEvent {
                 generation: Generation(*generation),
                 delta,
             }),
-            Self::LlmToolCall {
-                generation,
-                id,
-                name,
-                arguments,
-            } => f(Event::LlmToolCall {
+            Self::LlmToolCall { generation, call } => f(Event::LlmToolCall {
                 generation: Generation(*generation),
                 call: ToolCall {
-                    id: id.clone(),
-                    name: name.clone(),
-                    arguments: arguments.clone(),
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
                 },
             }),
             Self::LlmDone { generation } => f(Event::LlmDone {
@@ -432,7 +438,7 @@ impl TraceEvent {
             } => {
                 scratch.clear();
                 scratch.resize(*bytes as usize, crate::audio::MULAW_SILENCE);
-                let alignment = alignment.as_ref().map(TraceAlignment::to_alignment);
+                let alignment = alignment.as_ref().map(|a| a.to_alignment());
                 f(Event::TtsAudio {
                     generation: Generation(*generation),
                     audio: scratch,
@@ -616,11 +622,11 @@ pub struct TracedCore {
 }
 
 impl TracedCore {
-    /// Wraps `core`, created with `settings`; with `record` every event and decision is kept.
-    pub fn new(core: CallCore, settings: &CallSettings, record: bool) -> Self {
+    /// A core ([`CallCore::new`]); with `record` every event and decision is kept.
+    pub fn new(settings: CallSettings, now: Millis, record: bool) -> Self {
         Self {
-            core,
             recorder: record.then(|| Box::new(Recorder::new(settings.clone()))),
+            core: CallCore::new(settings, now),
             pending: VecDeque::new(),
         }
     }
@@ -687,8 +693,7 @@ mod tests {
             welcome_message: Some("Hello there.".into()),
             ..CallSettings::default()
         };
-        let core = CallCore::new(settings.clone(), Millis(0));
-        let mut t = TracedCore::new(core, &settings, true);
+        let mut t = TracedCore::new(settings, Millis(0), true);
         t.handle(Event::CallStarted, Millis(0));
         let frame = [0xFFu8; 160];
         t.handle(Event::CallerAudio(&frame), Millis(20));
@@ -725,9 +730,15 @@ mod tests {
     }
 
     #[test]
+    fn a_traced_event_stays_small() {
+        // 50 caller frames a second each take one: keep the per-event cost to a few words.
+        assert!(std::mem::size_of::<TracedEvent>() <= 64);
+    }
+
+    #[test]
     fn without_a_trace_the_wrapper_only_forwards() {
         let settings = CallSettings::default();
-        let mut t = TracedCore::new(CallCore::new(settings.clone(), Millis(0)), &settings, false);
+        let mut t = TracedCore::new(settings, Millis(0), false);
         t.handle(Event::CallStarted, Millis(0));
         assert!(!t.is_recording());
         assert!(t.take_trace().is_none());
