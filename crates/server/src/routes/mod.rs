@@ -16,6 +16,7 @@ pub mod health;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
+pub mod replay;
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(phone_numbers::router())
         .merge(calls::router())
         .merge(call_reports::router())
+        .merge(replay::router())
         .merge(organization::router())
         .merge(crate::twilio::router())
         .merge(crate::metrics::router())
