@@ -231,7 +231,7 @@ pub struct Replay {
 pub fn replay(trace: &Trace, what_if: Option<&CallSettings>) -> Replay {
     let exact = run_exact(trace);
     let divergence = first_divergence(&trace.decisions, &exact.decisions).or_else(|| {
-        (exact.trailing_frames != trace.trailing_frames).then(|| Divergence {
+        (exact.trailing_frames != trace.trailing_frames).then_some(Divergence {
             index: trace.decisions.len(),
             recorded: None,
             replayed: None,
@@ -990,7 +990,7 @@ impl<'a> WhatIf<'a> {
     }
 
     fn tts_text(&mut self, g: u64, text: &str, now: u64) {
-        let fresh = !self.tts.get(&g).is_some_and(|s| s.chars > 0);
+        let fresh = self.tts.get(&g).is_none_or(|s| s.chars == 0);
         let state = self.tts.entry(g).or_default();
         state.chars += text.chars().count();
         if !fresh {
