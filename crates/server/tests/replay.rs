@@ -144,6 +144,7 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
     let reports = futures::future::join_all(calls).await;
 
     let mut barge_in_call = None;
+    let mut unchanged_differs = Vec::new();
     for (script, report) in scripts.iter().zip(&reports) {
         assert!(
             report.errors.is_empty(),
@@ -165,10 +166,34 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
             "{}: the replay diverged: {:?}",
             script.name, r.divergence
         );
+        // The what-if model with the recorded settings retells the same call: the same turns
+        // committed and the same replies cut (pauses may move by a frame with the modelled
+        // mark timing; any difference is printed).
+        let same = replay(&trace, Some(&trace.settings));
+        let what_if = same.what_if_summary.clone().expect("what-if");
+        assert_eq!(
+            (what_if.turns_committed, what_if.cut),
+            (
+                same.original_summary.turns_committed,
+                same.original_summary.cut
+            ),
+            "{}:\n{}",
+            script.name,
+            same.side_by_side()
+        );
+        if what_if != same.original_summary {
+            unchanged_differs.push(format!("{}:\n{}", script.name, same.side_by_side()));
+        }
         if script.name == "barge_in" {
             barge_in_call = Some(call);
         }
     }
+    eprintln!(
+        "what-if with unchanged settings differs on {} of {} calls:\n{}",
+        unchanged_differs.len(),
+        scripts.len(),
+        unchanged_differs.join("\n")
+    );
     let call = barge_in_call.expect("the barge_in fixture");
 
     // The API: the exact replay…
