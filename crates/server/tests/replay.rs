@@ -153,6 +153,21 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
             report.errors
         );
         let (call, trace) = traced_call(&server, &report.call_sid).await;
+        let stored: String = sqlx::query_scalar("SELECT trace FROM call_traces WHERE call_id = $1")
+            .bind(call.id)
+            .fetch_one(server.state().store.pool())
+            .await
+            .expect("stored trace");
+        eprintln!(
+            "{}: {} events, {} decisions, {} bytes of caller audio, {} bytes encoded, {} stored \
+             (base64 of DEFLATE)",
+            script.name,
+            trace.events.len(),
+            trace.decisions.len(),
+            trace.caller_audio.len(),
+            trace.to_bytes().expect("encode").len(),
+            stored.len()
+        );
         assert!(!trace.truncated, "{}", script.name);
         assert!(
             trace.decisions.len() > 10,
