@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
         Command::Secrets {
             command: SecretsCommand::Rotate(_),
         } => commands::secrets::rotate(&settings).await,
+        Command::Replay(args) => commands::replay::run(&settings, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

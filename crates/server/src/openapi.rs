@@ -58,6 +58,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::number_list::NumberListApi::openapi());
     doc.merge(calls::CallsApi::openapi());
     doc.merge(crate::routes::call_reports::CallReportsApi::openapi());
+    doc.merge(crate::routes::replay::ReplayApi::openapi());
     doc.merge(crate::routes::assistant_extras::AssistantExtrasApi::openapi());
     doc.merge(organization::OrganizationApi::openapi());
     doc.merge(crate::routes::api_keys::ApiKeysApi::openapi());

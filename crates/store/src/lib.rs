@@ -35,6 +35,7 @@
 mod assistants;
 mod call_reports;
 mod call_status;
+mod call_traces;
 mod calls;
 pub mod crypto;
 mod error;
@@ -47,6 +48,7 @@ mod tool_executions;
 
 pub use call_reports::{CallActivity, StatusTotal};
 pub use call_status::{CallStatus, EndedReason};
+pub use call_traces::CallTraceRow;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use error::StoreError;
 pub use models::*;

@@ -28,6 +28,7 @@
 mod engine;
 pub mod settings;
 pub mod time;
+pub mod trace;
 
 pub use crate::dialog::{
     Alignment, Generation, MarkName, Message, Role, ToolCall, TranscriptEntry,

@@ -1,5 +1,5 @@
 //! The call runtime: one tokio task per call that owns the call's state and drives the
-//! sans-IO [`CallCore`] with what arrives from Twilio and the providers, then carries out the
+//! sans-IO [`CallCore`](switchboard_core::call::CallCore) with what arrives from Twilio and the providers, then carries out the
 //! actions it returns.
 //!
 //! ```text
@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures::SinkExt as _;
+use switchboard_core::call::trace::{TRACE_FORMAT_VERSION, Trace, TracedCore};
 use switchboard_core::call::{
-    Action, CallCore, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role,
-    Transcript, TranscriptEntry, TurnMetrics,
+    Action, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role, Transcript,
+    TranscriptEntry, TurnMetrics,
 };
 use switchboard_core::dialog::{Alignment, Speaker};
 use switchboard_core::turn::SttWord;
@@ -167,7 +168,8 @@ struct Call {
     state: AppState,
     setup: Box<CallSetup>,
     started: Instant,
-    core: CallCore,
+    /// The call core, with its flight recorder when `recording_settings.enabled`.
+    core: TracedCore,
     stt: SttSession,
     tts: TtsSession,
     _leases: Vec<SlotLease>,
@@ -301,7 +303,7 @@ impl Call {
             }
         }
         let settings = resolve::core_settings(a, &setup.overrides, &party);
-        let core = CallCore::new(settings, Millis(0));
+        let core = TracedCore::new(settings, Millis(0), a.recording_settings.enabled);
         let recorder = spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
         let audio = CallRecorder::new(
@@ -460,6 +462,14 @@ impl Call {
         Box::pin(self.tts.close()).await;
         if let Some(rec) = self.audio.take() {
             save_recording(&self.state, self.setup.call_id, rec);
+        }
+        if let Some(trace) = self.core.take_trace() {
+            save_trace(
+                &self.state,
+                self.setup.organization_id,
+                self.setup.call_id,
+                trace,
+            );
         }
         let _ = socket.send(WsMessage::Close(None)).await;
         outcome
@@ -1047,6 +1057,25 @@ fn save_recording(state: &AppState, call_id: i64, rec: CallRecorder) {
             }
             Ok(Err(e)) => tracing::warn!(call_id, error = %e, "could not write the call recording"),
             Err(e) => tracing::warn!(call_id, error = %e, "recording task failed"),
+        }
+    });
+}
+
+/// Encodes the call's trace and stores it, off the call path.
+fn save_trace(state: &AppState, org_id: i64, call_id: i64, trace: Trace) {
+    let store = state.store.clone();
+    state.tasks.spawn(async move {
+        let encoded = tokio::task::spawn_blocking(move || trace.to_bytes()).await;
+        let res = match encoded {
+            Ok(Ok(bytes)) => store
+                .save_call_trace(org_id, call_id, i64::from(TRACE_FORMAT_VERSION), bytes)
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = res {
+            tracing::warn!(call_id, %error, "could not store the call trace");
         }
     });
 }

@@ -19,6 +19,7 @@ pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
 pub mod tool_executions;
+pub mod replay;
 
 use std::time::Duration;
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(calls::router())
         .merge(call_reports::router())
         .merge(tool_executions::router())
+        .merge(replay::router())
         .merge(organization::router())
         .merge(api_keys::router())
         .merge(crate::twilio::router())
