@@ -18,8 +18,8 @@ pub mod number_list;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
-pub mod tool_executions;
 pub mod replay;
+pub mod tool_executions;
 
 use std::time::Duration;
 
