@@ -147,13 +147,24 @@ fn in_order(said: &[String], texts: &[&str]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_warm_transfer_joins_caller_and_agent_in_a_conference() {
+    // Keypad, speech, and no confirmation asked (answering is accepting).
+    for (confirm, answer) in [
+        (true, AgentAnswer::Press("1".into())),
+        (true, AgentAnswer::Speak("Yes, put them through.".into())),
+        (false, AgentAnswer::Press(String::new())),
+    ] {
+        accepted(confirm, answer).await;
+    }
+}
+
+async fn accepted(confirm: bool, answer: AgentAnswer) {
     let h = harness().await;
-    assistant(&h, json!({})).await;
+    assistant(&h, json!({"agent_confirmation": confirm})).await;
     h.rest.script_agent(
         AGENT,
         AgentScript {
             ring_ms: 300,
-            answer: AgentAnswer::Press("1".into()),
+            answer,
         },
     );
     h.providers.openai.push(transfer_call(json!({"to": AGENT})));
@@ -162,17 +173,21 @@ async fn an_accepted_warm_transfer_joins_caller_and_agent_in_a_conference() {
     let (call_sid, report) = call(&h, script(false, 30_000)).await;
     assert_eq!(report.ended_by, Some(EndedBy::RestRedirect), "{report:?}");
 
-    // The agent was dialled from our number, briefed, asked, and pressed 1.
+    // The agent was dialled from our number, briefed, (asked,) and took the call.
     let created = h.rest.calls_created();
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].to, AGENT);
     assert_eq!(created[0].from, OUR_NUMBER);
     let twiml = created[0].twiml.clone().expect("inline twiml");
     assert!(twiml.contains(BRIEFING), "{twiml}");
-    assert!(
-        twiml.contains("<Gather input=\"dtmf speech\" numDigits=\"1\""),
-        "{twiml}"
-    );
+    if confirm {
+        assert!(twiml.contains("<Gather input=\"dtmf speech\" numDigits=\"1\""));
+    } else {
+        assert!(
+            twiml.contains("<Redirect") && !twiml.contains("<Gather"),
+            "{twiml}"
+        );
+    }
     // Both legs end up in the transfer's conference (the agent's answer TwiML and the
     // caller's redirect race).
     let conference = format!("warm-{call_sid}-1");
