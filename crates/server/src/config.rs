@@ -187,6 +187,9 @@ pub struct TwilioSettings {
     /// Seconds a media stream our TwiML handed out may take to start before its call is closed
     /// as `stream_never_started`.
     pub stream_start_timeout_s: u64,
+    /// Seconds a warm transfer waits for the agent to take the call (ringing, briefing and
+    /// their answer included) before it counts as no answer.
+    pub warm_transfer_timeout_s: u64,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -202,6 +205,7 @@ impl fmt::Debug for TwilioSettings {
             .field("stream_token_secret", &"<redacted>")
             .field("max_message_bytes", &self.max_message_bytes)
             .field("stream_start_timeout_s", &self.stream_start_timeout_s)
+            .field("warm_transfer_timeout_s", &self.warm_transfer_timeout_s)
             .finish()
     }
 }
@@ -603,6 +607,11 @@ impl Settings {
         if self.twilio.stream_start_timeout_s == 0 {
             return Err(SettingsError::Invalid(
                 "twilio.stream_start_timeout_s must be at least 1".into(),
+            ));
+        }
+        if self.twilio.warm_transfer_timeout_s == 0 {
+            return Err(SettingsError::Invalid(
+                "twilio.warm_transfer_timeout_s must be at least 1".into(),
             ));
         }
         if self.calls.stale_after_s == 0 {

@@ -138,6 +138,9 @@ pub enum EndedReason {
     Transferred,
     /// `transfer_failed`: a transfer was asked for and Twilio refused it.
     TransferFailed,
+    /// `transferred_warm`: the call was warm-transferred: the agent was briefed, took the
+    /// call, and caller and agent were joined in a conference.
+    TransferredWarm,
     /// `media_socket_error`: the media socket failed mid-call (oversized or invalid frame,
     /// broken connection).
     MediaSocketError,
@@ -197,6 +200,7 @@ impl EndedReason {
         EndedReason::ProviderSlotUnavailable,
         EndedReason::Transferred,
         EndedReason::TransferFailed,
+        EndedReason::TransferredWarm,
         EndedReason::MediaSocketError,
         EndedReason::StreamTokenExpired,
         EndedReason::StreamNeverStarted,
@@ -227,6 +231,7 @@ impl EndedReason {
             EndedReason::ProviderSlotUnavailable => "provider_slot_unavailable",
             EndedReason::Transferred => "transferred",
             EndedReason::TransferFailed => "transfer_failed",
+            EndedReason::TransferredWarm => "transferred_warm",
             EndedReason::MediaSocketError => "media_socket_error",
             EndedReason::StreamTokenExpired => "stream_token_expired",
             EndedReason::StreamNeverStarted => "stream_never_started",

@@ -22,6 +22,8 @@ use crate::turn::{BargeState, BotState, BotView, Gate, Transcript, UserState, Us
 use std::collections::VecDeque;
 use std::fmt;
 
+mod warm;
+
 /// ms of one outbound frame.
 const FRAME_MS: u64 = 20;
 /// ms after a generation's expected end of playback before the core stops waiting for its last
@@ -279,6 +281,10 @@ pub struct CallCore {
     /// asked, and when to stop waiting.
     classifying: Option<(u64, usize, Millis)>,
     next_classify: u64,
+    /// The warm transfer under way, if any.
+    warm: Option<warm::WarmTransfer>,
+    /// Id of the next warm transfer.
+    next_transfer: u64,
 }
 
 impl fmt::Debug for CallCore {
@@ -359,6 +365,8 @@ impl CallCore {
             metrics: CallMetrics::default(),
             classifying: None,
             next_classify: 1,
+            warm: None,
+            next_transfer: 1,
             s: settings,
         }
     }
@@ -446,7 +454,20 @@ impl CallCore {
             Event::MarkPlayed(name) => self.on_mark(name, now),
             Event::Dtmf(d) => self.on_dtmf(d, now),
             Event::PlayDtmf { digits } => self.play_dtmf(digits, now),
-            Event::ToolResult { call_id, content } => self.on_tool_result(call_id, content, now),
+            Event::ToolResult { call_id, content } => {
+                if !self.warm_owns_result(call_id) {
+                    self.on_tool_result(call_id, content, now);
+                }
+            }
+            Event::WarmTransferRequested {
+                tool_call_id,
+                to,
+                message,
+                unavailable_message,
+            } => self.on_warm_requested(tool_call_id, to, message, unavailable_message, now),
+            Event::WarmTransferResult { transfer, outcome } => {
+                self.on_warm_result(transfer, outcome, now)
+            }
             Event::HangUpRequested { message } => {
                 let msg = message.or_else(|| self.s.end_call_message.clone());
                 self.begin_ending(HangUpReason::Completed, None, msg, false, now);
@@ -461,9 +482,11 @@ impl CallCore {
             Event::CallerHungUp => self.on_caller_hung_up(now),
             Event::Timeout => {}
         }
+        self.check_warm(now);
         if !self.ended {
             self.maybe_finish_ending(now);
             self.pump(now);
+            self.pump_hold(now);
         }
     }
 
@@ -502,6 +525,7 @@ impl CallCore {
             consider(g.filler_at);
         }
         consider(self.pacing_deadline());
+        consider(self.warm_deadline());
         // An overdue deadline means "now": the runtime calls `handle(Timeout)` at once.
         t.map(|t| t.max(self.now))
     }
@@ -2338,6 +2362,22 @@ impl CallCore {
         let Some(e) = self.ending.take() else {
             return;
         };
+        self.release_gens();
+        let _ = now;
+        self.actions
+            .push_back(Action::Record(Record::Call(self.metrics.clone())));
+        match e.transfer_to {
+            Some(to) => self.actions.push_back(Action::Transfer { to }),
+            None => self.actions.push_back(Action::HangUp {
+                reason: e.reason,
+                spoken_by_telephony: e.spoken_by_telephony,
+            }),
+        }
+        self.ended = true;
+    }
+
+    /// The call is over for the core: every generation's LLM stream, tools and TTS stop.
+    fn release_gens(&mut self) {
         for g in self.gens.drain(..) {
             if g.llm == LlmPhase::Streaming {
                 self.actions
@@ -2352,17 +2392,6 @@ impl CallCore {
                     .push_back(Action::TtsCancel { generation: g.id });
             }
         }
-        let _ = now;
-        self.actions
-            .push_back(Action::Record(Record::Call(self.metrics.clone())));
-        match e.transfer_to {
-            Some(to) => self.actions.push_back(Action::Transfer { to }),
-            None => self.actions.push_back(Action::HangUp {
-                reason: e.reason,
-                spoken_by_telephony: e.spoken_by_telephony,
-            }),
-        }
-        self.ended = true;
     }
 
     fn on_caller_hung_up(&mut self, now: Millis) {

@@ -210,6 +210,14 @@ pub const DEFAULT_MAX_TOOL_ROUNDS: u32 = 4;
 pub const DEFAULT_TOOL_ROUND_CAP_APOLOGY: &str =
     "I'm sorry, I couldn't finish that. Could you ask me in a different way?";
 
+/// How long a warm transfer waits for the agent to take the call before it counts as no
+/// answer (see [`CallSettings::warm_transfer_timeout_ms`]).
+pub const DEFAULT_WARM_TRANSFER_TIMEOUT_MS: u64 = 45_000;
+/// What the caller hears when a warm transfer's agent does not take the call and the record's
+/// `unavailable_message` is empty.
+pub const DEFAULT_TRANSFER_UNAVAILABLE: &str =
+    "I'm sorry, nobody is available to take your call right now.";
+
 /// Everything the call core needs to run one call: the resolved assistant record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -312,6 +320,9 @@ pub struct CallSettings {
     pub max_tool_rounds: u32,
     /// Said when a reply hits `max_tool_rounds` (an apology, never silence).
     pub tool_round_cap_message: String,
+    /// ms a warm transfer waits for the agent's verdict before it counts as no answer (the
+    /// agent's leg is then cancelled). Default 45 000.
+    pub warm_transfer_timeout_ms: u64,
 }
 
 impl Default for CallSettings {
@@ -349,6 +360,7 @@ impl Default for CallSettings {
             tool_filler_message: DEFAULT_TOOL_FILLER.to_owned(),
             max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS,
             tool_round_cap_message: DEFAULT_TOOL_ROUND_CAP_APOLOGY.to_owned(),
+            warm_transfer_timeout_ms: DEFAULT_WARM_TRANSFER_TIMEOUT_MS,
         }
     }
 }

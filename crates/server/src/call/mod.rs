@@ -10,6 +10,8 @@ pub mod resolve;
 pub mod runtime;
 pub mod tool_tasks;
 pub mod tools;
+pub mod transfer;
+pub mod warm_transfer;
 
 pub use registry::{CallCommand, CallRegistry, LiveCall};
 pub use runtime::{CallOutcome, CallSetup, run_call};

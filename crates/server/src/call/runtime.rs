@@ -43,6 +43,7 @@ use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
 use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
+use super::warm_transfer::WarmTransfers;
 use crate::state::AppState;
 
 /// Everything a call needs to start, gathered by the media-stream handler after it checked
@@ -185,6 +186,8 @@ struct Call {
     recorder: mpsc::UnboundedSender<Persist>,
     /// The LLM's tool calls, each on its own task.
     tool_tasks: ToolTasks,
+    /// The warm transfer under way (agent dialled and briefed off the call task).
+    warm: WarmTransfers,
     /// Verdicts of the incomplete-utterance classifier, from its tasks.
     verdicts_tx: mpsc::UnboundedSender<(u64, bool)>,
     verdicts: mpsc::UnboundedReceiver<(u64, bool)>,
@@ -302,7 +305,12 @@ impl Call {
                 ),
             }
         }
-        let settings = resolve::core_settings(a, &setup.overrides, &party);
+        let mut settings = resolve::core_settings(a, &setup.overrides, &party);
+        settings.warm_transfer_timeout_ms = state
+            .settings
+            .twilio
+            .warm_transfer_timeout_s
+            .saturating_mul(1000);
         let core = TracedCore::new(settings, Millis(0), a.recording_settings.enabled);
         let recorder = spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
@@ -314,13 +322,16 @@ impl Call {
         )
         .map(|r| r.with_max_call_length_s(a.max_call_length));
         let tools = tools::specs(a);
+        let shared_setup = Arc::new((*setup).clone());
         let tool_tasks = ToolTasks::new(
             state.clone(),
-            Arc::new((*setup).clone()),
+            shared_setup.clone(),
             execution_sink(&recorder),
         );
+        let warm = WarmTransfers::new(state.clone(), shared_setup, llm_primary.clone());
         Ok(Box::new(Call {
             tool_tasks,
+            warm,
             state: state.clone(),
             setup,
             started,
@@ -765,6 +776,23 @@ impl Call {
             CallCommand::SendDtmf { digits } => {
                 self.core.handle(Event::PlayDtmf { digits: &digits }, now)
             }
+            CallCommand::WarmTransfer {
+                tool_call_id,
+                to,
+                message,
+                unavailable_message,
+            } => self.core.handle(
+                Event::WarmTransferRequested {
+                    tool_call_id,
+                    to,
+                    message,
+                    unavailable_message,
+                },
+                now,
+            ),
+            CallCommand::WarmTransferUpdate { transfer, outcome } => self
+                .core
+                .handle(Event::WarmTransferResult { transfer, outcome }, now),
         }
     }
 
@@ -919,6 +947,24 @@ impl Call {
                         CallStatus::Completed,
                         if ok {
                             EndedReason::Transferred
+                        } else {
+                            EndedReason::TransferFailed
+                        },
+                    ));
+                }
+                Action::StartWarmTransfer {
+                    transfer,
+                    to,
+                    messages,
+                } => self.warm.start(transfer, to, messages),
+                Action::CancelWarmTransfer { transfer } => self.warm.cancel(transfer),
+                Action::CompleteWarmTransfer { transfer } => {
+                    let _ = socket.flush().await;
+                    let ok = Box::pin(self.warm.complete(transfer)).await;
+                    return Flow::End(self.outcome(
+                        CallStatus::Completed,
+                        if ok {
+                            EndedReason::TransferredWarm
                         } else {
                             EndedReason::TransferFailed
                         },

@@ -1,7 +1,7 @@
 //! The tools an assistant offers its LLM (`tools_settings`) and what running them does.
 //!
-//! Built in: `end_call` (say goodbye, hang up), `transfer_call` (say the transfer message,
-//! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API), `dtmf_solver`
+//! Built in: `end_call` (say goodbye, hang up), `transfer_call` (`call/transfer.rs`: cold or
+//! warm, to the number the LLM chose), `send_sms` (Twilio Messages API), `dtmf_solver`
 //! (press keys: the digits are played into the call as DTMF tones by the core). Custom tools
 //! (`tools_settings.custom_tools`) are offered with their JSON schema and run as their record
 //! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`), which
@@ -19,6 +19,7 @@ use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
+use super::transfer;
 use crate::state::AppState;
 
 /// What a tool run gives back: the result for the LLM and maybe a call command.
@@ -66,17 +67,7 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
                 "reason": {"type": "string", "description": "Why the call ends"}}}),
         });
     }
-    if t.transfer_call.enabled && !t.transfer_call.transfer_numbers.is_empty() {
-        out.push(ToolSpec {
-            name: "transfer_call".to_owned(),
-            description: format!(
-                "Transfer the caller to a human agent.{}",
-                scenarios(&t.transfer_call.scenarios)
-            ),
-            parameters: json!({"type": "object", "properties": {
-                "reason": {"type": "string"}}}),
-        });
-    }
+    out.extend(transfer::spec(&t.transfer_call));
     if t.send_sms.enabled {
         out.push(ToolSpec {
             name: "send_sms".to_owned(),
@@ -138,23 +129,7 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
                     .or_else(|| setup.assistant.end_call_message.clone()),
             }),
         },
-        "transfer_call" => match t.transfer_call.transfer_numbers.first() {
-            Some(to) => ToolOutcome {
-                content: json!({"ok": true, "to": to}).to_string(),
-                follow_up: Some(CallCommand::Transfer {
-                    to: to.clone(),
-                    message: t
-                        .transfer_call
-                        .custom_message
-                        .clone()
-                        .or_else(|| setup.assistant.transfer_call_message.clone()),
-                }),
-            },
-            None => ToolOutcome {
-                content: json!({"ok": false, "error": "no transfer number configured"}).to_string(),
-                follow_up: None,
-            },
-        },
+        transfer::TRANSFER_TOOL => transfer::run(&setup.assistant, call, &args),
         "send_sms" => {
             let body = args
                 .get("message")
