@@ -187,7 +187,7 @@ pub enum EndedReason {
 
 impl EndedReason {
     /// Every reason this version writes itself (without [`EndedReason::Telephony`]).
-    const ENGINE: [EndedReason; 25] = [
+    const ENGINE: [EndedReason; 26] = [
         EndedReason::CallerHangup,
         EndedReason::CallerHangupSocketClosed,
         EndedReason::AssistantHangup,
