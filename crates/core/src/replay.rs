@@ -383,6 +383,10 @@ impl TimelineBuilder {
                 at_ms: at,
                 how: "transfer".to_owned(),
             }),
+            Action::CompleteWarmTransfer { .. } => self.moments.push(Moment::Ended {
+                at_ms: at,
+                how: "transfer_warm".to_owned(),
+            }),
             _ => {}
         }
     }
@@ -1075,7 +1079,8 @@ impl<'a> WhatIf<'a> {
     }
 }
 
-/// Whether the caller's side (or the operator) produced this event: replayed as recorded.
+/// Whether the caller's side (or the operator, or a transfer's agent) produced this event:
+/// replayed as recorded.
 fn is_caller_side(e: &TraceEvent) -> bool {
     matches!(
         e,
@@ -1093,6 +1098,8 @@ fn is_caller_side(e: &TraceEvent) -> bool {
             | TraceEvent::PlayDtmf { .. }
             | TraceEvent::HangUpRequested { .. }
             | TraceEvent::TransferRequested { .. }
+            | TraceEvent::WarmTransferRequested { .. }
+            | TraceEvent::WarmTransferResult { .. }
             | TraceEvent::CallerHungUp
     )
 }

@@ -318,7 +318,7 @@ pub enum Action {
 }
 
 /// How the agent's leg of a warm transfer ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum WarmTransferOutcome {
     /// The agent took the call (pressed 1 / said yes, or answered when no confirmation is
     /// asked).

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::settings::CallSettings;
 use super::time::Millis;
-use super::{Action, CallCore, Event, Message};
+use super::{Action, CallCore, Event, Message, WarmTransferOutcome};
 use crate::dialog::{Alignment, Generation, ToolCall};
 use crate::turn::{SttWord, Transcript};
 
@@ -155,6 +155,16 @@ pub enum TraceEvent {
     TransferRequested {
         to: String,
         message: Option<String>,
+    },
+    WarmTransferRequested {
+        tool_call_id: String,
+        to: String,
+        message: Option<String>,
+        unavailable_message: Option<String>,
+    },
+    WarmTransferResult {
+        transfer: u64,
+        outcome: WarmTransferOutcome,
     },
     UtteranceClassified {
         request: u64,
@@ -370,6 +380,21 @@ impl TraceEvent {
                 to: to.clone(),
                 message: message.clone(),
             },
+            Event::WarmTransferRequested {
+                tool_call_id,
+                to,
+                message,
+                unavailable_message,
+            } => Self::WarmTransferRequested {
+                tool_call_id: tool_call_id.clone(),
+                to: to.clone(),
+                message: message.clone(),
+                unavailable_message: unavailable_message.clone(),
+            },
+            Event::WarmTransferResult { transfer, outcome } => Self::WarmTransferResult {
+                transfer: *transfer,
+                outcome: *outcome,
+            },
             Event::UtteranceClassified {
                 request,
                 incomplete,
@@ -463,6 +488,21 @@ impl TraceEvent {
             Self::TransferRequested { to, message } => f(Event::TransferRequested {
                 to: to.clone(),
                 message: message.clone(),
+            }),
+            Self::WarmTransferRequested {
+                tool_call_id,
+                to,
+                message,
+                unavailable_message,
+            } => f(Event::WarmTransferRequested {
+                tool_call_id: tool_call_id.clone(),
+                to: to.clone(),
+                message: message.clone(),
+                unavailable_message: unavailable_message.clone(),
+            }),
+            Self::WarmTransferResult { transfer, outcome } => f(Event::WarmTransferResult {
+                transfer: *transfer,
+                outcome: *outcome,
             }),
             Self::UtteranceClassified {
                 request,
