@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod call_stack;
+pub mod tool_stack;
+
 use std::path::{Path, PathBuf};
 
 use reqwest::{Client, Method, RequestBuilder, Response};
