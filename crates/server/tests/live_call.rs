@@ -116,8 +116,7 @@ fn assert_caller_lines_transcribed(user: &[&str], script: &CallScript) {
 
 /// The stored transcript holds the welcome, every caller utterance and an answer to each.
 async fn assert_every_turn_transcribed(stack: &Stack, call: &CallRow, script: &CallScript) {
-    let store = &stack.calls.server.state().store;
-    let lines = store.list_transcripts(call.id).await.expect("transcripts");
+    let lines = stack.calls.transcript(call).await;
     let user: Vec<&str> = lines
         .iter()
         .filter(|t| t.role == "user")
@@ -157,9 +156,7 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
     let call = stack.calls.recorded_call(&report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     assert_every_turn_transcribed(&stack, &call, &script).await;
-    let store = &stack.calls.server.state().store;
-
-    let turns = store.list_turn_metrics(call.id).await.expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     let answered = turns
         .iter()
         .filter(|t| t.first_audio_sent_ms.is_some() && t.llm_first_token_ms.is_some())
@@ -208,14 +205,7 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
         ),
         "ended_reason: {call:?}"
     );
-    let lines = stack
-        .calls
-        .server
-        .state()
-        .store
-        .list_transcripts(call.id)
-        .await
-        .expect("transcripts");
+    let lines = stack.calls.transcript(&call).await;
     assert!(
         lines
             .iter()
@@ -317,14 +307,7 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
         .map(|t| t.content.as_str())
         .collect();
     assert_caller_lines_transcribed(&user, &script);
-    let turns = stack
-        .calls
-        .server
-        .state()
-        .store
-        .list_turn_metrics(call.id)
-        .await
-        .expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     assert!(
         turns.iter().any(|t| t.first_audio_sent_ms.is_some()),
         "no answered turn: {turns:#?}"
@@ -366,14 +349,7 @@ async fn transcript(
     call_sid: &str,
 ) -> (CallRow, Vec<switchboard_store::TranscriptRow>) {
     let call = stack.calls.recorded_call(call_sid).await;
-    let lines = stack
-        .calls
-        .server
-        .state()
-        .store
-        .list_transcripts(call.id)
-        .await
-        .expect("transcripts");
+    let lines = stack.calls.transcript(&call).await;
     (call, lines)
 }
 
@@ -667,14 +643,7 @@ async fn a_failing_llm_falls_back_within_the_turn() {
         "the fallback's answer was not spoken: {lines:#?}"
     );
     let call = stack.calls.finished_call(&report.call_sid).await;
-    let turns = stack
-        .calls
-        .server
-        .state()
-        .store
-        .list_turn_metrics(call.id)
-        .await
-        .expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     assert!(
         turns
             .iter()

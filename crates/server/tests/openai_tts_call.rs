@@ -228,14 +228,7 @@ async fn openai_speech_carries_a_whole_call() {
         records.iter().any(|r| r.request.body["input"] == WELCOME),
         "{records:?}"
     );
-    let turns = stack
-        .calls
-        .server
-        .state()
-        .store
-        .list_turn_metrics(call.id)
-        .await
-        .expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     assert!(
         turns
             .iter()

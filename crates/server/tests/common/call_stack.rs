@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_server::config::Settings;
-use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_store::{CallRow, TranscriptRow};
+use switchboard_server::serve::Server;
+use switchboard_store::{CallRow, TranscriptRow, TurnMetricRow};
 use switchboard_testkit::twilio::{FakeCallConfig, FakeTwilioRest, new_sid};
 
-use super::{KEY_A, TWILIO_SID_A, TWILIO_TOKEN_A, fake_twilio, settings_for, use_fake_twilio};
+use super::{
+    KEY_A, TWILIO_SID_A, TWILIO_TOKEN_A, fake_twilio, serve_org_a, settings_for, use_fake_twilio,
+};
 
 /// The caller of every whole-call test.
 pub const CALLER: &str = "+15550100001";
@@ -42,14 +44,7 @@ impl CallServer {
         settings.providers.keys_from_env = false;
         settings.recordings.base_dir = dir.path().display().to_string();
         adjust(&mut settings);
-        let server = serve::start(
-            settings,
-            StartOptions {
-                bootstrap_key: Some(KEY_A.to_owned()),
-            },
-        )
-        .await
-        .expect("server starts");
+        let server = serve_org_a(settings).await;
         let base = format!("http://{}", server.local_addr());
         CallServer {
             server,
@@ -158,5 +153,17 @@ impl CallServer {
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
         lines
+    }
+
+    /// The call's stored transcript lines, as they are now.
+    pub async fn transcript(&self, call: &CallRow) -> Vec<TranscriptRow> {
+        let store = &self.server.state().store;
+        store.list_transcripts(call.id).await.expect("transcripts")
+    }
+
+    /// The call's stored per-turn metrics, as they are now.
+    pub async fn turn_metrics(&self, call: &CallRow) -> Vec<TurnMetricRow> {
+        let store = &self.server.state().store;
+        store.list_turn_metrics(call.id).await.expect("metrics")
     }
 }
