@@ -8,8 +8,9 @@
 //! The script: a short welcome, the caller's first turn (answered or faulted), a second turn
 //! that must be answered when the call goes on, then the caller hangs up.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,7 @@ use switchboard_core::call::settings::{
     DEFAULT_APOLOGY, DEFAULT_PROVIDER_ERROR_GOODBYE, DEFAULT_STT_FAILURE_GOODBYE,
 };
 use switchboard_server::config::Settings;
-use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_store::{CallRow, TranscriptRow};
+use switchboard_store::TranscriptRow;
 use switchboard_testkit::anthropic::FakeAnthropic;
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
@@ -31,15 +31,12 @@ use switchboard_testkit::soniox::{SonioxFake, SonioxFakeConfig};
 use switchboard_testkit::speechmatics::{SpeechmaticsFake, SpeechmaticsFakeConfig};
 use switchboard_testkit::telnyx_stt::{TelnyxSttFake, TelnyxSttFakeConfig};
 use switchboard_testkit::twilio::{
-    CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
-    UtteranceKind, new_sid, parse_twiml,
+    CallReport, CallScript, EndedBy, FakeCall, Utterance, UtteranceKind, parse_twiml,
 };
 
-const KEY: &str = "sb_provider_faults_key_0123456789";
-const ACCOUNT_SID: &str = "AC00000000000000000000000000000fa1";
-const TWILIO_TOKEN: &str = "twilio-provider-faults-token";
+use common::call_stack::CallServer;
+
 const NUMBER: &str = "+15550100009";
-const CALLER: &str = "+15550100001";
 const DEEPGRAM_KEY: &str = "dg-faults-key-0123456789";
 const ELEVENLABS_KEY: &str = "el-faults-key-0123456789";
 const OPENAI_KEY: &str = "sk-faults-key-0123456789";
@@ -212,7 +209,7 @@ impl Case {
 
 /// The whole world of one case.
 struct Stack {
-    server: Server,
+    calls: CallServer,
     deepgram: DeepgramFake,
     speechmatics: SpeechmaticsFake,
     soniox: SonioxFake,
@@ -221,30 +218,13 @@ struct Stack {
     elevenlabs: ElevenLabsFake,
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
-    rest: FakeTwilioRest,
-    http: reqwest::Client,
-    base: String,
-    _dir: tempfile::TempDir,
 }
 
-fn settings(dir: &Path, rest: &FakeTwilioRest) -> Settings {
-    let mut s = Settings::defaults().expect("defaults");
-    s.server.addr = "127.0.0.1:0".parse().expect("addr");
-    s.database.url = format!("sqlite://{}", dir.join("sb.db").display());
-    s.secrets.key_file = dir.join("secret.key").display().to_string();
-    s.server.rate_limit_per_s = 0;
-    s.server.drain_timeout_s = 5;
-    s.twilio.account_sid = Some(ACCOUNT_SID.to_owned());
-    s.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
-    s.twilio.api_base = rest.base_url();
-    s.providers.keys_from_env = false;
+/// Short stall timeouts, so a stalled provider is noticed quickly.
+fn stall_timeouts(s: &mut Settings) {
     s.providers.stt_stall_timeout_ms = STT_STALL_MS;
     s.providers.tts_audio_timeout_ms = TTS_AUDIO_MS;
     s.providers.llm_first_token_timeout_ms = LLM_FIRST_TOKEN_MS;
-    s.recordings.base_dir = dir.display().to_string();
-    // The provider fakes listen on loopback.
-    s.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
-    s
 }
 
 async fn start(case: &Case) -> Stack {
@@ -317,22 +297,9 @@ async fn start(case: &Case) -> Stack {
     })
     .await
     .expect("anthropic fake");
-    let rest = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
-        .await
-        .expect("fake twilio rest");
-    rest.add_number(ACCOUNT_SID, NUMBER).expect("account");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = serve::start(
-        settings(dir.path(), &rest),
-        StartOptions {
-            bootstrap_key: Some(KEY.to_owned()),
-        },
-    )
-    .await
-    .expect("server starts");
-    let base = format!("http://{}", server.local_addr());
+    let calls = CallServer::start(&[NUMBER], stall_timeouts).await;
     Stack {
-        server,
+        calls,
         deepgram,
         speechmatics,
         soniox,
@@ -341,10 +308,6 @@ async fn start(case: &Case) -> Stack {
         elevenlabs,
         openai,
         anthropic,
-        rest,
-        http: reqwest::Client::new(),
-        base,
-        _dir: dir,
     }
 }
 
@@ -465,35 +428,6 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
     })
 }
 
-async fn create_assistant(stack: &Stack, record: &Value) {
-    let created: Value = stack
-        .http
-        .post(format!("{}/api/v1/assistants", stack.base))
-        .bearer_auth(KEY)
-        .json(record)
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("assistant refused: {created}"));
-    let res = stack
-        .http
-        .post(format!(
-            "{}/api/v1/assistants/{id}/phone-numbers/assign-by-number",
-            stack.base
-        ))
-        .bearer_auth(KEY)
-        .json(&json!({"phone_number": NUMBER}))
-        .send()
-        .await
-        .expect("assign");
-    assert!(res.status().is_success(), "assign: {}", res.status());
-}
-
 fn script(hangup_at_ms: u64) -> CallScript {
     let turn = |text: &str, (start_ms, end_ms): (u64, u64)| Utterance {
         text: text.to_owned(),
@@ -508,39 +442,6 @@ fn script(hangup_at_ms: u64) -> CallScript {
     )
 }
 
-/// Waits (bounded) until the engine has finalised the call record.
-async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
-    let store = &stack.server.state().store;
-    for _ in 0..200 {
-        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
-            && call.ended_reason.is_some()
-        {
-            return call;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("call {call_sid} was never finalised");
-}
-
-/// Waits (bounded) until the transcript holds a line `done` accepts (the recorder writes off
-/// the call path); returns the transcript either way.
-async fn transcript_when(
-    stack: &Stack,
-    call: &CallRow,
-    done: impl Fn(&[TranscriptRow]) -> bool,
-) -> Vec<TranscriptRow> {
-    let store = &stack.server.state().store;
-    let mut lines = Vec::new();
-    for _ in 0..100 {
-        lines = store.list_transcripts(call.id).await.expect("transcripts");
-        if done(&lines) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    lines
-}
-
 fn said(lines: &[TranscriptRow], text: &str) -> bool {
     lines
         .iter()
@@ -553,7 +454,7 @@ fn heard_after(report: &CallReport, ms: u64) -> bool {
 
 async fn run(case: Case) {
     let stack = start(&case).await;
-    create_assistant(&stack, &record(&stack, &case)).await;
+    stack.calls.assistant(&record(&stack, &case), NUMBER).await;
     let (primary, other) = match case.llm {
         Llm::OpenAi => (&*stack.openai, &*stack.anthropic),
         Llm::Anthropic => (&*stack.anthropic, &*stack.openai),
@@ -565,9 +466,13 @@ async fn run(case: Case) {
     if case.stt == Stt::ScribeToFlux {
         // Flux connects to the organisation's Deepgram endpoint with its key.
         let res = stack
+            .calls
             .http
-            .put(format!("{}/api/v1/organization/provider-keys", stack.base))
-            .bearer_auth(KEY)
+            .put(format!(
+                "{}/api/v1/organization/provider-keys",
+                stack.calls.base
+            ))
+            .bearer_auth(common::KEY_A)
             .json(&json!({"deepgram": {"api_key": DEEPGRAM_KEY,
                 "base_url": stack.deepgram.base_url()}}))
             .send()
@@ -590,17 +495,8 @@ async fn run(case: Case) {
     } else {
         ENDS_HANGUP_MS
     };
-    let call_sid = new_sid("CA");
-    let mut cfg = FakeCallConfig::new(
-        &format!("{}/twilio/voice", stack.base),
-        TWILIO_TOKEN,
-        stack.http.clone(),
-    );
-    cfg.account_sid = ACCOUNT_SID.to_owned();
-    cfg.from = CALLER.to_owned();
-    cfg.to = NUMBER.to_owned();
-    cfg.call_sid = Some(call_sid.clone());
-    cfg.control = Some(stack.rest.accept_inbound(&call_sid, CALLER, NUMBER));
+    let mut cfg = stack.calls.caller(NUMBER);
+    let call_sid = cfg.call_sid.clone().expect("call sid");
     cfg.max_duration = Duration::from_millis(hangup_at + 10_000);
     let report = FakeCall::new(cfg, Arc::new(script(hangup_at))).run().await;
     assert!(
@@ -644,7 +540,7 @@ async fn run(case: Case) {
         (Target::Llm, _, Llm::Anthropic) => stack.anthropic.fault_strikes(),
     };
     assert!(struck > 0, "{case:?}: the fault never struck");
-    let call = finished_call(&stack, &report.call_sid).await;
+    let call = stack.calls.finished_call(&report.call_sid).await;
     // Our own audio after the first turn, unless Twilio had to speak for us.
     let by_twilio = matches!(
         case.expect,
@@ -676,13 +572,15 @@ async fn run(case: Case) {
                 heard_after(&report, U2.1),
                 "{case:?}: the second turn was not answered"
             );
-            let lines = transcript_when(&stack, &call, |lines| {
-                lines
-                    .iter()
-                    .any(|l| l.role == "assistant" && l.start_ms > U2.1 as i64)
-                    && (!apology || said(lines, DEFAULT_APOLOGY))
-            })
-            .await;
+            let lines = stack
+                .calls
+                .transcript_when(&call, |lines| {
+                    lines
+                        .iter()
+                        .any(|l| l.role == "assistant" && l.start_ms > U2.1 as i64)
+                        && (!apology || said(lines, DEFAULT_APOLOGY))
+                })
+                .await;
             assert!(
                 lines
                     .iter()
@@ -720,6 +618,7 @@ async fn run(case: Case) {
                 "{case:?}: the caller had to hang up"
             );
             let apologies: Vec<_> = stack
+                .calls
                 .rest
                 .call_updates()
                 .into_iter()
@@ -746,7 +645,10 @@ async fn run(case: Case) {
                     apologies.is_empty(),
                     "{case:?}: Twilio spoke though our TTS could"
                 );
-                let lines = transcript_when(&stack, &call, |l| said(l, goodbye)).await;
+                let lines = stack
+                    .calls
+                    .transcript_when(&call, |l| said(l, goodbye))
+                    .await;
                 assert!(
                     said(&lines, goodbye),
                     "{case:?}: the goodbye was not spoken: {lines:#?}"
@@ -754,7 +656,7 @@ async fn run(case: Case) {
             }
         }
     }
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 /// What went wrong on the Speechmatics fake; a healthy call counts its accepted session.

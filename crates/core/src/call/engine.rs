@@ -800,6 +800,13 @@ impl CallCore {
             || !self.queued.is_empty()
     }
 
+    /// A reply waits on tools: it says nothing more (but the filler) until they answer.
+    fn waiting_on_tools(&self) -> bool {
+        self.gens
+            .iter()
+            .any(|g| !g.speculative && g.tools_running())
+    }
+
     /// The caller can hear (or is about to hear, within the lead) bot audio.
     fn bot_audible(&self) -> bool {
         self.gens
@@ -1269,6 +1276,14 @@ impl CallCore {
             }
             BargeState::Gated(Gate::TailProtection) if busy && !bc && words >= threshold => {
                 // A real interruption in the tail stops the bot like anywhere else.
+                let onset = self.user.started_at.unwrap_or(now);
+                self.confirm_barge(onset, now);
+            }
+            BargeState::Gated(Gate::MinSpeakingTime | Gate::Cooldown | Gate::TailProtection)
+                if busy && !bc && words >= threshold && self.waiting_on_tools() =>
+            {
+                // A real turn while the reply waits on its tools: deferred, it would wait for
+                // them (up to their timeout) and then hear the answer to the old question.
                 let onset = self.user.started_at.unwrap_or(now);
                 self.confirm_barge(onset, now);
             }

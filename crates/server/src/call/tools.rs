@@ -69,15 +69,26 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
     }
     out.extend(transfer::spec(&t.transfer_call));
     if t.send_sms.enabled {
+        // With a `default_message` that is what is sent: the LLM has nothing to write.
+        let (what, parameters) = match &t.send_sms.default_message {
+            Some(_) => (
+                "a prepared text message",
+                json!({"type": "object", "properties": {}}),
+            ),
+            None => (
+                "a text message",
+                json!({"type": "object", "properties": {
+                    "message": {"type": "string", "description": "The text to send"}},
+                    "required": ["message"]}),
+            ),
+        };
         out.push(ToolSpec {
             name: "send_sms".to_owned(),
             description: format!(
-                "Send a text message to the caller's phone.{}",
+                "Send {what} to the caller's phone.{}",
                 scenarios(&t.send_sms.scenarios)
             ),
-            parameters: json!({"type": "object", "properties": {
-                "message": {"type": "string", "description": "The text to send"}},
-                "required": ["message"]}),
+            parameters,
         });
     }
     if t.dtmf_solver.enabled {
@@ -131,11 +142,16 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
         },
         transfer::TRANSFER_TOOL => transfer::run(&setup.assistant, call, &args),
         "send_sms" => {
-            let body = args
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| t.send_sms.default_message.clone())
+            // `default_message` is the pre-configured text: when set, it is what is sent.
+            let body = t
+                .send_sms
+                .default_message
+                .clone()
+                .or_else(|| {
+                    args.get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
                 .unwrap_or_default();
             let content = match send_sms(state, setup, &body).await {
                 Ok(sid) => json!({"ok": true, "sid": sid}),
