@@ -82,6 +82,32 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     /// The key that encrypts stored secrets.
     pub secrets: SecretsSettings,
+    /// How tool calls sound on a call (filler, round cap).
+    pub tools: ToolSettings,
+}
+
+/// `[tools]`: what the caller hears around tool calls, for every assistant of this server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {
+    /// ms a reply's tools may run before the bot says `filler_message`; 0 = never.
+    pub filler_delay_ms: u32,
+    /// The short filler said while slow tools run (not part of the LLM history).
+    pub filler_message: String,
+    /// Tool rounds one reply may run before `round_cap_message` is said instead (at least 1).
+    pub max_rounds: u32,
+    /// The apology said when a reply wants more tool rounds than `max_rounds`.
+    pub round_cap_message: String,
+}
+
+impl ToolSettings {
+    /// Applies these settings to a call's core settings.
+    pub fn apply(&self, settings: &mut switchboard_core::call::CallSettings) {
+        settings.tool_filler_delay_ms = (self.filler_delay_ms > 0).then_some(self.filler_delay_ms);
+        settings.tool_filler_message.clone_from(&self.filler_message);
+        settings.max_tool_rounds = self.max_rounds;
+        settings.tool_round_cap_message.clone_from(&self.round_cap_message);
+    }
 }
 
 /// `[secrets]`: the key stored secrets are encrypted with (see `switchboard_store::crypto`).
@@ -609,6 +635,18 @@ impl Settings {
                 "twilio.stream_start_timeout_s must be at least 1".into(),
             ));
         }
+        if self.tools.max_rounds == 0 {
+            return Err(SettingsError::Invalid(
+                "tools.max_rounds must be at least 1".into(),
+            ));
+        }
+        if self.tools.filler_message.trim().is_empty()
+            || self.tools.round_cap_message.trim().is_empty()
+        {
+            return Err(SettingsError::Invalid(
+                "tools.filler_message and tools.round_cap_message must not be empty".into(),
+            ));
+        }
         if self.twilio.warm_transfer_timeout_s == 0 {
             return Err(SettingsError::Invalid(
                 "twilio.warm_transfer_timeout_s must be at least 1".into(),
@@ -667,6 +705,34 @@ mod tests {
         assert!(settings.server.instance_id.is_empty());
         assert_eq!(settings.calls.stale_after_s, 3_900);
         assert_eq!(settings.twilio.stream_start_timeout_s, 30);
+    }
+
+    #[test]
+    fn tool_settings_default_to_the_cores_and_apply_to_a_call() {
+        use switchboard_core::call::CallSettings;
+        let tools = Settings::defaults().expect("defaults parse").tools;
+        let core = CallSettings::default();
+        let mut applied = CallSettings::default();
+        tools.apply(&mut applied);
+        assert_eq!(applied.tool_filler_delay_ms, core.tool_filler_delay_ms);
+        assert_eq!(applied.tool_filler_message, core.tool_filler_message);
+        assert_eq!(applied.max_tool_rounds, core.max_tool_rounds);
+        assert_eq!(applied.tool_round_cap_message, core.tool_round_cap_message);
+
+        let mut settings = Settings::load(
+            None,
+            &env(&[
+                ("SWITCHBOARD_TOOLS__FILLER_DELAY_MS", "0"),
+                ("SWITCHBOARD_TOOLS__MAX_ROUNDS", "2"),
+            ]),
+            &[],
+        )
+        .expect("loads");
+        settings.tools.apply(&mut applied);
+        assert_eq!(applied.tool_filler_delay_ms, None, "0 = never a filler");
+        assert_eq!(applied.max_tool_rounds, 2);
+        settings.tools.max_rounds = 0;
+        assert!(settings.check().is_err(), "at least one round");
     }
 
     #[test]

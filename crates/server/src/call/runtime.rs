@@ -311,6 +311,7 @@ impl Call {
             .twilio
             .warm_transfer_timeout_s
             .saturating_mul(1000);
+        state.settings.tools.apply(&mut settings);
         let core = TracedCore::new(settings, Millis(0), a.recording_settings.enabled);
         let recorder = spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
