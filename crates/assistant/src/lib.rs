@@ -65,7 +65,7 @@ pub use settings::{
     SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool, TransferType, TtsSettings,
 };
 pub use validate::{
-    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
+    CHANGE_DESCRIPTION_MAX_CHARS, DISCLOSURE_MODES, FieldError, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
     RECORDING_SAMPLE_RATES_HZ, ValidationErrors, control_character_paths, is_e164, validate,
 };
 
