@@ -25,6 +25,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod recording_storage;
 pub mod routes;
 pub mod secret_key;
 pub mod serve;

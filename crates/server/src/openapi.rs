@@ -56,6 +56,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(providers::ProvidersApi::openapi());
     doc.merge(phone_numbers::PhoneNumbersApi::openapi());
     doc.merge(calls::CallsApi::openapi());
+    doc.merge(crate::routes::recordings::RecordingsApi::openapi());
     doc.merge(crate::routes::call_reports::CallReportsApi::openapi());
     doc.merge(crate::routes::assistant_extras::AssistantExtrasApi::openapi());
     doc.merge(organization::OrganizationApi::openapi());

@@ -16,6 +16,7 @@ pub mod health;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
+pub mod recordings;
 
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(providers::router())
         .merge(phone_numbers::router())
         .merge(calls::router())
+        .merge(recordings::router())
         .merge(call_reports::router())
         .merge(organization::router())
         .merge(crate::twilio::router())
