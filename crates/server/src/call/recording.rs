@@ -668,6 +668,9 @@ pub struct StoredRecording {
     pub location: String,
 }
 
+/// The task of [`run_writer`]: what was stored, once the recording is finished.
+pub type RecordingJob = tokio::task::JoinHandle<Result<Vec<StoredRecording>, RecordingError>>;
+
 /// Drives `writer` off the call task: each batch of blocks the recorder queued is written in
 /// `spawn_blocking`; once the recorder is finished (the queue closed) the tracks are finalised
 /// (also blocking) and handed to `storage`. Returns what was stored.

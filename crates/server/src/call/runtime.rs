@@ -44,8 +44,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::recording::{
-    CallRecorder, RecordingError, RecordingPlan, SpoolWriter, StoredRecording, WRITER_QUEUE_BLOCKS,
-    run_writer,
+    CallRecorder, RecordingJob, RecordingPlan, SpoolWriter, WRITER_QUEUE_BLOCKS, run_writer,
 };
 use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
@@ -200,10 +199,7 @@ struct Call {
     /// The call's audio recording (`recording_settings`), streamed to its writer task.
     audio: Option<CallRecorder>,
     /// The recording's writer task, and whether its files get rows (`create_database_records`).
-    audio_writer: Option<(
-        JoinHandle<Result<Vec<StoredRecording>, RecordingError>>,
-        bool,
-    )>,
+    audio_writer: Option<(RecordingJob, bool)>,
     /// Messages were fed to the Twilio socket since its last flush.
     unflushed: bool,
     providers_used: ProvidersUsed,
@@ -1083,12 +1079,7 @@ fn to_chat_message(m: &switchboard_core::call::Message) -> ChatMessage {
 
 /// Waits for the recording's writer task (files finalised and stored) and records the files
 /// in the store when `rows` (`create_database_records`).
-async fn save_recording(
-    state: &AppState,
-    call_id: i64,
-    writer: JoinHandle<Result<Vec<StoredRecording>, RecordingError>>,
-    rows: bool,
-) {
+async fn save_recording(state: &AppState, call_id: i64, writer: RecordingJob, rows: bool) {
     match writer.await {
         Ok(Ok(stored)) if rows => {
             for s in stored {
