@@ -132,7 +132,10 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
     let mut child = serve(dir.path(), port, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
 
-    let record = fakes.assistant_record("Crash test", STT_TAG, "Hello, this is the crash test.");
+    let mut record =
+        fakes.assistant_record("Crash test", STT_TAG, "Hello, this is the crash test.");
+    // Recorded, so the crash interrupts a recording too.
+    record["recording_settings"] = json!({"enabled": true, "format": "wav"});
     let created = api(
         &client,
         reqwest::Method::POST,
