@@ -66,7 +66,7 @@ pub use settings::{
     TransferType, TtsSettings,
 };
 pub use validate::{
-    BUILT_IN_TOOLS, CHANGE_DESCRIPTION_MAX_CHARS, FieldError, MAX_TOKENS_LIMIT,
+    BUILT_IN_TOOLS, CHANGE_DESCRIPTION_MAX_CHARS, DISCLOSURE_MODES, FieldError, MAX_TOKENS_LIMIT,
     MAX_TOOL_TIMEOUT_MS, NAME_MAX_CHARS, RECORDING_SAMPLE_RATES_HZ, ValidationErrors,
     control_character_paths, is_e164, validate,
 };

@@ -979,9 +979,10 @@ pub struct RecordingSettings {
     pub create_database_records: Option<bool>,
     /// Play a recording disclosure at the start of calls. Default false.
     pub disclosure_enabled: Option<bool>,
-    /// Text of the disclosure; `null` = the server's standard sentence.
+    /// Text of the disclosure; `null` or empty = the server's standard sentence.
     pub disclosure_message: Option<String>,
-    /// When the disclosure plays (e.g. `every_call`). Default `every_call`.
+    /// When the disclosure plays: `every_call` or `first_call_only` (the first call between
+    /// this assistant and the caller's number). Default `every_call`.
     pub disclosure_mode: Option<String>,
 }
 

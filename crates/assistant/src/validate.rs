@@ -14,6 +14,11 @@ use crate::settings::FluxConfig;
 /// Recording sample rates accepted in `recording_settings.sample_rate`, in Hz.
 pub const RECORDING_SAMPLE_RATES_HZ: &[u32] = &[8000, 16000, 22050, 24000, 32000, 44100, 48000];
 
+/// Values accepted in `recording_settings.disclosure_mode`: `every_call` (Burki's default) says
+/// the disclosure on every call, `first_call_only` on the first call between the assistant and
+/// a caller's number.
+pub const DISCLOSURE_MODES: &[&str] = &["every_call", "first_call_only"];
+
 /// Longest accepted `name`, in characters.
 pub const NAME_MAX_CHARS: usize = 255;
 
@@ -588,6 +593,14 @@ fn validate_recording(v: &mut Validator, c: &AssistantConfig) {
         1,
         2,
     );
+    if let Some(mode) = &r.disclosure_mode
+        && !DISCLOSURE_MODES.contains(&mode.trim())
+    {
+        v.push(
+            "recording_settings.disclosure_mode",
+            format!("must be one of {}", DISCLOSURE_MODES.join(", ")),
+        );
+    }
     if let Some(dir) = &r.recordings_dir {
         let bad = dir.trim().is_empty()
             || dir.starts_with('/')

@@ -183,12 +183,68 @@ pub struct OutboundSettings {
 }
 
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
-/// lives.
+/// lives (the spool of every recording, and the store itself with `storage = "local"`), and
+/// where finished recordings are kept.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingsSettings {
     /// Base folder of recordings (created on the first recording).
     pub base_dir: String,
+    /// Where finished recordings are kept.
+    #[serde(default)]
+    pub storage: RecordingStorageKind,
+    /// The bucket, with `storage = "s3"`.
+    #[serde(default)]
+    pub s3: S3Settings,
+}
+
+/// `recordings.storage`: where finished recordings are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStorageKind {
+    /// Under `recordings.base_dir` on this machine.
+    #[default]
+    Local,
+    /// In an S3-compatible bucket (`[recordings.s3]`).
+    S3,
+}
+
+/// `[recordings.s3]`: an S3-compatible bucket for recordings. Debug redacts the secret key.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Bucket name (required with `storage = "s3"`).
+    pub bucket: String,
+    /// Region; empty = `AWS_REGION` or `us-east-1`.
+    pub region: String,
+    /// Endpoint of an S3-compatible server (MinIO, …); empty = AWS.
+    pub endpoint: String,
+    /// Allow a plain `http://` endpoint (a local S3-compatible server only).
+    pub allow_http: bool,
+    /// Key prefix inside the bucket (e.g. `switchboard/`).
+    pub prefix: String,
+    /// Access key id; unset = `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Secret access key (`SWITCHBOARD_RECORDINGS__S3__SECRET_ACCESS_KEY`); unset =
+    /// `AWS_SECRET_ACCESS_KEY`. Never logged.
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("allow_http", &self.allow_http)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `[twilio]`: how we talk to Twilio and authenticate what it sends. Debug redacts secrets.
@@ -657,6 +713,13 @@ impl Settings {
                 "calls.stale_after_s must be at least 1".into(),
             ));
         }
+        if self.recordings.storage == RecordingStorageKind::S3
+            && self.recordings.s3.bucket.trim().is_empty()
+        {
+            return Err(SettingsError::Invalid(
+                "recordings.s3.bucket is required when recordings.storage = \"s3\"".into(),
+            ));
+        }
         if self.database.url.trim().is_empty() {
             return Err(SettingsError::Invalid("database.url is empty".into()));
         }
@@ -969,5 +1032,40 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("db.internal"));
+    }
+
+    #[test]
+    fn s3_recordings_need_a_bucket_and_hide_their_secret() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(s.recordings.storage, RecordingStorageKind::Local);
+        let e = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_RECORDINGS__STORAGE", "s3")]),
+            &[],
+        );
+        assert!(
+            matches!(&e, Err(SettingsError::Invalid(m)) if m.contains("recordings.s3.bucket")),
+            "{e:?}"
+        );
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("SWITCHBOARD_RECORDINGS__STORAGE", "s3"),
+                ("SWITCHBOARD_RECORDINGS__S3__BUCKET", "calls"),
+                (
+                    "SWITCHBOARD_RECORDINGS__S3__SECRET_ACCESS_KEY",
+                    "hunter2-s3",
+                ),
+            ]),
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(s.recordings.s3.bucket, "calls");
+        assert_eq!(
+            s.recordings.s3.secret_access_key.as_deref(),
+            Some("hunter2-s3")
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2-s3"), "{shown}");
     }
 }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod replay;
+pub mod recording_storage;
 pub mod routes;
 pub mod secret_key;
 pub mod serve;

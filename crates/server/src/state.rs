@@ -63,6 +63,8 @@ pub struct AppStateInner {
     /// This process's instance id (`server.instance_id`, else random): recorded on the calls
     /// whose media stream runs here (crash recovery).
     pub instance_id: String,
+    /// Where finished call recordings are kept (`[recordings]`).
+    pub recordings: crate::recording_storage::RecordingStorage,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -74,6 +76,7 @@ impl AppState {
         settings: Settings,
         bound_addr: SocketAddr,
         slots: SlotLimiter,
+        recordings: crate::recording_storage::RecordingStorage,
     ) -> Result<AppState, reqwest::Error> {
         let public_base_url = settings.server.public_base_url(bound_addr);
         let stream_token_secret = secret_or_random(&settings.twilio.stream_token_secret);
@@ -115,6 +118,7 @@ impl AppState {
             stream_token_secret,
             webhook_secret,
             instance_id,
+            recordings,
             default_org: OnceCell::new(),
         })))
     }

@@ -139,6 +139,11 @@ pub async fn status_update(state: &AppState, call: &CallRow) {
 }
 
 /// Sends `end-of-call-report` for a finished call, if its assistant has a webhook.
+///
+/// Callers send it only once what the call produced is stored, so the report is complete: the
+/// call runtime returns only after its recorder task and recording writer finished (transcripts,
+/// tool results, recordings and their rows), and crash recovery stores interrupted recordings
+/// before it reports the calls it closed.
 pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
     let Ok(Some(call)) = state.store.get_call(org_id, call_id).await else {
         return;

@@ -398,6 +398,8 @@ pub struct NewRecording {
     pub size_bytes: i64,
     /// Sample rate, Hz.
     pub sample_rate: i64,
+    /// Finalised after a crash from what was written before it: the end of the call is missing.
+    pub partial: bool,
 }
 
 /// A stored recording.
@@ -419,6 +421,8 @@ pub struct RecordingRow {
     pub size_bytes: i64,
     /// Sample rate, Hz.
     pub sample_rate: i64,
+    /// Finalised after a crash: the end of the call is missing.
+    pub partial: bool,
     /// Insertion time, unix ms.
     pub created_at_ms: i64,
 }

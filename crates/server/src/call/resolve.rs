@@ -421,7 +421,7 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
         max_call_length: a.max_call_length,
         welcome_message: welcome,
         disclosure_enabled: rec.enabled && rec.disclosure_enabled.unwrap_or(false),
-        disclosure_message: rec.disclosure_message.clone(),
+        disclosure_message: Some(super::disclosure::message(rec)),
         backchannel: BotBackchannelSettings {
             enabled: a.backchannel_settings.enabled,
             frequency: a.backchannel_settings.frequency,

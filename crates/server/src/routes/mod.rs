@@ -20,6 +20,7 @@ pub mod phone_numbers;
 pub mod providers;
 pub mod replay;
 pub mod tool_executions;
+pub mod recordings;
 
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(phone_numbers::router())
         .merge(number_list::router())
         .merge(calls::router())
+        .merge(recordings::router())
         .merge(call_reports::router())
         .merge(tool_executions::router())
         .merge(replay::router())
