@@ -104,9 +104,13 @@ impl ToolSettings {
     /// Applies these settings to a call's core settings.
     pub fn apply(&self, settings: &mut switchboard_core::call::CallSettings) {
         settings.tool_filler_delay_ms = (self.filler_delay_ms > 0).then_some(self.filler_delay_ms);
-        settings.tool_filler_message.clone_from(&self.filler_message);
+        settings
+            .tool_filler_message
+            .clone_from(&self.filler_message);
         settings.max_tool_rounds = self.max_rounds;
-        settings.tool_round_cap_message.clone_from(&self.round_cap_message);
+        settings
+            .tool_round_cap_message
+            .clone_from(&self.round_cap_message);
     }
 }
 

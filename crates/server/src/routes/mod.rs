@@ -18,9 +18,9 @@ pub mod number_list;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
+pub mod recordings;
 pub mod replay;
 pub mod tool_executions;
-pub mod recordings;
 
 use std::time::Duration;
 
