@@ -364,9 +364,9 @@ fn the_full_lead_is_kept_where_the_caller_cannot_cut_in() {
 }
 
 #[test]
-fn a_backchannel_resumes_the_bot_as_soon_as_the_caller_is_quiet() {
-    // "yeah" (300 ms) recognised while it is said: the bot resumes 100 ms after the caller's
-    // last voiced frame, not at the end of the confirmation window.
+fn a_backchannel_resumes_the_bot_once_its_words_are_known() {
+    // "yeah" (300 ms) recognised while it is said: the bot resumes then, not at the end of the
+    // confirmation window.
     let (mut sim, t0) = Sim::answering(CallSettings::default());
     let speech = align(t0 + 4000);
     sim.speak(speech, speech + 300);
@@ -386,8 +386,9 @@ fn a_backchannel_resumes_the_bot_as_soon_as_the_caller_is_quiet() {
 #[test]
 fn a_short_sound_without_words_resumes_the_bot_once_the_caller_is_quiet() {
     // "yeah" (200-500 ms) whose words come only with the final, 700 ms after it ended (endpointing
-    // 500 ms + the STT's delay): the bot resumes 100 ms after the caller's last voiced frame,
-    // not at the end of the 400-ms window, and the final is still a backchannel.
+    // 500 ms + the STT's delay): the bot resumes 40 ms after the caller's last voiced frame
+    // (plus the detector's hangover), not at the end of the 400-ms window, and the final is
+    // still a backchannel.
     for len in [200u64, 300, 500] {
         let (mut sim, t0) = Sim::answering(CallSettings::default());
         let speech = align(t0 + 4000);

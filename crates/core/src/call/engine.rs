@@ -36,11 +36,13 @@ const ENDING_CAP_MS: u64 = 30_000;
 /// taken as its own (a slow final for a backchannel said over the bot stays a backchannel).
 const LATE_WORDS_MS: u64 = 2_000;
 /// ms of caller silence after which a tentative barge-in with no words yet and short speech
-/// (see [`SHORT_SPEECH_MS`]) is dropped without waiting for the end of its window.
-const BACKCHANNEL_RESUME_MS: u64 = 100;
-/// Longest speech (ms, onset to the last voiced frame) that resumes a paused bot once the caller
-/// is quiet, before any word came: a "yeah" or "sí" whose words come only with the final.
-const SHORT_SPEECH_MS: u64 = 500;
+/// (see [`SHORT_SPEECH_MS`]) is dropped without waiting for the end of its window. The
+/// detector's own hangover (about 100 ms for WebRTC) comes on top.
+const BACKCHANNEL_RESUME_MS: u64 = 40;
+/// Longest speech (ms, onset to the last voiced frame, the detector's hangover included) that
+/// resumes a paused bot once the caller is quiet, before any word came: a "yeah" or "sí" whose
+/// words come only with the final.
+const SHORT_SPEECH_MS: u64 = 600;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
 const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
 /// The tool result the LLM sees for a tool stopped because its reply was cut off.
