@@ -35,14 +35,6 @@ const ENDING_CAP_MS: u64 = 30_000;
 /// ms after a wordless utterance was dropped during which words without a new onset are still
 /// taken as its own (a slow final for a backchannel said over the bot stays a backchannel).
 const LATE_WORDS_MS: u64 = 2_000;
-/// ms of caller silence after which a tentative barge-in with no words yet and short speech
-/// (see [`SHORT_SPEECH_MS`]) is dropped without waiting for the end of its window. The
-/// detector's own hangover (about 100 ms for WebRTC) comes on top.
-const BACKCHANNEL_RESUME_MS: u64 = 40;
-/// Longest speech (ms, onset to the last voiced frame, the detector's hangover included) that
-/// resumes a paused bot once the caller is quiet, before any word came: a "yeah" or "sí" whose
-/// words come only with the final.
-const SHORT_SPEECH_MS: u64 = 600;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
 const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
 /// The tool result the LLM sees for a tool stopped because its reply was cut off.
@@ -264,7 +256,7 @@ pub struct CallCore {
     tail_answers_question: bool,
     /// The last caller utterance that ended with no words, while its words may still come.
     wordless: Option<Wordless>,
-    /// A tentative barge-in resumed before its window ended (a backchannel, a short sound):
+    /// A tentative barge-in resumed before its window ended (its words are a backchannel):
     /// (onset, deadline). Until the deadline (extended while the caller speaks) confirming words
     /// still stop the bot.
     soft_window: Option<(Millis, Millis)>,
@@ -393,8 +385,6 @@ impl CallCore {
                     if self.vad.last_frame_speech() {
                         self.last_voiced_at = Some(now);
                         self.extend_tentative(now);
-                    } else {
-                        self.resume_early(now);
                     }
                     if let Some(t) = t {
                         self.on_vad(t, now);
@@ -983,7 +973,7 @@ impl CallCore {
             self.barge_decision(now, now);
         }
         self.check_confirm(now);
-        self.resume_early(now);
+        self.resume_early();
         self.update_speculation(now);
     }
 
@@ -1037,24 +1027,19 @@ impl CallCore {
         }
     }
 
-    /// Resumes a paused bot before the window ends when the caller's speech is no interruption
-    /// so far: its words are a backchannel (at once, even while it is still being said), or it
-    /// had no words, lasted at most [`SHORT_SPEECH_MS`] and the caller has been quiet for
-    /// [`BACKCHANNEL_RESUME_MS`]. A backchannel then leaves a gap of about its own length minus
-    /// the pause's reaction instead of the whole window. Words that still come inside the window
-    /// ("yeah, but wait") confirm the barge-in as before (see [`Self::check_confirm`]).
-    fn resume_early(&mut self, now: Millis) {
+    /// Resumes a paused bot as soon as the caller's words are only a backchannel, even while it
+    /// is still being said, instead of at the end of the window: a backchannel leaves a gap of
+    /// about the time its words take to arrive. Words that still come inside the window ("yeah,
+    /// but wait") confirm the barge-in as before (see [`Self::check_confirm`]). Speech with no
+    /// words yet waits for them: it may be the first word of a real barge-in.
+    fn resume_early(&mut self) {
         let BargeState::Tentative { onset, deadline } = self.barge else {
             return;
         };
-        let backchannel = self.s.interruption.backchannel_filter
+        if self.s.interruption.backchannel_filter
             && !self.user.is_empty()
-            && self.lexicon.is_backchannel(&self.user.text());
-        let short_sound = self.user.is_empty()
-            && self.last_voiced_at.is_some_and(|v| {
-                now.since(v) >= BACKCHANNEL_RESUME_MS && v.since(onset) <= SHORT_SPEECH_MS
-            });
-        if backchannel || short_sound {
+            && self.lexicon.is_backchannel(&self.user.text())
+        {
             self.resume_unconfirmed();
             self.soft_window = Some((onset, deadline));
         }
