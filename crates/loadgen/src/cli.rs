@@ -36,7 +36,7 @@ pub enum Command {
     Chart(ChartArgs),
     /// Run the turn-taking corpus (one call per scenario, all at once) and print each
     /// scenario's verdict; exits non-zero unless every scenario passes.
-    Scenarios(ScenarioArgs),
+    Scenarios(Box<ScenarioArgs>),
 }
 
 /// `scenarios` options: the run options (engine, fakes, latency) plus the corpus.

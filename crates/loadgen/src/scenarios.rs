@@ -263,7 +263,7 @@ pub fn heard(r: &CallReport) -> Vec<Heard> {
             .unwrap_or(f64::INFINITY);
         let after = marks
             .iter()
-            .find(|&&(at, _)| at >= c.received_ms && at <= next_clear);
+            .find(|&&(at, _)| (c.received_ms..=next_clear).contains(&at));
         let before = marks.iter().rev().find(|&&(at, _)| at < c.received_ms);
         out.push(Heard {
             start_ms: c.start_ms,
@@ -336,7 +336,9 @@ pub fn judge(s: &Scenario, r: &CallReport) -> ScenarioResult {
 
 /// The heard chunk playing at `t`, by index.
 fn playing_at(heard: &[Heard], t: f64) -> Option<usize> {
-    heard.iter().position(|h| h.start_ms <= t && h.end_ms > t)
+    heard
+        .iter()
+        .position(|h| (h.start_ms..h.end_ms).contains(&t))
 }
 
 /// End of the run of contiguous audio that chunk `i` is part of.
@@ -365,7 +367,12 @@ fn first_heard(heard: &[Heard]) -> Vec<(Option<u64>, f64)> {
 fn check(e: &Expectation, r: &CallReport, heard: &[Heard]) -> Verdict {
     let u = &r.utterances[e.utterance()];
     let (onset, end) = (u.start_ms as f64, u.end_ms as f64);
-    let clear_in = |from: f64, to: f64| r.clears_ms.iter().copied().find(|&c| c >= from && c <= to);
+    let clear_in = |from: f64, to: f64| {
+        r.clears_ms
+            .iter()
+            .copied()
+            .find(|c| (from..=to).contains(c))
+    };
     match *e {
         Expectation::Stops { within_ms, .. } => {
             let Some(i) = playing_at(heard, onset) else {
@@ -455,7 +462,7 @@ fn check(e: &Expectation, r: &CallReport, heard: &[Heard]) -> Verdict {
             };
             let reply = first_heard(heard)
                 .into_iter()
-                .find(|&(_, t)| t >= onset && t < limit);
+                .find(|(_, t)| (onset..limit).contains(t));
             match reply {
                 Some((_, t)) => Verdict::Fail(format!(
                     "a reply was heard at {t:.0} ms ({:.0} ms after the utterance ended)",
@@ -522,4 +529,168 @@ pub fn pass_rate(results: &[ScenarioResult]) -> f64 {
         return 0.0;
     }
     results.iter().filter(|r| r.verdict.passed()).count() as f64 / results.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_testkit::twilio::{ChunkRecord, MarkRecord, Utterance, UtteranceKind};
+
+    /// Bot audio [start, end) in 100-ms chunks received as they play, then a mark of `g`.
+    fn speak(r: &mut CallReport, g: u64, start: f64, end: f64) {
+        let mut t = start;
+        while t < end {
+            r.chunks.push(ChunkRecord {
+                received_ms: t,
+                start_ms: t,
+                end_ms: (t + 100.0).min(end),
+                bytes: 800,
+                late_ms: None,
+                cleared_at_ms: None,
+            });
+            t += 100.0;
+        }
+        r.marks.push(MarkRecord {
+            name: format!("g{g}-1"),
+            received_ms: end - 1.0,
+            due_ms: end,
+            echoed_ms: Some(end),
+            echo_seq: None,
+            on_clear: false,
+        });
+    }
+
+    fn utt(kind: UtteranceKind, start_ms: u64, end_ms: u64) -> Utterance {
+        Utterance {
+            text: String::new(),
+            start_ms,
+            end_ms,
+            kind,
+        }
+    }
+
+    fn scenario(expect: Vec<Expectation>) -> Scenario {
+        Scenario {
+            script: Arc::new(CallScript::synthetic("t", Vec::new(), 10)),
+            spec: ScenarioSpec {
+                description: String::new(),
+                language: default_language(),
+                expect,
+            },
+        }
+    }
+
+    /// A reply (generation 2) from 1000 ms; the caller speaks [4000, 5000).
+    fn report(kind: UtteranceKind) -> CallReport {
+        let mut r = crate::report::tests::call();
+        r.utterances = vec![utt(UtteranceKind::Turn, 0, 500), utt(kind, 4000, 5000)];
+        r.segments.clear();
+        r.clears_ms.clear();
+        r.duration_ms = 12_000.0;
+        r
+    }
+
+    #[test]
+    fn a_barge_in_that_silences_the_bot_and_is_answered_passes() {
+        let mut r = report(UtteranceKind::BargeIn);
+        speak(&mut r, 2, 1000.0, 4200.0);
+        r.clears_ms.push(4500.0);
+        speak(&mut r, 3, 6500.0, 8000.0);
+        let s = scenario(vec![
+            Expectation::Stops {
+                utterance: 1,
+                within_ms: 300.0,
+            },
+            Expectation::Answered {
+                utterance: 1,
+                within_ms: 2000.0,
+            },
+        ]);
+        let v = judge(&s, &r);
+        assert!(v.verdict.passed(), "{v:?}");
+        assert_eq!(
+            v.checks[0].1,
+            Verdict::Pass("silent after 200 ms, clear after 500 ms".into())
+        );
+    }
+
+    #[test]
+    fn a_resumed_reply_fails_and_a_finished_one_is_inconclusive() {
+        let stops = vec![Expectation::Stops {
+            utterance: 1,
+            within_ms: 300.0,
+        }];
+        // Paused at 4200, heard again at 4600 over the caller, then cleared.
+        let mut r = report(UtteranceKind::BargeIn);
+        speak(&mut r, 2, 1000.0, 4200.0);
+        speak(&mut r, 2, 4600.0, 4800.0);
+        r.clears_ms.push(4800.0);
+        assert!(matches!(
+            judge(&scenario(stops.clone()), &r).verdict,
+            Verdict::Fail(_)
+        ));
+        // The reply ended by itself 100 ms after the onset, no clear.
+        let mut r = report(UtteranceKind::BargeIn);
+        speak(&mut r, 2, 1000.0, 4100.0);
+        assert!(matches!(
+            judge(&scenario(stops.clone()), &r).verdict,
+            Verdict::Inconclusive(_)
+        ));
+        // Nothing played at the onset.
+        let r = report(UtteranceKind::BargeIn);
+        assert!(matches!(
+            judge(&scenario(stops), &r).verdict,
+            Verdict::Inconclusive(_)
+        ));
+    }
+
+    #[test]
+    fn a_backchannel_gap_and_a_reply_to_it_fail() {
+        let expect = vec![
+            Expectation::TalksThrough {
+                utterance: 1,
+                max_gap_ms: 400.0,
+            },
+            Expectation::NoReply {
+                utterance: 1,
+                until: Until::NextStart,
+            },
+        ];
+        // Paused 4200..4500 (300 ms), resumed, no reply to it: pass.
+        let mut r = report(UtteranceKind::Backchannel);
+        speak(&mut r, 2, 1000.0, 4200.0);
+        speak(&mut r, 2, 4500.0, 9000.0);
+        let v = judge(&scenario(expect.clone()), &r);
+        assert!(v.verdict.passed(), "{v:?}");
+        // Paused 500 ms, then a new reply (generation 3) after the bot finished.
+        let mut r = report(UtteranceKind::Backchannel);
+        speak(&mut r, 2, 1000.0, 4200.0);
+        speak(&mut r, 2, 4700.0, 9000.0);
+        speak(&mut r, 3, 10_500.0, 11_000.0);
+        let v = judge(&scenario(expect), &r);
+        assert!(matches!(v.checks[0].1, Verdict::Fail(_)), "{v:?}");
+        assert!(matches!(v.checks[1].1, Verdict::Fail(_)), "{v:?}");
+    }
+
+    #[test]
+    fn audio_cut_by_a_clear_before_its_mark_belongs_to_the_generation_before() {
+        let mut r = report(UtteranceKind::BargeIn);
+        speak(&mut r, 2, 1000.0, 4000.0);
+        // Chunks of generation 2 whose mark never came: the clear dropped it.
+        r.chunks.push(ChunkRecord {
+            received_ms: 4000.0,
+            start_ms: 4000.0,
+            end_ms: 4100.0,
+            bytes: 800,
+            late_ms: None,
+            cleared_at_ms: Some(4050.0),
+        });
+        r.clears_ms.push(4050.0);
+        speak(&mut r, 3, 6000.0, 7000.0);
+        let h = heard(&r);
+        let cut = h.iter().find(|x| x.start_ms == 4000.0).expect("cut chunk");
+        assert_eq!(cut.generation, Some(2));
+        assert_eq!(cut.end_ms, 4050.0);
+        assert_eq!(h.last().map(|x| x.generation), Some(Some(3)));
+    }
 }
