@@ -580,7 +580,10 @@ pub fn llm_configs(
         "llm_provider_config.api_key",
         pc.api_key.as_ref(),
     )?;
-    let model = pc.model.clone().unwrap_or_else(|| "gpt-4o-mini".to_owned());
+    // The record's OpenAI default follows the provider (`claude-haiku-4-5` on Anthropic), also
+    // for records saved before the API applied it.
+    let model = registry::resolve_llm_model(&provider_name, pc.model.as_deref())
+        .unwrap_or_else(|| switchboard_assistant::DEFAULT_LLM_MODEL.to_owned());
     let ls = &a.llm_settings;
     let mut primary = LlmConfig::new(provider, model, key);
     primary.base_url = pc.base_url.clone().filter(|b| !b.is_empty());
@@ -624,7 +627,14 @@ pub fn llm_configs(
                 &format!("llm_fallback_providers.fallbacks[{i}].api_key"),
                 f.api_key.as_ref(),
             )?;
-            let model = f.model.clone().unwrap_or_else(|| primary.model.clone());
+            // A fallback without a model of its own takes the primary's, unless it is another
+            // provider with a default of its own (the primary's model means nothing there).
+            let model = match f.model.as_deref() {
+                Some(m) => registry::resolve_llm_model(fp.as_str(), Some(m)),
+                None if fp == provider => None,
+                None => registry::resolve_llm_model(fp.as_str(), None),
+            }
+            .unwrap_or_else(|| primary.model.clone());
             let mut cfg = LlmConfig::new(fp, model, key).with_settings_of(&primary);
             cfg.base_url = f.base_url.clone().filter(|b| !b.is_empty());
             fallbacks.push(cfg);
@@ -726,6 +736,30 @@ mod tests {
         );
         let s = core_settings(&a, &CallOverrides::default(), &CallParty::default());
         assert_eq!(s.welcome_message.as_deref(), Some("Hello"));
+    }
+
+    #[test]
+    fn the_llm_model_follows_the_provider_at_call_time() {
+        let keys = org_keys();
+        // A record stored with the OpenAI default on Anthropic (before saving applied it).
+        let mut a = assistant("x");
+        a.llm_provider = Some("anthropic".into());
+        assert_eq!(a.llm_provider_config.model.as_deref(), Some("gpt-4o-mini"));
+        let claude = registry::info(ProviderKind::Llm, "anthropic")
+            .and_then(|p| p.default_model)
+            .expect("default");
+        assert_eq!(llm_configs(&a, &keys).unwrap().0.model, claude);
+        a.llm_provider_config.model = None;
+        assert_eq!(llm_configs(&a, &keys).unwrap().0.model, claude);
+        a.llm_provider_config.model = Some("claude-sonnet-4-5".into());
+        assert_eq!(llm_configs(&a, &keys).unwrap().0.model, "claude-sonnet-4-5");
+        // OpenAI keeps its default; an Anthropic fallback without a model runs Claude.
+        let b = record(serde_json::json!({"name": "f", "llm_fallback_providers": {
+            "enabled": true, "fallbacks": [{"provider": "anthropic"}, {"provider": "openai"}]}}));
+        let (primary, fallbacks) = llm_configs(&b, &keys).unwrap();
+        assert_eq!(primary.model, "gpt-4o-mini");
+        assert_eq!(fallbacks[0].model, claude);
+        assert_eq!(fallbacks[1].model, "gpt-4o-mini");
     }
 
     #[test]
