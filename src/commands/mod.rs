@@ -4,5 +4,6 @@
 pub mod demo;
 pub mod keys;
 pub mod migrate;
+pub mod providers_check;
 pub mod secrets;
 pub mod serve;

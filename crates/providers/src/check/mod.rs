@@ -299,6 +299,10 @@ impl Checker {
         what: &str,
         id: &str,
     ) -> CheckRow {
+        if what == "tts" {
+            // The voice is the model.
+            row.model = Verdict::NotApplicable;
+        }
         let [projects, models] = match requests::deepgram(base, key) {
             Ok(p) => p,
             Err(e) => {
@@ -332,7 +336,6 @@ impl Checker {
         let verdict = if listed { Verdict::Ok } else { Verdict::Bad };
         let noun = if what == "tts" { "voice" } else { "model" };
         if what == "tts" {
-            row.model = Verdict::NotApplicable;
             row.voice = verdict;
         } else {
             row.model = verdict;
@@ -538,8 +541,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        // reqwest and hyper repeat their sources' texts: keep each once.
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
         source = s.source();
     }
     text
