@@ -83,8 +83,7 @@ pub trait ProviderCatalog: Send + Sync {
     /// The `llm_provider_config.model` to store for LLM provider `provider` given the record's
     /// `model`: the record's OpenAI default (or none) becomes the provider's own default model.
     /// The default implementation keeps `model` as it is.
-    fn llm_model(&self, provider: &str, model: Option<&str>) -> Option<String> {
-        let _ = provider;
+    fn llm_model(&self, _provider: &str, model: Option<&str>) -> Option<String> {
         model.map(str::to_owned)
     }
 }

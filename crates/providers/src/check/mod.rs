@@ -516,9 +516,9 @@ fn classify(e: &ProviderError) -> (Verdict, Verdict) {
     .any(|w| text.contains(w));
     match e {
         ProviderError::MissingKey { .. } => (Verdict::Bad, Verdict::Unknown),
-        ProviderError::Http { status, .. } if matches!(status, 401 | 403) => {
-            (Verdict::Bad, Verdict::Unknown)
-        }
+        ProviderError::Http {
+            status: 401 | 403, ..
+        } => (Verdict::Bad, Verdict::Unknown),
         ProviderError::Http { .. }
         | ProviderError::Stream { .. }
         | ProviderError::Protocol { .. }

@@ -643,6 +643,26 @@ pub fn llm_configs(
     Ok((primary, fallbacks))
 }
 
+/// The language the TTS is told, for the providers that take one. The record has no TTS
+/// language: the call's language is the STT's (`en-US`). Cartesia takes it as it is (the
+/// adapter uses its primary subtag); ElevenLabs takes an ISO 639-1 `language_code`, and only
+/// on its v2.5 models (Flash, Turbo), which enforce it; other models refuse one.
+fn tts_language(a: &AssistantConfig, provider: &str, model_id: Option<&str>) -> Option<String> {
+    let language = a.stt_settings.language.trim();
+    if language.is_empty() {
+        return None;
+    }
+    match provider {
+        "cartesia" => Some(language.to_owned()),
+        "elevenlabs" if model_id.is_some_and(|m| m.ends_with("_v2_5")) => language
+            .split(['-', '_'])
+            .next()
+            .filter(|l| l.len() == 2)
+            .map(str::to_ascii_lowercase),
+        _ => None,
+    }
+}
+
 /// The TTS session's configuration, or why this record's TTS cannot run here.
 pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
@@ -658,16 +678,15 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, R
         "tts_settings.provider_config.api_key",
         pc.and_then(|p| p.get_str("api_key")),
     )?;
-    // The record has no TTS language: the call's language is the STT's (`en-US`); the adapters
-    // that take one use its primary subtag.
-    let language_code = (provider == "cartesia").then(|| a.stt_settings.language.clone());
+    // Names become ids per provider (`rachel` → `21m00Tcm4TlvDq8ikWAM`, `turbo` →
+    // `eleven_turbo_v2_5`, `thalia` → `aura-2-thalia-en`); another provider's name falls back to
+    // this provider's default; ids pass through (see `registry`).
+    let model_id = registry::resolve_model(info, t.model_id.as_deref());
+    let language_code = tts_language(a, &provider, model_id.as_deref());
     Ok(TtsConfig {
         provider,
-        // Names become ids per provider (`rachel` → `21m00Tcm4TlvDq8ikWAM`, `turbo` →
-        // `eleven_turbo_v2_5`, `thalia` → `aura-2-thalia-en`); another provider's name falls
-        // back to this provider's default; ids pass through (see `registry`).
         voice_id: registry::resolve_voice(info, Some(&t.voice_id)).unwrap_or_default(),
-        model_id: registry::resolve_model(info, t.model_id.as_deref()),
+        model_id,
         stability: Some(t.stability as f32),
         similarity_boost: Some(t.similarity_boost as f32),
         style: Some(t.style as f32),
@@ -819,6 +838,22 @@ mod tests {
         let tts = tts_config(&ids, &org_keys()).expect("runs");
         assert_eq!(tts.voice_id, "pNInz6obpgDQGcFmaJgB", "ids pass through");
         assert_eq!(tts.model_id.as_deref(), Some("eleven_multilingual_v2"));
+    }
+
+    #[test]
+    fn the_call_language_reaches_the_tts_that_takes_one() {
+        let a = record(serde_json::json!({"name": "l", "stt_settings": {"language": "fr-FR"}}));
+        // `turbo` is eleven_turbo_v2_5, which enforces a language.
+        let tts = tts_config(&a, &org_keys()).expect("runs");
+        assert_eq!(tts.language_code.as_deref(), Some("fr"));
+        let multi = record(
+            serde_json::json!({"name": "m", "stt_settings": {"language": "fr-FR"},
+            "tts_settings": {"model_id": "eleven_multilingual_v2"}}),
+        );
+        assert_eq!(tts_config(&multi, &org_keys()).unwrap().language_code, None);
+        let aura =
+            record(serde_json::json!({"name": "d", "tts_settings": {"provider": "deepgram"}}));
+        assert_eq!(tts_config(&aura, &org_keys()).unwrap().language_code, None);
     }
 
     #[test]
