@@ -45,6 +45,12 @@ pub enum Command {
     /// core: check it reproduces its decisions, and show what other turn-taking settings would
     /// have changed, side by side with what happened.
     Replay(ReplayArgs),
+    /// Check the providers an assistant (or the environment) uses against the real services.
+    Providers {
+        /// What to do with providers.
+        #[command(subcommand)]
+        command: ProvidersCommand,
+    },
 }
 
 /// `switchboard replay CALL_ID --org NAME [--set PATH=VALUE]…`
@@ -75,6 +81,33 @@ pub struct ReplayArgs {
 /// Clap's parser for `--set PATH=VALUE`.
 fn parse_set_arg(arg: &str) -> Result<(String, serde_json::Value), String> {
     switchboard_server::replay::parse_set(arg).map_err(|e| e.to_string())
+}
+
+/// `switchboard providers …`
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Make one tiny authenticated request to each provider an assistant (or, without
+    /// --assistant, the environment's keys) uses and print key, model and voice validity in one
+    /// table. Exits non-zero when a check fails. Reaches the providers' real endpoints.
+    Check(ProvidersCheckArgs),
+}
+
+/// `switchboard providers check`
+#[derive(Debug, Args)]
+pub struct ProvidersCheckArgs {
+    /// Assistant whose providers to check, with its own, its organisation's and (for the
+    /// organisations in `[providers] env_key_orgs`) the environment's keys, as a call resolves
+    /// them. Without it: every provider the environment holds a key for.
+    #[arg(long, value_name = "ID")]
+    pub assistant: Option<i64>,
+
+    /// Seconds each request may take.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Database to read the assistant from.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// `switchboard secrets …`
@@ -224,6 +257,9 @@ impl Cli {
             Command::Secrets {
                 command: SecretsCommand::Rotate(args),
             } => args,
+            Command::Providers {
+                command: ProvidersCommand::Check(args),
+            } => &args.database,
         };
         if let Some(url) = database.database_url.as_ref().filter(|u| !u.is_empty()) {
             overrides.push(("database.url", url.clone()));
@@ -258,6 +294,26 @@ mod tests {
             } => assert_eq!(args.database_url.as_deref(), Some("sqlite://x.db")),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_providers_check() {
+        let cli = Cli::try_parse_from(["switchboard", "providers", "check", "--assistant", "7"])
+            .expect("parse");
+        match cli.command {
+            Command::Providers {
+                command: ProvidersCommand::Check(args),
+            } => {
+                assert_eq!(args.assistant, Some(7));
+                assert_eq!(args.timeout, 10);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["switchboard", "providers", "check"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Providers { command: ProvidersCommand::Check(args) } if args.assistant.is_none()
+        ));
     }
 
     #[test]

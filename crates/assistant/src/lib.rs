@@ -43,11 +43,14 @@ pub use binding::{
     effective_bindings, endpoint_host, fallback_host, fresh_binding, host_of_url, hosts_of_use,
     llm_host, stt_host, stt_provider_name, tool_hosts, tts_host,
 };
-pub use catalog::{ModelCheck, ProviderCatalog, ProviderKind, Support, check_providers};
+pub use catalog::{
+    ModelCheck, ProviderCatalog, ProviderKind, Support, apply_provider_defaults, check_providers,
+};
 pub use parse::{apply_patch, apply_update, deserialize_config, merge_json, parse_create};
 pub use record::{
     AssistantConfig, AssistantCreate, AssistantPatch, AssistantResponse, AssistantStats,
-    AssistantUpdate, DEFAULT_IDLE_MESSAGE, DEFAULT_LLM_PROVIDER, READ_ONLY_FIELDS, StatusUpdate,
+    AssistantUpdate, DEFAULT_IDLE_MESSAGE, DEFAULT_LLM_MODEL, DEFAULT_LLM_PROVIDER,
+    READ_ONLY_FIELDS, StatusUpdate,
 };
 pub use secret::{
     ApiKeys, MASK_ELLIPSIS, MASK_MIN_CHARS, ProviderConfig, Restored, SHORT_MASK, Secret,

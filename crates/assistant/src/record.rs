@@ -25,6 +25,10 @@ pub const DEFAULT_IDLE_MESSAGE: &str =
 /// Default of [`AssistantConfig::llm_provider`].
 pub const DEFAULT_LLM_PROVIDER: &str = "openai";
 
+/// Default of `llm_provider_config.model` (Burki's): OpenAI's model. With another provider it
+/// follows the provider (its registry default, see [`crate::apply_provider_defaults`]).
+pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
+
 fn default_llm_provider() -> Option<String> {
     Some(DEFAULT_LLM_PROVIDER.to_owned())
 }

@@ -55,7 +55,10 @@ pub struct LlmProviderConfig {
     /// Base URL of the provider's API (proxies, regional or self-hosted endpoints, fakes);
     /// `null` = the provider's public endpoint. http/https.
     pub base_url: Option<String>,
-    /// Model name sent to the provider. Default `gpt-4o-mini`; `null` = the adapter's default.
+    /// Model name sent to the provider. Default `gpt-4o-mini` with OpenAI; with another provider
+    /// an absent model (or that default) becomes the provider's own default when the record is
+    /// saved and when a call starts (`claude-haiku-4-5` for Anthropic). `null` = the
+    /// provider's default.
     pub model: Option<String>,
     /// Free-form provider-specific options (e.g. Azure deployment, API version). Values under a
     /// key naming a secret or under `headers` are secrets: masked by the API, stored encrypted,
@@ -69,7 +72,7 @@ impl Default for LlmProviderConfig {
         Self {
             api_key: None,
             base_url: None,
-            model: Some("gpt-4o-mini".to_owned()),
+            model: Some(crate::DEFAULT_LLM_MODEL.to_owned()),
             custom_config: None,
         }
     }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod provider_check;
 pub mod rate_limit;
 pub mod recording_storage;
 pub mod replay;

@@ -88,7 +88,46 @@ enum Stt {
     /// Telnyx streaming STT (Deepgram engine); `true`: the record's key is refused (401 at the
     /// upgrade).
     Telnyx(bool),
+    /// Soniox, Scribe or Telnyx, whose service fails the session for good mid-call (after
+    /// [`FAILS_AFTER_MS`] of audio) with an error no reconnect can fix.
+    FailsForGood(Streaming),
+    /// Soniox or Scribe, whose service does not know the record's model (the fake's model list
+    /// lacks it, as when a model is retired): refused in-band after the upgrade.
+    UnknownModel(Streaming),
 }
+
+/// The newer streaming STT providers, for the cases they share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streaming {
+    Soniox,
+    Scribe,
+    Telnyx,
+}
+
+impl Stt {
+    fn is_soniox(self) -> bool {
+        matches!(
+            self,
+            Stt::Soniox(_)
+                | Stt::FailsForGood(Streaming::Soniox)
+                | Stt::UnknownModel(Streaming::Soniox)
+        )
+    }
+
+    fn is_scribe(self) -> bool {
+        matches!(
+            self,
+            Stt::Scribe(_)
+                | Stt::ScribeToFlux
+                | Stt::FailsForGood(Streaming::Scribe)
+                | Stt::UnknownModel(Streaming::Scribe)
+        )
+    }
+}
+
+/// Stream time (ms) after which a `FailsForGood` service fails: during the first turn, well
+/// after the welcome.
+const FAILS_AFTER_MS: u64 = 2_000;
 
 /// What the Speechmatics fake or the record does to a Speechmatics call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +140,9 @@ enum SmCase {
     BadKey,
     /// The record names a language the service does not have (`invalid_model`, close 4004).
     BadLanguage,
+    /// The session fails for good after [`FAILS_AFTER_MS`] of audio (`insufficient_funds`,
+    /// close 4002).
+    FailsForGood,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,32 +271,57 @@ fn stall_timeouts(s: &mut Settings) {
 
 async fn start(case: &Case) -> Stack {
     let latency = LatencyProfile::instant();
+    let sm_fails_for_good = case.stt == Stt::Speechmatics(SmCase::FailsForGood);
     let speechmatics = SpeechmaticsFake::start(SpeechmaticsFakeConfig {
         api_key: SPEECHMATICS_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        fail_after_audio_ms: (case.stt == Stt::Speechmatics(SmCase::JobError))
-            .then_some(SM_JOB_ERROR_AFTER_MS),
+        fail_after_audio_ms: match case.stt {
+            Stt::Speechmatics(SmCase::JobError) => Some(SM_JOB_ERROR_AFTER_MS),
+            Stt::Speechmatics(SmCase::FailsForGood) => Some(FAILS_AFTER_MS),
+            _ => None,
+        },
+        fail_for_good: sm_fails_for_good,
         ..SpeechmaticsFakeConfig::default()
     })
     .await
     .expect("speechmatics fake");
+    let fails = |p: Streaming| case.stt == Stt::FailsForGood(p);
+    let defaults = SonioxFakeConfig::default();
     let soniox = SonioxFake::start(SonioxFakeConfig {
         api_key: SONIOX_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        ..SonioxFakeConfig::default()
+        // The record's `stt-rt-v5` retired: the service knows only the others.
+        models: if case.stt == Stt::UnknownModel(Streaming::Soniox) {
+            vec!["stt-rt-v4".to_owned()]
+        } else {
+            defaults.models.clone()
+        },
+        fail_after_audio_ms: fails(Streaming::Soniox).then_some(FAILS_AFTER_MS),
+        fail_for_good: fails(Streaming::Soniox),
+        ..defaults
     })
     .await
     .expect("soniox fake");
+    let defaults = ElevenLabsSttFakeConfig::default();
     let scribe = ElevenLabsSttFake::start(ElevenLabsSttFakeConfig {
         api_key: ELEVENLABS_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        ..ElevenLabsSttFakeConfig::default()
+        // The record's `scribe_v2_realtime` retired: the service knows only a newer one.
+        models: if case.stt == Stt::UnknownModel(Streaming::Scribe) {
+            vec!["scribe_v3_realtime".to_owned()]
+        } else {
+            defaults.models.clone()
+        },
+        fail_after_audio_ms: fails(Streaming::Scribe).then_some(FAILS_AFTER_MS),
+        fail_for_good: fails(Streaming::Scribe),
+        ..defaults
     })
     .await
     .expect("scribe fake");
     let telnyx = TelnyxSttFake::start(TelnyxSttFakeConfig {
         api_key: TELNYX_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        fail_after_audio_ms: fails(Streaming::Telnyx).then_some(FAILS_AFTER_MS),
         ..TelnyxSttFakeConfig::default()
     })
     .await
@@ -383,7 +450,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
             });
         }
         Stt::Speechmatics(sm) => sm,
-        Stt::Soniox(_) => {
+        stt if stt.is_soniox() => {
             return json!({
                 "provider": "soniox",
                 "model": "stt-rt-v5",
@@ -391,7 +458,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
                 "provider_config": {"base_url": stack.soniox.base_url()}
             });
         }
-        Stt::Scribe(_) | Stt::ScribeToFlux => {
+        stt if stt.is_scribe() => {
             let pc = json!({"base_url": stack.scribe.base_url()});
             return json!({
                 "provider": "elevenlabs",
@@ -402,7 +469,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
                 "provider_config": pc
             });
         }
-        Stt::Telnyx(_) => {
+        _ => {
             return json!({
                 "provider": "telnyx",
                 "model": "nova-3",
@@ -509,6 +576,9 @@ async fn run(case: Case) {
             speechmatics_strikes(&stack, case)
         }
         // Healthy calls on the other STT providers: the sessions they accepted.
+        (Target::Stt, _, _) if matches!(case.stt, Stt::FailsForGood(_) | Stt::UnknownModel(_)) => {
+            streaming_strikes(&stack, case.stt)
+        }
         (Target::Stt, _, _) if matches!(case.stt, Stt::Soniox(_)) => {
             stack.soniox.received().len() as u32
         }
@@ -674,7 +744,32 @@ fn speechmatics_strikes(stack: &Stack, case: Case) -> u32 {
         SmCase::JobError => closed_with(4013),
         SmCase::BadKey => count(&|c| c.rejected_status == Some(401)),
         SmCase::BadLanguage => closed_with(4004),
+        SmCase::FailsForGood => closed_with(4002),
     }
+}
+
+/// Sessions the Soniox, Scribe or Telnyx fake failed with the case's error.
+fn streaming_strikes(stack: &Stack, stt: Stt) -> u32 {
+    let received = match stt {
+        Stt::FailsForGood(Streaming::Soniox) | Stt::UnknownModel(Streaming::Soniox) => {
+            stack.soniox.received()
+        }
+        Stt::FailsForGood(Streaming::Scribe) | Stt::UnknownModel(Streaming::Scribe) => {
+            stack.scribe.received()
+        }
+        _ => stack.telnyx.received(),
+    };
+    let struck = |m: &Value| match stt {
+        Stt::FailsForGood(Streaming::Soniox) => m["error_code"] == 402,
+        Stt::UnknownModel(Streaming::Soniox) => m["error_code"] == 400,
+        Stt::FailsForGood(Streaming::Scribe) => m["message_type"] == "quota_exceeded",
+        Stt::UnknownModel(Streaming::Scribe) => m["message_type"] == "input_error",
+        _ => m["errors"][0]["code"] == "10007",
+    };
+    received
+        .iter()
+        .filter(|c| c.sent.iter().any(struck))
+        .count() as u32
 }
 
 fn ends(reason: &'static str, goodbye: &'static str) -> Expect {
@@ -1089,6 +1184,53 @@ async fn stt_telnyx_bad_key_ends_the_call_with_provider_error() {
         )
     })
     .await;
+}
+
+// ---- STT: failures after the call started, unknown models ----------------------------------
+
+/// The service fails the session mid-call with an error no reconnect can fix: the caller hears
+/// the goodbye from our TTS (not dead air) and the record says `stt_failed`.
+fn fails_for_good(stt: Stt) -> Case {
+    Case {
+        expect: ends(STT_FAILED.0, STT_FAILED.1),
+        ..Case::stt(stt)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_failing_for_good_mid_call_says_goodbye() {
+    run(Case::speechmatics(
+        SmCase::FailsForGood,
+        ends(STT_FAILED.0, STT_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_failing_for_good_mid_call_says_goodbye() {
+    run(fails_for_good(Stt::FailsForGood(Streaming::Soniox))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_failing_for_good_mid_call_says_goodbye() {
+    run(fails_for_good(Stt::FailsForGood(Streaming::Scribe))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_telnyx_failing_for_good_mid_call_says_goodbye() {
+    run(fails_for_good(Stt::FailsForGood(Streaming::Telnyx))).await;
+}
+
+/// A model the service does not know ends the call with `stt_failed` and a spoken goodbye,
+/// not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_unknown_model_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(fails_for_good(Stt::UnknownModel(Streaming::Soniox))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_unknown_model_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(fails_for_good(Stt::UnknownModel(Streaming::Scribe))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod latency;
 pub mod openai;
 pub mod openai_speech;
+pub mod plain_http;
 pub mod soniox;
 pub mod speechmatics;
 pub mod stack;
