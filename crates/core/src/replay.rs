@@ -1098,7 +1098,7 @@ fn is_caller_side(e: &TraceEvent) -> bool {
             | TraceEvent::PlayDtmf { .. }
             | TraceEvent::HangUpRequested { .. }
             | TraceEvent::TransferRequested { .. }
-            | TraceEvent::WarmTransferRequested { .. }
+            | TraceEvent::WarmTransferRequested(_)
             | TraceEvent::WarmTransferResult { .. }
             | TraceEvent::CallerHungUp
     )

@@ -156,12 +156,7 @@ pub enum TraceEvent {
         to: String,
         message: Option<String>,
     },
-    WarmTransferRequested {
-        tool_call_id: String,
-        to: String,
-        message: Option<String>,
-        unavailable_message: Option<String>,
-    },
+    WarmTransferRequested(Box<TraceWarmTransfer>),
     WarmTransferResult {
         transfer: u64,
         outcome: WarmTransferOutcome,
@@ -172,6 +167,20 @@ pub enum TraceEvent {
     },
     CallerHungUp,
     Timeout,
+}
+
+/// An [`Event::WarmTransferRequested`], boxed so that the rare transfer keeps every traced
+/// event small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceWarmTransfer {
+    /// The `transfer_call` tool call.
+    pub tool_call_id: String,
+    /// The agent's number.
+    pub to: String,
+    /// Said before the hold audio.
+    pub message: Option<String>,
+    /// Said when the agent does not take the call.
+    pub unavailable_message: Option<String>,
 }
 
 /// A [`Transcript`], serialisable: words as `(word, confidence)`.
@@ -385,12 +394,12 @@ impl TraceEvent {
                 to,
                 message,
                 unavailable_message,
-            } => Self::WarmTransferRequested {
+            } => Self::WarmTransferRequested(Box::new(TraceWarmTransfer {
                 tool_call_id: tool_call_id.clone(),
                 to: to.clone(),
                 message: message.clone(),
                 unavailable_message: unavailable_message.clone(),
-            },
+            })),
             Event::WarmTransferResult { transfer, outcome } => Self::WarmTransferResult {
                 transfer: *transfer,
                 outcome: *outcome,
@@ -489,16 +498,11 @@ impl TraceEvent {
                 to: to.clone(),
                 message: message.clone(),
             }),
-            Self::WarmTransferRequested {
-                tool_call_id,
-                to,
-                message,
-                unavailable_message,
-            } => f(Event::WarmTransferRequested {
-                tool_call_id: tool_call_id.clone(),
-                to: to.clone(),
-                message: message.clone(),
-                unavailable_message: unavailable_message.clone(),
+            Self::WarmTransferRequested(w) => f(Event::WarmTransferRequested {
+                tool_call_id: w.tool_call_id.clone(),
+                to: w.to.clone(),
+                message: w.message.clone(),
+                unavailable_message: w.unavailable_message.clone(),
             }),
             Self::WarmTransferResult { transfer, outcome } => f(Event::WarmTransferResult {
                 transfer: *transfer,
