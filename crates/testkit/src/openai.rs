@@ -7,7 +7,9 @@
 //! - `POST /openai/deployments/{deployment}/chat/completions?api-version=…` (Azure; `api-key`
 //!   or Bearer; 404 without `api-version`; streams open with a `choices: []` chunk carrying
 //!   `prompt_filter_results`, content chunks carry `content_filter_results`),
-//! - `POST /openai/v1/chat/completions` (Azure's v1 surface).
+//! - `POST /openai/v1/chat/completions` (Azure's v1 surface),
+//! - `POST /v1/embeddings` (Bearer; see [`crate::openai_embeddings`], recorded apart from the
+//!   chat requests).
 //!
 //! Each request takes the next scripted [`FakeLlmTurn`] (or, with an empty script, a believable
 //! reply built from the last user message, see [`default_reply`]) and answers with SSE exactly as
@@ -34,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::fault::{Fault, FaultKind, FaultState, garbage_json};
 use crate::latency::LatencyProfile;
+use crate::openai_embeddings::EmbeddingsState;
 
 /// One request as the fake received it, for assertions.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +226,8 @@ pub(crate) struct Shared {
     pub(crate) completed: AtomicUsize,
     pub(crate) counter: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The embeddings endpoint's requests and scripted failures.
+    pub(crate) embeddings: EmbeddingsState,
 }
 
 impl Shared {
@@ -285,6 +290,7 @@ impl FakeLlmServer {
             completed: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
             shutdown: shutdown.clone(),
+            embeddings: EmbeddingsState::default(),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -358,6 +364,11 @@ impl FakeLlmServer {
             .lock()
             .ok()
             .and_then(|v| v.last().cloned())
+    }
+
+    /// The embeddings endpoint (`POST /v1/embeddings`): its requests and scripted failures.
+    pub fn embeddings(&self) -> &EmbeddingsState {
+        &self.shared.embeddings
     }
 
     /// Streams whose client went away before the stream ended (barge-in cancellation).
@@ -452,6 +463,10 @@ async fn handle_openai(
     body: Bytes,
 ) -> Response {
     let rec = RecordedRequest::capture(&method, &uri, &headers, &body);
+    if rec.path == "/v1/embeddings" {
+        let key = shared.options().api_key;
+        return crate::openai_embeddings::handle(&shared.embeddings, rec, key.as_deref());
+    }
     shared.record(rec.clone());
     let path = rec.path.as_str();
     let azure_deployment =
