@@ -82,6 +82,18 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     /// The key that encrypts stored secrets.
     pub secrets: SecretsSettings,
+    /// Knowledge-base uploads and processing.
+    pub knowledge: KnowledgeSettings,
+}
+
+/// `[knowledge]`: documents uploaded to assistants' knowledge bases (`rag_settings`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    /// Largest document accepted by `POST /api/v1/assistants/{id}/documents/upload`, bytes.
+    pub max_upload_bytes: usize,
+    /// Documents processed at the same time by this instance (extraction, embeddings).
+    pub processing_concurrency: usize,
 }
 
 /// `[secrets]`: the key stored secrets are encrypted with (see `switchboard_store::crypto`).
@@ -555,6 +567,12 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), SettingsError> {
+        if self.knowledge.max_upload_bytes == 0 || self.knowledge.processing_concurrency == 0 {
+            return Err(SettingsError::Invalid(
+                "knowledge.max_upload_bytes and knowledge.processing_concurrency must be at least 1"
+                    .into(),
+            ));
+        }
         if self.server.max_body_bytes == 0 {
             return Err(SettingsError::Invalid(
                 "server.max_body_bytes must be at least 1".into(),

@@ -59,6 +59,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::call_reports::CallReportsApi::openapi());
     doc.merge(crate::routes::assistant_extras::AssistantExtrasApi::openapi());
     doc.merge(organization::OrganizationApi::openapi());
+    doc.merge(crate::routes::documents::DocumentsApi::openapi());
     doc
 }
 

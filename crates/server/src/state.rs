@@ -63,6 +63,8 @@ pub struct AppStateInner {
     /// This process's instance id (`server.instance_id`, else random): recorded on the calls
     /// whose media stream runs here (crash recovery).
     pub instance_id: String,
+    /// Knowledge bases (`rag_settings`): search cache, embeddings, processing jobs.
+    pub knowledge: crate::knowledge::Knowledge,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -99,6 +101,11 @@ impl AppState {
             settings.server.auth_fail_limit,
             settings.server.auth_fail_window_s,
         ));
+        let knowledge = crate::knowledge::Knowledge::new(
+            store.clone(),
+            tenant_http.clone(),
+            settings.knowledge.processing_concurrency,
+        );
         Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,
@@ -115,6 +122,7 @@ impl AppState {
             stream_token_secret,
             webhook_secret,
             instance_id,
+            knowledge,
             default_org: OnceCell::new(),
         })))
     }

@@ -12,6 +12,7 @@ pub mod assistants;
 pub mod call_reports;
 pub mod calls;
 pub mod csv;
+pub mod documents;
 pub mod health;
 pub mod organization;
 pub mod phone_numbers;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(assistants::router())
         .merge(assistant_extras::router())
+        .merge(documents::router())
         .merge(providers::router())
         .merge(phone_numbers::router())
         .merge(calls::router())
