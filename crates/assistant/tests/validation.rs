@@ -222,7 +222,8 @@ fn rag_ranges() {
     int_range("rag_settings.search_limit", 1, 50);
     float_range("rag_settings.similarity_threshold", 0.0, 1.0, 0.01);
     int_range("rag_settings.context_window_tokens", 1, 32_000);
-    int_range("rag_settings.chunk_size", 1, 8000);
+    accepts("rag_settings.chunk_size", json!(8000));
+    rejects("rag_settings.chunk_size", json!(8001));
     for strategy in ["recursive", "sentence", "fixed"] {
         accepts("rag_settings.chunking_strategy", json!(strategy));
     }
