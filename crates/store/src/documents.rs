@@ -528,6 +528,8 @@ impl Store {
         let rows = match self.backend {
             Backend::Sqlite => {
                 // Terms are letters and digits only; quoted, each is a plain FTS5 string.
+                // CROSS JOIN keeps the full-text match as the outer loop: evaluated once, not
+                // once per chunk of the assistant (which the planner otherwise may choose).
                 let expr = terms
                     .iter()
                     .map(|t| format!("\"{t}\""))
@@ -535,7 +537,7 @@ impl Store {
                     .join(" OR ");
                 sqlx::query(
                     "SELECT c.id AS id FROM document_chunks_fts \
-                     JOIN document_chunks c ON c.id = document_chunks_fts.rowid \
+                     CROSS JOIN document_chunks c ON c.id = document_chunks_fts.rowid \
                      WHERE document_chunks_fts MATCH $1 AND c.organization_id = $2 \
                      AND c.assistant_id = $3 ORDER BY bm25(document_chunks_fts), c.id LIMIT $4",
                 )
