@@ -24,7 +24,7 @@ pub const MAX_CHUNKS_PER_DOCUMENT: usize = 20_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessOutcome {
     /// The document is `ready` with its new chunks.
-    Processed(DocumentRow),
+    Processed(Box<DocumentRow>),
     /// Another job is processing it; nothing was done.
     AlreadyRunning,
 }
@@ -102,7 +102,7 @@ pub async fn process_document(
                 chunks = row.chunk_count,
                 "document processed"
             );
-            Ok(ProcessOutcome::Processed(row))
+            Ok(ProcessOutcome::Processed(Box::new(row)))
         }
         Err(e) => {
             tracing::warn!(org_id, assistant_id, document_id, error = %e, "document processing failed");
