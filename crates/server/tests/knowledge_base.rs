@@ -29,6 +29,9 @@ const FAQ: &str = "# Opening hours\nThe clinic is open from nine to five, Monday
 # Cancellations\nCancel an appointment at least one day ahead to avoid a fee.\n\n\
 # Insurance\nWe accept most dental insurance plans, including Delta and Aetna.\n";
 
+/// One multipart part: name, file name, content type, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
 struct Stack {
     server: Server,
     fakes: ProviderFakes,
@@ -147,12 +150,7 @@ impl Stack {
     }
 
     /// A multipart upload of `parts` (`(name, file name, content type, bytes)`).
-    async fn upload(
-        &self,
-        key: &str,
-        assistant: i64,
-        parts: &[(&str, Option<&str>, Option<&str>, &[u8])],
-    ) -> (u16, Value) {
+    async fn upload(&self, key: &str, assistant: i64, parts: &[Part<'_>]) -> (u16, Value) {
         let boundary = "sb-test-boundary-7d1f";
         let mut body = Vec::new();
         for (name, file_name, content_type, bytes) in parts {
