@@ -12,9 +12,13 @@ while IFS='=' read -r k v; do
 done < <(bash scripts/services.sh)
 echo "DATABASE_URL=${DATABASE_URL:-<unset: PostgreSQL tests skipped>}"
 echo "REDIS_URL=${REDIS_URL:-<unset: Redis tests skipped>}"
-if [ "${CI:-}" = "true" ] && { [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; }; then
-  echo "CI needs PostgreSQL and Redis; one of them could not be started" >&2
+echo "S3_ENDPOINT=${S3_ENDPOINT:-<unset: S3 recordings tests skipped>}"
+if [ "${CI:-}" = "true" ] && { [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ] || [ -z "${S3_ENDPOINT:-}" ]; }; then
+  echo "CI needs PostgreSQL, Redis and an S3-compatible server; one of them could not be started" >&2
   exit 1
 fi
+
+# Deployment files (deploy/): Kubernetes schemas, Compose Specification, Dockerfile shape.
+bash scripts/lint-deploy.sh
 
 cargo test --workspace --locked "$@"

@@ -41,6 +41,73 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Re-run a recorded call (one made with `recording_settings.enabled`) through the call
+    /// core: check it reproduces its decisions, and show what other turn-taking settings would
+    /// have changed, side by side with what happened.
+    Replay(ReplayArgs),
+    /// Check the providers an assistant (or the environment) uses against the real services.
+    Providers {
+        /// What to do with providers.
+        #[command(subcommand)]
+        command: ProvidersCommand,
+    },
+}
+
+/// `switchboard replay CALL_ID --org NAME [--set PATH=VALUE]…`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The call's id (as in `/api/v1/calls/{id}`).
+    #[arg(value_name = "CALL_ID")]
+    pub call_id: i64,
+
+    /// Organisation name owning the call.
+    #[arg(long, value_name = "NAME")]
+    pub org: String,
+
+    /// A turn-taking setting of the assistant record to change for the what-if run, e.g.
+    /// `interruption_settings.tail_protection_ms=800` (repeatable; validated like the API).
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_set_arg)]
+    pub sets: Vec<(String, serde_json::Value)>,
+
+    /// Print the replay as JSON (what `GET /api/v1/calls/{id}/replay` returns).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Database to use.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Clap's parser for `--set PATH=VALUE`.
+fn parse_set_arg(arg: &str) -> Result<(String, serde_json::Value), String> {
+    switchboard_server::replay::parse_set(arg).map_err(|e| e.to_string())
+}
+
+/// `switchboard providers …`
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Make one tiny authenticated request to each provider an assistant (or, without
+    /// --assistant, the environment's keys) uses and print key, model and voice validity in one
+    /// table. Exits non-zero when a check fails. Reaches the providers' real endpoints.
+    Check(ProvidersCheckArgs),
+}
+
+/// `switchboard providers check`
+#[derive(Debug, Args)]
+pub struct ProvidersCheckArgs {
+    /// Assistant whose providers to check, with its own, its organisation's and (for the
+    /// organisations in `[providers] env_key_orgs`) the environment's keys, as a call resolves
+    /// them. Without it: every provider the environment holds a key for.
+    #[arg(long, value_name = "ID")]
+    pub assistant: Option<i64>,
+
+    /// Seconds each request may take.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Database to read the assistant from.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// `switchboard secrets …`
@@ -186,9 +253,13 @@ impl Cli {
                 return Settings::load(self.config.as_deref(), &EnvSource::Process, &overrides);
             }
             Command::Keys { command } => command.database(),
+            Command::Replay(args) => &args.database,
             Command::Secrets {
                 command: SecretsCommand::Rotate(args),
             } => args,
+            Command::Providers {
+                command: ProvidersCommand::Check(args),
+            } => &args.database,
         };
         if let Some(url) = database.database_url.as_ref().filter(|u| !u.is_empty()) {
             overrides.push(("database.url", url.clone()));
@@ -223,6 +294,26 @@ mod tests {
             } => assert_eq!(args.database_url.as_deref(), Some("sqlite://x.db")),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_providers_check() {
+        let cli = Cli::try_parse_from(["switchboard", "providers", "check", "--assistant", "7"])
+            .expect("parse");
+        match cli.command {
+            Command::Providers {
+                command: ProvidersCommand::Check(args),
+            } => {
+                assert_eq!(args.assistant, Some(7));
+                assert_eq!(args.timeout, 10);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["switchboard", "providers", "check"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Providers { command: ProvidersCommand::Check(args) } if args.assistant.is_none()
+        ));
     }
 
     #[test]
@@ -261,6 +352,55 @@ mod tests {
             cli.command,
             Command::Keys { command: KeysCommand::Create(args) } if args.name.as_deref() == Some("x")
         ));
+    }
+
+    #[test]
+    fn parses_replay_with_repeated_sets() {
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "replay",
+            "42",
+            "--org",
+            "acme",
+            "--set",
+            "interruption_settings.tail_protection_ms=800",
+            "--set",
+            "interruption_settings.interruption_mode=immediate",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Replay(args) => {
+                assert_eq!(
+                    (args.call_id, args.org.as_str(), args.json),
+                    (42, "acme", false)
+                );
+                assert_eq!(
+                    args.sets,
+                    vec![
+                        (
+                            "interruption_settings.tail_protection_ms".to_owned(),
+                            serde_json::json!(800)
+                        ),
+                        (
+                            "interruption_settings.interruption_mode".to_owned(),
+                            serde_json::json!("immediate")
+                        ),
+                    ]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["switchboard", "replay", "7", "--org", "a", "--json"])
+            .expect("parse");
+        assert!(matches!(cli.command, Command::Replay(args) if args.json && args.sets.is_empty()));
+        // A change without `=`, a call id that is not a number, and a missing --org are refused.
+        for bad in [
+            &["switchboard", "replay", "7", "--org", "a", "--set", "tail"][..],
+            &["switchboard", "replay", "x", "--org", "a"][..],
+            &["switchboard", "replay", "7"][..],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

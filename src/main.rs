@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, KeysCommand, SecretsCommand};
+use crate::cli::{Cli, Command, KeysCommand, ProvidersCommand, SecretsCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,6 +38,10 @@ async fn main() -> ExitCode {
         Command::Secrets {
             command: SecretsCommand::Rotate(_),
         } => commands::secrets::rotate(&settings).await,
+        Command::Replay(args) => commands::replay::run(&settings, args).await,
+        Command::Providers {
+            command: ProvidersCommand::Check(args),
+        } => commands::providers_check::run(&settings, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -166,24 +166,33 @@ fn run_failing(cmd: &mut Command) -> String {
     String::from_utf8(output.stderr).expect("utf8")
 }
 
-/// `keys list` rows as (id, prefix, name, revoked?), header checked.
+/// `keys list` rows as (id, prefix, name, revoked?), header checked; CLI keys are admins.
 fn listed(stdout: &[u8]) -> Vec<(i64, String, String, bool)> {
     let text = String::from_utf8(stdout.to_vec()).expect("utf8");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
     assert_eq!(
         header,
-        ["ID", "PREFIX", "NAME", "CREATED", "LAST_USED", "REVOKED"]
+        [
+            "ID",
+            "PREFIX",
+            "NAME",
+            "ROLE",
+            "CREATED",
+            "LAST_USED",
+            "REVOKED"
+        ]
     );
     lines
         .map(|line| {
             let cells: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(cells.len(), 6, "{line}");
+            assert_eq!(cells.len(), 7, "{line}");
+            assert_eq!(cells[3], "admin", "{line}");
             (
                 cells[0].parse().expect("id"),
                 cells[1].to_owned(),
                 cells[2].to_owned(),
-                cells[5] != "-",
+                cells[6] != "-",
             )
         })
         .collect()

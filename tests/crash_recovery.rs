@@ -1,7 +1,8 @@
 //! Crash recovery through the built binary: `switchboard serve` is killed with SIGKILL in the
 //! middle of a call (nothing runs at exit, so the call record stays `in-progress`), then started
 //! again with the same `server.instance_id`: the call it left open is closed as `failed` /
-//! `engine_restart` before it serves.
+//! `engine_restart` before it serves, and the recording it was streaming is finalised and listed
+//! as `partial`, playable.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -131,7 +132,10 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
     let mut child = serve(dir.path(), port, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
 
-    let record = fakes.assistant_record("Crash test", STT_TAG, "Hello, this is the crash test.");
+    let mut record =
+        fakes.assistant_record("Crash test", STT_TAG, "Hello, this is the crash test.");
+    // Recorded, so the crash interrupts a recording too.
+    record["recording_settings"] = json!({"enabled": true, "format": "wav"});
     let created = api(
         &client,
         reqwest::Method::POST,
@@ -170,6 +174,16 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
     let live = api(&client, reqwest::Method::GET, path.clone(), None).await;
     assert_eq!(live["status"], "in-progress", "{live}");
 
+    // At least one second of the recording has reached its spool file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spooled_a_second(&dir.path().join("data")) {
+        assert!(
+            Instant::now() < deadline,
+            "the recording never reached its spool"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     signal(&child, libc::SIGKILL);
     wait_exit(&mut child);
     // The caller's line drops with the process.
@@ -184,7 +198,62 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
     assert_eq!(closed["status"], "failed", "{closed}");
     assert_eq!(closed["ended_reason"], "engine_restart", "{closed}");
     assert!(closed["ended_at"].is_string(), "{closed}");
+    let recordings = api(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/calls/sid/{call_sid}/recordings"),
+        None,
+    )
+    .await;
+    let mixed = recordings
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["recording_type"] == "mixed"))
+        .unwrap_or_else(|| panic!("no mixed recording: {recordings}"));
+    assert_eq!(mixed["status"], "partial", "{mixed}");
+    assert!(
+        mixed["duration"].as_f64().is_some_and(|d| d >= 1.0),
+        "{mixed}"
+    );
+    let wav = client
+        .get(format!(
+            "{base}{}",
+            mixed["recording_url"].as_str().expect("url")
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("play")
+        .bytes()
+        .await
+        .expect("wav");
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(
+        u32::from_le_bytes([wav[4], wav[5], wav[6], wav[7]]) as usize,
+        wav.len() - 8,
+        "the header was fixed from what was written"
+    );
 
     signal(&child, libc::SIGTERM);
     assert!(wait_exit(&mut child).success());
+}
+
+/// Whether a mixed-track spool under `dir` holds at least one second of audio.
+fn spooled_a_second(dir: &Path) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with("-mixed.wav.part")
+                && e.metadata().is_ok_and(|m| m.len() >= 58 + 8000)
+            {
+                return true;
+            }
+        }
+    }
+    false
 }

@@ -122,9 +122,18 @@ async fn existing_org(store: &Store, org: &str) -> anyhow::Result<i64> {
 /// One line per key under a header; `-` for an empty cell. Columns are separated by at least
 /// two spaces so names with single spaces stay readable.
 fn table(keys: &[ApiKeyInfo]) -> String {
-    let header = ["ID", "PREFIX", "NAME", "CREATED", "LAST_USED", "REVOKED"].map(String::from);
+    let header = [
+        "ID",
+        "PREFIX",
+        "NAME",
+        "ROLE",
+        "CREATED",
+        "LAST_USED",
+        "REVOKED",
+    ]
+    .map(String::from);
     let opt_time = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), ms_to_rfc3339);
-    let rows: Vec<[String; 6]> = std::iter::once(header)
+    let rows: Vec<[String; 7]> = std::iter::once(header)
         .chain(keys.iter().map(|k| {
             [
                 k.id.to_string(),
@@ -133,13 +142,14 @@ fn table(keys: &[ApiKeyInfo]) -> String {
                     .clone()
                     .filter(|l| !l.is_empty())
                     .unwrap_or_else(|| "-".to_owned()),
+                k.role.as_str().to_owned(),
                 ms_to_rfc3339(k.created_at_ms),
                 opt_time(k.last_used_at_ms),
                 opt_time(k.revoked_at_ms),
             ]
         }))
         .collect();
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

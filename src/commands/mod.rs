@@ -4,5 +4,7 @@
 pub mod demo;
 pub mod keys;
 pub mod migrate;
+pub mod providers_check;
+pub mod replay;
 pub mod secrets;
 pub mod serve;

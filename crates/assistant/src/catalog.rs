@@ -3,7 +3,8 @@
 //! the list lives with the adapters (`switchboard_providers::registry`) and reaches validation
 //! through the [`ProviderCatalog`] trait: this crate must not depend on the adapters.
 //!
-//! [`check_providers`] is the rule the REST layer applies after [`crate::parse_create`],
+//! [`apply_provider_defaults`] (defaults that follow the provider) and [`check_providers`] are
+//! the rules the REST layer applies after [`crate::parse_create`],
 //! [`crate::apply_update`] and [`crate::apply_patch`]: a record naming a provider the engine
 //! cannot run is refused with a 422 that names the field, the providers it can run, and the
 //! reason when the provider is known but refused.
@@ -78,6 +79,26 @@ pub trait ProviderCatalog: Send + Sync {
 
     /// Whether `model` may be saved for provider `name` of `kind` (a provider that runs).
     fn check_model(&self, kind: ProviderKind, name: &str, model: &str) -> ModelCheck;
+
+    /// The `llm_provider_config.model` to store for LLM provider `provider` given the record's
+    /// `model`: the record's OpenAI default (or none) becomes the provider's own default model.
+    /// The default implementation keeps `model` as it is.
+    fn llm_model(&self, _provider: &str, model: Option<&str>) -> Option<String> {
+        model.map(str::to_owned)
+    }
+}
+
+/// Makes the record's defaults follow its providers, before it is saved: an LLM provider other
+/// than OpenAI with the record's default model `gpt-4o-mini` (or none) gets the provider's
+/// own default model (`claude-haiku-4-5` for Anthropic), so what GET returns is what a call
+/// runs. Any model the record names on purpose is kept.
+pub fn apply_provider_defaults(config: &mut AssistantConfig, catalog: &dyn ProviderCatalog) {
+    let provider = config
+        .llm_provider
+        .as_deref()
+        .unwrap_or(crate::DEFAULT_LLM_PROVIDER);
+    config.llm_provider_config.model =
+        catalog.llm_model(provider, config.llm_provider_config.model.as_deref());
 }
 
 /// Checks every provider (and STT/TTS model) the record names against `catalog`: the primary

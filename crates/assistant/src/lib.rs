@@ -43,11 +43,14 @@ pub use binding::{
     effective_bindings, endpoint_host, fallback_host, fresh_binding, host_of_url, hosts_of_use,
     llm_host, stt_host, stt_provider_name, tool_hosts, tts_host,
 };
-pub use catalog::{ModelCheck, ProviderCatalog, ProviderKind, Support, check_providers};
+pub use catalog::{
+    ModelCheck, ProviderCatalog, ProviderKind, Support, apply_provider_defaults, check_providers,
+};
 pub use parse::{apply_patch, apply_update, deserialize_config, merge_json, parse_create};
 pub use record::{
     AssistantConfig, AssistantCreate, AssistantPatch, AssistantResponse, AssistantStats,
-    AssistantUpdate, DEFAULT_IDLE_MESSAGE, DEFAULT_LLM_PROVIDER, READ_ONLY_FIELDS, StatusUpdate,
+    AssistantUpdate, DEFAULT_IDLE_MESSAGE, DEFAULT_LLM_MODEL, DEFAULT_LLM_PROVIDER,
+    READ_ONLY_FIELDS, StatusUpdate,
 };
 pub use secret::{
     ApiKeys, MASK_ELLIPSIS, MASK_MIN_CHARS, ProviderConfig, Restored, SHORT_MASK, Secret,
@@ -58,15 +61,17 @@ pub use secret_walk::{
     visit_stored_secrets,
 };
 pub use settings::{
-    BackchannelSettings, BackgroundSound, DtmfSolverTool, ElevenLabsSttConfig, EndCallTool,
-    EndpointingSettings, FluxConfig, InterruptionMode, InterruptionSettings, Keyword,
-    LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig, LlmSettings, RagSettings,
-    RecordingFormat, RecordingSettings, SendSmsTool, SonioxSttConfig, SpeculativeConfig,
-    SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool, TransferType, TtsSettings,
+    BackchannelSettings, BackgroundSound, CustomToolEntry, CustomToolMethod, DtmfSolverTool,
+    ElevenLabsSttConfig, EndCallTool, EndpointingSettings, FluxConfig, InterruptionMode,
+    InterruptionSettings, Keyword, LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig,
+    LlmSettings, RagSettings, RecordingFormat, RecordingSettings, SendSmsTool, SonioxSttConfig,
+    SpeculativeConfig, SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool,
+    TransferType, TtsSettings,
 };
 pub use validate::{
-    CHANGE_DESCRIPTION_MAX_CHARS, FieldError, MAX_TOKENS_LIMIT, NAME_MAX_CHARS,
-    RECORDING_SAMPLE_RATES_HZ, ValidationErrors, control_character_paths, is_e164, validate,
+    BUILT_IN_TOOLS, CHANGE_DESCRIPTION_MAX_CHARS, DISCLOSURE_MODES, FieldError, MAX_TOKENS_LIMIT,
+    MAX_TOOL_TIMEOUT_MS, NAME_MAX_CHARS, RECORDING_SAMPLE_RATES_HZ, ValidationErrors,
+    control_character_paths, is_e164, validate,
 };
 
 /// The example assistant of the README (`examples/seed-assistant.json`): the seed record of

@@ -28,14 +28,16 @@ pub fn deserialize_config(value: Value) -> Result<AssistantConfig, ValidationErr
 
 /// `POST /api/v1/assistants`: the body becomes a validated record. `name` is required; every
 /// other field takes its default. Server-owned fields of the response (`id`, `created_at`,
-/// stats…) are accepted and ignored, so a GET body can be posted as a copy. Every secret is
-/// bound to the hosts the record sends it to (see [`crate::SecretBindings`]).
+/// stats…) are accepted and ignored, so a GET body can be posted as a copy; so is
+/// `tools_settings.enabled_tools`, which is derived. Every secret is bound to the hosts the
+/// record sends it to (see [`crate::SecretBindings`]).
 pub fn parse_create(body: Value) -> Result<AssistantConfig, ValidationErrors> {
     let map = request_object(body)?;
     let sent = secret_paths_in(&Value::Object(map.clone()));
     let mut config = deserialize_config(Value::Object(map))?;
     validate(&config)?;
     config.secret_bindings = rebind(&config, None, &sent, &[])?.non_empty();
+    derive_enabled_tools(&mut config);
     Ok(config)
 }
 
@@ -54,6 +56,7 @@ pub fn apply_update(
     let restored = keep_masked_secrets(&mut config, stored);
     validate(&config)?;
     config.secret_bindings = rebind(&config, Some(stored), &sent, &restored)?.non_empty();
+    derive_enabled_tools(&mut config);
     Ok(config)
 }
 
@@ -79,7 +82,15 @@ pub fn apply_patch(
     let restored = keep_masked_secrets(&mut next, config);
     validate(&next)?;
     next.secret_bindings = rebind(&next, Some(config), &sent, &restored)?.non_empty();
+    derive_enabled_tools(&mut next);
     Ok(next)
+}
+
+/// `tools_settings.enabled_tools` is derived from the other tool settings, whatever the body
+/// said (Burki: "auto-populated based on other settings"): a GET body sent back with a stale
+/// list, or a client that sets it, changes nothing.
+pub(crate) fn derive_enabled_tools(config: &mut AssistantConfig) {
+    config.tools_settings.enabled_tools = config.tools_settings.derived_enabled_tools();
 }
 
 /// JSON merge as [`apply_patch`] uses it: where both sides hold an object, keys merge

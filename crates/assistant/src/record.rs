@@ -25,6 +25,10 @@ pub const DEFAULT_IDLE_MESSAGE: &str =
 /// Default of [`AssistantConfig::llm_provider`].
 pub const DEFAULT_LLM_PROVIDER: &str = "openai";
 
+/// Default of `llm_provider_config.model` (Burki's): OpenAI's model. With another provider it
+/// follows the provider (its registry default, see [`crate::apply_provider_defaults`]).
+pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
+
 fn default_llm_provider() -> Option<String> {
     Some(DEFAULT_LLM_PROVIDER.to_owned())
 }
@@ -435,8 +439,8 @@ pub const READ_ONLY_FIELDS: [&str; 8] = [
 
 impl AssistantResponse {
     /// Builds the response for a stored record; the secrets of `config` are masked here, so a
-    /// response never carries a secret in clear, and its server-side secret bindings are
-    /// dropped.
+    /// response never carries a secret in clear, its server-side secret bindings are dropped,
+    /// and `tools_settings.enabled_tools` is derived from the other tool settings.
     pub fn new(
         id: i64,
         organization_id: i64,
@@ -448,6 +452,8 @@ impl AssistantResponse {
     ) -> Self {
         mask_secrets(&mut config);
         config.secret_bindings = None;
+        // Derived on read too: a record stored before the derivation shows what runs.
+        crate::parse::derive_enabled_tools(&mut config);
         Self {
             id,
             organization_id,

@@ -55,7 +55,10 @@ pub struct LlmProviderConfig {
     /// Base URL of the provider's API (proxies, regional or self-hosted endpoints, fakes);
     /// `null` = the provider's public endpoint. http/https.
     pub base_url: Option<String>,
-    /// Model name sent to the provider. Default `gpt-4o-mini`; `null` = the adapter's default.
+    /// Model name sent to the provider. Default `gpt-4o-mini` with OpenAI; with another provider
+    /// an absent model (or that default) becomes the provider's own default when the record is
+    /// saved and when a call starts (`claude-haiku-4-5` for Anthropic). `null` = the
+    /// provider's default.
     pub model: Option<String>,
     /// Free-form provider-specific options (e.g. Azure deployment, API version). Values under a
     /// key naming a secret or under `headers` are secrets: masked by the API, stored encrypted,
@@ -69,7 +72,7 @@ impl Default for LlmProviderConfig {
         Self {
             api_key: None,
             base_url: None,
-            model: Some("gpt-4o-mini".to_owned()),
+            model: Some(crate::DEFAULT_LLM_MODEL.to_owned()),
             custom_config: None,
         }
     }
@@ -776,7 +779,10 @@ pub struct SendSmsTool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolsSettings {
-    /// Names of enabled tools (kept for compatibility; the per-tool `enabled` flags decide).
+    /// The names of the tools the LLM is offered, derived from the other settings (Burki:
+    /// "auto-populated based on other settings"; see [`ToolsSettings::derived_enabled_tools`]).
+    /// Read-only: a value sent in a request is ignored and replaced by the derived list.
+    #[schema(read_only)]
     pub enabled_tools: Vec<String>,
     /// End-call tool.
     #[serde(deserialize_with = "null_as_default")]
@@ -794,7 +800,94 @@ pub struct ToolsSettings {
     /// a tool's `headers` (whatever the header is called) and of a secret-named field is a
     /// secret: masked by the API, stored encrypted, bound to the tool's `url` host. The tool's
     /// `name`, `description` and `parameters` are never treated as secrets.
+    #[schema(value_type = Vec<CustomToolEntry>)]
     pub custom_tools: Vec<Map<String, Value>>,
+}
+
+impl ToolsSettings {
+    /// What `enabled_tools` says: the function names the LLM is offered in a call, in the order
+    /// it is offered them. `end_call`, `transfer_call` (only with a transfer number: without
+    /// one it cannot run), `send_sms` and `dtmf_solver` when enabled, then every custom tool by
+    /// its `name` (the empty entry `{}` is no tool).
+    pub fn derived_enabled_tools(&self) -> Vec<String> {
+        let built_in = [
+            ("end_call", self.end_call.enabled),
+            (
+                "transfer_call",
+                self.transfer_call.enabled && !self.transfer_call.transfer_numbers.is_empty(),
+            ),
+            ("send_sms", self.send_sms.enabled),
+            ("dtmf_solver", self.dtmf_solver.enabled),
+        ];
+        let custom = self
+            .custom_tools
+            .iter()
+            .filter_map(|t| t.get("name")?.as_str());
+        built_in
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .chain(custom)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// HTTP method of a custom tool (case-insensitive on input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+pub enum CustomToolMethod {
+    /// `GET`: the arguments not used in the URL go in the query string.
+    #[schema(rename = "GET")]
+    Get,
+    /// `POST` (the default).
+    #[schema(rename = "POST")]
+    Post,
+    /// `PUT`.
+    #[schema(rename = "PUT")]
+    Put,
+    /// `PATCH`.
+    #[schema(rename = "PATCH")]
+    Patch,
+    /// `DELETE`: like `GET`, the arguments go in the query string.
+    #[schema(rename = "DELETE")]
+    Delete,
+}
+
+/// One entry of `tools_settings.custom_tools`, as validation accepts it (422 naming the field
+/// otherwise). Only for the API description: a record keeps its entries as given, other keys
+/// included (`endpoint` is read as an older name of `url`), and the empty entry `{}` is no
+/// tool; any other entry needs `name` and `url`.
+#[derive(Debug, Clone, PartialEq, ToSchema)]
+#[schema(as = CustomTool)]
+pub struct CustomToolEntry {
+    /// The function name the LLM calls: 1 to 64 letters, digits, `_` or `-`; unique among the
+    /// custom tools and not a built-in tool's name (`end_call`, `transfer_call`, `send_sms`,
+    /// `dtmf_solver`).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub name: String,
+    /// What the tool does, for the LLM.
+    pub description: Option<String>,
+    /// JSON Schema of the arguments, with `"type": "object"`. Before the request the arguments
+    /// are checked against its `required`, and each property's `type` and `enum`; arguments
+    /// that do not match give the LLM an error instead.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// HTTP method; default `POST`.
+    pub method: Option<CustomToolMethod>,
+    /// The endpoint, `http` or `https`, held to the server's outbound policy; `{param}`
+    /// placeholders are filled from the arguments, percent-encoded.
+    #[schema(format = "uri")]
+    pub url: String,
+    /// Headers sent with every request, string values. Secrets: masked on read, stored
+    /// encrypted, sent only to the `url` host.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Body template: `{param}` placeholders are filled with JSON-escaped values. Default: the
+    /// arguments as JSON. `GET` and `DELETE` send no body.
+    pub body: Option<String>,
+    /// How long the endpoint may take, ms: 1 to 30000; default 10000. Past it the LLM gets a
+    /// timeout error and the execution is recorded as `timeout`.
+    #[schema(minimum = 1, maximum = 30000)]
+    pub timeout_ms: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -889,9 +982,10 @@ pub struct RecordingSettings {
     pub create_database_records: Option<bool>,
     /// Play a recording disclosure at the start of calls. Default false.
     pub disclosure_enabled: Option<bool>,
-    /// Text of the disclosure; `null` = the server's standard sentence.
+    /// Text of the disclosure; `null` or empty = the server's standard sentence.
     pub disclosure_message: Option<String>,
-    /// When the disclosure plays (e.g. `every_call`). Default `every_call`.
+    /// When the disclosure plays: `every_call` or `first_call_only` (the first call between
+    /// this assistant and the caller's number). Default `every_call`.
     pub disclosure_mode: Option<String>,
 }
 

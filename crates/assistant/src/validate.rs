@@ -14,6 +14,11 @@ use crate::settings::FluxConfig;
 /// Recording sample rates accepted in `recording_settings.sample_rate`, in Hz.
 pub const RECORDING_SAMPLE_RATES_HZ: &[u32] = &[8000, 16000, 22050, 24000, 32000, 44100, 48000];
 
+/// Values accepted in `recording_settings.disclosure_mode`: `every_call` (Burki's default) says
+/// the disclosure on every call, `first_call_only` on the first call between the assistant and
+/// a caller's number.
+pub const DISCLOSURE_MODES: &[&str] = &["every_call", "first_call_only"];
+
 /// Longest accepted `name`, in characters.
 pub const NAME_MAX_CHARS: usize = 255;
 
@@ -462,10 +467,10 @@ fn validate_tools(v: &mut Validator, c: &AssistantConfig) {
     validate_custom_tools(v, c);
 }
 
-/// Names the built-in tools take (a custom tool may not shadow them).
-const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
-/// Longest `timeout_ms` of a custom tool (the engine stops any tool after 30 s).
-const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
+/// Names the built-in tools take, as the LLM calls them (a custom tool may not shadow them).
+pub const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
+/// Longest `timeout_ms` of a custom tool, ms (the engine stops any tool after 30 s).
+pub const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
 
 fn validate_custom_tools(v: &mut Validator, c: &AssistantConfig) {
     let mut seen = std::collections::HashSet::new();
@@ -614,6 +619,14 @@ fn validate_recording(v: &mut Validator, c: &AssistantConfig) {
         1,
         2,
     );
+    if let Some(mode) = &r.disclosure_mode
+        && !DISCLOSURE_MODES.contains(&mode.trim())
+    {
+        v.push(
+            "recording_settings.disclosure_mode",
+            format!("must be one of {}", DISCLOSURE_MODES.join(", ")),
+        );
+    }
     if let Some(dir) = &r.recordings_dir {
         let bad = dir.trim().is_empty()
             || dir.starts_with('/')

@@ -91,3 +91,44 @@ fn openapi_schemas_use_the_burki_names() {
     // The server-side secret bindings are no part of the public schema.
     assert!(!doc.to_string().contains("_secret_bindings"));
 }
+
+#[test]
+fn enabled_tools_is_derived_from_the_tool_settings_on_every_path() {
+    let body = serde_json::json!({"name": "t", "tools_settings": {
+        "enabled_tools": ["endCall", "bogus"],
+        "send_sms": {"enabled": true},
+        "transfer_call": {"enabled": true},
+        "custom_tools": [{}, {"name": "lookup", "url": "https://tools.example.com/l"}]
+    }});
+    let created = parse_create(body.clone()).expect("valid");
+    // `transfer_call` has no number: it cannot run, so it is not offered.
+    assert_eq!(created.tools_settings.enabled_tools, ["send_sms", "lookup"]);
+    let patched = switchboard_assistant::apply_patch(
+        &created,
+        &serde_json::json!({"tools_settings": {"enabled_tools": ["x"], "end_call": {"enabled": true}}}),
+    )
+    .expect("valid");
+    assert_eq!(
+        patched.tools_settings.enabled_tools,
+        ["end_call", "send_sms", "lookup"]
+    );
+    let updated = switchboard_assistant::apply_update(&created, body).expect("valid");
+    assert_eq!(updated.tools_settings.enabled_tools, ["send_sms", "lookup"]);
+    // A record stored with a stale list reads back derived.
+    let mut stale = created.clone();
+    stale.tools_settings.enabled_tools = vec!["endCall".to_owned()];
+    let at = chrono::Utc::now();
+    let response = AssistantResponse::new(
+        1,
+        2,
+        3,
+        at,
+        at,
+        stale,
+        switchboard_assistant::AssistantStats::default(),
+    );
+    assert_eq!(
+        response.config.tools_settings.enabled_tools,
+        ["send_sms", "lookup"]
+    );
+}

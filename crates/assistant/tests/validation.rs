@@ -253,6 +253,13 @@ fn recording_rules() {
     accepts("recording_settings.format", json!("wav"));
     rejects("recording_settings.format", json!("ogg"));
     accepts("recording_settings.recordings_dir", json!("calls/2026"));
+    accepts("recording_settings.disclosure_mode", json!("every_call"));
+    accepts(
+        "recording_settings.disclosure_mode",
+        json!("first_call_only"),
+    );
+    accepts("recording_settings.disclosure_mode", json!(null));
+    rejects("recording_settings.disclosure_mode", json!("sometimes"));
     for bad in ["../etc", "/var/lib", "a/../../b", "", "C:\\x"] {
         rejects("recording_settings.recordings_dir", json!(bad));
     }

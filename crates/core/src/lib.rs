@@ -7,5 +7,6 @@
 pub mod audio;
 pub mod call;
 pub mod dialog;
+pub mod replay;
 pub mod speech;
 pub mod turn;

@@ -265,3 +265,49 @@ fn an_ending_call_does_not_start_another_round() {
     assert_eq!(sim.hangups().len(), 1);
     sim.assert_clean();
 }
+
+#[test]
+fn a_turn_over_the_start_of_the_filler_cancels_the_tools_instead_of_waiting_for_them() {
+    let mut sim = Sim::new(quiet());
+    sim.llm_script
+        .push_back(LlmScript::Tool(call("slow", "lookup")));
+    sim.llm_script
+        .push_back(LlmScript::Reply("Our address is one Harbor Street.".into()));
+    // The tool would answer after 8 s.
+    sim.tool_results
+        .push_back((8_000, "{\"late\":true}".into()));
+    sim.say(0, 800, "book me a cleaning");
+    sim.run_until(2_000);
+    let run = run_tool_times(&sim)[0];
+    sim.run_until(run + 1_300);
+    let filler = sim
+        .tts_texts()
+        .into_iter()
+        .find(|(_, _, t)| t == DEFAULT_TOOL_FILLER)
+        .map(|(t, _, _)| t)
+        .expect("the filler started");
+    // The caller starts a new question within `min_speaking_time` of the filler: the gate
+    // holds the onset, but the words make a real turn.
+    let t = align(filler.max(sim.first_media_after(filler).unwrap_or(filler)) + 100);
+    sim.speak(t, t + 1_200);
+    sim.at(t + 400, In::Interim("actually what is".into(), 0.9));
+    sim.at(
+        t + 1_300,
+        In::Final("actually what is your address".into(), 0.9, true),
+    );
+    sim.run_until(run + 6_000);
+    // Answered now, not after the tool: its calls were cancelled, the new turn got a reply.
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::CancelTools { .. })),
+        1,
+        "{}",
+        sim.timeline()
+    );
+    assert_eq!(sim.llm_starts().len(), 2, "{}", sim.timeline());
+    sim.run_until(20_000);
+    let h = sim.core.history();
+    assert!(h.check().is_ok());
+    assert!(!h.messages().iter().any(|m| m.content.contains("late")));
+    assert!(spoken(&sim).iter().any(|t| t.contains("Harbor Street")));
+    sim.assert_clean();
+}

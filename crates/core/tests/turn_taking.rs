@@ -222,6 +222,34 @@ fn a_yes_over_the_end_of_a_question_is_an_answer() {
 }
 
 #[test]
+fn a_continuer_over_the_end_of_a_question_stays_a_backchannel() {
+    // "mm-hmm" says "go on", not "yes": it gets no reply, in the tail or just after it.
+    let q = "Would you like to book a table for tonight?";
+    for (bc, final_after) in [("mm-hmm", 300u64), ("uh-huh", 300), ("I see", 900)] {
+        let s = CallSettings {
+            welcome_message: Some(q.into()),
+            ..CallSettings::default()
+        };
+        let mut sim = Sim::new(s);
+        sim.run_until(200);
+        let first = sim.first_media_after(0).unwrap_or(0);
+        let speech = align(first + q.len() as u64 * 60 - 800);
+        sim.speak(speech, speech + 400);
+        sim.at(speech + 400 + final_after, In::Final(bc.into(), 0.9, true));
+        sim.run_until(speech + 10_000);
+        assert_eq!(sim.clears(), 0, "{bc}");
+        assert!(
+            sim.user_history().is_empty(),
+            "{bc}: {:?}",
+            sim.user_history()
+        );
+        assert_eq!(sim.replies(), 0, "{bc}");
+        assert_eq!(sim.metrics().backchannels_ignored, 1, "{bc}");
+        sim.assert_clean();
+    }
+}
+
+#[test]
 fn eager_end_of_turn_starts_speculation_and_turn_resumed_cancels_it() {
     let mut s = CallSettings {
         welcome_message: None,
@@ -336,9 +364,9 @@ fn the_full_lead_is_kept_where_the_caller_cannot_cut_in() {
 }
 
 #[test]
-fn a_backchannel_resumes_the_bot_as_soon_as_the_caller_is_quiet() {
-    // "yeah" (300 ms) recognised while it is said: the bot resumes 100 ms after the caller's
-    // last voiced frame, not at the end of the confirmation window.
+fn a_backchannel_resumes_the_bot_once_its_words_are_known() {
+    // "yeah" (300 ms) recognised while it is said: the bot resumes then, not at the end of the
+    // confirmation window.
     let (mut sim, t0) = Sim::answering(CallSettings::default());
     let speech = align(t0 + 4000);
     sim.speak(speech, speech + 300);
@@ -353,4 +381,63 @@ fn a_backchannel_resumes_the_bot_as_soon_as_the_caller_is_quiet() {
     assert_eq!(sim.replies(), 1);
     assert_eq!(sim.assistant_history(), [LONG_REPLY]);
     sim.assert_clean();
+}
+
+#[test]
+fn a_backchannel_resumes_the_bot_while_it_is_still_said() {
+    // "uh-huh" (600 ms) recognised 300 ms in: the bot does not wait for its end.
+    let (mut sim, t0) = Sim::answering(CallSettings::default());
+    let speech = align(t0 + 4000);
+    sim.speak(speech, speech + 600);
+    sim.at(speech + 300, In::Interim("uh-huh".into(), 0.95));
+    sim.at(speech + 1300, In::Final("uh-huh".into(), 0.95, true));
+    sim.run_until(speech + 300);
+    assert_eq!(sim.core.bot_state(), BotState::Speaking);
+    sim.run_until(speech + 30_000);
+    assert!(longest_silence(&sim, t0, t0 + reply_ms() - 100) <= 400);
+    assert_eq!(sim.clears(), 0);
+    assert_eq!(sim.replies(), 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn words_inside_the_window_still_interrupt_a_bot_resumed_early() {
+    // "Yeah" resumes the bot, but the caller goes on ("yeah, but wait, …"): confirming words
+    // inside the window stop it, as they would have stopped the paused bot.
+    let (mut sim, t0) = Sim::answering(CallSettings::default());
+    let speech = align(t0 + 4000);
+    sim.speak(speech, speech + 1600);
+    sim.at(speech + 250, In::Interim("yeah".into(), 0.9));
+    sim.at(speech + 700, In::Interim("yeah but wait".into(), 0.9));
+    sim.at(
+        speech + 2300,
+        In::Final("yeah but wait I need Tuesday".into(), 0.9, true),
+    );
+    sim.run_until(speech + 250);
+    assert_eq!(sim.core.bot_state(), BotState::Speaking, "resumed early");
+    sim.run_until(speech + 699);
+    assert_eq!(sim.clears(), 0);
+    sim.run_until(speech + 700);
+    assert_eq!(sim.clears(), 1, "confirmed inside the window");
+    assert_eq!(sim.metrics().false_interruptions, 0);
+    sim.run_until(speech + 20_000);
+    assert_eq!(sim.replies(), 2);
+    sim.assert_clean();
+}
+
+#[test]
+fn speech_without_words_keeps_the_bot_paused_until_the_window_ends() {
+    // A short sound or a long one with no words yet may be the start of a real barge-in whose
+    // words are late: the bot stays paused (the window runs from the last voiced frame).
+    for len in [300u64, 800] {
+        let (mut sim, t0) = Sim::answering(CallSettings::default());
+        let speech = align(t0 + 4000);
+        sim.speak(speech, speech + len);
+        sim.run_until(speech + len + 300);
+        assert_eq!(sim.core.bot_state(), BotState::Paused, "{len} ms");
+        sim.run_until(speech + 30_000);
+        assert_eq!(sim.clears(), 0, "{len} ms");
+        assert_eq!(sim.replies(), 1, "{len} ms");
+        sim.assert_clean();
+    }
 }

@@ -34,6 +34,25 @@ pub struct Cli {
 pub enum Command {
     /// Draw p99 overhead, frame lateness, CPU and memory against N from reports, as SVG.
     Chart(ChartArgs),
+    /// Run the turn-taking corpus (one call per scenario, all at once) and print each
+    /// scenario's verdict; exits non-zero unless every scenario passes.
+    Scenarios(Box<ScenarioArgs>),
+}
+
+/// `scenarios` options: the run options (engine, fakes, latency) plus the corpus.
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// Scenario directory (`<name>.json` with an `expect` block + `<name>.ulaw`).
+    #[arg(long, default_value = "fixtures/scenarios")]
+    pub dir: PathBuf,
+    /// Write the verdicts (and each call's heard timeline) as JSON here.
+    #[arg(long)]
+    pub verdicts: Option<PathBuf>,
+    /// Engine, fakes and latency options as for a load run (`--spawn-engine PATH` or
+    /// `--target URL --api-key KEY`; the fakes are always started). `--calls`, `--fixtures`
+    /// and `--report` are ignored.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `chart` options.
@@ -77,7 +96,8 @@ pub struct RunArgs {
     /// with --spawn-engine).
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Number the fake calls dial (assigned to the test assistant).
+    /// Number the fake calls dial (assigned to the test assistant). With --spawn-fakes each
+    /// fixture gets its own assistant and number: this one, then the next ones up.
     #[arg(long, default_value = "+15550100002")]
     pub to: String,
     /// Start the fake providers in-process and create an assistant pointed at them.
@@ -184,9 +204,20 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// What differs between a load run and a scenario run.
+#[derive(Debug, Clone, Default)]
+pub struct RunSetup {
+    /// `stt_settings.language` of each script's assistant, by script name (default `en-US`).
+    pub languages: std::collections::HashMap<String, String>,
+    /// Keep every bot chunk and mark in the call reports.
+    pub record_timeline: bool,
+}
+
 /// Everything a finished run produced.
 #[derive(Debug)]
 pub struct RunResult {
+    /// Every call's report, in start order.
+    pub calls: Vec<switchboard_testkit::twilio::CallReport>,
     /// The JSON report.
     pub report: Report,
     /// Summary-table extras.
@@ -201,12 +232,6 @@ pub struct RunResult {
 
 /// Runs the load described by `args` (spawning fakes and engine as asked) to the report.
 pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
-    if args.calls == 0 {
-        bail!("--calls must be at least 1");
-    }
-    if !(args.duration_seconds > 0.0 && args.ramp_seconds >= 0.0) {
-        bail!("--duration-seconds must be > 0 and --ramp-seconds >= 0");
-    }
     let scripts: Vec<Arc<CallScript>> = CallScript::load_dir(&args.fixtures)
         .with_context(|| format!("loading fixtures from {}", args.fixtures.display()))?
         .into_iter()
@@ -218,12 +243,27 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
             args.fixtures.display()
         );
     }
+    run_scripts(args, scripts, &RunSetup::default()).await
+}
+
+/// Runs `args.calls` calls over `scripts` (round-robin) as `args` and `setup` say.
+pub async fn run_scripts(
+    args: &RunArgs,
+    scripts: Vec<Arc<CallScript>>,
+    setup: &RunSetup,
+) -> anyhow::Result<RunResult> {
+    if args.calls == 0 {
+        bail!("--calls must be at least 1");
+    }
+    if !(args.duration_seconds > 0.0 && args.ramp_seconds >= 0.0) {
+        bail!("--duration-seconds must be > 0 and --ramp-seconds >= 0");
+    }
     let http = http_client()?;
     let mut warnings = Vec::new();
 
     let fakes = if args.spawn_fakes {
         Some(
-            Fakes::start(args.latency())
+            Fakes::start(args.latency(), &scripts)
                 .await
                 .context("starting the fake providers")?,
         )
@@ -266,28 +306,27 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
     let api = (engine.is_some() || args.api_key.is_some())
         .then(|| Api::new(&base, &spawn_key, http.clone()));
 
+    let mut script_numbers = Vec::new();
     if let Some(f) = &fakes {
         let api = api
             .as_ref()
             .context("--spawn-fakes needs --api-key (or --spawn-engine) to create the assistant")?;
-        let mut body = f.assistant_body(&format!("loadgen-{}", args.calls), crate::fakes::WELCOME);
-        if args.speculative {
-            body["stt_settings"]["speculative_config"] =
-                serde_json::json!({ "enable_speculative_llm": true });
-        }
-        let id = api
-            .create_assistant(&body)
-            .await
-            .context("creating the test assistant")?;
-        if let Some(e) = &engine {
-            e.own_number(&args.to);
-        }
-        api.assign_number(id, &args.to).await.with_context(|| {
-            format!(
-                "assigning {} (the engine assigns only numbers in its Twilio account)",
-                args.to
-            )
-        })?;
+        script_numbers = route_scripts(api, engine.as_ref(), &scripts, &args.to, |script| {
+            let mut body = f.assistant_body(
+                &format!("loadgen-{}-{}", args.calls, script.name),
+                crate::fakes::WELCOME,
+                Some(&script.name),
+            );
+            if args.speculative {
+                body["stt_settings"]["speculative_config"] =
+                    serde_json::json!({ "enable_speculative_llm": true });
+            }
+            if let Some(language) = setup.languages.get(&script.name) {
+                body["stt_settings"]["language"] = serde_json::json!(language);
+            }
+            body
+        })
+        .await?;
     }
 
     let pid = args.engine_pid.or(engine.as_ref().map(|e| e.pid));
@@ -311,6 +350,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
         scripts,
         twilio_auth_token: token,
         to_number: args.to.clone(),
+        script_numbers,
+        record_timeline: setup.record_timeline,
         progress: !args.quiet,
         engine_pid: pid,
     };
@@ -397,12 +438,51 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
     }
     drop(fakes);
     Ok(RunResult {
+        calls: reports,
         report,
         extras,
         wall_s,
         warnings,
         harness_cpu_s,
     })
+}
+
+/// `base` + `k` as an E.164 number (`+15550100002`, 2 → `+15550100004`).
+pub fn nth_number(base: &str, k: usize) -> anyhow::Result<String> {
+    let digits = base
+        .strip_prefix('+')
+        .filter(|d| !d.is_empty() && d.len() <= 15 && d.bytes().all(|b| b.is_ascii_digit()))
+        .with_context(|| format!("{base} is not an E.164 number"))?;
+    let n: u64 = digits.parse().context("number too long")?;
+    Ok(format!("+{:0width$}", n + k as u64, width = digits.len()))
+}
+
+/// Creates one assistant per script (its body from `body_for`, which should make the fake STT
+/// hear that script) and routes a number to each: `to`, `to` + 1, … (added to the spawned
+/// engine's Twilio account first). Returns the numbers by script index.
+pub async fn route_scripts(
+    api: &Api,
+    engine: Option<&SpawnedEngine>,
+    scripts: &[Arc<CallScript>],
+    to: &str,
+    body_for: impl Fn(&CallScript) -> serde_json::Value,
+) -> anyhow::Result<Vec<String>> {
+    let mut numbers = Vec::with_capacity(scripts.len());
+    for (k, script) in scripts.iter().enumerate() {
+        let id = api
+            .create_assistant(&body_for(script))
+            .await
+            .with_context(|| format!("creating the assistant of {}", script.name))?;
+        let number = nth_number(to, k)?;
+        if let Some(e) = engine {
+            e.own_number(&number);
+        }
+        api.assign_number(id, &number).await.with_context(|| {
+            format!("assigning {number} (the engine assigns only numbers in its Twilio account)")
+        })?;
+        numbers.push(number);
+    }
+    Ok(numbers)
 }
 
 /// The API when it serves metrics for the first call, else the database when one is known.
@@ -440,6 +520,52 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
         eprintln!("report written to {}", path.display());
     }
     Ok(res.report)
+}
+
+/// `scenarios`: one call per scenario of `args.dir`, all started within `--ramp-seconds`;
+/// prints the verdict table and returns the verdicts.
+pub async fn scenarios(
+    args: &ScenarioArgs,
+) -> anyhow::Result<Vec<crate::scenarios::ScenarioResult>> {
+    let corpus = crate::scenarios::load_dir(&args.dir)
+        .with_context(|| format!("loading scenarios from {}", args.dir.display()))?;
+    if corpus.is_empty() {
+        bail!("no scenarios in {}", args.dir.display());
+    }
+    let mut run = args.run.clone();
+    run.calls = corpus.len();
+    run.spawn_fakes = true;
+    let setup = RunSetup {
+        languages: corpus
+            .iter()
+            .map(|s| (s.script.name.clone(), s.spec.language.clone()))
+            .collect(),
+        record_timeline: true,
+    };
+    let scripts = corpus.iter().map(|s| s.script.clone()).collect();
+    let res = run_scripts(&run, scripts, &setup).await?;
+    for w in &res.warnings {
+        eprintln!("warning: {w}");
+    }
+    let results: Vec<_> = corpus
+        .iter()
+        .zip(&res.calls)
+        .map(|(s, r)| crate::scenarios::judge(s, r))
+        .collect();
+    if results.len() < corpus.len() {
+        bail!(
+            "only {} of {} scenario calls were placed (--duration-seconds too short?)",
+            results.len(),
+            corpus.len()
+        );
+    }
+    print!("{}", crate::scenarios::table(&results));
+    if let Some(path) = &args.verdicts {
+        let out = crate::scenarios::verdicts_json(&results, &res.calls);
+        std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(results)
 }
 
 /// `chart`: reads the reports and writes the SVG.

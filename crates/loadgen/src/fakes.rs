@@ -1,11 +1,20 @@
 //! The testkit's provider fakes started in-process (`--spawn-fakes`), and the assistant record
 //! that points the engine at them.
+//!
+//! The fake STT hears what each fixture says, when it says it: every fixture's utterances are
+//! its time-aligned script (Deepgram `tag` = fixture name, one assistant per fixture), so
+//! interim words grow every 250 ms of speech before the final, as a streaming STT's do, and a
+//! backchannel is recognised as the backchannel it is.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{FakeLlmOptions, FakeOpenAi};
+use switchboard_testkit::stack::timed_script;
+use switchboard_testkit::twilio::CallScript;
 
 /// Key the fake Deepgram expects.
 pub const DEEPGRAM_KEY: &str = "loadgen-deepgram-key";
@@ -14,7 +23,8 @@ pub const ELEVENLABS_KEY: &str = "loadgen-elevenlabs-key";
 /// Key the fake LLM expects.
 pub const OPENAI_KEY: &str = "loadgen-openai-key";
 
-/// What the fake STT "hears" for every utterance (the fakes do no recognition).
+/// What the fake STT "hears" for an utterance of a call without a time-aligned script (the
+/// fakes do no recognition).
 pub const HEARD_TEXT: &str = "I would like to book an appointment for next Tuesday, please.";
 
 /// Running fakes of Deepgram (STT), ElevenLabs (TTS) and an OpenAI-compatible LLM.
@@ -30,12 +40,20 @@ pub struct Fakes {
 }
 
 impl Fakes {
-    /// Binds three fakes on 127.0.0.1 with `latency`.
-    pub async fn start(latency: LatencyProfile) -> std::io::Result<Fakes> {
+    /// Binds three fakes on 127.0.0.1 with `latency`; the STT knows the words and times of
+    /// `scripts`, by their names as Deepgram `tag`s (see [`Fakes::assistant_body`]).
+    pub async fn start(
+        latency: LatencyProfile,
+        scripts: &[Arc<CallScript>],
+    ) -> std::io::Result<Fakes> {
         let deepgram = DeepgramFake::start(DeepgramFakeConfig {
             api_key: DEEPGRAM_KEY.into(),
             latency,
             fallback_text: HEARD_TEXT.into(),
+            timed_scripts: scripts
+                .iter()
+                .map(|s| (s.name.clone(), timed_script(s)))
+                .collect(),
             ..DeepgramFakeConfig::default()
         })
         .await?;
@@ -58,15 +76,20 @@ impl Fakes {
         })
     }
 
-    /// An assistant record (create body) routed to these fakes, greeting with `welcome`.
-    pub fn assistant_body(&self, name: &str, welcome: &str) -> Value {
-        assistant_body(
+    /// An assistant record (create body) routed to these fakes, greeting with `welcome`; its
+    /// calls are heard as the script named `tag` (`None`: every utterance is [`HEARD_TEXT`]).
+    pub fn assistant_body(&self, name: &str, welcome: &str, tag: Option<&str>) -> Value {
+        let mut body = assistant_body(
             name,
             welcome,
             &self.openai.base_url(),
             &self.deepgram.base_url(),
             &self.elevenlabs.base_url(),
-        )
+        );
+        if let Some(tag) = tag {
+            body["stt_settings"]["flux_config"] = json!({ "tag": tag });
+        }
+        body
     }
 }
 

@@ -25,4 +25,5 @@ pub mod interruption;
 pub mod procfs;
 pub mod report;
 pub mod run;
+pub mod scenarios;
 pub mod stats;

@@ -1,9 +1,11 @@
 //! `switchboard-loadgen`: see the library docs and `--help`.
 
-use clap::Parser;
-use switchboard_loadgen::cli::{Cli, Command, chart, run_and_report};
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
+use clap::Parser;
+use switchboard_loadgen::cli::{Cli, Command, chart, run_and_report, scenarios};
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -14,14 +16,18 @@ fn main() -> std::process::ExitCode {
         .try_init();
     if let Some(Command::Chart(args)) = &cli.command {
         return match chart(args) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                std::process::ExitCode::FAILURE
+                ExitCode::FAILURE
             }
         };
     }
-    let threads = cli.run.threads.max(1);
+    let threads = match &cli.command {
+        Some(Command::Scenarios(a)) => a.run.threads,
+        _ => cli.run.threads,
+    }
+    .max(1);
     let rt = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -36,15 +42,25 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Scenarios(args)) = &cli.command {
+        return match rt.block_on(scenarios(args)) {
+            Ok(r) if switchboard_loadgen::scenarios::pass_rate(&r) >= 1.0 => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(run_and_report(&cli.run)) {
-        Ok(r) if r.calls.failed == 0 => std::process::ExitCode::SUCCESS,
-        Ok(_) => std::process::ExitCode::from(2),
+        Ok(r) if r.calls.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct LoadConfig {
     pub twilio_auth_token: String,
     /// The number dialled (routed to the test assistant).
     pub to_number: String,
+    /// The number each script's calls dial instead, by script index (one assistant per script,
+    /// see [`crate::cli::route_scripts`]); empty: every call dials `to_number`.
+    pub script_numbers: Vec<String>,
+    /// Keep every bot chunk and mark in the call reports (the scenario verdicts need them;
+    /// off for large runs).
+    pub record_timeline: bool,
     /// Print a progress line on stderr every second.
     pub progress: bool,
     /// Engine pid to show RSS in progress lines.
@@ -48,6 +54,7 @@ impl std::fmt::Debug for LoadConfig {
             .field("scripts", &self.scripts.len())
             .field("twilio_auth_token", &"<redacted>")
             .field("to_number", &self.to_number)
+            .field("script_numbers", &self.script_numbers)
             .finish_non_exhaustive()
     }
 }
@@ -127,7 +134,8 @@ pub async fn run_calls(
     });
     let mut tasks = Vec::with_capacity(cfg.calls);
     for i in 0..cfg.calls {
-        let Some(script) = cfg.scripts.get(i % cfg.scripts.len().max(1)).cloned() else {
+        let k = i % cfg.scripts.len().max(1);
+        let Some(script) = cfg.scripts.get(k).cloned() else {
             break;
         };
         let offset = if cfg.calls > 1 {
@@ -142,8 +150,8 @@ pub async fn run_calls(
         let mut fc = FakeCallConfig::new(&webhook_url, &cfg.twilio_auth_token, http.clone());
         fc.connect_to = Some(connect_to.clone());
         fc.from = caller_number(i);
-        fc.to = cfg.to_number.clone();
-        fc.record_timeline = false;
+        fc.to = cfg.script_numbers.get(k).unwrap_or(&cfg.to_number).clone();
+        fc.record_timeline = cfg.record_timeline;
         fc.keep_audio = false;
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {

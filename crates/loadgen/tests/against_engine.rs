@@ -9,14 +9,13 @@ use switchboard_loadgen::api::Api;
 use switchboard_loadgen::fakes::Fakes;
 use switchboard_loadgen::procfs::Sampler;
 use switchboard_loadgen::run::{LoadConfig, Progress, build_report, run_calls};
-use switchboard_server::config::Settings;
-use switchboard_server::serve::{self, StartOptions};
 use switchboard_testkit::latency::LatencyProfile;
-use switchboard_testkit::twilio::{CallScript, FakeTwilioRest, Utterance, UtteranceKind};
+use switchboard_testkit::twilio::{CallScript, Utterance, UtteranceKind};
 
-const KEY: &str = "sb_loadgen_test_key_0123456789";
-const TWILIO_SID: &str = "AC000000000000000000000000000010ad";
-const TOKEN: &str = "loadgen-test-twilio-token";
+mod common;
+
+use common::{KEY, TOKEN};
+
 const NUMBER: &str = "+15550100002";
 const CALLS: usize = 3;
 
@@ -48,39 +47,20 @@ fn script() -> CallScript {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_accounts_for_every_turn() {
-    let fakes = Fakes::start(quick()).await.expect("fakes start");
-    let twilio = FakeTwilioRest::start(TWILIO_SID, TOKEN)
+    let script = Arc::new(script());
+    let fakes = Fakes::start(quick(), std::slice::from_ref(&script))
         .await
-        .expect("fake twilio rest");
-    twilio
-        .add_number(TWILIO_SID, NUMBER)
+        .expect("fakes start");
+    let engine = common::start_engine().await;
+    engine
+        .twilio
+        .add_number(common::TWILIO_SID, NUMBER)
         .expect("account known");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::defaults().expect("defaults");
-    settings.server.addr = "127.0.0.1:0".parse().expect("addr");
-    settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
-    settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
-    settings.server.rate_limit_per_s = 0;
-    settings.server.drain_timeout_s = 5;
-    settings.twilio.account_sid = Some(TWILIO_SID.to_owned());
-    settings.twilio.auth_token = Some(TOKEN.to_owned());
-    settings.twilio.api_base = twilio.base_url();
-    settings.providers.keys_from_env = false;
-    // The provider fakes listen on loopback.
-    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
-    let server = serve::start(
-        settings,
-        StartOptions {
-            bootstrap_key: Some(KEY.to_owned()),
-        },
-    )
-    .await
-    .expect("server starts");
-    let base = format!("http://{}", server.local_addr());
+    let (server, base) = (&engine.server, engine.base.clone());
     let http = switchboard_loadgen::cli::http_client().expect("client");
     let api = Api::new(&base, KEY, http.clone());
     let id = api
-        .create_assistant(&fakes.assistant_body("loadgen-test", "Hi there."))
+        .create_assistant(&fakes.assistant_body("loadgen-test", "Hi there.", Some(&script.name)))
         .await
         .expect("assistant created");
     api.assign_number(id, NUMBER)
@@ -95,9 +75,11 @@ async fn a_small_run_accounts_for_every_turn() {
         calls: CALLS,
         ramp: Duration::from_millis(600),
         duration: Duration::from_secs(30),
-        scripts: vec![Arc::new(script())],
+        scripts: vec![script],
         twilio_auth_token: TOKEN.to_owned(),
         to_number: NUMBER.to_owned(),
+        script_numbers: Vec::new(),
+        record_timeline: false,
         progress: false,
         engine_pid: None,
     };
@@ -210,5 +192,5 @@ async fn a_small_run_accounts_for_every_turn() {
     // Engine figures were sampled.
     assert!(report.engine.cpu_seconds.is_some() && report.engine.rss_peak_mb.is_some());
 
-    server.shutdown().await;
+    engine.server.shutdown().await;
 }

@@ -5,6 +5,7 @@
 //! `switchboard-testkit`.
 
 pub mod catalog;
+pub mod check;
 pub mod error;
 
 pub mod llm;

@@ -178,6 +178,28 @@ pub fn resolve_voice(provider: &ProviderInfo, voice: Option<&str>) -> Option<Str
     Some(wanted.to_owned())
 }
 
+/// The model an LLM stage runs for the record's `llm_provider_config.model`: no model, or the
+/// record's OpenAI default (`gpt-4o-mini`) on a provider that does not list it, follows the
+/// provider (its default, `claude-haiku-4-5` for Anthropic); any other name passes unchanged
+/// (vendors add models often). `None` only when the provider has no default either (Azure,
+/// custom) and the record names none.
+pub fn resolve_llm_model(provider: &str, model: Option<&str>) -> Option<String> {
+    let wanted = model.map(str::trim).filter(|m| !m.is_empty());
+    let Some(p) = info(ProviderKind::Llm, provider) else {
+        return wanted.map(str::to_owned);
+    };
+    let follows = match wanted {
+        None => true,
+        Some(m) => {
+            m == switchboard_assistant::DEFAULT_LLM_MODEL && !p.models.iter().any(|x| x.id == m)
+        }
+    };
+    match p.default_model.filter(|_| follows) {
+        Some(default) => Some(default.to_owned()),
+        None => wanted.map(str::to_owned),
+    }
+}
+
 /// The registry as validation sees it ([`ProviderCatalog`]). A unit value: the data is static.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Registry;
@@ -193,6 +215,10 @@ impl ProviderCatalog for Registry {
             .filter(|p| p.support == Support::Runs)
             .map(|p| p.name)
             .collect()
+    }
+
+    fn llm_model(&self, provider: &str, model: Option<&str>) -> Option<String> {
+        resolve_llm_model(provider, model)
     }
 
     fn check_model(&self, kind: ProviderKind, name: &str, model: &str) -> ModelCheck {
@@ -371,6 +397,47 @@ mod tests {
         assert_eq!(
             resolve_model(soniox, Some("nova-3")).as_deref(),
             Some("stt-rt-v5")
+        );
+    }
+
+    #[test]
+    fn the_llm_default_model_follows_the_provider() {
+        let claude = info(ProviderKind::Llm, "anthropic")
+            .and_then(|p| p.default_model)
+            .expect("anthropic has a default");
+        assert!(claude.starts_with("claude-"), "{claude}");
+        assert_eq!(
+            resolve_llm_model("anthropic", Some("gpt-4o-mini")).as_deref(),
+            Some(claude)
+        );
+        assert_eq!(
+            resolve_llm_model("anthropic", None).as_deref(),
+            Some(claude)
+        );
+        assert_eq!(
+            resolve_llm_model("anthropic", Some("claude-sonnet-4-5")).as_deref(),
+            Some("claude-sonnet-4-5"),
+            "a chosen model is kept"
+        );
+        assert_eq!(
+            resolve_llm_model("openai", Some("gpt-4o-mini")).as_deref(),
+            Some("gpt-4o-mini")
+        );
+        assert_eq!(
+            resolve_llm_model("groq", Some("gpt-4o-mini")).as_deref(),
+            Some("llama-3.3-70b-versatile")
+        );
+        // Azure deployments and custom servers have no default: the record's model stays.
+        assert_eq!(
+            resolve_llm_model("azure", Some("gpt-4o-mini")).as_deref(),
+            Some("gpt-4o-mini")
+        );
+        assert_eq!(resolve_llm_model("custom", None), None);
+        assert_eq!(
+            Registry
+                .llm_model("anthropic", Some("gpt-4o-mini"))
+                .as_deref(),
+            Some(claude)
         );
     }
 

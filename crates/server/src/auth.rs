@@ -18,7 +18,7 @@ use std::time::Instant;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use switchboard_store::AuthContext;
+use switchboard_store::{AuthContext, KeyRole};
 
 use crate::edge::ClientAddr;
 use crate::error::ApiError;
@@ -81,6 +81,36 @@ impl FromRequestParts<AppState> for Auth {
             .check(context.api_key_id, now)
             .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
         Ok(Auth(context))
+    }
+}
+
+/// An authenticated caller whose key has the `admin` role: what managing keys and the
+/// organisation's credentials takes. A member key gets a 403 naming the role it needs.
+#[derive(Debug, Clone)]
+pub struct AdminAuth(pub AuthContext);
+
+impl std::ops::Deref for AdminAuth {
+    type Target = AuthContext;
+
+    fn deref(&self) -> &AuthContext {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(context) = Auth::from_request_parts(parts, state).await?;
+        if context.role != KeyRole::Admin {
+            return Err(ApiError::Forbidden(
+                "this needs an admin API key; this key's role is member".into(),
+            ));
+        }
+        Ok(AdminAuth(context))
     }
 }
 

@@ -84,6 +84,36 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     /// Knowledge-base uploads and processing.
     pub knowledge: KnowledgeSettings,
+    /// How tool calls sound on a call (filler, round cap).
+    pub tools: ToolSettings,
+}
+
+/// `[tools]`: what the caller hears around tool calls, for every assistant of this server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {
+    /// ms a reply's tools may run before the bot says `filler_message`; 0 = never.
+    pub filler_delay_ms: u32,
+    /// The short filler said while slow tools run (not part of the LLM history).
+    pub filler_message: String,
+    /// Tool rounds one reply may run before `round_cap_message` is said instead (at least 1).
+    pub max_rounds: u32,
+    /// The apology said when a reply wants more tool rounds than `max_rounds`.
+    pub round_cap_message: String,
+}
+
+impl ToolSettings {
+    /// Applies these settings to a call's core settings.
+    pub fn apply(&self, settings: &mut switchboard_core::call::CallSettings) {
+        settings.tool_filler_delay_ms = (self.filler_delay_ms > 0).then_some(self.filler_delay_ms);
+        settings
+            .tool_filler_message
+            .clone_from(&self.filler_message);
+        settings.max_tool_rounds = self.max_rounds;
+        settings
+            .tool_round_cap_message
+            .clone_from(&self.round_cap_message);
+    }
 }
 
 /// `[knowledge]`: documents uploaded to assistants' knowledge bases (`rag_settings`).
@@ -169,12 +199,68 @@ pub struct OutboundSettings {
 }
 
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
-/// lives.
+/// lives (the spool of every recording, and the store itself with `storage = "local"`), and
+/// where finished recordings are kept.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingsSettings {
     /// Base folder of recordings (created on the first recording).
     pub base_dir: String,
+    /// Where finished recordings are kept.
+    #[serde(default)]
+    pub storage: RecordingStorageKind,
+    /// The bucket, with `storage = "s3"`.
+    #[serde(default)]
+    pub s3: S3Settings,
+}
+
+/// `recordings.storage`: where finished recordings are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStorageKind {
+    /// Under `recordings.base_dir` on this machine.
+    #[default]
+    Local,
+    /// In an S3-compatible bucket (`[recordings.s3]`).
+    S3,
+}
+
+/// `[recordings.s3]`: an S3-compatible bucket for recordings. Debug redacts the secret key.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Bucket name (required with `storage = "s3"`).
+    pub bucket: String,
+    /// Region; empty = `AWS_REGION` or `us-east-1`.
+    pub region: String,
+    /// Endpoint of an S3-compatible server (MinIO, …); empty = AWS.
+    pub endpoint: String,
+    /// Allow a plain `http://` endpoint (a local S3-compatible server only).
+    pub allow_http: bool,
+    /// Key prefix inside the bucket (e.g. `switchboard/`).
+    pub prefix: String,
+    /// Access key id; unset = `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Secret access key (`SWITCHBOARD_RECORDINGS__S3__SECRET_ACCESS_KEY`); unset =
+    /// `AWS_SECRET_ACCESS_KEY`. Never logged.
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("allow_http", &self.allow_http)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `[twilio]`: how we talk to Twilio and authenticate what it sends. Debug redacts secrets.
@@ -199,6 +285,9 @@ pub struct TwilioSettings {
     /// Seconds a media stream our TwiML handed out may take to start before its call is closed
     /// as `stream_never_started`.
     pub stream_start_timeout_s: u64,
+    /// Seconds a warm transfer waits for the agent to take the call (ringing, briefing and
+    /// their answer included) before it counts as no answer.
+    pub warm_transfer_timeout_s: u64,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -214,6 +303,7 @@ impl fmt::Debug for TwilioSettings {
             .field("stream_token_secret", &"<redacted>")
             .field("max_message_bytes", &self.max_message_bytes)
             .field("stream_start_timeout_s", &self.stream_start_timeout_s)
+            .field("warm_transfer_timeout_s", &self.warm_transfer_timeout_s)
             .finish()
     }
 }
@@ -623,9 +713,33 @@ impl Settings {
                 "twilio.stream_start_timeout_s must be at least 1".into(),
             ));
         }
+        if self.tools.max_rounds == 0 {
+            return Err(SettingsError::Invalid(
+                "tools.max_rounds must be at least 1".into(),
+            ));
+        }
+        if self.tools.filler_message.trim().is_empty()
+            || self.tools.round_cap_message.trim().is_empty()
+        {
+            return Err(SettingsError::Invalid(
+                "tools.filler_message and tools.round_cap_message must not be empty".into(),
+            ));
+        }
+        if self.twilio.warm_transfer_timeout_s == 0 {
+            return Err(SettingsError::Invalid(
+                "twilio.warm_transfer_timeout_s must be at least 1".into(),
+            ));
+        }
         if self.calls.stale_after_s == 0 {
             return Err(SettingsError::Invalid(
                 "calls.stale_after_s must be at least 1".into(),
+            ));
+        }
+        if self.recordings.storage == RecordingStorageKind::S3
+            && self.recordings.s3.bucket.trim().is_empty()
+        {
+            return Err(SettingsError::Invalid(
+                "recordings.s3.bucket is required when recordings.storage = \"s3\"".into(),
             ));
         }
         if self.database.url.trim().is_empty() {
@@ -676,6 +790,34 @@ mod tests {
         assert!(settings.server.instance_id.is_empty());
         assert_eq!(settings.calls.stale_after_s, 3_900);
         assert_eq!(settings.twilio.stream_start_timeout_s, 30);
+    }
+
+    #[test]
+    fn tool_settings_default_to_the_cores_and_apply_to_a_call() {
+        use switchboard_core::call::CallSettings;
+        let tools = Settings::defaults().expect("defaults parse").tools;
+        let core = CallSettings::default();
+        let mut applied = CallSettings::default();
+        tools.apply(&mut applied);
+        assert_eq!(applied.tool_filler_delay_ms, core.tool_filler_delay_ms);
+        assert_eq!(applied.tool_filler_message, core.tool_filler_message);
+        assert_eq!(applied.max_tool_rounds, core.max_tool_rounds);
+        assert_eq!(applied.tool_round_cap_message, core.tool_round_cap_message);
+
+        let mut settings = Settings::load(
+            None,
+            &env(&[
+                ("SWITCHBOARD_TOOLS__FILLER_DELAY_MS", "0"),
+                ("SWITCHBOARD_TOOLS__MAX_ROUNDS", "2"),
+            ]),
+            &[],
+        )
+        .expect("loads");
+        settings.tools.apply(&mut applied);
+        assert_eq!(applied.tool_filler_delay_ms, None, "0 = never a filler");
+        assert_eq!(applied.max_tool_rounds, 2);
+        settings.tools.max_rounds = 0;
+        assert!(settings.check().is_err(), "at least one round");
     }
 
     #[test]
@@ -912,5 +1054,40 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("db.internal"));
+    }
+
+    #[test]
+    fn s3_recordings_need_a_bucket_and_hide_their_secret() {
+        let s = Settings::defaults().expect("defaults");
+        assert_eq!(s.recordings.storage, RecordingStorageKind::Local);
+        let e = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_RECORDINGS__STORAGE", "s3")]),
+            &[],
+        );
+        assert!(
+            matches!(&e, Err(SettingsError::Invalid(m)) if m.contains("recordings.s3.bucket")),
+            "{e:?}"
+        );
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("SWITCHBOARD_RECORDINGS__STORAGE", "s3"),
+                ("SWITCHBOARD_RECORDINGS__S3__BUCKET", "calls"),
+                (
+                    "SWITCHBOARD_RECORDINGS__S3__SECRET_ACCESS_KEY",
+                    "hunter2-s3",
+                ),
+            ]),
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(s.recordings.s3.bucket, "calls");
+        assert_eq!(
+            s.recordings.s3.secret_access_key.as_deref(),
+            Some("hunter2-s3")
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2-s3"), "{shown}");
     }
 }

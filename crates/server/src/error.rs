@@ -72,6 +72,9 @@ pub enum ApiError {
     /// 401: missing, malformed or unknown API key.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: the key is valid but its role may not do this (e.g. a member key managing keys).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: unknown id, or a record of another organisation (never 403: existence is private).
     #[error("{0}")]
     NotFound(String),
@@ -130,6 +133,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -149,6 +153,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",

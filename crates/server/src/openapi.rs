@@ -55,11 +55,16 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(assistants::AssistantsApi::openapi());
     doc.merge(providers::ProvidersApi::openapi());
     doc.merge(phone_numbers::PhoneNumbersApi::openapi());
+    doc.merge(crate::routes::number_list::NumberListApi::openapi());
     doc.merge(calls::CallsApi::openapi());
+    doc.merge(crate::routes::recordings::RecordingsApi::openapi());
     doc.merge(crate::routes::call_reports::CallReportsApi::openapi());
+    doc.merge(crate::routes::replay::ReplayApi::openapi());
     doc.merge(crate::routes::assistant_extras::AssistantExtrasApi::openapi());
     doc.merge(organization::OrganizationApi::openapi());
     doc.merge(crate::routes::documents::DocumentsApi::openapi());
+    doc.merge(crate::routes::api_keys::ApiKeysApi::openapi());
+    doc.merge(crate::routes::tool_executions::ToolExecutionsApi::openapi());
     doc
 }
 

@@ -57,6 +57,9 @@ pub enum ServeError {
     /// An outgoing HTTP client could not be built (the TLS backend did not start).
     #[error("http client: {0}")]
     HttpClient(String),
+    /// The recordings storage (`[recordings]`, e.g. its S3 bucket) could not be set up.
+    #[error("recordings storage: {0}")]
+    Recordings(String),
     /// Another I/O failure (folder creation, socket).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -158,7 +161,10 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             .map_err(|e| ServeError::Redis(e.to_string()))?;
         SlotLimiter::new(std::sync::Arc::new(redis))
     };
-    let state = AppState::new(store, settings, addr, slots)
+    let recordings =
+        crate::recording_storage::RecordingStorage::from_settings(&settings.recordings)
+            .map_err(|e| ServeError::Recordings(e.to_string()))?;
+    let state = AppState::new(store, settings, addr, slots, recordings)
         .map_err(|e| ServeError::HttpClient(e.to_string()))?;
     crate::call::recovery::start(&state).await;
     crate::twilio::control::spawn_subscriber(&state);

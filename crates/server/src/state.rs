@@ -65,6 +65,8 @@ pub struct AppStateInner {
     pub instance_id: String,
     /// Knowledge bases (`rag_settings`): search cache, embeddings, processing jobs.
     pub knowledge: crate::knowledge::Knowledge,
+    /// Where finished call recordings are kept (`[recordings]`).
+    pub recordings: crate::recording_storage::RecordingStorage,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -76,6 +78,7 @@ impl AppState {
         settings: Settings,
         bound_addr: SocketAddr,
         slots: SlotLimiter,
+        recordings: crate::recording_storage::RecordingStorage,
     ) -> Result<AppState, reqwest::Error> {
         let public_base_url = settings.server.public_base_url(bound_addr);
         let stream_token_secret = secret_or_random(&settings.twilio.stream_token_secret);
@@ -123,6 +126,7 @@ impl AppState {
             webhook_secret,
             instance_id,
             knowledge,
+            recordings,
             default_org: OnceCell::new(),
         })))
     }

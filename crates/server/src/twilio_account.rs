@@ -14,7 +14,9 @@
 //!
 //! Twilio failing or unreachable is a 502 and changes nothing.
 
-use switchboard_telephony::rest::{AccountStatus, Credentials, RestConfig, RestError, TwilioRest};
+use switchboard_telephony::rest::{
+    AccountStatus, Credentials, IncomingPhoneNumber, RestConfig, RestError, TwilioRest,
+};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -69,33 +71,68 @@ pub async fn verify_credentials(state: &AppState, creds: Credentials) -> Result<
 }
 
 /// Checks that `number` (E.164) is in the Twilio account of organisation `org_id` before it is
-/// assigned. 422 when the organisation has no usable credentials or the number is not in its
-/// account; 502 when Twilio cannot answer.
+/// assigned, and returns Twilio's record of it. 422 when the organisation has no usable
+/// credentials or the number is not in its account; 502 when Twilio cannot answer.
 pub async fn require_number_in_account(
     state: &AppState,
     org_id: i64,
     number: &str,
-) -> Result<(), ApiError> {
-    let Some(client) = crate::call::tools::twilio_client(state, org_id).await else {
-        return Err(ApiError::invalid(
-            "telephony",
-            format!(
-                "this organisation has no Twilio credentials: set them first ({SET_CREDENTIALS})"
-            ),
-        ));
-    };
-    match client.find_incoming_number(number).await {
-        Ok(Some(_)) => Ok(()),
+) -> Result<IncomingPhoneNumber, ApiError> {
+    match org_client(state, org_id)
+        .await?
+        .find_incoming_number(number)
+        .await
+    {
+        Ok(Some(found)) => Ok(found),
         Ok(None) => Err(ApiError::invalid(
             "phone_number",
             format!("number {number} is not in this organisation's Twilio account"),
         )),
-        Err(e) if e.is_auth_failure() => Err(ApiError::invalid(
+        Err(e) => Err(org_request_failed(
+            "could not check the number with Twilio",
+            &e,
+        )),
+    }
+}
+
+/// Every number of organisation `org_id`'s Twilio account (sync). 422 when the organisation has
+/// no usable credentials; 502 when Twilio cannot answer.
+pub async fn list_account_numbers(
+    state: &AppState,
+    org_id: i64,
+) -> Result<Vec<IncomingPhoneNumber>, ApiError> {
+    org_client(state, org_id)
+        .await?
+        .list_incoming_numbers()
+        .await
+        .map_err(|e| org_request_failed("could not list the numbers with Twilio", &e))
+}
+
+/// The organisation's Twilio client; 422 when it has no credentials.
+async fn org_client(state: &AppState, org_id: i64) -> Result<TwilioRest, ApiError> {
+    crate::call::tools::twilio_client(state, org_id)
+        .await
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "telephony",
+                format!(
+                    "this organisation has no Twilio credentials: set them first ({SET_CREDENTIALS})"
+                ),
+            )
+        })
+}
+
+/// A failed request with the organisation's stored credentials: 422 when Twilio no longer
+/// accepts them, 502 otherwise.
+fn org_request_failed(what: &str, e: &RestError) -> ApiError {
+    if e.is_auth_failure() {
+        ApiError::invalid(
             "telephony",
             format!(
                 "Twilio rejected this organisation's credentials; update them ({SET_CREDENTIALS})"
             ),
-        )),
-        Err(e) => Err(twilio_failed("could not check the number with Twilio", &e)),
+        )
+    } else {
+        twilio_failed(what, e)
     }
 }

@@ -139,6 +139,11 @@ pub async fn status_update(state: &AppState, call: &CallRow) {
 }
 
 /// Sends `end-of-call-report` for a finished call, if its assistant has a webhook.
+///
+/// Callers send it only once what the call produced is stored, so the report is complete: the
+/// call runtime returns only after its recorder task and recording writer finished (transcripts,
+/// tool results, recordings and their rows), and crash recovery stores interrupted recordings
+/// before it reports the calls it closed.
 pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
     let Ok(Some(call)) = state.store.get_call(org_id, call_id).await else {
         return;
@@ -193,6 +198,7 @@ pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
                 state.public_base_url,
                 crate::routes::calls::recording_play_path(call.id, r.id)
             )),
+        "toolExecutions": tool_executions_json(state, org_id, call_id).await,
         "timestamp": ms_to_rfc3339(switchboard_store::now_ms()),
     }});
     deliver(
@@ -202,6 +208,26 @@ pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
         url,
         body,
     );
+}
+
+/// The call's tool executions for the end-of-call report (`toolExecutions`), in the order they
+/// started, at most [`crate::routes::calls::MAX_LIMIT`] of them; empty when they cannot be read
+/// (the report still goes out).
+async fn tool_executions_json(state: &AppState, org_id: i64, call_id: i64) -> Vec<Value> {
+    match state
+        .store
+        .list_tool_executions(org_id, call_id, 0, crate::routes::calls::MAX_LIMIT)
+        .await
+    {
+        Ok(rows) => rows
+            .iter()
+            .map(crate::routes::tool_executions::execution_json)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(call_id, error = %e, "could not read the call's tool executions");
+            Vec::new()
+        }
+    }
 }
 
 /// How one delivery attempt ended.

@@ -211,6 +211,7 @@ async fn one_call_with_its_transcript_recordings_metrics_and_webhook_logs() {
             duration_ms: 4_500,
             size_bytes: 72_000,
             sample_rate: 8_000,
+            partial: false,
         },
     )
     .await
@@ -224,6 +225,7 @@ async fn one_call_with_its_transcript_recordings_metrics_and_webhook_logs() {
             duration_ms: 4_500,
             size_bytes: 9_000,
             sample_rate: 8_000,
+            partial: false,
         },
     )
     .await

@@ -3,48 +3,30 @@
 //! and per-turn metrics must be stored, and the call must end and be recorded correctly — also
 //! when the caller hangs up in the middle of an answer.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchboard_server::config::Settings;
-use switchboard_server::serve::{self, Server, StartOptions};
 use switchboard_store::{CallRow, CallStatus, EndedReason};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::FakeLlmTurn;
 use switchboard_testkit::stack::ProviderFakes;
-use switchboard_testkit::twilio::{
-    CallReport, CallScript, FakeCall, FakeCallConfig, FakeTwilioRest,
-};
+use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall};
 
-const KEY: &str = "sb_live_call_test_key_0123456789";
-const TWILIO_SID: &str = "AC00000000000000000000000000000c11";
-const TWILIO_TOKEN: &str = "twilio-live-call-test-token";
+use common::KEY_A as KEY;
+use common::call_stack::CallServer;
+
 const NUMBER: &str = "+15550100002";
 const WELCOME: &str = "Hello, thanks for calling Harbor Dental. How can I help you today?";
 
 struct Stack {
-    server: Server,
+    calls: CallServer,
     fakes: ProviderFakes,
-    /// Twilio's REST API: the account owning the test number.
-    _twilio: FakeTwilioRest,
     /// The assistant answering the test number.
     assistant_id: i64,
-    http: reqwest::Client,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
 }
 
 fn fixtures_dir() -> PathBuf {
@@ -72,114 +54,24 @@ async fn start_with(script: &CallScript, welcome: &str, patch: Value, replies: &
     let fakes = ProviderFakes::start_for_calls(quick_latency(), &[script])
         .await
         .expect("fakes start");
-    let twilio = FakeTwilioRest::start(TWILIO_SID, TWILIO_TOKEN)
-        .await
-        .expect("fake twilio rest");
-    twilio
-        .add_number(TWILIO_SID, NUMBER)
-        .expect("account known");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::defaults().expect("defaults");
-    settings.server.addr = "127.0.0.1:0".parse().expect("addr");
-    settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
-    settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
-    settings.server.rate_limit_per_s = 0;
-    settings.server.drain_timeout_s = 5;
-    settings.twilio.account_sid = Some(TWILIO_SID.to_owned());
-    settings.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
-    settings.twilio.api_base = twilio.base_url();
-    settings.providers.keys_from_env = false;
-    settings.recordings.base_dir = dir.path().display().to_string();
-    // The provider fakes listen on loopback.
-    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
-    let server = serve::start(
-        settings,
-        StartOptions {
-            bootstrap_key: Some(KEY.to_owned()),
-        },
-    )
-    .await
-    .expect("server starts");
-    let base = format!("http://{}", server.local_addr());
-    let http = reqwest::Client::new();
+    let calls = CallServer::start(&[NUMBER], |_| {}).await;
     for r in replies {
         fakes.openai.push(FakeLlmTurn::Text((*r).to_owned()));
     }
     let mut record = fakes.assistant_record("Harbor Dental", &script.name, welcome);
-    merge(&mut record, &patch);
-    let created: Value = http
-        .post(format!("{base}/api/v1/assistants"))
-        .bearer_auth(KEY)
-        .json(&record)
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_i64().expect("assistant id");
-    let res = http
-        .post(format!(
-            "{base}/api/v1/assistants/{id}/phone-numbers/assign-by-number"
-        ))
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({"phone_number": NUMBER}))
-        .send()
-        .await
-        .expect("assign");
-    assert!(res.status().is_success(), "assign: {}", res.status());
+    switchboard_assistant::merge_json(&mut record, &patch);
+    let assistant_id = calls.assistant(&record, NUMBER).await;
     Stack {
-        server,
+        calls,
         fakes,
-        _twilio: twilio,
-        assistant_id: id,
-        http,
-        base,
-        _dir: dir,
+        assistant_id,
     }
 }
 
 async fn call(stack: &Stack, script: CallScript) -> CallReport {
-    let mut cfg = FakeCallConfig::new(
-        &format!("{}/twilio/voice", stack.base),
-        TWILIO_TOKEN,
-        stack.http.clone(),
-    );
-    cfg.to = NUMBER.to_owned();
-    cfg.max_duration = Duration::from_secs(60);
-    FakeCall::new(cfg, Arc::new(script)).run().await
-}
-
-/// Waits until the engine has finalised the call record (the runtime writes it after the
-/// socket closes).
-async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
-    let store = &stack.server.state().store;
-    for _ in 0..100 {
-        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
-            && call.ended_reason.is_some()
-        {
-            return call;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("call {call_sid} was never finalised");
-}
-
-/// Waits until the call is finalised and everything its runtime recorded is stored: the
-/// recorder task writes transcripts and turn metrics in order, off the call path, and the
-/// call-level metrics last, so a stored `metrics` object means the rest is there too.
-async fn recorded_call(stack: &Stack, call_sid: &str) -> CallRow {
-    let call = finished_call(stack, call_sid).await;
-    let store = &stack.server.state().store;
-    for _ in 0..100 {
-        if let Ok(Some(row)) = store.get_call(call.organization_id, call.id).await
-            && row.metrics.as_object().is_some_and(|m| !m.is_empty())
-        {
-            return row;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("call {call_sid}: its recorded data was never stored");
+    FakeCall::new(stack.calls.caller(NUMBER), Arc::new(script))
+        .run()
+        .await
 }
 
 /// The caller heard the welcome before their first utterance, and some bot audio after each
@@ -224,8 +116,7 @@ fn assert_caller_lines_transcribed(user: &[&str], script: &CallScript) {
 
 /// The stored transcript holds the welcome, every caller utterance and an answer to each.
 async fn assert_every_turn_transcribed(stack: &Stack, call: &CallRow, script: &CallScript) {
-    let store = &stack.server.state().store;
-    let lines = store.list_transcripts(call.id).await.expect("transcripts");
+    let lines = stack.calls.transcript(call).await;
     let user: Vec<&str> = lines
         .iter()
         .filter(|t| t.role == "user")
@@ -262,12 +153,10 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
     assert_welcome_and_every_turn_answered(&report, &script);
     assert!(report.marks_echoed > 0, "no mark was echoed");
 
-    let call = recorded_call(&stack, &report.call_sid).await;
+    let call = stack.calls.recorded_call(&report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     assert_every_turn_transcribed(&stack, &call, &script).await;
-    let store = &stack.server.state().store;
-
-    let turns = store.list_turn_metrics(call.id).await.expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     let answered = turns
         .iter()
         .filter(|t| t.first_audio_sent_ms.is_some() && t.llm_first_token_ms.is_some())
@@ -284,7 +173,7 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
         "provider not recorded per turn: {turns:#?}"
     );
     drop(stack.fakes);
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +196,7 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
         "caller saw errors: {:?}",
         report.errors
     );
-    let call = recorded_call(&stack, &report.call_sid).await;
+    let call = stack.calls.recorded_call(&report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     assert!(
         matches!(
@@ -316,13 +205,7 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
         ),
         "ended_reason: {call:?}"
     );
-    let lines = stack
-        .server
-        .state()
-        .store
-        .list_transcripts(call.id)
-        .await
-        .expect("transcripts");
+    let lines = stack.calls.transcript(&call).await;
     assert!(
         lines
             .iter()
@@ -333,6 +216,7 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
     let mut recordings = Vec::new();
     for _ in 0..50 {
         recordings = stack
+            .calls
             .server
             .state()
             .store
@@ -354,7 +238,7 @@ async fn a_caller_hanging_up_mid_answer_ends_the_call_cleanly() {
         );
     }
     drop(stack.fakes);
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 /// Replays the fixture `name` against an assistant with `welcome`, `patch` and scripted LLM
@@ -369,8 +253,9 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
     let id = stack.assistant_id;
     // Re-point the assistant at Flux and Aura (PATCH, as an operator would).
     let res = stack
+        .calls
         .http
-        .patch(format!("{}/api/v1/assistants/{id}", stack.base))
+        .patch(format!("{}/api/v1/assistants/{id}", stack.calls.base))
         .bearer_auth(KEY)
         .json(&serde_json::json!({
             "stt_settings": {"model": "flux-general-en"},
@@ -422,13 +307,7 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
         .map(|t| t.content.as_str())
         .collect();
     assert_caller_lines_transcribed(&user, &script);
-    let turns = stack
-        .server
-        .state()
-        .store
-        .list_turn_metrics(call.id)
-        .await
-        .expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     assert!(
         turns.iter().any(|t| t.first_audio_sent_ms.is_some()),
         "no answered turn: {turns:#?}"
@@ -442,7 +321,7 @@ async fn flux_stt_and_aura_tts_carry_a_whole_call() {
         "providers not recorded per turn: {turns:#?}"
     );
     drop(stack.fakes);
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 async fn run_fixture(
@@ -469,14 +348,8 @@ async fn transcript(
     stack: &Stack,
     call_sid: &str,
 ) -> (CallRow, Vec<switchboard_store::TranscriptRow>) {
-    let call = recorded_call(stack, call_sid).await;
-    let lines = stack
-        .server
-        .state()
-        .store
-        .list_transcripts(call.id)
-        .await
-        .expect("transcripts");
+    let call = stack.calls.recorded_call(call_sid).await;
+    let lines = stack.calls.transcript(&call).await;
     (call, lines)
 }
 
@@ -528,7 +401,7 @@ async fn scenario_a_real_barge_in_cuts_the_bot_off() {
             .any(|t| t.role == "user" && t.content.contains("Sunday mornings")),
         "the barge-in was not taken as the caller's turn: {lines:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +448,7 @@ async fn scenario_backchannels_do_not_interrupt_or_take_a_turn() {
             .any(|t| t.role == "user" && t.content == "uh-huh"),
         "backchannels are kept in the transcript: {lines:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,7 +489,7 @@ async fn scenario_a_pause_mid_sentence_is_one_turn() {
         early.is_empty(),
         "the bot answered into the pause: {early:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,7 +515,7 @@ async fn scenario_a_cough_is_neither_a_barge_in_nor_a_turn() {
     let (_, lines) = transcript(&stack, &report.call_sid).await;
     let answers = lines.iter().filter(|t| t.role == "assistant").count();
     assert_eq!(answers, 4, "a cough got an answer: {lines:#?}");
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,7 +553,7 @@ async fn scenario_an_interruption_during_the_welcome() {
             .any(|t| t.role == "user" && t.content.contains("my order")),
         "{lines:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,7 +583,7 @@ async fn scenario_speech_at_the_tail_of_an_answer_waits_its_turn() {
             .any(|t| t.role == "assistant" && t.content.contains("parking")),
         "the tail question was not answered: {lines:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,6 +601,7 @@ async fn a_failing_llm_falls_back_within_the_turn() {
         .openai
         .push(FakeLlmTurn::Text("Tuesday works, at what time?".to_owned()));
     let assistant_id = stack
+        .calls
         .server
         .state()
         .store
@@ -742,8 +616,12 @@ async fn a_failing_llm_falls_back_within_the_turn() {
         "model": "backup-model"
     }]}});
     let res = stack
+        .calls
         .http
-        .patch(format!("{}/api/v1/assistants/{assistant_id}", stack.base))
+        .patch(format!(
+            "{}/api/v1/assistants/{assistant_id}",
+            stack.calls.base
+        ))
         .bearer_auth(KEY)
         .json(&patch)
         .send()
@@ -764,21 +642,15 @@ async fn a_failing_llm_falls_back_within_the_turn() {
             .any(|t| t.role == "assistant" && t.content.contains("Tuesday works")),
         "the fallback's answer was not spoken: {lines:#?}"
     );
-    let call = finished_call(&stack, &report.call_sid).await;
-    let turns = stack
-        .server
-        .state()
-        .store
-        .list_turn_metrics(call.id)
-        .await
-        .expect("metrics");
+    let call = stack.calls.finished_call(&report.call_sid).await;
+    let turns = stack.calls.turn_metrics(&call).await;
     assert!(
         turns
             .iter()
             .any(|t| t.llm_provider.as_deref() == Some("custom:backup-model")),
         "the answering provider is not recorded: {turns:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 // ---- Cartesia TTS ----------------------------------------------------------------------------
@@ -803,7 +675,7 @@ async fn cartesia(patch: Value) -> (switchboard_testkit::cartesia::CartesiaFake,
             "provider_config": {"base_url": fake.base_url()}},
         "api_keys": {"cartesia_api_key": CARTESIA_KEY}
     });
-    merge(&mut record, &patch);
+    switchboard_assistant::merge_json(&mut record, &patch);
     (fake, record)
 }
 
@@ -820,7 +692,7 @@ async fn a_cartesia_call_is_answered_turn_after_turn() {
     );
     assert_welcome_and_every_turn_answered(&report, &script);
 
-    let call = recorded_call(&stack, &report.call_sid).await;
+    let call = stack.calls.recorded_call(&report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     assert_every_turn_transcribed(&stack, &call, &script).await;
 
@@ -841,7 +713,7 @@ async fn a_cartesia_call_is_answered_turn_after_turn() {
         );
     }
     drop(stack.fakes);
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 /// Refusals of the record's Cartesia settings: a wrong key (at the handshake) and a speed
@@ -868,12 +740,12 @@ async fn cartesia_refusals_end_the_call_with_a_clear_reason() {
         let (fake, patch) = cartesia(patch.clone()).await;
         let stack = start_with(&script, WELCOME, patch.clone(), &[]).await;
         let report = call(&stack, script.clone()).await;
-        let call = finished_call(&stack, &report.call_sid).await;
+        let call = stack.calls.finished_call(&report.call_sid).await;
         assert_eq!(call.ended_reason, Some(expected), "{patch}: {call:?}");
         assert_eq!(call.status, CallStatus::Failed, "{patch}: {call:?}");
         drop(fake);
         drop(stack.fakes);
-        stack.server.shutdown().await;
+        stack.calls.server.shutdown().await;
     }
 }
 
@@ -883,21 +755,12 @@ async fn cartesia_refusals_end_the_call_with_a_clear_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cartesia_failing_mid_call_is_apologised_for_by_twilio() {
     use switchboard_core::call::settings::DEFAULT_PROVIDER_ERROR_GOODBYE;
-    use switchboard_testkit::twilio::{new_sid, parse_twiml};
+    use switchboard_testkit::twilio::parse_twiml;
     let script = CallScript::load(&fixtures_dir(), "booking_3_turns").expect("fixture");
     let (fake, patch) = cartesia(serde_json::json!({})).await;
     let stack = start_with(&script, WELCOME, patch, &[]).await;
-    let call_sid = new_sid("CA");
-    let mut cfg = FakeCallConfig::new(
-        &format!("{}/twilio/voice", stack.base),
-        TWILIO_TOKEN,
-        stack.http.clone(),
-    );
-    cfg.account_sid = TWILIO_SID.to_owned();
-    cfg.to = NUMBER.to_owned();
-    cfg.call_sid = Some(call_sid.clone());
-    cfg.control = Some(stack._twilio.accept_inbound(&call_sid, &cfg.from, NUMBER));
-    cfg.max_duration = Duration::from_secs(60);
+    let cfg = stack.calls.caller(NUMBER);
+    let call_sid = cfg.call_sid.clone().expect("call sid");
     // Cartesia ends every connection once the welcome has been generated in full.
     let outage = async {
         for _ in 0..1_500 {
@@ -924,10 +787,11 @@ async fn cartesia_failing_mid_call_is_apologised_for_by_twilio() {
             .any(|c| c.received_ms < first_utterance_ms),
         "the welcome was not heard"
     );
-    let call = finished_call(&stack, &call_sid).await;
+    let call = stack.calls.finished_call(&call_sid).await;
     assert_eq!(call.ended_reason, Some(EndedReason::TtsFailed), "{call:?}");
     let twiml = stack
-        ._twilio
+        .calls
+        .rest
         .call_updates()
         .into_iter()
         .filter(|u| u.call_sid == call_sid)
@@ -941,7 +805,7 @@ async fn cartesia_failing_mid_call_is_apologised_for_by_twilio() {
     );
     assert!(parsed.hangup, "{twiml}");
     drop(stack.fakes);
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 // ---- Names as Burki users write them ---------------------------------------------------------
@@ -964,7 +828,7 @@ async fn rachel_and_turbo_reach_the_strict_elevenlabs_fake_as_real_ids() {
         report.errors
     );
     assert_welcome_and_every_turn_answered(&report, &script);
-    let call = recorded_call(&stack, &report.call_sid).await;
+    let call = stack.calls.recorded_call(&report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "call: {call:?}");
     let sockets = stack.fakes.elevenlabs.received();
     assert!(!sockets.is_empty(), "no ElevenLabs socket");
@@ -973,7 +837,7 @@ async fn rachel_and_turbo_reach_the_strict_elevenlabs_fake_as_real_ids() {
         assert_eq!(s.param("model_id"), Some("eleven_turbo_v2_5"), "{s:?}");
         assert_eq!(s.close_code.filter(|c| *c != 1000), None, "{s:?}");
     }
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 /// A voice id ElevenLabs does not know is refused by the fake as by the service (error message,
@@ -984,7 +848,7 @@ async fn an_unknown_elevenlabs_voice_ends_the_call_with_tts_failed() {
     let patch = serde_json::json!({"tts_settings": {"voice_id": "NoSuchVoice000000000"}});
     let stack = start_with(&script, WELCOME, patch, &[]).await;
     let report = call(&stack, script.clone()).await;
-    let call = finished_call(&stack, &report.call_sid).await;
+    let call = stack.calls.finished_call(&report.call_sid).await;
     assert!(
         call.ended_reason
             .as_ref()
@@ -998,5 +862,5 @@ async fn an_unknown_elevenlabs_voice_ends_the_call_with_tts_failed() {
             .any(|s| s.voice_id == "NoSuchVoice000000000" && s.close_code == Some(1008)),
         "the fake did not refuse the voice: {sockets:?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_core::call::settings::{DEFAULT_APOLOGY, DEFAULT_PROVIDER_ERROR_GOODBYE};
-use switchboard_server::serve::{self, Server, StartOptions};
 use switchboard_store::{CallRow, CallStatus, EndedReason, TranscriptRow};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::FakeLlmTurn;
@@ -22,15 +21,12 @@ use switchboard_testkit::openai_speech::{
 };
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{
-    CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
-    UtteranceKind, new_sid, parse_twiml,
+    CallReport, CallScript, EndedBy, FakeCall, Utterance, UtteranceKind, parse_twiml,
 };
 
-const KEY: &str = "sb_openai_tts_call_key_0123456789";
-const ACCOUNT_SID: &str = common::TWILIO_SID_A;
-const TWILIO_TOKEN: &str = common::TWILIO_TOKEN_A;
+use common::call_stack::CallServer;
+
 const NUMBER: &str = "+15550100031";
-const CALLER: &str = "+15550100001";
 const SPEECH_KEY: &str = "sk-speech-key-0123456789";
 const TAG: &str = "openai-tts";
 const WELCOME: &str = "Hello, Harbor Dental.";
@@ -45,13 +41,9 @@ const U2: (u64, u64) = (8_000, 9_200);
 const HANGUP_MS: u64 = 12_500;
 
 struct Stack {
-    server: Server,
+    calls: CallServer,
     fakes: ProviderFakes,
     speech: OpenAiSpeechFake,
-    rest: FakeTwilioRest,
-    http: reqwest::Client,
-    base: String,
-    _dir: tempfile::TempDir,
 }
 
 fn latency() -> LatencyProfile {
@@ -78,29 +70,11 @@ async fn start() -> Stack {
     })
     .await
     .expect("speech fake");
-    let rest = common::fake_twilio(&[NUMBER]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = common::settings_for(&dir.path().join("sb.db"));
-    common::use_fake_twilio(&mut s, &rest);
-    s.providers.keys_from_env = false;
-    s.recordings.base_dir = dir.path().display().to_string();
-    let server = serve::start(
-        s,
-        StartOptions {
-            bootstrap_key: Some(KEY.to_owned()),
-        },
-    )
-    .await
-    .expect("server starts");
-    let base = format!("http://{}", server.local_addr());
+    let calls = CallServer::start(&[NUMBER], |_| {}).await;
     Stack {
-        server,
+        calls,
         fakes,
         speech,
-        rest,
-        http: reqwest::Client::new(),
-        base,
-        _dir: dir,
     }
 }
 
@@ -125,37 +99,12 @@ async fn create_assistant(stack: &Stack, tts: Value) {
         }
     }
     record["tts_settings"] = settings;
-    let created: Value = stack
-        .http
-        .post(format!("{}/api/v1/assistants", stack.base))
-        .bearer_auth(KEY)
-        .json(&record)
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("assistant refused: {created}"));
-    let res = stack
-        .http
-        .post(format!(
-            "{}/api/v1/assistants/{id}/phone-numbers/assign-by-number",
-            stack.base
-        ))
-        .bearer_auth(KEY)
-        .json(&json!({"phone_number": NUMBER}))
-        .send()
-        .await
-        .expect("assign");
-    assert!(res.status().is_success(), "assign: {}", res.status());
+    stack.calls.assistant(&record, NUMBER).await;
     stack.fakes.openai.push(FakeLlmTurn::text(FIRST_REPLY));
     stack.fakes.openai.push(FakeLlmTurn::text(SECOND_REPLY));
 }
 
-async fn call(stack: &Stack, call_sid: &str) -> CallReport {
+async fn call(stack: &Stack) -> CallReport {
     let turn = |text: &str, (start_ms, end_ms): (u64, u64)| Utterance {
         text: text.to_owned(),
         start_ms,
@@ -167,16 +116,7 @@ async fn call(stack: &Stack, call_sid: &str) -> CallReport {
         vec![turn(FIRST_LINE, U1), turn(SECOND_LINE, U2)],
         HANGUP_MS,
     );
-    let mut cfg = FakeCallConfig::new(
-        &format!("{}/twilio/voice", stack.base),
-        TWILIO_TOKEN,
-        stack.http.clone(),
-    );
-    cfg.account_sid = ACCOUNT_SID.to_owned();
-    cfg.from = CALLER.to_owned();
-    cfg.to = NUMBER.to_owned();
-    cfg.call_sid = Some(call_sid.to_owned());
-    cfg.control = Some(stack.rest.accept_inbound(call_sid, CALLER, NUMBER));
+    let mut cfg = stack.calls.caller(NUMBER);
     cfg.max_duration = Duration::from_millis(HANGUP_MS + 10_000);
     let report = FakeCall::new(cfg, Arc::new(script)).run().await;
     assert!(
@@ -185,38 +125,6 @@ async fn call(stack: &Stack, call_sid: &str) -> CallReport {
         report.errors
     );
     report
-}
-
-/// Waits (bounded) until the engine has finalised the call record.
-async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
-    let store = &stack.server.state().store;
-    for _ in 0..300 {
-        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
-            && call.ended_reason.is_some()
-        {
-            return call;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("call {call_sid} was never finalised");
-}
-
-/// Waits (bounded) until the transcript satisfies `done`; returns it either way.
-async fn transcript_when(
-    stack: &Stack,
-    call: &CallRow,
-    done: impl Fn(&[TranscriptRow]) -> bool,
-) -> Vec<TranscriptRow> {
-    let store = &stack.server.state().store;
-    let mut lines = Vec::new();
-    for _ in 0..200 {
-        lines = store.list_transcripts(call.id).await.expect("transcripts");
-        if done(&lines) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    lines
 }
 
 fn said(lines: &[TranscriptRow], role: &str, text: &str) -> bool {
@@ -241,7 +149,7 @@ async fn assert_whole_call(stack: &Stack, report: &CallReport, apology: bool) ->
         heard_between(report, U2.1, HANGUP_MS),
         "turn 2 not answered"
     );
-    let call = finished_call(stack, &report.call_sid).await;
+    let call = stack.calls.finished_call(&report.call_sid).await;
     assert_eq!(call.status, CallStatus::Completed, "{call:?}");
     assert!(
         matches!(
@@ -250,10 +158,12 @@ async fn assert_whole_call(stack: &Stack, report: &CallReport, apology: bool) ->
         ),
         "{call:?}"
     );
-    let lines = transcript_when(stack, &call, |l| {
-        said(l, "user", SECOND_LINE) && said(l, "assistant", SECOND_REPLY)
-    })
-    .await;
+    let lines = stack
+        .calls
+        .transcript_when(&call, |l| {
+            said(l, "user", SECOND_LINE) && said(l, "assistant", SECOND_REPLY)
+        })
+        .await;
     for (role, text) in [
         ("assistant", WELCOME),
         ("user", FIRST_LINE),
@@ -277,10 +187,11 @@ async fn assert_ended_by_twilio(stack: &Stack, report: &CallReport, reason: Ende
         Some(EndedBy::Script),
         "dead air until hang-up"
     );
-    let call = finished_call(stack, &report.call_sid).await;
+    let call = stack.calls.finished_call(&report.call_sid).await;
     assert_eq!(call.ended_reason, Some(reason), "{call:?}");
     assert_eq!(call.status, CallStatus::Failed, "{call:?}");
     let twiml = stack
+        .calls
         .rest
         .call_updates()
         .into_iter()
@@ -300,7 +211,7 @@ async fn openai_speech_carries_a_whole_call() {
         json!({"speed": 1.25, "provider_config": {"instructions": "Speak warmly."}}),
     )
     .await;
-    let report = call(&stack, &new_sid("CA")).await;
+    let report = call(&stack).await;
     let call = assert_whole_call(&stack, &report, false).await;
     let records = stack.speech.received();
     assert!(records.len() >= 3, "welcome and two replies: {records:?}");
@@ -317,29 +228,22 @@ async fn openai_speech_carries_a_whole_call() {
         records.iter().any(|r| r.request.body["input"] == WELCOME),
         "{records:?}"
     );
-    let turns = stack
-        .server
-        .state()
-        .store
-        .list_turn_metrics(call.id)
-        .await
-        .expect("metrics");
+    let turns = stack.calls.turn_metrics(&call).await;
     assert!(
         turns
             .iter()
             .any(|t| t.tts_provider.as_deref() == Some("openai")),
         "{turns:#?}"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_failing_mid_call_is_apologised_for_and_the_call_goes_on() {
     let stack = start().await;
     create_assistant(&stack, json!({})).await;
-    let call_sid = new_sid("CA");
     let welcome_done = |r: &[SpeechRecord]| r.first().is_some_and(|r| r.completed);
-    let (report, ()) = tokio::join!(call(&stack, &call_sid), async {
+    let (report, ()) = tokio::join!(call(&stack), async {
         // Once the welcome is spoken, the next request (the first reply) is refused.
         for _ in 0..400 {
             if welcome_done(&stack.speech.received()) {
@@ -355,7 +259,7 @@ async fn a_request_failing_mid_call_is_apologised_for_and_the_call_goes_on() {
         stack.speech.received().iter().any(|r| r.status == 429),
         "the failure never struck"
     );
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,14 +281,14 @@ async fn refusals_of_the_service_end_the_call_with_tts_failed() {
     ] {
         let stack = start().await;
         create_assistant(&stack, tts).await;
-        let report = call(&stack, &new_sid("CA")).await;
+        let report = call(&stack).await;
         assert_ended_by_twilio(&stack, &report, EndedReason::TtsFailed).await;
         let records = stack.speech.received();
         assert!(
             !records.is_empty() && records.iter().all(|r| r.status == status),
             "{what}: {records:?}"
         );
-        stack.server.shutdown().await;
+        stack.calls.server.shutdown().await;
     }
 }
 
@@ -396,8 +300,8 @@ async fn a_setting_the_model_cannot_take_fails_the_start_without_a_request() {
         json!({"model_id": "tts-1", "provider_config": {"instructions": "Whisper."}}),
     )
     .await;
-    let report = call(&stack, &new_sid("CA")).await;
+    let report = call(&stack).await;
     assert_ended_by_twilio(&stack, &report, EndedReason::ProviderError).await;
     assert!(stack.speech.received().is_empty());
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }

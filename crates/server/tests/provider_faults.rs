@@ -8,8 +8,9 @@
 //! The script: a short welcome, the caller's first turn (answered or faulted), a second turn
 //! that must be answered when the call goes on, then the caller hangs up.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,7 @@ use switchboard_core::call::settings::{
     DEFAULT_APOLOGY, DEFAULT_PROVIDER_ERROR_GOODBYE, DEFAULT_STT_FAILURE_GOODBYE,
 };
 use switchboard_server::config::Settings;
-use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_store::{CallRow, TranscriptRow};
+use switchboard_store::TranscriptRow;
 use switchboard_testkit::anthropic::FakeAnthropic;
 use switchboard_testkit::deepgram::{DeepgramFake, DeepgramFakeConfig};
 use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
@@ -31,15 +31,12 @@ use switchboard_testkit::soniox::{SonioxFake, SonioxFakeConfig};
 use switchboard_testkit::speechmatics::{SpeechmaticsFake, SpeechmaticsFakeConfig};
 use switchboard_testkit::telnyx_stt::{TelnyxSttFake, TelnyxSttFakeConfig};
 use switchboard_testkit::twilio::{
-    CallReport, CallScript, EndedBy, FakeCall, FakeCallConfig, FakeTwilioRest, Utterance,
-    UtteranceKind, new_sid, parse_twiml,
+    CallReport, CallScript, EndedBy, FakeCall, Utterance, UtteranceKind, parse_twiml,
 };
 
-const KEY: &str = "sb_provider_faults_key_0123456789";
-const ACCOUNT_SID: &str = "AC00000000000000000000000000000fa1";
-const TWILIO_TOKEN: &str = "twilio-provider-faults-token";
+use common::call_stack::CallServer;
+
 const NUMBER: &str = "+15550100009";
-const CALLER: &str = "+15550100001";
 const DEEPGRAM_KEY: &str = "dg-faults-key-0123456789";
 const ELEVENLABS_KEY: &str = "el-faults-key-0123456789";
 const OPENAI_KEY: &str = "sk-faults-key-0123456789";
@@ -91,7 +88,46 @@ enum Stt {
     /// Telnyx streaming STT (Deepgram engine); `true`: the record's key is refused (401 at the
     /// upgrade).
     Telnyx(bool),
+    /// Soniox, Scribe or Telnyx, whose service fails the session for good mid-call (after
+    /// [`FAILS_AFTER_MS`] of audio) with an error no reconnect can fix.
+    FailsForGood(Streaming),
+    /// Soniox or Scribe, whose service does not know the record's model (the fake's model list
+    /// lacks it, as when a model is retired): refused in-band after the upgrade.
+    UnknownModel(Streaming),
 }
+
+/// The newer streaming STT providers, for the cases they share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streaming {
+    Soniox,
+    Scribe,
+    Telnyx,
+}
+
+impl Stt {
+    fn is_soniox(self) -> bool {
+        matches!(
+            self,
+            Stt::Soniox(_)
+                | Stt::FailsForGood(Streaming::Soniox)
+                | Stt::UnknownModel(Streaming::Soniox)
+        )
+    }
+
+    fn is_scribe(self) -> bool {
+        matches!(
+            self,
+            Stt::Scribe(_)
+                | Stt::ScribeToFlux
+                | Stt::FailsForGood(Streaming::Scribe)
+                | Stt::UnknownModel(Streaming::Scribe)
+        )
+    }
+}
+
+/// Stream time (ms) after which a `FailsForGood` service fails: during the first turn, well
+/// after the welcome.
+const FAILS_AFTER_MS: u64 = 2_000;
 
 /// What the Speechmatics fake or the record does to a Speechmatics call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +140,9 @@ enum SmCase {
     BadKey,
     /// The record names a language the service does not have (`invalid_model`, close 4004).
     BadLanguage,
+    /// The session fails for good after [`FAILS_AFTER_MS`] of audio (`insufficient_funds`,
+    /// close 4002).
+    FailsForGood,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +251,7 @@ impl Case {
 
 /// The whole world of one case.
 struct Stack {
-    server: Server,
+    calls: CallServer,
     deepgram: DeepgramFake,
     speechmatics: SpeechmaticsFake,
     soniox: SonioxFake,
@@ -221,60 +260,68 @@ struct Stack {
     elevenlabs: ElevenLabsFake,
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
-    rest: FakeTwilioRest,
-    http: reqwest::Client,
-    base: String,
-    _dir: tempfile::TempDir,
 }
 
-fn settings(dir: &Path, rest: &FakeTwilioRest) -> Settings {
-    let mut s = Settings::defaults().expect("defaults");
-    s.server.addr = "127.0.0.1:0".parse().expect("addr");
-    s.database.url = format!("sqlite://{}", dir.join("sb.db").display());
-    s.secrets.key_file = dir.join("secret.key").display().to_string();
-    s.server.rate_limit_per_s = 0;
-    s.server.drain_timeout_s = 5;
-    s.twilio.account_sid = Some(ACCOUNT_SID.to_owned());
-    s.twilio.auth_token = Some(TWILIO_TOKEN.to_owned());
-    s.twilio.api_base = rest.base_url();
-    s.providers.keys_from_env = false;
+/// Short stall timeouts, so a stalled provider is noticed quickly.
+fn stall_timeouts(s: &mut Settings) {
     s.providers.stt_stall_timeout_ms = STT_STALL_MS;
     s.providers.tts_audio_timeout_ms = TTS_AUDIO_MS;
     s.providers.llm_first_token_timeout_ms = LLM_FIRST_TOKEN_MS;
-    s.recordings.base_dir = dir.display().to_string();
-    // The provider fakes listen on loopback.
-    s.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
-    s
 }
 
 async fn start(case: &Case) -> Stack {
     let latency = LatencyProfile::instant();
+    let sm_fails_for_good = case.stt == Stt::Speechmatics(SmCase::FailsForGood);
     let speechmatics = SpeechmaticsFake::start(SpeechmaticsFakeConfig {
         api_key: SPEECHMATICS_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        fail_after_audio_ms: (case.stt == Stt::Speechmatics(SmCase::JobError))
-            .then_some(SM_JOB_ERROR_AFTER_MS),
+        fail_after_audio_ms: match case.stt {
+            Stt::Speechmatics(SmCase::JobError) => Some(SM_JOB_ERROR_AFTER_MS),
+            Stt::Speechmatics(SmCase::FailsForGood) => Some(FAILS_AFTER_MS),
+            _ => None,
+        },
+        fail_for_good: sm_fails_for_good,
         ..SpeechmaticsFakeConfig::default()
     })
     .await
     .expect("speechmatics fake");
+    let fails = |p: Streaming| case.stt == Stt::FailsForGood(p);
+    let defaults = SonioxFakeConfig::default();
     let soniox = SonioxFake::start(SonioxFakeConfig {
         api_key: SONIOX_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        ..SonioxFakeConfig::default()
+        // The record's `stt-rt-v5` retired: the service knows only the others.
+        models: if case.stt == Stt::UnknownModel(Streaming::Soniox) {
+            vec!["stt-rt-v4".to_owned()]
+        } else {
+            defaults.models.clone()
+        },
+        fail_after_audio_ms: fails(Streaming::Soniox).then_some(FAILS_AFTER_MS),
+        fail_for_good: fails(Streaming::Soniox),
+        ..defaults
     })
     .await
     .expect("soniox fake");
+    let defaults = ElevenLabsSttFakeConfig::default();
     let scribe = ElevenLabsSttFake::start(ElevenLabsSttFakeConfig {
         api_key: ELEVENLABS_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
-        ..ElevenLabsSttFakeConfig::default()
+        // The record's `scribe_v2_realtime` retired: the service knows only a newer one.
+        models: if case.stt == Stt::UnknownModel(Streaming::Scribe) {
+            vec!["scribe_v3_realtime".to_owned()]
+        } else {
+            defaults.models.clone()
+        },
+        fail_after_audio_ms: fails(Streaming::Scribe).then_some(FAILS_AFTER_MS),
+        fail_for_good: fails(Streaming::Scribe),
+        ..defaults
     })
     .await
     .expect("scribe fake");
     let telnyx = TelnyxSttFake::start(TelnyxSttFakeConfig {
         api_key: TELNYX_KEY.to_owned(),
         default_script: vec![FIRST_LINE.to_owned(), SECOND_LINE.to_owned()],
+        fail_after_audio_ms: fails(Streaming::Telnyx).then_some(FAILS_AFTER_MS),
         ..TelnyxSttFakeConfig::default()
     })
     .await
@@ -317,22 +364,9 @@ async fn start(case: &Case) -> Stack {
     })
     .await
     .expect("anthropic fake");
-    let rest = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
-        .await
-        .expect("fake twilio rest");
-    rest.add_number(ACCOUNT_SID, NUMBER).expect("account");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = serve::start(
-        settings(dir.path(), &rest),
-        StartOptions {
-            bootstrap_key: Some(KEY.to_owned()),
-        },
-    )
-    .await
-    .expect("server starts");
-    let base = format!("http://{}", server.local_addr());
+    let calls = CallServer::start(&[NUMBER], stall_timeouts).await;
     Stack {
-        server,
+        calls,
         deepgram,
         speechmatics,
         soniox,
@@ -341,10 +375,6 @@ async fn start(case: &Case) -> Stack {
         elevenlabs,
         openai,
         anthropic,
-        rest,
-        http: reqwest::Client::new(),
-        base,
-        _dir: dir,
     }
 }
 
@@ -420,7 +450,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
             });
         }
         Stt::Speechmatics(sm) => sm,
-        Stt::Soniox(_) => {
+        stt if stt.is_soniox() => {
             return json!({
                 "provider": "soniox",
                 "model": "stt-rt-v5",
@@ -428,7 +458,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
                 "provider_config": {"base_url": stack.soniox.base_url()}
             });
         }
-        Stt::Scribe(_) | Stt::ScribeToFlux => {
+        stt if stt.is_scribe() => {
             let pc = json!({"base_url": stack.scribe.base_url()});
             return json!({
                 "provider": "elevenlabs",
@@ -439,7 +469,7 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
                 "provider_config": pc
             });
         }
-        Stt::Telnyx(_) => {
+        _ => {
             return json!({
                 "provider": "telnyx",
                 "model": "nova-3",
@@ -465,35 +495,6 @@ fn stt_settings(stack: &Stack, case: &Case) -> Value {
     })
 }
 
-async fn create_assistant(stack: &Stack, record: &Value) {
-    let created: Value = stack
-        .http
-        .post(format!("{}/api/v1/assistants", stack.base))
-        .bearer_auth(KEY)
-        .json(record)
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("assistant refused: {created}"));
-    let res = stack
-        .http
-        .post(format!(
-            "{}/api/v1/assistants/{id}/phone-numbers/assign-by-number",
-            stack.base
-        ))
-        .bearer_auth(KEY)
-        .json(&json!({"phone_number": NUMBER}))
-        .send()
-        .await
-        .expect("assign");
-    assert!(res.status().is_success(), "assign: {}", res.status());
-}
-
 fn script(hangup_at_ms: u64) -> CallScript {
     let turn = |text: &str, (start_ms, end_ms): (u64, u64)| Utterance {
         text: text.to_owned(),
@@ -508,39 +509,6 @@ fn script(hangup_at_ms: u64) -> CallScript {
     )
 }
 
-/// Waits (bounded) until the engine has finalised the call record.
-async fn finished_call(stack: &Stack, call_sid: &str) -> CallRow {
-    let store = &stack.server.state().store;
-    for _ in 0..200 {
-        if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
-            && call.ended_reason.is_some()
-        {
-            return call;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("call {call_sid} was never finalised");
-}
-
-/// Waits (bounded) until the transcript holds a line `done` accepts (the recorder writes off
-/// the call path); returns the transcript either way.
-async fn transcript_when(
-    stack: &Stack,
-    call: &CallRow,
-    done: impl Fn(&[TranscriptRow]) -> bool,
-) -> Vec<TranscriptRow> {
-    let store = &stack.server.state().store;
-    let mut lines = Vec::new();
-    for _ in 0..100 {
-        lines = store.list_transcripts(call.id).await.expect("transcripts");
-        if done(&lines) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    lines
-}
-
 fn said(lines: &[TranscriptRow], text: &str) -> bool {
     lines
         .iter()
@@ -553,7 +521,7 @@ fn heard_after(report: &CallReport, ms: u64) -> bool {
 
 async fn run(case: Case) {
     let stack = start(&case).await;
-    create_assistant(&stack, &record(&stack, &case)).await;
+    stack.calls.assistant(&record(&stack, &case), NUMBER).await;
     let (primary, other) = match case.llm {
         Llm::OpenAi => (&*stack.openai, &*stack.anthropic),
         Llm::Anthropic => (&*stack.anthropic, &*stack.openai),
@@ -565,9 +533,13 @@ async fn run(case: Case) {
     if case.stt == Stt::ScribeToFlux {
         // Flux connects to the organisation's Deepgram endpoint with its key.
         let res = stack
+            .calls
             .http
-            .put(format!("{}/api/v1/organization/provider-keys", stack.base))
-            .bearer_auth(KEY)
+            .put(format!(
+                "{}/api/v1/organization/provider-keys",
+                stack.calls.base
+            ))
+            .bearer_auth(common::KEY_A)
             .json(&json!({"deepgram": {"api_key": DEEPGRAM_KEY,
                 "base_url": stack.deepgram.base_url()}}))
             .send()
@@ -590,17 +562,8 @@ async fn run(case: Case) {
     } else {
         ENDS_HANGUP_MS
     };
-    let call_sid = new_sid("CA");
-    let mut cfg = FakeCallConfig::new(
-        &format!("{}/twilio/voice", stack.base),
-        TWILIO_TOKEN,
-        stack.http.clone(),
-    );
-    cfg.account_sid = ACCOUNT_SID.to_owned();
-    cfg.from = CALLER.to_owned();
-    cfg.to = NUMBER.to_owned();
-    cfg.call_sid = Some(call_sid.clone());
-    cfg.control = Some(stack.rest.accept_inbound(&call_sid, CALLER, NUMBER));
+    let mut cfg = stack.calls.caller(NUMBER);
+    let call_sid = cfg.call_sid.clone().expect("call sid");
     cfg.max_duration = Duration::from_millis(hangup_at + 10_000);
     let report = FakeCall::new(cfg, Arc::new(script(hangup_at))).run().await;
     assert!(
@@ -613,6 +576,9 @@ async fn run(case: Case) {
             speechmatics_strikes(&stack, case)
         }
         // Healthy calls on the other STT providers: the sessions they accepted.
+        (Target::Stt, _, _) if matches!(case.stt, Stt::FailsForGood(_) | Stt::UnknownModel(_)) => {
+            streaming_strikes(&stack, case.stt)
+        }
         (Target::Stt, _, _) if matches!(case.stt, Stt::Soniox(_)) => {
             stack.soniox.received().len() as u32
         }
@@ -644,7 +610,7 @@ async fn run(case: Case) {
         (Target::Llm, _, Llm::Anthropic) => stack.anthropic.fault_strikes(),
     };
     assert!(struck > 0, "{case:?}: the fault never struck");
-    let call = finished_call(&stack, &report.call_sid).await;
+    let call = stack.calls.finished_call(&report.call_sid).await;
     // Our own audio after the first turn, unless Twilio had to speak for us.
     let by_twilio = matches!(
         case.expect,
@@ -676,13 +642,15 @@ async fn run(case: Case) {
                 heard_after(&report, U2.1),
                 "{case:?}: the second turn was not answered"
             );
-            let lines = transcript_when(&stack, &call, |lines| {
-                lines
-                    .iter()
-                    .any(|l| l.role == "assistant" && l.start_ms > U2.1 as i64)
-                    && (!apology || said(lines, DEFAULT_APOLOGY))
-            })
-            .await;
+            let lines = stack
+                .calls
+                .transcript_when(&call, |lines| {
+                    lines
+                        .iter()
+                        .any(|l| l.role == "assistant" && l.start_ms > U2.1 as i64)
+                        && (!apology || said(lines, DEFAULT_APOLOGY))
+                })
+                .await;
             assert!(
                 lines
                     .iter()
@@ -720,6 +688,7 @@ async fn run(case: Case) {
                 "{case:?}: the caller had to hang up"
             );
             let apologies: Vec<_> = stack
+                .calls
                 .rest
                 .call_updates()
                 .into_iter()
@@ -746,7 +715,10 @@ async fn run(case: Case) {
                     apologies.is_empty(),
                     "{case:?}: Twilio spoke though our TTS could"
                 );
-                let lines = transcript_when(&stack, &call, |l| said(l, goodbye)).await;
+                let lines = stack
+                    .calls
+                    .transcript_when(&call, |l| said(l, goodbye))
+                    .await;
                 assert!(
                     said(&lines, goodbye),
                     "{case:?}: the goodbye was not spoken: {lines:#?}"
@@ -754,7 +726,7 @@ async fn run(case: Case) {
             }
         }
     }
-    stack.server.shutdown().await;
+    stack.calls.server.shutdown().await;
 }
 
 /// What went wrong on the Speechmatics fake; a healthy call counts its accepted session.
@@ -772,7 +744,32 @@ fn speechmatics_strikes(stack: &Stack, case: Case) -> u32 {
         SmCase::JobError => closed_with(4013),
         SmCase::BadKey => count(&|c| c.rejected_status == Some(401)),
         SmCase::BadLanguage => closed_with(4004),
+        SmCase::FailsForGood => closed_with(4002),
     }
+}
+
+/// Sessions the Soniox, Scribe or Telnyx fake failed with the case's error.
+fn streaming_strikes(stack: &Stack, stt: Stt) -> u32 {
+    let received = match stt {
+        Stt::FailsForGood(Streaming::Soniox) | Stt::UnknownModel(Streaming::Soniox) => {
+            stack.soniox.received()
+        }
+        Stt::FailsForGood(Streaming::Scribe) | Stt::UnknownModel(Streaming::Scribe) => {
+            stack.scribe.received()
+        }
+        _ => stack.telnyx.received(),
+    };
+    let struck = |m: &Value| match stt {
+        Stt::FailsForGood(Streaming::Soniox) => m["error_code"] == 402,
+        Stt::UnknownModel(Streaming::Soniox) => m["error_code"] == 400,
+        Stt::FailsForGood(Streaming::Scribe) => m["message_type"] == "quota_exceeded",
+        Stt::UnknownModel(Streaming::Scribe) => m["message_type"] == "input_error",
+        _ => m["errors"][0]["code"] == "10007",
+    };
+    received
+        .iter()
+        .filter(|c| c.sent.iter().any(struck))
+        .count() as u32
 }
 
 fn ends(reason: &'static str, goodbye: &'static str) -> Expect {
@@ -1187,6 +1184,53 @@ async fn stt_telnyx_bad_key_ends_the_call_with_provider_error() {
         )
     })
     .await;
+}
+
+// ---- STT: failures after the call started, unknown models ----------------------------------
+
+/// The service fails the session mid-call with an error no reconnect can fix: the caller hears
+/// the goodbye from our TTS (not dead air) and the record says `stt_failed`.
+fn fails_for_good(stt: Stt) -> Case {
+    Case {
+        expect: ends(STT_FAILED.0, STT_FAILED.1),
+        ..Case::stt(stt)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_speechmatics_failing_for_good_mid_call_says_goodbye() {
+    run(Case::speechmatics(
+        SmCase::FailsForGood,
+        ends(STT_FAILED.0, STT_FAILED.1),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_failing_for_good_mid_call_says_goodbye() {
+    run(fails_for_good(Stt::FailsForGood(Streaming::Soniox))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_failing_for_good_mid_call_says_goodbye() {
+    run(fails_for_good(Stt::FailsForGood(Streaming::Scribe))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_telnyx_failing_for_good_mid_call_says_goodbye() {
+    run(fails_for_good(Stt::FailsForGood(Streaming::Telnyx))).await;
+}
+
+/// A model the service does not know ends the call with `stt_failed` and a spoken goodbye,
+/// not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_soniox_unknown_model_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(fails_for_good(Stt::UnknownModel(Streaming::Soniox))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_scribe_unknown_model_ends_the_call_with_stt_failed_and_a_goodbye() {
+    run(fails_for_good(Stt::UnknownModel(Streaming::Scribe))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,14 @@
 //! Call recording through its public API, the way the call runtime uses it: frames pushed on
-//! the call task, files written in `spawn_blocking` at the end, rows stored with the store.
+//! the call task, blocks written by the writer task as they come, files finalised and stored
+//! at the end, rows stored with the store.
 
 use serde_json::json;
 use switchboard_assistant::{RecordingFormat, RecordingSettings};
 use switchboard_core::audio::{MULAW_SILENCE, mulaw};
-use switchboard_server::call::recording::{CallRecorder, TrackKind};
+use switchboard_server::call::recording::{
+    CallRecorder, RecordingPlan, SpoolWriter, TrackKind, WRITER_QUEUE_BLOCKS, run_writer,
+};
+use switchboard_server::recording_storage::RecordingStorage;
 use switchboard_store::{CallStatus, NewCall, Store};
 
 /// A 10 s call: the bot speaks 2 s (sent 300 ms ahead of playback), the caller barges in after
@@ -16,10 +20,18 @@ async fn a_call_is_recorded_written_and_stored() {
         format: Some(RecordingFormat::Wav),
         ..RecordingSettings::default()
     };
-    let mut rec = CallRecorder::new(&settings, dir.path(), 1, 1)
+    let plan = RecordingPlan::new(&settings, 1, 1)
+        .expect("safe dir")
         .expect("recording enabled by default")
         .with_max_call_length_s(Some(600));
-    assert!(rec.creates_database_records());
+    assert!(plan.creates_database_records());
+    // Room for the whole call: nothing depends on how the two tasks are scheduled here.
+    let (mut rec, blocks) = CallRecorder::new(&plan, 4 * WRITER_QUEUE_BLOCKS);
+    let writer = tokio::spawn(run_writer(
+        SpoolWriter::new(plan, dir.path()),
+        blocks,
+        RecordingStorage::local(dir.path()),
+    ));
     let bot = [mulaw::encode(6000); 160];
     let caller = [mulaw::encode(-300); 160];
     let mut sent = 0;
@@ -35,10 +47,10 @@ async fn a_call_is_recorded_written_and_stored() {
         }
         rec.push_caller(&caller);
     }
-    let files = tokio::task::spawn_blocking(move || rec.finish())
-        .await
-        .expect("join")
-        .expect("files written");
+    assert_eq!(rec.dropped_blocks(), 0);
+    rec.finish();
+    let stored = writer.await.expect("join").expect("files written");
+    let files: Vec<_> = stored.iter().map(|s| s.file.clone()).collect();
     let kinds: Vec<TrackKind> = files.iter().map(|f| f.kind).collect();
     assert_eq!(
         kinds,
@@ -76,9 +88,11 @@ async fn a_call_is_recorded_written_and_stored() {
         })
         .await
         .expect("call");
-    for f in &files {
+    for s in &stored {
+        // Local storage: the location is the file's path.
+        assert_eq!(s.location, s.file.path.to_string_lossy());
         store
-            .add_recording(call.id, &f.to_new_recording())
+            .add_recording(call.id, &s.file.to_new_recording(&s.location))
             .await
             .expect("row");
     }

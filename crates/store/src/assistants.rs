@@ -153,6 +153,29 @@ impl Store {
         rows.iter().map(|r| self.assistant_from_row(r)).collect()
     }
 
+    /// Id, name and active flag of every assistant of the organisation (what a number list
+    /// shows next to each number), without their configurations.
+    pub async fn list_assistant_names(
+        &self,
+        org_id: i64,
+    ) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, is_active FROM assistants WHERE organization_id = $1 ORDER BY id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("name")?,
+                    get_bool(r, "is_active")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Number of the organisation's assistants (only active ones if `active_only`).
     pub async fn count_assistants(
         &self,

@@ -138,6 +138,9 @@ pub enum EndedReason {
     Transferred,
     /// `transfer_failed`: a transfer was asked for and Twilio refused it.
     TransferFailed,
+    /// `transferred_warm`: the call was warm-transferred: the agent was briefed, took the
+    /// call, and caller and agent were joined in a conference.
+    TransferredWarm,
     /// `media_socket_error`: the media socket failed mid-call (oversized or invalid frame,
     /// broken connection).
     MediaSocketError,
@@ -160,6 +163,9 @@ pub enum EndedReason {
     KeyNotBound,
     /// `unknown_number`: the called number routes to no assistant.
     UnknownNumber,
+    /// `country_not_allowed`: the caller's country (Twilio's `FromCountry`) is not in the
+    /// number's `allowed_country_codes`; the call was rejected unanswered.
+    CountryNotAllowed,
     /// `bypass_transfer`: the caller is in `bypass_numbers` and was dialled straight through.
     BypassTransfer,
     /// `bypass_no_transfer_number`: a bypass caller, but no transfer number to dial.
@@ -181,7 +187,7 @@ pub enum EndedReason {
 
 impl EndedReason {
     /// Every reason this version writes itself (without [`EndedReason::Telephony`]).
-    const ENGINE: [EndedReason; 24] = [
+    const ENGINE: [EndedReason; 26] = [
         EndedReason::CallerHangup,
         EndedReason::CallerHangupSocketClosed,
         EndedReason::AssistantHangup,
@@ -194,6 +200,7 @@ impl EndedReason {
         EndedReason::ProviderSlotUnavailable,
         EndedReason::Transferred,
         EndedReason::TransferFailed,
+        EndedReason::TransferredWarm,
         EndedReason::MediaSocketError,
         EndedReason::StreamTokenExpired,
         EndedReason::StreamNeverStarted,
@@ -202,6 +209,7 @@ impl EndedReason {
         EndedReason::AssistantInactive,
         EndedReason::KeyNotBound,
         EndedReason::UnknownNumber,
+        EndedReason::CountryNotAllowed,
         EndedReason::BypassTransfer,
         EndedReason::BypassNoTransferNumber,
         EndedReason::EngineError,
@@ -223,6 +231,7 @@ impl EndedReason {
             EndedReason::ProviderSlotUnavailable => "provider_slot_unavailable",
             EndedReason::Transferred => "transferred",
             EndedReason::TransferFailed => "transfer_failed",
+            EndedReason::TransferredWarm => "transferred_warm",
             EndedReason::MediaSocketError => "media_socket_error",
             EndedReason::StreamTokenExpired => "stream_token_expired",
             EndedReason::StreamNeverStarted => "stream_never_started",
@@ -231,6 +240,7 @@ impl EndedReason {
             EndedReason::AssistantInactive => "assistant_inactive",
             EndedReason::KeyNotBound => "key_not_bound",
             EndedReason::UnknownNumber => "unknown_number",
+            EndedReason::CountryNotAllowed => "country_not_allowed",
             EndedReason::BypassTransfer => "bypass_transfer",
             EndedReason::BypassNoTransferNumber => "bypass_no_transfer_number",
             EndedReason::EngineError => "engine_error",

@@ -42,7 +42,8 @@ macro_rules! metric_cols {
 
 macro_rules! recording_cols {
     () => {
-        "id, call_id, kind, format, path_or_url, duration_ms, size_bytes, sample_rate, created_at"
+        "id, call_id, kind, format, path_or_url, duration_ms, size_bytes, sample_rate, partial, \
+         created_at"
     };
 }
 
@@ -157,6 +158,7 @@ fn recording_from_row(row: &AnyRow) -> Result<RecordingRow, StoreError> {
         duration_ms: row.try_get("duration_ms")?,
         size_bytes: row.try_get("size_bytes")?,
         sample_rate: row.try_get("sample_rate")?,
+        partial: get_bool(row, "partial")?,
         created_at_ms: row.try_get("created_at")?,
     })
 }
@@ -631,7 +633,8 @@ impl Store {
     pub async fn add_recording(&self, call_id: i64, r: &NewRecording) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO recordings (call_id, kind, format, path_or_url, duration_ms, size_bytes, \
-             sample_rate, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+             sample_rate, partial, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING id",
         )
         .bind(call_id)
         .bind(&r.kind)
@@ -640,6 +643,7 @@ impl Store {
         .bind(r.duration_ms)
         .bind(r.size_bytes)
         .bind(r.sample_rate)
+        .bind(r.partial)
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await?;
@@ -657,6 +661,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Recording `recording_id` of call `call_id`, if it belongs to that call. The caller has
+    /// already checked that the call is the organisation's (see [`Store::get_call`]).
+    pub async fn get_recording(
+        &self,
+        call_id: i64,
+        recording_id: i64,
+    ) -> Result<Option<RecordingRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            recording_cols!(),
+            " FROM recordings WHERE call_id = $1 AND id = $2"
+        ))
+        .bind(call_id)
+        .bind(recording_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(recording_from_row).transpose()
     }
 
     /// Logs one webhook delivery attempt (about a call, or `None` for other events). Returns
@@ -775,5 +798,29 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(transcript_from_row).collect()
+    }
+
+    /// For `disclosure_mode: first_call_only`: whether this assistant already talked with
+    /// `caller_number` (as caller or callee) on a call other than `call_id` whose media stream
+    /// started. Scoped to the organisation.
+    pub async fn has_earlier_call(
+        &self,
+        org_id: i64,
+        assistant_id: i64,
+        caller_number: &str,
+        call_id: i64,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM calls WHERE organization_id = $1 AND assistant_id = $2 \
+             AND (from_number = $3 OR to_number = $3) AND id <> $4 \
+             AND instance_id IS NOT NULL LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(assistant_id)
+        .bind(caller_number)
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 }

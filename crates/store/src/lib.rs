@@ -1,6 +1,7 @@
 //! Persistence for Switchboard: organisations, API keys, assistants, phone numbers and call
-//! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries), and the
-//! knowledge base's documents and chunks ([`DocumentRow`], keyword index, stored embeddings).
+//! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries, tool
+//! executions), and the knowledge base's documents and chunks ([`DocumentRow`], keyword index,
+//! stored embeddings).
 //!
 //! One set of repository functions serves both backends through `sqlx::any`: SQLite (the
 //! default, one file, created on first start) and PostgreSQL (several instances sharing one
@@ -35,6 +36,7 @@
 mod assistants;
 mod call_reports;
 mod call_status;
+mod call_traces;
 mod calls;
 pub mod crypto;
 mod documents;
@@ -44,9 +46,11 @@ mod numbers;
 mod orgs;
 mod secrets;
 mod time;
+mod tool_executions;
 
 pub use call_reports::{CallActivity, StatusTotal};
 pub use call_status::{CallStatus, EndedReason};
+pub use call_traces::CallTraceRow;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use documents::{
     ChunkRow, ChunkVector, DocumentRow, DocumentStatus, KnowledgeStamp, MAX_QUERY_TERMS, NewChunk,
@@ -54,9 +58,13 @@ pub use documents::{
 };
 pub use error::StoreError;
 pub use models::*;
+pub use numbers::{NumberAssignment, NumberPatch, SyncedNumber};
 pub use orgs::hash_api_key;
 pub use secrets::RotationReport;
 pub use time::{ms_to_datetime, ms_to_rfc3339, now_ms, opt_ms_to_rfc3339, rfc3339_to_ms};
+pub use tool_executions::{
+    MAX_TOOL_RESULT_BYTES, NewToolExecution, ToolExecutionRow, ToolExecutionStatus,
+};
 
 use serde::Serialize;
 use sqlx::AnyPool;

@@ -42,6 +42,51 @@ pub struct ApiKeyInfo {
     pub last_used_at_ms: Option<i64>,
     /// Revocation time, unix ms; a revoked key no longer authenticates.
     pub revoked_at_ms: Option<i64>,
+    /// What the key may do.
+    pub role: KeyRole,
+}
+
+/// What an API key may do. Roles are per key (not per user) so that an organisation can hand a
+/// least-privileged key to an integration and keep its admin key for itself.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// Everything a member can do, plus managing the organisation's API keys, its Twilio
+    /// credentials and its provider keys.
+    Admin,
+    /// Assistants, numbers, calls and reports; not keys or organisation credentials.
+    Member,
+}
+
+impl KeyRole {
+    /// Stable name stored in `api_keys.role` and used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    /// Parses a stored or requested role name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "member" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+
+/// What [`crate::Store::revoke_api_key_keeping_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRevocation {
+    /// The key is revoked from now on, on every instance (keys are checked in the database on
+    /// every request).
+    Revoked,
+    /// No such active key in the organisation.
+    NotFound,
+    /// The key is the organisation's last active admin key; nothing changed.
+    LastAdmin,
 }
 
 /// Who a request acts as, resolved from a bearer API key by [`crate::Store::authenticate`].
@@ -53,6 +98,8 @@ pub struct AuthContext {
     pub api_key_id: i64,
     /// The user the key belongs to (recorded as `user_id` on assistants it creates).
     pub user_id: i64,
+    /// What the key may do.
+    pub role: KeyRole,
 }
 
 /// An organisation's Twilio credentials. The auth token is a secret: `Debug` redacts it and the
@@ -108,6 +155,17 @@ pub struct PhoneNumberRow {
     pub assistant_id: Option<i64>,
     /// The number, E.164 (e.g. `+14155550100`); unique across all organisations.
     pub number: String,
+    /// Display name (ours, or Twilio's when synced without one).
+    pub friendly_name: Option<String>,
+    /// Twilio's IncomingPhoneNumber SID (`PN…`), once known from Twilio.
+    pub twilio_sid: Option<String>,
+    /// Twilio's capabilities (`{"voice": true, "sms": true, …}`); `{}` until known.
+    pub capabilities: Value,
+    /// ISO 3166-1 alpha-2 codes of the countries allowed to call the number; `None` (or
+    /// empty) lets every country call.
+    pub allowed_country_codes: Option<Vec<String>>,
+    /// Whether the number is still in the organisation's Twilio account, as last seen.
+    pub is_active: bool,
     /// Creation time, unix ms.
     pub created_at_ms: i64,
     /// Last change, unix ms.
@@ -340,6 +398,8 @@ pub struct NewRecording {
     pub size_bytes: i64,
     /// Sample rate, Hz.
     pub sample_rate: i64,
+    /// Finalised after a crash from what was written before it: the end of the call is missing.
+    pub partial: bool,
 }
 
 /// A stored recording.
@@ -361,6 +421,8 @@ pub struct RecordingRow {
     pub size_bytes: i64,
     /// Sample rate, Hz.
     pub sample_rate: i64,
+    /// Finalised after a crash: the end of the call is missing.
+    pub partial: bool,
     /// Insertion time, unix ms.
     pub created_at_ms: i64,
 }

@@ -1,21 +1,33 @@
 //! Phone numbers: owned by one organisation, routed to at most one of its assistants.
 
-use crate::{AssistantRow, PhoneNumberRow, Store, StoreError, now_ms};
+use crate::{AssistantRow, PhoneNumberRow, Store, StoreError, get_bool, get_json, now_ms};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// Columns of a [`PhoneNumberRow`], in the order [`number_from_row`] reads them.
 macro_rules! number_cols {
     () => {
-        "id, organization_id, assistant_id, number, created_at, updated_at"
+        "id, organization_id, assistant_id, number, friendly_name, twilio_sid, capabilities, \
+         allowed_country_codes, is_active, created_at, updated_at"
     };
 }
 
-fn number_from_row(row: &AnyRow) -> Result<PhoneNumberRow, StoreError> {
+mod admin;
+
+pub use admin::{NumberAssignment, NumberPatch, SyncedNumber};
+
+pub(crate) fn number_from_row(row: &AnyRow) -> Result<PhoneNumberRow, StoreError> {
+    let countries: Option<String> = row.try_get("allowed_country_codes")?;
     Ok(PhoneNumberRow {
         id: row.try_get("id")?,
         organization_id: row.try_get("organization_id")?,
         assistant_id: row.try_get("assistant_id")?,
         number: row.try_get("number")?,
+        friendly_name: row.try_get("friendly_name")?,
+        twilio_sid: row.try_get("twilio_sid")?,
+        capabilities: get_json(row, "capabilities")?,
+        allowed_country_codes: countries.as_deref().map(serde_json::from_str).transpose()?,
+        is_active: get_bool(row, "is_active")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
     })

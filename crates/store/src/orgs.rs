@@ -1,7 +1,10 @@
 //! Organisations, their users and API keys, and organisation-level secrets (Twilio
 //! credentials, provider keys).
 
-use crate::{ApiKeyInfo, AuthContext, OrgTelephony, Organization, Store, StoreError, now_ms};
+use crate::{
+    ApiKeyInfo, AuthContext, KeyRevocation, KeyRole, OrgTelephony, Organization, Store, StoreError,
+    now_ms,
+};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value};
@@ -30,7 +33,7 @@ macro_rules! org_cols {
 
 macro_rules! key_cols {
     () => {
-        "id, organization_id, user_id, label, key_prefix, created_at, last_used_at, revoked_at"
+        "id, organization_id, user_id, label, key_prefix, created_at, last_used_at, revoked_at, role"
     };
 }
 
@@ -60,7 +63,14 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyInfo, StoreError> {
         created_at_ms: row.try_get("created_at")?,
         last_used_at_ms: row.try_get("last_used_at")?,
         revoked_at_ms: row.try_get("revoked_at")?,
+        role: role_from_row(row)?,
     })
+}
+
+fn role_from_row(row: &AnyRow) -> Result<KeyRole, StoreError> {
+    let role: String = row.try_get("role")?;
+    KeyRole::parse(&role)
+        .ok_or_else(|| StoreError::InvalidInput(format!("stored api key role {role:?} is unknown")))
 }
 
 fn generate_key() -> String {
@@ -157,19 +167,31 @@ impl Store {
         }
     }
 
-    /// Creates a new API key for the organisation (acting as its owner user). Returns the key's
-    /// info and the plaintext key — `sb_` + 40 random base62 characters — which is shown once
-    /// and never stored. `NotFound` for an unknown organisation.
+    /// Creates a new admin API key for the organisation (acting as its owner user): what the
+    /// operator's CLI and the bootstrap do. See [`Store::create_api_key_with_role`].
     pub async fn create_api_key(
         &self,
         org_id: i64,
         label: Option<&str>,
     ) -> Result<(ApiKeyInfo, String), StoreError> {
+        self.create_api_key_with_role(org_id, label, KeyRole::Admin)
+            .await
+    }
+
+    /// Creates a new API key with `role` for the organisation (acting as its owner user).
+    /// Returns the key's info and the plaintext key — `sb_` + 40 random base62 characters —
+    /// which is shown once and never stored. `NotFound` for an unknown organisation.
+    pub async fn create_api_key_with_role(
+        &self,
+        org_id: i64,
+        label: Option<&str>,
+        role: KeyRole,
+    ) -> Result<(ApiKeyInfo, String), StoreError> {
         let user_id = self.ensure_owner_user(org_id).await?;
         let plaintext = generate_key();
         let row = sqlx::query(concat!(
-            "INSERT INTO api_keys (organization_id, user_id, key_hash, key_prefix, label, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            "INSERT INTO api_keys (organization_id, user_id, key_hash, key_prefix, label, created_at, role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             key_cols!()
         ))
         .bind(org_id)
@@ -178,6 +200,7 @@ impl Store {
         .bind(display_prefix(&plaintext))
         .bind(label)
         .bind(now_ms())
+        .bind(role.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| StoreError::from_unique(e, "api key collision"))?;
@@ -232,7 +255,7 @@ impl Store {
             return Ok(None);
         }
         let row = sqlx::query(
-            "SELECT id, organization_id, user_id, last_used_at FROM api_keys \
+            "SELECT id, organization_id, user_id, last_used_at, role FROM api_keys \
              WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_api_key(plaintext))
@@ -243,6 +266,7 @@ impl Store {
             organization_id: row.try_get("organization_id")?,
             api_key_id: row.try_get("id")?,
             user_id: row.try_get("user_id")?,
+            role: role_from_row(&row)?,
         };
         let last_used: Option<i64> = row.try_get("last_used_at")?;
         let now = now_ms();
@@ -291,6 +315,41 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
+    /// Revokes one of the organisation's keys over the API, refusing to revoke its last active
+    /// admin key (the organisation could then never manage keys again without the CLI). The
+    /// check and the write are one statement.
+    pub async fn revoke_api_key_keeping_admin(
+        &self,
+        org_id: i64,
+        key_id: i64,
+    ) -> Result<KeyRevocation, StoreError> {
+        let res = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3 \
+             WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL \
+             AND (role <> 'admin' OR (SELECT COUNT(*) FROM api_keys k \
+                  WHERE k.organization_id = $2 AND k.role = 'admin' AND k.revoked_at IS NULL) > 1)",
+        )
+        .bind(key_id)
+        .bind(org_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() > 0 {
+            return Ok(KeyRevocation::Revoked);
+        }
+        let active = sqlx::query(
+            "SELECT role FROM api_keys WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match active {
+            Some(_) => KeyRevocation::LastAdmin,
+            None => KeyRevocation::NotFound,
+        })
+    }
+
     /// Replaces one of the organisation's active keys: a new key with the same label is
     /// created and the old one revoked, in one transaction. Returns the new key's info and its
     /// plaintext (shown once, never stored); `None` if the organisation has no such active key.
@@ -306,7 +365,7 @@ impl Store {
         let old = sqlx::query(
             "UPDATE api_keys SET revoked_at = $3 \
              WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL \
-             RETURNING user_id, label",
+             RETURNING user_id, label, role",
         )
         .bind(key_id)
         .bind(org_id)
@@ -319,10 +378,11 @@ impl Store {
         };
         let user_id: i64 = old.try_get("user_id")?;
         let label: Option<String> = old.try_get("label")?;
+        let role = role_from_row(&old)?;
         let plaintext = generate_key();
         let row = sqlx::query(concat!(
-            "INSERT INTO api_keys (organization_id, user_id, key_hash, key_prefix, label, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            "INSERT INTO api_keys (organization_id, user_id, key_hash, key_prefix, label, created_at, role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             key_cols!()
         ))
         .bind(org_id)
@@ -331,6 +391,7 @@ impl Store {
         .bind(display_prefix(&plaintext))
         .bind(label)
         .bind(now)
+        .bind(role.as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::from_unique(e, "api key collision"))?;

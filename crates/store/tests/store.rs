@@ -33,6 +33,7 @@ store_tests!(
     transcripts_and_metrics_ordering,
     recordings_and_webhook_logs,
     conversation_history_finds_last_call,
+    earlier_calls_of_a_caller,
     concurrent_writes_and_number_race,
 );
 
@@ -1299,12 +1300,27 @@ async fn recordings_and_webhook_logs(ctx: Ctx) {
                 duration_ms: 12_345,
                 size_bytes: 197_564,
                 sample_rate: 8_000,
+                partial: kind == "user",
             },
         )
         .await
         .unwrap();
     }
     let recs = s.list_recordings(c.id).await.unwrap();
+    assert_eq!(
+        recs.iter().map(|r| r.partial).collect::<Vec<_>>(),
+        vec![false, true]
+    );
+    // One recording by id, only under its own call.
+    assert_eq!(
+        s.get_recording(c.id, recs[1].id).await.unwrap().as_ref(),
+        Some(&recs[1])
+    );
+    let other = s
+        .create_call(&new_call(a, None, "CArec2", "+1", "+2"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_recording(other.id, recs[1].id).await.unwrap(), None);
     assert_eq!(
         recs.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
         vec!["mixed", "user"]
@@ -1344,6 +1360,38 @@ async fn recordings_and_webhook_logs(ctx: Ctx) {
         "end-of-call-report"
     );
     assert_eq!(logs[1].response_body.as_deref(), Some("ok"));
+}
+
+/// `disclosure_mode: first_call_only`: only calls whose stream started count, only this
+/// assistant's, only this organisation's, never the call itself.
+async fn earlier_calls_of_a_caller(ctx: Ctx) {
+    let s = ctx.store;
+    let (a, b) = two_orgs(&s).await;
+    let a1 = assistant(&s, a, "a1", true).await;
+    let a2 = assistant(&s, a, "a2", true).await;
+    let b1 = assistant(&s, b, "b1", true).await;
+    let caller = "+15557771111";
+    let first = s
+        .create_call(&new_call(a, Some(a1), "CAe0", caller, "+15550000000"))
+        .await
+        .unwrap();
+    assert!(!s.has_earlier_call(a, a1, caller, first.id).await.unwrap());
+    let second = s
+        .create_call(&new_call(a, Some(a1), "CAe1", caller, "+15550000000"))
+        .await
+        .unwrap();
+    // The first call never streamed: the caller heard nothing yet.
+    assert!(!s.has_earlier_call(a, a1, caller, second.id).await.unwrap());
+    assert!(s.claim_call_stream(a, first.id, "node-1").await.unwrap());
+    assert!(s.has_earlier_call(a, a1, caller, second.id).await.unwrap());
+    assert!(!s.has_earlier_call(a, a1, caller, first.id).await.unwrap());
+    assert!(!s.has_earlier_call(a, a2, caller, second.id).await.unwrap());
+    assert!(!s.has_earlier_call(b, b1, caller, second.id).await.unwrap());
+    assert!(
+        !s.has_earlier_call(a, a1, "+15550009999", second.id)
+            .await
+            .unwrap()
+    );
 }
 
 async fn conversation_history_finds_last_call(ctx: Ctx) {

@@ -306,13 +306,23 @@ pub struct IncomingPhoneNumber {
     /// Where Twilio sends this number's incoming calls.
     #[serde(default)]
     pub voice_url: Option<String>,
+    /// What the number can do (`{"voice": true, "sms": true, "mms": …, "fax": …}`).
+    #[serde(default)]
+    pub capabilities: Option<serde_json::Value>,
 }
 
-/// One page of `GET /Accounts/{sid}/IncomingPhoneNumbers.json` (paging fields not needed).
+/// One page of `GET /Accounts/{sid}/IncomingPhoneNumbers.json`.
 #[derive(Deserialize)]
 struct IncomingPhoneNumberPage {
     incoming_phone_numbers: Vec<IncomingPhoneNumber>,
+    /// Path and query of the next page (`/2010-04-01/Accounts/…?Page=1…`), `null` on the last.
+    #[serde(default)]
+    next_page_uri: Option<String>,
 }
+
+/// Most pages [`TwilioRest::list_incoming_numbers`] follows (1000 numbers each), so that a
+/// misbehaving server cannot keep it paging forever.
+const MAX_NUMBER_PAGES: usize = 100;
 
 /// `POST /Accounts/{sid}/Calls.json` parameters: an outbound call whose TwiML comes from `url`
 /// (normally our voice webhook) or inline `twiml`.
@@ -535,6 +545,27 @@ impl TwilioRest {
             .incoming_phone_numbers
             .into_iter()
             .find(|n| n.phone_number == phone_number))
+    }
+
+    /// Every number of the account (`GET /Accounts/{sid}/IncomingPhoneNumbers.json`, 1000 per
+    /// page, following `next_page_uri` on the same host, at most [`MAX_NUMBER_PAGES`] pages).
+    pub async fn list_incoming_numbers(&self) -> Result<Vec<IncomingPhoneNumber>, RestError> {
+        let mut url = self.url(&["IncomingPhoneNumbers.json"])?;
+        url.query_pairs_mut().append_pair("PageSize", "1000");
+        let mut numbers = Vec::new();
+        for _ in 0..MAX_NUMBER_PAGES {
+            let page: IncomingPhoneNumberPage = self.get(url.clone()).await?;
+            numbers.extend(page.incoming_phone_numbers);
+            let Some(next) = page.next_page_uri.filter(|n| !n.is_empty()) else {
+                return Ok(numbers);
+            };
+            // The next page is a path on the same host: never follow it elsewhere.
+            let (path, query) = next.split_once('?').unwrap_or((next.as_str(), ""));
+            url = self.base.clone();
+            url.set_path(path);
+            url.set_query((!query.is_empty()).then_some(query));
+        }
+        Ok(numbers)
     }
 
     /// Places an outbound call. Needs `url` or `twiml` (not both).

@@ -205,6 +205,9 @@ pub enum Verb {
     },
     /// `<Hangup/>`.
     Hangup,
+    /// `<Reject reason="rejected"/>`: refuse an incoming call before it is answered (the
+    /// caller hears a busy or not-in-service signal and nobody is billed for the call).
+    Reject,
 }
 
 /// A TwiML `<Response>` document built verb by verb.
@@ -248,6 +251,11 @@ impl Response {
     /// Appends `<Hangup/>`.
     pub fn hangup(self) -> Response {
         self.verb(Verb::Hangup)
+    }
+
+    /// Appends `<Reject reason="rejected"/>`.
+    pub fn reject(self) -> Response {
+        self.verb(Verb::Reject)
     }
 
     /// The verbs in order.
@@ -334,6 +342,7 @@ impl Response {
                     let _ = write!(out, r#"<Pause length="{length_s}"/>"#);
                 }
                 Verb::Hangup => out.push_str("<Hangup/>"),
+                Verb::Reject => out.push_str(r#"<Reject reason="rejected"/>"#),
             }
         }
         out.push_str("</Response>");

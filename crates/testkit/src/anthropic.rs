@@ -8,7 +8,9 @@
 //! `content_block_delta`s (`text_delta`, `input_json_delta`), `content_block_stop`,
 //! `message_delta` (stop_reason, cumulative usage), `message_stop`; otherwise a JSON message.
 //! Errors use Anthropic's body `{"type":"error","error":{…},"request_id":…}`, including 529
-//! `overloaded_error`; a mid-stream failure is an `event: error`.
+//! `overloaded_error`; a mid-stream failure is an `event: error`. `GET /v1/models/{model_id}`
+//! answers the model object for the ids and aliases in [`MODEL_IDS`] (404 `not_found_error`
+//! otherwise), after the same key and version checks.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +92,82 @@ fn error(status: u16, kind: &str, message: &str, extra: &[(String, String)]) -> 
     resp
 }
 
+/// The key and version checks of every request: `x-api-key` (401 `authentication_error`) and
+/// `anthropic-version` (400).
+fn refuse_auth(rec: &RecordedRequest, options: &FakeLlmOptions) -> Option<Response> {
+    match (rec.header("x-api-key"), options.api_key.as_deref()) {
+        (None, _) => {
+            return Some(error(
+                401,
+                "authentication_error",
+                "x-api-key header is required",
+                &[],
+            ));
+        }
+        (Some(k), Some(expected)) if k != expected => {
+            return Some(error(401, "authentication_error", "invalid x-api-key", &[]));
+        }
+        (Some(""), None) => {
+            return Some(error(401, "authentication_error", "invalid x-api-key", &[]));
+        }
+        _ => {}
+    }
+    if rec.header("anthropic-version") != Some(REQUIRED_VERSION) {
+        return Some(error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+            &[],
+        ));
+    }
+    None
+}
+
+/// Model ids and aliases `GET /v1/models/{model_id}` knows
+/// (<https://docs.anthropic.com/en/docs/about-claude/models>).
+pub const MODEL_IDS: [&str; 12] = [
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    "claude-sonnet-4-6",
+    "claude-opus-4-6",
+    "claude-opus-4-5",
+    "claude-opus-4-5-20251101",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-20250514",
+    "claude-3-5-haiku-latest",
+    "claude-3-5-haiku-20241022",
+];
+
+/// `GET /v1/models/{model_id}` (<https://docs.anthropic.com/en/api/models>): the model object
+/// (an alias resolves to its dated id's object), 401 for a wrong key, 404 `not_found_error` for
+/// a model the fake does not know.
+fn retrieve_model(
+    rec: &RecordedRequest,
+    options: &FakeLlmOptions,
+    method: &Method,
+    id: &str,
+) -> Response {
+    if *method != Method::GET {
+        return error(405, "invalid_request_error", "Method not allowed", &[]);
+    }
+    if let Some(refused) = refuse_auth(rec, options) {
+        return refused;
+    }
+    if !MODEL_IDS.contains(&id) {
+        return error(404, "not_found_error", &format!("model: {id}"), &[]);
+    }
+    let body = json!({"type": "model", "id": id, "display_name": id,
+        "created_at": "2025-10-01T00:00:00Z"});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn handle_messages(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -99,6 +177,13 @@ async fn handle_messages(
 ) -> Response {
     let rec = RecordedRequest::capture(&method, &uri, &headers, &body);
     shared.record(rec.clone());
+    if let Some(id) = rec
+        .path
+        .strip_prefix("/v1/models/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+    {
+        return retrieve_model(&rec, &shared.options(), &method, id);
+    }
     if rec.path != "/v1/messages" {
         return error(
             404,
@@ -111,28 +196,8 @@ async fn handle_messages(
         return error(405, "invalid_request_error", "Method not allowed", &[]);
     }
     let options = shared.options();
-    match (rec.header("x-api-key"), options.api_key.as_deref()) {
-        (None, _) => {
-            return error(
-                401,
-                "authentication_error",
-                "x-api-key header is required",
-                &[],
-            );
-        }
-        (Some(k), Some(expected)) if k != expected => {
-            return error(401, "authentication_error", "invalid x-api-key", &[]);
-        }
-        (Some(""), None) => return error(401, "authentication_error", "invalid x-api-key", &[]),
-        _ => {}
-    }
-    if rec.header("anthropic-version") != Some(REQUIRED_VERSION) {
-        return error(
-            400,
-            "invalid_request_error",
-            "anthropic-version: header is required",
-            &[],
-        );
+    if let Some(refused) = refuse_auth(&rec, &options) {
+        return refused;
     }
     let b = &rec.body;
     if !b.is_object() {

@@ -45,6 +45,7 @@ use crate::tcp_server::TcpFakeServer;
 mod refusal;
 mod request;
 mod session;
+mod voices;
 
 use refusal::Refusal;
 
@@ -227,6 +228,8 @@ impl CartesiaConnection {
 struct Shared {
     config: CartesiaFakeConfig,
     connections: Mutex<Vec<CartesiaConnection>>,
+    /// Plain REST requests (`GET /voices/{id}`), see [`voices`].
+    plain: Mutex<Vec<crate::plain_http::PlainRecord>>,
 }
 
 impl Shared {
@@ -267,6 +270,7 @@ impl CartesiaFake {
         let shared = Arc::new(Shared {
             config,
             connections: Mutex::new(Vec::new()),
+            plain: Mutex::new(Vec::new()),
         });
         let for_conns = shared.clone();
         let server = TcpFakeServer::start(move |stream| handle(stream, for_conns.clone())).await?;
@@ -287,6 +291,15 @@ impl CartesiaFake {
     /// Records of every connection so far (accepted or refused), in order.
     pub fn received(&self) -> Vec<CartesiaConnection> {
         self.shared.with(|c| c.clone())
+    }
+
+    /// The plain REST requests answered so far (`GET /voices/{id}`).
+    pub fn plain_received(&self) -> Vec<crate::plain_http::PlainRecord> {
+        self.shared
+            .plain
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Stop accepting and end every open connection.
@@ -315,6 +328,16 @@ fn check_handshake(
             format!("No route for {path}"),
         ));
     }
+    check_auth(cfg, version, key)
+}
+
+/// The version and key checks every request shares (websocket handshake and REST): the
+/// version in effect, or the refusal.
+fn check_auth(
+    cfg: &CartesiaFakeConfig,
+    version: Option<&str>,
+    key: Option<&str>,
+) -> Result<String, Refusal> {
     let Some(version) = version.filter(|v| !v.is_empty()) else {
         return Err(Refusal::new(
             400,
@@ -363,7 +386,10 @@ fn check_handshake(
 }
 
 #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
-async fn handle(stream: TcpStream, shared: Arc<Shared>) {
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+    if let Some(request) = crate::plain_http::take_plain(&mut stream).await {
+        return voices::serve(request, &mut stream, &shared).await;
+    }
     let decided: Arc<Mutex<Option<Accepted>>> = Arc::new(Mutex::new(None));
     let decided_cb = decided.clone();
     let shared_cb = shared.clone();

@@ -34,6 +34,7 @@ use crate::tcp_server::TcpFakeServer;
 
 mod aura;
 mod listen;
+pub mod manage;
 pub mod mulaw;
 
 /// What the fake does. `Default` is a well-behaved Deepgram with key `test-deepgram-key`.
@@ -224,6 +225,8 @@ struct State {
     tag_queues: HashMap<String, VecDeque<String>>,
     stt_connections: usize,
     finals: Vec<FinalTiming>,
+    /// Plain REST requests (`GET /v1/projects`, `GET /v1/models`), see [`manage`].
+    plain: Vec<crate::plain_http::PlainRecord>,
 }
 
 /// State shared between the accept loop and the connection tasks.
@@ -434,6 +437,11 @@ impl DeepgramFake {
         self.shared.with_state(|s| s.connections.clone())
     }
 
+    /// The plain REST requests answered so far (`GET /v1/projects`, `GET /v1/models`).
+    pub fn plain_received(&self) -> Vec<crate::plain_http::PlainRecord> {
+        self.shared.with_state(|s| s.plain.clone())
+    }
+
     /// When each final / end of turn was detected and sent.
     pub fn final_timings(&self) -> Vec<FinalTiming> {
         self.shared.with_state(|s| s.finals.clone())
@@ -506,7 +514,10 @@ struct Accepted {
 }
 
 #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
-async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn handle_connection(mut stream: TcpStream, shared: Arc<Shared>) {
+    if let Some(request) = crate::plain_http::take_plain(&mut stream).await {
+        return manage::serve(request, &mut stream, &shared).await;
+    }
     let decided: Arc<Mutex<Option<Accepted>>> = Arc::new(Mutex::new(None));
     let decided_cb = decided.clone();
     let shared_cb = shared.clone();

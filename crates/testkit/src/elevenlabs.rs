@@ -44,6 +44,8 @@ use crate::fault::{Fault, FaultKind, FaultState, garbage_json};
 use crate::latency::LatencyProfile;
 use crate::tcp_server::TcpFakeServer;
 
+mod rest;
+
 /// What the fake does. `Default` is a well-behaved server with key `test-elevenlabs-key`.
 #[derive(Debug, Clone)]
 pub struct ElevenLabsFakeConfig {
@@ -215,6 +217,8 @@ struct Shared {
     config: ElevenLabsFakeConfig,
     connections: Mutex<Vec<ElevenLabsConnection>>,
     fault: FaultState,
+    /// Plain REST requests (`GET /v1/voices/{id}`, `GET /v1/models`), see [`rest`].
+    plain: Mutex<Vec<crate::plain_http::PlainRecord>>,
 }
 
 impl Shared {
@@ -262,6 +266,7 @@ impl ElevenLabsFake {
             config,
             connections: Mutex::new(Vec::new()),
             fault: FaultState::default(),
+            plain: Mutex::new(Vec::new()),
         });
         let for_conns = shared.clone();
         let server = TcpFakeServer::start(move |stream| handle(stream, for_conns.clone())).await?;
@@ -276,6 +281,15 @@ impl ElevenLabsFake {
     /// Records of every connection so far.
     pub fn received(&self) -> Vec<ElevenLabsConnection> {
         self.shared.with(|c| c.clone())
+    }
+
+    /// The plain REST requests answered so far (`GET /v1/voices/{id}`, `GET /v1/models`).
+    pub fn plain_received(&self) -> Vec<crate::plain_http::PlainRecord> {
+        self.shared
+            .plain
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Stop accepting and end every open connection.
@@ -311,7 +325,10 @@ fn elevenlabs_error(status: u16) -> (&'static str, &'static str) {
 }
 
 #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
-async fn handle(stream: TcpStream, shared: Arc<Shared>) {
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+    if let Some(request) = crate::plain_http::take_plain(&mut stream).await {
+        return rest::serve(request, &mut stream, &shared).await;
+    }
     let accepted: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
     let accepted_cb = accepted.clone();
     let shared_cb = shared.clone();

@@ -83,6 +83,9 @@ pub struct ElevenLabsSttFakeConfig {
     /// Failure knob: once this much audio (ms of stream time) has arrived, answer with a
     /// `transcriber_error` and close, as the service does when its transcriber fails.
     pub fail_after_audio_ms: Option<u64>,
+    /// With `fail_after_audio_ms`: answer `quota_exceeded` instead, an error after which no
+    /// new session can succeed, so the session ends for good mid-call.
+    pub fail_for_good: bool,
 }
 
 impl Default for ElevenLabsSttFakeConfig {
@@ -97,6 +100,7 @@ impl Default for ElevenLabsSttFakeConfig {
             segmenter: SegmenterConfig::default(),
             manual_segment_gap_ms: 300,
             fail_after_audio_ms: None,
+            fail_for_good: false,
         }
     }
 }
@@ -313,6 +317,7 @@ struct Session {
     /// Finished segments waiting for a commit (manual strategy): (text, start, end).
     uncommitted: Vec<(String, f64, f64)>,
     fail_after_ms: Option<u64>,
+    fail_for_good: bool,
 }
 
 async fn serve(conn: &mut Conn, cfg: &ElevenLabsSttFakeConfig, p: Params, script: ScriptQueue) {
@@ -357,6 +362,7 @@ async fn serve(conn: &mut Conn, cfg: &ElevenLabsSttFakeConfig, p: Params, script
         current: None,
         uncommitted: Vec::new(),
         fail_after_ms: cfg.fail_after_audio_ms,
+        fail_for_good: cfg.fail_for_good,
     };
     while let Some(message) = conn.ws.next().await {
         let text = match message {
@@ -451,12 +457,12 @@ async fn chunk(conn: &mut Conn, s: &mut Session, v: &Value) -> bool {
     if s.fail_after_ms
         .is_some_and(|ms| s.seg.now_s() * 1000.0 >= ms as f64)
     {
-        fail(
-            conn,
-            "transcriber_error",
-            "Transcriber failed (failure knob)",
-        )
-        .await;
+        let (kind, text) = if s.fail_for_good {
+            ("quota_exceeded", "Quota exceeded (failure knob)")
+        } else {
+            ("transcriber_error", "Transcriber failed (failure knob)")
+        };
+        fail(conn, kind, text).await;
         return false;
     }
     if commit_flag {

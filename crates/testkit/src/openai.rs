@@ -10,6 +10,8 @@
 //! - `POST /openai/v1/chat/completions` (Azure's v1 surface),
 //! - `POST /v1/embeddings` (Bearer; see [`crate::openai_embeddings`], recorded apart from the
 //!   chat requests).
+//! - `GET /v1/models/{model}` (and the Gemini/Azure v1 prefixes): the model object, 401 for a
+//!   wrong key, 404 `model_not_found` for a model not in [`OPENAI_MODEL_IDS`].
 //!
 //! Each request takes the next scripted [`FakeLlmTurn`] (or, with an empty script, a believable
 //! reply built from the last user message, see [`default_reply`]) and answers with SSE exactly as
@@ -455,6 +457,88 @@ fn openai_error(status: u16, error_type: &str, code: Option<&str>, message: &str
         .into_response()
 }
 
+/// Models `GET {root}/models/{model}` knows: the current models of OpenAI and of the
+/// OpenAI-compatible vendors this fake stands in for (Gemini, xAI, Groq), as their model pages
+/// list them (<https://platform.openai.com/docs/models>, <https://ai.google.dev/gemini-api/docs/models>,
+/// <https://docs.x.ai/docs/models>, <https://console.groq.com/docs/models>).
+pub const OPENAI_MODEL_IDS: [&str; 12] = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-mini",
+    "gpt-4.1",
+    "gpt-4.1-nano",
+    "gemini-2.0-flash",
+    "gemini-2.5-flash",
+    "grok-3-mini",
+    "grok-3",
+    "llama-3.3-70b-versatile",
+    "llama-3.1-8b-instant",
+    "gpt-4o-mini-2024-07-18",
+];
+
+/// The model id of a retrieve-model path (`/v1/models/{id}`, `/v1beta/openai/models/{id}`,
+/// `/openai/v1/models/{id}`).
+fn retrieved_model(path: &str) -> Option<&str> {
+    [
+        "/v1/models/",
+        "/v1beta/openai/models/",
+        "/openai/v1/models/",
+    ]
+    .iter()
+    .find_map(|prefix| path.strip_prefix(prefix))
+    .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// `GET /v1/models/{model}` (<https://platform.openai.com/docs/api-reference/models/retrieve>):
+/// the model object, 401 `invalid_api_key` for a wrong key, 404 `model_not_found` for a model
+/// the fake does not know.
+fn retrieve_model(
+    options: &FakeLlmOptions,
+    rec: &RecordedRequest,
+    method: &Method,
+    model: &str,
+) -> Response {
+    if *method != Method::GET {
+        return openai_error(405, "invalid_request_error", None, "Method not allowed.");
+    }
+    let presented = rec
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    let key_ok = match (presented, options.api_key.as_deref()) {
+        (Some(p), Some(expected)) => p == expected,
+        (Some(p), None) => !p.is_empty(),
+        (None, _) => false,
+    };
+    if !key_ok {
+        return openai_error(
+            401,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Incorrect API key provided.",
+        );
+    }
+    if !OPENAI_MODEL_IDS.contains(&model) {
+        let body = json!({"error": {"message": format!(
+            "The model `{model}` does not exist or you do not have access to it."),
+            "type": "invalid_request_error", "param": null, "code": "model_not_found"}});
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    let body =
+        json!({"id": model, "object": "model", "created": 1_715_367_049, "owned_by": "system"});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn handle_openai(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -469,6 +553,9 @@ async fn handle_openai(
     }
     shared.record(rec.clone());
     let path = rec.path.as_str();
+    if let Some(model) = retrieved_model(path) {
+        return retrieve_model(&shared.options(), &rec, &method, model);
+    }
     let azure_deployment =
         path.starts_with("/openai/deployments/") && path.ends_with("/chat/completions");
     let known = matches!(

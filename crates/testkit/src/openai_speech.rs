@@ -615,6 +615,48 @@ fn validate(cfg: &OpenAiSpeechFakeConfig, body: &Map<String, Value>) -> Result<S
     })
 }
 
+/// `GET /v1/models/{model}` (<https://platform.openai.com/docs/api-reference/models/retrieve>):
+/// what `switchboard providers check` asks to prove a key and a speech model without generating
+/// audio. The model object; 401 for a missing or wrong key, 404 `model_not_found` for a model
+/// not in [`OpenAiSpeechFakeConfig::models`].
+fn retrieve_model(
+    cfg: &OpenAiSpeechFakeConfig,
+    request: &RecordedRequest,
+    model: &str,
+) -> Response {
+    let presented = request
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if presented != Some(cfg.api_key.as_str()) {
+        return error(
+            401,
+            "invalid_request_error",
+            None,
+            Some("invalid_api_key"),
+            "Incorrect API key provided.",
+        );
+    }
+    if !cfg.models.iter().any(|m| m == model) {
+        return error(
+            404,
+            "invalid_request_error",
+            Some("model"),
+            Some("model_not_found"),
+            &format!("The model `{model}` does not exist or you do not have access to it."),
+        );
+    }
+    let body =
+        json!({"id": model, "object": "model", "created": 1_712_361_441, "owned_by": "system"});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -651,6 +693,13 @@ async fn answer(
     body: &[u8],
 ) -> Response {
     let cfg = &shared.config;
+    if let Some(model) = request
+        .path
+        .strip_prefix("/v1/models/")
+        .filter(|m| !m.is_empty() && *method == Method::GET)
+    {
+        return retrieve_model(cfg, request, model);
+    }
     if request.path != PATH || *method != Method::POST {
         return error(
             404,

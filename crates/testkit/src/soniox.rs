@@ -104,6 +104,9 @@ pub struct SonioxFakeConfig {
     /// Failure knob: once this much audio (ms of stream time) has arrived, answer with the
     /// documented early-termination error (503 "Cannot continue request") and close.
     pub fail_after_audio_ms: Option<u64>,
+    /// With `fail_after_audio_ms`: fail with a 4xx the client must not retry instead (402, the
+    /// organisation's balance ran out), so the session ends for good mid-call.
+    pub fail_for_good: bool,
 }
 
 impl Default for SonioxFakeConfig {
@@ -121,6 +124,7 @@ impl Default for SonioxFakeConfig {
             segmenter: SegmenterConfig::default(),
             segment_gap_ms: 300,
             fail_after_audio_ms: None,
+            fail_for_good: false,
         }
     }
 }
@@ -391,6 +395,7 @@ struct Session {
     spoken: bool,
     final_ms: u64,
     fail_after_ms: Option<u64>,
+    fail_for_good: bool,
 }
 
 async fn serve(conn: &mut Conn, shared: &Shared, key: ConnectionKey) {
@@ -456,6 +461,7 @@ async fn serve(conn: &mut Conn, shared: &Shared, key: ConnectionKey) {
         spoken: false,
         final_ms: 0,
         fail_after_ms: cfg.fail_after_audio_ms,
+        fail_for_good: cfg.fail_for_good,
     };
     while let Some(message) = conn.ws.next().await {
         let ok = match message {
@@ -540,6 +546,11 @@ async fn audio_frame(conn: &mut Conn, session: &mut Session, audio: &[u8]) -> bo
         .fail_after_ms
         .is_some_and(|ms| session.seg.now_s() * 1000.0 >= ms as f64)
     {
+        if session.fail_for_good {
+            let message = "Organization balance exhausted. Please add funds.";
+            fail(conn, (402, "payment_required", message.to_owned())).await;
+            return false;
+        }
         let message = "Cannot continue request (code 1). Please restart the request.";
         fail(conn, (503, "service_unavailable", message.to_owned())).await;
         return false;

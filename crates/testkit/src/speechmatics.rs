@@ -93,6 +93,9 @@ pub struct SpeechmaticsFakeConfig {
     /// Failure knob: once this much audio (ms of stream time) has arrived, send `Error`
     /// `job_error` and close 4013, as the service does when a session fails (retryable).
     pub fail_after_audio_ms: Option<u64>,
+    /// With `fail_after_audio_ms`: send `insufficient_funds` (close 4002) instead, after which
+    /// no new session can succeed, so the session ends for good mid-call.
+    pub fail_for_good: bool,
 }
 
 impl Default for SpeechmaticsFakeConfig {
@@ -112,6 +115,7 @@ impl Default for SpeechmaticsFakeConfig {
             segmenter: SegmenterConfig::default(),
             segment_gap_ms: 300,
             fail_after_audio_ms: None,
+            fail_for_good: false,
         }
     }
 }
@@ -399,6 +403,7 @@ struct Session {
     /// End (stream s) of the last final whose `EndOfUtterance` is still due.
     eou_due: Option<f64>,
     fail_after_ms: Option<u64>,
+    fail_for_good: bool,
 }
 
 /// Reads one message; `None` when the socket is gone.
@@ -505,6 +510,7 @@ async fn serve(conn: &mut Conn, shared: &Shared) {
         seq_no: 0,
         eou_due: None,
         fail_after_ms: cfg.fail_after_audio_ms,
+        fail_for_good: cfg.fail_for_good,
     };
     while let Some(incoming) = next(conn).await {
         let ok = match incoming {
@@ -567,7 +573,12 @@ async fn add_audio(conn: &mut Conn, s: &mut Session, audio: &[u8]) -> bool {
     if s.fail_after_ms
         .is_some_and(|ms| s.seg.now_s() * 1000.0 >= ms as f64)
     {
-        fail(conn, bad("job_error", "Session failed (failure knob)")).await;
+        let error = if s.fail_for_good {
+            bad("insufficient_funds", "No funds left (failure knob)")
+        } else {
+            bad("job_error", "Session failed (failure knob)")
+        };
+        fail(conn, error).await;
         return false;
     }
     if let Some(end_s) = s.eou_due

@@ -99,6 +99,10 @@ pub struct TelnyxSttFakeConfig {
     pub segmenter: SegmenterConfig,
     /// Silence (ms) after a final before the Deepgram engine's `utterance_end`.
     pub utterance_end_ms: u64,
+    /// Failure knob: once this much audio (ms of stream time) has arrived, send an error frame
+    /// (`10007` "Unexpected error", the platform's generic failure) and close, as when the
+    /// service fails a session mid-stream.
+    pub fail_after_audio_ms: Option<u64>,
 }
 
 impl Default for TelnyxSttFakeConfig {
@@ -110,6 +114,7 @@ impl Default for TelnyxSttFakeConfig {
             fallback_text: "[unintelligible]".into(),
             segmenter: SegmenterConfig::default(),
             utterance_end_ms: 1000,
+            fail_after_audio_ms: None,
         }
     }
 }
@@ -291,6 +296,7 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
                 current: None,
                 utterance_end_due: false,
                 utterance_end_ms: cfg.utterance_end_ms,
+                fail_after_ms: cfg.fail_after_audio_ms,
             };
             serve(&mut conn, &mut s).await;
         }
@@ -306,6 +312,7 @@ struct Session {
     /// A final went out and the Deepgram engine's `utterance_end` is still due.
     utterance_end_due: bool,
     utterance_end_ms: u64,
+    fail_after_ms: Option<u64>,
 }
 
 async fn serve(conn: &mut Conn, s: &mut Session) {
@@ -347,6 +354,16 @@ async fn audio_in(conn: &mut Conn, s: &mut Session, audio: &[u8]) -> bool {
         if !on_event(conn, s, event).await {
             return false;
         }
+    }
+    if s.fail_after_ms
+        .is_some_and(|ms| s.seg.now_s() * 1000.0 >= ms as f64)
+    {
+        let frame = json!({"errors": [{"code": "10007", "title": "Unexpected error",
+            "detail": "The transcription stopped unexpectedly (failure knob)."}]});
+        if conn.send_json(frame).await {
+            conn.close(ERROR_CLOSE_CODE, "Unexpected error").await;
+        }
+        return false;
     }
     if s.utterance_end_due && s.seg.silence_ms() >= s.utterance_end_ms {
         s.utterance_end_due = false;

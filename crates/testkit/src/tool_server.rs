@@ -8,6 +8,9 @@
 //! - `/malformed/…` answers `200` with `content-type: application/json` and a truncated body,
 //! - `/text/…` answers `200` `text/plain` `"The store opens at 9 am."`,
 //! - `/hang/…` never answers (until the server stops),
+//! - `/barrier/…` answers like `/fast/…` once [`ToolServer::set_barrier`] requests (default 2)
+//!   have reached `/barrier/…`: a request answers only when the others are in, so several
+//!   tool calls succeed only when they are made concurrently,
 //! - anything else: `404`.
 //!
 //! Every request is recorded (method, path, query, headers, body) for assertions.
@@ -51,10 +54,13 @@ impl ToolRequest {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<ToolRequest>>,
     slow_ms: AtomicU64,
+    /// Requests `/barrier/…` waits for.
+    barrier: AtomicU64,
+    /// Requests that reached `/barrier/…` so far.
+    at_barrier: watch::Sender<u64>,
 }
 
 /// The running tool server; stops when dropped.
@@ -70,8 +76,12 @@ impl ToolServer {
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
-        shared.slow_ms.store(2_500, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            slow_ms: AtomicU64::new(2_500),
+            barrier: AtomicU64::new(2),
+            at_barrier: watch::Sender::new(0),
+        });
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
@@ -100,6 +110,11 @@ impl ToolServer {
     /// How long `/slow/…` takes to answer, ms.
     pub fn set_slow_ms(&self, ms: u64) {
         self.shared.slow_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How many requests `/barrier/…` waits for before answering them all.
+    pub fn set_barrier(&self, requests: u64) {
+        self.shared.barrier.store(requests, Ordering::Relaxed);
     }
 
     /// Requests received so far, in order.
@@ -180,6 +195,14 @@ async fn handle(
         )
             .into_response(),
         "hang" => std::future::pending().await,
+        "barrier" => {
+            let wanted = shared.barrier.load(Ordering::Relaxed);
+            shared.at_barrier.send_modify(|n| *n += 1);
+            let mut arrived = shared.at_barrier.subscribe();
+            // The sender lives in `shared`, so the wait only ends when the others are in.
+            let _ = arrived.wait_for(|n| *n >= wanted).await;
+            echo()
+        }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

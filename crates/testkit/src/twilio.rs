@@ -6,6 +6,8 @@
 //!   form bodies checked and every request recorded; it can "dial" the engine for each created
 //!   call ([`FakeTwilioRest::dial_engine`]).
 //!   Conferences and participants (warm transfer): [`LegOutcome`] scripts each dialled leg.
+//!   Agents dialled with inline TwiML (a warm transfer's briefing and `<Gather>`):
+//!   [`FakeTwilioRest::script_agent`] scripts what each does ([`AgentScript`]).
 //! - [`FakeCall`]: one phone call as Twilio runs it: signed voice webhook, TwiML, signed media
 //!   stream, caller audio in real time, bot audio on a real-time playback clock with mark echoes
 //!   and `clear`, `stop`, status callbacks; returns a [`CallReport`]. The load harness runs
@@ -25,6 +27,7 @@
 //! # }
 //! ```
 
+mod agent;
 mod call;
 mod conference;
 #[cfg(test)]
@@ -35,6 +38,7 @@ mod script;
 mod tests;
 mod twiml;
 
+pub use agent::{AgentAnswer, AgentLeg, AgentScript};
 pub use call::{
     CallControl, CallError, CallOutcome, CallReport, ChunkRecord, EndedBy, FRAME_BYTES, FRAME_MS,
     FakeCall, FakeCallConfig, MarkRecord, PlaybackSegment, PlayedAudio, RemoteEnd,

@@ -22,6 +22,8 @@ use crate::turn::{BargeState, BotState, BotView, Gate, Transcript, UserState, Us
 use std::collections::VecDeque;
 use std::fmt;
 
+mod warm;
+
 /// ms of one outbound frame.
 const FRAME_MS: u64 = 20;
 /// ms after a generation's expected end of playback before the core stops waiting for its last
@@ -35,9 +37,6 @@ const ENDING_CAP_MS: u64 = 30_000;
 /// ms after a wordless utterance was dropped during which words without a new onset are still
 /// taken as its own (a slow final for a backchannel said over the bot stays a backchannel).
 const LATE_WORDS_MS: u64 = 2_000;
-/// ms of caller silence after which a tentative barge-in made only of backchannel words is
-/// dropped without waiting for the end of its window.
-const BACKCHANNEL_RESUME_MS: u64 = 100;
 /// One frame of µ-law silence, used to pad the end of an utterance to whole frames.
 const SILENCE_FRAME: [u8; FRAME_BYTES] = [MULAW_SILENCE; FRAME_BYTES];
 /// The tool result the LLM sees for a tool stopped because its reply was cut off.
@@ -259,6 +258,10 @@ pub struct CallCore {
     tail_answers_question: bool,
     /// The last caller utterance that ended with no words, while its words may still come.
     wordless: Option<Wordless>,
+    /// A tentative barge-in resumed before its window ended (its words are a backchannel):
+    /// (onset, deadline). Until the deadline (extended while the caller speaks) confirming words
+    /// still stop the bot.
+    soft_window: Option<(Millis, Millis)>,
     /// End of the last caller frame the VAD classified as speech.
     last_voiced_at: Option<Millis>,
     playout_end: Millis,
@@ -279,6 +282,10 @@ pub struct CallCore {
     /// asked, and when to stop waiting.
     classifying: Option<(u64, usize, Millis)>,
     next_classify: u64,
+    /// The warm transfer under way, if any.
+    warm: Option<warm::WarmTransfer>,
+    /// Id of the next warm transfer.
+    next_transfer: u64,
 }
 
 impl fmt::Debug for CallCore {
@@ -342,6 +349,7 @@ impl CallCore {
             last_interruption: None,
             tail_answers_question: false,
             wordless: None,
+            soft_window: None,
             last_voiced_at: None,
             playout_end: now,
             stream_sent_ms: 0,
@@ -359,6 +367,8 @@ impl CallCore {
             metrics: CallMetrics::default(),
             classifying: None,
             next_classify: 1,
+            warm: None,
+            next_transfer: 1,
             s: settings,
         }
     }
@@ -383,8 +393,6 @@ impl CallCore {
                     if self.vad.last_frame_speech() {
                         self.last_voiced_at = Some(now);
                         self.extend_tentative(now);
-                    } else {
-                        self.resume_after_backchannel(now);
                     }
                     if let Some(t) = t {
                         self.on_vad(t, now);
@@ -446,7 +454,20 @@ impl CallCore {
             Event::MarkPlayed(name) => self.on_mark(name, now),
             Event::Dtmf(d) => self.on_dtmf(d, now),
             Event::PlayDtmf { digits } => self.play_dtmf(digits, now),
-            Event::ToolResult { call_id, content } => self.on_tool_result(call_id, content, now),
+            Event::ToolResult { call_id, content } => {
+                if !self.warm_owns_result(call_id) {
+                    self.on_tool_result(call_id, content, now);
+                }
+            }
+            Event::WarmTransferRequested {
+                tool_call_id,
+                to,
+                message,
+                unavailable_message,
+            } => self.on_warm_requested(tool_call_id, to, message, unavailable_message, now),
+            Event::WarmTransferResult { transfer, outcome } => {
+                self.on_warm_result(transfer, outcome, now)
+            }
             Event::HangUpRequested { message } => {
                 let msg = message.or_else(|| self.s.end_call_message.clone());
                 self.begin_ending(HangUpReason::Completed, None, msg, false, now);
@@ -461,9 +482,11 @@ impl CallCore {
             Event::CallerHungUp => self.on_caller_hung_up(now),
             Event::Timeout => {}
         }
+        self.check_warm(now);
         if !self.ended {
             self.maybe_finish_ending(now);
             self.pump(now);
+            self.pump_hold(now);
         }
     }
 
@@ -502,6 +525,7 @@ impl CallCore {
             consider(g.filler_at);
         }
         consider(self.pacing_deadline());
+        consider(self.warm_deadline());
         // An overdue deadline means "now": the runtime calls `handle(Timeout)` at once.
         t.map(|t| t.max(self.now))
     }
@@ -776,6 +800,13 @@ impl CallCore {
             || !self.queued.is_empty()
     }
 
+    /// A reply waits on tools: it says nothing more (but the filler) until they answer.
+    fn waiting_on_tools(&self) -> bool {
+        self.gens
+            .iter()
+            .any(|g| !g.speculative && g.tools_running())
+    }
+
     /// The caller can hear (or is about to hear, within the lead) bot audio.
     fn bot_audible(&self) -> bool {
         self.gens
@@ -821,6 +852,7 @@ impl CallCore {
             return;
         }
         self.tail_answers_question = false;
+        self.soft_window = None;
         if !self.bot_busy() {
             self.barge = BargeState::None;
             return;
@@ -972,16 +1004,21 @@ impl CallCore {
             self.barge_decision(now, now);
         }
         self.check_confirm(now);
-        self.resume_after_backchannel(now);
+        self.resume_early();
         self.update_speculation(now);
     }
 
     /// Confirms a barge-in once enough confident, non-backchannel words arrived: a tentative one
-    /// inside its window, or speech in the protected tail while the bot is still audible (tail
-    /// protection keeps the bot talking over what is not a real interruption, not over one).
+    /// inside its window (or resumed early, inside what was left of it), or speech in the
+    /// protected tail while the bot is still audible (tail protection keeps the bot talking over
+    /// what is not a real interruption, not over one).
     fn check_confirm(&mut self, now: Millis) {
         let onset = match self.barge {
             BargeState::Tentative { onset, deadline } if now <= deadline => onset,
+            BargeState::Resumed => match self.soft_window {
+                Some((onset, deadline)) if now <= deadline => onset,
+                _ => return,
+            },
             BargeState::Gated(Gate::TailProtection) if self.bot_audible() => {
                 self.user.started_at.unwrap_or(now)
             }
@@ -1002,33 +1039,40 @@ impl CallCore {
         }
     }
 
-    /// The caller is still speaking: the confirmation window runs from their last voiced frame,
-    /// up to [`TENTATIVE_CAP_MS`] past the window counted from the onset.
+    /// The caller is still speaking: the confirmation window (of a tentative barge-in, or what is
+    /// left of one resumed early) runs from their last voiced frame, up to [`TENTATIVE_CAP_MS`]
+    /// past the window counted from the onset.
     fn extend_tentative(&mut self, now: Millis) {
-        if let BargeState::Tentative { onset, deadline } = self.barge {
-            let window = u64::from(self.s.interruption.confirmation_window_ms);
+        let window = u64::from(self.s.interruption.confirmation_window_ms);
+        let extend = |onset: Millis, deadline: Millis| {
             let cap = onset.plus(window + TENTATIVE_CAP_MS);
-            let extended = now.plus(window).min(cap).max(deadline);
+            now.plus(window).min(cap).max(deadline)
+        };
+        if let BargeState::Tentative { onset, deadline } = self.barge {
             self.barge = BargeState::Tentative {
                 onset,
-                deadline: extended,
+                deadline: extend(onset, deadline),
             };
+        } else if let Some((onset, deadline)) = self.soft_window {
+            self.soft_window = Some((onset, extend(onset, deadline)));
         }
     }
 
-    /// A tentative barge-in whose words are a backchannel, once the caller has been quiet for
-    /// [`BACKCHANNEL_RESUME_MS`]: the bot resumes at once instead of waiting for the window, so
-    /// a backchannel leaves only a short gap.
-    fn resume_after_backchannel(&mut self, now: Millis) {
-        if matches!(self.barge, BargeState::Tentative { .. })
-            && self.s.interruption.backchannel_filter
+    /// Resumes a paused bot as soon as the caller's words are only a backchannel, even while it
+    /// is still being said, instead of at the end of the window: a backchannel leaves a gap of
+    /// about the time its words take to arrive. Words that still come inside the window ("yeah,
+    /// but wait") confirm the barge-in as before (see [`Self::check_confirm`]). Speech with no
+    /// words yet waits for them: it may be the first word of a real barge-in.
+    fn resume_early(&mut self) {
+        let BargeState::Tentative { onset, deadline } = self.barge else {
+            return;
+        };
+        if self.s.interruption.backchannel_filter
             && !self.user.is_empty()
-            && self
-                .last_voiced_at
-                .is_some_and(|v| now.since(v) >= BACKCHANNEL_RESUME_MS)
             && self.lexicon.is_backchannel(&self.user.text())
         {
             self.resume_unconfirmed();
+            self.soft_window = Some((onset, deadline));
         }
     }
 
@@ -1039,6 +1083,11 @@ impl CallCore {
 
     /// A confirmed barge-in: clear Twilio, cancel production, keep only what was heard.
     fn confirm_barge(&mut self, onset: Millis, now: Millis) {
+        if self.barge == BargeState::Resumed && self.soft_window.is_some() {
+            // Resumed early, then confirmed: not a false interruption after all.
+            self.metrics.false_interruptions = self.metrics.false_interruptions.saturating_sub(1);
+        }
+        self.soft_window = None;
         self.barge = BargeState::None;
         let audible = self.bot_audible();
         self.cut_all(now, true);
@@ -1227,9 +1276,15 @@ impl CallCore {
     /// interruption, or speech to answer once the bot finishes.
     fn commit_user(&mut self, now: Millis) {
         self.classifying = None;
+        // Resumed early and still inside the window: words confirm as in a tentative barge-in.
+        let soft = self
+            .soft_window
+            .is_some_and(|(_, deadline)| now <= deadline);
         let text = self.user.text();
         let words = word_count(&text) as u32;
         let bc = self.s.interruption.backchannel_filter && self.lexicon.is_backchannel(&text);
+        // Over the end of a question only a yes ("yeah", "okay") answers it; "mm-hmm" does not.
+        let answers = self.tail_answers_question && self.lexicon.has_answer(&text);
         let threshold = self.s.interruption.interruption_threshold.max(1);
         let busy = self.bot_busy();
         match self.barge {
@@ -1248,8 +1303,16 @@ impl CallCore {
                 let onset = self.user.started_at.unwrap_or(now);
                 self.confirm_barge(onset, now);
             }
+            BargeState::Gated(Gate::MinSpeakingTime | Gate::Cooldown | Gate::TailProtection)
+                if busy && !bc && words >= threshold && self.waiting_on_tools() =>
+            {
+                // A real turn while the reply waits on its tools: deferred, it would wait for
+                // them (up to their timeout) and then hear the answer to the old question.
+                let onset = self.user.started_at.unwrap_or(now);
+                self.confirm_barge(onset, now);
+            }
             BargeState::Gated(_) if busy => {
-                if bc && !self.tail_answers_question {
+                if bc && !answers {
                     self.not_a_turn(true, now);
                 } else {
                     self.defer_user(now);
@@ -1257,7 +1320,7 @@ impl CallCore {
                 return;
             }
             BargeState::Resumed if busy => {
-                if bc || words < threshold {
+                if bc || (words < threshold && !(soft && self.enough_confirm_words(&text))) {
                     self.not_a_turn(bc, now);
                     return;
                 }
@@ -1265,7 +1328,7 @@ impl CallCore {
                 self.confirm_barge(onset, now);
             }
             BargeState::Resumed | BargeState::Gated(_) => {
-                if bc && self.user.started_during_bot && !self.tail_answers_question {
+                if bc && self.user.started_during_bot && !answers {
                     self.not_a_turn(true, now);
                     return;
                 }
@@ -1283,6 +1346,7 @@ impl CallCore {
             }
         }
         self.barge = BargeState::None;
+        self.soft_window = None;
         self.commit_turn(now);
     }
 
@@ -1297,6 +1361,7 @@ impl CallCore {
 
     /// Caller speech that is not a turn: kept in the transcript only.
     fn not_a_turn(&mut self, backchannel: bool, now: Millis) {
+        self.soft_window = None;
         let start = self.user.started_at.unwrap_or(now);
         let end = self.user_speech_end().unwrap_or(now);
         let text = self.user.take();
@@ -2338,6 +2403,22 @@ impl CallCore {
         let Some(e) = self.ending.take() else {
             return;
         };
+        self.release_gens();
+        let _ = now;
+        self.actions
+            .push_back(Action::Record(Record::Call(self.metrics.clone())));
+        match e.transfer_to {
+            Some(to) => self.actions.push_back(Action::Transfer { to }),
+            None => self.actions.push_back(Action::HangUp {
+                reason: e.reason,
+                spoken_by_telephony: e.spoken_by_telephony,
+            }),
+        }
+        self.ended = true;
+    }
+
+    /// The call is over for the core: every generation's LLM stream, tools and TTS stop.
+    fn release_gens(&mut self) {
         for g in self.gens.drain(..) {
             if g.llm == LlmPhase::Streaming {
                 self.actions
@@ -2352,17 +2433,6 @@ impl CallCore {
                     .push_back(Action::TtsCancel { generation: g.id });
             }
         }
-        let _ = now;
-        self.actions
-            .push_back(Action::Record(Record::Call(self.metrics.clone())));
-        match e.transfer_to {
-            Some(to) => self.actions.push_back(Action::Transfer { to }),
-            None => self.actions.push_back(Action::HangUp {
-                reason: e.reason,
-                spoken_by_telephony: e.spoken_by_telephony,
-            }),
-        }
-        self.ended = true;
     }
 
     fn on_caller_hung_up(&mut self, now: Millis) {

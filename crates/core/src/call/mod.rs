@@ -28,6 +28,7 @@
 mod engine;
 pub mod settings;
 pub mod time;
+pub mod trace;
 
 pub use crate::dialog::{
     Alignment, Generation, MarkName, Message, Role, ToolCall, TranscriptEntry,
@@ -164,6 +165,33 @@ pub enum Event<'a> {
         /// What to say first.
         message: Option<String>,
     },
+    /// Warm-transfer the call (the `transfer_call` tool with `transfer_type: warm`): the tool
+    /// call `tool_call_id` stays open while the caller hears `message` then hold audio and
+    /// [`Action::StartWarmTransfer`] dials and briefs the agent. Its outcome
+    /// ([`Event::WarmTransferResult`], or the core's own wait timeout) decides: accepted ends
+    /// the call with [`Action::CompleteWarmTransfer`]; anything else says
+    /// `unavailable_message` and gives the LLM a failed tool result. The tool's own
+    /// [`Event::ToolResult`] for that call is then ignored (it stands only when the transfer
+    /// could not start, e.g. the tool call is no longer waiting).
+    WarmTransferRequested {
+        /// The `transfer_call` tool call this transfer answers.
+        tool_call_id: String,
+        /// The agent's number (E.164).
+        to: String,
+        /// Said to the caller before the hold audio (`None`: nothing).
+        message: Option<String>,
+        /// Said to the caller when the agent does not take the call (`None`:
+        /// [`settings::DEFAULT_TRANSFER_UNAVAILABLE`]).
+        unavailable_message: Option<String>,
+    },
+    /// What became of the agent's leg of an [`Action::StartWarmTransfer`]; one for another
+    /// (older, cancelled) transfer is ignored.
+    WarmTransferResult {
+        /// The transfer it answers.
+        transfer: u64,
+        /// Accepted, declined, busy, …
+        outcome: WarmTransferOutcome,
+    },
     /// The verdict on an [`Action::ClassifyUtterance`]: whether the caller's words sound
     /// unfinished (the turn then waits `incomplete_extra_wait_ms` for more).
     UtteranceClassified {
@@ -257,6 +285,29 @@ pub enum Action {
         /// `None`: whatever was to be said has already played.
         spoken_by_telephony: Option<String>,
     },
+    /// Dial the agent of a warm transfer off the call task: brief them with a short summary of
+    /// `messages` (the conversation so far), let them accept or decline, report with
+    /// [`Event::WarmTransferResult`]. The caller meanwhile hears hold audio from the core.
+    StartWarmTransfer {
+        /// Id of this transfer in the call (echoed in the result).
+        transfer: u64,
+        /// The agent's number (E.164).
+        to: String,
+        /// The history so far, for the briefing.
+        messages: Vec<Message>,
+    },
+    /// Stop warm transfer `transfer`: hang up or cancel the agent's leg (the caller spoke,
+    /// hung up, or the wait timed out). A result that still comes is ignored.
+    CancelWarmTransfer {
+        /// The transfer.
+        transfer: u64,
+    },
+    /// The agent accepted warm transfer `transfer`: join the caller to the agent (Twilio
+    /// conference); the core is finished (the call record says `transferred_warm`).
+    CompleteWarmTransfer {
+        /// The transfer.
+        transfer: u64,
+    },
     /// Transfer the call (Twilio REST redirect); the core is finished.
     Transfer {
         /// Where to.
@@ -264,6 +315,35 @@ pub enum Action {
     },
     /// Persist something (transcript line, turn metrics, call metrics).
     Record(Record),
+}
+
+/// How the agent's leg of a warm transfer ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum WarmTransferOutcome {
+    /// The agent took the call (pressed 1 / said yes, or answered when no confirmation is
+    /// asked).
+    Accepted,
+    /// The agent answered and declined (or gave no answer to the prompt, or hung up).
+    Declined,
+    /// The agent's line was busy.
+    Busy,
+    /// Nobody answered (Twilio `no-answer`, or the core's wait timeout).
+    NoAnswer,
+    /// The leg could not be placed (Twilio `failed`, a REST error).
+    Failed,
+}
+
+impl WarmTransferOutcome {
+    /// Stable snake_case name (tool results, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Declined => "declined",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no_answer",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// Why the engine hung up.

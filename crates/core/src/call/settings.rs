@@ -8,8 +8,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// How the caller may cut the bot off (`interruption_settings.interruption_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InterruptionMode {
     /// Speech onset while the bot is audible pauses it (tentative barge-in); the barge-in is
     /// confirmed by words (see [`InterruptionSettings`]) or dropped and the bot resumes. The
@@ -53,7 +56,8 @@ impl fmt::Display for InterruptionMode {
 }
 
 /// `interruption_settings` of the assistant record: when the caller's speech cuts the bot off.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InterruptionSettings {
     /// Words: a finished caller utterance of at least this many (non-backchannel) words always
     /// interrupts the audible bot, even when the confirmation window passed. Default 3.
@@ -111,7 +115,8 @@ impl Default for InterruptionSettings {
 }
 
 /// `stt_settings.speculative_config`: start the LLM on interim text before the turn is final.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SpeculativeSettings {
     /// `enable_speculative_llm`: master switch. Default false.
     pub enabled: bool,
@@ -144,7 +149,8 @@ impl Default for SpeculativeSettings {
 }
 
 /// `backchannel_settings`: short listening cues ("mm-hmm") from the bot while the caller talks.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BotBackchannelSettings {
     /// Master switch. Default false.
     pub enabled: bool,
@@ -204,8 +210,17 @@ pub const DEFAULT_MAX_TOOL_ROUNDS: u32 = 4;
 pub const DEFAULT_TOOL_ROUND_CAP_APOLOGY: &str =
     "I'm sorry, I couldn't finish that. Could you ask me in a different way?";
 
+/// How long a warm transfer waits for the agent to take the call before it counts as no
+/// answer (see [`CallSettings::warm_transfer_timeout_ms`]).
+pub const DEFAULT_WARM_TRANSFER_TIMEOUT_MS: u64 = 45_000;
+/// What the caller hears when a warm transfer's agent does not take the call and the record's
+/// `unavailable_message` is empty.
+pub const DEFAULT_TRANSFER_UNAVAILABLE: &str =
+    "I'm sorry, nobody is available to take your call right now.";
+
 /// Everything the call core needs to run one call: the resolved assistant record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CallSettings {
     /// `interruption_settings`.
     pub interruption: InterruptionSettings,
@@ -305,6 +320,9 @@ pub struct CallSettings {
     pub max_tool_rounds: u32,
     /// Said when a reply hits `max_tool_rounds` (an apology, never silence).
     pub tool_round_cap_message: String,
+    /// ms a warm transfer waits for the agent's verdict before it counts as no answer (the
+    /// agent's leg is then cancelled). Default 45 000.
+    pub warm_transfer_timeout_ms: u64,
 }
 
 impl Default for CallSettings {
@@ -342,6 +360,7 @@ impl Default for CallSettings {
             tool_filler_message: DEFAULT_TOOL_FILLER.to_owned(),
             max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS,
             tool_round_cap_message: DEFAULT_TOOL_ROUND_CAP_APOLOGY.to_owned(),
+            warm_transfer_timeout_ms: DEFAULT_WARM_TRANSFER_TIMEOUT_MS,
         }
     }
 }

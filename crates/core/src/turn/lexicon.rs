@@ -13,6 +13,8 @@ const LEXICON_TXT: &str = include_str!("lexicon.txt");
 pub struct Lexicon {
     /// Backchannel phrases as normalised word sequences, longest first.
     backchannels: Vec<Vec<String>>,
+    /// Backchannel phrases that also answer a yes/no question, normalised.
+    answers: Vec<Vec<String>>,
     /// Listening cues the bot may speak, as written.
     cues: Vec<String>,
     /// Words that leave a sentence unfinished when last.
@@ -58,6 +60,12 @@ fn parse(src: &str) -> HashMap<String, Lexicon> {
                 let w: Vec<String> = words(phrase).collect();
                 if !w.is_empty() {
                     entry.backchannels.push(w);
+                }
+            }
+            "answer" => {
+                let w: Vec<String> = words(phrase).collect();
+                if !w.is_empty() {
+                    entry.answers.push(w);
                 }
             }
             "cue" => entry.cues.push(phrase.to_owned()),
@@ -106,6 +114,15 @@ impl Lexicon {
             return false;
         }
         true
+    }
+
+    /// Whether `text` holds a phrase that answers a yes/no question ("yeah", "okay, sure"):
+    /// such a backchannel over the end of a question is a turn; "mm-hmm" or "I see" is not.
+    pub fn has_answer(&self, text: &str) -> bool {
+        let w: Vec<String> = words(text).collect();
+        self.answers
+            .iter()
+            .any(|p| w.windows(p.len()).any(|win| win == &p[..]))
     }
 
     /// The `n`-th listening cue of this language (cycling), e.g. "mm-hmm".
@@ -172,5 +189,22 @@ mod tests {
         assert!(Lexicon::for_language("xx-YY").is_backchannel("yeah"));
         assert!(Lexicon::for_language("en").cue(0).is_some());
         assert!(Lexicon::for_language("en").is_trailing("and"));
+    }
+
+    #[test]
+    fn answers_are_backchannels_that_say_yes() {
+        let en = Lexicon::for_language("en-US");
+        for t in ["yeah", "Okay, sure.", "uh-huh yes", "all right"] {
+            assert!(en.has_answer(t) && en.is_backchannel(t), "{t}");
+        }
+        for t in ["uh-huh", "Mm-hmm.", "I see", "right", ""] {
+            assert!(!en.has_answer(t), "{t}");
+        }
+        assert!(Lexicon::for_language("es").has_answer("vale"));
+        assert!(!Lexicon::for_language("es").has_answer("ajá"));
+        assert!(Lexicon::for_language("fr").has_answer("d'accord"));
+        assert!(!Lexicon::for_language("fr").has_answer("je vois"));
+        assert!(Lexicon::for_language("de").has_answer("alles klar"));
+        assert!(!Lexicon::for_language("de").has_answer("mhm"));
     }
 }

@@ -113,7 +113,7 @@ pub enum BargeState {
     },
     /// Caller speech while the bot talks that does not pause it (see [`Gate`]); it becomes the
     /// next turn after the bot finishes (except backchannels, which are dropped, unless they
-    /// answer the question the bot's tail asks).
+    /// answer the question the bot's tail asks with a yes: a lexicon `answer` such as "yeah").
     Gated(Gate),
     /// A barge-in was dropped (window passed, backchannel, noise); the bot resumed. Words of the
     /// same utterance can still interrupt through `interruption_threshold`.

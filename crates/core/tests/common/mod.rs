@@ -758,6 +758,12 @@ impl Sim {
         self.busy_until
     }
 
+    /// Hands `event` to the core now (between scheduled inputs) and carries out its actions.
+    pub fn handle_now(&mut self, event: Event<'_>) {
+        self.core.handle(event, Millis(self.now));
+        self.drain();
+    }
+
     pub fn assert_clean(&self) {
         assert!(
             self.violations.is_empty(),

@@ -70,10 +70,13 @@ pub(super) const LLM: &[ProviderInfo] = &[
     llm(
         "anthropic",
         "Anthropic Messages",
-        Some("claude-3-5-haiku-latest"),
+        Some("claude-haiku-4-5"),
         &[
-            model("claude-3-5-haiku-latest", "fast"),
-            model("claude-sonnet-4-0", "more capable"),
+            model("claude-haiku-4-5", "fastest, for real-time replies"),
+            model("claude-sonnet-4-5", "more capable"),
+            model("claude-sonnet-4-6", "newest Sonnet"),
+            model("claude-opus-4-6", "most capable, slower"),
+            model("claude-sonnet-4-0", "previous Sonnet"),
         ],
         "docs/providers/anthropic.md",
     ),

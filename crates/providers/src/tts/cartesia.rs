@@ -124,12 +124,7 @@ pub async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
     if key.is_empty() {
         return Err(ProviderError::MissingKey { provider: PROVIDER });
     }
-    let protocol = Cartesia {
-        url: websocket_url(cfg)?,
-        key: key.to_owned(),
-        base: request_base(cfg)?,
-        contexts: HashMap::new(),
-    };
+    let protocol = Cartesia::new(cfg)?;
     let ws = wsutil::connect(
         PROVIDER,
         &protocol.url,
@@ -140,6 +135,23 @@ pub async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
     )
     .await?;
     Ok(driver::start(Box::new(protocol), Some(ws), cfg))
+}
+
+/// The protocol of `cfg`, built without I/O: what [`connect`] drives once the socket is open
+/// (public for the receive-path bench, `benches/tts_receive.rs`).
+pub fn protocol(cfg: &TtsConfig) -> Result<Box<dyn TtsProtocol>, ProviderError> {
+    Ok(Box::new(Cartesia::new(cfg)?))
+}
+
+impl Cartesia {
+    fn new(cfg: &TtsConfig) -> Result<Self, ProviderError> {
+        Ok(Cartesia {
+            url: websocket_url(cfg)?,
+            key: cfg.api_key.trim().to_owned(),
+            base: request_base(cfg)?,
+            contexts: HashMap::new(),
+        })
+    }
 }
 
 /// Per-context state.

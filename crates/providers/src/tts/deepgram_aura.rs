@@ -82,14 +82,7 @@ pub async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
     if cfg.api_key.trim().is_empty() {
         return Err(ProviderError::MissingKey { provider: PROVIDER });
     }
-    let protocol = Aura {
-        url: speak_url(cfg)?,
-        auth: format!("Token {}", cfg.api_key.trim()),
-        contexts: HashMap::new(),
-        flushes: VecDeque::new(),
-        clearing: 0,
-        flush_times: VecDeque::new(),
-    };
+    let protocol = Aura::new(cfg)?;
     let ws = wsutil::connect(
         PROVIDER,
         &protocol.url,
@@ -110,6 +103,25 @@ struct Context {
     unflushed: bool,
     /// No more text comes.
     ending: bool,
+}
+
+/// The protocol of `cfg`, built without I/O: what [`connect`] drives once the socket is open
+/// (public for the receive-path bench, `benches/tts_receive.rs`).
+pub fn protocol(cfg: &TtsConfig) -> Result<Box<dyn TtsProtocol>, ProviderError> {
+    Ok(Box::new(Aura::new(cfg)?))
+}
+
+impl Aura {
+    fn new(cfg: &TtsConfig) -> Result<Self, ProviderError> {
+        Ok(Aura {
+            url: speak_url(cfg)?,
+            auth: format!("Token {}", cfg.api_key.trim()),
+            contexts: HashMap::new(),
+            flushes: VecDeque::new(),
+            clearing: 0,
+            flush_times: VecDeque::new(),
+        })
+    }
 }
 
 /// The Aura protocol state of one socket.

@@ -119,12 +119,7 @@ pub async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
     if cfg.api_key.trim().is_empty() {
         return Err(ProviderError::MissingKey { provider: PROVIDER });
     }
-    let mut protocol = ElevenLabs {
-        cfg: cfg.clone(),
-        key: cfg.api_key.trim().to_owned(),
-        url: stream_url(cfg, true)?,
-        multi: true,
-    };
+    let mut protocol = ElevenLabs::new(cfg)?;
     let single_url = stream_url(cfg, false)?;
     let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
     let connected = wsutil::connect(
@@ -153,6 +148,23 @@ pub async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
         Err(e) => return Err(e),
     };
     Ok(driver::start(Box::new(protocol), ws, cfg))
+}
+
+/// The multi-context protocol of `cfg`, built without I/O: what [`connect`] drives once the
+/// socket is open (public for the receive-path bench, `benches/tts_receive.rs`).
+pub fn protocol(cfg: &TtsConfig) -> Result<Box<dyn TtsProtocol>, ProviderError> {
+    Ok(Box::new(ElevenLabs::new(cfg)?))
+}
+
+impl ElevenLabs {
+    fn new(cfg: &TtsConfig) -> Result<Self, ProviderError> {
+        Ok(ElevenLabs {
+            cfg: cfg.clone(),
+            key: cfg.api_key.trim().to_owned(),
+            url: stream_url(cfg, true)?,
+            multi: true,
+        })
+    }
 }
 
 /// The ElevenLabs protocol: multi-context on one socket, or one stream-input socket per

@@ -4,6 +4,7 @@
 
 pub mod custom_tool;
 pub mod knowledge_tool;
+pub mod disclosure;
 pub mod recording;
 pub mod recovery;
 pub mod registry;
@@ -11,6 +12,8 @@ pub mod resolve;
 pub mod runtime;
 pub mod tool_tasks;
 pub mod tools;
+pub mod transfer;
+pub mod warm_transfer;
 
 pub use registry::{CallCommand, CallRegistry, LiveCall};
 pub use runtime::{CallOutcome, CallSetup, run_call};

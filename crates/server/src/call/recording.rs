@@ -1,28 +1,33 @@
-//! Call audio recording: the caller's track, the assistant's track and their mix, written as
-//! WAV (or MP3 with the `mp3` cargo feature) when the call ends.
+//! Call audio recording: the caller's track, the assistant's track and their mix, streamed to
+//! disk while the call runs and finalised (WAV, or MP3 with the `mp3` cargo feature) when it
+//! ends.
 //!
-//! During the call [`CallRecorder`] only appends bytes: every inbound 20 ms caller frame (8 kHz
-//! µ-law, 160 bytes) and every bot frame sent to Twilio. The caller's frames are the clock, the
-//! same way [`switchboard_core::audio::mix::DuplexMixer`] works: bot audio is queued when it is
-//! sent and is laid onto the timeline as caller audio arrives, so it lands where the caller heard
-//! it; a barge-in `clear` ([`CallRecorder::bot_cleared`]) drops bot audio that was queued but never
-//! played, so it appears in no track. All tracks therefore have the caller's length and line up
-//! sample for sample.
+//! Three parts, so that the call task never writes a file and memory does not grow with the
+//! call's length:
+//! - [`CallRecorder`], on the call task, lays every inbound 20 ms caller frame (8 kHz µ-law,
+//!   160 bytes) and every bot frame sent to Twilio onto one timeline. The caller's frames are
+//!   the clock, the way [`switchboard_core::audio::mix::DuplexMixer`] works: bot audio is queued
+//!   when it is sent and laid beside caller audio as it arrives, so it lands where the caller
+//!   heard it; a barge-in `clear` ([`CallRecorder::bot_cleared`]) drops bot audio that was
+//!   queued but never played. Each second of timeline ([`BLOCK_SAMPLES`]) goes as one [`Block`]
+//!   to a bounded queue ([`WRITER_QUEUE_BLOCKS`]); if the writer falls that far behind, a block
+//!   is dropped (counted, logged) and its second is written as silence, so the tracks keep the
+//!   call's timeline. What a recorder holds is bounded: one block per side (16 KB) and at most
+//!   [`MAX_BOT_QUEUE_BYTES`] of bot audio sent ahead of playback ([`CallRecorder::held_bytes`]).
+//! - [`SpoolWriter`] (blocking I/O; [`run_writer`] drives it off the call task, one
+//!   `spawn_blocking` per batch of blocks) appends each block to one spool file per track:
+//!   `<base_dir>/org-<organisation id>/<recordings_dir>/call-<call id>-<track>.wav.part`, a µ-law
+//!   WAV whose header sizes are fixed when it is finalised. [`SpoolWriter::finish`] fixes them
+//!   and renames the file (`wav` at 8000 Hz), or transcodes it block by block (PCM WAV at another
+//!   rate, MP3), then [`run_writer`] hands each file to the storage
+//!   ([`crate::recording_storage`]).
+//! - After a crash, [`find_leftover_spools`] and [`recover_spool`] finalise what a dead process
+//!   left (header fixed from the file's length: playable up to the last block written) as a
+//!   partial µ-law WAV recording (`call::recovery` stores it and its row at the next start).
 //!
-//! Memory: µ-law is one byte per sample, 8000 bytes per second per track (a 10-minute call is
-//! about 4.8 MB per track; two tracks are kept, caller and played bot audio). Buffers grow in
-//! 64 000-byte chunks (8 s), one allocation per 8 s per track, never a large copy. A recording
-//! stops growing at the assistant's `max_call_length` or [`MAX_RECORDING_S`] (2 hours, 57.6 MB per
-//! track), whichever is shorter; audio after that is not recorded and the log says so.
-//!
-//! Decoding, mixing, resampling, encoding and file I/O all happen in [`CallRecorder::finish`],
-//! which is synchronous: the runtime runs it in `spawn_blocking` after the call.
-//!
-//! Files: `<base_dir>/org-<organisation id>/<recordings_dir>/call-<call id>-<track>.<ext>`,
-//! named by database ids only (never by a caller-supplied string such as the call SID, which two
-//! organisations could make sanitise to the same name), written to a `.part` file and renamed
-//! when complete. Folders are created 0700 and files 0600 (Unix): recordings are the owner's
-//! alone. Formats:
+//! Files are named by database ids only (never by a caller-supplied string such as the call
+//! SID, which two organisations could make sanitise to the same name). Folders are created 0700
+//! and files 0600 (Unix): recordings are the owner's alone. Formats:
 //! - `wav` at 8000 Hz: G.711 µ-law WAV (format tag 7), the call's audio as it was on the wire.
 //! - `wav` at any other rate: 16-bit PCM WAV, decoded and resampled.
 //! - `mp3`: only when built with the `mp3` feature (LAME, LGPL-3.0, linked statically, so off by
@@ -30,36 +35,46 @@
 //!   [`RecordingFile::requested_format`].
 //!
 //! Channels: user and assistant tracks are mono; the mixed track is mono (summed) or, with
-//! `channels: 2`, stereo with the caller on the left and the assistant on the right.
+//! `channels: 2`, stereo with the caller on the left and the assistant on the right. A recording
+//! stops growing at the assistant's `max_call_length` or [`MAX_RECORDING_S`] (2 hours),
+//! whichever is shorter.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 
 use switchboard_assistant::{RecordingFormat, RecordingSettings};
 use switchboard_core::audio::resample::Resampler;
 use switchboard_core::audio::{AudioError, MULAW_SILENCE, SAMPLE_RATE_HZ, mix, mulaw};
 use switchboard_store::NewRecording;
+use tokio::sync::mpsc;
 
-/// Longest recording kept, in seconds (2 hours), whatever `max_call_length` says: bounds the
-/// memory of one call's recording (57.6 MB per µ-law track).
+use crate::recording_storage::{RecordingStorage, StorageError};
+
+/// Longest recording kept, in seconds (2 hours), whatever `max_call_length` says.
 pub const MAX_RECORDING_S: u32 = 2 * 60 * 60;
 
 /// Directory used when `recordings_dir` is unset or empty, relative to the base directory.
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
 
-/// Bytes per growth step of a track buffer: 8 s of 8 kHz µ-law.
-const CHUNK_BYTES: usize = 64_000;
+/// Samples (8 kHz, one byte each per side) in one [`Block`]: 1 s of the call.
+pub const BLOCK_SAMPLES: usize = 8000;
 
-/// Samples per block when rendering a track at `finish` (1 s at 8 kHz; divides `CHUNK_BYTES`).
-const BLOCK_SAMPLES: usize = 8000;
+/// Blocks that may wait for the writer (8 s of the call); beyond that a block is dropped.
+pub const WRITER_QUEUE_BLOCKS: usize = 8;
 
 /// Most bot audio waiting to be laid onto the timeline, in bytes (60 s). Bot audio is paced with
 /// a lead of a few hundred ms, so this only bounds a runtime that sends without a caller clock.
-const MAX_BOT_QUEUE_BYTES: usize = 60 * SAMPLE_RATE_HZ as usize;
+pub const MAX_BOT_QUEUE_BYTES: usize = 60 * SAMPLE_RATE_HZ as usize;
 
-/// Capacity of the file writer's buffer, in bytes.
+/// Suffix of a spool file, after the track's `.wav`.
+pub const SPOOL_SUFFIX: &str = ".part";
+
+/// Length of the µ-law WAV header of a spool file, bytes (RIFF, 18-byte `fmt `, `fact`, `data`).
+const MULAW_HEADER_BYTES: u64 = 58;
+
+/// Capacity of the transcoder's file writer buffer, in bytes.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Which audio a recording file holds.
@@ -74,6 +89,9 @@ pub enum TrackKind {
 }
 
 impl TrackKind {
+    /// Every kind, in the order files are written.
+    pub const ALL: [TrackKind; 3] = [TrackKind::User, TrackKind::Assistant, TrackKind::Mixed];
+
     /// The name used in file names and in the store's `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,6 +99,11 @@ impl TrackKind {
             Self::Assistant => "assistant",
             Self::Mixed => "mixed",
         }
+    }
+
+    /// The kind named `name` (as in [`TrackKind::as_str`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 
@@ -92,17 +115,20 @@ pub fn format_str(format: RecordingFormat) -> &'static str {
     }
 }
 
-/// One file written by [`CallRecorder::finish`].
+/// One finished recording file, before or after it went to storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingFile {
-    /// Where the file is (under the base directory given to [`CallRecorder::new`]).
+    /// The finished file on this machine (under the base directory).
     pub path: PathBuf,
+    /// Its key in storage: `org-<id>/<recordings_dir>/call-<id>-<track>.<ext>`.
+    pub key: String,
     /// Which audio it holds.
     pub kind: TrackKind,
     /// The format actually written.
     pub format: RecordingFormat,
     /// The format the assistant asked for; differs from `format` when `mp3` was asked for and
-    /// the server was built without the `mp3` feature.
+    /// the server was built without the `mp3` feature, or for a recording recovered after a
+    /// crash (always µ-law WAV).
     pub requested_format: RecordingFormat,
     /// Length of the audio, ms.
     pub duration_ms: u64,
@@ -112,18 +138,22 @@ pub struct RecordingFile {
     pub sample_rate_hz: u32,
     /// Channels in the file: 1, or 2 for a stereo mixed track.
     pub channels: u16,
+    /// Finalised after a crash: the end of the call is missing.
+    pub partial: bool,
 }
 
 impl RecordingFile {
-    /// The row to insert with `Store::add_recording` for this file.
-    pub fn to_new_recording(&self) -> NewRecording {
+    /// The row to insert with `Store::add_recording` for this file, stored at `location`
+    /// (what [`RecordingStorage::store`] returned).
+    pub fn to_new_recording(&self, location: &str) -> NewRecording {
         NewRecording {
             kind: self.kind.as_str().to_owned(),
             format: format_str(self.format).to_owned(),
-            path_or_url: self.path.to_string_lossy().into_owned(),
+            path_or_url: location.to_owned(),
             duration_ms: i64::try_from(self.duration_ms).unwrap_or(i64::MAX),
             size_bytes: i64::try_from(self.size_bytes).unwrap_or(i64::MAX),
             sample_rate: i64::from(self.sample_rate_hz),
+            partial: self.partial,
         }
     }
 }
@@ -157,146 +187,54 @@ pub enum RecordingError {
     /// The MP3 encoder (only with the `mp3` feature) refused its settings or the audio.
     #[error("mp3 encoder: {0}")]
     Mp3(String),
+    /// A spool file is not a µ-law WAV this module wrote.
+    #[error("spool file {0:?} is not a recording spool")]
+    NotASpool(PathBuf),
+    /// The finished file could not be stored.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The blocking writer task panicked or was cancelled.
+    #[error("recording writer task: {0}")]
+    Task(String),
 }
 
-/// A growable byte buffer that grows by fixed chunks instead of doubling, so appending never
-/// copies what is already recorded and never holds twice the memory.
-#[derive(Debug, Default)]
-struct ChunkedBytes {
-    chunks: Vec<Vec<u8>>,
-    len: usize,
-}
-
-impl ChunkedBytes {
-    fn push(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let need_chunk = self.chunks.last().is_none_or(|c| c.len() == CHUNK_BYTES);
-            if need_chunk {
-                self.chunks.push(Vec::with_capacity(CHUNK_BYTES));
-            }
-            let Some(chunk) = self.chunks.last_mut() else {
-                return;
-            };
-            let n = bytes.len().min(CHUNK_BYTES - chunk.len());
-            let (now, rest) = bytes.split_at(n);
-            chunk.extend_from_slice(now);
-            self.len += n;
-            bytes = rest;
-        }
-    }
-
-    fn push_fill(&mut self, byte: u8, mut count: usize) {
-        let fill = [byte; 160];
-        while count > 0 {
-            let n = count.min(fill.len());
-            self.push(&fill[..n]);
-            count -= n;
-        }
-    }
-
-    /// Copies `out.len()` bytes from `start` into `out`; bytes past the end read as silence.
-    fn read_into(&self, mut start: usize, out: &mut [u8]) {
-        let mut filled = 0;
-        while filled < out.len() {
-            let chunk = self.chunks.get(start / CHUNK_BYTES);
-            let src = chunk
-                .and_then(|c| c.get(start % CHUNK_BYTES..))
-                .unwrap_or(&[]);
-            if src.is_empty() {
-                if let Some(rest) = out.get_mut(filled..) {
-                    rest.fill(MULAW_SILENCE);
-                }
-                return;
-            }
-            let n = src.len().min(out.len() - filled);
-            if let (Some(dst), Some(src)) = (out.get_mut(filled..filled + n), src.get(..n)) {
-                dst.copy_from_slice(src);
-            }
-            filled += n;
-            start += n;
-        }
-    }
-}
-
-/// Records one call's audio in memory and writes it to files when the call ends.
-///
-/// ```no_run
-/// # use std::path::Path;
-/// # use switchboard_server::call::recording::CallRecorder;
-/// # let settings = switchboard_assistant::RecordingSettings::default();
-/// if let Some(mut rec) = CallRecorder::new(&settings, Path::new("/var/lib/switchboard"), 3, 7) {
-///     rec.push_bot(&[0xFF; 160]); // a frame sent to Twilio
-///     rec.push_caller(&[0xFF; 160]); // a frame from Twilio: the clock
-///     rec.bot_cleared(); // barge-in: what was queued is never recorded
-///     let _files = rec.finish(); // in spawn_blocking, after the call
-/// }
-/// ```
-#[derive(Debug)]
-pub struct CallRecorder {
+/// What to record for one call, from the assistant's `recording_settings`.
+#[derive(Debug, Clone)]
+pub struct RecordingPlan {
     call_id: i64,
-    /// `<base_dir>/org-<id>/<recordings_dir>`.
-    dir: PathBuf,
+    /// `org-<id>/<recordings_dir>`, relative to the base directory.
+    rel_dir: PathBuf,
     requested_format: RecordingFormat,
     sample_rate_hz: u32,
     stereo_mix: bool,
     user_file: bool,
     assistant_file: bool,
     mixed_file: bool,
+    with_user: bool,
+    with_bot: bool,
     database_records: bool,
-    /// Caller audio on the caller clock; `None` when the caller is not recorded.
-    caller: Option<ChunkedBytes>,
-    /// Bot audio as played, on the caller clock; `None` when the assistant is not recorded.
-    bot: Option<ChunkedBytes>,
-    /// Bot audio sent and not yet reached by the caller clock.
-    bot_queue: VecDeque<u8>,
-    /// Samples (8 kHz) on the caller clock so far.
-    samples: usize,
-    /// Most samples kept.
+    /// Most samples (8 kHz) kept.
     max_samples: usize,
-    /// Samples not kept because of `max_samples`.
-    dropped_samples: u64,
-    /// Bot bytes dropped because the queue was full.
-    dropped_bot_bytes: u64,
-    /// Scratch for one frame of played bot audio.
-    frame_scratch: Vec<u8>,
 }
 
-impl CallRecorder {
-    /// A recorder for one call, or `None` when recording is disabled (`enabled: false`, or no
-    /// track selected) or `recordings_dir` is unsafe (logged; see [`CallRecorder::try_new`]).
+impl RecordingPlan {
+    /// The plan for one call, or `None` when recording is disabled (`enabled: false`, or no
+    /// track selected); an unsafe `recordings_dir` is an error.
     ///
     /// Tracks: caller when `record_user_audio` and `record_user_only_track` are not false;
     /// assistant when `record_assistant_audio` is not false; mixed when `record_mixed_audio` is
     /// not false. `record_user_audio: false` / `record_assistant_audio: false` also keep that
     /// side out of the mix. `record_user_only_track: null` (the organisation's setting) records
-    /// the caller track; the caller of this function may resolve it first.
+    /// the caller track.
     pub fn new(
         settings: &RecordingSettings,
-        base_dir: &Path,
-        org_id: i64,
-        call_id: i64,
-    ) -> Option<Self> {
-        match Self::try_new(settings, base_dir, org_id, call_id) {
-            Ok(rec) => rec,
-            Err(e) => {
-                tracing::error!(call_id, error = %e, "call recording disabled");
-                None
-            }
-        }
-    }
-
-    /// Like [`CallRecorder::new`], but an unsafe `recordings_dir` is an error.
-    pub fn try_new(
-        settings: &RecordingSettings,
-        base_dir: &Path,
         org_id: i64,
         call_id: i64,
     ) -> Result<Option<Self>, RecordingError> {
         if !settings.enabled {
             return Ok(None);
         }
-        let dir = base_dir
-            .join(format!("org-{org_id}"))
+        let rel_dir = PathBuf::from(format!("org-{org_id}"))
             .join(safe_relative_dir(settings.recordings_dir.as_deref())?);
         let with_user = settings.record_user_audio != Some(false);
         let with_bot = settings.record_assistant_audio != Some(false);
@@ -313,23 +251,27 @@ impl CallRecorder {
         };
         Ok(Some(Self {
             call_id,
-            dir,
+            rel_dir,
             requested_format: settings.format.unwrap_or(RecordingFormat::Mp3),
             sample_rate_hz,
             stereo_mix: settings.channels == Some(2),
             user_file,
             assistant_file,
             mixed_file,
+            with_user,
+            with_bot,
             database_records: settings.create_database_records != Some(false),
-            caller: with_user.then(ChunkedBytes::default),
-            bot: with_bot.then(ChunkedBytes::default),
-            bot_queue: VecDeque::with_capacity(SAMPLE_RATE_HZ as usize),
-            samples: 0,
             max_samples: MAX_RECORDING_S as usize * SAMPLE_RATE_HZ as usize,
-            dropped_samples: 0,
-            dropped_bot_bytes: 0,
-            frame_scratch: Vec::with_capacity(160),
         }))
+    }
+
+    /// Like [`RecordingPlan::new`], but an unsafe `recordings_dir` is logged and means no
+    /// recording.
+    pub fn for_call(settings: &RecordingSettings, org_id: i64, call_id: i64) -> Option<Self> {
+        Self::new(settings, org_id, call_id).unwrap_or_else(|e| {
+            tracing::error!(call_id, error = %e, "call recording disabled");
+            None
+        })
     }
 
     /// Caps the recording at the assistant's `max_call_length` (seconds; `None` = no cap beyond
@@ -340,7 +282,7 @@ impl CallRecorder {
         self
     }
 
-    /// Our call record id, for the rows of [`RecordingFile::to_new_recording`].
+    /// Our call record id.
     pub fn call_id(&self) -> i64 {
         self.call_id
     }
@@ -350,9 +292,123 @@ impl CallRecorder {
         self.database_records
     }
 
+    /// The tracks written, in order.
+    fn tracks(&self) -> impl Iterator<Item = TrackKind> + '_ {
+        TrackKind::ALL.into_iter().filter(|k| match k {
+            TrackKind::User => self.user_file,
+            TrackKind::Assistant => self.assistant_file,
+            TrackKind::Mixed => self.mixed_file,
+        })
+    }
+
+    fn channels(&self, kind: TrackKind) -> u16 {
+        if kind == TrackKind::Mixed && self.stereo_mix {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// File name of a finished track in `format`.
+    fn file_name(&self, kind: TrackKind, format: RecordingFormat) -> String {
+        format!(
+            "call-{}-{}.{}",
+            self.call_id,
+            kind.as_str(),
+            format_str(format)
+        )
+    }
+}
+
+/// One second (or, at the end, less) of the call's timeline, for the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Position of the first sample on the call's timeline (8 kHz samples from the start).
+    pub start_sample: usize,
+    /// The caller's audio (silence when the caller is not recorded).
+    pub caller: Vec<u8>,
+    /// The bot audio played beside it (silence when the assistant is not recorded); the same
+    /// length as `caller`.
+    pub bot: Vec<u8>,
+}
+
+/// The call-task half of a recording: builds the timeline and hands it on in blocks.
+///
+/// ```no_run
+/// # use switchboard_server::call::recording::{CallRecorder, RecordingPlan, WRITER_QUEUE_BLOCKS};
+/// # let settings = switchboard_assistant::RecordingSettings::default();
+/// if let Some(plan) = RecordingPlan::for_call(&settings, 3, 7) {
+///     let (mut rec, _blocks) = CallRecorder::new(&plan, WRITER_QUEUE_BLOCKS);
+///     rec.push_bot(&[0xFF; 160]); // a frame sent to Twilio
+///     rec.push_caller(&[0xFF; 160]); // a frame from Twilio: the clock
+///     rec.bot_cleared(); // barge-in: what was queued is never recorded
+///     rec.finish(); // the last block goes; the writer finalises the files
+/// }
+/// ```
+#[derive(Debug)]
+pub struct CallRecorder {
+    call_id: i64,
+    with_user: bool,
+    with_bot: bool,
+    tx: mpsc::Sender<Block>,
+    /// The block being filled: caller side.
+    caller: Vec<u8>,
+    /// The block being filled: bot side.
+    bot: Vec<u8>,
+    /// Where the block being filled starts on the timeline.
+    block_start: usize,
+    /// Bot audio sent and not yet reached by the caller clock.
+    bot_queue: VecDeque<u8>,
+    /// Samples (8 kHz) on the caller clock so far.
+    samples: usize,
+    /// Most samples kept.
+    max_samples: usize,
+    /// Samples not kept because of `max_samples`.
+    dropped_samples: u64,
+    /// Bot bytes dropped because the queue was full.
+    dropped_bot_bytes: u64,
+    /// Blocks dropped because the writer's queue was full or the writer had stopped.
+    dropped_blocks: u64,
+}
+
+impl CallRecorder {
+    /// A recorder for `plan` and the receiving end of its block queue (`queue_blocks` long;
+    /// [`WRITER_QUEUE_BLOCKS`] in the runtime), for [`run_writer`].
+    pub fn new(plan: &RecordingPlan, queue_blocks: usize) -> (Self, mpsc::Receiver<Block>) {
+        let (tx, rx) = mpsc::channel(queue_blocks.max(1));
+        let rec = Self {
+            call_id: plan.call_id,
+            with_user: plan.with_user,
+            with_bot: plan.with_bot,
+            tx,
+            caller: Vec::with_capacity(BLOCK_SAMPLES),
+            bot: Vec::with_capacity(BLOCK_SAMPLES),
+            block_start: 0,
+            bot_queue: VecDeque::with_capacity(SAMPLE_RATE_HZ as usize),
+            samples: 0,
+            max_samples: plan.max_samples,
+            dropped_samples: 0,
+            dropped_bot_bytes: 0,
+            dropped_blocks: 0,
+        };
+        (rec, rx)
+    }
+
     /// Length recorded so far on the caller clock, ms.
     pub fn duration_ms(&self) -> u64 {
         self.samples as u64 * 1000 / u64::from(SAMPLE_RATE_HZ)
+    }
+
+    /// Bytes this recorder holds now (block buffers and queued bot audio): bounded by
+    /// `2 × BLOCK_SAMPLES` plus [`MAX_BOT_QUEUE_BYTES`] (rounded up by the queue's growth),
+    /// however long the call.
+    pub fn held_bytes(&self) -> usize {
+        self.caller.capacity() + self.bot.capacity() + self.bot_queue.capacity()
+    }
+
+    /// Blocks dropped so far because the writer fell [`WRITER_QUEUE_BLOCKS`] behind.
+    pub fn dropped_blocks(&self) -> u64 {
+        self.dropped_blocks
     }
 
     /// One inbound caller frame (8 kHz µ-law, normally 160 bytes / 20 ms). This is the clock:
@@ -365,29 +421,30 @@ impl CallRecorder {
             // Nothing more will be laid down; keep the queue from growing.
             self.bot_queue.clear();
         }
-        if n == 0 {
-            return;
+        let mut rest = frame.get(..n).unwrap_or(frame);
+        while !rest.is_empty() {
+            let take = rest.len().min(BLOCK_SAMPLES - self.caller.len());
+            let (now, later) = rest.split_at(take);
+            if self.with_user {
+                self.caller.extend_from_slice(now);
+            } else {
+                self.caller.resize(self.caller.len() + take, MULAW_SILENCE);
+            }
+            let from_queue = take.min(self.bot_queue.len());
+            self.bot.extend(self.bot_queue.drain(..from_queue));
+            self.bot
+                .resize(self.bot.len() + take - from_queue, MULAW_SILENCE);
+            self.samples += take;
+            if self.caller.len() == BLOCK_SAMPLES {
+                self.send_block();
+            }
+            rest = later;
         }
-        let frame = frame.get(..n).unwrap_or(frame);
-        if let Some(caller) = self.caller.as_mut() {
-            caller.push(frame);
-        }
-        let from_queue = n.min(self.bot_queue.len());
-        if let Some(bot) = self.bot.as_mut() {
-            self.frame_scratch.clear();
-            self.frame_scratch
-                .extend(self.bot_queue.drain(..from_queue));
-            bot.push(&self.frame_scratch);
-            bot.push_fill(MULAW_SILENCE, n - from_queue);
-        } else {
-            self.bot_queue.drain(..from_queue);
-        }
-        self.samples += n;
     }
 
     /// One bot frame sent to Twilio (8 kHz µ-law, 20 ms); it plays from the next caller frame.
     pub fn push_bot(&mut self, frame: &[u8; 160]) {
-        if self.bot.is_none() || self.samples >= self.max_samples {
+        if !self.with_bot || self.samples >= self.max_samples {
             return;
         }
         let room = MAX_BOT_QUEUE_BYTES.saturating_sub(self.bot_queue.len());
@@ -401,11 +458,26 @@ impl CallRecorder {
         self.bot_queue.clear();
     }
 
-    /// Writes the selected tracks and returns one [`RecordingFile`] per file written.
-    ///
-    /// Synchronous file I/O, decoding and encoding: run it in `spawn_blocking`. A call with no
-    /// caller audio at all writes nothing and returns an empty list.
-    pub fn finish(self) -> Result<Vec<RecordingFile>, RecordingError> {
+    /// Hands the block being filled to the writer (without waiting: a full queue drops it).
+    fn send_block(&mut self) {
+        if self.caller.is_empty() {
+            return;
+        }
+        let block = Block {
+            start_sample: self.block_start,
+            caller: std::mem::replace(&mut self.caller, Vec::with_capacity(BLOCK_SAMPLES)),
+            bot: std::mem::replace(&mut self.bot, Vec::with_capacity(BLOCK_SAMPLES)),
+        };
+        self.block_start = self.samples;
+        if self.tx.try_send(block).is_err() {
+            self.dropped_blocks += 1;
+        }
+    }
+
+    /// The call ended: the last (partial) block goes to the writer and the queue closes, so
+    /// the writer finalises the files.
+    pub fn finish(mut self) {
+        self.send_block();
         if self.dropped_samples > 0 {
             tracing::warn!(
                 call_id = self.call_id,
@@ -420,210 +492,457 @@ impl CallRecorder {
                 "assistant audio arrived far ahead of the caller clock; the excess was not recorded"
             );
         }
-        if self.samples == 0 {
-            return Ok(Vec::new());
-        }
-        let format = effective_format(self.requested_format);
-        if format != self.requested_format {
+        if self.dropped_blocks > 0 {
             tracing::warn!(
                 call_id = self.call_id,
-                "mp3 recording requested but this server was built without the `mp3` feature; writing WAV"
+                dropped_s = self.dropped_blocks,
+                "the recording writer fell behind; those seconds are silent in the recording"
             );
         }
-        create_private_dir_all(&self.dir).map_err(|source| RecordingError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let mut files = Vec::new();
-        let tracks = [
-            (TrackKind::User, self.user_file),
-            (TrackKind::Assistant, self.assistant_file),
-            (TrackKind::Mixed, self.mixed_file),
-        ];
-        for (kind, wanted) in tracks {
-            if wanted {
-                files.push(self.write_track(kind, format)?);
-            }
+    }
+}
+
+/// One open spool file.
+#[derive(Debug)]
+struct Spool {
+    kind: TrackKind,
+    channels: u16,
+    path: PathBuf,
+    file: File,
+}
+
+/// The blocking half of a recording: appends blocks to the spool files and finalises them.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    plan: RecordingPlan,
+    base_dir: PathBuf,
+    /// Opened at the first block, so a call without audio writes nothing.
+    spools: Vec<Spool>,
+    /// Samples written per track.
+    written: usize,
+    /// Scratch for one block of one track.
+    scratch: Vec<u8>,
+}
+
+impl SpoolWriter {
+    /// A writer for `plan`'s tracks under `base_dir`.
+    pub fn new(plan: RecordingPlan, base_dir: &Path) -> Self {
+        Self {
+            plan,
+            base_dir: base_dir.to_path_buf(),
+            spools: Vec::new(),
+            written: 0,
+            scratch: Vec::with_capacity(2 * BLOCK_SAMPLES),
         }
-        Ok(files)
     }
 
-    fn write_track(
-        &self,
-        kind: TrackKind,
-        format: RecordingFormat,
-    ) -> Result<RecordingFile, RecordingError> {
-        let channels: u16 = if kind == TrackKind::Mixed && self.stereo_mix {
-            2
-        } else {
-            1
-        };
-        let ext = format_str(format);
-        let name = format!("call-{}-{}.{ext}", self.call_id, kind.as_str());
-        let path = self.dir.join(&name);
-        let part = self.dir.join(format!("{name}.part"));
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RecordingError::Io { path, source }
-        };
-        let file = create_private_file(&part).map_err(io_err(&part))?;
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
-        let result = match format {
-            RecordingFormat::Wav => self.write_wav(kind, channels, &mut out),
-            RecordingFormat::Mp3 => self.write_mp3(kind, channels, &mut out),
-        };
-        let result = result.and_then(|()| {
-            out.flush().map_err(io_err(&part))?;
-            out.get_ref().sync_all().map_err(io_err(&part))
-        });
-        drop(out);
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&part);
-            return Err(e);
-        }
-        std::fs::rename(&part, &path).map_err(io_err(&path))?;
-        let size_bytes = std::fs::metadata(&path).map_err(io_err(&path))?.len();
-        Ok(RecordingFile {
-            path,
-            kind,
-            format,
-            requested_format: self.requested_format,
-            duration_ms: self.duration_ms(),
-            size_bytes,
-            sample_rate_hz: self.sample_rate_hz,
-            channels,
-        })
+    fn dir(&self) -> PathBuf {
+        self.base_dir.join(&self.plan.rel_dir)
     }
 
-    /// WAV at the call's rate keeps the µ-law bytes; any other rate is 16-bit PCM.
-    fn mulaw_wav(&self) -> bool {
-        self.sample_rate_hz == SAMPLE_RATE_HZ
-    }
-
-    /// Number of output frames (samples per channel) at `rate_hz` for the recorded length.
-    fn frames_at(&self, rate_hz: u32) -> u64 {
-        self.samples as u64 * u64::from(rate_hz) / u64::from(SAMPLE_RATE_HZ)
-    }
-
-    /// Calls `f` with consecutive blocks of a track's µ-law audio at 8 kHz, one slice per
-    /// channel, until the recorded length is covered.
-    fn for_each_block(
-        &self,
-        kind: TrackKind,
-        channels: u16,
-        mut f: impl FnMut(&[&[u8]]) -> Result<(), RecordingError>,
-    ) -> Result<(), RecordingError> {
-        let mut a = vec![MULAW_SILENCE; BLOCK_SAMPLES];
-        let mut b = vec![MULAW_SILENCE; BLOCK_SAMPLES];
-        let mut start = 0;
-        while start < self.samples {
-            let n = (self.samples - start).min(BLOCK_SAMPLES);
-            let (a, b) = (&mut a[..n], &mut b[..n]);
-            read_track(self.caller.as_ref(), start, a);
-            read_track(self.bot.as_ref(), start, b);
-            match (kind, channels) {
-                (TrackKind::User, _) => f(&[a])?,
-                (TrackKind::Assistant, _) => f(&[b])?,
-                (TrackKind::Mixed, 2) => f(&[a, b])?,
-                (TrackKind::Mixed, _) => {
-                    for (x, &y) in a.iter_mut().zip(b.iter()) {
-                        *x = mix::mix_sample(*x, y);
-                    }
-                    f(&[a])?
-                }
-            }
-            start += n;
+    fn open_spools(&mut self) -> Result<(), RecordingError> {
+        let dir = self.dir();
+        create_private_dir_all(&dir).map_err(io_at(&dir))?;
+        let kinds: Vec<TrackKind> = self.plan.tracks().collect();
+        for kind in kinds {
+            let channels = self.plan.channels(kind);
+            let name = self.plan.file_name(kind, RecordingFormat::Wav);
+            let path = dir.join(format!("{name}{SPOOL_SUFFIX}"));
+            let mut file = create_private_file(&path).map_err(io_at(&path))?;
+            let header = wav_header(WavEncoding::Mulaw, channels, SAMPLE_RATE_HZ, 0)?;
+            file.write_all(&header).map_err(io_at(&path))?;
+            self.spools.push(Spool {
+                kind,
+                channels,
+                path,
+                file,
+            });
         }
         Ok(())
     }
 
-    fn write_wav(
-        &self,
-        kind: TrackKind,
-        channels: u16,
-        out: &mut impl Write,
-    ) -> Result<(), RecordingError> {
-        let werr = |source| RecordingError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        if self.mulaw_wav() {
-            let frames = self.samples as u64;
-            let header = wav_header(WavEncoding::Mulaw, channels, SAMPLE_RATE_HZ, frames)?;
-            out.write_all(&header).map_err(werr)?;
-            let mut interleaved = Vec::with_capacity(BLOCK_SAMPLES * 2);
-            self.for_each_block(kind, channels, |chans| {
-                let bytes: &[u8] = match chans {
-                    [one] => one,
-                    [l, r] => {
-                        interleaved.clear();
-                        for (&x, &y) in l.iter().zip(r.iter()) {
-                            interleaved.push(x);
-                            interleaved.push(y);
-                        }
-                        &interleaved
-                    }
-                    _ => &[],
-                };
-                out.write_all(bytes).map_err(werr)
-            })?;
-            let data_bytes = frames * u64::from(channels);
-            if data_bytes % 2 == 1 {
-                out.write_all(&[0]).map_err(werr)?;
-            }
-            return Ok(());
+    /// Appends one block to every track (a gap before it, left by a dropped block, is written
+    /// as silence so the tracks keep the call's timeline).
+    pub fn write(&mut self, block: &Block) -> Result<(), RecordingError> {
+        if self.spools.is_empty() {
+            self.open_spools()?;
         }
-        let frames = self.frames_at(self.sample_rate_hz);
-        let header = wav_header(WavEncoding::Pcm16, channels, self.sample_rate_hz, frames)?;
-        out.write_all(&header).map_err(werr)?;
-        let mut pipeline = PcmPipeline::new(channels, self.sample_rate_hz, frames)?;
-        let mut bytes = Vec::with_capacity(WRITE_BUFFER_BYTES);
-        let mut emit = |pcm: &[i16]| {
-            bytes.clear();
-            for s in pcm {
-                bytes.extend_from_slice(&s.to_le_bytes());
+        let silence = [MULAW_SILENCE; 160];
+        while self.written < block.start_sample {
+            let n = (block.start_sample - self.written).min(silence.len());
+            let gap = Block {
+                start_sample: self.written,
+                caller: silence[..n].to_vec(),
+                bot: silence[..n].to_vec(),
+            };
+            self.append(&gap)?;
+        }
+        self.append(block)
+    }
+
+    fn append(&mut self, block: &Block) -> Result<(), RecordingError> {
+        let n = block.caller.len().min(block.bot.len());
+        let (caller, bot) = (&block.caller[..n], &block.bot[..n]);
+        for spool in &mut self.spools {
+            self.scratch.clear();
+            match (spool.kind, spool.channels) {
+                (TrackKind::User, _) => self.scratch.extend_from_slice(caller),
+                (TrackKind::Assistant, _) => self.scratch.extend_from_slice(bot),
+                (TrackKind::Mixed, 2) => {
+                    for (&l, &r) in caller.iter().zip(bot) {
+                        self.scratch.push(l);
+                        self.scratch.push(r);
+                    }
+                }
+                (TrackKind::Mixed, _) => self
+                    .scratch
+                    .extend(caller.iter().zip(bot).map(|(&a, &b)| mix::mix_sample(a, b))),
             }
-            out.write_all(&bytes).map_err(werr)
-        };
-        self.for_each_block(kind, channels, |chans| pipeline.push(chans, &mut emit))?;
-        pipeline.finish(&mut emit)
+            spool
+                .file
+                .write_all(&self.scratch)
+                .map_err(io_at(&spool.path))?;
+        }
+        self.written += n;
+        Ok(())
     }
 
-    #[cfg(feature = "mp3")]
-    fn write_mp3(
-        &self,
-        kind: TrackKind,
-        channels: u16,
-        out: &mut impl Write,
-    ) -> Result<(), RecordingError> {
-        let werr = |source| RecordingError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut encoder = mp3::Mp3Writer::new(channels, self.sample_rate_hz)?;
-        let frames = self.frames_at(self.sample_rate_hz);
-        let mut pipeline = PcmPipeline::new(channels, self.sample_rate_hz, frames)?;
-        let mut emit = |pcm: &[i16]| {
-            let bytes = encoder.encode(pcm)?;
-            out.write_all(bytes).map_err(werr)
-        };
-        self.for_each_block(kind, channels, |chans| pipeline.push(chans, &mut emit))?;
-        pipeline.finish(&mut emit)?;
-        let tail = encoder.flush()?;
-        out.write_all(tail).map_err(werr)
+    /// Finalises every track: header sizes fixed, then renamed (µ-law WAV at 8 kHz) or
+    /// transcoded to the requested rate and format. Returns one [`RecordingFile`] per file, or
+    /// none for a call without audio.
+    pub fn finish(self) -> Result<Vec<RecordingFile>, RecordingError> {
+        let format = effective_format(self.plan.requested_format);
+        if format != self.plan.requested_format {
+            tracing::warn!(
+                call_id = self.plan.call_id,
+                "mp3 recording requested but this server was built without the `mp3` feature; writing WAV"
+            );
+        }
+        let dir = self.dir();
+        let mut files = Vec::new();
+        for spool in self.spools {
+            spool.file.sync_all().map_err(io_at(&spool.path))?;
+            drop(spool.file);
+            let (channels, frames) = finalize_spool(&spool.path)?;
+            let name = self.plan.file_name(spool.kind, format);
+            let path = dir.join(&name);
+            let mulaw_wav =
+                format == RecordingFormat::Wav && self.plan.sample_rate_hz == SAMPLE_RATE_HZ;
+            if mulaw_wav {
+                std::fs::rename(&spool.path, &path).map_err(io_at(&path))?;
+            } else {
+                transcode(
+                    &spool.path,
+                    &path,
+                    format,
+                    channels,
+                    self.plan.sample_rate_hz,
+                    frames,
+                )?;
+                std::fs::remove_file(&spool.path).map_err(io_at(&spool.path))?;
+            }
+            let size_bytes = std::fs::metadata(&path).map_err(io_at(&path))?.len();
+            files.push(RecordingFile {
+                key: storage_key(&self.plan.rel_dir, &name),
+                path,
+                kind: spool.kind,
+                format,
+                requested_format: self.plan.requested_format,
+                duration_ms: frames * 1000 / u64::from(SAMPLE_RATE_HZ),
+                size_bytes,
+                sample_rate_hz: self.plan.sample_rate_hz,
+                channels,
+                partial: false,
+            });
+        }
+        Ok(files)
     }
+}
 
+/// A finished recording and where storage put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecording {
+    /// The file as written.
+    pub file: RecordingFile,
+    /// Its location in storage, for the row.
+    pub location: String,
+}
+
+/// The task of [`run_writer`]: what was stored, once the recording is finished.
+pub type RecordingJob = tokio::task::JoinHandle<Result<Vec<StoredRecording>, RecordingError>>;
+
+/// Drives `writer` off the call task: each batch of blocks the recorder queued is written in
+/// `spawn_blocking`; once the recorder is finished (the queue closed) the tracks are finalised
+/// (also blocking) and handed to `storage`. Returns what was stored.
+pub async fn run_writer(
+    writer: SpoolWriter,
+    mut blocks: mpsc::Receiver<Block>,
+    storage: RecordingStorage,
+) -> Result<Vec<StoredRecording>, RecordingError> {
+    let mut writer = writer;
+    let mut batch = Vec::with_capacity(WRITER_QUEUE_BLOCKS);
+    while blocks.recv_many(&mut batch, WRITER_QUEUE_BLOCKS).await > 0 {
+        let work = std::mem::take(&mut batch);
+        let (w, result, work) = tokio::task::spawn_blocking(move || {
+            let mut w = writer;
+            let result = work.iter().try_for_each(|b| w.write(b));
+            (w, result, work)
+        })
+        .await
+        .map_err(|e| RecordingError::Task(e.to_string()))?;
+        writer = w;
+        result?;
+        batch = work;
+        batch.clear();
+    }
+    let files = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| RecordingError::Task(e.to_string()))??;
+    let mut stored = Vec::with_capacity(files.len());
+    for file in files {
+        let location = storage.store(&file.path, &file.key).await?;
+        stored.push(StoredRecording { file, location });
+    }
+    Ok(stored)
+}
+
+/// Fixes the header of the µ-law WAV spool at `path` from its length (a trailing half sample
+/// frame of a stereo spool is cut; odd data gets its pad byte). Returns its channels and
+/// frames (samples per channel).
+pub fn finalize_spool(path: &Path) -> Result<(u16, u64), RecordingError> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_at(path))?;
+    let mut header = [0u8; MULAW_HEADER_BYTES as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| RecordingError::NotASpool(path.to_path_buf()))?;
+    let tag = u16::from_le_bytes([header[20], header[21]]);
+    let channels = u16::from_le_bytes([header[22], header[23]]);
+    if &header[0..4] != b"RIFF"
+        || &header[8..12] != b"WAVE"
+        || tag != 7
+        || !(1..=2).contains(&channels)
+    {
+        return Err(RecordingError::NotASpool(path.to_path_buf()));
+    }
+    let len = file.metadata().map_err(io_at(path))?.len();
+    let frames = (len - MULAW_HEADER_BYTES) / u64::from(channels);
+    let data_bytes = frames * u64::from(channels);
+    file.set_len(MULAW_HEADER_BYTES + data_bytes)
+        .map_err(io_at(path))?;
+    if data_bytes % 2 == 1 {
+        file.seek(SeekFrom::End(0)).map_err(io_at(path))?;
+        file.write_all(&[0]).map_err(io_at(path))?;
+    }
+    let header = wav_header(WavEncoding::Mulaw, channels, SAMPLE_RATE_HZ, frames)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_at(path))?;
+    file.write_all(&header).map_err(io_at(path))?;
+    file.sync_all().map_err(io_at(path))?;
+    Ok((channels, frames))
+}
+
+/// Writes the µ-law WAV spool `from` (finalised, `frames` frames of `channels`) to `to` as
+/// `format` at `rate_hz`, block by block.
+fn transcode(
+    from: &Path,
+    to: &Path,
+    format: RecordingFormat,
+    channels: u16,
+    rate_hz: u32,
+    frames: u64,
+) -> Result<(), RecordingError> {
+    let mut input = File::open(from).map_err(io_at(from))?;
+    input
+        .seek(SeekFrom::Start(MULAW_HEADER_BYTES))
+        .map_err(io_at(from))?;
     #[cfg(not(feature = "mp3"))]
-    fn write_mp3(
-        &self,
-        _kind: TrackKind,
-        _channels: u16,
-        _out: &mut impl Write,
-    ) -> Result<(), RecordingError> {
+    if format == RecordingFormat::Mp3 {
         // `effective_format` never picks MP3 without the feature.
-        Err(RecordingError::Mp3(
+        return Err(RecordingError::Mp3(
             "this server was built without the `mp3` feature".to_owned(),
-        ))
+        ));
+    }
+    // Not the spool's own name (`….wav.part`), which is being read.
+    let tmp = to.with_extension(format!("{}.tmp", format_str(format)));
+    let file = create_private_file(&tmp).map_err(io_at(&tmp))?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+    let werr = io_at(&tmp);
+    let out_frames = frames * u64::from(rate_hz) / u64::from(SAMPLE_RATE_HZ);
+    let mut pipeline = PcmPipeline::new(channels, rate_hz, out_frames)?;
+    #[cfg(feature = "mp3")]
+    let mut encoder = match format {
+        RecordingFormat::Mp3 => Some(mp3::Mp3Writer::new(channels, rate_hz)?),
+        RecordingFormat::Wav => None,
+    };
+    if format == RecordingFormat::Wav {
+        let header = wav_header(WavEncoding::Pcm16, channels, rate_hz, out_frames)?;
+        out.write_all(&header).map_err(io_at(&tmp))?;
+    }
+    let mut bytes = Vec::with_capacity(WRITE_BUFFER_BYTES);
+    let mut emit = |pcm: &[i16]| -> Result<(), RecordingError> {
+        #[cfg(feature = "mp3")]
+        if let Some(enc) = encoder.as_mut() {
+            let mp3 = enc.encode(pcm)?;
+            return out.write_all(mp3).map_err(io_at(&tmp));
+        }
+        bytes.clear();
+        for s in pcm {
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        out.write_all(&bytes).map_err(io_at(&tmp))
+    };
+    let width = usize::from(channels);
+    let mut raw = vec![0u8; BLOCK_SAMPLES * width];
+    let mut left = vec![0u8; BLOCK_SAMPLES];
+    let mut right = vec![0u8; BLOCK_SAMPLES];
+    let mut remaining = frames;
+    while remaining > 0 {
+        let n = (remaining as usize).min(BLOCK_SAMPLES);
+        let chunk = &mut raw[..n * width];
+        input.read_exact(chunk).map_err(io_at(from))?;
+        if width == 2 {
+            for (i, pair) in chunk.chunks_exact(2).enumerate() {
+                left[i] = pair[0];
+                right[i] = pair[1];
+            }
+            pipeline.push(&[&left[..n], &right[..n]], &mut emit)?;
+        } else {
+            pipeline.push(&[&chunk[..n]], &mut emit)?;
+        }
+        remaining -= n as u64;
+    }
+    pipeline.finish(&mut emit)?;
+    #[cfg(feature = "mp3")]
+    if let Some(enc) = encoder.as_mut() {
+        let tail = enc.flush()?;
+        out.write_all(tail).map_err(io_at(&tmp))?;
+    }
+    out.flush().map_err(io_at(&tmp))?;
+    out.get_ref().sync_all().map_err(werr)?;
+    drop(out);
+    std::fs::rename(&tmp, to).map_err(io_at(to))
+}
+
+/// A spool file a stopped process left behind (it died before finishing the call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftoverSpool {
+    /// The spool file.
+    pub path: PathBuf,
+    /// Organisation of its folder.
+    pub org_id: i64,
+    /// Call of its name.
+    pub call_id: i64,
+    /// Track of its name.
+    pub kind: TrackKind,
+}
+
+/// Deepest folder searched under an organisation's folder (`recordings_dir` may be nested).
+const MAX_SPOOL_DEPTH: usize = 8;
+
+/// The spool files under `base_dir` (`org-<id>/…/call-<id>-<track>.wav.part`). Blocking.
+pub fn find_leftover_spools(base_dir: &Path) -> Vec<LeftoverSpool> {
+    let mut found = Vec::new();
+    let Ok(orgs) = std::fs::read_dir(base_dir) else {
+        return found;
+    };
+    for entry in orgs.flatten() {
+        let name = entry.file_name();
+        let Some(org_id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("org-"))
+            .and_then(|id| id.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let mut stack = vec![(entry.path(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() && depth < MAX_SPOOL_DEPTH {
+                    stack.push((path, depth + 1));
+                } else if kind.is_file()
+                    && let Some((call_id, track)) = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(parse_spool_name)
+                {
+                    found.push(LeftoverSpool {
+                        path,
+                        org_id,
+                        call_id,
+                        kind: track,
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+/// `call-<id>-<track>.wav.part` → (call id, track).
+fn parse_spool_name(name: &str) -> Option<(i64, TrackKind)> {
+    let stem = name.strip_prefix("call-")?.strip_suffix(".wav.part")?;
+    let (id, track) = stem.split_once('-')?;
+    Some((id.parse().ok()?, TrackKind::from_name(track)?))
+}
+
+/// Finalises a leftover spool as a partial µ-law WAV recording next to it (header fixed from
+/// its length, renamed to `.wav`). `None` when it holds no audio (it is then removed).
+/// Blocking.
+pub fn recover_spool(
+    spool: &LeftoverSpool,
+    base_dir: &Path,
+) -> Result<Option<RecordingFile>, RecordingError> {
+    let (channels, frames) = finalize_spool(&spool.path)?;
+    if frames == 0 {
+        std::fs::remove_file(&spool.path).map_err(io_at(&spool.path))?;
+        return Ok(None);
+    }
+    let path = spool.path.with_extension("");
+    std::fs::rename(&spool.path, &path).map_err(io_at(&path))?;
+    let rel = path.strip_prefix(base_dir).unwrap_or(&path);
+    let key = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let size_bytes = std::fs::metadata(&path).map_err(io_at(&path))?.len();
+    Ok(Some(RecordingFile {
+        path,
+        key,
+        kind: spool.kind,
+        format: RecordingFormat::Wav,
+        requested_format: RecordingFormat::Wav,
+        duration_ms: frames * 1000 / u64::from(SAMPLE_RATE_HZ),
+        size_bytes,
+        sample_rate_hz: SAMPLE_RATE_HZ,
+        channels,
+        partial: true,
+    }))
+}
+
+/// The storage key of `name` in `rel_dir`, with `/` separators.
+fn storage_key(rel_dir: &Path, name: &str) -> String {
+    let mut parts: Vec<String> = rel_dir
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.push(name.to_owned());
+    parts.join("/")
+}
+
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> RecordingError + use<> {
+    let path = path.to_path_buf();
+    move |source| RecordingError::Io {
+        path: path.clone(),
+        source,
     }
 }
 
@@ -632,13 +951,6 @@ pub fn effective_format(requested: RecordingFormat) -> RecordingFormat {
     match requested {
         RecordingFormat::Mp3 if cfg!(feature = "mp3") => RecordingFormat::Mp3,
         RecordingFormat::Mp3 | RecordingFormat::Wav => RecordingFormat::Wav,
-    }
-}
-
-fn read_track(track: Option<&ChunkedBytes>, start: usize, out: &mut [u8]) {
-    match track {
-        Some(t) => t.read_into(start, out),
-        None => out.fill(MULAW_SILENCE),
     }
 }
 
@@ -1001,6 +1313,63 @@ mod tests {
         }
     }
 
+    /// A recorder and its writer run synchronously, as the runtime runs them on two tasks.
+    struct TestRec {
+        rec: CallRecorder,
+        rx: mpsc::Receiver<Block>,
+        writer: SpoolWriter,
+    }
+
+    impl TestRec {
+        fn new(s: &RecordingSettings, dir: &Path, org: i64, call: i64) -> Option<TestRec> {
+            let plan = RecordingPlan::new(s, org, call).ok()??;
+            Some(Self::from_plan(plan, dir))
+        }
+
+        fn from_plan(plan: RecordingPlan, dir: &Path) -> TestRec {
+            let (rec, rx) = CallRecorder::new(&plan, 1 << 16);
+            TestRec {
+                rec,
+                rx,
+                writer: SpoolWriter::new(plan, dir),
+            }
+        }
+
+        fn with_max_call_length_s(self, s: Option<u32>) -> TestRec {
+            let plan = self.writer.plan.clone().with_max_call_length_s(s);
+            Self::from_plan(plan, &self.writer.base_dir.clone())
+        }
+
+        fn push_caller(&mut self, frame: &[u8]) {
+            self.rec.push_caller(frame);
+        }
+
+        fn push_bot(&mut self, frame: &[u8; 160]) {
+            self.rec.push_bot(frame);
+        }
+
+        fn bot_cleared(&mut self) {
+            self.rec.bot_cleared();
+        }
+
+        fn duration_ms(&self) -> u64 {
+            self.rec.duration_ms()
+        }
+
+        fn finish(self) -> Result<Vec<RecordingFile>, RecordingError> {
+            let TestRec {
+                rec,
+                mut rx,
+                mut writer,
+            } = self;
+            rec.finish();
+            while let Ok(block) = rx.try_recv() {
+                writer.write(&block)?;
+            }
+            writer.finish()
+        }
+    }
+
     fn settings(format: RecordingFormat, rate_hz: u32) -> RecordingSettings {
         RecordingSettings {
             format: Some(format),
@@ -1027,21 +1396,21 @@ mod tests {
             enabled: false,
             ..RecordingSettings::default()
         };
-        assert!(CallRecorder::new(&off, dir.path(), 1, 1).is_none());
+        assert!(TestRec::new(&off, dir.path(), 1, 1).is_none());
         let none = RecordingSettings {
             record_user_audio: Some(false),
             record_assistant_audio: Some(false),
             ..RecordingSettings::default()
         };
-        assert!(CallRecorder::new(&none, dir.path(), 1, 1).is_none());
-        assert!(CallRecorder::new(&RecordingSettings::default(), dir.path(), 1, 1).is_some());
+        assert!(TestRec::new(&none, dir.path(), 1, 1).is_none());
+        assert!(TestRec::new(&RecordingSettings::default(), dir.path(), 1, 1).is_some());
     }
 
     #[test]
     fn mulaw_wav_header_and_durations_match_frames_pushed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 4, 9)
-            .expect("enabled");
+        let mut rec =
+            TestRec::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 4, 9).expect("enabled");
         for _ in 0..50 {
             rec.push_caller(&tone(1000));
         }
@@ -1094,8 +1463,8 @@ mod tests {
     #[test]
     fn odd_length_mulaw_data_is_padded_to_an_even_chunk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 1)
-            .expect("enabled");
+        let mut rec =
+            TestRec::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 1).expect("enabled");
         rec.push_caller(&[0x7F; 81]);
         let files = rec.finish().expect("written");
         let bytes = std::fs::read(&file_of(&files, TrackKind::User).path).expect("f");
@@ -1108,8 +1477,8 @@ mod tests {
     #[test]
     fn cleared_bot_audio_is_in_no_track() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 2)
-            .expect("enabled");
+        let mut rec =
+            TestRec::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 2).expect("enabled");
         let loud = tone(4000);
         rec.push_caller(&[MULAW_SILENCE; 160]);
         for _ in 0..10 {
@@ -1140,8 +1509,8 @@ mod tests {
     #[test]
     fn mixed_track_sums_both_sides() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 3)
-            .expect("enabled");
+        let mut rec =
+            TestRec::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 3).expect("enabled");
         rec.push_bot(&tone(3000));
         rec.push_caller(&tone(-1000));
         let files = rec.finish().expect("written");
@@ -1157,7 +1526,7 @@ mod tests {
             record_assistant_audio: Some(false),
             ..settings(RecordingFormat::Wav, 8000)
         };
-        let mut rec = CallRecorder::new(&s, dir.path(), 1, 3).expect("enabled");
+        let mut rec = TestRec::new(&s, dir.path(), 1, 3).expect("enabled");
         rec.push_bot(&tone(3000));
         rec.push_caller(&tone(-1000));
         let files = rec.finish().expect("written");
@@ -1174,7 +1543,7 @@ mod tests {
             channels: Some(2),
             ..settings(RecordingFormat::Wav, 8000)
         };
-        let mut rec = CallRecorder::new(&s, dir.path(), 1, 4).expect("enabled");
+        let mut rec = TestRec::new(&s, dir.path(), 1, 4).expect("enabled");
         rec.push_bot(&tone(3000));
         rec.push_caller(&tone(-1000));
         rec.push_caller(&tone(-1000));
@@ -1200,7 +1569,7 @@ mod tests {
     #[test]
     fn pcm_wav_at_16_khz_is_resampled_to_the_exact_length() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 16000), dir.path(), 1, 5)
+        let mut rec = TestRec::new(&settings(RecordingFormat::Wav, 16000), dir.path(), 1, 5)
             .expect("enabled");
         // 1 kHz sine, 1 s.
         let mut frame = [0u8; 160];
@@ -1253,8 +1622,8 @@ mod tests {
     #[test]
     fn mp3_without_the_feature_falls_back_to_wav() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Mp3, 8000), dir.path(), 1, 6)
-            .expect("enabled");
+        let mut rec =
+            TestRec::new(&settings(RecordingFormat::Mp3, 8000), dir.path(), 1, 6).expect("enabled");
         rec.push_caller(&tone(100));
         let files = rec.finish().expect("written");
         assert_eq!(files.len(), 3);
@@ -1263,7 +1632,7 @@ mod tests {
             assert_eq!(f.requested_format, RecordingFormat::Mp3);
             assert_eq!(f.path.extension().and_then(|e| e.to_str()), Some("wav"));
             parse_wav(&std::fs::read(&f.path).expect("f"));
-            assert_eq!(f.to_new_recording().format, "wav");
+            assert_eq!(f.to_new_recording("loc").format, "wav");
         }
     }
 
@@ -1276,7 +1645,7 @@ mod tests {
                 channels: Some(channels),
                 ..settings(RecordingFormat::Mp3, rate)
             };
-            let mut rec = CallRecorder::new(&s, dir.path(), 1, 6).expect("enabled");
+            let mut rec = TestRec::new(&s, dir.path(), 1, 6).expect("enabled");
             for _ in 0..100 {
                 rec.push_bot(&tone(2000));
                 rec.push_caller(&tone(-500));
@@ -1305,18 +1674,18 @@ mod tests {
             };
             assert!(
                 matches!(
-                    CallRecorder::try_new(&s, dir.path(), 1, 1),
+                    RecordingPlan::new(&s, 1, 1),
                     Err(RecordingError::UnsafeDir { .. })
                 ),
                 "{bad}"
             );
-            assert!(CallRecorder::new(&s, dir.path(), 1, 1).is_none(), "{bad}");
+            assert!(RecordingPlan::for_call(&s, 1, 1).is_none(), "{bad}");
         }
         let s = RecordingSettings {
             recordings_dir: Some("./calls/2026".to_owned()),
             ..settings(RecordingFormat::Wav, 8000)
         };
-        let mut rec = CallRecorder::new(&s, dir.path(), 5, 77).expect("ok");
+        let mut rec = TestRec::new(&s, dir.path(), 5, 77).expect("ok");
         rec.push_caller(&tone(0));
         let files = rec.finish().expect("written");
         let folder = dir.path().join("org-5").join("calls").join("2026");
@@ -1333,7 +1702,7 @@ mod tests {
         let mut paths = Vec::new();
         for (org, call) in [(1, 10), (2, 10), (1, 11)] {
             let mut rec =
-                CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), org, call)
+                TestRec::new(&settings(RecordingFormat::Wav, 8000), dir.path(), org, call)
                     .expect("enabled");
             rec.push_caller(&tone(0));
             let files = rec.finish().expect("written");
@@ -1365,7 +1734,7 @@ mod tests {
     #[test]
     fn recording_stops_at_the_length_cap() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rec = CallRecorder::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 8)
+        let mut rec = TestRec::new(&settings(RecordingFormat::Wav, 8000), dir.path(), 1, 8)
             .expect("enabled")
             .with_max_call_length_s(Some(1));
         for _ in 0..120 {
@@ -1373,7 +1742,7 @@ mod tests {
             rec.push_caller(&tone(20));
         }
         assert_eq!(rec.duration_ms(), 1000);
-        assert!(rec.bot_queue.is_empty());
+        assert!(rec.rec.bot_queue.is_empty());
         let files = rec.finish().expect("written");
         assert!(files.iter().all(|f| f.duration_ms == 1000));
     }
@@ -1381,7 +1750,8 @@ mod tests {
     #[test]
     fn new_recording_row_carries_the_file_facts() {
         let f = RecordingFile {
-            path: PathBuf::from("/data/recordings/CA1-mixed.wav"),
+            path: PathBuf::from("/data/org-1/recordings/call-1-mixed.wav"),
+            key: "org-1/recordings/call-1-mixed.wav".into(),
             kind: TrackKind::Mixed,
             format: RecordingFormat::Wav,
             requested_format: RecordingFormat::Mp3,
@@ -1389,37 +1759,175 @@ mod tests {
             size_bytes: 5678,
             sample_rate_hz: 8000,
             channels: 1,
+            partial: true,
         };
-        let row = f.to_new_recording();
+        let row = f.to_new_recording("s3://calls/org-1/recordings/call-1-mixed.wav");
         assert_eq!(row.kind, "mixed");
         assert_eq!(row.format, "wav");
-        assert_eq!(row.path_or_url, "/data/recordings/CA1-mixed.wav");
         assert_eq!(
-            (row.duration_ms, row.size_bytes, row.sample_rate),
-            (1234, 5678, 8000)
+            row.path_or_url,
+            "s3://calls/org-1/recordings/call-1-mixed.wav"
+        );
+        assert_eq!(
+            (
+                row.duration_ms,
+                row.size_bytes,
+                row.sample_rate,
+                row.partial
+            ),
+            (1234, 5678, 8000, true)
         );
     }
 
     #[test]
     fn empty_call_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rec =
-            CallRecorder::new(&RecordingSettings::default(), dir.path(), 1, 1).expect("enabled");
+        let rec = TestRec::new(&RecordingSettings::default(), dir.path(), 1, 1).expect("enabled");
         assert!(rec.finish().expect("ok").is_empty());
     }
 
+    /// A two-hour call (the longest recorded) with the bot talking all along: what the
+    /// recorder holds never grows with the call, whether the writer keeps up or stops reading.
     #[test]
-    fn chunked_bytes_cross_chunk_boundaries() {
-        let mut c = ChunkedBytes::default();
-        let data: Vec<u8> = (0..CHUNK_BYTES + 500).map(|i| (i % 251) as u8).collect();
-        for part in data.chunks(333) {
-            c.push(part);
+    fn the_recorder_holds_a_bounded_buffer_for_a_long_call() {
+        let plan = RecordingPlan::new(&settings(RecordingFormat::Wav, 8000), 1, 1)
+            .expect("safe")
+            .expect("enabled");
+        let (mut rec, mut rx) = CallRecorder::new(&plan, WRITER_QUEUE_BLOCKS);
+        // The queue's growth rounds its capacity up to a power of two.
+        let bound = 2 * BLOCK_SAMPLES + MAX_BOT_QUEUE_BYTES.next_power_of_two();
+        let frames = MAX_RECORDING_S as usize * 50;
+        let (caller, bot) = (tone(-200), tone(900));
+        let mut received = 0usize;
+        let mut max_held = 0usize;
+        for n in 0..frames {
+            // The runtime keeps ~300 ms of bot audio ahead of playback.
+            rec.push_bot(&bot);
+            if n < 15 {
+                rec.push_bot(&bot);
+            }
+            rec.push_caller(&caller);
+            max_held = max_held.max(rec.held_bytes());
+            // A writer that keeps up for the first hour, then stops reading.
+            if n < frames / 2 {
+                while let Ok(block) = rx.try_recv() {
+                    assert_eq!(block.start_sample, received);
+                    assert_eq!(block.caller.len(), block.bot.len());
+                    received += block.caller.len();
+                }
+            }
         }
-        assert_eq!(c.len, data.len());
-        assert_eq!(c.chunks.len(), 2);
-        let mut out = vec![0u8; 1000];
-        c.read_into(CHUNK_BYTES - 300, &mut out);
-        assert_eq!(&out[..800], &data[CHUNK_BYTES - 300..]);
-        assert!(out[800..].iter().all(|&b| b == MULAW_SILENCE));
+        assert!(max_held <= bound, "held {max_held} bytes, bound {bound}");
+        assert_eq!(rec.duration_ms(), u64::from(MAX_RECORDING_S) * 1000);
+        // Everything up to the stall reached the writer; after it the queue filled and the rest
+        // was dropped rather than held.
+        assert_eq!(received, frames / 2 * 160);
+        assert!(rec.dropped_blocks() > 0);
+        let queued: usize = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(queued, WRITER_QUEUE_BLOCKS);
+    }
+
+    /// Blocks the writer never got are silence on the timeline: the files keep the call's length
+    /// and what follows stays in place.
+    #[test]
+    fn dropped_blocks_are_written_as_silence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = RecordingPlan::new(&settings(RecordingFormat::Wav, 8000), 1, 12)
+            .expect("safe")
+            .expect("enabled");
+        let (mut rec, mut rx) = CallRecorder::new(&plan, 1);
+        // 3 s; the writer reads nothing until the end: blocks 2 and 3 do not fit the queue.
+        for _ in 0..150 {
+            rec.push_caller(&tone(1000));
+        }
+        assert_eq!(rec.dropped_blocks(), 2);
+        let first = rx.try_recv().expect("first block");
+        // Half a second more, read in time.
+        for _ in 0..25 {
+            rec.push_caller(&tone(2000));
+        }
+        rec.finish();
+        let last = rx.try_recv().expect("last block");
+        let mut writer = SpoolWriter::new(plan, dir.path());
+        writer.write(&first).expect("write");
+        writer.write(&last).expect("write");
+        let files = writer.finish().expect("finish");
+        let user = file_of(&files, TrackKind::User);
+        assert_eq!(user.duration_ms, 3500);
+        let wav = parse_wav(&std::fs::read(&user.path).expect("f"));
+        assert!(wav.data[..8000].iter().all(|&b| b == mulaw::encode(1000)));
+        assert!(wav.data[8000..24_000].iter().all(|&b| b == MULAW_SILENCE));
+        assert!(wav.data[24_000..].iter().all(|&b| b == mulaw::encode(2000)));
+    }
+
+    /// A process that dies mid-call leaves spool files; the next start finds them and
+    /// finalises each as a playable, partial µ-law WAV of what was written.
+    #[test]
+    fn a_spool_left_by_a_crash_is_recovered_as_a_partial_recording() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RecordingSettings {
+            channels: Some(2),
+            recordings_dir: Some("calls/2026".into()),
+            ..settings(RecordingFormat::Mp3, 16000)
+        };
+        let plan = RecordingPlan::new(&s, 7, 42)
+            .expect("safe")
+            .expect("enabled");
+        let (mut rec, mut rx) = CallRecorder::new(&plan, 64);
+        for _ in 0..125 {
+            rec.push_bot(&tone(3000));
+            rec.push_caller(&tone(-1000));
+        }
+        let mut writer = SpoolWriter::new(plan, dir.path());
+        while let Ok(block) = rx.try_recv() {
+            writer.write(&block).expect("write");
+        }
+        // The crash: neither the recorder nor the writer finishes.
+        std::mem::forget(writer);
+        std::mem::forget(rec);
+
+        let mut leftovers = find_leftover_spools(dir.path());
+        leftovers.sort_by_key(|l| l.kind.as_str());
+        let kinds: Vec<_> = leftovers
+            .iter()
+            .map(|l| (l.org_id, l.call_id, l.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (7, 42, TrackKind::Assistant),
+                (7, 42, TrackKind::Mixed),
+                (7, 42, TrackKind::User)
+            ]
+        );
+        for spool in &leftovers {
+            let file = recover_spool(spool, dir.path())
+                .expect("recovered")
+                .expect("has audio");
+            assert!(file.partial);
+            assert_eq!(file.format, RecordingFormat::Wav);
+            assert_eq!(file.sample_rate_hz, 8000);
+            // Two whole blocks had been written; the half block in the recorder was lost.
+            assert_eq!(file.duration_ms, 2000);
+            assert_eq!(
+                file.key,
+                format!("org-7/calls/2026/call-42-{}.wav", spool.kind.as_str())
+            );
+            assert_eq!(file.path, dir.path().join(&file.key));
+            let wav = parse_wav(&std::fs::read(&file.path).expect("f"));
+            assert_eq!(wav.tag, 7);
+            assert_eq!(wav.fact_frames, Some(16_000));
+            match spool.kind {
+                TrackKind::Mixed => {
+                    assert_eq!((wav.channels, wav.data.len()), (2, 32_000));
+                    assert_eq!(&wav.data[..2], &[mulaw::encode(-1000), mulaw::encode(3000)]);
+                }
+                TrackKind::User => assert!(wav.data.iter().all(|&b| b == mulaw::encode(-1000))),
+                TrackKind::Assistant => {
+                    assert!(wav.data.iter().all(|&b| b == mulaw::encode(3000)))
+                }
+            }
+        }
+        assert!(find_leftover_spools(dir.path()).is_empty());
     }
 }

@@ -10,12 +10,20 @@
 //!   `stream_never_started`. The deadline is in the database, so any instance closes them,
 //!   also after the one that answered the webhook died.
 //!
+//! - At start, after the calls above are closed and before their webhooks: the recording
+//!   spools a dead process left (`call::recording::find_leftover_spools`) are finalised as
+//!   partial recordings (header fixed, playable up to the last second written), stored like any
+//!   recording and given their rows (`partial: true`), so the end-of-call webhook of a closed
+//!   call points at its recording. A spool whose call is still open (live on another instance
+//!   sharing the folder) is left alone.
+//!
 //! Each closed call gets its `status-update` and `end-of-call-report` webhooks.
 
 use std::time::Duration;
 
 use switchboard_store::CallRow;
 
+use crate::call::recording::{self, LeftoverSpool};
 use crate::metrics;
 use crate::state::AppState;
 
@@ -29,7 +37,9 @@ const MAX_SWEEP_INTERVAL_MS: u64 = 15_000;
 /// Closes the calls a previous process left open, then starts the stream-deadline sweep
 /// (stopped by `state.shutdown`). Call once at start, before serving.
 pub async fn start(state: &AppState) {
-    close_abandoned_calls(state).await;
+    let closed = close_abandoned(state).await;
+    recover_recordings(state).await;
+    report(state, &closed).await;
     spawn_stream_sweep(state);
 }
 
@@ -37,6 +47,13 @@ pub async fn start(state: &AppState) {
 /// `server.instance_id` is configured; a random id names no earlier process) and the open
 /// calls older than `calls.stale_after_s`. Returns how many were closed.
 pub async fn close_abandoned_calls(state: &AppState) -> usize {
+    let closed = close_abandoned(state).await;
+    report(state, &closed).await;
+    closed.len()
+}
+
+/// Closes the abandoned calls (see [`close_abandoned_calls`]) without reporting them.
+async fn close_abandoned(state: &AppState) -> Vec<CallRow> {
     let configured = state.settings.server.instance_id.trim();
     let previous_self = (!configured.is_empty()).then_some(configured);
     let now = switchboard_store::now_ms();
@@ -54,14 +71,74 @@ pub async fn close_abandoned_calls(state: &AppState) -> usize {
                     "closed calls a stopped process left open (engine_restart)"
                 );
             }
-            report(state, &closed).await;
-            closed.len()
+            closed
         }
         Err(e) => {
             tracing::error!(error = %e, "could not close the calls a stopped process left open");
-            0
+            Vec::new()
         }
     }
+}
+
+/// Finalises, stores and records the recordings a dead process left half-written (see the
+/// module doc). Returns how many recordings were stored.
+pub async fn recover_recordings(state: &AppState) -> usize {
+    let base = state.recordings.base_dir().to_path_buf();
+    let found = tokio::task::spawn_blocking(move || recording::find_leftover_spools(&base))
+        .await
+        .unwrap_or_default();
+    let mut stored = 0;
+    for spool in found {
+        match recover_one(state, spool).await {
+            Ok(true) => stored += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not recover an interrupted recording"),
+        }
+    }
+    if stored > 0 {
+        tracing::warn!(
+            stored,
+            "stored the recordings a stopped process left unfinished (partial)"
+        );
+    }
+    stored
+}
+
+/// Recovers one spool; `Ok(false)` when it is not ours to finish or holds no audio.
+async fn recover_one(state: &AppState, spool: LeftoverSpool) -> Result<bool, RecoverError> {
+    let call = state.store.get_call(spool.org_id, spool.call_id).await?;
+    let Some(call) = call else {
+        tracing::warn!(path = %spool.path.display(), "recording spool of an unknown call left alone");
+        return Ok(false);
+    };
+    if call.ended_at_ms.is_none() {
+        // Still live, on an instance sharing this folder.
+        return Ok(false);
+    }
+    let base = state.recordings.base_dir().to_path_buf();
+    let file = tokio::task::spawn_blocking(move || recording::recover_spool(&spool, &base))
+        .await
+        .map_err(|e| recording::RecordingError::Task(e.to_string()))??;
+    let Some(file) = file else {
+        return Ok(false);
+    };
+    let location = state.recordings.store(&file.path, &file.key).await?;
+    state
+        .store
+        .add_recording(call.id, &file.to_new_recording(&location))
+        .await?;
+    Ok(true)
+}
+
+/// Why one interrupted recording could not be recovered.
+#[derive(Debug, thiserror::Error)]
+enum RecoverError {
+    #[error(transparent)]
+    Store(#[from] switchboard_store::StoreError),
+    #[error(transparent)]
+    Recording(#[from] recording::RecordingError),
+    #[error(transparent)]
+    Storage(#[from] crate::recording_storage::StorageError),
 }
 
 /// Closes, as `stream_never_started`, the calls whose media stream missed its deadline.

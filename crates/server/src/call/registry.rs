@@ -20,6 +20,26 @@ pub enum CallCommand {
         /// What to say first.
         message: Option<String>,
     },
+    /// Warm-transfer the call to `to` on behalf of the `transfer_call` tool call
+    /// `tool_call_id` (see `call/warm_transfer.rs`).
+    WarmTransfer {
+        /// The tool call the transfer's outcome answers.
+        tool_call_id: String,
+        /// The agent's number (E.164).
+        to: String,
+        /// Said to the caller before the hold audio.
+        message: Option<String>,
+        /// Said to the caller when the agent does not take the call.
+        unavailable_message: Option<String>,
+    },
+    /// What became of the agent's leg of warm transfer `transfer` (from Twilio's callbacks on
+    /// `/twilio/warm-transfer/…`, or the runtime when the leg could not be placed).
+    WarmTransferUpdate {
+        /// The transfer (the core's id).
+        transfer: u64,
+        /// Accepted, declined, busy, …
+        outcome: switchboard_core::call::WarmTransferOutcome,
+    },
     /// Send `digits` into the call as DTMF tones (the `dtmf_solver` tool), after what is
     /// queued to say.
     SendDtmf {

@@ -422,7 +422,7 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
         max_call_length: a.max_call_length,
         welcome_message: welcome,
         disclosure_enabled: rec.enabled && rec.disclosure_enabled.unwrap_or(false),
-        disclosure_message: rec.disclosure_message.clone(),
+        disclosure_message: Some(super::disclosure::message(rec)),
         backchannel: BotBackchannelSettings {
             enabled: a.backchannel_settings.enabled,
             frequency: a.backchannel_settings.frequency,
@@ -581,7 +581,10 @@ pub fn llm_configs(
         "llm_provider_config.api_key",
         pc.api_key.as_ref(),
     )?;
-    let model = pc.model.clone().unwrap_or_else(|| "gpt-4o-mini".to_owned());
+    // The record's OpenAI default follows the provider (`claude-haiku-4-5` on Anthropic), also
+    // for records saved before the API applied it.
+    let model = registry::resolve_llm_model(&provider_name, pc.model.as_deref())
+        .unwrap_or_else(|| switchboard_assistant::DEFAULT_LLM_MODEL.to_owned());
     let ls = &a.llm_settings;
     let mut primary = LlmConfig::new(provider, model, key);
     primary.base_url = pc.base_url.clone().filter(|b| !b.is_empty());
@@ -625,7 +628,14 @@ pub fn llm_configs(
                 &format!("llm_fallback_providers.fallbacks[{i}].api_key"),
                 f.api_key.as_ref(),
             )?;
-            let model = f.model.clone().unwrap_or_else(|| primary.model.clone());
+            // A fallback without a model of its own takes the primary's, unless it is another
+            // provider with a default of its own (the primary's model means nothing there).
+            let model = match f.model.as_deref() {
+                Some(m) => registry::resolve_llm_model(fp.as_str(), Some(m)),
+                None if fp == provider => None,
+                None => registry::resolve_llm_model(fp.as_str(), None),
+            }
+            .unwrap_or_else(|| primary.model.clone());
             let mut cfg = LlmConfig::new(fp, model, key).with_settings_of(&primary);
             cfg.base_url = f.base_url.clone().filter(|b| !b.is_empty());
             fallbacks.push(cfg);
@@ -687,6 +697,26 @@ pub fn embedding_target(
     })
 }
 
+/// The language the TTS is told, for the providers that take one. The record has no TTS
+/// language: the call's language is the STT's (`en-US`). Cartesia takes it as it is (the
+/// adapter uses its primary subtag); ElevenLabs takes an ISO 639-1 `language_code`, and only
+/// on its v2.5 models (Flash, Turbo), which enforce it; other models refuse one.
+fn tts_language(a: &AssistantConfig, provider: &str, model_id: Option<&str>) -> Option<String> {
+    let language = a.stt_settings.language.trim();
+    if language.is_empty() {
+        return None;
+    }
+    match provider {
+        "cartesia" => Some(language.to_owned()),
+        "elevenlabs" if model_id.is_some_and(|m| m.ends_with("_v2_5")) => language
+            .split(['-', '_'])
+            .next()
+            .filter(|l| l.len() == 2)
+            .map(str::to_ascii_lowercase),
+        _ => None,
+    }
+}
+
 /// The TTS session's configuration, or why this record's TTS cannot run here.
 pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, ResolveError> {
     let t = &a.tts_settings;
@@ -702,16 +732,15 @@ pub fn tts_config(a: &AssistantConfig, keys: &KeySources) -> Result<TtsConfig, R
         "tts_settings.provider_config.api_key",
         pc.and_then(|p| p.get_str("api_key")),
     )?;
-    // The record has no TTS language: the call's language is the STT's (`en-US`); the adapters
-    // that take one use its primary subtag.
-    let language_code = (provider == "cartesia").then(|| a.stt_settings.language.clone());
+    // Names become ids per provider (`rachel` → `21m00Tcm4TlvDq8ikWAM`, `turbo` →
+    // `eleven_turbo_v2_5`, `thalia` → `aura-2-thalia-en`); another provider's name falls back to
+    // this provider's default; ids pass through (see `registry`).
+    let model_id = registry::resolve_model(info, t.model_id.as_deref());
+    let language_code = tts_language(a, &provider, model_id.as_deref());
     Ok(TtsConfig {
         provider,
-        // Names become ids per provider (`rachel` → `21m00Tcm4TlvDq8ikWAM`, `turbo` →
-        // `eleven_turbo_v2_5`, `thalia` → `aura-2-thalia-en`); another provider's name falls
-        // back to this provider's default; ids pass through (see `registry`).
         voice_id: registry::resolve_voice(info, Some(&t.voice_id)).unwrap_or_default(),
-        model_id: registry::resolve_model(info, t.model_id.as_deref()),
+        model_id,
         stability: Some(t.stability as f32),
         similarity_boost: Some(t.similarity_boost as f32),
         style: Some(t.style as f32),
@@ -780,6 +809,30 @@ mod tests {
         );
         let s = core_settings(&a, &CallOverrides::default(), &CallParty::default());
         assert_eq!(s.welcome_message.as_deref(), Some("Hello"));
+    }
+
+    #[test]
+    fn the_llm_model_follows_the_provider_at_call_time() {
+        let keys = org_keys();
+        // A record stored with the OpenAI default on Anthropic (before saving applied it).
+        let mut a = assistant("x");
+        a.llm_provider = Some("anthropic".into());
+        assert_eq!(a.llm_provider_config.model.as_deref(), Some("gpt-4o-mini"));
+        let claude = registry::info(ProviderKind::Llm, "anthropic")
+            .and_then(|p| p.default_model)
+            .expect("default");
+        assert_eq!(llm_configs(&a, &keys).unwrap().0.model, claude);
+        a.llm_provider_config.model = None;
+        assert_eq!(llm_configs(&a, &keys).unwrap().0.model, claude);
+        a.llm_provider_config.model = Some("claude-sonnet-4-5".into());
+        assert_eq!(llm_configs(&a, &keys).unwrap().0.model, "claude-sonnet-4-5");
+        // OpenAI keeps its default; an Anthropic fallback without a model runs Claude.
+        let b = record(serde_json::json!({"name": "f", "llm_fallback_providers": {
+            "enabled": true, "fallbacks": [{"provider": "anthropic"}, {"provider": "openai"}]}}));
+        let (primary, fallbacks) = llm_configs(&b, &keys).unwrap();
+        assert_eq!(primary.model, "gpt-4o-mini");
+        assert_eq!(fallbacks[0].model, claude);
+        assert_eq!(fallbacks[1].model, "gpt-4o-mini");
     }
 
     #[test]
@@ -863,6 +916,22 @@ mod tests {
         let tts = tts_config(&ids, &org_keys()).expect("runs");
         assert_eq!(tts.voice_id, "pNInz6obpgDQGcFmaJgB", "ids pass through");
         assert_eq!(tts.model_id.as_deref(), Some("eleven_multilingual_v2"));
+    }
+
+    #[test]
+    fn the_call_language_reaches_the_tts_that_takes_one() {
+        let a = record(serde_json::json!({"name": "l", "stt_settings": {"language": "fr-FR"}}));
+        // `turbo` is eleven_turbo_v2_5, which enforces a language.
+        let tts = tts_config(&a, &org_keys()).expect("runs");
+        assert_eq!(tts.language_code.as_deref(), Some("fr"));
+        let multi = record(
+            serde_json::json!({"name": "m", "stt_settings": {"language": "fr-FR"},
+            "tts_settings": {"model_id": "eleven_multilingual_v2"}}),
+        );
+        assert_eq!(tts_config(&multi, &org_keys()).unwrap().language_code, None);
+        let aura =
+            record(serde_json::json!({"name": "d", "tts_settings": {"provider": "deepgram"}}));
+        assert_eq!(tts_config(&aura, &org_keys()).unwrap().language_code, None);
     }
 
     #[test]

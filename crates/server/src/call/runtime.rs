@@ -1,5 +1,5 @@
 //! The call runtime: one tokio task per call that owns the call's state and drives the
-//! sans-IO [`CallCore`] with what arrives from Twilio and the providers, then carries out the
+//! sans-IO [`CallCore`](switchboard_core::call::CallCore) with what arrives from Twilio and the providers, then carries out the
 //! actions it returns.
 //!
 //! ```text
@@ -10,20 +10,26 @@
 //! timers ────┘                         └─▶ Record ─▶ recorder task ─▶ store
 //! ```
 //!
+//! Audio recording runs beside it: the call task lays frames on the recording's timeline and
+//! hands each second to a writer task (`call::recording`). When the call ends, the task waits
+//! for the recorder task and the recording writer before it returns, so the end-of-call
+//! webhook (sent by the media-stream handler after it) finds the call's transcripts, tool
+//! results and recordings stored.
+//!
 //! Nothing here decides anything about the conversation; it only moves bytes and time. The
 //! per-frame path (Twilio `media` → parse borrowed → base64 into a reused buffer → core + STT)
 //! allocates nothing in steady state except the STT frame handed to its socket task.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures::SinkExt as _;
+use switchboard_core::call::trace::{TRACE_FORMAT_VERSION, Trace, TracedCore};
 use switchboard_core::call::{
-    Action, CallCore, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role,
-    Transcript, TranscriptEntry, TurnMetrics,
+    Action, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role, Transcript,
+    TranscriptEntry, TurnMetrics,
 };
 use switchboard_core::dialog::{Alignment, Speaker};
 use switchboard_core::turn::SttWord;
@@ -34,16 +40,20 @@ use switchboard_providers::llm::{
 use switchboard_providers::slots::{SlotKind, SlotLease};
 use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
 use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
-use switchboard_store::{CallStatus, EndedReason, NewTranscript, NewTurnMetric};
+use switchboard_store::{CallStatus, EndedReason, NewToolExecution, NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::knowledge_tool;
-use super::recording::CallRecorder;
+use super::recording::{
+    CallRecorder, RecordingJob, RecordingPlan, SpoolWriter, WRITER_QUEUE_BLOCKS, run_writer,
+};
 use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
-use super::tool_tasks::{ToolDone, ToolTasks};
+use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
+use super::warm_transfer::WarmTransfers;
 use crate::state::AppState;
 
 /// Everything a call needs to start, gathered by the media-stream handler after it checked
@@ -172,7 +182,8 @@ struct Call {
     state: AppState,
     setup: Box<CallSetup>,
     started: Instant,
-    core: CallCore,
+    /// The call core, with its flight recorder when `recording_settings.enabled`.
+    core: TracedCore,
     stt: SttSession,
     tts: TtsSession,
     _leases: Vec<SlotLease>,
@@ -186,13 +197,19 @@ struct Call {
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
     recorder: mpsc::UnboundedSender<Persist>,
+    /// The recorder task: done once everything sent on `recorder` is stored.
+    persisted: JoinHandle<()>,
     /// The LLM's tool calls, each on its own task.
     tool_tasks: ToolTasks,
+    /// The warm transfer under way (agent dialled and briefed off the call task).
+    warm: WarmTransfers,
     /// Verdicts of the incomplete-utterance classifier, from its tasks.
     verdicts_tx: mpsc::UnboundedSender<(u64, bool)>,
     verdicts: mpsc::UnboundedReceiver<(u64, bool)>,
-    /// The call's audio recording (`recording_settings`), written when the call ends.
+    /// The call's audio recording (`recording_settings`), streamed to its writer task.
     audio: Option<CallRecorder>,
+    /// The recording's writer task, and whether its files get rows (`create_database_records`).
+    audio_writer: Option<(RecordingJob, bool)>,
     /// Messages were fed to the Twilio socket since its last flush.
     unflushed: bool,
     providers_used: ProvidersUsed,
@@ -305,17 +322,39 @@ impl Call {
                 ),
             }
         }
-        let settings = resolve::core_settings(a, &setup.overrides, &party);
-        let core = CallCore::new(settings, Millis(0));
-        let recorder = spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
+        let mut settings = resolve::core_settings(a, &setup.overrides, &party);
+        settings.warm_transfer_timeout_ms = state
+            .settings
+            .twilio
+            .warm_transfer_timeout_s
+            .saturating_mul(1000);
+        state.settings.tools.apply(&mut settings);
+        if settings.disclosure_enabled
+            && !super::disclosure::applies(state, &setup, &party.caller_number).await
+        {
+            settings.disclosure_enabled = false;
+        }
+        let core = TracedCore::new(settings, Millis(0), a.recording_settings.enabled);
+        let (recorder, persisted) =
+            spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
-        let audio = CallRecorder::new(
+        let (audio, audio_writer) = match RecordingPlan::for_call(
             &a.recording_settings,
-            Path::new(&state.settings.recordings.base_dir),
             setup.organization_id,
             setup.call_id,
-        )
-        .map(|r| r.with_max_call_length_s(a.max_call_length));
+        ) {
+            Some(plan) => {
+                let plan = plan.with_max_call_length_s(a.max_call_length);
+                let (rec, blocks) = CallRecorder::new(&plan, WRITER_QUEUE_BLOCKS);
+                let rows = plan.creates_database_records();
+                let writer = SpoolWriter::new(plan, state.recordings.base_dir());
+                let job = state
+                    .tasks
+                    .spawn(run_writer(writer, blocks, state.recordings.clone()));
+                (Some(rec), Some((job, rows)))
+            }
+            None => (None, None),
+        };
         let tools = tools::specs(a);
         // A knowledge base that cannot be reached costs the call its context, not the call.
         let knowledge = crate::knowledge::CallKnowledge::for_call(
@@ -330,9 +369,16 @@ impl Call {
         });
         let mut setup = setup;
         setup.knowledge = knowledge.map(Arc::new);
-        let tool_tasks = ToolTasks::new(state.clone(), Arc::new((*setup).clone()));
+        let shared_setup = Arc::new((*setup).clone());
+        let tool_tasks = ToolTasks::new(
+            state.clone(),
+            shared_setup.clone(),
+            execution_sink(&recorder),
+        );
+        let warm = WarmTransfers::new(state.clone(), shared_setup, llm_primary.clone());
         Ok(Box::new(Call {
             tool_tasks,
+            warm,
             state: state.clone(),
             setup,
             started,
@@ -354,9 +400,11 @@ impl Call {
             audio_buf: Vec::with_capacity(512),
             tts_closing: HashSet::new(),
             recorder,
+            persisted,
             verdicts_tx,
             verdicts,
             audio,
+            audio_writer,
             unflushed: false,
             bad_messages: 0,
             stt_open: true,
@@ -472,11 +520,48 @@ impl Call {
         }
         Box::pin(self.stt.close()).await;
         Box::pin(self.tts.close()).await;
-        if let Some(rec) = self.audio.take() {
-            save_recording(&self.state, self.setup.call_id, rec);
+        if let Some(trace) = self.core.take_trace() {
+            save_trace(
+                &self.state,
+                self.setup.organization_id,
+                self.setup.call_id,
+                trace,
+            );
         }
         let _ = socket.send(WsMessage::Close(None)).await;
+        // The provider slots are free as soon as the call is; storing needs none.
+        self._leases.clear();
+        Box::pin(self.store_what_remains()).await;
         outcome
+    }
+
+    /// The call is over: finishes the recording, then waits until what the call produced is
+    /// stored (the recorder task's rows, then the recording files and their rows), so the
+    /// end-of-call webhook that follows finds them.
+    async fn store_what_remains(self: Box<Self>) {
+        let Call {
+            state,
+            setup,
+            recorder,
+            persisted,
+            audio,
+            audio_writer,
+            tool_tasks,
+            ..
+        } = *self;
+        if let Some(rec) = audio {
+            rec.finish();
+        }
+        // Tools still running are recorded `cancelled` and stopped; their sink is a sender of
+        // the recorder's channel, so it must go before the recorder can drain and end.
+        drop(tool_tasks);
+        drop(recorder);
+        if let Err(e) = persisted.await {
+            tracing::warn!(call_id = setup.call_id, error = %e, "recorder task failed");
+        }
+        if let Some((writer, rows)) = audio_writer {
+            save_recording(&state, setup.call_id, writer, rows).await;
+        }
     }
 
     fn bad_message(&mut self, what: &str) {
@@ -769,6 +854,23 @@ impl Call {
             CallCommand::SendDtmf { digits } => {
                 self.core.handle(Event::PlayDtmf { digits: &digits }, now)
             }
+            CallCommand::WarmTransfer {
+                tool_call_id,
+                to,
+                message,
+                unavailable_message,
+            } => self.core.handle(
+                Event::WarmTransferRequested {
+                    tool_call_id,
+                    to,
+                    message,
+                    unavailable_message,
+                },
+                now,
+            ),
+            CallCommand::WarmTransferUpdate { transfer, outcome } => self
+                .core
+                .handle(Event::WarmTransferResult { transfer, outcome }, now),
         }
     }
 
@@ -937,6 +1039,24 @@ impl Call {
                         },
                     ));
                 }
+                Action::StartWarmTransfer {
+                    transfer,
+                    to,
+                    messages,
+                } => self.warm.start(transfer, to, messages),
+                Action::CancelWarmTransfer { transfer } => self.warm.cancel(transfer),
+                Action::CompleteWarmTransfer { transfer } => {
+                    let _ = socket.flush().await;
+                    let ok = Box::pin(self.warm.complete(transfer)).await;
+                    return Flow::End(self.outcome(
+                        CallStatus::Completed,
+                        if ok {
+                            EndedReason::TransferredWarm
+                        } else {
+                            EndedReason::TransferFailed
+                        },
+                    ));
+                }
                 Action::Record(r) => {
                     let _ = self.recorder.send(persist(r, &self.providers_used));
                 }
@@ -1049,27 +1169,39 @@ fn to_chat_message(m: &switchboard_core::call::Message) -> ChatMessage {
     }
 }
 
-/// Writes the recording files off the call path and records them in the store.
-fn save_recording(state: &AppState, call_id: i64, rec: CallRecorder) {
-    let db = rec.creates_database_records();
-    let state2 = state.clone();
-    state.tasks.spawn(async move {
-        match tokio::task::spawn_blocking(move || rec.finish()).await {
-            Ok(Ok(files)) => {
-                if db {
-                    for f in files {
-                        if let Err(e) = state2
-                            .store
-                            .add_recording(call_id, &f.to_new_recording())
-                            .await
-                        {
-                            tracing::warn!(call_id, error = %e, "could not record a recording row");
-                        }
-                    }
+/// Waits for the recording's writer task (files finalised and stored) and records the files
+/// in the store when `rows` (`create_database_records`).
+async fn save_recording(state: &AppState, call_id: i64, writer: RecordingJob, rows: bool) {
+    match writer.await {
+        Ok(Ok(stored)) if rows => {
+            for s in stored {
+                let row = s.file.to_new_recording(&s.location);
+                if let Err(e) = state.store.add_recording(call_id, &row).await {
+                    tracing::warn!(call_id, error = %e, "could not record a recording row");
                 }
             }
-            Ok(Err(e)) => tracing::warn!(call_id, error = %e, "could not write the call recording"),
-            Err(e) => tracing::warn!(call_id, error = %e, "recording task failed"),
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(call_id, error = %e, "could not write the call recording"),
+        Err(e) => tracing::warn!(call_id, error = %e, "recording task failed"),
+    }
+}
+
+/// Encodes the call's trace and stores it, off the call path.
+fn save_trace(state: &AppState, org_id: i64, call_id: i64, trace: Trace) {
+    let store = state.store.clone();
+    state.tasks.spawn(async move {
+        let encoded = tokio::task::spawn_blocking(move || trace.to_bytes()).await;
+        let res = match encoded {
+            Ok(Ok(bytes)) => store
+                .save_call_trace(org_id, call_id, i64::from(TRACE_FORMAT_VERSION), bytes)
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = res {
+            tracing::warn!(call_id, %error, "could not store the call trace");
         }
     });
 }
@@ -1082,6 +1214,15 @@ enum Persist {
     Transcript(Box<NewTranscript>),
     Turn(Box<NewTurnMetric>),
     Call(Box<serde_json::Value>),
+    ToolExecution(Box<NewToolExecution>),
+}
+
+/// The call's tool executions go to its recorder task, like every other row of the call.
+fn execution_sink(recorder: &mpsc::UnboundedSender<Persist>) -> ExecutionSink {
+    let tx = recorder.clone();
+    Arc::new(move |e| {
+        let _ = tx.send(Persist::ToolExecution(Box::new(e)));
+    })
 }
 
 fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
@@ -1092,11 +1233,16 @@ fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
     }
 }
 
-/// Writes what the core records, in order, off the call path.
-fn spawn_recorder(state: AppState, org_id: i64, call_id: i64) -> mpsc::UnboundedSender<Persist> {
+/// Writes what the core records, in order, off the call path. The task ends once the sender is
+/// dropped and everything sent is written.
+fn spawn_recorder(
+    state: AppState,
+    org_id: i64,
+    call_id: i64,
+) -> (mpsc::UnboundedSender<Persist>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Persist>();
     let tasks = state.tasks.clone();
-    tasks.spawn(async move {
+    let done = tasks.spawn(async move {
         while let Some(p) = rx.recv().await {
             // Boxed: a store query future is several KiB; inline it would be carried by this
             // task for the whole call, though a write takes milliseconds.
@@ -1110,13 +1256,18 @@ fn spawn_recorder(state: AppState, org_id: i64, call_id: i64) -> mpsc::Unbounded
                 Persist::Call(m) => {
                     Box::pin(state.store.set_call_metrics(org_id, call_id, m)).await
                 }
+                Persist::ToolExecution(e) => {
+                    Box::pin(state.store.add_tool_execution(org_id, call_id, e))
+                        .await
+                        .map(|_| ())
+                }
             };
             if let Err(e) = res {
                 tracing::warn!(call_id, error = %e, "could not record call data");
             }
         }
     });
-    tx
+    (tx, done)
 }
 
 fn new_transcript(t: &TranscriptEntry) -> NewTranscript {

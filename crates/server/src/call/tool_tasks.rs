@@ -3,14 +3,23 @@
 //! the incomplete-utterance classifier's verdicts. While tools run the call lives on (caller
 //! audio, STT, barge-in, paced playout, timers); a barge-in's
 //! [`Action::CancelTools`](switchboard_core::call::Action) aborts the reply's tasks.
+//!
+//! Every execution is recorded ([`NewToolExecution`], through the call's [`ExecutionSink`]):
+//! by its task when the tool finishes (`ok`, `error` or `timeout`), or by [`ToolTasks::cancel`]
+//! and the end of the call when it is stopped (`cancelled`, with how long it had run). Exactly
+//! one row per execution: whichever side claims it first writes it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use switchboard_core::call::{Generation, ToolCall};
+use switchboard_store::{NewToolExecution, ToolExecutionStatus, now_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::custom_tool::{CustomStatus, CustomTool};
 use super::runtime::CallSetup;
 use super::tools::{self, ToolOutcome};
 use crate::state::AppState;
@@ -32,10 +41,36 @@ pub struct ToolDone {
     pub duration_ms: u64,
 }
 
+/// Where a call's tool executions go to be stored (the call's recorder task). Called from tool
+/// tasks and from the call task: it must only hand the row over, never wait.
+pub type ExecutionSink = Arc<dyn Fn(NewToolExecution) + Send + Sync>;
+
 struct Running {
     generation: Generation,
     call_id: String,
     handle: JoinHandle<()>,
+    /// Set by whoever records the execution first: its task when the tool finished, or the
+    /// call task when it stops it.
+    recorded: Arc<AtomicBool>,
+    /// What the cancelled row needs: the tool's name and arguments, and when it started.
+    name: String,
+    arguments: String,
+    started: Instant,
+    started_at_ms: i64,
+}
+
+impl Running {
+    /// Aborts the task; records it as `cancelled` unless it already recorded its result.
+    fn stop(&self, sink: &ExecutionSink) {
+        self.handle.abort();
+        if !self.recorded.swap(true, Ordering::AcqRel) {
+            let mut row = NewToolExecution::new(&self.call_id, &self.name, &self.arguments, None);
+            row.status = ToolExecutionStatus::Cancelled;
+            row.started_at_ms = self.started_at_ms;
+            row.duration_ms = elapsed_ms(self.started);
+            sink(row);
+        }
+    }
 }
 
 /// The tool tasks of one call.
@@ -43,19 +78,21 @@ pub struct ToolTasks {
     state: AppState,
     setup: Arc<CallSetup>,
     tx: mpsc::UnboundedSender<ToolDone>,
+    sink: ExecutionSink,
     /// Finished tools, read by the call's `select!`.
     pub done: mpsc::UnboundedReceiver<ToolDone>,
     running: Vec<Running>,
 }
 
 impl ToolTasks {
-    /// Tool tasks for the call `setup` describes.
-    pub fn new(state: AppState, setup: Arc<CallSetup>) -> Self {
+    /// Tool tasks for the call `setup` describes, recording every execution into `sink`.
+    pub fn new(state: AppState, setup: Arc<CallSetup>, sink: ExecutionSink) -> Self {
         let (tx, done) = mpsc::unbounded_channel();
         Self {
             state,
             setup,
             tx,
+            sink,
             done,
             running: Vec::new(),
         }
@@ -64,27 +101,55 @@ impl ToolTasks {
     /// Starts `call` on its own task; its [`ToolDone`] arrives on [`ToolTasks::done`].
     pub fn spawn(&mut self, generation: Generation, call: ToolCall) {
         let (state, setup, tx) = (self.state.clone(), self.setup.clone(), self.tx.clone());
-        let call_id = call.id.clone();
+        let sink = self.sink.clone();
+        let recorded = Arc::new(AtomicBool::new(false));
+        let claim = recorded.clone();
+        let started = Instant::now();
+        let started_at_ms = now_ms();
+        let (call_id, name, arguments) =
+            (call.id.clone(), call.name.clone(), call.arguments.clone());
         let handle = tokio::spawn(async move {
-            let started = Instant::now();
-            let outcome =
-                match tokio::time::timeout(TOOL_HARD_TIMEOUT, tools::run(&state, &setup, &call))
-                    .await
+            let (outcome, status) =
+                match tokio::time::timeout(TOOL_HARD_TIMEOUT, execute(&state, &setup, &call)).await
                 {
-                    Ok(outcome) => outcome,
-                    Err(_) => ToolOutcome::timed_out(TOOL_HARD_TIMEOUT),
+                    Ok(done) => done,
+                    Err(_) => (
+                        ToolOutcome::timed_out(TOOL_HARD_TIMEOUT),
+                        ToolExecutionStatus::Timeout,
+                    ),
                 };
+            let duration_ms = elapsed_ms(started);
+            if !claim.swap(true, Ordering::AcqRel) {
+                let mut row = NewToolExecution::new(
+                    &call.id,
+                    &call.name,
+                    &call.arguments,
+                    Some(&outcome.content),
+                );
+                row.status = status;
+                row.error = (status != ToolExecutionStatus::Ok)
+                    .then(|| error_of(&outcome.content))
+                    .flatten();
+                row.started_at_ms = started_at_ms;
+                row.duration_ms = duration_ms;
+                sink(row);
+            }
             let _ = tx.send(ToolDone {
                 generation,
                 call,
                 outcome,
-                duration_ms: started.elapsed().as_millis() as u64,
+                duration_ms: u64::try_from(duration_ms).unwrap_or(0),
             });
         });
         self.running.push(Running {
             generation,
             call_id,
             handle,
+            recorded,
+            name,
+            arguments,
+            started,
+            started_at_ms,
         });
     }
 
@@ -93,12 +158,14 @@ impl ToolTasks {
         self.running.retain(|r| r.call_id != call_id);
     }
 
-    /// Aborts the tools of `generation` still running; returns the ids of the calls stopped.
+    /// Aborts the tools of `generation` still running, recording them as `cancelled`; returns
+    /// the ids of the calls stopped.
     pub fn cancel(&mut self, generation: Generation) -> Vec<String> {
         let mut stopped = Vec::new();
+        let sink = &self.sink;
         self.running.retain(|r| {
             if r.generation == generation {
-                r.handle.abort();
+                r.stop(sink);
                 stopped.push(r.call_id.clone());
                 false
             } else {
@@ -115,10 +182,67 @@ impl ToolTasks {
 }
 
 impl Drop for ToolTasks {
-    /// The call ended: nothing of it keeps running.
+    /// The call ended: nothing of it keeps running; what still ran is recorded `cancelled`.
     fn drop(&mut self) {
         for r in &self.running {
-            r.handle.abort();
+            r.stop(&self.sink);
         }
     }
+}
+
+/// Runs `call`: a custom tool of the record through its endpoint, keeping how it ended; a
+/// built-in (whose name no custom tool may take) through [`tools::run`], `error` when its
+/// result says `"ok": false`.
+async fn execute(
+    state: &AppState,
+    setup: &CallSetup,
+    call: &ToolCall,
+) -> (ToolOutcome, ToolExecutionStatus) {
+    let custom = (!switchboard_assistant::BUILT_IN_TOOLS.contains(&call.name.as_str()))
+        .then(|| {
+            setup
+                .assistant
+                .tools_settings
+                .custom_tools
+                .iter()
+                .filter_map(CustomTool::from_record)
+                .find(|c| c.name == call.name)
+        })
+        .flatten();
+    match custom {
+        Some(tool) => {
+            let (status, content) = tool.run(&state.tenant_http, &call.arguments).await;
+            let status = match status {
+                CustomStatus::Ok => ToolExecutionStatus::Ok,
+                CustomStatus::Error => ToolExecutionStatus::Error,
+                CustomStatus::Timeout => ToolExecutionStatus::Timeout,
+            };
+            let outcome = ToolOutcome {
+                content,
+                follow_up: None,
+            };
+            (outcome, status)
+        }
+        None => {
+            let outcome = tools::run(state, setup, call).await;
+            let failed = serde_json::from_str::<Value>(&outcome.content)
+                .is_ok_and(|v| v.get("ok") == Some(&Value::Bool(false)));
+            let status = if failed {
+                ToolExecutionStatus::Error
+            } else {
+                ToolExecutionStatus::Ok
+            };
+            (outcome, status)
+        }
+    }
+}
+
+/// The `error` text of a failed result (`{"ok": false, "error": …}`).
+fn error_of(content: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(content).ok()?;
+    v.get("error")?.as_str().map(str::to_owned)
+}
+
+fn elapsed_ms(since: Instant) -> i64 {
+    i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
 }

@@ -1,11 +1,12 @@
 //! The tools an assistant offers its LLM (`tools_settings`) and what running them does.
 //!
-//! Built in: `end_call` (say goodbye, hang up), `transfer_call` (say the transfer message,
-//! then redirect the call to a `<Dial>`), `send_sms` (Twilio Messages API), `dtmf_solver`
+//! Built in: `end_call` (say goodbye, hang up), `transfer_call` (`call/transfer.rs`: cold or
+//! warm, to the number the LLM chose), `send_sms` (Twilio Messages API), `dtmf_solver`
 //! (press keys: the digits are played into the call as DTMF tones by the core),
 //! `searchKnowledgeBase` (`call/knowledge_tool.rs`). Custom tools
 //! (`tools_settings.custom_tools`) are offered with their JSON schema and run as their record
-//! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`).
+//! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`), which
+//! dispatches custom tools itself and built-ins here.
 
 use std::time::Duration;
 
@@ -17,9 +18,9 @@ use switchboard_providers::llm::ToolSpec;
 use switchboard_telephony::rest::{CallUpdate, Credentials, RestConfig, SendSms, TwilioRest};
 use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
-use super::custom_tool::CustomTool;
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
+use super::transfer;
 use crate::state::AppState;
 
 /// What a tool run gives back: the result for the LLM and maybe a call command.
@@ -67,27 +68,28 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
                 "reason": {"type": "string", "description": "Why the call ends"}}}),
         });
     }
-    if t.transfer_call.enabled && !t.transfer_call.transfer_numbers.is_empty() {
-        out.push(ToolSpec {
-            name: "transfer_call".to_owned(),
-            description: format!(
-                "Transfer the caller to a human agent.{}",
-                scenarios(&t.transfer_call.scenarios)
-            ),
-            parameters: json!({"type": "object", "properties": {
-                "reason": {"type": "string"}}}),
-        });
-    }
+    out.extend(transfer::spec(&t.transfer_call));
     if t.send_sms.enabled {
+        // With a `default_message` that is what is sent: the LLM has nothing to write.
+        let (what, parameters) = match &t.send_sms.default_message {
+            Some(_) => (
+                "a prepared text message",
+                json!({"type": "object", "properties": {}}),
+            ),
+            None => (
+                "a text message",
+                json!({"type": "object", "properties": {
+                    "message": {"type": "string", "description": "The text to send"}},
+                    "required": ["message"]}),
+            ),
+        };
         out.push(ToolSpec {
             name: "send_sms".to_owned(),
             description: format!(
-                "Send a text message to the caller's phone.{}",
+                "Send {what} to the caller's phone.{}",
                 scenarios(&t.send_sms.scenarios)
             ),
-            parameters: json!({"type": "object", "properties": {
-                "message": {"type": "string", "description": "The text to send"}},
-                "required": ["message"]}),
+            parameters,
         });
     }
     if t.dtmf_solver.enabled {
@@ -125,7 +127,7 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
     out
 }
 
-/// Runs one tool call of the LLM.
+/// Runs one built-in tool call of the LLM (custom tools: `tool_tasks`).
 pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOutcome {
     let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
     let t = &setup.assistant.tools_settings;
@@ -140,29 +142,18 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
                     .or_else(|| setup.assistant.end_call_message.clone()),
             }),
         },
-        "transfer_call" => match t.transfer_call.transfer_numbers.first() {
-            Some(to) => ToolOutcome {
-                content: json!({"ok": true, "to": to}).to_string(),
-                follow_up: Some(CallCommand::Transfer {
-                    to: to.clone(),
-                    message: t
-                        .transfer_call
-                        .custom_message
-                        .clone()
-                        .or_else(|| setup.assistant.transfer_call_message.clone()),
-                }),
-            },
-            None => ToolOutcome {
-                content: json!({"ok": false, "error": "no transfer number configured"}).to_string(),
-                follow_up: None,
-            },
-        },
+        transfer::TRANSFER_TOOL => transfer::run(&setup.assistant, call, &args),
         "send_sms" => {
-            let body = args
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| t.send_sms.default_message.clone())
+            // `default_message` is the pre-configured text: when set, it is what is sent.
+            let body = t
+                .send_sms
+                .default_message
+                .clone()
+                .or_else(|| {
+                    args.get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
                 .unwrap_or_default();
             let content = match send_sms(state, setup, &body).await {
                 Ok(sid) => json!({"ok": true, "sid": sid}),
@@ -177,21 +168,11 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
         super::knowledge_tool::TOOL_NAME if super::knowledge_tool::offered(&setup.assistant) => {
             super::knowledge_tool::run(state, setup, &args).await
         }
-        other => {
-            let custom = t
-                .custom_tools
-                .iter()
-                .filter_map(CustomTool::from_record)
-                .find(|c| c.name == other);
-            let content = match custom {
-                Some(tool) => tool.run(&state.tenant_http, &call.arguments).await.1,
-                None => tool_error(format!("unknown tool `{other}`")),
-            };
-            ToolOutcome {
-                content,
-                follow_up: None,
-            }
-        }
+        // Custom tools are run by `tool_tasks`, which keeps how they ended.
+        other => ToolOutcome {
+            content: tool_error(format!("unknown tool `{other}`")),
+            follow_up: None,
+        },
     }
 }
 

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_assistant::{
     AssistantConfig, AssistantPatch, AssistantResponse, AssistantStats, StatusUpdate, apply_patch,
-    apply_update, check_providers, deserialize_config, is_e164, parse_create,
+    apply_provider_defaults, apply_update, check_providers, deserialize_config, is_e164,
+    parse_create,
 };
 use switchboard_store::{AssistantRow, ms_to_datetime};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -210,7 +211,8 @@ pub async fn create_assistant(
     auth: Auth,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<AssistantResponse>), ApiError> {
-    let config = parse_create(body)?;
+    let mut config = parse_create(body)?;
+    apply_provider_defaults(&mut config, &Registry);
     check_providers(&config, &Registry)?;
     tenant_urls::check(&state.outbound, &config)?;
     let row = state
@@ -349,7 +351,8 @@ pub async fn update_assistant(
     let id = path.assistant_id;
     let row = load_assistant(&state, &auth, id).await?;
     let stored = stored_config(&row)?;
-    let config = apply_update(&stored, body)?;
+    let mut config = apply_update(&stored, body)?;
+    apply_provider_defaults(&mut config, &Registry);
     check_providers(&config, &Registry)?;
     tenant_urls::check(&state.outbound, &config)?;
     save(&state, &auth, id, &config).await
@@ -385,7 +388,8 @@ pub async fn patch_assistant(
     for _ in 0..PATCH_ATTEMPTS {
         let row = load_assistant(&state, &auth, id).await?;
         let stored = stored_config(&row)?;
-        let config = apply_patch(&stored, &body)?;
+        let mut config = apply_patch(&stored, &body)?;
+        apply_provider_defaults(&mut config, &Registry);
         check_providers(&config, &Registry)?;
         tenant_urls::check(&state.outbound, &config)?;
         let updated = state

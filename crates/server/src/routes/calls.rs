@@ -283,7 +283,8 @@ pub struct RecordingResponse {
     pub recording_type: Option<String>,
     /// Who recorded it: `switchboard`.
     pub recording_source: Option<String>,
-    /// `completed` (a recording is listed once written).
+    /// `completed` (a recording is listed once written), or `partial` for one finalised after
+    /// a crash (the end of the call is missing).
     pub status: Option<String>,
     /// Size in bytes.
     pub size_bytes: i64,
@@ -309,7 +310,7 @@ impl From<&RecordingRow> for RecordingResponse {
             format: Some(r.format.clone()),
             recording_type: Some(r.kind.clone()),
             recording_source: Some("switchboard".to_owned()),
-            status: Some("completed".to_owned()),
+            status: Some(if r.partial { "partial" } else { "completed" }.to_owned()),
             size_bytes: r.size_bytes,
             sample_rate: r.sample_rate,
             created_at: Some(ms_to_rfc3339(r.created_at_ms)),

@@ -7,6 +7,7 @@
 //! API applies to the next call that starts, with no restart, on every instance that shares the
 //! database. Should a cache ever be needed, it must be invalidated on write across instances.
 
+pub mod api_keys;
 pub mod assistant_extras;
 pub mod assistants;
 pub mod call_reports;
@@ -14,9 +15,13 @@ pub mod calls;
 pub mod csv;
 pub mod documents;
 pub mod health;
+pub mod number_list;
 pub mod organization;
 pub mod phone_numbers;
 pub mod providers;
+pub mod recordings;
+pub mod replay;
+pub mod tool_executions;
 
 use std::time::Duration;
 
@@ -57,9 +62,14 @@ pub fn router(state: AppState) -> Router {
         .merge(documents::router())
         .merge(providers::router())
         .merge(phone_numbers::router())
+        .merge(number_list::router())
         .merge(calls::router())
+        .merge(recordings::router())
         .merge(call_reports::router())
+        .merge(tool_executions::router())
+        .merge(replay::router())
         .merge(organization::router())
+        .merge(api_keys::router())
         .merge(crate::twilio::router())
         .merge(crate::metrics::router())
         .fallback(not_found)

@@ -26,7 +26,7 @@ use switchboard_assistant::{
 use switchboard_telephony::rest::Credentials;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::Auth;
+use crate::auth::{AdminAuth, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -139,13 +139,14 @@ pub async fn get_telephony(
         (status = 200, description = "Verified with Twilio and stored; token masked", body = TelephonyResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
         (status = 422, description = "Invalid SID, empty token, or Twilio rejected the credentials; nothing stored", body = ErrorBody),
         (status = 502, description = "Twilio failed or could not be reached; nothing stored", body = ErrorBody)
     )
 )]
 pub async fn put_telephony(
     State(state): State<AppState>,
-    auth: Auth,
+    auth: AdminAuth,
     ApiJson(body): ApiJson<TelephonyRequest>,
 ) -> Result<Json<TelephonyResponse>, ApiError> {
     let org = auth.organization_id;
@@ -317,12 +318,13 @@ pub async fn get_provider_keys(
         (status = 200, description = "Stored; keys masked", body = Object),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
         (status = 422, description = "A value is neither a key nor a provider object `{api_key, base_url}`, a masked key matches nothing stored, or a kept key would follow a new base_url", body = ErrorBody)
     )
 )]
 pub async fn put_provider_keys(
     State(state): State<AppState>,
-    auth: Auth,
+    auth: AdminAuth,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let org = auth.organization_id;

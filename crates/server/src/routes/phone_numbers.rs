@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use switchboard_assistant::is_e164;
-use switchboard_store::{PhoneNumberRow, ms_to_rfc3339};
+use switchboard_store::{PhoneNumberRow, SyncedNumber, ms_to_rfc3339};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Auth;
@@ -59,10 +59,11 @@ pub struct PhoneNumbersApi;
 pub struct PhoneNumberAssignRequest {
     /// Number in E.164 form, e.g. `+14155550100`.
     pub phone_number: String,
-    /// Accepted for Burki compatibility; not stored.
+    /// Display name to store with the number (else Twilio's).
     #[serde(default)]
     pub friendly_name: Option<String>,
-    /// Accepted for Burki compatibility; numbers are not synced from Twilio here.
+    /// Accepted for Burki compatibility: the number is always looked up in the organisation's
+    /// Twilio account (that proves ownership), so it is always "synced".
     #[serde(default)]
     pub auto_sync: Option<bool>,
 }
@@ -174,10 +175,33 @@ pub async fn assign_by_number(
 ) -> Result<Json<ApiResponse>, ApiError> {
     let number = e164(&body.phone_number)?;
     let assistant = load_assistant(&state, &auth, path.assistant_id).await?;
-    crate::twilio_account::require_number_in_account(&state, auth.organization_id, number).await?;
+    let found =
+        crate::twilio_account::require_number_in_account(&state, auth.organization_id, number)
+            .await?;
+    let friendly_name = body
+        .friendly_name
+        .as_deref()
+        .map(crate::routes::number_list::friendly_name)
+        .transpose()?
+        .flatten();
     let row = state
         .store
         .assign_number(auth.organization_id, assistant.id, number)
+        .await?;
+    let details = SyncedNumber {
+        number: found.phone_number,
+        twilio_sid: found.sid,
+        friendly_name: found.friendly_name,
+        capabilities: found.capabilities.unwrap_or_else(|| serde_json::json!({})),
+    };
+    state
+        .store
+        .set_number_twilio_details(
+            auth.organization_id,
+            number,
+            &details,
+            friendly_name.as_deref(),
+        )
         .await?;
     tracing::info!(assistant_id = assistant.id, "phone number assigned");
     Ok(Json(ApiResponse::ok(

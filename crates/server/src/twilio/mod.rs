@@ -8,6 +8,7 @@ pub mod sms;
 pub mod status;
 pub mod stream;
 pub mod voice;
+pub mod warm_transfer;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -25,6 +26,14 @@ pub fn router() -> Router<AppState> {
         .route("/twilio/stream", get(stream::stream))
         .route("/twilio/status", post(status::status))
         .route("/twilio/sms", post(sms::sms))
+        .route(
+            "/twilio/warm-transfer/{token}/answer",
+            post(warm_transfer::answer),
+        )
+        .route(
+            "/twilio/warm-transfer/{token}/status",
+            post(warm_transfer::status),
+        )
 }
 
 /// Seconds since the Unix epoch (for stream tokens).

@@ -9,6 +9,7 @@
 //! Twilio outran. Every record it writes is the signing organisation's: a SID another
 //! organisation owns is never touched. Then: unknown number or inactive assistant → a short
 //! spoken apology and hang-up (never dead air), recorded as `failed` with the reason; a caller
+//! from a country the number does not allow (`allowed_country_codes`) → `<Reject/>`; a caller
 //! in `bypass_numbers` → `<Dial>` to the first transfer number; otherwise `<Connect><Stream>` to
 //! our media websocket with a signed, short-lived stream token that binds call SID, assistant
 //! and organisation, and the call record is created or moved to `in-progress` (an outbound
@@ -151,10 +152,41 @@ async fn answer(
         .await;
         return say_and_hang_up(UNAVAILABLE_MESSAGE);
     }
+    if !outbound && !country_allowed(&state, org_id, &hook).await {
+        record_refused(
+            &state,
+            &hook,
+            refused(Some(row.id), EndedReason::CountryNotAllowed),
+        )
+        .await;
+        return twiml(Twiml::new().reject().to_xml());
+    }
     if is_bypass(&config, &hook.from) {
         return bypass(&state, &row, &config, &hook, &direction).await;
     }
     connect_stream(&state, &row, &hook, &direction).await
+}
+
+/// Whether the caller's country (Twilio's `FromCountry`, ISO 3166-1 alpha-2) may call the
+/// number: yes when the number has no `allowed_country_codes` (or an empty list); otherwise
+/// only a listed country, so a call without `FromCountry` (SIP, client) is refused too. A
+/// database error lets the call through: the list narrows who may call, it guards no secret.
+async fn country_allowed(state: &AppState, org_id: i64, hook: &VoiceWebhook) -> bool {
+    let allowed = match state.store.get_number(&hook.to).await {
+        Ok(Some(n)) if n.organization_id == org_id => n.allowed_country_codes,
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(call_sid = %hook.call_sid, error = %e, "could not read the number's allowed countries");
+            None
+        }
+    };
+    match allowed {
+        Some(list) if !list.is_empty() => hook
+            .from_country
+            .as_deref()
+            .is_some_and(|c| list.iter().any(|a| a.eq_ignore_ascii_case(c))),
+        _ => true,
+    }
 }
 
 /// How long the webhook of an outbound call waits for the record `POST /calls/initiate` writes

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod call_stack;
+pub mod tool_stack;
+
 use std::path::{Path, PathBuf};
 
 use reqwest::{Client, Method, RequestBuilder, Response};
@@ -93,14 +96,7 @@ impl TestServer {
                 .trim_start_matches("sqlite://")
                 .to_owned(),
         );
-        let server = serve::start(
-            settings,
-            StartOptions {
-                bootstrap_key: Some(KEY_A.to_owned()),
-            },
-        )
-        .await
-        .expect("server starts");
+        let server = serve_org_a(settings).await;
         let key_b = if key_b.is_empty() {
             let store = &server.state().store;
             let org_b = store.ensure_organization("org-b").await.expect("org b");
@@ -142,6 +138,18 @@ impl TestServer {
             assert!(report.drained, "server drained cleanly");
         }
     }
+}
+
+/// Starts a server with `settings`, organisation `default` (org A) holding [`KEY_A`].
+pub async fn serve_org_a(settings: Settings) -> Server {
+    serve::start(
+        settings,
+        StartOptions {
+            bootstrap_key: Some(KEY_A.to_owned()),
+        },
+    )
+    .await
+    .expect("server starts")
 }
 
 /// Sends and returns (status, JSON body or Null).

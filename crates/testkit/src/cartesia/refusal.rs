@@ -63,7 +63,19 @@ impl Refusal {
     /// The handshake's HTTP error: a JSON error object for structured versions, otherwise the
     /// `Title: Message` text.
     pub(super) fn http(&self, version: Option<&str>) -> ErrorResponse {
-        let (body, content_type) = if structured(version) {
+        let (body, content_type) = self.body(version);
+        let mut error = ErrorResponse::new(Some(body));
+        *error.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        error
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static(content_type));
+        error
+    }
+
+    /// The HTTP error body and its content type: a JSON error object for structured versions,
+    /// otherwise the `Title: Message` text.
+    pub(super) fn body(&self, version: Option<&str>) -> (String, &'static str) {
+        if structured(version) {
             let body = json!({"error_code": self.code, "title": self.title,
                 "message": self.message, "request_id": request_id()});
             (body.to_string(), "application/json")
@@ -72,13 +84,7 @@ impl Refusal {
                 format!("{}: {}", self.title, self.message),
                 "text/plain; charset=utf-8",
             )
-        };
-        let mut error = ErrorResponse::new(Some(body));
-        *error.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        error
-            .headers_mut()
-            .insert("content-type", HeaderValue::from_static(content_type));
-        error
+        }
     }
 
     /// The websocket error event for this refusal.

@@ -487,33 +487,7 @@ impl Session<'_> {
             self.silence_since_result_ms = 0;
             if self.in_speech {
                 self.last_voice_end_s = t;
-                self.since_interim_ms += FRAME_MS;
-                if self.params.interim && self.since_interim_ms >= cfg.interim_every_ms {
-                    self.since_interim_ms = 0;
-                    if let Some(text) = self.text.clone() {
-                        let n = text.split_whitespace().count();
-                        self.interims += 1;
-                        let shown = if self.script.is_timed() {
-                            self.script.words_until(t, false)
-                        } else {
-                            first_words(&text, self.interims.min(n.saturating_sub(1)).max(1))
-                        };
-                        if shown.is_empty() {
-                            return true;
-                        }
-                        let spec = ResultSpec {
-                            text: &shown,
-                            start: self.seg_start_s,
-                            end: t,
-                            is_final: false,
-                            speech_final: false,
-                            from_finalize: false,
-                        };
-                        if !self.send_result(&spec).await {
-                            return false;
-                        }
-                    }
-                }
+                return self.tick_interim(t).await;
             } else if self.onset(true) {
                 self.in_speech = true;
                 self.run_ms = 0;
@@ -544,30 +518,34 @@ impl Session<'_> {
         self.onset(false);
         if self.in_speech {
             self.silence_ms += FRAME_MS;
-            if self.silence_ms >= self.gap_ms() {
-                self.in_speech = false;
-                let end = self.last_voice_end_s;
-                if self.script.is_timed() && self.text.is_some() {
-                    self.text = Some(self.script.words_until(end, true));
-                }
-                if let Some(text) = self.text.take() {
-                    let now = Instant::now();
-                    self.pending = Some(PendingFinal {
-                        due: now + cfg.latency.stt_final_delay(),
-                        detected_at: now,
-                        text,
-                        start: self.seg_start_s,
-                        end,
-                        speech_final: self.params.endpointing_ms.is_some(),
-                    });
-                }
-                if self.params.interim
-                    && let Some(ms) = self.params.utterance_end_ms
-                {
-                    self.utterance_end_due = Some((end + ms as f64 / 1000.0, end));
-                }
-                self.silence_since_result_ms = 0;
+            if self.silence_ms < self.gap_ms() {
+                // Deepgram transcribes the audio as it comes, voiced or not: the interim cadence
+                // runs on through the silence before the endpoint, so a word shorter than the
+                // cadence still gets its interim before the final.
+                return self.tick_interim(t).await;
             }
+            self.in_speech = false;
+            let end = self.last_voice_end_s;
+            if self.script.is_timed() && self.text.is_some() {
+                self.text = Some(self.script.words_until(end, true));
+            }
+            if let Some(text) = self.text.take() {
+                let now = Instant::now();
+                self.pending = Some(PendingFinal {
+                    due: now + cfg.latency.stt_final_delay(),
+                    detected_at: now,
+                    text,
+                    start: self.seg_start_s,
+                    end,
+                    speech_final: self.params.endpointing_ms.is_some(),
+                });
+            }
+            if self.params.interim
+                && let Some(ms) = self.params.utterance_end_ms
+            {
+                self.utterance_end_due = Some((end + ms as f64 / 1000.0, end));
+            }
+            self.silence_since_result_ms = 0;
             return true;
         }
         self.silence_since_result_ms += FRAME_MS;
@@ -593,6 +571,40 @@ impl Session<'_> {
             }
         }
         true
+    }
+
+    /// One more frame of an open segment: the growing interim result every
+    /// `interim_every_ms` (with `interim_results`). `false` when the socket is gone.
+    async fn tick_interim(&mut self, t: f64) -> bool {
+        self.since_interim_ms += FRAME_MS;
+        if !self.params.interim
+            || self.since_interim_ms < self.conn.shared.config().interim_every_ms
+        {
+            return true;
+        }
+        self.since_interim_ms = 0;
+        let Some(text) = self.text.clone() else {
+            return true;
+        };
+        let n = text.split_whitespace().count();
+        self.interims += 1;
+        let shown = if self.script.is_timed() {
+            self.script.words_until(t, false)
+        } else {
+            first_words(&text, self.interims.min(n.saturating_sub(1)).max(1))
+        };
+        if shown.is_empty() {
+            return true;
+        }
+        let spec = ResultSpec {
+            text: &shown,
+            start: self.seg_start_s,
+            end: t,
+            is_final: false,
+            speech_final: false,
+            from_finalize: false,
+        };
+        self.send_result(&spec).await
     }
 
     async fn maybe_utterance_end(&mut self) -> bool {

@@ -34,6 +34,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::agent::{self, AgentLeg, AgentScript, Agents};
 use super::call::{
     CallControl, CallReport, FakeCall, FakeCallConfig, RemoteEnd, new_sid, rfc2822_now,
 };
@@ -180,6 +181,23 @@ pub(super) struct Inner {
     auth_failures: u64,
     injected: VecDeque<InjectedError>,
     pub(super) conferences: Conferences,
+    pub(super) agents: Agents,
+}
+
+impl Inner {
+    /// Status of a created (or accepted inbound) call.
+    pub(super) fn call_status_of(&self, sid: &str) -> Option<&'static str> {
+        self.calls.get(sid).map(|c| c.status)
+    }
+
+    /// Sets a created call's status (a scripted agent's progress).
+    pub(super) fn set_call_status(&mut self, sid: &str, status: &'static str) {
+        if let Some(c) = self.calls.get_mut(sid)
+            && !matches!(c.status, "canceled" | "completed")
+        {
+            c.status = status;
+        }
+    }
 }
 
 pub(super) struct RestState {
@@ -451,6 +469,21 @@ impl FakeTwilioRest {
             .insert(to.to_owned(), outcome);
     }
 
+    /// Scripts the agent reached at `to`: a call created to it with inline `Twiml` is played
+    /// as [`AgentScript`] says instead of going to the dial hook (see `agent.rs`).
+    pub fn script_agent(&self, to: &str, script: AgentScript) {
+        self.state
+            .lock()
+            .agents
+            .scripts
+            .insert(to.to_owned(), script);
+    }
+
+    /// Agent legs played so far, in order.
+    pub fn agent_legs(&self) -> Vec<AgentLeg> {
+        self.state.lock().agents.legs.clone()
+    }
+
     /// The conference named `name` (SID or friendly name; the latest one of that name).
     pub fn conference(&self, name: &str) -> Option<FakeConference> {
         self.state.lock().conferences.find(name).cloned()
@@ -665,8 +698,17 @@ async fn create_call(
         form,
     };
     let control = CallControl::new();
-    {
+    let scripted = {
         let mut inner = state.lock();
+        let script = call
+            .twiml
+            .as_ref()
+            .and_then(|_| inner.agents.scripts.get(&call.to).cloned());
+        let token = inner
+            .accounts
+            .get(&account)
+            .map(|a| a.auth_token.clone())
+            .unwrap_or_default();
         inner.created.push(call.clone());
         inner.calls.insert(
             call.sid.clone(),
@@ -676,8 +718,13 @@ async fn create_call(
                 call: call.clone(),
             },
         );
-    }
+        script.map(|a| (a, token))
+    };
     let body = call_json(&account, &call, "queued");
+    if let Some((script, token)) = scripted {
+        tokio::spawn(agent::play(state.clone(), account, call, script, token));
+        return (StatusCode::CREATED, axum::Json(body)).into_response();
+    }
     let hook = state.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(hook) = hook {
         if let Some(c) = state.lock().calls.get_mut(&call.sid) {
@@ -743,7 +790,7 @@ async fn update_call(
             c.control.end(RemoteEnd::Completed);
         }
         Some("canceled") => {
-            if c.status == "queued" {
+            if matches!(c.status, "queued" | "ringing") {
                 c.status = "canceled";
                 c.control.end(RemoteEnd::Completed);
             }
@@ -757,14 +804,27 @@ async fn update_call(
     }
     let status = c.status;
     let body = call_json(&account, &c.call, status);
+    let this_call = c.call.clone();
     let joined = record.twiml.as_deref().and_then(conference_in);
-    let (from, to) = (c.call.from.clone(), c.call.to.clone());
+    let (from, to) = (this_call.from.clone(), this_call.to.clone());
+    let agent_ended = (matches!(status, "canceled" | "completed")
+        && inner.agents.legs.iter().any(|l| l.call_sid == call_sid))
+    .then_some(this_call);
     if let Some((name, starts)) = joined {
         inner
             .conferences
             .join_by_twiml(&name, starts, &call_sid, &from, &to);
     }
     inner.updates.push(record);
+    if let Some(call) = agent_ended {
+        let token = inner
+            .accounts
+            .get(&account)
+            .map(|a| a.auth_token.clone())
+            .unwrap_or_default();
+        drop(inner);
+        agent::ended_by_rest(state.clone(), account, call, status, token);
+    }
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 

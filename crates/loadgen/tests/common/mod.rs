@@ -1,0 +1,59 @@
+//! The engine in this process for the harness's tests: a temporary SQLite database, a fake
+//! Twilio REST API owning the test numbers, loopback allowed for the provider fakes.
+
+use switchboard_server::config::Settings;
+use switchboard_server::serve::{self, Server, StartOptions};
+use switchboard_testkit::twilio::FakeTwilioRest;
+
+/// Bootstrap API key of the test engine.
+pub const KEY: &str = "sb_loadgen_test_key_0123456789";
+/// The engine's Twilio account.
+pub const TWILIO_SID: &str = "AC000000000000000000000000000010ad";
+/// Its auth token (signing key).
+pub const TOKEN: &str = "loadgen-test-twilio-token";
+
+/// A running in-process engine and what it needs.
+pub struct TestEngine {
+    /// The engine.
+    pub server: Server,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The engine's Twilio REST API (add numbers with `add_number(TWILIO_SID, …)`).
+    pub twilio: FakeTwilioRest,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the engine.
+pub async fn start_engine() -> TestEngine {
+    let twilio = FakeTwilioRest::start(TWILIO_SID, TOKEN)
+        .await
+        .expect("fake twilio rest");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = Settings::defaults().expect("defaults");
+    settings.server.addr = "127.0.0.1:0".parse().expect("addr");
+    settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
+    settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
+    settings.server.rate_limit_per_s = 0;
+    settings.server.drain_timeout_s = 5;
+    settings.twilio.account_sid = Some(TWILIO_SID.to_owned());
+    settings.twilio.auth_token = Some(TOKEN.to_owned());
+    settings.twilio.api_base = twilio.base_url();
+    settings.providers.keys_from_env = false;
+    // The provider fakes listen on loopback.
+    settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
+    let server = serve::start(
+        settings,
+        StartOptions {
+            bootstrap_key: Some(KEY.to_owned()),
+        },
+    )
+    .await
+    .expect("server starts");
+    let base = format!("http://{}", server.local_addr());
+    TestEngine {
+        server,
+        base,
+        twilio,
+        _dir: dir,
+    }
+}
