@@ -468,7 +468,13 @@ fn validate_tools(v: &mut Validator, c: &AssistantConfig) {
 }
 
 /// Names the built-in tools take, as the LLM calls them (a custom tool may not shadow them).
-pub const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
+pub const BUILT_IN_TOOLS: [&str; 5] = [
+    "end_call",
+    "transfer_call",
+    "send_sms",
+    "dtmf_solver",
+    crate::settings::KNOWLEDGE_TOOL,
+];
 /// Longest `timeout_ms` of a custom tool, ms (the engine stops any tool after 30 s).
 pub const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
 

@@ -24,7 +24,7 @@ use crate::knowledge::{CallKnowledge, Knowledge};
 use crate::state::AppState;
 
 /// The tool's name (Burki's).
-pub const TOOL_NAME: &str = "searchKnowledgeBase";
+pub const TOOL_NAME: &str = switchboard_assistant::KNOWLEDGE_TOOL;
 
 /// Whether the record offers the tool: the knowledge base is on and context is not injected.
 pub fn offered(a: &AssistantConfig) -> bool {
