@@ -63,7 +63,7 @@ pub use secret_walk::{
 pub use settings::{
     BackchannelSettings, BackgroundSound, CustomToolEntry, CustomToolMethod, DtmfSolverTool,
     ElevenLabsSttConfig, EndCallTool, EndpointingSettings, FluxConfig, InterruptionMode,
-    InterruptionSettings, Keyword, LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig,
+    InterruptionSettings, KNOWLEDGE_TOOL, Keyword, LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig,
     LlmSettings, RagSettings, RecordingFormat, RecordingSettings, SendSmsTool, SonioxSttConfig,
     SpeculativeConfig, SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool,
     TransferType, TtsSettings,

@@ -90,7 +90,9 @@ pub fn apply_patch(
 /// said (Burki: "auto-populated based on other settings"): a GET body sent back with a stale
 /// list, or a client that sets it, changes nothing.
 pub(crate) fn derive_enabled_tools(config: &mut AssistantConfig) {
-    config.tools_settings.enabled_tools = config.tools_settings.derived_enabled_tools();
+    let knowledge_tool = config.rag_settings.enabled && !config.rag_settings.rag_inject_before_llm;
+    config.tools_settings.enabled_tools =
+        config.tools_settings.derived_enabled_tools(knowledge_tool);
 }
 
 /// JSON merge as [`apply_patch`] uses it: where both sides hold an object, keys merge

@@ -804,12 +804,18 @@ pub struct ToolsSettings {
     pub custom_tools: Vec<Map<String, Value>>,
 }
 
+/// The function the LLM searches the knowledge base with (`rag_settings.enabled` without
+/// `rag_inject_before_llm`).
+pub const KNOWLEDGE_TOOL: &str = "searchKnowledgeBase";
+
 impl ToolsSettings {
     /// What `enabled_tools` says: the function names the LLM is offered in a call, in the order
     /// it is offered them. `end_call`, `transfer_call` (only with a transfer number: without
     /// one it cannot run), `send_sms` and `dtmf_solver` when enabled, then every custom tool by
-    /// its `name` (the empty entry `{}` is no tool).
-    pub fn derived_enabled_tools(&self) -> Vec<String> {
+    /// its `name` (the empty entry `{}` is no tool). `knowledge_base`: the knowledge base is
+    /// searched through a tool ([`KNOWLEDGE_TOOL`], offered between the built-ins and the
+    /// custom tools) rather than injected into the prompt.
+    pub fn derived_enabled_tools(&self, knowledge_base: bool) -> Vec<String> {
         let built_in = [
             ("end_call", self.end_call.enabled),
             (
@@ -818,6 +824,7 @@ impl ToolsSettings {
             ),
             ("send_sms", self.send_sms.enabled),
             ("dtmf_solver", self.dtmf_solver.enabled),
+            (KNOWLEDGE_TOOL, knowledge_base),
         ];
         let custom = self
             .custom_tools

@@ -468,7 +468,13 @@ fn validate_tools(v: &mut Validator, c: &AssistantConfig) {
 }
 
 /// Names the built-in tools take, as the LLM calls them (a custom tool may not shadow them).
-pub const BUILT_IN_TOOLS: [&str; 4] = ["end_call", "transfer_call", "send_sms", "dtmf_solver"];
+pub const BUILT_IN_TOOLS: [&str; 5] = [
+    "end_call",
+    "transfer_call",
+    "send_sms",
+    "dtmf_solver",
+    crate::settings::KNOWLEDGE_TOOL,
+];
 /// Longest `timeout_ms` of a custom tool, ms (the engine stops any tool after 30 s).
 pub const MAX_TOOL_TIMEOUT_MS: u64 = 30_000;
 
@@ -548,9 +554,25 @@ fn validate_custom_tools(v: &mut Validator, c: &AssistantConfig) {
     }
 }
 
+/// `rag_settings.chunking_strategy` values the knowledge base implements.
+pub const RAG_CHUNKING_STRATEGIES: [&str; 3] = ["recursive", "sentence", "fixed"];
+/// Most chunks one knowledge-base search returns (`rag_settings.search_limit`).
+pub const RAG_MAX_SEARCH_LIMIT: u64 = 50;
+/// Largest `rag_settings.chunk_size`, characters: a chunk must fit one embedding input (8191
+/// tokens for OpenAI's models) even at one character per token.
+pub const RAG_MAX_CHUNK_SIZE_CHARS: u64 = 8000;
+/// Largest `rag_settings.context_window_tokens`: retrieved context may not grow a prompt
+/// beyond what every supported model takes.
+pub const RAG_MAX_CONTEXT_TOKENS: u64 = 32_000;
+
 fn validate_rag(v: &mut Validator, c: &AssistantConfig) {
     let r = &c.rag_settings;
-    v.min_u("rag_settings.search_limit", r.search_limit.into(), 1);
+    v.range_u(
+        "rag_settings.search_limit",
+        r.search_limit.into(),
+        1,
+        RAG_MAX_SEARCH_LIMIT,
+    );
     v.range_f(
         "rag_settings.similarity_threshold",
         r.similarity_threshold,
@@ -558,15 +580,25 @@ fn validate_rag(v: &mut Validator, c: &AssistantConfig) {
         1.0,
     );
     v.non_empty("rag_settings.embedding_model", &r.embedding_model);
-    v.non_empty("rag_settings.chunking_strategy", &r.chunking_strategy);
-    v.min_u("rag_settings.chunk_size", r.chunk_size.into(), 1);
+    v.one_of(
+        "rag_settings.chunking_strategy",
+        &r.chunking_strategy,
+        &RAG_CHUNKING_STRATEGIES,
+    );
+    v.range_u(
+        "rag_settings.chunk_size",
+        r.chunk_size.into(),
+        1,
+        RAG_MAX_CHUNK_SIZE_CHARS,
+    );
     if r.chunk_size >= 1 && r.chunk_overlap >= r.chunk_size {
         v.push("rag_settings.chunk_overlap", "must be less than chunk_size");
     }
-    v.min_u(
+    v.range_u(
         "rag_settings.context_window_tokens",
         r.context_window_tokens.into(),
         1,
+        RAG_MAX_CONTEXT_TOKENS,
     );
 }
 

@@ -219,9 +219,17 @@ fn speculative_ranges() {
 
 #[test]
 fn rag_ranges() {
-    int_min("rag_settings.search_limit", 1);
+    int_range("rag_settings.search_limit", 1, 50);
     float_range("rag_settings.similarity_threshold", 0.0, 1.0, 0.01);
-    int_min("rag_settings.context_window_tokens", 1);
+    int_range("rag_settings.context_window_tokens", 1, 32_000);
+    accepts("rag_settings.chunk_size", json!(8000));
+    rejects("rag_settings.chunk_size", json!(8001));
+    for strategy in ["recursive", "sentence", "fixed"] {
+        accepts("rag_settings.chunking_strategy", json!(strategy));
+    }
+    rejects("rag_settings.chunking_strategy", json!("semantic"));
+    rejects("rag_settings.chunking_strategy", json!(""));
+    rejects("rag_settings.embedding_model", json!(" "));
     // chunk_overlap must stay below chunk_size (1000 by default).
     accepts("rag_settings.chunk_overlap", json!(999));
     rejects("rag_settings.chunk_overlap", json!(1000));

@@ -204,8 +204,9 @@ impl LlmConfig {
     }
 
     /// The API root to use: `base_url` (trailing `/` removed, `/v1` added to a bare host)
-    /// or the provider default. Errors for `custom`/`azure` without a base URL.
-    pub(crate) fn api_root(&self) -> Result<String, ProviderError> {
+    /// or the provider default. Errors for `custom`/`azure` without a base URL. Other
+    /// OpenAI-compatible endpoints of the same server (embeddings) hang off it too.
+    pub fn api_root(&self) -> Result<String, ProviderError> {
         let provider = self.provider.as_str();
         match self
             .base_url
@@ -617,6 +618,23 @@ pub fn stream_with_fallback(
     req: LlmRequest,
     client: &GuardedClient,
 ) -> LlmStream {
+    stream_with_fallback_prepared(primary, fallbacks, std::future::ready(req), client)
+}
+
+/// [`stream_with_fallback`] for a request that needs asynchronous work before it can be sent
+/// (the knowledge base's retrieved context): `prepare` runs first on the stream's own task, so
+/// the caller never waits for it, and cancelling or dropping the stream stops it too.
+///
+/// Must be called inside a tokio runtime.
+pub fn stream_with_fallback_prepared<F>(
+    primary: &LlmConfig,
+    fallbacks: &[LlmConfig],
+    prepare: F,
+    client: &GuardedClient,
+) -> LlmStream
+where
+    F: std::future::Future<Output = LlmRequest> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let first_token_at = Arc::new(OnceLock::new());
     let mut chain = Vec::with_capacity(1 + fallbacks.len());
@@ -625,6 +643,7 @@ pub fn stream_with_fallback(
     let client = client.clone();
     let first = Arc::clone(&first_token_at);
     let task = tokio::spawn(async move {
+        let req = prepare.await;
         run_chain(chain, req, client, tx, first).await;
     });
     LlmStream {

@@ -82,6 +82,8 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     /// The key that encrypts stored secrets.
     pub secrets: SecretsSettings,
+    /// Knowledge-base uploads and processing.
+    pub knowledge: KnowledgeSettings,
     /// How tool calls sound on a call (filler, round cap).
     pub tools: ToolSettings,
 }
@@ -112,6 +114,16 @@ impl ToolSettings {
             .tool_round_cap_message
             .clone_from(&self.round_cap_message);
     }
+}
+
+/// `[knowledge]`: documents uploaded to assistants' knowledge bases (`rag_settings`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    /// Largest document accepted by `POST /api/v1/assistants/{id}/documents/upload`, bytes.
+    pub max_upload_bytes: usize,
+    /// Documents processed at the same time by this instance (extraction, embeddings).
+    pub processing_concurrency: usize,
 }
 
 /// `[secrets]`: the key stored secrets are encrypted with (see `switchboard_store::crypto`).
@@ -645,6 +657,12 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), SettingsError> {
+        if self.knowledge.max_upload_bytes == 0 || self.knowledge.processing_concurrency == 0 {
+            return Err(SettingsError::Invalid(
+                "knowledge.max_upload_bytes and knowledge.processing_concurrency must be at least 1"
+                    .into(),
+            ));
+        }
         if self.server.max_body_bytes == 0 {
             return Err(SettingsError::Invalid(
                 "server.max_body_bytes must be at least 1".into(),

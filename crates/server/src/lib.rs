@@ -22,6 +22,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod knowledge;
 pub mod metrics;
 pub mod openapi;
 pub mod provider_check;

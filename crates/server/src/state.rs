@@ -63,6 +63,8 @@ pub struct AppStateInner {
     /// This process's instance id (`server.instance_id`, else random): recorded on the calls
     /// whose media stream runs here (crash recovery).
     pub instance_id: String,
+    /// Knowledge bases (`rag_settings`): search cache, embeddings, processing jobs.
+    pub knowledge: crate::knowledge::Knowledge,
     /// Where finished call recordings are kept (`[recordings]`).
     pub recordings: crate::recording_storage::RecordingStorage,
     default_org: OnceCell<Option<i64>>,
@@ -102,6 +104,11 @@ impl AppState {
             settings.server.auth_fail_limit,
             settings.server.auth_fail_window_s,
         ));
+        let knowledge = crate::knowledge::Knowledge::new(
+            store.clone(),
+            tenant_http.clone(),
+            settings.knowledge.processing_concurrency,
+        );
         Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,
@@ -118,6 +125,7 @@ impl AppState {
             stream_token_secret,
             webhook_secret,
             instance_id,
+            knowledge,
             recordings,
             default_org: OnceCell::new(),
         })))

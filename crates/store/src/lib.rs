@@ -1,6 +1,7 @@
 //! Persistence for Switchboard: organisations, API keys, assistants, phone numbers and call
 //! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries, tool
-//! executions).
+//! executions), and the knowledge base's documents and chunks ([`DocumentRow`], keyword index,
+//! stored embeddings).
 //!
 //! One set of repository functions serves both backends through `sqlx::any`: SQLite (the
 //! default, one file, created on first start) and PostgreSQL (several instances sharing one
@@ -38,6 +39,7 @@ mod call_status;
 mod call_traces;
 mod calls;
 pub mod crypto;
+mod documents;
 mod error;
 mod models;
 mod numbers;
@@ -50,6 +52,10 @@ pub use call_reports::{CallActivity, StatusTotal};
 pub use call_status::{CallStatus, EndedReason};
 pub use call_traces::CallTraceRow;
 pub use crypto::{SecretBox, SecretError, SecretKey};
+pub use documents::{
+    ChunkRow, ChunkVector, DocumentRow, DocumentStatus, KnowledgeStamp, MAX_QUERY_TERMS, NewChunk,
+    NewDocument, decode_embedding, encode_embedding, query_terms,
+};
 pub use error::StoreError;
 pub use models::*;
 pub use numbers::{NumberAssignment, NumberPatch, SyncedNumber};

@@ -15,6 +15,7 @@ pub mod elevenlabs_stt;
 pub mod fault;
 pub mod latency;
 pub mod openai;
+pub mod openai_embeddings;
 pub mod openai_speech;
 pub mod plain_http;
 pub mod soniox;

@@ -8,6 +8,8 @@
 //!   or Bearer; 404 without `api-version`; streams open with a `choices: []` chunk carrying
 //!   `prompt_filter_results`, content chunks carry `content_filter_results`),
 //! - `POST /openai/v1/chat/completions` (Azure's v1 surface),
+//! - `POST /v1/embeddings` (Bearer; see [`crate::openai_embeddings`], recorded apart from the
+//!   chat requests).
 //! - `GET /v1/models/{model}` (and the Gemini/Azure v1 prefixes): the model object, 401 for a
 //!   wrong key, 404 `model_not_found` for a model not in [`OPENAI_MODEL_IDS`].
 //!
@@ -36,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::fault::{Fault, FaultKind, FaultState, garbage_json};
 use crate::latency::LatencyProfile;
+use crate::openai_embeddings::EmbeddingsState;
 
 /// One request as the fake received it, for assertions.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +228,8 @@ pub(crate) struct Shared {
     pub(crate) completed: AtomicUsize,
     pub(crate) counter: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The embeddings endpoint's requests and scripted failures.
+    pub(crate) embeddings: EmbeddingsState,
 }
 
 impl Shared {
@@ -287,6 +292,7 @@ impl FakeLlmServer {
             completed: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
             shutdown: shutdown.clone(),
+            embeddings: EmbeddingsState::default(),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -360,6 +366,11 @@ impl FakeLlmServer {
             .lock()
             .ok()
             .and_then(|v| v.last().cloned())
+    }
+
+    /// The embeddings endpoint (`POST /v1/embeddings`): its requests and scripted failures.
+    pub fn embeddings(&self) -> &EmbeddingsState {
+        &self.shared.embeddings
     }
 
     /// Streams whose client went away before the stream ended (barge-in cancellation).
@@ -536,6 +547,10 @@ async fn handle_openai(
     body: Bytes,
 ) -> Response {
     let rec = RecordedRequest::capture(&method, &uri, &headers, &body);
+    if rec.path == "/v1/embeddings" {
+        let key = shared.options().api_key;
+        return crate::openai_embeddings::handle(&shared.embeddings, rec, key.as_deref());
+    }
     shared.record(rec.clone());
     let path = rec.path.as_str();
     if let Some(model) = retrieved_model(path) {

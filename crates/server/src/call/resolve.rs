@@ -36,6 +36,7 @@ use switchboard_providers::stt::swap::EnglishFlux;
 use switchboard_providers::stt::{FluxConfig, SttConfig, SttKeyword};
 use switchboard_providers::tts::TtsConfig;
 
+use switchboard_knowledge::EmbeddingTarget;
 use switchboard_store::EndedReason;
 
 use crate::config::{EnvKeys, ProviderSettings};
@@ -643,6 +644,59 @@ pub fn llm_configs(
     Ok((primary, fallbacks))
 }
 
+/// Where the knowledge base (`rag_settings`) makes its embeddings, resolved like the LLM: the
+/// primary LLM's endpoint and key when it speaks OpenAI's embeddings API (OpenAI, Gemini's
+/// OpenAI-compatible layer, a custom OpenAI-compatible server: `{api_root}/embeddings`);
+/// otherwise (Anthropic, Azure, Groq, xAI) OpenAI's public API with an OpenAI key (the
+/// assistant's `api_keys.openai_api_key`, then the organisation's, then the environment's).
+/// The model is `rag_settings.embedding_model`.
+pub fn embedding_target(
+    a: &AssistantConfig,
+    keys: &KeySources,
+) -> Result<EmbeddingTarget, ResolveError> {
+    let model = a.rag_settings.embedding_model.trim().to_owned();
+    let provider = LlmProvider::parse(a.llm_provider.as_deref().unwrap_or("openai"));
+    if let Some(p @ (LlmProvider::OpenAi | LlmProvider::Gemini | LlmProvider::Custom)) = provider {
+        let pc = &a.llm_provider_config;
+        let key = llm_key(
+            a,
+            keys,
+            "embeddings".to_owned(),
+            p.as_str(),
+            llm_host(a),
+            "llm_provider_config.api_key",
+            pc.api_key.as_ref(),
+        )?;
+        let mut cfg = LlmConfig::new(p, model.clone(), key.clone());
+        cfg.base_url = pc.base_url.clone().filter(|b| !b.is_empty());
+        let api_root = cfg
+            .api_root()
+            .map_err(|e| ResolveError::Unsupported(e.to_string()))?;
+        return Ok(EmbeddingTarget {
+            api_root,
+            api_key: key,
+            model,
+        });
+    }
+    let openai = LlmProvider::OpenAi;
+    let key = llm_key(
+        a,
+        keys,
+        "embeddings".to_owned(),
+        openai.as_str(),
+        default_provider_host(openai.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        "api_keys.openai_api_key",
+        None,
+    )?;
+    Ok(EmbeddingTarget {
+        api_root: openai.default_base_url().unwrap_or_default().to_owned(),
+        api_key: key,
+        model,
+    })
+}
+
 /// The language the TTS is told, for the providers that take one. The record has no TTS
 /// language: the call's language is the STT's (`en-US`). Cartesia takes it as it is (the
 /// adapter uses its primary subtag); ElevenLabs takes an ISO 639-1 `language_code`, and only
@@ -796,6 +850,30 @@ mod tests {
         assert_eq!(stt_config(&a, &keys).unwrap().api_key, "own-dg");
         let (llm, _) = llm_configs(&a, &keys).unwrap();
         assert_eq!(llm.api_key, "org-oa");
+    }
+
+    #[test]
+    fn embeddings_follow_the_llm_else_openai() {
+        let keys = KeySources {
+            organization: serde_json::from_str(
+                r#"{"openai_api_key": "org-oa", "anthropic_api_key": "org-an"}"#,
+            )
+            .unwrap(),
+            environment: EnvKeys::default(),
+        };
+        let mut a = assistant("x");
+        a.rag_settings.embedding_model = "text-embedding-3-large".into();
+        let t = embedding_target(&a, &keys).unwrap();
+        assert_eq!(t.api_root, "https://api.openai.com/v1");
+        assert_eq!(
+            (t.api_key.as_str(), t.model.as_str()),
+            ("org-oa", "text-embedding-3-large")
+        );
+        // An LLM without an embeddings API: OpenAI's, with the OpenAI key.
+        a.llm_provider = Some("anthropic".into());
+        let t = embedding_target(&a, &keys).unwrap();
+        assert_eq!(t.api_root, "https://api.openai.com/v1");
+        assert_eq!(t.api_key, "org-oa");
     }
 
     fn providers_with_env(pairs: &[(&str, &str)]) -> ProviderSettings {

@@ -35,6 +35,7 @@ use switchboard_core::dialog::{Alignment, Speaker};
 use switchboard_core::turn::SttWord;
 use switchboard_providers::llm::{
     ChatMessage, LlmEvent, LlmRequest, LlmStream, ToolCall as LlmToolCall, stream_with_fallback,
+    stream_with_fallback_prepared,
 };
 use switchboard_providers::slots::{SlotKind, SlotLease};
 use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
@@ -44,6 +45,7 @@ use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::knowledge_tool;
 use super::recording::{
     CallRecorder, RecordingJob, RecordingPlan, SpoolWriter, WRITER_QUEUE_BLOCKS, run_writer,
 };
@@ -76,6 +78,9 @@ pub struct CallSetup {
     pub party: CallParty,
     /// The organisation's provider keys.
     pub org_keys: serde_json::Map<String, serde_json::Value>,
+    /// The knowledge base's search settings, resolved at call start (`None` until then, and
+    /// when `rag_settings.enabled` is off).
+    pub knowledge: Option<Arc<crate::knowledge::CallKnowledge>>,
 }
 
 /// How a call ended, for the call record.
@@ -351,6 +356,19 @@ impl Call {
             None => (None, None),
         };
         let tools = tools::specs(a);
+        // A knowledge base that cannot be reached costs the call its context, not the call.
+        let knowledge = crate::knowledge::CallKnowledge::for_call(
+            a,
+            &keys,
+            setup.organization_id,
+            setup.assistant_id,
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(call_id = setup.call_id, error = %e, "knowledge base off for this call");
+            None
+        });
+        let mut setup = setup;
+        setup.knowledge = knowledge.map(Arc::new);
         let shared_setup = Arc::new((*setup).clone());
         let tool_tasks = ToolTasks::new(
             state.clone(),
@@ -924,12 +942,21 @@ impl Call {
                         messages: messages.iter().map(to_chat_message).collect(),
                         tools: self.tools.clone(),
                     };
-                    let stream = stream_with_fallback(
-                        &self.llm_primary,
-                        &self.llm_fallbacks,
-                        req,
-                        &self.state.tenant_http,
-                    );
+                    let stream = match self.setup.knowledge.as_ref().filter(|k| k.inject) {
+                        // Retrieval runs on the stream's task, before its request is sent.
+                        Some(k) => stream_with_fallback_prepared(
+                            &self.llm_primary,
+                            &self.llm_fallbacks,
+                            knowledge_tool::inject(self.state.knowledge.clone(), k.clone(), req),
+                            &self.state.tenant_http,
+                        ),
+                        None => stream_with_fallback(
+                            &self.llm_primary,
+                            &self.llm_fallbacks,
+                            req,
+                            &self.state.tenant_http,
+                        ),
+                    };
                     self.llm = Some((generation, stream));
                 }
                 Action::CancelLlm { generation } => {

@@ -2,7 +2,8 @@
 //!
 //! Built in: `end_call` (say goodbye, hang up), `transfer_call` (`call/transfer.rs`: cold or
 //! warm, to the number the LLM chose), `send_sms` (Twilio Messages API), `dtmf_solver`
-//! (press keys: the digits are played into the call as DTMF tones by the core). Custom tools
+//! (press keys: the digits are played into the call as DTMF tones by the core),
+//! `searchKnowledgeBase` (`call/knowledge_tool.rs`). Custom tools
 //! (`tools_settings.custom_tools`) are offered with their JSON schema and run as their record
 //! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`), which
 //! dispatches custom tools itself and built-ins here.
@@ -105,6 +106,7 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
                 "required": ["digits"]}),
         });
     }
+    out.extend(super::knowledge_tool::spec(a));
     for custom in &t.custom_tools {
         let Some(name) = custom.get("name").and_then(Value::as_str) else {
             continue;
@@ -163,6 +165,9 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
             }
         }
         DTMF_TOOL if t.dtmf_solver.enabled => dtmf(&args),
+        super::knowledge_tool::TOOL_NAME if super::knowledge_tool::offered(&setup.assistant) => {
+            super::knowledge_tool::run(state, setup, &args).await
+        }
         // Custom tools are run by `tool_tasks`, which keeps how they ended.
         other => ToolOutcome {
             content: tool_error(format!("unknown tool `{other}`")),

@@ -13,6 +13,7 @@ pub mod assistants;
 pub mod call_reports;
 pub mod calls;
 pub mod csv;
+pub mod documents;
 pub mod health;
 pub mod number_list;
 pub mod organization;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(assistants::router())
         .merge(assistant_extras::router())
+        .merge(documents::router())
         .merge(providers::router())
         .merge(phone_numbers::router())
         .merge(number_list::router())

@@ -477,6 +477,8 @@ async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Re
             previous_conversation: Vec::new(),
         },
         org_keys,
+        // Resolved by the runtime with the call's keys.
+        knowledge: None,
     }))
 }
 
