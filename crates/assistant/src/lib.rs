@@ -63,10 +63,10 @@ pub use secret_walk::{
 pub use settings::{
     BackchannelSettings, BackgroundSound, CustomToolEntry, CustomToolMethod, DtmfSolverTool,
     ElevenLabsSttConfig, EndCallTool, EndpointingSettings, FluxConfig, InterruptionMode,
-    InterruptionSettings, KNOWLEDGE_TOOL, Keyword, LlmFallbackProvider, LlmFallbackSettings, LlmProviderConfig,
-    LlmSettings, RagSettings, RecordingFormat, RecordingSettings, SendSmsTool, SonioxSttConfig,
-    SpeculativeConfig, SpeechmaticsSttConfig, SttSettings, ToolsSettings, TransferCallTool,
-    TransferType, TtsSettings,
+    InterruptionSettings, KNOWLEDGE_TOOL, Keyword, LlmFallbackProvider, LlmFallbackSettings,
+    LlmProviderConfig, LlmSettings, RagSettings, RecordingFormat, RecordingSettings, SendSmsTool,
+    SonioxSttConfig, SpeculativeConfig, SpeechmaticsSttConfig, SttSettings, ToolsSettings,
+    TransferCallTool, TransferType, TtsSettings,
 };
 pub use validate::{
     BUILT_IN_TOOLS, CHANGE_DESCRIPTION_MAX_CHARS, DISCLOSURE_MODES, FieldError, MAX_TOKENS_LIMIT,

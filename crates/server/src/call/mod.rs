@@ -3,8 +3,8 @@
 //! the tools a call's LLM can use, and the closing of call records no process carries any more.
 
 pub mod custom_tool;
-pub mod knowledge_tool;
 pub mod disclosure;
+pub mod knowledge_tool;
 pub mod recording;
 pub mod recovery;
 pub mod registry;
