@@ -23,7 +23,9 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use switchboard_assistant::AssistantConfig;
-use switchboard_store::{AssistantRow, CallRow, CallStatus, EndedReason, NewCall, StoreError};
+use switchboard_store::{
+    AssistantRow, CallRow, CallStatus, EndedReason, NewCall, PhoneNumberRow, StoreError,
+};
 use switchboard_telephony::stream_token::{self, StreamClaims};
 use switchboard_telephony::twiml::{Dial, Response as Twiml, Say, Stream};
 use switchboard_telephony::webhook::{VoiceWebhook, parse_form_pairs};
@@ -88,8 +90,8 @@ async fn answer(
         .direction
         .as_ref()
         .is_some_and(|d| d.as_str().starts_with("outbound"));
-    let org_id = match signing_org(&state, &hook, outbound).await {
-        Ok(org) => org,
+    let (org_id, our_number) = match signing_org(&state, &hook, outbound).await {
+        Ok(found) => found,
         Err(e) => {
             tracing::error!(call_sid = %hook.call_sid, error = %e, "voice webhook: database error");
             return say_and_hang_up(UNAVAILABLE_MESSAGE);
@@ -152,7 +154,7 @@ async fn answer(
         .await;
         return say_and_hang_up(UNAVAILABLE_MESSAGE);
     }
-    if !outbound && !country_allowed(&state, org_id, &hook).await {
+    if !outbound && !country_allowed(our_number.as_ref(), org_id, &hook) {
         record_refused(
             &state,
             &hook,
@@ -167,19 +169,14 @@ async fn answer(
     connect_stream(&state, &row, &hook, &direction).await
 }
 
-/// Whether the caller's country (Twilio's `FromCountry`, ISO 3166-1 alpha-2) may call the
-/// number: yes when the number has no `allowed_country_codes` (or an empty list); otherwise
-/// only a listed country, so a call without `FromCountry` (SIP, client) is refused too. A
-/// database error lets the call through: the list narrows who may call, it guards no secret.
-async fn country_allowed(state: &AppState, org_id: i64, hook: &VoiceWebhook) -> bool {
-    let allowed = match state.store.get_number(&hook.to).await {
-        Ok(Some(n)) if n.organization_id == org_id => n.allowed_country_codes,
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(call_sid = %hook.call_sid, error = %e, "could not read the number's allowed countries");
-            None
-        }
-    };
+/// Whether the caller's country (Twilio's `FromCountry`, ISO 3166-1 alpha-2) may call
+/// `number` (the called number as [`signing_org`] read it): yes when it has no
+/// `allowed_country_codes` (or an empty list); otherwise only a listed country, so a call
+/// without `FromCountry` (SIP, client) is refused too.
+fn country_allowed(number: Option<&PhoneNumberRow>, org_id: i64, hook: &VoiceWebhook) -> bool {
+    let allowed = number
+        .filter(|n| n.organization_id == org_id)
+        .and_then(|n| n.allowed_country_codes.as_deref());
     match allowed {
         Some(list) if !list.is_empty() => hook
             .from_country
@@ -199,19 +196,20 @@ const OUTBOUND_RECORD_POLL_MS: u64 = 25;
 /// The organisation whose auth token must have signed this webhook, found without waiting so
 /// that an unsigned request costs one or two reads: for an outbound call, the owner of its
 /// record if written yet; else the owner of our number (`To` inbound, `From` outbound: a call
-/// we place comes from one of the organisation's numbers); else organisation `default`.
+/// we place comes from one of the organisation's numbers); else organisation `default`. Also
+/// returns our number's record when it was read (its `allowed_country_codes` apply inbound).
 async fn signing_org(
     state: &AppState,
     hook: &VoiceWebhook,
     outbound: bool,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<(Option<i64>, Option<PhoneNumberRow>), StoreError> {
     if outbound && let Some(call) = state.store.get_call_by_sid(None, &hook.call_sid).await? {
-        return Ok(Some(call.organization_id));
+        return Ok((Some(call.organization_id), None));
     }
     let ours = if outbound { &hook.from } else { &hook.to };
     match state.store.get_number(ours).await? {
-        Some(number) => Ok(Some(number.organization_id)),
-        None => Ok(state.default_org_id().await),
+        Some(number) => Ok((Some(number.organization_id), Some(number))),
+        None => Ok((state.default_org_id().await, None)),
     }
 }
 
