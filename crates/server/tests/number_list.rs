@@ -54,6 +54,12 @@ async fn post(h: &Harness, path: &str, key: &str, body: Option<Value>) -> (u16, 
     json(req).await
 }
 
+/// `POST /api/v1/assistants/{assistant}/phone-numbers/{number}/{action}` (assign, unassign).
+async fn by_id(h: &Harness, action: &str, assistant: i64, number: i64, key: &str) -> (u16, Value) {
+    let path = format!("/api/v1/assistants/{assistant}/phone-numbers/{number}/{action}");
+    post(h, &path, key, None).await
+}
+
 #[tokio::test]
 async fn sync_lists_assigns_and_deactivates_like_burki() {
     let h = Harness::start(Options::default()).await;
@@ -105,37 +111,13 @@ async fn sync_lists_assigns_and_deactivates_like_burki() {
     // By id: a free number is assigned; one another assistant has is a 409.
     let second = id_of(&all, SECOND);
     let ours_id = id_of(&all, OUR_NUMBER);
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{a2}/phone-numbers/{second}/assign"),
-        KEY_A,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "assign", a2, second, KEY_A).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{a2}/phone-numbers/{ours_id}/assign"),
-        KEY_A,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "assign", a2, ours_id, KEY_A).await;
     assert_error(status, &body, 409, "conflict");
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{a2}/phone-numbers/{second}/unassign"),
-        KEY_A,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "unassign", a2, second, KEY_A).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{a2}/phone-numbers/{second}/unassign"),
-        KEY_A,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "unassign", a2, second, KEY_A).await;
     assert_error(status, &body, 404, "not_found");
 
     // Bulk: two free numbers assigned, the one of assistant one and an unknown id refused.
@@ -296,21 +278,9 @@ async fn organisations_never_see_or_touch_each_others_numbers() {
 
     // Org B cannot assign, unassign, patch or bulk-assign org A's number, nor use org A's
     // assistant; org A cannot give its assistant org B's number.
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{b1}/phone-numbers/{a_number}/assign"),
-        &key_b,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "assign", b1, a_number, &key_b).await;
     assert_error(status, &body, 404, "not_found");
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{a1}/phone-numbers/{a_number}/unassign"),
-        &key_b,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "unassign", a1, a_number, &key_b).await;
     assert_error(status, &body, 404, "not_found");
     let (status, body) = json(
         h.ts.req(
@@ -342,13 +312,7 @@ async fn organisations_never_see_or_touch_each_others_numbers() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["assigned"], json!([]), "{body}");
-    let (status, body) = post(
-        &h,
-        &format!("/api/v1/assistants/{a1}/phone-numbers/{b_number}/assign"),
-        KEY_A,
-        None,
-    )
-    .await;
+    let (status, body) = by_id(&h, "assign", a1, b_number, KEY_A).await;
     assert_error(status, &body, 404, "not_found");
     let (status, body) = json(h.ts.req(
         Method::GET,
