@@ -3,8 +3,9 @@
 //! TTS fake and the fake Twilio REST API: `end_call` plays its goodbye to the end and only then
 //! hangs up, with an `ended_reason` saying the assistant ended the call; a cold `transfer_call`
 //! plays its message to the end, then redirects the call to a `<Dial>` of the number;
-//! `send_sms` reaches Twilio's Messages API from the right sender with the right text, and the
-//! reply after it is spoken.
+//! `send_sms` reaches Twilio's Messages API from the right sender with the right text, to the
+//! caller or a number the caller gave (never one only the LLM chose), and the reply after it
+//! is spoken.
 
 mod common;
 
@@ -15,7 +16,7 @@ use switchboard_testkit::twilio::{CallReport, EndedBy, parse_twiml};
 
 use common::call_stack::CALLER;
 use common::tool_stack::{
-    NUMBER, ToolStack, heard_bytes_after, one_question, said_at, tool_messages,
+    NUMBER, ToolStack, heard_bytes_after, one_question, said_at, script, tool_messages,
 };
 
 /// A reply that calls the tool `name` with `args` (after saying `text`).
@@ -157,10 +158,17 @@ async fn a_cold_transfer_plays_its_message_then_dials_the_number() {
     stack.stop().await;
 }
 
-/// `send_sms` with `sms` merged into the tool's settings (and `extra` into the record), the LLM
-/// calling it with `args`: the message Twilio got, and the stack to look further.
-async fn sms_call(sms: Value, extra: Value, args: Value) -> (ToolStack, CallReport) {
-    let script = one_question(12_000);
+/// `send_sms` with `sms` merged into the tool's settings (and `extra` into the record), the
+/// caller asking `question`, the LLM calling the tool with `args`: the tool's result as the
+/// LLM got it back, and the stack to look further. Whatever the result, the reply after it is
+/// heard.
+async fn sms_call_with(
+    question: &str,
+    sms: Value,
+    extra: Value,
+    args: Value,
+) -> (ToolStack, CallReport, String) {
+    let script = script(&[(question, 1_500, 3_500)], 12_000);
     let mut patch = json!({"tools_settings": {"send_sms": {"enabled": true}}});
     switchboard_assistant::merge_json(&mut patch, &json!({"tools_settings": {"send_sms": sms}}));
     switchboard_assistant::merge_json(&mut patch, &extra);
@@ -169,27 +177,67 @@ async fn sms_call(sms: Value, extra: Value, args: Value) -> (ToolStack, CallRepo
         patch,
         vec![
             calls(Some("Sure."), "send_sms", args),
-            FakeLlmTurn::text("I have sent you the address by text."),
+            FakeLlmTurn::text("Let me know if there is anything else."),
         ],
     )
     .await;
     let report = stack.call(script.clone()).await;
-    // The result went back to the LLM and the reply after it was heard.
     let rounds = stack.llm_messages();
     assert!(rounds.len() >= 2, "{rounds:#?}");
     let results = tool_messages(&rounds[1]);
     assert_eq!(results.len(), 1);
-    assert!(
-        results[0]["content"]
-            .as_str()
-            .is_some_and(|c| c.contains("\"ok\":true") && c.contains("SM")),
-        "{results:?}"
-    );
+    let result = results[0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let all = stack.spoken().join(" | ");
-    said_at(&all, "sent you the address", "the reply after the SMS");
+    said_at(&all, "anything else", "the reply after the SMS tool");
     assert!(heard_bytes_after(&report, script.utterances[0].end_ms) > 15_000);
     assert_eq!(report.ended_by, Some(EndedBy::Script));
+    (stack, report, result)
+}
+
+/// [`sms_call_with`] on a plain question, the tool succeeding.
+async fn sms_call(sms: Value, extra: Value, args: Value) -> (ToolStack, CallReport) {
+    let (stack, report, result) =
+        sms_call_with("What is your address, please?", sms, extra, args).await;
+    assert!(
+        result.contains("\"ok\":true") && result.contains("SM"),
+        "{result}"
+    );
     (stack, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_sms_texts_a_number_the_caller_gave() {
+    let (stack, _, result) = sms_call_with(
+        "Can you text the address to my mobile, 415 555 0199?",
+        json!({}),
+        json!({}),
+        json!({"message": "Harbor Dental, 1 Harbor Street.", "to": "+14155550199"}),
+    )
+    .await;
+    assert!(result.contains("\"ok\":true"), "{result}");
+    let sent = stack.calls.rest.messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, "+14155550199");
+    assert_eq!(sent[0].from.as_deref(), Some(NUMBER));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_sms_refuses_a_number_nobody_gave_and_the_call_goes_on() {
+    let (stack, _, result) = sms_call_with(
+        "What is your address, please?",
+        json!({}),
+        json!({}),
+        json!({"message": "Harbor Dental, 1 Harbor Street.", "to": "+19005550199"}),
+    )
+    .await;
+    assert!(result.contains("\"ok\":false"), "{result}");
+    assert!(result.contains("ask the caller for the number"), "{result}");
+    assert!(stack.calls.rest.messages().is_empty());
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

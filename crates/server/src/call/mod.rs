@@ -10,6 +10,7 @@ pub mod recovery;
 pub mod registry;
 pub mod resolve;
 pub mod runtime;
+pub mod sms_recipient;
 pub mod tool_tasks;
 pub mod tools;
 pub mod transfer;

@@ -754,6 +754,17 @@ impl Call {
         }
     }
 
+    /// Everything the caller said (and keyed) so far, one turn per line: what `send_sms`
+    /// checks a recipient the LLM names against (`call/sms_recipient.rs`).
+    fn caller_said(&self) -> String {
+        let history = self.core.core().history();
+        let turns = history.messages().iter().filter(|m| m.role == Role::User);
+        turns
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn tts_error(&mut self, generation: Generation, e: &switchboard_providers::ProviderError) {
         let now = self.now();
         let reason = e.to_string();
@@ -1002,7 +1013,12 @@ impl Call {
                     });
                 }
                 Action::RunTool { generation, call } => {
-                    self.tool_tasks.spawn(generation, call);
+                    let caller_said = if call.name == "send_sms" {
+                        self.caller_said()
+                    } else {
+                        String::new()
+                    };
+                    self.tool_tasks.spawn(generation, call, caller_said);
                 }
                 Action::CancelTools { generation } => {
                     self.tool_tasks.cancel(generation);

@@ -10,7 +10,7 @@
 //! one row per execution: whichever side claims it first writes it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -82,6 +82,8 @@ pub struct ToolTasks {
     /// Finished tools, read by the call's `select!`.
     pub done: mpsc::UnboundedReceiver<ToolDone>,
     running: Vec<Running>,
+    /// Messages `send_sms` sent during this call (capped per call).
+    sms_sent: Arc<AtomicU32>,
 }
 
 impl ToolTasks {
@@ -95,12 +97,19 @@ impl ToolTasks {
             sink,
             done,
             running: Vec::new(),
+            sms_sent: Arc::default(),
         }
     }
 
     /// Starts `call` on its own task; its [`ToolDone`] arrives on [`ToolTasks::done`].
-    pub fn spawn(&mut self, generation: Generation, call: ToolCall) {
+    /// `caller_said`: what the caller said so far, for the tools that need it
+    /// ([`tools::ToolContext`]).
+    pub fn spawn(&mut self, generation: Generation, call: ToolCall, caller_said: String) {
         let (state, setup, tx) = (self.state.clone(), self.setup.clone(), self.tx.clone());
+        let context = tools::ToolContext {
+            caller_said,
+            sms_sent: self.sms_sent.clone(),
+        };
         let sink = self.sink.clone();
         let recorded = Arc::new(AtomicBool::new(false));
         let claim = recorded.clone();
@@ -109,15 +118,18 @@ impl ToolTasks {
         let (call_id, name, arguments) =
             (call.id.clone(), call.name.clone(), call.arguments.clone());
         let handle = tokio::spawn(async move {
-            let (outcome, status) =
-                match tokio::time::timeout(TOOL_HARD_TIMEOUT, execute(&state, &setup, &call)).await
-                {
-                    Ok(done) => done,
-                    Err(_) => (
-                        ToolOutcome::timed_out(TOOL_HARD_TIMEOUT),
-                        ToolExecutionStatus::Timeout,
-                    ),
-                };
+            let (outcome, status) = match tokio::time::timeout(
+                TOOL_HARD_TIMEOUT,
+                execute(&state, &setup, &call, &context),
+            )
+            .await
+            {
+                Ok(done) => done,
+                Err(_) => (
+                    ToolOutcome::timed_out(TOOL_HARD_TIMEOUT),
+                    ToolExecutionStatus::Timeout,
+                ),
+            };
             let duration_ms = elapsed_ms(started);
             if !claim.swap(true, Ordering::AcqRel) {
                 let mut row = NewToolExecution::new(
@@ -197,6 +209,7 @@ async fn execute(
     state: &AppState,
     setup: &CallSetup,
     call: &ToolCall,
+    context: &tools::ToolContext,
 ) -> (ToolOutcome, ToolExecutionStatus) {
     let custom = (!switchboard_assistant::BUILT_IN_TOOLS.contains(&call.name.as_str()))
         .then(|| {
@@ -224,7 +237,7 @@ async fn execute(
             (outcome, status)
         }
         None => {
-            let outcome = tools::run(state, setup, call).await;
+            let outcome = tools::run(state, setup, call, context).await;
             let failed = serde_json::from_str::<Value>(&outcome.content)
                 .is_ok_and(|v| v.get("ok") == Some(&Value::Bool(false)));
             let status = if failed {

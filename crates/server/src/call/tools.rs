@@ -8,6 +8,8 @@
 //! says (`call/custom_tool.rs`). Tools run on their own tasks (`call/tool_tasks.rs`), which
 //! dispatches custom tools itself and built-ins here.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,6 +22,7 @@ use switchboard_telephony::twiml::{Dial, Response, say_and_hang_up};
 
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
+use super::sms_recipient;
 use super::transfer;
 use crate::state::AppState;
 
@@ -83,10 +86,14 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
                     "required": ["message"]}),
             ),
         };
+        let mut parameters = parameters;
+        parameters["properties"]["to"] = json!({"type": "string",
+            "description": "Another number to text instead of the caller's (E.164, like \
+                +14155550123): only one the caller gave during this call"});
         out.push(ToolSpec {
             name: "send_sms".to_owned(),
             description: format!(
-                "Send {what} to the caller's phone.{}",
+                "Send {what} to the caller's phone, or to a number the caller gives.{}",
                 scenarios(&t.send_sms.scenarios)
             ),
             parameters,
@@ -127,8 +134,23 @@ pub fn specs(a: &AssistantConfig) -> Vec<ToolSpec> {
     out
 }
 
+/// What a built-in tool may need of the call besides its setup, taken when the LLM called it.
+#[derive(Debug, Clone, Default)]
+pub struct ToolContext {
+    /// Everything the caller said (and keyed) so far, for `send_sms`'s recipient rule
+    /// (`call/sms_recipient.rs`); empty for the other tools.
+    pub caller_said: String,
+    /// Messages `send_sms` sent during this call so far, shared by the call's tool tasks.
+    pub sms_sent: Arc<AtomicU32>,
+}
+
 /// Runs one built-in tool call of the LLM (custom tools: `tool_tasks`).
-pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOutcome {
+pub async fn run(
+    state: &AppState,
+    setup: &CallSetup,
+    call: &ToolCall,
+    context: &ToolContext,
+) -> ToolOutcome {
     let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
     let t = &setup.assistant.tools_settings;
     match call.name.as_str() {
@@ -155,7 +177,8 @@ pub async fn run(state: &AppState, setup: &CallSetup, call: &ToolCall) -> ToolOu
                         .map(str::to_owned)
                 })
                 .unwrap_or_default();
-            let content = match send_sms(state, setup, &body).await {
+            let to = args.get("to").and_then(Value::as_str);
+            let content = match send_sms(state, setup, context, to, &body).await {
                 Ok(sid) => json!({"ok": true, "sid": sid}),
                 Err(e) => json!({"ok": false, "error": e}),
             };
@@ -308,16 +331,33 @@ pub async fn transfer(state: &AppState, setup: &CallSetup, to: &str) -> bool {
     }
 }
 
-async fn send_sms(state: &AppState, setup: &CallSetup, body: &str) -> Result<String, String> {
+async fn send_sms(
+    state: &AppState,
+    setup: &CallSetup,
+    context: &ToolContext,
+    to: Option<&str>,
+    body: &str,
+) -> Result<String, String> {
     if body.trim().is_empty() {
         return Err("empty message".to_owned());
+    }
+    let a = &setup.assistant;
+    let to = sms_recipient::choose(
+        to,
+        &setup.party.caller_number,
+        &a.tools_settings.transfer_call.transfer_numbers,
+        &context.caller_said,
+    )
+    .map_err(|e| e.to_string())?;
+    // Counted before sending, so concurrent calls of the tool cannot pass the cap together.
+    if context.sms_sent.fetch_add(1, Ordering::AcqRel) >= sms_recipient::MAX_SMS_PER_CALL {
+        return Err(sms_recipient::RecipientRefused::TooMany.to_string());
     }
     let client = twilio_client(state, setup.organization_id)
         .await
         .ok_or_else(|| "no Twilio credentials for this organisation".to_owned())?;
-    let a = &setup.assistant;
     let req = SendSms {
-        to: setup.party.caller_number.clone(),
+        to,
         body: body.to_owned(),
         from: a
             .messaging_service_sid
