@@ -231,20 +231,19 @@ async fn listed(state: &AppState, org: i64) -> Result<Vec<OrganizationPhoneNumbe
     let assistants = state.store.list_assistant_names(org).await?;
     Ok(rows
         .iter()
-        .map(|row| {
-            let assistant = row.assistant_id.and_then(|id| {
-                assistants
-                    .iter()
-                    .find(|(a, _, _)| *a == id)
-                    .map(|(id, name, is_active)| AssistantInfo {
-                        id: *id,
-                        name: name.clone(),
-                        is_active: *is_active,
-                    })
-            });
-            view(row, assistant)
-        })
+        .map(|row| view(row, assistant_info(&assistants, row.assistant_id)))
         .collect())
+}
+
+/// The assistant `id` among the organisation's `(id, name, is_active)` list, as a number shows it.
+fn assistant_info(assistants: &[(i64, String, bool)], id: Option<i64>) -> Option<AssistantInfo> {
+    let id = id?;
+    let (id, name, is_active) = assistants.iter().find(|(a, _, _)| *a == id)?;
+    Some(AssistantInfo {
+        id: *id,
+        name: name.clone(),
+        is_active: *is_active,
+    })
 }
 
 fn view(row: &PhoneNumberRow, assistant: Option<AssistantInfo>) -> OrganizationPhoneNumber {
@@ -498,12 +497,9 @@ pub async fn update_number(
         }
         Err(e) => return Err(e.into()),
     };
-    let shown = listed(&state, org)
-        .await?
-        .into_iter()
-        .find(|n| n.id == row.id)
-        .map(|n| serde_json::to_value(n).map_err(ApiError::internal))
-        .transpose()?;
+    let assistants = state.store.list_assistant_names(org).await?;
+    let shown = view(&row, assistant_info(&assistants, row.assistant_id));
+    let shown = Some(serde_json::to_value(shown).map_err(ApiError::internal)?);
     Ok(Json(UpdatePhoneNumberResponse {
         success: true,
         message: format!("phone number {} updated", row.number),

@@ -28,7 +28,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::call::{new_sid, rfc2822_now};
-use super::rest::{API_VERSION, RestState, error_json, first, parse_form, precheck, precheck_get};
+use super::rest::{
+    API_VERSION, RestState, error_json, first, posted_form, precheck_get, resource_sid,
+};
 
 /// How a participant leg dialled through the Participants API ends up (per `To` number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -283,10 +285,7 @@ pub(super) async fn create_participant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = precheck(&state, &account, &headers) {
-        return *r;
-    }
-    let form = match parse_form(&body) {
+    let form = match posted_form(&state, &account, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -482,17 +481,11 @@ pub(super) async fn update_participant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = precheck(&state, &account, &headers) {
-        return *r;
-    }
-    let form = match parse_form(&body) {
+    let form = match posted_form(&state, &account, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let call_sid = call_file
-        .strip_suffix(".json")
-        .unwrap_or(&call_file)
-        .to_owned();
+    let call_sid = resource_sid(&call_file);
     let mut req = ConferenceRequest {
         kind: "update-participant",
         conference: conference.clone(),
@@ -572,10 +565,7 @@ pub(super) async fn delete_participant(
     if let Err(r) = precheck_get(&state, &account, &headers) {
         return *r;
     }
-    let call_sid = call_file
-        .strip_suffix(".json")
-        .unwrap_or(&call_file)
-        .to_owned();
+    let call_sid = resource_sid(&call_file);
     let mut inner = state.lock();
     let removed = inner.conferences.live_mut(&conference).is_some_and(|conf| {
         match conf
@@ -614,7 +604,7 @@ pub(super) async fn fetch_conference(
     if let Err(r) = precheck_get(&state, &account, &headers) {
         return *r;
     }
-    let name = conf_file.strip_suffix(".json").unwrap_or(&conf_file);
+    let name = resource_sid(&conf_file);
     let inner = state.lock();
     match inner.conferences.by_sid.iter().find(|c| c.sid == name) {
         Some(conf) => (StatusCode::OK, axum::Json(conference_json(&account, conf))).into_response(),
@@ -630,17 +620,11 @@ pub(super) async fn update_conference(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = precheck(&state, &account, &headers) {
-        return *r;
-    }
-    let form = match parse_form(&body) {
+    let form = match posted_form(&state, &account, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let name = conf_file
-        .strip_suffix(".json")
-        .unwrap_or(&conf_file)
-        .to_owned();
+    let name = resource_sid(&conf_file);
     let mut req = ConferenceRequest {
         kind: "update-conference",
         conference: name.clone(),

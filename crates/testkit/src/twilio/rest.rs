@@ -615,11 +615,7 @@ pub(super) fn precheck_get(
 
 /// What every `POST` passes first: [`authenticate`], the form content type, then any injected
 /// error.
-pub(super) fn precheck(
-    state: &RestState,
-    account: &str,
-    headers: &HeaderMap,
-) -> Result<(), Box<Response>> {
+fn precheck(state: &RestState, account: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
     authenticate(state, account, headers)?;
     let form_ct = headers
         .get(header::CONTENT_TYPE)
@@ -635,9 +631,21 @@ pub(super) fn precheck(
     injected(state)
 }
 
-pub(super) fn parse_form(body: &Bytes) -> Result<Vec<(String, String)>, Box<Response>> {
+/// What every `POST` handler starts with: [`precheck`], then its form body parsed.
+pub(super) fn posted_form(
+    state: &RestState,
+    account: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    precheck(state, account, headers)?;
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
         .map_err(|_| Box::new(error_json(400, 20001, "Malformed form body")))
+}
+
+/// A resource's SID from the last path segment (`CA….json` → `CA…`).
+pub(super) fn resource_sid(file: &str) -> String {
+    file.strip_suffix(".json").unwrap_or(file).to_owned()
 }
 
 fn call_json(account: &str, call: &CreatedCall, status: &str) -> serde_json::Value {
@@ -663,10 +671,7 @@ async fn create_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = precheck(&state, &account, &headers) {
-        return *r;
-    }
-    let form = match parse_form(&body) {
+    let form = match posted_form(&state, &account, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -741,17 +746,11 @@ async fn update_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = precheck(&state, &account, &headers) {
-        return *r;
-    }
-    let form = match parse_form(&body) {
+    let form = match posted_form(&state, &account, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let call_sid = call_file
-        .strip_suffix(".json")
-        .unwrap_or(&call_file)
-        .to_owned();
+    let call_sid = resource_sid(&call_file);
     let mut record = CallUpdateRecord {
         call_sid: call_sid.clone(),
         twiml: first(&form, "Twiml"),
@@ -834,10 +833,7 @@ async fn send_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = precheck(&state, &account, &headers) {
-        return *r;
-    }
-    let form = match parse_form(&body) {
+    let form = match posted_form(&state, &account, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
