@@ -173,6 +173,25 @@ async fn a_viewer_sees_its_organisations_call_from_start_to_end_and_no_other() {
         .expect("request");
     assert_eq!(wrong.status(), 401);
 
+    // In the OpenAPI document, as an event stream.
+    let doc: Value = calls
+        .http
+        .get(format!("{}/api/openapi.json", calls.base))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    let live = &doc["paths"]["/api/v1/calls/live"]["get"];
+    assert!(
+        live["responses"]["200"]["content"]
+            .get("text/event-stream")
+            .is_some(),
+        "{live}"
+    );
+    assert!(live["responses"].get("429").is_some(), "{live}");
+
     let mut a = connect(&calls, KEY_A).await;
     let mut b = connect(&calls, &key_b).await;
     for viewer in [&mut a, &mut b] {
