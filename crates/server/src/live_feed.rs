@@ -15,8 +15,8 @@
 //!
 //! The feed covers the calls of this instance only (each instance has its own).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -169,11 +169,43 @@ impl LiveEvent {
     }
 }
 
+/// An event as all viewers of an organisation share it: encoded to JSON once, by the first
+/// viewer that sends it, not once per viewer, and never on the call task.
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: LiveEvent,
+    json: OnceLock<serde_json::Result<String>>,
+}
+
+impl SharedEvent {
+    fn new(event: LiveEvent) -> SharedEvent {
+        SharedEvent {
+            event,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &LiveEvent {
+        &self.event
+    }
+
+    /// The SSE `event:` name.
+    pub fn name(&self) -> &'static str {
+        self.event.name()
+    }
+
+    /// The event's data as JSON, encoded on first use.
+    pub fn json(&self) -> Result<&str, &serde_json::Error> {
+        self.json.get_or_init(|| self.event.to_json()).as_deref()
+    }
+}
+
 /// What a viewer receives next.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum FeedItem {
     /// An event of its organisation's calls.
-    Event(Arc<LiveEvent>),
+    Event(Arc<SharedEvent>),
     /// It fell behind and this many events were dropped for it.
     Lagged(u64),
 }
@@ -191,7 +223,7 @@ pub enum SubscribeError {
 
 /// One organisation's channel and how many viewers hold it.
 struct OrgChannel {
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    tx: broadcast::Sender<Arc<SharedEvent>>,
     viewers: usize,
 }
 
@@ -242,7 +274,7 @@ impl LiveFeed {
         }
         if let Some(channel) = self.orgs.get(&org) {
             // Err only when no receiver is left (the last viewer is leaving): nothing to do.
-            let _ = channel.tx.send(Arc::new(make()));
+            let _ = channel.tx.send(Arc::new(SharedEvent::new(make())));
         }
     }
 
@@ -295,7 +327,7 @@ impl LiveFeed {
 
 /// One viewer of one organisation's calls.
 pub struct Viewer {
-    rx: broadcast::Receiver<Arc<LiveEvent>>,
+    rx: broadcast::Receiver<Arc<SharedEvent>>,
     feed: Arc<LiveFeed>,
     org: i64,
 }
@@ -332,6 +364,14 @@ mod tests {
         LiveEvent::BargeIn(LiveMoment { call_id, at_ms })
     }
 
+    /// The event a viewer read (`None` when it read something else).
+    fn event(item: Option<FeedItem>) -> Option<LiveEvent> {
+        match item {
+            Some(FeedItem::Event(e)) => Some(e.event().clone()),
+            _ => None,
+        }
+    }
+
     #[tokio::test]
     async fn with_nobody_watching_the_event_is_never_built() {
         let feed = Arc::new(LiveFeed::new(8, 2));
@@ -363,19 +403,33 @@ mod tests {
         feed.publish_with(2, || moment(20, 1));
         feed.publish_with(1, || moment(10, 2));
 
-        assert_eq!(
-            a.next().await,
-            Some(FeedItem::Event(Arc::new(moment(10, 1))))
-        );
-        assert_eq!(
-            a.next().await,
-            Some(FeedItem::Event(Arc::new(moment(10, 2))))
-        );
-        assert_eq!(
-            b.next().await,
-            Some(FeedItem::Event(Arc::new(moment(20, 1))))
-        );
+        assert_eq!(event(a.next().await), Some(moment(10, 1)));
+        assert_eq!(event(a.next().await), Some(moment(10, 2)));
+        assert_eq!(event(b.next().await), Some(moment(20, 1)));
         assert!(a.rx.is_empty() && b.rx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_event_is_encoded_once_for_all_viewers() {
+        let feed = Arc::new(LiveFeed::new(8, 2));
+        let mut a = feed.subscribe(1).expect("viewer a");
+        let mut b = feed.subscribe(1).expect("viewer b");
+        feed.publish_with(1, || moment(10, 5));
+        let (Some(FeedItem::Event(x)), Some(FeedItem::Event(y))) = (a.next().await, b.next().await)
+        else {
+            panic!("both viewers get the event");
+        };
+        assert!(
+            Arc::ptr_eq(&x, &y),
+            "one shared event, not a copy per viewer"
+        );
+        assert_eq!(x.name(), "barge_in");
+        let json = x.json().expect("encodes");
+        assert_eq!(json, r#"{"call_id":10,"at_ms":5}"#);
+        assert!(
+            std::ptr::eq(json, y.json().expect("encodes")),
+            "encoded once"
+        );
     }
 
     #[tokio::test]
@@ -386,12 +440,9 @@ mod tests {
         for at in 0..100 {
             feed.publish_with(1, || moment(1, at));
         }
-        assert_eq!(slow.next().await, Some(FeedItem::Lagged(96)));
+        assert!(matches!(slow.next().await, Some(FeedItem::Lagged(96))));
         for at in 96..100 {
-            assert_eq!(
-                slow.next().await,
-                Some(FeedItem::Event(Arc::new(moment(1, at))))
-            );
+            assert_eq!(event(slow.next().await), Some(moment(1, at)));
         }
         assert!(slow.rx.is_empty());
     }

@@ -92,7 +92,7 @@ pub async fn live_calls(
     let snapshot = LiveSnapshot {
         calls: calls.into_iter().map(|(_, c)| c).collect(),
     };
-    let first = json_event("snapshot", serde_json::to_string(&snapshot));
+    let first = json_event("snapshot", serde_json::to_string(&snapshot).as_deref());
     let shutdown = state.shutdown.clone();
     let events = futures::stream::unfold(
         (Some(first), viewer),
@@ -101,10 +101,11 @@ pub async fn live_calls(
                 return Some((Ok(first), (None, viewer)));
             }
             let event = match viewer.next().await? {
-                FeedItem::Event(e) => json_event(e.name(), e.to_json()),
-                FeedItem::Lagged(missed) => {
-                    json_event("lagged", serde_json::to_string(&LiveLagged { missed }))
-                }
+                FeedItem::Event(e) => json_event(e.name(), e.json()),
+                FeedItem::Lagged(missed) => json_event(
+                    "lagged",
+                    serde_json::to_string(&LiveLagged { missed }).as_deref(),
+                ),
             };
             Some((Ok(event), (None, viewer)))
         },
@@ -116,7 +117,7 @@ pub async fn live_calls(
 
 /// An SSE event named `name` with `data` (our event types always serialise; were one not to,
 /// the viewer gets a comment instead of a broken event).
-fn json_event(name: &'static str, data: serde_json::Result<String>) -> Event {
+fn json_event(name: &'static str, data: Result<&str, &serde_json::Error>) -> Event {
     match data {
         Ok(data) => Event::default().event(name).data(data),
         Err(e) => {
