@@ -17,6 +17,7 @@ use serde_json::Value;
 use switchboard_server::live_feed::{LiveEvent, LiveMoment};
 use switchboard_store::CallStatus;
 use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::openai::FakeLlmTurn;
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{CallReport, CallScript, FakeCall};
 use tower::ServiceExt as _;
@@ -40,9 +41,13 @@ fn quick_latency() -> LatencyProfile {
     }
 }
 
-fn script() -> CallScript {
+fn fixture(name: &str) -> CallScript {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/calls");
-    CallScript::load(&dir, "booking_3_turns").expect("fixture")
+    CallScript::load(&dir, name).expect("fixture")
+}
+
+fn script() -> CallScript {
+    fixture("booking_3_turns")
 }
 
 /// Server (with `adjust` applied to its settings) + fakes + an assistant on [`NUMBER`].
@@ -50,11 +55,24 @@ async fn start(
     script: &CallScript,
     adjust: impl FnOnce(&mut switchboard_server::config::Settings),
 ) -> (CallServer, ProviderFakes) {
+    start_with(script, WELCOME, &[], adjust).await
+}
+
+/// As [`start`], with this welcome and the LLM answering `replies` in order.
+async fn start_with(
+    script: &CallScript,
+    welcome: &str,
+    replies: &[&str],
+    adjust: impl FnOnce(&mut switchboard_server::config::Settings),
+) -> (CallServer, ProviderFakes) {
     let fakes = ProviderFakes::start_for_calls(quick_latency(), &[script])
         .await
         .expect("fakes start");
     let calls = CallServer::start(&[NUMBER], adjust).await;
-    let record = fakes.assistant_record("Harbor Dental", &script.name, WELCOME);
+    for r in replies {
+        fakes.openai.push(FakeLlmTurn::Text((*r).to_owned()));
+    }
+    let record = fakes.assistant_record("Harbor Dental", &script.name, welcome);
     calls.assistant(&record, NUMBER).await;
     (calls, fakes)
 }
@@ -369,6 +387,52 @@ async fn a_viewer_that_never_reads_loses_events_and_the_call_goes_on() {
     }
     assert!(rest.len() <= 2, "more than the channel holds: {rest:?}");
 
+    drop(fakes);
+    drop(viewer);
+    calls.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barge_in_is_marked_on_the_feed_with_the_interrupted_turn() {
+    let script = fixture("barge_in");
+    let (calls, fakes) = start_with(
+        &script,
+        "Hi, Harbor Dental.",
+        &[
+            "We are open Monday to Friday from eight in the morning until six in the evening, \
+             and on Saturdays from nine until one, except on public holidays when we are closed.",
+            "Yes, we are open on Sunday mornings from nine until noon.",
+            "You're welcome, goodbye!",
+        ],
+        |_| {},
+    )
+    .await;
+    let mut viewer = connect(&calls, KEY_A).await;
+    assert_eq!(viewer.next().await.0, "snapshot");
+    let report = call(&calls, script.clone()).await;
+    assert!(report.errors.is_empty(), "caller: {:?}", report.errors);
+
+    let mut seen = Vec::new();
+    loop {
+        let (name, data) = viewer.next().await;
+        let end = name == "call_ended";
+        seen.push((name, data));
+        if end {
+            break;
+        }
+    }
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    let barge = names
+        .iter()
+        .position(|n| *n == "barge_in")
+        .unwrap_or_else(|| panic!("no barge_in: {names:?}"));
+    assert!(seen[barge].1["at_ms"].as_u64().is_some_and(|ms| ms > 0));
+    // The reply it cut off is recorded as an interrupted turn (in the same action batch).
+    assert!(
+        seen.iter()
+            .any(|(n, d)| n == "turn" && d["interrupted"] == true),
+        "{seen:?}"
+    );
     drop(fakes);
     drop(viewer);
     calls.server.shutdown().await;
