@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Open this many viewers on the engine's live-calls feed (`/api/v1/calls/live`, the run's
+    /// organisation) for the whole run and report what they received (needs the API key).
+    #[arg(long, default_value_t = 0)]
+    pub viewers: usize,
 }
 
 impl std::fmt::Debug for RunArgs {
@@ -173,6 +177,7 @@ impl std::fmt::Debug for RunArgs {
                 &self.engine_database_url.as_ref().map(|_| "<redacted>"),
             )
             .field("engine_pid", &self.engine_pid)
+            .field("viewers", &self.viewers)
             .finish_non_exhaustive()
     }
 }
@@ -361,6 +366,11 @@ pub async fn run_scripts(
             .ok()
             .map(|s| s.cpu.total() as f64 / crate::procfs::clock_ticks_per_s() as f64)
     };
+    let viewers = match (args.viewers, &api) {
+        (0, _) => None,
+        (n, Some(_)) => Some(crate::viewers::Viewers::start(n, &base, &spawn_key, &http)),
+        (_, None) => bail!("--viewers needs --api-key (or --spawn-engine)"),
+    };
     let cpu_before = own_cpu();
     let reports = run_calls(&cfg, &http, Arc::new(Progress::default())).await;
     let wall_s = started.elapsed().as_secs_f64();
@@ -379,8 +389,13 @@ pub async fn run_scripts(
         None => EngineUsage::default(),
     };
 
-    // The engine writes turn metrics off the call path: give its recorder a moment.
+    // The engine writes turn metrics off the call path: give its recorder a moment (and the
+    // viewers the last calls' ends).
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    let live_viewers = match viewers {
+        Some(v) => Some(v.finish().await),
+        None => None,
+    };
     let db_url = args
         .database_url
         .clone()
@@ -413,7 +428,8 @@ pub async fn run_scripts(
             None
         }
     };
-    let (report, extras) = build_report(&reports, metrics.as_deref(), usage);
+    let (mut report, extras) = build_report(&reports, metrics.as_deref(), usage);
+    report.live_viewers = live_viewers;
     if let Some(path) = &args.details {
         let mut out = String::new();
         for (i, r) in reports.iter().enumerate() {

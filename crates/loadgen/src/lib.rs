@@ -2,7 +2,8 @@
 //! (on the testkit's `FakeCall`), optionally with the fake providers and the engine itself started
 //! for a one-command run, and reports turn latency, engine overhead, frame lateness, interruption
 //! reaction (onset → playback silent, with the `clear` time beside it), backchannel gaps and the
-//! engine's CPU and memory as JSON (issue 6's shape, plus issue 12's interruption figures).
+//! engine's CPU and memory as JSON (issue 6's shape, plus issue 12's interruption figures), and
+//! with `--viewers N` what N viewers of the live-calls feed received.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -27,3 +28,4 @@ pub mod report;
 pub mod run;
 pub mod scenarios;
 pub mod stats;
+pub mod viewers;

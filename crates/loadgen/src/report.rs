@@ -90,6 +90,9 @@ pub struct Report {
     pub errors: Vec<ErrorEntry>,
     /// Engine CPU and memory.
     pub engine: EngineUsage,
+    /// What the live-calls feed's viewers received (`--viewers N`; absent without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_viewers: Option<crate::viewers::ViewerCounts>,
 }
 
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
@@ -431,6 +434,7 @@ impl Aggregate {
             backchannel_gap_ms: Pct4::of(&mut self.backchannel_gap),
             errors: self.errors,
             engine,
+            live_viewers: None,
         };
         (report, extras)
     }
@@ -501,6 +505,18 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
         "harness: worst caller-frame send lag {:.1} ms\n",
         x.caller_lag_max_ms
     ));
+    if let Some(v) = &r.live_viewers {
+        let names: Vec<String> = v.by_event.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        s.push_str(&format!(
+            "live viewers: {} of {} connected, {} failed; events received {} ({}), dropped {}\n",
+            v.connected,
+            v.viewers,
+            v.failed,
+            v.events_received,
+            names.join(", "),
+            v.events_dropped
+        ));
+    }
     let mut kinds: Vec<(&str, usize)> = Vec::new();
     for err in &r.errors {
         match kinds.iter_mut().find(|(k, _)| *k == err.kind) {

@@ -185,6 +185,12 @@ pub struct CallsSettings {
     /// process died without ending it) and closed as `engine_restart`. Must exceed the longest
     /// call any assistant allows (`max_call_length`) plus a margin.
     pub stale_after_s: u64,
+    /// Viewers of the live-calls feed (`GET /api/v1/calls/live`) one organisation may have at
+    /// once; one more is refused with 429.
+    pub live_viewers_per_org: usize,
+    /// Events the live-calls feed holds per organisation for its slowest viewer; a viewer
+    /// further behind loses the oldest ones (it is sent a `lagged` event with the count).
+    pub live_buffer_events: usize,
 }
 
 /// `[outbound]`: the policy every URL a tenant sets (webhooks, custom tools, provider base
@@ -733,6 +739,11 @@ impl Settings {
         if self.calls.stale_after_s == 0 {
             return Err(SettingsError::Invalid(
                 "calls.stale_after_s must be at least 1".into(),
+            ));
+        }
+        if self.calls.live_buffer_events == 0 {
+            return Err(SettingsError::Invalid(
+                "calls.live_buffer_events must be at least 1".into(),
             ));
         }
         if self.recordings.storage == RecordingStorageKind::S3

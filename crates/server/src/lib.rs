@@ -23,6 +23,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod knowledge;
+pub mod live_feed;
 pub mod metrics;
 pub mod openapi;
 pub mod provider_check;

@@ -57,6 +57,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(phone_numbers::PhoneNumbersApi::openapi());
     doc.merge(crate::routes::number_list::NumberListApi::openapi());
     doc.merge(calls::CallsApi::openapi());
+    doc.merge(crate::routes::live::LiveApi::openapi());
     doc.merge(crate::routes::recordings::RecordingsApi::openapi());
     doc.merge(crate::routes::call_reports::CallReportsApi::openapi());
     doc.merge(crate::routes::replay::ReplayApi::openapi());

@@ -67,6 +67,8 @@ pub struct AppStateInner {
     pub knowledge: crate::knowledge::Knowledge,
     /// Where finished call recordings are kept (`[recordings]`).
     pub recordings: crate::recording_storage::RecordingStorage,
+    /// The live-calls feed the call tasks publish to (`GET /api/v1/calls/live`).
+    pub live: Arc<crate::live_feed::LiveFeed>,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -109,6 +111,10 @@ impl AppState {
             tenant_http.clone(),
             settings.knowledge.processing_concurrency,
         );
+        let live = Arc::new(crate::live_feed::LiveFeed::new(
+            settings.calls.live_buffer_events,
+            settings.calls.live_viewers_per_org,
+        ));
         Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,
@@ -127,6 +133,7 @@ impl AppState {
             instance_id,
             knowledge,
             recordings,
+            live,
             default_org: OnceCell::new(),
         })))
     }

@@ -57,10 +57,32 @@ pub struct LiveCall {
     pub organization_id: i64,
     /// The assistant answering.
     pub assistant_id: i64,
+    /// Who called (inbound: the caller; outbound: the assistant's number), for the live feed.
+    pub from: String,
+    /// Who was called (inbound: the assistant's number; outbound: the number dialled).
+    pub to: String,
     /// When the media stream started.
     pub started_at: SystemTime,
     /// Commands to the call's task.
     pub control: mpsc::Sender<CallCommand>,
+}
+
+impl LiveCall {
+    /// How the live-calls feed shows this call (`call_sid`: the registry's key).
+    pub fn info(&self, call_sid: &str) -> crate::live_feed::LiveCallInfo {
+        let started_ms = self
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        crate::live_feed::LiveCallInfo {
+            call_id: self.call_id,
+            call_sid: call_sid.to_owned(),
+            assistant_id: self.assistant_id,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            started_at: switchboard_store::ms_to_rfc3339(started_ms),
+        }
+    }
 }
 
 /// Live calls by Twilio call SID.

@@ -54,6 +54,9 @@ use super::resolve::{self, CallOverrides, CallParty, KeySources};
 use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
 use super::warm_transfer::WarmTransfers;
+use crate::live_feed::{
+    LiveBackchannel, LiveCallEnded, LiveEvent, LiveMoment, LiveTranscript, LiveTurn,
+};
 use crate::state::AppState;
 
 /// Everything a call needs to start, gathered by the media-stream handler after it checked
@@ -128,21 +131,31 @@ pub async fn run_call(
 ) -> CallOutcome {
     let started = Instant::now();
     let (control_tx, control_rx) = mpsc::channel::<CallCommand>(8);
-    state.calls.insert(
-        setup.call_sid.clone(),
-        LiveCall {
-            call_id: setup.call_id,
-            organization_id: setup.organization_id,
-            assistant_id: setup.assistant_id,
-            started_at: std::time::SystemTime::now(),
-            control: control_tx,
-        },
-    );
+    let party = &setup.party;
+    let (from, to) = if party.direction == "outbound" {
+        (&party.assistant_number, &party.caller_number)
+    } else {
+        (&party.caller_number, &party.assistant_number)
+    };
+    let live = LiveCall {
+        call_id: setup.call_id,
+        organization_id: setup.organization_id,
+        assistant_id: setup.assistant_id,
+        from: from.clone(),
+        to: to.clone(),
+        started_at: std::time::SystemTime::now(),
+        control: control_tx,
+    };
+    state.live.publish_with(setup.organization_id, || {
+        LiveEvent::CallStarted(live.info(&setup.call_sid))
+    });
+    state.calls.insert(setup.call_sid.clone(), live);
     // Boxed sub-futures (here and for tools, hang-up, transfer, close): each is allocated only
     // while it runs instead of widening the call task that lives for the whole call.
     // The setup (with the assistant record) moves into the call: one copy per call.
     let call_sid = setup.call_sid.clone();
     let organization_id = setup.organization_id;
+    let call_id = setup.call_id;
     let outcome = match Box::pin(Call::prepare(&state, setup, started)).await {
         Ok(call) => Box::pin(call.run(&mut socket, control_rx)).await,
         Err(failure) => {
@@ -170,6 +183,13 @@ pub async fn run_call(
         }
     };
     state.calls.remove(&call_sid);
+    state.live.publish_with(organization_id, || {
+        LiveEvent::CallEnded(LiveCallEnded {
+            call_id,
+            status: outcome.status.as_str().to_owned(),
+            ended_reason: outcome.ended_reason.as_str().to_owned(),
+        })
+    });
     outcome
 }
 
@@ -218,6 +238,11 @@ struct Call {
     stt_open: bool,
     /// The TTS session's events are still flowing.
     tts_open: bool,
+    /// The core's barge-in and bot-backchannel counts the live feed has seen.
+    live_seen: (u32, u32),
+    /// The last text sent to the TTS while someone watched the live feed: the cue's words
+    /// when the core just said a listening cue.
+    live_last_spoken: Option<String>,
 }
 
 /// Which provider served each stage, for the per-turn metrics.
@@ -409,6 +434,8 @@ impl Call {
             bad_messages: 0,
             stt_open: true,
             tts_open: true,
+            live_seen: (0, 0),
+            live_last_spoken: None,
         }))
     }
 
@@ -440,6 +467,7 @@ impl Call {
             if let Flow::End(outcome) = self.drain_actions(socket).await {
                 break outcome;
             }
+            self.publish_moments();
             let deadline = self.core.poll_timeout().map_or(never, |m| {
                 tokio::time::Instant::from_std(self.started + Duration::from_millis(m.0))
             });
@@ -512,6 +540,7 @@ impl Call {
         // Flush whatever the core recorded at the end (what was heard, call metrics).
         while let Some(action) = self.core.poll_action() {
             if let Action::Record(r) = action {
+                self.publish_record(&r);
                 let _ = self.recorder.send(persist(r, &self.providers_used));
             }
         }
@@ -561,6 +590,95 @@ impl Call {
         }
         if let Some((writer, rows)) = audio_writer {
             save_recording(&state, setup.call_id, writer, rows).await;
+        }
+    }
+
+    /// Shows a transcript line or a turn's timings on the live feed (built only when someone
+    /// watches the call's organisation).
+    fn publish_record(&self, r: &Record) {
+        let (live, org, call_id) = (
+            &self.state.live,
+            self.setup.organization_id,
+            self.setup.call_id,
+        );
+        match r {
+            Record::Transcript(t) => live.publish_with(org, || {
+                LiveEvent::Transcript(LiveTranscript {
+                    call_id,
+                    role: match t.speaker {
+                        Speaker::User => "user",
+                        _ => "assistant",
+                    },
+                    text: t.text.clone(),
+                    is_final: true,
+                    at_ms: t.start.0,
+                })
+            }),
+            Record::Turn(t) => live.publish_with(org, || {
+                LiveEvent::Turn(LiveTurn {
+                    call_id,
+                    turn_index: t.turn,
+                    user_speech_end_ms: t.user_speech_end.map(|m| m.0),
+                    stt_final_ms: t.stt_final.map(|m| m.0),
+                    llm_request_ms: t.llm_request.map(|m| m.0),
+                    llm_first_token_ms: t.llm_first_token.map(|m| m.0),
+                    tts_first_byte_ms: t.tts_first_audio.map(|m| m.0),
+                    first_audio_sent_ms: t.first_frame_sent.map(|m| m.0),
+                    interrupted: t.interrupted,
+                })
+            }),
+            // Call-level counters: the console reads them from the call record.
+            Record::Call(_) => {}
+        }
+    }
+
+    /// Shows the caller's words so far on the live feed (`is_final: false`).
+    fn publish_partial(&self, text: &str, now: Millis) {
+        if text.is_empty() {
+            return;
+        }
+        let call_id = self.setup.call_id;
+        self.state
+            .live
+            .publish_with(self.setup.organization_id, || {
+                LiveEvent::Transcript(LiveTranscript {
+                    call_id,
+                    role: "user",
+                    text: text.to_owned(),
+                    is_final: false,
+                    at_ms: now.0,
+                })
+            });
+    }
+
+    /// Barge-ins and listening cues the core counted since the last look go to the live feed.
+    /// Two integer compares per loop when nothing happened.
+    fn publish_moments(&mut self) {
+        let m = self.core.core().metrics();
+        let seen = (m.interruptions, m.bot_backchannels);
+        if seen == self.live_seen {
+            return;
+        }
+        let (barge_ins, cues) = (
+            seen.0.saturating_sub(self.live_seen.0),
+            seen.1.saturating_sub(self.live_seen.1),
+        );
+        self.live_seen = seen;
+        let (org, call_id, at_ms) = (self.setup.organization_id, self.setup.call_id, self.now().0);
+        for _ in 0..barge_ins {
+            self.state
+                .live
+                .publish_with(org, || LiveEvent::BargeIn(LiveMoment { call_id, at_ms }));
+        }
+        if cues > 0 {
+            let text = self.live_last_spoken.take().unwrap_or_default();
+            self.state.live.publish_with(org, || {
+                LiveEvent::Backchannel(LiveBackchannel {
+                    call_id,
+                    text,
+                    at_ms,
+                })
+            });
         }
     }
 
@@ -621,6 +739,7 @@ impl Call {
                 words,
                 ..
             } => {
+                self.publish_partial(&text, now);
                 let t = to_transcript(text, confidence, &words);
                 if is_final {
                     self.core.handle(
@@ -981,6 +1100,9 @@ impl Call {
                     if let Err(e) = self.tts.speak(generation.0, &text) {
                         self.tts_error(generation, &e);
                     }
+                    if self.state.live.is_watched(self.setup.organization_id) {
+                        self.live_last_spoken = Some(text);
+                    }
                 }
                 Action::TtsFlush {
                     generation,
@@ -1074,6 +1196,7 @@ impl Call {
                     ));
                 }
                 Action::Record(r) => {
+                    self.publish_record(&r);
                     let _ = self.recorder.send(persist(r, &self.providers_used));
                 }
             }

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod csv;
 pub mod documents;
 pub mod health;
+pub mod live;
 pub mod number_list;
 pub mod organization;
 pub mod phone_numbers;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(phone_numbers::router())
         .merge(number_list::router())
         .merge(calls::router())
+        .merge(live::router())
         .merge(recordings::router())
         .merge(call_reports::router())
         .merge(tool_executions::router())
