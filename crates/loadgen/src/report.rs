@@ -90,6 +90,12 @@ pub struct Report {
     pub errors: Vec<ErrorEntry>,
     /// Engine CPU and memory.
     pub engine: EngineUsage,
+    /// The harness's own CPU and timer lag, and whether the run is valid.
+    #[serde(default)]
+    pub harness: crate::lag::HarnessUsage,
+    /// Instances restarted during the run (`--restart-after-s`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<crate::cluster::RestartReport>,
 }
 
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
@@ -431,6 +437,8 @@ impl Aggregate {
             backchannel_gap_ms: Pct4::of(&mut self.backchannel_gap),
             errors: self.errors,
             engine,
+            harness: crate::lag::HarnessUsage::default(),
+            restarts: Vec::new(),
         };
         (report, extras)
     }
