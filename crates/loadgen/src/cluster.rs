@@ -22,6 +22,12 @@ use crate::engine::{Launch, SpawnError, SpawnedEngine, free_port};
 /// How often HAProxy checks each instance's `/healthz`, ms.
 pub const CHECK_INTERVAL_MS: u64 = 500;
 
+/// Failed checks in a row that take an instance out of the rotation. One is not enough: a
+/// loaded instance answering one check late (2 s) must not be taken out, or with the other
+/// one draining no instance is left ("503 No server is available"). A draining instance
+/// refuses connections meanwhile, and those requests are retried on another instance.
+pub const CHECK_FALL: u32 = 3;
+
 /// Why the balancer could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum HaproxyError {
@@ -66,7 +72,8 @@ pub fn haproxy_config(port: u16, servers: &[u16]) -> String {
          \x20   balance roundrobin\n\
          \x20   option httpchk GET /healthz\n\
          \x20   http-check expect status 200\n\
-         \x20   default-server check inter {CHECK_INTERVAL_MS}ms fall 1 rise 1 maxconn 4096\n"
+         \x20   timeout check 2s\n\
+         \x20   default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 2 maxconn 4096\n"
     );
     for (i, p) in servers.iter().enumerate() {
         cfg.push_str(&format!("    server e{i} 127.0.0.1:{p}\n"));
