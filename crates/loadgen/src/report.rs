@@ -712,6 +712,7 @@ pub(crate) mod tests {
                 "engine_overhead_ms",
                 "errors",
                 "frame_lateness_ms",
+                "harness",
                 "interruption_clear_ms",
                 "interruption_reaction_ms",
                 "turn_latency_ms",
