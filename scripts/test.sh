@@ -9,12 +9,17 @@ cd "$(dirname "$0")/.."
 while IFS='=' read -r k v; do
   [ -n "$k" ] || continue
   if [ -z "${!k:-}" ]; then export "$k=$v"; fi
-done < <(bash scripts/services.sh)
+done < <(bash scripts/services.sh; bash scripts/haproxy.sh)
 echo "DATABASE_URL=${DATABASE_URL:-<unset: PostgreSQL tests skipped>}"
 echo "REDIS_URL=${REDIS_URL:-<unset: Redis tests skipped>}"
 echo "S3_ENDPOINT=${S3_ENDPOINT:-<unset: S3 recordings tests skipped>}"
+echo "HAPROXY=${HAPROXY:-<unset: several-instances run skipped>}"
 if [ "${CI:-}" = "true" ] && { [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ] || [ -z "${S3_ENDPOINT:-}" ]; }; then
   echo "CI needs PostgreSQL, Redis and an S3-compatible server; one of them could not be started" >&2
+  exit 1
+fi
+if [ "${CI:-}" = "true" ] && [ -z "${HAPROXY:-}" ]; then
+  echo "CI needs HAProxy (scripts/haproxy.sh could not install it)" >&2
   exit 1
 fi
 
@@ -22,3 +27,10 @@ fi
 bash scripts/lint-deploy.sh
 
 cargo test --workspace --locked "$@"
+
+# Several instances behind HAProxy, one restarted mid-run: 20 calls, debug build, no call may
+# fail (scripts/multi-instance.sh runs the few-hundred-call version by default).
+if [ -n "${HAPROXY:-}" ] && [ -n "${DATABASE_URL:-}" ] && [ -n "${REDIS_URL:-}" ]; then
+  MULTI_CALLS=20 MULTI_RAMP_S=10 MULTI_DURATION_S=45 MULTI_RESTART_AFTER_S=6 \
+    bash scripts/multi-instance.sh
+fi

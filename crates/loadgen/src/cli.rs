@@ -10,7 +10,8 @@ use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::twilio::CallScript;
 
 use crate::api::{Api, MetricsSource, wait_healthy};
-use crate::engine::SpawnedEngine;
+use crate::cluster::Cluster;
+use crate::engine::{Launch, SpawnedEngine, free_port};
 use crate::fakes::Fakes;
 use crate::procfs::{EngineUsage, Sampler};
 use crate::report::{Extras, Report, summary_table};
@@ -132,7 +133,24 @@ pub struct RunArgs {
     /// postgres://postgres@127.0.0.1/loadgen; the engine migrates it). Never printed.
     #[arg(long, value_name = "URL", requires = "spawn_engine")]
     pub engine_database_url: Option<String>,
-    /// Sample this process's CPU and RSS (defaults to the spawned engine).
+    /// Engine instances to spawn (more than 1 needs --haproxy and a shared
+    /// --engine-database-url; --engine-redis-url makes them share slots, call control and the
+    /// rate limit). They share one public URL: the balancer's.
+    #[arg(long, default_value_t = 1, requires = "spawn_engine")]
+    pub instances: usize,
+    /// The HAProxy binary to put in front of the spawned instances (config generated into a
+    /// temp dir, 127.0.0.1 ports).
+    #[arg(long, value_name = "PATH", requires = "spawn_engine")]
+    pub haproxy: Option<PathBuf>,
+    /// `REDIS_URL` of the spawned instances.
+    #[arg(long, value_name = "URL", requires = "spawn_engine")]
+    pub engine_redis_url: Option<String>,
+    /// Restart instance 0 this many seconds after the first call starts (SIGTERM, wait for it to
+    /// drain and exit, start it again on the same port), as a rolling deploy does.
+    #[arg(long, value_name = "SECONDS", requires = "haproxy")]
+    pub restart_after_s: Option<f64>,
+    /// Sample this process's CPU and RSS (defaults to the spawned engine; with several
+    /// instances, the last one, which is never restarted).
     #[arg(long)]
     pub engine_pid: Option<u32>,
     /// Read per-turn metrics straight from the engine's database when its API does not serve
@@ -176,6 +194,13 @@ impl std::fmt::Debug for RunArgs {
                 "engine_database_url",
                 &self.engine_database_url.as_ref().map(|_| "<redacted>"),
             )
+            .field("instances", &self.instances)
+            .field("haproxy", &self.haproxy)
+            .field(
+                "engine_redis_url",
+                &self.engine_redis_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("restart_after_s", &self.restart_after_s)
             .field("engine_pid", &self.engine_pid)
             .field("viewers", &self.viewers)
             .finish_non_exhaustive()
@@ -285,8 +310,51 @@ pub async fn run_scripts(
         .clone()
         .or_else(|| args.spawn_engine.as_ref().map(|_| random_secret("")))
         .context("--twilio-auth-token (or TWILIO_AUTH_TOKEN) is required without --spawn-engine")?;
-    let engine = match &args.spawn_engine {
-        Some(path) => Some(
+    if args.instances == 0 {
+        bail!("--instances must be at least 1");
+    }
+    if args.instances > 1 && (args.haproxy.is_none() || args.engine_database_url.is_none()) {
+        bail!("--instances > 1 needs --haproxy PATH and a shared --engine-database-url");
+    }
+    let mut cluster = None;
+    let engine = match (&args.spawn_engine, &args.haproxy) {
+        (Some(path), Some(haproxy)) => {
+            let mut launch = Launch::single(
+                path,
+                &spawn_key,
+                &token,
+                args.engine_database_url.as_deref(),
+            )
+            .await
+            .context("starting the fake Twilio")?;
+            launch.redis_url.clone_from(&args.engine_redis_url);
+            launch.public_url = Some(format!("http://127.0.0.1:{}", free_port()?));
+            launch.shared_secrets = Some([
+                random_secret(""),
+                random_secret(""),
+                format!(
+                    "{:032x}{:032x}",
+                    rand::random::<u128>(),
+                    rand::random::<u128>()
+                ),
+            ]);
+            // A draining instance must be able to finish the longest call of the run.
+            launch.drain_timeout_s = Some(args.duration_seconds.ceil() as u64 + 15);
+            launch.drain_voice_answer = Some("unavailable".into());
+            let mut c = Cluster::start(
+                launch,
+                args.instances,
+                haproxy,
+                &http,
+                Duration::from_secs(30),
+            )
+            .await
+            .context("starting the instances and HAProxy")?;
+            let first = c.instances.remove(0);
+            cluster = Some(c);
+            Some(first)
+        }
+        (Some(path), None) => Some(
             SpawnedEngine::start(
                 path,
                 &spawn_key,
@@ -298,12 +366,13 @@ pub async fn run_scripts(
             .await
             .context("starting the engine")?,
         ),
-        None => None,
+        (None, _) => None,
     };
-    let base = match (&engine, &args.target) {
-        (Some(e), _) => e.base_url.clone(),
-        (None, Some(t)) => t.trim_end_matches('/').to_owned(),
-        (None, None) => bail!("give --target URL or --spawn-engine PATH"),
+    let base = match (&cluster, &engine, &args.target) {
+        (Some(c), _, _) => c.haproxy.base_url.clone(),
+        (None, Some(e), _) => e.base_url.clone(),
+        (None, None, Some(t)) => t.trim_end_matches('/').to_owned(),
+        (None, None, None) => bail!("give --target URL or --spawn-engine PATH"),
     };
     if engine.is_none() && !wait_healthy(&http, &base, Duration::from_secs(10)).await {
         bail!("{base}/healthz does not answer");
@@ -334,7 +403,13 @@ pub async fn run_scripts(
         .await?;
     }
 
-    let pid = args.engine_pid.or(engine.as_ref().map(|e| e.pid));
+    let pid = args.engine_pid.or_else(|| {
+        cluster
+            .as_ref()
+            .and_then(|c| c.instances.last())
+            .or(engine.as_ref())
+            .map(|e| e.pid)
+    });
     let sampler = match pid {
         Some(pid) => match Sampler::start(pid, Duration::from_millis(250)) {
             Ok(s) => Some(s),
@@ -372,7 +447,37 @@ pub async fn run_scripts(
         (_, None) => bail!("--viewers needs --api-key (or --spawn-engine)"),
     };
     let cpu_before = own_cpu();
+    let lag_probe = crate::lag::LagProbe::start();
+    let mut engine = engine;
+    let restart = match (&cluster, args.restart_after_s, engine.take()) {
+        (Some(c), Some(after_s), Some(first)) => {
+            let launch = c.launch.clone();
+            let http = http.clone();
+            let drain_limit = Duration::from_secs(launch.drain_timeout_s.unwrap_or(30) + 5);
+            let run_start = tokio::time::Instant::now();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs_f64(after_s.max(0.0))).await;
+                crate::cluster::restart(first, 0, &launch, &http, drain_limit, run_start).await
+            }))
+        }
+        (_, _, first) => {
+            engine = first;
+            None
+        }
+    };
     let reports = run_calls(&cfg, &http, Arc::new(Progress::default())).await;
+    let lags_ms = lag_probe.finish().await;
+    let mut restarts = Vec::new();
+    if let Some(task) = restart {
+        match task.await {
+            Ok(Ok((again, r))) => {
+                engine = Some(again);
+                restarts.push(r);
+            }
+            Ok(Err(e)) => warnings.push(format!("the restarted instance did not come back: {e}")),
+            Err(e) => warnings.push(format!("the restart task failed: {e}")),
+        }
+    }
     let wall_s = started.elapsed().as_secs_f64();
     let harness_cpu_s = match (cpu_before, own_cpu()) {
         (Some(a), Some(b)) => Some(b - a),
@@ -430,6 +535,8 @@ pub async fn run_scripts(
     };
     let (mut report, extras) = build_report(&reports, metrics.as_deref(), usage);
     report.live_viewers = live_viewers;
+    report.restarts = restarts;
+    report.harness = crate::lag::HarnessUsage::new(harness_cpu_s, wall_s, lags_ms);
     if let Some(path) = &args.details {
         let mut out = String::new();
         for (i, r) in reports.iter().enumerate() {
@@ -451,6 +558,14 @@ pub async fn run_scripts(
             warnings.push(format!("engine log kept at {}", e.keep_log()));
         }
         e.stop(Duration::from_secs(5)).await;
+    }
+    if let Some(c) = cluster {
+        if report.calls.failed > 0 {
+            for e in &c.instances {
+                warnings.push(format!("engine log kept at {}", e.keep_log()));
+            }
+        }
+        c.stop(Duration::from_secs(5)).await;
     }
     drop(fakes);
     Ok(RunResult {
@@ -524,10 +639,20 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
         eprintln!("warning: {w}");
     }
     eprint!("{}", summary_table(&res.report, &res.extras, res.wall_s));
-    if let Some(cpu) = res.harness_cpu_s {
+    eprint!("{}", res.report.harness.summary());
+    for r in &res.report.restarts {
         eprintln!(
-            "harness: cpu {cpu:.1} s ({:.0} % avg, callers and fakes)",
-            cpu / res.wall_s.max(1e-9) * 100.0
+            "restart: instance {} got SIGTERM at {:.1} s, drained and exited in {:.1} s ({}), \
+             healthy again {:.1} s after the SIGTERM",
+            r.instance,
+            r.sigterm_at_s,
+            r.drain_s,
+            if r.exited_cleanly {
+                "by itself"
+            } else {
+                "killed"
+            },
+            r.back_after_s
         );
     }
     if let Some(path) = &args.report {

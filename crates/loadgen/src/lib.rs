@@ -20,9 +20,11 @@
 pub mod api;
 pub mod chart;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod fakes;
 pub mod interruption;
+pub mod lag;
 pub mod procfs;
 pub mod report;
 pub mod run;

@@ -93,6 +93,12 @@ pub struct Report {
     /// What the live-calls feed's viewers received (`--viewers N`; absent without).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_viewers: Option<crate::viewers::ViewerCounts>,
+    /// The harness's own CPU and timer lag, and whether the run is valid.
+    #[serde(default)]
+    pub harness: crate::lag::HarnessUsage,
+    /// Instances restarted during the run (`--restart-after-s`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<crate::cluster::RestartReport>,
 }
 
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
@@ -435,6 +441,8 @@ impl Aggregate {
             errors: self.errors,
             engine,
             live_viewers: None,
+            harness: crate::lag::HarnessUsage::default(),
+            restarts: Vec::new(),
         };
         (report, extras)
     }
@@ -720,6 +728,7 @@ pub(crate) mod tests {
                 "engine_overhead_ms",
                 "errors",
                 "frame_lateness_ms",
+                "harness",
                 "interruption_clear_ms",
                 "interruption_reaction_ms",
                 "turn_latency_ms",

@@ -2,8 +2,9 @@
 //!
 //! Handlers that take [`Auth`] are authenticated: a missing, malformed or unknown key is a 401
 //! (with `WWW-Authenticate: Bearer`) before the handler runs, and a key over its request rate
-//! is a 429. Every store query in a handler is then scoped by `auth.organization_id`, which is
-//! what keeps organisations apart. The key itself is never logged.
+//! is a 429 (the limit is shared by every instance through Redis when `redis.url` is set:
+//! `crate::shared_rate_limit`). Every store query in a handler is then scoped by
+//! `auth.organization_id`, which is what keeps organisations apart. The key itself is never logged.
 //!
 //! Key guessing is throttled per client address ([`AuthFailures`]): a malformed or unknown key
 //! counts as a failure, and an address over `server.auth_fail_limit` failures in its window
@@ -79,6 +80,7 @@ impl FromRequestParts<AppState> for Auth {
         state
             .rate_limiter
             .check(context.api_key_id, now)
+            .await
             .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
         Ok(Auth(context))
     }

@@ -463,6 +463,20 @@ impl fmt::Debug for RedisSettings {
     }
 }
 
+/// `server.drain_voice_answer`: how a draining instance turns away a new call's voice webhook.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainVoiceAnswer {
+    /// TwiML that apologises and hangs up: right for a single instance, where nobody else can
+    /// take the call.
+    #[default]
+    Hangup,
+    /// HTTP 503 with `Retry-After`: right behind a load balancer that retries a 503 on another
+    /// instance (HAProxy `retry-on 503` with `option redispatch`), so the caller never notices
+    /// the restart.
+    Unavailable,
+}
+
 /// `[server]`: the HTTP listener and request handling limits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -476,6 +490,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Seconds to wait for in-flight requests and live calls on shutdown before exiting anyway.
     pub drain_timeout_s: u64,
+    /// What the voice webhook answers a new call while this instance drains.
+    #[serde(default)]
+    pub drain_voice_answer: DrainVoiceAnswer,
     /// Sustained requests per second allowed per API key; 0 disables rate limiting.
     pub rate_limit_per_s: u32,
     /// Burst size (requests) of the per-key token bucket.

@@ -33,6 +33,7 @@ pub mod replay;
 pub mod routes;
 pub mod secret_key;
 pub mod serve;
+pub mod shared_rate_limit;
 pub mod state;
 pub mod telemetry;
 pub mod tenant_urls;

@@ -2,10 +2,10 @@
 //! `rate_limit_per_s` sustained, `rate_limit_burst` at once) and the per-address
 //! failed-authentication throttle ([`AuthFailures`]).
 //!
-//! In-process only: with several instances each enforces its own share. That is enough to stop
-//! one runaway client from starving the others on an instance, and caps key guessing at
-//! `auth_fail_limit` per window per instance; a shared limit would live in Redis with the other
-//! cross-instance state.
+//! In process. With several instances the per-key rate is shared through Redis
+//! (`crate::shared_rate_limit`, which falls back to this bucket when Redis does not answer);
+//! the failed-authentication throttle stays per instance, which caps key guessing at
+//! `auth_fail_limit` per window per instance.
 
 use std::hash::Hash;
 use std::net::IpAddr;

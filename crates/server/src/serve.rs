@@ -166,6 +166,21 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             .map_err(|e| ServeError::Recordings(e.to_string()))?;
     let state = AppState::new(store, settings, addr, slots, recordings)
         .map_err(|e| ServeError::HttpClient(e.to_string()))?;
+    let redis_url = state.settings.redis.url.trim();
+    if !redis_url.is_empty() && state.settings.twilio.stream_token_secret.trim().is_empty() {
+        // Several instances: a stream may land on another instance than the webhook's, which
+        // cannot check a token signed with this process's random key.
+        tracing::warn!(
+            "redis.url is set but twilio.stream_token_secret is empty: give every instance the \
+             same secret, or streams that reach another instance than their webhook are refused"
+        );
+    }
+    if !redis_url.is_empty() && state.settings.server.rate_limit_per_s > 0 {
+        let shared = crate::shared_rate_limit::RedisRateLimit::connect(redis_url, "switchboard")
+            .await
+            .map_err(|e| ServeError::Redis(e.to_string()))?;
+        state.rate_limiter.share_through(shared);
+    }
     crate::call::recovery::start(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
     let edge = edge_config(&state, trusted);

@@ -18,7 +18,8 @@ use tokio::sync::OnceCell;
 
 use crate::call::CallRegistry;
 use crate::config::Settings;
-use crate::rate_limit::{AuthFailures, RateLimiter};
+use crate::rate_limit::AuthFailures;
+use crate::shared_rate_limit::ApiRateLimit;
 
 /// Handle to the server's shared state. Derefs to [`AppStateInner`].
 #[derive(Clone)]
@@ -40,8 +41,9 @@ pub struct AppStateInner {
     /// with `state.tasks.spawn(...)`. Shutdown closes the tracker and waits, bounded by
     /// `server.drain_timeout_s`.
     pub tasks: TaskTracker,
-    /// Per-API-key request rate limit (keyed by API key id).
-    pub rate_limiter: RateLimiter<i64>,
+    /// Per-API-key request rate limit (keyed by API key id): in Redis, shared by every
+    /// instance, once `serve::start` attached it; else in this process.
+    pub rate_limiter: ApiRateLimit,
     /// Failed API-key and metrics-token checks per client address (`server.auth_fail_limit`).
     pub auth_failures: Arc<AuthFailures>,
     /// Calls live on this instance, by Twilio call SID.
@@ -98,7 +100,7 @@ impl AppState {
         let http = client().build()?;
         let outbound = OutboundPolicy::new(settings.outbound.allow_hosts.clone());
         let tenant_http = GuardedClient::build(outbound.clone(), client())?;
-        let rate_limiter = RateLimiter::new(
+        let rate_limiter = ApiRateLimit::new(
             settings.server.rate_limit_per_s,
             settings.server.rate_limit_burst,
         );

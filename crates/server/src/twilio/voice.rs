@@ -31,6 +31,7 @@ use switchboard_telephony::twiml::{Dial, Response as Twiml, Say, Stream};
 use switchboard_telephony::webhook::{VoiceWebhook, parse_form_pairs};
 
 use super::{TwilioAuth, forbidden, unix_now_s};
+use crate::config::DrainVoiceAnswer;
 use crate::state::AppState;
 
 /// Said when a number has no active assistant.
@@ -107,7 +108,15 @@ async fn answer(
         return forbidden("no organisation owns this call");
     };
     if state.shutdown.is_cancelled() {
-        return say_and_hang_up(RESTARTING_MESSAGE);
+        return match state.settings.server.drain_voice_answer {
+            DrainVoiceAnswer::Hangup => say_and_hang_up(RESTARTING_MESSAGE),
+            DrainVoiceAnswer::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "draining for a restart: another instance takes this call",
+            )
+                .into_response(),
+        };
     }
     let direction = hook
         .direction

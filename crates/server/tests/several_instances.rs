@@ -1,0 +1,180 @@
+//! Two instances sharing one database (and Redis, when `REDIS_URL` is set): what must hold
+//! across instances behind a load balancer (docs/ARCHITECTURE.md, "Several instances").
+//! - an API key revoked on one instance is refused by the other at once (keys are read from the
+//!   shared database on every request);
+//! - the per-key API rate limit is one bucket for both instances (Redis);
+//! - a draining instance configured with `drain_voice_answer = "unavailable"` answers a new
+//!   call's voice webhook 503 with `Retry-After`, which the balancer retries elsewhere.
+
+mod common;
+
+use std::time::Instant;
+
+use common::call_stack::{CALLER, CallServer};
+use common::{KEY_A, TWILIO_SID_A, TWILIO_TOKEN_A, TestServer, json, settings_for};
+use reqwest::Method;
+use serde_json::json;
+use switchboard_server::config::DrainVoiceAnswer;
+
+/// Two servers on one SQLite file (the store migrates it once, then both use it).
+async fn two_instances(
+    dir: &std::path::Path,
+    adjust: impl Fn(&mut switchboard_server::config::Settings),
+) -> (TestServer, TestServer) {
+    let db = dir.join("shared.db");
+    let mut s1 = settings_for(&db);
+    adjust(&mut s1);
+    let one = TestServer::start_with(s1, String::new()).await;
+    let mut s2 = settings_for(&db);
+    adjust(&mut s2);
+    let two = TestServer::start_with(s2, one.key_b.clone()).await;
+    (one, two)
+}
+
+fn redis_url() -> Option<String> {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+#[tokio::test]
+async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut one, mut two) = two_instances(dir.path(), |_| {}).await;
+    let (status, created) = json(
+        one.req(Method::POST, "/api/v1/api-keys", KEY_A)
+            .json(&json!({"name": "shared"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().expect("key").to_owned();
+    let (status, _) = json(two.req(Method::GET, "/api/v1/assistants", &key)).await;
+    assert_eq!(status, 200, "a key made on one instance works on the other");
+
+    let path = format!("/api/v1/api-keys/{}", created["id"]);
+    let (status, body) = json(one.req(Method::DELETE, &path, KEY_A)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = json(two.req(Method::GET, "/api/v1/assistants", &key)).await;
+    assert_eq!(status, 401, "revoked on one, refused by the other");
+    let (status, _) = json(one.req(Method::GET, "/api/v1/assistants", &key)).await;
+    assert_eq!(status, 401);
+    two.stop().await;
+    one.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_rate_limit_is_one_bucket_across_instances_through_redis() {
+    let Some(url) = redis_url() else {
+        eprintln!("REDIS_URL not set; skipping");
+        return;
+    };
+    const BURST: u32 = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut one, mut two) = two_instances(dir.path(), |s| {
+        s.redis.url = url.clone();
+        s.server.rate_limit_per_s = 1;
+        s.server.rate_limit_burst = BURST;
+    })
+    .await;
+    assert!(one.server().state().rate_limiter.is_shared());
+    // A key of its own, so that runs of this test on one Redis never share a bucket: its id is
+    // new in this database, and the bucket expires within BURST s + 1 s.
+    let (status, created) = json(
+        one.req(Method::POST, "/api/v1/api-keys", KEY_A)
+            .json(&json!({"name": "limited"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().expect("key").to_owned();
+
+    let started = Instant::now();
+    let mut allowed = 0u32;
+    let mut refused = 0u32;
+    for i in 0..(2 * BURST) {
+        let server = if i % 2 == 0 { &one } else { &two };
+        let resp = server
+            .req(Method::GET, "/api/v1/assistants", &key)
+            .send()
+            .await
+            .expect("request");
+        match resp.status().as_u16() {
+            200 => allowed += 1,
+            429 => {
+                refused += 1;
+                assert!(resp.headers().contains_key("retry-after"));
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // Per instance, each would have allowed BURST (2 × BURST in all). Shared, at most BURST
+    // plus what refilled (1/s) while the requests ran.
+    let refilled = started.elapsed().as_secs_f64().ceil() as u32;
+    assert!(
+        allowed <= BURST + refilled,
+        "allowed {allowed} of {} (refilled {refilled})",
+        2 * BURST
+    );
+    assert!(refused > 0, "the shared bucket ran dry");
+    two.stop().await;
+    one.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_instance_behind_a_balancer_answers_new_calls_503() {
+    const NUMBER: &str = "+15550100002";
+    let calls = CallServer::start(&[NUMBER], |s| {
+        s.server.drain_voice_answer = DrainVoiceAnswer::Unavailable;
+    })
+    .await;
+    calls
+        .assistant(&json!({"name": "Front desk"}), NUMBER)
+        .await;
+    let state = calls.server.state().clone();
+    // The drain starts: the health check fails first.
+    state.shutdown.cancel();
+    let router = switchboard_server::routes::router(state.clone());
+    let health = tower::ServiceExt::oneshot(
+        router.clone(),
+        axum::http::Request::get("/healthz")
+            .body(axum::body::Body::empty())
+            .expect("request"),
+    )
+    .await
+    .expect("health");
+    assert_eq!(health.status(), 503);
+    // A new call's voice webhook, signed as Twilio signs it, on a connection that was already
+    // open (the listener no longer accepts).
+    let url = format!("{}/twilio/voice", state.public_base_url);
+    let params = [
+        ("CallSid", "CA00000000000000000000000000000001"),
+        ("AccountSid", TWILIO_SID_A),
+        ("From", CALLER),
+        ("To", NUMBER),
+        ("Direction", "inbound"),
+        ("CallStatus", "ringing"),
+    ];
+    let signature = switchboard_telephony::signature::sign(&url, &params, TWILIO_TOKEN_A);
+    let body: String = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let resp = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::post("/twilio/voice")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(axum::body::Body::from(body))
+            .expect("request"),
+    )
+    .await
+    .expect("voice");
+    assert_eq!(resp.status(), 503, "a balancer retries this elsewhere");
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    calls.server.shutdown().await;
+}
