@@ -67,6 +67,8 @@ pub struct AppStateInner {
     pub knowledge: crate::knowledge::Knowledge,
     /// Where finished call recordings are kept (`[recordings]`).
     pub recordings: crate::recording_storage::RecordingStorage,
+    /// Decoded background sounds (`tts_settings.background_sound`), shared by every call.
+    pub background_sounds: crate::background_sound::SoundCache,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -127,6 +129,7 @@ impl AppState {
             instance_id,
             knowledge,
             recordings,
+            background_sounds: crate::background_sound::SoundCache::new(),
             default_org: OnceCell::new(),
         })))
     }
