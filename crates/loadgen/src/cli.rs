@@ -319,25 +319,32 @@ pub async fn run_scripts(
         let sound = args
             .background_sound
             .then(|| background_wav(BACKGROUND_SECONDS, BACKGROUND_RATE_HZ));
-        script_numbers = route_scripts(api, engine.as_ref(), &scripts, &args.to, sound.as_deref(), |script| {
-            let mut body = f.assistant_body(
-                &format!("loadgen-{}-{}", args.calls, script.name),
-                crate::fakes::WELCOME,
-                Some(&script.name),
-            );
-            if args.speculative {
-                body["stt_settings"]["speculative_config"] =
-                    serde_json::json!({ "enable_speculative_llm": true });
-            }
-            if args.background_sound {
-                body["tts_settings"]["background_sound"] =
-                    serde_json::json!({ "enabled": true, "volume": 0.3, "loop": true });
-            }
-            if let Some(language) = setup.languages.get(&script.name) {
-                body["stt_settings"]["language"] = serde_json::json!(language);
-            }
-            body
-        })
+        script_numbers = route_scripts(
+            api,
+            engine.as_ref(),
+            &scripts,
+            &args.to,
+            sound.as_deref(),
+            |script| {
+                let mut body = f.assistant_body(
+                    &format!("loadgen-{}-{}", args.calls, script.name),
+                    crate::fakes::WELCOME,
+                    Some(&script.name),
+                );
+                if args.speculative {
+                    body["stt_settings"]["speculative_config"] =
+                        serde_json::json!({ "enable_speculative_llm": true });
+                }
+                if args.background_sound {
+                    body["tts_settings"]["background_sound"] =
+                        serde_json::json!({ "enabled": true, "volume": 0.3, "loop": true });
+                }
+                if let Some(language) = setup.languages.get(&script.name) {
+                    body["stt_settings"]["language"] = serde_json::json!(language);
+                }
+                body
+            },
+        )
         .await?;
     }
 

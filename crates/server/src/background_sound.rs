@@ -56,7 +56,21 @@ impl SoundFormat {
     /// The format `bytes` start like, if any of the four.
     pub fn sniff(bytes: &[u8]) -> Option<SoundFormat> {
         match bytes {
-            [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'A', b'V', b'E', ..] => Some(Self::Wav),
+            [
+                b'R',
+                b'I',
+                b'F',
+                b'F',
+                _,
+                _,
+                _,
+                _,
+                b'W',
+                b'A',
+                b'V',
+                b'E',
+                ..,
+            ] => Some(Self::Wav),
             [b'O', b'g', b'g', b'S', ..] => Some(Self::OggVorbis),
             [b'f', b'L', b'a', b'C', ..] => Some(Self::Flac),
             [b'I', b'D', b'3', ..] => Some(Self::Mp3),
@@ -227,7 +241,8 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
     };
     match format {
         SoundFormat::Wav => {
-            let mut r = hound::WavReader::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
+            let mut r =
+                hound::WavReader::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
             let spec = r.spec();
             let mut c = Collect::new(spec.sample_rate, spec.channels).map_err(bad)?;
             if u64::from(r.duration()) > MAX_DURATION_S * u64::from(spec.sample_rate) {
@@ -262,7 +277,8 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
             c.finish(format)
         }
         SoundFormat::Flac => {
-            let mut r = claxon::FlacReader::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
+            let mut r =
+                claxon::FlacReader::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
             let info = r.streaminfo();
             let channels = u16::try_from(info.channels).map_err(|e| bad(e.to_string()))?;
             let mut c = Collect::new(info.sample_rate, channels).map_err(bad)?;
@@ -287,7 +303,8 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
             let mut r = nanomp3::SliceReader::<i16>::new(bytes);
             let rate = r.sample_rate();
             let channels = r.channels().map_or(0, |ch| ch.num() as u16);
-            let mut c = Collect::new(rate, channels).map_err(|_| bad("no MPEG audio frames".into()))?;
+            let mut c =
+                Collect::new(rate, channels).map_err(|_| bad("no MPEG audio frames".into()))?;
             let mut buf = vec![0i16; 4608];
             loop {
                 let n = r.read(&mut buf).map_err(|e| bad(e.to_string()))?;
@@ -330,7 +347,9 @@ pub fn key_belongs_to(key: &str, org_id: i64) -> bool {
         !name.is_empty()
             && !name.contains(['/', '\\'])
             && !name.starts_with('.')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     })
 }
 
@@ -378,7 +397,11 @@ impl SoundCache {
 
     /// The sound of `source`, loading it with `load` (bytes of the file) if it is not cached.
     /// A failed load is not remembered: the next call tries again.
-    pub async fn get_or_load<F, Fut>(&self, source: String, load: F) -> Result<CachedSound, SoundError>
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        source: String,
+        load: F,
+    ) -> Result<CachedSound, SoundError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, SoundError>>,
@@ -499,7 +522,10 @@ pub async fn fetch_url(
             SoundError::Fetch(refused.unwrap_or_else(|| e.without_url().to_string()))
         })?;
         if !resp.status().is_success() {
-            return Err(SoundError::Fetch(format!("HTTP {}", resp.status().as_u16())));
+            return Err(SoundError::Fetch(format!(
+                "HTTP {}",
+                resp.status().as_u16()
+            )));
         }
         if resp
             .content_length()
@@ -524,7 +550,9 @@ pub async fn fetch_url(
     };
     tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
-        .map_err(|_| SoundError::Fetch(format!("not received within {} s", FETCH_TIMEOUT.as_secs())))?
+        .map_err(|_| {
+            SoundError::Fetch(format!("not received within {} s", FETCH_TIMEOUT.as_secs()))
+        })?
 }
 
 /// The sound a call of `org_id` plays for `settings`, through the shared cache: the uploaded
@@ -538,7 +566,11 @@ pub async fn load_for_call(
     if !settings.enabled {
         return Ok(None);
     }
-    if let Some(key) = settings.storage_key.as_deref().filter(|k| !k.trim().is_empty()) {
+    if let Some(key) = settings
+        .storage_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+    {
         if !key_belongs_to(key, org_id) {
             return Err(SoundError::ForeignKey);
         }
@@ -552,7 +584,11 @@ pub async fn load_for_call(
             .await
             .map(Some);
     }
-    if let Some(url) = settings.sound_url.as_deref().filter(|u| !u.trim().is_empty()) {
+    if let Some(url) = settings
+        .sound_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
         let client = state.tenant_http.clone();
         let owned = url.to_owned();
         return state
@@ -595,11 +631,20 @@ mod tests {
 
     #[test]
     fn sniffs_the_four_formats_and_nothing_else() {
-        assert_eq!(SoundFormat::sniff(&wav(8000, 1, 0.01, 1.0)), Some(SoundFormat::Wav));
-        assert_eq!(SoundFormat::sniff(b"OggS\0\x02"), Some(SoundFormat::OggVorbis));
+        assert_eq!(
+            SoundFormat::sniff(&wav(8000, 1, 0.01, 1.0)),
+            Some(SoundFormat::Wav)
+        );
+        assert_eq!(
+            SoundFormat::sniff(b"OggS\0\x02"),
+            Some(SoundFormat::OggVorbis)
+        );
         assert_eq!(SoundFormat::sniff(b"fLaC\0\0"), Some(SoundFormat::Flac));
         assert_eq!(SoundFormat::sniff(b"ID3\x04"), Some(SoundFormat::Mp3));
-        assert_eq!(SoundFormat::sniff(&[0xFF, 0xFB, 0x90]), Some(SoundFormat::Mp3));
+        assert_eq!(
+            SoundFormat::sniff(&[0xFF, 0xFB, 0x90]),
+            Some(SoundFormat::Mp3)
+        );
         assert_eq!(SoundFormat::sniff(b"%PDF-1.4"), None);
         assert!(matches!(decode(b"hello"), Err(SoundError::UnknownFormat)));
     }
@@ -631,7 +676,11 @@ mod tests {
         ] {
             let d = decode(bytes).unwrap_or_else(|e| panic!("{format:?}: {e}"));
             assert_eq!(d.format, format);
-            assert_eq!((d.source_rate_hz, d.channels), (rate, channels), "{format:?}");
+            assert_eq!(
+                (d.source_rate_hz, d.channels),
+                (rate, channels),
+                "{format:?}"
+            );
             // Lossy coders may add a frame of padding: within 60 ms of one second.
             let len = d.samples_8k.len();
             assert!((7950..=8500).contains(&len), "{format:?}: {len} samples");
@@ -657,10 +706,16 @@ mod tests {
             decode(&full[..30]),
             Err(SoundError::Undecodable { format: "WAV", .. })
         ));
-        assert!(matches!(decode(&wav(8000, 1, 0.0, 1.0)), Err(SoundError::Empty)));
+        assert!(matches!(
+            decode(&wav(8000, 1, 0.0, 1.0)),
+            Err(SoundError::Empty)
+        ));
         assert!(matches!(
             decode(b"OggS not really"),
-            Err(SoundError::Undecodable { format: "OGG/Vorbis", .. })
+            Err(SoundError::Undecodable {
+                format: "OGG/Vorbis",
+                ..
+            })
         ));
         assert!(matches!(
             decode(b"fLaC\0\0\0\0"),
@@ -675,7 +730,10 @@ mod tests {
     #[test]
     fn keys_are_confined_to_their_organisation() {
         let k = storage_key(7, 3, &"ab".repeat(32), SoundFormat::Wav);
-        assert_eq!(k, "org-7/background-sounds/assistant-3-abababababababab.wav");
+        assert_eq!(
+            k,
+            "org-7/background-sounds/assistant-3-abababababababab.wav"
+        );
         assert!(key_belongs_to(&k, 7));
         assert!(!key_belongs_to(&k, 8));
         assert!(!key_belongs_to("org-7/background-sounds/../calls/x.wav", 7));
@@ -693,11 +751,17 @@ mod tests {
             Ok(bytes.clone())
         };
         let a = cache.get_or_load("url:a".into(), load).await.expect("a");
-        let again = cache.get_or_load("url:a".into(), load).await.expect("a again");
+        let again = cache
+            .get_or_load("url:a".into(), load)
+            .await
+            .expect("a again");
         assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(Arc::ptr_eq(&a.samples, &again.samples));
         let b = cache.get_or_load("key:b".into(), load).await.expect("b");
-        assert!(Arc::ptr_eq(&a.samples, &b.samples), "same content, one copy");
+        assert!(
+            Arc::ptr_eq(&a.samples, &b.samples),
+            "same content, one copy"
+        );
         assert_eq!(cache.held_bytes(), 1600 * 2);
         let failed = cache
             .get_or_load("url:bad".into(), || async { Err(SoundError::Empty) })

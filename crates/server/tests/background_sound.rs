@@ -60,7 +60,9 @@ fn multipart(parts: &[(&str, Option<&str>, Vec<u8>)]) -> (String, Vec<u8>) {
     for (name, file, content) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
         let disposition = match file {
-            Some(f) => format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n"),
+            Some(f) => {
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n")
+            }
             None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n"),
         };
         body.extend_from_slice(disposition.as_bytes());
@@ -115,7 +117,10 @@ async fn uploads_are_decoded_stored_and_refused_clearly() {
 
     // A multipart MP3 replaces it; the old file is removed.
     let mp3 = include_bytes!("../../../fixtures/sounds/tone_440hz_1s.mp3").to_vec();
-    let (ctype, form) = multipart(&[("name", None, b"bed".to_vec()), ("file", Some("tone.mp3"), mp3)]);
+    let (ctype, form) = multipart(&[
+        ("name", None, b"bed".to_vec()),
+        ("file", Some("tone.mp3"), mp3),
+    ]);
     let (status, body) = json(
         ts.req(Method::POST, &upload_path(id), &key)
             .header("content-type", ctype)
@@ -136,7 +141,10 @@ async fn uploads_are_decoded_stored_and_refused_clearly() {
     )
     .await;
     let e = assert_error(s, &b, 422, "validation_failed");
-    assert!(b.to_string().contains("WAV, MP3, OGG/Vorbis or FLAC"), "{e}");
+    assert!(
+        b.to_string().contains("WAV, MP3, OGG/Vorbis or FLAC"),
+        "{e}"
+    );
     let truncated = wav(8000, 1.0, 440.0, 8000.0)[..40].to_vec();
     let (s, b) = json(ts.req(Method::POST, &upload_path(id), &key).body(truncated)).await;
     assert_error(s, &b, 422, "validation_failed");
@@ -147,7 +155,11 @@ async fn uploads_are_decoded_stored_and_refused_clearly() {
     )
     .await;
     assert_error(s, &b, 422, "validation_failed");
-    let (s, b) = json(ts.req(Method::POST, &upload_path(id), &key).body(Vec::new())).await;
+    let (s, b) = json(
+        ts.req(Method::POST, &upload_path(id), &key)
+            .body(Vec::new()),
+    )
+    .await;
     assert_error(s, &b, 422, "validation_failed");
     let mut big = wav(8000, 0.1, 440.0, 100.0);
     big.resize(10 * 1024 * 1024 + 1, 0);
@@ -185,7 +197,10 @@ async fn uploads_are_decoded_stored_and_refused_clearly() {
     // The endpoint is in the OpenAPI document.
     let (_, doc) = json(ts.req(Method::GET, "/api/openapi.json", &key)).await;
     let path = &doc["paths"]["/api/v1/assistants/{assistant_id}/background-sound"];
-    assert!(path["post"].is_object() && path["delete"].is_object(), "{path}");
+    assert!(
+        path["post"].is_object() && path["delete"].is_object(),
+        "{path}"
+    );
     ts.stop().await;
 }
 
@@ -199,10 +214,13 @@ async fn a_sound_url_to_a_private_address_is_refused() {
         "http://localhost/bed.wav",
         "ftp://sounds.example.com/bed.wav",
     ] {
-        let (s, b) = json(ts.req(Method::POST, "/api/v1/assistants", &key).json(&json!({
-            "name": "bed",
-            "tts_settings": {"background_sound": {"enabled": true, "sound_url": url}}
-        })))
+        let (s, b) = json(
+            ts.req(Method::POST, "/api/v1/assistants", &key)
+                .json(&json!({
+                    "name": "bed",
+                    "tts_settings": {"background_sound": {"enabled": true, "sound_url": url}}
+                })),
+        )
         .await;
         let e = assert_error(s, &b, 422, "validation_failed");
         assert!(
@@ -259,7 +277,8 @@ async fn a_whole_call_carries_the_sound_under_speech_and_in_the_silences() {
         .await
         .expect("fakes start");
     let calls = CallServer::start(&[NUMBER], |_| {}).await;
-    let mut record = fakes.assistant_record("Harbor Dental", &script.name, "Hello, how can I help?");
+    let mut record =
+        fakes.assistant_record("Harbor Dental", &script.name, "Hello, how can I help?");
     switchboard_assistant::merge_json(
         &mut record,
         &json!({
@@ -282,7 +301,11 @@ async fn a_whole_call_carries_the_sound_under_speech_and_in_the_silences() {
     let report = FakeCall::new(calls.caller(NUMBER), Arc::new(script.clone()))
         .run()
         .await;
-    assert!(report.errors.is_empty(), "caller errors: {:?}", report.errors);
+    assert!(
+        report.errors.is_empty(),
+        "caller errors: {:?}",
+        report.errors
+    );
     let call = calls.recorded_call(&report.call_sid).await;
     let mut recordings = Vec::new();
     for _ in 0..100 {

@@ -489,7 +489,9 @@ impl Call {
             // Background frames are due when less than the lead is queued at Twilio.
             let fill_at = match &self.background {
                 Some(bed) if !bed.is_finished() => tokio::time::Instant::from_std(
-                    self.sent_until.checked_sub(BACKGROUND_LEAD - FRAME).unwrap_or(self.sent_until),
+                    self.sent_until
+                        .checked_sub(BACKGROUND_LEAD - FRAME)
+                        .unwrap_or(self.sent_until),
                 ),
                 _ => never,
             };
@@ -980,7 +982,9 @@ impl Call {
         let text = self.writer.clear(&self.setup.stream_sid).to_owned();
         self.unflushed = true;
         if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-            return Flow::End(self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed));
+            return Flow::End(
+                self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+            );
         }
         Flow::Continue
     }
@@ -1032,7 +1036,10 @@ impl Call {
             match action {
                 Action::SendMedia(mut frame) => {
                     let now = Instant::now();
-                    if self.background.is_some() && self.speech_until <= now && self.sent_until > now {
+                    if self.background.is_some()
+                        && self.speech_until <= now
+                        && self.sent_until > now
+                    {
                         // Only background is queued at Twilio: drop it so the speech starts
                         // now instead of behind it (the background picks up where it was).
                         if let Flow::End(o) = self.clear_queued(socket, now).await {

@@ -166,7 +166,11 @@ async fn remove_stored(state: &AppState, org_id: i64, key: Option<String>) {
     let Some(key) = key.filter(|k| key_belongs_to(k, org_id)) else {
         return;
     };
-    if let Err(e) = state.recordings.delete(&state.recordings.location_of(&key)).await {
+    if let Err(e) = state
+        .recordings
+        .delete(&state.recordings.location_of(&key))
+        .await
+    {
         tracing::warn!(error = %e, "could not remove a replaced background sound");
     }
 }
