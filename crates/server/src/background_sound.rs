@@ -681,9 +681,16 @@ mod tests {
                 (rate, channels),
                 "{format:?}"
             );
-            // Lossy coders may add a frame of padding: within 60 ms of one second.
+            // The lossy ones keep some padding: MP3 the encoder's delay and padding when the
+            // file carries no gapless information (this one: 1.07 s), Vorbis its last block
+            // (lewton does not trim to the final granule position: 1.024 s). FLAC is exact.
             let len = d.samples_8k.len();
-            assert!((7950..=8500).contains(&len), "{format:?}: {len} samples");
+            let max = if format == SoundFormat::Flac {
+                8100
+            } else {
+                8800
+            };
+            assert!((7950..=max).contains(&len), "{format:?}: {len} samples");
             let peak = d.samples_8k[800..7200]
                 .iter()
                 .map(|s| s.unsigned_abs())

@@ -91,8 +91,8 @@ async fn create_assistant(ts: &TestServer, key: &str) -> i64 {
 #[tokio::test]
 async fn uploads_are_decoded_stored_and_refused_clearly() {
     let mut ts = TestServer::start().await;
-    let id = create_assistant(&ts, &ts.key_a.clone()).await;
     let key = ts.key_a.clone();
+    let id = create_assistant(&ts, &key).await;
 
     // A raw WAV body: decoded, stored, set on the record.
     let (status, body) = json(
