@@ -3,6 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use switchboard_core::audio::background::BackgroundBed;
 use switchboard_core::audio::dtmf::DtmfDetector;
 use switchboard_core::audio::framer::Reframer;
 use switchboard_core::audio::gain::MulawGain;
@@ -138,6 +139,32 @@ fn bench_resample(c: &mut Criterion) {
     }
 }
 
+/// Background sound under one outbound frame: over speech (a real frame) and alone (silence),
+/// 4 s of looped 8 kHz PCM at volume 0.3.
+fn bench_background(c: &mut Criterion) {
+    let frames = frames();
+    let sound: Vec<i16> = (0..32000)
+        .map(|i| ((i * 7919) % 6000) as i16 - 3000)
+        .collect();
+    let mut bed = BackgroundBed::new(sound.into(), 0.3, true);
+    let mut i = 0usize;
+    c.bench_function("background/mix_under_speech_frame", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            let mut frame = frames[i];
+            bed.mix_into(black_box(&mut frame));
+            black_box(&frame);
+        })
+    });
+    c.bench_function("background/mix_into_silence_frame", |b| {
+        b.iter(|| {
+            let mut frame = [switchboard_core::audio::MULAW_SILENCE; FRAME_BYTES];
+            bed.mix_into(black_box(&mut frame));
+            black_box(&frame);
+        })
+    });
+}
+
 fn bench_dtmf(c: &mut Criterion) {
     let frames = frames();
     let mut det = DtmfDetector::new();
@@ -154,6 +181,7 @@ fn bench_dtmf(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    bench_background,
     bench_mulaw,
     bench_vad,
     bench_framing,

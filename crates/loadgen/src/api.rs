@@ -134,6 +134,35 @@ impl Api {
         .map(|_| ())
     }
 
+    /// Uploads `sound` (a WAV file) as assistant `id`'s background sound
+    /// (`POST /api/v1/assistants/{id}/background-sound`, raw body).
+    pub async fn upload_background_sound(&self, id: i64, sound: &[u8]) -> Result<(), ApiError> {
+        let path = format!("/api/v1/assistants/{id}/background-sound");
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "audio/wav")
+            .timeout(Duration::from_secs(30))
+            .body(sound.to_vec())
+            .send()
+            .await
+            .map_err(|e| ApiError::Http {
+                path: path.clone(),
+                message: e.without_url().to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ApiError::Status {
+                path,
+                status,
+                body: body.chars().take(300).collect(),
+            });
+        }
+        Ok(())
+    }
+
     /// The engine's per-turn metrics of the call with `call_sid`: finds the call's id, then reads
     /// `/api/v1/calls/{id}/metrics`.
     pub async fn call_turns(&self, call_sid: &str) -> Result<Vec<EngineTurn>, ApiError> {

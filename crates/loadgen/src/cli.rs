@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// enable_speculative_llm` on, to compare turn latency against a run without it.
     #[arg(long)]
     pub speculative: bool,
+    /// With --spawn-fakes: give each assistant a background sound (a generated 4 s WAV at
+    /// 16 kHz, uploaded through `POST /api/v1/assistants/{id}/background-sound`, volume 0.3,
+    /// looped), to measure what mixing it into every outbound frame costs per call.
+    #[arg(long)]
+    pub background_sound: bool,
     /// Start this engine binary on a free port with a temp SQLite DB; stopped at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_engine: Option<PathBuf>,
@@ -385,21 +390,35 @@ pub async fn run_scripts(
         let api = api
             .as_ref()
             .context("--spawn-fakes needs --api-key (or --spawn-engine) to create the assistant")?;
-        script_numbers = route_scripts(api, engine.as_ref(), &scripts, &args.to, |script| {
-            let mut body = f.assistant_body(
-                &format!("loadgen-{}-{}", args.calls, script.name),
-                crate::fakes::WELCOME,
-                Some(&script.name),
-            );
-            if args.speculative {
-                body["stt_settings"]["speculative_config"] =
-                    serde_json::json!({ "enable_speculative_llm": true });
-            }
-            if let Some(language) = setup.languages.get(&script.name) {
-                body["stt_settings"]["language"] = serde_json::json!(language);
-            }
-            body
-        })
+        let sound = args
+            .background_sound
+            .then(|| background_wav(BACKGROUND_SECONDS, BACKGROUND_RATE_HZ));
+        script_numbers = route_scripts(
+            api,
+            engine.as_ref(),
+            &scripts,
+            &args.to,
+            sound.as_deref(),
+            |script| {
+                let mut body = f.assistant_body(
+                    &format!("loadgen-{}-{}", args.calls, script.name),
+                    crate::fakes::WELCOME,
+                    Some(&script.name),
+                );
+                if args.speculative {
+                    body["stt_settings"]["speculative_config"] =
+                        serde_json::json!({ "enable_speculative_llm": true });
+                }
+                if args.background_sound {
+                    body["tts_settings"]["background_sound"] =
+                        serde_json::json!({ "enabled": true, "volume": 0.3, "loop": true });
+                }
+                if let Some(language) = setup.languages.get(&script.name) {
+                    body["stt_settings"]["language"] = serde_json::json!(language);
+                }
+                body
+            },
+        )
         .await?;
     }
 
@@ -596,6 +615,7 @@ pub async fn route_scripts(
     engine: Option<&SpawnedEngine>,
     scripts: &[Arc<CallScript>],
     to: &str,
+    background_sound: Option<&[u8]>,
     body_for: impl Fn(&CallScript) -> serde_json::Value,
 ) -> anyhow::Result<Vec<String>> {
     let mut numbers = Vec::with_capacity(scripts.len());
@@ -604,6 +624,11 @@ pub async fn route_scripts(
             .create_assistant(&body_for(script))
             .await
             .with_context(|| format!("creating the assistant of {}", script.name))?;
+        if let Some(sound) = background_sound {
+            api.upload_background_sound(id, sound)
+                .await
+                .with_context(|| format!("uploading the background sound of {}", script.name))?;
+        }
         let number = nth_number(to, k)?;
         if let Some(e) = engine {
             e.own_number(&number);
@@ -614,6 +639,43 @@ pub async fn route_scripts(
         numbers.push(number);
     }
     Ok(numbers)
+}
+
+/// Length of the background sound `--background-sound` uploads, seconds.
+const BACKGROUND_SECONDS: f64 = 4.0;
+/// Its sample rate, Hz (resampled to 8 kHz by the engine, as a real upload would be).
+const BACKGROUND_RATE_HZ: u32 = 16000;
+
+/// A mono 16-bit PCM WAV of `seconds` of "room tone" at `rate_hz`: a low hum, a soft tone and
+/// deterministic noise, about -20 dBFS.
+pub fn background_wav(seconds: f64, rate_hz: u32) -> Vec<u8> {
+    let n = (seconds * f64::from(rate_hz)) as usize;
+    let data_bytes = (n * 2) as u32;
+    let mut out = Vec::with_capacity(44 + n * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_bytes).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate_hz.to_le_bytes());
+    out.extend_from_slice(&(rate_hz * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_bytes.to_le_bytes());
+    let mut seed = 0x2545_f491_u32;
+    let tau = 2.0 * std::f64::consts::PI;
+    for i in 0..n {
+        let t = i as f64 / f64::from(rate_hz);
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let noise = f64::from(seed as i32) / f64::from(i32::MAX);
+        let v = 1500.0 * (tau * 100.0 * t).sin() + 800.0 * (tau * 440.0 * t).sin() + 700.0 * noise;
+        out.extend_from_slice(&(v as i16).to_le_bytes());
+    }
+    out
 }
 
 /// The API when it serves metrics for the first call, else the database when one is known.

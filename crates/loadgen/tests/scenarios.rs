@@ -53,7 +53,7 @@ async fn every_scenario_of_the_corpus_passes() {
             .add_number(common::TWILIO_SID, &number)
             .expect("account known");
     }
-    let numbers = route_scripts(&api, None, &scripts, FIRST_NUMBER, |script| {
+    let numbers = route_scripts(&api, None, &scripts, FIRST_NUMBER, None, |script| {
         let mut body = fakes.assistant_body(&script.name, WELCOME, Some(&script.name));
         if let Some(s) = corpus.iter().find(|s| s.script.name == script.name) {
             body["stt_settings"]["language"] = serde_json::json!(s.spec.language);

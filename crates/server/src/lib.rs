@@ -17,6 +17,7 @@
 //! ```
 
 pub mod auth;
+pub mod background_sound;
 pub mod call;
 pub mod config;
 pub mod edge;

@@ -64,6 +64,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::assistant_extras::AssistantExtrasApi::openapi());
     doc.merge(organization::OrganizationApi::openapi());
     doc.merge(crate::routes::documents::DocumentsApi::openapi());
+    doc.merge(crate::routes::background_sound::BackgroundSoundApi::openapi());
     doc.merge(crate::routes::api_keys::ApiKeysApi::openapi());
     doc.merge(crate::routes::tool_executions::ToolExecutionsApi::openapi());
     doc

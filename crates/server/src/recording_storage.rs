@@ -211,6 +211,51 @@ impl RecordingStorage {
         }
     }
 
+    /// Where a file stored under `key` is (the location [`RecordingStorage::store`] returns
+    /// for it): `<base_dir>/<key>` locally, `s3://<bucket>/<prefix><key>` in S3.
+    pub fn location_of(&self, key: &str) -> String {
+        match &self.s3 {
+            Some(s3) => format!("{S3_SCHEME}{}/{}{key}", s3.bucket, s3.prefix),
+            None => self.base_dir.join(key).to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Stores `bytes` (a small file, held whole, such as a background sound) under `key`
+    /// and returns its location: written under `base_dir` and, for S3, uploaded.
+    pub async fn store_bytes(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+        let local = self.base_dir.join(key);
+        let io = |source| StorageError::Io {
+            path: local.clone(),
+            source,
+        };
+        if let Some(dir) = local.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        }
+        tokio::fs::write(&local, bytes).await.map_err(io)?;
+        self.store(&local, key).await
+    }
+
+    /// Removes the file at `location`; one that is already gone is not an error.
+    pub async fn delete(&self, location: &str) -> Result<(), StorageError> {
+        match location.strip_prefix(S3_SCHEME) {
+            Some(rest) => {
+                let (s3, object) = self.s3_object(rest)?;
+                match s3.store.delete(&object).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(StorageError::ObjectStore(e)),
+                }
+            }
+            None => match tokio::fs::remove_file(location).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StorageError::Io {
+                    path: PathBuf::from(location),
+                    source,
+                }),
+            },
+        }
+    }
+
     /// Size of the recording at `location`, bytes.
     pub async fn size(&self, location: &str) -> Result<u64, StorageError> {
         match location.strip_prefix(S3_SCHEME) {

@@ -71,6 +71,8 @@ pub struct AppStateInner {
     pub recordings: crate::recording_storage::RecordingStorage,
     /// The live-calls feed the call tasks publish to (`GET /api/v1/calls/live`).
     pub live: Arc<crate::live_feed::LiveFeed>,
+    /// Decoded background sounds (`tts_settings.background_sound`), shared by every call.
+    pub background_sounds: crate::background_sound::SoundCache,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -136,6 +138,7 @@ impl AppState {
             knowledge,
             recordings,
             live,
+            background_sounds: crate::background_sound::SoundCache::new(),
             default_org: OnceCell::new(),
         })))
     }

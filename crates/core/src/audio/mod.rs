@@ -6,6 +6,7 @@
 //! lookup tables. Everything here is synchronous, allocation-free per frame in steady state, and
 //! knows nothing about sockets or clocks.
 
+pub mod background;
 pub mod dtmf;
 pub mod framer;
 pub mod gain;

@@ -57,7 +57,17 @@ use super::warm_transfer::WarmTransfers;
 use crate::live_feed::{
     LiveBackchannel, LiveCallEnded, LiveEvent, LiveMoment, LiveTranscript, LiveTurn,
 };
+use crate::background_sound::{self, CachedSound, SoundError};
 use crate::state::AppState;
+use switchboard_core::audio::background::BackgroundBed;
+use switchboard_core::audio::{FRAME_BYTES, MULAW_SILENCE};
+use tokio::sync::oneshot;
+
+/// Audio kept queued at Twilio by background frames when nobody speaks: enough to ride out a
+/// late wake-up, little enough that speech starting after it waits at most this long.
+const BACKGROUND_LEAD: Duration = Duration::from_millis(60);
+/// One outbound frame's duration.
+const FRAME: Duration = Duration::from_millis(20);
 
 /// Everything a call needs to start, gathered by the media-stream handler after it checked
 /// the `start` message and its stream token.
@@ -243,6 +253,16 @@ struct Call {
     /// The last text sent to the TTS while someone watched the live feed: the cue's words
     /// when the core just said a listening cue.
     live_last_spoken: Option<String>,
+    /// Background sound under every outbound frame, once loaded.
+    background: Option<BackgroundBed>,
+    /// The background sound being loaded off the call task (`None` once it arrived or failed).
+    background_rx: Option<oneshot::Receiver<Result<Option<CachedSound>, SoundError>>>,
+    /// When the audio sent to Twilio (speech and background) will have played, by our own
+    /// count; background frames keep it [`BACKGROUND_LEAD`] ahead while nothing else is sent.
+    sent_until: Instant,
+    /// When the speech sent to Twilio will have played (`sent_until` minus the background
+    /// frames queued after it).
+    speech_until: Instant,
 }
 
 /// Which provider served each stage, for the per-turn metrics.
@@ -380,6 +400,20 @@ impl Call {
             }
             None => (None, None),
         };
+        // The background sound loads beside the providers' connections and the welcome: from
+        // the shared cache, else read or fetched and decoded off this task.
+        let background_rx = a.tts_settings.background_sound.enabled.then(|| {
+            let (tx, rx) = oneshot::channel();
+            let (st, org, bg) = (
+                state.clone(),
+                setup.organization_id,
+                a.tts_settings.background_sound.clone(),
+            );
+            tokio::spawn(async move {
+                let _ = tx.send(background_sound::load_for_call(&st, org, &bg).await);
+            });
+            rx
+        });
         let tools = tools::specs(a);
         // A knowledge base that cannot be reached costs the call its context, not the call.
         let knowledge = crate::knowledge::CallKnowledge::for_call(
@@ -436,6 +470,10 @@ impl Call {
             tts_open: true,
             live_seen: (0, 0),
             live_last_spoken: None,
+            background: None,
+            background_rx,
+            sent_until: started,
+            speech_until: started,
         }))
     }
 
@@ -463,6 +501,8 @@ impl Call {
         let never = tokio::time::Instant::from_std(self.started + NO_DEADLINE);
         let timer = tokio::time::sleep_until(never);
         tokio::pin!(timer);
+        let fill_timer = tokio::time::sleep_until(never);
+        tokio::pin!(fill_timer);
         let outcome = loop {
             if let Flow::End(outcome) = self.drain_actions(socket).await {
                 break outcome;
@@ -473,6 +513,18 @@ impl Call {
             });
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
+            }
+            // Background frames are due when less than the lead is queued at Twilio.
+            let fill_at = match &self.background {
+                Some(bed) if !bed.is_finished() => tokio::time::Instant::from_std(
+                    self.sent_until
+                        .checked_sub(BACKGROUND_LEAD - FRAME)
+                        .unwrap_or(self.sent_until),
+                ),
+                _ => never,
+            };
+            if fill_timer.deadline() != fill_at {
+                fill_timer.as_mut().reset(fill_at);
             }
             tokio::select! {
                 msg = socket.recv() => {
@@ -534,6 +586,20 @@ impl Call {
                 _ = &mut timer, if deadline != never => {
                     let now = self.now();
                     self.core.handle(Event::Timeout, now);
+                }
+                loaded = async {
+                    match self.background_rx.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.background_rx.is_some() => {
+                    self.background_rx = None;
+                    self.on_background_loaded(loaded);
+                }
+                _ = &mut fill_timer, if fill_at != never => {
+                    if let Flow::End(o) = self.send_background(socket).await {
+                        break o;
+                    }
                 }
             }
         };
@@ -1004,6 +1070,81 @@ impl Call {
         }
     }
 
+    /// The background sound arrived (or could not be loaded: the call goes on without it).
+    fn on_background_loaded(
+        &mut self,
+        loaded: Result<Result<Option<CachedSound>, SoundError>, oneshot::error::RecvError>,
+    ) {
+        let b = &self.setup.assistant.tts_settings.background_sound;
+        match loaded {
+            Ok(Ok(Some(sound))) => {
+                self.background = Some(BackgroundBed::new(sound.samples, b.volume, b.loop_sound));
+            }
+            Ok(Ok(None)) => tracing::warn!(
+                call_id = self.setup.call_id,
+                "background sound enabled without storage_key or sound_url; the call goes on without it"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                call_id = self.setup.call_id,
+                error = %e,
+                "background sound could not be loaded; the call goes on without it"
+            ),
+            Err(_) => tracing::warn!(
+                call_id = self.setup.call_id,
+                "background sound loader stopped; the call goes on without it"
+            ),
+        }
+    }
+
+    /// Sends `clear`: Twilio drops what it had queued (speech and background). The recording
+    /// drops it too, and the background is rewound by it, so it is played again rather than
+    /// skipped; refilling starts from `now`.
+    async fn clear_queued(&mut self, socket: &mut WebSocket, now: Instant) -> Flow {
+        if let Some(r) = self.audio.as_mut() {
+            r.bot_cleared();
+        }
+        let dropped = self.sent_until.saturating_duration_since(now);
+        if let Some(bed) = self.background.as_mut() {
+            bed.rewind(dropped.as_millis() as usize * 8);
+        }
+        self.sent_until = now;
+        self.speech_until = now;
+        let text = self.writer.clear(&self.setup.stream_sid).to_owned();
+        self.unflushed = true;
+        if socket.feed(WsMessage::Text(text.into())).await.is_err() {
+            return Flow::End(
+                self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+            );
+        }
+        Flow::Continue
+    }
+
+    /// Tops Twilio's queue up to [`BACKGROUND_LEAD`] with frames of background alone (the
+    /// silences between speech). Recorded as the bot's track, like speech frames.
+    async fn send_background(&mut self, socket: &mut WebSocket) -> Flow {
+        let now = Instant::now();
+        self.sent_until = self.sent_until.max(now);
+        while self.sent_until < now + BACKGROUND_LEAD {
+            let Some(bed) = self.background.as_mut().filter(|b| !b.is_finished()) else {
+                break;
+            };
+            let mut frame = [MULAW_SILENCE; FRAME_BYTES];
+            bed.mix_into(&mut frame);
+            self.sent_until += FRAME;
+            if let Some(r) = self.audio.as_mut() {
+                r.push_bot(&frame);
+            }
+            let text = self.writer.media(&self.setup.stream_sid, &frame).to_owned();
+            self.unflushed = true;
+            if socket.feed(WsMessage::Text(text.into())).await.is_err() {
+                return Flow::End(
+                    self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+                );
+            }
+        }
+        Flow::Continue
+    }
+
     /// Carries out every pending action of the core. Messages to Twilio are queued with `feed`
     /// and written with one flush at the end of the batch (a reply's first burst of frames
     /// and a frame with its mark cost one write instead of one each).
@@ -1023,7 +1164,23 @@ impl Call {
     async fn run_actions(&mut self, socket: &mut WebSocket) -> Flow {
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::SendMedia(frame) => {
+                Action::SendMedia(mut frame) => {
+                    let now = Instant::now();
+                    if self.background.is_some()
+                        && self.speech_until <= now
+                        && self.sent_until > now
+                    {
+                        // Only background is queued at Twilio: drop it so the speech starts
+                        // now instead of behind it (the background picks up where it was).
+                        if let Flow::End(o) = self.clear_queued(socket, now).await {
+                            return Flow::End(o);
+                        }
+                    }
+                    if let Some(bed) = self.background.as_mut() {
+                        bed.mix_into(&mut frame);
+                    }
+                    self.sent_until = self.sent_until.max(now) + FRAME;
+                    self.speech_until = self.sent_until;
                     if let Some(r) = self.audio.as_mut() {
                         r.push_bot(&frame);
                     }
@@ -1048,16 +1205,8 @@ impl Call {
                     }
                 }
                 Action::SendClear => {
-                    if let Some(r) = self.audio.as_mut() {
-                        r.bot_cleared();
-                    }
-                    let text = self.writer.clear(&self.setup.stream_sid).to_owned();
-                    self.unflushed = true;
-                    if socket.feed(WsMessage::Text(text.into())).await.is_err() {
-                        return Flow::End(self.outcome(
-                            CallStatus::Completed,
-                            EndedReason::CallerHangupSocketClosed,
-                        ));
+                    if let Flow::End(o) = self.clear_queued(socket, Instant::now()).await {
+                        return Flow::End(o);
                     }
                 }
                 Action::StartLlm {

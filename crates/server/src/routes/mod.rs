@@ -10,6 +10,7 @@
 pub mod api_keys;
 pub mod assistant_extras;
 pub mod assistants;
+pub mod background_sound;
 pub mod call_reports;
 pub mod calls;
 pub mod csv;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assistants::router())
         .merge(assistant_extras::router())
         .merge(documents::router())
+        .merge(background_sound::router())
         .merge(providers::router())
         .merge(phone_numbers::router())
         .merge(number_list::router())
