@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod call;
 pub mod config;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;
