@@ -376,7 +376,7 @@ fn legend() -> Markup {
     html! {
         div.legend {
             span.user { "caller" } span.bot { "bot" } span.cut { "bot, cut off" }
-            span.tool { "tool run" } span.mark { "mark / committed turn" } span.clear { "clear (barge-in) / end" }
+            span.pause { "bot paused" } span.tool { "tool run" } span.mark { "mark / committed turn" } span.clear { "clear (barge-in) / end" }
         }
     }
 }

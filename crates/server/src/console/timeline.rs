@@ -259,7 +259,7 @@ fn fmt(v: f64) -> String {
 
 /// `12.5 s` of a call time.
 pub fn tick_label(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)
