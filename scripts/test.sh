@@ -23,6 +23,13 @@ if [ "${CI:-}" = "true" ] && [ -z "${HAPROXY:-}" ]; then
   exit 1
 fi
 
+# Headless Chromium and chromedriver for the console's browser tests (installed when missing).
+while IFS='=' read -r k v; do
+  [ -n "$k" ] || continue
+  if [ -z "${!k:-}" ]; then export "$k=$v"; fi
+done < <(bash scripts/chromium.sh)
+echo "CHROMEDRIVER=${CHROMEDRIVER:-<unset: console browser tests skipped>}"
+
 # Deployment files (deploy/): Kubernetes schemas, Compose Specification, Dockerfile shape.
 bash scripts/lint-deploy.sh
 

@@ -12,15 +12,22 @@
 //! guess and is not counted. Keys are looked up in the database on every request (no cache),
 //! so a revoked key fails at once.
 //!
+//! A browser signed in to the web console may call the API with its session cookie instead of
+//! a header (see `console_session_auth`): the console's JavaScript uses this for JSON calls,
+//! the live event stream and recording playback.
+//!
 //! [`AuthFailures`]: crate::rate_limit::AuthFailures
 
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use switchboard_store::{AuthContext, KeyRole};
 
+use crate::console::csrf::CSRF_HEADER;
+use crate::console::session::{session_token, tokens_match};
 use crate::edge::ClientAddr;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -59,9 +66,14 @@ impl FromRequestParts<AppState> for Auth {
         let client = parts.extensions.get::<ClientAddr>().copied();
         let now = Instant::now();
         refuse_if_throttled(state, client, now)?;
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <api key> header".into())
-        })?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            if let Some(token) = session_token(&parts.headers) {
+                return console_session_auth(parts, state, token, now).await;
+            }
+            return Err(ApiError::Unauthorized(
+                "missing Authorization: Bearer <api key> header".into(),
+            ));
+        };
         let Some(token) = header.to_str().ok().and_then(bearer_token) else {
             record_failure(state, client, now);
             return Err(ApiError::Unauthorized(
@@ -84,6 +96,47 @@ impl FromRequestParts<AppState> for Auth {
             .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
         Ok(Auth(context))
     }
+}
+
+/// Authenticates a request by its console session cookie (no `Authorization` header): the
+/// session's key, checked against the database like a bearer key (a revoked key's session
+/// fails at once). GET and HEAD need nothing more; every other method also needs the session's
+/// CSRF token in `X-CSRF-Token` (403 without it), so another site cannot make a signed-in
+/// browser change anything. The session cookie is `SameSite=Strict`, so cross-site requests do
+/// not carry it at all.
+async fn console_session_auth(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+    now: Instant,
+) -> Result<Auth, ApiError> {
+    let Some(session) = state
+        .store
+        .console_session(token)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Err(ApiError::Unauthorized(
+            "console session expired, signed out or its API key was revoked".into(),
+        ));
+    };
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        let sent = parts
+            .headers
+            .get(&CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !tokens_match(sent, &session.csrf_token) {
+            return Err(ApiError::Forbidden(
+                "a console session needs its X-CSRF-Token header on this method".into(),
+            ));
+        }
+    }
+    state
+        .rate_limiter
+        .check(session.auth.api_key_id, now)
+        .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
+    Ok(Auth(session.auth))
 }
 
 /// An authenticated caller whose key has the `admin` role: what managing keys and the

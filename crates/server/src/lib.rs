@@ -20,6 +20,7 @@ pub mod auth;
 pub mod background_sound;
 pub mod call;
 pub mod config;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;

@@ -38,6 +38,7 @@ mod call_reports;
 mod call_status;
 mod call_traces;
 mod calls;
+mod console_sessions;
 pub mod crypto;
 mod documents;
 mod error;
@@ -51,6 +52,7 @@ mod tool_executions;
 pub use call_reports::{CallActivity, StatusTotal};
 pub use call_status::{CallStatus, EndedReason};
 pub use call_traces::CallTraceRow;
+pub use console_sessions::ConsoleSession;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use documents::{
     ChunkRow, ChunkVector, DocumentRow, DocumentStatus, KnowledgeStamp, MAX_QUERY_TERMS, NewChunk,

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(crate::twilio::router())
         .merge(crate::metrics::router())
+        .merge(crate::console::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
