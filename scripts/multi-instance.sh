@@ -10,6 +10,7 @@
 # Environment: MULTI_CALLS (default 200), MULTI_RAMP_S (30), MULTI_DURATION_S (60),
 #   MULTI_RESTART_AFTER_S (15), MULTI_INSTANCES (2), MULTI_PROFILE (debug | release; default
 #   debug), MULTI_REPORT (where the JSON report goes; default a temp file),
+#   MULTI_PREBUILT (set: use the binaries in target/ without building),
 #   DATABASE_URL / REDIS_URL (default: the local services of scripts/services.sh).
 # Each run migrates and uses a fresh PostgreSQL database (dropped at the end).
 set -euo pipefail
@@ -33,7 +34,12 @@ esac
 profile="${MULTI_PROFILE:-debug}"
 build_flags=()
 [ "$profile" = release ] && build_flags=(--release)
-nice -n 10 cargo build "${build_flags[@]}" -p switchboard -p switchboard-loadgen >&2
+# MULTI_PREBUILT=1: use the binaries already in target/ (scripts/test.sh: `cargo test
+# --workspace` built both with the workspace's features; a `cargo build -p` here would select
+# other features and rebuild much of the dependency tree).
+if [ -z "${MULTI_PREBUILT:-}" ]; then
+  nice -n 10 cargo build "${build_flags[@]}" -p switchboard -p switchboard-loadgen >&2
+fi
 
 # A database of its own, so runs never see each other's numbers and assistants.
 db="switchboard_multi_$$"

@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL and Redis: use what the caller exported, else the local services.
+# PostgreSQL, Redis, moto (S3), HAProxy, and headless Chromium with chromedriver for the
+# console's browser tests: use what the caller exported, else the local ones (started or
+# installed here when missing).
 while IFS='=' read -r k v; do
   [ -n "$k" ] || continue
   if [ -z "${!k:-}" ]; then export "$k=$v"; fi
-done < <(bash scripts/services.sh; bash scripts/haproxy.sh)
+done < <(bash scripts/services.sh; bash scripts/haproxy.sh; bash scripts/chromium.sh)
 echo "DATABASE_URL=${DATABASE_URL:-<unset: PostgreSQL tests skipped>}"
 echo "REDIS_URL=${REDIS_URL:-<unset: Redis tests skipped>}"
 echo "S3_ENDPOINT=${S3_ENDPOINT:-<unset: S3 recordings tests skipped>}"
@@ -23,11 +25,6 @@ if [ "${CI:-}" = "true" ] && [ -z "${HAPROXY:-}" ]; then
   exit 1
 fi
 
-# Headless Chromium and chromedriver for the console's browser tests (installed when missing).
-while IFS='=' read -r k v; do
-  [ -n "$k" ] || continue
-  if [ -z "${!k:-}" ]; then export "$k=$v"; fi
-done < <(bash scripts/chromium.sh)
 echo "CHROMEDRIVER=${CHROMEDRIVER:-<unset: console browser tests skipped>}"
 
 # Deployment files (deploy/): Kubernetes schemas, Compose Specification, Dockerfile shape.
@@ -38,6 +35,6 @@ cargo test --workspace --locked "$@"
 # Several instances behind HAProxy, one restarted mid-run: 20 calls, debug build, no call may
 # fail (scripts/multi-instance.sh runs the few-hundred-call version by default).
 if [ -n "${HAPROXY:-}" ] && [ -n "${DATABASE_URL:-}" ] && [ -n "${REDIS_URL:-}" ]; then
-  MULTI_CALLS=20 MULTI_RAMP_S=10 MULTI_DURATION_S=45 MULTI_RESTART_AFTER_S=6 \
+  MULTI_PREBUILT=1 MULTI_CALLS=20 MULTI_RAMP_S=10 MULTI_DURATION_S=45 MULTI_RESTART_AFTER_S=6 \
     bash scripts/multi-instance.sh
 fi
