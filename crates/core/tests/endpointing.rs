@@ -411,7 +411,9 @@ fn speculative_min_words_edges() {
             }
             let mut sim = Sim::new(spec(|s| s.min_words = min));
             sim.speak(1000, 3000);
-            let text = ["please", "book", "a", "table", "for", "two"][..words as usize].join(" ");
+            // No word the lexicon takes as the end of an unfinished sentence ("a", "for").
+            let text = ["please", "book", "two", "tables", "tonight", "thanks"][..words as usize]
+                .join(" ");
             sim.at(1600, In::Interim(text, 0.9));
             sim.run_until(2500);
             assert_eq!(
@@ -498,9 +500,9 @@ fn new_words_restart_the_debounce() {
     sim.speak(1000, 3000);
     sim.at(1500, In::Interim("book a table".into(), 0.9));
     sim.at(1700, In::Interim("book a table".into(), 0.9));
-    sim.at(1750, In::Interim("book a table for".into(), 0.9));
-    sim.at(1900, In::Interim("book a table for".into(), 0.9));
-    sim.at(3700, In::Final("book a table for".into(), 0.9, true));
+    sim.at(1750, In::Interim("book a table today".into(), 0.9));
+    sim.at(1900, In::Interim("book a table today".into(), 0.9));
+    sim.at(3700, In::Final("book a table today".into(), 0.9, true));
     sim.run_until(15_000);
     let starts = sim.llm_starts();
     assert_eq!(starts.len(), 1, "{starts:?}");
@@ -575,5 +577,41 @@ fn a_mismatching_final_discards_the_speculation_unheard() {
         ["cancel my booking for Friday no wait keep it"]
     );
     assert_eq!(sim.assistant_history().len(), 1);
+    sim.assert_clean();
+}
+
+/// A pause longer than the endpoint after words that end mid-sentence ("I want to…", 1.2 s,
+/// "book a table…"), without `incomplete_utterance_detection`: no speculation on the unfinished
+/// words (its audio would be ready at the endpoint and heard in the pause, sooner than a reply
+/// started at the final), and the whole is answered.
+#[test]
+fn a_caller_who_goes_on_after_a_kept_speculation_is_answered() {
+    let mut sim = Sim::new(spec(|_| {}));
+    sim.speak(3000, 3840);
+    sim.at(3300, In::Interim("I want".into(), 0.9));
+    sim.at(3550, In::Interim("I want to".into(), 0.9));
+    for t in [3800, 4050, 4300] {
+        sim.at(t, In::Interim("I want to".into(), 0.9));
+    }
+    sim.at(4540, In::Final("I want to".into(), 0.9, true));
+    sim.speak(5040, 7500);
+    sim.at(5300, In::Interim("book a".into(), 0.9));
+    sim.at(6300, In::Interim("book a table for two".into(), 0.9));
+    sim.at(
+        8200,
+        In::Final("book a table for two at seven tonight".into(), 0.9, true),
+    );
+    sim.run_until(20_000);
+    assert!(
+        sim.llm_starts()
+            .iter()
+            .all(|&(t, _, spec)| !spec || t > 5040),
+        "no speculation on 'I want to': {:?}",
+        sim.llm_starts()
+    );
+    assert!(
+        sim.first_media_after(7500).is_some(),
+        "the whole turn is answered"
+    );
     sim.assert_clean();
 }

@@ -1614,8 +1614,11 @@ impl CallCore {
         if !eager && (word_count(&text) as u32) < self.s.speculative.min_words.max(1) {
             return;
         }
-        if self.sounds_unfinished(&text) {
-            // A mid-sentence pause: no LLM request for the first half alone.
+        if self.sounds_unfinished(&text) || is_incomplete(&text, self.lexicon) {
+            // A mid-sentence pause: no LLM request for the first half alone. Without
+            // `incomplete_utterance_detection` too: a guess on words that end mid-sentence
+            // ("I want to") would have its audio ready at the endpoint and be heard in the
+            // pause, where the reply started at the final is not yet.
             return;
         }
         let metrics = self.turn_metrics_from_user(now);
