@@ -286,18 +286,18 @@ scenario_end
 # ---- speculation that would be wrong ----------------------------------------------------------
 # With enable_speculative_llm the engine starts the LLM on the interim words once they stop
 # changing for speculative_debounce_ms (300 ms). Here the caller stops after a sentence that
-# sounds complete, long enough for that (0.4 s, under the 500 ms endpointing: one turn), then
+# sounds complete, long enough for that (0.25 s of pause: with the quiet ends of the words the fake STT hears about 0.4 s, under the 500 ms endpointing, so one turn), then
 # takes it back. A reply to the first sentence alone must never be heard: not in the pause, and
 # not instead of the reply to the whole. The fake LLM's reply echoes the caller's words (up to
 # 12) and the fake TTS speaks 60 ms per character, so the reply's length tells which words were
 # answered: to the first sentence alone 8.9-10.5 s, to the whole 11.8-13.4 s (the four
 # follow-up sentences of crates/testkit/src/openai.rs default_reply).
 scenario spec_takes_it_back en-US telephone 0 0 \
-  "Speculation on: 'I want to cancel my appointment.', 0.4 s, 'Actually no, keep it, and move my cleaning to Monday instead.': only the reply to the whole is heard, after the whole."
+  "Speculation on: 'I want to cancel my appointment.', 0.25 s, 'Actually no, keep it, and move my cleaning to Monday instead.': only the reply to the whole is heard, after the whole."
 SPECULATIVE=1
 silence_until "$WELCOME_END"
 say pause en-us+m3 165 "I want to cancel my appointment."; expect_no_reply "$(last)" next_end
-silence 0.4
+silence 0.25
 say turn en-us+m3 165 "Actually no, keep it, and move my cleaning to Monday instead."
 expect_answered "$(last)" "$ANSWER_MS"; expect_reply_length "$(last)" 11000 14500
 silence_until "$(after_last 17.5)"
