@@ -44,11 +44,12 @@ COUGH_GAP_MS=1200   # a cough pauses the bot for the confirmation window
 
 EXPECTS=()
 LANGUAGE=en-US
+SPECULATIVE=0       # 1: the scenario's assistant runs with enable_speculative_llm on
 REPLY_START=0; REPLY_END=0
 
 scenario() { # scenario NAME LANGUAGE FILTER NOISE_VOL GAIN_DB DESCRIPTION
   call_begin "$1" "$3" "$4" "$5" "$6"
-  LANGUAGE="$2"; EXPECTS=()
+  LANGUAGE="$2"; EXPECTS=(); SPECULATIVE=0
 }
 
 now_s() { awk -v p="$POS" -v r="$RATE" 'BEGIN { printf "%.3f", p / r }'; }
@@ -79,12 +80,15 @@ last() { echo $((UTT_COUNT - 1)); }
 expect_stops() { EXPECTS+=("{\"check\": \"stops\", \"utterance\": $1, \"within_ms\": $2}"); }
 expect_answered() { EXPECTS+=("{\"check\": \"answered\", \"utterance\": $1, \"within_ms\": $2}"); }
 expect_talks_through() { EXPECTS+=("{\"check\": \"talks_through\", \"utterance\": $1, \"max_gap_ms\": $2}"); }
+expect_reply_length() { EXPECTS+=("{\"check\": \"reply_length\", \"utterance\": $1, \"min_ms\": $2, \"max_ms\": $3}"); }
 expect_no_reply() { EXPECTS+=("{\"check\": \"no_reply\", \"utterance\": $1, \"until\": \"${2:-next_start}\"}"); }
 
 # scenario_end: hangs up at the current position (plus 0.2 s) and writes the files.
 scenario_end() {
   local i last=$((${#EXPECTS[@]} - 1)) body
-  body="  \"language\": \"$LANGUAGE\",\n  \"expect\": [\n"
+  body="  \"language\": \"$LANGUAGE\",\n"
+  [ "$SPECULATIVE" = 1 ] && body+="  \"speculative\": true,\n"
+  body+="  \"expect\": [\n"
   for i in "${!EXPECTS[@]}"; do
     if [ "$i" -lt "$last" ]; then body+="    ${EXPECTS[$i]},\n"; else body+="    ${EXPECTS[$i]}\n"; fi
   done
@@ -277,6 +281,26 @@ silence 0.9
 say turn en-gb+m3 165 "from Tuesday morning to Thursday afternoon, if you have anything free then, because I am travelling."
 expect_answered "$(last)" "$ANSWER_MS"
 silence_until "$(after_last 4.5)"
+scenario_end
+
+# ---- speculation that would be wrong ----------------------------------------------------------
+# With enable_speculative_llm the engine starts the LLM on the interim words once they stop
+# changing for speculative_debounce_ms (300 ms). Here the caller stops after a sentence that
+# sounds complete, long enough for that (0.25 s of pause: with the quiet ends of the words the fake STT hears about 0.4 s, under the 500 ms endpointing, so one turn), then
+# takes it back. A reply to the first sentence alone must never be heard: not in the pause, and
+# not instead of the reply to the whole. The fake LLM's reply echoes the caller's words (up to
+# 12) and the fake TTS speaks 60 ms per character, so the reply's length tells which words were
+# answered: to the first sentence alone 8.9-10.5 s, to the whole 11.8-13.4 s (the four
+# follow-up sentences of crates/testkit/src/openai.rs default_reply).
+scenario spec_takes_it_back en-US telephone 0 0 \
+  "Speculation on: 'I want to cancel my appointment.', 0.25 s, 'Actually no, keep it, and move my cleaning to Monday instead.': only the reply to the whole is heard, after the whole."
+SPECULATIVE=1
+silence_until "$WELCOME_END"
+say pause en-us+m3 165 "I want to cancel my appointment."; expect_no_reply "$(last)" next_end
+silence 0.25
+say turn en-us+m3 165 "Actually no, keep it, and move my cleaning to Monday instead."
+expect_answered "$(last)" "$ANSWER_MS"; expect_reply_length "$(last)" 11000 14500
+silence_until "$(after_last 17.5)"
 scenario_end
 
 du -ch "$OUT"/*.ulaw | tail -1

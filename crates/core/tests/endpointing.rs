@@ -411,7 +411,9 @@ fn speculative_min_words_edges() {
             }
             let mut sim = Sim::new(spec(|s| s.min_words = min));
             sim.speak(1000, 3000);
-            let text = ["please", "book", "a", "table", "for", "two"][..words as usize].join(" ");
+            // No word the lexicon takes as the end of an unfinished sentence ("a", "for").
+            let text = ["please", "book", "two", "tables", "tonight", "thanks"][..words as usize]
+                .join(" ");
             sim.at(1600, In::Interim(text, 0.9));
             sim.run_until(2500);
             assert_eq!(
@@ -453,4 +455,163 @@ fn speculation_disabled_by_default() {
     assert_eq!(sim.llm_starts().len(), 1);
     assert!(!sim.llm_starts()[0].2);
     assert_eq!(sim.llm_starts()[0].0, 3300);
+}
+
+/// Deepgram's live interims go on through the silence before the endpoint with the same words
+/// (the loadgen's fake does too); the debounce counts from the last new word, so the speculative
+/// reply starts `debounce_ms` after it, before the final, and is heard as soon as the final
+/// matches it.
+#[test]
+fn repeated_interims_do_not_push_speculation_past_the_final() {
+    let mut sim = Sim::new(spec(|_| {}));
+    sim.speak(1000, 2400);
+    sim.at(1250, In::Interim("book a".into(), 0.9));
+    sim.at(1500, In::Interim("book a table".into(), 0.9));
+    sim.at(1750, In::Interim("book a table for two".into(), 0.9));
+    // The same words every 250 ms until the endpoint (500 ms of silence) and the final 200 ms
+    // after it.
+    for t in [2000, 2250, 2500, 2750] {
+        sim.at(t, In::Interim("book a table for two".into(), 0.9));
+    }
+    sim.at(3100, In::Final("Book a table for two.".into(), 0.9, true));
+    sim.run_until(3099);
+    let starts = sim.llm_starts();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert!(starts[0].2, "speculative");
+    assert_eq!(starts[0].0, 1750 + 300, "debounce from the last new word");
+    assert_eq!(sim.first_media_after(0), None, "held until the final");
+    sim.run_until(15_000);
+    // Its audio was ready: released with the matching final, not later.
+    assert_eq!(sim.first_media_after(0), Some(3100));
+    let m = sim.metrics();
+    assert_eq!((m.speculative_started, m.speculative_hits), (1, 1));
+    assert_eq!(m.speculative_ms_saved, 3100 - 2050);
+    assert_eq!(sim.llm_starts().len(), 1);
+    assert_eq!(sim.user_history(), ["Book a table for two."]);
+    assert_eq!(sim.assistant_history(), [sim.default_reply.clone()]);
+    sim.assert_clean();
+}
+
+/// New words restart the debounce; a speculation overtaken by them before the final is dropped
+/// and started again on the longer text.
+#[test]
+fn new_words_restart_the_debounce() {
+    let mut sim = Sim::new(spec(|_| {}));
+    sim.speak(1000, 3000);
+    sim.at(1500, In::Interim("book a table".into(), 0.9));
+    sim.at(1700, In::Interim("book a table".into(), 0.9));
+    sim.at(1750, In::Interim("book a table today".into(), 0.9));
+    sim.at(1900, In::Interim("book a table today".into(), 0.9));
+    sim.at(3700, In::Final("book a table today".into(), 0.9, true));
+    sim.run_until(15_000);
+    let starts = sim.llm_starts();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0].0, 1750 + 300);
+    assert_eq!(sim.metrics().speculative_hits, 1);
+    sim.assert_clean();
+}
+
+/// A speculation whose words the final contradicts is discarded: none of its audio (ready long
+/// before the final) is ever sent, the history holds only the reply to the final's words, and
+/// the caller hears only that reply.
+#[test]
+fn a_mismatching_final_discards_the_speculation_unheard() {
+    let mut sim = Sim::new(spec(|_| {}));
+    sim.speak(1000, 2200);
+    sim.at(1500, In::Interim("cancel my booking for".into(), 0.9));
+    sim.at(
+        1750,
+        In::Interim("cancel my booking for Friday".into(), 0.9),
+    );
+    sim.at(
+        2000,
+        In::Interim("cancel my booking for Friday".into(), 0.9),
+    );
+    // A pause shorter than the endpoint, then the caller takes it back.
+    sim.speak(2600, 3600);
+    sim.at(
+        2900,
+        In::Interim("cancel my booking for Friday no".into(), 0.9),
+    );
+    sim.at(
+        4300,
+        In::Final(
+            "cancel my booking for Friday no wait keep it".into(),
+            0.9,
+            true,
+        ),
+    );
+    sim.run_until(2600);
+    match sim.llm_starts().as_slice() {
+        [(t, _, true)] => assert_eq!(*t, 1750 + 300),
+        other => panic!("one speculative start expected: {other:?}"),
+    }
+    sim.run_until(15_000);
+    let starts = sim.llm_starts();
+    let (last, guesses) = starts.split_last().expect("a reply");
+    assert!(
+        !last.2 && last.0 == 4300,
+        "the reply to the final: {starts:?}"
+    );
+    for &(_, g, speculative) in guesses {
+        assert!(speculative);
+        assert_eq!(
+            sim.count(|a| matches!(a, Action::SendMark(m) if m.generation == g)),
+            0,
+            "none of the speculative audio of {g:?} was sent"
+        );
+    }
+    assert_eq!(
+        sim.media_between(0, 4300),
+        0,
+        "nothing heard before the final"
+    );
+    assert!(sim.first_media_after(4300).is_some());
+    assert_eq!(
+        sim.metrics().speculative_hits,
+        0,
+        "a contradicted guess is never kept"
+    );
+    assert_eq!(
+        sim.user_history(),
+        ["cancel my booking for Friday no wait keep it"]
+    );
+    assert_eq!(sim.assistant_history().len(), 1);
+    sim.assert_clean();
+}
+
+/// A pause longer than the endpoint after words that end mid-sentence ("I want to…", 1.2 s,
+/// "book a table…"), without `incomplete_utterance_detection`: no speculation on the unfinished
+/// words (its audio would be ready at the endpoint and heard in the pause, sooner than a reply
+/// started at the final), and the whole is answered.
+#[test]
+fn a_caller_who_goes_on_after_a_kept_speculation_is_answered() {
+    let mut sim = Sim::new(spec(|_| {}));
+    sim.speak(3000, 3840);
+    sim.at(3300, In::Interim("I want".into(), 0.9));
+    sim.at(3550, In::Interim("I want to".into(), 0.9));
+    for t in [3800, 4050, 4300] {
+        sim.at(t, In::Interim("I want to".into(), 0.9));
+    }
+    sim.at(4540, In::Final("I want to".into(), 0.9, true));
+    sim.speak(5040, 7500);
+    sim.at(5300, In::Interim("book a".into(), 0.9));
+    sim.at(6300, In::Interim("book a table for two".into(), 0.9));
+    sim.at(
+        8200,
+        In::Final("book a table for two at seven tonight".into(), 0.9, true),
+    );
+    sim.run_until(20_000);
+    assert!(
+        sim.llm_starts()
+            .iter()
+            .all(|&(t, _, spec)| !spec || t > 5040),
+        "no speculation on 'I want to': {:?}",
+        sim.llm_starts()
+    );
+    assert!(
+        sim.first_media_after(7500).is_some(),
+        "the whole turn is answered"
+    );
+    sim.assert_clean();
 }

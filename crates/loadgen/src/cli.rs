@@ -246,6 +246,9 @@ pub struct RunSetup {
     pub languages: std::collections::HashMap<String, String>,
     /// Keep every bot chunk and mark in the call reports.
     pub record_timeline: bool,
+    /// Scripts (by name) whose assistant runs with `enable_speculative_llm` on whatever
+    /// `--speculative` says: corpus scenarios about speculation.
+    pub speculative: std::collections::HashSet<String>,
 }
 
 /// Everything a finished run produced.
@@ -405,7 +408,7 @@ pub async fn run_scripts(
                     crate::fakes::WELCOME,
                     Some(&script.name),
                 );
-                if args.speculative {
+                if args.speculative || setup.speculative.contains(&script.name) {
                     body["stt_settings"]["speculative_config"] =
                         serde_json::json!({ "enable_speculative_llm": true });
                 }
@@ -744,6 +747,11 @@ pub async fn scenarios(
             .map(|s| (s.script.name.clone(), s.spec.language.clone()))
             .collect(),
         record_timeline: true,
+        speculative: corpus
+            .iter()
+            .filter(|s| s.spec.speculative)
+            .map(|s| s.script.name.clone())
+            .collect(),
     };
     let scripts = corpus.iter().map(|s| s.script.clone()).collect();
     let res = run_scripts(&run, scripts, &setup).await?;

@@ -321,11 +321,15 @@ pub fn answering_turn(
 }
 
 /// The engine-side part of a turn's overhead, all on the engine's clock:
-/// `max(0, llm_request − stt_final) + max(0, first_audio_sent − tts_first_byte)`. A speculative
-/// LLM request sent before the final costs nothing.
+/// `max(0, llm_request − stt_final) + max(0, first_audio_sent − max(tts_first_byte, stt_final))`.
+/// A speculative LLM request sent before the final costs nothing, and neither does the time its
+/// audio (first byte before the final) was held waiting for the final: until then the turn was
+/// waiting on the STT, which is provider time. Counting framing from the TTS first byte alone
+/// made every early speculative reply's hold look like engine overhead (p99 1.2 s).
 pub fn engine_part(t: &EngineTurn) -> Option<f64> {
-    let dispatch = (t.llm_request_ms? - t.stt_final_ms?).max(0.0);
-    let framing = (t.first_audio_sent_ms? - t.tts_first_byte_ms?).max(0.0);
+    let stt_final = t.stt_final_ms?;
+    let dispatch = (t.llm_request_ms? - stt_final).max(0.0);
+    let framing = (t.first_audio_sent_ms? - t.tts_first_byte_ms?.max(stt_final)).max(0.0);
     Some(dispatch + framing)
 }
 
@@ -664,6 +668,27 @@ pub(crate) mod tests {
         // Clock offset = the fastest delivery (2 ms); turn 1's extra 1 ms counts.
         let a = analyze_call(&call(), Some(&turns));
         assert_eq!(a.engine_overhead_ms, vec![5.0, 2.0]);
+    }
+
+    #[test]
+    fn a_speculative_reply_held_for_the_final_is_not_engine_overhead() {
+        // The speculative reply's first TTS byte came 900 ms before the final; its audio went
+        // out 3 ms after the final: 3 ms of engine time, not 903.
+        let held = EngineTurn {
+            stt_final_ms: Some(5300.0),
+            llm_request_ms: Some(4000.0),
+            tts_first_byte_ms: Some(4400.0),
+            first_audio_sent_ms: Some(5303.0),
+            ..EngineTurn::default()
+        };
+        assert_eq!(engine_part(&held), Some(3.0));
+        // Audio that was not ready at the final still counts from its first byte.
+        let late = EngineTurn {
+            tts_first_byte_ms: Some(5500.0),
+            first_audio_sent_ms: Some(5502.0),
+            ..held
+        };
+        assert_eq!(engine_part(&late), Some(2.0));
     }
 
     #[test]

@@ -70,6 +70,18 @@ pub enum Expectation {
         /// Longest silence (ms) allowed inside the reply.
         max_gap_ms: f64,
     },
+    /// The first new reply heard after the utterance ended played, whole, for `min_ms` to
+    /// `max_ms`: the fake TTS speaks a fixed time per character and the fake LLM's reply echoes
+    /// what it was asked, so the length tells which caller text was answered (a speculative
+    /// reply to a guess the final contradicts is shorter or longer than the right one).
+    ReplyLength {
+        /// Index of the utterance.
+        utterance: usize,
+        /// Shortest total playback (ms) of the right reply.
+        min_ms: f64,
+        /// Longest total playback (ms) of the right reply.
+        max_ms: f64,
+    },
     /// No new reply is heard from the utterance's start until `until`.
     NoReply {
         /// Index of the utterance.
@@ -87,6 +99,7 @@ impl Expectation {
             Expectation::Stops { utterance, .. }
             | Expectation::Answered { utterance, .. }
             | Expectation::TalksThrough { utterance, .. }
+            | Expectation::ReplyLength { utterance, .. }
             | Expectation::NoReply { utterance, .. } => *utterance,
         }
     }
@@ -106,6 +119,11 @@ impl Expectation {
                 utterance,
                 max_gap_ms,
             } => format!("talks_through({utterance}, gap {max_gap_ms:.0} ms)"),
+            Expectation::ReplyLength {
+                utterance,
+                min_ms,
+                max_ms,
+            } => format!("reply_length({utterance}, {min_ms:.0}-{max_ms:.0} ms)"),
             Expectation::NoReply { utterance, until } => format!(
                 "no_reply({utterance}, until {})",
                 match until {
@@ -126,6 +144,10 @@ pub struct ScenarioSpec {
     /// The assistant's `stt_settings.language` (picks the backchannel lexicon).
     #[serde(default = "default_language")]
     pub language: String,
+    /// The assistant runs with `stt_settings.speculative_config.enable_speculative_llm` on
+    /// (scenarios where a speculative reply would be wrong). Default false.
+    #[serde(default)]
+    pub speculative: bool,
     /// What must happen.
     pub expect: Vec<Expectation>,
 }
@@ -453,6 +475,29 @@ fn check(e: &Expectation, r: &CallReport, heard: &[Heard]) -> Verdict {
                 Verdict::Pass(format!("longest silence {gap:.0} ms"))
             }
         }
+        Expectation::ReplyLength { min_ms, max_ms, .. } => {
+            let Some((g, t)) = first_heard(heard).into_iter().find(|&(_, t)| t >= end) else {
+                return Verdict::Fail("no reply was heard".into());
+            };
+            if let Some(c) = r.clears_ms.iter().find(|&&c| c > t) {
+                return Verdict::Inconclusive(format!(
+                    "the reply heard at {t:.0} ms was cut by a clear at {c:.0} ms"
+                ));
+            }
+            let played: f64 = heard
+                .iter()
+                .filter(|h| h.generation == g)
+                .map(|h| h.end_ms - h.start_ms)
+                .sum();
+            if (min_ms..=max_ms).contains(&played) {
+                Verdict::Pass(format!("the reply played {played:.0} ms"))
+            } else {
+                Verdict::Fail(format!(
+                    "the reply heard at {t:.0} ms played {played:.0} ms, not {min_ms:.0}-{max_ms:.0}: \
+                     it answered other words"
+                ))
+            }
+        }
         Expectation::NoReply { until, .. } => {
             let next = r.utterances.get(e.utterance() + 1);
             let limit = match (until, next) {
@@ -575,6 +620,7 @@ mod tests {
             spec: ScenarioSpec {
                 description: String::new(),
                 language: default_language(),
+                speculative: false,
                 expect,
             },
         }
@@ -670,6 +716,26 @@ mod tests {
         let v = judge(&scenario(expect), &r);
         assert!(matches!(v.checks[0].1, Verdict::Fail(_)), "{v:?}");
         assert!(matches!(v.checks[1].1, Verdict::Fail(_)), "{v:?}");
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_length_answered_other_words() {
+        let check = |min_ms: f64, max_ms: f64| {
+            let e = Expectation::ReplyLength {
+                utterance: 1,
+                min_ms,
+                max_ms,
+            };
+            let mut r = report(UtteranceKind::Turn);
+            speak(&mut r, 2, 1000.0, 3000.0);
+            // The reply to utterance 1 (ends at 5000): 3 s of audio in two runs.
+            speak(&mut r, 3, 6000.0, 7000.0);
+            speak(&mut r, 3, 7200.0, 9200.0);
+            judge(&scenario(vec![e]), &r).checks[0].1.clone()
+        };
+        assert!(check(2900.0, 3100.0).passed());
+        assert!(matches!(check(3500.0, 4000.0), Verdict::Fail(_)));
+        assert!(matches!(check(1000.0, 2500.0), Verdict::Fail(_)));
     }
 
     #[test]

@@ -57,6 +57,10 @@ async fn every_scenario_of_the_corpus_passes() {
         let mut body = fakes.assistant_body(&script.name, WELCOME, Some(&script.name));
         if let Some(s) = corpus.iter().find(|s| s.script.name == script.name) {
             body["stt_settings"]["language"] = serde_json::json!(s.spec.language);
+            if s.spec.speculative {
+                body["stt_settings"]["speculative_config"] =
+                    serde_json::json!({ "enable_speculative_llm": true });
+            }
         }
         body
     })

@@ -16,7 +16,7 @@ use crate::dialog::{
 };
 use crate::speech::{Chunker, ChunkerConfig};
 use crate::turn::incomplete::{SHORT_UTTERANCE_WORDS, is_incomplete};
-use crate::turn::lexicon::{Lexicon, word_count};
+use crate::turn::lexicon::{Lexicon, word_count, words};
 use crate::turn::similarity::similarity;
 use crate::turn::{BargeState, BotState, BotView, Gate, Transcript, UserState, UserTurn, gate};
 use std::collections::VecDeque;
@@ -252,6 +252,9 @@ pub struct CallCore {
     deferred: Option<Deferred>,
     spec: Option<Speculation>,
     spec_deadline: Option<Millis>,
+    /// The caller's words when the speculation debounce last restarted: an interim that repeats
+    /// them (Deepgram re-sends the same words while the caller is silent) does not restart it.
+    spec_words: String,
     last_interruption: Option<Millis>,
     /// Speech gated by tail protection overlaps the end of a question: a backchannel word
     /// ("yes") in it answers the question and is a turn.
@@ -346,6 +349,7 @@ impl CallCore {
             deferred: None,
             spec: None,
             spec_deadline: None,
+            spec_words: String::new(),
             last_interruption: None,
             tail_answers_question: false,
             wordless: None,
@@ -1583,7 +1587,13 @@ impl CallCore {
             && !self.bot_busy()
             && self.barge == BargeState::None
         {
-            self.spec_deadline = Some(now.plus(u64::from(self.s.speculative.debounce_ms)));
+            // The debounce counts from the last new word, not the last interim: interims that
+            // repeat the words through the silence before the endpoint must not push the
+            // speculation past the final.
+            if self.spec_deadline.is_none() || !words(&text).eq(words(&self.spec_words)) {
+                self.spec_deadline = Some(now.plus(u64::from(self.s.speculative.debounce_ms)));
+                self.spec_words = text;
+            }
         } else {
             self.spec_deadline = None;
         }
@@ -1604,8 +1614,11 @@ impl CallCore {
         if !eager && (word_count(&text) as u32) < self.s.speculative.min_words.max(1) {
             return;
         }
-        if self.sounds_unfinished(&text) {
-            // A mid-sentence pause: no LLM request for the first half alone.
+        if self.sounds_unfinished(&text) || is_incomplete(&text, self.lexicon) {
+            // A mid-sentence pause: no LLM request for the first half alone. Without
+            // `incomplete_utterance_detection` too: a guess on words that end mid-sentence
+            // ("I want to") would have its audio ready at the endpoint and be heard in the
+            // pause, where the reply started at the final is not yet.
             return;
         }
         let metrics = self.turn_metrics_from_user(now);

@@ -124,8 +124,9 @@ pub struct SpeculativeSettings {
     /// (its audio is still held until the turn is confirmed); when false its text is held and sent
     /// to TTS only once confirmed. Default true.
     pub stream_to_tts: bool,
-    /// `speculative_debounce_ms`: ms without a new interim before the speculative LLM starts
-    /// (record range 100..=1000). Default 300 ms.
+    /// `speculative_debounce_ms`: ms without a new word in the interims before the speculative
+    /// LLM starts (interims repeating the same words do not restart it; record range
+    /// 100..=1000). Default 300 ms.
     pub debounce_ms: u32,
     /// `speculative_min_words`: the interim must have at least this many words (1..=10).
     /// Default 3.
