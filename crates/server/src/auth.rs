@@ -135,6 +135,7 @@ async fn console_session_auth(
     state
         .rate_limiter
         .check(session.auth.api_key_id, now)
+        .await
         .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
     Ok(Auth(session.auth))
 }

@@ -99,6 +99,7 @@ impl FromRequestParts<AppState> for ConsoleUser {
         state
             .rate_limiter
             .check(session.auth.api_key_id, Instant::now())
+            .await
             .map_err(|retry_after_s| ConsoleError::RateLimited { retry_after_s })?;
         let user = ConsoleUser { session };
         parts.extensions.insert(user.clone());
