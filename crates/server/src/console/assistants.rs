@@ -158,11 +158,9 @@ async fn list_page(
     ))
 }
 
-/// The record's JSON as the form shows it: secrets masked.
+/// The record's JSON as the form shows it: secrets masked (the API's response masks them).
 fn masked_json(response: &AssistantResponse) -> Value {
-    let mut config = response.config.clone();
-    mask_secrets(&mut config);
-    serde_json::to_value(&config).unwrap_or(Value::Null)
+    serde_json::to_value(&response.config).unwrap_or(Value::Null)
 }
 
 /// `GET /console/assistants/new`: the form with every field at its default.
