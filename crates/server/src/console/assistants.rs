@@ -71,7 +71,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The API caller a console request acts as (the session's key, with its role).
 fn api_auth(user: &ConsoleUser) -> Auth {
-    Auth(user.auth().clone())
+    Auth(*user.auth())
 }
 
 /// An API error on a page that has no form to show it at: mapped to the console's pages.

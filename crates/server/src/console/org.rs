@@ -50,7 +50,7 @@ pub fn routes() -> Router<AppState> {
 /// The session's key as an API admin, or the API's own refusal for a member key.
 fn admin_auth(user: &ConsoleUser) -> Result<AdminAuth, ApiError> {
     if user.is_admin() {
-        Ok(AdminAuth(user.auth().clone()))
+        Ok(AdminAuth(*user.auth()))
     } else {
         Err(ApiError::Forbidden(
             "this needs an admin API key; this key's role is member".into(),
@@ -105,7 +105,7 @@ async fn render(
         },
         Err(err) => Err(message_of(err)?),
     };
-    let auth = Auth(user.auth().clone());
+    let auth = Auth(*user.auth());
     let provider_keys = get_provider_keys(State(state.clone()), auth.clone())
         .await
         .map_err(|e| ConsoleError::internal(e.to_string()))?
@@ -378,7 +378,7 @@ async fn provider_key(
         Err(err) => return refused(&state, &user, err).await,
     };
     let mut keys: Map<String, Value> =
-        match get_provider_keys(State(state.clone()), Auth(user.auth().clone())).await {
+        match get_provider_keys(State(state.clone()), Auth(*user.auth())).await {
             Ok(keys) => keys.0,
             Err(err) => return refused(&state, &user, err).await,
         };
@@ -441,7 +441,7 @@ async fn telephony(
     };
     let mut token = form.auth_token.trim().to_owned();
     if token.is_empty() {
-        let current = get_telephony(State(state.clone()), Auth(user.auth().clone()))
+        let current = get_telephony(State(state.clone()), Auth(*user.auth()))
             .await
             .map_err(|e| ConsoleError::internal(e.to_string()))?;
         token = current.0.auth_token.unwrap_or_default();
