@@ -83,7 +83,7 @@ pub struct Group {
     pub path: String,
     /// The schema's description of the object, if any.
     pub help: Option<String>,
-    /// Its fields, in record order; nested objects are groups of their own (listed after).
+    /// Its fields, by name; nested objects are groups of their own (listed after it).
     pub fields: Vec<Field>,
 }
 
