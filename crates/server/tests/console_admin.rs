@@ -12,7 +12,9 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, Method, Response, redirect};
 use serde_json::{Value, json};
 
-use crate::common::{KEY_A, TestServer, fake_twilio, json as api_json};
+use crate::common::{
+    KEY_A, TWILIO_SID_A, TWILIO_TOKEN_A, TestServer, fake_twilio, json as api_json,
+};
 
 /// A client that does not follow redirects (the tests check them) and keeps no cookies.
 fn browser() -> Client {
@@ -625,4 +627,56 @@ async fn provider_keys_are_set_replaced_and_cleared_but_never_shown() {
         admin.assert_never_shown(secret);
         member.assert_never_shown(secret);
     }
+}
+
+#[tokio::test]
+async fn twilio_credentials_are_verified_set_and_kept_but_never_shown() {
+    let rest = fake_twilio(&[]).await;
+    let ts = TestServer::start_with_twilio(&rest).await;
+    let mut admin = Browser::sign_in(&ts, KEY_A).await;
+
+    // Twilio refuses a wrong token: the API's error is shown and nothing is stored.
+    let wrong = "wrong-token-0000000000000000";
+    let (status, html, _) = admin
+        .post(
+            &ts,
+            "/console/org/telephony",
+            &pairs(&[("account_sid", TWILIO_SID_A), ("auth_token", wrong)]),
+        )
+        .await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("auth_token: Twilio rejected"));
+
+    let (status, _, _) = admin
+        .post(
+            &ts,
+            "/console/org/telephony",
+            &pairs(&[
+                ("account_sid", TWILIO_SID_A),
+                ("auth_token", TWILIO_TOKEN_A),
+            ]),
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, telephony) =
+        api_json(ts.req(Method::GET, "/api/v1/organization/telephony", KEY_A)).await;
+    assert_eq!(telephony["configured"], true);
+    let masked = telephony["auth_token"].as_str().expect("masked").to_owned();
+    let (_, html) = admin.get(&ts, "/console/org").await;
+    assert!(html.contains(&masked));
+
+    // Saved again with the token left blank: the stored token is kept.
+    let (status, _, _) = admin
+        .post(
+            &ts,
+            "/console/org/telephony",
+            &pairs(&[("account_sid", TWILIO_SID_A), ("auth_token", "")]),
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, again) = api_json(ts.req(Method::GET, "/api/v1/organization/telephony", KEY_A)).await;
+    assert_eq!(again["auth_token"], masked.as_str());
+
+    admin.assert_never_shown(TWILIO_TOKEN_A);
+    admin.assert_never_shown(wrong);
 }
