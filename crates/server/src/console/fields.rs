@@ -421,6 +421,30 @@ mod tests {
     }
 
     #[test]
+    fn every_property_of_the_schema_is_on_the_form() {
+        let doc = serde_json::to_value(crate::openapi::document()).expect("document");
+        let schemas = doc.pointer("/components/schemas").expect("schemas");
+        let properties = schemas["AssistantConfig"]["properties"]
+            .as_object()
+            .expect("properties");
+        assert!(properties.len() > 20);
+        for key in properties.keys() {
+            let on_form =
+                all_fields().any(|f| &f.path == key) || groups().iter().any(|g| &g.path == key);
+            assert!(on_form, "{key} is not on the form");
+        }
+        let llm = resolve(&properties["llm_settings"], schemas).0["properties"]
+            .as_object()
+            .expect("llm_settings properties");
+        for key in llm.keys() {
+            let path = format!("llm_settings.{key}");
+            let on_form =
+                all_fields().any(|f| f.path == path) || groups().iter().any(|g| g.path == path);
+            assert!(on_form, "{path} is not on the form");
+        }
+    }
+
+    #[test]
     fn kinds_help_and_secrets_come_from_the_schema() {
         assert_eq!(field("llm_settings.temperature").kind, FieldKind::Number);
         assert!(field("llm_settings.temperature").help.is_some());
