@@ -448,3 +448,135 @@ async fn a_revoked_keys_session_is_refused() {
     );
     b.quit().await;
 }
+
+/// Assistants and Organisation pages (the `console-admin` part): create an assistant through
+/// the form with a value the API refuses (the error shown at its field), correct and save it,
+/// see it listed, and revoke a key on the Organisation page. Screenshots: assistants*.png and
+/// organisation.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_creates_an_assistant_and_revokes_a_key() {
+    let Some((driver, chromium)) = tools() else {
+        return;
+    };
+    let ts = common::TestServer::start().await;
+    let created: Value = ts
+        .req(reqwest::Method::POST, "/api/v1/api-keys", KEY_A)
+        .json(&json!({"name": "to revoke", "role": "member"}))
+        .send()
+        .await
+        .expect("create key")
+        .json()
+        .await
+        .expect("json");
+    let b = Browser::start(&driver, &chromium).await;
+    let c = b.c();
+    sign_in(&b, &ts.base, KEY_A).await;
+    c.wait()
+        .at_most(UI_DEADLINE)
+        .for_element(Locator::Css("#live"))
+        .await
+        .expect("signed in");
+
+    c.goto(&format!("{}/console/assistants/new", ts.base))
+        .await
+        .expect("new assistant form");
+    let name = c.find(Locator::Css("#f-name")).await.expect("name field");
+    name.send_keys("Browser desk").await.expect("typed");
+    let temperature = c
+        .find(Locator::Css("#f-llm_settings-temperature"))
+        .await
+        .expect("temperature field");
+    temperature.clear().await.expect("cleared");
+    temperature.send_keys("7").await.expect("typed");
+    c.find(Locator::Css("#save"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("clicked");
+    let error = until(
+        c,
+        "(document.querySelector('[data-field=\"llm_settings.temperature\"] .field-error') \
+         || {}).textContent",
+        "the validation error at the temperature field",
+    )
+    .await;
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("between 0 and 2")),
+        "{error}"
+    );
+    c.execute(
+        "document.querySelector('[data-field=\"llm_settings.temperature\"]').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .expect("scrolled to the field");
+    screenshot(c, "assistants-validation").await;
+
+    let temperature = c
+        .find(Locator::Css("#f-llm_settings-temperature"))
+        .await
+        .expect("temperature field");
+    temperature.clear().await.expect("cleared");
+    temperature.send_keys("0.3").await.expect("typed");
+    c.find(Locator::Css("#save"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("clicked");
+    c.wait()
+        .at_most(UI_DEADLINE)
+        .for_element(Locator::Css("#saved"))
+        .await
+        .expect("saved");
+    screenshot(c, "assistants-edit").await;
+
+    c.goto(&format!("{}/console/assistants", ts.base))
+        .await
+        .expect("list");
+    until(
+        c,
+        "document.querySelector('#assistants') && \
+         document.querySelector('#assistants').textContent.includes('Browser desk')",
+        "the new assistant in the list",
+    )
+    .await;
+    screenshot(c, "assistants").await;
+
+    c.goto(&format!("{}/console/org", ts.base))
+        .await
+        .expect("organisation");
+    c.find(Locator::Css(&format!(
+        "tr[data-key-id=\"{}\"] button",
+        created["id"]
+    )))
+    .await
+    .expect("revoke button")
+    .click()
+    .await
+    .expect("clicked");
+    until(
+        c,
+        &format!(
+            "(document.querySelector('tr[data-key-id=\"{}\"]') || {{}}).textContent",
+            created["id"]
+        ),
+        "the key's row",
+    )
+    .await;
+    let row = until(
+        c,
+        &format!(
+            "document.querySelector('tr[data-key-id=\"{}\"]').textContent.includes('revoked')",
+            created["id"]
+        ),
+        "the key shown revoked",
+    )
+    .await;
+    assert_eq!(row, Value::Bool(true));
+    screenshot(c, "organisation").await;
+    b.quit().await;
+}

@@ -23,6 +23,7 @@ pub mod assistants;
 pub mod calls;
 pub mod csrf;
 pub mod error;
+pub mod fields;
 pub mod layout;
 pub mod live;
 pub mod org;
