@@ -167,6 +167,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
     let state = AppState::new(store, settings, addr, slots, recordings)
         .map_err(|e| ServeError::HttpClient(e.to_string()))?;
     crate::call::recovery::start(&state).await;
+    crate::knowledge::requeue_interrupted(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
     let edge = edge_config(&state, trusted);
     tokio::spawn(edge::housekeeping::run(

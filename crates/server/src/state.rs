@@ -107,7 +107,8 @@ impl AppState {
         let knowledge = crate::knowledge::Knowledge::new(
             store.clone(),
             tenant_http.clone(),
-            settings.knowledge.processing_concurrency,
+            &settings.knowledge,
+            &instance_id,
         );
         Ok(AppState(Arc::new(AppStateInner {
             store,
