@@ -94,7 +94,7 @@ fn chunk_text(seed: u64) -> String {
         x ^= x << 17;
         out.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
         out.push(' ');
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             out.push_str(FILLERS[((x >> 8) % FILLERS.len() as u64) as usize]);
             out.push(' ');
         }
