@@ -1,9 +1,13 @@
 //! Hybrid search latency (docs/PERFORMANCE.md#knowledge-base-search): one assistant with 1k,
-//! 10k and 100k chunks of ~400 characters with 1536-float embeddings (text-embedding-3-small's
-//! size) in a SQLite file; each iteration is one `KnowledgeBase::search` as a call makes it
-//! (stamp check, keyword query, vector scan of the cached index, fusion, rows of the winners),
-//! without the query's embedding request. Besides criterion's estimate, each size prints its
-//! p50/p99 over [`TIMED`] timed searches.
+//! 10k and 100k chunks of ~400 characters (English function words between topic words, as real
+//! text has them) with 1536-float embeddings (text-embedding-3-small's size) in a SQLite file;
+//! each iteration is one `KnowledgeBase::search` as a call makes it (both the injection path
+//! and the `searchKnowledgeBase` tool call `CallKnowledge::retrieve`, which is one query
+//! embedding and this: stamp check, in-memory keyword and vector rankings of the cached
+//! indexes, fusion, rows of the winners), without the embedding request. Besides criterion's
+//! estimate, each size prints its p50/p99 over [`TIMED`] timed searches and the p50/p99 of
+//! each stage alone, with the store's full-text query (`Store::keyword_search`, FTS5) that
+//! the keyword ranking replaced, for comparison.
 //!
 //! `cargo bench -p switchboard-knowledge --bench search` (sizes: `SB_KB_BENCH_SIZES=1000,10000`).
 
@@ -20,6 +24,8 @@ const DIMS: usize = 1536;
 const CHUNKS_PER_DOCUMENT: usize = 1000;
 /// Searches timed one by one for the percentiles.
 const TIMED: usize = 300;
+/// Runs of each stage timed alone.
+const STAGE_RUNS: usize = 100;
 
 const WORDS: [&str; 48] = [
     "appointment",
@@ -72,6 +78,11 @@ const WORDS: [&str; 48] = [
     "receipt",
 ];
 
+/// Function words put between topic words (one in three), as in real text.
+const FILLERS: [&str; 12] = [
+    "the", "to", "and", "your", "a", "of", "is", "for", "you", "on", "we", "in",
+];
+
 /// A pseudo-random chunk text of about 400 characters (xorshift, so the corpus is the same
 /// every run).
 fn chunk_text(seed: u64) -> String {
@@ -83,6 +94,10 @@ fn chunk_text(seed: u64) -> String {
         x ^= x << 17;
         out.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
         out.push(' ');
+        if x.is_multiple_of(3) {
+            out.push_str(FILLERS[((x >> 8) % FILLERS.len() as u64) as usize]);
+            out.push(' ');
+        }
     }
     out
 }
@@ -135,6 +150,22 @@ async fn corpus(n: usize) -> (tempfile::TempDir, KnowledgeBase, i64, i64) {
     (dir, KnowledgeBase::new(store), org, assistant)
 }
 
+/// p50 and p99 of `f` over [`STAGE_RUNS`] runs, ms.
+fn stage(mut f: impl FnMut()) -> (f64, f64) {
+    let mut times: Vec<Duration> = (0..STAGE_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    (
+        times[STAGE_RUNS / 2].as_secs_f64() * 1e3,
+        times[STAGE_RUNS * 99 / 100].as_secs_f64() * 1e3,
+    )
+}
+
 fn sizes() -> Vec<usize> {
     std::env::var("SB_KB_BENCH_SIZES")
         .ok()
@@ -179,6 +210,47 @@ fn bench_search(c: &mut Criterion) {
             })
             .collect();
         times.sort();
+        let index = rt.block_on(kb.index(org, assistant)).expect("index");
+        let candidates = 20;
+        let stages = [
+            (
+                "stamp query",
+                stage(|| {
+                    rt.block_on(kb.store().knowledge_stamp(org, assistant))
+                        .map(|_| ())
+                        .expect("stamp")
+                }),
+            ),
+            (
+                "keyword (in-memory BM25)",
+                stage(|| {
+                    black_box(index.keywords.search(query, candidates));
+                }),
+            ),
+            (
+                "vector scan",
+                stage(|| {
+                    black_box(index.vectors.nearest(&qvec, candidates, 0.0));
+                }),
+            ),
+            (
+                "FTS5 keyword query (replaced)",
+                stage(|| {
+                    black_box(
+                        rt.block_on(kb.store().keyword_search(
+                            org,
+                            assistant,
+                            query,
+                            candidates as i64,
+                        ))
+                        .expect("fts"),
+                    );
+                }),
+            ),
+        ];
+        for (name, (p50, p99)) in stages {
+            eprintln!("knowledge_search/{n} stage {name}: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        }
         eprintln!(
             "knowledge_search/{n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {TIMED} searches; \
              first search (cache load) {:.1} ms; corpus built in {:.1} s",

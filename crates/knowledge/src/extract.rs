@@ -1,10 +1,11 @@
 //! Text out of an uploaded file, by page (PDF) or section (a heading of Markdown, HTML or DOCX),
-//! with pure-Rust parsers: `lopdf` (PDF pages, decompression bounded), `zip` + `quick-xml`
+//! with pure-Rust parsers: `lopdf` (PDF pages, decompression bounded by [`crate::pdf_limits`]), `zip` + `quick-xml`
 //! (DOCX's `word/document.xml`), `html5gum` (HTML tokens), `csv`.
 
 use std::io::Read;
 
 use crate::format::DocumentFormat;
+use crate::pdf_limits::{self, DEFAULT_PDF_LIMITS, PdfLimits};
 
 /// A part of a document with its place in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,15 @@ pub enum ExtractError {
     /// An encrypted PDF or DOCX: its text cannot be read without the password.
     #[error("the document is encrypted")]
     Encrypted,
+    /// A PDF whose streams decompress past a limit ([`crate::pdf_limits::PdfLimits`]): a
+    /// decompression bomb, or a file too large to process.
+    #[error(
+        "the document decompresses to more than {limit_bytes} bytes (refused as a possible decompression bomb)"
+    )]
+    TooLarge {
+        /// The limit passed (per stream or per document), bytes.
+        limit_bytes: u64,
+    },
 }
 
 /// Largest `word/document.xml` read from a DOCX, bytes (a zip bomb stops there).
@@ -42,7 +52,7 @@ pub const MAX_DOCX_XML_BYTES: u64 = 64 * 1024 * 1024;
 /// The sections of `bytes` read as `format`; sections without text are dropped.
 pub fn extract(format: DocumentFormat, bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
     let sections = match format {
-        DocumentFormat::Pdf => pdf(bytes)?,
+        DocumentFormat::Pdf => pdf(bytes, DEFAULT_PDF_LIMITS)?,
         DocumentFormat::Docx => docx(bytes)?,
         DocumentFormat::Text => vec![Section {
             page: None,
@@ -89,12 +99,21 @@ fn normalise(text: &str) -> String {
     out.trim_end().to_owned()
 }
 
-fn pdf(bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
+/// The pages of a PDF, its streams' decompression bounded by `limits`.
+pub fn pdf(bytes: &[u8], limits: PdfLimits) -> Result<Vec<Section>, ExtractError> {
     let malformed = |e: lopdf::Error| ExtractError::Malformed {
         format: "PDF",
         detail: e.to_string(),
     };
-    let doc = lopdf::Document::load_mem(bytes).map_err(malformed)?;
+    // lopdf decrypts (and inflates) an encrypted file's object streams before any check.
+    if pdf_limits::find(bytes, b"/Encrypt").is_some() {
+        return Err(ExtractError::Encrypted);
+    }
+    let doc = pdf_limits::load(bytes, limits)
+        .map_err(|o| ExtractError::TooLarge {
+            limit_bytes: o.limit_bytes,
+        })?
+        .map_err(malformed)?;
     if doc.is_encrypted() {
         return Err(ExtractError::Encrypted);
     }

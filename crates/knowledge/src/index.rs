@@ -5,8 +5,8 @@
 //! memory read in order (an exhaustive scan: exact, and fast enough for the sizes measured in
 //! docs/PERFORMANCE.md).
 
-use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 
 use switchboard_store::ChunkVector;
 
@@ -86,45 +86,92 @@ impl VectorIndex {
         self.data.len() * 4 + self.ids.len() * 8
     }
 
+    /// `query` scaled to unit length, `None` when its size differs from the index's (or it is
+    /// zero): what [`VectorIndex::nearest_to`] and [`VectorIndex::similarity_to`] take, so a
+    /// search normalises its query once.
+    pub fn query(&self, query: &[f32]) -> Option<Vec<f32>> {
+        normalised(query).filter(|q| q.len() == self.dims)
+    }
+
     /// The `k` chunks most similar to `query` (cosine, best first, ties by id) among those at
     /// least `min_similarity`. Empty when the query's size differs from the index's.
     pub fn nearest(&self, query: &[f32], k: usize, min_similarity: f32) -> Vec<(i64, f32)> {
-        let Some(q) = normalised(query).filter(|q| q.len() == self.dims) else {
-            return Vec::new();
-        };
-        if k == 0 {
+        match self.query(query) {
+            Some(q) => self.nearest_to(&q, k, min_similarity),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`VectorIndex::nearest`] for a query already made by [`VectorIndex::query`]: one pass
+    /// over the vectors keeping the best `k` in a bounded heap (no per-chunk allocation).
+    pub fn nearest_to(&self, q: &[f32], k: usize, min_similarity: f32) -> Vec<(i64, f32)> {
+        if k == 0 || q.len() != self.dims || self.dims == 0 {
             return Vec::new();
         }
-        let mut hits: Vec<(i64, f32)> = self
-            .data
-            .chunks_exact(self.dims)
-            .zip(&self.ids)
-            .filter_map(|(v, id)| {
-                let s = dot(v, &q);
-                (s >= min_similarity).then_some((*id, s))
-            })
-            .collect();
-        let by_score = |a: &(i64, f32), b: &(i64, f32)| {
-            b.1.partial_cmp(&a.1)
-                .unwrap_or(Ordering::Equal)
-                .then(a.0.cmp(&b.0))
-        };
-        if hits.len() > k {
-            hits.select_nth_unstable_by(k - 1, by_score);
-            hits.truncate(k);
+        let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(k + 1);
+        for (v, id) in self.data.chunks_exact(self.dims).zip(&self.ids) {
+            let score = dot(v, q);
+            if score.is_nan() || score < min_similarity {
+                continue;
+            }
+            let r = Ranked { score, id: *id };
+            if best.len() < k {
+                best.push(Reverse(r));
+            } else if best.peek().is_some_and(|worst| r > worst.0) {
+                best.pop();
+                best.push(Reverse(r));
+            }
         }
-        hits.sort_by(by_score);
-        hits
+        let mut hits: Vec<Ranked> = best.into_iter().map(|r| r.0).collect();
+        hits.sort_by(|a, b| b.cmp(a));
+        hits.into_iter().map(|r| (r.id, r.score)).collect()
     }
 
     /// The cosine similarity of chunk `id` with `query`; `None` when the chunk is not indexed
     /// or the sizes differ.
     pub fn similarity(&self, id: i64, query: &[f32]) -> Option<f32> {
+        self.similarity_to(id, &self.query(query)?)
+    }
+
+    /// [`VectorIndex::similarity`] for a query already made by [`VectorIndex::query`].
+    pub fn similarity_to(&self, id: i64, q: &[f32]) -> Option<f32> {
+        if q.len() != self.dims {
+            return None;
+        }
         let row = self.ids.binary_search(&id).ok()?;
-        let q = normalised(query).filter(|q| q.len() == self.dims)?;
-        Some(dot(&self.data[row * self.dims..(row + 1) * self.dims], &q))
+        Some(dot(&self.data[row * self.dims..(row + 1) * self.dims], q))
     }
 }
+
+/// A chunk id with its score, ordered from worst to best: by score, then the lower id as the
+/// better (so ties rank by id). Scores are compared with `f32::total_cmp`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ranked {
+    pub(crate) score: f32,
+    pub(crate) id: i64,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(other.id.cmp(&self.id))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
 
 /// The constant of reciprocal-rank fusion: a rank r in a list adds `1 / (RRF_K + r)` (r from
 /// 1), the value of Cormack et al. that damps the weight of the very first ranks.

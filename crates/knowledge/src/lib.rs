@@ -9,9 +9,10 @@
 //!   and retried, through the tenant outbound policy.
 //! - [`process`]: one document from `pending` to `ready` (or `failed`), run by a background
 //!   job, never on a call.
-//! - [`index`] and [`search`]: hybrid search: the store's keyword index and an in-memory
-//!   cosine index per assistant (loaded from the stored embeddings, reloaded when the
-//!   assistant's documents change), fused by reciprocal rank and filtered by cosine similarity.
+//! - [`index`], [`keyword`] and [`search`]: hybrid search: an in-memory BM25 keyword index and
+//!   cosine index per assistant (loaded from the stored chunks, reloaded when the assistant's
+//!   documents change, cached within a cap in bytes), fused by reciprocal rank and filtered by
+//!   cosine similarity.
 //! - [`context`]: the retrieved chunks as a prompt section within a token budget, or as the
 //!   `searchKnowledgeBase` tool's result.
 //!
@@ -24,6 +25,8 @@ pub mod embed;
 pub mod extract;
 pub mod format;
 pub mod index;
+pub mod keyword;
+pub mod pdf_limits;
 pub mod process;
 pub mod search;
 
@@ -32,5 +35,8 @@ pub use embed::{EmbedError, Embedder, EmbeddingTarget};
 pub use extract::{ExtractError, Section};
 pub use format::DocumentFormat;
 pub use index::VectorIndex;
+pub use keyword::KeywordIndex;
 pub use process::{ProcessError, ProcessOutcome, process_document};
-pub use search::{KnowledgeBase, SearchError, SearchHit, SearchParams};
+pub use search::{
+    ChunkIndex, DEFAULT_CACHE_MAX_BYTES, KnowledgeBase, SearchError, SearchHit, SearchParams,
+};

@@ -77,7 +77,13 @@ pub async fn process_document(
     let store = kb.store();
     let stale_before = now_ms() - STALE_PROCESSING.as_millis() as i64;
     if !store
-        .claim_document(org_id, assistant_id, document_id, stale_before)
+        .claim_document(
+            org_id,
+            assistant_id,
+            document_id,
+            stale_before,
+            kb.instance_id(),
+        )
         .await?
     {
         return Ok(ProcessOutcome::AlreadyRunning);

@@ -542,3 +542,179 @@ fn pdf_bytes(pages: &[&str]) -> Vec<u8> {
     doc.save_to(&mut out).unwrap();
     out
 }
+
+/// Stores `n` chunks of 64-float embeddings as one ready document of the assistant.
+async fn ready_chunks(store: &Store, org: i64, assistant: i64, n: usize) {
+    let doc = store
+        .create_document(&NewDocument {
+            organization_id: org,
+            assistant_id: assistant,
+            name: "bulk".into(),
+            file_name: "bulk.txt".into(),
+            content_type: "text/plain".into(),
+            category: None,
+            tags: None,
+            content: b"bulk".to_vec(),
+        })
+        .await
+        .unwrap();
+    let chunks: Vec<switchboard_store::NewChunk> = (0..n)
+        .map(|i| switchboard_store::NewChunk {
+            position: i as i64,
+            page: None,
+            section: None,
+            content: format!("router signal outage number {i}"),
+            embedding: (0..64).map(|d| ((i * 64 + d) as f32).sin()).collect(),
+        })
+        .collect();
+    store
+        .store_document_chunks(org, assistant, doc.id, &chunks)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_index_cache_holds_its_cap_dropping_the_least_recently_searched() {
+    let Some(w) = world(false).await else {
+        return;
+    };
+    let third = w
+        .store
+        .create_assistant(w.org, 1, "Third", true, &json!({"name": "Third"}))
+        .await
+        .unwrap()
+        .id;
+    let assistants = [
+        (w.org, w.assistant),
+        (w.other_org, w.other_assistant),
+        (w.org, third),
+    ];
+    for (org, a) in assistants {
+        ready_chunks(&w.store, org, a, 200).await;
+    }
+    // The size of one assistant's indexes, measured on an uncapped knowledge base.
+    let sizes: Vec<usize> = {
+        let free = KnowledgeBase::new(w.store.clone());
+        let mut sizes = Vec::new();
+        for (org, a) in assistants {
+            sizes.push(free.index(org, a).await.unwrap().memory_bytes());
+        }
+        sizes
+    };
+    assert!(sizes.iter().all(|s| *s > 200 * 64 * 4), "{sizes:?}");
+    let cap = sizes[0] + sizes[1] + sizes[2] - 1; // two fit, never three
+    let kb = KnowledgeBase::with_cache_max_bytes(w.store.clone(), cap);
+    let params = SearchParams {
+        limit: 3,
+        min_similarity: -1.0,
+    };
+    let query: Vec<f32> = (0..64).map(|d| (d as f32).cos()).collect();
+    let search = |(org, a): (i64, i64)| {
+        let kb = kb.clone();
+        let query = query.clone();
+        async move {
+            let hits = kb
+                .search(org, a, "router outage", &query, params)
+                .await
+                .unwrap();
+            assert_eq!(hits.len(), 3);
+        }
+    };
+    search(assistants[0]).await;
+    search(assistants[1]).await;
+    assert_eq!(kb.cached_assistants(), 2);
+    assert_eq!(kb.cached_bytes(), sizes[0] + sizes[1]);
+    // The first is searched again, so the second is the least recently used when the third
+    // comes: it is the one dropped.
+    search(assistants[0]).await;
+    search(assistants[2]).await;
+    assert!(kb.cached_bytes() <= cap);
+    assert!(kb.is_cached(assistants[0].0, assistants[0].1));
+    assert!(!kb.is_cached(assistants[1].0, assistants[1].1));
+    assert!(kb.is_cached(assistants[2].0, assistants[2].1));
+
+    // A cap smaller than any one assistant: searches still answer, nothing is kept.
+    let tiny = KnowledgeBase::with_cache_max_bytes(w.store.clone(), 1024);
+    let hits = tiny
+        .search(w.org, w.assistant, "router outage", &query, params)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+    assert_eq!((tiny.cached_assistants(), tiny.cached_bytes()), (0, 0));
+    w.finish().await;
+}
+
+/// A one-page PDF whose content stream inflates to `inflated` bytes (text, then spaces), made
+/// without holding the inflated bytes.
+fn pdf_bomb(inflated: usize) -> Vec<u8> {
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(b"BT /F1 12 Tf 72 700 Td (boom) Tj ET").unwrap();
+    let spaces = vec![b' '; 1 << 20];
+    let mut left = inflated - 35;
+    while left > 0 {
+        let n = left.min(spaces.len());
+        z.write_all(&spaces[..n]).unwrap();
+        left -= n;
+    }
+    let compressed = z.finish().unwrap();
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let content_id = doc.add_object(Stream::new(
+        dictionary! { "Filter" => "FlateDecode" },
+        compressed,
+    ));
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_pdf_decompression_bomb_fails_the_document_with_a_clear_error() {
+    let Some(w) = world(false).await else {
+        return;
+    };
+    let limit = switchboard_knowledge::pdf_limits::DEFAULT_PDF_LIMITS.stream_bytes as usize;
+    let bomb = pdf_bomb(limit + 1);
+    assert!(
+        bomb.len() < 256 * 1024,
+        "a small file: {} bytes",
+        bomb.len()
+    );
+    let id = w
+        .upload(w.org, w.assistant, "bomb.pdf", DocumentFormat::Pdf, &bomb)
+        .await;
+    let err = w.process(w.org, w.assistant, id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::Extract(switchboard_knowledge::ExtractError::TooLarge { limit_bytes })
+                if limit_bytes == limit as u64
+        ),
+        "{err:?}"
+    );
+    let doc = w
+        .store
+        .get_document(w.org, w.assistant, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.status, DocumentStatus::Failed);
+    let error = doc.error.unwrap_or_default();
+    assert!(error.contains("decompression bomb"), "{error}");
+    assert!(error.contains(&limit.to_string()), "{error}");
+    assert_eq!(doc.chunk_count, 0);
+    w.finish().await;
+}

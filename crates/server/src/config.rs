@@ -124,6 +124,15 @@ pub struct KnowledgeSettings {
     pub max_upload_bytes: usize,
     /// Documents processed at the same time by this instance (extraction, embeddings).
     pub processing_concurrency: usize,
+    /// Most bytes of assistants' search indexes (vectors and keyword postings) this instance
+    /// keeps in memory; the least recently searched assistants are dropped first. An
+    /// assistant whose index alone is larger is loaded for each search instead.
+    #[serde(default = "default_knowledge_cache_max_bytes")]
+    pub cache_max_bytes: usize,
+}
+
+fn default_knowledge_cache_max_bytes() -> usize {
+    switchboard_knowledge::DEFAULT_CACHE_MAX_BYTES
 }
 
 /// `[secrets]`: the key stored secrets are encrypted with (see `switchboard_store::crypto`).

@@ -19,6 +19,7 @@ use switchboard_store::{Store, StoreError};
 use tokio::sync::Semaphore;
 
 use crate::call::resolve::{self, KeySources, ResolveError};
+use crate::config::KnowledgeSettings;
 use crate::state::AppState;
 
 /// The server's knowledge-base services, shared by the API and the calls.
@@ -35,14 +36,21 @@ pub struct Knowledge {
 
 impl Knowledge {
     /// The services over `store`, reaching embeddings APIs through the tenant client `http`,
-    /// processing at most `concurrency` documents at once.
-    pub fn new(store: Store, http: GuardedClient, concurrency: usize) -> Knowledge {
+    /// processing at most `settings.processing_concurrency` documents at once (claimed as
+    /// `instance_id`), caching at most `settings.cache_max_bytes` of search indexes.
+    pub fn new(
+        store: Store,
+        http: GuardedClient,
+        settings: &KnowledgeSettings,
+        instance_id: &str,
+    ) -> Knowledge {
         let embedder = Embedder::new(http);
         Knowledge {
-            base: KnowledgeBase::new(store),
+            base: KnowledgeBase::with_cache_max_bytes(store, settings.cache_max_bytes)
+                .with_instance_id(instance_id),
             query_embedder: embedder.for_queries(),
             embedder,
-            jobs: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs: Arc::new(Semaphore::new(settings.processing_concurrency.max(1))),
         }
     }
 }
@@ -72,6 +80,57 @@ pub async fn key_sources(state: &AppState, org_id: i64) -> Result<KeySources, St
         keys,
         &state.settings.providers,
     ))
+}
+
+/// Puts the documents a crashed process left `processing` back to `pending` and queues them
+/// again when their assistant's `rag_settings.auto_process` is on. Which documents: those
+/// claimed by this instance when `server.instance_id` is configured (its previous process is
+/// gone); every one when Redis is off (call slots are per process, so the deployment is one
+/// instance); none otherwise (a random instance id names no earlier process: the 15-minute
+/// takeover of `POST …/process` and of the next job applies). Call once at start, before
+/// serving. Returns how many documents were put back.
+pub async fn requeue_interrupted(state: &AppState) -> usize {
+    let configured = state.settings.server.instance_id.trim();
+    let scope = if !configured.is_empty() {
+        Some(configured)
+    } else if state.settings.redis.url.trim().is_empty() {
+        None
+    } else {
+        return 0;
+    };
+    let reset = match state.store.requeue_processing_documents(scope).await {
+        Ok(reset) => reset,
+        Err(e) => {
+            tracing::error!(error = %e, "could not put interrupted document processing back to pending");
+            return 0;
+        }
+    };
+    for d in &reset {
+        let auto = match state
+            .store
+            .get_assistant(d.organization_id, d.assistant_id)
+            .await
+        {
+            Ok(Some(row)) => switchboard_assistant::deserialize_config(row.config)
+                .is_ok_and(|c| c.rag_settings.auto_process),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(document_id = d.id, error = %e, "assistant of an interrupted document not read");
+                false
+            }
+        };
+        tracing::warn!(
+            organization_id = d.organization_id,
+            assistant_id = d.assistant_id,
+            document_id = d.id,
+            requeued = auto,
+            "document processing interrupted by a restart: back to pending"
+        );
+        if auto {
+            spawn_processing(state, d.organization_id, d.assistant_id, d.id);
+        }
+    }
+    reset.len()
 }
 
 /// Why a processing job could not start processing.

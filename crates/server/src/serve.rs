@@ -182,6 +182,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
         state.rate_limiter.share_through(shared);
     }
     crate::call::recovery::start(&state).await;
+    crate::knowledge::requeue_interrupted(&state).await;
     crate::twilio::control::spawn_subscriber(&state);
     let edge = edge_config(&state, trusted);
     tokio::spawn(edge::housekeeping::run(

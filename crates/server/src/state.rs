@@ -113,7 +113,8 @@ impl AppState {
         let knowledge = crate::knowledge::Knowledge::new(
             store.clone(),
             tenant_http.clone(),
-            settings.knowledge.processing_concurrency,
+            &settings.knowledge,
+            &instance_id,
         );
         let live = Arc::new(crate::live_feed::LiveFeed::new(
             settings.calls.live_buffer_events,

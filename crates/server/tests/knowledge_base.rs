@@ -77,8 +77,19 @@ async fn start(scripts: &[&CallScript]) -> Stack {
         .add_number(TWILIO_SID, NUMBER)
         .expect("account known");
     let dir = tempfile::tempdir().expect("tempdir");
+    start_in(fakes, twilio, dir, "").await
+}
+
+/// A server on the database in `dir`, named `instance` (`server.instance_id`, empty: random).
+async fn start_in(
+    fakes: ProviderFakes,
+    twilio: FakeTwilioRest,
+    dir: tempfile::TempDir,
+    instance: &str,
+) -> Stack {
     let mut settings = Settings::defaults().expect("defaults");
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
+    settings.server.instance_id = instance.to_owned();
     settings.database.url = format!("sqlite://{}", dir.path().join("sb.db").display());
     settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
     settings.server.rate_limit_per_s = 0;
@@ -116,6 +127,19 @@ async fn start(scripts: &[&CallScript]) -> Stack {
 }
 
 impl Stack {
+    /// Stops the server and starts another on the same database and fakes, named `instance`.
+    async fn restart(self, instance: &str) -> Stack {
+        let Stack {
+            server,
+            fakes,
+            _twilio,
+            _dir,
+            ..
+        } = self;
+        server.shutdown().await;
+        start_in(fakes, _twilio, _dir, instance).await
+    }
+
     /// Creates an assistant (with the fakes as providers) with `rag` as its `rag_settings`.
     async fn assistant(&self, tag: &str, rag: Value, assign: bool) -> i64 {
         let mut record = self.fakes.assistant_record("Harbor Dental", tag, "Hello.");
@@ -631,4 +655,80 @@ async fn the_search_tool_runs_in_a_live_call() {
             .iter()
             .any(|i| i == "opening hours")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_interrupted_by_a_crash_is_requeued_at_start() {
+    let stack = start(&[]).await;
+    let auto = stack
+        .assistant("kb-requeue-auto", rag(true, true), false)
+        .await;
+    let manual = stack
+        .assistant("kb-requeue-manual", rag(true, false), false)
+        .await;
+    let store = stack.server.state().store.clone();
+    let org = store
+        .get_organization_by_name("default")
+        .await
+        .expect("org")
+        .expect("default org")
+        .id;
+    // Documents a crashed process of instance kb-node-1 was processing (stored directly, so
+    // no upload starts a job), and one of another instance.
+    let doc = |assistant: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .create_document(&switchboard_store::NewDocument {
+                    organization_id: org,
+                    assistant_id: assistant,
+                    name: "FAQ".into(),
+                    file_name: "faq.md".into(),
+                    content_type: "text/markdown".into(),
+                    category: None,
+                    tags: None,
+                    content: FAQ.as_bytes().to_vec(),
+                })
+                .await
+                .expect("document")
+                .id
+        }
+    };
+    let (mine_auto, mine_manual, theirs) = (doc(auto).await, doc(manual).await, doc(auto).await);
+    let now = switchboard_store::now_ms();
+    for (assistant, id, instance) in [
+        (auto, mine_auto, "kb-node-1"),
+        (manual, mine_manual, "kb-node-1"),
+        (auto, theirs, "kb-node-2"),
+    ] {
+        assert!(
+            store
+                .claim_document(org, assistant, id, now, instance)
+                .await
+                .expect("claim")
+        );
+    }
+
+    let stack = stack.restart("kb-node-1").await;
+    // Its own document of an auto_process assistant is processed again at once…
+    let done = stack.processed(auto, mine_auto).await;
+    assert_eq!(done["processing_status"], "ready", "{done}");
+    assert_eq!(done["chunk_count"], 4);
+    // …without auto_process it waits, pending, for `…/process`…
+    let (_, body) = stack
+        .get(
+            KEY,
+            &format!("/api/v1/assistants/{manual}/documents/{mine_manual}/status"),
+        )
+        .await;
+    assert_eq!(body["processing_status"], "pending", "{body}");
+    // …and another instance's claim is left to it.
+    let (_, body) = stack
+        .get(
+            KEY,
+            &format!("/api/v1/assistants/{auto}/documents/{theirs}/status"),
+        )
+        .await;
+    assert_eq!(body["processing_status"], "processing", "{body}");
+    stack.server.shutdown().await;
 }

@@ -159,6 +159,17 @@ pub struct ChunkVector {
     pub embedding: Vec<f32>,
 }
 
+/// A chunk's id, text and embedding: what the in-memory search indexes are built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedChunk {
+    /// Chunk id.
+    pub id: i64,
+    /// The chunk's text (for the keyword index).
+    pub content: String,
+    /// The embedding as stored (for the vector index).
+    pub embedding: Vec<f32>,
+}
+
 /// A summary of an assistant's searchable documents that changes whenever their chunks do
 /// (a document processed, reprocessed or deleted): an in-memory index built when it had one
 /// value is stale once it has another, on any instance sharing the database.
@@ -319,19 +330,22 @@ impl Store {
         Ok(row.try_get("content")?)
     }
 
-    /// Marks the document `processing` unless it already is (and was marked at or after
-    /// `stale_before_ms`, unix ms: an older mark is a job that died with its process and may be
-    /// taken over): true when this caller took it. One conditional write, so two workers never
-    /// process the same document at once. `NotFound` when the organisation has no such document.
+    /// Marks the document `processing` by `instance` (`server.instance_id`) unless it already
+    /// is (and was marked at or after `stale_before_ms`, unix ms: an older mark is a job that
+    /// died with its process and may be taken over): true when this caller took it. One
+    /// conditional write, so two workers never process the same document at once. `NotFound`
+    /// when the organisation has no such document.
     pub async fn claim_document(
         &self,
         org_id: i64,
         assistant_id: i64,
         id: i64,
         stale_before_ms: i64,
+        instance: &str,
     ) -> Result<bool, StoreError> {
         let res = sqlx::query(
-            "UPDATE documents SET status = $1, error = NULL, updated_at = $2 WHERE id = $3 \
+            "UPDATE documents SET status = $1, error = NULL, updated_at = $2, \
+             processing_instance = $7 WHERE id = $3 \
              AND organization_id = $4 AND assistant_id = $5 \
              AND (status <> $1 OR updated_at < $6)",
         )
@@ -341,6 +355,7 @@ impl Store {
         .bind(org_id)
         .bind(assistant_id)
         .bind(stale_before_ms)
+        .bind(instance)
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 1 {
@@ -350,6 +365,28 @@ impl Store {
             Some(_) => Ok(false),
             None => Err(StoreError::NotFound),
         }
+    }
+
+    /// Puts the documents left `processing` back to `pending`: those claimed by `instance`, or
+    /// every one when `instance` is `None` (a single-instance deployment). Run at start, before
+    /// this process processes anything: a `processing` mark of this instance is a job that died
+    /// with its previous process. Returns the documents reset (any organisation).
+    pub async fn requeue_processing_documents(
+        &self,
+        instance: Option<&str>,
+    ) -> Result<Vec<DocumentRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE documents SET status = $1, processing_instance = NULL, updated_at = $2 \
+             WHERE status = $3 AND ($4 IS NULL OR processing_instance = $4) \
+             RETURNING {DOCUMENT_COLS}"
+        )))
+        .bind(DocumentStatus::Pending.as_str())
+        .bind(now_ms())
+        .bind(DocumentStatus::Processing.as_str())
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(document_from_row).collect()
     }
 
     /// Replaces the document's chunks with `chunks` and marks it `ready`, in one transaction.
@@ -365,7 +402,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "UPDATE documents SET status = $1, error = NULL, chunk_count = $2, updated_at = $3, \
-             processed_at = $3 WHERE id = $4 AND organization_id = $5 AND assistant_id = $6",
+             processed_at = $3, processing_instance = NULL WHERE id = $4 \
+             AND organization_id = $5 AND assistant_id = $6",
         )
         .bind(DocumentStatus::Ready.as_str())
         .bind(chunks.len() as i64)
@@ -416,8 +454,9 @@ impl Store {
         error: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE documents SET status = $1, error = $2, updated_at = $3 WHERE id = $4 \
-             AND organization_id = $5 AND assistant_id = $6",
+            "UPDATE documents SET status = $1, error = $2, updated_at = $3, \
+             processing_instance = NULL WHERE id = $4 AND organization_id = $5 \
+             AND assistant_id = $6",
         )
         .bind(DocumentStatus::Failed.as_str())
         .bind(error)
@@ -505,6 +544,33 @@ impl Store {
                 let bytes: Vec<u8> = r.try_get("embedding")?;
                 Ok(ChunkVector {
                     id: r.try_get("id")?,
+                    embedding: decode_embedding(&bytes),
+                })
+            })
+            .collect()
+    }
+
+    /// Every chunk of the assistant with its text and embedding, by chunk id: one indexed
+    /// query, run when a search cache loads the assistant (not per search).
+    pub async fn indexed_chunks(
+        &self,
+        org_id: i64,
+        assistant_id: i64,
+    ) -> Result<Vec<IndexedChunk>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, content, embedding FROM document_chunks WHERE organization_id = $1 \
+             AND assistant_id = $2 ORDER BY id",
+        )
+        .bind(org_id)
+        .bind(assistant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get("embedding")?;
+                Ok(IndexedChunk {
+                    id: r.try_get("id")?,
+                    content: r.try_get("content")?,
                     embedding: decode_embedding(&bytes),
                 })
             })

@@ -55,8 +55,8 @@ pub use call_traces::CallTraceRow;
 pub use console_sessions::ConsoleSession;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use documents::{
-    ChunkRow, ChunkVector, DocumentRow, DocumentStatus, KnowledgeStamp, MAX_QUERY_TERMS, NewChunk,
-    NewDocument, decode_embedding, encode_embedding, query_terms,
+    ChunkRow, ChunkVector, DocumentRow, DocumentStatus, IndexedChunk, KnowledgeStamp,
+    MAX_QUERY_TERMS, NewChunk, NewDocument, decode_embedding, encode_embedding, query_terms,
 };
 pub use error::StoreError;
 pub use models::*;

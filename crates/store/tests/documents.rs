@@ -11,7 +11,8 @@ use switchboard_store::{DocumentStatus, NewChunk, NewDocument, Store, StoreError
 store_tests!(
     document_lifecycle,
     keyword_search_ranks_and_isolates,
-    delete_removes_chunks_vectors_and_index
+    delete_removes_chunks_vectors_and_index,
+    processing_documents_are_requeued_by_instance
 );
 
 async fn setup(s: &Store) -> (i64, i64, i64, i64) {
@@ -81,22 +82,22 @@ async fn document_lifecycle(ctx: Ctx) {
     // One worker takes it; a second claim while it is fresh fails, a stale one succeeds.
     let now = switchboard_store::now_ms();
     assert!(
-        s.claim_document(a, asst_a, d.id, now - 60_000)
+        s.claim_document(a, asst_a, d.id, now - 60_000, "node-1")
             .await
             .unwrap()
     );
     assert!(
-        !s.claim_document(a, asst_a, d.id, now - 60_000)
+        !s.claim_document(a, asst_a, d.id, now - 60_000, "node-1")
             .await
             .unwrap()
     );
     assert!(
-        s.claim_document(a, asst_a, d.id, now + 60_000)
+        s.claim_document(a, asst_a, d.id, now + 60_000, "node-1")
             .await
             .unwrap()
     );
     assert!(matches!(
-        s.claim_document(b, asst_a, d.id, now).await,
+        s.claim_document(b, asst_a, d.id, now, "node-1").await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(
@@ -132,7 +133,11 @@ async fn document_lifecycle(ctx: Ctx) {
     assert!(s.chunk_vectors(b, asst_a).await.unwrap().is_empty());
 
     // Reprocessing replaces the chunks.
-    assert!(s.claim_document(a, asst_a, d.id, 0).await.unwrap());
+    assert!(
+        s.claim_document(a, asst_a, d.id, 0, "node-1")
+            .await
+            .unwrap()
+    );
     s.store_document_chunks(a, asst_a, d.id, &[chunk(0, "Open 24/7.", vec![0.5, 0.5])])
         .await
         .unwrap();
@@ -303,4 +308,83 @@ async fn delete_removes_chunks_vectors_and_index(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+async fn processing_documents_are_requeued_by_instance(ctx: Ctx) {
+    let s = &ctx.store;
+    let (a, asst_a, b, asst_b) = setup(s).await;
+    let mine = s
+        .create_document(&new_doc(a, asst_a, "mine"))
+        .await
+        .unwrap();
+    let theirs = s
+        .create_document(&new_doc(b, asst_b, "theirs"))
+        .await
+        .unwrap();
+    let done = s
+        .create_document(&new_doc(a, asst_a, "done"))
+        .await
+        .unwrap();
+    assert!(
+        s.claim_document(a, asst_a, mine.id, 0, "node-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_document(b, asst_b, theirs.id, 0, "node-2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_document(a, asst_a, done.id, 0, "node-1")
+            .await
+            .unwrap()
+    );
+    s.store_document_chunks(a, asst_a, done.id, &[chunk(0, "Done.", vec![1.0])])
+        .await
+        .unwrap();
+    let status = |org, asst, id| {
+        let s = s.clone();
+        async move { s.get_document(org, asst, id).await.unwrap().unwrap().status }
+    };
+
+    // This instance's claims only: the other instance's stays processing, ready stays ready.
+    let reset = s
+        .requeue_processing_documents(Some("node-1"))
+        .await
+        .unwrap();
+    assert_eq!(reset.iter().map(|d| d.id).collect::<Vec<_>>(), [mine.id]);
+    assert_eq!(reset[0].status, DocumentStatus::Pending);
+    assert_eq!(status(a, asst_a, mine.id).await, DocumentStatus::Pending);
+    assert_eq!(
+        status(b, asst_b, theirs.id).await,
+        DocumentStatus::Processing
+    );
+    assert_eq!(status(a, asst_a, done.id).await, DocumentStatus::Ready);
+    assert!(
+        s.requeue_processing_documents(Some("node-1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Single instance: every processing document, and only once.
+    let reset = s.requeue_processing_documents(None).await.unwrap();
+    assert_eq!(reset.iter().map(|d| d.id).collect::<Vec<_>>(), [theirs.id]);
+    assert_eq!(status(b, asst_b, theirs.id).await, DocumentStatus::Pending);
+    assert!(
+        s.requeue_processing_documents(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The search load: text and embedding of each chunk, by id, tenant-scoped.
+    let indexed = s.indexed_chunks(a, asst_a).await.unwrap();
+    assert_eq!(indexed.len(), 1);
+    assert_eq!(
+        (indexed[0].content.as_str(), indexed[0].embedding.as_slice()),
+        ("Done.", &[1.0f32][..])
+    );
+    assert!(s.indexed_chunks(b, asst_a).await.unwrap().is_empty());
 }
