@@ -54,10 +54,10 @@ use super::resolve::{self, CallOverrides, CallParty, KeySources};
 use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
 use super::warm_transfer::WarmTransfers;
+use crate::background_sound::{self, CachedSound, SoundError};
 use crate::live_feed::{
     LiveBackchannel, LiveCallEnded, LiveEvent, LiveMoment, LiveTranscript, LiveTurn,
 };
-use crate::background_sound::{self, CachedSound, SoundError};
 use crate::state::AppState;
 use switchboard_core::audio::background::BackgroundBed;
 use switchboard_core::audio::{FRAME_BYTES, MULAW_SILENCE};
