@@ -209,9 +209,9 @@ fn quick_latency() -> LatencyProfile {
     }
 }
 
-/// A server with one recorded call (flight recording and WAV recording on) run against the
-/// provider fakes; returns the server, the fakes (kept alive) and the call id.
-async fn server_with_a_call() -> (CallServer, ProviderFakes, i64) {
+/// A server and the provider fakes, ready for the `barge_in` fixture's call with the flight
+/// recording and a WAV recording on; returns them and the call's script.
+async fn server_for_a_call() -> (CallServer, ProviderFakes, Arc<CallScript>) {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/calls");
     let script = CallScript::load(&fixtures, "barge_in").expect("fixture");
     let fakes = ProviderFakes::start_for_calls(quick_latency(), &[&script])
@@ -224,9 +224,14 @@ async fn server_with_a_call() -> (CallServer, ProviderFakes, i64) {
         &json!({"recording_settings": {"enabled": true, "format": "wav"}}),
     );
     calls.assistant(&record, NUMBER).await;
-    let report = FakeCall::new(calls.caller(NUMBER), Arc::new(script))
-        .run()
-        .await;
+    (calls, fakes, Arc::new(script))
+}
+
+/// A server with one recorded call (flight recording and WAV recording on) run against the
+/// provider fakes; returns the server, the fakes (kept alive) and the call id.
+async fn server_with_a_call() -> (CallServer, ProviderFakes, i64) {
+    let (calls, fakes, script) = server_for_a_call().await;
+    let report = FakeCall::new(calls.caller(NUMBER), script).run().await;
     assert!(
         report.errors.is_empty(),
         "caller errors: {:?}",
@@ -295,7 +300,6 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
         path_of(&c.current_url().await.expect("url")),
         "/console/live"
     );
-    screenshot(c, "live").await;
 
     // Calls: the call is listed; its page has the timeline.
     c.find(Locator::LinkText("Calls"))
@@ -578,5 +582,69 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
     .await;
     assert_eq!(row, Value::Bool(true));
     screenshot(c, "organisation").await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_a_call_go_live_and_end() {
+    let Some((driver, chromium)) = tools() else {
+        return;
+    };
+    let (calls, _fakes, script) = server_for_a_call().await;
+    let b = Browser::start(&driver, &chromium).await;
+    let c = b.c();
+    sign_in(&b, &calls.base, KEY_A).await;
+    c.wait()
+        .at_most(UI_DEADLINE)
+        .for_element(Locator::Css("#live"))
+        .await
+        .expect("live page");
+    until(
+        c,
+        "document.getElementById('live-status').className === 'connected'",
+        "the live stream to connect",
+    )
+    .await;
+
+    // The call starts while the page watches: it appears with its caller's words and the
+    // latency waterfall of its turns, as they happen.
+    let caller = FakeCall::new(calls.caller(NUMBER), script);
+    let call = tokio::spawn(caller.run());
+    until(
+        c,
+        "document.querySelector('.live-call .transcript li.user:not(.interim)')",
+        "a caller line in the live transcript",
+    )
+    .await;
+    until(
+        c,
+        "document.querySelector('.live-call .waterfall svg rect')",
+        "a turn in the live latency waterfall",
+    )
+    .await;
+    let still_live = c
+        .execute(
+            "return !document.querySelector('.live-call.ended');",
+            vec![],
+        )
+        .await
+        .expect("script runs");
+    assert_eq!(still_live, Value::Bool(true), "shown ended while live");
+    screenshot(c, "live").await;
+
+    // It ends: the page says so, with the SID the engine recorded.
+    let report = call.await.expect("the fake call ran");
+    assert!(
+        report.errors.is_empty(),
+        "caller errors: {:?}",
+        report.errors
+    );
+    let shown = until(
+        c,
+        "(document.querySelector('.live-call.ended h3 a') || {}).textContent",
+        "the call shown as ended",
+    )
+    .await;
+    assert_eq!(shown.as_str(), Some(report.call_sid.as_str()));
     b.quit().await;
 }
