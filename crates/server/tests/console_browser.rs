@@ -194,6 +194,18 @@ async fn sign_in(b: &Browser, base: &str, key: &str) {
         .expect("clicked");
 }
 
+/// A new member key named `name` in organisation A, as `POST /api/v1/api-keys` answered.
+async fn member_key(ts: &common::TestServer, name: &str) -> Value {
+    ts.req(reqwest::Method::POST, "/api/v1/api-keys", KEY_A)
+        .json(&json!({"name": name, "role": "member"}))
+        .send()
+        .await
+        .expect("create key")
+        .json()
+        .await
+        .expect("json")
+}
+
 fn path_of(url: &url::Url) -> String {
     url.path().to_owned()
 }
@@ -408,15 +420,7 @@ async fn a_revoked_keys_session_is_refused() {
         return;
     };
     let ts = common::TestServer::start().await;
-    let created: Value = ts
-        .req(reqwest::Method::POST, "/api/v1/api-keys", KEY_A)
-        .json(&json!({"name": "browser", "role": "member"}))
-        .send()
-        .await
-        .expect("create key")
-        .json()
-        .await
-        .expect("json");
+    let created = member_key(&ts, "browser").await;
     let key = created["key"].as_str().expect("key");
     let b = Browser::start(&driver, &chromium).await;
     let c = b.c();
@@ -463,15 +467,7 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
         return;
     };
     let ts = common::TestServer::start().await;
-    let created: Value = ts
-        .req(reqwest::Method::POST, "/api/v1/api-keys", KEY_A)
-        .json(&json!({"name": "to revoke", "role": "member"}))
-        .send()
-        .await
-        .expect("create key")
-        .json()
-        .await
-        .expect("json");
+    let created = member_key(&ts, "to revoke").await;
     let b = Browser::start(&driver, &chromium).await;
     let c = b.c();
     sign_in(&b, &ts.base, KEY_A).await;

@@ -599,16 +599,10 @@ async fn assign_number(
     Path(id): Path<i64>,
     Form(form): Form<NumberForm>,
 ) -> Result<Redirect, ConsoleError> {
-    let _assigned = assign_by_id(
-        State(state),
-        api_auth(&user),
-        ApiPath(AssistantNumberPath {
-            assistant_id: id,
-            phone_number_id: form.phone_number_id,
-        }),
-    )
-    .await
-    .map_err(page_error)?;
+    let path = number_path(id, &form);
+    let _assigned = assign_by_id(State(state), api_auth(&user), path)
+        .await
+        .map_err(page_error)?;
     Ok(Redirect::to(&assistant_url(id)))
 }
 
@@ -619,15 +613,17 @@ async fn unassign_number(
     Path(id): Path<i64>,
     Form(form): Form<NumberForm>,
 ) -> Result<Redirect, ConsoleError> {
-    let _unassigned = unassign_by_id(
-        State(state),
-        api_auth(&user),
-        ApiPath(AssistantNumberPath {
-            assistant_id: id,
-            phone_number_id: form.phone_number_id,
-        }),
-    )
-    .await
-    .map_err(page_error)?;
+    let path = number_path(id, &form);
+    let _unassigned = unassign_by_id(State(state), api_auth(&user), path)
+        .await
+        .map_err(page_error)?;
     Ok(Redirect::to(&assistant_url(id)))
+}
+
+/// The API path of assistant `id`'s number in `form`.
+fn number_path(id: i64, form: &NumberForm) -> ApiPath<AssistantNumberPath> {
+    ApiPath(AssistantNumberPath {
+        assistant_id: id,
+        phone_number_id: form.phone_number_id,
+    })
 }
