@@ -208,32 +208,21 @@ async fn state_changes_need_the_session_csrf_token() {
         .await
         .expect("get");
     assert_eq!(read.status(), 200);
-    let body = json!({"name": "Console made"});
-    let write = client
-        .request(Method::POST, ts.url("/api/v1/assistants"))
-        .header(COOKIE, &cookie)
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
+    let create = |csrf: Option<String>| {
+        let mut req = client
+            .request(Method::POST, ts.url("/api/v1/assistants"))
+            .header(COOKIE, &cookie)
+            .json(&json!({"name": "Console made"}));
+        if let Some(token) = csrf {
+            req = req.header("x-csrf-token", token);
+        }
+        req.send()
+    };
+    let write = create(None).await.expect("post");
     assert_eq!(write.status(), 403, "cookie without CSRF header");
-    let write = client
-        .request(Method::POST, ts.url("/api/v1/assistants"))
-        .header(COOKIE, &cookie)
-        .header("x-csrf-token", "0".repeat(64))
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
+    let write = create(Some("0".repeat(64))).await.expect("post");
     assert_eq!(write.status(), 403, "wrong CSRF header");
-    let write = client
-        .request(Method::POST, ts.url("/api/v1/assistants"))
-        .header(COOKIE, &cookie)
-        .header("x-csrf-token", &s.csrf)
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
+    let write = create(Some(s.csrf.clone())).await.expect("post");
     assert!(write.status().is_success(), "{}", write.status());
 
     // Sign out with the token: the session is gone, for pages and the API alike.

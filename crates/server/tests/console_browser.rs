@@ -206,6 +206,22 @@ async fn member_key(ts: &common::TestServer, name: &str) -> Value {
         .expect("json")
 }
 
+/// Types `value` into the assistant form's LLM temperature field and saves the form.
+async fn save_temperature(c: &Client, value: &str) {
+    let temperature = c
+        .find(Locator::Css("#f-llm_settings-temperature"))
+        .await
+        .expect("temperature field");
+    temperature.clear().await.expect("cleared");
+    temperature.send_keys(value).await.expect("typed");
+    c.find(Locator::Css("#save"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("clicked");
+}
+
 fn path_of(url: &url::Url) -> String {
     url.path().to_owned()
 }
@@ -482,18 +498,7 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
         .expect("new assistant form");
     let name = c.find(Locator::Css("#f-name")).await.expect("name field");
     name.send_keys("Browser desk").await.expect("typed");
-    let temperature = c
-        .find(Locator::Css("#f-llm_settings-temperature"))
-        .await
-        .expect("temperature field");
-    temperature.clear().await.expect("cleared");
-    temperature.send_keys("7").await.expect("typed");
-    c.find(Locator::Css("#save"))
-        .await
-        .expect("save")
-        .click()
-        .await
-        .expect("clicked");
+    save_temperature(c, "7").await;
     let error = until(
         c,
         "(document.querySelector('[data-field=\"llm_settings.temperature\"] .field-error') \
@@ -515,18 +520,7 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
     .expect("scrolled to the field");
     screenshot(c, "assistants-validation").await;
 
-    let temperature = c
-        .find(Locator::Css("#f-llm_settings-temperature"))
-        .await
-        .expect("temperature field");
-    temperature.clear().await.expect("cleared");
-    temperature.send_keys("0.3").await.expect("typed");
-    c.find(Locator::Css("#save"))
-        .await
-        .expect("save")
-        .click()
-        .await
-        .expect("clicked");
+    save_temperature(c, "0.3").await;
     c.wait()
         .at_most(UI_DEADLINE)
         .for_element(Locator::Css("#saved"))
