@@ -14,8 +14,8 @@
 # The caller's speech is placed relative to where the bot's reply will be: the engine with the
 # loadgen's fakes (default latency profile) answers a turn REPLY_LATENCY after it ends, and the
 # fake LLM's reply (crates/testkit/src/openai.rs, default_reply) to a given sentence is fixed, so
-# its length (60 ms of fake TTS audio per character) is given per call below. "start" of a reply
-# is 1 s in (past min_speaking_time), "middle" 3.5-4.5 s in, "tail" 1.2 s before its end (inside
+# its length (60 ms of fake TTS audio per character) is given per call below. "first" of a reply
+# is 0.2 s in (inside min_speaking_time), "start" 1 s in (past it), "middle" 3.5-4.5 s in, "tail" 1.2 s before its end (inside
 # tail_protection_ms). Deterministic, no network; re-run after changing it:
 #   scripts/make-scenarios.sh
 set -euo pipefail
@@ -35,6 +35,7 @@ REPLY_LATENCY=1.9   # end of a caller turn → the reply's first audio at the ca
 # Thresholds of the checks (ms).
 STOP_MS=400         # a barge-in outside the tail: the bot pauses at the VAD onset
 STOP_TAIL_MS=1200   # in the tail the bot does not pause; it stops at the confirming words
+STOP_GATED_MS=1000  # inside min_speaking_time (0.5 s) it stops at the first words after it
 ANSWER_MS=4000
 GAP_MS=400          # what a one-word backchannel may leave in the reply
 # A two-word backchannel (0.8 s): the bot pauses at its onset and resumes once its words are
@@ -106,6 +107,7 @@ backchannel() {
   say turn "$voice" 160 "$turn"; expect_answered "$(last)" "$ANSWER_MS"
   reply_to_last "$reply_s"
   case "$pos" in
+    first) at=$(in_reply 0.2); within="$STOP_GATED_MS" ;;
     start) at=$(in_reply 1.0) ;;
     middle) at=$(in_reply 4.0) ;;
     tail) at=$(before_reply_end 1.2) ;;
@@ -163,6 +165,7 @@ barge() {
   reply_to_last "$reply_s"
   within="$STOP_MS"
   case "$pos" in
+    first) at=$(in_reply 0.2); within="$STOP_GATED_MS" ;;
     start) at=$(in_reply 1.0) ;;
     middle) at=$(in_reply 3.5) ;;
     tail) at=$(before_reply_end 1.2); within="$STOP_TAIL_MS" ;;
@@ -177,6 +180,9 @@ barge() {
 barge barge_in_start en-gb+m3 170 "Can you tell me your opening hours?" 9.4 start \
   "Sorry, actually I only need to know whether you are open on Sunday mornings." \
   "A whole sentence 1 s into the reply: the bot stops and answers it."
+barge barge_in_first en-gb+m3 170 "Can you tell me your opening hours?" 9.4 first \
+  "Sorry, actually I only need to know whether you are open on Sunday mornings." \
+  "A whole sentence 0.2 s into the reply, inside min_speaking_time: the bot stops once that has passed and answers it."
 barge barge_in_middle en-us+m2 180 "I need to change the address on my account." 11.0 middle \
   "Wait, wait, it is not my address, it is my daughter's account that needs changing." \
   "A whole sentence in the middle of the reply, fast male voice."

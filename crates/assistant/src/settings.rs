@@ -179,7 +179,7 @@ pub struct InterruptionSettings {
     /// assistant (even if no tentative barge-in was confirmed). >= 1. Default 3.
     pub interruption_threshold: u32,
     /// Seconds the assistant must have been audible in the current reply before it can be
-    /// interrupted. >= 0. Default 0.5.
+    /// interrupted; speech that began earlier and goes on past it still can. >= 0. Default 0.5.
     pub min_speaking_time: f64,
     /// Seconds after one interruption during which no other interruption is accepted. >= 0.
     /// Default 2.

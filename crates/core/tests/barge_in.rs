@@ -298,26 +298,39 @@ fn interruption_threshold_interrupts_after_the_window() {
 }
 
 #[test]
-fn min_speaking_time_gates_early_speech_into_the_next_turn() {
+fn min_speaking_time_holds_only_while_it_lasts() {
     for min_s in [0.5f32, 1.0, 2.0] {
         let min_ms = (min_s * 1000.0) as u64;
-        for (offset, gated) in [(min_ms.saturating_sub(300), true), (min_ms + 300, false)] {
+        // (onset after the first frame, speech length, final words after the onset, clear at
+        // onset + …): speech that is over, words and all, before the gate lifts is the next
+        // turn; speech whose confirming words come after it lifts stops the bot then; speech
+        // after it is a plain tentative barge-in, confirmed by its first two words.
+        for (offset, len, final_after, clear_after) in [
+            (min_ms.saturating_sub(600), 400, 450, None),
+            (min_ms - 300, 900, 1200, Some(1200)),
+            (min_ms + 300, 900, 1200, Some(200)),
+        ] {
             let (mut sim, t0) = Sim::answering(settings(|i| i.min_speaking_time = min_s));
-            // Onset (= speech start) at t0 + offset.
             let speech = align((t0 + offset).max(sim.now + 20));
-            let offset = speech - t0;
-            let gated = gated && offset < min_ms;
-            sim.speak(speech, speech + 900);
-            sim.at(speech + 250, In::Interim("excuse me".into(), 0.9));
+            assert!(
+                speech + final_after < t0 + min_ms || clear_after.is_some(),
+                "the deferred case must end inside the gate"
+            );
+            sim.speak(speech, speech + len);
+            sim.at(speech + 200, In::Interim("excuse me".into(), 0.9));
             sim.at(
-                speech + 1200,
+                speech + final_after,
                 In::Final("excuse me one question".into(), 0.9, true),
             );
-            sim.run_until(speech + 400);
-            assert_eq!(sim.clears() == 0, gated, "min {min_s} offset {offset}");
             sim.run_until(speech + 30_000);
-            assert_eq!(sim.replies(), 2, "answered either way");
-            if gated {
+            let what = format!("min {min_s} offset {offset}\n{}", sim.timeline());
+            assert_eq!(
+                sim.first_at(|a| matches!(a, Action::SendClear)),
+                clear_after.map(|c| speech + c),
+                "{what}"
+            );
+            assert_eq!(sim.replies(), 2, "answered either way: {what}");
+            if clear_after.is_none() {
                 // The gated turn is answered only after the bot finished its reply.
                 let done = sim.bot_lines()[0].end;
                 let second = sim.llm_starts()[1].0;
@@ -327,9 +340,66 @@ fn min_speaking_time_gates_early_speech_into_the_next_turn() {
                     done.0
                 );
                 assert_eq!(sim.assistant_history()[0], LONG_REPLY);
+            } else {
+                assert!(sim.bot_lines()[0].interrupted, "{what}");
             }
             sim.assert_clean();
         }
+    }
+}
+
+#[test]
+fn speech_begun_just_before_the_reply_is_heard_stops_it_once_the_gate_lifts() {
+    // The loadgen's `barge_in` fixture met this once a run: the caller's next sentence began
+    // 74 ms before the reply's first frame; the VAD reported the onset 100 ms late, inside
+    // `min_speaking_time`, and the bot talked over the whole 6 s sentence.
+    let (_, first_frame) = Sim::answering(CallSettings::default());
+    for before in [20u64, 74, 100] {
+        let mut sim = Sim::new(CallSettings {
+            welcome_message: None,
+            ..CallSettings::default()
+        });
+        sim.default_reply = LONG_REPLY.into();
+        sim.say(0, 800, "what are your opening hours");
+        let speech = align(first_frame - before);
+        let sentence = "sorry actually I only need to know whether you are open on sunday mornings";
+        let words: Vec<&str> = sentence.split(' ').collect();
+        sim.speak(speech, speech + 6000);
+        // Interims every 400 ms, each with one more word, from 400 ms after the onset.
+        for (i, n) in (2..=words.len()).enumerate() {
+            sim.at(
+                speech + 400 + 400 * i as u64,
+                In::Interim(words[..n].join(" "), 0.9),
+            );
+        }
+        sim.at(speech + 6300, In::Final(sentence.into(), 0.9, true));
+        sim.run_until(speech + 40_000);
+        let what = format!("{before} ms before\n{}", sim.timeline());
+        // Never talked over: nothing plays from 900 ms after the reply could first be heard
+        // until the caller's sentence is over.
+        let over = sim.first_media_after(first_frame + 900);
+        assert!(over.is_none_or(|t| t >= speech + 6000), "{what}");
+        if sim.first_media_after(1000) == Some(first_frame) {
+            // Heard (the onset came after the first frame): the first confirming words after
+            // `min_speaking_time` (500 ms of audio) stop it.
+            let clear = sim
+                .first_at(|a| matches!(a, Action::SendClear))
+                .expect(&what);
+            assert!(clear >= first_frame + 500, "{what}");
+            assert_eq!(sim.metrics().interruptions, 1, "{what}");
+            assert!(sim.bot_lines()[0].interrupted, "{what}");
+        } else {
+            // The onset came first: the reply was held and dropped unheard, like after any
+            // premature endpoint.
+            assert_eq!(sim.metrics().premature_endpoints, 1, "{what}");
+        }
+        // The sentence is answered (after a premature endpoint, as one turn with the first).
+        assert!(
+            sim.user_history().last().unwrap().ends_with(sentence),
+            "{what}"
+        );
+        assert_eq!(sim.replies(), 2, "{what}");
+        sim.assert_clean();
     }
 }
 

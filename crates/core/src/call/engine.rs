@@ -1012,10 +1012,22 @@ impl CallCore {
         self.update_speculation(now);
     }
 
+    /// Whether the gate that held caller speech at its onset (`min_speaking_time`, the cooldown)
+    /// has lifted by `now`: the bot has been audible long enough and the cooldown is over.
+    fn onset_gate_lifted(&self, now: Millis) -> bool {
+        let view = self.bot_view(now);
+        !matches!(
+            gate(&self.s.interruption, &view, now, self.last_interruption),
+            Some(Gate::NotInterruptible | Gate::Disabled | Gate::MinSpeakingTime | Gate::Cooldown)
+        )
+    }
+
     /// Confirms a barge-in once enough confident, non-backchannel words arrived: a tentative one
-    /// inside its window (or resumed early, inside what was left of it), or speech in the
-    /// protected tail while the bot is still audible (tail protection keeps the bot talking over
-    /// what is not a real interruption, not over one).
+    /// inside its window (or resumed early, inside what was left of it); speech in the protected
+    /// tail while the bot is still audible (tail protection keeps the bot talking over what is
+    /// not a real interruption, not over one); or speech that began while `min_speaking_time` or
+    /// the cooldown held and goes on past it (those gates hold only while they last: a caller who
+    /// started a sentence just before the reply was heard still stops it).
     fn check_confirm(&mut self, now: Millis) {
         let onset = match self.barge {
             BargeState::Tentative { onset, deadline } if now <= deadline => onset,
@@ -1024,6 +1036,11 @@ impl CallCore {
                 _ => return,
             },
             BargeState::Gated(Gate::TailProtection) if self.bot_audible() => {
+                self.user.started_at.unwrap_or(now)
+            }
+            BargeState::Gated(Gate::MinSpeakingTime | Gate::Cooldown)
+                if self.bot_audible() && self.onset_gate_lifted(now) =>
+            {
                 self.user.started_at.unwrap_or(now)
             }
             _ => return,

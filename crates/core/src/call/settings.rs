@@ -63,11 +63,14 @@ pub struct InterruptionSettings {
     /// interrupts the audible bot, even when the confirmation window passed. Default 3.
     pub interruption_threshold: u32,
     /// Seconds: the bot must have been audible at least this long (since the first frame of the
-    /// current reply was sent) before the caller can interrupt it; earlier speech becomes the next
-    /// turn after the bot finishes. Default 0.5 s.
+    /// current reply was sent) before the caller can interrupt it; speech over the first
+    /// `min_speaking_time` becomes the next turn after the bot finishes, unless it goes on past
+    /// it: confirming words that arrive once the bot has been audible this long stop it as
+    /// anywhere else. Default 0.5 s.
     pub min_speaking_time: f32,
     /// Seconds: after a confirmed interruption, no other interruption for this long; speech in
-    /// that time becomes the next turn. Default 2 s.
+    /// that time becomes the next turn, unless confirming words still arrive after it (as with
+    /// `min_speaking_time`). Default 2 s.
     pub interruption_cooldown: f32,
     /// How barge-in works; default [`InterruptionMode::Confirmed`].
     pub interruption_mode: InterruptionMode,

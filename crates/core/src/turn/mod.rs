@@ -127,9 +127,11 @@ pub enum Gate {
     NotInterruptible,
     /// `interruption_mode` is disabled.
     Disabled,
-    /// The bot has been audible less than `min_speaking_time`.
+    /// The bot has been audible less than `min_speaking_time`. It holds only while it lasts:
+    /// confirming words that come after it lifted, while the bot is audible, stop the bot.
     MinSpeakingTime,
-    /// Less than `interruption_cooldown` since the last interruption.
+    /// Less than `interruption_cooldown` since the last interruption; lifts like
+    /// [`Gate::MinSpeakingTime`].
     Cooldown,
     /// Less than `tail_protection_ms` of a complete reply is left to play. Unlike the other
     /// gates it yields to a real interruption: enough confident words while the bot is still
