@@ -339,6 +339,11 @@ pub struct ProviderSettings {
     /// socket counts as stalled and is reconnected (Deepgram sends results, empty ones for
     /// silence, every few seconds).
     pub stt_stall_timeout_ms: u64,
+    /// ms of caller audio sent to the STT in one websocket message (whole 20 ms frames; 20 =
+    /// every Twilio frame as it comes). Larger pieces mean fewer wake-ups and writes per
+    /// call-second and up to this much less 20 ms of added STT latency. Provider docs
+    /// recommend 20-100 ms pieces; at most 100.
+    pub stt_audio_batch_ms: u32,
     /// ms the TTS may take to send audio after text (and between audio chunks or to finish a
     /// flushed reply) before the reply fails and its socket is replaced.
     pub tts_audio_timeout_ms: u64,
@@ -783,6 +788,12 @@ impl Settings {
             return Err(SettingsError::Invalid("database.url is empty".into()));
         }
         let p = &self.providers;
+        if !(20..=100).contains(&p.stt_audio_batch_ms) {
+            return Err(SettingsError::Invalid(format!(
+                "providers.stt_audio_batch_ms must be 20 to 100, not {}",
+                p.stt_audio_batch_ms
+            )));
+        }
         for (key, ms) in [
             ("providers.stt_stall_timeout_ms", p.stt_stall_timeout_ms),
             ("providers.tts_audio_timeout_ms", p.tts_audio_timeout_ms),

@@ -391,6 +391,10 @@ pub struct SttSession {
     buf: BytesMut,
     dropped_frames: u64,
     close_timeout: std::time::Duration,
+    /// Frames sent to the socket task together (see [`SttSession::set_audio_batch`]).
+    batch_frames: u32,
+    /// Frames in `buf` not yet handed to the socket task.
+    held_frames: u32,
 }
 
 impl fmt::Debug for SttSession {
@@ -415,12 +419,23 @@ impl SttSession {
             buf: BytesMut::with_capacity(AUDIO_BUF_BYTES),
             dropped_frames: 0,
             close_timeout,
+            batch_frames: 1,
+            held_frames: 0,
         }
     }
 
+    /// Hand caller audio to the socket task `frames` frames at a time (1, the default, sends
+    /// every frame as it comes): fewer wake-ups of the socket task and fewer websocket writes
+    /// per call-second, for up to `frames - 1` frames of added STT latency. Audio still held
+    /// is sent before `close()`.
+    pub fn set_audio_batch(&mut self, frames: u32) {
+        self.batch_frames = frames.max(1);
+    }
+
     /// Queue caller audio for the provider. Never blocks and never sends an empty frame. When
-    /// the queue is full (about 2 s of audio behind) the frame is dropped and counted in
-    /// [`SttSession::dropped_frames`]. Returns whether the frame was queued.
+    /// the queue is full (about 2 s of audio behind) the frame (with the batch it completes)
+    /// is dropped and counted in [`SttSession::dropped_frames`]. Returns whether the frame was
+    /// queued or held for its batch.
     pub fn send_audio(&mut self, audio: &[u8]) -> bool {
         if audio.is_empty() {
             return true;
@@ -430,11 +445,25 @@ impl SttSession {
             self.buf.reserve(AUDIO_BUF_BYTES.max(audio.len()));
         }
         self.buf.extend_from_slice(audio);
-        let frame = self.buf.split().freeze();
-        match self.audio.try_send(frame) {
+        self.held_frames += 1;
+        if self.held_frames < self.batch_frames {
+            return true;
+        }
+        self.flush_audio()
+    }
+
+    /// Hands the held audio to the socket task; false when its queue was full.
+    fn flush_audio(&mut self) -> bool {
+        if self.held_frames == 0 {
+            return true;
+        }
+        let frames = u64::from(self.held_frames);
+        self.held_frames = 0;
+        let batch = self.buf.split().freeze();
+        match self.audio.try_send(batch) {
             Ok(()) => true,
             Err(_) => {
-                self.dropped_frames += 1;
+                self.dropped_frames += frames;
                 false
             }
         }
@@ -460,6 +489,7 @@ impl SttSession {
     /// `events`), then the socket closes. Waits at most `close_timeout_ms`. Keep draining
     /// `events` afterwards to read the last results; the channel then ends.
     pub async fn close(&mut self) {
+        self.flush_audio();
         let (tx, rx) = oneshot::channel();
         if self.control.send(SttControl::Close(tx)).is_err() {
             return;
@@ -517,6 +547,39 @@ mod tests {
             audio_rx.try_recv().is_err(),
             "the empty frame was never queued"
         );
+    }
+
+    #[test]
+    fn audio_is_handed_over_in_batches_and_the_rest_before_close() {
+        let (audio_tx, mut audio_rx) = mpsc::channel(8);
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+        let (_events_tx, events_rx) = mpsc::channel(1);
+        let mut s = SttSession::new(
+            audio_tx,
+            control_tx,
+            events_rx,
+            std::time::Duration::from_millis(1),
+        );
+        s.set_audio_batch(3);
+        for b in 1..=7u8 {
+            assert!(s.send_audio(&[b, b]));
+        }
+        assert_eq!(
+            audio_rx.try_recv().ok().as_deref(),
+            Some(&[1u8, 1, 2, 2, 3, 3][..])
+        );
+        assert_eq!(
+            audio_rx.try_recv().ok().as_deref(),
+            Some(&[4u8, 4, 5, 5, 6, 6][..])
+        );
+        assert!(audio_rx.try_recv().is_err(), "frame 7 is held");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(s.close());
+        assert_eq!(audio_rx.try_recv().ok().as_deref(), Some(&[7u8, 7][..]));
+        assert!(matches!(control_rx.try_recv(), Ok(SttControl::Close(_))));
     }
 
     #[test]

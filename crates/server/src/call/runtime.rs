@@ -339,7 +339,8 @@ impl Call {
 
         let (stt, tts) = tokio::join!(connect_stt(&stt_cfg), connect_tts(&tts_cfg));
         let provider = || StartFailure::new(EndedReason::ProviderError);
-        let stt = stt.map_err(|e| format!("stt: {e}")).map_err(provider())?;
+        let mut stt = stt.map_err(|e| format!("stt: {e}")).map_err(provider())?;
+        stt.set_audio_batch(p.stt_audio_batch_ms / 20);
         let tts = tts.map_err(|e| format!("tts: {e}")).map_err(provider())?;
 
         let mut party = setup.party.clone();
