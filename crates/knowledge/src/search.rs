@@ -55,8 +55,8 @@ pub const CANDIDATES_PER_RESULT: usize = 4;
 pub const MIN_CANDIDATES: usize = 20;
 
 /// Bytes of cached indexes kept by [`KnowledgeBase::new`] (`knowledge.cache_max_bytes` in the
-/// server): 512 MiB, about 280k chunks of 1536-float embeddings (int8 vectors and keyword
-/// postings, ~1.9 KB a chunk).
+/// server): 512 MiB, about 250k chunks of 1536-float embeddings (int8 vectors and keyword
+/// postings, ~2 KB a chunk).
 pub const DEFAULT_CACHE_MAX_BYTES: usize = 512 * 1024 * 1024;
 
 /// The search indexes of one assistant: its chunks' vectors and words, loaded together.
