@@ -6,25 +6,17 @@
 //! embedding and this: stamp check, in-memory keyword and vector rankings of the cached
 //! indexes, fusion, rows of the winners), without the embedding request. Besides criterion's
 //! estimate, each size prints its p50/p99 over [`TIMED`] timed searches and the p50/p99 of
-//! each stage alone, the index's memory, and checks the results of a few questions (limits 1,
-//! 3 and 10, thresholds 0 and 0.3) against an exact f32 search. (The store's FTS5 query that the in-memory keyword ranking replaced was
-//! 75 ms p99 at 10k chunks; migration 0013 dropped it, see docs/PERFORMANCE.md.)
+//! each stage alone.
 //!
 //! `cargo bench -p switchboard-knowledge --bench search` (sizes: `SB_KB_BENCH_SIZES=1000,10000`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use switchboard_knowledge::index::{
-    SHORTLIST_FACTOR, exact_cosine, normalised, reciprocal_rank_fusion,
-};
-use switchboard_knowledge::search::{CANDIDATES_PER_RESULT, MIN_CANDIDATES};
 use switchboard_knowledge::{KnowledgeBase, SearchParams};
-use switchboard_store::{IndexedChunk, NewChunk, NewDocument, Store};
+use switchboard_store::{NewChunk, NewDocument, Store};
 use switchboard_testkit::openai_embeddings::fake_embedding;
 
 const DIMS: usize = 1536;
@@ -173,71 +165,6 @@ fn stage(mut f: impl FnMut()) -> (f64, f64) {
     )
 }
 
-/// Questions whose results are checked against an exact search.
-const KNOWN_ANSWERS: [&str; 6] = [
-    "How do I cancel my appointment and get a refund on the invoice?",
-    "parking",
-    "Is there a discount coupon for members on renewal of the contract?",
-    "my router has no signal since the outage, can a technician visit on the weekend",
-    "warranty claim for a broken screen and charger",
-    "what is the deductible of the insurance policy",
-];
-
-/// Asserts that each of [`KNOWN_ANSWERS`] gets what an exact search gets: the f32 cosine of
-/// every stored embedding (no quantisation, no shortlist), the same keyword ranking, fusion,
-/// threshold and limit.
-fn check_known_answers(
-    rt: &tokio::runtime::Runtime,
-    kb: &KnowledgeBase,
-    (org, assistant): (i64, i64),
-    chunks: &[IndexedChunk],
-    params: SearchParams,
-) {
-    let index = rt.block_on(kb.index(org, assistant)).expect("index");
-    let candidates = (params.limit * CANDIDATES_PER_RESULT).max(MIN_CANDIDATES);
-    for question in KNOWN_ANSWERS {
-        let qvec = fake_embedding(question, DIMS);
-        let unit = normalised(&qvec).expect("query");
-        let mut exact: Vec<(i64, f32)> = chunks
-            .iter()
-            .filter_map(|c| Some((c.id, exact_cosine(&c.embedding, &unit)?)))
-            .collect();
-        exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let similarity: HashMap<i64, f32> = exact.iter().copied().collect();
-        let by_vector: Vec<i64> = exact
-            .iter()
-            .filter(|e| e.1 >= params.min_similarity)
-            .take(candidates)
-            .map(|e| e.0)
-            .collect();
-        let by_keyword = index.keywords.search(question, candidates);
-        let expected: Vec<(i64, f32)> = reciprocal_rank_fusion(&[&by_vector, &by_keyword])
-            .into_iter()
-            .map(|(id, _)| (id, similarity[&id]))
-            .filter(|(_, s)| *s >= params.min_similarity)
-            .take(params.limit)
-            .collect();
-        let got: Vec<(i64, f32)> = rt
-            .block_on(kb.search(org, assistant, question, &qvec, params))
-            .expect("search")
-            .iter()
-            .map(|h| (h.chunk.id, h.similarity))
-            .collect();
-        assert_eq!(got, expected, "known answer of {question:?}");
-    }
-}
-
-/// The previous index's dot product (eight independent f32 sums).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for ((s, a), b) in acc.iter_mut().zip(x).zip(y) {
-            *s += a * b;
-        }
-    }
-    acc.iter().sum()
-}
-
 fn sizes() -> Vec<usize> {
     std::env::var("SB_KB_BENCH_SIZES")
         .ok()
@@ -271,24 +198,6 @@ fn bench_search(c: &mut Criterion) {
             .expect("search");
         assert_eq!(first.len(), 3);
         let load = loaded.elapsed();
-        let chunks = rt
-            .block_on(kb.store().indexed_chunks(org, assistant))
-            .expect("chunks");
-        check_known_answers(&rt, &kb, (org, assistant), &chunks, params);
-        for limit in [1, 10] {
-            let params = SearchParams {
-                limit,
-                min_similarity: 0.3,
-            };
-            check_known_answers(&rt, &kb, (org, assistant), &chunks, params);
-        }
-        // The previous vector index, for comparison: every normalised f32 vector scanned.
-        let f32_vectors: Vec<f32> = chunks
-            .iter()
-            .flat_map(|c| normalised(&c.embedding).expect("vector"))
-            .collect();
-        drop(chunks);
-        let unit = normalised(&qvec).expect("query");
         let mut times: Vec<Duration> = (0..TIMED)
             .map(|_| {
                 let t = Instant::now();
@@ -318,40 +227,15 @@ fn bench_search(c: &mut Criterion) {
                 }),
             ),
             (
-                "vector scan (int8 shortlist)",
+                "vector scan",
                 stage(|| {
-                    let q = index.vectors.query(&qvec).expect("query");
-                    black_box(index.vectors.shortlist(&q, candidates * SHORTLIST_FACTOR));
-                }),
-            ),
-            (
-                "f32 vector scan (the previous index)",
-                stage(|| {
-                    let mut best = [f32::MIN; MIN_CANDIDATES];
-                    for v in f32_vectors.chunks_exact(DIMS) {
-                        let score = dot(v, &unit);
-                        if score > best[MIN_CANDIDATES - 1] {
-                            best[MIN_CANDIDATES - 1] = score;
-                            best.sort_by(|a, b| b.total_cmp(a));
-                        }
-                    }
-                    black_box(best);
+                    black_box(index.vectors.nearest(&qvec, candidates, 0.0));
                 }),
             ),
         ];
         for (name, (p50, p99)) in stages {
             eprintln!("knowledge_search/{n} stage {name}: p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
-        eprintln!(
-            "knowledge_search/{n}: index memory {:.1} MB (vectors {:.1} MB, keywords {:.1} MB; \
-             f32 vectors were {:.1} MB), cached: {}",
-            index.memory_bytes() as f64 / 1e6,
-            index.vectors.memory_bytes() as f64 / 1e6,
-            index.keywords.memory_bytes() as f64 / 1e6,
-            (f32_vectors.len() * 4 + index.vectors.len() * 8) as f64 / 1e6,
-            kb.is_cached(org, assistant),
-        );
-        drop(f32_vectors);
         eprintln!(
             "knowledge_search/{n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {TIMED} searches; \
              first search (cache load) {:.1} ms; corpus built in {:.1} s",

@@ -1,71 +1,27 @@
 //! The in-memory vector index of one assistant, and reciprocal-rank fusion.
 //!
-//! Vectors are L2-normalised once when the index is built and kept int8-quantised in one
-//! contiguous array (one byte per dimension and a scale per vector: a quarter of the f32
-//! memory, so 100k chunks of 1536 dimensions take 154 MB and fit the cache). A query is
-//! quantised the same way, and its approximate cosine with every chunk is one integer dot
-//! product per chunk over memory read in order (an exhaustive scan). That scan only makes a
-//! shortlist ([`VectorIndex::shortlist`]); the search then ranks the shortlist by the exact f32
-//! cosine of the stored embeddings ([`exact_cosine`]), so results are those of an exact search
-//! whenever the exact best candidates are among the shortlisted ([`SHORTLIST_FACTOR`] times
-//! as many), which the bench checks (docs/PERFORMANCE.md#knowledge-base-search).
+//! Vectors are L2-normalised once when the index is built and kept in one contiguous `f32`
+//! array, so a query's cosine similarity with every chunk is one dot product per chunk over
+//! memory read in order (an exhaustive scan: exact, and fast enough for the sizes measured in
+//! docs/PERFORMANCE.md).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 
 use switchboard_store::ChunkVector;
 
-/// How many more chunks the approximate (int8) scan shortlists than the search ranks: the
-/// margin for quantisation error (about 1e-3 of cosine) before the exact re-rank.
-pub const SHORTLIST_FACTOR: usize = 4;
-
-/// Chunk vectors of one assistant, normalised and int8-quantised, with their chunk ids in
-/// ascending order.
+/// Chunk vectors of one assistant, normalised, with their chunk ids in ascending order.
 #[derive(Debug, Clone, Default)]
 pub struct VectorIndex {
     dims: usize,
     ids: Vec<i64>,
-    /// `dims` codes per vector: the normalised vector divided by its scale, rounded.
-    codes: Vec<i8>,
-    /// Per vector: its largest absolute component / 127 (a code times it is the component).
-    scales: Vec<f32>,
-}
-
-/// A query made for [`VectorIndex::shortlist`]: unit length, and quantised like the vectors.
-#[derive(Debug, Clone)]
-pub struct IndexQuery {
-    /// The query scaled to unit length (for [`exact_cosine`]).
-    pub unit: Vec<f32>,
-    codes: Vec<i8>,
-    scale: f32,
+    data: Vec<f32>,
 }
 
 /// A vector scaled to unit length; `None` for a zero (or non-finite) vector.
 pub fn normalised(v: &[f32]) -> Option<Vec<f32>> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     (norm.is_finite() && norm > 0.0).then(|| v.iter().map(|x| x / norm).collect())
-}
-
-/// The int8 codes of `v` and their scale (its largest absolute component / 127; 0 for a zero
-/// vector, whose codes are all 0).
-fn quantised(v: &[f32]) -> (Vec<i8>, f32) {
-    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    if max == 0.0 || !max.is_finite() {
-        return (vec![0; v.len()], 0.0);
-    }
-    let scale = max / 127.0;
-    let codes = v.iter().map(|x| (x / scale).round() as i8).collect();
-    (codes, scale)
-}
-
-/// The cosine similarity of a stored embedding with a unit-length query: exact (f32), what
-/// results are ranked, thresholded and reported by. `None` when the sizes differ or the
-/// embedding is zero.
-pub fn exact_cosine(embedding: &[f32], unit_query: &[f32]) -> Option<f32> {
-    if embedding.len() != unit_query.len() {
-        return None;
-    }
-    normalised(embedding).map(|e| dot(&e, unit_query))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -82,27 +38,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The integer dot product of two code vectors (exact: 1536 products of at most 127² fit an
-/// i32 many times over).
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    // Sixteen independent sums of widened products: the compiler turns them into packed
-    // multiply-adds.
-    let mut acc = [0i32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for ((s, a), b) in acc.iter_mut().zip(x).zip(y) {
-            *s += i32::from(*a) * i32::from(*b);
-        }
-    }
-    let tail: i32 = ra
-        .iter()
-        .zip(rb)
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
-        .sum();
-    acc.iter().sum::<i32>() + tail
-}
-
 impl VectorIndex {
     /// The index of `vectors`. Its size is the first vector's; vectors of another size (made
     /// with another model) and zero vectors are left out.
@@ -110,16 +45,13 @@ impl VectorIndex {
         vectors.sort_by_key(|v| v.id);
         let dims = vectors.first().map_or(0, |v| v.embedding.len());
         let mut ids = Vec::with_capacity(vectors.len());
-        let mut codes = Vec::with_capacity(vectors.len() * dims);
-        let mut scales = Vec::with_capacity(vectors.len());
+        let mut data = Vec::with_capacity(vectors.len() * dims);
         let mut skipped = 0usize;
         for v in vectors {
             match normalised(&v.embedding).filter(|n| n.len() == dims) {
                 Some(n) => {
-                    let (c, scale) = quantised(&n);
                     ids.push(v.id);
-                    codes.extend_from_slice(&c);
-                    scales.push(scale);
+                    data.extend_from_slice(&n);
                 }
                 None => skipped += 1,
             }
@@ -131,12 +63,7 @@ impl VectorIndex {
                 "chunk vectors left out of the index (size or zero)"
             );
         }
-        VectorIndex {
-            dims,
-            ids,
-            codes,
-            scales,
-        }
+        VectorIndex { dims, ids, data }
     }
 
     /// Vectors in the index.
@@ -154,31 +81,39 @@ impl VectorIndex {
         self.dims
     }
 
-    /// Bytes its vectors take (codes, scales, ids).
+    /// Bytes its vectors take.
     pub fn memory_bytes(&self) -> usize {
-        self.codes.len() + self.scales.len() * 4 + self.ids.len() * 8
+        self.data.len() * 4 + self.ids.len() * 8
     }
 
-    /// `query` made for [`VectorIndex::shortlist`] (unit length, quantised); `None` when its
-    /// size differs from the index's (or it is zero). A search makes it once.
-    pub fn query(&self, query: &[f32]) -> Option<IndexQuery> {
-        let unit = normalised(query).filter(|q| q.len() == self.dims)?;
-        let (codes, scale) = quantised(&unit);
-        Some(IndexQuery { unit, codes, scale })
+    /// `query` scaled to unit length, `None` when its size differs from the index's (or it is
+    /// zero): what [`VectorIndex::nearest_to`] and [`VectorIndex::similarity_to`] take, so a
+    /// search normalises its query once.
+    pub fn query(&self, query: &[f32]) -> Option<Vec<f32>> {
+        normalised(query).filter(|q| q.len() == self.dims)
     }
 
-    /// The `k` chunks whose approximate (int8) cosine with `query` is highest, best first,
-    /// ties by id, with that approximate cosine: one pass over the codes keeping the best `k`
-    /// in a bounded heap (no per-chunk allocation). Candidates for an exact re-rank, not a
-    /// ranking: shortlist [`SHORTLIST_FACTOR`] times the chunks wanted.
-    pub fn shortlist(&self, query: &IndexQuery, k: usize) -> Vec<(i64, f32)> {
-        if k == 0 || query.codes.len() != self.dims || self.dims == 0 {
+    /// The `k` chunks most similar to `query` (cosine, best first, ties by id) among those at
+    /// least `min_similarity`. Empty when the query's size differs from the index's.
+    pub fn nearest(&self, query: &[f32], k: usize, min_similarity: f32) -> Vec<(i64, f32)> {
+        match self.query(query) {
+            Some(q) => self.nearest_to(&q, k, min_similarity),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`VectorIndex::nearest`] for a query already made by [`VectorIndex::query`]: one pass
+    /// over the vectors keeping the best `k` in a bounded heap (no per-chunk allocation).
+    pub fn nearest_to(&self, q: &[f32], k: usize, min_similarity: f32) -> Vec<(i64, f32)> {
+        if k == 0 || q.len() != self.dims || self.dims == 0 {
             return Vec::new();
         }
         let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(k + 1);
-        let rows = self.codes.chunks_exact(self.dims);
-        for ((v, scale), id) in rows.zip(&self.scales).zip(&self.ids) {
-            let score = dot_i8(v, &query.codes) as f32 * scale * query.scale;
+        for (v, id) in self.data.chunks_exact(self.dims).zip(&self.ids) {
+            let score = dot(v, q);
+            if score.is_nan() || score < min_similarity {
+                continue;
+            }
             let r = Ranked { score, id: *id };
             if best.len() < k {
                 best.push(Reverse(r));
@@ -190,6 +125,21 @@ impl VectorIndex {
         let mut hits: Vec<Ranked> = best.into_iter().map(|r| r.0).collect();
         hits.sort_by(|a, b| b.cmp(a));
         hits.into_iter().map(|r| (r.id, r.score)).collect()
+    }
+
+    /// The cosine similarity of chunk `id` with `query`; `None` when the chunk is not indexed
+    /// or the sizes differ.
+    pub fn similarity(&self, id: i64, query: &[f32]) -> Option<f32> {
+        self.similarity_to(id, &self.query(query)?)
+    }
+
+    /// [`VectorIndex::similarity`] for a query already made by [`VectorIndex::query`].
+    pub fn similarity_to(&self, id: i64, q: &[f32]) -> Option<f32> {
+        if q.len() != self.dims {
+            return None;
+        }
+        let row = self.ids.binary_search(&id).ok()?;
+        Some(dot(&self.data[row * self.dims..(row + 1) * self.dims], q))
     }
 }
 
@@ -257,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn shortlist_is_cosine_ranked() {
+    fn nearest_is_cosine_ranked_and_thresholded() {
         let idx = VectorIndex::build(vec![
             v(3, &[0.0, 1.0]),
             v(1, &[1.0, 0.0]),
@@ -266,76 +216,20 @@ mod tests {
             v(5, &[1.0, 0.0, 0.0]),
         ]);
         assert_eq!((idx.len(), idx.dims()), (3, 2));
-        let q = idx.query(&[10.0, 0.0]).expect("query");
-        let hits = idx.shortlist(&q, 10);
+        let hits = idx.nearest(&[10.0, 0.0], 10, 0.0);
         let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
         assert_eq!(ids, [1, 2, 3]);
-        assert!((hits[0].1 - 1.0).abs() < 1e-2);
-        assert!((hits[1].1 - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-2);
-        assert_eq!(idx.shortlist(&q, 1).len(), 1);
-        assert!(idx.shortlist(&q, 0).is_empty());
-        assert!(idx.query(&[1.0, 0.0, 0.0]).is_none());
-        assert!(idx.query(&[0.0, 0.0]).is_none());
-        assert_eq!(idx.memory_bytes(), 3 * 2 + 3 * 4 + 3 * 8);
-        // The exact cosine is the f32 one.
-        let e = exact_cosine(&[2.0, 2.0], &q.unit).expect("cosine");
-        assert!((e - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
-        assert_eq!(exact_cosine(&[0.0, 0.0], &q.unit), None);
-        assert_eq!(exact_cosine(&[1.0], &q.unit), None);
-    }
-
-    /// Pseudo-random vectors (xorshift): dense, like real embeddings.
-    fn dense(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                (0..dims)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        (x % 2001) as f32 / 1000.0 - 1.0
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_shortlist_holds_the_exact_best() {
-        let dims = 384;
-        let corpus = dense(3000, dims, 7);
-        let idx = VectorIndex::build(
-            corpus
-                .iter()
-                .enumerate()
-                .map(|(i, e)| v(i as i64, e))
-                .collect(),
-        );
-        for (n, query) in dense(20, dims, 99).iter().enumerate() {
-            let q = idx.query(query).expect("query");
-            let mut exact: Vec<Ranked> = corpus
-                .iter()
-                .enumerate()
-                .map(|(i, e)| Ranked {
-                    score: exact_cosine(e, &q.unit).expect("cosine"),
-                    id: i as i64,
-                })
-                .collect();
-            exact.sort_by(|a, b| b.cmp(a));
-            let short: Vec<i64> = idx
-                .shortlist(&q, 20 * SHORTLIST_FACTOR)
-                .iter()
-                .map(|h| h.0)
-                .collect();
-            for r in &exact[..20] {
-                assert!(
-                    short.contains(&r.id),
-                    "query {n}: exact hit {} not shortlisted",
-                    r.id
-                );
-            }
-        }
+        assert!((hits[0].1 - 1.0).abs() < 1e-6);
+        assert!((hits[1].1 - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        // Threshold: only cosine >= 0.7 (0.7071 passes, 0 does not); k limits.
+        assert_eq!(idx.nearest(&[1.0, 0.0], 10, 0.7).len(), 2);
+        assert_eq!(idx.nearest(&[1.0, 0.0], 10, 0.71).len(), 1);
+        assert_eq!(idx.nearest(&[1.0, 0.0], 1, 0.0), vec![(1, 1.0)]);
+        assert!(idx.nearest(&[1.0, 0.0], 0, 0.0).is_empty());
+        assert!(idx.nearest(&[1.0, 0.0, 0.0], 10, 0.0).is_empty());
+        assert!(idx.nearest(&[0.0, 0.0], 10, 0.0).is_empty());
+        assert!((idx.similarity(3, &[0.0, 5.0]).unwrap() - 1.0).abs() < 1e-6);
+        assert_eq!(idx.similarity(4, &[0.0, 5.0]), None);
     }
 
     #[test]
@@ -344,14 +238,6 @@ mod tests {
         let b: Vec<f32> = (0..1537).map(|i| (i as f32 * 0.5).cos()).collect();
         let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - plain).abs() < 1e-3);
-        let ca: Vec<i8> = (0..1537).map(|i| (i % 255) as u8 as i8).collect();
-        let cb: Vec<i8> = (0..1537).map(|i| (i * 7 % 255) as u8 as i8).collect();
-        let plain: i32 = ca
-            .iter()
-            .zip(&cb)
-            .map(|(x, y)| i32::from(*x) * i32::from(*y))
-            .sum();
-        assert_eq!(dot_i8(&ca, &cb), plain);
     }
 
     #[test]

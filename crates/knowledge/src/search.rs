@@ -3,10 +3,8 @@
 //! rank ([`crate::index::reciprocal_rank_fusion`]), then filtered by cosine similarity and cut
 //! to the limit.
 //!
-//! A search costs two indexed queries (the assistant's [`KnowledgeStamp`]; the rows and stored
-//! embeddings of its candidates), one pass over the posting lists of the query's words and one
-//! scan of the int8 vectors, whose shortlist is re-ranked by the exact f32 cosine
-//! ([`crate::index`]): results are the exact search's.
+//! A search costs two indexed queries (the assistant's [`KnowledgeStamp`], the winning chunks'
+//! rows), one pass over the posting lists of the query's words and one scan of the vectors.
 //! Both indexes are loaded from the store on the first search of an assistant
 //! ([`Store::indexed_chunks`]) and kept until its stamp changes (a document processed,
 //! reprocessed or deleted, on any instance) or [`KnowledgeBase::invalidate`] is called, within
@@ -17,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use switchboard_store::{ChunkRow, ChunkVector, IndexedChunk, KnowledgeStamp, Store, StoreError};
 
-use crate::index::{Ranked, SHORTLIST_FACTOR, VectorIndex, exact_cosine, reciprocal_rank_fusion};
+use crate::index::{VectorIndex, reciprocal_rank_fusion};
 use crate::keyword::KeywordIndex;
 
 /// What a search asks for (`rag_settings`).
@@ -55,8 +53,7 @@ pub const CANDIDATES_PER_RESULT: usize = 4;
 pub const MIN_CANDIDATES: usize = 20;
 
 /// Bytes of cached indexes kept by [`KnowledgeBase::new`] (`knowledge.cache_max_bytes` in the
-/// server): 512 MiB, about 250k chunks of 1536-float embeddings (int8 vectors and keyword
-/// postings, ~2 KB a chunk).
+/// server): 512 MiB, about 80k chunks of 1536-float embeddings.
 pub const DEFAULT_CACHE_MAX_BYTES: usize = 512 * 1024 * 1024;
 
 /// The search indexes of one assistant: its chunks' vectors and words, loaded together.
@@ -286,53 +283,36 @@ impl KnowledgeBase {
             return Ok(Vec::new());
         };
         let candidates = (params.limit * CANDIDATES_PER_RESULT).max(MIN_CANDIDATES);
-        let shortlist = index.vectors.shortlist(&q, candidates * SHORTLIST_FACTOR);
-        let by_keyword = index.keywords.search(query_text, candidates);
-        let mut wanted: Vec<i64> = shortlist.iter().map(|(id, _)| *id).collect();
-        for id in &by_keyword {
-            if !wanted.contains(id) {
-                wanted.push(*id);
-            }
-        }
-        // The exact cosine of every candidate, from its stored embedding. A chunk deleted
-        // since the index was loaded is simply left out.
-        let mut rows: HashMap<i64, (ChunkRow, f32)> = self
-            .store
-            .chunks_by_ids(org_id, assistant_id, &wanted)
-            .await?
+        let by_vector: Vec<i64> = index
+            .vectors
+            .nearest_to(&q, candidates, params.min_similarity)
             .into_iter()
-            .filter_map(|c| {
-                let similarity = exact_cosine(&c.embedding, &q.unit)?;
-                Some((c.chunk.id, (c.chunk, similarity)))
-            })
+            .map(|(id, _)| id)
             .collect();
-        let mut by_vector: Vec<Ranked> = shortlist
-            .iter()
-            .filter_map(|(id, _)| {
-                let (_, score) = rows.get(id)?;
-                (*score >= params.min_similarity).then_some(Ranked {
-                    score: *score,
-                    id: *id,
-                })
-            })
-            .collect();
-        by_vector.sort_by(|a, b| b.cmp(a));
-        by_vector.truncate(candidates);
-        let by_vector: Vec<i64> = by_vector.iter().map(|r| r.id).collect();
-        let mut hits = Vec::with_capacity(params.limit);
+        let by_keyword = index.keywords.search(query_text, candidates);
+        let mut picked: Vec<(i64, f32, f64)> = Vec::with_capacity(params.limit);
         for (id, score) in reciprocal_rank_fusion(&[&by_vector, &by_keyword]) {
-            let Some((chunk, similarity)) = rows.remove(&id) else {
+            let Some(similarity) = index.vectors.similarity_to(id, &q) else {
                 continue;
             };
             if similarity >= params.min_similarity {
+                picked.push((id, similarity, score));
+                if picked.len() == params.limit {
+                    break;
+                }
+            }
+        }
+        let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
+        let mut rows = self.store.chunks_by_ids(org_id, assistant_id, &ids).await?;
+        let mut hits = Vec::with_capacity(picked.len());
+        for (id, similarity, score) in picked {
+            // A chunk deleted since the index was loaded is simply left out.
+            if let Some(pos) = rows.iter().position(|r| r.id == id) {
                 hits.push(SearchHit {
-                    chunk,
+                    chunk: rows.swap_remove(pos),
                     similarity,
                     score,
                 });
-                if hits.len() == params.limit {
-                    break;
-                }
             }
         }
         Ok(hits)

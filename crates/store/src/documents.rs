@@ -155,15 +155,6 @@ pub struct ChunkRow {
     pub content: String,
 }
 
-/// A stored chunk with its embedding: what a search re-ranks exactly and returns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkWithEmbedding {
-    /// The chunk, with its document's name.
-    pub chunk: ChunkRow,
-    /// Its embedding as stored.
-    pub embedding: Vec<f32>,
-}
-
 /// A chunk's id and embedding, for the in-memory vector index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkVector {
@@ -579,14 +570,13 @@ impl Store {
             .collect()
     }
 
-    /// The assistant's chunks with these ids, with their documents' names and embeddings, in
-    /// no set order: one indexed query per search (its shortlist and keyword candidates).
+    /// The assistant's chunks with these ids, with their documents' names, in no set order.
     pub async fn chunks_by_ids(
         &self,
         org_id: i64,
         assistant_id: i64,
         ids: &[i64],
-    ) -> Result<Vec<ChunkWithEmbedding>, StoreError> {
+    ) -> Result<Vec<ChunkRow>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -596,8 +586,8 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT c.id, c.document_id, d.name, c.position, c.page, c.section, c.content, \
-             c.embedding FROM document_chunks c JOIN documents d ON d.id = c.document_id \
+            "SELECT c.id, c.document_id, d.name, c.position, c.page, c.section, c.content \
+             FROM document_chunks c JOIN documents d ON d.id = c.document_id \
              WHERE c.organization_id = $1 AND c.assistant_id = $2 AND c.id IN ({placeholders})"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -609,18 +599,14 @@ impl Store {
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
-                let bytes: Vec<u8> = r.try_get("embedding")?;
-                Ok(ChunkWithEmbedding {
-                    chunk: ChunkRow {
-                        id: r.try_get("id")?,
-                        document_id: r.try_get("document_id")?,
-                        document_name: r.try_get("name")?,
-                        position: r.try_get("position")?,
-                        page: r.try_get("page")?,
-                        section: r.try_get("section")?,
-                        content: r.try_get("content")?,
-                    },
-                    embedding: decode_embedding(&bytes),
+                Ok(ChunkRow {
+                    id: r.try_get("id")?,
+                    document_id: r.try_get("document_id")?,
+                    document_name: r.try_get("name")?,
+                    position: r.try_get("position")?,
+                    page: r.try_get("page")?,
+                    section: r.try_get("section")?,
+                    content: r.try_get("content")?,
                 })
             })
             .collect()

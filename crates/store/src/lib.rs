@@ -55,8 +55,8 @@ pub use call_traces::CallTraceRow;
 pub use console_sessions::ConsoleSession;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use documents::{
-    ChunkRow, ChunkVector, ChunkWithEmbedding, DocumentRow, DocumentStatus, IndexedChunk,
-    KnowledgeStamp, NewChunk, NewDocument, decode_embedding, encode_embedding,
+    ChunkRow, ChunkVector, DocumentRow, DocumentStatus, IndexedChunk, KnowledgeStamp, NewChunk,
+    NewDocument, decode_embedding, encode_embedding,
 };
 pub use error::StoreError;
 pub use models::*;

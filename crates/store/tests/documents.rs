@@ -145,11 +145,11 @@ async fn document_lifecycle(ctx: Ctx) {
     let vectors = s.indexed_chunks(a, asst_a).await.unwrap();
     assert_eq!(vectors.len(), 1);
     let rows = s.chunks_by_ids(a, asst_a, &[vectors[0].id]).await.unwrap();
-    assert_eq!(rows[0].chunk.content, "Open 24/7.");
-    assert_eq!(rows[0].chunk.document_name, "hours");
-    assert_eq!(rows[0].chunk.page, Some(1));
-    assert_eq!(rows[0].chunk.section.as_deref(), Some("section 0"));
-    assert_eq!(rows[0].embedding, vec![0.5, 0.5]);
+    assert_eq!(rows[0].content, "Open 24/7.");
+    assert_eq!(rows[0].document_name, "hours");
+    assert_eq!(rows[0].page, Some(1));
+    assert_eq!(rows[0].section.as_deref(), Some("section 0"));
+    assert_eq!(vectors[0].embedding, vec![0.5, 0.5]);
     assert!(
         s.chunks_by_ids(b, asst_a, &[vectors[0].id])
             .await
