@@ -6,8 +6,7 @@
 //! embedding and this: stamp check, in-memory keyword and vector rankings of the cached
 //! indexes, fusion, rows of the winners), without the embedding request. Besides criterion's
 //! estimate, each size prints its p50/p99 over [`TIMED`] timed searches and the p50/p99 of
-//! each stage alone, with the store's full-text query (`Store::keyword_search`, FTS5) that
-//! the keyword ranking replaced, for comparison.
+//! each stage alone.
 //!
 //! `cargo bench -p switchboard-knowledge --bench search` (sizes: `SB_KB_BENCH_SIZES=1000,10000`).
 
@@ -231,20 +230,6 @@ fn bench_search(c: &mut Criterion) {
                 "vector scan",
                 stage(|| {
                     black_box(index.vectors.nearest(&qvec, candidates, 0.0));
-                }),
-            ),
-            (
-                "FTS5 keyword query (replaced)",
-                stage(|| {
-                    black_box(
-                        rt.block_on(kb.store().keyword_search(
-                            org,
-                            assistant,
-                            query,
-                            candidates as i64,
-                        ))
-                        .expect("fts"),
-                    );
                 }),
             ),
         ];

@@ -1,13 +1,14 @@
 //! The in-memory keyword index of one assistant: BM25 over its chunks' words, built with the
 //! vector index from the same load and kept in the same cache.
 //!
-//! Why not the store's full-text index on the call path: SQLite FTS5 (`bm25()`) and PostgreSQL
-//! (`ts_rank`) score every chunk that matches any query word before they can return the best
-//! few, and a question's common words match most chunks of an assistant (and, in the shared
-//! FTS5 table, of every assistant in the database). That cost grows with the corpus: ~25 ms at
-//! 10k chunks on this machine for four words, past the 20 ms budget of the whole search
-//! (docs/PERFORMANCE.md#knowledge-base-search). Here a query costs one pass over the posting
-//! lists of its words, summed into a per-thread score buffer that is reused between queries.
+//! Why not the store's full-text index: SQLite FTS5 (`bm25()`) and PostgreSQL (`ts_rank`) score
+//! every chunk that matches any query word before they can return the best few, and a
+//! question's common words match most chunks of an assistant (and, in the shared FTS5 table, of
+//! every assistant in the database). That cost grows with the corpus: 75 ms p99 at 10k chunks
+//! on this machine, past the 20 ms budget of the whole search
+//! (docs/PERFORMANCE.md#knowledge-base-search), so migration 0013 dropped that index. Here a
+//! query costs one pass over the posting lists of its words, summed into a per-thread score
+//! buffer that is reused between queries.
 //!
 //! Words are lower-cased runs of letters and digits, English stop words left out and a plural
 //! `s` folded (`refunds` finds `refund`): the same light normalisation for chunks and queries.
@@ -16,9 +17,11 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use switchboard_store::MAX_QUERY_TERMS;
-
 use crate::index::Ranked;
+
+/// Most distinct words of a query the keyword ranking uses (a bound on the posting lists one
+/// search reads).
+pub const MAX_QUERY_TERMS: usize = 32;
 
 /// BM25 term-frequency saturation (the usual value).
 const BM25_K1: f32 = 1.2;

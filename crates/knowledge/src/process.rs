@@ -2,6 +2,11 @@
 //! text, chunk it, embed the chunks, store them and mark it `ready`, or mark it `failed` with
 //! the reason. Run by a background job (never on a call); extraction and chunking run on the
 //! blocking pool.
+//!
+//! The claim is a lease: the job renews its heartbeat every [`HEARTBEAT_INTERVAL`] while it
+//! runs, and a claim whose heartbeat is older than [`PROCESSING_LEASE`] is a job that died with
+//! its instance (any instance may take the document over or put it back to `pending`). A job
+//! that finds its claim taken over stops without writing.
 
 use std::time::Duration;
 
@@ -13,9 +18,18 @@ use crate::extract::{ExtractError, extract};
 use crate::format::DocumentFormat;
 use crate::search::KnowledgeBase;
 
-/// A `processing` mark older than this is a job that died with its process: another job may
-/// take the document over.
-pub const STALE_PROCESSING: Duration = Duration::from_secs(15 * 60);
+/// A `processing` claim whose heartbeat is older than this is a job that died with its
+/// instance: another job may take the document over, and any instance puts it back to
+/// `pending`. Four missed heartbeats, so a slow store write does not lose a live claim.
+pub const PROCESSING_LEASE: Duration = Duration::from_secs(60);
+
+/// How often a processing job renews its claim's heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The unix ms before which a heartbeat has lapsed, now ([`PROCESSING_LEASE`] ago).
+pub fn lease_expired_before_ms() -> i64 {
+    now_ms() - PROCESSING_LEASE.as_millis() as i64
+}
 
 /// Most chunks one document may make (a bound on embedding cost and index memory).
 pub const MAX_CHUNKS_PER_DOCUMENT: usize = 20_000;
@@ -48,6 +62,10 @@ pub enum ProcessError {
     /// The embeddings API failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    /// Another instance took the document over after this job's heartbeat lapsed (the store
+    /// was unreachable for longer than [`PROCESSING_LEASE`]); this job stopped without writing.
+    #[error("processing was taken over by another instance")]
+    TakenOver,
     /// The store failed.
     #[error("store: {0}")]
     Store(StoreError),
@@ -75,30 +93,23 @@ pub async fn process_document(
     target: &EmbeddingTarget,
 ) -> Result<ProcessOutcome, ProcessError> {
     let store = kb.store();
-    let stale_before = now_ms() - STALE_PROCESSING.as_millis() as i64;
     if !store
         .claim_document(
             org_id,
             assistant_id,
             document_id,
-            stale_before,
+            lease_expired_before_ms(),
             kb.instance_id(),
         )
         .await?
     {
         return Ok(ProcessOutcome::AlreadyRunning);
     }
-    match run(
-        kb,
-        embedder,
-        org_id,
-        assistant_id,
-        document_id,
-        chunking,
-        target,
-    )
-    .await
-    {
+    let outcome = tokio::select! {
+        done = run(kb, embedder, org_id, assistant_id, document_id, chunking, target) => done,
+        () = keep_claim(kb, org_id, assistant_id, document_id) => Err(ProcessError::TakenOver),
+    };
+    match outcome {
         Ok(row) => {
             kb.invalidate(org_id, assistant_id);
             tracing::info!(
@@ -112,12 +123,35 @@ pub async fn process_document(
         }
         Err(e) => {
             tracing::warn!(org_id, assistant_id, document_id, error = %e, "document processing failed");
-            if !matches!(e, ProcessError::NotFound) {
+            if !matches!(e, ProcessError::NotFound | ProcessError::TakenOver) {
                 store
                     .fail_document(org_id, assistant_id, document_id, &e.to_string())
                     .await?;
             }
             Err(e)
+        }
+    }
+}
+
+/// Renews the job's claim every [`HEARTBEAT_INTERVAL`]; returns once the claim is no longer
+/// this instance's. A failed renewal (store unreachable) is retried at the next beat: the claim
+/// holds for [`PROCESSING_LEASE`] without one.
+async fn keep_claim(kb: &KnowledgeBase, org_id: i64, assistant_id: i64, document_id: i64) {
+    let mut beats = tokio::time::interval(HEARTBEAT_INTERVAL);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beats.tick().await; // the claim itself was the first beat
+    loop {
+        beats.tick().await;
+        match kb
+            .store()
+            .heartbeat_document(org_id, assistant_id, document_id, kb.instance_id())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(org_id, assistant_id, document_id, error = %e, "document processing heartbeat not written");
+            }
         }
     }
 }

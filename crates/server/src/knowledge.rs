@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use switchboard_assistant::{AssistantConfig, RagSettings};
+use switchboard_knowledge::process::{PROCESSING_LEASE, lease_expired_before_ms};
 use switchboard_knowledge::{
     ChunkSpec, ChunkingStrategy, EmbedError, Embedder, EmbeddingTarget, KnowledgeBase,
     ProcessError, ProcessOutcome, SearchError, SearchHit, SearchParams, process_document,
@@ -82,23 +83,51 @@ pub async fn key_sources(state: &AppState, org_id: i64) -> Result<KeySources, St
     ))
 }
 
-/// Puts the documents a crashed process left `processing` back to `pending` and queues them
-/// again when their assistant's `rag_settings.auto_process` is on. Which documents: those
-/// claimed by this instance when `server.instance_id` is configured (its previous process is
-/// gone); every one when Redis is off (call slots are per process, so the deployment is one
-/// instance); none otherwise (a random instance id names no earlier process: the 15-minute
-/// takeover of `POST …/process` and of the next job applies). Call once at start, before
-/// serving. Returns how many documents were put back.
+/// Puts the documents whose processing died back to `pending` and queues them again when
+/// their assistant's `rag_settings.auto_process` is on. Which documents: those claimed by this
+/// instance's id (`server.instance_id`; its previous process is gone, since this one has not
+/// processed anything yet; a random id names no earlier process and matches nothing) and those
+/// of any instance whose heartbeat lapsed ([`PROCESSING_LEASE`]: that job stopped renewing its
+/// claim). Live jobs of other instances are left alone, so the rule holds with any number of
+/// instances, with or without Redis. Call once at start, before serving; [`spawn_claim_sweep`]
+/// then catches claims that lapse later. Returns how many documents were put back.
 pub async fn requeue_interrupted(state: &AppState) -> usize {
-    let configured = state.settings.server.instance_id.trim();
-    let scope = if !configured.is_empty() {
-        Some(configured)
-    } else if state.settings.redis.url.trim().is_empty() {
-        None
-    } else {
-        return 0;
-    };
-    let reset = match state.store.requeue_processing_documents(scope).await {
+    requeue(state, Some(state.instance_id.as_str())).await
+}
+
+/// Every [`PROCESSING_LEASE`] / 2 until shutdown, puts back to `pending` (and requeues) the
+/// documents whose processing job stopped renewing its claim on any instance, so a document
+/// whose instance died is processed again without waiting for that instance to come back.
+pub fn spawn_claim_sweep(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROCESSING_LEASE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // start already swept
+        let stop = state.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    requeue_lapsed(&state).await;
+                }
+            }
+        }
+    });
+}
+
+/// One sweep of [`spawn_claim_sweep`]: the documents of lapsed claims (any instance) back to
+/// `pending`, requeued when `auto_process` is on. Returns how many were put back.
+pub async fn requeue_lapsed(state: &AppState) -> usize {
+    requeue(state, None).await
+}
+
+async fn requeue(state: &AppState, dead_instance: Option<&str>) -> usize {
+    let reset = match state
+        .store
+        .requeue_processing_documents(dead_instance, lease_expired_before_ms())
+        .await
+    {
         Ok(reset) => reset,
         Err(e) => {
             tracing::error!(error = %e, "could not put interrupted document processing back to pending");
@@ -124,7 +153,7 @@ pub async fn requeue_interrupted(state: &AppState) -> usize {
             assistant_id = d.assistant_id,
             document_id = d.id,
             requeued = auto,
-            "document processing interrupted by a restart: back to pending"
+            "document processing interrupted (instance restarted or its heartbeat lapsed): back to pending"
         );
         if auto {
             spawn_processing(state, d.organization_id, d.assistant_id, d.id);

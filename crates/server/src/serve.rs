@@ -183,6 +183,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
     }
     crate::call::recovery::start(&state).await;
     crate::knowledge::requeue_interrupted(&state).await;
+    crate::knowledge::spawn_claim_sweep(&state);
     crate::twilio::control::spawn_subscriber(&state);
     let edge = edge_config(&state, trusted);
     tokio::spawn(edge::housekeeping::run(

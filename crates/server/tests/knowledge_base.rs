@@ -495,7 +495,7 @@ async fn documents_api_upload_status_list_delete_isolation() {
     // Deletion takes the chunks and vectors with it.
     let store = &stack.server.state().store;
     let org = stack.server.state().default_org_id().await.expect("org");
-    assert_eq!(store.chunk_vectors(org, a).await.expect("vectors").len(), 4);
+    assert_eq!(store.indexed_chunks(org, a).await.expect("chunks").len(), 4);
     let (status, body) = stack
         .send(reqwest::Method::DELETE, KEY, &format!("{docs}/{id}"))
         .await;
@@ -503,9 +503,9 @@ async fn documents_api_upload_status_list_delete_isolation() {
     assert_eq!(body["success"], true);
     assert!(
         store
-            .chunk_vectors(org, a)
+            .indexed_chunks(org, a)
             .await
-            .expect("vectors")
+            .expect("chunks")
             .is_empty()
     );
     assert_eq!(stack.get(KEY, &docs).await.1, json!([]));
@@ -657,8 +657,19 @@ async fn the_search_tool_runs_in_a_live_call() {
     );
 }
 
+/// Sets a document's processing heartbeat as a job that last renewed its claim at `at_ms`
+/// left it.
+async fn set_heartbeat(store: &switchboard_store::Store, id: i64, at_ms: i64) {
+    sqlx::query("UPDATE documents SET processing_heartbeat_at = $1 WHERE id = $2")
+        .bind(at_ms)
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .expect("heartbeat");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn processing_interrupted_by_a_crash_is_requeued_at_start() {
+async fn processing_interrupted_by_a_crash_is_requeued_by_instance_or_lease() {
     let stack = start(&[]).await;
     let auto = stack
         .assistant("kb-requeue-auto", rag(true, true), false)
@@ -674,7 +685,8 @@ async fn processing_interrupted_by_a_crash_is_requeued_at_start() {
         .expect("default org")
         .id;
     // Documents a crashed process of instance kb-node-1 was processing (stored directly, so
-    // no upload starts a job), and one of another instance.
+    // no upload starts a job), one of a live instance kb-node-2, and one of kb-node-3, which
+    // stopped renewing its claim two minutes ago (died, and may never come back).
     let doc = |assistant: i64| {
         let store = store.clone();
         async move {
@@ -694,12 +706,14 @@ async fn processing_interrupted_by_a_crash_is_requeued_at_start() {
                 .id
         }
     };
-    let (mine_auto, mine_manual, theirs) = (doc(auto).await, doc(manual).await, doc(auto).await);
+    let (mine_auto, mine_manual) = (doc(auto).await, doc(manual).await);
+    let (theirs, lapsed) = (doc(auto).await, doc(auto).await);
     let now = switchboard_store::now_ms();
     for (assistant, id, instance) in [
         (auto, mine_auto, "kb-node-1"),
         (manual, mine_manual, "kb-node-1"),
         (auto, theirs, "kb-node-2"),
+        (auto, lapsed, "kb-node-3"),
     ] {
         assert!(
             store
@@ -708,27 +722,56 @@ async fn processing_interrupted_by_a_crash_is_requeued_at_start() {
                 .expect("claim")
         );
     }
+    set_heartbeat(&store, lapsed, now - 120_000).await;
 
     let stack = stack.restart("kb-node-1").await;
-    // Its own document of an auto_process assistant is processed again at once…
-    let done = stack.processed(auto, mine_auto).await;
-    assert_eq!(done["processing_status"], "ready", "{done}");
-    assert_eq!(done["chunk_count"], 4);
+    // Its own document of an auto_process assistant is processed again at once, and so is
+    // the lapsed claim of kb-node-3…
+    for id in [mine_auto, lapsed] {
+        let done = stack.processed(auto, id).await;
+        assert_eq!(done["processing_status"], "ready", "{done}");
+        assert_eq!(done["chunk_count"], 4);
+    }
     // …without auto_process it waits, pending, for `…/process`…
-    let (_, body) = stack
-        .get(
-            KEY,
-            &format!("/api/v1/assistants/{manual}/documents/{mine_manual}/status"),
-        )
-        .await;
+    let status = |assistant: i64, id: i64| {
+        let stack = &stack;
+        async move {
+            let path = format!("/api/v1/assistants/{assistant}/documents/{id}/status");
+            stack.get(KEY, &path).await.1
+        }
+    };
+    let body = status(manual, mine_manual).await;
     assert_eq!(body["processing_status"], "pending", "{body}");
-    // …and another instance's claim is left to it.
-    let (_, body) = stack
-        .get(
+    // …and the live claim of kb-node-2 is left to it: neither the start nor a sweep touches
+    // it, and `…/process` answers 409.
+    let state = stack.server.state();
+    assert_eq!(
+        switchboard_server::knowledge::requeue_lapsed(state).await,
+        0
+    );
+    let body = status(auto, theirs).await;
+    assert_eq!(body["processing_status"], "processing", "{body}");
+    let (code, body) = stack
+        .send(
+            reqwest::Method::POST,
             KEY,
-            &format!("/api/v1/assistants/{auto}/documents/{theirs}/status"),
+            &format!("/api/v1/assistants/{auto}/documents/{theirs}/process"),
         )
         .await;
-    assert_eq!(body["processing_status"], "processing", "{body}");
+    assert_eq!(code, 409, "{body}");
+
+    // kb-node-2 dies: once its heartbeat lapses, the next sweep of any instance (here this
+    // one, a random id on another process would do the same) processes the document again.
+    set_heartbeat(&store, theirs, switchboard_store::now_ms() - 61_000).await;
+    assert_eq!(
+        switchboard_server::knowledge::requeue_lapsed(state).await,
+        1
+    );
+    let done = stack.processed(auto, theirs).await;
+    assert_eq!(done["processing_status"], "ready", "{done}");
+    assert_eq!(
+        switchboard_server::knowledge::requeue_lapsed(state).await,
+        0
+    );
     stack.server.shutdown().await;
 }

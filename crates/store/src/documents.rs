@@ -1,13 +1,15 @@
 //! The knowledge base's persistence (`rag_settings`): uploaded documents, their processing
-//! status, and their chunks with embeddings and a keyword index (SQLite FTS5 / PostgreSQL
-//! full-text search, `migrations/*/0005_documents.sql`).
+//! status (with the claim and heartbeat of the job processing them), and their chunks with
+//! embeddings (`migrations/*/0005_documents.sql`, `0012`, `0013`).
 //!
 //! Every query is keyed by organisation (and assistant): a document or chunk of another tenant
 //! is [`StoreError::NotFound`] or simply absent. Chunks exist only for processed documents: a
 //! (re)processing replaces a document's chunks and marks it `ready` in one transaction, and
-//! deleting a document deletes its chunks (and with them their vectors and index entries).
-//! Vector search is not done here: callers load [`Store::chunk_vectors`] once per assistant and
-//! keep them in memory until [`Store::knowledge_stamp`] changes.
+//! deleting a document deletes its chunks (and with them their vectors).
+//! Search is not done here: callers load [`Store::indexed_chunks`] once per assistant, rank
+//! keywords and vectors in memory, and reload when [`Store::knowledge_stamp`] changes. (The
+//! FTS5 / `tsvector` keyword index was dropped by migration 0013: its ranking cost 75 ms p99 at
+//! 10k chunks, see docs/PERFORMANCE.md#knowledge-base-search.)
 
 use std::fmt;
 
@@ -15,7 +17,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Backend, Store, StoreError, now_ms};
+use crate::{Store, StoreError, now_ms};
 
 /// Where a document's processing stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -114,6 +116,9 @@ pub struct DocumentRow {
     pub updated_at_ms: i64,
     /// When processing last succeeded, unix ms.
     pub processed_at_ms: Option<i64>,
+    /// The last heartbeat of the job processing it (`processing` only), unix ms: a job whose
+    /// heartbeat is older than the lease is dead and its document may be taken over.
+    pub processing_heartbeat_ms: Option<i64>,
 }
 
 /// One chunk to store for a document.
@@ -183,9 +188,6 @@ pub struct KnowledgeStamp {
     pub last_processed_ms: i64,
 }
 
-/// Most distinct words of a query the keyword search uses.
-pub const MAX_QUERY_TERMS: usize = 32;
-
 /// Bytes of an embedding as stored: f32 little-endian, one after the other.
 pub fn encode_embedding(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -199,27 +201,9 @@ pub fn decode_embedding(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The words of `query` the keyword index is asked for: lower-cased runs of letters and digits,
-/// distinct, at most [`MAX_QUERY_TERMS`]. Nothing else reaches the index's query syntax.
-pub fn query_terms(query: &str) -> Vec<String> {
-    let mut terms: Vec<String> = Vec::new();
-    for word in query.split(|c: char| !c.is_alphanumeric()) {
-        if word.is_empty() {
-            continue;
-        }
-        let w = word.to_lowercase();
-        if !terms.contains(&w) {
-            terms.push(w);
-        }
-        if terms.len() == MAX_QUERY_TERMS {
-            break;
-        }
-    }
-    terms
-}
-
 const DOCUMENT_COLS: &str = "id, organization_id, assistant_id, name, file_name, content_type, \
-     size_bytes, category, tags, status, error, chunk_count, created_at, updated_at, processed_at";
+     size_bytes, category, tags, status, error, chunk_count, created_at, updated_at, processed_at, \
+     processing_heartbeat_at";
 
 fn document_from_row(r: &AnyRow) -> Result<DocumentRow, StoreError> {
     Ok(DocumentRow {
@@ -238,6 +222,7 @@ fn document_from_row(r: &AnyRow) -> Result<DocumentRow, StoreError> {
         created_at_ms: r.try_get("created_at")?,
         updated_at_ms: r.try_get("updated_at")?,
         processed_at_ms: r.try_get("processed_at")?,
+        processing_heartbeat_ms: r.try_get("processing_heartbeat_at")?,
     })
 }
 
@@ -330,31 +315,32 @@ impl Store {
         Ok(row.try_get("content")?)
     }
 
-    /// Marks the document `processing` by `instance` (`server.instance_id`) unless it already
-    /// is (and was marked at or after `stale_before_ms`, unix ms: an older mark is a job that
-    /// died with its process and may be taken over): true when this caller took it. One
-    /// conditional write, so two workers never process the same document at once. `NotFound`
-    /// when the organisation has no such document.
+    /// Marks the document `processing` by `instance` (`server.instance_id`) with a fresh
+    /// heartbeat, unless a job is processing it already (whose heartbeat is at or after
+    /// `lease_expired_before_ms`, unix ms: an older heartbeat is a job that died with its
+    /// instance and may be taken over): true when this caller took it. One conditional write,
+    /// so two workers never process the same document at once. `NotFound` when the
+    /// organisation has no such document.
     pub async fn claim_document(
         &self,
         org_id: i64,
         assistant_id: i64,
         id: i64,
-        stale_before_ms: i64,
+        lease_expired_before_ms: i64,
         instance: &str,
     ) -> Result<bool, StoreError> {
         let res = sqlx::query(
             "UPDATE documents SET status = $1, error = NULL, updated_at = $2, \
-             processing_instance = $7 WHERE id = $3 \
+             processing_heartbeat_at = $2, processing_instance = $7 WHERE id = $3 \
              AND organization_id = $4 AND assistant_id = $5 \
-             AND (status <> $1 OR updated_at < $6)",
+             AND (status <> $1 OR COALESCE(processing_heartbeat_at, updated_at) < $6)",
         )
         .bind(DocumentStatus::Processing.as_str())
         .bind(now_ms())
         .bind(id)
         .bind(org_id)
         .bind(assistant_id)
-        .bind(stale_before_ms)
+        .bind(lease_expired_before_ms)
         .bind(instance)
         .execute(&self.pool)
         .await?;
@@ -367,23 +353,55 @@ impl Store {
         }
     }
 
-    /// Puts the documents left `processing` back to `pending`: those claimed by `instance`, or
-    /// every one when `instance` is `None` (a single-instance deployment). Run at start, before
-    /// this process processes anything: a `processing` mark of this instance is a job that died
-    /// with its previous process. Returns the documents reset (any organisation).
+    /// Renews the claim of `instance` on the document it is processing (its heartbeat, now):
+    /// false when the claim is no longer its own (taken over after its heartbeat lapsed,
+    /// deleted, or finished), in which case the job should stop without writing.
+    pub async fn heartbeat_document(
+        &self,
+        org_id: i64,
+        assistant_id: i64,
+        id: i64,
+        instance: &str,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE documents SET processing_heartbeat_at = $1 WHERE id = $2 \
+             AND organization_id = $3 AND assistant_id = $4 AND status = $5 \
+             AND processing_instance = $6",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(org_id)
+        .bind(assistant_id)
+        .bind(DocumentStatus::Processing.as_str())
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Puts the documents whose processing died back to `pending`: those left `processing` by
+    /// `dead_instance` (this instance's id at start, before it processes anything: a claim of
+    /// that id is a job of its previous process) and those of any instance whose heartbeat is
+    /// older than `lease_expired_before_ms` (unix ms: the job stopped renewing its claim, so
+    /// its instance is gone or cut off). Live jobs of other instances are left alone. Returns
+    /// the documents reset (any organisation).
     pub async fn requeue_processing_documents(
         &self,
-        instance: Option<&str>,
+        dead_instance: Option<&str>,
+        lease_expired_before_ms: i64,
     ) -> Result<Vec<DocumentRow>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE documents SET status = $1, processing_instance = NULL, updated_at = $2 \
-             WHERE status = $3 AND ($4 IS NULL OR processing_instance = $4) \
+            "UPDATE documents SET status = $1, processing_instance = NULL, \
+             processing_heartbeat_at = NULL, updated_at = $2 WHERE status = $3 \
+             AND (processing_instance = $4 \
+             OR COALESCE(processing_heartbeat_at, updated_at) < $5) \
              RETURNING {DOCUMENT_COLS}"
         )))
         .bind(DocumentStatus::Pending.as_str())
         .bind(now_ms())
         .bind(DocumentStatus::Processing.as_str())
-        .bind(instance)
+        .bind(dead_instance)
+        .bind(lease_expired_before_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(document_from_row).collect()
@@ -402,8 +420,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "UPDATE documents SET status = $1, error = NULL, chunk_count = $2, updated_at = $3, \
-             processed_at = $3, processing_instance = NULL WHERE id = $4 \
-             AND organization_id = $5 AND assistant_id = $6",
+             processed_at = $3, processing_instance = NULL, processing_heartbeat_at = NULL \
+             WHERE id = $4 AND organization_id = $5 AND assistant_id = $6",
         )
         .bind(DocumentStatus::Ready.as_str())
         .bind(chunks.len() as i64)
@@ -455,8 +473,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE documents SET status = $1, error = $2, updated_at = $3, \
-             processing_instance = NULL WHERE id = $4 AND organization_id = $5 \
-             AND assistant_id = $6",
+             processing_instance = NULL, processing_heartbeat_at = NULL WHERE id = $4 \
+             AND organization_id = $5 AND assistant_id = $6",
         )
         .bind(DocumentStatus::Failed.as_str())
         .bind(error)
@@ -469,7 +487,7 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the document with its chunks (vectors and keyword index entries included).
+    /// Deletes the document with its chunks (vectors included).
     /// `NotFound` when the organisation has no such document.
     pub async fn delete_document(
         &self,
@@ -525,31 +543,6 @@ impl Store {
         })
     }
 
-    /// Every chunk vector of the assistant, by chunk id.
-    pub async fn chunk_vectors(
-        &self,
-        org_id: i64,
-        assistant_id: i64,
-    ) -> Result<Vec<ChunkVector>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, embedding FROM document_chunks WHERE organization_id = $1 \
-             AND assistant_id = $2 ORDER BY id",
-        )
-        .bind(org_id)
-        .bind(assistant_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let bytes: Vec<u8> = r.try_get("embedding")?;
-                Ok(ChunkVector {
-                    id: r.try_get("id")?,
-                    embedding: decode_embedding(&bytes),
-                })
-            })
-            .collect()
-    }
-
     /// Every chunk of the assistant with its text and embedding, by chunk id: one indexed
     /// query, run when a search cache loads the assistant (not per search).
     pub async fn indexed_chunks(
@@ -574,64 +567,6 @@ impl Store {
                     embedding: decode_embedding(&bytes),
                 })
             })
-            .collect()
-    }
-
-    /// Chunk ids of the assistant whose text matches words of `query` (any of
-    /// [`query_terms`]), best first by the index's own ranking (SQLite FTS5 BM25, PostgreSQL
-    /// `ts_rank`), at most `limit`. Empty when the query has no words.
-    pub async fn keyword_search(
-        &self,
-        org_id: i64,
-        assistant_id: i64,
-        query: &str,
-        limit: i64,
-    ) -> Result<Vec<i64>, StoreError> {
-        let terms = query_terms(query);
-        if terms.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = match self.backend {
-            Backend::Sqlite => {
-                // Terms are letters and digits only; quoted, each is a plain FTS5 string.
-                // CROSS JOIN keeps the full-text match as the outer loop: evaluated once, not
-                // once per chunk of the assistant (which the planner otherwise may choose).
-                let expr = terms
-                    .iter()
-                    .map(|t| format!("\"{t}\""))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                sqlx::query(
-                    "SELECT c.id AS id FROM document_chunks_fts \
-                     CROSS JOIN document_chunks c ON c.id = document_chunks_fts.rowid \
-                     WHERE document_chunks_fts MATCH $1 AND c.organization_id = $2 \
-                     AND c.assistant_id = $3 ORDER BY bm25(document_chunks_fts), c.id LIMIT $4",
-                )
-                .bind(expr)
-                .bind(org_id)
-                .bind(assistant_id)
-                .bind(limit.max(0))
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Backend::Postgres => {
-                // Terms are letters and digits only: `a | b` is a valid tsquery of them.
-                let expr = terms.join(" | ");
-                sqlx::query(
-                    "SELECT id FROM document_chunks, to_tsquery('english', $1) AS q \
-                     WHERE tsv @@ q AND organization_id = $2 AND assistant_id = $3 \
-                     ORDER BY ts_rank(tsv, q) DESC, id LIMIT $4",
-                )
-                .bind(expr)
-                .bind(org_id)
-                .bind(assistant_id)
-                .bind(limit.max(0))
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter()
-            .map(|r| Ok(r.try_get::<i64, _>("id")?))
             .collect()
     }
 
@@ -687,15 +622,5 @@ mod tests {
         let v = vec![0.0, -1.5, 3.25e-7, f32::MAX];
         assert_eq!(decode_embedding(&encode_embedding(&v)), v);
         assert_eq!(encode_embedding(&v).len(), 16);
-    }
-
-    #[test]
-    fn query_terms_keep_words_only() {
-        assert_eq!(
-            query_terms("What're the \"opening\" hours? OR hours* NEAR(x)"),
-            vec!["what", "re", "the", "opening", "hours", "or", "near", "x"]
-        );
-        assert!(query_terms("?!  --").is_empty());
-        assert_eq!(query_terms(&"w ".repeat(100)), vec!["w"]);
     }
 }

@@ -1,7 +1,7 @@
 //! Persistence for Switchboard: organisations, API keys, assistants, phone numbers and call
 //! records (calls, transcripts, per-turn metrics, recordings, webhook deliveries, tool
-//! executions), and the knowledge base's documents and chunks ([`DocumentRow`], keyword index,
-//! stored embeddings).
+//! executions), and the knowledge base's documents and chunks ([`DocumentRow`], stored
+//! embeddings).
 //!
 //! One set of repository functions serves both backends through `sqlx::any`: SQLite (the
 //! default, one file, created on first start) and PostgreSQL (several instances sharing one
@@ -55,8 +55,8 @@ pub use call_traces::CallTraceRow;
 pub use console_sessions::ConsoleSession;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use documents::{
-    ChunkRow, ChunkVector, DocumentRow, DocumentStatus, IndexedChunk, KnowledgeStamp,
-    MAX_QUERY_TERMS, NewChunk, NewDocument, decode_embedding, encode_embedding, query_terms,
+    ChunkRow, ChunkVector, DocumentRow, DocumentStatus, IndexedChunk, KnowledgeStamp, NewChunk,
+    NewDocument, decode_embedding, encode_embedding,
 };
 pub use error::StoreError;
 pub use models::*;

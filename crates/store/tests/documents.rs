@@ -1,18 +1,19 @@
-//! The knowledge base's store: documents and their status, chunks replaced in one go, the
-//! keyword index (FTS5 / PostgreSQL full-text), stored vectors, the change stamp, deletion and
-//! tenant isolation, on every backend (see `common.rs`).
+//! The knowledge base's store: documents and their status, processing claims with their
+//! heartbeat and lease, chunks replaced in one go, stored texts and vectors, the change stamp,
+//! deletion and tenant isolation, on every backend (see `common.rs`).
 
 mod common;
 
 use common::Ctx;
 use serde_json::json;
-use switchboard_store::{DocumentStatus, NewChunk, NewDocument, Store, StoreError};
+use switchboard_store::{Backend, DocumentStatus, NewChunk, NewDocument, Store, StoreError};
 
 store_tests!(
     document_lifecycle,
-    keyword_search_ranks_and_isolates,
-    delete_removes_chunks_vectors_and_index,
-    processing_documents_are_requeued_by_instance
+    delete_removes_chunks_and_vectors,
+    processing_claims_hold_by_heartbeat,
+    processing_documents_are_requeued_by_instance_or_lease,
+    the_keyword_index_is_gone
 );
 
 async fn setup(s: &Store) -> (i64, i64, i64, i64) {
@@ -127,10 +128,10 @@ async fn document_lifecycle(ctx: Ctx) {
     let stamp1 = s.knowledge_stamp(a, asst_a).await.unwrap();
     assert_ne!(stamp0, stamp1);
     assert_eq!((stamp1.documents, stamp1.chunks), (1, 2));
-    let vectors = s.chunk_vectors(a, asst_a).await.unwrap();
+    let vectors = s.indexed_chunks(a, asst_a).await.unwrap();
     assert_eq!(vectors.len(), 2);
     assert_eq!(vectors[0].embedding, vec![1.0, 0.0]);
-    assert!(s.chunk_vectors(b, asst_a).await.unwrap().is_empty());
+    assert!(s.indexed_chunks(b, asst_a).await.unwrap().is_empty());
 
     // Reprocessing replaces the chunks.
     assert!(
@@ -141,13 +142,20 @@ async fn document_lifecycle(ctx: Ctx) {
     s.store_document_chunks(a, asst_a, d.id, &[chunk(0, "Open 24/7.", vec![0.5, 0.5])])
         .await
         .unwrap();
-    let vectors = s.chunk_vectors(a, asst_a).await.unwrap();
+    let vectors = s.indexed_chunks(a, asst_a).await.unwrap();
     assert_eq!(vectors.len(), 1);
     let rows = s.chunks_by_ids(a, asst_a, &[vectors[0].id]).await.unwrap();
     assert_eq!(rows[0].content, "Open 24/7.");
     assert_eq!(rows[0].document_name, "hours");
     assert_eq!(rows[0].page, Some(1));
     assert_eq!(rows[0].section.as_deref(), Some("section 0"));
+    assert_eq!(vectors[0].embedding, vec![0.5, 0.5]);
+    assert!(
+        s.chunks_by_ids(b, asst_a, &[vectors[0].id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Failure keeps the error for the status endpoint.
     s.fail_document(a, asst_a, d.id, "unreadable")
@@ -163,87 +171,7 @@ async fn document_lifecycle(ctx: Ctx) {
     assert!(s.get_document(b, asst_a, d.id).await.unwrap().is_none());
 }
 
-async fn keyword_search_ranks_and_isolates(ctx: Ctx) {
-    let s = &ctx.store;
-    let (a, asst_a, b, asst_b) = setup(s).await;
-    let d = s.create_document(&new_doc(a, asst_a, "faq")).await.unwrap();
-    s.store_document_chunks(
-        a,
-        asst_a,
-        d.id,
-        &[
-            chunk(0, "Parking is free behind the building.", vec![1.0]),
-            chunk(
-                1,
-                "Our opening hours are nine to five on weekdays.",
-                vec![1.0],
-            ),
-            chunk(
-                2,
-                "Refunds are processed within five business days.",
-                vec![1.0],
-            ),
-        ],
-    )
-    .await
-    .unwrap();
-    let other = s.create_document(&new_doc(b, asst_b, "faq")).await.unwrap();
-    s.store_document_chunks(
-        b,
-        asst_b,
-        other.id,
-        &[chunk(0, "Opening hours: never, we are closed.", vec![1.0])],
-    )
-    .await
-    .unwrap();
-
-    let ids = s
-        .keyword_search(a, asst_a, "What are your opening hours?", 10)
-        .await
-        .unwrap();
-    assert!(!ids.is_empty());
-    let top = s.chunks_by_ids(a, asst_a, &ids[..1]).await.unwrap();
-    assert!(top[0].content.contains("opening hours"), "{top:?}");
-    // Stemming: "refund" finds "Refunds".
-    let ids = s.keyword_search(a, asst_a, "refund", 10).await.unwrap();
-    assert_eq!(ids.len(), 1);
-    // Limit, query syntax neutralised, no words.
-    let ids = s.keyword_search(a, asst_a, "five", 1).await.unwrap();
-    assert_eq!(ids.len(), 1);
-    assert!(
-        s.keyword_search(a, asst_a, "\"parking* OR (", 10)
-            .await
-            .unwrap()
-            .len()
-            == 1
-    );
-    assert!(
-        s.keyword_search(a, asst_a, "?!", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    // The other tenant's chunk never shows, even for its own words.
-    let ids = s
-        .keyword_search(a, asst_a, "never closed", 10)
-        .await
-        .unwrap();
-    assert!(ids.is_empty(), "{ids:?}");
-    let ids_b = s
-        .keyword_search(b, asst_b, "opening hours", 10)
-        .await
-        .unwrap();
-    assert_eq!(ids_b.len(), 1);
-    assert!(s.chunks_by_ids(a, asst_a, &ids_b).await.unwrap().is_empty());
-    assert!(
-        s.keyword_search(b, asst_a, "opening", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-async fn delete_removes_chunks_vectors_and_index(ctx: Ctx) {
+async fn delete_removes_chunks_and_vectors(ctx: Ctx) {
     let s = &ctx.store;
     let (a, asst_a, b, _) = setup(s).await;
     let keep = s
@@ -271,22 +199,12 @@ async fn delete_removes_chunks_vectors_and_index(ctx: Ctx) {
         s.delete_document(a, asst_a, drop.id).await,
         Err(StoreError::NotFound)
     ));
-    assert!(
-        s.keyword_search(a, asst_a, "bananas", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let left = s.indexed_chunks(a, asst_a).await.unwrap();
+    assert_eq!(left.len(), 1);
     assert_eq!(
-        s.keyword_search(a, asst_a, "apples", 10)
-            .await
-            .unwrap()
-            .len(),
-        1
+        (left[0].content.as_str(), left[0].embedding.as_slice()),
+        ("apples", &[1.0f32][..])
     );
-    let vectors = s.chunk_vectors(a, asst_a).await.unwrap();
-    assert_eq!(vectors.len(), 1);
-    assert_eq!(vectors[0].embedding, vec![1.0]);
     let after = s.knowledge_stamp(a, asst_a).await.unwrap();
     assert_ne!(before, after);
     assert_eq!((after.documents, after.chunks), (1, 1));
@@ -297,12 +215,7 @@ async fn delete_removes_chunks_vectors_and_index(ctx: Ctx) {
     assert_eq!(left, 1);
     // Deleting the assistant takes its documents and chunks with it.
     s.delete_assistant(a, asst_a).await.unwrap();
-    assert!(
-        s.keyword_search(a, asst_a, "apples", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.indexed_chunks(a, asst_a).await.unwrap().is_empty());
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM document_chunks")
         .fetch_one(s.pool())
         .await
@@ -310,7 +223,108 @@ async fn delete_removes_chunks_vectors_and_index(ctx: Ctx) {
     assert_eq!(left, 0);
 }
 
-async fn processing_documents_are_requeued_by_instance(ctx: Ctx) {
+/// The heartbeat (unix ms) stored for a document.
+async fn heartbeat_of(s: &Store, org: i64, assistant: i64, id: i64) -> Option<i64> {
+    s.get_document(org, assistant, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .processing_heartbeat_ms
+}
+
+/// Sets a document's heartbeat as a job that last renewed its claim at `at_ms` left it.
+async fn set_heartbeat(s: &Store, id: i64, at_ms: i64) {
+    sqlx::query("UPDATE documents SET processing_heartbeat_at = $1 WHERE id = $2")
+        .bind(at_ms)
+        .bind(id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+}
+
+async fn processing_claims_hold_by_heartbeat(ctx: Ctx) {
+    let s = &ctx.store;
+    let (a, asst_a, b, _) = setup(s).await;
+    let d = s.create_document(&new_doc(a, asst_a, "faq")).await.unwrap();
+    assert_eq!(heartbeat_of(s, a, asst_a, d.id).await, None);
+    let lease_cutoff = switchboard_store::now_ms() - 60_000;
+    assert!(
+        s.claim_document(a, asst_a, d.id, lease_cutoff, "node-1")
+            .await
+            .unwrap()
+    );
+    let beat = heartbeat_of(s, a, asst_a, d.id)
+        .await
+        .expect("claimed with a heartbeat");
+    assert!(beat >= lease_cutoff + 60_000);
+
+    // The claimant renews it; nobody else can, nor another organisation.
+    assert!(
+        s.heartbeat_document(a, asst_a, d.id, "node-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.heartbeat_document(a, asst_a, d.id, "node-2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.heartbeat_document(b, asst_a, d.id, "node-1")
+            .await
+            .unwrap()
+    );
+    // A live claim (heartbeat after the cutoff) holds against another instance…
+    assert!(
+        !s.claim_document(a, asst_a, d.id, lease_cutoff, "node-2")
+            .await
+            .unwrap()
+    );
+    // …until its heartbeat lapses: then node-2 takes it over and node-1's heartbeat says so.
+    set_heartbeat(s, d.id, lease_cutoff - 1).await;
+    assert!(
+        s.claim_document(a, asst_a, d.id, lease_cutoff, "node-2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.heartbeat_document(a, asst_a, d.id, "node-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.heartbeat_document(a, asst_a, d.id, "node-2")
+            .await
+            .unwrap()
+    );
+
+    // Finishing (ready or failed) ends the claim: no heartbeat, nothing to renew.
+    s.store_document_chunks(a, asst_a, d.id, &[chunk(0, "Done.", vec![1.0])])
+        .await
+        .unwrap();
+    assert_eq!(heartbeat_of(s, a, asst_a, d.id).await, None);
+    assert!(
+        !s.heartbeat_document(a, asst_a, d.id, "node-2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_document(a, asst_a, d.id, lease_cutoff, "node-1")
+            .await
+            .unwrap()
+    );
+    s.fail_document(a, asst_a, d.id, "unreadable")
+        .await
+        .unwrap();
+    assert_eq!(heartbeat_of(s, a, asst_a, d.id).await, None);
+    assert!(
+        !s.heartbeat_document(a, asst_a, d.id, "node-1")
+            .await
+            .unwrap()
+    );
+}
+
+async fn processing_documents_are_requeued_by_instance_or_lease(ctx: Ctx) {
     let s = &ctx.store;
     let (a, asst_a, b, asst_b) = setup(s).await;
     let mine = s
@@ -321,59 +335,76 @@ async fn processing_documents_are_requeued_by_instance(ctx: Ctx) {
         .create_document(&new_doc(b, asst_b, "theirs"))
         .await
         .unwrap();
+    let lapsed = s
+        .create_document(&new_doc(b, asst_b, "lapsed"))
+        .await
+        .unwrap();
     let done = s
         .create_document(&new_doc(a, asst_a, "done"))
         .await
         .unwrap();
-    assert!(
-        s.claim_document(a, asst_a, mine.id, 0, "node-1")
-            .await
-            .unwrap()
-    );
-    assert!(
-        s.claim_document(b, asst_b, theirs.id, 0, "node-2")
-            .await
-            .unwrap()
-    );
-    assert!(
-        s.claim_document(a, asst_a, done.id, 0, "node-1")
-            .await
-            .unwrap()
-    );
+    for (org, asst, id, instance) in [
+        (a, asst_a, mine.id, "node-1"),
+        (b, asst_b, theirs.id, "node-2"),
+        (b, asst_b, lapsed.id, "node-3"),
+        (a, asst_a, done.id, "node-1"),
+    ] {
+        assert!(s.claim_document(org, asst, id, 0, instance).await.unwrap());
+    }
     s.store_document_chunks(a, asst_a, done.id, &[chunk(0, "Done.", vec![1.0])])
         .await
         .unwrap();
+    let now = switchboard_store::now_ms();
+    let lease_cutoff = now - 60_000;
+    // node-3 stopped renewing its claim two minutes ago.
+    set_heartbeat(s, lapsed.id, now - 120_000).await;
     let status = |org, asst, id| {
         let s = s.clone();
         async move { s.get_document(org, asst, id).await.unwrap().unwrap().status }
     };
 
-    // This instance's claims only: the other instance's stays processing, ready stays ready.
+    // node-1 restarting: its own claims and the lapsed one; node-2's live claim stays, ready
+    // stays ready.
     let reset = s
-        .requeue_processing_documents(Some("node-1"))
+        .requeue_processing_documents(Some("node-1"), lease_cutoff)
         .await
         .unwrap();
-    assert_eq!(reset.iter().map(|d| d.id).collect::<Vec<_>>(), [mine.id]);
-    assert_eq!(reset[0].status, DocumentStatus::Pending);
+    let mut ids: Vec<i64> = reset.iter().map(|d| d.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [mine.id, lapsed.id]);
+    assert!(reset.iter().all(|d| d.status == DocumentStatus::Pending));
+    assert!(reset.iter().all(|d| d.processing_heartbeat_ms.is_none()));
     assert_eq!(status(a, asst_a, mine.id).await, DocumentStatus::Pending);
+    assert_eq!(status(b, asst_b, lapsed.id).await, DocumentStatus::Pending);
     assert_eq!(
         status(b, asst_b, theirs.id).await,
         DocumentStatus::Processing
     );
     assert_eq!(status(a, asst_a, done.id).await, DocumentStatus::Ready);
     assert!(
-        s.requeue_processing_documents(Some("node-1"))
+        s.requeue_processing_documents(Some("node-1"), lease_cutoff)
             .await
             .unwrap()
             .is_empty()
     );
 
-    // Single instance: every processing document, and only once.
-    let reset = s.requeue_processing_documents(None).await.unwrap();
+    // Any instance (no dead id of its own) resets a claim only once its heartbeat lapses, and
+    // only once.
+    assert!(
+        s.requeue_processing_documents(None, lease_cutoff)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    set_heartbeat(s, theirs.id, lease_cutoff - 1).await;
+    let reset = s
+        .requeue_processing_documents(None, lease_cutoff)
+        .await
+        .unwrap();
     assert_eq!(reset.iter().map(|d| d.id).collect::<Vec<_>>(), [theirs.id]);
     assert_eq!(status(b, asst_b, theirs.id).await, DocumentStatus::Pending);
     assert!(
-        s.requeue_processing_documents(None)
+        s.requeue_processing_documents(None, lease_cutoff)
             .await
             .unwrap()
             .is_empty()
@@ -387,4 +418,30 @@ async fn processing_documents_are_requeued_by_instance(ctx: Ctx) {
         ("Done.", &[1.0f32][..])
     );
     assert!(s.indexed_chunks(b, asst_a).await.unwrap().is_empty());
+}
+
+/// Migration 0013 dropped the store's full-text index (search ranks words in memory): no FTS5
+/// table or triggers on SQLite, no `tsvector` column or GIN index on PostgreSQL.
+async fn the_keyword_index_is_gone(ctx: Ctx) {
+    let s = &ctx.store;
+    let sql = match s.backend() {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'document_chunks_fts%'"
+        }
+        Backend::Postgres => {
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'document_chunks' \
+             AND column_name = 'tsv'"
+        }
+    };
+    let left: i64 = sqlx::query_scalar(sql).fetch_one(s.pool()).await.unwrap();
+    assert_eq!(left, 0);
+    // Chunks are still stored and deleted without it.
+    let (a, asst_a, _, _) = setup(s).await;
+    let d = s.create_document(&new_doc(a, asst_a, "faq")).await.unwrap();
+    s.store_document_chunks(a, asst_a, d.id, &[chunk(0, "Parking is free.", vec![1.0])])
+        .await
+        .unwrap();
+    s.delete_document(a, asst_a, d.id).await.unwrap();
+    assert!(s.indexed_chunks(a, asst_a).await.unwrap().is_empty());
 }

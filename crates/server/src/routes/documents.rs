@@ -454,7 +454,7 @@ pub async fn delete_document(
         (status = 202, description = "Processing started", body = DocumentResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such document in your organisation", body = ErrorBody),
-        (status = 409, description = "It is being processed (a claim older than 15 minutes is taken over)", body = ErrorBody)
+        (status = 409, description = "It is being processed (a job whose heartbeat lapsed over a minute ago is taken over)", body = ErrorBody)
     )
 )]
 pub async fn process_document(
@@ -463,9 +463,9 @@ pub async fn process_document(
     ApiPath(path): ApiPath<DocumentPath>,
 ) -> Result<(StatusCode, Json<DocumentResponse>), ApiError> {
     let d = load_document(&state, &auth, &path).await?;
-    let stale_before = switchboard_store::now_ms()
-        - switchboard_knowledge::process::STALE_PROCESSING.as_millis() as i64;
-    if d.status == DocumentStatus::Processing && d.updated_at_ms >= stale_before {
+    let live = d.processing_heartbeat_ms.unwrap_or(d.updated_at_ms)
+        >= switchboard_knowledge::process::lease_expired_before_ms();
+    if d.status == DocumentStatus::Processing && live {
         return Err(ApiError::Conflict(format!(
             "document {} is being processed",
             d.id
