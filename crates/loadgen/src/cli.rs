@@ -23,7 +23,8 @@ use crate::run::{LoadConfig, Progress, build_report, fetch_metrics, run_calls};
 #[command(
     name = "switchboard-loadgen",
     version,
-    about,
+    about = "Load harness: N concurrent replayed calls, acting as Twilio, against Switchboard or \
+             any engine that speaks Twilio Media Streams; JSON report, progress line, chart.",
     after_help = "Against another engine (caller's side only: no --api-key, no --spawn-*): \
                   --target URL --voice-path PATH --health-path \"\" --to NUMBER. \
                   See docs/LOADGEN.md."
