@@ -251,10 +251,15 @@ pub async fn store_turns(
         .collect())
 }
 
-/// Polls `GET {base}/healthz` until it answers 200 or `timeout` passes.
-pub async fn wait_healthy(http: &reqwest::Client, base: &str, timeout: Duration) -> bool {
+/// Polls `GET {base}{path}` (e.g. `/healthz`) until it answers 2xx or `timeout` passes.
+pub async fn wait_healthy(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    timeout: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
-    let url = format!("{}/healthz", base.trim_end_matches('/'));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     while tokio::time::Instant::now() < deadline {
         if let Ok(r) = http.get(&url).timeout(Duration::from_secs(2)).send().await
             && r.status().is_success()

@@ -17,10 +17,18 @@ use crate::procfs::{EngineUsage, Sampler};
 use crate::report::{Extras, Report, summary_table};
 use crate::run::{LoadConfig, Progress, build_report, fetch_metrics, run_calls};
 
-/// `switchboard-loadgen`: N concurrent replayed calls against a Switchboard engine, acting as
-/// Twilio; or `chart` to draw reports.
+/// `switchboard-loadgen`: N concurrent replayed calls against a Switchboard engine, or any
+/// engine that speaks Twilio Media Streams, acting as Twilio; or `chart` to draw reports.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard-loadgen", version, about)]
+#[command(
+    name = "switchboard-loadgen",
+    version,
+    about = "Load harness: N concurrent replayed calls, acting as Twilio, against Switchboard or \
+             any engine that speaks Twilio Media Streams; JSON report, progress line, chart.",
+    after_help = "Against another engine (caller's side only: no --api-key, no --spawn-*): \
+                  --target URL --voice-path PATH --health-path \"\" --to NUMBER. \
+                  See docs/LOADGEN.md."
+)]
 pub struct Cli {
     /// `chart` instead of a run.
     #[command(subcommand)]
@@ -70,14 +78,21 @@ pub struct ChartArgs {
 /// Run options.
 #[derive(Clone, Args)]
 pub struct RunArgs {
-    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine. That
-    /// engine must allowlist the fakes' address for tenant URLs
+    /// Engine base URL (e.g. http://127.0.0.1:8080); not needed with --spawn-engine. With
+    /// --spawn-fakes, a Switchboard engine must allowlist the fakes' address for tenant URLs
     /// (SWITCHBOARD_OUTBOUND__ALLOW_HOSTS=127.0.0.1,::1).
     #[arg(long)]
     pub target: Option<String>,
     /// The engine's public URL, if it differs from --target (webhook signatures cover it).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Path of the engine's Twilio voice webhook (the `<Connect><Stream>` TwiML answer).
+    #[arg(long, default_value = "/twilio/voice")]
+    pub voice_path: String,
+    /// Path polled until it answers 2xx before a --target run starts; "" = no readiness
+    /// check (an engine without one).
+    #[arg(long, default_value = "/healthz")]
+    pub health_path: String,
     /// Concurrent calls.
     #[arg(long, default_value_t = 1)]
     pub calls: usize,
@@ -93,8 +108,9 @@ pub struct RunArgs {
     /// Twilio auth token the engine checks signatures with (random with --spawn-engine).
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<String>,
-    /// API key (organisation `default`) to create the test assistant and read metrics (random
-    /// with --spawn-engine).
+    /// Switchboard API key (organisation `default`) to create the test assistant and read
+    /// per-turn metrics (random with --spawn-engine); without it the run measures from the
+    /// caller's side only (no engine overhead).
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Number the fake calls dial (assigned to the test assistant). With --spawn-fakes each
@@ -104,6 +120,11 @@ pub struct RunArgs {
     /// Start the fake providers in-process and create an assistant pointed at them.
     #[arg(long)]
     pub spawn_fakes: bool,
+    /// With --spawn-fakes: serve the fakes over TLS (https/wss) with certificates of a
+    /// throwaway CA generated for the run. A spawned engine is told to trust that CA
+    /// (SWITCHBOARD_TLS__EXTRA_CA_FILE); for --target the CA file's path is printed.
+    #[arg(long, requires = "spawn_fakes")]
+    pub tls: bool,
     /// Fake STT: delay (ms) from the end of speech (endpointing elapsed) to the final.
     #[arg(long, default_value_t = 200)]
     pub stt_final_delay_ms: u64,
@@ -184,6 +205,8 @@ impl std::fmt::Debug for RunArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunArgs")
             .field("target", &self.target)
+            .field("voice_path", &self.voice_path)
+            .field("health_path", &self.health_path)
             .field("calls", &self.calls)
             .field("ramp_seconds", &self.ramp_seconds)
             .field("duration_seconds", &self.duration_seconds)
@@ -194,6 +217,7 @@ impl std::fmt::Debug for RunArgs {
             )
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("spawn_fakes", &self.spawn_fakes)
+            .field("tls", &self.tls)
             .field("spawn_engine", &self.spawn_engine)
             .field(
                 "engine_database_url",
@@ -300,14 +324,27 @@ pub async fn run_scripts(
     let mut warnings = Vec::new();
 
     let fakes = if args.spawn_fakes {
-        Some(
-            Fakes::start(args.latency(), &scripts)
+        let mut fakes = Fakes::start(args.latency(), &scripts)
+            .await
+            .context("starting the fake providers")?;
+        if args.tls {
+            fakes
+                .serve_tls()
                 .await
-                .context("starting the fake providers")?,
-        )
+                .context("serving the fake providers over TLS")?;
+        }
+        Some(fakes)
     } else {
         None
     };
+    let ca_file = fakes.as_ref().and_then(Fakes::ca_file);
+    if let (Some(ca), None) = (ca_file, &args.spawn_engine) {
+        eprintln!(
+            "the fakes serve TLS with a throwaway CA: the engine must trust {} \
+             (SWITCHBOARD_TLS__EXTRA_CA_FILE); it is deleted when the run ends",
+            ca.display()
+        );
+    }
 
     let spawn_key = args
         .api_key
@@ -336,6 +373,7 @@ pub async fn run_scripts(
             .await
             .context("starting the fake Twilio")?;
             launch.redis_url.clone_from(&args.engine_redis_url);
+            launch.extra_ca_file = ca_file.map(std::path::Path::to_owned);
             launch.public_url = Some(format!("http://127.0.0.1:{}", free_port()?));
             launch.shared_secrets = Some([
                 random_secret(""),
@@ -368,6 +406,7 @@ pub async fn run_scripts(
                 &spawn_key,
                 &token,
                 args.engine_database_url.as_deref(),
+                ca_file,
                 &http,
                 Duration::from_secs(30),
             )
@@ -382,8 +421,12 @@ pub async fn run_scripts(
         (None, None, Some(t)) => t.trim_end_matches('/').to_owned(),
         (None, None, None) => bail!("give --target URL or --spawn-engine PATH"),
     };
-    if engine.is_none() && !wait_healthy(&http, &base, Duration::from_secs(10)).await {
-        bail!("{base}/healthz does not answer");
+    let health = args.health_path.trim();
+    if engine.is_none()
+        && !health.is_empty()
+        && !wait_healthy(&http, &base, health, Duration::from_secs(10)).await
+    {
+        bail!("{base}{health} does not answer 2xx (--health-path \"\" skips the check)");
     }
     let api = (engine.is_some() || args.api_key.is_some())
         .then(|| Api::new(&base, &spawn_key, http.clone()));
@@ -446,6 +489,7 @@ pub async fn run_scripts(
     let cfg = LoadConfig {
         engine_base: base.clone(),
         public_url: args.public_url.clone().unwrap_or_else(|| base.clone()),
+        voice_path: args.voice_path.clone(),
         calls: args.calls,
         ramp: Duration::from_secs_f64(args.ramp_seconds),
         duration: Duration::from_secs_f64(args.duration_seconds),
@@ -559,6 +603,7 @@ pub async fn run_scripts(
     report.live_viewers = live_viewers;
     report.restarts = restarts;
     report.harness = crate::lag::HarnessUsage::new(harness_cpu_s, wall_s, lags_ms);
+    report.provider_tls = ca_file.is_some();
     if let Some(path) = &args.details {
         let mut out = String::new();
         for (i, r) in reports.iter().enumerate() {
@@ -705,6 +750,9 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
     }
     eprint!("{}", summary_table(&res.report, &res.extras, res.wall_s));
     eprint!("{}", res.report.harness.summary());
+    if res.report.provider_tls {
+        eprintln!("providers: reached over TLS (--tls, throwaway CA trusted by the engine)");
+    }
     for r in &res.report.restarts {
         eprintln!(
             "restart: instance {} got SIGTERM at {:.1} s, drained and exited in {:.1} s ({}), \

@@ -136,7 +136,7 @@ impl Haproxy {
             base_url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        if !wait_healthy(http, &haproxy.base_url, ready_timeout).await {
+        if !wait_healthy(http, &haproxy.base_url, "/healthz", ready_timeout).await {
             let kept = std::env::temp_dir().join(format!("switchboard-haproxy-{port}.log"));
             let log = match std::fs::copy(&log_path, &kept) {
                 Ok(_) => kept.display().to_string(),

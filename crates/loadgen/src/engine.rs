@@ -96,6 +96,8 @@ pub struct Launch {
     pub drain_timeout_s: Option<u64>,
     /// `server.drain_voice_answer` (`hangup` or `unavailable`); `None` = the engine's default.
     pub drain_voice_answer: Option<String>,
+    /// `tls.extra_ca_file`: the CA of the fakes' TLS fronts (`--tls`); `None` = public roots.
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Launch {
@@ -136,6 +138,7 @@ impl Launch {
             shared_secrets: None,
             drain_timeout_s: None,
             drain_voice_answer: None,
+            extra_ca_file: None,
         })
     }
 }
@@ -145,16 +148,20 @@ impl SpawnedEngine {
     /// `database_url` when given) with `SWITCHBOARD_BOOTSTRAP_KEY`, `TWILIO_ACCOUNT_SID` (a
     /// random SID), `TWILIO_AUTH_TOKEN`, `TWILIO_API_BASE` (a fake Twilio REST API started
     /// here), `SWITCHBOARD_PUBLIC_URL` set, the API rate limit and the per-address connection
-    /// cap off, loopback allowlisted for tenant URLs (the provider fakes listen there), and waits for `/healthz` (up to `ready_timeout`).
+    /// cap off, loopback allowlisted for tenant URLs (the provider fakes listen there),
+    /// `extra_ca_file` trusted for outbound TLS when given, and waits for `/healthz` (up to
+    /// `ready_timeout`).
     pub async fn start(
         path: &Path,
         api_key: &str,
         twilio_auth_token: &str,
         database_url: Option<&str>,
+        extra_ca_file: Option<&Path>,
         http: &reqwest::Client,
         ready_timeout: Duration,
     ) -> Result<SpawnedEngine, SpawnError> {
-        let launch = Launch::single(path, api_key, twilio_auth_token, database_url).await?;
+        let mut launch = Launch::single(path, api_key, twilio_auth_token, database_url).await?;
+        launch.extra_ca_file = extra_ca_file.map(Path::to_owned);
         let port = free_port().map_err(|source| SpawnError::Io {
             path: path.to_owned(),
             source,
@@ -215,6 +222,9 @@ impl SpawnedEngine {
         if let Some(answer) = &launch.drain_voice_answer {
             command.env("SWITCHBOARD_SERVER__DRAIN_VOICE_ANSWER", answer);
         }
+        if let Some(ca) = &launch.extra_ca_file {
+            command.env("SWITCHBOARD_TLS__EXTRA_CA_FILE", ca);
+        }
         if !instance_id.is_empty() {
             command.env("SWITCHBOARD_SERVER__INSTANCE_ID", instance_id);
         }
@@ -258,7 +268,7 @@ impl SpawnedEngine {
             log_path,
             dir,
         };
-        if !wait_healthy(http, &engine.base_url, ready_timeout).await {
+        if !wait_healthy(http, &engine.base_url, "/healthz", ready_timeout).await {
             return Err(SpawnError::NotHealthy {
                 secs: ready_timeout.as_secs(),
                 log: engine.keep_log(),

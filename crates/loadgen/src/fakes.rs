@@ -5,7 +5,13 @@
 //! its time-aligned script (Deepgram `tag` = fixture name, one assistant per fixture), so
 //! interim words grow every 250 ms of speech before the final, as a streaming STT's do, and a
 //! backchannel is recognised as the backchannel it is.
+//!
+//! With `--tls` ([`Fakes::serve_tls`]) each fake is also served over TLS by a certificate of a
+//! throwaway CA generated for the run, and the assistant record points at the `https`/`wss`
+//! addresses; the engine trusts that CA through `[tls] extra_ca_file` (the CA's PEM file, see
+//! [`Fakes::ca_file`]), verifying certificates as it does with real providers.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -14,6 +20,7 @@ use switchboard_testkit::elevenlabs::{ElevenLabsFake, ElevenLabsFakeConfig};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::openai::{FakeLlmOptions, FakeOpenAi};
 use switchboard_testkit::stack::timed_script;
+use switchboard_testkit::tls::{TestCa, TlsFakeError, TlsFront};
 use switchboard_testkit::twilio::CallScript;
 
 /// Key the fake Deepgram expects.
@@ -37,6 +44,16 @@ pub struct Fakes {
     pub openai: FakeOpenAi,
     /// The latency profile they apply.
     pub latency: LatencyProfile,
+    /// The TLS fronts, once [`Fakes::serve_tls`] started them.
+    tls: Option<TlsFronts>,
+}
+
+/// The fakes over TLS: one front per fake and the CA file the engine trusts.
+struct TlsFronts {
+    deepgram: TlsFront,
+    elevenlabs: TlsFront,
+    openai: TlsFront,
+    ca_file: tempfile::NamedTempFile,
 }
 
 impl Fakes {
@@ -73,19 +90,57 @@ impl Fakes {
             elevenlabs,
             openai,
             latency,
+            tls: None,
         })
+    }
+
+    /// Serves every fake over TLS too (certificates of a throwaway CA generated here) and
+    /// points [`Fakes::assistant_body`] at the TLS addresses; the CA certificate is written to
+    /// [`Fakes::ca_file`] for the engine's `[tls] extra_ca_file`.
+    pub async fn serve_tls(&mut self) -> Result<(), TlsFakeError> {
+        let ca = TestCa::generate()?;
+        let ca_file = tempfile::Builder::new()
+            .prefix("switchboard-loadgen-ca-")
+            .suffix(".pem")
+            .tempfile()?;
+        ca.write_ca_file(ca_file.path())?;
+        self.tls = Some(TlsFronts {
+            deepgram: TlsFront::start(&ca, &self.deepgram.base_url()).await?,
+            elevenlabs: TlsFront::start(&ca, &self.elevenlabs.base_url()).await?,
+            openai: TlsFront::start(&ca, &self.openai.base_url()).await?,
+            ca_file,
+        });
+        Ok(())
+    }
+
+    /// The throwaway CA's certificate (PEM file) when the fakes serve TLS; removed when the
+    /// fakes are dropped.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_file.path())
+    }
+
+    /// Base URLs of the LLM, STT and TTS fakes as the engine should reach them (`https` once
+    /// [`Fakes::serve_tls`] ran).
+    pub fn base_urls(&self) -> [String; 3] {
+        match &self.tls {
+            Some(t) => [
+                t.openai.base_url(),
+                t.deepgram.base_url(),
+                t.elevenlabs.base_url(),
+            ],
+            None => [
+                self.openai.base_url(),
+                self.deepgram.base_url(),
+                self.elevenlabs.base_url(),
+            ],
+        }
     }
 
     /// An assistant record (create body) routed to these fakes, greeting with `welcome`; its
     /// calls are heard as the script named `tag` (`None`: every utterance is [`HEARD_TEXT`]).
     pub fn assistant_body(&self, name: &str, welcome: &str, tag: Option<&str>) -> Value {
-        let mut body = assistant_body(
-            name,
-            welcome,
-            &self.openai.base_url(),
-            &self.deepgram.base_url(),
-            &self.elevenlabs.base_url(),
-        );
+        let [llm, stt, tts] = self.base_urls();
+        let mut body = assistant_body(name, welcome, &llm, &stt, &tts);
         if let Some(tag) = tag {
             body["stt_settings"]["flux_config"] = json!({ "tag": tag });
         }

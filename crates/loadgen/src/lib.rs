@@ -5,6 +5,10 @@
 //! engine's CPU and memory as JSON (issue 6's shape, plus issue 12's interruption figures), and
 //! with `--viewers N` what N viewers of the live-calls feed received.
 //!
+//! Against an engine that is not Switchboard it measures from the caller's side alone
+//! (`--voice-path`, `--health-path`, no API key): see `docs/LOADGEN.md`. `--tls` serves the
+//! fakes over TLS with a throwaway CA the spawned engine trusts (`[tls] extra_ca_file`).
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use clap::Parser;

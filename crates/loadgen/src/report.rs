@@ -99,6 +99,10 @@ pub struct Report {
     /// Instances restarted during the run (`--restart-after-s`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<crate::cluster::RestartReport>,
+    /// The provider fakes were reached over TLS (`--tls`): the engine paid for TLS on every
+    /// provider connection, as in production. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provider_tls: bool,
 }
 
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
@@ -447,6 +451,7 @@ impl Aggregate {
             live_viewers: None,
             harness: crate::lag::HarnessUsage::default(),
             restarts: Vec::new(),
+            provider_tls: false,
         };
         (report, extras)
     }

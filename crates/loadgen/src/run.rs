@@ -19,6 +19,8 @@ pub struct LoadConfig {
     pub engine_base: String,
     /// The engine's public URL as Twilio would know it (signatures are computed over it).
     pub public_url: String,
+    /// Path of the voice webhook under `public_url` (`/twilio/voice` for Switchboard).
+    pub voice_path: String,
     /// Concurrent calls to place.
     pub calls: usize,
     /// Calls start evenly spread over this span.
@@ -48,6 +50,7 @@ impl std::fmt::Debug for LoadConfig {
         f.debug_struct("LoadConfig")
             .field("engine_base", &self.engine_base)
             .field("public_url", &self.public_url)
+            .field("voice_path", &self.voice_path)
             .field("calls", &self.calls)
             .field("ramp", &self.ramp)
             .field("duration", &self.duration)
@@ -115,7 +118,11 @@ pub async fn run_calls(
     let t0 = Instant::now();
     let deadline = t0 + cfg.duration;
     let connect_to = authority(&cfg.engine_base);
-    let webhook_url = format!("{}/twilio/voice", cfg.public_url.trim_end_matches('/'));
+    let webhook_url = format!(
+        "{}/{}",
+        cfg.public_url.trim_end_matches('/'),
+        cfg.voice_path.trim_start_matches('/')
+    );
     let printer = cfg.progress.then(|| {
         let p = progress.clone();
         let total = cfg.calls;

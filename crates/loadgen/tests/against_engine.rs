@@ -72,6 +72,7 @@ async fn a_small_run_accounts_for_every_turn() {
     let cfg = LoadConfig {
         engine_base: base.clone(),
         public_url: base.clone(),
+        voice_path: "/twilio/voice".into(),
         calls: CALLS,
         ramp: Duration::from_millis(600),
         duration: Duration::from_secs(30),

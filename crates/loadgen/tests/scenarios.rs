@@ -70,6 +70,7 @@ async fn every_scenario_of_the_corpus_passes() {
     let cfg = LoadConfig {
         engine_base: engine.base.clone(),
         public_url: engine.base.clone(),
+        voice_path: "/twilio/voice".into(),
         calls: corpus.len(),
         ramp: Duration::from_secs(2),
         duration: Duration::from_secs(90),

@@ -44,13 +44,15 @@ pub struct GuardedClient {
 
 impl GuardedClient {
     /// Builds the client from `builder` (timeouts, pool settings…) with the policy's resolver,
-    /// redirect check and no proxy.
+    /// redirect check, trusted roots and no proxy.
     pub fn build(
         policy: OutboundPolicy,
         builder: reqwest::ClientBuilder,
     ) -> Result<GuardedClient, reqwest::Error> {
         let hops = policy.clone();
-        let client = builder
+        let client = policy
+            .trust()
+            .apply(builder)
             .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver {
                 policy: policy.clone(),

@@ -16,13 +16,19 @@
 //!   filtering resolver, checked redirects, no proxy, and a check of literal addresses before
 //!   each request) and [`OutboundPolicy::connect_tcp`] (resolve, filter, connect, for
 //!   websockets).
+//!
+//! The policy also carries the CA roots outbound TLS is verified against ([`TrustRoots`]):
+//! the public ones plus the operator's `[tls] extra_ca_file`; the guarded client and the
+//! websocket handshakes use them, and verification cannot be switched off.
 
 mod address;
 mod allow;
 mod http;
 mod policy;
+mod trust;
 
 pub use address::{AddressClass, forbidden_class};
 pub use allow::{AllowList, AllowListError};
 pub use http::{GuardedClient, MAX_REDIRECTS, refusal_of};
 pub use policy::{ConnectError, NotAllowed, OutboundPolicy};
+pub use trust::{TrustError, TrustRoots};

@@ -10,6 +10,7 @@ use url::{Host, Url};
 
 use crate::address::{AddressClass, forbidden_class};
 use crate::allow::AllowList;
+use crate::trust::TrustRoots;
 
 /// Schemes a tenant URL may use.
 const SCHEMES: &[&str] = &["http", "https", "ws", "wss"];
@@ -100,11 +101,12 @@ fn is_local_name(host: &str) -> bool {
         })
 }
 
-/// Where tenant URLs may go. Cheap to clone (one `Arc`); the default allows no private
-/// address at all.
+/// Where tenant URLs may go, and which CAs their TLS is verified against. Cheap to clone (two
+/// `Arc`s); the default allows no private address at all and trusts the public roots only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboundPolicy {
     allow: Arc<AllowList>,
+    trust: TrustRoots,
 }
 
 impl OutboundPolicy {
@@ -112,7 +114,19 @@ impl OutboundPolicy {
     pub fn new(allow: AllowList) -> OutboundPolicy {
         OutboundPolicy {
             allow: Arc::new(allow),
+            trust: TrustRoots::default(),
         }
+    }
+
+    /// This policy, its connections' TLS trusting `trust` (public roots plus extra CAs).
+    pub fn with_trust(self, trust: TrustRoots) -> OutboundPolicy {
+        OutboundPolicy { trust, ..self }
+    }
+
+    /// The roots outbound TLS is verified against ([`GuardedClient`](crate::GuardedClient)
+    /// and websocket handshakes over [`OutboundPolicy::connect_tcp`]).
+    pub fn trust(&self) -> &TrustRoots {
+        &self.trust
     }
 
     /// The operator's allowlist.

@@ -1,6 +1,7 @@
 //! Websocket plumbing shared by the speech adapters: vendor URL with a base-URL override, and a
-//! connect with timeout, held to the outbound policy, whose handshake refusals become typed
-//! [`ProviderError::Http`] errors and policy refusals [`ProviderError::NotAllowed`].
+//! connect with timeout, held to the outbound policy (addresses and trusted CAs), whose
+//! handshake refusals become typed [`ProviderError::Http`] errors and policy refusals
+//! [`ProviderError::NotAllowed`].
 
 use std::time::Duration;
 
@@ -104,7 +105,10 @@ pub(crate) async fn connect(
             .connect_tcp(url)
             .await
             .map_err(|e| connect_error(provider, e))?;
-        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None)
+        // TLS verified against the policy's roots (public plus `[tls] extra_ca_file`), one
+        // configuration shared by every connection.
+        let tls = tokio_tungstenite::Connector::Rustls(policy.trust().client_config());
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), Some(tls))
             .await
             .map_err(|e| handshake_error(provider, error_header, e))
     });

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
-use switchboard_netguard::AllowList;
+use switchboard_netguard::{AllowList, OutboundPolicy, TrustError, TrustRoots};
 
 /// The documented default configuration, embedded at build time so the binary needs no file.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -52,6 +52,9 @@ pub enum SettingsError {
     /// Values parse but contradict each other or are out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// `[tls] extra_ca_file` cannot be read or holds no usable CA certificate.
+    #[error("invalid configuration: tls.extra_ca_file: {0}")]
+    Tls(#[from] TrustError),
 }
 
 /// Every setting the server reads at start. Build one with [`Settings::load`] (all layers) or
@@ -80,6 +83,9 @@ pub struct Settings {
     pub calls: CallsSettings,
     /// Where URLs a tenant sets may reach.
     pub outbound: OutboundSettings,
+    /// Which CAs outbound TLS trusts besides the public roots.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// The key that encrypts stored secrets.
     pub secrets: SecretsSettings,
     /// Knowledge-base uploads and processing.
@@ -211,6 +217,31 @@ pub struct OutboundSettings {
     /// private, link-local…; empty = none. The environment variable takes a comma-separated
     /// list (`SWITCHBOARD_OUTBOUND__ALLOW_HOSTS=127.0.0.1,::1`).
     pub allow_hosts: AllowList,
+}
+
+/// `[tls]`: certificate authorities every outbound connection (LLM, TTS and STT providers,
+/// webhooks, tools, Twilio REST) trusts on top of the public roots, for providers behind a
+/// private CA. Trust can only be added: there is no switch that skips verification.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// A PEM file of extra CA certificates (`SWITCHBOARD_TLS__EXTRA_CA_FILE`); unset = none.
+    #[serde(default)]
+    pub extra_ca_file: Option<String>,
+    /// The public roots plus `extra_ca_file`, read by [`Settings::load`].
+    #[serde(skip)]
+    pub roots: TrustRoots,
+}
+
+impl TlsSettings {
+    /// Reads `extra_ca_file` (if set) into `roots`.
+    pub fn load_roots(&mut self) -> Result<(), TrustError> {
+        self.roots = match self.extra_ca_file.as_deref().map(str::trim) {
+            Some(path) if !path.is_empty() => TrustRoots::with_pem_file(Path::new(path))?,
+            _ => TrustRoots::default(),
+        };
+        Ok(())
+    }
 }
 
 /// `[recordings]`: the folder under which each assistant's `recording_settings.recordings_dir`
@@ -690,7 +721,14 @@ impl Settings {
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.providers.environment_keys = EnvKeys::from_vars(&vars);
         settings.check()?;
+        settings.tls.load_roots()?;
         Ok(settings)
+    }
+
+    /// The outbound policy every tenant URL and provider connection is held to: `[outbound]
+    /// allow_hosts`, TLS verified against `[tls]`'s roots.
+    pub fn outbound_policy(&self) -> OutboundPolicy {
+        OutboundPolicy::new(self.outbound.allow_hosts.clone()).with_trust(self.tls.roots.clone())
     }
 
     fn check(&self) -> Result<(), SettingsError> {

@@ -94,9 +94,9 @@ pub async fn check(
     Ok(run(targets, &checker).await)
 }
 
-/// The outbound policy calls use (`[outbound] allow_hosts`).
+/// The outbound policy calls use (`[outbound] allow_hosts`, `[tls]` roots).
 fn outbound(settings: &Settings) -> OutboundPolicy {
-    OutboundPolicy::new(settings.outbound.allow_hosts.clone())
+    settings.outbound_policy()
 }
 
 /// One provider to check, as a call would configure it.

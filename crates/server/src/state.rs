@@ -99,8 +99,8 @@ impl AppState {
                 .pool_idle_timeout(std::time::Duration::from_secs(90))
                 .tcp_nodelay(true)
         };
-        let http = client().build()?;
-        let outbound = OutboundPolicy::new(settings.outbound.allow_hosts.clone());
+        let outbound = settings.outbound_policy();
+        let http = outbound.trust().apply(client()).build()?;
         let tenant_http = GuardedClient::build(outbound.clone(), client())?;
         let rate_limiter = ApiRateLimit::new(
             settings.server.rate_limit_per_s,

@@ -25,5 +25,6 @@ pub mod stt_common;
 pub mod synth;
 mod tcp_server;
 pub mod telnyx_stt;
+pub mod tls;
 pub mod tool_server;
 pub mod twilio;

@@ -24,7 +24,13 @@ pub struct TestEngine {
 }
 
 /// Starts the engine.
+#[allow(dead_code)] // Not every test binary that includes this module calls it.
 pub async fn start_engine() -> TestEngine {
+    start_engine_with(|_| {}).await
+}
+
+/// Starts the engine with `adjust` applied to its settings last.
+pub async fn start_engine_with(adjust: impl FnOnce(&mut Settings)) -> TestEngine {
     let twilio = FakeTwilioRest::start(TWILIO_SID, TOKEN)
         .await
         .expect("fake twilio rest");
@@ -41,6 +47,7 @@ pub async fn start_engine() -> TestEngine {
     settings.providers.keys_from_env = false;
     // The provider fakes listen on loopback.
     settings.outbound.allow_hosts = "127.0.0.1,::1".parse().expect("allowlist");
+    adjust(&mut settings);
     let server = serve::start(
         settings,
         StartOptions {
