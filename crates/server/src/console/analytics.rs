@@ -57,12 +57,12 @@ struct Range {
 }
 
 impl Range {
-    fn from_ms(&self) -> i64 {
+    fn start_ms(&self) -> i64 {
         day_start_ms(self.from)
     }
 
     /// End of the range (exclusive), unix ms.
-    fn to_ms(&self) -> i64 {
+    fn end_ms(&self) -> i64 {
         day_start_ms(self.to) + DAY_MS
     }
 }
@@ -123,11 +123,11 @@ async fn analytics_page(
     let org = user.auth().organization_id;
     let turns = state
         .store
-        .turn_timings(org, range.from_ms(), range.to_ms(), MAX_TURNS + 1)
+        .turn_timings(org, range.start_ms(), range.end_ms(), MAX_TURNS + 1)
         .await?;
     let truncated = turns.len() as i64 > MAX_TURNS;
     let turns = &turns[..turns.len().min(MAX_TURNS as usize)];
-    let points = trend(turns, range.from_ms(), range.to_ms(), range.bucket);
+    let points = trend(turns, range.start_ms(), range.end_ms(), range.bucket);
     let body = html! {
         h1 { "Analytics" }
         (range_form(&range))
@@ -259,7 +259,7 @@ mod tests {
             (r.from, r.to, r.bucket),
             (day("2026-11-29"), today, Bucket::Day)
         );
-        assert_eq!(r.to_ms() - r.from_ms(), 7 * DAY_MS);
+        assert_eq!(r.end_ms() - r.start_ms(), 7 * DAY_MS);
 
         let q = |from: &str, to: &str, bucket: &str| TrendQuery {
             from: from.into(),

@@ -119,7 +119,7 @@ pub fn line_chart(title: &str, x_labels: &[String], series: &[Series<'_>], unit:
 
 /// One decimal at most: short attributes.
 fn fmt(v: f64) -> PreEscaped<String> {
-    PreEscaped(format!("{:.1}", v))
+    PreEscaped(format!("{v:.1}"))
 }
 
 /// `M x y L x y …`, starting a new subpath after each gap.
