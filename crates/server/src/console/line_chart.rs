@@ -3,6 +3,8 @@
 //!
 //! Each series is a `<path>` (broken where a value is missing) with its values also in
 //! `data-values`, and each point a `<circle>` whose `<title>` the browser shows on hover.
+//! Every SVG element is closed explicitly (`<line …></line>`): inside `<svg>` the HTML parser
+//! does not treat a bare `<line …>` as empty, and would nest what follows in it.
 
 use maud::{Markup, PreEscaped, html};
 
@@ -10,7 +12,7 @@ use maud::{Markup, PreEscaped, html};
 const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 260.0;
 const LEFT: f64 = 56.0;
-const RIGHT: f64 = 12.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 36.0;
 /// At most this many x labels, evenly spaced.
@@ -75,7 +77,7 @@ pub fn line_chart(title: &str, x_labels: &[String], series: &[Series<'_>], unit:
             g.grid {
                 @for tick in 0..=Y_TICKS {
                     @let v = top * i64::from(tick) / i64::from(Y_TICKS);
-                    line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt(y(v))) y2=(fmt(y(v)));
+                    line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt(y(v))) y2=(fmt(y(v))) {}
                     text.y-label x=(LEFT - 6.0) y=(fmt(y(v) + 4.0)) text-anchor="end" {
                         (v) " " (unit)
                     }
@@ -94,7 +96,7 @@ pub fn line_chart(title: &str, x_labels: &[String], series: &[Series<'_>], unit:
                 g class={"series " (s.class)} data-series=(s.name) {
                     path d=(path_data(&s.values, &x, &y)) fill="none"
                         class=[s.dashed.then_some("dashed")]
-                        data-values=(values_attr(&s.values));
+                        data-values=(values_attr(&s.values)) {}
                     @for (i, v) in s.values.iter().enumerate() {
                         @if let Some(v) = v {
                             circle cx=(fmt(x(i))) cy=(fmt(y(*v))) r="3" {
