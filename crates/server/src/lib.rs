@@ -26,6 +26,7 @@ pub mod error;
 pub mod extract;
 pub mod knowledge;
 pub mod live_feed;
+pub mod live_relay;
 pub mod metrics;
 pub mod openapi;
 pub mod provider_check;

@@ -13,14 +13,18 @@
 //!   of memory nor holds up a sender;
 //! - viewers per organisation are capped (`calls.live_viewers_per_org`).
 //!
-//! The feed covers the calls of this instance only (each instance has its own).
+//! With Redis (`redis.url`), `crate::live_relay` links the instances' feeds: events of
+//! organisations watched on another instance also go, through a bounded lossy queue
+//! ([`RELAY_QUEUE_EVENTS`]), to a relay task that publishes them; events the relay receives
+//! from other instances reach local viewers through [`LiveFeed::deliver_remote`]. Without
+//! Redis the feed covers the calls of this instance only.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use utoipa::ToSchema;
 
 /// One live call as the feed shows it (the `snapshot` list and `call_started`).
@@ -156,6 +160,21 @@ impl LiveEvent {
         }
     }
 
+    /// Every `event:` name, for reading events back from another instance.
+    pub const NAMES: [&'static str; 6] = [
+        "call_started",
+        "transcript",
+        "turn",
+        "barge_in",
+        "backchannel",
+        "call_ended",
+    ];
+
+    /// The `event:` name equal to `name`, if it is one of ours.
+    pub fn known_name(name: &str) -> Option<&'static str> {
+        Self::NAMES.into_iter().find(|n| *n == name)
+    }
+
     /// The event's data as JSON.
     pub fn to_json(&self) -> serde_json::Result<String> {
         match self {
@@ -170,35 +189,74 @@ impl LiveEvent {
 }
 
 /// An event as all viewers of an organisation share it: encoded to JSON once, by the first
-/// viewer that sends it, not once per viewer, and never on the call task.
+/// viewer (or the relay) that sends it, not once per viewer, and never on the call task.
 #[derive(Debug)]
 pub struct SharedEvent {
-    event: LiveEvent,
+    name: &'static str,
+    /// `None` for an event of another instance's call, which arrives encoded.
+    event: Option<LiveEvent>,
     json: OnceLock<serde_json::Result<String>>,
 }
 
 impl SharedEvent {
     fn new(event: LiveEvent) -> SharedEvent {
         SharedEvent {
-            event,
+            name: event.name(),
+            event: Some(event),
             json: OnceLock::new(),
         }
     }
 
-    /// The event.
-    pub fn event(&self) -> &LiveEvent {
-        &self.event
+    /// An event another instance published, already encoded (`name` one of
+    /// [`LiveEvent::NAMES`]).
+    fn encoded(name: &'static str, json: String) -> SharedEvent {
+        SharedEvent {
+            name,
+            event: None,
+            json: OnceLock::from(Ok(json)),
+        }
+    }
+
+    /// The event, when it comes from a call of this instance.
+    pub fn event(&self) -> Option<&LiveEvent> {
+        self.event.as_ref()
     }
 
     /// The SSE `event:` name.
     pub fn name(&self) -> &'static str {
-        self.event.name()
+        self.name
     }
 
     /// The event's data as JSON, encoded on first use.
     pub fn json(&self) -> Result<&str, &serde_json::Error> {
-        self.json.get_or_init(|| self.event.to_json()).as_deref()
+        self.json
+            .get_or_init(|| match &self.event {
+                Some(event) => event.to_json(),
+                // `encoded` always sets the JSON; never reached.
+                None => Ok(String::new()),
+            })
+            .as_deref()
     }
+}
+
+/// Events of this instance's calls queued for the relay to other instances, at most; past
+/// it new ones are dropped (counted in [`LiveFeed::relay_dropped`]), the call never waits.
+pub const RELAY_QUEUE_EVENTS: usize = 4096;
+
+/// What the feed tells the relay about its own viewers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// A viewer of this organisation joined here: listen to the organisation's events from
+    /// other instances and ask them for their live calls.
+    Joined(i64),
+    /// The organisation's last viewer here left: stop listening (unless one joined since).
+    Emptied(i64),
+}
+
+/// The feed's side of the relay ([`LiveFeed::attach_relay`]).
+struct RelayLink {
+    outbox: mpsc::Sender<(i64, Arc<SharedEvent>)>,
+    interest: mpsc::UnboundedSender<Interest>,
 }
 
 /// What a viewer receives next.
@@ -236,6 +294,14 @@ pub struct LiveFeed {
     capacity_events: usize,
     /// Viewers one organisation may have at once.
     max_viewers_per_org: usize,
+    /// Organisations watched on another instance (kept by the relay).
+    remote: DashSet<i64>,
+    /// `remote.len()`: 0 makes publishing free when nobody watches here either.
+    remote_count: AtomicUsize,
+    /// Set once Redis links the instances.
+    relay: OnceLock<RelayLink>,
+    /// Events not relayed because the relay queue was full.
+    relay_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for LiveFeed {
@@ -244,6 +310,8 @@ impl std::fmt::Debug for LiveFeed {
             .field("viewers", &self.viewers.load(Ordering::Relaxed))
             .field("capacity_events", &self.capacity_events)
             .field("max_viewers_per_org", &self.max_viewers_per_org)
+            .field("remote", &self.remote_count.load(Ordering::Relaxed))
+            .field("relayed", &self.relay.get().is_some())
             .finish()
     }
 }
@@ -257,25 +325,108 @@ impl LiveFeed {
             viewers: AtomicUsize::new(0),
             capacity_events: capacity_events.max(1),
             max_viewers_per_org,
+            remote: DashSet::new(),
+            remote_count: AtomicUsize::new(0),
+            relay: OnceLock::new(),
+            relay_dropped: AtomicU64::new(0),
         }
     }
 
-    /// Whether anyone watches organisation `org` now: check it before building an event that
-    /// costs something (a copy of a transcript).
+    /// Whether anyone watches organisation `org` now, here or on another instance: check it
+    /// before building an event that costs something (a copy of a transcript).
     pub fn is_watched(&self, org: i64) -> bool {
+        self.is_watched_here(org) || self.is_watched_elsewhere(org)
+    }
+
+    fn is_watched_here(&self, org: i64) -> bool {
         self.viewers.load(Ordering::Relaxed) != 0 && self.orgs.contains_key(&org)
     }
 
-    /// Sends the event `make` builds to `org`'s viewers; `make` runs only when there are some.
-    /// Never blocks nor awaits: a full channel overwrites its oldest event.
+    fn is_watched_elsewhere(&self, org: i64) -> bool {
+        self.remote_count.load(Ordering::Relaxed) != 0 && self.remote.contains(&org)
+    }
+
+    /// Sends the event `make` builds to `org`'s viewers, here and (through the relay) on other
+    /// instances; `make` runs only when there are some. Never blocks nor awaits: a full
+    /// channel overwrites its oldest event, a full relay queue drops the new one.
     pub fn publish_with(&self, org: i64, make: impl FnOnce() -> LiveEvent) {
-        if self.viewers.load(Ordering::Relaxed) == 0 {
+        let elsewhere = self.is_watched_elsewhere(org);
+        let here = if self.viewers.load(Ordering::Relaxed) != 0 {
+            self.orgs.get(&org)
+        } else {
+            None
+        };
+        if here.is_none() && !elsewhere {
             return;
         }
-        if let Some(channel) = self.orgs.get(&org) {
-            // Err only when no receiver is left (the last viewer is leaving): nothing to do.
-            let _ = channel.tx.send(Arc::new(SharedEvent::new(make())));
+        let event = Arc::new(SharedEvent::new(make()));
+        if elsewhere {
+            self.send_elsewhere(org, Arc::clone(&event));
         }
+        if let Some(channel) = here {
+            // Err only when no receiver is left (the last viewer is leaving): nothing to do.
+            let _ = channel.tx.send(event);
+        }
+    }
+
+    /// Queues `event` of organisation `org` for the other instances, without waiting (an
+    /// answer to their request for this instance's live calls, or a call's event).
+    pub fn send_elsewhere(&self, org: i64, event: Arc<SharedEvent>) {
+        if let Some(link) = self.relay.get()
+            && link.outbox.try_send((org, event)).is_err()
+        {
+            self.relay_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wraps `event` for [`LiveFeed::send_elsewhere`].
+    pub fn shared(event: LiveEvent) -> Arc<SharedEvent> {
+        Arc::new(SharedEvent::new(event))
+    }
+
+    /// Events not relayed to other instances because the relay fell behind (since start).
+    pub fn relay_dropped(&self) -> u64 {
+        self.relay_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Links the feed to the relay (once; a second call is ignored and returns `false`).
+    pub fn attach_relay(
+        &self,
+        outbox: mpsc::Sender<(i64, Arc<SharedEvent>)>,
+        interest: mpsc::UnboundedSender<Interest>,
+    ) -> bool {
+        self.relay.set(RelayLink { outbox, interest }).is_ok()
+    }
+
+    /// Sends an event of another instance's call, already encoded as JSON, to this instance's
+    /// viewers of `org` (never back to the relay). `name` must be one of [`LiveEvent::NAMES`].
+    pub fn deliver_remote(&self, org: i64, name: &'static str, json: String) {
+        if let Some(channel) = self.orgs.get(&org) {
+            let _ = channel.tx.send(Arc::new(SharedEvent::encoded(name, json)));
+        }
+    }
+
+    /// Replaces the organisations watched on other instances (the relay's periodic view).
+    pub fn set_watched_elsewhere(&self, orgs: &std::collections::HashSet<i64>) {
+        self.remote.retain(|org| orgs.contains(org));
+        for org in orgs {
+            self.remote.insert(*org);
+        }
+        self.remote_count
+            .store(self.remote.len(), Ordering::Relaxed);
+    }
+
+    /// Notes that organisation `org` gained a viewer on another instance (until the next
+    /// [`LiveFeed::set_watched_elsewhere`]).
+    pub fn add_watched_elsewhere(&self, org: i64) {
+        self.remote.insert(org);
+        self.remote_count
+            .store(self.remote.len(), Ordering::Relaxed);
+    }
+
+    /// Organisations with a viewer on this instance now.
+    pub fn watched_here(&self) -> Vec<i64> {
+        self.orgs.iter().map(|c| *c.key()).collect()
     }
 
     /// Viewers of organisation `org` now.
@@ -303,6 +454,10 @@ impl LiveFeed {
         let rx = channel.tx.subscribe();
         drop(channel);
         self.viewers.fetch_add(1, Ordering::Relaxed);
+        if let Some(link) = self.relay.get() {
+            // Err only when the relay task is gone (shutdown): nothing to tell.
+            let _ = link.interest.send(Interest::Joined(org));
+        }
         Ok(Viewer {
             rx,
             feed: Arc::clone(self),
@@ -320,6 +475,9 @@ impl LiveFeed {
         };
         if empty {
             self.orgs.remove_if(&org, |_, c| c.viewers == 0);
+            if let Some(link) = self.relay.get() {
+                let _ = link.interest.send(Interest::Emptied(org));
+            }
         }
         self.viewers.fetch_sub(1, Ordering::Relaxed);
     }
@@ -358,6 +516,8 @@ impl Drop for Viewer {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt as _;
+
     use super::*;
 
     fn moment(call_id: i64, at_ms: u64) -> LiveEvent {
@@ -367,7 +527,7 @@ mod tests {
     /// The event a viewer read (`None` when it read something else).
     fn event(item: Option<FeedItem>) -> Option<LiveEvent> {
         match item {
-            Some(FeedItem::Event(e)) => Some(e.event().clone()),
+            Some(FeedItem::Event(e)) => e.event().cloned(),
             _ => None,
         }
     }
@@ -461,6 +621,66 @@ mod tests {
         drop(first);
         assert_eq!(feed.viewers_of(1), 1);
         let _third = feed.subscribe(1).expect("a place was freed");
+    }
+
+    #[tokio::test]
+    async fn events_of_organisations_watched_elsewhere_go_to_the_relay_queue_and_never_wait() {
+        let feed = Arc::new(LiveFeed::new(8, 2));
+        let (outbox, mut queued) = mpsc::channel(2);
+        let (interest, _changes) = mpsc::unbounded_channel();
+        assert!(feed.attach_relay(outbox, interest));
+        feed.set_watched_elsewhere(&[1].into_iter().collect());
+        assert!(feed.is_watched(1));
+        let mut built = false;
+        feed.publish_with(3, || {
+            built = true;
+            moment(3, 0)
+        });
+        assert!(!built, "nobody watches organisation 3 anywhere");
+
+        for at in 0..5 {
+            feed.publish_with(1, || moment(1, at));
+        }
+        // The queue holds 2; the other 3 were dropped, not waited for.
+        assert_eq!(feed.relay_dropped(), 3);
+        for at in 0..2 {
+            let (org, event) = queued.try_recv().expect("queued");
+            assert_eq!((org, event.event().cloned()), (1, Some(moment(1, at))));
+        }
+        feed.set_watched_elsewhere(&std::collections::HashSet::new());
+        assert!(!feed.is_watched(1));
+    }
+
+    #[tokio::test]
+    async fn remote_events_reach_local_viewers_only_and_joins_are_told_to_the_relay() {
+        let feed = Arc::new(LiveFeed::new(8, 2));
+        let (outbox, mut queued) = mpsc::channel(8);
+        let (interest, mut changes) = mpsc::unbounded_channel();
+        assert!(feed.attach_relay(outbox, interest));
+        let mut viewer = feed.subscribe(1).expect("viewer");
+        let mut other = feed.subscribe(2).expect("other organisation");
+        assert_eq!(changes.try_recv(), Ok(Interest::Joined(1)));
+        assert_eq!(changes.try_recv(), Ok(Interest::Joined(2)));
+
+        feed.deliver_remote(1, "barge_in", r#"{"call_id":9,"at_ms":4}"#.to_owned());
+        let Some(FeedItem::Event(e)) = viewer.next().await else {
+            panic!("the viewer gets the remote event");
+        };
+        assert_eq!(e.name(), "barge_in");
+        assert_eq!(e.json().expect("json"), r#"{"call_id":9,"at_ms":4}"#);
+        assert!(e.event().is_none());
+        assert!(
+            other.rx.is_empty(),
+            "another organisation's viewer sees nothing"
+        );
+        assert!(
+            queued.try_recv().is_err(),
+            "a remote event is never relayed back"
+        );
+
+        drop(viewer);
+        assert_eq!(changes.try_recv(), Ok(Interest::Emptied(1)));
+        assert!(other.next().now_or_never().is_none());
     }
 
     #[tokio::test]

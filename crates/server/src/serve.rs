@@ -185,6 +185,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
     crate::knowledge::requeue_interrupted(&state).await;
     crate::knowledge::spawn_claim_sweep(&state);
     crate::twilio::control::spawn_subscriber(&state);
+    crate::live_relay::spawn(&state);
     let edge = edge_config(&state, trusted);
     tokio::spawn(edge::housekeeping::run(
         Arc::clone(&edge.limits),

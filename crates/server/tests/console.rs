@@ -9,7 +9,7 @@ mod common;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, Method, Response, redirect};
 use serde_json::json;
-use switchboard_store::{CallStatus, NewCall};
+use switchboard_store::{CallStatus, NewCall, NewTurnMetric};
 
 use crate::common::{KEY_A, TestServer};
 
@@ -372,6 +372,116 @@ async fn call_pages_are_scoped_to_the_organisation() {
     )
     .await;
     assert_eq!(page.status(), 404);
+}
+
+/// The values of the chart series `name` on a page (`data-values` of its path).
+fn series_values(html: &str, name: &str) -> Vec<Option<i64>> {
+    let start = html
+        .find(&format!(r#"data-series="{name}""#))
+        .unwrap_or_else(|| panic!("no series {name}: {html}"));
+    let values = attr_after(&html[start..], r#"data-values=""#).expect("values");
+    values.split(',').map(|v| v.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn the_analytics_page_draws_the_turn_latency_trend_of_the_organisation() {
+    let ts = TestServer::start().await;
+    let client = browser();
+    let store = &ts.server().state().store;
+    let org_a = store
+        .authenticate(KEY_A)
+        .await
+        .expect("auth")
+        .expect("key a")
+        .organization_id;
+    let org_b = store.ensure_organization("org-b").await.expect("org b").id;
+    // Caller waits (ms): 600 and 800 on one call, 700 on another; organisation B's 5 s wait
+    // must not show.
+    for (org, sid, waits) in [
+        (
+            org_a,
+            "CAtrend0000000000000000000000000001",
+            &[600, 800][..],
+        ),
+        (org_a, "CAtrend0000000000000000000000000002", &[700][..]),
+        (org_b, "CAtrend0000000000000000000000000003", &[5_000][..]),
+    ] {
+        let call = store
+            .create_call(&NewCall {
+                organization_id: org,
+                assistant_id: None,
+                call_sid: sid.to_owned(),
+                direction: "inbound".into(),
+                from_number: "+14155550100".into(),
+                to_number: "+14155550199".into(),
+                status: CallStatus::Completed,
+                metadata: json!({}),
+                stream_deadline_at_ms: None,
+            })
+            .await
+            .expect("call");
+        for (i, wait) in waits.iter().enumerate() {
+            let end = 5_000 * (i as i64 + 1);
+            store
+                .add_turn_metric(
+                    call.id,
+                    &NewTurnMetric {
+                        turn_index: i as i64 + 1,
+                        user_speech_end_ms: Some(end),
+                        stt_final_ms: Some(end + 100),
+                        llm_request_ms: Some(end + 150),
+                        llm_first_token_ms: Some(end + 400),
+                        tts_first_byte_ms: Some(end + 500),
+                        first_audio_sent_ms: Some(end + wait),
+                        interrupted: false,
+                        extra: json!({}),
+                        ..NewTurnMetric::default()
+                    },
+                )
+                .await
+                .expect("turn");
+        }
+    }
+    let s = sign_in(&ts, &client, KEY_A).await;
+
+    // Default: the last 7 days, per day; today is the last point.
+    let page = get_page(&ts, &client, "/console/analytics", &s.cookie).await;
+    assert_eq!(page.status(), 200);
+    assert_console_headers(&page);
+    let html = page.text().await.expect("body");
+    assert!(html.contains(r#"<svg class="chart""#), "{html}");
+    let p50 = series_values(&html, "p50");
+    let p95 = series_values(&html, "p95");
+    assert_eq!(p50.len(), 7);
+    assert_eq!(p50[..6], [None; 6], "no turns on the days before");
+    assert_eq!((p50[6], p95[6]), (Some(700), Some(800)));
+    // The parts: LLM first token 250 ms in every turn.
+    assert_eq!(series_values(&html, "LLM first token")[6], Some(250));
+    assert!(
+        html.contains("<td class=\"num\">3</td>"),
+        "3 turns in the table: {html}"
+    );
+    assert!(
+        !html.contains("5000"),
+        "another organisation's turn: {html}"
+    );
+
+    // Per hour over today: 24 points, the turns in the current hour.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let hour = chrono::Timelike::hour(&chrono::Utc::now()) as usize;
+    let path = format!("/console/analytics?from={today}&to={today}&bucket=hour");
+    let html = get_page(&ts, &client, &path, &s.cookie)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let p50 = series_values(&html, "p50");
+    assert_eq!(p50.len(), 24);
+    assert_eq!(p50[hour], Some(700), "{p50:?}");
+
+    // A range the page cannot use is a 400.
+    let bad = get_page(&ts, &client, "/console/analytics?from=soon", &s.cookie).await;
+    assert_eq!(bad.status(), 400);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The web console in real headless Chromium, driven through chromedriver (WebDriver) with
 //! `fantoccini`: sign in (a wrong key refused), browse calls, open the timeline of a call that
-//! ran against the provider fakes, play its recording, the what-if replay, sign out, and a
-//! revoked key's session refused. Screenshots of each page go to docs/console/NAME.png.
+//! ran against the provider fakes, play its recording, the what-if replay, the latency trend
+//! on the analytics page, sign out, and a revoked key's session refused. Screenshots of each
+//! page go to docs/console/NAME.png.
 //!
 //! Needs `chromium` and `chromedriver` on PATH (scripts/chromium.sh installs Debian's). Without
 //! them the tests print why and pass, except when `CI=true`, where they fail.
@@ -405,6 +406,25 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
         .expect("text");
     assert!(changes.contains("tail_protection_ms"), "{changes}");
     screenshot(c, "replay").await;
+
+    // Analytics: the call's answered turns are today's point of the latency trend.
+    c.find(Locator::LinkText("Analytics"))
+        .await
+        .expect("nav")
+        .click()
+        .await
+        .expect("click");
+    let points = until(
+        c,
+        "document.querySelectorAll('#latency-trend circle').length",
+        "the call's turns on the latency trend",
+    )
+    .await;
+    assert!(points.as_u64().unwrap_or(0) > 0, "points: {points}");
+    c.find(Locator::Css("#latency-table tbody tr"))
+        .await
+        .expect("today's row");
+    screenshot(c, "analytics").await;
 
     // Sign out: back to the form, and the console is closed again.
     c.find(Locator::Css("#sign-out"))

@@ -137,9 +137,17 @@ async fn connect(
     calls: &CallServer,
     key: &str,
 ) -> SseReader<impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin> {
-    let res = calls
-        .http
-        .get(format!("{}/api/v1/calls/live", calls.base))
+    connect_to(&calls.http, &calls.base, key).await
+}
+
+/// [`connect`] to the server at `base`.
+async fn connect_to(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> SseReader<impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin> {
+    let res = http
+        .get(format!("{base}/api/v1/calls/live"))
         .bearer_auth(key)
         .send()
         .await
@@ -436,4 +444,210 @@ async fn a_barge_in_is_marked_on_the_feed_with_the_interrupted_turn() {
     drop(fakes);
     drop(viewer);
     calls.server.shutdown().await;
+}
+
+fn redis_url() -> Option<String> {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// Waits (up to 10 s) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Reads `viewer` up to and including `call_ended`; panics on `lagged`.
+async fn until_ended<S, E>(viewer: &mut SseReader<S>) -> Vec<(String, Value)>
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let mut seen = Vec::new();
+    loop {
+        let (name, data) = viewer.next().await;
+        assert_ne!(name, "lagged", "a reading viewer lost events: {data}");
+        let end = name == "call_ended";
+        seen.push((name, data));
+        if end {
+            return seen;
+        }
+    }
+}
+
+/// Two instances on one database and one Redis (docs/ARCHITECTURE.md, "Several instances"):
+/// the call runs on B; a viewer on A sees it from `call_started` to `call_ended`, exactly as a
+/// viewer on B does (once each: B drops its own events coming back from Redis); a viewer
+/// joining A mid-call is told of the call; another organisation's viewer on A sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_one_instance_sees_a_call_on_another_through_redis() {
+    let Some(url) = redis_url() else {
+        eprintln!("REDIS_URL not set; skipping");
+        return;
+    };
+    let script = script();
+    let (b, fakes) = start(&script, |s| s.redis.url = url.clone()).await;
+    let b_state = b.server.state().clone();
+    let db = b_state
+        .settings
+        .database
+        .url
+        .trim_start_matches("sqlite://");
+    let mut settings = common::settings_for(std::path::Path::new(db));
+    settings.redis.url = url.clone();
+    let a = common::serve_org_a(settings).await;
+    let a_base = format!("http://{}", a.local_addr());
+    let store = &a.state().store;
+    let org_a = store.ensure_organization("default").await.expect("org a");
+    let org_b = store.ensure_organization("org-b").await.expect("org b");
+    let (_, key_b) = store
+        .create_api_key(org_b.id, Some("test"))
+        .await
+        .expect("key b");
+
+    let http = reqwest::Client::new();
+    let mut on_a = connect_to(&http, &a_base, KEY_A).await;
+    let mut other_org = connect_to(&http, &a_base, &key_b).await;
+    let mut on_b = connect(&b, KEY_A).await;
+    for viewer in [&mut on_a, &mut other_org] {
+        assert_eq!(viewer.next().await.1["calls"], serde_json::json!([]));
+    }
+    assert_eq!(on_b.next().await.1["calls"], serde_json::json!([]));
+    // B learns of A's viewers from their join requests.
+    until("B publishes for A's viewers", || {
+        b_state.live.is_watched(org_a.id) && b_state.live.is_watched(org_b.id)
+    })
+    .await;
+
+    let running = tokio::spawn(FakeCall::new(b.caller(NUMBER), Arc::new(script.clone())).run());
+    // Mid-call, a new viewer on A (whose registry is empty) is told of B's call.
+    let (name, started) = on_a.next().await;
+    assert_eq!(name, "call_started", "{started}");
+    let call_id = started["call_id"].clone();
+    let mut late = connect_to(&http, &a_base, KEY_A).await;
+    assert_eq!(late.next().await.1["calls"], serde_json::json!([]));
+    let late_seen = until_ended(&mut late).await;
+    assert!(
+        late_seen
+            .iter()
+            .any(|(n, d)| n == "call_started" && d["call_id"] == call_id),
+        "{late_seen:?}"
+    );
+
+    let report = running.await.expect("call task");
+    assert!(report.errors.is_empty(), "caller: {:?}", report.errors);
+    let stored = b.recorded_call(&report.call_sid).await;
+    assert_eq!(call_id, Value::from(stored.id));
+    assert_eq!(started["call_sid"], report.call_sid);
+
+    // A's viewer is told of the call again when the late viewer joins (viewers key calls by
+    // id); apart from that it sees exactly what B's does.
+    let mut seen_a = vec![("call_started".to_owned(), started)];
+    seen_a.extend(
+        until_ended(&mut on_a)
+            .await
+            .into_iter()
+            .filter(|(n, _)| n != "call_started"),
+    );
+    let seen_b = until_ended(&mut on_b).await;
+    assert_eq!(
+        seen_a, seen_b,
+        "the viewer on A sees what the viewer on B sees, each event once"
+    );
+    let names: Vec<&str> = seen_a.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"turn"), "{names:?}");
+    for role in ["user", "assistant"] {
+        assert!(
+            seen_a
+                .iter()
+                .any(|(n, d)| n == "transcript" && d["role"] == role && d["is_final"] == true),
+            "no final {role} line: {names:?}"
+        );
+    }
+    assert!(seen_a.iter().all(|(_, d)| d["call_id"] == call_id));
+
+    // The other organisation's viewer on A got none of it: an event published for its
+    // organisation on B after the call is the first thing it reads.
+    b_state.live.publish_with(org_b.id, || {
+        LiveEvent::BargeIn(LiveMoment {
+            call_id: -1,
+            at_ms: 0,
+        })
+    });
+    let (name, data) = other_org.next().await;
+    assert_eq!(
+        (name.as_str(), &data["call_id"]),
+        ("barge_in", &Value::from(-1))
+    );
+
+    drop(fakes);
+    drop((on_a, on_b, other_org, late));
+    a.shutdown().await;
+    b.server.shutdown().await;
+}
+
+/// The relay's cost (`cargo test … -- --ignored --nocapture`): events published on the call
+/// side as fast as possible for an organisation watched on another instance (a plain Redis
+/// subscriber here), what one publish costs the caller, and how many reach the subscriber per
+/// second (the rest were dropped at the bounded queue, never waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; needs REDIS_URL"]
+async fn relay_publish_rate() {
+    let Some(url) = redis_url() else {
+        eprintln!("REDIS_URL not set; skipping");
+        return;
+    };
+    const EVENTS: u64 = 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = common::settings_for(&dir.path().join("sb.db"));
+    settings.redis.url = url.clone();
+    let server = common::serve_org_a(settings).await;
+    let live = Arc::clone(&server.state().live);
+    let org = 1_000_000 + i64::from(rand::random::<u32>());
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe(switchboard_server::live_relay::channel(org))
+        .await
+        .expect("subscribe");
+    let mut messages = pubsub.into_on_message();
+    until("the relay sees the subscriber", || live.is_watched(org)).await;
+
+    let text = "I'd like to book a cleaning for next Tuesday afternoon, please.".to_owned();
+    let started = std::time::Instant::now();
+    for at_ms in 0..EVENTS {
+        live.publish_with(org, || {
+            LiveEvent::Transcript(switchboard_server::live_feed::LiveTranscript {
+                call_id: 1,
+                role: "user",
+                text: text.clone(),
+                is_final: true,
+                at_ms,
+            })
+        });
+    }
+    let publish = started.elapsed();
+    let dropped = live.relay_dropped();
+    let mut received = 0u64;
+    while received + dropped < EVENTS {
+        tokio::time::timeout(EVENT_WAIT, messages.next())
+            .await
+            .expect("relayed events arrive")
+            .expect("subscription open");
+        received += 1;
+    }
+    let total = started.elapsed();
+    println!(
+        "relay: {EVENTS} events published in {publish:?} ({:.0} ns each on the call side); \
+         {received} reached Redis subscribers in {total:?} ({:.0} events/s), {dropped} dropped \
+         at the full queue",
+        publish.as_nanos() as f64 / EVENTS as f64,
+        received as f64 / total.as_secs_f64(),
+    );
+    assert!(received > 0);
+    server.shutdown().await;
 }

@@ -36,7 +36,64 @@ pub struct CallActivity {
     pub ended_reason: Option<EndedReason>,
 }
 
+/// One turn's latency timeline, reduced to what latency trends need: ms since its call's
+/// start (as [`crate::TurnMetricRow`]), `None` for stages the turn did not reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TurnTiming {
+    /// Its call's start, unix ms (turns are counted in the bucket of their call's start).
+    pub call_started_at_ms: i64,
+    /// The caller stopped speaking.
+    pub user_speech_end_ms: Option<i64>,
+    /// The last speech-to-text final of the turn arrived.
+    pub stt_final_ms: Option<i64>,
+    /// The LLM request was sent.
+    pub llm_request_ms: Option<i64>,
+    /// The LLM's first token arrived.
+    pub llm_first_token_ms: Option<i64>,
+    /// The TTS's first audio arrived.
+    pub tts_first_byte_ms: Option<i64>,
+    /// The reply's first audio frame was sent.
+    pub first_audio_sent_ms: Option<i64>,
+}
+
 impl Store {
+    /// The turn timings of the organisation's calls started in `[from_ms, to_ms)`, oldest
+    /// call first, at most `limit` turns (the newest are dropped past it).
+    pub async fn turn_timings(
+        &self,
+        org_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<TurnTiming>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.started_at, t.user_speech_end_ms, t.stt_final_ms, t.llm_request_ms, \
+             t.llm_first_token_ms, t.tts_first_byte_ms, t.first_audio_sent_ms \
+             FROM calls c JOIN turn_metrics t ON t.call_id = c.id \
+             WHERE c.organization_id = $1 AND c.started_at >= $2 AND c.started_at < $3 \
+             ORDER BY c.started_at, c.id, t.turn_index, t.id LIMIT $4",
+        )
+        .bind(org_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TurnTiming {
+                    call_started_at_ms: r.try_get("started_at")?,
+                    user_speech_end_ms: r.try_get("user_speech_end_ms")?,
+                    stt_final_ms: r.try_get("stt_final_ms")?,
+                    llm_request_ms: r.try_get("llm_request_ms")?,
+                    llm_first_token_ms: r.try_get("llm_first_token_ms")?,
+                    tts_first_byte_ms: r.try_get("tts_first_byte_ms")?,
+                    first_audio_sent_ms: r.try_get("first_audio_sent_ms")?,
+                })
+            })
+            .collect()
+    }
+
     /// Per status, the organisation's calls started at or after `from_ms` (all calls when
     /// `None`), with their summed durations.
     pub async fn call_status_totals(

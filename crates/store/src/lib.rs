@@ -49,7 +49,7 @@ mod secrets;
 mod time;
 mod tool_executions;
 
-pub use call_reports::{CallActivity, StatusTotal};
+pub use call_reports::{CallActivity, StatusTotal, TurnTiming};
 pub use call_status::{CallStatus, EndedReason};
 pub use call_traces::CallTraceRow;
 pub use console_sessions::ConsoleSession;

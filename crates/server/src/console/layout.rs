@@ -1,5 +1,5 @@
 //! The page shell: head (the one stylesheet, the page's scripts), the navigation bar (Live,
-//! Calls, Assistants, Organisation, Sign out) and the main area.
+//! Calls, Analytics, Assistants, Organisation, Sign out) and the main area.
 //!
 //! Pages put their content in [`page`]; forms include [`csrf_field`]. The session's CSRF token is
 //! also in `<meta name="csrf-token">`, where `app.js` reads it for `X-CSRF-Token` headers.
@@ -17,6 +17,8 @@ pub enum Nav {
     Live,
     /// Past and current calls, one call's timeline (`/console/calls`).
     Calls,
+    /// Trends across calls: turn latency per hour or day (`/console/analytics`).
+    Analytics,
     /// The organisation's assistants (`/console/assistants`).
     Assistants,
     /// API keys, provider keys, Twilio credentials (`/console/org`).
@@ -24,13 +26,20 @@ pub enum Nav {
 }
 
 impl Nav {
-    const ALL: [Nav; 4] = [Nav::Live, Nav::Calls, Nav::Assistants, Nav::Organisation];
+    const ALL: [Nav; 5] = [
+        Nav::Live,
+        Nav::Calls,
+        Nav::Analytics,
+        Nav::Assistants,
+        Nav::Organisation,
+    ];
 
     /// The link target of the section.
     pub fn path(self) -> &'static str {
         match self {
             Nav::Live => "/console/live",
             Nav::Calls => "/console/calls",
+            Nav::Analytics => "/console/analytics",
             Nav::Assistants => "/console/assistants",
             Nav::Organisation => "/console/org",
         }
@@ -41,6 +50,7 @@ impl Nav {
         match self {
             Nav::Live => "Live",
             Nav::Calls => "Calls",
+            Nav::Analytics => "Analytics",
             Nav::Assistants => "Assistants",
             Nav::Organisation => "Organisation",
         }

@@ -13,18 +13,21 @@
 //! - [`layout`]: the page shell and navigation;
 //! - [`assets`]: the embedded CSS/JS, served under `/console/assets/` with long caching;
 //! - one module per page group, each with `pub fn routes() -> Router<AppState>` merged below:
-//!   [`live`], [`calls`], [`assistants`], [`org`].
+//!   [`live`], [`calls`], [`analytics`], [`assistants`], [`org`].
 //!
 //! Every console response carries the console's Content-Security-Policy (no inline script or
 //! style), `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.
 
+pub mod analytics;
 pub mod assets;
 pub mod assistants;
 pub mod calls;
 pub mod csrf;
 pub mod error;
 pub mod fields;
+pub mod latency_trend;
 pub mod layout;
+pub mod line_chart;
 pub mod live;
 pub mod org;
 pub mod session;
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(assets::routes())
         .merge(live::routes())
         .merge(calls::routes())
+        .merge(analytics::routes())
         .merge(assistants::routes())
         .merge(org::routes())
         .layer(middleware::from_fn_with_state(state, csrf::require_csrf));

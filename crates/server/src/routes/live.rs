@@ -48,12 +48,14 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct LiveApi;
 
-/// The organisation's live calls on this instance, as they happen (server-sent events).
+/// The organisation's live calls, as they happen (server-sent events): those of this instance,
+/// and with Redis (`redis.url`) those of every instance sharing it.
 ///
 /// Events (`event:` name, JSON `data:`; `*_ms` are milliseconds since the call started):
-/// `snapshot` (`LiveSnapshot`, always first: the calls live at connection),
-/// `call_started` (`LiveCallInfo`; a call may also be in the snapshot: key calls by
-/// `call_id`), `transcript` (`LiveTranscript`), `turn` (`LiveTurn`), `barge_in`
+/// `snapshot` (`LiveSnapshot`, always first: the calls live on this instance at connection;
+/// other instances' live calls follow as `call_started`),
+/// `call_started` (`LiveCallInfo`; a call may also be in the snapshot or be announced twice:
+/// key calls by `call_id`), `transcript` (`LiveTranscript`), `turn` (`LiveTurn`), `barge_in`
 /// (`LiveMoment`), `backchannel` (`LiveBackchannel`), `call_ended` (`LiveCallEnded`), and
 /// `lagged` (`LiveLagged`: this viewer read too slowly and lost that many events). Comments
 /// keep an idle stream open. Only the key's organisation's calls are sent.
