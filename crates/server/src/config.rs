@@ -174,6 +174,11 @@ pub struct MetricsSettings {
     pub addr: Option<SocketAddr>,
     /// Serve `/metrics` on the main listener without a token (when no token is set).
     pub public: bool,
+    /// Label the ended-calls counter and the turn-latency histogram with `organization_id`.
+    /// Off by default: one series per organisation grows with the tenants and lets whoever
+    /// reads `/metrics` see each tenant's traffic.
+    #[serde(default)]
+    pub per_organization: bool,
 }
 
 impl fmt::Debug for MetricsSettings {
@@ -182,6 +187,7 @@ impl fmt::Debug for MetricsSettings {
             .field("token", &(!self.token.is_empty()).then_some("<redacted>"))
             .field("addr", &self.addr)
             .field("public", &self.public)
+            .field("per_organization", &self.per_organization)
             .finish()
     }
 }
