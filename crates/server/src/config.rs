@@ -613,6 +613,12 @@ pub struct LoggingSettings {
     pub filter: String,
     /// Line format on stderr.
     pub format: LogFormat,
+    /// OpenTelemetry collector to export spans to over OTLP/HTTP (`http://host:4318`, or the
+    /// full `…/v1/traces` URL); empty = no export. Needs the `otel` cargo feature.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
 }
 
 /// Log line format.
