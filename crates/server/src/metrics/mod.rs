@@ -47,6 +47,21 @@ pub fn webhook_delivery(event: &'static str, outcome: &'static str) {
         .increment(1);
 }
 
+/// The current value of a counter without labels, read from the rendered series (0 when it
+/// is not there); for tests and diagnostics, not the hot path.
+pub fn counter_value(name: &str) -> u64 {
+    recorder::render()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}
+
 /// Adds one to a counter without labels (the call path's rare events: refusals, bad messages).
 pub fn count(name: &'static str) {
     ::metrics::counter!(name).increment(1);
