@@ -2,8 +2,10 @@
 # Checks the deployment files in deploy/ with tools from PyPI (installed once into a venv under
 # target/): the Kubernetes manifests against the API schemas (strict: unknown fields refused),
 # the compose file against the Compose Specification schema, YAML syntax and style, and the
-# Dockerfile's shape (multi-stage, pinned bases, an unprivileged final user). Run by
-# ./scripts/test.sh; usable alone.
+# Dockerfile's shape (multi-stage, pinned bases, an unprivileged final user), and the Grafana
+# dashboard: valid JSON whose queries name only series the engine declares
+# (crates/server/src/metrics/names.rs; the observability test checks /metrics renders them after
+# a call). Run by ./scripts/test.sh; usable alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,5 +45,36 @@ for i in d.structure:
 if problems:
     sys.exit(f"{path}: " + "; ".join(problems))
 print(f"{path}: ok ({len(froms)} stages, final user {users[-1]})")
+PY
+python3 - deploy/grafana/switchboard.json crates/server/src/metrics/names.rs <<'PY'
+import json, re, sys
+
+dashboard_path, names_path = sys.argv[1:3]
+with open(dashboard_path) as f:
+    dashboard = json.load(f)
+declared = set(re.findall(r'"(switchboard_[a-z0-9_]+)"', open(names_path).read()))
+
+def exprs(v):
+    if isinstance(v, dict):
+        if isinstance(v.get("expr"), str):
+            yield v["expr"]
+        for x in v.values():
+            yield from exprs(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from exprs(x)
+
+used = set()
+for e in exprs(dashboard):
+    used.update(re.findall(r"switchboard_[a-z0-9_]+", e))
+unknown = sorted(
+    n for n in used
+    if n not in declared and re.sub(r"_(bucket|sum|count)$", "", n) not in declared
+)
+if not used:
+    sys.exit(f"{dashboard_path}: no switchboard_ series in any query")
+if unknown:
+    sys.exit(f"{dashboard_path}: series the engine does not declare: {', '.join(unknown)}")
+print(f"{dashboard_path}: ok ({len(used)} series, all declared)")
 PY
 echo "deploy files: ok"

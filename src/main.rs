@@ -43,6 +43,8 @@ async fn main() -> ExitCode {
             command: ProvidersCommand::Check(args),
         } => commands::providers_check::run(&settings, args).await,
     };
+    // Spans still buffered for the OpenTelemetry collector go out before the process ends.
+    switchboard_server::telemetry::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use switchboard_netguard::{GuardedClient, refusal_of};
 
@@ -642,10 +643,11 @@ where
     chain.extend_from_slice(fallbacks);
     let client = client.clone();
     let first = Arc::clone(&first_token_at);
-    let task = tokio::spawn(async move {
+    let work = async move {
         let req = prepare.await;
         run_chain(chain, req, client, tx, first).await;
-    });
+    };
+    let task = tokio::spawn(work.in_current_span());
     LlmStream {
         rx,
         task,

@@ -180,6 +180,11 @@ pub struct MetricsSettings {
     pub addr: Option<SocketAddr>,
     /// Serve `/metrics` on the main listener without a token (when no token is set).
     pub public: bool,
+    /// Label the ended-calls counter and the turn-latency histogram with `organization_id`.
+    /// Off by default: one series per organisation grows with the tenants and lets whoever
+    /// reads `/metrics` see each tenant's traffic.
+    #[serde(default)]
+    pub per_organization: bool,
 }
 
 impl fmt::Debug for MetricsSettings {
@@ -188,6 +193,7 @@ impl fmt::Debug for MetricsSettings {
             .field("token", &(!self.token.is_empty()).then_some("<redacted>"))
             .field("addr", &self.addr)
             .field("public", &self.public)
+            .field("per_organization", &self.per_organization)
             .finish()
     }
 }
@@ -643,6 +649,12 @@ pub struct LoggingSettings {
     pub filter: String,
     /// Line format on stderr.
     pub format: LogFormat,
+    /// OpenTelemetry collector to export spans to over OTLP/HTTP (`http://host:4318`, or the
+    /// full `…/v1/traces` URL); empty = no export. Needs the `otel` cargo feature.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
 }
 
 /// Log line format.

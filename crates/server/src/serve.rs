@@ -136,6 +136,7 @@ pub async fn install_bootstrap_key(store: &Store, key: &str) -> Result<bool, Ser
 /// Opens the database, runs migrations, binds `settings.server.addr` and starts serving in a
 /// background task. Returns once the server accepts connections.
 pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, ServeError> {
+    crate::metrics::recorder::install();
     let store = open_store(&settings).await?;
     if let Some(key) = options.bootstrap_key.as_deref().map(str::trim)
         && !key.is_empty()

@@ -1,4 +1,9 @@
-//! Process-wide setup done once at start: the tracing subscriber and the TLS crypto provider.
+//! Process-wide setup done once at start: the tracing subscriber (with the OpenTelemetry span
+//! export when `logging.otlp_endpoint` is set) and the TLS crypto provider.
+//!
+//! Every call runs inside one `call` span carrying `call_sid` and `call_id`; the call task's
+//! provider, tool and recorder tasks are spawned inside it, so every line they log carries the
+//! SID, and the exported trace of a call holds them all.
 
 use std::io::IsTerminal;
 
@@ -19,6 +24,43 @@ pub enum TelemetryError {
         /// The parser's explanation.
         reason: String,
     },
+    /// `logging.otlp_endpoint` is not an `http(s)://` URL.
+    #[error("invalid logging.otlp_endpoint {endpoint:?}: {reason}")]
+    OtlpEndpoint {
+        /// The rejected value.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An endpoint is set but this binary was built without the `otel` feature.
+    #[error(
+        "logging.otlp_endpoint is set but this build has no OpenTelemetry export (build with --features otel)"
+    )]
+    OtelNotBuilt,
+    /// The OTLP exporter could not be built.
+    #[error("OpenTelemetry exporter: {0}")]
+    Exporter(String),
+}
+
+/// The collector URL spans go to, from `logging.otlp_endpoint`: `None` when empty; a URL with
+/// no path gets OTLP/HTTP's `/v1/traces`.
+pub fn otlp_endpoint(settings: &LoggingSettings) -> Result<Option<url::Url>, TelemetryError> {
+    let text = settings.otlp_endpoint.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |reason: &str| TelemetryError::OtlpEndpoint {
+        endpoint: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid("expected http://host[:port][/path] or https://…"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        url.set_path("/v1/traces");
+    }
+    Ok(Some(url))
 }
 
 /// Installs the global tracing subscriber writing to stderr (stdout stays free for command
@@ -33,7 +75,8 @@ pub fn init_tracing(settings: &LoggingSettings) -> Result<(), TelemetryError> {
         filter: filter_text.clone(),
         reason: err.to_string(),
     })?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let export = otel::layer(otlp_endpoint(settings)?, &settings.service_name)?;
+    let registry = tracing_subscriber::registry().with(filter).with(export);
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::stderr().is_terminal();
     let result = match settings.format {
@@ -57,9 +100,117 @@ pub fn init_tracing(settings: &LoggingSettings) -> Result<(), TelemetryError> {
     Ok(())
 }
 
+/// Sends the spans still buffered for export (at shutdown); nothing without an export.
+pub fn flush() {
+    otel::shutdown();
+}
+
 /// Installs rustls' `ring` crypto provider as the process default, so every TLS client
 /// (providers, webhooks, PostgreSQL) uses ring and never needs aws-lc. Idempotent: a provider
 /// already installed (by an earlier call or a library) is left as it is.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(feature = "otel")]
+mod otel;
+
+/// Without the `otel` feature: no layer, and a set endpoint is an error rather than ignored.
+#[cfg(not(feature = "otel"))]
+mod otel {
+    use super::TelemetryError;
+
+    /// No export layer; an endpoint asks for what this build cannot do.
+    pub fn layer(
+        endpoint: Option<url::Url>,
+        _service_name: &str,
+    ) -> Result<Option<tracing_subscriber::layer::Identity>, TelemetryError> {
+        match endpoint {
+            Some(_) => Err(TelemetryError::OtelNotBuilt),
+            None => Ok(None),
+        }
+    }
+
+    /// Nothing to flush.
+    pub fn shutdown() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::{EnvSource, Settings};
+
+    fn logging(vars: &[(&str, &str)]) -> LoggingSettings {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load(None, &EnvSource::Map(env), &[])
+            .expect("settings")
+            .logging
+    }
+
+    #[test]
+    fn export_is_off_by_default() {
+        let s = logging(&[]);
+        assert_eq!(s.service_name, "switchboard");
+        assert!(otlp_endpoint(&s).expect("valid").is_none());
+    }
+
+    #[test]
+    fn endpoint_from_the_environment_gets_the_traces_path() {
+        let s = logging(&[
+            (
+                "SWITCHBOARD_LOGGING__OTLP_ENDPOINT",
+                "http://collector:4318",
+            ),
+            ("SWITCHBOARD_LOGGING__SERVICE_NAME", "switchboard-eu"),
+        ]);
+        assert_eq!(s.service_name, "switchboard-eu");
+        let url = otlp_endpoint(&s).expect("valid").expect("set");
+        assert_eq!(url.as_str(), "http://collector:4318/v1/traces");
+        let full = logging(&[(
+            "SWITCHBOARD_LOGGING__OTLP_ENDPOINT",
+            "https://otel.example/custom/traces",
+        )]);
+        let url = otlp_endpoint(&full).expect("valid").expect("set");
+        assert_eq!(url.path(), "/custom/traces");
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_refused() {
+        for bad in ["collector:4318", "ftp://collector", "not a url"] {
+            let s = logging(&[("SWITCHBOARD_LOGGING__OTLP_ENDPOINT", bad)]);
+            assert!(
+                matches!(otlp_endpoint(&s), Err(TelemetryError::OtlpEndpoint { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "otel"))]
+    #[test]
+    fn an_endpoint_without_the_feature_is_an_error() {
+        let s = logging(&[(
+            "SWITCHBOARD_LOGGING__OTLP_ENDPOINT",
+            "http://collector:4318",
+        )]);
+        let url = otlp_endpoint(&s).expect("valid");
+        assert!(matches!(
+            otel::layer(url, &s.service_name),
+            Err(TelemetryError::OtelNotBuilt)
+        ));
+    }
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn an_endpoint_with_the_feature_builds_a_layer() {
+        let s = logging(&[("SWITCHBOARD_LOGGING__OTLP_ENDPOINT", "http://127.0.0.1:9")]);
+        let url = otlp_endpoint(&s).expect("valid");
+        let layer = otel::layer(url, &s.service_name).expect("layer");
+        assert!(layer.is_some());
+        otel::shutdown();
+    }
 }

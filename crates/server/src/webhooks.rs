@@ -17,6 +17,7 @@ use sha2::Sha256;
 use switchboard_assistant::AssistantConfig;
 use switchboard_netguard::{NotAllowed, refusal_of};
 use switchboard_store::{CallRow, NewWebhookLog, ms_to_rfc3339, opt_ms_to_rfc3339};
+use tracing::Instrument as _;
 
 use crate::metrics;
 use crate::state::AppState;
@@ -290,7 +291,7 @@ pub fn deliver(
     body: Value,
 ) {
     let tasks = state.tasks.clone();
-    tasks.spawn(async move {
+    let work = async move {
         let cfg = &state.settings.webhooks;
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut backoff = Duration::from_millis(cfg.initial_backoff_ms);
@@ -335,6 +336,7 @@ pub fn deliver(
                 tracing::warn!(error = %e, "could not log a webhook delivery");
             }
             if success {
+                metrics::webhook_delivery(event, "delivered");
                 return;
             }
             if !retry {
@@ -345,9 +347,11 @@ pub fn deliver(
                 backoff *= 4;
             }
         }
-        metrics::WEBHOOK_FAILURES.inc();
+        metrics::count(metrics::names::WEBHOOK_FAILURES);
+        metrics::webhook_delivery(event, "failed");
         tracing::warn!(event, "webhook delivery failed after all attempts");
-    });
+    };
+    tasks.spawn(work.in_current_span());
 }
 
 #[cfg(test)]

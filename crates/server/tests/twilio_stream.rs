@@ -46,7 +46,7 @@ async fn refused(h: &Harness, call_sid: &str, params: serde_json::Value) {
 async fn bad_stream_tokens_close_with_1008_and_contact_no_provider() {
     let h = harness(Options::default()).await;
     let (call_sid, token) = webhook(&h).await;
-    let refused_before = metrics::STREAMS_REFUSED.get();
+    let refused_before = metrics::counter_value(metrics::names::STREAMS_REFUSED);
 
     // Missing, empty, garbage.
     refused(&h, &call_sid, json!({})).await;
@@ -89,7 +89,7 @@ async fn bad_stream_tokens_close_with_1008_and_contact_no_provider() {
     .expect("issue");
     refused(&h, &call_sid, json!({"stream_token": forged})).await;
 
-    assert!(metrics::STREAMS_REFUSED.get() >= refused_before + 7);
+    assert!(metrics::counter_value(metrics::names::STREAMS_REFUSED) >= refused_before + 7);
     assert_eq!(h.provider_connections(), 0, "no provider was contacted");
     // Refusals of unproven streams do not touch the records.
     for sid in [&call_sid, &other_sid] {
@@ -172,7 +172,7 @@ async fn wait_live(h: &Harness, call_sid: &str) {
 #[tokio::test]
 async fn bad_messages_mid_call_are_counted_and_ignored_until_stop() {
     let h = harness(Options::default()).await;
-    let bad_before = metrics::BAD_MEDIA_MESSAGES.get();
+    let bad_before = metrics::counter_value(metrics::names::BAD_MEDIA_MESSAGES);
     let (mut ws, call_sid, stream_sid) = live_call(&h).await;
     wait_live(&h, &call_sid).await;
     ws.send("{this is not json").await;
@@ -197,7 +197,7 @@ async fn bad_messages_mid_call_are_counted_and_ignored_until_stop() {
     assert_eq!(call.status, CallStatus::Completed, "{call:?}");
     assert_eq!(call.ended_reason, Some(EndedReason::CallerHangup));
     assert!(
-        metrics::BAD_MEDIA_MESSAGES.get() >= bad_before + 6,
+        metrics::counter_value(metrics::names::BAD_MEDIA_MESSAGES) >= bad_before + 6,
         "1 before start + 5 during the call counted"
     );
     assert!(
@@ -213,7 +213,7 @@ async fn oversized_frame_ends_the_call_with_a_reason() {
         ..Options::default()
     })
     .await;
-    let bad_before = metrics::BAD_MEDIA_MESSAGES.get();
+    let bad_before = metrics::counter_value(metrics::names::BAD_MEDIA_MESSAGES);
     let (mut ws, call_sid, _stream_sid) = live_call(&h).await;
     wait_live(&h, &call_sid).await;
     let huge = format!(r#"{{"event":"media","pad":"{}"}}"#, "x".repeat(16 * 1024));
@@ -223,7 +223,7 @@ async fn oversized_frame_ends_the_call_with_a_reason() {
     assert_eq!(call.ended_reason, Some(EndedReason::MediaSocketError));
     assert!(!h.ts.server().state().calls.contains_key(&call_sid));
     assert!(
-        metrics::BAD_MEDIA_MESSAGES.get() >= bad_before + 2,
+        metrics::counter_value(metrics::names::BAD_MEDIA_MESSAGES) >= bad_before + 2,
         "media before start + frame"
     );
 }

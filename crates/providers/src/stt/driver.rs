@@ -18,6 +18,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument as _;
 
 use switchboard_netguard::OutboundPolicy;
 
@@ -174,7 +175,7 @@ pub async fn open(
         parsed: early,
     };
     // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
-    tokio::spawn(Box::new(driver).run(socket));
+    tokio::spawn(Box::new(driver).run(socket).in_current_span());
     Ok(SttSession::new(
         audio_tx,
         control_tx,
@@ -283,6 +284,7 @@ impl Driver {
                 }
             }
         }
+        tracing::debug!(provider = self.provider, "STT session ended");
         if let Some(done) = self.close_done.take() {
             let _ = done.send(());
         }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::error::ProviderError;
 use crate::stt::language::is_english;
@@ -152,7 +153,7 @@ pub fn english_swap(primary: SttSession, plan: SwapPlan) -> SttSession {
         recent: VecDeque::new(),
         phase: Phase::Deciding { language: None },
     };
-    tokio::spawn(task.run(audio_rx, control_rx));
+    tokio::spawn(task.run(audio_rx, control_rx).in_current_span());
     SttSession::new(audio_tx, control_tx, events_rx, close_timeout)
 }
 
@@ -358,10 +359,11 @@ impl Swap {
         }
         flux.send_audio(&piece);
         let old = std::mem::replace(&mut self.current, flux);
-        tokio::spawn(async move {
+        let work = async move {
             let mut old = old;
             old.close().await;
-        });
+        };
+        tokio::spawn(work.in_current_span());
         self.phase = Phase::Flux {
             offset_s: offset.unwrap_or(self.sent_bytes) as f64 / self.bytes_per_second,
         };

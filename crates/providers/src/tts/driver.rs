@@ -13,6 +13,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument as _;
 
 use switchboard_netguard::OutboundPolicy;
 
@@ -67,7 +68,7 @@ pub(crate) fn start(protocol: Box<dyn TtsProtocol>, ws: Option<Ws>, cfg: &TtsCon
         inbound_rx,
     };
     // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
-    tokio::spawn(Box::new(driver).run());
+    tokio::spawn(Box::new(driver).run().in_current_span());
     TtsSession::new(
         commands_tx,
         events_rx,
@@ -265,6 +266,7 @@ impl Driver {
             let _ = ws.close(None).await;
         }
         self.sockets.clear();
+        tracing::debug!(provider = self.provider(), "TTS session ended");
         drop(self.events);
         if let Some(done) = close_done {
             let _ = done.send(());
@@ -370,14 +372,15 @@ impl Driver {
             let url = self.protocol.url().clone();
             let error_header = self.protocol.error_header();
             let (timeout, outbound) = (self.connect_timeout, self.outbound.clone());
-            tokio::spawn(async move {
+            let work = async move {
                 let headers: Vec<(&'static str, &str)> =
                     headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let ws =
                     wsutil::connect(provider, &url, &headers, error_header, timeout, &outbound)
                         .await;
                 context_socket(provider, ctx, ws, rx, inbound).await;
-            });
+            };
+            tokio::spawn(work.in_current_span());
         } else if self.ws.is_none() {
             match open_socket(&*self.protocol, self.connect_timeout, &self.outbound).await {
                 Ok(ws) => self.ws = Some(ws),

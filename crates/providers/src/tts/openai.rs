@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use switchboard_netguard::{GuardedClient, refusal_of};
 
@@ -200,7 +201,7 @@ pub async fn connect(cfg: &TtsConfig) -> Result<TtsSession, ProviderError> {
         next_request: 0,
         in_flight: 0,
     };
-    tokio::spawn(session.run(commands, pieces));
+    tokio::spawn(session.run(commands, pieces).in_current_span());
     Ok(TtsSession::new(
         commands_tx,
         events_rx,
@@ -356,7 +357,7 @@ impl Session {
                     request.id,
                     self.pieces_tx.clone(),
                 );
-                request.task = Some(tokio::spawn(fetch).abort_handle());
+                request.task = Some(tokio::spawn(fetch.in_current_span()).abort_handle());
                 self.in_flight += 1;
             }
         }

@@ -191,7 +191,11 @@ fn spawn_stream_sweep(state: &AppState) {
 /// Counts the closed calls as failed and sends their webhooks.
 async fn report(state: &AppState, closed: &[CallRow]) {
     for call in closed {
-        metrics::CALLS_FAILED.inc();
+        metrics::call::call_ended(
+            call.status,
+            call.ended_reason.as_ref(),
+            metrics::org_label(state, call.organization_id),
+        );
         crate::webhooks::status_update(state, call).await;
         crate::webhooks::end_of_call(state, call.organization_id, call.id).await;
     }

@@ -44,6 +44,7 @@ use switchboard_store::{CallStatus, EndedReason, NewToolExecution, NewTranscript
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::knowledge_tool;
 use super::recording::{
@@ -58,6 +59,7 @@ use crate::background_sound::{self, CachedSound, SoundError};
 use crate::live_feed::{
     LiveBackchannel, LiveCallEnded, LiveEvent, LiveMoment, LiveTranscript, LiveTurn,
 };
+use crate::metrics::call::{self as call_metrics, CallTally, Stage};
 use crate::state::AppState;
 use switchboard_core::audio::background::BackgroundBed;
 use switchboard_core::audio::{FRAME_BYTES, MULAW_SILENCE};
@@ -243,6 +245,8 @@ struct Call {
     /// Messages were fed to the Twilio socket since its last flush.
     unflushed: bool,
     providers_used: ProvidersUsed,
+    /// What the call adds to `/metrics`, per turn and at its end.
+    tally: CallTally,
     bad_messages: u64,
     /// The STT session's events are still flowing (a closed channel must leave the `select!`).
     stt_open: bool,
@@ -337,7 +341,9 @@ impl Call {
             );
         }
 
-        let (stt, tts) = tokio::join!(connect_stt(&stt_cfg), connect_tts(&tts_cfg));
+        let (stt, tts) = tokio::join!(timed(connect_stt(&stt_cfg)), timed(connect_tts(&tts_cfg)));
+        let stt = connected(Stage::Stt, &stt_cfg.provider, stt);
+        let tts = connected(Stage::Tts, &tts_cfg.provider, tts);
         let provider = || StartFailure::new(EndedReason::ProviderError);
         let mut stt = stt.map_err(|e| format!("stt: {e}")).map_err(provider())?;
         stt.set_audio_batch(p.stt_audio_batch_ms / 20);
@@ -396,7 +402,7 @@ impl Call {
                 let writer = SpoolWriter::new(plan, state.recordings.base_dir());
                 let job = state
                     .tasks
-                    .spawn(run_writer(writer, blocks, state.recordings.clone()));
+                    .spawn(run_writer(writer, blocks, state.recordings.clone()).in_current_span());
                 (Some(rec), Some((job, rows)))
             }
             None => (None, None),
@@ -410,9 +416,10 @@ impl Call {
                 setup.organization_id,
                 a.tts_settings.background_sound.clone(),
             );
-            tokio::spawn(async move {
+            let work = async move {
                 let _ = tx.send(background_sound::load_for_call(&st, org, &bg).await);
-            });
+            };
+            tokio::spawn(work.in_current_span());
             rx
         });
         let tools = tools::specs(a);
@@ -436,6 +443,11 @@ impl Call {
             execution_sink(&recorder),
         );
         let warm = WarmTransfers::new(state.clone(), shared_setup, llm_primary.clone());
+        let tally = CallTally::new(
+            &stt_cfg.provider,
+            &tts_cfg.provider,
+            crate::metrics::org_label(state, setup.organization_id),
+        );
         Ok(Box::new(Call {
             tool_tasks,
             warm,
@@ -443,6 +455,7 @@ impl Call {
             setup,
             started,
             core,
+            tally,
             providers_used: ProvidersUsed {
                 stt: format!("{}:{}", stt_cfg.provider, stt_cfg.model),
                 tts: tts_cfg.provider.clone(),
@@ -611,6 +624,8 @@ impl Call {
                 let _ = self.recorder.send(persist(r, &self.providers_used));
             }
         }
+        self.tally
+            .finish(self.core.core().metrics(), self.stt.dropped_frames());
         if let Some((_, mut s)) = self.llm.take() {
             s.cancel();
         }
@@ -751,7 +766,7 @@ impl Call {
 
     fn bad_message(&mut self, what: &str) {
         self.bad_messages += 1;
-        crate::metrics::BAD_MEDIA_MESSAGES.inc();
+        crate::metrics::count(crate::metrics::names::BAD_MEDIA_MESSAGES);
         if self.bad_messages <= 5 {
             tracing::warn!(call_sid = %self.setup.call_sid, what, "bad media-stream message ignored");
         }
@@ -862,6 +877,7 @@ impl Call {
             }
             SttEvent::Failed(e) => {
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "stt failed for good");
+                call_metrics::provider_error(Stage::Stt, &e);
                 let reason = e.to_string();
                 self.core.handle(Event::SttFailed { reason: &reason }, now);
             }
@@ -907,6 +923,7 @@ impl Call {
             }
             TtsEvent::Failed { context, error } => {
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %error, "tts failed");
+                call_metrics::provider_error(Stage::Tts, &error);
                 if let Some(c) = context {
                     self.tts_closing.remove(&c);
                 }
@@ -952,6 +969,7 @@ impl Call {
     }
 
     fn tts_error(&mut self, generation: Generation, e: &switchboard_providers::ProviderError) {
+        call_metrics::provider_error(Stage::Tts, e);
         let now = self.now();
         let reason = e.to_string();
         self.core.handle(
@@ -994,13 +1012,18 @@ impl Call {
             LlmEvent::Provider {
                 provider, model, ..
             } => {
+                self.tally.set_llm(provider.as_str());
                 self.providers_used.llm = format!("{provider}:{model}");
+            }
+            LlmEvent::AttemptFailed(attempt) => {
+                call_metrics::provider_error(Stage::Llm, &attempt.error);
             }
             LlmEvent::Done { .. } => {
                 self.llm = None;
                 self.core.handle(Event::LlmDone { generation }, now);
             }
             LlmEvent::Failed(e) => {
+                call_metrics::provider_error(Stage::Llm, &e);
                 self.llm = None;
                 let reason = e.to_string();
                 tracing::warn!(call_sid = %self.setup.call_sid, error = %reason, "llm failed");
@@ -1012,7 +1035,6 @@ impl Call {
                     now,
                 );
             }
-            _ => {}
         }
     }
 
@@ -1180,6 +1202,7 @@ impl Call {
                     if let Some(bed) = self.background.as_mut() {
                         bed.mix_into(&mut frame);
                     }
+                    self.tally.frame_sent(now, self.speech_until);
                     self.sent_until = self.sent_until.max(now) + FRAME;
                     self.speech_until = self.sent_until;
                     if let Some(r) = self.audio.as_mut() {
@@ -1206,6 +1229,7 @@ impl Call {
                     }
                 }
                 Action::SendClear => {
+                    self.tally.speech_reset();
                     if let Flow::End(o) = self.clear_queued(socket, Instant::now()).await {
                         return Flow::End(o);
                     }
@@ -1215,6 +1239,7 @@ impl Call {
                     messages,
                     ..
                 } => {
+                    self.tally.speech_reset();
                     if let Some((_, mut old)) = self.llm.take() {
                         old.cancel();
                     }
@@ -1278,11 +1303,12 @@ impl Call {
                     let cfg = self.llm_primary.clone();
                     let http = self.state.tenant_http.clone();
                     let tx = self.verdicts_tx.clone();
-                    tokio::spawn(async move {
+                    let work = async move {
                         if let Some(incomplete) = classify_utterance(&cfg, &http, &text).await {
                             let _ = tx.send((request, incomplete));
                         }
-                    });
+                    };
+                    tokio::spawn(work.in_current_span());
                 }
                 Action::RunTool { generation, call } => {
                     let caller_said = if call.name == "send_sms" {
@@ -1346,6 +1372,9 @@ impl Call {
                     ));
                 }
                 Action::Record(r) => {
+                    if let Record::Turn(t) = &r {
+                        self.tally.turn(t);
+                    }
                     self.publish_record(&r);
                     let _ = self.recorder.send(persist(r, &self.providers_used));
                 }
@@ -1385,6 +1414,26 @@ pub(crate) async fn classify_utterance(
         }
     }
     Some(answer.to_ascii_uppercase().contains("INCOMPLETE"))
+}
+
+/// Runs `f` and says how long it took.
+async fn timed<T>(f: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let out = f.await;
+    (out, started.elapsed())
+}
+
+/// A provider session opened at call start: its opening time is recorded, its error counted.
+fn connected<T>(
+    stage: Stage,
+    provider: &str,
+    (result, took): (Result<T, switchboard_providers::ProviderError>, Duration),
+) -> Result<T, switchboard_providers::ProviderError> {
+    match &result {
+        Ok(_) => call_metrics::provider_connect(stage, provider, took),
+        Err(e) => call_metrics::provider_error(stage, e),
+    }
+    result
 }
 
 fn hang_up_reason(reason: HangUpReason) -> EndedReason {
@@ -1479,7 +1528,7 @@ async fn save_recording(state: &AppState, call_id: i64, writer: RecordingJob, ro
 /// Encodes the call's trace and stores it, off the call path.
 fn save_trace(state: &AppState, org_id: i64, call_id: i64, trace: Trace) {
     let store = state.store.clone();
-    state.tasks.spawn(async move {
+    let work = async move {
         let encoded = tokio::task::spawn_blocking(move || trace.to_bytes()).await;
         let res = match encoded {
             Ok(Ok(bytes)) => store
@@ -1492,7 +1541,8 @@ fn save_trace(state: &AppState, org_id: i64, call_id: i64, trace: Trace) {
         if let Err(error) = res {
             tracing::warn!(call_id, %error, "could not store the call trace");
         }
-    });
+    };
+    state.tasks.spawn(work.in_current_span());
 }
 
 /// A row for the store, made on the call task, written by the recorder task.
@@ -1531,7 +1581,7 @@ fn spawn_recorder(
 ) -> (mpsc::UnboundedSender<Persist>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Persist>();
     let tasks = state.tasks.clone();
-    let done = tasks.spawn(async move {
+    let work = async move {
         while let Some(p) = rx.recv().await {
             // Boxed: a store query future is several KiB; inline it would be carried by this
             // task for the whole call, though a write takes milliseconds.
@@ -1555,7 +1605,8 @@ fn spawn_recorder(
                 tracing::warn!(call_id, error = %e, "could not record call data");
             }
         }
-    });
+    };
+    let done = tasks.spawn(work.in_current_span());
     (tx, done)
 }
 

@@ -18,6 +18,7 @@ use switchboard_core::call::{Generation, ToolCall};
 use switchboard_store::{NewToolExecution, ToolExecutionStatus, now_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::custom_tool::{CustomStatus, CustomTool};
 use super::runtime::CallSetup;
@@ -117,7 +118,7 @@ impl ToolTasks {
         let started_at_ms = now_ms();
         let (call_id, name, arguments) =
             (call.id.clone(), call.name.clone(), call.arguments.clone());
-        let handle = tokio::spawn(async move {
+        let work = async move {
             let (outcome, status) = match tokio::time::timeout(
                 TOOL_HARD_TIMEOUT,
                 execute(&state, &setup, &call, &context),
@@ -152,7 +153,8 @@ impl ToolTasks {
                 outcome,
                 duration_ms: u64::try_from(duration_ms).unwrap_or(0),
             });
-        });
+        };
+        let handle = tokio::spawn(work.in_current_span());
         self.running.push(Running {
             generation,
             call_id,

@@ -22,6 +22,7 @@ use switchboard_providers::llm::{ChatMessage, LlmConfig, LlmEvent, LlmRequest, s
 use switchboard_telephony::rest::{CallUpdate, CreateCall, TwilioRest};
 use switchboard_telephony::twiml::escape;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::registry::CallCommand;
 use super::runtime::CallSetup;
@@ -208,7 +209,7 @@ impl WarmTransfers {
                     );
                 }
             }
-        });
+        }.in_current_span());
         self.active = Some(Active {
             transfer,
             task,
@@ -231,11 +232,12 @@ impl WarmTransfers {
         let leg = a.leg.lock().ok().and_then(|l| l.clone());
         if let Some(sid) = leg {
             let (state, org) = (self.state.clone(), self.setup.organization_id);
-            self.state.tasks.spawn(async move {
+            let work = async move {
                 if let Some(client) = twilio_client(&state, org).await {
                     end_leg(&client, &sid).await;
                 }
-            });
+            };
+            self.state.tasks.spawn(work.in_current_span());
         }
     }
 

@@ -44,6 +44,7 @@ use switchboard_assistant::AssistantConfig;
 use switchboard_store::{CallStatus, EndedReason, StoreError};
 use switchboard_telephony::media::{InboundMessage, InboundParser, Start};
 use switchboard_telephony::stream_token::{self, TokenError};
+use tracing::Instrument as _;
 
 use super::unix_now_s;
 use crate::call::resolve::{CallOverrides, CallParty};
@@ -226,19 +227,29 @@ async fn handle(state: AppState, mut socket: WebSocket) {
             return;
         }
     };
-    tracing::info!(call_sid = %setup.call_sid, assistant_id = setup.assistant_id, "call started");
-    metrics::CALLS_STARTED.inc();
+    // One span per call: every line the call task, its provider tasks and its finalising log
+    // carries the call SID and id (and OpenTelemetry exports it when enabled).
+    let span = tracing::info_span!("call", call_sid = %setup.call_sid, call_id = setup.call_id);
+    Box::pin(run_and_finalise(state, socket, setup).instrument(span)).await;
+}
+
+/// Runs a started call, counts how it ended and finalises its record.
+async fn run_and_finalise(state: AppState, socket: WebSocket, setup: Box<CallSetup>) {
+    tracing::info!(assistant_id = setup.assistant_id, "call started");
+    metrics::count(metrics::names::CALLS_STARTED);
     let call_sid = setup.call_sid.clone();
     let call_id = setup.call_id;
     let organization_id = setup.organization_id;
     let outcome = Box::pin(run_call(state.clone(), socket, setup)).await;
-    tracing::info!(call_sid = %call_sid, status = %outcome.status, reason = %outcome.ended_reason, "call ended");
-    if outcome.status == CallStatus::Failed {
-        metrics::CALLS_FAILED.inc();
-    }
+    tracing::info!(status = %outcome.status, reason = %outcome.ended_reason, "call ended");
+    metrics::call::call_ended(
+        outcome.status,
+        Some(&outcome.ended_reason),
+        metrics::org_label(&state, organization_id),
+    );
     if outcome.ended_reason == EndedReason::MediaSocketError {
         // What an oversized or invalid frame (or a broken connection) produces mid-call.
-        metrics::BAD_MEDIA_MESSAGES.inc();
+        metrics::count(metrics::names::BAD_MEDIA_MESSAGES);
     }
     Box::pin(finalise(
         &state,
@@ -291,7 +302,11 @@ async fn finalise(
 
 /// Ends the record of a genuine call (of `org_id`) whose stream was refused, and reports it.
 async fn finalise_refused(state: &AppState, org_id: i64, call_sid: &str, reason: EndedReason) {
-    metrics::CALLS_FAILED.inc();
+    metrics::call::call_ended(
+        CallStatus::Failed,
+        Some(&reason),
+        metrics::org_label(state, org_id),
+    );
     match state
         .store
         .finish_call(
@@ -312,7 +327,7 @@ async fn finalise_refused(state: &AppState, org_id: i64, call_sid: &str, reason:
 }
 
 async fn refuse(socket: &mut WebSocket, refusal: Refusal, call_sid: Option<&str>) {
-    metrics::STREAMS_REFUSED.inc();
+    metrics::count(metrics::names::STREAMS_REFUSED);
     tracing::warn!(
         call_sid = call_sid.unwrap_or("-"),
         reason = refusal.reason(),
@@ -328,7 +343,7 @@ async fn refuse(socket: &mut WebSocket, refusal: Refusal, call_sid: Option<&str>
 
 fn bad_before_start(bad: &mut u32, what: &'static str) -> Result<(), Refusal> {
     *bad += 1;
-    metrics::BAD_MEDIA_MESSAGES.inc();
+    metrics::count(metrics::names::BAD_MEDIA_MESSAGES);
     if *bad <= 5 {
         tracing::warn!(what, "media-stream message before start ignored");
     }
@@ -362,7 +377,7 @@ async fn wait_for_start(socket: &mut WebSocket) -> Result<Start, Refusal> {
             Some(Ok(WsMessage::Binary(_))) => bad_before_start(&mut bad, "binary frame")?,
             Some(Ok(WsMessage::Close(_))) | None => return Err(Refusal::NoStart),
             Some(Err(e)) => {
-                metrics::BAD_MEDIA_MESSAGES.inc();
+                metrics::count(metrics::names::BAD_MEDIA_MESSAGES);
                 tracing::warn!(error = %e, "media socket failed before start");
                 return Err(Refusal::NoStart);
             }

@@ -1,8 +1,10 @@
-//! Process-wide counters of the call path, served in Prometheus text format at `GET /metrics`.
+//! Process-wide series of the call path (counters and histograms through the `metrics`
+//! facade, [`names`] lists them), served in Prometheus text format at `GET /metrics`.
 //!
-//! Plain atomics: incrementing one is a single relaxed add, cheap enough for the per-frame
-//! path. The series are totals of this process: no organisation, assistant or number appears
-//! in them, so one tenant's traffic cannot be read per tenant from them.
+//! The series are totals of this process: no assistant or number appears in them, and no
+//! organisation unless `metrics.per_organization` is set (then only on the ended-calls counter
+//! and the turn-latency histogram), so one tenant's traffic is not read per tenant from them by
+//! default. Calls record per turn and at their end, never per 20 ms frame ([`call`]).
 //!
 //! # Access (`[metrics]`)
 //!
@@ -13,8 +15,6 @@
 //! when set). Wrong tokens count as failed authentications of the client address, like wrong
 //! API keys.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Extension;
@@ -32,67 +32,40 @@ use crate::edge::headers::with_security_headers;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A monotonically increasing counter.
-#[derive(Debug)]
-pub struct Counter {
-    name: &'static str,
-    help: &'static str,
-    value: AtomicU64,
+pub mod call;
+pub mod names;
+pub mod recorder;
+
+/// `org_id` when `metrics.per_organization` lets it label series, else `None`.
+pub fn org_label(state: &AppState, org_id: i64) -> Option<i64> {
+    state.settings.metrics.per_organization.then_some(org_id)
 }
 
-impl Counter {
-    const fn new(name: &'static str, help: &'static str) -> Self {
-        Counter {
-            name,
-            help,
-            value: AtomicU64::new(0),
-        }
-    }
-
-    /// Adds one.
-    pub fn inc(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
-    }
+/// Counts one webhook delivery's final outcome (`delivered`, `failed`) for its event.
+pub fn webhook_delivery(event: &'static str, outcome: &'static str) {
+    ::metrics::counter!(names::WEBHOOK_DELIVERIES, "event" => event, "outcome" => outcome)
+        .increment(1);
 }
 
-/// Media streams that passed their token check and ran an assistant.
-pub static CALLS_STARTED: Counter = Counter::new(
-    "switchboard_calls_started_total",
-    "Calls whose media stream started.",
-);
-/// Calls that ended as failed.
-pub static CALLS_FAILED: Counter = Counter::new(
-    "switchboard_calls_failed_total",
-    "Calls that ended as failed.",
-);
-/// Media streams closed before any assistant ran (bad or missing token, no start…).
-pub static STREAMS_REFUSED: Counter = Counter::new(
-    "switchboard_streams_refused_total",
-    "Media streams refused before the call started.",
-);
-/// Malformed, unknown or out-of-place media-stream messages that were ignored.
-pub static BAD_MEDIA_MESSAGES: Counter = Counter::new(
-    "switchboard_bad_media_messages_total",
-    "Media-stream messages ignored as malformed or unexpected.",
-);
-/// Outgoing webhook deliveries that failed for good.
-pub static WEBHOOK_FAILURES: Counter = Counter::new(
-    "switchboard_webhook_failures_total",
-    "Webhook deliveries that failed after all retries.",
-);
+/// The current value of a counter without labels, read from the rendered series (0 when it
+/// is not there); for tests and diagnostics, not the hot path.
+pub fn counter_value(name: &str) -> u64 {
+    recorder::render()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}
 
-const ALL: [&Counter; 5] = [
-    &CALLS_STARTED,
-    &CALLS_FAILED,
-    &STREAMS_REFUSED,
-    &BAD_MEDIA_MESSAGES,
-    &WEBHOOK_FAILURES,
-];
+/// Adds one to a counter without labels (the call path's rare events: refusals, bad messages).
+pub fn count(name: &'static str) {
+    ::metrics::counter!(name).increment(1);
+}
 
 /// `GET /metrics` on the main listener.
 pub fn router() -> Router<AppState> {
@@ -197,22 +170,7 @@ fn check_token(
 }
 
 fn render(state: &AppState) -> impl IntoResponse + use<> {
-    let mut out = String::with_capacity(1024);
-    for c in ALL {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} counter\n{} {}",
-            c.name,
-            c.help,
-            c.name,
-            c.name,
-            c.get()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_live_calls Calls live on this instance.\n# TYPE switchboard_live_calls gauge\nswitchboard_live_calls {}",
-        state.calls.len()
-    );
+    ::metrics::gauge!(names::LIVE_CALLS).set(state.calls.len() as f64);
+    let out = recorder::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
