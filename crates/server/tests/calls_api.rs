@@ -530,8 +530,14 @@ async fn clearing_the_organisations_twilio_credentials_is_admin_only_and_its_own
     )
     .await;
     let path = "/api/v1/organization/telephony";
-    let (sid_a, token_a) = ("ACfedcba9876543210fedcba9876543210", "org-a-auth-token-0042");
-    let (sid_b, token_b) = ("AC0123456789abcdef0123456789abcdef", "org-b-auth-token-0042");
+    let (sid_a, token_a) = (
+        "ACfedcba9876543210fedcba9876543210",
+        "org-a-auth-token-0042",
+    );
+    let (sid_b, token_b) = (
+        "AC0123456789abcdef0123456789abcdef",
+        "org-b-auth-token-0042",
+    );
     h.rest.add_account(sid_a, token_a);
     h.rest.add_account(sid_b, token_b);
     for (key, sid, token) in [(&h.ts.key_a, sid_a, token_a), (&h.ts.key_b, sid_b, token_b)] {
@@ -555,7 +561,13 @@ async fn clearing_the_organisations_twilio_credentials_is_admin_only_and_its_own
     assert_error(status, &body, 403, "forbidden");
     let (status, body) = json(h.ts.req(Method::DELETE, path, "sb_not_a_key_0000000000000")).await;
     assert_eq!(status, 401, "{body}");
-    assert!(store(&h).get_org_telephony(org_a(&h).await).await.expect("store").is_some());
+    assert!(
+        store(&h)
+            .get_org_telephony(org_a(&h).await)
+            .await
+            .expect("store")
+            .is_some()
+    );
 
     // Org B's admin clears org B's credentials, never org A's.
     let (status, body) = json(h.ts.req(Method::DELETE, path, &h.ts.key_b)).await;
@@ -574,7 +586,13 @@ async fn clearing_the_organisations_twilio_credentials_is_admin_only_and_its_own
     assert_eq!(body["source"], "environment");
     assert_eq!(body["account_sid"], ACCOUNT_SID);
     assert!(body["auth_token"].is_null());
-    assert!(store(&h).get_org_telephony(org_a(&h).await).await.expect("store").is_none());
+    assert!(
+        store(&h)
+            .get_org_telephony(org_a(&h).await)
+            .await
+            .expect("store")
+            .is_none()
+    );
     let params = Harness::voice_params(&sid(), CALLER, OUR_NUMBER);
     let url = h.public("/twilio/voice");
     let (status, _) = h
@@ -655,7 +673,10 @@ async fn openapi_lists_the_calls_and_organisation_paths() {
     }
     let telephony = &doc["paths"]["/api/v1/organization/telephony"];
     for method in ["get", "put", "delete"] {
-        assert!(telephony.get(method).is_some(), "{method} telephony documented");
+        assert!(
+            telephony.get(method).is_some(),
+            "{method} telephony documented"
+        );
     }
     assert!(telephony["delete"]["responses"].get("403").is_some());
     for schema in [

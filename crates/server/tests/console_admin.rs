@@ -689,8 +689,14 @@ async fn twilio_credentials_are_verified_set_and_kept_but_never_shown() {
     let (_, html) = admin.get(&ts, "/console/org").await;
     let form = &html[html.find("id=\"clear-telephony\"").expect("clear form")..];
     let form = &form[..form.find("</form>").expect("form end")];
-    assert!(form.contains("action=\"/console/org/telephony/clear\""), "{form}");
-    assert!(form.contains("data-confirm=\"Clear the organisation"), "{form}");
+    assert!(
+        form.contains("action=\"/console/org/telephony/clear\""),
+        "{form}"
+    );
+    assert!(
+        form.contains("data-confirm=\"Clear the organisation"),
+        "{form}"
+    );
     let (_, created) = api_json(
         ts.req(Method::POST, "/api/v1/api-keys", KEY_A)
             .json(&json!({"name": "member", "role": "member"})),
@@ -707,8 +713,7 @@ async fn twilio_credentials_are_verified_set_and_kept_but_never_shown() {
         .post(&ts, "/console/org/telephony/clear", &pairs(&[]))
         .await;
     assert_eq!(status, 303);
-    let (_, cleared) =
-        api_json(ts.req(Method::GET, "/api/v1/organization/telephony", KEY_A)).await;
+    let (_, cleared) = api_json(ts.req(Method::GET, "/api/v1/organization/telephony", KEY_A)).await;
     assert_eq!(cleared["configured"], false, "{cleared}");
     let (_, html) = admin.get(&ts, "/console/org").await;
     assert!(!html.contains("id=\"clear-telephony\""));

@@ -493,7 +493,9 @@ async fn a_callers_backchannel_over_the_bot_is_marked_on_the_feed() {
     // Partial lines and the bot's lines carry the field, always false.
     assert!(
         seen.iter()
-            .filter(|(n, d)| n == "transcript" && (d["is_final"] == false || d["role"] == "assistant"))
+            .filter(
+                |(n, d)| n == "transcript" && (d["is_final"] == false || d["role"] == "assistant")
+            )
             .all(|(_, d)| d["backchannel"] == false),
         "{seen:?}"
     );
