@@ -5,13 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL, Redis, moto (S3), HAProxy, and headless Chromium with chromedriver for the
-# console's browser tests: use what the caller exported, else the local ones (started or
-# installed here when missing).
+# PostgreSQL, Redis, moto (S3), HAProxy, and headless Chromium with chromedriver and Firefox
+# with geckodriver for the console's browser tests: use what the caller exported, else the
+# local ones (started or installed here when missing).
 while IFS='=' read -r k v; do
   [ -n "$k" ] || continue
   if [ -z "${!k:-}" ]; then export "$k=$v"; fi
-done < <(bash scripts/services.sh; bash scripts/haproxy.sh; bash scripts/chromium.sh)
+done < <(bash scripts/services.sh; bash scripts/haproxy.sh; bash scripts/chromium.sh; bash scripts/firefox.sh)
 echo "DATABASE_URL=${DATABASE_URL:-<unset: PostgreSQL tests skipped>}"
 echo "REDIS_URL=${REDIS_URL:-<unset: Redis tests skipped>}"
 echo "S3_ENDPOINT=${S3_ENDPOINT:-<unset: S3 recordings tests skipped>}"
@@ -25,7 +25,12 @@ if [ "${CI:-}" = "true" ] && [ -z "${HAPROXY:-}" ]; then
   exit 1
 fi
 
-echo "CHROMEDRIVER=${CHROMEDRIVER:-<unset: console browser tests skipped>}"
+echo "CHROMEDRIVER=${CHROMEDRIVER:-<unset: console browser tests skipped in Chromium>}"
+echo "GECKODRIVER=${GECKODRIVER:-<unset: console browser tests skipped in Firefox>}"
+if [ "${CI:-}" = "true" ] && { [ -z "${CHROMEDRIVER:-}" ] || [ -z "${GECKODRIVER:-}" ]; }; then
+  echo "CI runs the console's browser tests in Chromium and Firefox; one could not be installed" >&2
+  exit 1
+fi
 
 # Deployment files (deploy/): Kubernetes schemas, Compose Specification, Dockerfile shape.
 bash scripts/lint-deploy.sh

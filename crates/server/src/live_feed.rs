@@ -56,6 +56,10 @@ pub struct LiveTranscript {
     /// `true`: the line as stored in the call's transcript. `false`: the caller's words so far
     /// in the current speech-to-text segment, replaced by later ones and by the final line.
     pub is_final: bool,
+    /// `true`: a caller's listening cue ("uh-huh") said over the bot, which the engine kept in
+    /// the transcript but took for neither a turn nor a barge-in. Always `false` for the bot's
+    /// lines and partial ones (the bot's own cues are `backchannel` events).
+    pub backchannel: bool,
     /// Milliseconds since call start: when the line started (final lines), or when the words
     /// arrived (partial ones).
     pub at_ms: u64,

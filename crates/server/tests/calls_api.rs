@@ -521,6 +521,94 @@ async fn organisation_telephony_credentials_are_write_only_and_used() {
 }
 
 #[tokio::test]
+async fn clearing_the_organisations_twilio_credentials_is_admin_only_and_its_own() {
+    let h = Harness::start(Options::default()).await;
+    h.assistant(
+        &h.ts.key_a,
+        h.record("front desk", json!({})),
+        Some(OUR_NUMBER),
+    )
+    .await;
+    let path = "/api/v1/organization/telephony";
+    let (sid_a, token_a) = (
+        "ACfedcba9876543210fedcba9876543210",
+        "org-a-auth-token-0042",
+    );
+    let (sid_b, token_b) = (
+        "AC0123456789abcdef0123456789abcdef",
+        "org-b-auth-token-0042",
+    );
+    h.rest.add_account(sid_a, token_a);
+    h.rest.add_account(sid_b, token_b);
+    for (key, sid, token) in [(&h.ts.key_a, sid_a, token_a), (&h.ts.key_b, sid_b, token_b)] {
+        let (status, body) = json(
+            h.ts.req(Method::PUT, path, key)
+                .json(&json!({"account_sid": sid, "auth_token": token})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // A member key may read the credentials, not clear them.
+    let (status, member) = json(
+        h.ts.req(Method::POST, "/api/v1/api-keys", &h.ts.key_a)
+            .json(&json!({"name": "member", "role": "member"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{member}");
+    let member = member["key"].as_str().expect("key").to_owned();
+    let (status, body) = json(h.ts.req(Method::DELETE, path, &member)).await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, body) = json(h.ts.req(Method::DELETE, path, "sb_not_a_key_0000000000000")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        store(&h)
+            .get_org_telephony(org_a(&h).await)
+            .await
+            .expect("store")
+            .is_some()
+    );
+
+    // Org B's admin clears org B's credentials, never org A's.
+    let (status, body) = json(h.ts.req(Method::DELETE, path, &h.ts.key_b)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["configured"], false);
+    assert_eq!(body["source"], "none");
+    let (_, body) = get(&h, path, &h.ts.key_a).await;
+    assert_eq!(body["source"], "organization");
+    assert_eq!(body["account_sid"], sid_a);
+
+    // Org A's admin clears org A's: organisation `default` is back on the environment's
+    // credentials, for reads and for its webhooks' signatures.
+    let (status, body) = json(h.ts.req(Method::DELETE, path, &h.ts.key_a)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["configured"], false);
+    assert_eq!(body["source"], "environment");
+    assert_eq!(body["account_sid"], ACCOUNT_SID);
+    assert!(body["auth_token"].is_null());
+    assert!(
+        store(&h)
+            .get_org_telephony(org_a(&h).await)
+            .await
+            .expect("store")
+            .is_none()
+    );
+    let params = Harness::voice_params(&sid(), CALLER, OUR_NUMBER);
+    let url = h.public("/twilio/voice");
+    let (status, _) = h
+        .post_form("/twilio/voice", &params, &url, Some(token_a))
+        .await;
+    assert_eq!(status, 403, "the cleared token no longer applies");
+    let (status, _) = h
+        .post_form("/twilio/voice", &params, &url, Some(AUTH_TOKEN))
+        .await;
+    assert_eq!(status, 200);
+    // Clearing again changes nothing and is not an error.
+    let (status, body) = json(h.ts.req(Method::DELETE, path, &h.ts.key_a)).await;
+    assert_eq!((status, &body["source"]), (200, &json!("environment")));
+}
+
+#[tokio::test]
 async fn organisation_provider_keys_are_masked_on_read() {
     let h = Harness::start(Options::default()).await;
     let path = "/api/v1/organization/provider-keys";
@@ -583,6 +671,14 @@ async fn openapi_lists_the_calls_and_organisation_paths() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
+    let telephony = &doc["paths"]["/api/v1/organization/telephony"];
+    for method in ["get", "put", "delete"] {
+        assert!(
+            telephony.get(method).is_some(),
+            "{method} telephony documented"
+        );
+    }
+    assert!(telephony["delete"]["responses"].get("403").is_some());
     for schema in [
         "CallResponse",
         "PaginatedCallsResponse",

@@ -3,7 +3,8 @@
 //! back. Covers creating an assistant (every field of the record on the form, grouped by
 //! settings object, with the schema's help), a validation error shown at its field, editing
 //! and saving (a blank secret keeps the stored one), duplicate, delete, phone numbers, API keys
-//! (created and shown once, revoked, refused to a member key), provider keys, organisations
+//! (created and shown once, revoked, refused to a member key), provider keys, Twilio
+//! credentials (set, kept, cleared), the confirmation asked before a deletion, organisations
 //! kept apart, and that no secret ever appears in clear in any page.
 
 mod common;
@@ -359,6 +360,13 @@ async fn an_assistant_is_created_checked_edited_duplicated_and_deleted_through_t
     let (_, list) = b.get(&ts, "/console/assistants").await;
     assert!(list.contains(&format!("data-assistant-id=\"{copy}\"")));
     assert!(list.contains(&format!("data-assistant-id=\"{id}\"")));
+    // The Delete button asks first (app.js reads the form's `data-confirm`).
+    assert!(
+        list.contains(&format!(
+            "action=\"/console/assistants/{copy}/delete\" data-confirm=\"Delete the assistant"
+        )),
+        "{list}"
+    );
     let (status, _, location) = b
         .post(&ts, &format!("/console/assistants/{copy}/delete"), &[])
         .await;
@@ -676,6 +684,39 @@ async fn twilio_credentials_are_verified_set_and_kept_but_never_shown() {
     assert_eq!(status, 303);
     let (_, again) = api_json(ts.req(Method::GET, "/api/v1/organization/telephony", KEY_A)).await;
     assert_eq!(again["auth_token"], masked.as_str());
+
+    // Clearing them: a button that asks first (app.js reads `data-confirm`), for admins only.
+    let (_, html) = admin.get(&ts, "/console/org").await;
+    let form = &html[html.find("id=\"clear-telephony\"").expect("clear form")..];
+    let form = &form[..form.find("</form>").expect("form end")];
+    assert!(
+        form.contains("action=\"/console/org/telephony/clear\""),
+        "{form}"
+    );
+    assert!(
+        form.contains("data-confirm=\"Clear the organisation"),
+        "{form}"
+    );
+    let (_, created) = api_json(
+        ts.req(Method::POST, "/api/v1/api-keys", KEY_A)
+            .json(&json!({"name": "member", "role": "member"})),
+    )
+    .await;
+    let mut member = Browser::sign_in(&ts, created["key"].as_str().expect("key")).await;
+    let (_, html) = member.get(&ts, "/console/org").await;
+    assert!(!html.contains("id=\"clear-telephony\""));
+    let (status, _, _) = member
+        .post(&ts, "/console/org/telephony/clear", &pairs(&[]))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = admin
+        .post(&ts, "/console/org/telephony/clear", &pairs(&[]))
+        .await;
+    assert_eq!(status, 303);
+    let (_, cleared) = api_json(ts.req(Method::GET, "/api/v1/organization/telephony", KEY_A)).await;
+    assert_eq!(cleared["configured"], false, "{cleared}");
+    let (_, html) = admin.get(&ts, "/console/org").await;
+    assert!(!html.contains("id=\"clear-telephony\""));
 
     admin.assert_never_shown(TWILIO_TOKEN_A);
     admin.assert_never_shown(wrong);

@@ -1,11 +1,16 @@
-//! The web console in real headless Chromium, driven through chromedriver (WebDriver) with
-//! `fantoccini`: sign in (a wrong key refused), browse calls, open the timeline of a call that
-//! ran against the provider fakes, play its recording, the what-if replay, the latency trend
-//! on the analytics page, sign out, and a revoked key's session refused. Screenshots of each
-//! page go to docs/console/NAME.png.
+//! The web console in real headless browsers, driven through WebDriver with `fantoccini`: sign
+//! in (a wrong key refused), browse calls, open the timeline of a call that ran against the
+//! provider fakes, play its recording, the what-if replay, the latency trend on the analytics
+//! page, sign out, a revoked key's session refused, an assistant created through the form,
+//! deletions asked for confirmation first.
+//! Every test runs in Chromium (`chromium::…`, through chromedriver) and in Firefox
+//! (`firefox::…`, through geckodriver), same body; screenshots of each page go to
+//! docs/console/NAME.png, from Chromium only.
 //!
-//! Needs `chromium` and `chromedriver` on PATH (scripts/chromium.sh installs Debian's). Without
-//! them the tests print why and pass, except when `CI=true`, where they fail.
+//! Chromium needs `chromium` and `chromedriver` on PATH or in `CHROMIUM`/`CHROMEDRIVER`
+//! (scripts/chromium.sh installs Debian's); Firefox needs `firefox-esr` (or `firefox`) and
+//! `geckodriver`, on PATH or in `FIREFOX`/`GECKODRIVER` (scripts/firefox.sh installs them).
+//! Without them a browser's tests print why and pass, except when `CI=true`, where they fail.
 
 mod common;
 
@@ -44,6 +49,29 @@ const CHROMIUM_FLAGS: [&str; 10] = [
     "--autoplay-policy=no-user-gesture-required",
 ];
 
+/// Firefox's preferences: media may play without a gesture, nothing reaching the network on
+/// its own (geckodriver's profile already turns off updates and telemetry).
+fn firefox_prefs() -> Value {
+    json!({
+        "media.autoplay.default": 0,
+        "media.autoplay.blocking_policy": 0,
+        "network.captive-portal-service.enabled": false,
+        "network.connectivity-service.enabled": false,
+        "browser.safebrowsing.malware.enabled": false,
+        "browser.safebrowsing.phishing.enabled": false,
+        "extensions.getAddons.cache.enabled": false,
+    })
+}
+
+/// The browsers the tests run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// Debian's `chromium`, through `chromedriver`.
+    Chromium,
+    /// Debian's `firefox-esr`, through `geckodriver`.
+    Firefox,
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -52,19 +80,32 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// chromedriver and the browser binary, or `None` (after saying why) when the test must skip.
-fn tools() -> Option<(PathBuf, PathBuf)> {
-    let driver = std::env::var_os("CHROMEDRIVER")
+/// The first of the environment variable `var` or the executables `names` on PATH.
+fn find(var: &str, names: &[&str]) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| on_path("chromedriver"));
-    let browser = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .or_else(|| on_path("chromium"))
-        .or_else(|| on_path("chromium-browser"));
+        .or_else(|| names.iter().find_map(|n| on_path(n)))
+}
+
+/// The engine's WebDriver and browser binary, or `None` (after saying why) when its tests must
+/// skip.
+fn tools(engine: Engine) -> Option<(PathBuf, PathBuf)> {
+    let (driver, browser, reason) = match engine {
+        Engine::Chromium => (
+            find("CHROMEDRIVER", &["chromedriver"]),
+            find("CHROMIUM", &["chromium", "chromium-browser"]),
+            "chromium or chromedriver not found (run scripts/chromium.sh)",
+        ),
+        Engine::Firefox => (
+            find("GECKODRIVER", &["geckodriver"]),
+            find("FIREFOX", &["firefox-esr", "firefox"]),
+            "firefox or geckodriver not found (run scripts/firefox.sh)",
+        ),
+    };
     match (driver, browser) {
         (Some(d), Some(b)) => Some((d, b)),
         _ => {
-            let reason = "chromium or chromedriver not found (run scripts/chromium.sh)";
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true: the browser tests cannot skip: {reason}"
@@ -75,36 +116,61 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
-/// A chromedriver process and a WebDriver session on it; both end on drop or [`Browser::quit`].
+/// A WebDriver process and a session on it; both end on drop or [`Browser::quit`].
 struct Browser {
+    engine: Engine,
     client: Option<Client>,
     driver: Child,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
-    async fn start(driver: &Path, chromium: &Path) -> Browser {
+    /// Starts `engine`'s WebDriver and a headless session, or returns `None` (after saying
+    /// why) when the engine is not installed.
+    async fn start(engine: Engine) -> Option<Browser> {
+        let (driver, binary) = tools(engine)?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let driver = Command::new(driver)
-            .arg(format!("--port={port}"))
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        let mut command = Command::new(&driver);
+        match engine {
+            Engine::Chromium => {
+                command.arg(format!("--port={port}"));
+                let mut args: Vec<String> =
+                    CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+                args.push(format!("--user-data-dir={}", profile.path().display()));
+                caps.insert("browserName".into(), json!("chrome"));
+                caps.insert(
+                    "goog:chromeOptions".into(),
+                    json!({"binary": binary.display().to_string(), "args": args}),
+                );
+            }
+            Engine::Firefox => {
+                // geckodriver writes the browser's profile under TMPDIR: keep it in ours.
+                command
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .env("TMPDIR", profile.path());
+                caps.insert("browserName".into(), json!("firefox"));
+                caps.insert(
+                    "moz:firefoxOptions".into(),
+                    json!({
+                        "binary": binary.display().to_string(),
+                        "args": ["-headless"],
+                        "prefs": firefox_prefs(),
+                    }),
+                );
+            }
+        }
+        let driver = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver starts");
-        let profile = tempfile::tempdir().expect("profile dir");
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"binary": chromium.display().to_string(), "args": args}),
-        );
+            .expect("the WebDriver starts");
         let url = format!("http://127.0.0.1:{port}");
-        // chromedriver accepts sessions once it listens: retry the connection until then.
+        // The driver accepts sessions once it listens: retry the connection until then.
         let started = Instant::now();
         let client = loop {
             match ClientBuilder::new(HttpConnector::new())
@@ -120,11 +186,18 @@ impl Browser {
                 Err(e) => panic!("no WebDriver session: {e}"),
             }
         };
-        Browser {
+        if engine == Engine::Firefox {
+            client
+                .set_window_size(1280, 1000)
+                .await
+                .expect("window sized");
+        }
+        Some(Browser {
+            engine,
             client: Some(client),
             driver,
             _profile: profile,
-        }
+        })
     }
 
     fn c(&self) -> &Client {
@@ -172,12 +245,31 @@ async fn until(client: &Client, script: &str, what: &str) -> Value {
     }
 }
 
-/// Saves the page as docs/console/`name`.png.
-async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.expect("screenshot");
+/// Saves the page as docs/console/`name`.png (Chromium's pages only: one picture per page).
+async fn screenshot(b: &Browser, name: &str) {
+    if b.engine != Engine::Chromium {
+        return;
+    }
+    let png = b.c().screenshot().await.expect("screenshot");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console");
     std::fs::create_dir_all(&dir).expect("docs/console");
     std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
+}
+
+/// The text of the confirmation dialog the page opened, once it is open; fails after
+/// [`UI_DEADLINE`].
+async fn confirmation(c: &Client) -> String {
+    let started = Instant::now();
+    loop {
+        match c.get_alert_text().await {
+            Ok(text) => return text,
+            Err(e) => assert!(
+                started.elapsed() < UI_DEADLINE,
+                "no confirmation dialog: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn sign_in(b: &Browser, base: &str, key: &str) {
@@ -297,14 +389,15 @@ async fn server_with_a_call() -> (CallServer, ProviderFakes, i64) {
     (calls, fakes, call.id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
-    let Some((driver, chromium)) = tools() else {
+async fn an_operator_signs_in_reads_a_call_and_plays_its_recording(engine: Engine) {
+    if tools(engine).is_none() {
         return;
-    };
+    }
     let (calls, _fakes, call_id) = server_with_a_call().await;
     let base = calls.base.clone();
-    let b = Browser::start(&driver, &chromium).await;
+    let Some(b) = Browser::start(engine).await else {
+        return;
+    };
     let c = b.c();
 
     // A wrong key is refused at the form.
@@ -316,7 +409,7 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
         .await
         .expect("error shown");
     assert!(error.text().await.expect("text").contains("not valid"));
-    screenshot(c, "login").await;
+    screenshot(&b, "login").await;
 
     // The right key signs in and lands on the live page.
     sign_in(&b, &base, KEY_A).await;
@@ -343,7 +436,7 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
         .for_element(Locator::Css(&format!("tr[data-call-id='{call_id}'] a")))
         .await
         .expect("call listed");
-    screenshot(c, "calls").await;
+    screenshot(&b, "calls").await;
     row.click().await.expect("open call");
     c.wait()
         .at_most(UI_DEADLINE)
@@ -381,7 +474,7 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
         "the recording to load (readyState >= 2)",
     )
     .await;
-    screenshot(c, "call").await;
+    screenshot(&b, "call").await;
 
     // What-if replay: both timelines drawn, the change listed.
     c.goto(&format!(
@@ -405,7 +498,7 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
         .await
         .expect("text");
     assert!(changes.contains("tail_protection_ms"), "{changes}");
-    screenshot(c, "replay").await;
+    screenshot(&b, "replay").await;
 
     // Analytics: the call's answered turns are today's point of the latency trend.
     c.find(Locator::LinkText("Analytics"))
@@ -424,7 +517,7 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
     c.find(Locator::Css("#latency-table tbody tr"))
         .await
         .expect("today's row");
-    screenshot(c, "analytics").await;
+    screenshot(&b, "analytics").await;
 
     // Sign out: back to the form, and the console is closed again.
     c.find(Locator::Css("#sign-out"))
@@ -450,15 +543,16 @@ async fn an_operator_signs_in_reads_a_call_and_plays_its_recording() {
     calls.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_keys_session_is_refused() {
-    let Some((driver, chromium)) = tools() else {
+async fn a_revoked_keys_session_is_refused(engine: Engine) {
+    if tools(engine).is_none() {
         return;
-    };
+    }
     let ts = common::TestServer::start().await;
     let created = member_key(&ts, "browser").await;
     let key = created["key"].as_str().expect("key");
-    let b = Browser::start(&driver, &chromium).await;
+    let Some(b) = Browser::start(engine).await else {
+        return;
+    };
     let c = b.c();
     sign_in(&b, &ts.base, key).await;
     c.wait()
@@ -495,16 +589,18 @@ async fn a_revoked_keys_session_is_refused() {
 
 /// Assistants and Organisation pages (the `console-admin` part): create an assistant through
 /// the form with a value the API refuses (the error shown at its field), correct and save it,
-/// see it listed, and revoke a key on the Organisation page. Screenshots: assistants*.png and
+/// see it listed, delete it (the confirmation dismissed once, then accepted), and revoke a key
+/// on the Organisation page (confirmed). Screenshots: assistants*.png and
 /// organisation.png.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_creates_an_assistant_and_revokes_a_key() {
-    let Some((driver, chromium)) = tools() else {
+async fn an_operator_creates_an_assistant_and_revokes_a_key(engine: Engine) {
+    if tools(engine).is_none() {
         return;
-    };
+    }
     let ts = common::TestServer::start().await;
     let created = member_key(&ts, "to revoke").await;
-    let b = Browser::start(&driver, &chromium).await;
+    let Some(b) = Browser::start(engine).await else {
+        return;
+    };
     let c = b.c();
     sign_in(&b, &ts.base, KEY_A).await;
     c.wait()
@@ -538,7 +634,7 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
     )
     .await
     .expect("scrolled to the field");
-    screenshot(c, "assistants-validation").await;
+    screenshot(&b, "assistants-validation").await;
 
     save_temperature(c, "0.3").await;
     c.wait()
@@ -546,7 +642,7 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
         .for_element(Locator::Css("#saved"))
         .await
         .expect("saved");
-    screenshot(c, "assistants-edit").await;
+    screenshot(&b, "assistants-edit").await;
 
     c.goto(&format!("{}/console/assistants", ts.base))
         .await
@@ -558,7 +654,58 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
         "the new assistant in the list",
     )
     .await;
-    screenshot(c, "assistants").await;
+    screenshot(&b, "assistants").await;
+
+    // Deleting asks first: dismissed, nothing is sent; accepted, the assistant is gone.
+    let id = until(
+        c,
+        "[...document.querySelectorAll('#assistants tr[data-assistant-id]')] \
+           .find(r => r.textContent.includes('Browser desk')).dataset.assistantId",
+        "the new assistant's row",
+    )
+    .await;
+    let id = id.as_str().expect("assistant id").to_owned();
+    let delete = format!("tr[data-assistant-id=\"{id}\"] form[action$=\"/delete\"] button");
+    let assistant = format!("/api/v1/assistants/{id}");
+    c.find(Locator::Css(&delete))
+        .await
+        .expect("delete button")
+        .click()
+        .await
+        .expect("clicked");
+    let question = confirmation(c).await;
+    assert!(
+        question.contains("Delete the assistant \u{201c}Browser desk\u{201d}"),
+        "{question}"
+    );
+    c.dismiss_alert().await.expect("dismissed");
+    let kept = ts
+        .req(reqwest::Method::GET, &assistant, KEY_A)
+        .send()
+        .await
+        .expect("get assistant");
+    assert_eq!(kept.status(), 200, "deleted although the operator said no");
+    c.find(Locator::Css(&delete))
+        .await
+        .expect("delete button still there")
+        .click()
+        .await
+        .expect("clicked");
+    confirmation(c).await;
+    c.accept_alert().await.expect("accepted");
+    until(
+        c,
+        "location.pathname === '/console/assistants' && document.readyState === 'complete' && \
+         !document.body.textContent.includes('Browser desk')",
+        "the assistant gone from the list",
+    )
+    .await;
+    let gone = ts
+        .req(reqwest::Method::GET, &assistant, KEY_A)
+        .send()
+        .await
+        .expect("get assistant");
+    assert_eq!(gone.status(), 404);
 
     c.goto(&format!("{}/console/org", ts.base))
         .await
@@ -572,6 +719,9 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
     .click()
     .await
     .expect("clicked");
+    let question = confirmation(c).await;
+    assert!(question.starts_with("Revoke the key"), "{question}");
+    c.accept_alert().await.expect("accepted");
     until(
         c,
         &format!(
@@ -591,17 +741,18 @@ async fn an_operator_creates_an_assistant_and_revokes_a_key() {
     )
     .await;
     assert_eq!(row, Value::Bool(true));
-    screenshot(c, "organisation").await;
+    screenshot(&b, "organisation").await;
     b.quit().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_watches_a_call_go_live_and_end() {
-    let Some((driver, chromium)) = tools() else {
+async fn an_operator_watches_a_call_go_live_and_end(engine: Engine) {
+    if tools(engine).is_none() {
+        return;
+    }
+    let (calls, _fakes, script) = server_for_a_call().await;
+    let Some(b) = Browser::start(engine).await else {
         return;
     };
-    let (calls, _fakes, script) = server_for_a_call().await;
-    let b = Browser::start(&driver, &chromium).await;
     let c = b.c();
     sign_in(&b, &calls.base, KEY_A).await;
     c.wait()
@@ -640,7 +791,7 @@ async fn an_operator_watches_a_call_go_live_and_end() {
         .await
         .expect("script runs");
     assert_eq!(still_live, Value::Bool(true), "shown ended while live");
-    screenshot(c, "live").await;
+    screenshot(&b, "live").await;
 
     // It ends: the page says so, with the SID the engine recorded.
     let report = call.await.expect("the fake call ran");
@@ -658,3 +809,32 @@ async fn an_operator_watches_a_call_go_live_and_end() {
     assert_eq!(shown.as_str(), Some(report.call_sid.as_str()));
     b.quit().await;
 }
+
+/// Each test above, once per browser: `chromium::NAME` and `firefox::NAME`.
+macro_rules! in_each_browser {
+    ($($test:ident),* $(,)?) => {
+        mod chromium {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Engine::Chromium).await;
+                }
+            )*
+        }
+        mod firefox {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Engine::Firefox).await;
+                }
+            )*
+        }
+    };
+}
+
+in_each_browser!(
+    an_operator_signs_in_reads_a_call_and_plays_its_recording,
+    a_revoked_keys_session_is_refused,
+    an_operator_creates_an_assistant_and_revokes_a_key,
+    an_operator_watches_a_call_go_live_and_end,
+);

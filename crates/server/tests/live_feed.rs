@@ -2,7 +2,8 @@
 //! the provider fakes is seen by its organisation's viewer from `call_started` through its
 //! transcript and turns to `call_ended`, in order; another organisation's viewer sees none of
 //! it; a viewer that never reads loses events (and is told) while the call runs normally;
-//! unauthenticated viewers and viewers beyond the cap are refused.
+//! unauthenticated viewers and viewers beyond the cap are refused; a barge-in comes before the
+//! turn it cut off, and a caller's backchannel over the bot is marked as one.
 
 mod common;
 
@@ -435,11 +436,81 @@ async fn a_barge_in_is_marked_on_the_feed_with_the_interrupted_turn() {
         .position(|n| *n == "barge_in")
         .unwrap_or_else(|| panic!("no barge_in: {names:?}"));
     assert!(seen[barge].1["at_ms"].as_u64().is_some_and(|ms| ms > 0));
-    // The reply it cut off is recorded as an interrupted turn (in the same action batch).
+    // The reply it cut off is recorded as an interrupted turn (in the same action batch), which
+    // the feed shows after the barge-in it belongs to, never before.
+    let interrupted = seen
+        .iter()
+        .position(|(n, d)| n == "turn" && d["interrupted"] == true)
+        .unwrap_or_else(|| panic!("no interrupted turn: {seen:?}"));
+    assert!(
+        barge < interrupted,
+        "the interrupted turn preceded its barge_in: {names:?}"
+    );
+    drop(fakes);
+    drop(viewer);
+    calls.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_backchannel_over_the_bot_is_marked_on_the_feed() {
+    let script = fixture("backchannel");
+    let (calls, fakes) = start_with(
+        &script,
+        "Hi, Harbor Dental.",
+        &[
+            "Please bring a photo ID, your insurance card, a list of the medicines you take, and \
+             any dental records or x-rays from your previous dentist, if you have them.",
+            "You're welcome. See you soon, goodbye!",
+        ],
+        |_| {},
+    )
+    .await;
+    let mut viewer = connect(&calls, KEY_A).await;
+    assert_eq!(viewer.next().await.0, "snapshot");
+    let report = call(&calls, script.clone()).await;
+    assert!(report.errors.is_empty(), "caller: {:?}", report.errors);
+
+    let mut seen = Vec::new();
+    loop {
+        let (name, data) = viewer.next().await;
+        let end = name == "call_ended";
+        seen.push((name, data));
+        if end {
+            break;
+        }
+    }
+    let user_finals: Vec<&Value> = seen
+        .iter()
+        .filter(|(n, d)| n == "transcript" && d["role"] == "user" && d["is_final"] == true)
+        .map(|(_, d)| d)
+        .collect();
+    // "uh-huh" said over the long answer: a final caller line marked as a backchannel.
+    let cue = user_finals
+        .iter()
+        .find(|d| d["text"] == "uh-huh")
+        .unwrap_or_else(|| panic!("no uh-huh line: {user_finals:?}"));
+    assert_eq!(cue["backchannel"], true, "{cue}");
+    // The caller's real turns are not.
+    for words in ["What do I need", "Okay, got it"] {
+        let turn = user_finals
+            .iter()
+            .find(|d| d["text"].as_str().is_some_and(|t| t.contains(words)))
+            .unwrap_or_else(|| panic!("no line with {words:?}: {user_finals:?}"));
+        assert_eq!(turn["backchannel"], false, "{turn}");
+    }
+    // Partial lines and the bot's lines carry the field, always false.
     assert!(
         seen.iter()
-            .any(|(n, d)| n == "turn" && d["interrupted"] == true),
+            .filter(
+                |(n, d)| n == "transcript" && (d["is_final"] == false || d["role"] == "assistant")
+            )
+            .all(|(_, d)| d["backchannel"] == false),
         "{seen:?}"
+    );
+    // It did not cut the bot off.
+    assert!(
+        !seen.iter().any(|(n, _)| n == "barge_in"),
+        "a backchannel was taken for a barge-in: {seen:?}"
     );
     drop(fakes);
     drop(viewer);

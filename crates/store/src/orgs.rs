@@ -424,6 +424,23 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the organisation's Twilio credentials (account SID and sealed token); clearing
+    /// credentials that were never set is not an error. `NotFound` for an unknown organisation.
+    pub async fn clear_org_telephony(&self, org_id: i64) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "UPDATE organizations SET twilio_account_sid = NULL, twilio_auth_token = NULL, \
+             updated_at = $2 WHERE id = $1",
+        )
+        .bind(org_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// The organisation's Twilio credentials; `None` if unset or the organisation is unknown.
     pub async fn get_org_telephony(&self, org_id: i64) -> Result<Option<OrgTelephony>, StoreError> {
         let row = sqlx::query(

@@ -314,6 +314,19 @@ async fn org_telephony_and_provider_keys(ctx: Ctx) {
         s.set_org_telephony(9999, "AC", "x").await,
         Err(StoreError::NotFound)
     ));
+    // Clearing removes one organisation's credentials only; clearing again is fine.
+    s.set_org_telephony(b, "AC789", "tok-b").await.unwrap();
+    s.clear_org_telephony(a).await.unwrap();
+    assert!(s.get_org_telephony(a).await.unwrap().is_none());
+    s.clear_org_telephony(a).await.unwrap();
+    assert_eq!(
+        s.get_org_telephony(b).await.unwrap().unwrap().auth_token,
+        "tok-b"
+    );
+    assert!(matches!(
+        s.clear_org_telephony(9999).await,
+        Err(StoreError::NotFound)
+    ));
 
     assert!(s.get_org_provider_keys(a).await.unwrap().is_empty());
     let mut m = serde_json::Map::new();

@@ -518,10 +518,14 @@ impl Call {
         let fill_timer = tokio::time::sleep_until(never);
         tokio::pin!(fill_timer);
         let outcome = loop {
+            // A barge-in goes out before the actions that carry it out: the cut-off reply's
+            // interrupted transcript line and turn follow it on the feed.
+            self.publish_barge_ins();
             if let Flow::End(outcome) = self.drain_actions(socket).await {
                 break outcome;
             }
-            self.publish_moments();
+            // A listening cue after them: its words come with its `TtsText` action.
+            self.publish_cues();
             let deadline = self.core.poll_timeout().map_or(never, |m| {
                 tokio::time::Instant::from_std(self.started + Duration::from_millis(m.0))
             });
@@ -693,6 +697,7 @@ impl Call {
                     },
                     text: t.text.clone(),
                     is_final: true,
+                    backchannel: t.backchannel,
                     at_ms: t.start.0,
                 })
             }),
@@ -728,40 +733,48 @@ impl Call {
                     role: "user",
                     text: text.to_owned(),
                     is_final: false,
+                    backchannel: false,
                     at_ms: now.0,
                 })
             });
     }
 
-    /// Barge-ins and listening cues the core counted since the last look go to the live feed.
-    /// Two integer compares per loop when nothing happened.
-    fn publish_moments(&mut self) {
-        let m = self.core.core().metrics();
-        let seen = (m.interruptions, m.bot_backchannels);
-        if seen == self.live_seen {
+    /// Barge-ins the core counted since the last look go to the live feed. One integer compare
+    /// when nothing happened. Called before the core's actions are carried out, so a barge-in
+    /// precedes the interrupted turn it produced.
+    fn publish_barge_ins(&mut self) {
+        let seen = self.core.core().metrics().interruptions;
+        let new = seen.saturating_sub(self.live_seen.0);
+        if new == 0 {
             return;
         }
-        let (barge_ins, cues) = (
-            seen.0.saturating_sub(self.live_seen.0),
-            seen.1.saturating_sub(self.live_seen.1),
-        );
-        self.live_seen = seen;
+        self.live_seen.0 = seen;
         let (org, call_id, at_ms) = (self.setup.organization_id, self.setup.call_id, self.now().0);
-        for _ in 0..barge_ins {
+        for _ in 0..new {
             self.state
                 .live
                 .publish_with(org, || LiveEvent::BargeIn(LiveMoment { call_id, at_ms }));
         }
-        if cues > 0 {
-            let text = self.live_last_spoken.take().unwrap_or_default();
-            self.state.live.publish_with(org, || {
-                LiveEvent::Backchannel(LiveBackchannel {
-                    call_id,
-                    text,
-                    at_ms,
-                })
-            });
+    }
+
+    /// Listening cues the bot said since the last look go to the live feed, with the words last
+    /// sent to the TTS. One integer compare when nothing happened. Called after the core's
+    /// actions are carried out (the cue's words are one of them).
+    fn publish_cues(&mut self) {
+        let seen = self.core.core().metrics().bot_backchannels;
+        if seen == self.live_seen.1 {
+            return;
         }
+        self.live_seen.1 = seen;
+        let (org, call_id, at_ms) = (self.setup.organization_id, self.setup.call_id, self.now().0);
+        let text = self.live_last_spoken.take().unwrap_or_default();
+        self.state.live.publish_with(org, || {
+            LiveEvent::Backchannel(LiveBackchannel {
+                call_id,
+                text,
+                at_ms,
+            })
+        });
     }
 
     fn bad_message(&mut self, what: &str) {

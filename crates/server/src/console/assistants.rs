@@ -138,7 +138,8 @@ async fn list_page(
                                     button.secondary type="submit" { "Duplicate" }
                                 }
                                 " "
-                                form.inline method="post" action=(format!("{}/delete", assistant_url(a.id))) {
+                                form.inline method="post" action=(format!("{}/delete", assistant_url(a.id)))
+                                    data-confirm=(format!("Delete the assistant \u{201c}{}\u{201d}? This cannot be undone.", a.config.name)) {
                                     (csrf_field(&user))
                                     button.secondary type="submit" { "Delete" }
                                 }

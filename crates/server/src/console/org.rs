@@ -1,6 +1,7 @@
 //! The Organisation page (`/console/org`): the organisation's API keys (list by prefix, name,
 //! role, creation and last use; create — the key is shown once —; revoke), its provider keys
-//! (set, replace, clear) and its Twilio credentials (set, replace).
+//! (set, replace, clear) and its Twilio credentials (set, replace, clear). Forms that revoke or
+//! clear carry a `data-confirm` question that `app.js` asks before sending them.
 //!
 //! Every read and change goes through the API's handlers (`routes::api_keys`,
 //! `routes::organization`) with the session's key, so the roles are the API's: an admin key
@@ -28,7 +29,8 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::api_keys::{ApiKeyView, CreateKeyRequest, create_key, list_keys, revoke_key};
 use crate::routes::organization::{
-    TelephonyRequest, get_provider_keys, get_telephony, put_provider_keys, put_telephony,
+    TelephonyRequest, delete_telephony, get_provider_keys, get_telephony, put_provider_keys,
+    put_telephony,
 };
 use crate::state::AppState;
 
@@ -45,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/org/keys/{key_id}/revoke", post(revoke))
         .route("/console/org/provider-keys", post(provider_key))
         .route("/console/org/telephony", post(telephony))
+        .route("/console/org/telephony/clear", post(clear_telephony))
 }
 
 /// The session's key as an API admin, or the API's own refusal for a member key.
@@ -151,7 +154,8 @@ async fn render(
                                     }
                                     td {
                                         @if k.active {
-                                            form.inline method="post" action=(format!("/console/org/keys/{}/revoke", k.id)) {
+                                            form.inline method="post" action=(format!("/console/org/keys/{}/revoke", k.id))
+                                                data-confirm=(format!("Revoke the key {}\u{2026}? Every request and console session using it fails at once.", k.prefix)) {
                                                 (csrf_field(user))
                                                 button.secondary type="submit" { "Revoke" }
                                             }
@@ -189,7 +193,8 @@ async fn render(
                             td { code { (shown(value)) } }
                             @if admin {
                                 td {
-                                    form.inline method="post" action="/console/org/provider-keys" {
+                                    form.inline method="post" action="/console/org/provider-keys"
+                                        data-confirm=(format!("Clear the provider key {name}? Calls whose assistant has no key of its own lose it.")) {
                                         (csrf_field(user))
                                         input type="hidden" name="name" value=(name);
                                         input type="hidden" name="action" value="clear";
@@ -236,6 +241,13 @@ async fn render(
                         placeholder=(if telephony.configured { "leave blank to keep" } else { "" });
                     " "
                     button type="submit" { "Verify with Twilio and save" }
+                }
+                @if telephony.configured {
+                    form.inline #clear-telephony method="post" action="/console/org/telephony/clear"
+                        data-confirm="Clear the organisation's Twilio credentials? Its webhooks are refused and its Twilio calls fail until new ones are set." {
+                        (csrf_field(user))
+                        button.secondary type="submit" { "Clear credentials" }
+                    }
                 }
             }
         }
@@ -451,6 +463,21 @@ async fn telephony(
         auth_token: token,
     };
     match put_telephony(State(state.clone()), admin, ApiJson(request)).await {
+        Ok(_) => Ok(Redirect::to(PATH).into_response()),
+        Err(err) => refused(&state, &user, err).await,
+    }
+}
+
+/// `POST /console/org/telephony/clear`: the API's clear (`DELETE /api/v1/organization/telephony`).
+async fn clear_telephony(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+) -> Result<Response, ConsoleError> {
+    let admin = match admin_auth(&user) {
+        Ok(admin) => admin,
+        Err(err) => return refused(&state, &user, err).await,
+    };
+    match delete_telephony(State(state.clone()), admin).await {
         Ok(_) => Ok(Redirect::to(PATH).into_response()),
         Err(err) => refused(&state, &user, err).await,
     }

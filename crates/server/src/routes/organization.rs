@@ -1,4 +1,5 @@
-//! `/api/v1/organization/…`: the caller's organisation's Twilio credentials and provider keys.
+//! `/api/v1/organization/…`: the caller's organisation's Twilio credentials (read, set, clear)
+//! and provider keys.
 //!
 //! Both hold secrets, so both are write-only in effect: a read shows the Twilio account SID and
 //! masked values (`abc…wxyz`), never a token or key in clear. A masked value sent back in a
@@ -36,7 +37,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/organization/telephony",
-            get(get_telephony).put(put_telephony),
+            get(get_telephony)
+                .put(put_telephony)
+                .delete(delete_telephony),
         )
         .route(
             "/api/v1/organization/provider-keys",
@@ -47,7 +50,13 @@ pub fn router() -> Router<AppState> {
 /// OpenAPI description of this module's paths.
 #[derive(OpenApi)]
 #[openapi(
-    paths(get_telephony, put_telephony, get_provider_keys, put_provider_keys),
+    paths(
+        get_telephony,
+        put_telephony,
+        delete_telephony,
+        get_provider_keys,
+        put_provider_keys
+    ),
     components(schemas(TelephonyRequest, TelephonyResponse)),
     tags((name = "organization", description = "Organisation credentials (write-only secrets)"))
 )]
@@ -180,6 +189,31 @@ pub async fn put_telephony(
         organization_id = org,
         "Twilio credentials verified and updated"
     );
+    Ok(Json(telephony_response(&state, org).await?))
+}
+
+/// Clear the organisation's Twilio credentials: its webhooks are no longer accepted and its
+/// REST calls (hang-up, transfer, SMS, outbound calls) fail until new ones are set, except that
+/// organisation `default` falls back to `TWILIO_ACCOUNT_SID` / `TWILIO_AUTH_TOKEN`. Clearing
+/// credentials that were never set is not an error. Answers what is in use afterwards.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/organization/telephony",
+    tag = "organization",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cleared; the credentials in use now (`configured: false`)", body = TelephonyResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody)
+    )
+)]
+pub async fn delete_telephony(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+) -> Result<Json<TelephonyResponse>, ApiError> {
+    let org = auth.organization_id;
+    state.store.clear_org_telephony(org).await?;
+    tracing::info!(organization_id = org, "Twilio credentials cleared");
     Ok(Json(telephony_response(&state, org).await?))
 }
 

@@ -61,5 +61,13 @@
     return Math.abs(value) >= 1000 ? (value / 1000).toFixed(2) + " s" : Math.round(value) + " ms";
   }
 
+  // A form that deletes, revokes or clears something asks first: its data-confirm attribute is
+  // the question (no inline handler: the CSP forbids inline scripts). Cancelling sends nothing.
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
   window.Switchboard = { api, el, svg, ms, csrfToken };
 })();

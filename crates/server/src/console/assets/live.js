@@ -74,8 +74,9 @@
     const previous = entry.interim.get(key);
     if (previous) previous.remove();
     entry.interim.delete(key);
-    const li = line(entry, t.role + (t.is_final ? "" : " interim"), t.at_ms,
-      (t.role === "user" ? "Caller: " : "Bot: ") + t.text);
+    const who = t.role === "user" ? (t.backchannel ? "Caller (backchannel): " : "Caller: ") : "Bot: ";
+    const cls = t.role + (t.is_final ? "" : " interim") + (t.backchannel ? " backchannel" : "");
+    const li = line(entry, cls, t.at_ms, who + t.text);
     if (!t.is_final) entry.interim.set(key, li);
   }
 
