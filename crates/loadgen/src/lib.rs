@@ -33,5 +33,6 @@ pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod scenarios;
+pub mod speech;
 pub mod stats;
 pub mod viewers;

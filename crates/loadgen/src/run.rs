@@ -39,6 +39,10 @@ pub struct LoadConfig {
     /// Keep every bot chunk and mark in the call reports (the scenario verdicts need them;
     /// off for large runs).
     pub record_timeline: bool,
+    /// Tells the bot's speech from a background sound in what the caller hears
+    /// ([`crate::speech::is_fake_speech`] with `--background-sound`); `None`: all bot audio is
+    /// speech.
+    pub speech_detector: Option<fn(&[u8]) -> bool>,
     /// Print a progress line on stderr every second.
     pub progress: bool,
     /// Engine pid to show RSS in progress lines.
@@ -160,6 +164,7 @@ pub async fn run_calls(
         fc.to = cfg.script_numbers.get(k).unwrap_or(&cfg.to_number).clone();
         fc.record_timeline = cfg.record_timeline;
         fc.keep_audio = false;
+        fc.speech_detector = cfg.speech_detector;
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start_at).await;

@@ -81,6 +81,7 @@ async fn a_small_run_accounts_for_every_turn() {
         to_number: NUMBER.to_owned(),
         script_numbers: Vec::new(),
         record_timeline: false,
+        speech_detector: None,
         progress: false,
         engine_pid: None,
     };

@@ -79,6 +79,7 @@ async fn every_scenario_of_the_corpus_passes() {
         to_number: FIRST_NUMBER.to_owned(),
         script_numbers: numbers,
         record_timeline: true,
+        speech_detector: None,
         progress: false,
         engine_pid: None,
     };

@@ -5,39 +5,64 @@
 //! the recordings' storage under `org-<id>/background-sounds/…`, named by the record's
 //! `storage_key`) or a `sound_url` fetched once through the guarded tenant HTTP client (http(s)
 //! only, public addresses unless `outbound.allow_hosts` says otherwise, at most
-//! [`MAX_SOUND_BYTES`] within [`FETCH_TIMEOUT`]). It is decoded in process by MIT/Apache-2.0
-//! decoders (hound: WAV, lewton: OGG/Vorbis, claxon: FLAC, nanomp3: MP3), mixed down to mono,
-//! resampled once to 8 kHz and kept as 16-bit PCM in a [`SoundCache`] shared by every call,
-//! keyed by storage key or URL, with one copy per content hash, bounded in bytes.
+//! `background_sound.max_bytes` within `background_sound.fetch_timeout_ms`: [`SoundLimits`]).
+//! It is decoded in process by MIT/Apache-2.0 decoders (hound: WAV, lewton: OGG/Vorbis,
+//! claxon: FLAC, nanomp3: MP3), mixed down to mono, resampled once to 8 kHz, its loop seam
+//! smoothed ([`smooth_loop_seam`]) and kept as 16-bit PCM in a [`SoundCache`] shared by every
+//! call, keyed by storage key or URL, with one copy per content hash, bounded in bytes.
 //!
 //! Decoding runs on the blocking pool, never on a call task; a call whose sound fails to load
-//! goes on without it (the runtime logs a warning with the call id).
+//! goes on without it (the runtime logs a warning with the call id). A failure is remembered
+//! for `background_sound.failure_retry_s`: calls meanwhile get [`SoundError::RecentFailure`]
+//! at once instead of fetching a broken `sound_url` again.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
 use switchboard_assistant::BackgroundSound;
 use switchboard_core::audio::AudioError;
-use switchboard_core::audio::background::resample_to_8k;
+use switchboard_core::audio::background::{resample_to_8k, smooth_loop_seam};
 use tokio::sync::OnceCell;
 
+use crate::config::BackgroundSoundSettings;
 use crate::recording_storage::{RecordingStorage, StorageError};
 use crate::state::AppState;
 
-/// Largest sound file accepted, uploaded or fetched, in bytes (10 MiB).
-pub const MAX_SOUND_BYTES: usize = 10 * 1024 * 1024;
 /// Longest sound accepted, in seconds (a longer file would only cost memory: it loops anyway).
 pub const MAX_DURATION_S: u64 = 600;
-/// Longest a `sound_url` download may take, whole.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Memory the shared cache may hold, in bytes of 8 kHz PCM (64 MiB: over an hour of sound).
-pub const CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Folder (under an organisation's prefix) of uploaded background sounds.
 pub const STORAGE_DIR: &str = "background-sounds";
+/// Length of the crossfade that joins a looped sound's end to its start, ms: long enough that
+/// the seam does not click, short enough not to be heard as a fade.
+pub const LOOP_CROSSFADE_MS: usize = 15;
+
+/// The limits of background sounds, from `[background_sound]` (see `config/default.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoundLimits {
+    /// Largest sound file accepted, uploaded or fetched, bytes.
+    pub max_bytes: usize,
+    /// Longest a `sound_url` download may take, whole.
+    pub fetch_timeout: Duration,
+    /// Memory the shared cache may hold, bytes of 8 kHz 16-bit PCM.
+    pub cache_max_bytes: usize,
+    /// How long a failed load is remembered (not tried again); zero = not remembered.
+    pub failure_retry: Duration,
+}
+
+impl From<&BackgroundSoundSettings> for SoundLimits {
+    fn from(s: &BackgroundSoundSettings) -> Self {
+        Self {
+            max_bytes: s.max_bytes,
+            fetch_timeout: Duration::from_millis(s.fetch_timeout_ms),
+            cache_max_bytes: s.cache_max_bytes,
+            failure_retry: Duration::from_secs(s.failure_retry_s),
+        }
+    }
+}
 
 /// The container/codec of a sound file, recognised by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +145,7 @@ pub enum SoundError {
     /// Longer than [`MAX_DURATION_S`].
     #[error("longer than {MAX_DURATION_S} s")]
     TooLong,
-    /// More than [`MAX_SOUND_BYTES`].
+    /// More than `background_sound.max_bytes`.
     #[error("larger than {limit_bytes} bytes")]
     TooLarge {
         /// The limit, bytes.
@@ -142,6 +167,17 @@ pub enum SoundError {
     /// The decoder task panicked or was cancelled.
     #[error("decoder task failed")]
     Task,
+    /// The same source failed to load less than `background_sound.failure_retry_s` ago and is
+    /// not tried again yet (that failure was logged when it happened).
+    #[error("failed to load {ago_s} s ago, not tried again for {retry_in_s} s: {reason}")]
+    RecentFailure {
+        /// What the failed load said.
+        reason: String,
+        /// Seconds since it failed.
+        ago_s: u64,
+        /// Seconds until a call tries again.
+        retry_in_s: u64,
+    },
 }
 
 /// A decoded sound, 8 kHz mono, and what it was.
@@ -365,14 +401,18 @@ pub struct CachedSound {
     pub samples: Arc<[i16]>,
     /// SHA-256 of the file it was decoded from, hex.
     pub hash: String,
+    /// Prepared for looping: its end crossfaded into its start over [`LOOP_CROSSFADE_MS`].
+    pub looped: bool,
 }
 
 /// Decoded sounds shared by every call, keyed by source (`key:<storage key>` or
-/// `url:<sound_url>`), one copy per content hash, at most [`CACHE_MAX_BYTES`] (the oldest
-/// loaded go first; calls playing them keep their copy). Concurrent calls that miss on the
-/// same source wait for one load instead of each fetching it.
-#[derive(Debug, Default)]
+/// `url:<sound_url>`) and whether it loops, one copy per content hash and loop mode, at most [`SoundLimits::cache_max_bytes`]
+/// (the oldest loaded go first; calls playing them keep their copy). Concurrent calls that miss
+/// on the same source wait for one load instead of each fetching it, and a failed load is
+/// remembered for [`SoundLimits::failure_retry`] so a broken source is not hammered.
+#[derive(Debug)]
 pub struct SoundCache {
+    limits: SoundLimits,
     inner: Mutex<CacheInner>,
 }
 
@@ -382,12 +422,35 @@ struct CacheInner {
     /// Sources in load order, for eviction.
     order: VecDeque<String>,
     bytes: usize,
+    /// Sources whose last load failed: when it began and what it said.
+    failed: HashMap<String, (Instant, String)>,
+}
+
+impl CacheInner {
+    /// The remembered failure of `source` at `now`, if still within `retry`.
+    fn recent_failure(&self, source: &str, now: Instant, retry: Duration) -> Option<SoundError> {
+        let (at, reason) = self.failed.get(source)?;
+        let ago = now.saturating_duration_since(*at);
+        (ago < retry).then(|| SoundError::RecentFailure {
+            reason: reason.clone(),
+            ago_s: ago.as_secs(),
+            retry_in_s: (retry - ago).as_secs_f64().ceil() as u64,
+        })
+    }
 }
 
 impl SoundCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty cache held to `limits`.
+    pub fn new(limits: SoundLimits) -> Self {
+        Self {
+            limits,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    /// The limits this cache and its loads are held to.
+    pub fn limits(&self) -> SoundLimits {
+        self.limits
     }
 
     /// Bytes of PCM held (shared copies counted once).
@@ -395,39 +458,86 @@ impl SoundCache {
         self.inner.lock().map_or(0, |c| c.bytes)
     }
 
-    /// The sound of `source`, loading it with `load` (bytes of the file) if it is not cached.
-    /// A failed load is not remembered: the next call tries again.
+    /// The sound of `source`, loading it with `load` (bytes of the file) if it is not cached;
+    /// `looped`: with its loop seam smoothed (a sound played once keeps its ends). A failed load is remembered for [`SoundLimits::failure_retry`]: until then the source
+    /// answers [`SoundError::RecentFailure`] without loading.
     pub async fn get_or_load<F, Fut>(
         &self,
-        source: String,
+        source: &str,
+        looped: bool,
         load: F,
     ) -> Result<CachedSound, SoundError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, SoundError>>,
     {
+        self.get_or_load_at(source, looped, Instant::now(), load)
+            .await
+    }
+
+    /// [`SoundCache::get_or_load`] as of `now` (the failure memory's clock).
+    async fn get_or_load_at<F, Fut>(
+        &self,
+        source: &str,
+        looped: bool,
+        now: Instant,
+        load: F,
+    ) -> Result<CachedSound, SoundError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, SoundError>>,
+    {
+        let source = if looped {
+            format!("{source} looped")
+        } else {
+            source.to_owned()
+        };
+        let retry = self.limits.failure_retry;
         let cell = {
             let mut c = self.inner.lock().map_err(|_| SoundError::Task)?;
+            if let Some(recent) = c.recent_failure(&source, now, retry) {
+                return Err(recent);
+            }
             c.by_source.entry(source.clone()).or_default().clone()
         };
         let mut fresh = false;
-        let sound = cell
+        let loaded = cell
             .get_or_try_init(|| async {
-                let bytes = load().await?;
-                let hash = content_hash(&bytes);
-                // The same file under another source shares its decoded copy.
-                if let Some(same) = self.find_hash(&hash) {
-                    return Ok(same);
+                // Calls that waited on a load that failed do not repeat it.
+                if let Some(recent) = self
+                    .inner
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.recent_failure(&source, now, retry))
+                {
+                    return Err(recent);
                 }
-                let decoded = decode_off_task(bytes).await?;
-                fresh = true;
-                Ok::<_, SoundError>(CachedSound {
-                    samples: decoded.samples_8k.into(),
-                    hash,
-                })
+                let loaded = async {
+                    let bytes = load().await?;
+                    let hash = content_hash(&bytes);
+                    // The same file under another source shares its decoded copy.
+                    if let Some(same) = self.find_hash(&hash, looped) {
+                        return Ok(same);
+                    }
+                    let mut samples = decode_off_task(bytes).await?.samples_8k;
+                    if looped {
+                        smooth_loop_seam(&mut samples, LOOP_CROSSFADE_MS * 8);
+                    }
+                    fresh = true;
+                    Ok::<_, SoundError>(CachedSound {
+                        samples: samples.into(),
+                        hash,
+                        looped,
+                    })
+                }
+                .await;
+                if let Err(e) = &loaded {
+                    self.remember_failure(&source, now, e);
+                }
+                loaded
             })
-            .await?
-            .clone();
+            .await;
+        let sound = loaded?.clone();
         if fresh {
             self.account(source, sound.samples.len() * 2);
         } else if let Ok(mut c) = self.inner.lock()
@@ -438,12 +548,33 @@ impl SoundCache {
         Ok(sound)
     }
 
-    fn find_hash(&self, hash: &str) -> Option<CachedSound> {
+    /// Remembers that loading `source` (begun at `now`) failed with `error`, forgetting
+    /// failures older than the retry time; nothing when failures are not remembered.
+    fn remember_failure(&self, source: &str, now: Instant, error: &SoundError) {
+        let retry = self.limits.failure_retry;
+        let Ok(mut c) = self.inner.lock() else {
+            return;
+        };
+        c.failed
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < retry);
+        // The empty cell would only grow the map; the next load after the retry time makes one.
+        if c.by_source
+            .get(source)
+            .is_some_and(|cell| !cell.initialized())
+        {
+            c.by_source.remove(source);
+        }
+        if !retry.is_zero() {
+            c.failed.insert(source.to_owned(), (now, error.to_string()));
+        }
+    }
+
+    fn find_hash(&self, hash: &str, looped: bool) -> Option<CachedSound> {
         let c = self.inner.lock().ok()?;
         c.by_source
             .values()
             .filter_map(|cell| cell.get())
-            .find(|s| s.hash == hash)
+            .find(|s| s.hash == hash && s.looped == looped)
             .cloned()
     }
 
@@ -454,7 +585,7 @@ impl SoundCache {
         };
         c.bytes += bytes;
         c.order.push_back(source.clone());
-        while c.bytes > CACHE_MAX_BYTES {
+        while c.bytes > self.limits.cache_max_bytes {
             let Some(old) = c.order.pop_front() else {
                 break;
             };
@@ -471,7 +602,7 @@ impl SoundCache {
                     .by_source
                     .values()
                     .filter_map(|cell| cell.get())
-                    .any(|s| s.hash == gone.hash);
+                    .any(|s| s.hash == gone.hash && s.looped == gone.looped);
                 if !still_shared {
                     c.bytes = c.bytes.saturating_sub(gone.samples.len() * 2);
                 }
@@ -480,22 +611,26 @@ impl SoundCache {
     }
 }
 
-/// Reads at most [`MAX_SOUND_BYTES`] of a stored sound.
-async fn read_stored(storage: &RecordingStorage, key: &str) -> Result<Vec<u8>, SoundError> {
+/// Reads a stored sound of at most `max_bytes`.
+async fn read_stored(
+    storage: &RecordingStorage,
+    key: &str,
+    max_bytes: usize,
+) -> Result<Vec<u8>, SoundError> {
     let location = storage.location_of(key);
     let opened = storage.open(&location, None).await?;
-    if opened.total_bytes > MAX_SOUND_BYTES as u64 {
+    if opened.total_bytes > max_bytes as u64 {
         return Err(SoundError::TooLarge {
-            limit_bytes: MAX_SOUND_BYTES,
+            limit_bytes: max_bytes,
         });
     }
     let mut body = opened.body;
     let mut out = Vec::with_capacity(opened.total_bytes as usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| SoundError::Fetch(e.to_string()))?;
-        if out.len() + chunk.len() > MAX_SOUND_BYTES {
+        if out.len() + chunk.len() > max_bytes {
             return Err(SoundError::TooLarge {
-                limit_bytes: MAX_SOUND_BYTES,
+                limit_bytes: max_bytes,
             });
         }
         out.extend_from_slice(&chunk);
@@ -504,11 +639,13 @@ async fn read_stored(storage: &RecordingStorage, key: &str) -> Result<Vec<u8>, S
 }
 
 /// Downloads `url` through the guarded tenant client: http(s) only, at most
-/// [`MAX_SOUND_BYTES`], within [`FETCH_TIMEOUT`].
+/// `limits.max_bytes`, within `limits.fetch_timeout`.
 pub async fn fetch_url(
     client: &switchboard_netguard::GuardedClient,
     url: &str,
+    limits: SoundLimits,
 ) -> Result<Vec<u8>, SoundError> {
+    let max_bytes = limits.max_bytes;
     let fetch = async {
         let parsed = url::Url::parse(url.trim()).map_err(|e| SoundError::Fetch(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -527,31 +664,31 @@ pub async fn fetch_url(
                 resp.status().as_u16()
             )));
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_SOUND_BYTES as u64)
-        {
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
             return Err(SoundError::TooLarge {
-                limit_bytes: MAX_SOUND_BYTES,
+                limit_bytes: max_bytes,
             });
         }
         let mut body = resp.bytes_stream();
         let mut out = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| SoundError::Fetch(e.without_url().to_string()))?;
-            if out.len() + chunk.len() > MAX_SOUND_BYTES {
+            if out.len() + chunk.len() > max_bytes {
                 return Err(SoundError::TooLarge {
-                    limit_bytes: MAX_SOUND_BYTES,
+                    limit_bytes: max_bytes,
                 });
             }
             out.extend_from_slice(&chunk);
         }
         Ok(out)
     };
-    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+    tokio::time::timeout(limits.fetch_timeout, fetch)
         .await
         .map_err(|_| {
-            SoundError::Fetch(format!("not received within {} s", FETCH_TIMEOUT.as_secs()))
+            SoundError::Fetch(format!(
+                "not received within {} ms",
+                limits.fetch_timeout.as_millis()
+            ))
         })?
 }
 
@@ -576,10 +713,11 @@ pub async fn load_for_call(
         }
         let storage = state.recordings.clone();
         let owned = key.to_owned();
+        let max_bytes = state.background_sounds.limits().max_bytes;
         return state
             .background_sounds
-            .get_or_load(format!("key:{key}"), || async move {
-                read_stored(&storage, &owned).await
+            .get_or_load(&format!("key:{key}"), settings.loop_sound, || async move {
+                read_stored(&storage, &owned, max_bytes).await
             })
             .await
             .map(Some);
@@ -591,10 +729,11 @@ pub async fn load_for_call(
     {
         let client = state.tenant_http.clone();
         let owned = url.to_owned();
+        let limits = state.background_sounds.limits();
         return state
             .background_sounds
-            .get_or_load(format!("url:{url}"), || async move {
-                fetch_url(&client, &owned).await
+            .get_or_load(&format!("url:{url}"), settings.loop_sound, || async move {
+                fetch_url(&client, &owned, limits).await
             })
             .await
             .map(Some);
@@ -748,34 +887,96 @@ mod tests {
         assert!(!key_belongs_to("/etc/passwd", 7));
     }
 
+    fn limits(failure_retry_s: u64) -> SoundLimits {
+        SoundLimits {
+            max_bytes: 1 << 20,
+            fetch_timeout: Duration::from_secs(1),
+            cache_max_bytes: 1 << 20,
+            failure_retry: Duration::from_secs(failure_retry_s),
+        }
+    }
+
     #[tokio::test]
     async fn the_cache_loads_once_and_shares_copies_of_one_file() {
-        let cache = SoundCache::new();
+        let cache = SoundCache::new(limits(60));
         let bytes = wav(16000, 1, 0.2, 5000.0);
         let loads = std::sync::atomic::AtomicUsize::new(0);
         let load = || async {
             loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(bytes.clone())
         };
-        let a = cache.get_or_load("url:a".into(), load).await.expect("a");
+        let a = cache.get_or_load("url:a", false, load).await.expect("a");
         let again = cache
-            .get_or_load("url:a".into(), load)
+            .get_or_load("url:a", false, load)
             .await
             .expect("a again");
         assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(Arc::ptr_eq(&a.samples, &again.samples));
-        let b = cache.get_or_load("key:b".into(), load).await.expect("b");
+        let b = cache.get_or_load("key:b", false, load).await.expect("b");
         assert!(
             Arc::ptr_eq(&a.samples, &b.samples),
             "same content, one copy"
         );
         assert_eq!(cache.held_bytes(), 1600 * 2);
-        let failed = cache
-            .get_or_load("url:bad".into(), || async { Err(SoundError::Empty) })
+        // Looped, the same file is another copy: its seam crossfaded, 15 ms shorter.
+        let looped = cache
+            .get_or_load("url:a", true, load)
+            .await
+            .expect("looped");
+        assert_eq!(looped.samples.len(), 1600 - LOOP_CROSSFADE_MS * 8);
+        assert_eq!(looped.samples[200..], a.samples[200..1480]);
+        assert_eq!(cache.held_bytes(), (1600 + 1480) * 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_remembered_for_the_retry_time_only() {
+        let cache = SoundCache::new(limits(60));
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let failing = || async {
+            loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(SoundError::Fetch("HTTP 404".into()))
+        };
+        let t0 = Instant::now();
+        let first = cache.get_or_load_at("url:bad", true, t0, failing).await;
+        assert!(matches!(first, Err(SoundError::Fetch(_))), "{first:?}");
+        // Within the retry time: answered at once, not loaded again.
+        let later = t0 + Duration::from_secs(59);
+        let again = cache.get_or_load_at("url:bad", true, later, failing).await;
+        match again {
+            Err(SoundError::RecentFailure {
+                reason,
+                ago_s,
+                retry_in_s,
+            }) => {
+                assert!(reason.contains("HTTP 404"), "{reason}");
+                assert_eq!((ago_s, retry_in_s), (59, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another source, or the same played once, is its own entry.
+        let other = cache.get_or_load_at("url:bad", false, later, failing).await;
+        assert!(matches!(other, Err(SoundError::Fetch(_))));
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // After it: tried again, and a success is cached as usual.
+        let bytes = wav(8000, 1, 0.1, 1000.0);
+        let ok = cache
+            .get_or_load_at("url:bad", true, t0 + Duration::from_secs(60), || async {
+                Ok(bytes.clone())
+            })
             .await;
-        assert!(failed.is_err());
-        // Not remembered: a later load succeeds.
-        let ok = cache.get_or_load("url:bad".into(), load).await;
-        assert!(ok.is_ok());
+        assert!(ok.is_ok(), "{ok:?}");
+
+        // With no retry time, every call tries again.
+        let eager = SoundCache::new(limits(0));
+        for _ in 0..2 {
+            assert!(
+                eager
+                    .get_or_load_at("url:x", false, t0, failing)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }

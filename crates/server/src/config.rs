@@ -92,7 +92,30 @@ pub struct Settings {
     pub knowledge: KnowledgeSettings,
     /// How tool calls sound on a call (filler, round cap).
     pub tools: ToolSettings,
+    /// Limits of assistants' background sounds (uploads, `sound_url` fetches, the cache).
+    pub background_sound: BackgroundSoundSettings,
 }
+
+/// `[background_sound]`: the limits of `tts_settings.background_sound`, for every assistant of
+/// this server (see `crate::background_sound`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundSoundSettings {
+    /// Largest sound file accepted, uploaded (413 past it) or fetched from `sound_url`, bytes.
+    pub max_bytes: usize,
+    /// Longest a `sound_url` download may take, whole, ms.
+    pub fetch_timeout_ms: u64,
+    /// Memory the decoded sounds shared by every call may hold, bytes of 8 kHz 16-bit PCM
+    /// (16 000 bytes per second of sound); the oldest loaded are dropped past it.
+    pub cache_max_bytes: usize,
+    /// How long a sound that failed to load is not tried again, seconds: calls in that time go
+    /// on without it at once, and the failure is logged once. 0 = try again on every call.
+    pub failure_retry_s: u64,
+}
+
+/// Longest `background_sound.failure_retry_s` accepted, seconds: a failure is remembered for a
+/// bounded time so a fixed `sound_url` is picked up without a restart.
+pub const MAX_SOUND_FAILURE_RETRY_S: u64 = 3600;
 
 /// `[tools]`: what the caller hears around tool calls, for every assistant of this server.
 #[derive(Clone, Debug, Deserialize)]
@@ -750,6 +773,24 @@ impl Settings {
                     .into(),
             ));
         }
+        let sound = &self.background_sound;
+        for (key, value) in [
+            ("background_sound.max_bytes", sound.max_bytes as u64),
+            ("background_sound.fetch_timeout_ms", sound.fetch_timeout_ms),
+            (
+                "background_sound.cache_max_bytes",
+                sound.cache_max_bytes as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if sound.failure_retry_s > MAX_SOUND_FAILURE_RETRY_S {
+            return Err(SettingsError::Invalid(format!(
+                "background_sound.failure_retry_s must be at most {MAX_SOUND_FAILURE_RETRY_S}"
+            )));
+        }
         if self.server.max_body_bytes == 0 {
             return Err(SettingsError::Invalid(
                 "server.max_body_bytes must be at least 1".into(),
@@ -1187,5 +1228,43 @@ mod tests {
         );
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2-s3"), "{shown}");
+    }
+
+    #[test]
+    fn background_sound_limits_default_parse_and_are_checked() {
+        let s = Settings::defaults().expect("defaults").background_sound;
+        assert_eq!(s.max_bytes, 10 * 1024 * 1024);
+        assert_eq!(s.fetch_timeout_ms, 10_000);
+        assert_eq!(s.cache_max_bytes, 64 * 1024 * 1024);
+        assert_eq!(s.failure_retry_s, 60);
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("SWITCHBOARD_BACKGROUND_SOUND__MAX_BYTES", "2048"),
+                ("SWITCHBOARD_BACKGROUND_SOUND__FAILURE_RETRY_S", "0"),
+            ]),
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(s.background_sound.max_bytes, 2048);
+        assert_eq!(
+            s.background_sound.failure_retry_s, 0,
+            "0 = retry every call"
+        );
+        for key in [
+            "SWITCHBOARD_BACKGROUND_SOUND__MAX_BYTES",
+            "SWITCHBOARD_BACKGROUND_SOUND__FETCH_TIMEOUT_MS",
+            "SWITCHBOARD_BACKGROUND_SOUND__CACHE_MAX_BYTES",
+        ] {
+            let err = Settings::load(None, &env(&[(key, "0")]), &[]).expect_err(key);
+            assert!(err.to_string().contains("at least 1"), "{key}: {err}");
+        }
+        let err = Settings::load(
+            None,
+            &env(&[("SWITCHBOARD_BACKGROUND_SOUND__FAILURE_RETRY_S", "3601")]),
+            &[],
+        )
+        .expect_err("unbounded");
+        assert!(err.to_string().contains("failure_retry_s"), "{err}");
     }
 }

@@ -120,6 +120,8 @@ impl AppState {
             settings.calls.live_buffer_events,
             settings.calls.live_viewers_per_org,
         ));
+        let background_sounds =
+            crate::background_sound::SoundCache::new((&settings.background_sound).into());
         Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,
@@ -139,7 +141,7 @@ impl AppState {
             knowledge,
             recordings,
             live,
-            background_sounds: crate::background_sound::SoundCache::new(),
+            background_sounds,
             default_org: OnceCell::new(),
         })))
     }

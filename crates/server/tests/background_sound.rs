@@ -1,26 +1,36 @@
 //! Background sound (`tts_settings.background_sound`) end to end: the upload endpoint and its
-//! refusals, `sound_url` held to the outbound policy, and a whole call against the fakes whose
-//! bot recording, decoded back, carries the sound at its volume in the silences and under the
-//! speech, looped far past its length.
+//! refusals, `sound_url` held to the outbound policy, the `[background_sound]` limits, a broken
+//! `sound_url` fetched once per retry period, an upload kept in S3 (against the S3-compatible
+//! server of `scripts/services.sh`, `S3_ENDPOINT`; skipped without it, except in CI), and a
+//! whole call against the fakes whose bot recording, decoded back, carries the sound at its
+//! volume in the silences and under the speech, looped far past its length.
 
 mod common;
 
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
 use reqwest::Method;
 use serde_json::json;
+use switchboard_assistant::BackgroundSound;
 use switchboard_core::audio::mulaw;
 use switchboard_netguard::{GuardedClient, OutboundPolicy};
-use switchboard_server::background_sound::{SoundError, fetch_url};
+use switchboard_server::background_sound::{
+    LOOP_CROSSFADE_MS, SoundError, SoundLimits, fetch_url, load_for_call,
+};
+use switchboard_server::config::{RecordingStorageKind, Settings};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{CallScript, FakeCall};
 
 use common::call_stack::CallServer;
-use common::{TestServer, assert_error, json};
+use common::{TestServer, assert_error, json, settings_for};
 
 const NUMBER: &str = "+15550100002";
 /// Frequency of the test bed, Hz: bin 50 of a 160-sample window at 8 kHz, away from the fake
@@ -235,10 +245,271 @@ async fn a_sound_url_to_a_private_address_is_refused() {
     // before anything is sent.
     let client = GuardedClient::build(OutboundPolicy::default(), reqwest::Client::builder())
         .expect("client");
-    let refused = fetch_url(&client, "http://127.0.0.1:9/bed.wav").await;
+    let limits = SoundLimits::from(&Settings::defaults().expect("defaults").background_sound);
+    let refused = fetch_url(&client, "http://127.0.0.1:9/bed.wav", limits).await;
     assert!(matches!(refused, Err(SoundError::Fetch(_))), "{refused:?}");
-    let refused = fetch_url(&client, "file:///etc/passwd").await;
+    let refused = fetch_url(&client, "file:///etc/passwd", limits).await;
     assert!(matches!(refused, Err(SoundError::Fetch(_))), "{refused:?}");
+}
+
+/// A sound server on 127.0.0.1 counting the requests of each path: `/missing.wav` is a 404,
+/// `/noise.wav` a 200 that is not audio, `/bed.wav` a 1 s WAV, `/slow.wav` never answers.
+async fn sound_server() -> (String, Arc<[AtomicUsize; 4]>) {
+    let hits: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
+    let count = |i: usize| {
+        let hits = hits.clone();
+        move || hits[i].fetch_add(1, Ordering::SeqCst)
+    };
+    let (missing, noise, bed, slow) = (count(0), count(1), count(2), count(3));
+    let app = Router::new()
+        .route(
+            "/missing.wav",
+            get(move || {
+                missing();
+                async { StatusCode::NOT_FOUND }
+            }),
+        )
+        .route(
+            "/noise.wav",
+            get(move || {
+                noise();
+                async { b"RIFF\0\0\0\0WAVE not really".to_vec() }
+            }),
+        )
+        .route(
+            "/bed.wav",
+            get(move || {
+                bed();
+                async { wav(8000, 1.0, 440.0, 8000.0) }
+            }),
+        )
+        .route(
+            "/slow.wav",
+            get(move || {
+                slow();
+                std::future::pending::<()>()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, hits)
+}
+
+fn from_url(url: String) -> BackgroundSound {
+    BackgroundSound {
+        enabled: true,
+        sound_url: Some(url),
+        ..BackgroundSound::default()
+    }
+}
+
+#[tokio::test]
+async fn a_broken_sound_url_is_fetched_once_per_retry_period() {
+    let (base, hits) = sound_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ts =
+        TestServer::start_with(settings_for(&dir.path().join("db.sqlite")), String::new()).await;
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("org");
+
+    // Ten calls, five of them at once: one request; the first call is told why, the others
+    // that the sound failed recently (and they log it at debug, not as a warning).
+    let missing = from_url(format!("{base}/missing.wav"));
+    let first = load_for_call(&state, org, &missing).await;
+    assert!(
+        matches!(&first, Err(SoundError::Fetch(m)) if m.contains("404")),
+        "{first:?}"
+    );
+    let together =
+        futures::future::join_all((0..5).map(|_| load_for_call(&state, org, &missing))).await;
+    for later in together {
+        match later {
+            Err(SoundError::RecentFailure {
+                reason, retry_in_s, ..
+            }) => {
+                assert!(reason.contains("404"), "{reason}");
+                assert!((59..=60).contains(&retry_in_s), "{retry_in_s}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for _ in 0..4 {
+        assert!(load_for_call(&state, org, &missing).await.is_err());
+    }
+    assert_eq!(hits[0].load(Ordering::SeqCst), 1, "fetched once");
+
+    // A file that does not decode is remembered the same way.
+    let noise = from_url(format!("{base}/noise.wav"));
+    let first = load_for_call(&state, org, &noise).await;
+    assert!(
+        matches!(first, Err(SoundError::Undecodable { .. })),
+        "{first:?}"
+    );
+    assert!(matches!(
+        load_for_call(&state, org, &noise).await,
+        Err(SoundError::RecentFailure { .. })
+    ));
+    assert_eq!(hits[1].load(Ordering::SeqCst), 1);
+
+    // A sound that loads is unaffected, and fetched once too.
+    let bed = from_url(format!("{base}/bed.wav"));
+    for _ in 0..3 {
+        let sound = load_for_call(&state, org, &bed)
+            .await
+            .expect("loads")
+            .expect("a sound");
+        assert_eq!(sound.samples.len(), 8000 - LOOP_CROSSFADE_MS * 8, "looped");
+    }
+    assert_eq!(hits[2].load(Ordering::SeqCst), 1);
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn the_background_sound_limits_come_from_the_configuration() {
+    let (base, hits) = sound_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = settings_for(&dir.path().join("db.sqlite"));
+    settings.background_sound.max_bytes = 4000;
+    settings.background_sound.fetch_timeout_ms = 300;
+    settings.background_sound.failure_retry_s = 0;
+    let mut ts = TestServer::start_with(settings, String::new()).await;
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("org");
+
+    // No failure memory: every call tries again.
+    let missing = from_url(format!("{base}/missing.wav"));
+    for _ in 0..3 {
+        assert!(matches!(
+            load_for_call(&state, org, &missing).await,
+            Err(SoundError::Fetch(_))
+        ));
+    }
+    assert_eq!(hits[0].load(Ordering::SeqCst), 3);
+    // The 1 s WAV is 16 044 bytes: over the limit.
+    let bed = from_url(format!("{base}/bed.wav"));
+    let too_large = load_for_call(&state, org, &bed).await;
+    assert!(
+        matches!(too_large, Err(SoundError::TooLarge { limit_bytes: 4000 })),
+        "{too_large:?}"
+    );
+    let slow = from_url(format!("{base}/slow.wav"));
+    let timed_out = load_for_call(&state, org, &slow).await;
+    assert!(
+        matches!(&timed_out, Err(SoundError::Fetch(m)) if m.contains("300 ms")),
+        "{timed_out:?}"
+    );
+    // And an upload past it is a 413 naming the limit.
+    let key = ts.key_a.clone();
+    let id = create_assistant(&ts, &key).await;
+    let (s, b) = json(
+        ts.req(Method::POST, &upload_path(id), &key)
+            .body(wav(8000, 0.5, 440.0, 8000.0)),
+    )
+    .await;
+    assert_error(s, &b, 413, "payload_too_large");
+    assert!(b.to_string().contains("4000"), "{b}");
+    let (s, b) = json(
+        ts.req(Method::POST, &upload_path(id), &key)
+            .body(wav(8000, 0.2, 440.0, 8000.0)),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    ts.stop().await;
+}
+
+/// The S3-compatible server of `scripts/services.sh`, or `None` (skip) outside CI.
+fn s3_endpoint() -> Option<String> {
+    match std::env::var("S3_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        Some(e) => Some(e),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI needs S3_ENDPOINT (scripts/services.sh starts moto)")
+        }
+        None => {
+            eprintln!("S3_ENDPOINT unset: skipping the S3 background sound test");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_sound_is_kept_in_s3_and_played_from_there() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let bucket = format!("sb-sounds-{:08x}", nanos ^ std::process::id());
+    // moto creates a bucket on an unsigned PUT.
+    let http = reqwest::Client::new();
+    let created = http
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = settings_for(&dir.path().join("switchboard.db"));
+    settings.recordings.base_dir = dir.path().join("recordings").display().to_string();
+    settings.recordings.storage = RecordingStorageKind::S3;
+    settings.recordings.s3.bucket = bucket.clone();
+    settings.recordings.s3.endpoint = endpoint.clone();
+    settings.recordings.s3.allow_http = true;
+    settings.recordings.s3.region = "us-east-1".into();
+    settings.recordings.s3.prefix = "switchboard".into();
+    settings.recordings.s3.access_key_id = Some("test".into());
+    settings.recordings.s3.secret_access_key = Some("test-secret".into());
+    let mut ts = TestServer::start_with(settings, String::new()).await;
+    let key = ts.key_a.clone();
+    let id = create_assistant(&ts, &key).await;
+
+    let file = wav(16000, 0.5, 440.0, 8000.0);
+    let (status, body) = json(
+        ts.req(Method::POST, &upload_path(id), &key)
+            .header("content-type", "audio/wav")
+            .body(file.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let storage_key = body["storage_key"].as_str().expect("key").to_owned();
+    // In the bucket under the prefix, byte for byte; nothing left on the local disk.
+    let object = format!("{endpoint}/{bucket}/switchboard/{storage_key}");
+    let stored = http.get(&object).send().await.expect("get object");
+    assert_eq!(stored.status(), 200);
+    assert!(stored.bytes().await.expect("object").as_ref() == file.as_slice());
+    assert!(
+        !dir.path().join("recordings").join(&storage_key).exists(),
+        "kept in S3 only"
+    );
+
+    // A call reads it back from S3 and decodes it.
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("org");
+    let settings = BackgroundSound {
+        enabled: true,
+        storage_key: Some(storage_key.clone()),
+        loop_sound: false,
+        ..BackgroundSound::default()
+    };
+    let sound = load_for_call(&state, org, &settings)
+        .await
+        .expect("loads from S3")
+        .expect("a sound");
+    assert_eq!(sound.samples.len(), 4000);
+
+    // Delete removes the object.
+    let (s, b) = json(ts.req(Method::DELETE, &upload_path(id), &key)).await;
+    assert_eq!(s, 200, "{b}");
+    let gone = http.get(&object).send().await.expect("get object");
+    assert_eq!(gone.status(), 404);
+    ts.stop().await;
 }
 
 /// Amplitude of `freq_hz` in `window` (8 kHz), by the Goertzel algorithm.

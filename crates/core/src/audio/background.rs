@@ -120,6 +120,28 @@ pub fn resample_to_8k(samples: &[i16], from_hz: u32) -> Result<Vec<i16>, AudioEr
     Ok(out)
 }
 
+/// Joins a sound's end to its start for looping, once at load time: the last `fade_samples`
+/// (at most half the sound) are crossfaded linearly into the first ones and dropped, so a bed
+/// looping over the result goes from its last sample to its first as smoothly as the sound
+/// flows anywhere else (no click at the seam). The sound gets `fade_samples` shorter.
+pub fn smooth_loop_seam(samples: &mut Vec<i16>, fade_samples: usize) {
+    let len = samples.len();
+    let n = fade_samples.min(len / 2);
+    if n == 0 {
+        return;
+    }
+    let tail = len - n;
+    for i in 0..n {
+        // Weight of the start rises from 1/(n+1) to n/(n+1): neither side jumps.
+        let w = (i + 1) as f32 / (n + 1) as f32;
+        let mixed = f32::from(samples[i]) * w + f32::from(samples[tail + i]) * (1.0 - w);
+        samples[i] = mixed
+            .round()
+            .clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16;
+    }
+    samples.truncate(tail);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +269,79 @@ mod tests {
             assert!(first_loud < 20, "{from} Hz: first loud sample {first_loud}");
         }
         assert!(resample_to_8k(&[1, 2, 3], 0).is_err());
+    }
+
+    /// Largest step between neighbouring samples of `s` played twice in a row (seam included).
+    fn max_step_looped(s: &[i16]) -> i32 {
+        s.iter()
+            .chain(s.iter())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| (i32::from(*w[1]) - i32::from(*w[0])).abs())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_loop_seam_is_crossfaded_so_it_does_not_click() {
+        // 2405 samples of 440 Hz at 10 000: it starts at 0 and ends near a peak.
+        let tone: Vec<i16> = (0..2405)
+            .map(|i| {
+                (10000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16
+            })
+            .collect();
+        let natural = tone
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap_or(0);
+        let raw_seam = (i32::from(tone[0]) - i32::from(tone[2404])).abs();
+        assert!(
+            raw_seam > 2 * natural,
+            "the test needs a seam that clicks: {raw_seam}"
+        );
+        let mut smoothed = tone.clone();
+        smooth_loop_seam(&mut smoothed, 120);
+        assert_eq!(smoothed.len(), 2285, "15 ms shorter");
+        assert_eq!(smoothed[120..], tone[120..2285], "only the fade changes");
+        let step = max_step_looped(&smoothed);
+        assert!(
+            step <= natural * 11 / 10,
+            "step {step} vs the tone's own {natural}"
+        );
+
+        // A step from +8000 to -8000 at the seam: spread over the fade.
+        // A ramp from +8000 down to -7990: steps of 10, and 15 990 at the seam.
+        let mut halves: Vec<i16> = (0..1600).map(|i| 8000 - 10 * i as i16).collect();
+        assert_eq!(max_step_looped(&halves), 15990);
+        smooth_loop_seam(&mut halves, 120);
+        assert!(
+            max_step_looped(&halves) <= 16000 / 121 + 11,
+            "{}",
+            max_step_looped(&halves)
+        );
+
+        // Played through a bed, µ-law and all, the seam stays within the quantisation step.
+        let mut b = BackgroundBed::new(halves.clone().into(), 1.0, true);
+        let mut heard = Vec::new();
+        for _ in 0..20 {
+            let mut f = [MULAW_SILENCE; FRAME_BYTES];
+            b.mix_into(&mut f);
+            heard.extend(decoded(&f));
+        }
+        let worst = heard
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(worst <= 16000 / 121 + 600, "{worst}");
+
+        // Too short to fade, or empty: left alone.
+        let mut one = vec![5i16];
+        smooth_loop_seam(&mut one, 120);
+        assert_eq!(one, [5]);
+        let mut none: Vec<i16> = Vec::new();
+        smooth_loop_seam(&mut none, 120);
+        assert!(none.is_empty());
     }
 }

@@ -1120,6 +1120,13 @@ impl Call {
                 call_id = self.setup.call_id,
                 "background sound enabled without storage_key or sound_url; the call goes on without it"
             ),
+            // Logged once, by the call whose load failed; the calls after it within
+            // `background_sound.failure_retry_s` are answered from memory.
+            Ok(Err(e @ SoundError::RecentFailure { .. })) => tracing::debug!(
+                call_id = self.setup.call_id,
+                error = %e,
+                "background sound failed recently; the call goes on without it"
+            ),
             Ok(Err(e)) => tracing::warn!(
                 call_id = self.setup.call_id,
                 error = %e,

@@ -3,8 +3,8 @@
 //! the `file` part of a multipart form) and `DELETE` on the same path.
 //!
 //! The file must be WAV, MP3, OGG/Vorbis or FLAC (recognised by its content, whatever its name
-//! or declared type), at most [`MAX_SOUND_BYTES`] (413 past it, counted while the body streams
-//! in), at most [`MAX_DURATION_S`] long, and must decode: it is decoded whole, off the request
+//! or declared type), at most `background_sound.max_bytes` (413 past it, counted while the body
+//! streams in), at most [`MAX_DURATION_S`] long, and must decode: it is decoded whole, off the request
 //! task, before it is stored. It is kept through the recordings' storage (local directory or
 //! S3) under `org-<id>/background-sounds/assistant-<id>-<content hash>.<ext>`, and that key is
 //! set as the record's `storage_key` (a previous upload is removed). Another organisation's
@@ -21,9 +21,7 @@ use switchboard_assistant::AssistantConfig;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Auth;
-use crate::background_sound::{
-    self, MAX_DURATION_S, MAX_SOUND_BYTES, SoundError, SoundFormat, key_belongs_to,
-};
+use crate::background_sound::{self, MAX_DURATION_S, SoundError, SoundFormat, key_belongs_to};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
 use crate::routes::ApiResponse;
@@ -37,7 +35,7 @@ const SAVE_ATTEMPTS: usize = 8;
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/api/v1/assistants/{assistant_id}/background-sound",
-        // The size limit is `MAX_SOUND_BYTES`, enforced while reading.
+        // The size limit is `background_sound.max_bytes`, enforced while reading.
         post(upload_background_sound)
             .delete(delete_background_sound)
             .layer(DefaultBodyLimit::disable()),
@@ -78,10 +76,11 @@ pub struct BackgroundSoundUpload {
     pub size_bytes: usize,
 }
 
-/// Reads the raw body or the multipart `file` part, at most [`MAX_SOUND_BYTES`].
+/// Reads the raw body or the multipart `file` part, at most `background_sound.max_bytes`.
 async fn read_sound(state: &AppState, req: Request) -> Result<Vec<u8>, ApiError> {
+    let max_bytes = state.background_sounds.limits().max_bytes;
     let too_large = ApiError::PayloadTooLarge {
-        limit_bytes: MAX_SOUND_BYTES,
+        limit_bytes: max_bytes,
     };
     let multipart = req
         .headers()
@@ -93,7 +92,7 @@ async fn read_sound(state: &AppState, req: Request) -> Result<Vec<u8>, ApiError>
         let mut out = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
-            if out.len() + chunk.len() > MAX_SOUND_BYTES {
+            if out.len() + chunk.len() > max_bytes {
                 return Err(too_large);
             }
             out.extend_from_slice(&chunk);
@@ -116,7 +115,7 @@ async fn read_sound(state: &AppState, req: Request) -> Result<Vec<u8>, ApiError>
             .await
             .map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?
         {
-            if out.len() + chunk.len() > MAX_SOUND_BYTES {
+            if out.len() + chunk.len() > max_bytes {
                 return Err(too_large);
             }
             out.extend_from_slice(&chunk);
@@ -192,7 +191,7 @@ async fn remove_stored(state: &AppState, org_id: i64, key: Option<String>) {
         (status = 400, description = "A malformed multipart body", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such assistant in your organisation", body = ErrorBody),
-        (status = 413, description = "Larger than 10 MiB", body = ErrorBody),
+        (status = 413, description = "Larger than `background_sound.max_bytes` (10 MiB by default)", body = ErrorBody),
         (status = 422, description = "No file, an empty file, not WAV/MP3/OGG-Vorbis/FLAC, a file that does not decode, or longer than 600 s", body = ErrorBody)
     )
 )]

@@ -126,6 +126,12 @@ pub struct FakeCallConfig {
     pub request_timeout: Duration,
     /// Largest engine message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Tells the bot's speech from a background sound mixed under every frame (given a chunk's
+    /// µ-law bytes: does it carry speech?). When set, only speech forms playback segments,
+    /// underruns and on-time counts, so turn latency, interruption reaction and backchannel
+    /// gaps are measured as without the sound; every chunk still fills the buffer, plays and
+    /// delays marks. `None`: all bot audio is speech.
+    pub speech_detector: Option<fn(&[u8]) -> bool>,
 }
 
 impl std::fmt::Debug for FakeCallConfig {
@@ -142,6 +148,7 @@ impl std::fmt::Debug for FakeCallConfig {
             .field("status_callback_url", &self.status_callback_url)
             .field("record_timeline", &self.record_timeline)
             .field("keep_audio", &self.keep_audio)
+            .field("speech_detector", &self.speech_detector.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +175,7 @@ impl FakeCallConfig {
             max_duration: Duration::from_secs(600),
             request_timeout: Duration::from_secs(10),
             max_message_bytes: 1 << 20,
+            speech_detector: None,
         }
     }
 }
@@ -538,7 +546,11 @@ struct Playback {
     /// When everything buffered has played.
     end: Instant,
     pending: VecDeque<PendingMark>,
+    /// When the last speech buffered has played (= `end` when every chunk is speech).
+    speech_end: Instant,
+    /// A `clear` came after the last speech chunk.
     cleared_since_chunk: bool,
+    /// Some speech chunk came.
     any_chunk: bool,
     decode_buf: Vec<u8>,
 }
@@ -951,6 +963,7 @@ impl FakeCall {
         let mut pb = Playback {
             t0,
             end: t0,
+            speech_end: t0,
             pending: VecDeque::new(),
             cleared_since_chunk: false,
             any_chunk: false,
@@ -1233,8 +1246,69 @@ impl FakeCall {
 
     fn on_audio(&self, pb: &mut Playback, report: &mut CallReport, now: Instant, n: usize) {
         let now_ms = ms_between(pb.t0, now);
-        let prev_end_ms = ms_between(pb.t0, pb.end);
-        let dry_ms = now_ms - prev_end_ms;
+        let start = pb.end.max(now);
+        let end = start + Duration::from_micros(n as u64 * 125);
+        let start_ms = ms_between(pb.t0, start);
+        let end_ms = ms_between(pb.t0, end);
+        let speech = self
+            .config
+            .speech_detector
+            .is_none_or(|is_speech| is_speech(&pb.decode_buf));
+        let late = if speech {
+            self.on_speech(pb, report, n, now_ms, (start_ms, end_ms))
+        } else {
+            None
+        };
+        if self.config.record_timeline {
+            report.chunks.push(ChunkRecord {
+                received_ms: now_ms,
+                start_ms,
+                end_ms,
+                bytes: n,
+                late_ms: late,
+                cleared_at_ms: None,
+            });
+        }
+        if self.config.keep_audio {
+            match report.bot_audio.last_mut() {
+                Some(last)
+                    if (last.start_ms + last.ulaw.len() as f64 / 8.0 - start_ms).abs() < 0.01 =>
+                {
+                    last.ulaw.extend_from_slice(&pb.decode_buf);
+                    last.bytes = last.ulaw.len();
+                }
+                _ => report.bot_audio.push(PlayedAudio {
+                    start_ms,
+                    ulaw: pb.decode_buf.clone(),
+                    bytes: n,
+                }),
+            }
+        }
+        report.bot_bytes_received += n as u64;
+        report.bot_bytes_played += n as u64;
+        pb.end = end;
+        if speech {
+            pb.speech_end = end;
+            pb.any_chunk = true;
+            pb.cleared_since_chunk = false;
+        }
+    }
+
+    /// Accounts a chunk of `n` bytes of speech playing over `[start_ms, end_ms)`: extends the current
+    /// segment or starts one, and records an underrun when speech paused for no reason the
+    /// caller gave. Returns the chunk's lateness (`None` for a segment's first chunk).
+    fn on_speech(
+        &self,
+        pb: &mut Playback,
+        report: &mut CallReport,
+        n: usize,
+        now_ms: f64,
+        (start_ms, end_ms): (f64, f64),
+    ) -> Option<f64> {
+        let prev_end_ms = ms_between(pb.t0, pb.speech_end);
+        // Without a speech detector: how long the buffer ran dry before this chunk. With one,
+        // also the sound-only audio played since the last speech.
+        let dry_ms = start_ms - prev_end_ms;
         // A new reply starts with the first chunk, after a clear, or after a gap in which the
         // caller spoke (the bot was waiting for a turn); any other gap is an underrun.
         let new_segment = !pb.any_chunk
@@ -1243,11 +1317,7 @@ impl FakeCall {
                 && report
                     .utterances
                     .iter()
-                    .any(|u| (u.start_ms as f64) < now_ms && (u.end_ms as f64) > prev_end_ms));
-        let start = pb.end.max(now);
-        let end = start + Duration::from_micros(n as u64 * 125);
-        let start_ms = ms_between(pb.t0, start);
-        let end_ms = ms_between(pb.t0, end);
+                    .any(|u| (u.start_ms as f64) < start_ms && (u.end_ms as f64) > prev_end_ms));
         let late = if new_segment {
             report.segments.push(PlaybackSegment {
                 first_received_ms: now_ms,
@@ -1277,36 +1347,7 @@ impl FakeCall {
             s.bytes += n;
             s.chunks += 1;
         }
-        if self.config.record_timeline {
-            report.chunks.push(ChunkRecord {
-                received_ms: now_ms,
-                start_ms,
-                end_ms,
-                bytes: n,
-                late_ms: late,
-                cleared_at_ms: None,
-            });
-        }
-        if self.config.keep_audio {
-            match report.bot_audio.last_mut() {
-                Some(last)
-                    if (last.start_ms + last.ulaw.len() as f64 / 8.0 - start_ms).abs() < 0.01 =>
-                {
-                    last.ulaw.extend_from_slice(&pb.decode_buf);
-                    last.bytes = last.ulaw.len();
-                }
-                _ => report.bot_audio.push(PlayedAudio {
-                    start_ms,
-                    ulaw: pb.decode_buf.clone(),
-                    bytes: n,
-                }),
-            }
-        }
-        report.bot_bytes_received += n as u64;
-        report.bot_bytes_played += n as u64;
-        pb.end = end;
-        pb.any_chunk = true;
-        pb.cleared_since_chunk = false;
+        late
     }
 }
 
@@ -1319,7 +1360,8 @@ fn truncate_playback(pb: &mut Playback, report: &mut CallReport, at: Instant, is
     let end_ms = ms_between(pb.t0, pb.end);
     let dropped = ((end_ms - at_ms) * ULAW_BYTES_PER_MS as f64).round() as u64;
     report.bot_bytes_played = report.bot_bytes_played.saturating_sub(dropped);
-    if let Some(s) = report.segments.last_mut() {
+    // The segment playing at `at` (with a speech detector, speech may have ended before).
+    if let Some(s) = report.segments.last_mut().filter(|s| s.end_ms > at_ms) {
         s.end_ms = at_ms;
         s.cleared |= is_clear;
     }
@@ -1341,6 +1383,7 @@ fn truncate_playback(pb: &mut Playback, report: &mut CallReport, at: Instant, is
         break;
     }
     pb.end = at;
+    pb.speech_end = pb.speech_end.min(at);
 }
 
 async fn echo_mark<S>(

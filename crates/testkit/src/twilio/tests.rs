@@ -711,7 +711,9 @@ async fn run_stream(e: Engine, scenario: String, mut socket: WebSocket) {
                         send_text(&mut socket, writer.mark(&stream_sid, "long")).await;
                         send_text(&mut socket, writer.mark(&stream_sid, "long-2")).await;
                     }
-                    "gap" => send_text(&mut socket, writer.media(&stream_sid, &[0x44; 160])).await,
+                    "gap" | "bed" => {
+                        send_text(&mut socket, writer.media(&stream_sid, &[0x44; 160])).await;
+                    }
                     "bad" => {
                         send_text(
                             &mut socket,
@@ -745,6 +747,12 @@ async fn run_stream(e: Engine, scenario: String, mut socket: WebSocket) {
                 if scenario == "gap" && media_frames == 8 {
                     // 20 ms of audio sent at start ran out long ago: a gap of about 140 ms.
                     send_text(&mut socket, writer.media(&stream_sid, &[0x44; 160])).await;
+                }
+                if scenario == "bed" {
+                    // The same gap in speech, filled with a "background sound" (0x7E) frame
+                    // for every caller frame.
+                    let frame = if media_frames == 8 { 0x44 } else { 0x7E };
+                    send_text(&mut socket, writer.media(&stream_sid, &[frame; 160])).await;
                 }
                 if scenario == "clear" && media_frames == 5 {
                     send_text(&mut socket, writer.clear(&stream_sid)).await;
@@ -1183,4 +1191,53 @@ fn repository_fixtures_load() {
             s.name
         );
     }
+}
+
+#[tokio::test]
+async fn with_a_speech_detector_a_background_sound_does_not_hide_gaps_in_speech() {
+    let engine = start_engine().await;
+    let quiet = Arc::new(CallScript::synthetic("quiet", vec![], 300));
+    // Without a detector the bed is bot audio like any other: no gap at all.
+    let report = FakeCall::new(config(&engine, "bed"), quiet.clone())
+        .run()
+        .await;
+    assert_eq!(report.errors, vec![]);
+    assert_eq!(report.segments.len(), 1, "{:#?}", report.segments);
+    assert!(report.segments[0].end_ms > 250.0, "{:#?}", report.segments);
+
+    // With one, only speech (0x44) counts: the same underrun as the "gap" scenario, and the
+    // segment ends with the last speech, not with the bed.
+    let mut cfg = config(&engine, "bed");
+    cfg.speech_detector = Some(|ulaw: &[u8]| ulaw.contains(&0x44));
+    let report = FakeCall::new(cfg.clone(), quiet).run().await;
+    assert_eq!(report.errors, vec![]);
+    assert_eq!(report.segments.len(), 1, "{:#?}", report.segments);
+    assert_eq!(report.underruns.len(), 1, "{:#?}", report.underruns);
+    assert!(
+        report.underruns[0].late_ms > 100.0,
+        "{:#?}",
+        report.underruns
+    );
+    let s = &report.segments[0];
+    assert_eq!((s.chunks, s.bytes), (2, 320));
+    assert!(s.end_ms < 250.0, "{s:#?}");
+    assert!(report.bot_bytes_played > 320, "the bed still plays");
+
+    // The caller spoke in the gap: a new reply, as without the bed.
+    let spoke = Arc::new(CallScript::synthetic(
+        "spoke",
+        vec![Utterance {
+            text: "wait".into(),
+            start_ms: 40,
+            end_ms: 100,
+            kind: UtteranceKind::Turn,
+        }],
+        300,
+    ));
+    let report = FakeCall::new(cfg, spoke).run().await;
+    assert_eq!(report.errors, vec![]);
+    assert_eq!(report.segments.len(), 2, "{:#?}", report.segments);
+    assert!(report.underruns.is_empty());
+    assert!(report.segments[0].end_ms < 60.0, "{:#?}", report.segments);
+    assert!(report.segments[1].first_received_ms > 100.0);
 }
