@@ -79,6 +79,7 @@ async fn one_call(fakes: &Fakes, script: &Arc<CallScript>, ca: Option<String>) -
         record_timeline: false,
         progress: false,
         engine_pid: None,
+        speech_detector: None,
     };
     let reports = run_calls(&cfg, &http, Arc::new(Progress::default())).await;
     engine.server.shutdown().await;

@@ -697,6 +697,7 @@ async fn relay_publish_rate() {
                 role: "user",
                 text: text.clone(),
                 is_final: true,
+                backchannel: false,
                 at_ms,
             })
         });
