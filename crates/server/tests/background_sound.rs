@@ -422,23 +422,9 @@ async fn the_background_sound_limits_come_from_the_configuration() {
     ts.stop().await;
 }
 
-/// The S3-compatible server of `scripts/services.sh`, or `None` (skip) outside CI.
-fn s3_endpoint() -> Option<String> {
-    match std::env::var("S3_ENDPOINT").ok().filter(|e| !e.is_empty()) {
-        Some(e) => Some(e),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI needs S3_ENDPOINT (scripts/services.sh starts moto)")
-        }
-        None => {
-            eprintln!("S3_ENDPOINT unset: skipping the S3 background sound test");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_sound_is_kept_in_s3_and_played_from_there() {
-    let Some(endpoint) = s3_endpoint() else {
+    let Some(endpoint) = common::s3_endpoint("background sound") else {
         return;
     };
     let nanos = std::time::SystemTime::now()

@@ -218,23 +218,9 @@ async fn a_local_recording_plays_with_ranges_to_its_own_organisation_only() {
     ts.stop().await;
 }
 
-/// The S3-compatible server of `scripts/services.sh`, or `None` (skip) outside CI.
-fn s3_endpoint() -> Option<String> {
-    match std::env::var("S3_ENDPOINT").ok().filter(|e| !e.is_empty()) {
-        Some(e) => Some(e),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI needs S3_ENDPOINT (scripts/services.sh starts moto)")
-        }
-        None => {
-            eprintln!("S3_ENDPOINT unset: skipping the S3 recordings test");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
-    let Some(endpoint) = s3_endpoint() else {
+    let Some(endpoint) = common::s3_endpoint("recordings") else {
         return;
     };
     let bucket = format!("sb-recordings-{:08x}", rand_suffix());

@@ -175,3 +175,18 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
     assert!(error["message"].is_string(), "message; body: {body}");
     error.clone()
 }
+
+/// The S3-compatible server of `scripts/services.sh`, or `None` (skip, saying that the `what`
+/// test was skipped) outside CI, where it must be there.
+pub fn s3_endpoint(what: &str) -> Option<String> {
+    match std::env::var("S3_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        Some(e) => Some(e),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI needs S3_ENDPOINT (scripts/services.sh starts moto)")
+        }
+        None => {
+            eprintln!("S3_ENDPOINT unset: skipping the S3 {what} test");
+            None
+        }
+    }
+}
