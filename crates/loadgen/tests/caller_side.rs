@@ -131,7 +131,7 @@ fn script() -> CallScript {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_engine_is_measured_from_the_callers_side() {
     let base = start_bot().await;
-    let cli = Cli::try_parse_from([
+    let mut cli = Cli::try_parse_from([
         "switchboard-loadgen",
         "--target",
         &base,
@@ -150,6 +150,9 @@ async fn a_foreign_engine_is_measured_from_the_callers_side() {
         "--quiet",
     ])
     .expect("flags parse");
+    // A foreign engine has no database of ours: ignore the test environment's DATABASE_URL
+    // (`--database-url` falls back to it).
+    cli.run.database_url = None;
     let res = run_scripts(&cli.run, vec![Arc::new(script())], &RunSetup::default())
         .await
         .expect("the run completes without a health route or an API");

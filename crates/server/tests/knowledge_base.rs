@@ -762,7 +762,7 @@ async fn processing_interrupted_by_a_crash_is_requeued_by_instance_or_lease() {
 
     // kb-node-2 dies: once its heartbeat lapses, the next sweep of any instance (here this
     // one, a random id on another process would do the same) processes the document again.
-    set_heartbeat(&store, theirs, switchboard_store::now_ms() - 61_000).await;
+    set_heartbeat(&state.store, theirs, switchboard_store::now_ms() - 61_000).await;
     assert_eq!(
         switchboard_server::knowledge::requeue_lapsed(state).await,
         1
