@@ -24,7 +24,7 @@ use switchboard_netguard::{GuardedClient, OutboundPolicy};
 use switchboard_server::background_sound::{
     LOOP_CROSSFADE_MS, SoundError, SoundLimits, fetch_url, load_for_call,
 };
-use switchboard_server::config::{RecordingStorageKind, Settings};
+use switchboard_server::config::Settings;
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{CallScript, FakeCall};
@@ -444,14 +444,7 @@ async fn an_uploaded_sound_is_kept_in_s3_and_played_from_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_for(&dir.path().join("switchboard.db"));
     settings.recordings.base_dir = dir.path().join("recordings").display().to_string();
-    settings.recordings.storage = RecordingStorageKind::S3;
-    settings.recordings.s3.bucket = bucket.clone();
-    settings.recordings.s3.endpoint = endpoint.clone();
-    settings.recordings.s3.allow_http = true;
-    settings.recordings.s3.region = "us-east-1".into();
-    settings.recordings.s3.prefix = "switchboard".into();
-    settings.recordings.s3.access_key_id = Some("test".into());
-    settings.recordings.s3.secret_access_key = Some("test-secret".into());
+    common::use_moto_s3(&mut settings, &endpoint, &bucket);
     let mut ts = TestServer::start_with(settings, String::new()).await;
     let key = ts.key_a.clone();
     let id = create_assistant(&ts, &key).await;

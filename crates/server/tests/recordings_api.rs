@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use switchboard_assistant::RecordingSettings;
 use switchboard_server::call::disclosure::DEFAULT_DISCLOSURE_MESSAGE;
 use switchboard_server::call::recording::{CallRecorder, RecordingPlan, SpoolWriter};
-use switchboard_server::config::{RecordingStorageKind, Settings};
+use switchboard_server::config::Settings;
 use switchboard_store::{CallStatus, NewCall, NewRecording, Store};
 use switchboard_testkit::twilio::{CallOutcome, FakeCall, new_sid};
 use twilio_harness::{CALLER, Harness, OUR_NUMBER, Options, short_script, sid};
@@ -234,14 +234,7 @@ async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_in(dir.path());
-    settings.recordings.storage = RecordingStorageKind::S3;
-    settings.recordings.s3.bucket = bucket.clone();
-    settings.recordings.s3.endpoint = endpoint.clone();
-    settings.recordings.s3.allow_http = true;
-    settings.recordings.s3.region = "us-east-1".into();
-    settings.recordings.s3.prefix = "switchboard".into();
-    settings.recordings.s3.access_key_id = Some("test".into());
-    settings.recordings.s3.secret_access_key = Some("test-secret".into());
+    common::use_moto_s3(&mut settings, &endpoint, &bucket);
     let mut ts = TestServer::start_with(settings, String::new()).await;
     let state = ts.server().state().clone();
     let org = state.default_org_id().await.expect("org a");

@@ -190,3 +190,17 @@ pub fn s3_endpoint(what: &str) -> Option<String> {
         }
     }
 }
+
+/// Points `settings`' recordings storage at the moto S3 server at `endpoint`, bucket `bucket`
+/// under the prefix `switchboard` (moto's test credentials).
+pub fn use_moto_s3(settings: &mut Settings, endpoint: &str, bucket: &str) {
+    settings.recordings.storage = switchboard_server::config::RecordingStorageKind::S3;
+    let s3 = &mut settings.recordings.s3;
+    s3.bucket = bucket.to_owned();
+    s3.endpoint = endpoint.to_owned();
+    s3.allow_http = true;
+    s3.region = "us-east-1".into();
+    s3.prefix = "switchboard".into();
+    s3.access_key_id = Some("test".into());
+    s3.secret_access_key = Some("test-secret".into());
+}
