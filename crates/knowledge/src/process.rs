@@ -133,11 +133,12 @@ pub async fn process_document(
     }
 }
 
-/// Renews the job's claim every [`HEARTBEAT_INTERVAL`]; returns once the claim is no longer
+/// Renews the job's claim every [`KnowledgeBase::processing_heartbeat`] ([`HEARTBEAT_INTERVAL`]
+/// unless set); returns once the claim is no longer
 /// this instance's. A failed renewal (store unreachable) is retried at the next beat: the claim
 /// holds for [`PROCESSING_LEASE`] without one.
 async fn keep_claim(kb: &KnowledgeBase, org_id: i64, assistant_id: i64, document_id: i64) {
-    let mut beats = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut beats = tokio::time::interval(kb.processing_heartbeat());
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beats.tick().await; // the claim itself was the first beat
     loop {

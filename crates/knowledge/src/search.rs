@@ -172,6 +172,7 @@ pub struct KnowledgeBase {
     cache: Arc<Mutex<Cache>>,
     max_bytes: usize,
     instance_id: Arc<str>,
+    heartbeat: std::time::Duration,
 }
 
 impl std::fmt::Debug for KnowledgeBase {
@@ -199,6 +200,7 @@ impl KnowledgeBase {
             cache: Arc::new(Mutex::new(Cache::default())),
             max_bytes,
             instance_id: Arc::from(""),
+            heartbeat: crate::process::HEARTBEAT_INTERVAL,
         }
     }
 
@@ -208,6 +210,19 @@ impl KnowledgeBase {
     pub fn with_instance_id(mut self, instance_id: &str) -> KnowledgeBase {
         self.instance_id = Arc::from(instance_id);
         self
+    }
+
+    /// The same knowledge base, renewing its processing claims every `interval` instead of
+    /// [`HEARTBEAT_INTERVAL`](crate::process::HEARTBEAT_INTERVAL). Keep it well under
+    /// [`PROCESSING_LEASE`](crate::process::PROCESSING_LEASE).
+    pub fn with_processing_heartbeat(mut self, interval: std::time::Duration) -> KnowledgeBase {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// How often a processing job of this knowledge base renews its claim.
+    pub fn processing_heartbeat(&self) -> std::time::Duration {
+        self.heartbeat
     }
 
     /// The instance id recorded on the documents this process claims.

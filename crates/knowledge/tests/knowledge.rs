@@ -718,3 +718,89 @@ async fn a_pdf_decompression_bomb_fails_the_document_with_a_clear_error() {
     assert_eq!(doc.chunk_count, 0);
     w.finish().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_claim_was_taken_over_stops_without_writing() {
+    let w = world(false).await.unwrap();
+    let doc = w
+        .upload(
+            w.org,
+            w.assistant,
+            "faq.md",
+            DocumentFormat::Markdown,
+            FAQ.as_bytes(),
+        )
+        .await;
+    // An embeddings endpoint that accepts and never answers: the job is under way, waiting on
+    // it, when another instance takes the document over.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let target = EmbeddingTarget {
+        api_root: format!("http://{addr}/v1"),
+        ..w.target.clone()
+    };
+    let kb =
+        w.kb.clone()
+            .with_instance_id("instance-a")
+            .with_processing_heartbeat(std::time::Duration::from_millis(50));
+    let job = {
+        let (kb, embedder) = (kb.clone(), w.embedder.clone());
+        let (org, assistant) = (w.org, w.assistant);
+        tokio::spawn(async move {
+            process_document(&kb, &embedder, org, assistant, doc, spec(), &target).await
+        })
+    };
+    // Wait until instance A holds the claim, then let instance B take it over as if A's
+    // heartbeat had lapsed (every heartbeat is older than i64::MAX).
+    loop {
+        let row = w
+            .store
+            .get_document(w.org, w.assistant, doc)
+            .await
+            .unwrap()
+            .unwrap();
+        if row.status == DocumentStatus::Processing {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        w.store
+            .claim_document(w.org, w.assistant, doc, i64::MAX, "instance-b")
+            .await
+            .unwrap()
+    );
+    let err = job.await.unwrap().unwrap_err();
+    assert!(matches!(err, ProcessError::TakenOver), "{err}");
+    // A wrote nothing: the document is B's, still processing, with no error and no chunks.
+    let row = w
+        .store
+        .get_document(w.org, w.assistant, doc)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, DocumentStatus::Processing);
+    assert_eq!(row.error, None);
+    assert_eq!(row.chunk_count, 0);
+    assert!(
+        !w.store
+            .heartbeat_document(w.org, w.assistant, doc, "instance-a")
+            .await
+            .unwrap(),
+        "A's claim is gone"
+    );
+    assert!(
+        w.store
+            .heartbeat_document(w.org, w.assistant, doc, "instance-b")
+            .await
+            .unwrap()
+    );
+    held.abort();
+    w.finish().await;
+}

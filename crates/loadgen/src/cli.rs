@@ -154,6 +154,15 @@ pub struct RunArgs {
     /// figures are measured as without it.
     #[arg(long)]
     pub background_sound: bool,
+    /// With --spawn-fakes: leave `recording_settings` at the record's default (recording on,
+    /// as users get it) instead of off, to measure what recording costs per call.
+    #[arg(long)]
+    pub recording: bool,
+    /// Make every call last this long, s (a soak of long calls): each fixture's script is
+    /// played again and again (audio, utterances and key presses shifted) until then, and the
+    /// caller hangs up at that point. Unset: each call is its fixture, once.
+    #[arg(long, value_name = "SECONDS")]
+    pub call_seconds: Option<f64>,
     /// Start this engine binary on a free port with a temp SQLite DB; stopped at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_engine: Option<PathBuf>,
@@ -182,8 +191,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub engine_pid: Option<u32>,
     /// Read per-turn metrics straight from the engine's database when its API does not serve
-    /// them (automatic with --spawn-engine).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    /// them (automatic with --spawn-engine). Only this flag: never read from `DATABASE_URL`, which
+    /// in a developer's shell names some other database than the measured engine's.
+    #[arg(long)]
     pub database_url: Option<String>,
     /// Write the JSON report here.
     #[arg(long)]
@@ -220,6 +230,8 @@ impl std::fmt::Debug for RunArgs {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("spawn_fakes", &self.spawn_fakes)
             .field("tls", &self.tls)
+            .field("recording", &self.recording)
+            .field("call_seconds", &self.call_seconds)
             .field("spawn_engine", &self.spawn_engine)
             .field(
                 "engine_database_url",
@@ -296,10 +308,20 @@ pub struct RunResult {
 
 /// Runs the load described by `args` (spawning fakes and engine as asked) to the report.
 pub async fn run(args: &RunArgs) -> anyhow::Result<RunResult> {
+    let call_ms = match args.call_seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some((s * 1000.0) as u64),
+        Some(_) => bail!("--call-seconds must be > 0"),
+        None => None,
+    };
     let scripts: Vec<Arc<CallScript>> = CallScript::load_dir(&args.fixtures)
         .with_context(|| format!("loading fixtures from {}", args.fixtures.display()))?
         .into_iter()
-        .map(Arc::new)
+        .map(|s| {
+            Arc::new(match call_ms {
+                Some(ms) => s.repeated_for(ms),
+                None => s,
+            })
+        })
         .collect();
     if scripts.is_empty() {
         bail!(
@@ -457,6 +479,11 @@ pub async fn run_scripts(
                     body["stt_settings"]["speculative_config"] =
                         serde_json::json!({ "enable_speculative_llm": true });
                 }
+                if args.recording {
+                    if let Some(record) = body.as_object_mut() {
+                        record.remove("recording_settings");
+                    }
+                }
                 if args.background_sound {
                     body["tts_settings"]["background_sound"] =
                         serde_json::json!({ "enabled": true, "volume": 0.3, "loop": true });
@@ -610,6 +637,8 @@ pub async fn run_scripts(
     report.restarts = restarts;
     report.harness = crate::lag::HarnessUsage::new(harness_cpu_s, wall_s, lags_ms);
     report.provider_tls = ca_file.is_some();
+    report.recording = args.recording && args.spawn_fakes;
+    report.call_seconds = args.call_seconds;
     if let Some(path) = &args.details {
         let mut out = String::new();
         for (i, r) in reports.iter().enumerate() {
@@ -633,6 +662,10 @@ pub async fn run_scripts(
         e.stop(Duration::from_secs(5)).await;
     }
     if let Some(c) = cluster {
+        report.balancer = c.haproxy.counters(&http).await;
+        if report.balancer.is_none() {
+            warnings.push("the balancer's statistics could not be read".into());
+        }
         if report.calls.failed > 0 {
             for e in &c.instances {
                 warnings.push(format!("engine log kept at {}", e.keep_log()));
@@ -758,6 +791,13 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
     eprint!("{}", res.report.harness.summary());
     if res.report.provider_tls {
         eprintln!("providers: reached over TLS (--tls, throwaway CA trusted by the engine)");
+    }
+    if let Some(b) = &res.report.balancer {
+        eprintln!(
+            "balancer: {} requests retried ({} on another instance), {} 5xx from instances, \
+             {} 5xx to clients",
+            b.retries, b.redispatches, b.backend_5xx, b.client_5xx
+        );
     }
     for r in &res.report.restarts {
         eprintln!(

@@ -49,9 +49,10 @@ pub enum HaproxyError {
     },
 }
 
-/// The HAProxy configuration for `servers` (127.0.0.1 ports) behind a frontend on `port`.
-/// Websockets (the media streams) are tunnelled for up to an hour.
-pub fn haproxy_config(port: u16, servers: &[u16]) -> String {
+/// The HAProxy configuration for `servers` (127.0.0.1 ports) behind a frontend on `port`, and
+/// its statistics (CSV at `http://127.0.0.1:<stats_port>/stats;csv`). Websockets (the media
+/// streams) are tunnelled for up to an hour.
+pub fn haproxy_config(port: u16, stats_port: u16, servers: &[u16]) -> String {
     let mut cfg = format!(
         "global\n\
          \x20   maxconn 8192\n\
@@ -65,6 +66,10 @@ pub fn haproxy_config(port: u16, servers: &[u16]) -> String {
          \x20   retries 3\n\
          \x20   option redispatch 1\n\
          \x20   retry-on conn-failure empty-response response-timeout 503\n\
+         listen stats\n\
+         \x20   bind 127.0.0.1:{stats_port}\n\
+         \x20   stats enable\n\
+         \x20   stats uri /stats\n\
          frontend engines_in\n\
          \x20   bind 127.0.0.1:{port}\n\
          \x20   default_backend engines\n\
@@ -86,7 +91,56 @@ pub struct Haproxy {
     child: Child,
     /// `http://127.0.0.1:<port>`: the one public URL of every instance.
     pub base_url: String,
+    stats_url: String,
     _dir: tempfile::TempDir,
+}
+
+/// What the balancer did for the run, from its statistics: the requests a draining or
+/// restarting instance turned away and HAProxy sent elsewhere instead of failing them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BalancerCounters {
+    /// Requests retried (`wretr`: a refused connection, an empty response, a timeout or a 503
+    /// from an instance), summed over the instances.
+    pub retries: u64,
+    /// Retries sent to another instance (`wredis`).
+    pub redispatches: u64,
+    /// 5xx answers the instances gave HAProxy (a draining instance's 503 among them).
+    pub backend_5xx: u64,
+    /// 5xx answers clients got from HAProxy (what a retry could not save).
+    pub client_5xx: u64,
+}
+
+impl BalancerCounters {
+    /// Reads HAProxy's CSV statistics (`stats;csv`): the backend `engines` row's retries,
+    /// redispatches and 5xx, and the frontend `engines_in` row's 5xx. `None` when the rows or
+    /// columns are missing.
+    pub fn from_csv(csv: &str) -> Option<BalancerCounters> {
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name);
+        let (px, sv) = (col("pxname")?, col("svname")?);
+        let (wretr, wredis, h5xx) = (col("wretr")?, col("wredis")?, col("hrsp_5xx")?);
+        let mut out = BalancerCounters::default();
+        let mut seen = (false, false);
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            match (f.get(px).copied(), f.get(sv).copied()) {
+                (Some("engines"), Some("BACKEND")) => {
+                    out.retries = num(wretr);
+                    out.redispatches = num(wredis);
+                    out.backend_5xx = num(h5xx);
+                    seen.0 = true;
+                }
+                (Some("engines_in"), Some("FRONTEND")) => {
+                    out.client_5xx = num(h5xx);
+                    seen.1 = true;
+                }
+                _ => {}
+            }
+        }
+        (seen.0 && seen.1).then_some(out)
+    }
 }
 
 impl std::fmt::Debug for Haproxy {
@@ -117,7 +171,8 @@ impl Haproxy {
             .tempdir()
             .map_err(io)?;
         let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config(port, servers)).map_err(io)?;
+        let stats_port = free_port().map_err(io)?;
+        std::fs::write(&cfg, haproxy_config(port, stats_port, servers)).map_err(io)?;
         let log_path = dir.path().join("haproxy.log");
         let log = std::fs::File::create(&log_path).map_err(io)?;
         let log2 = log.try_clone().map_err(io)?;
@@ -134,6 +189,7 @@ impl Haproxy {
         let haproxy = Haproxy {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
+            stats_url: format!("http://127.0.0.1:{stats_port}/stats;csv"),
             _dir: dir,
         };
         if !wait_healthy(http, &haproxy.base_url, "/healthz", ready_timeout).await {
@@ -148,6 +204,19 @@ impl Haproxy {
             });
         }
         Ok(haproxy)
+    }
+
+    /// The balancer's counters so far (`None` when its statistics cannot be read).
+    pub async fn counters(&self, http: &reqwest::Client) -> Option<BalancerCounters> {
+        let csv = http
+            .get(&self.stats_url)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        BalancerCounters::from_csv(&csv)
     }
 
     /// Stops HAProxy.
@@ -264,12 +333,35 @@ mod tests {
 
     #[test]
     fn config_lists_every_instance_with_health_checks_and_retries() {
-        let cfg = haproxy_config(9000, &[9001, 9002]);
+        let cfg = haproxy_config(9000, 9003, &[9001, 9002]);
         assert!(cfg.contains("bind 127.0.0.1:9000"));
+        assert!(cfg.contains("bind 127.0.0.1:9003\n    stats enable\n    stats uri /stats"));
         assert!(cfg.contains("server e0 127.0.0.1:9001"));
         assert!(cfg.contains("server e1 127.0.0.1:9002"));
         assert!(cfg.contains("option httpchk GET /healthz"));
         assert!(cfg.contains("retry-on conn-failure empty-response response-timeout 503"));
         assert!(cfg.contains("option redispatch"));
+    }
+
+    #[test]
+    fn counters_come_from_the_backend_and_frontend_rows() {
+        // Trimmed HAProxy `stats;csv` output (the real one has ~100 columns in this order).
+        let csv = "# pxname,svname,qcur,wretr,wredis,status,hrsp_5xx,\n\
+                   stats,FRONTEND,,,,OPEN,0,\n\
+                   engines_in,FRONTEND,,,,OPEN,2,\n\
+                   engines,e0,0,3,2,UP,5,\n\
+                   engines,e1,0,1,1,UP,0,\n\
+                   engines,BACKEND,0,4,3,UP,5,\n";
+        assert_eq!(
+            BalancerCounters::from_csv(csv),
+            Some(BalancerCounters {
+                retries: 4,
+                redispatches: 3,
+                backend_5xx: 5,
+                client_5xx: 2,
+            })
+        );
+        assert_eq!(BalancerCounters::from_csv("# pxname,svname\n"), None);
+        assert_eq!(BalancerCounters::from_csv(""), None);
     }
 }

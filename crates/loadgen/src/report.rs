@@ -99,10 +99,20 @@ pub struct Report {
     /// Instances restarted during the run (`--restart-after-s`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<crate::cluster::RestartReport>,
+    /// What HAProxy retried and redispatched, with several instances (`--haproxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<crate::cluster::BalancerCounters>,
     /// The provider fakes were reached over TLS (`--tls`): the engine paid for TLS on every
     /// provider connection, as in production. Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub provider_tls: bool,
+    /// The assistants recorded their calls (`--recording`: the record's default). Written only
+    /// when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recording: bool,
+    /// Every call was made to last this long, s (`--call-seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_seconds: Option<f64>,
 }
 
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
@@ -451,7 +461,10 @@ impl Aggregate {
             live_viewers: None,
             harness: crate::lag::HarnessUsage::default(),
             restarts: Vec::new(),
+            balancer: None,
             provider_tls: false,
+            recording: false,
+            call_seconds: None,
         };
         (report, extras)
     }

@@ -131,7 +131,7 @@ fn script() -> CallScript {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_engine_is_measured_from_the_callers_side() {
     let base = start_bot().await;
-    let mut cli = Cli::try_parse_from([
+    let cli = Cli::try_parse_from([
         "switchboard-loadgen",
         "--target",
         &base,
@@ -150,9 +150,10 @@ async fn a_foreign_engine_is_measured_from_the_callers_side() {
         "--quiet",
     ])
     .expect("flags parse");
-    // A foreign engine has no database of ours: ignore the test environment's DATABASE_URL
-    // (`--database-url` falls back to it).
-    cli.run.database_url = None;
+    assert!(
+        cli.run.database_url.is_none(),
+        "--database-url is never taken from the environment's DATABASE_URL"
+    );
     let res = run_scripts(&cli.run, vec![Arc::new(script())], &RunSetup::default())
         .await
         .expect("the run completes without a health route or an API");

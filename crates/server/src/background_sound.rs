@@ -32,8 +32,6 @@ use crate::config::BackgroundSoundSettings;
 use crate::recording_storage::{RecordingStorage, StorageError};
 use crate::state::AppState;
 
-/// Longest sound accepted, in seconds (a longer file would only cost memory: it loops anyway).
-pub const MAX_DURATION_S: u64 = 600;
 /// Folder (under an organisation's prefix) of uploaded background sounds.
 pub const STORAGE_DIR: &str = "background-sounds";
 /// Length of the crossfade that joins a looped sound's end to its start, ms: long enough that
@@ -51,6 +49,8 @@ pub struct SoundLimits {
     pub cache_max_bytes: usize,
     /// How long a failed load is remembered (not tried again); zero = not remembered.
     pub failure_retry: Duration,
+    /// Longest sound accepted, seconds (a longer file would only cost memory: it loops anyway).
+    pub max_duration_s: u64,
 }
 
 impl From<&BackgroundSoundSettings> for SoundLimits {
@@ -60,6 +60,7 @@ impl From<&BackgroundSoundSettings> for SoundLimits {
             fetch_timeout: Duration::from_millis(s.fetch_timeout_ms),
             cache_max_bytes: s.cache_max_bytes,
             failure_retry: Duration::from_secs(s.failure_retry_s),
+            max_duration_s: s.max_duration_s,
         }
     }
 }
@@ -142,9 +143,12 @@ pub enum SoundError {
     /// The file decodes to no audio.
     #[error("the file holds no audio")]
     Empty,
-    /// Longer than [`MAX_DURATION_S`].
-    #[error("longer than {MAX_DURATION_S} s")]
-    TooLong,
+    /// Longer than `background_sound.max_duration_s`.
+    #[error("longer than {limit_s} s")]
+    TooLong {
+        /// The limit, seconds.
+        limit_s: u64,
+    },
     /// More than `background_sound.max_bytes`.
     #[error("larger than {limit_bytes} bytes")]
     TooLarge {
@@ -204,6 +208,8 @@ impl DecodedSound {
 /// arrive (a small compressed file can expand to hours).
 struct Collect {
     rate_hz: u32,
+    /// Longest sound accepted, seconds.
+    max_s: u64,
     channels: u16,
     mono: Vec<i16>,
     /// Partial frame (fewer samples than channels) carried between blocks.
@@ -212,12 +218,13 @@ struct Collect {
 }
 
 impl Collect {
-    fn new(rate_hz: u32, channels: u16) -> Result<Self, String> {
+    fn new(rate_hz: u32, channels: u16, max_s: u64) -> Result<Self, String> {
         if rate_hz == 0 || channels == 0 {
             return Err(format!("{rate_hz} Hz, {channels} channels"));
         }
         Ok(Self {
             rate_hz,
+            max_s,
             channels,
             mono: Vec::new(),
             acc: 0,
@@ -227,7 +234,7 @@ impl Collect {
 
     /// Adds interleaved samples (already 16-bit scaled) and mixes them down.
     fn push(&mut self, interleaved: impl IntoIterator<Item = i32>) -> Result<(), SoundError> {
-        let max = MAX_DURATION_S as usize * self.rate_hz as usize;
+        let max = self.max_s as usize * self.rate_hz as usize;
         for s in interleaved {
             self.acc += s;
             self.acc_n += 1;
@@ -238,7 +245,9 @@ impl Collect {
                 self.acc = 0;
                 self.acc_n = 0;
                 if self.mono.len() > max {
-                    return Err(SoundError::TooLong);
+                    return Err(SoundError::TooLong {
+                        limit_s: self.max_s,
+                    });
                 }
             }
         }
@@ -269,7 +278,7 @@ fn to_16(s: i32, bits: u32) -> i32 {
 }
 
 /// Decodes a whole sound file to 8 kHz mono (CPU-bound: run it on the blocking pool).
-pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
+pub fn decode(bytes: &[u8], max_s: u64) -> Result<DecodedSound, SoundError> {
     let format = SoundFormat::sniff(bytes).ok_or(SoundError::UnknownFormat)?;
     let bad = |reason: String| SoundError::Undecodable {
         format: format.name(),
@@ -280,9 +289,9 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
             let mut r =
                 hound::WavReader::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
             let spec = r.spec();
-            let mut c = Collect::new(spec.sample_rate, spec.channels).map_err(bad)?;
-            if u64::from(r.duration()) > MAX_DURATION_S * u64::from(spec.sample_rate) {
-                return Err(SoundError::TooLong);
+            let mut c = Collect::new(spec.sample_rate, spec.channels, max_s).map_err(bad)?;
+            if u64::from(r.duration()) > max_s * u64::from(spec.sample_rate) {
+                return Err(SoundError::TooLong { limit_s: max_s });
             }
             match spec.sample_format {
                 hound::SampleFormat::Int => {
@@ -305,6 +314,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
             let mut c = Collect::new(
                 r.ident_hdr.audio_sample_rate,
                 u16::from(r.ident_hdr.audio_channels),
+                max_s,
             )
             .map_err(bad)?;
             while let Some(packet) = r.read_dec_packet_itl().map_err(|e| bad(e.to_string()))? {
@@ -317,12 +327,12 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
                 claxon::FlacReader::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
             let info = r.streaminfo();
             let channels = u16::try_from(info.channels).map_err(|e| bad(e.to_string()))?;
-            let mut c = Collect::new(info.sample_rate, channels).map_err(bad)?;
+            let mut c = Collect::new(info.sample_rate, channels, max_s).map_err(bad)?;
             if info
                 .samples
-                .is_some_and(|n| n > MAX_DURATION_S * u64::from(info.sample_rate))
+                .is_some_and(|n| n > max_s * u64::from(info.sample_rate))
             {
-                return Err(SoundError::TooLong);
+                return Err(SoundError::TooLong { limit_s: max_s });
             }
             let bits = info.bits_per_sample;
             let mut block = Vec::new();
@@ -339,8 +349,8 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
             let mut r = nanomp3::SliceReader::<i16>::new(bytes);
             let rate = r.sample_rate();
             let channels = r.channels().map_or(0, |ch| ch.num() as u16);
-            let mut c =
-                Collect::new(rate, channels).map_err(|_| bad("no MPEG audio frames".into()))?;
+            let mut c = Collect::new(rate, channels, max_s)
+                .map_err(|_| bad("no MPEG audio frames".into()))?;
             let mut buf = vec![0i16; 4608];
             loop {
                 let n = r.read(&mut buf).map_err(|e| bad(e.to_string()))?;
@@ -355,8 +365,8 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedSound, SoundError> {
 }
 
 /// Decodes on the blocking pool (never on the calling task).
-pub async fn decode_off_task(bytes: Vec<u8>) -> Result<DecodedSound, SoundError> {
-    tokio::task::spawn_blocking(move || decode(&bytes))
+pub async fn decode_off_task(bytes: Vec<u8>, max_s: u64) -> Result<DecodedSound, SoundError> {
+    tokio::task::spawn_blocking(move || decode(&bytes, max_s))
         .await
         .map_err(|_| SoundError::Task)?
 }
@@ -519,7 +529,9 @@ impl SoundCache {
                     if let Some(same) = self.find_hash(&hash, looped) {
                         return Ok(same);
                     }
-                    let mut samples = decode_off_task(bytes).await?.samples_8k;
+                    let mut samples = decode_off_task(bytes, self.limits.max_duration_s)
+                        .await?
+                        .samples_8k;
                     if looped {
                         smooth_loop_seam(&mut samples, LOOP_CROSSFADE_MS * 8);
                     }
@@ -745,6 +757,9 @@ pub async fn load_for_call(
 mod tests {
     use super::*;
 
+    /// `background_sound.max_duration_s` of the default config.
+    const MAX_S: u64 = 600;
+
     fn wav(rate: u32, channels: u16, seconds: f32, amp: f32) -> Vec<u8> {
         let spec = hound::WavSpec {
             channels,
@@ -785,12 +800,15 @@ mod tests {
             Some(SoundFormat::Mp3)
         );
         assert_eq!(SoundFormat::sniff(b"%PDF-1.4"), None);
-        assert!(matches!(decode(b"hello"), Err(SoundError::UnknownFormat)));
+        assert!(matches!(
+            decode(b"hello", MAX_S),
+            Err(SoundError::UnknownFormat)
+        ));
     }
 
     #[test]
     fn stereo_wav_at_44k_becomes_8k_mono_at_its_level() {
-        let d = decode(&wav(44100, 2, 0.5, 12000.0)).expect("decodes");
+        let d = decode(&wav(44100, 2, 0.5, 12000.0), MAX_S).expect("decodes");
         assert_eq!(d.samples_8k.len(), 4000);
         assert_eq!((d.source_rate_hz, d.channels), (44100, 2));
         let peak = d.samples_8k[400..3600]
@@ -813,7 +831,7 @@ mod tests {
             (OGG, SoundFormat::OggVorbis, 16000, 2),
             (FLAC, SoundFormat::Flac, 44100, 1),
         ] {
-            let d = decode(bytes).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            let d = decode(bytes, MAX_S).unwrap_or_else(|e| panic!("{format:?}: {e}"));
             assert_eq!(d.format, format);
             assert_eq!(
                 (d.source_rate_hz, d.channels),
@@ -846,29 +864,57 @@ mod tests {
     }
 
     #[test]
+    fn sounds_longer_than_the_limit_are_refused_in_every_format() {
+        let two_seconds = wav(8000, 1, 2.0, 1000.0);
+        for (bytes, name) in [
+            (&two_seconds[..], "WAV"),
+            (MP3, "MP3"),
+            (OGG, "OGG"),
+            (FLAC, "FLAC"),
+        ] {
+            // Every fixture here is at least one second long.
+            assert!(
+                matches!(decode(bytes, 0), Err(SoundError::TooLong { limit_s: 0 })),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            decode(&two_seconds, 1),
+            Err(SoundError::TooLong { limit_s: 1 })
+        ));
+        assert_eq!(
+            decode(&two_seconds, 2)
+                .expect("at the limit")
+                .samples_8k
+                .len(),
+            16000
+        );
+    }
+
+    #[test]
     fn truncated_or_empty_files_are_refused() {
         let full = wav(8000, 1, 0.1, 1000.0);
         assert!(matches!(
-            decode(&full[..30]),
+            decode(&full[..30], MAX_S),
             Err(SoundError::Undecodable { format: "WAV", .. })
         ));
         assert!(matches!(
-            decode(&wav(8000, 1, 0.0, 1.0)),
+            decode(&wav(8000, 1, 0.0, 1.0), MAX_S),
             Err(SoundError::Empty)
         ));
         assert!(matches!(
-            decode(b"OggS not really"),
+            decode(b"OggS not really", MAX_S),
             Err(SoundError::Undecodable {
                 format: "OGG/Vorbis",
                 ..
             })
         ));
         assert!(matches!(
-            decode(b"fLaC\0\0\0\0"),
+            decode(b"fLaC\0\0\0\0", MAX_S),
             Err(SoundError::Undecodable { format: "FLAC", .. })
         ));
         assert!(matches!(
-            decode(&[0xFF, 0xFB, 0, 0, 0, 0]),
+            decode(&[0xFF, 0xFB, 0, 0, 0, 0], MAX_S),
             Err(SoundError::Undecodable { format: "MP3", .. })
         ));
     }
@@ -893,6 +939,7 @@ mod tests {
             fetch_timeout: Duration::from_secs(1),
             cache_max_bytes: 1 << 20,
             failure_retry: Duration::from_secs(failure_retry_s),
+            max_duration_s: MAX_S,
         }
     }
 

@@ -111,6 +111,9 @@ pub struct BackgroundSoundSettings {
     /// How long a sound that failed to load is not tried again, seconds: calls in that time go
     /// on without it at once, and the failure is logged once. 0 = try again on every call.
     pub failure_retry_s: u64,
+    /// Longest sound accepted, seconds (a longer one would only cost memory: it loops anyway);
+    /// an upload past it gets 422, a `sound_url` past it is not played.
+    pub max_duration_s: u64,
 }
 
 /// Longest `background_sound.failure_retry_s` accepted, seconds: a failure is remembered for a
@@ -319,7 +322,15 @@ pub struct S3Settings {
     /// Secret access key (`SWITCHBOARD_RECORDINGS__S3__SECRET_ACCESS_KEY`); unset =
     /// `AWS_SECRET_ACCESS_KEY`. Never logged.
     pub secret_access_key: Option<String>,
+    /// Seconds a presigned play URL lasts: `GET …/recording/{id}/play` of a recording in the
+    /// bucket answers 307 to a URL signed for that long (at most
+    /// [`MAX_PRESIGNED_PLAY_TTL_S`]) instead of proxying the bytes. 0 (the default) = proxy.
+    pub presigned_play_ttl_s: u64,
 }
+
+/// Longest `recordings.s3.presigned_play_ttl_s` accepted, seconds: a signed URL works for
+/// whoever holds it until it expires, so it stays short-lived.
+pub const MAX_PRESIGNED_PLAY_TTL_S: u64 = 3600;
 
 impl fmt::Debug for S3Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -334,6 +345,7 @@ impl fmt::Debug for S3Settings {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("presigned_play_ttl_s", &self.presigned_play_ttl_s)
             .finish()
     }
 }
@@ -781,10 +793,16 @@ impl Settings {
                 "background_sound.cache_max_bytes",
                 sound.cache_max_bytes as u64,
             ),
+            ("background_sound.max_duration_s", sound.max_duration_s),
         ] {
             if value == 0 {
                 return Err(SettingsError::Invalid(format!("{key} must be at least 1")));
             }
+        }
+        if self.recordings.s3.presigned_play_ttl_s > MAX_PRESIGNED_PLAY_TTL_S {
+            return Err(SettingsError::Invalid(format!(
+                "recordings.s3.presigned_play_ttl_s must be at most {MAX_PRESIGNED_PLAY_TTL_S}"
+            )));
         }
         if sound.failure_retry_s > MAX_SOUND_FAILURE_RETRY_S {
             return Err(SettingsError::Invalid(format!(
@@ -1237,6 +1255,7 @@ mod tests {
         assert_eq!(s.fetch_timeout_ms, 10_000);
         assert_eq!(s.cache_max_bytes, 64 * 1024 * 1024);
         assert_eq!(s.failure_retry_s, 60);
+        assert_eq!(s.max_duration_s, 600);
         let s = Settings::load(
             None,
             &env(&[
@@ -1255,6 +1274,7 @@ mod tests {
             "SWITCHBOARD_BACKGROUND_SOUND__MAX_BYTES",
             "SWITCHBOARD_BACKGROUND_SOUND__FETCH_TIMEOUT_MS",
             "SWITCHBOARD_BACKGROUND_SOUND__CACHE_MAX_BYTES",
+            "SWITCHBOARD_BACKGROUND_SOUND__MAX_DURATION_S",
         ] {
             let err = Settings::load(None, &env(&[(key, "0")]), &[]).expect_err(key);
             assert!(err.to_string().contains("at least 1"), "{key}: {err}");

@@ -14,8 +14,11 @@
 //!   and a crash must leave something to finalise.
 //!
 //! Reads ([`RecordingStorage::open`]) serve byte ranges for `GET …/recording/{id}/play`; S3
-//! objects are proxied (ranged GETs), not redirected to a presigned URL, so the API key and
-//! organisation checks stay the only way in and the store need not be reachable by clients.
+//! objects are proxied (ranged GETs) by default, so the API key and organisation checks stay
+//! the only way in and the store need not be reachable by clients. With
+//! `recordings.s3.presigned_play_ttl_s` set, [`RecordingStorage::presigned_play_url`] gives a
+//! URL signed for that long instead (after the same checks), and clients download from the
+//! bucket.
 //! The store is chosen by the stored location, so recordings written before a switch of
 //! `storage` stay playable. Credentials come from the environment and are never logged.
 
@@ -27,6 +30,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -71,9 +75,11 @@ pub struct Opened {
 /// An S3-compatible bucket.
 #[derive(Clone)]
 struct S3 {
-    store: Arc<dyn ObjectStore>,
+    store: Arc<object_store::aws::AmazonS3>,
     bucket: String,
     prefix: String,
+    /// How long presigned play URLs last; zero = proxy instead.
+    presigned_play_ttl: std::time::Duration,
 }
 
 /// Storage of finished recordings, shared by every call (cheap to clone).
@@ -235,6 +241,24 @@ impl RecordingStorage {
         self.store(&local, key).await
     }
 
+    /// A URL that downloads the recording at `location` straight from the bucket for
+    /// `recordings.s3.presigned_play_ttl_s` (SigV4 query signature): `None` for local
+    /// recordings and when presigning is off. The caller checks the organisation first.
+    pub async fn presigned_play_url(&self, location: &str) -> Result<Option<String>, StorageError> {
+        let Some(rest) = location.strip_prefix(S3_SCHEME) else {
+            return Ok(None);
+        };
+        let (s3, object) = self.s3_object(rest)?;
+        if s3.presigned_play_ttl.is_zero() {
+            return Ok(None);
+        }
+        let url = s3
+            .store
+            .signed_url(reqwest::Method::GET, &object, s3.presigned_play_ttl)
+            .await?;
+        Ok(Some(url.into()))
+    }
+
     /// Removes the file at `location`; one that is already gone is not an error.
     pub async fn delete(&self, location: &str) -> Result<(), StorageError> {
         match location.strip_prefix(S3_SCHEME) {
@@ -328,5 +352,6 @@ fn build_s3(cfg: &S3Settings) -> Result<S3, StorageError> {
         store: Arc::new(store),
         bucket: bucket.to_owned(),
         prefix,
+        presigned_play_ttl: std::time::Duration::from_secs(cfg.presigned_play_ttl_s),
     })
 }

@@ -467,6 +467,9 @@ async fn metrics_can_be_public_or_on_their_own_listener() {
     let (status, body) = metrics(&ts, &own, None).await;
     assert_eq!(status, 200);
     assert!(body.contains("switchboard_live_calls"), "{body}");
+    let tasks = gauge(&body, "switchboard_runtime_alive_tasks");
+    assert!(tasks >= 1.0, "the server's own tasks are alive: {body}");
+    assert!(gauge(&body, "process_open_fds") >= 3.0, "{body}");
     let response = ts
         .client
         .get(format!("{own}/metrics"))
@@ -563,4 +566,11 @@ async fn slow_clients_do_not_hold_up_the_drain() {
     assert!(report.drained, "{report:?}");
     assert!(until_closed(&mut partial).await.is_empty());
     assert!(until_closed(&mut idle).await.is_empty());
+}
+
+/// The value of an unlabelled gauge in a Prometheus text body.
+fn gauge(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
 }

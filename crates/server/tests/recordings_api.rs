@@ -282,6 +282,107 @@ async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
     ts.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_recording_plays_through_a_short_lived_presigned_redirect() {
+    let Some(endpoint) = common::s3_endpoint("recordings") else {
+        return;
+    };
+    let bucket = format!("sb-presigned-{:08x}", rand_suffix());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = settings_in(dir.path());
+    common::use_moto_s3(&mut settings, &endpoint, &bucket);
+    settings.recordings.s3.presigned_play_ttl_s = 120;
+    let mut ts = TestServer::start_with(settings, String::new()).await;
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("org a");
+    let (call_id, _) = ended_call(&state.store, org).await;
+    let audio = pattern(20_000);
+    let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
+    let location = state
+        .recordings
+        .store_bytes(&key, &audio)
+        .await
+        .expect("stored");
+    let rec_id = add_row(&state.store, call_id, &location, audio.len()).await;
+    let path = format!("/api/v1/calls/{call_id}/recording/{rec_id}/play");
+
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = no_redirects
+        .get(format!("{}{path}", ts.base))
+        .bearer_auth(&ts.key_a)
+        .send()
+        .await
+        .expect("play");
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(header(&resp, "cache-control"), "private, no-store");
+    let url = header(&resp, "location");
+    assert!(
+        url.starts_with(&format!("{endpoint}/{bucket}/switchboard/{key}?")),
+        "{url}"
+    );
+    for part in [
+        "X-Amz-Signature=",
+        "X-Amz-Expires=120",
+        "X-Amz-Credential=test%2F",
+    ] {
+        assert!(url.contains(part), "{part} in {url}");
+    }
+    assert!(
+        !url.contains("test-secret"),
+        "the secret never leaves: {url}"
+    );
+    // The URL downloads the file, by ranges too, without the API key.
+    let whole = reqwest::get(&url).await.expect("download");
+    assert_eq!(
+        whole.bytes().await.expect("bytes").as_ref(),
+        audio.as_slice()
+    );
+    let ranged = reqwest::Client::new()
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .expect("ranged download");
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        ranged.bytes().await.expect("bytes").as_ref(),
+        &audio[100..200]
+    );
+    // The organisation check comes first: another organisation gets no URL.
+    let resp = no_redirects
+        .get(format!("{}{path}", ts.base))
+        .bearer_auth(&ts.key_b)
+        .send()
+        .await
+        .expect("play");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&resp, "location"), "");
+    // A local recording of the same server still streams from here.
+    let local_key = format!("org-{org}/recordings/call-{call_id}-caller.wav");
+    let local = state.recordings.base_dir().join(&local_key);
+    std::fs::create_dir_all(local.parent().expect("parent")).expect("dir");
+    std::fs::write(&local, &audio).expect("write");
+    let local_id = add_row(&state.store, call_id, &local.to_string_lossy(), audio.len()).await;
+    let resp = get(
+        &ts,
+        &format!("/api/v1/calls/{call_id}/recording/{local_id}/play"),
+        &ts.key_a,
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    ts.stop().await;
+}
+
 fn rand_suffix() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

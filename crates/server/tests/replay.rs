@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_core::call::trace::Trace;
 use switchboard_core::replay::replay;
+use switchboard_server::call::trace_spool::{DRAIN_AUDIO_BYTES, TRACE_DIR};
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
 use switchboard_store::CallRow;
@@ -169,6 +170,13 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
             stored.len()
         );
         assert!(!trace.truncated, "{}", script.name);
+        // The trace was spooled a second at a time during the call and put back together.
+        assert!(
+            trace.caller_audio.len() > 2 * DRAIN_AUDIO_BYTES,
+            "{}: {} bytes of caller audio",
+            script.name,
+            trace.caller_audio.len()
+        );
         assert!(
             trace.decisions.len() > 10,
             "{}: {} decisions",
@@ -210,6 +218,11 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
         unchanged_differs.join("\n")
     );
     let call = barge_in_call.expect("the barge_in fixture");
+    // Every trace is stored, so no spool file is left behind.
+    let spools: Vec<_> = std::fs::read_dir(dir.path().join(TRACE_DIR))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(spools.is_empty(), "spools left: {spools:?}");
 
     // The API: the exact replay…
     let url = format!("{base}/api/v1/calls/{}/replay", call.id);

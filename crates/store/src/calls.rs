@@ -9,6 +9,8 @@ use crate::{
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+
+use crate::call_data::AnyQuery;
 use std::collections::HashMap;
 
 macro_rules! call_cols {
@@ -472,15 +474,9 @@ impl Store {
         call_id: i64,
         metrics: &Value,
     ) -> Result<(), StoreError> {
-        let res = sqlx::query(
-            "UPDATE calls SET metrics = $2, updated_at = $3 WHERE id = $1 AND organization_id = $4",
-        )
-        .bind(call_id)
-        .bind(json_text(metrics)?)
-        .bind(now_ms())
-        .bind(org_id)
-        .execute(&self.pool)
-        .await?;
+        let res = update_call_metrics(org_id, call_id, metrics)?
+            .execute(&self.pool)
+            .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -542,26 +538,7 @@ impl Store {
     /// id of a call it proved is its own (the runtime: the record its stream token names, read
     /// scoped to the token's organisation). Returns the new id.
     pub async fn add_transcript(&self, call_id: i64, t: &NewTranscript) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO transcripts (call_id, role, content, start_ms, end_ms, confidence, \
-             is_final, interrupted, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             RETURNING id",
-        )
-        .bind(call_id)
-        .bind(&t.role)
-        .bind(&t.content)
-        .bind(t.start_ms)
-        .bind(t.end_ms)
-        .bind(t.confidence)
-        .bind(t.is_final)
-        .bind(t.interrupted)
-        .bind(now_ms())
-        // Not cached as a prepared statement: sqlx's Any driver sends a NULL f64 to
-        // PostgreSQL typed as float4 and a present one as float8, and a statement prepared
-        // with one type rejects the other ("incorrect binary data format").
-        .persistent(false)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = insert_transcript(call_id, t).fetch_one(&self.pool).await?;
         Ok(row.try_get("id")?)
     }
 
@@ -587,30 +564,9 @@ impl Store {
         call_id: i64,
         m: &NewTurnMetric,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO turn_metrics (call_id, turn_index, user_speech_end_ms, stt_final_ms, \
-             llm_request_ms, llm_first_token_ms, tts_first_byte_ms, first_audio_sent_ms, \
-             playback_done_ms, llm_provider, stt_provider, tts_provider, interrupted, extra, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             RETURNING id",
-        )
-        .bind(call_id)
-        .bind(m.turn_index)
-        .bind(m.user_speech_end_ms)
-        .bind(m.stt_final_ms)
-        .bind(m.llm_request_ms)
-        .bind(m.llm_first_token_ms)
-        .bind(m.tts_first_byte_ms)
-        .bind(m.first_audio_sent_ms)
-        .bind(m.playback_done_ms)
-        .bind(m.llm_provider.as_deref())
-        .bind(m.stt_provider.as_deref())
-        .bind(m.tts_provider.as_deref())
-        .bind(m.interrupted)
-        .bind(json_text(&m.extra)?)
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await?;
+        let row = insert_turn_metric(call_id, m)?
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get("id")?)
     }
 
@@ -823,4 +779,70 @@ impl Store {
         .await?;
         Ok(row.is_some())
     }
+}
+
+/// `INSERT` of one transcript segment, `RETURNING id`.
+pub(crate) fn insert_transcript(call_id: i64, t: &NewTranscript) -> AnyQuery<'_> {
+    sqlx::query(
+        "INSERT INTO transcripts (call_id, role, content, start_ms, end_ms, confidence, \
+         is_final, interrupted, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         RETURNING id",
+    )
+    .bind(call_id)
+    .bind(&t.role)
+    .bind(&t.content)
+    .bind(t.start_ms)
+    .bind(t.end_ms)
+    .bind(t.confidence)
+    .bind(t.is_final)
+    .bind(t.interrupted)
+    .bind(now_ms())
+    // Not cached as a prepared statement: sqlx's Any driver sends a NULL f64 to
+    // PostgreSQL typed as float4 and a present one as float8, and a statement prepared
+    // with one type rejects the other ("incorrect binary data format").
+    .persistent(false)
+}
+
+/// `INSERT` of one turn's latency timeline, `RETURNING id`.
+pub(crate) fn insert_turn_metric(
+    call_id: i64,
+    m: &NewTurnMetric,
+) -> Result<AnyQuery<'_>, StoreError> {
+    Ok(sqlx::query(
+        "INSERT INTO turn_metrics (call_id, turn_index, user_speech_end_ms, stt_final_ms, \
+         llm_request_ms, llm_first_token_ms, tts_first_byte_ms, first_audio_sent_ms, \
+         playback_done_ms, llm_provider, stt_provider, tts_provider, interrupted, extra, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         RETURNING id",
+    )
+    .bind(call_id)
+    .bind(m.turn_index)
+    .bind(m.user_speech_end_ms)
+    .bind(m.stt_final_ms)
+    .bind(m.llm_request_ms)
+    .bind(m.llm_first_token_ms)
+    .bind(m.tts_first_byte_ms)
+    .bind(m.first_audio_sent_ms)
+    .bind(m.playback_done_ms)
+    .bind(m.llm_provider.as_deref())
+    .bind(m.stt_provider.as_deref())
+    .bind(m.tts_provider.as_deref())
+    .bind(m.interrupted)
+    .bind(json_text(&m.extra)?)
+    .bind(now_ms()))
+}
+
+/// `UPDATE` of the organisation's call's end-of-call metrics (no row: not its call).
+pub(crate) fn update_call_metrics(
+    org_id: i64,
+    call_id: i64,
+    metrics: &Value,
+) -> Result<AnyQuery<'static>, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE calls SET metrics = $2, updated_at = $3 WHERE id = $1 AND organization_id = $4",
+    )
+    .bind(call_id)
+    .bind(json_text(metrics)?)
+    .bind(now_ms())
+    .bind(org_id))
 }

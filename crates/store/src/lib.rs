@@ -34,6 +34,7 @@
 //! their types redact them in `Debug`.
 
 mod assistants;
+mod call_data;
 mod call_reports;
 mod call_status;
 mod call_traces;
@@ -49,6 +50,7 @@ mod secrets;
 mod time;
 mod tool_executions;
 
+pub use call_data::CallData;
 pub use call_reports::{CallActivity, StatusTotal, TurnTiming};
 pub use call_status::{CallStatus, EndedReason};
 pub use call_traces::CallTraceRow;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::call_data::AnyQuery;
 use crate::{Store, StoreError, get_bool, non_negative, now_ms};
 
 /// Most bytes of a tool's result kept (4 KiB); the rest is dropped on a character boundary and
@@ -215,28 +216,9 @@ impl Store {
         call_id: i64,
         e: &NewToolExecution,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO tool_executions (organization_id, call_id, tool_call_id, tool_name, \
-             arguments, result, result_truncated, status, error, started_at, duration_ms, \
-             created_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
-             WHERE EXISTS (SELECT 1 FROM calls WHERE id = $2 AND organization_id = $1) \
-             RETURNING id",
-        )
-        .bind(org_id)
-        .bind(call_id)
-        .bind(no_nul(&e.tool_call_id).into_owned())
-        .bind(no_nul(&e.tool_name).into_owned())
-        .bind(serde_json::to_string(&e.arguments)?)
-        .bind(e.result.as_deref().map(|r| no_nul(r).into_owned()))
-        .bind(e.result_truncated)
-        .bind(e.status.as_str())
-        .bind(e.error.as_deref().map(|r| no_nul(r).into_owned()))
-        .bind(e.started_at_ms)
-        .bind(e.duration_ms)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = insert_tool_execution(org_id, call_id, e)?
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => Ok(row.try_get("id")?),
             None => Err(StoreError::NotFound),
@@ -281,6 +263,35 @@ impl Store {
         .await?;
         Ok(row.try_get("n")?)
     }
+}
+
+/// `INSERT` of one tool execution of the organisation's call, `RETURNING id` (no row: not its
+/// call).
+pub(crate) fn insert_tool_execution(
+    org_id: i64,
+    call_id: i64,
+    e: &NewToolExecution,
+) -> Result<AnyQuery<'static>, StoreError> {
+    Ok(sqlx::query(
+        "INSERT INTO tool_executions (organization_id, call_id, tool_call_id, tool_name, \
+         arguments, result, result_truncated, status, error, started_at, duration_ms, \
+         created_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+         WHERE EXISTS (SELECT 1 FROM calls WHERE id = $2 AND organization_id = $1) \
+         RETURNING id",
+    )
+    .bind(org_id)
+    .bind(call_id)
+    .bind(no_nul(&e.tool_call_id).into_owned())
+    .bind(no_nul(&e.tool_name).into_owned())
+    .bind(serde_json::to_string(&e.arguments)?)
+    .bind(e.result.as_deref().map(|r| no_nul(r).into_owned()))
+    .bind(e.result_truncated)
+    .bind(e.status.as_str())
+    .bind(e.error.as_deref().map(|r| no_nul(r).into_owned()))
+    .bind(e.started_at_ms)
+    .bind(e.duration_ms)
+    .bind(now_ms()))
 }
 
 #[cfg(test)]

@@ -413,7 +413,10 @@ impl fmt::Debug for TwilioRest {
 }
 
 impl TwilioRest {
-    /// A client with its own connection pool and the config's timeouts.
+    /// A client with its own connection pool and the config's timeouts, trusting the public CA
+    /// roots only. The engine never uses it: its clients come from
+    /// [`TwilioRest::with_http_client`] with the server's shared client, which also trusts
+    /// `[tls] extra_ca_file`.
     pub fn new(creds: Credentials, config: RestConfig) -> Result<TwilioRest, RestError> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)

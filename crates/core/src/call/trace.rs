@@ -17,6 +17,11 @@
 //! to there still replays. Memory grows in fixed chunks (no copy of what is recorded), so the
 //! per-frame cost is a 160-byte copy and an amortised `Vec` push, never an allocation per frame.
 //!
+//! A long call's trace need not stay in memory: [`TracedCore::drain_trace`] hands over what was
+//! recorded since the last drain (a [`TraceSlice`]: events, decisions, caller audio), for the
+//! runtime to spool to disk off the call task; at the end [`Trace::prepend`] puts the spooled
+//! slices back in front of the rest, and the encoding is the same.
+//!
 //! Encoding ([`Trace::to_bytes`]): the magic `SBTRACE1`, the length of a JSON document (u32,
 //! little-endian), the JSON (settings, events, decisions), then the caller audio. The store
 //! keeps it compressed.
@@ -77,6 +82,27 @@ pub struct Trace {
     /// Caller audio (8 kHz µ-law), the bytes of all [`TraceEvent::CallerAudio`] in order.
     #[serde(skip)]
     pub caller_audio: Vec<u8>,
+}
+
+/// What a trace recorded since it was last drained ([`TracedCore::drain_trace`]): the part of a
+/// trace that grows with the call's length.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TraceSlice {
+    /// Events, in order.
+    pub events: Vec<TracedEvent>,
+    /// Decisions, in order.
+    pub decisions: Vec<Decision>,
+    /// The caller audio of those events' [`TraceEvent::CallerAudio`], in order.
+    pub caller_audio: Vec<u8>,
+}
+
+impl TraceSlice {
+    /// Appends `later` (drained after this one).
+    pub fn append(&mut self, mut later: TraceSlice) {
+        self.events.append(&mut later.events);
+        self.decisions.append(&mut later.decisions);
+        self.caller_audio.extend_from_slice(&later.caller_audio);
+    }
 }
 
 /// One input event and when it was fed.
@@ -522,6 +548,22 @@ impl TraceEvent {
 }
 
 impl Trace {
+    /// Puts `earlier` (the slices drained from this trace's recorder, in order) in front of
+    /// what the trace kept itself, making the whole trace again.
+    pub fn prepend(&mut self, earlier: TraceSlice) {
+        let TraceSlice {
+            mut events,
+            mut decisions,
+            mut caller_audio,
+        } = earlier;
+        events.append(&mut self.events);
+        decisions.append(&mut self.decisions);
+        caller_audio.extend_from_slice(&self.caller_audio);
+        self.events = events;
+        self.decisions = decisions;
+        self.caller_audio = caller_audio;
+    }
+
     /// Encodes the trace (see the module docs).
     pub fn to_bytes(&self) -> Result<Vec<u8>, TraceError> {
         let json = serde_json::to_vec(self)?;
@@ -571,7 +613,12 @@ struct Recorder {
     decisions: Vec<Decision>,
     frames: u64,
     audio: Vec<Vec<u8>>,
+    /// Caller audio recorded in all (drained or not), bytes: the bound applies to the call.
     audio_len: usize,
+    /// Caller audio held in `audio` (not drained yet), bytes.
+    audio_held: usize,
+    /// Events recorded in all (drained or not).
+    events_len: usize,
     truncated: bool,
 }
 
@@ -584,6 +631,8 @@ impl Recorder {
             frames: 0,
             audio: Vec::new(),
             audio_len: 0,
+            audio_held: 0,
+            events_len: 0,
             truncated: false,
         }
     }
@@ -597,7 +646,7 @@ impl Recorder {
             Event::CallerAudio(b) => b.len(),
             _ => 0,
         };
-        if self.events.len() >= MAX_TRACE_EVENTS || self.audio_len + audio > MAX_TRACE_AUDIO_BYTES {
+        if self.events_len >= MAX_TRACE_EVENTS || self.audio_len + audio > MAX_TRACE_AUDIO_BYTES {
             self.truncated = true;
             return false;
         }
@@ -619,7 +668,9 @@ impl Recorder {
                 b = &b[n..];
             }
             self.audio_len += audio;
+            self.audio_held += audio;
         }
+        self.events_len += 1;
         self.events.push(TracedEvent {
             at_ms: now.0,
             event: TraceEvent::of(event),
@@ -638,8 +689,33 @@ impl Recorder {
         }
     }
 
+    /// Hands over what was recorded since the last drain. The event and decision buffers start
+    /// again at the size they had (one allocation per drain, none per event), and the audio
+    /// keeps one chunk's allocation.
+    fn drain(&mut self) -> TraceSlice {
+        let mut caller_audio = Vec::with_capacity(self.audio_held);
+        for c in &self.audio {
+            caller_audio.extend_from_slice(c);
+        }
+        let kept = self.audio.pop();
+        self.audio.clear();
+        if let Some(mut chunk) = kept {
+            chunk.clear();
+            self.audio.push(chunk);
+        }
+        self.audio_held = 0;
+        let (n_events, n_decisions) = (self.events.len(), self.decisions.len());
+        let events = std::mem::replace(&mut self.events, Vec::with_capacity(n_events));
+        let decisions = std::mem::replace(&mut self.decisions, Vec::with_capacity(n_decisions));
+        TraceSlice {
+            events,
+            decisions,
+            caller_audio,
+        }
+    }
+
     fn finish(self) -> Trace {
-        let mut caller_audio = Vec::with_capacity(self.audio_len);
+        let mut caller_audio = Vec::with_capacity(self.audio_held);
         for c in self.audio {
             caller_audio.extend_from_slice(&c);
         }
@@ -714,9 +790,30 @@ impl TracedCore {
         self.recorder.is_some()
     }
 
-    /// Ends the recording and returns the trace (`None` when none was kept).
+    /// Ends the recording and returns the trace (`None` when none was kept): what was
+    /// recorded since the last [`TracedCore::drain_trace`] (everything, if it was never
+    /// drained), to [`Trace::prepend`] the drained slices to.
     pub fn take_trace(&mut self) -> Option<Trace> {
         self.recorder.take().map(|r| r.finish())
+    }
+
+    /// What the trace recorded since the last drain, once it holds at least
+    /// `min_caller_audio_bytes` of caller audio or `min_events` events (`None` before, and
+    /// without a trace). Two comparisons when it is not time yet: call it on every frame.
+    pub fn drain_trace(
+        &mut self,
+        min_caller_audio_bytes: usize,
+        min_events: usize,
+    ) -> Option<TraceSlice> {
+        let rec = self.recorder.as_mut()?;
+        (rec.audio_held >= min_caller_audio_bytes || rec.events.len() >= min_events)
+            .then(|| rec.drain())
+    }
+
+    /// Stops recording and forgets the trace (its spool could not keep up): the call goes on
+    /// untraced.
+    pub fn abandon_trace(&mut self) {
+        self.recorder = None;
     }
 }
 
@@ -771,6 +868,82 @@ mod tests {
         let back = Trace::from_bytes(&trace.to_bytes().expect("encode")).expect("decode");
         assert_eq!(back, trace);
         assert!(Trace::from_bytes(b"nonsense").is_err());
+    }
+
+    /// Feeds the same ~3 s call (caller frames, interims, a final) to `t`; calls `each_frame`
+    /// after every caller frame.
+    fn feed_call(t: &mut TracedCore, mut each_frame: impl FnMut(&mut TracedCore)) {
+        t.handle(Event::CallStarted, Millis(0));
+        for i in 1..=150u64 {
+            let frame = [(i % 200) as u8; 160];
+            t.handle(Event::CallerAudio(&frame), Millis(20 * i));
+            if i % 25 == 0 {
+                t.handle(
+                    Event::SttInterim(Transcript {
+                        text: "hello there".into(),
+                        confidence: 0.9,
+                        words: vec![word("hello"), word("there")],
+                    }),
+                    Millis(20 * i + 5),
+                );
+            }
+            while t.poll_action().is_some() {}
+            each_frame(t);
+        }
+    }
+
+    #[test]
+    fn a_trace_drained_as_it_goes_and_put_back_together_is_the_whole_trace() {
+        let settings = CallSettings {
+            welcome_message: Some("Hello there.".into()),
+            ..CallSettings::default()
+        };
+        let mut whole = TracedCore::new(settings.clone(), Millis(0), true);
+        feed_call(&mut whole, |_| {});
+        let whole = whole.take_trace().expect("trace");
+
+        let mut drained = TracedCore::new(settings, Millis(0), true);
+        let mut slices = TraceSlice::default();
+        let mut drains = 0;
+        feed_call(&mut drained, |t| {
+            // One second of caller audio at a time.
+            if let Some(slice) = t.drain_trace(8_000, usize::MAX) {
+                assert!(slice.caller_audio.len() >= 8_000);
+                drains += 1;
+                slices.append(slice);
+            }
+        });
+        assert_eq!(drains, 3, "150 frames of 160 bytes make three full seconds");
+        let mut tail = drained.take_trace().expect("trace");
+        assert!(
+            tail.caller_audio.len() < 8_000,
+            "only the rest stayed in memory"
+        );
+        tail.prepend(slices);
+        assert_eq!(tail, whole);
+        assert_eq!(
+            Trace::from_bytes(&tail.to_bytes().expect("encode")).expect("decode"),
+            whole
+        );
+    }
+
+    #[test]
+    fn nothing_is_drained_before_a_threshold_nor_without_a_trace() {
+        let mut t = TracedCore::new(CallSettings::default(), Millis(0), true);
+        t.handle(Event::CallStarted, Millis(0));
+        t.handle(Event::CallerAudio(&[0xFF; 160]), Millis(20));
+        assert!(t.drain_trace(8_000, 3).is_none());
+        let slice = t
+            .drain_trace(160, usize::MAX)
+            .expect("one frame is enough here");
+        assert_eq!(slice.events.len(), 2);
+        assert_eq!(slice.caller_audio.len(), 160);
+        t.abandon_trace();
+        assert!(!t.is_recording());
+        assert!(t.drain_trace(0, 0).is_none());
+        assert!(t.take_trace().is_none());
+        let mut off = TracedCore::new(CallSettings::default(), Millis(0), false);
+        assert!(off.drain_trace(0, 0).is_none());
     }
 
     #[test]

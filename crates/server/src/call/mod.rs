@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod sms_recipient;
 pub mod tool_tasks;
 pub mod tools;
+pub mod trace_spool;
 pub mod transfer;
 pub mod warm_transfer;
 

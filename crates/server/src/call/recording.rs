@@ -981,7 +981,7 @@ fn safe_relative_dir(dir: Option<&str>) -> Result<PathBuf, RecordingError> {
 }
 
 /// Creates `dir` and its missing parents readable by the owner only (0700 on Unix).
-fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -991,7 +991,7 @@ fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
 
 /// Creates (or truncates a leftover of) `path` for writing, readable by the owner only (0600 on
 /// Unix).
-fn create_private_file(path: &Path) -> std::io::Result<File> {
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

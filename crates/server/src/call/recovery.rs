@@ -39,8 +39,24 @@ const MAX_SWEEP_INTERVAL_MS: u64 = 15_000;
 pub async fn start(state: &AppState) {
     let closed = close_abandoned(state).await;
     recover_recordings(state).await;
+    remove_stale_trace_spools(state).await;
     report(state, &closed).await;
     spawn_stream_sweep(state);
+}
+
+/// Removes the call trace spools a dead process left (see `trace_spool`): a trace is a
+/// debugging aid, not worth finishing from a crash.
+async fn remove_stale_trace_spools(state: &AppState) {
+    let base = state.recordings.base_dir().to_path_buf();
+    let removed = tokio::task::spawn_blocking(move || super::trace_spool::remove_stale(&base))
+        .await
+        .unwrap_or(0);
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed call trace spools left by a process that died mid-call"
+        );
+    }
 }
 
 /// Closes, as `engine_restart`, the open calls of a previous process of this instance (when

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures::SinkExt as _;
-use switchboard_core::call::trace::{TRACE_FORMAT_VERSION, Trace, TracedCore};
+use switchboard_core::call::trace::TracedCore;
 use switchboard_core::call::{
     Action, CallMetrics, Event, Generation, HangUpReason, Millis, Record, Role, Transcript,
     TranscriptEntry, TurnMetrics,
@@ -40,7 +40,7 @@ use switchboard_providers::llm::{
 use switchboard_providers::slots::{SlotKind, SlotLease};
 use switchboard_providers::stt::{SttEvent, SttSession, Word, connect_stt};
 use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
-use switchboard_store::{CallStatus, EndedReason, NewToolExecution, NewTranscript, NewTurnMetric};
+use switchboard_store::{CallData, CallStatus, EndedReason, NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -54,6 +54,7 @@ use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
 use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
+use super::trace_spool::{DRAIN_AUDIO_BYTES, DRAIN_EVENTS, TraceSpool};
 use super::warm_transfer::WarmTransfers;
 use crate::background_sound::{self, CachedSound, SoundError};
 use crate::live_feed::{
@@ -216,6 +217,8 @@ struct Call {
     started: Instant,
     /// The call core, with its flight recorder when `recording_settings.enabled`.
     core: TracedCore,
+    /// Where the flight recorder's trace is spooled as the call goes (with the recorder).
+    trace_spool: Option<TraceSpool>,
     stt: SttSession,
     tts: TtsSession,
     _leases: Vec<SlotLease>,
@@ -228,7 +231,7 @@ struct Call {
     audio_buf: Vec<u8>,
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
-    recorder: mpsc::UnboundedSender<Persist>,
+    recorder: mpsc::UnboundedSender<CallData>,
     /// The recorder task: done once everything sent on `recorder` is stored.
     persisted: JoinHandle<()>,
     /// The LLM's tool calls, each on its own task.
@@ -387,6 +390,9 @@ impl Call {
             settings.disclosure_enabled = false;
         }
         let core = TracedCore::new(settings, Millis(0), a.recording_settings.enabled);
+        let trace_spool = core
+            .is_recording()
+            .then(|| TraceSpool::start(state, setup.call_id));
         let (recorder, persisted) =
             spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
@@ -455,6 +461,7 @@ impl Call {
             setup,
             started,
             core,
+            trace_spool,
             tally,
             providers_used: ProvidersUsed {
                 stt: format!("{}:{}", stt_cfg.provider, stt_cfg.model),
@@ -635,12 +642,11 @@ impl Call {
         }
         Box::pin(self.stt.close()).await;
         Box::pin(self.tts.close()).await;
-        if let Some(trace) = self.core.take_trace() {
-            save_trace(
+        if let Some(spool) = self.trace_spool.take() {
+            spool.finish(
                 &self.state,
                 self.setup.organization_id,
-                self.setup.call_id,
-                trace,
+                self.core.take_trace(),
             );
         }
         let _ = socket.send(WsMessage::Close(None)).await;
@@ -777,6 +783,19 @@ impl Call {
         });
     }
 
+    /// Hands the trace's last second to its spool (two comparisons on the other frames); a
+    /// spool that cannot take it costs the call its trace.
+    fn spool_trace(&mut self) {
+        let Some(spool) = self.trace_spool.as_mut() else {
+            return;
+        };
+        if let Some(slice) = self.core.drain_trace(DRAIN_AUDIO_BYTES, DRAIN_EVENTS)
+            && !spool.push(slice)
+        {
+            self.core.abandon_trace();
+        }
+    }
+
     fn bad_message(&mut self, what: &str) {
         self.bad_messages += 1;
         crate::metrics::count(crate::metrics::names::BAD_MEDIA_MESSAGES);
@@ -803,6 +822,7 @@ impl Call {
                     r.push_caller(&self.audio_buf);
                 }
                 self.core.handle(Event::CallerAudio(&self.audio_buf), now);
+                self.spool_trace();
             }
             Ok(InboundMessage::Mark(mark)) => {
                 self.core.handle(Event::MarkPlayed(&mark.name), now);
@@ -1545,50 +1565,25 @@ async fn save_recording(state: &AppState, call_id: i64, writer: RecordingJob, ro
     }
 }
 
-/// Encodes the call's trace and stores it, off the call path.
-fn save_trace(state: &AppState, org_id: i64, call_id: i64, trace: Trace) {
-    let store = state.store.clone();
-    let work = async move {
-        let encoded = tokio::task::spawn_blocking(move || trace.to_bytes()).await;
-        let res = match encoded {
-            Ok(Ok(bytes)) => store
-                .save_call_trace(org_id, call_id, i64::from(TRACE_FORMAT_VERSION), bytes)
-                .await
-                .map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = res {
-            tracing::warn!(call_id, %error, "could not store the call trace");
-        }
-    };
-    state.tasks.spawn(work.in_current_span());
-}
-
-/// A row for the store, made on the call task, written by the recorder task.
-#[derive(Debug)]
-/// Boxed payloads keep the enum at 16 bytes: the channel allocates its slots in blocks of 32,
-/// and with rows inline that first block alone was 7.6 KiB per call (heaptrack).
-enum Persist {
-    Transcript(Box<NewTranscript>),
-    Turn(Box<NewTurnMetric>),
-    Call(Box<serde_json::Value>),
-    ToolExecution(Box<NewToolExecution>),
-}
+/// Most rows of one call written in one transaction. Rows are [`CallData`], made on the call
+/// task and written by the recorder task; their payloads are boxed, so the channel's slots
+/// (allocated in blocks of 32) stay small: with rows inline that first block alone was 7.6 KiB
+/// per call (heaptrack).
+const RECORDER_BATCH_ROWS: usize = 32;
 
 /// The call's tool executions go to its recorder task, like every other row of the call.
-fn execution_sink(recorder: &mpsc::UnboundedSender<Persist>) -> ExecutionSink {
+fn execution_sink(recorder: &mpsc::UnboundedSender<CallData>) -> ExecutionSink {
     let tx = recorder.clone();
     Arc::new(move |e| {
-        let _ = tx.send(Persist::ToolExecution(Box::new(e)));
+        let _ = tx.send(CallData::ToolExecution(Box::new(e)));
     })
 }
 
-fn persist(r: Record, providers: &ProvidersUsed) -> Persist {
+fn persist(r: Record, providers: &ProvidersUsed) -> CallData {
     match r {
-        Record::Transcript(t) => Persist::Transcript(Box::new(new_transcript(&t))),
-        Record::Turn(t) => Persist::Turn(Box::new(new_turn_metric(&t, providers))),
-        Record::Call(m) => Persist::Call(Box::new(call_metrics_json(&m))),
+        Record::Transcript(t) => CallData::Transcript(Box::new(new_transcript(&t))),
+        Record::Turn(t) => CallData::TurnMetric(Box::new(new_turn_metric(&t, providers))),
+        Record::Call(m) => CallData::Metrics(Box::new(call_metrics_json(&m))),
     }
 }
 
@@ -1598,32 +1593,41 @@ fn spawn_recorder(
     state: AppState,
     org_id: i64,
     call_id: i64,
-) -> (mpsc::UnboundedSender<Persist>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Persist>();
+) -> (mpsc::UnboundedSender<CallData>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<CallData>();
     let tasks = state.tasks.clone();
     let work = async move {
-        while let Some(p) = rx.recv().await {
-            // Boxed: a store query future is several KiB; inline it would be carried by this
-            // task for the whole call, though a write takes milliseconds.
-            let res = match &p {
-                Persist::Transcript(t) => Box::pin(state.store.add_transcript(call_id, t))
-                    .await
-                    .map(|_| ()),
-                Persist::Turn(t) => Box::pin(state.store.add_turn_metric(call_id, t))
-                    .await
-                    .map(|_| ()),
-                Persist::Call(m) => {
-                    Box::pin(state.store.set_call_metrics(org_id, call_id, m)).await
+        // Everything queued since the last write goes in one transaction (the end of a call
+        // brings its last transcripts, turns and metrics at once). Boxed: a store query future
+        // is several KiB; inline it would be carried by this task for the whole call, though a
+        // write takes milliseconds.
+        let mut rows = Vec::new();
+        while rx.recv_many(&mut rows, RECORDER_BATCH_ROWS).await > 0 {
+            let stored = Box::pin(state.store.record_call_data(org_id, call_id, &rows)).await;
+            match stored {
+                Ok(0) => {}
+                Ok(skipped) => {
+                    tracing::warn!(
+                        call_id,
+                        skipped,
+                        "call data for a call not found was skipped"
+                    )
                 }
-                Persist::ToolExecution(e) => {
-                    Box::pin(state.store.add_tool_execution(org_id, call_id, e))
-                        .await
-                        .map(|_| ())
+                // One bad row must not cost the others: store them one by one.
+                Err(e) if rows.len() > 1 => {
+                    tracing::warn!(call_id, error = %e, "batched call data failed; storing row by row");
+                    for row in &rows {
+                        let one = std::slice::from_ref(row);
+                        if let Err(e) =
+                            Box::pin(state.store.record_call_data(org_id, call_id, one)).await
+                        {
+                            tracing::warn!(call_id, error = %e, "could not record call data");
+                        }
+                    }
                 }
-            };
-            if let Err(e) = res {
-                tracing::warn!(call_id, error = %e, "could not record call data");
+                Err(e) => tracing::warn!(call_id, error = %e, "could not record call data"),
             }
+            rows.clear();
         }
     };
     let done = tasks.spawn(work.in_current_span());

@@ -171,6 +171,13 @@ fn check_token(
 
 fn render(state: &AppState) -> impl IntoResponse + use<> {
     ::metrics::gauge!(names::LIVE_CALLS).set(state.calls.len() as f64);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        ::metrics::gauge!(names::RUNTIME_ALIVE_TASKS)
+            .set(runtime.metrics().num_alive_tasks() as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        ::metrics::gauge!(names::OPEN_FDS).set(fds.count() as f64);
+    }
     let out = recorder::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -29,6 +29,12 @@ pub const STT_DROPPED_FRAMES: &str = "switchboard_stt_dropped_frames_total";
 pub const BOT_FRAMES: &str = "switchboard_bot_frames_total";
 /// Calls live on this instance (set when `/metrics` is read).
 pub const LIVE_CALLS: &str = "switchboard_live_calls";
+/// Tasks alive on the engine's runtime (set when `/metrics` is read): a soak shows whether
+/// ended calls leave tasks behind.
+pub const RUNTIME_ALIVE_TASKS: &str = "switchboard_runtime_alive_tasks";
+/// File descriptors the process holds (Linux; set when `/metrics` is read): sockets and files
+/// of ended calls must be closed.
+pub const OPEN_FDS: &str = "process_open_fds";
 
 /// Caller speech end → first bot frame sent, per answered turn (s).
 pub const TURN_LATENCY: &str = "switchboard_turn_latency_seconds";
@@ -124,6 +130,16 @@ pub fn describe() {
         describe_counter!(name, Unit::Count, help);
     }
     describe_gauge!(LIVE_CALLS, Unit::Count, "Calls live on this instance.");
+    describe_gauge!(
+        RUNTIME_ALIVE_TASKS,
+        Unit::Count,
+        "Tasks alive on the engine's async runtime."
+    );
+    describe_gauge!(
+        OPEN_FDS,
+        Unit::Count,
+        "Open file descriptors of the process."
+    );
     let histograms = [
         (TURN_LATENCY, "Caller speech end to first bot frame sent."),
         (TURN_ENDPOINTING, "Caller speech end to turn committed."),

@@ -4,7 +4,7 @@
 //!
 //! The file must be WAV, MP3, OGG/Vorbis or FLAC (recognised by its content, whatever its name
 //! or declared type), at most `background_sound.max_bytes` (413 past it, counted while the body
-//! streams in), at most [`MAX_DURATION_S`] long, and must decode: it is decoded whole, off the request
+//! streams in), at most `background_sound.max_duration_s` long, and must decode: it is decoded whole, off the request
 //! task, before it is stored. It is kept through the recordings' storage (local directory or
 //! S3) under `org-<id>/background-sounds/assistant-<id>-<content hash>.<ext>`, and that key is
 //! set as the record's `storage_key` (a previous upload is removed). Another organisation's
@@ -21,7 +21,7 @@ use switchboard_assistant::AssistantConfig;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Auth;
-use crate::background_sound::{self, MAX_DURATION_S, SoundError, SoundFormat, key_belongs_to};
+use crate::background_sound::{self, SoundError, SoundFormat, key_belongs_to};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
 use crate::routes::ApiResponse;
@@ -192,7 +192,7 @@ async fn remove_stored(state: &AppState, org_id: i64, key: Option<String>) {
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such assistant in your organisation", body = ErrorBody),
         (status = 413, description = "Larger than `background_sound.max_bytes` (10 MiB by default)", body = ErrorBody),
-        (status = 422, description = "No file, an empty file, not WAV/MP3/OGG-Vorbis/FLAC, a file that does not decode, or longer than 600 s", body = ErrorBody)
+        (status = 422, description = "No file, an empty file, not WAV/MP3/OGG-Vorbis/FLAC, a file that does not decode, or longer than `background_sound.max_duration_s` (600 s by default)", body = ErrorBody)
     )
 )]
 pub async fn upload_background_sound(
@@ -218,12 +218,13 @@ pub async fn upload_background_sound(
     let size_bytes = bytes.len();
     let (decoded, bytes) = {
         let kept = bytes.clone();
-        let decoded = background_sound::decode_off_task(bytes)
+        let max_s = state.background_sounds.limits().max_duration_s;
+        let decoded = background_sound::decode_off_task(bytes, max_s)
             .await
             .map_err(|e| match e {
                 SoundError::Task => ApiError::internal("sound decoder task failed"),
-                SoundError::TooLong => {
-                    ApiError::invalid("file", format!("must be at most {MAX_DURATION_S} s long"))
+                SoundError::TooLong { limit_s } => {
+                    ApiError::invalid("file", format!("must be at most {limit_s} s long"))
                 }
                 other => ApiError::invalid("file", other.to_string()),
             })?;

@@ -63,6 +63,7 @@ pub struct PlayPath {
     responses(
         (status = 200, description = "The whole recording (`audio/wav` or `audio/mpeg`)"),
         (status = 206, description = "The requested byte range, with `Content-Range`"),
+        (status = 307, description = "A recording in S3 with `recordings.s3.presigned_play_ttl_s` set: `Location` is a presigned URL of the file, valid that long (send `Range` there)"),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such call or recording in your organisation, or its file is gone", body = ErrorBody),
         (status = 416, description = "The range starts past the end (Content-Range: bytes */size)")
@@ -95,6 +96,18 @@ pub async fn play_recording(
         .size(&row.path_or_url)
         .await
         .map_err(storage_err)?;
+    if let Some(url) = state
+        .recordings
+        .presigned_play_url(&row.path_or_url)
+        .await
+        .map_err(storage_err)?
+    {
+        // 307 keeps the method; the client sends its Range header to the bucket itself.
+        let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+        set(&mut resp, header::LOCATION, &url);
+        set(&mut resp, header::CACHE_CONTROL, "private, no-store");
+        return Ok(resp);
+    }
     let wanted = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

@@ -205,6 +205,61 @@ impl CallScript {
         }
     }
 
+    /// This script played again and again until `total_ms`, where the caller hangs up: a soak
+    /// call. Each repetition is the script up to its hang-up point ([`CallScript::end_ms`]),
+    /// with its utterances and key presses shifted; utterances and presses that would end
+    /// after `total_ms` are left out. The audio is one buffer of `total_ms` (8 bytes per ms).
+    pub fn repeated_for(&self, total_ms: u64) -> CallScript {
+        let period_ms = self.end_ms().max(1);
+        let period = ((period_ms * ULAW_BYTES_PER_MS) as usize).min(self.audio.len());
+        let total = (total_ms * ULAW_BYTES_PER_MS) as usize;
+        let mut audio = Vec::with_capacity(total);
+        while audio.len() < total {
+            let take = (total - audio.len()).min(period);
+            if take == 0 {
+                break;
+            }
+            audio.extend_from_slice(&self.audio[..take]);
+            // A script whose audio ends before its hang-up point is silent until then.
+            let silence = (total - audio.len())
+                .min(((period_ms * ULAW_BYTES_PER_MS) as usize).saturating_sub(take));
+            audio.resize(audio.len() + silence, ULAW_SILENCE);
+        }
+        audio.resize(total, ULAW_SILENCE);
+        let mut utterances = Vec::new();
+        let mut dtmf = Vec::new();
+        let mut shift = 0;
+        while shift < total_ms {
+            utterances.extend(
+                self.utterances
+                    .iter()
+                    .filter(|u| u.start_ms < period_ms && shift + u.end_ms <= total_ms)
+                    .map(|u| Utterance {
+                        start_ms: shift + u.start_ms,
+                        end_ms: shift + u.end_ms.min(period_ms),
+                        ..u.clone()
+                    }),
+            );
+            dtmf.extend(
+                self.dtmf
+                    .iter()
+                    .filter(|d| d.at_ms < period_ms && shift + d.at_ms < total_ms)
+                    .map(|d| DtmfPress {
+                        at_ms: shift + d.at_ms,
+                        digit: d.digit,
+                    }),
+            );
+            shift += period_ms;
+        }
+        CallScript {
+            name: self.name.clone(),
+            utterances,
+            hangup_at_ms: Some(total_ms),
+            dtmf,
+            audio: audio.into(),
+        }
+    }
+
     /// Length of the caller audio in ms.
     pub fn audio_ms(&self) -> u64 {
         self.audio.len() as u64 / ULAW_BYTES_PER_MS
@@ -238,4 +293,77 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
     let exponent = (highest - 7).clamp(0, 7) as u32;
     let mantissa = ((m >> (exponent + 3)) & 0x0F) as u8;
     !(sign | ((exponent as u8) << 4) | mantissa)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utterance(start_ms: u64, end_ms: u64, kind: UtteranceKind) -> Utterance {
+        Utterance {
+            text: format!("{start_ms}"),
+            start_ms,
+            end_ms,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_repeated_script_replays_its_audio_and_timeline_until_the_hang_up() {
+        let mut script = CallScript::synthetic(
+            "s",
+            vec![
+                utterance(100, 400, UtteranceKind::Turn),
+                utterance(600, 900, UtteranceKind::BargeIn),
+            ],
+            1000,
+        );
+        script.dtmf = vec![DtmfPress {
+            at_ms: 950,
+            digit: '5',
+        }];
+        let long = script.repeated_for(2500);
+        assert_eq!(long.end_ms(), 2500);
+        assert_eq!(long.audio_ms(), 2500);
+        let spans: Vec<(u64, u64, UtteranceKind)> = long
+            .utterances
+            .iter()
+            .map(|u| (u.start_ms, u.end_ms, u.kind))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (100, 400, UtteranceKind::Turn),
+                (600, 900, UtteranceKind::BargeIn),
+                (1100, 1400, UtteranceKind::Turn),
+                (1600, 1900, UtteranceKind::BargeIn),
+                (2100, 2400, UtteranceKind::Turn),
+            ],
+            "the third repetition's barge-in would end after the hang-up"
+        );
+        let presses: Vec<u64> = long.dtmf.iter().map(|d| d.at_ms).collect();
+        assert_eq!(presses, vec![950, 1950]);
+        // Each repetition's audio is the original's, byte for byte.
+        let bytes = (1000 * ULAW_BYTES_PER_MS) as usize;
+        assert_eq!(&long.audio[..bytes], &script.audio[..]);
+        assert_eq!(&long.audio[bytes..2 * bytes], &script.audio[..]);
+        assert_eq!(&long.audio[2 * bytes..], &script.audio[..bytes / 2]);
+    }
+
+    #[test]
+    fn audio_shorter_than_the_hang_up_point_is_padded_with_silence_each_time() {
+        let mut script =
+            CallScript::synthetic("s", vec![utterance(0, 200, UtteranceKind::Turn)], 300);
+        script.hangup_at_ms = Some(500);
+        let long = script.repeated_for(1000);
+        let per_ms = ULAW_BYTES_PER_MS as usize;
+        assert_eq!(&long.audio[..300 * per_ms], &script.audio[..]);
+        assert!(
+            long.audio[300 * per_ms..500 * per_ms]
+                .iter()
+                .all(|&b| b == ULAW_SILENCE)
+        );
+        assert_eq!(&long.audio[500 * per_ms..800 * per_ms], &script.audio[..]);
+        assert_eq!(long.utterances[1].start_ms, 500);
+    }
 }

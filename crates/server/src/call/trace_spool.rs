@@ -1,0 +1,411 @@
+//! The call's flight recorder ([`TracedCore`]) kept on disk as the call goes, so a call's memory
+//! does not grow with its length: about 28 KB per call-second held in memory until the call
+//! ended (caller audio, one event per 20 ms frame, a decision per mark), measured at 300 calls
+//! with recording on.
+//!
+//! The call task drains its trace every second of caller audio ([`DRAIN_AUDIO_BYTES`], or
+//! [`DRAIN_EVENTS`] events, whichever first) and hands the slice to this call's spool task
+//! through a bounded queue ([`QUEUE_SLICES`]); the task appends it, in `spawn_blocking`, to
+//! three files under `<recordings.base_dir>/.traces/`: `call-<id>.events` and
+//! `call-<id>.decisions` (JSON lines) and `call-<id>.audio` (raw µ-law). When the call ends the
+//! rest of the trace joins what was spooled, off the call path; the whole trace is encoded and
+//! stored as before ([`Trace::to_bytes`]) and the files are removed. Owner-only files (0600):
+//! the trace holds the caller's voice.
+//!
+//! A spool that falls behind (the queue full: the disk is slower than the calls) or fails
+//! costs the call its trace, never the call: the call task stops tracing and the files are
+//! removed. A crash leaves files nobody appends to; [`remove_stale`] deletes those at start.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use switchboard_core::call::trace::{
+    Decision, TRACE_FORMAT_VERSION, Trace, TraceSlice, TracedEvent,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+
+use super::recording::{create_private_dir_all, create_private_file};
+use crate::state::AppState;
+
+/// Folder of the spools, under `recordings.base_dir`.
+pub const TRACE_DIR: &str = ".traces";
+/// Caller audio after which the call task drains its trace, bytes (1 s of 8 kHz µ-law).
+pub const DRAIN_AUDIO_BYTES: usize = 8_000;
+/// Events after which the call task drains its trace whatever the audio (a burst of STT or
+/// LLM events).
+pub const DRAIN_EVENTS: usize = 512;
+/// Slices queued for the spool task at most (about this many seconds of the call).
+pub const QUEUE_SLICES: usize = 16;
+/// Spool files not written for this long belong to no live call (a live one is appended to
+/// every second) and are removed at start.
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
+
+/// Why a spool could not be written or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A spool file could not be created, written, read or removed.
+    #[error("call trace spool {path:?}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A spooled line is not an event or decision (the file was damaged).
+    #[error("call trace spool {path:?}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// The spool task's blocking write panicked or was cancelled.
+    #[error("call trace spool task: {0}")]
+    Task(String),
+}
+
+/// The three files of one call's spool, open for appending.
+#[derive(Debug)]
+struct SpoolFiles {
+    paths: [PathBuf; 3],
+    events: BufWriter<File>,
+    decisions: BufWriter<File>,
+    audio: BufWriter<File>,
+}
+
+impl SpoolFiles {
+    fn paths(dir: &Path, call_id: i64) -> [PathBuf; 3] {
+        ["events", "decisions", "audio"].map(|ext| dir.join(format!("call-{call_id}.{ext}")))
+    }
+
+    fn create(dir: &Path, call_id: i64) -> Result<Self, SpoolError> {
+        create_private_dir_all(dir).map_err(io_at(dir))?;
+        let paths = Self::paths(dir, call_id);
+        let open = |p: &PathBuf| create_private_file(p).map(BufWriter::new).map_err(io_at(p));
+        Ok(Self {
+            events: open(&paths[0])?,
+            decisions: open(&paths[1])?,
+            audio: open(&paths[2])?,
+            paths,
+        })
+    }
+
+    fn append(&mut self, slice: &TraceSlice) -> Result<(), SpoolError> {
+        let json = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| SpoolError::Json { path, source }
+        };
+        for e in &slice.events {
+            serde_json::to_writer(&mut self.events, e).map_err(json(&self.paths[0]))?;
+            self.events
+                .write_all(b"\n")
+                .map_err(io_at(&self.paths[0]))?;
+        }
+        for d in &slice.decisions {
+            serde_json::to_writer(&mut self.decisions, d).map_err(json(&self.paths[1]))?;
+            self.decisions
+                .write_all(b"\n")
+                .map_err(io_at(&self.paths[1]))?;
+        }
+        self.audio
+            .write_all(&slice.caller_audio)
+            .map_err(io_at(&self.paths[2]))
+    }
+
+    /// Flushes and reads everything back as one slice.
+    fn read_back(mut self) -> Result<TraceSlice, SpoolError> {
+        self.events.flush().map_err(io_at(&self.paths[0]))?;
+        self.decisions.flush().map_err(io_at(&self.paths[1]))?;
+        self.audio.flush().map_err(io_at(&self.paths[2]))?;
+        let [events, decisions, audio] = &self.paths;
+        Ok(TraceSlice {
+            events: read_lines::<TracedEvent>(events)?,
+            decisions: read_lines::<Decision>(decisions)?,
+            caller_audio: std::fs::read(audio).map_err(io_at(audio))?,
+        })
+    }
+
+    fn remove(paths: &[PathBuf; 3]) {
+        for p in paths {
+            if let Err(e) = std::fs::remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = ?p, error = %e, "could not remove a call trace spool");
+            }
+        }
+    }
+}
+
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, SpoolError> {
+    let file = File::open(path).map_err(io_at(path))?;
+    serde_json::Deserializer::from_reader(BufReader::new(file))
+        .into_iter::<T>()
+        .collect::<Result<_, _>>()
+        .map_err(|source| SpoolError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// The call task's end of a call's trace spool.
+#[derive(Debug)]
+pub struct TraceSpool {
+    slices: Option<mpsc::Sender<TraceSlice>>,
+    job: JoinHandle<Result<Option<SpoolFiles>, SpoolError>>,
+    call_id: i64,
+}
+
+impl TraceSpool {
+    /// Starts the spool task of call `call_id` (files are created with the first slice).
+    pub fn start(state: &AppState, call_id: i64) -> TraceSpool {
+        let dir = state.recordings.base_dir().join(TRACE_DIR);
+        let (tx, rx) = mpsc::channel(QUEUE_SLICES);
+        let job = state
+            .tasks
+            .spawn(write_slices(dir, call_id, rx).in_current_span());
+        TraceSpool {
+            slices: Some(tx),
+            job,
+            call_id,
+        }
+    }
+
+    /// Hands a drained slice to the spool task; false when it cannot take it (behind, or
+    /// failed): the caller then abandons the trace, and the spool is dropped at the end.
+    pub fn push(&mut self, slice: TraceSlice) -> bool {
+        let Some(tx) = &self.slices else {
+            return false;
+        };
+        if tx.try_send(slice).is_ok() {
+            return true;
+        }
+        tracing::warn!(
+            call_id = self.call_id,
+            "the call trace's spool fell behind or failed; this call keeps no trace"
+        );
+        self.slices = None;
+        false
+    }
+
+    /// The call ended: puts the spooled slices in front of `rest` (what the trace held at
+    /// the end; `None` when it was abandoned), stores the whole trace of organisation
+    /// `org_id`'s call, and removes the files. Off the call path.
+    pub fn finish(self, state: &AppState, org_id: i64, rest: Option<Trace>) {
+        let TraceSpool {
+            slices,
+            job,
+            call_id,
+        } = self;
+        drop(slices);
+        let store = state.store.clone();
+        let work = async move {
+            let files = match job.await {
+                Ok(Ok(files)) => files,
+                Ok(Err(e)) => {
+                    tracing::warn!(call_id, error = %e, "could not spool the call trace");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(call_id, error = %e, "call trace spool task failed");
+                    None
+                }
+            };
+            let Some(mut trace) = rest else {
+                if let Some(f) = files {
+                    let _ = tokio::task::spawn_blocking(move || SpoolFiles::remove(&f.paths)).await;
+                }
+                return;
+            };
+            let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+                if let Some(f) = files {
+                    let paths = f.paths.clone();
+                    let earlier = f.read_back();
+                    SpoolFiles::remove(&paths);
+                    trace.prepend(earlier.map_err(|e| e.to_string())?);
+                }
+                trace.to_bytes().map_err(|e| e.to_string())
+            })
+            .await;
+            let res = match encoded {
+                Ok(Ok(bytes)) => store
+                    .save_call_trace(org_id, call_id, i64::from(TRACE_FORMAT_VERSION), bytes)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = res {
+                tracing::warn!(call_id, %error, "could not store the call trace");
+            }
+        };
+        state.tasks.spawn(work.in_current_span());
+    }
+}
+
+/// Appends each slice the call task sends; the files once the call task is done (`None` when
+/// no slice came). On a write error the files are removed and the error returned (the queue
+/// closes, so the call task's next push fails and it stops tracing).
+async fn write_slices(
+    dir: PathBuf,
+    call_id: i64,
+    mut slices: mpsc::Receiver<TraceSlice>,
+) -> Result<Option<SpoolFiles>, SpoolError> {
+    let mut files: Option<SpoolFiles> = None;
+    let mut batch = Vec::with_capacity(QUEUE_SLICES);
+    while slices.recv_many(&mut batch, QUEUE_SLICES).await > 0 {
+        let work = std::mem::take(&mut batch);
+        let dir = dir.clone();
+        let held = files.take();
+        let (written, work) = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let mut f = match held {
+                    Some(f) => f,
+                    None => SpoolFiles::create(&dir, call_id)?,
+                };
+                for s in &work {
+                    f.append(s)?;
+                }
+                Ok::<_, SpoolError>(f)
+            })();
+            if result.is_err() {
+                SpoolFiles::remove(&SpoolFiles::paths(&dir, call_id));
+            }
+            (result, work)
+        })
+        .await
+        .map_err(|e| SpoolError::Task(e.to_string()))?;
+        files = Some(written?);
+        batch = work;
+        batch.clear();
+    }
+    Ok(files)
+}
+
+/// Removes the spool files under `base_dir` that nobody has written to for [`STALE_AFTER`]
+/// (left by a process that died mid-call; a live call's are appended to every second).
+/// Returns how many were removed.
+pub fn remove_stale(base_dir: &Path) -> usize {
+    let dir = base_dir.join(TRACE_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_AFTER));
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_core::call::trace::TraceEvent;
+
+    fn slice(start_ms: u64, audio: u8) -> TraceSlice {
+        TraceSlice {
+            events: vec![
+                TracedEvent {
+                    at_ms: start_ms,
+                    event: TraceEvent::CallerAudio { bytes: 160 },
+                },
+                TracedEvent {
+                    at_ms: start_ms + 20,
+                    event: TraceEvent::CallerAudio { bytes: 160 },
+                },
+            ],
+            decisions: vec![Decision {
+                at_ms: start_ms + 20,
+                frames_before: 3,
+                action: "SendMark { name: \"m\" }".into(),
+            }],
+            caller_audio: vec![audio; 320],
+        }
+    }
+
+    #[tokio::test]
+    async fn spooled_slices_read_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, rx) = mpsc::channel(QUEUE_SLICES);
+        let job = tokio::spawn(write_slices(dir.path().to_path_buf(), 7, rx));
+        let (a, b) = (slice(0, 1), slice(40, 2));
+        tx.send(a.clone()).await.expect("send");
+        tx.send(b.clone()).await.expect("send");
+        drop(tx);
+        let files = job.await.expect("task").expect("written").expect("files");
+        let paths = files.paths.clone();
+        assert!(paths.iter().all(|p| p.starts_with(dir.path())));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&paths[2])
+                .expect("audio")
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the caller's voice is the owner's only"
+            );
+        }
+        let mut expected = a;
+        expected.append(b);
+        assert_eq!(files.read_back().expect("read back"), expected);
+        SpoolFiles::remove(&paths);
+        assert!(paths.iter().all(|p| !p.exists()));
+    }
+
+    #[tokio::test]
+    async fn a_spool_that_cannot_write_closes_its_queue_and_leaves_no_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file where the spool's folder should be: nothing can be created under it.
+        let blocked = dir.path().join("not-a-dir");
+        std::fs::write(&blocked, b"x").expect("file");
+        let (tx, rx) = mpsc::channel(QUEUE_SLICES);
+        let job = tokio::spawn(write_slices(blocked.join(TRACE_DIR), 9, rx));
+        tx.send(slice(0, 1)).await.expect("send");
+        let err = job.await.expect("task").expect_err("cannot write");
+        assert!(matches!(err, SpoolError::Io { .. }), "{err}");
+        assert!(tx.try_send(slice(40, 2)).is_err(), "the queue is closed");
+    }
+
+    #[test]
+    fn only_spools_nobody_writes_to_are_removed_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let traces = dir.path().join(TRACE_DIR);
+        std::fs::create_dir_all(&traces).expect("dir");
+        let old = traces.join("call-1.audio");
+        let live = traces.join("call-2.audio");
+        std::fs::write(&old, b"a").expect("old");
+        std::fs::write(&live, b"b").expect("live");
+        let long_ago = SystemTime::now() - STALE_AFTER - Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&old)
+            .expect("open")
+            .set_modified(long_ago)
+            .expect("mtime");
+        assert_eq!(remove_stale(dir.path()), 1);
+        assert!(!old.exists());
+        assert!(live.exists(), "a live call's spool stays");
+        assert_eq!(remove_stale(&dir.path().join("nowhere")), 0);
+    }
+}

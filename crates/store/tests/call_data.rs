@@ -1,0 +1,136 @@
+//! A call's rows written in one transaction ([`Store::record_call_data`]) on every backend (see
+//! `common`): all stored in order, another organisation's call skipped, and a batch that
+//! cannot be stored stores nothing.
+
+mod common;
+
+use common::Ctx;
+use serde_json::json;
+use switchboard_store::{
+    CallData, CallStatus, NewCall, NewToolExecution, NewTranscript, NewTurnMetric, Store,
+};
+
+store_tests!(
+    a_batch_stores_every_row_of_the_call,
+    rows_for_another_organisations_call_are_skipped,
+    a_batch_for_a_call_that_does_not_exist_fails_whole
+);
+
+async fn call(s: &Store, org: i64, sid: &str) -> i64 {
+    s.create_call(&NewCall {
+        organization_id: org,
+        assistant_id: None,
+        call_sid: sid.into(),
+        direction: "inbound".into(),
+        from_number: "+15551110000".into(),
+        to_number: "+15559990000".into(),
+        status: CallStatus::InProgress,
+        metadata: json!({}),
+        stream_deadline_at_ms: None,
+    })
+    .await
+    .expect("create call")
+    .id
+}
+
+fn transcript(role: &str, text: &str, start_ms: i64) -> CallData {
+    CallData::Transcript(Box::new(NewTranscript {
+        role: role.into(),
+        content: text.into(),
+        start_ms,
+        end_ms: start_ms + 900,
+        confidence: None,
+        is_final: true,
+        interrupted: false,
+    }))
+}
+
+fn turn(index: i64) -> CallData {
+    CallData::TurnMetric(Box::new(NewTurnMetric {
+        turn_index: index,
+        user_speech_end_ms: Some(1_000 * index),
+        first_audio_sent_ms: Some(1_000 * index + 700),
+        ..NewTurnMetric::default()
+    }))
+}
+
+fn execution() -> CallData {
+    CallData::ToolExecution(Box::new(NewToolExecution::new(
+        "call_hours",
+        "hours",
+        r#"{"day": "monday"}"#,
+        Some(r#"{"open": 9}"#),
+    )))
+}
+
+async fn a_batch_stores_every_row_of_the_call(ctx: Ctx) {
+    let s = &ctx.store;
+    let org = s.ensure_organization("alpha").await.expect("org").id;
+    let c = call(s, org, "CAbatch01").await;
+    let rows = [
+        transcript("user", "What are your hours?", 100),
+        transcript("assistant", "Nine to five.", 1_200),
+        turn(0),
+        turn(1),
+        execution(),
+        CallData::Metrics(Box::new(json!({"turns": 2}))),
+    ];
+    assert_eq!(s.record_call_data(org, c, &rows).await.expect("batch"), 0);
+    let texts: Vec<String> = s
+        .list_transcripts(c)
+        .await
+        .expect("transcripts")
+        .into_iter()
+        .map(|t| t.content)
+        .collect();
+    assert_eq!(texts, ["What are your hours?", "Nine to five."]);
+    let turns: Vec<i64> = s
+        .list_turn_metrics(c)
+        .await
+        .expect("turns")
+        .iter()
+        .map(|t| t.turn_index)
+        .collect();
+    assert_eq!(turns, [0, 1]);
+    assert_eq!(s.count_tool_executions(org, c).await.expect("count"), 1);
+    let stored = s.get_call(org, c).await.expect("get").expect("the call");
+    assert_eq!(stored.metrics, json!({"turns": 2}));
+    // An empty batch is a no-op.
+    assert_eq!(s.record_call_data(org, c, &[]).await.expect("empty"), 0);
+}
+
+async fn rows_for_another_organisations_call_are_skipped(ctx: Ctx) {
+    let s = &ctx.store;
+    let a = s.ensure_organization("alpha").await.expect("org").id;
+    let b = s.ensure_organization("beta").await.expect("org").id;
+    let ca = call(s, a, "CAbatchA").await;
+    let rows = [
+        execution(),
+        CallData::Metrics(Box::new(json!({"turns": 9}))),
+    ];
+    assert_eq!(s.record_call_data(b, ca, &rows).await.expect("batch"), 2);
+    assert_eq!(s.count_tool_executions(a, ca).await.expect("count"), 0);
+    let stored = s.get_call(a, ca).await.expect("get").expect("the call");
+    assert_ne!(stored.metrics, json!({"turns": 9}));
+}
+
+async fn a_batch_for_a_call_that_does_not_exist_fails_whole(ctx: Ctx) {
+    let s = &ctx.store;
+    let org = s.ensure_organization("alpha").await.expect("org").id;
+    let c = call(s, org, "CAbatchFail").await;
+    s.record_call_data(org, c, &[transcript("user", "kept", 0)])
+        .await
+        .expect("the call's own row");
+    // Transcripts and turns reference their call: the batch fails and stores nothing, and the
+    // recorder task then stores its rows one by one.
+    let missing = c + 1_000;
+    let rows = [
+        CallData::Metrics(Box::new(json!({"turns": 1}))),
+        turn(0),
+        transcript("user", "lost", 0),
+    ];
+    assert!(s.record_call_data(org, missing, &rows).await.is_err());
+    assert!(s.list_turn_metrics(missing).await.expect("list").is_empty());
+    assert!(s.list_transcripts(missing).await.expect("list").is_empty());
+    assert_eq!(s.list_transcripts(c).await.expect("list").len(), 1);
+}
