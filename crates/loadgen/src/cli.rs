@@ -479,10 +479,10 @@ pub async fn run_scripts(
                     body["stt_settings"]["speculative_config"] =
                         serde_json::json!({ "enable_speculative_llm": true });
                 }
-                if args.recording {
-                    if let Some(record) = body.as_object_mut() {
-                        record.remove("recording_settings");
-                    }
+                if args.recording
+                    && let Some(record) = body.as_object_mut()
+                {
+                    record.remove("recording_settings");
                 }
                 if args.background_sound {
                     body["tts_settings"]["background_sound"] =
