@@ -427,19 +427,8 @@ async fn an_uploaded_sound_is_kept_in_s3_and_played_from_there() {
     let Some(endpoint) = common::s3_endpoint("background sound") else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let bucket = format!("sb-sounds-{:08x}", nanos ^ std::process::id());
-    // moto creates a bucket on an unsigned PUT.
+    let bucket = common::moto_bucket(&endpoint, "sb-sounds").await;
     let http = reqwest::Client::new();
-    let created = http
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(created.status().is_success(), "{}", created.status());
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_for(&dir.path().join("switchboard.db"));

@@ -223,14 +223,7 @@ async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
     let Some(endpoint) = common::s3_endpoint("recordings") else {
         return;
     };
-    let bucket = format!("sb-recordings-{:08x}", rand_suffix());
-    // moto creates a bucket on an unsigned PUT.
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(created.status().is_success(), "{}", created.status());
+    let bucket = common::moto_bucket(&endpoint, "sb-recordings").await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_in(dir.path());
@@ -287,13 +280,7 @@ async fn an_s3_recording_plays_through_a_short_lived_presigned_redirect() {
     let Some(endpoint) = common::s3_endpoint("recordings") else {
         return;
     };
-    let bucket = format!("sb-presigned-{:08x}", rand_suffix());
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(created.status().is_success(), "{}", created.status());
+    let bucket = common::moto_bucket(&endpoint, "sb-presigned").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_in(dir.path());
     common::use_moto_s3(&mut settings, &endpoint, &bucket);
@@ -381,14 +368,6 @@ async fn an_s3_recording_plays_through_a_short_lived_presigned_redirect() {
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
     ts.stop().await;
-}
-
-fn rand_suffix() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos ^ std::process::id()
 }
 
 /// What the webhook receiver saw in the store when an end-of-call report arrived.

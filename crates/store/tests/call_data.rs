@@ -4,34 +4,15 @@
 
 mod common;
 
-use common::Ctx;
+use common::{Ctx, in_progress_call as call};
 use serde_json::json;
-use switchboard_store::{
-    CallData, CallStatus, NewCall, NewToolExecution, NewTranscript, NewTurnMetric, Store,
-};
+use switchboard_store::{CallData, NewToolExecution, NewTranscript, NewTurnMetric};
 
 store_tests!(
     a_batch_stores_every_row_of_the_call,
     rows_for_another_organisations_call_are_skipped,
     a_batch_for_a_call_that_does_not_exist_fails_whole
 );
-
-async fn call(s: &Store, org: i64, sid: &str) -> i64 {
-    s.create_call(&NewCall {
-        organization_id: org,
-        assistant_id: None,
-        call_sid: sid.into(),
-        direction: "inbound".into(),
-        from_number: "+15551110000".into(),
-        to_number: "+15559990000".into(),
-        status: CallStatus::InProgress,
-        metadata: json!({}),
-        stream_deadline_at_ms: None,
-    })
-    .await
-    .expect("create call")
-    .id
-}
 
 fn transcript(role: &str, text: &str, start_ms: i64) -> CallData {
     CallData::Transcript(Box::new(NewTranscript {

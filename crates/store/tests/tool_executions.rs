@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::Ctx;
+use common::{Ctx, in_progress_call as call};
 use serde_json::json;
-use switchboard_store::{
-    CallStatus, MAX_TOOL_RESULT_BYTES, NewCall, NewToolExecution, Store, StoreError,
-    ToolExecutionStatus,
-};
+use switchboard_store::{MAX_TOOL_RESULT_BYTES, NewToolExecution, StoreError, ToolExecutionStatus};
 
 store_tests!(
     executions_round_trip_in_start_order,
@@ -16,23 +13,6 @@ store_tests!(
     results_are_capped_and_nul_free,
     paging_and_counting
 );
-
-async fn call(s: &Store, org: i64, sid: &str) -> i64 {
-    s.create_call(&NewCall {
-        organization_id: org,
-        assistant_id: None,
-        call_sid: sid.into(),
-        direction: "inbound".into(),
-        from_number: "+15551110000".into(),
-        to_number: "+15559990000".into(),
-        status: CallStatus::InProgress,
-        metadata: json!({}),
-        stream_deadline_at_ms: None,
-    })
-    .await
-    .expect("create call")
-    .id
-}
 
 fn execution(
     name: &str,

@@ -42,8 +42,9 @@ pub const TRACE_FORMAT_VERSION: u32 = 1;
 pub const MAX_TRACE_EVENTS: usize = 600_000;
 /// Most caller audio one trace keeps, bytes: 2 h of 8 kHz µ-law.
 pub const MAX_TRACE_AUDIO_BYTES: usize = 2 * 60 * 60 * 8000;
-/// Growth step of the caller audio buffer, bytes (8 s).
-const AUDIO_CHUNK_BYTES: usize = 64_000;
+/// Growth step of the caller audio buffer, bytes (1 s): a trace drained every second keeps one
+/// such chunk's allocation between drains, not more.
+const AUDIO_CHUNK_BYTES: usize = 8_000;
 /// First bytes of an encoded trace.
 const MAGIC: &[u8; 8] = b"SBTRACE1";
 

@@ -191,6 +191,23 @@ pub fn s3_endpoint(what: &str) -> Option<String> {
     }
 }
 
+/// A new bucket on the moto S3 server at `endpoint`, named `<prefix>-<random>` (moto creates
+/// one on an unsigned PUT); returns its name.
+pub async fn moto_bucket(endpoint: &str, prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let bucket = format!("{prefix}-{:08x}", nanos ^ std::process::id());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+    bucket
+}
+
 /// Points `settings`' recordings storage at the moto S3 server at `endpoint`, bucket `bucket`
 /// under the prefix `switchboard` (moto's test credentials).
 pub fn use_moto_s3(settings: &mut Settings, endpoint: &str, bucket: &str) {

@@ -12,6 +12,24 @@ pub struct Ctx {
     pub url: String,
 }
 
+/// An inbound call of organisation `org`, in progress, with no assistant; returns its id.
+pub async fn in_progress_call(s: &Store, org: i64, sid: &str) -> i64 {
+    s.create_call(&switchboard_store::NewCall {
+        organization_id: org,
+        assistant_id: None,
+        call_sid: sid.into(),
+        direction: "inbound".into(),
+        from_number: "+15551110000".into(),
+        to_number: "+15559990000".into(),
+        status: switchboard_store::CallStatus::InProgress,
+        metadata: serde_json::json!({}),
+        stream_deadline_at_ms: None,
+    })
+    .await
+    .expect("create call")
+    .id
+}
+
 /// Connects and migrates.
 pub async fn open(url: &str) -> Store {
     let store = Store::connect(url).await.expect("connect");
