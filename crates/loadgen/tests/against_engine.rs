@@ -9,40 +9,18 @@ use switchboard_loadgen::api::Api;
 use switchboard_loadgen::fakes::Fakes;
 use switchboard_loadgen::procfs::Sampler;
 use switchboard_loadgen::run::{LoadConfig, Progress, build_report, run_calls};
-use switchboard_testkit::latency::LatencyProfile;
-use switchboard_testkit::twilio::{CallScript, Utterance, UtteranceKind};
+use switchboard_testkit::twilio::CallScript;
 
 mod common;
 
-use common::{KEY, TOKEN};
+use common::{KEY, TOKEN, quick};
 
 const NUMBER: &str = "+15550100002";
 const CALLS: usize = 3;
 
-fn quick() -> LatencyProfile {
-    LatencyProfile {
-        stt_final_delay_ms: 40,
-        llm_ttft_ms: 50,
-        llm_tokens_per_s: 400.0,
-        tts_first_byte_ms: 30,
-        tts_realtime_factor: 0.1,
-        jitter_ms: 5,
-    }
-}
-
 /// Two caller turns; the call lasts long enough for both replies to start.
 fn script() -> CallScript {
-    let turn = |start_ms, end_ms| Utterance {
-        text: "I would like to book an appointment".into(),
-        start_ms,
-        end_ms,
-        kind: UtteranceKind::Turn,
-    };
-    CallScript::synthetic(
-        "short_two_turns",
-        vec![turn(600, 1800), turn(5200, 6200)],
-        9000,
-    )
+    common::booking_script("short_two_turns", &[(600, 1800), (5200, 6200)], 9000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 //! The run measures from the caller's side alone (turns answered, turn latency, frame
 //! lateness, marks) and says that engine overhead was not measured.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -12,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
 use switchboard_loadgen::cli::{Cli, RunSetup, run_scripts};
-use switchboard_testkit::twilio::{CallScript, Utterance, UtteranceKind};
+use switchboard_testkit::twilio::CallScript;
 
 /// Caller silence (20 ms frames) after speech before the bot answers: 400 ms.
 const ANSWER_AFTER_SILENT_FRAMES: u32 = 20;
@@ -115,17 +117,7 @@ async fn start_bot() -> String {
 }
 
 fn script() -> CallScript {
-    let turn = |start_ms, end_ms| Utterance {
-        text: "I would like to book an appointment".into(),
-        start_ms,
-        end_ms,
-        kind: UtteranceKind::Turn,
-    };
-    CallScript::synthetic(
-        "caller_side_two_turns",
-        vec![turn(500, 1500), turn(3500, 4500)],
-        7000,
-    )
+    common::booking_script("caller_side_two_turns", &[(500, 1500), (3500, 4500)], 7000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

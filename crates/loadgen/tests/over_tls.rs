@@ -14,35 +14,14 @@ use switchboard_loadgen::fakes::Fakes;
 use switchboard_loadgen::report::{Extras, Report};
 use switchboard_loadgen::run::{LoadConfig, Progress, build_report, run_calls};
 use switchboard_server::config::{EnvSource, Settings, SettingsError};
-use switchboard_testkit::latency::LatencyProfile;
-use switchboard_testkit::twilio::{CallScript, Utterance, UtteranceKind};
+use switchboard_testkit::twilio::CallScript;
 
-use common::{KEY, TOKEN};
+use common::{KEY, TOKEN, quick};
 
 const NUMBER: &str = "+15550100002";
 
-fn quick() -> LatencyProfile {
-    LatencyProfile {
-        stt_final_delay_ms: 40,
-        llm_ttft_ms: 50,
-        llm_tokens_per_s: 400.0,
-        tts_first_byte_ms: 30,
-        tts_realtime_factor: 0.1,
-        jitter_ms: 5,
-    }
-}
-
 fn script() -> CallScript {
-    CallScript::synthetic(
-        "tls_one_turn",
-        vec![Utterance {
-            text: "I would like to book an appointment".into(),
-            start_ms: 600,
-            end_ms: 1800,
-            kind: UtteranceKind::Turn,
-        }],
-        6000,
-    )
+    common::booking_script("tls_one_turn", &[(600, 1800)], 6000)
 }
 
 /// One call through `fakes` against an engine that trusts `extra_ca_file`.

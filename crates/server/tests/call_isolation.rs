@@ -39,12 +39,7 @@ async fn org_b_signs_its_webhooks(h: &Harness) {
 
 /// Org A's call, answered and waiting for its media stream: `in-progress`, not ended.
 async fn a_live_call(h: &Harness) -> CallRow {
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let call_sid = sid();
     let twiml = h.voice(&call_sid, CALLER, OUR_NUMBER).await;
     assert!(twiml.stream.is_some());
@@ -330,12 +325,7 @@ async fn a_call_whose_stream_never_starts_is_closed() {
         ..Options::default()
     })
     .await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     // Two calls answered at the same time; only the second one's stream starts.
     let silent_sid = sid();
     h.voice(&silent_sid, CALLER, OUR_NUMBER).await;

@@ -451,12 +451,7 @@ async fn another_organisations_calls_are_404_everywhere() {
 #[tokio::test]
 async fn organisation_telephony_credentials_are_write_only_and_used() {
     let h = Harness::start(Options::default()).await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let path = "/api/v1/organization/telephony";
     let (status, body) = get(&h, path, &h.ts.key_a).await;
     assert_eq!(status, 200, "{body}");
@@ -523,12 +518,7 @@ async fn organisation_telephony_credentials_are_write_only_and_used() {
 #[tokio::test]
 async fn clearing_the_organisations_twilio_credentials_is_admin_only_and_its_own() {
     let h = Harness::start(Options::default()).await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let path = "/api/v1/organization/telephony";
     let (sid_a, token_a) = (
         "ACfedcba9876543210fedcba9876543210",

@@ -262,12 +262,7 @@ async fn a_live_media_stream_outlives_the_idle_and_header_timeouts() {
         ..Options::default()
     })
     .await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let call_sid = sid();
     let twiml = h.voice(&call_sid, CALLER, OUR_NUMBER).await;
     let token = param(&twiml, "stream_token").expect("token").to_owned();

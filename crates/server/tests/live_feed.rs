@@ -102,6 +102,19 @@ where
         }
     }
 
+    /// Every event up to and including `call_ended`.
+    async fn through_call_ended(&mut self) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        loop {
+            let (name, data) = self.next().await;
+            let end = name == "call_ended";
+            seen.push((name, data));
+            if end {
+                return seen;
+            }
+        }
+    }
+
     /// The next event; panics when the stream ends or none comes within [`EVENT_WAIT`].
     async fn next(&mut self) -> (String, Value) {
         loop {
@@ -421,15 +434,7 @@ async fn a_barge_in_is_marked_on_the_feed_with_the_interrupted_turn() {
     let report = call(&calls, script.clone()).await;
     assert!(report.errors.is_empty(), "caller: {:?}", report.errors);
 
-    let mut seen = Vec::new();
-    loop {
-        let (name, data) = viewer.next().await;
-        let end = name == "call_ended";
-        seen.push((name, data));
-        if end {
-            break;
-        }
-    }
+    let seen = viewer.through_call_ended().await;
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     let barge = names
         .iter()
@@ -470,15 +475,7 @@ async fn a_callers_backchannel_over_the_bot_is_marked_on_the_feed() {
     let report = call(&calls, script.clone()).await;
     assert!(report.errors.is_empty(), "caller: {:?}", report.errors);
 
-    let mut seen = Vec::new();
-    loop {
-        let (name, data) = viewer.next().await;
-        let end = name == "call_ended";
-        seen.push((name, data));
-        if end {
-            break;
-        }
-    }
+    let seen = viewer.through_call_ended().await;
     let user_finals: Vec<&Value> = seen
         .iter()
         .filter(|(n, d)| n == "transcript" && d["role"] == "user" && d["is_final"] == true)
@@ -545,16 +542,11 @@ where
     S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
     E: std::fmt::Debug,
 {
-    let mut seen = Vec::new();
-    loop {
-        let (name, data) = viewer.next().await;
+    let seen = viewer.through_call_ended().await;
+    for (name, data) in &seen {
         assert_ne!(name, "lagged", "a reading viewer lost events: {data}");
-        let end = name == "call_ended";
-        seen.push((name, data));
-        if end {
-            return seen;
-        }
     }
+    seen
 }
 
 /// Two instances on one database and one Redis (docs/ARCHITECTURE.md, "Several instances"):

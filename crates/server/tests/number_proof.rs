@@ -109,12 +109,7 @@ async fn a_token_twilio_rejects_is_not_stored() {
     assert_eq!(view["source"], "none");
 
     // A's number still answers to A's token only.
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let params = Harness::voice_params(&sid(), CALLER, OUR_NUMBER);
     let url = h.public("/twilio/voice");
     let (status, _) = h
@@ -163,13 +158,7 @@ async fn a_number_of_another_account_cannot_be_claimed() {
     );
 
     // A still assigns its number, and its calls still work with its token.
-    let a_assistant = h
-        .assistant(
-            &h.ts.key_a,
-            h.record("front desk", json!({})),
-            Some(OUR_NUMBER),
-        )
-        .await;
+    let a_assistant = h.front_desk().await;
     let row = store(&h)
         .get_number(OUR_NUMBER)
         .await

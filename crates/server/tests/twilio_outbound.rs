@@ -557,12 +557,7 @@ async fn terminate_reaches_the_live_call_or_twilio_and_checks_ownership() {
 #[tokio::test]
 async fn terminate_ends_a_real_live_call() {
     let h = Harness::start(Options::default()).await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
     let call_sid = sid();
     cfg.call_sid = Some(call_sid.clone());

@@ -18,12 +18,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 async fn harness(opts: Options) -> Harness {
     let h = Harness::start(opts).await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     h
 }
 

@@ -42,12 +42,7 @@ async fn signed_webhook_connects_a_stream_and_records_the_call() {
 #[tokio::test]
 async fn bad_or_missing_signature_is_403_and_records_nothing() {
     let h = Harness::start(Options::default()).await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let url = h.public("/twilio/voice");
     for (what, signed_url, token) in [
         ("wrong token", url.clone(), Some("not-the-token")),
@@ -101,12 +96,7 @@ async fn signature_is_over_the_public_url_with_port_tolerance_and_query() {
         ..Options::default()
     })
     .await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     for signed in [
         "https://calls.example.com/twilio/voice?tenant=a%20b",
         "https://calls.example.com:443/twilio/voice?tenant=a%20b",
@@ -323,12 +313,7 @@ async fn status_callback_for_an_unknown_call_is_accepted_and_ignored() {
 #[tokio::test]
 async fn voice_webhook_by_get_is_signed_over_the_full_url() {
     let h = Harness::start(Options::default()).await;
-    h.assistant(
-        &h.ts.key_a,
-        h.record("front desk", json!({})),
-        Some(OUR_NUMBER),
-    )
-    .await;
+    h.front_desk().await;
     let call_sid = sid();
     let query = serde_urlencoded::to_string(Harness::voice_params(&call_sid, CALLER, OUR_NUMBER))
         .expect("query");

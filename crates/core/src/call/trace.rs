@@ -690,14 +690,20 @@ impl Recorder {
         }
     }
 
+    /// The caller audio not drained yet, in one buffer.
+    fn held_audio(&self) -> Vec<u8> {
+        let mut audio = Vec::with_capacity(self.audio_held);
+        for c in &self.audio {
+            audio.extend_from_slice(c);
+        }
+        audio
+    }
+
     /// Hands over what was recorded since the last drain. The event and decision buffers start
     /// again at the size they had (one allocation per drain, none per event), and the audio
     /// keeps one chunk's allocation.
     fn drain(&mut self) -> TraceSlice {
-        let mut caller_audio = Vec::with_capacity(self.audio_held);
-        for c in &self.audio {
-            caller_audio.extend_from_slice(c);
-        }
+        let caller_audio = self.held_audio();
         let kept = self.audio.pop();
         self.audio.clear();
         if let Some(mut chunk) = kept {
@@ -716,10 +722,7 @@ impl Recorder {
     }
 
     fn finish(self) -> Trace {
-        let mut caller_audio = Vec::with_capacity(self.audio_held);
-        for c in self.audio {
-            caller_audio.extend_from_slice(&c);
-        }
+        let caller_audio = self.held_audio();
         Trace {
             version: TRACE_FORMAT_VERSION,
             settings: self.settings,

@@ -1,9 +1,12 @@
 //! The engine in this process for the harness's tests: a temporary SQLite database, a fake
 //! Twilio REST API owning the test numbers, loopback allowed for the provider fakes.
 
+#![allow(dead_code)] // Not every test binary that includes this module uses all of it.
+
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_testkit::twilio::FakeTwilioRest;
+use switchboard_testkit::latency::LatencyProfile;
+use switchboard_testkit::twilio::{CallScript, FakeTwilioRest, Utterance, UtteranceKind};
 
 /// Bootstrap API key of the test engine.
 pub const KEY: &str = "sb_loadgen_test_key_0123456789";
@@ -23,8 +26,34 @@ pub struct TestEngine {
     _dir: tempfile::TempDir,
 }
 
+/// Provider fakes much faster than the real services: the tests' calls stay short.
+pub fn quick() -> LatencyProfile {
+    LatencyProfile {
+        stt_final_delay_ms: 40,
+        llm_ttft_ms: 50,
+        llm_tokens_per_s: 400.0,
+        tts_first_byte_ms: 30,
+        tts_realtime_factor: 0.1,
+        jitter_ms: 5,
+    }
+}
+
+/// A synthetic caller named `name` asking to book an appointment in each `(start_ms, end_ms)`
+/// turn, hanging up at `hangup_ms`.
+pub fn booking_script(name: &str, turns: &[(u64, u64)], hangup_ms: u64) -> CallScript {
+    let turns = turns
+        .iter()
+        .map(|&(start_ms, end_ms)| Utterance {
+            text: "I would like to book an appointment".into(),
+            start_ms,
+            end_ms,
+            kind: UtteranceKind::Turn,
+        })
+        .collect();
+    CallScript::synthetic(name, turns, hangup_ms)
+}
+
 /// Starts the engine.
-#[allow(dead_code)] // Not every test binary that includes this module calls it.
 pub async fn start_engine() -> TestEngine {
     start_engine_with(|_| {}).await
 }

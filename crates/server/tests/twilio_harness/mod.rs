@@ -152,6 +152,17 @@ impl Harness {
         rec
     }
 
+    /// Organisation A's "front desk" assistant (the providers' fakes, nothing else set),
+    /// answering [`OUR_NUMBER`]; returns its id.
+    pub async fn front_desk(&self) -> i64 {
+        self.assistant(
+            &self.ts.key_a,
+            self.record("front desk", json!({})),
+            Some(OUR_NUMBER),
+        )
+        .await
+    }
+
     /// Creates an assistant for `key`'s organisation and routes `number` to it (the number must
     /// be in that organisation's account on `rest`); returns its id.
     pub async fn assistant(&self, key: &str, record: Value, number: Option<&str>) -> i64 {

@@ -1136,6 +1136,20 @@ async fn measure_fake_call_cost() {
     );
 }
 
+/// A caller who says "wait" 40-100 ms into a 300 ms call: in the gap between two bot chunks.
+fn spoke_in_the_gap() -> CallScript {
+    CallScript::synthetic(
+        "spoke",
+        vec![Utterance {
+            text: "wait".into(),
+            start_ms: 40,
+            end_ms: 100,
+            kind: UtteranceKind::Turn,
+        }],
+        300,
+    )
+}
+
 #[tokio::test]
 async fn gaps_are_underruns_unless_the_caller_spoke() {
     let engine = start_engine().await;
@@ -1151,16 +1165,7 @@ async fn gaps_are_underruns_unless_the_caller_spoke() {
     assert_eq!(report.chunks[1].late_ms, Some(report.underruns[0].late_ms));
 
     // The caller spoke in the gap: the second chunk starts a new reply, no underrun.
-    let spoke = Arc::new(CallScript::synthetic(
-        "spoke",
-        vec![Utterance {
-            text: "wait".into(),
-            start_ms: 40,
-            end_ms: 100,
-            kind: UtteranceKind::Turn,
-        }],
-        300,
-    ));
+    let spoke = Arc::new(spoke_in_the_gap());
     let report = FakeCall::new(config(&engine, "gap"), spoke).run().await;
     assert_eq!(report.errors, vec![]);
     assert_eq!(report.segments.len(), 2);
@@ -1224,16 +1229,7 @@ async fn with_a_speech_detector_a_background_sound_does_not_hide_gaps_in_speech(
     assert!(report.bot_bytes_played > 320, "the bed still plays");
 
     // The caller spoke in the gap: a new reply, as without the bed.
-    let spoke = Arc::new(CallScript::synthetic(
-        "spoke",
-        vec![Utterance {
-            text: "wait".into(),
-            start_ms: 40,
-            end_ms: 100,
-            kind: UtteranceKind::Turn,
-        }],
-        300,
-    ));
+    let spoke = Arc::new(spoke_in_the_gap());
     let report = FakeCall::new(cfg, spoke).run().await;
     assert_eq!(report.errors, vec![]);
     assert_eq!(report.segments.len(), 2, "{:#?}", report.segments);
