@@ -290,6 +290,15 @@ pub struct RecordingsSettings {
     /// The bucket, with `storage = "s3"`.
     #[serde(default)]
     pub s3: S3Settings,
+    /// Keep a flight-recorder trace of every recorded call (each event and decision, replayed
+    /// by `switchboard replay` and the console's what-if). Off, recorded calls keep their audio
+    /// and transcript but no trace, for less CPU and memory per call (docs/PERFORMANCE.md).
+    #[serde(default = "flight_recorder_default")]
+    pub flight_recorder: bool,
+}
+
+fn flight_recorder_default() -> bool {
+    true
 }
 
 /// `recordings.storage`: where finished recordings are kept.
@@ -945,6 +954,10 @@ mod tests {
         assert_eq!(settings.logging.format, LogFormat::Text);
         assert!(settings.server.public_url.is_empty());
         assert!(settings.server.instance_id.is_empty());
+        assert!(
+            settings.recordings.flight_recorder,
+            "traces are kept by default"
+        );
         assert_eq!(settings.calls.stale_after_s, 3_900);
         assert_eq!(settings.twilio.stream_start_timeout_s, 30);
     }

@@ -483,6 +483,57 @@ async fn the_end_of_call_report_follows_the_stored_transcripts_and_recordings() 
     assert_eq!(seen.lock().expect("lock").len(), 1);
 }
 
+/// `recordings.flight_recorder = false`: a recorded call keeps its audio and no trace; its
+/// trace is never even spooled (with it on, the spool's folder appears within the call's first
+/// seconds, and `--test replay` finds every trace stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_flight_recorder_a_recorded_call_keeps_no_trace() {
+    let h = Harness::start(Options {
+        adjust: |s| s.recordings.flight_recorder = false,
+        ..Options::default()
+    })
+    .await;
+    let state = h.ts.server().state().clone();
+    let record = h.record(
+        "untraced",
+        json!({"recording_settings": {"enabled": true, "format": "wav"}}),
+    );
+    h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
+    let call_sid = sid();
+    let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
+    cfg.call_sid = Some(call_sid.clone());
+    let report = FakeCall::new(cfg, short_script(4_000)).run().await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::Completed,
+        "{:?}",
+        report.errors
+    );
+    let call = h.ended_call(&call_sid).await;
+    let rows = state.store.list_recordings(call.id).await.expect("rows");
+    assert_eq!(rows.len(), 3, "the recording is kept: {rows:?}");
+    assert!(
+        !h.recordings_dir()
+            .join(switchboard_server::call::trace_spool::TRACE_DIR)
+            .exists(),
+        "nothing was spooled"
+    );
+    let trace = state
+        .store
+        .get_call_trace(call.organization_id, call.id)
+        .await
+        .expect("read");
+    assert!(trace.is_none());
+    let resp = get(
+        &h.ts,
+        &format!("/api/v1/calls/{}/replay", call.id),
+        &h.ts.key_a,
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
 /// A process died mid-call: its call is closed as `engine_restart` at the next start and the
 /// recording it was streaming is finalised, stored and listed as `partial`, playable, before the
 /// end-of-call report goes out.

@@ -4,17 +4,26 @@
 //!   shared database on every request);
 //! - the per-key API rate limit is one bucket for both instances (Redis);
 //! - a draining instance configured with `drain_voice_answer = "unavailable"` answers a new
-//!   call's voice webhook 503 with `Retry-After`, which the balancer retries elsewhere.
+//!   call's voice webhook 503 with `Retry-After`, which the balancer retries elsewhere;
+//! - a warm transfer's Twilio callbacks that reach the instance not running the call are
+//!   relayed to the call through Redis; the agent joins the conference only when the call is
+//!   live somewhere.
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::call_stack::{CALLER, CallServer};
 use common::{KEY_A, TWILIO_SID_A, TWILIO_TOKEN_A, TestServer, json, settings_for};
 use reqwest::Method;
 use serde_json::json;
+use switchboard_core::call::WarmTransferOutcome;
+use switchboard_server::call::{CallCommand, LiveCall};
 use switchboard_server::config::DrainVoiceAnswer;
+use switchboard_server::twilio::warm_transfer::{self, WarmClaims};
+use switchboard_store::{CallStatus, NewCall};
+use switchboard_telephony::signature;
+use tokio::sync::mpsc;
 
 /// Two servers on one SQLite file (the store migrates it once, then both use it).
 async fn two_instances(
@@ -177,4 +186,144 @@ async fn a_draining_instance_behind_a_balancer_answers_new_calls_503() {
         Some("1")
     );
     calls.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_warm_transfer_callback_on_the_other_instance_reaches_the_call_through_redis() {
+    const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+    const AUTH: &str = "twilio-auth-token-for-tests-0001";
+    const STREAM_SECRET: &str = "stream-token-secret-for-tests-0123456789";
+    let Some(url) = redis_url() else {
+        eprintln!("REDIS_URL not set; skipping");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (one, two) = two_instances(dir.path(), |s| {
+        s.redis.url = url.clone();
+        s.twilio.account_sid = Some(ACCOUNT.to_owned());
+        s.twilio.auth_token = Some(AUTH.to_owned());
+        s.twilio.stream_token_secret = STREAM_SECRET.to_owned();
+    })
+    .await;
+    let (st1, st2) = (one.server().state(), two.server().state());
+    assert_ne!(st1.instance_id, st2.instance_id);
+
+    // A call whose stream instance one claimed and runs.
+    let org = st1.default_org_id().await.expect("default org");
+    let call_sid = format!("CA{:032x}", rand::random::<u128>());
+    let call = st1
+        .store
+        .create_call(&NewCall {
+            organization_id: org,
+            assistant_id: None,
+            call_sid: call_sid.clone(),
+            direction: "inbound".into(),
+            from_number: CALLER.into(),
+            to_number: "+15550100002".into(),
+            status: CallStatus::InProgress,
+            metadata: json!({}),
+            stream_deadline_at_ms: None,
+        })
+        .await
+        .expect("call");
+    assert!(
+        st1.store
+            .claim_call_stream(org, call.id, &st1.instance_id)
+            .await
+            .expect("claim")
+    );
+    let (tx, mut rx) = mpsc::channel(8);
+    st1.calls.insert(
+        call_sid.clone(),
+        LiveCall {
+            call_id: call.id,
+            organization_id: org,
+            assistant_id: 0,
+            from: CALLER.into(),
+            to: String::new(),
+            started_at: std::time::SystemTime::now(),
+            control: tx,
+        },
+    );
+    let token = warm_transfer::issue(
+        &WarmClaims {
+            organization_id: org,
+            call_sid: call_sid.clone(),
+            transfer: 1,
+            confirm: true,
+        },
+        STREAM_SECRET.as_bytes(),
+        60,
+    )
+    .expect("token");
+    // Twilio signs what it was given, the balancer's URL; instance two's own stands for it.
+    let post = |path: String, form: Vec<(String, String)>| {
+        let signed = format!("{}{path}", st2.public_base_url);
+        let sig = signature::sign(&signed, &form, AUTH);
+        let req = reqwest::Client::new()
+            .post(two.url(&path))
+            .header("X-Twilio-Signature", sig)
+            .form(&form);
+        async move {
+            let resp = req.send().await.expect("callback");
+            (resp.status().as_u16(), resp.text().await.expect("body"))
+        }
+    };
+    let answer = format!("/twilio/warm-transfer/{token}/answer");
+    let pressed_1 = vec![("Digits".to_owned(), "1".to_owned())];
+
+    // The agent pressed 1 on instance two: the verdict reaches the call on instance one, and
+    // the agent is put in the transfer's conference. (Retried until both subscribers listen.)
+    let mut got = None;
+    for _ in 0..50 {
+        let (status, body) = post(answer.clone(), pressed_1.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        if let Ok(Some(cmd)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            assert!(
+                body.contains(&format!(">warm-{call_sid}-1</Conference>")),
+                "{body}"
+            );
+            got = Some(cmd);
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        Some(CallCommand::WarmTransferUpdate {
+            transfer: 1,
+            outcome: WarmTransferOutcome::Accepted
+        })
+    );
+    // The leg's status callback on instance two reaches it too.
+    let status_path = format!("/twilio/warm-transfer/{token}/status");
+    let busy = vec![("CallStatus".to_owned(), "busy".to_owned())];
+    let (status, _) = post(status_path, busy).await;
+    assert_eq!(status, 204);
+    let cmd = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("relayed in time");
+    assert_eq!(
+        cmd,
+        Some(CallCommand::WarmTransferUpdate {
+            transfer: 1,
+            outcome: WarmTransferOutcome::Busy
+        })
+    );
+
+    // Once the call has ended nowhere holds it: the agent is told, not put in a conference.
+    st1.calls.remove(&call_sid);
+    st1.store
+        .finish_call(
+            org,
+            &call_sid,
+            CallStatus::Completed,
+            None,
+            switchboard_store::now_ms(),
+        )
+        .await
+        .expect("finish");
+    let (status, body) = post(answer, pressed_1).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("no longer on the line"), "{body}");
+    assert!(!body.contains("<Conference"), "{body}");
 }

@@ -5,7 +5,8 @@
 //! gets the failed result and the next turn is answered), does not answer or is busy (status
 //! callbacks), a caller who hangs up while the agent rings (the agent's leg is cancelled); the
 //! callbacks refuse unsigned, wrongly signed and forged requests; a cold transfer goes to the
-//! number the LLM chose (an unknown one is an error result first).
+//! number the LLM chose (an unknown one is an error result first). The `transfer_call`
+//! execution row says how the transfer ended (not the "holding" the tool first answered).
 
 mod common;
 mod twilio_harness;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchboard_store::{ToolExecutionRow, ToolExecutionStatus};
 use switchboard_testkit::openai::{FakeLlmTurn, FakeToolCall};
 use switchboard_testkit::twilio::{
     AgentAnswer, AgentLeg, AgentScript, CallReport, CallScript, EndedBy, FakeCall, Utterance,
@@ -133,6 +135,21 @@ async fn until<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
+/// The `transfer_call` execution of the (ended) call `call_sid`.
+async fn transfer_execution(h: &Harness, call_sid: &str) -> ToolExecutionRow {
+    let call = h.ended_call(call_sid).await;
+    let rows =
+        h.ts.server()
+            .state()
+            .store
+            .list_tool_executions(call.organization_id, call.id, 0, 10)
+            .await
+            .expect("executions");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].tool_name, "transfer_call");
+    rows[0].clone()
+}
+
 fn only_leg(h: &Harness) -> AgentLeg {
     let legs = h.rest.agent_legs();
     assert_eq!(legs.len(), 1, "{legs:?}");
@@ -236,6 +253,18 @@ async fn accepted(confirm: bool, answer: AgentAnswer) {
         Some("transferred_warm")
     );
     assert!(spoken(&h).iter().any(|t| t == HOLD_MSG));
+    let exec = transfer_execution(&h, &call_sid).await;
+    assert_eq!(exec.status, ToolExecutionStatus::Ok);
+    assert!(
+        exec.result
+            .as_deref()
+            .is_some_and(|r| r.contains("\"transferred\":true")),
+        "{exec:?}"
+    );
+    assert!(
+        exec.duration_ms >= 300,
+        "it lasted until the agent took the call: {exec:?}"
+    );
     // The briefing was asked of the call's LLM with what was said.
     let requests = llm_requests(&h);
     assert_eq!(requests.len(), 2, "the tool round and the briefing");
@@ -302,6 +331,19 @@ async fn a_declined_transfer_says_the_unavailable_message_and_the_call_goes_on()
     assert_ne!(
         row.ended_reason.map(|r| r.as_str().to_owned()).as_deref(),
         Some("transferred_warm")
+    );
+    let exec = transfer_execution(&h, &call_sid).await;
+    assert_eq!(exec.status, ToolExecutionStatus::Error);
+    assert_eq!(
+        exec.result.as_deref(),
+        Some(results[0].as_str()),
+        "what the LLM got"
+    );
+    assert!(
+        exec.error
+            .as_deref()
+            .is_some_and(|e| e.contains("declined")),
+        "{exec:?}"
     );
 
     // The callbacks only take Twilio's signature for the owning organisation and our token.
@@ -389,8 +431,14 @@ async fn unreachable_agent(answer: AgentAnswer, reason: &str) {
     h.providers.openai.push(FakeLlmTurn::text(BRIEFING));
     h.providers.openai.push(FakeLlmTurn::text(AFTER));
 
-    let (_, report) = call(&h, script(false, 14_000)).await;
+    let (call_sid, report) = call(&h, script(false, 14_000)).await;
     assert_eq!(report.ended_by, Some(EndedBy::Script), "{report:?}");
+    let exec = transfer_execution(&h, &call_sid).await;
+    assert_eq!(exec.status, ToolExecutionStatus::Error);
+    assert!(
+        exec.error.as_deref().is_some_and(|e| e.contains(reason)),
+        "{exec:?}"
+    );
     let said = spoken(&h);
     assert!(in_order(&said, &[HOLD_MSG, UNAVAILABLE, AFTER]), "{said:?}");
     let requests = llm_requests(&h);
@@ -427,8 +475,10 @@ async fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
     h.providers.openai.push(transfer_call(json!({})));
     h.providers.openai.push(FakeLlmTurn::text(BRIEFING));
 
-    let (_, report) = call(&h, script(false, 11_000)).await;
+    let (call_sid, report) = call(&h, script(false, 11_000)).await;
     assert_eq!(report.ended_by, Some(EndedBy::Script), "{report:?}");
+    let exec = transfer_execution(&h, &call_sid).await;
+    assert_eq!(exec.status, ToolExecutionStatus::Cancelled, "{exec:?}");
     let leg_sid = until("the agent leg", || {
         h.rest.agent_legs().first().map(|l| l.call_sid.clone())
     })

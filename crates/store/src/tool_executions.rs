@@ -110,24 +110,30 @@ impl NewToolExecution {
     ) -> NewToolExecution {
         let arguments =
             serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()));
-        let (result, result_truncated) = match result {
+        let mut row = NewToolExecution {
+            tool_call_id: tool_call_id.to_owned(),
+            tool_name: tool_name.to_owned(),
+            arguments,
+            result: None,
+            result_truncated: false,
+            status: ToolExecutionStatus::Ok,
+            error: None,
+            started_at_ms: 0,
+            duration_ms: 0,
+        };
+        row.set_result(result);
+        row
+    }
+
+    /// Replaces the result (capped here), e.g. once a warm transfer the tool started is over.
+    pub fn set_result(&mut self, result: Option<&str>) {
+        (self.result, self.result_truncated) = match result {
             Some(r) => {
                 let (kept, cut) = cap_bytes(r, MAX_TOOL_RESULT_BYTES);
                 (Some(kept.to_owned()), cut)
             }
             None => (None, false),
         };
-        NewToolExecution {
-            tool_call_id: tool_call_id.to_owned(),
-            tool_name: tool_name.to_owned(),
-            arguments,
-            result,
-            result_truncated,
-            status: ToolExecutionStatus::Ok,
-            error: None,
-            started_at_ms: 0,
-            duration_ms: 0,
-        }
     }
 }
 

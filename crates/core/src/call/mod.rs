@@ -391,6 +391,18 @@ pub enum Record {
     Turn(TurnMetrics),
     /// Call-level counters, once, when the call ends.
     Call(CallMetrics),
+    /// A warm transfer is over: what its `transfer_call` tool call finally gave (the tool's own
+    /// result only said the caller holds), for the call's tool-execution record.
+    WarmTransferEnded {
+        /// The `transfer_call` tool call the transfer answered.
+        tool_call_id: String,
+        /// The agent's verdict; `None` when the transfer was abandoned (the reply waiting for it
+        /// was cut off, or the call ended) before any.
+        outcome: Option<WarmTransferOutcome>,
+        /// What the LLM got as the tool's result (`None`: nothing, the transfer was accepted or
+        /// abandoned).
+        result: Option<String>,
+    },
 }
 
 /// Virtual-time stamps of one caller turn and the reply to it (`None` = did not happen).

@@ -215,7 +215,8 @@ struct Call {
     state: AppState,
     setup: Box<CallSetup>,
     started: Instant,
-    /// The call core, with its flight recorder when `recording_settings.enabled`.
+    /// The call core, with its flight recorder when `recording_settings.enabled` (and
+    /// `recordings.flight_recorder`).
     core: TracedCore,
     /// Where the flight recorder's trace is spooled as the call goes (with the recorder).
     trace_spool: Option<TraceSpool>,
@@ -389,7 +390,11 @@ impl Call {
         {
             settings.disclosure_enabled = false;
         }
-        let core = TracedCore::new(settings, Millis(0), a.recording_settings.enabled);
+        let core = TracedCore::new(
+            settings,
+            Millis(0),
+            a.recording_settings.enabled && state.settings.recordings.flight_recorder,
+        );
         let trace_spool = core
             .is_recording()
             .then(|| TraceSpool::start(state, setup.call_id));
@@ -631,8 +636,7 @@ impl Call {
         // Flush whatever the core recorded at the end (what was heard, call metrics).
         while let Some(action) = self.core.poll_action() {
             if let Action::Record(r) = action {
-                self.publish_record(&r);
-                let _ = self.recorder.send(persist(r, &self.providers_used));
+                self.take_record(r);
             }
         }
         self.tally
@@ -685,6 +689,25 @@ impl Call {
         }
     }
 
+    /// Shows what the core recorded on the live feed and sends it to be stored; a warm
+    /// transfer's end completes its `transfer_call` execution row.
+    fn take_record(&mut self, r: Record) {
+        if let Record::WarmTransferEnded {
+            tool_call_id,
+            outcome,
+            result,
+        } = &r
+        {
+            self.tool_tasks
+                .settle_warm(tool_call_id, *outcome, result.as_deref());
+            return;
+        }
+        self.publish_record(&r);
+        if let Some(row) = persist(r, &self.providers_used) {
+            let _ = self.recorder.send(row);
+        }
+    }
+
     /// Shows a transcript line or a turn's timings on the live feed (built only when someone
     /// watches the call's organisation).
     fn publish_record(&self, r: &Record) {
@@ -720,8 +743,9 @@ impl Call {
                     interrupted: t.interrupted,
                 })
             }),
-            // Call-level counters: the console reads them from the call record.
-            Record::Call(_) => {}
+            // Call-level counters: the console reads them from the call record; a warm
+            // transfer's end is in its tool execution.
+            Record::Call(_) | Record::WarmTransferEnded { .. } => {}
         }
     }
 
@@ -1075,6 +1099,9 @@ impl Call {
     /// tool ends the call does not start another LLM round; then the result goes to the core.
     fn on_tool_done(&mut self, done: ToolDone) {
         self.tool_tasks.finished(&done.call.id);
+        if let Some(row) = done.held_row {
+            self.tool_tasks.hold(row);
+        }
         tracing::debug!(
             call_sid = %self.setup.call_sid,
             tool = %done.call.name,
@@ -1415,8 +1442,7 @@ impl Call {
                     if let Record::Turn(t) = &r {
                         self.tally.turn(t);
                     }
-                    self.publish_record(&r);
-                    let _ = self.recorder.send(persist(r, &self.providers_used));
+                    self.take_record(r);
                 }
             }
         }
@@ -1579,12 +1605,14 @@ fn execution_sink(recorder: &mpsc::UnboundedSender<CallData>) -> ExecutionSink {
     })
 }
 
-fn persist(r: Record, providers: &ProvidersUsed) -> CallData {
-    match r {
+/// The row a record becomes (`None`: a warm transfer's end, written as its tool execution).
+fn persist(r: Record, providers: &ProvidersUsed) -> Option<CallData> {
+    Some(match r {
         Record::Transcript(t) => CallData::Transcript(Box::new(new_transcript(&t))),
         Record::Turn(t) => CallData::TurnMetric(Box::new(new_turn_metric(&t, providers))),
         Record::Call(m) => CallData::Metrics(Box::new(call_metrics_json(&m))),
-    }
+        Record::WarmTransferEnded { .. } => return None,
+    })
 }
 
 /// Writes what the core records, in order, off the call path. The task ends once the sender is

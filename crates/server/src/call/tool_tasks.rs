@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchboard_core::call::{Generation, ToolCall};
+use switchboard_core::call::{Generation, ToolCall, WarmTransferOutcome};
 use switchboard_store::{NewToolExecution, ToolExecutionStatus, now_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use super::custom_tool::{CustomStatus, CustomTool};
+use super::registry::CallCommand;
 use super::runtime::CallSetup;
 use super::tools::{self, ToolOutcome};
 use crate::state::AppState;
@@ -40,6 +41,8 @@ pub struct ToolDone {
     pub outcome: ToolOutcome,
     /// How long it ran, ms.
     pub duration_ms: u64,
+    /// The execution's row, not yet written: a warm transfer's, for [`ToolTasks::hold`].
+    pub held_row: Option<Box<NewToolExecution>>,
 }
 
 /// Where a call's tool executions go to be stored (the call's recorder task). Called from tool
@@ -85,6 +88,8 @@ pub struct ToolTasks {
     running: Vec<Running>,
     /// Messages `send_sms` sent during this call (capped per call).
     sms_sent: Arc<AtomicU32>,
+    /// A warm transfer's execution, written once the transfer is over.
+    held: Option<Box<NewToolExecution>>,
 }
 
 impl ToolTasks {
@@ -99,6 +104,7 @@ impl ToolTasks {
             done,
             running: Vec::new(),
             sms_sent: Arc::default(),
+            held: None,
         }
     }
 
@@ -132,6 +138,8 @@ impl ToolTasks {
                 ),
             };
             let duration_ms = elapsed_ms(started);
+            let warm = matches!(outcome.follow_up, Some(CallCommand::WarmTransfer { .. }));
+            let mut held_row = None;
             if !claim.swap(true, Ordering::AcqRel) {
                 let mut row = NewToolExecution::new(
                     &call.id,
@@ -145,13 +153,18 @@ impl ToolTasks {
                     .flatten();
                 row.started_at_ms = started_at_ms;
                 row.duration_ms = duration_ms;
-                sink(row);
+                if warm {
+                    held_row = Some(Box::new(row));
+                } else {
+                    sink(row);
+                }
             }
             let _ = tx.send(ToolDone {
                 generation,
                 call,
                 outcome,
                 duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+                held_row,
             });
         };
         let handle = tokio::spawn(work.in_current_span());
@@ -193,13 +206,65 @@ impl ToolTasks {
     pub fn running(&self) -> usize {
         self.running.len()
     }
+
+    /// Keeps a warm transfer's row until [`ToolTasks::settle_warm`].
+    pub fn hold(&mut self, row: Box<NewToolExecution>) {
+        if let Some(earlier) = self.held.replace(row) {
+            self.write_unsettled(*earlier);
+        }
+    }
+
+    /// Writes a warm transfer's row that was never settled: the transfer never happened.
+    fn write_unsettled(&self, mut row: NewToolExecution) {
+        row.status = ToolExecutionStatus::Cancelled;
+        row.duration_ms = (now_ms() - row.started_at_ms).max(0);
+        (self.sink)(row);
+    }
+
+    /// The warm transfer of tool call `tool_call_id` is over: its row gets what the LLM finally
+    /// got and how it ended (`ok` when the agent took the call, `error` when not, `cancelled`
+    /// when it was abandoned), its duration runs to now, and it is written.
+    pub fn settle_warm(
+        &mut self,
+        tool_call_id: &str,
+        outcome: Option<WarmTransferOutcome>,
+        result: Option<&str>,
+    ) {
+        let Some(mut row) = self
+            .held
+            .take_if(|r| r.tool_call_id == tool_call_id)
+            .map(|r| *r)
+        else {
+            return;
+        };
+        row.status = match outcome {
+            Some(WarmTransferOutcome::Accepted) => ToolExecutionStatus::Ok,
+            Some(_) => ToolExecutionStatus::Error,
+            None => ToolExecutionStatus::Cancelled,
+        };
+        row.error = match outcome {
+            Some(WarmTransferOutcome::Accepted) | None => None,
+            Some(o) => Some(format!("transfer not taken: {}", o.as_str())),
+        };
+        let accepted = r#"{"ok":true,"transferred":true,"reason":"accepted"}"#;
+        row.set_result(match outcome {
+            Some(WarmTransferOutcome::Accepted) => Some(accepted),
+            _ => result,
+        });
+        row.duration_ms = (now_ms() - row.started_at_ms).max(0);
+        (self.sink)(row);
+    }
 }
 
 impl Drop for ToolTasks {
-    /// The call ended: nothing of it keeps running; what still ran is recorded `cancelled`.
+    /// The call ended: nothing of it keeps running; what still ran is recorded `cancelled`, and
+    /// so is a warm transfer never settled (it never happened).
     fn drop(&mut self) {
         for r in &self.running {
             r.stop(&self.sink);
+        }
+        if let Some(row) = self.held.take() {
+            self.write_unsettled(*row);
         }
     }
 }

@@ -6,7 +6,9 @@
 //! organisation, the caller's call SID, the transfer and whether the agent must confirm. A
 //! request is taken only when the token verifies and `X-Twilio-Signature` is valid for that
 //! organisation's auth token, exactly as `/twilio/voice` checks it; otherwise 403. The verdict
-//! goes to the caller's call task ([`CallCommand::WarmTransferUpdate`]).
+//! goes to the caller's call task ([`crate::call::CallCommand::WarmTransferUpdate`]) on whichever instance
+//! runs it: Twilio's callback may reach any instance behind the balancer, and one that does not
+//! hold the call relays the verdict through Redis (`twilio/control.rs`).
 //!
 //! - `answer` is the agent's `<Gather>` action (or `<Redirect>` when no confirmation is asked):
 //!   `Digits=1`, or a `SpeechResult` with "yes" / "accept", takes the call and the agent is put
@@ -25,9 +27,9 @@ use switchboard_core::call::WarmTransferOutcome;
 use switchboard_telephony::twiml::escape;
 use switchboard_telephony::webhook::parse_form_pairs;
 
+use super::control::{self, Relayed};
 use super::voice::twiml;
 use super::{TwilioAuth, forbidden, unix_now_s};
-use crate::call::CallCommand;
 use crate::call::warm_transfer::{conference_name, join_twiml};
 use crate::state::AppState;
 
@@ -167,6 +169,20 @@ fn speech_accepts(speech: &str) -> bool {
     })
 }
 
+/// Hands the verdict to the caller's call, here or on the instance that runs it.
+async fn deliver(state: &AppState, claims: &WarmClaims, outcome: WarmTransferOutcome) -> bool {
+    control::deliver_anywhere(
+        state,
+        claims.organization_id,
+        &claims.call_sid,
+        Relayed::WarmTransfer {
+            transfer: claims.transfer,
+            outcome,
+        },
+    )
+    .await
+}
+
 fn say_and_hang_up(text: &str) -> Response {
     twiml(format!(
         "<Response><Say>{}</Say><Hangup/></Response>",
@@ -194,14 +210,7 @@ pub async fn answer(
     } else {
         WarmTransferOutcome::Declined
     };
-    let delivered = super::control::deliver_local(
-        &state,
-        &claims.call_sid,
-        CallCommand::WarmTransferUpdate {
-            transfer: claims.transfer,
-            outcome,
-        },
-    );
+    let delivered = deliver(&state, &claims, outcome).await;
     tracing::info!(call_sid = %claims.call_sid, transfer = claims.transfer, outcome = outcome.as_str(), delivered, "warm transfer answered");
     match (accepted, delivered) {
         (true, true) => twiml(join_twiml(&conference_name(
@@ -238,14 +247,7 @@ pub async fn status(
     };
     tracing::info!(call_sid = %claims.call_sid, transfer = claims.transfer, call_status, "warm transfer leg status");
     if let Some(outcome) = outcome {
-        super::control::deliver_local(
-            &state,
-            &claims.call_sid,
-            CallCommand::WarmTransferUpdate {
-                transfer: claims.transfer,
-                outcome,
-            },
-        );
+        deliver(&state, &claims, outcome).await;
     }
     StatusCode::NO_CONTENT.into_response()
 }

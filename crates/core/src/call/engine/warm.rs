@@ -161,7 +161,9 @@ impl CallCore {
             return;
         }
         if outcome == WarmTransferOutcome::Accepted {
-            self.warm = None;
+            if let Some(w) = self.warm.take() {
+                self.record_warm_end(w.tool_call_id, Some(outcome), None);
+            }
             self.release_gens();
             self.actions
                 .push_back(Action::Record(Record::Call(self.metrics.clone())));
@@ -184,6 +186,21 @@ impl CallCore {
         }
         let content = failure_result(outcome, &w.unavailable);
         self.on_tool_result(&w.tool_call_id, &content, now);
+        self.record_warm_end(w.tool_call_id, Some(outcome), Some(content));
+    }
+
+    fn record_warm_end(
+        &mut self,
+        tool_call_id: String,
+        outcome: Option<WarmTransferOutcome>,
+        result: Option<String>,
+    ) {
+        self.actions
+            .push_back(Action::Record(Record::WarmTransferEnded {
+                tool_call_id,
+                outcome,
+                result,
+            }));
     }
 
     /// After every event: a transfer whose reply no longer waits (cut off by a barge-in, the
@@ -201,9 +218,11 @@ impl CallCore {
             });
         let transfer = w.id;
         if !waiting {
+            let tool_call_id = w.tool_call_id.clone();
             self.warm = None;
             self.actions
                 .push_back(Action::CancelWarmTransfer { transfer });
+            self.record_warm_end(tool_call_id, None, None);
         } else if now >= w.deadline {
             self.actions
                 .push_back(Action::CancelWarmTransfer { transfer });
