@@ -26,7 +26,11 @@ fn settings() -> CallSettings {
 /// A call where the caller asks for a human, the LLM calls `transfer_call` and the runtime
 /// asks for a warm transfer right after; returns the sim (the hold under way) and the transfer.
 fn transferring(unavailable: Option<&str>) -> (Sim, u64) {
-    let mut sim = Sim::new(settings());
+    transferring_with(settings(), unavailable)
+}
+
+fn transferring_with(settings: CallSettings, unavailable: Option<&str>) -> (Sim, u64) {
+    let mut sim = Sim::new(settings);
     sim.llm_script.push_back(LlmScript::Tool(ToolCall {
         id: "t1".into(),
         name: "transfer_call".into(),
@@ -112,6 +116,30 @@ fn the_caller_hears_the_message_then_hold_audio_while_the_agent_is_dialled() {
     assert!(tool_results(&sim).is_empty());
     assert_eq!(sim.llm_starts().len(), 1);
     assert!(!sim.core.is_ended());
+    sim.assert_clean();
+}
+
+#[test]
+fn without_the_hold_tone_the_wait_is_silent_and_still_open() {
+    let (mut sim, transfer) = transferring_with(
+        CallSettings {
+            warm_transfer_hold_tone: false,
+            ..settings()
+        },
+        None,
+    );
+    let start = sim.now;
+    sim.run_until(start + 10_000);
+    assert_eq!(said(&sim), [HOLD_MSG]);
+    // Once the message has played nothing more is sent: no tone, no idle prompt.
+    assert_eq!(sim.media_between(start + 5_000, start + 10_000), 0);
+    assert!(tool_results(&sim).is_empty());
+    assert_eq!(sim.llm_starts().len(), 1);
+    sim.handle_now(Event::WarmTransferResult {
+        transfer,
+        outcome: WarmTransferOutcome::Accepted,
+    });
+    assert!(sim.core.is_ended());
     sim.assert_clean();
 }
 

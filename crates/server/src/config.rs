@@ -132,6 +132,20 @@ pub struct ToolSettings {
     pub max_rounds: u32,
     /// The apology said when a reply wants more tool rounds than `max_rounds`.
     pub round_cap_message: String,
+    /// What a caller hears while a warm transfer waits for the agent.
+    #[serde(default)]
+    pub warm_transfer_hold: HoldAudio,
+}
+
+/// `tools.warm_transfer_hold`: the caller's side of a warm transfer's wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldAudio {
+    /// A soft 425 Hz tone, 300 ms every 3 s: the caller knows the line is alive.
+    #[default]
+    Tone,
+    /// Nothing from the engine: silence, or the assistant's background sound where it has one.
+    Silence,
 }
 
 impl ToolSettings {
@@ -145,6 +159,7 @@ impl ToolSettings {
         settings
             .tool_round_cap_message
             .clone_from(&self.round_cap_message);
+        settings.warm_transfer_hold_tone = self.warm_transfer_hold == HoldAudio::Tone;
     }
 }
 
@@ -973,12 +988,14 @@ mod tests {
         assert_eq!(applied.tool_filler_message, core.tool_filler_message);
         assert_eq!(applied.max_tool_rounds, core.max_tool_rounds);
         assert_eq!(applied.tool_round_cap_message, core.tool_round_cap_message);
+        assert!(applied.warm_transfer_hold_tone && core.warm_transfer_hold_tone);
 
         let mut settings = Settings::load(
             None,
             &env(&[
                 ("SWITCHBOARD_TOOLS__FILLER_DELAY_MS", "0"),
                 ("SWITCHBOARD_TOOLS__MAX_ROUNDS", "2"),
+                ("SWITCHBOARD_TOOLS__WARM_TRANSFER_HOLD", "silence"),
             ]),
             &[],
         )
@@ -986,6 +1003,7 @@ mod tests {
         settings.tools.apply(&mut applied);
         assert_eq!(applied.tool_filler_delay_ms, None, "0 = never a filler");
         assert_eq!(applied.max_tool_rounds, 2);
+        assert!(!applied.warm_transfer_hold_tone, "silence: no hold tone");
         settings.tools.max_rounds = 0;
         assert!(settings.check().is_err(), "at least one round");
     }

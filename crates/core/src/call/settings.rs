@@ -327,6 +327,10 @@ pub struct CallSettings {
     /// ms a warm transfer waits for the agent's verdict before it counts as no answer (the
     /// agent's leg is then cancelled). Default 45 000.
     pub warm_transfer_timeout_ms: u64,
+    /// What the caller hears while a warm transfer waits: a soft 425 Hz tone every 3 s (true,
+    /// the default), or nothing from the engine (false: silence, or the assistant's background
+    /// sound where it has one).
+    pub warm_transfer_hold_tone: bool,
 }
 
 impl Default for CallSettings {
@@ -365,6 +369,7 @@ impl Default for CallSettings {
             max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS,
             tool_round_cap_message: DEFAULT_TOOL_ROUND_CAP_APOLOGY.to_owned(),
             warm_transfer_timeout_ms: DEFAULT_WARM_TRANSFER_TIMEOUT_MS,
+            warm_transfer_hold_tone: true,
         }
     }
 }

@@ -249,10 +249,15 @@ impl CallCore {
         });
     }
 
-    /// Whether hold audio plays now: a transfer waits, nothing else is left to send, no
-    /// barge-in is pending, and the transfer message (if any) has started playing.
+    /// Whether hold audio plays now: the hold tone is on, a transfer waits, nothing else is
+    /// left to send, no barge-in is pending, and the transfer message (if any) has started
+    /// playing.
     fn holding(&self) -> bool {
-        let Some(w) = &self.warm else {
+        let Some(w) = self
+            .warm
+            .as_ref()
+            .filter(|_| self.s.warm_transfer_hold_tone)
+        else {
             return false;
         };
         if matches!(self.barge, BargeState::Tentative { .. })
