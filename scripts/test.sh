@@ -37,6 +37,10 @@ bash scripts/lint-deploy.sh
 
 cargo test --workspace --locked "$@"
 
+# OpenTelemetry export (the `otel` feature, off in the default build): its unit tests, and a
+# whole call exported to the testkit's fake OTLP/HTTP collector.
+cargo test --locked -p switchboard-server --features otel --lib --test otel_export -- telemetry:: a_calls_span
+
 # Several instances behind HAProxy, one restarted mid-run: 20 calls, debug build, no call may
 # fail (scripts/multi-instance.sh runs the few-hundred-call version by default).
 if [ -n "${HAPROXY:-}" ] && [ -n "${DATABASE_URL:-}" ] && [ -n "${REDIS_URL:-}" ]; then

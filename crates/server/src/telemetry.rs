@@ -105,6 +105,12 @@ pub fn flush() {
     otel::shutdown();
 }
 
+/// Sends the spans that ended and are still buffered, now, and keeps exporting (blocking: call
+/// it off the async runtime); nothing without an export.
+pub fn force_flush() {
+    otel::force_flush();
+}
+
 /// Installs rustls' `ring` crypto provider as the process default, so every TLS client
 /// (providers, webhooks, PostgreSQL) uses ring and never needs aws-lc. Idempotent: a provider
 /// already installed (by an earlier call or a library) is left as it is.
@@ -133,6 +139,9 @@ mod otel {
 
     /// Nothing to flush.
     pub fn shutdown() {}
+
+    /// Nothing to flush.
+    pub fn force_flush() {}
 }
 
 #[cfg(test)]
@@ -209,7 +218,8 @@ mod tests {
     fn an_endpoint_with_the_feature_builds_a_layer() {
         let s = logging(&[("SWITCHBOARD_LOGGING__OTLP_ENDPOINT", "http://127.0.0.1:9")]);
         let url = otlp_endpoint(&s).expect("valid");
-        let layer = otel::layer(url, &s.service_name).expect("layer");
+        let layer =
+            otel::layer::<tracing_subscriber::Registry>(url, &s.service_name).expect("layer");
         assert!(layer.is_some());
         otel::shutdown();
     }

@@ -17,6 +17,7 @@ pub mod latency;
 pub mod openai;
 pub mod openai_embeddings;
 pub mod openai_speech;
+pub mod otlp;
 pub mod plain_http;
 pub mod soniox;
 pub mod speechmatics;

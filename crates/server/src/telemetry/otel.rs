@@ -49,6 +49,18 @@ where
     Ok(Some(tracing_opentelemetry::layer().with_tracer(tracer)))
 }
 
+/// Exports the spans that ended and are still buffered, now (blocking: call it off the async
+/// runtime); a no-op when no exporter runs.
+pub fn force_flush() {
+    let provider = PROVIDER.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(provider) = provider {
+        let _ = std::thread::spawn(move || {
+            let _ = provider.force_flush();
+        })
+        .join();
+    }
+}
+
 /// Flushes and stops the exporter, off the async runtime; a no-op when none runs.
 pub fn shutdown() {
     let provider = PROVIDER.lock().unwrap_or_else(|p| p.into_inner()).take();
