@@ -26,6 +26,10 @@ mod warm;
 
 /// ms of one outbound frame.
 const FRAME_MS: u64 = 20;
+/// Frames paced playout releases per wake: two halve the call's wake-ups and writes to Twilio
+/// while the bot speaks, for a queue at Twilio that dips to the lead minus 40 ms instead of
+/// minus 20 (docs/PERFORMANCE.md).
+const PACING_FRAMES_PER_WAKE: u64 = 2;
 /// ms after a generation's expected end of playback before the core stops waiting for its last
 /// mark (a lost echo must not keep the call in "bot speaking" forever).
 const MARK_GRACE_MS: u64 = 2_000;
@@ -690,8 +694,15 @@ impl CallCore {
         if g.speculative || g.frames_out >= g.frames_total() {
             return None;
         }
+        Some(self.pacing_wake())
+    }
+
+    /// When paced playout next wakes: once [`PACING_FRAMES_PER_WAKE`] frames fit under the lead
+    /// (one when the lead is shorter), so each wake sends them in one write.
+    fn pacing_wake(&self) -> Millis {
         let lead = self.lead_ms();
-        Some(self.playout_end.minus(lead - FRAME_MS).max(self.now))
+        let room = (PACING_FRAMES_PER_WAKE * FRAME_MS).min(lead);
+        self.playout_end.minus(lead - room).max(self.now)
     }
 
     /// The lead now: `interruptible_lead_ms` while the caller may cut in, else `lead_ms`.

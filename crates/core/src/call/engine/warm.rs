@@ -294,11 +294,7 @@ impl CallCore {
         if !self.holding() {
             return Some(w.deadline);
         }
-        let next = self
-            .playout_end
-            .minus(self.lead_ms() - FRAME_MS)
-            .max(self.now);
-        Some(next.min(w.deadline))
+        Some(self.pacing_wake().min(w.deadline))
     }
 }
 
