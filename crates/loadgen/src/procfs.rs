@@ -149,6 +149,10 @@ pub struct EngineUsage {
     pub rss_peak_mb: Option<f64>,
     /// (RSS peak − RSS before the first call) / calls started, KiB.
     pub rss_per_call_kb: Option<f64>,
+    /// `cpu_seconds` over the seconds of every call summed, µs: what one call-second costs
+    /// (÷ 10 000 = % of one core per call).
+    #[serde(default)]
+    pub cpu_us_per_call_second: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +260,7 @@ pub fn summarise(
         cpu_percent_avg: (wall_s > 0.0).then(|| r2(cpu_s / wall_s * 100.0)),
         rss_peak_mb: Some(r2(peak_rss_kb as f64 / 1024.0)),
         rss_per_call_kb: (calls > 0).then(|| r2(grown_kb / calls as f64)),
+        cpu_us_per_call_second: None,
     }
 }
 

@@ -166,6 +166,8 @@ pub struct CallAnalysis {
     /// Turns merged into the next one or hung up on within [`ANSWER_GRACE_MS`] before an answer
     /// came (not counted in `turns`).
     pub hung_up_before_answer: u64,
+    /// How long the call lasted as the caller saw it, s (the call-seconds the engine served).
+    pub duration_s: f64,
 }
 
 impl CallAnalysis {
@@ -187,6 +189,7 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         underruns_ms: r.underruns.iter().map(|u| u.late_ms).collect(),
         marks: (r.marks_received, r.marks_echoed),
         caller_send_lag_max_ms: r.caller_send_lag_max_ms,
+        duration_s: r.duration_ms / 1000.0,
         ..CallAnalysis::default()
     };
     for e in &r.errors {
@@ -348,7 +351,7 @@ pub fn engine_part(t: &EngineTurn) -> Option<f64> {
 }
 
 /// Collects call analyses into the report.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Aggregate {
     started: u64,
     completed: u64,
@@ -361,6 +364,8 @@ pub struct Aggregate {
     reaction: Vec<f64>,
     clear: Vec<f64>,
     backchannel_gap: Vec<f64>,
+    /// Seconds of every call, summed.
+    call_seconds: f64,
     errors: Vec<ErrorEntry>,
     marks_received: u64,
     marks_echoed: u64,
@@ -403,6 +408,7 @@ impl Aggregate {
         self.turns += a.turns;
         self.answered += a.answered;
         self.hung_up_before_answer += a.hung_up_before_answer;
+        self.call_seconds += a.duration_s;
         self.turn_latency.extend(a.turn_latency_ms);
         self.overhead.extend(a.engine_overhead_ms);
         self.lateness
@@ -433,7 +439,11 @@ impl Aggregate {
     }
 
     /// The report and the table extras.
-    pub fn finish(mut self, engine: EngineUsage) -> (Report, Extras) {
+    pub fn finish(mut self, mut engine: EngineUsage) -> (Report, Extras) {
+        engine.cpu_us_per_call_second = engine
+            .cpu_seconds
+            .filter(|_| self.call_seconds > 0.0)
+            .map(|cpu| (cpu * 1e6 / self.call_seconds).round());
         let extras = Extras {
             answered: self.answered,
             overhead_samples: self.overhead.len() as u64,
@@ -525,9 +535,12 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
     s.push_str(&row4("backchannel gap", &r.backchannel_gap_ms));
     let e = &r.engine;
     s.push_str(&format!(
-        "engine: cpu {} s ({} % avg), rss peak {} MiB, {} KiB/call\n",
+        "engine: cpu {} s ({} % avg), {} µs per call-second ({} % of a core per call), rss peak {} MiB, {} KiB/call\n",
         f(e.cpu_seconds),
         f(e.cpu_percent_avg),
+        f(e.cpu_us_per_call_second),
+        e.cpu_us_per_call_second
+            .map_or_else(|| "-".to_owned(), |us| format!("{:.3}", us / 1e4)),
         f(e.rss_peak_mb),
         f(e.rss_per_call_kb)
     ));
@@ -734,6 +747,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cpu_per_call_second_divides_by_every_calls_seconds() {
+        let mut agg = Aggregate::default();
+        let mut ok = call();
+        ok.duration_ms = 10_000.0;
+        agg.add("CA1", analyze_call(&ok, None), false);
+        let mut bad = call();
+        bad.duration_ms = 11_500.0;
+        agg.add("CA2", analyze_call(&bad, None), false);
+        let engine = EngineUsage {
+            cpu_seconds: Some(2.15),
+            ..EngineUsage::default()
+        };
+        let (r, x) = agg.clone().finish(engine);
+        // 2.15 s of CPU over 21.5 call-seconds: 100 ms per call-second, 10 % of a core per call.
+        assert_eq!(r.engine.cpu_us_per_call_second, Some(100_000.0));
+        assert!(
+            summary_table(&r, &x, 12.0)
+                .contains("100000.0 µs per call-second (10.000 % of a core per call)"),
+            "{}",
+            summary_table(&r, &x, 12.0)
+        );
+        let (r, _) = agg.finish(EngineUsage::default());
+        assert_eq!(r.engine.cpu_us_per_call_second, None, "no engine sampled");
+    }
+
+    #[test]
     fn report_has_exactly_the_issue_shape() {
         let mut agg = Aggregate::default();
         let mut ok = call();
@@ -796,6 +835,7 @@ pub(crate) mod tests {
             [
                 "cpu_percent_avg",
                 "cpu_seconds",
+                "cpu_us_per_call_second",
                 "rss_peak_mb",
                 "rss_per_call_kb"
             ]
