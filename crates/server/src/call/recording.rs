@@ -384,7 +384,8 @@ impl CallRecorder {
             caller: Vec::with_capacity(BLOCK_SAMPLES),
             bot: Vec::with_capacity(BLOCK_SAMPLES),
             block_start: 0,
-            bot_queue: VecDeque::with_capacity(SAMPLE_RATE_HZ as usize),
+            // Grows to what the bot's lead needs (a few hundred ms), not a second up front.
+            bot_queue: VecDeque::new(),
             samples: 0,
             max_samples: plan.max_samples,
             dropped_samples: 0,
@@ -520,8 +521,6 @@ pub struct SpoolWriter {
     spools: Vec<Spool>,
     /// Samples written per track.
     written: usize,
-    /// Scratch for one block of one track.
-    scratch: Vec<u8>,
 }
 
 impl SpoolWriter {
@@ -532,7 +531,6 @@ impl SpoolWriter {
             base_dir: base_dir.to_path_buf(),
             spools: Vec::new(),
             written: 0,
-            scratch: Vec::with_capacity(2 * BLOCK_SAMPLES),
         }
     }
 
@@ -580,28 +578,33 @@ impl SpoolWriter {
         self.append(block)
     }
 
+    /// Appends one block to every track. The mixed track is built in a buffer made for this
+    /// write and freed after it, so an idle call holds none (one per call would be 16 KiB of
+    /// every live call's memory for a write a second).
     fn append(&mut self, block: &Block) -> Result<(), RecordingError> {
         let n = block.caller.len().min(block.bot.len());
         let (caller, bot) = (&block.caller[..n], &block.bot[..n]);
+        let mut mixed = Vec::new();
         for spool in &mut self.spools {
-            self.scratch.clear();
-            match (spool.kind, spool.channels) {
-                (TrackKind::User, _) => self.scratch.extend_from_slice(caller),
-                (TrackKind::Assistant, _) => self.scratch.extend_from_slice(bot),
+            let bytes: &[u8] = match (spool.kind, spool.channels) {
+                (TrackKind::User, _) => caller,
+                (TrackKind::Assistant, _) => bot,
                 (TrackKind::Mixed, 2) => {
+                    mixed.clear();
+                    mixed.reserve_exact(2 * n);
                     for (&l, &r) in caller.iter().zip(bot) {
-                        self.scratch.push(l);
-                        self.scratch.push(r);
+                        mixed.push(l);
+                        mixed.push(r);
                     }
+                    &mixed
                 }
-                (TrackKind::Mixed, _) => self
-                    .scratch
-                    .extend(caller.iter().zip(bot).map(|(&a, &b)| mix::mix_sample(a, b))),
-            }
-            spool
-                .file
-                .write_all(&self.scratch)
-                .map_err(io_at(&spool.path))?;
+                (TrackKind::Mixed, _) => {
+                    mixed.clear();
+                    mixed.extend(caller.iter().zip(bot).map(|(&a, &b)| mix::mix_sample(a, b)));
+                    &mixed
+                }
+            };
+            spool.file.write_all(bytes).map_err(io_at(&spool.path))?;
         }
         self.written += n;
         Ok(())
