@@ -118,7 +118,7 @@ fn invalid(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn compress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut enc = DeflateEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::default());
+    let mut enc = DeflateEncoder::new(Vec::with_capacity(bytes.len() / 3), Compression::fast());
     enc.write_all(bytes)?;
     Ok(enc.finish()?)
 }
