@@ -195,16 +195,7 @@ async fn a_look_alike_sid_of_another_org_does_not_touch_its_recordings() {
     h.assistant(&h.ts.key_b, h.record("b", recorded), Some(B_NUMBER))
         .await;
 
-    let a_sid = sid();
-    let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
-    cfg.call_sid = Some(a_sid.clone());
-    let report = FakeCall::new(cfg, short_script(4_000)).run().await;
-    assert_eq!(
-        report.outcome,
-        CallOutcome::Completed,
-        "{:?}",
-        report.errors
-    );
+    let a_sid = h.short_call(4_000).await;
     let a_files = recordings(&h, &a_sid, 3).await;
 
     // B's call is longer, so its audio differs from A's.

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use switchboard_server::config::Settings;
 use switchboard_testkit::otlp::{AttrValue, FakeCollector};
-use switchboard_testkit::twilio::{CallOutcome, FakeCall};
-use twilio_harness::{CALLER, Harness, OUR_NUMBER, Options, short_script, sid};
+use twilio_harness::{Harness, OUR_NUMBER, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_span_and_its_log_lines_reach_the_collector() {
@@ -35,16 +34,7 @@ async fn a_calls_span_and_its_log_lines_reach_the_collector() {
         Some(OUR_NUMBER),
     )
     .await;
-    let call_sid = sid();
-    let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
-    cfg.call_sid = Some(call_sid.clone());
-    let report = FakeCall::new(cfg, short_script(5_000)).run().await;
-    assert_eq!(
-        report.outcome,
-        CallOutcome::Completed,
-        "{:?}",
-        report.errors
-    );
+    let call_sid = h.short_call(5_000).await;
     let call = h.ended_call(&call_sid).await;
 
     // A span is exported once it closes: when the call's task and every task it spawned are

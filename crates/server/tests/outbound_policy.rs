@@ -15,7 +15,7 @@ use axum::Router;
 use axum::routing::post;
 use reqwest::Method;
 use serde_json::{Value, json};
-use switchboard_store::{CallStatus, NewCall};
+use switchboard_store::NewCall;
 
 use crate::common::{TestServer, assert_error, json, settings_for};
 
@@ -206,15 +206,13 @@ async fn deliver_status_update(ts: &TestServer, webhook_url: &str) -> i64 {
     let call = state
         .store
         .create_call(&NewCall {
-            organization_id: org,
             assistant_id: Some(id),
-            call_sid: format!("CA{:032x}", rand_id()),
-            direction: "inbound".into(),
-            from_number: "+15550001111".into(),
-            to_number: "+15550002222".into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
+            ..common::inbound_call(
+                org,
+                format!("CA{:032x}", rand_id()),
+                "+15550001111",
+                "+15550002222",
+            )
         })
         .await
         .expect("call");

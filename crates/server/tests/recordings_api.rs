@@ -23,9 +23,9 @@ use switchboard_assistant::RecordingSettings;
 use switchboard_server::call::disclosure::DEFAULT_DISCLOSURE_MESSAGE;
 use switchboard_server::call::recording::{CallRecorder, RecordingPlan, SpoolWriter};
 use switchboard_server::config::Settings;
-use switchboard_store::{CallStatus, NewCall, NewRecording, Store};
-use switchboard_testkit::twilio::{CallOutcome, FakeCall, new_sid};
-use twilio_harness::{CALLER, Harness, OUR_NUMBER, Options, short_script, sid};
+use switchboard_store::{CallStatus, NewRecording, Store};
+use switchboard_testkit::twilio::new_sid;
+use twilio_harness::{CALLER, Harness, OUR_NUMBER, Options};
 
 use crate::common::{TestServer, json, settings_for};
 
@@ -40,17 +40,12 @@ fn settings_in(dir: &Path) -> Settings {
 async fn ended_call(store: &Store, org: i64) -> (i64, String) {
     let call_sid = new_sid("CA");
     let call = store
-        .create_call(&NewCall {
-            organization_id: org,
-            assistant_id: None,
-            call_sid: call_sid.clone(),
-            direction: "inbound".into(),
-            from_number: CALLER.into(),
-            to_number: OUR_NUMBER.into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
-        })
+        .create_call(&common::inbound_call(
+            org,
+            call_sid.clone(),
+            CALLER,
+            OUR_NUMBER,
+        ))
         .await
         .expect("call");
     store
@@ -434,16 +429,7 @@ async fn the_end_of_call_report_follows_the_stored_transcripts_and_recordings() 
         json!({"webhook_url": hook, "recording_settings": {"enabled": true, "format": "wav"}}),
     );
     h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
-    let call_sid = sid();
-    let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
-    cfg.call_sid = Some(call_sid.clone());
-    let report = FakeCall::new(cfg, short_script(4_000)).run().await;
-    assert_eq!(
-        report.outcome,
-        CallOutcome::Completed,
-        "{:?}",
-        report.errors
-    );
+    let call_sid = h.short_call(4_000).await;
 
     let got = first_report(&seen).await;
     // When the receiver got it, the rows were already there.
@@ -499,16 +485,7 @@ async fn without_the_flight_recorder_a_recorded_call_keeps_no_trace() {
         json!({"recording_settings": {"enabled": true, "format": "wav"}}),
     );
     h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
-    let call_sid = sid();
-    let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
-    cfg.call_sid = Some(call_sid.clone());
-    let report = FakeCall::new(cfg, short_script(4_000)).run().await;
-    assert_eq!(
-        report.outcome,
-        CallOutcome::Completed,
-        "{:?}",
-        report.errors
-    );
+    let call_sid = h.short_call(4_000).await;
     let call = h.ended_call(&call_sid).await;
     let rows = state.store.list_recordings(call.id).await.expect("rows");
     assert_eq!(rows.len(), 3, "the recording is kept: {rows:?}");
@@ -549,17 +526,12 @@ async fn a_recording_interrupted_by_a_crash_is_finalised_at_the_next_start() {
     let call_sid = new_sid("CA");
     let call = state
         .store
-        .create_call(&NewCall {
-            organization_id: org,
-            assistant_id: None,
-            call_sid: call_sid.clone(),
-            direction: "inbound".into(),
-            from_number: CALLER.into(),
-            to_number: OUR_NUMBER.into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
-        })
+        .create_call(&common::inbound_call(
+            org,
+            call_sid.clone(),
+            CALLER,
+            OUR_NUMBER,
+        ))
         .await
         .expect("call");
     assert!(
@@ -677,16 +649,7 @@ async fn disclosure_modes_decide_which_calls_hear_it() {
             .await;
             assert_eq!(status, 200, "{body}");
         }
-        let call_sid = sid();
-        let mut cfg = h.fake_call(CALLER, OUR_NUMBER);
-        cfg.call_sid = Some(call_sid.clone());
-        let report = FakeCall::new(cfg, short_script(4_000)).run().await;
-        assert_eq!(
-            report.outcome,
-            CallOutcome::Completed,
-            "{:?}",
-            report.errors
-        );
+        let call_sid = h.short_call(4_000).await;
         h.ended_call(&call_sid).await;
         said.push(disclosures(&h));
     }

@@ -21,7 +21,7 @@ use switchboard_core::call::WarmTransferOutcome;
 use switchboard_server::call::{CallCommand, LiveCall};
 use switchboard_server::config::DrainVoiceAnswer;
 use switchboard_server::twilio::warm_transfer::{self, WarmClaims};
-use switchboard_store::{CallStatus, NewCall};
+use switchboard_store::CallStatus;
 use switchboard_telephony::signature;
 use tokio::sync::mpsc;
 
@@ -213,17 +213,12 @@ async fn a_warm_transfer_callback_on_the_other_instance_reaches_the_call_through
     let call_sid = format!("CA{:032x}", rand::random::<u128>());
     let call = st1
         .store
-        .create_call(&NewCall {
-            organization_id: org,
-            assistant_id: None,
-            call_sid: call_sid.clone(),
-            direction: "inbound".into(),
-            from_number: CALLER.into(),
-            to_number: "+15550100002".into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
-        })
+        .create_call(&common::inbound_call(
+            org,
+            call_sid.clone(),
+            CALLER,
+            "+15550100002",
+        ))
         .await
         .expect("call");
     assert!(

@@ -319,15 +319,13 @@ async fn webhook_delivery_is_signed_and_retried_until_it_succeeds() {
     state
         .store
         .create_call(&NewCall {
-            organization_id: state.default_org_id().await.expect("org"),
             assistant_id: Some(id),
-            call_sid: call_sid.clone(),
-            direction: "inbound".into(),
-            from_number: CALLER.into(),
-            to_number: OUR_NUMBER.into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
+            ..common::inbound_call(
+                state.default_org_id().await.expect("org"),
+                call_sid.clone(),
+                CALLER,
+                OUR_NUMBER,
+            )
         })
         .await
         .expect("call");
@@ -463,17 +461,12 @@ async fn fake_live_call(h: &Harness, org_id: i64) -> (String, mpsc::Receiver<Cal
     let call_sid = sid();
     let call = state
         .store
-        .create_call(&NewCall {
-            organization_id: org_id,
-            assistant_id: None,
-            call_sid: call_sid.clone(),
-            direction: "inbound".into(),
-            from_number: CALLER.into(),
-            to_number: OUR_NUMBER.into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
-        })
+        .create_call(&common::inbound_call(
+            org_id,
+            call_sid.clone(),
+            CALLER,
+            OUR_NUMBER,
+        ))
         .await
         .expect("call");
     let (tx, rx) = mpsc::channel(4);

@@ -53,21 +53,26 @@ where
 /// runtime); a no-op when no exporter runs.
 pub fn force_flush() {
     let provider = PROVIDER.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(provider) = provider {
-        let _ = std::thread::spawn(move || {
-            let _ = provider.force_flush();
-        })
-        .join();
-    }
+    on_own_thread(provider, |p| {
+        let _ = p.force_flush();
+    });
 }
 
 /// Flushes and stops the exporter, off the async runtime; a no-op when none runs.
 pub fn shutdown() {
     let provider = PROVIDER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    on_own_thread(provider, |p| {
+        let _ = p.shutdown();
+    });
+}
+
+/// Runs `f` on `provider` on a plain thread and waits for it: the exporter's blocking HTTP
+/// client must not run on the async runtime.
+fn on_own_thread(
+    provider: Option<SdkTracerProvider>,
+    f: impl FnOnce(&SdkTracerProvider) + Send + 'static,
+) {
     if let Some(provider) = provider {
-        let _ = std::thread::spawn(move || {
-            let _ = provider.shutdown();
-        })
-        .join();
+        let _ = std::thread::spawn(move || f(&provider)).join();
     }
 }

@@ -12,6 +12,7 @@ use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
+use switchboard_store::{CallStatus, NewCall};
 use switchboard_testkit::twilio::FakeTwilioRest;
 
 /// API key installed for organisation `default` (org A) at start.
@@ -220,4 +221,25 @@ pub fn use_moto_s3(settings: &mut Settings, endpoint: &str, bucket: &str) {
     s3.prefix = "switchboard".into();
     s3.access_key_id = Some("test".into());
     s3.secret_access_key = Some("test-secret".into());
+}
+
+/// A new inbound call of organisation `org`, in progress, for a test to store
+/// (`store.create_call(&inbound_call(…))`); other fields by struct update.
+pub fn inbound_call(
+    org: i64,
+    call_sid: impl Into<String>,
+    from: impl Into<String>,
+    to: impl Into<String>,
+) -> NewCall {
+    NewCall {
+        organization_id: org,
+        assistant_id: None,
+        call_sid: call_sid.into(),
+        direction: "inbound".into(),
+        from_number: from.into(),
+        to_number: to.into(),
+        status: CallStatus::InProgress,
+        metadata: serde_json::json!({}),
+        stream_deadline_at_ms: None,
+    }
 }

@@ -22,7 +22,8 @@ use switchboard_telephony::signature;
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{
-    CallScript, FakeCallConfig, FakeTwilioRest, ParsedTwiml, Utterance, UtteranceKind, parse_twiml,
+    CallOutcome, CallScript, FakeCall, FakeCallConfig, FakeTwilioRest, ParsedTwiml, Utterance,
+    UtteranceKind, parse_twiml,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -280,6 +281,22 @@ impl Harness {
             "call {call_sid} did not end: {:?}",
             self.call(call_sid).await
         );
+    }
+
+    /// Calls [`OUR_NUMBER`] from [`CALLER`] with [`short_script`] (hanging up at `hangup_ms`)
+    /// and checks that the caller saw it complete; returns the call SID.
+    pub async fn short_call(&self, hangup_ms: u64) -> String {
+        let call_sid = sid();
+        let mut cfg = self.fake_call(CALLER, OUR_NUMBER);
+        cfg.call_sid = Some(call_sid.clone());
+        let report = FakeCall::new(cfg, short_script(hangup_ms)).run().await;
+        assert_eq!(
+            report.outcome,
+            CallOutcome::Completed,
+            "{:?}",
+            report.errors
+        );
+        call_sid
     }
 
     /// A FakeCall configuration for the voice webhook.
