@@ -351,7 +351,7 @@ pub fn engine_part(t: &EngineTurn) -> Option<f64> {
 }
 
 /// Collects call analyses into the report.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Aggregate {
     started: u64,
     completed: u64,
@@ -748,18 +748,21 @@ pub(crate) mod tests {
 
     #[test]
     fn cpu_per_call_second_divides_by_every_calls_seconds() {
-        let mut agg = Aggregate::default();
-        let mut ok = call();
-        ok.duration_ms = 10_000.0;
-        agg.add("CA1", analyze_call(&ok, None), false);
-        let mut bad = call();
-        bad.duration_ms = 11_500.0;
-        agg.add("CA2", analyze_call(&bad, None), false);
+        let two_calls = || {
+            let mut agg = Aggregate::default();
+            let mut ok = call();
+            ok.duration_ms = 10_000.0;
+            agg.add("CA1", analyze_call(&ok, None), false);
+            let mut bad = call();
+            bad.duration_ms = 11_500.0;
+            agg.add("CA2", analyze_call(&bad, None), false);
+            agg
+        };
         let engine = EngineUsage {
             cpu_seconds: Some(2.15),
             ..EngineUsage::default()
         };
-        let (r, x) = agg.clone().finish(engine);
+        let (r, x) = two_calls().finish(engine);
         // 2.15 s of CPU over 21.5 call-seconds: 100 ms per call-second, 10 % of a core per call.
         assert_eq!(r.engine.cpu_us_per_call_second, Some(100_000.0));
         assert!(
@@ -768,7 +771,7 @@ pub(crate) mod tests {
             "{}",
             summary_table(&r, &x, 12.0)
         );
-        let (r, _) = agg.finish(EngineUsage::default());
+        let (r, _) = two_calls().finish(EngineUsage::default());
         assert_eq!(r.engine.cpu_us_per_call_second, None, "no engine sampled");
     }
 

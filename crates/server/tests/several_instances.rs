@@ -18,12 +18,11 @@ use common::{KEY_A, TWILIO_SID_A, TWILIO_TOKEN_A, TestServer, json, settings_for
 use reqwest::Method;
 use serde_json::json;
 use switchboard_core::call::WarmTransferOutcome;
-use switchboard_server::call::{CallCommand, LiveCall};
+use switchboard_server::call::CallCommand;
 use switchboard_server::config::DrainVoiceAnswer;
 use switchboard_server::twilio::warm_transfer::{self, WarmClaims};
 use switchboard_store::CallStatus;
 use switchboard_telephony::signature;
-use tokio::sync::mpsc;
 
 /// Two servers on one SQLite file (the store migrates it once, then both use it).
 async fn two_instances(
@@ -211,34 +210,16 @@ async fn a_warm_transfer_callback_on_the_other_instance_reaches_the_call_through
     // A call whose stream instance one claimed and runs.
     let org = st1.default_org_id().await.expect("default org");
     let call_sid = format!("CA{:032x}", rand::random::<u128>());
-    let call = st1
-        .store
-        .create_call(&common::inbound_call(
-            org,
-            call_sid.clone(),
-            CALLER,
-            "+15550100002",
-        ))
-        .await
-        .expect("call");
+    let (call, mut rx) = common::fake_live_call(
+        st1,
+        &common::inbound_call(org, call_sid.clone(), CALLER, "+15550100002"),
+    )
+    .await;
     assert!(
         st1.store
             .claim_call_stream(org, call.id, &st1.instance_id)
             .await
             .expect("claim")
-    );
-    let (tx, mut rx) = mpsc::channel(8);
-    st1.calls.insert(
-        call_sid.clone(),
-        LiveCall {
-            call_id: call.id,
-            organization_id: org,
-            assistant_id: 0,
-            from: CALLER.into(),
-            to: String::new(),
-            started_at: std::time::SystemTime::now(),
-            control: tx,
-        },
     );
     let token = warm_transfer::issue(
         &WarmClaims {

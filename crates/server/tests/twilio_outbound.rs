@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use switchboard_server::call::{CallCommand, LiveCall};
+use switchboard_server::call::CallCommand;
 use switchboard_server::twilio::control;
 use switchboard_server::webhooks::verify_signature;
 use switchboard_store::{CallStatus, EndedReason, NewCall};
@@ -457,32 +457,9 @@ async fn unanswered_outbound_call_gets_its_end_of_call_report_from_the_status_ca
 
 /// A call record plus a fake registry entry standing for its live task.
 async fn fake_live_call(h: &Harness, org_id: i64) -> (String, mpsc::Receiver<CallCommand>) {
-    let state = h.ts.server().state();
-    let call_sid = sid();
-    let call = state
-        .store
-        .create_call(&common::inbound_call(
-            org_id,
-            call_sid.clone(),
-            CALLER,
-            OUR_NUMBER,
-        ))
-        .await
-        .expect("call");
-    let (tx, rx) = mpsc::channel(4);
-    state.calls.insert(
-        call_sid.clone(),
-        LiveCall {
-            call_id: call.id,
-            organization_id: org_id,
-            assistant_id: 0,
-            from: String::new(),
-            to: String::new(),
-            started_at: std::time::SystemTime::now(),
-            control: tx,
-        },
-    );
-    (call_sid, rx)
+    let call = common::inbound_call(org_id, sid(), CALLER, OUR_NUMBER);
+    let (row, rx) = common::fake_live_call(h.ts.server().state(), &call).await;
+    (row.call_sid, rx)
 }
 
 #[tokio::test]
@@ -639,20 +616,10 @@ async fn terminate_reaches_a_call_on_another_instance_through_redis() {
     let one = common::TestServer::start_with(s1, String::new()).await;
     let two = common::TestServer::start_with(s2, String::new()).await;
     let st2 = two.server().state();
-    let (tx, mut rx) = mpsc::channel(4);
-    let call_sid = sid();
-    st2.calls.insert(
-        call_sid.clone(),
-        LiveCall {
-            call_id: 1,
-            organization_id: 1,
-            assistant_id: 1,
-            from: String::new(),
-            to: String::new(),
-            started_at: std::time::SystemTime::now(),
-            control: tx,
-        },
-    );
+    let org = st2.default_org_id().await.expect("default org");
+    let (call, mut rx) =
+        common::fake_live_call(st2, &common::inbound_call(org, sid(), CALLER, OUR_NUMBER)).await;
+    let call_sid = call.call_sid;
     // Give the subscribers a moment to subscribe, then publish from instance one.
     let mut got = None;
     for _ in 0..50 {

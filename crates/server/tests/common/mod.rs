@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
+use switchboard_server::call::{CallCommand, LiveCall};
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_store::{CallStatus, NewCall};
+use switchboard_server::state::AppState;
+use switchboard_store::{CallRow, CallStatus, NewCall};
 use switchboard_testkit::twilio::FakeTwilioRest;
 
 /// API key installed for organisation `default` (org A) at start.
@@ -242,4 +244,27 @@ pub fn inbound_call(
         metadata: serde_json::json!({}),
         stream_deadline_at_ms: None,
     }
+}
+
+/// Stores `call` and puts an entry standing for its live task in `state`'s registry; the
+/// receiver gets what is sent to the call (terminate, relayed commands).
+pub async fn fake_live_call(
+    state: &AppState,
+    call: &NewCall,
+) -> (CallRow, tokio::sync::mpsc::Receiver<CallCommand>) {
+    let row = state.store.create_call(call).await.expect("call");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    state.calls.insert(
+        row.call_sid.clone(),
+        LiveCall {
+            call_id: row.id,
+            organization_id: row.organization_id,
+            assistant_id: 0,
+            from: row.from_number.clone(),
+            to: row.to_number.clone(),
+            started_at: std::time::SystemTime::now(),
+            control: tx,
+        },
+    );
+    (row, rx)
 }
