@@ -237,7 +237,7 @@ pub async fn run(mut settings: Settings, args: &DemoArgs) -> anyhow::Result<()> 
 
     if args.serve {
         println!("\nThe server keeps running (Ctrl-C to stop).");
-        server.run_until(serve::shutdown_signal()).await;
+        server.run_until(serve::shutdown_signal).await;
     } else {
         server.shutdown().await;
     }

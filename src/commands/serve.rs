@@ -17,7 +17,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server = serve::start(settings, options)
         .await
         .context("server failed to start")?;
-    let report = server.run_until(serve::shutdown_signal()).await;
+    let report = server.run_until(serve::shutdown_signal).await;
     if !report.drained {
         tracing::warn!(
             tasks_left = report.tasks_left,

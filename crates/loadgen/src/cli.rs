@@ -411,6 +411,9 @@ pub async fn run_scripts(
             // A draining instance must be able to finish the longest call of the run.
             launch.drain_timeout_s = Some(args.duration_seconds.ceil() as u64 + 15);
             launch.drain_voice_answer = Some("unavailable".into());
+            // Accepting until HAProxy's checks took it out: webhooks in that time get the 503
+            // that HAProxy retries elsewhere, none meets a closed port.
+            launch.drain_grace_s = Some(crate::cluster::drain_grace_s());
             let mut c = Cluster::start(
                 launch,
                 args.instances,
@@ -552,7 +555,9 @@ pub async fn run_scripts(
         (Some(c), Some(after_s), Some(first)) => {
             let launch = c.launch.clone();
             let http = http.clone();
-            let drain_limit = Duration::from_secs(launch.drain_timeout_s.unwrap_or(30) + 5);
+            let drain_limit = Duration::from_secs(
+                launch.drain_grace_s.unwrap_or(0) + launch.drain_timeout_s.unwrap_or(30) + 5,
+            );
             let run_start = tokio::time::Instant::now();
             Some(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs_f64(after_s.max(0.0))).await;

@@ -4,8 +4,8 @@
 //! (SIGTERM, wait for it to drain and exit, start it again on the same port).
 //!
 //! The HAProxy configuration is generated into a temp dir: round robin, `GET /healthz` checks
-//! every [`CHECK_INTERVAL_MS`] (a draining instance answers 503 or no longer accepts, so it
-//! leaves the rotation), and L7 retries with redispatch on a refused connection, an empty
+//! every [`CHECK_INTERVAL_MS`] (a draining instance answers 503, so it leaves the rotation;
+//! it keeps accepting for [`drain_grace_s`] meanwhile), and L7 retries with redispatch on a refused connection, an empty
 //! response or a 503 (what a draining instance answers a voice webhook with
 //! `server.drain_voice_answer = "unavailable"`), so a request that races the drain is served
 //! by another instance.
@@ -25,8 +25,15 @@ pub const CHECK_INTERVAL_MS: u64 = 500;
 /// Failed checks in a row that take an instance out of the rotation. One is not enough: a
 /// loaded instance answering one check late (2 s) must not be taken out, or with the other
 /// one draining no instance is left ("503 No server is available"). A draining instance
-/// refuses connections meanwhile, and those requests are retried on another instance.
+/// answers 503 meanwhile, and those requests are retried on another instance.
 pub const CHECK_FALL: u32 = 3;
+
+/// The instances' `server.drain_grace_s`: a draining instance keeps accepting until HAProxy's
+/// checks have taken it out ([`CHECK_FALL`] failed checks [`CHECK_INTERVAL_MS`] apart), plus a
+/// second.
+pub fn drain_grace_s() -> u64 {
+    (CHECK_INTERVAL_MS * u64::from(CHECK_FALL)).div_ceil(1000) + 1
+}
 
 /// Why the balancer could not be started.
 #[derive(Debug, thiserror::Error)]

@@ -96,6 +96,8 @@ pub struct Launch {
     pub drain_timeout_s: Option<u64>,
     /// `server.drain_voice_answer` (`hangup` or `unavailable`); `None` = the engine's default.
     pub drain_voice_answer: Option<String>,
+    /// `server.drain_grace_s`; `None` = the engine's default.
+    pub drain_grace_s: Option<u64>,
     /// `tls.extra_ca_file`: the CA of the fakes' TLS fronts (`--tls`); `None` = public roots.
     pub extra_ca_file: Option<PathBuf>,
 }
@@ -138,6 +140,7 @@ impl Launch {
             shared_secrets: None,
             drain_timeout_s: None,
             drain_voice_answer: None,
+            drain_grace_s: None,
             extra_ca_file: None,
         })
     }
@@ -221,6 +224,9 @@ impl SpawnedEngine {
         }
         if let Some(answer) = &launch.drain_voice_answer {
             command.env("SWITCHBOARD_SERVER__DRAIN_VOICE_ANSWER", answer);
+        }
+        if let Some(s) = launch.drain_grace_s {
+            command.env("SWITCHBOARD_SERVER__DRAIN_GRACE_S", s.to_string());
         }
         if let Some(ca) = &launch.extra_ca_file {
             command.env("SWITCHBOARD_TLS__EXTRA_CA_FILE", ca);

@@ -6,7 +6,8 @@
 //! `crate::shared_rate_limit`). Every store query in a handler is then scoped by
 //! `auth.organization_id`, which is what keeps organisations apart. The key itself is never logged.
 //!
-//! Key guessing is throttled per client address ([`AuthFailures`]): a malformed or unknown key
+//! Key guessing is throttled per client address ([`AuthThrottle`], across instances through
+//! Redis when `redis.url` is set): a malformed or unknown key
 //! counts as a failure, and an address over `server.auth_fail_limit` failures in its window
 //! gets 429 with `Retry-After` before its key is even looked at. A missing header is not a
 //! guess and is not counted. Keys are looked up in the database on every request (no cache),
@@ -16,7 +17,7 @@
 //! a header (see `console_session_auth`): the console's JavaScript uses this for JSON calls,
 //! the live event stream and recording playback.
 //!
-//! [`AuthFailures`]: crate::rate_limit::AuthFailures
+//! [`AuthThrottle`]: crate::shared_auth_failures::AuthThrottle
 
 use std::time::Instant;
 
@@ -65,7 +66,7 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let client = parts.extensions.get::<ClientAddr>().copied();
         let now = Instant::now();
-        refuse_if_throttled(state, client, now)?;
+        refuse_if_throttled(state, client, now).await?;
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             if let Some(token) = session_token(&parts.headers) {
                 return console_session_auth(parts, state, token, now).await;
@@ -75,7 +76,7 @@ impl FromRequestParts<AppState> for Auth {
             ));
         };
         let Some(token) = header.to_str().ok().and_then(bearer_token) else {
-            record_failure(state, client, now);
+            record_failure(state, client, now).await;
             return Err(ApiError::Unauthorized(
                 "Authorization header must be `Bearer <api key>`".into(),
             ));
@@ -86,7 +87,7 @@ impl FromRequestParts<AppState> for Auth {
             .await
             .map_err(ApiError::internal)?
         else {
-            record_failure(state, client, now);
+            record_failure(state, client, now).await;
             return Err(ApiError::Unauthorized("invalid or revoked API key".into()));
         };
         state
@@ -172,7 +173,7 @@ impl FromRequestParts<AppState> for AdminAuth {
 
 /// 429 when the request's client address is over its failed-authentication limit. Requests
 /// without a known client (not served by our accept loop) are not throttled.
-pub fn refuse_if_throttled(
+pub async fn refuse_if_throttled(
     state: &AppState,
     client: Option<ClientAddr>,
     now: Instant,
@@ -181,15 +182,16 @@ pub fn refuse_if_throttled(
         Some(client) => state
             .auth_failures
             .check(client.ip, now)
+            .await
             .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s }),
         None => Ok(()),
     }
 }
 
 /// Counts a failed credential check against the request's client address.
-pub fn record_failure(state: &AppState, client: Option<ClientAddr>, now: Instant) {
+pub async fn record_failure(state: &AppState, client: Option<ClientAddr>, now: Instant) {
     if let Some(client) = client {
-        state.auth_failures.record_failure(client.ip, now);
+        state.auth_failures.record_failure(client.ip, now).await;
     }
 }
 

@@ -600,6 +600,12 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Seconds to wait for in-flight requests and live calls on shutdown before exiting anyway.
     pub drain_timeout_s: u64,
+    /// Seconds the listeners keep accepting after the stop signal, while `/healthz` already
+    /// answers 503: long enough for the balancer's health checks (or Kubernetes' endpoint
+    /// update) to take this instance out, so no request meets a closed port. Requests in that
+    /// time are answered as draining (see `drain_voice_answer`). 0 closes them at once.
+    #[serde(default)]
+    pub drain_grace_s: u64,
     /// What the voice webhook answers a new call while this instance drains.
     #[serde(default)]
     pub drain_voice_answer: DrainVoiceAnswer,

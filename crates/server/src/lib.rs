@@ -12,7 +12,7 @@
 //! settings.database.url = "sqlite:///tmp/switchboard-example.db".into();
 //! let server = serve::start(settings, serve::StartOptions::default()).await?;
 //! println!("listening on {}", server.local_addr());
-//! server.run_until(serve::shutdown_signal()).await;
+//! server.run_until(serve::shutdown_signal).await;
 //! # Ok(()) }
 //! ```
 
@@ -36,6 +36,7 @@ pub mod replay;
 pub mod routes;
 pub mod secret_key;
 pub mod serve;
+pub mod shared_auth_failures;
 pub mod shared_rate_limit;
 pub mod state;
 pub mod telemetry;

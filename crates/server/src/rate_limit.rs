@@ -2,10 +2,9 @@
 //! `rate_limit_per_s` sustained, `rate_limit_burst` at once) and the per-address
 //! failed-authentication throttle ([`AuthFailures`]).
 //!
-//! In process. With several instances the per-key rate is shared through Redis
-//! (`crate::shared_rate_limit`, which falls back to this bucket when Redis does not answer);
-//! the failed-authentication throttle stays per instance, which caps key guessing at
-//! `auth_fail_limit` per window per instance.
+//! In process. With several instances both are shared through Redis
+//! (`crate::shared_rate_limit`, `crate::shared_auth_failures`), which fall back to these when
+//! Redis does not answer.
 
 use std::hash::Hash;
 use std::net::IpAddr;

@@ -4,8 +4,8 @@
 //! migrations, install the bootstrap key, bind (the main listener, and `metrics.addr` when
 //! set), close the calls a stopped process left open (`call::recovery`), serve. `/healthz` is
 //! reachable only once all of that is done. Order at stop ([`Server::shutdown`]): cancel
-//! `state.shutdown` (the listeners stop accepting, `/healthz` turns 503, the call runtime
-//! refuses new calls), then wait — at most `server.drain_timeout_s` — for in-flight requests
+//! `state.shutdown` (`/healthz` turns 503, the voice webhook turns new calls away), keep
+//! accepting for `server.drain_grace_s`, stop accepting, then wait — at most `server.drain_timeout_s` — for in-flight requests
 //! and for every task spawned on
 //! `state.tasks` (live calls) to finish, then close the database pool.
 //!
@@ -21,6 +21,7 @@ use switchboard_providers::slots::{RedisSlots, SlotLimiter};
 use switchboard_store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SettingsError, redact_url};
 use crate::edge::activity::ConnTimeouts;
@@ -99,6 +100,9 @@ pub struct Server {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     state: AppState,
+    /// Cancelled when the listeners stop accepting: at the end of the drain grace
+    /// (`server.drain_grace_s`), which cancelling it ends early.
+    accepting: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     metrics_http: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -182,22 +186,30 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
             .map_err(|e| ServeError::Redis(e.to_string()))?;
         state.rate_limiter.share_through(shared);
     }
+    if !redis_url.is_empty() && state.settings.server.auth_fail_limit > 0 {
+        let shared =
+            crate::shared_auth_failures::RedisAuthFailures::connect(redis_url, "switchboard")
+                .await
+                .map_err(|e| ServeError::Redis(e.to_string()))?;
+        state.auth_failures.share_through(shared);
+    }
     crate::call::recovery::start(&state).await;
     crate::knowledge::requeue_interrupted(&state).await;
     crate::knowledge::spawn_claim_sweep(&state);
     crate::twilio::control::spawn_subscriber(&state);
     crate::live_relay::spawn(&state);
     let edge = edge_config(&state, trusted);
+    let accepting = CancellationToken::new();
     tokio::spawn(edge::housekeeping::run(
         Arc::clone(&edge.limits),
-        Arc::clone(&state.auth_failures),
+        Arc::clone(state.auth_failures.local()),
         state.shutdown.clone(),
     ));
     let http = tokio::spawn(edge::serve(
         listener,
         routes::router(state.clone()),
         edge.clone(),
-        state.shutdown.clone(),
+        accepting.clone(),
     ));
     let mut metrics_addr = None;
     let metrics_http = match metrics_listener {
@@ -216,7 +228,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
                 listener,
                 crate::metrics::listener_router(state.clone()),
                 own,
-                state.shutdown.clone(),
+                accepting.clone(),
             )))
         }
         None => None,
@@ -226,6 +238,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
         addr,
         metrics_addr,
         state,
+        accepting,
         http,
         metrics_http,
     })
@@ -274,27 +287,62 @@ impl Server {
     }
 
     /// Serves until `signal` completes (e.g. [`shutdown_signal`]) or something cancels
-    /// `state.shutdown`, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> ShutdownReport {
+    /// `state.shutdown`, then shuts down gracefully; a second `signal()` during the drain
+    /// grace ends the grace at once.
+    pub async fn run_until<F: Future<Output = ()> + Send + 'static>(
+        self,
+        signal: impl Fn() -> F,
+    ) -> ShutdownReport {
         let token = self.state.shutdown.clone();
         tokio::select! {
-            () = signal => tracing::info!("shutdown signal received"),
+            () = signal() => tracing::info!("shutdown signal received"),
             () = token.cancelled() => {}
         }
-        self.shutdown().await
+        let accepting = self.stop_accepting_handle();
+        let again = signal();
+        let second = tokio::spawn(async move {
+            again.await;
+            tracing::info!("second shutdown signal: closing the listeners now");
+            accepting.cancel();
+        });
+        let report = self.shutdown().await;
+        second.abort();
+        report
     }
 
-    /// Stops accepting connections, drains in-flight requests and tracked tasks (bounded by
-    /// `server.drain_timeout_s`), then closes the database.
+    /// A handle that, cancelled, makes the listeners stop accepting now: ends the drain grace
+    /// (`server.drain_grace_s`) early.
+    pub fn stop_accepting_handle(&self) -> CancellationToken {
+        self.accepting.clone()
+    }
+
+    /// Drains: `state.shutdown` is cancelled at once (`/healthz` turns 503, new calls are
+    /// turned away), the listeners keep accepting for `server.drain_grace_s` (so that a
+    /// balancer learning of the drain from its health checks sends nothing to a closed port)
+    /// and then stop; in-flight requests and tracked tasks get `server.drain_timeout_s` more;
+    /// then the database is closed.
     pub async fn shutdown(self) -> ShutdownReport {
         let Server {
             state,
+            accepting,
             mut http,
             metrics_http,
             ..
         } = self;
         state.shutdown.cancel();
         state.tasks.close();
+        let grace = Duration::from_secs(state.settings.server.drain_grace_s);
+        if !grace.is_zero() {
+            tracing::info!(
+                grace_s = grace.as_secs(),
+                "draining: still accepting while the balancer learns"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = accepting.cancelled() => {}
+            }
+        }
+        accepting.cancel();
         let timeout = Duration::from_secs(state.settings.server.drain_timeout_s);
         let mut metrics_http = metrics_http;
         let drained = tokio::time::timeout(timeout, async {

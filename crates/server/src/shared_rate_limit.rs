@@ -43,7 +43,30 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {ok, wait_ms}
 "#;
 
-/// Why the Redis bucket could not be used.
+/// What `redis` answered, or `None` (logged as a warning naming `what`) when it failed or
+/// took over [`REDIS_TIMEOUT_MS`]; the caller then decides on this instance's own.
+pub(crate) async fn within_redis_timeout<T>(
+    redis: impl std::future::Future<Output = Result<T, SharedLimitError>>,
+    what: &'static str,
+) -> Option<T> {
+    match tokio::time::timeout(Duration::from_millis(REDIS_TIMEOUT_MS), redis).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, what, "redis unavailable; this instance decides");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = REDIS_TIMEOUT_MS,
+                what,
+                "redis did not answer; this instance decides"
+            );
+            None
+        }
+    }
+}
+
+/// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SharedLimitError {
     /// Redis refused, failed or could not be reached.
@@ -149,22 +172,12 @@ impl ApiRateLimit {
             return Ok(());
         }
         if let Some(redis) = self.shared.get() {
-            let verdict = tokio::time::timeout(
-                Duration::from_millis(REDIS_TIMEOUT_MS),
+            let shared = within_redis_timeout(
                 redis.take(key_id, self.per_s, self.burst),
-            )
-            .await;
-            match verdict {
-                Ok(Ok(verdict)) => return verdict,
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "shared rate limit unavailable; this instance's bucket decides");
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        timeout_ms = REDIS_TIMEOUT_MS,
-                        "shared rate limit did not answer; this instance's bucket decides"
-                    );
-                }
+                "shared rate limit",
+            );
+            if let Some(verdict) = shared.await {
+                return verdict;
             }
         }
         self.local.check(key_id, now)

@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use crate::call::CallRegistry;
 use crate::config::Settings;
-use crate::rate_limit::AuthFailures;
+use crate::shared_auth_failures::AuthThrottle;
 use crate::shared_rate_limit::ApiRateLimit;
 
 /// Handle to the server's shared state. Derefs to [`AppStateInner`].
@@ -44,8 +44,10 @@ pub struct AppStateInner {
     /// Per-API-key request rate limit (keyed by API key id): in Redis, shared by every
     /// instance, once `serve::start` attached it; else in this process.
     pub rate_limiter: ApiRateLimit,
-    /// Failed API-key and metrics-token checks per client address (`server.auth_fail_limit`).
-    pub auth_failures: Arc<AuthFailures>,
+    /// Failed API-key, console sign-in and metrics-token checks per client address
+    /// (`server.auth_fail_limit`): in Redis too, shared by every instance, once `serve::start`
+    /// attached it.
+    pub auth_failures: AuthThrottle,
     /// Calls live on this instance, by Twilio call SID.
     pub calls: CallRegistry,
     /// Provider slot leases (`stt_limit`/`tts_limit`): in process, or in Redis when configured.
@@ -106,10 +108,10 @@ impl AppState {
             settings.server.rate_limit_per_s,
             settings.server.rate_limit_burst,
         );
-        let auth_failures = Arc::new(AuthFailures::new(
+        let auth_failures = AuthThrottle::new(
             settings.server.auth_fail_limit,
             settings.server.auth_fail_window_s,
-        ));
+        );
         let knowledge = crate::knowledge::Knowledge::new(
             store.clone(),
             tenant_http.clone(),

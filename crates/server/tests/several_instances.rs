@@ -3,8 +3,11 @@
 //! - an API key revoked on one instance is refused by the other at once (keys are read from the
 //!   shared database on every request);
 //! - the per-key API rate limit is one bucket for both instances (Redis);
-//! - a draining instance configured with `drain_voice_answer = "unavailable"` answers a new
-//!   call's voice webhook 503 with `Retry-After`, which the balancer retries elsewhere;
+//! - failed authentications from one address count once across instances (Redis): its
+//!   guesses are not multiplied by the number of instances;
+//! - a draining instance keeps accepting for `drain_grace_s` (its health check failing), and
+//!   with `drain_voice_answer = "unavailable"` answers a new call's voice webhook 503 with
+//!   `Retry-After`, which the balancer retries elsewhere;
 //! - a warm transfer's Twilio callbacks that reach the instance not running the call are
 //!   relayed to the call through Redis; the agent joins the conference only when the call is
 //!   live somewhere.
@@ -128,30 +131,86 @@ async fn the_api_rate_limit_is_one_bucket_across_instances_through_redis() {
 }
 
 #[tokio::test]
-async fn a_draining_instance_behind_a_balancer_answers_new_calls_503() {
+async fn failed_authentications_count_across_instances_through_redis() {
+    let Some(url) = redis_url() else {
+        eprintln!("REDIS_URL not set; skipping");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut one, mut two) = two_instances(dir.path(), |s| {
+        s.redis.url = url.clone();
+        s.server.auth_fail_limit = 3;
+        s.server.auth_fail_window_s = 600;
+        // The client address comes from X-Forwarded-For, so that each run of this test (on a
+        // Redis that keeps the counters for the window) is a client of its own.
+        s.server.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    assert!(one.server().state().auth_failures.is_shared());
+    let run: u32 = rand::random();
+    let client = |n: u32| format!("2001:db8:{:x}:{:x}::1", run >> 16, (run & 0xffff) ^ n);
+    let attempt = |server: &TestServer, key: &str, from: &str| {
+        server
+            .req(Method::GET, "/api/v1/assistants", key)
+            .header("x-forwarded-for", from.to_owned())
+            .send()
+    };
+    let guesser = client(0);
+    // Two wrong keys on one instance, one on the other: under the limit of each alone.
+    for (server, nth) in [(&one, 1), (&two, 2), (&one, 3)] {
+        let resp = attempt(server, "sb_wrong", &guesser)
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 401, "guess {nth}");
+    }
+    for server in [&two, &one] {
+        let resp = attempt(server, KEY_A, &guesser).await.expect("request");
+        assert_eq!(resp.status(), 429, "the address is blocked on both");
+        let retry_after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=600).contains(&retry_after), "{retry_after}");
+    }
+    // Another client is not.
+    let resp = attempt(&two, KEY_A, &client(1)).await.expect("request");
+    assert_eq!(resp.status(), 200);
+    two.stop().await;
+    one.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_instance_keeps_accepting_through_its_grace_and_answers_new_calls_503() {
     const NUMBER: &str = "+15550100002";
     let calls = CallServer::start(&[NUMBER], |s| {
         s.server.drain_voice_answer = DrainVoiceAnswer::Unavailable;
+        // Longer than the test: the grace is ended below through the handle.
+        s.server.drain_grace_s = 3600;
     })
     .await;
     calls
         .assistant(&json!({"name": "Front desk"}), NUMBER)
         .await;
     let state = calls.server.state().clone();
-    // The drain starts: the health check fails first.
-    state.shutdown.cancel();
-    let router = switchboard_server::routes::router(state.clone());
-    let health = tower::ServiceExt::oneshot(
-        router.clone(),
-        axum::http::Request::get("/healthz")
-            .body(axum::body::Body::empty())
-            .expect("request"),
-    )
-    .await
-    .expect("health");
-    assert_eq!(health.status(), 503);
-    // A new call's voice webhook, signed as Twilio signs it, on a connection that was already
-    // open (the listener no longer accepts).
+    let base = calls.base.clone();
+    let server = calls.server;
+    let close_now = server.stop_accepting_handle();
+    let stopping = tokio::spawn(server.shutdown());
+    // Every request below is on a new connection: the listener is still open.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+    };
+    let health = fresh()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("the draining instance still accepts");
+    assert_eq!(health.status(), 503, "the balancer's check fails at once");
+    // A new call's voice webhook, signed as Twilio signs it.
     let url = format!("{}/twilio/voice", state.public_base_url);
     let params = [
         ("CallSid", "CA00000000000000000000000000000001"),
@@ -161,22 +220,16 @@ async fn a_draining_instance_behind_a_balancer_answers_new_calls_503() {
         ("Direction", "inbound"),
         ("CallStatus", "ringing"),
     ];
-    let signature = switchboard_telephony::signature::sign(&url, &params, TWILIO_TOKEN_A);
-    let body: String = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B")))
-        .collect::<Vec<_>>()
-        .join("&");
-    let resp = tower::ServiceExt::oneshot(
-        router,
-        axum::http::Request::post("/twilio/voice")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(axum::body::Body::from(body))
-            .expect("request"),
-    )
-    .await
-    .expect("voice");
+    let resp = fresh()
+        .post(&url)
+        .header(
+            "x-twilio-signature",
+            signature::sign(&url, &params, TWILIO_TOKEN_A),
+        )
+        .form(&params)
+        .send()
+        .await
+        .expect("voice webhook");
     assert_eq!(resp.status(), 503, "a balancer retries this elsewhere");
     assert_eq!(
         resp.headers()
@@ -184,7 +237,15 @@ async fn a_draining_instance_behind_a_balancer_answers_new_calls_503() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
-    calls.server.shutdown().await;
+    assert!(!stopping.is_finished(), "still in its grace");
+    // Ending the grace (a second SIGTERM does this) closes the listener and the drain ends.
+    close_now.cancel();
+    let report = stopping.await.expect("shutdown");
+    assert!(report.drained);
+    assert!(
+        fresh().get(format!("{base}/healthz")).send().await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]

@@ -225,11 +225,12 @@ async fn login(
     let client = client.map(|Extension(c)| c);
     let now = Instant::now();
     refuse_if_throttled(&state, client, now)
+        .await
         .map_err(|_| ConsoleError::Forbidden("Too many failed sign-ins; wait and retry.".into()))?;
     let key = form.api_key.trim();
     let Some(auth) = state.store.authenticate(key).await? else {
         if !key.is_empty() {
-            record_failure(&state, client, now);
+            record_failure(&state, client, now).await;
         }
         return Ok(login_form(
             &state,

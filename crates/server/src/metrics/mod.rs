@@ -107,7 +107,7 @@ async fn main_listener(
     } else {
         Access::Hidden
     };
-    serve(&state, access, client.map(|c| c.0), &headers, &uri)
+    serve(&state, access, client.map(|c| c.0), &headers, &uri).await
 }
 
 async fn own_listener(
@@ -121,10 +121,10 @@ async fn own_listener(
     } else {
         Access::Token
     };
-    serve(&state, access, client.map(|c| c.0), &headers, &uri)
+    serve(&state, access, client.map(|c| c.0), &headers, &uri).await
 }
 
-fn serve(
+async fn serve(
     state: &AppState,
     access: Access,
     client: Option<ClientAddr>,
@@ -136,7 +136,7 @@ fn serve(
         Access::Hidden => {
             ApiError::NotFound(format!("no route for {}", uri.path())).into_response()
         }
-        Access::Token => match check_token(state, client, headers) {
+        Access::Token => match check_token(state, client, headers).await {
             Ok(()) => render(state).into_response(),
             Err(err) => err.into_response(),
         },
@@ -145,13 +145,13 @@ fn serve(
 
 /// The bearer token against `metrics.token`, in constant time, behind the per-address
 /// failed-authentication throttle.
-fn check_token(
+async fn check_token(
     state: &AppState,
     client: Option<ClientAddr>,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
     let now = Instant::now();
-    refuse_if_throttled(state, client, now)?;
+    refuse_if_throttled(state, client, now).await?;
     let expected = state.settings.metrics.token.as_bytes();
     let presented = headers
         .get(AUTHORIZATION)
@@ -160,7 +160,7 @@ fn check_token(
     match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(expected)) => Ok(()),
         Some(_) => {
-            record_failure(state, client, now);
+            record_failure(state, client, now).await;
             Err(ApiError::Unauthorized("invalid metrics token".into()))
         }
         None => Err(ApiError::Unauthorized(
