@@ -19,8 +19,10 @@
 //!
 //! A long call's trace need not stay in memory: [`TracedCore::drain_trace`] hands over what was
 //! recorded since the last drain (a [`TraceSlice`]: events, decisions, caller audio), for the
-//! runtime to spool to disk off the call task; at the end [`Trace::prepend`] puts the spooled
-//! slices back in front of the rest, and the encoding is the same.
+//! runtime to spool to disk off the call task as JSON lines ([`TraceSlice::write_json_lines`])
+//! and raw audio; at the end [`Trace::to_bytes_after`] encodes the spooled slices in front of
+//! the rest, byte for byte what [`Trace::to_bytes`] gives for the whole trace, without parsing
+//! them back.
 //!
 //! Encoding ([`Trace::to_bytes`]): the magic `SBTRACE1`, the length of a JSON document (u32,
 //! little-endian), the JSON (settings, events, decisions), then the caller audio. The store
@@ -98,12 +100,35 @@ pub struct TraceSlice {
 }
 
 impl TraceSlice {
-    /// Appends `later` (drained after this one).
-    pub fn append(&mut self, mut later: TraceSlice) {
-        self.events.append(&mut later.events);
-        self.decisions.append(&mut later.decisions);
-        self.caller_audio.extend_from_slice(&later.caller_audio);
+    /// Appends this slice's events to `events` and its decisions to `decisions` as JSON lines
+    /// (one compact document and a `\n` each): the spool format [`SpooledSlices`] holds.
+    pub fn write_json_lines(
+        &self,
+        events: &mut Vec<u8>,
+        decisions: &mut Vec<u8>,
+    ) -> Result<(), TraceError> {
+        for e in &self.events {
+            serde_json::to_writer(&mut *events, e)?;
+            events.push(b'\n');
+        }
+        for d in &self.decisions {
+            serde_json::to_writer(&mut *decisions, d)?;
+            decisions.push(b'\n');
+        }
+        Ok(())
     }
+}
+
+/// Slices drained from a trace, as the runtime spooled them: the JSON lines of
+/// [`TraceSlice::write_json_lines`], in order, and the caller audio, in order.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpooledSlices<'a> {
+    /// The events' JSON lines.
+    pub events: &'a [u8],
+    /// The decisions' JSON lines.
+    pub decisions: &'a [u8],
+    /// The caller audio.
+    pub caller_audio: &'a [u8],
 }
 
 /// One input event and when it was fed.
@@ -549,20 +574,59 @@ impl TraceEvent {
 }
 
 impl Trace {
-    /// Puts `earlier` (the slices drained from this trace's recorder, in order) in front of
-    /// what the trace kept itself, making the whole trace again.
-    pub fn prepend(&mut self, earlier: TraceSlice) {
-        let TraceSlice {
-            mut events,
-            mut decisions,
-            mut caller_audio,
-        } = earlier;
-        events.append(&mut self.events);
-        decisions.append(&mut self.decisions);
-        caller_audio.extend_from_slice(&self.caller_audio);
-        self.events = events;
-        self.decisions = decisions;
-        self.caller_audio = caller_audio;
+    /// Encodes `earlier` (the slices drained from this trace's recorder, as spooled) followed
+    /// by what the trace kept itself: the bytes [`Trace::to_bytes`] gives for the whole trace.
+    /// The spooled lines are copied, not parsed (they were written by
+    /// [`TraceSlice::write_json_lines`]; damaged ones make a trace that
+    /// [`Trace::from_bytes`] refuses).
+    pub fn to_bytes_after(&self, earlier: SpooledSlices<'_>) -> Result<Vec<u8>, TraceError> {
+        /// `lines` (JSON lines) then `own`, comma-separated.
+        fn join<T: Serialize>(
+            out: &mut Vec<u8>,
+            lines: &[u8],
+            own: &[T],
+        ) -> Result<(), TraceError> {
+            let mut first = true;
+            for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(line);
+            }
+            for item in own {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, item)?;
+            }
+            Ok(())
+        }
+        // The fields in declaration order, as the derived `Serialize` writes them.
+        let mut json = Vec::with_capacity(
+            512 + earlier.events.len() + earlier.decisions.len() + 48 * self.events.len(),
+        );
+        json.extend_from_slice(b"{\"version\":");
+        serde_json::to_writer(&mut json, &self.version)?;
+        json.extend_from_slice(b",\"settings\":");
+        serde_json::to_writer(&mut json, &self.settings)?;
+        json.extend_from_slice(b",\"events\":[");
+        join(&mut json, earlier.events, &self.events)?;
+        json.extend_from_slice(b"],\"decisions\":[");
+        join(&mut json, earlier.decisions, &self.decisions)?;
+        json.extend_from_slice(b"],\"trailing_frames\":");
+        serde_json::to_writer(&mut json, &self.trailing_frames)?;
+        json.extend_from_slice(b",\"truncated\":");
+        serde_json::to_writer(&mut json, &self.truncated)?;
+        json.push(b'}');
+        let len = u32::try_from(json.len()).map_err(|_| TraceError::BadHeader)?;
+        let audio = earlier.caller_audio.len() + self.caller_audio.len();
+        let mut out = Vec::with_capacity(12 + json.len() + audio);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(earlier.caller_audio);
+        out.extend_from_slice(&self.caller_audio);
+        Ok(out)
     }
 
     /// Encodes the trace (see the module docs).
@@ -796,7 +860,7 @@ impl TracedCore {
 
     /// Ends the recording and returns the trace (`None` when none was kept): what was
     /// recorded since the last [`TracedCore::drain_trace`] (everything, if it was never
-    /// drained), to [`Trace::prepend`] the drained slices to.
+    /// drained), to encode after the drained slices ([`Trace::to_bytes_after`]).
     pub fn take_trace(&mut self) -> Option<Trace> {
         self.recorder.take().map(|r| r.finish())
     }
@@ -907,27 +971,43 @@ mod tests {
         let whole = whole.take_trace().expect("trace");
 
         let mut drained = TracedCore::new(settings, Millis(0), true);
-        let mut slices = TraceSlice::default();
+        let (mut events, mut decisions, mut audio) = (Vec::new(), Vec::new(), Vec::new());
         let mut drains = 0;
         feed_call(&mut drained, |t| {
-            // One second of caller audio at a time.
+            // One second of caller audio at a time, spooled as the runtime spools it.
             if let Some(slice) = t.drain_trace(8_000, usize::MAX) {
                 assert!(slice.caller_audio.len() >= 8_000);
                 drains += 1;
-                slices.append(slice);
+                slice
+                    .write_json_lines(&mut events, &mut decisions)
+                    .expect("lines");
+                audio.extend_from_slice(&slice.caller_audio);
             }
         });
         assert_eq!(drains, 3, "150 frames of 160 bytes make three full seconds");
-        let mut tail = drained.take_trace().expect("trace");
+        let tail = drained.take_trace().expect("trace");
         assert!(
             tail.caller_audio.len() < 8_000,
             "only the rest stayed in memory"
         );
-        tail.prepend(slices);
-        assert_eq!(tail, whole);
+        let spooled = SpooledSlices {
+            events: &events,
+            decisions: &decisions,
+            caller_audio: &audio,
+        };
+        let encoded = tail.to_bytes_after(spooled).expect("encode");
         assert_eq!(
-            Trace::from_bytes(&tail.to_bytes().expect("encode")).expect("decode"),
+            encoded,
+            whole.to_bytes().expect("encode"),
+            "the same bytes as the whole trace encoded at once"
+        );
+        assert_eq!(Trace::from_bytes(&encoded).expect("decode"), whole);
+        // Nothing spooled: the same as `to_bytes`.
+        assert_eq!(
             whole
+                .to_bytes_after(SpooledSlices::default())
+                .expect("encode"),
+            whole.to_bytes().expect("encode")
         );
     }
 

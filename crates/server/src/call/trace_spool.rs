@@ -23,13 +23,11 @@
 //! removed. A crash leaves files nobody appends to; [`remove_stale`] deletes those at start.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use switchboard_core::call::trace::{
-    Decision, TRACE_FORMAT_VERSION, Trace, TraceSlice, TracedEvent,
-};
+use switchboard_core::call::trace::{SpooledSlices, TRACE_FORMAT_VERSION, Trace, TraceSlice};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
@@ -64,14 +62,9 @@ pub enum SpoolError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// A spooled line is not an event or decision (the file was damaged).
-    #[error("call trace spool {path:?}: {source}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        source: serde_json::Error,
-    },
+    /// A slice or the whole trace could not be encoded.
+    #[error("call trace encoding: {0}")]
+    Encode(String),
     /// The spool task's blocking write panicked or was cancelled.
     #[error("call trace spool task: {0}")]
     Task(String),
@@ -108,25 +101,15 @@ impl SpoolFiles {
 
     /// Appends `slices` in order: their events and decisions as JSON lines, their audio raw.
     fn append(&mut self, slices: &[TraceSlice]) -> Result<(), SpoolError> {
-        fn lines<T: serde::Serialize>(
-            items: impl Iterator<Item = T>,
-            path: &Path,
-        ) -> Result<Vec<u8>, SpoolError> {
-            let mut out = Vec::new();
-            for item in items {
-                serde_json::to_writer(&mut out, &item).map_err(|source| SpoolError::Json {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                out.push(b'\n');
-            }
-            Ok(out)
+        let (mut events, mut decisions) = (Vec::new(), Vec::new());
+        for slice in slices {
+            slice
+                .write_json_lines(&mut events, &mut decisions)
+                .map_err(|e| SpoolError::Encode(e.to_string()))?;
         }
-        let events = lines(slices.iter().flat_map(|s| &s.events), &self.paths[0])?;
         self.events
             .write_all(&events)
             .map_err(io_at(&self.paths[0]))?;
-        let decisions = lines(slices.iter().flat_map(|s| &s.decisions), &self.paths[1])?;
         self.decisions
             .write_all(&decisions)
             .map_err(io_at(&self.paths[1]))?;
@@ -139,14 +122,19 @@ impl SpoolFiles {
         Ok(())
     }
 
-    /// Reads everything back as one slice.
-    fn read_back(self) -> Result<TraceSlice, SpoolError> {
+    /// `trace` encoded after everything spooled ([`Trace::to_bytes_after`]): the files are
+    /// read as they are, not parsed.
+    fn encode_with(&self, trace: &Trace) -> Result<Vec<u8>, SpoolError> {
         let [events, decisions, audio] = &self.paths;
-        Ok(TraceSlice {
-            events: read_lines::<TracedEvent>(events)?,
-            decisions: read_lines::<Decision>(decisions)?,
-            caller_audio: std::fs::read(audio).map_err(io_at(audio))?,
-        })
+        let read = |p: &PathBuf| std::fs::read(p).map_err(io_at(p));
+        let (events, decisions, caller_audio) = (read(events)?, read(decisions)?, read(audio)?);
+        trace
+            .to_bytes_after(SpooledSlices {
+                events: &events,
+                decisions: &decisions,
+                caller_audio: &caller_audio,
+            })
+            .map_err(|e| SpoolError::Encode(e.to_string()))
     }
 
     fn remove(paths: &[PathBuf; 3]) {
@@ -158,17 +146,6 @@ impl SpoolFiles {
             }
         }
     }
-}
-
-fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, SpoolError> {
-    let file = File::open(path).map_err(io_at(path))?;
-    serde_json::Deserializer::from_reader(BufReader::new(file))
-        .into_iter::<T>()
-        .collect::<Result<_, _>>()
-        .map_err(|source| SpoolError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
@@ -242,7 +219,7 @@ impl TraceSpool {
                     None
                 }
             };
-            let Some(mut trace) = rest else {
+            let Some(trace) = rest else {
                 if let Some(f) = files {
                     let _ = tokio::task::spawn_blocking(move || SpoolFiles::remove(&f.paths)).await;
                 }
@@ -251,13 +228,12 @@ impl TraceSpool {
             // Never closed, so acquiring only waits for the trace before this one.
             let _turn = FINISHING.acquire().await;
             let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-                if let Some(f) = files {
-                    let paths = f.paths.clone();
-                    let earlier = f.read_back();
-                    SpoolFiles::remove(&paths);
-                    trace.prepend(earlier.map_err(|e| e.to_string())?);
-                }
-                trace.to_bytes().map_err(|e| e.to_string())
+                let Some(f) = files else {
+                    return trace.to_bytes().map_err(|e| e.to_string());
+                };
+                let encoded = f.encode_with(&trace).map_err(|e| e.to_string());
+                SpoolFiles::remove(&f.paths);
+                encoded
             })
             .await;
             let res = match encoded {
@@ -338,7 +314,8 @@ pub fn remove_stale(base_dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_core::call::trace::TraceEvent;
+    use switchboard_core::call::CallSettings;
+    use switchboard_core::call::trace::{Decision, TraceEvent, TracedEvent};
 
     fn slice(start_ms: u64, audio: u8) -> TraceSlice {
         TraceSlice {
@@ -362,7 +339,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn spooled_slices_read_back_in_order() {
+    async fn spooled_slices_encode_with_the_rest_as_the_whole_trace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, rx) = mpsc::channel(QUEUE_SLICES);
         let job = tokio::spawn(write_slices(dir.path().to_path_buf(), 7, rx));
@@ -386,9 +363,30 @@ mod tests {
                 "the caller's voice is the owner's only"
             );
         }
-        let mut expected = a;
-        expected.append(b);
-        assert_eq!(files.read_back().expect("read back"), expected);
+        // The rest of the trace stayed in memory; encoded after the spool, it is the whole.
+        let empty = |events, decisions, caller_audio| Trace {
+            version: TRACE_FORMAT_VERSION,
+            settings: CallSettings::default(),
+            events,
+            decisions,
+            trailing_frames: 0,
+            truncated: false,
+            caller_audio,
+        };
+        let c = slice(80, 3);
+        let rest = empty(
+            c.events.clone(),
+            c.decisions.clone(),
+            c.caller_audio.clone(),
+        );
+        let whole = empty(
+            [a.events, b.events, c.events].concat(),
+            [a.decisions, b.decisions, c.decisions].concat(),
+            [a.caller_audio, b.caller_audio, c.caller_audio].concat(),
+        );
+        let encoded = files.encode_with(&rest).expect("encode");
+        assert_eq!(encoded, whole.to_bytes().expect("encode"));
+        assert_eq!(Trace::from_bytes(&encoded).expect("decode"), whole);
         SpoolFiles::remove(&paths);
         assert!(paths.iter().all(|p| !p.exists()));
     }
