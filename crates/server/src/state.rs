@@ -17,6 +17,7 @@ use switchboard_providers::slots::SlotLimiter;
 use tokio::sync::OnceCell;
 
 use crate::call::CallRegistry;
+use crate::call::call_data::CallDataWriter;
 use crate::config::Settings;
 use crate::shared_auth_failures::AuthThrottle;
 use crate::shared_rate_limit::ApiRateLimit;
@@ -50,6 +51,9 @@ pub struct AppStateInner {
     pub auth_failures: AuthThrottle,
     /// Calls live on this instance, by Twilio call SID.
     pub calls: CallRegistry,
+    /// Writes every live call's transcripts, turn metrics, tool executions and metrics, in
+    /// batches across calls (`call::call_data`).
+    pub call_data: CallDataWriter,
     /// Provider slot leases (`stt_limit`/`tts_limit`): in process, or in Redis when configured.
     pub slots: SlotLimiter,
     /// HTTP client for destinations the operator configured (Twilio REST at
@@ -79,8 +83,9 @@ pub struct AppStateInner {
 }
 
 impl AppState {
-    /// Builds the state for a server bound at `bound_addr`. Fails only when an HTTP client
-    /// cannot be built (the TLS backend did not start).
+    /// Builds the state for a server bound at `bound_addr` and starts its call-data writer
+    /// (call within a tokio runtime). Fails only when an HTTP client cannot be built (the TLS
+    /// backend did not start).
     pub fn new(
         store: Store,
         settings: Settings,
@@ -124,6 +129,7 @@ impl AppState {
         ));
         let background_sounds =
             crate::background_sound::SoundCache::new((&settings.background_sound).into());
+        let call_data = CallDataWriter::start(store.clone());
         Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,
@@ -133,6 +139,7 @@ impl AppState {
             rate_limiter,
             auth_failures,
             calls: CallRegistry::default(),
+            call_data,
             slots,
             http,
             outbound,

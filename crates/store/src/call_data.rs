@@ -1,7 +1,7 @@
-//! A call's rows written together. A call's recorder task hands over everything that queued
-//! up since its last write (the end of a call brings the last transcripts, turn metrics, tool
-//! executions and the call's metrics at once) and they are stored in one transaction: one pool
-//! connection and one commit instead of one of each per row.
+//! Live calls' rows written together. The server's call-data writer hands over everything its
+//! calls queued since its last write (the rows of many calls; the end of a call brings its last
+//! transcripts, turn metrics, tool executions and metrics at once) and they are stored in one
+//! transaction: one pool connection and one commit instead of one of each per row or per call.
 
 use serde_json::Value;
 
@@ -26,20 +26,27 @@ pub enum CallData {
     ToolExecution(Box<NewToolExecution>),
 }
 
+/// A [`CallData`] row and the call it belongs to.
+#[derive(Debug, Clone)]
+pub struct CallDataRow {
+    /// The organisation owning the call.
+    pub org_id: i64,
+    /// The call.
+    pub call_id: i64,
+    /// The row.
+    pub data: CallData,
+}
+
 impl Store {
-    /// Stores `rows` of the organisation's call `call_id` in one transaction, in order. Rows
-    /// that name a call that is not the organisation's (metrics, tool executions) are skipped;
-    /// returns how many were. On error nothing of `rows` is stored.
-    pub async fn record_call_data(
-        &self,
-        org_id: i64,
-        call_id: i64,
-        rows: &[CallData],
-    ) -> Result<usize, StoreError> {
+    /// Stores `rows` (of any calls) in one transaction, in order. Rows that name a call that is
+    /// not their organisation's (metrics, tool executions) are skipped; returns how many were.
+    /// On error nothing of `rows` is stored.
+    pub async fn record_call_data(&self, rows: &[CallDataRow]) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut skipped = 0;
         for row in rows {
-            let query = match row {
+            let (org_id, call_id) = (row.org_id, row.call_id);
+            let query = match &row.data {
                 CallData::Transcript(t) => insert_transcript(call_id, t),
                 CallData::TurnMetric(m) => insert_turn_metric(call_id, m)?,
                 CallData::Metrics(m) => update_call_metrics(org_id, call_id, m)?,

@@ -50,7 +50,7 @@ mod secrets;
 mod time;
 mod tool_executions;
 
-pub use call_data::CallData;
+pub use call_data::{CallData, CallDataRow};
 pub use call_reports::{CallActivity, StatusTotal, TurnTiming};
 pub use call_status::{CallStatus, EndedReason};
 pub use call_traces::CallTraceRow;

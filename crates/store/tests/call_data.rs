@@ -1,4 +1,4 @@
-//! A call's rows written in one transaction ([`Store::record_call_data`]) on every backend (see
+//! Calls' rows written in one transaction ([`Store::record_call_data`]) on every backend (see
 //! `common`): all stored in order, another organisation's call skipped, and a batch that
 //! cannot be stored stores nothing.
 
@@ -6,13 +6,25 @@ mod common;
 
 use common::{Ctx, in_progress_call as call};
 use serde_json::json;
-use switchboard_store::{CallData, NewToolExecution, NewTranscript, NewTurnMetric};
+use switchboard_store::{CallData, CallDataRow, NewToolExecution, NewTranscript, NewTurnMetric};
 
 store_tests!(
     a_batch_stores_every_row_of_the_call,
+    one_batch_holds_the_rows_of_several_calls,
     rows_for_another_organisations_call_are_skipped,
     a_batch_for_a_call_that_does_not_exist_fails_whole
 );
+
+/// `rows` as rows of the organisation's call `call_id`.
+fn of(org_id: i64, call_id: i64, rows: &[CallData]) -> Vec<CallDataRow> {
+    rows.iter()
+        .map(|data| CallDataRow {
+            org_id,
+            call_id,
+            data: data.clone(),
+        })
+        .collect()
+}
 
 fn transcript(role: &str, text: &str, start_ms: i64) -> CallData {
     CallData::Transcript(Box::new(NewTranscript {
@@ -56,7 +68,10 @@ async fn a_batch_stores_every_row_of_the_call(ctx: Ctx) {
         execution(),
         CallData::Metrics(Box::new(json!({"turns": 2}))),
     ];
-    assert_eq!(s.record_call_data(org, c, &rows).await.expect("batch"), 0);
+    assert_eq!(
+        s.record_call_data(&of(org, c, &rows)).await.expect("batch"),
+        0
+    );
     let texts: Vec<String> = s
         .list_transcripts(c)
         .await
@@ -77,7 +92,33 @@ async fn a_batch_stores_every_row_of_the_call(ctx: Ctx) {
     let stored = s.get_call(org, c).await.expect("get").expect("the call");
     assert_eq!(stored.metrics, json!({"turns": 2}));
     // An empty batch is a no-op.
-    assert_eq!(s.record_call_data(org, c, &[]).await.expect("empty"), 0);
+    assert_eq!(
+        s.record_call_data(&of(org, c, &[])).await.expect("empty"),
+        0
+    );
+}
+
+async fn one_batch_holds_the_rows_of_several_calls(ctx: Ctx) {
+    let s = &ctx.store;
+    let a = s.ensure_organization("alpha").await.expect("org").id;
+    let b = s.ensure_organization("beta").await.expect("org").id;
+    let (ca, cb) = (call(s, a, "CAmany01").await, call(s, b, "CAmany02").await);
+    let mut rows = of(a, ca, &[transcript("user", "first of a", 0)]);
+    rows.extend(of(b, cb, &[transcript("user", "first of b", 0), turn(0)]));
+    rows.extend(of(a, ca, &[transcript("assistant", "second of a", 900)]));
+    assert_eq!(s.record_call_data(&rows).await.expect("batch"), 0);
+    let texts = |c| async move {
+        s.list_transcripts(c)
+            .await
+            .expect("transcripts")
+            .into_iter()
+            .map(|t| t.content)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(ca).await, ["first of a", "second of a"]);
+    assert_eq!(texts(cb).await, ["first of b"]);
+    assert_eq!(s.list_turn_metrics(cb).await.expect("turns").len(), 1);
+    assert!(s.list_turn_metrics(ca).await.expect("turns").is_empty());
 }
 
 async fn rows_for_another_organisations_call_are_skipped(ctx: Ctx) {
@@ -89,7 +130,10 @@ async fn rows_for_another_organisations_call_are_skipped(ctx: Ctx) {
         execution(),
         CallData::Metrics(Box::new(json!({"turns": 9}))),
     ];
-    assert_eq!(s.record_call_data(b, ca, &rows).await.expect("batch"), 2);
+    assert_eq!(
+        s.record_call_data(&of(b, ca, &rows)).await.expect("batch"),
+        2
+    );
     assert_eq!(s.count_tool_executions(a, ca).await.expect("count"), 0);
     let stored = s.get_call(a, ca).await.expect("get").expect("the call");
     assert_ne!(stored.metrics, json!({"turns": 9}));
@@ -99,7 +143,7 @@ async fn a_batch_for_a_call_that_does_not_exist_fails_whole(ctx: Ctx) {
     let s = &ctx.store;
     let org = s.ensure_organization("alpha").await.expect("org").id;
     let c = call(s, org, "CAbatchFail").await;
-    s.record_call_data(org, c, &[transcript("user", "kept", 0)])
+    s.record_call_data(&of(org, c, &[transcript("user", "kept", 0)]))
         .await
         .expect("the call's own row");
     // Transcripts and turns reference their call: the batch fails and stores nothing, and the
@@ -110,7 +154,7 @@ async fn a_batch_for_a_call_that_does_not_exist_fails_whole(ctx: Ctx) {
         turn(0),
         transcript("user", "lost", 0),
     ];
-    assert!(s.record_call_data(org, missing, &rows).await.is_err());
+    assert!(s.record_call_data(&of(org, missing, &rows)).await.is_err());
     assert!(s.list_turn_metrics(missing).await.expect("list").is_empty());
     assert!(s.list_transcripts(missing).await.expect("list").is_empty());
     assert_eq!(s.list_transcripts(c).await.expect("list").len(), 1);

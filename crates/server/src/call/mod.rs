@@ -2,6 +2,7 @@
 //! sans-IO core for each call, the mapping from an assistant record to what a call runs with,
 //! the tools a call's LLM can use, and the closing of call records no process carries any more.
 
+pub mod call_data;
 pub mod custom_tool;
 pub mod disclosure;
 pub mod knowledge_tool;

@@ -7,12 +7,13 @@
 //! STT events ┤                         ├─▶ LLM stream (with fallbacks)
 //! LLM deltas ┼─▶ CallCore::handle ─────┼─▶ TTS text / flush / cancel
 //! TTS audio  ┤      (virtual ms)       ├─▶ tools, hang-up, transfer (Twilio REST)
-//! timers ────┘                         └─▶ Record ─▶ recorder task ─▶ store
+//! timers ────┘                         └─▶ Record ─▶ call-data writer ─▶ store
 //! ```
 //!
 //! Audio recording runs beside it: the call task lays frames on the recording's timeline and
 //! hands each second to a writer task (`call::recording`). When the call ends, the task waits
-//! for the recorder task and the recording writer before it returns, so the end-of-call
+//! until the process's call-data writer (`call::call_data`) has stored the call's rows and for
+//! the recording writer before it returns, so the end-of-call
 //! webhook (sent by the media-stream handler after it) finds the call's transcripts, tool
 //! results and recordings stored.
 //!
@@ -43,9 +44,9 @@ use switchboard_providers::tts::{TtsEvent, TtsSession, connect_tts};
 use switchboard_store::{CallData, CallStatus, EndedReason, NewTranscript, NewTurnMetric};
 use switchboard_telephony::media::{InboundMessage, InboundParser, OutboundWriter};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+use super::call_data::CallDataSink;
 use super::knowledge_tool;
 use super::recording::{
     CallRecorder, RecordingJob, RecordingPlan, SpoolWriter, WRITER_QUEUE_BLOCKS, run_writer,
@@ -232,9 +233,8 @@ struct Call {
     audio_buf: Vec<u8>,
     /// Generations whose last TTS flush was sent; their provider `Done` ends the generation.
     tts_closing: HashSet<u64>,
-    recorder: mpsc::UnboundedSender<CallData>,
-    /// The recorder task: done once everything sent on `recorder` is stored.
-    persisted: JoinHandle<()>,
+    /// Where the call's rows go (the process's call-data writer).
+    recorder: CallDataSink,
     /// The LLM's tool calls, each on its own task.
     tool_tasks: ToolTasks,
     /// The warm transfer under way (agent dialled and briefed off the call task).
@@ -398,8 +398,9 @@ impl Call {
         let trace_spool = core
             .is_recording()
             .then(|| TraceSpool::start(state, setup.call_id));
-        let (recorder, persisted) =
-            spawn_recorder(state.clone(), setup.organization_id, setup.call_id);
+        let recorder = state
+            .call_data
+            .for_call(setup.organization_id, setup.call_id);
         let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
         let (audio, audio_writer) = match RecordingPlan::for_call(
             &a.recording_settings,
@@ -485,7 +486,6 @@ impl Call {
             audio_buf: Vec::with_capacity(512),
             tts_closing: HashSet::new(),
             recorder,
-            persisted,
             verdicts_tx,
             verdicts,
             audio,
@@ -661,14 +661,13 @@ impl Call {
     }
 
     /// The call is over: finishes the recording, then waits until what the call produced is
-    /// stored (the recorder task's rows, then the recording files and their rows), so the
-    /// end-of-call webhook that follows finds them.
+    /// stored (the call's rows, then the recording files and their rows), so the end-of-call
+    /// webhook that follows finds them.
     async fn store_what_remains(self: Box<Self>) {
         let Call {
             state,
             setup,
             recorder,
-            persisted,
             audio,
             audio_writer,
             tool_tasks,
@@ -677,13 +676,10 @@ impl Call {
         if let Some(rec) = audio {
             rec.finish();
         }
-        // Tools still running are recorded `cancelled` and stopped; their sink is a sender of
-        // the recorder's channel, so it must go before the recorder can drain and end.
+        // Tools still running are recorded `cancelled` and stopped: those rows are queued
+        // before the flush.
         drop(tool_tasks);
-        drop(recorder);
-        if let Err(e) = persisted.await {
-            tracing::warn!(call_id = setup.call_id, error = %e, "recorder task failed");
-        }
+        recorder.flushed().await;
         if let Some((writer, rows)) = audio_writer {
             save_recording(&state, setup.call_id, writer, rows).await;
         }
@@ -704,7 +700,7 @@ impl Call {
         }
         self.publish_record(&r);
         if let Some(row) = persist(r, &self.providers_used) {
-            let _ = self.recorder.send(row);
+            self.recorder.send(row);
         }
     }
 
@@ -1591,18 +1587,11 @@ async fn save_recording(state: &AppState, call_id: i64, writer: RecordingJob, ro
     }
 }
 
-/// Most rows of one call written in one transaction. Rows are [`CallData`], made on the call
-/// task and written by the recorder task; their payloads are boxed, so the channel's slots
-/// (allocated in blocks of 32) stay small: with rows inline that first block alone was 7.6 KiB
-/// per call (heaptrack).
-const RECORDER_BATCH_ROWS: usize = 32;
-
-/// The call's tool executions go to its recorder task, like every other row of the call.
-fn execution_sink(recorder: &mpsc::UnboundedSender<CallData>) -> ExecutionSink {
-    let tx = recorder.clone();
-    Arc::new(move |e| {
-        let _ = tx.send(CallData::ToolExecution(Box::new(e)));
-    })
+/// The call's tool executions go to the call-data writer, like every other row of the call.
+/// Rows are [`CallData`] with boxed payloads, so the writer's queue slots stay small.
+fn execution_sink(recorder: &CallDataSink) -> ExecutionSink {
+    let sink = recorder.clone();
+    Arc::new(move |e| sink.send(CallData::ToolExecution(Box::new(e))))
 }
 
 /// The row a record becomes (`None`: a warm transfer's end, written as its tool execution).
@@ -1613,53 +1602,6 @@ fn persist(r: Record, providers: &ProvidersUsed) -> Option<CallData> {
         Record::Call(m) => CallData::Metrics(Box::new(call_metrics_json(&m))),
         Record::WarmTransferEnded { .. } => return None,
     })
-}
-
-/// Writes what the core records, in order, off the call path. The task ends once the sender is
-/// dropped and everything sent is written.
-fn spawn_recorder(
-    state: AppState,
-    org_id: i64,
-    call_id: i64,
-) -> (mpsc::UnboundedSender<CallData>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<CallData>();
-    let tasks = state.tasks.clone();
-    let work = async move {
-        // Everything queued since the last write goes in one transaction (the end of a call
-        // brings its last transcripts, turns and metrics at once). Boxed: a store query future
-        // is several KiB; inline it would be carried by this task for the whole call, though a
-        // write takes milliseconds.
-        let mut rows = Vec::new();
-        while rx.recv_many(&mut rows, RECORDER_BATCH_ROWS).await > 0 {
-            let stored = Box::pin(state.store.record_call_data(org_id, call_id, &rows)).await;
-            match stored {
-                Ok(0) => {}
-                Ok(skipped) => {
-                    tracing::warn!(
-                        call_id,
-                        skipped,
-                        "call data for a call not found was skipped"
-                    )
-                }
-                // One bad row must not cost the others: store them one by one.
-                Err(e) if rows.len() > 1 => {
-                    tracing::warn!(call_id, error = %e, "batched call data failed; storing row by row");
-                    for row in &rows {
-                        let one = std::slice::from_ref(row);
-                        if let Err(e) =
-                            Box::pin(state.store.record_call_data(org_id, call_id, one)).await
-                        {
-                            tracing::warn!(call_id, error = %e, "could not record call data");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(call_id, error = %e, "could not record call data"),
-            }
-            rows.clear();
-        }
-    };
-    let done = tasks.spawn(work.in_current_span());
-    (tx, done)
 }
 
 fn new_transcript(t: &TranscriptEntry) -> NewTranscript {
