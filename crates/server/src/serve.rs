@@ -180,18 +180,19 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
              same secret, or streams that reach another instance than their webhook are refused"
         );
     }
-    if !redis_url.is_empty() && state.settings.server.rate_limit_per_s > 0 {
-        let shared = crate::shared_rate_limit::RedisRateLimit::connect(redis_url, "switchboard")
+    let server = &state.settings.server;
+    if !redis_url.is_empty() && (server.rate_limit_per_s > 0 || server.auth_fail_limit > 0) {
+        let redis = crate::shared_rate_limit::SharedRedis::connect(redis_url, "switchboard")
             .await
             .map_err(|e| ServeError::Redis(e.to_string()))?;
-        state.rate_limiter.share_through(shared);
-    }
-    if !redis_url.is_empty() && state.settings.server.auth_fail_limit > 0 {
-        let shared =
-            crate::shared_auth_failures::RedisAuthFailures::connect(redis_url, "switchboard")
-                .await
-                .map_err(|e| ServeError::Redis(e.to_string()))?;
-        state.auth_failures.share_through(shared);
+        if server.rate_limit_per_s > 0 {
+            let shared = crate::shared_rate_limit::RedisRateLimit::new(redis.clone());
+            state.rate_limiter.share_through(shared);
+        }
+        if server.auth_fail_limit > 0 {
+            let shared = crate::shared_auth_failures::RedisAuthFailures::new(redis);
+            state.auth_failures.share_through(shared);
+        }
     }
     crate::call::recovery::start(&state).await;
     crate::knowledge::requeue_interrupted(&state).await;

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::edge::client::limit_key;
 use crate::rate_limit::AuthFailures;
-use crate::shared_rate_limit::{SharedLimitError, within_redis_timeout};
+use crate::shared_rate_limit::{SharedLimitError, SharedRedis, within_redis_timeout};
 
 /// Counts one failure: returns the address's failures in the current window.
 const FAIL_LUA: &str = r#"
@@ -35,43 +35,30 @@ return {n, redis.call('PTTL', KEYS[1])}
 "#;
 
 /// Failure counters in Redis, one per client address.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedisAuthFailures {
-    conn: redis::aio::ConnectionManager,
+    redis: SharedRedis,
     fail: redis::Script,
     look: redis::Script,
-    prefix: String,
-}
-
-impl std::fmt::Debug for RedisAuthFailures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisAuthFailures")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisAuthFailures {
-    /// Connects to `redis_url`; `prefix` namespaces the keys (`switchboard` in deployments, a
-    /// random one in tests).
-    pub async fn connect(redis_url: &str, prefix: &str) -> Result<Self, SharedLimitError> {
-        let client = redis::Client::open(redis_url)?;
-        let conn = redis::aio::ConnectionManager::new(client).await?;
-        Ok(RedisAuthFailures {
-            conn,
+    /// The counters on `redis`.
+    pub fn new(redis: SharedRedis) -> Self {
+        RedisAuthFailures {
+            redis,
             fail: redis::Script::new(FAIL_LUA),
             look: redis::Script::new(LOOK_LUA),
-            prefix: prefix.to_owned(),
-        })
+        }
     }
 
     fn key(&self, ip: IpAddr) -> String {
-        format!("{}:authfail:{}", self.prefix, limit_key(ip))
+        self.redis.key("authfail", limit_key(ip))
     }
 
     /// Counts a failure of `ip` in a window of `window_ms`; returns the window's count.
     pub async fn record(&self, ip: IpAddr, window_ms: u64) -> Result<u64, SharedLimitError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let count: u64 = self
             .fail
             .key(self.key(ip))
@@ -83,7 +70,7 @@ impl RedisAuthFailures {
 
     /// `ip`'s failures in its current window and the window's time left, ms (0 when none).
     pub async fn look(&self, ip: IpAddr) -> Result<(u64, u64), SharedLimitError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let (count, ttl_ms): (u64, i64) =
             self.look.key(self.key(ip)).invoke_async(&mut conn).await?;
         Ok((count, ttl_ms.max(0) as u64))

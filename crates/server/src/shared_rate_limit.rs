@@ -74,33 +74,59 @@ pub enum SharedLimitError {
     Redis(#[from] redis::RedisError),
 }
 
-/// Token buckets in Redis, one per API key id.
+/// A Redis connection (reconnecting) and the prefix that namespaces the keys, shared by the
+/// limits kept in Redis.
 #[derive(Clone)]
-pub struct RedisRateLimit {
+pub struct SharedRedis {
     conn: redis::aio::ConnectionManager,
-    script: redis::Script,
     prefix: String,
 }
 
-impl std::fmt::Debug for RedisRateLimit {
+impl std::fmt::Debug for SharedRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisRateLimit")
+        f.debug_struct("SharedRedis")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
 
-impl RedisRateLimit {
+impl SharedRedis {
     /// Connects to `redis_url`; `prefix` namespaces the keys (`switchboard` in deployments, a
     /// random one in tests).
     pub async fn connect(redis_url: &str, prefix: &str) -> Result<Self, SharedLimitError> {
         let client = redis::Client::open(redis_url)?;
         let conn = redis::aio::ConnectionManager::new(client).await?;
-        Ok(RedisRateLimit {
+        Ok(SharedRedis {
             conn,
-            script: redis::Script::new(TAKE_LUA),
             prefix: prefix.to_owned(),
         })
+    }
+
+    /// The key `<prefix>:<kind>:<id>`.
+    pub(crate) fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    /// A handle on the connection for one command.
+    pub(crate) fn conn(&self) -> redis::aio::ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Token buckets in Redis, one per API key id.
+#[derive(Clone, Debug)]
+pub struct RedisRateLimit {
+    redis: SharedRedis,
+    script: redis::Script,
+}
+
+impl RedisRateLimit {
+    /// The buckets on `redis`.
+    pub fn new(redis: SharedRedis) -> Self {
+        RedisRateLimit {
+            redis,
+            script: redis::Script::new(TAKE_LUA),
+        }
     }
 
     /// Takes one token of `key_id`'s bucket (`per_s` sustained, `burst` at once).
@@ -115,10 +141,10 @@ impl RedisRateLimit {
         let burst = burst.max(1);
         // Expire once full again (plus a second), so idle keys cost nothing.
         let ttl_ms = u64::from(burst) * 1000 / u64::from(per_s) + 1000;
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let (ok, wait_ms): (i64, i64) = self
             .script
-            .key(format!("{}:ratelimit:{key_id}", self.prefix))
+            .key(self.redis.key("ratelimit", key_id))
             .arg(per_s)
             .arg(burst)
             .arg(ttl_ms)
