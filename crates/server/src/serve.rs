@@ -5,8 +5,8 @@
 //! set), close the calls a stopped process left open (`call::recovery`), serve. `/healthz` is
 //! reachable only once all of that is done. Order at stop ([`Server::shutdown`]): cancel
 //! `state.shutdown` (`/healthz` turns 503, the voice webhook turns new calls away), keep
-//! accepting for `server.drain_grace_s`, stop accepting, then wait — at most `server.drain_timeout_s` — for in-flight requests
-//! and for every task spawned on
+//! accepting for `server.drain_grace_s`, stop accepting, then wait (at most
+//! `server.drain_timeout_s`) for in-flight requests and for every task spawned on
 //! `state.tasks` (live calls) to finish, then close the database pool.
 //!
 //! Connections are served by `edge::serve`, which enforces the connection caps and timers of

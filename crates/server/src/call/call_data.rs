@@ -90,7 +90,6 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>) {
             }
         }
         if !rows.is_empty() {
-            // Boxed: a store query future is several KiB.
             write(&store, &rows).await;
             rows.clear();
         }
