@@ -27,6 +27,8 @@ use switchboard_server::twilio::warm_transfer::{self, WarmClaims};
 use switchboard_store::CallStatus;
 use switchboard_telephony::signature;
 
+const METRICS_TOKEN: &str = "metrics-token-several-instances-01";
+
 /// Two servers on one SQLite file (the store migrates it once, then both use it).
 async fn two_instances(
     dir: &std::path::Path,
@@ -187,6 +189,7 @@ async fn a_draining_instance_keeps_accepting_through_its_grace_and_answers_new_c
         s.server.drain_voice_answer = DrainVoiceAnswer::Unavailable;
         // Longer than the test: the grace is ended below through the handle.
         s.server.drain_grace_s = 3600;
+        s.metrics.token = METRICS_TOKEN.into();
     })
     .await;
     calls
@@ -237,6 +240,23 @@ async fn a_draining_instance_keeps_accepting_through_its_grace_and_answers_new_c
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
+    // Counted where the operator looks (the recorder is the test process's, shared by its
+    // tests; only this one turns calls away).
+    let metrics = fresh()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let turned_away: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_calls_turned_away_draining_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the counter is served");
+    assert!(turned_away >= 1.0, "{metrics}");
     assert!(!stopping.is_finished(), "still in its grace");
     // Ending the grace (a second SIGTERM does this) closes the listener and the drain ends.
     close_now.cancel();

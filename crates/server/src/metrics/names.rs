@@ -15,6 +15,9 @@ pub const CALLS_FAILED: &str = "switchboard_calls_failed_total";
 pub const CALLS_ENDED: &str = "switchboard_calls_ended_total";
 /// Media streams closed before any assistant ran (bad or missing token, no start…).
 pub const STREAMS_REFUSED: &str = "switchboard_streams_refused_total";
+/// New calls whose voice webhook a draining instance turned away (503 for the balancer to
+/// retry elsewhere, or the apology; `server.drain_voice_answer`).
+pub const CALLS_TURNED_AWAY_DRAINING: &str = "switchboard_calls_turned_away_draining_total";
 /// Malformed, unknown or out-of-place media-stream messages that were ignored.
 pub const BAD_MEDIA_MESSAGES: &str = "switchboard_bad_media_messages_total";
 /// Outgoing webhook deliveries that failed after all retries.
@@ -80,10 +83,11 @@ pub const BUCKETS_S: [f64; 16] = [
 ];
 
 /// Counters without labels, served from the start at 0 (so `rate()` sees their first event).
-const UNLABELLED_COUNTERS: [&str; 6] = [
+const UNLABELLED_COUNTERS: [&str; 7] = [
     CALLS_STARTED,
     CALLS_FAILED,
     STREAMS_REFUSED,
+    CALLS_TURNED_AWAY_DRAINING,
     BAD_MEDIA_MESSAGES,
     WEBHOOK_FAILURES,
     BOT_FRAMES,
@@ -103,6 +107,10 @@ pub fn describe() {
         (
             STREAMS_REFUSED,
             "Media streams refused before the call started.",
+        ),
+        (
+            CALLS_TURNED_AWAY_DRAINING,
+            "New calls turned away by this instance while it drained.",
         ),
         (
             BAD_MEDIA_MESSAGES,

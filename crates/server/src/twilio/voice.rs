@@ -32,6 +32,7 @@ use switchboard_telephony::webhook::{VoiceWebhook, parse_form_pairs};
 
 use super::{TwilioAuth, forbidden, unix_now_s};
 use crate::config::DrainVoiceAnswer;
+use crate::metrics;
 use crate::state::AppState;
 
 /// Said when a number has no active assistant.
@@ -108,6 +109,7 @@ async fn answer(
         return forbidden("no organisation owns this call");
     };
     if state.shutdown.is_cancelled() {
+        metrics::count(metrics::names::CALLS_TURNED_AWAY_DRAINING);
         return match state.settings.server.drain_voice_answer {
             DrainVoiceAnswer::Hangup => say_and_hang_up(RESTARTING_MESSAGE),
             DrainVoiceAnswer::Unavailable => (
