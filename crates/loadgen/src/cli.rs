@@ -414,6 +414,8 @@ pub async fn run_scripts(
             // Accepting until HAProxy's checks took it out: webhooks in that time get the 503
             // that HAProxy retries elsewhere, none meets a closed port.
             launch.drain_grace_s = Some(crate::cluster::drain_grace_s());
+            // Read while an instance drains: the calls it turned away.
+            launch.metrics_token = Some(random_secret("metrics-"));
             let mut c = Cluster::start(
                 launch,
                 args.instances,
@@ -807,7 +809,7 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
     for r in &res.report.restarts {
         eprintln!(
             "restart: instance {} got SIGTERM at {:.1} s, drained and exited in {:.1} s ({}), \
-             healthy again {:.1} s after the SIGTERM",
+             healthy again {:.1} s after the SIGTERM; new calls it turned away while draining: {}",
             r.instance,
             r.sigterm_at_s,
             r.drain_s,
@@ -816,7 +818,9 @@ pub async fn run_and_report(args: &RunArgs) -> anyhow::Result<Report> {
             } else {
                 "killed"
             },
-            r.back_after_s
+            r.back_after_s,
+            r.turned_away
+                .map_or_else(|| "unknown".to_owned(), |n| format!("at least {n}"))
         );
     }
     if let Some(path) = &args.report {

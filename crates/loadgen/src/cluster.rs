@@ -256,6 +256,46 @@ pub struct RestartReport {
     pub exited_cleanly: bool,
     /// Seconds from SIGTERM until the new process answered `/healthz`.
     pub back_after_s: f64,
+    /// New calls the instance turned away while draining (its
+    /// `switchboard_calls_turned_away_draining_total`, last read before its listener closed;
+    /// read every [`TURNED_AWAY_POLL_MS`], so calls of the last moments may be missing).
+    /// `None` when it could not be read (no metrics token).
+    #[serde(default)]
+    pub turned_away: Option<u64>,
+}
+
+/// How often [`restart`] reads the draining instance's counter, ms.
+pub const TURNED_AWAY_POLL_MS: u64 = 200;
+
+/// Reads `switchboard_calls_turned_away_draining_total` from a `/metrics` body.
+pub fn turned_away_in(metrics: &str) -> Option<u64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix("switchboard_calls_turned_away_draining_total ")?;
+        value.trim().parse::<f64>().ok().map(|v| v as u64)
+    })
+}
+
+/// Reads the counter of the instance on `port` until the task is aborted; the last value read
+/// is in `seen`.
+async fn watch_turned_away(
+    http: reqwest::Client,
+    port: u16,
+    token: String,
+    seen: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+) {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    loop {
+        let body = match http.get(&url).bearer_auth(&token).send().await {
+            Ok(resp) => resp.text().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(n) = body.as_deref().and_then(turned_away_in)
+            && let Ok(mut seen) = seen.lock()
+        {
+            *seen = Some(n);
+        }
+        tokio::time::sleep(Duration::from_millis(TURNED_AWAY_POLL_MS)).await;
+    }
 }
 
 impl Cluster {
@@ -313,9 +353,22 @@ pub async fn restart(
     started: tokio::time::Instant,
 ) -> Result<(SpawnedEngine, RestartReport), SpawnError> {
     let port = engine.port;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let watcher = launch.metrics_token.clone().map(|token| {
+        tokio::spawn(watch_turned_away(
+            http.clone(),
+            port,
+            token,
+            std::sync::Arc::clone(&seen),
+        ))
+    });
     let sigterm = tokio::time::Instant::now();
     let exited_cleanly = engine.terminate(drain_limit).await.is_some();
     let drain_s = sigterm.elapsed().as_secs_f64();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let turned_away = seen.lock().ok().and_then(|seen| *seen);
     let again = SpawnedEngine::launch(
         launch,
         port,
@@ -330,6 +383,7 @@ pub async fn restart(
         drain_s,
         exited_cleanly,
         back_after_s: sigterm.elapsed().as_secs_f64(),
+        turned_away,
     };
     Ok((again, report))
 }
@@ -337,6 +391,16 @@ pub async fn restart(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_turned_away_counter_is_read_from_metrics() {
+        let body = "# HELP switchboard_calls_turned_away_draining_total New calls…\n\
+                    # TYPE switchboard_calls_turned_away_draining_total counter\n\
+                    switchboard_calls_turned_away_draining_total 7\n\
+                    switchboard_calls_started_total 12\n";
+        assert_eq!(turned_away_in(body), Some(7));
+        assert_eq!(turned_away_in("switchboard_calls_started_total 12\n"), None);
+    }
 
     #[test]
     fn config_lists_every_instance_with_health_checks_and_retries() {

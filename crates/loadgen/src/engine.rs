@@ -98,6 +98,8 @@ pub struct Launch {
     pub drain_voice_answer: Option<String>,
     /// `server.drain_grace_s`; `None` = the engine's default.
     pub drain_grace_s: Option<u64>,
+    /// `metrics.token` (`/metrics` on the main listener behind it); `None` = not served.
+    pub metrics_token: Option<String>,
     /// `tls.extra_ca_file`: the CA of the fakes' TLS fronts (`--tls`); `None` = public roots.
     pub extra_ca_file: Option<PathBuf>,
 }
@@ -141,6 +143,7 @@ impl Launch {
             drain_timeout_s: None,
             drain_voice_answer: None,
             drain_grace_s: None,
+            metrics_token: None,
             extra_ca_file: None,
         })
     }
@@ -227,6 +230,9 @@ impl SpawnedEngine {
         }
         if let Some(s) = launch.drain_grace_s {
             command.env("SWITCHBOARD_SERVER__DRAIN_GRACE_S", s.to_string());
+        }
+        if let Some(token) = &launch.metrics_token {
+            command.env("SWITCHBOARD_METRICS__TOKEN", token);
         }
         if let Some(ca) = &launch.extra_ca_file {
             command.env("SWITCHBOARD_TLS__EXTRA_CA_FILE", ca);
