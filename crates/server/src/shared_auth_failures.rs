@@ -21,11 +21,10 @@ use crate::edge::client::limit_key;
 use crate::rate_limit::AuthFailures;
 use crate::shared_rate_limit::{SharedLimitError, SharedRedis, within_redis_timeout};
 
-/// Counts one failure: returns the address's failures in the current window.
+/// Counts one failure; the first of a window starts the window's expiry.
 const FAIL_LUA: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
 "#;
 
 /// The address's failures in the current window and the window's time left, ms.
@@ -56,16 +55,16 @@ impl RedisAuthFailures {
         self.redis.key("authfail", limit_key(ip))
     }
 
-    /// Counts a failure of `ip` in a window of `window_ms`; returns the window's count.
-    pub async fn record(&self, ip: IpAddr, window_ms: u64) -> Result<u64, SharedLimitError> {
+    /// Counts a failure of `ip` in a window of `window_ms`.
+    pub async fn record(&self, ip: IpAddr, window_ms: u64) -> Result<(), SharedLimitError> {
         let mut conn = self.redis.conn();
-        let count: u64 = self
+        let _: i64 = self
             .fail
             .key(self.key(ip))
             .arg(window_ms)
             .invoke_async(&mut conn)
             .await?;
-        Ok(count)
+        Ok(())
     }
 
     /// `ip`'s failures in its current window and the window's time left, ms (0 when none).
@@ -140,7 +139,7 @@ impl AuthThrottle {
         self.local.record_failure(ip, now);
         if let Some(redis) = self.shared.get() {
             // On a timeout the failure counts on this instance only (already done above).
-            let _counted = within_redis_timeout(
+            let _ = within_redis_timeout(
                 redis.record(ip, self.window_ms),
                 "failed-authentication throttle",
             )

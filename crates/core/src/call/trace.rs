@@ -618,27 +618,12 @@ impl Trace {
         json.extend_from_slice(b",\"truncated\":");
         serde_json::to_writer(&mut json, &self.truncated)?;
         json.push(b'}');
-        let len = u32::try_from(json.len()).map_err(|_| TraceError::BadHeader)?;
-        let audio = earlier.caller_audio.len() + self.caller_audio.len();
-        let mut out = Vec::with_capacity(12 + json.len() + audio);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&json);
-        out.extend_from_slice(earlier.caller_audio);
-        out.extend_from_slice(&self.caller_audio);
-        Ok(out)
+        framed(&json, &[earlier.caller_audio, &self.caller_audio])
     }
 
     /// Encodes the trace (see the module docs).
     pub fn to_bytes(&self) -> Result<Vec<u8>, TraceError> {
-        let json = serde_json::to_vec(self)?;
-        let len = u32::try_from(json.len()).map_err(|_| TraceError::BadHeader)?;
-        let mut out = Vec::with_capacity(12 + json.len() + self.caller_audio.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&json);
-        out.extend_from_slice(&self.caller_audio);
-        Ok(out)
+        framed(&serde_json::to_vec(self)?, &[&self.caller_audio])
     }
 
     /// Decodes what [`Trace::to_bytes`] wrote, checking that the audio covers the events.
@@ -668,6 +653,21 @@ impl Trace {
         trace.caller_audio = audio.to_vec();
         Ok(trace)
     }
+}
+
+/// The encoding's frame: the magic, the JSON document's length and the document, then the
+/// caller audio (its pieces in order).
+fn framed(json: &[u8], audio: &[&[u8]]) -> Result<Vec<u8>, TraceError> {
+    let len = u32::try_from(json.len()).map_err(|_| TraceError::BadHeader)?;
+    let audio_len: usize = audio.iter().map(|a| a.len()).sum();
+    let mut out = Vec::with_capacity(12 + json.len() + audio_len);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(json);
+    for piece in audio {
+        out.extend_from_slice(piece);
+    }
+    Ok(out)
 }
 
 /// The recording side of a [`TracedCore`].
