@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 use switchboard_core::call::trace::{Trace, TracedCore};
 use switchboard_core::call::{Action, CallSettings, Event, Generation, Millis};
+use switchboard_server::recording_storage::RecordingStorage;
+use switchboard_server::trace_storage;
 use switchboard_store::{CallStatus, NewCall, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -97,10 +99,19 @@ async fn replay_prints_the_exact_and_what_if_timelines() {
         .await
         .expect("call");
     let trace = short_call();
-    store
-        .save_call_trace(org, call.id, 1, trace.to_bytes().expect("encode"))
-        .await
-        .expect("save");
+    // Where the binary's default `recordings.base_dir` ("./data", from its working folder)
+    // finds it.
+    let storage = RecordingStorage::local(dir.path().join("data"));
+    trace_storage::save(
+        &store,
+        &storage,
+        org,
+        call.id,
+        1,
+        trace.to_bytes().expect("encode"),
+    )
+    .await
+    .expect("save");
     store.close().await;
     let id = call.id.to_string();
 

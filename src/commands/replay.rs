@@ -5,6 +5,7 @@
 
 use anyhow::{Context, bail};
 use switchboard_server::config::Settings;
+use switchboard_server::recording_storage::RecordingStorage;
 use switchboard_server::replay::replay_call;
 use switchboard_server::serve;
 
@@ -16,6 +17,8 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<()> {
     let org = args.org.trim();
     anyhow::ensure!(!org.is_empty(), "--org must not be empty");
     let store = serve::open_store(settings).await?;
+    let storage = RecordingStorage::from_settings(&settings.recordings)
+        .context("opening the recordings' storage, where call traces are kept")?;
     let report = async {
         let org_id = store
             .get_organization_by_name(org)
@@ -23,7 +26,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<()> {
             .with_context(|| format!("looking up organisation {org:?}"))?
             .with_context(|| format!("no organisation named {org:?}"))?
             .id;
-        replay_call(&store, org_id, args.call_id, args.sets.clone())
+        replay_call(&store, &storage, org_id, args.call_id, args.sets.clone())
             .await
             .with_context(|| format!("replaying call {}", args.call_id))
     }

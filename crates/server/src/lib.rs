@@ -41,6 +41,7 @@ pub mod shared_rate_limit;
 pub mod state;
 pub mod telemetry;
 pub mod tenant_urls;
+pub mod trace_storage;
 pub mod twilio;
 pub mod twilio_account;
 pub mod webhooks;

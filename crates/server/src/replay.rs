@@ -10,10 +10,12 @@ use switchboard_assistant::{AssistantConfig, ValidationErrors, apply_patch};
 use switchboard_core::call::CallSettings;
 use switchboard_core::call::trace::{Trace, TraceError};
 use switchboard_core::replay::{Divergence, Moment, Summary, replay};
-use switchboard_store::{Store, StoreError};
+use switchboard_store::Store;
 use utoipa::ToSchema;
 
 use crate::call::resolve::{self, CallOverrides, CallParty};
+use crate::recording_storage::{RecordingStorage, StorageError};
+use crate::trace_storage::{self, TraceStorageError};
 
 /// The assistant-record paths a replay may change: the turn-taking settings.
 pub const SETTABLE_PATHS: &[&str] = &[
@@ -48,9 +50,15 @@ pub enum ReplayError {
     /// A change is malformed, not a turn-taking setting, or makes the record invalid.
     #[error("invalid setting change: {}", .0.first().map_or_else(String::new, |e| format!("{}: {}", e.field, e.rule)))]
     Invalid(ValidationErrors),
-    /// The store failed.
+    /// The call has a flight recording, but its file is no longer in the recordings' storage
+    /// (removed, or kept on another instance's local disk).
+    #[error(
+        "call {0}'s flight recording is no longer in the recordings' storage (removed, or kept on another instance's local disk)"
+    )]
+    TraceGone(i64),
+    /// The store or the recordings' storage failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Storage(#[from] TraceStorageError),
     /// The stored trace does not decode.
     #[error(transparent)]
     Trace(#[from] TraceError),
@@ -246,20 +254,25 @@ pub fn replay_trace(
 /// thread).
 pub async fn replay_call(
     store: &Store,
+    storage: &RecordingStorage,
     org_id: i64,
     call_id: i64,
     sets: Vec<(String, Value)>,
 ) -> Result<ReplayReport, ReplayError> {
-    let row = store
-        .get_call_trace(org_id, call_id)
-        .await?
-        .ok_or(ReplayError::NoTrace(call_id))?;
+    let bytes = match trace_storage::load(store, storage, org_id, call_id).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(ReplayError::NoTrace(call_id)),
+        Err(TraceStorageError::Storage(StorageError::NotFound)) => {
+            return Err(ReplayError::TraceGone(call_id));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tokio::task::spawn_blocking(move || {
-        let trace = Trace::from_bytes(&row.bytes)?;
+        let trace = Trace::from_bytes(&bytes)?;
         replay_trace(call_id, &trace, &sets)
     })
     .await
-    .map_err(|e| ReplayError::Store(StoreError::Io(std::io::Error::other(e.to_string()))))?
+    .map_err(|e| ReplayError::Storage(TraceStorageError::Task(e.to_string())))?
 }
 
 #[cfg(test)]

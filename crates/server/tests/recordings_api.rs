@@ -23,6 +23,7 @@ use switchboard_assistant::RecordingSettings;
 use switchboard_server::call::disclosure::DEFAULT_DISCLOSURE_MESSAGE;
 use switchboard_server::call::recording::{CallRecorder, RecordingPlan, SpoolWriter};
 use switchboard_server::config::Settings;
+use switchboard_server::trace_storage;
 use switchboard_store::{CallStatus, NewRecording, Store};
 use switchboard_testkit::twilio::new_sid;
 use twilio_harness::{CALLER, Harness, OUR_NUMBER, Options};
@@ -267,6 +268,40 @@ async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // The call's flight recording goes to the same bucket, compressed, beside its recordings.
+    let trace: Vec<u8> = (0..300_000u32).map(|i| (i % 17) as u8).collect();
+    trace_storage::save(
+        &state.store,
+        &state.recordings,
+        org,
+        call_id,
+        1,
+        trace.clone(),
+    )
+    .await
+    .expect("trace stored");
+    let key = trace_storage::key(org, call_id);
+    assert!(!state.recordings.base_dir().join(&key).exists());
+    let object = reqwest::Client::new()
+        .get(format!("{endpoint}/{bucket}/switchboard/{key}"))
+        .send()
+        .await
+        .expect("get object")
+        .bytes()
+        .await
+        .expect("object");
+    assert!(object.len() < trace.len() / 10, "{} bytes", object.len());
+    let loaded = trace_storage::load(&state.store, &state.recordings, org, call_id).await;
+    assert_eq!(loaded.expect("load"), Some(trace));
+    let other = state
+        .store
+        .ensure_organization("b")
+        .await
+        .expect("org b")
+        .id;
+    let loaded = trace_storage::load(&state.store, &state.recordings, other, call_id).await;
+    assert_eq!(loaded.expect("load"), None);
     ts.stop().await;
 }
 

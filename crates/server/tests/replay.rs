@@ -14,7 +14,8 @@ use switchboard_core::replay::replay;
 use switchboard_server::call::trace_spool::{DRAIN_AUDIO_BYTES, TRACE_DIR};
 use switchboard_server::config::Settings;
 use switchboard_server::serve::{self, Server, StartOptions};
-use switchboard_store::CallRow;
+use switchboard_server::trace_storage;
+use switchboard_store::{CallRow, StoredTrace};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::stack::ProviderFakes;
 use switchboard_testkit::twilio::{CallScript, FakeCall, FakeCallConfig, FakeTwilioRest};
@@ -51,9 +52,15 @@ async fn traced_call(server: &Server, call_sid: &str) -> (CallRow, Trace) {
     for _ in 0..300 {
         if let Ok(Some(call)) = store.get_call_by_sid(None, call_sid).await
             && call.ended_reason.is_some()
-            && let Ok(Some(row)) = store.get_call_trace(call.organization_id, call.id).await
+            && let Ok(Some(bytes)) = trace_storage::load(
+                store,
+                &server.state().recordings,
+                call.organization_id,
+                call.id,
+            )
+            .await
         {
-            return (call, Trace::from_bytes(&row.bytes).expect("trace decodes"));
+            return (call, Trace::from_bytes(&bytes).expect("trace decodes"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -154,20 +161,35 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
             report.errors
         );
         let (call, trace) = traced_call(&server, &report.call_sid).await;
-        let stored: String = sqlx::query_scalar("SELECT trace FROM call_traces WHERE call_id = $1")
-            .bind(call.id)
-            .fetch_one(server.state().store.pool())
+        // Kept compressed in the recordings' storage, under the call's organisation; the row
+        // holds only where.
+        let row = server
+            .state()
+            .store
+            .get_call_trace(call.organization_id, call.id)
             .await
-            .expect("stored trace");
+            .expect("row")
+            .expect("trace row");
+        let key = trace_storage::key(call.organization_id, call.id);
+        assert_eq!(
+            row.body,
+            StoredTrace::Located(server.state().recordings.location_of(&key))
+        );
+        let stored = std::fs::metadata(server.state().recordings.base_dir().join(&key))
+            .expect("trace file")
+            .len();
+        let encoded = trace.to_bytes().expect("encode").len() as u64;
+        assert_eq!(row.size_bytes, encoded);
+        assert!(stored < encoded / 2, "{stored} of {encoded} bytes");
         eprintln!(
             "{}: {} events, {} decisions, {} bytes of caller audio, {} bytes encoded, {} stored \
-             (base64 of DEFLATE)",
+             (DEFLATE)",
             script.name,
             trace.events.len(),
             trace.decisions.len(),
             trace.caller_audio.len(),
-            trace.to_bytes().expect("encode").len(),
-            stored.len()
+            encoded,
+            stored
         );
         assert!(!trace.truncated, "{}", script.name);
         // The trace was spooled a second at a time during the call and put back together.
@@ -308,6 +330,22 @@ async fn every_fixture_call_is_recorded_and_replays_to_the_same_decisions() {
         .await
         .expect("get");
     assert_eq!(res.status(), 404);
+
+    // A trace whose file was removed from the storage: 404 that says so, without the path.
+    let recordings = &server.state().recordings;
+    let file = recordings
+        .base_dir()
+        .join(trace_storage::key(call.organization_id, call.id));
+    std::fs::remove_file(&file).expect("remove the trace file");
+    let res = http.get(&url).bearer_auth(KEY).send().await.expect("get");
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.expect("json");
+    let message = body.to_string();
+    assert!(
+        message.contains("no longer in the recordings' storage"),
+        "{body:#}"
+    );
+    assert!(!message.contains("call-traces"), "{body:#}");
 
     // In the OpenAPI document.
     let doc: Value = http

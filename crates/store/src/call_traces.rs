@@ -1,10 +1,12 @@
-//! Call traces: the flight recorder of a call (what its core was fed and decided), stored
-//! compressed, one per call, always read and written by organisation.
+//! Call traces: the flight recorder of a call (what its core was fed and decided), one per
+//! call, always read and written by organisation.
 //!
-//! The store treats a trace as opaque bytes (the call core encodes it): it compresses them with
-//! DEFLATE and keeps them as base64 TEXT, a type both backends share.
+//! The store treats a trace as opaque bytes (the call core encodes them). The trace itself is
+//! kept outside the database, DEFLATE-compressed ([`deflate_trace_writer`]), where the server's
+//! recordings' storage put it; the row holds its location. Rows written before migration 0014
+//! carry the trace inline (base64 TEXT of the compressed bytes) and are read as they are.
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read as _, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -19,6 +21,16 @@ use crate::{Store, StoreError, now_ms};
 /// 60 MB); a larger stored value is refused rather than inflated without bound.
 pub const MAX_TRACE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Where a stored trace's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredTrace {
+    /// A row written before traces left the database: the trace, already decompressed.
+    Inline(Vec<u8>),
+    /// The location of the compressed trace in the recordings' storage (a local path or an
+    /// `s3://` URL), to read and [`inflate_trace`].
+    Located(String),
+}
+
 /// A stored call trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallTraceRow {
@@ -28,42 +40,40 @@ pub struct CallTraceRow {
     pub organization_id: i64,
     /// The trace format version (the core's `TRACE_FORMAT_VERSION` when written).
     pub format_version: i64,
-    /// The trace as the core encoded it (decompressed).
-    pub bytes: Vec<u8>,
+    /// Size of the decompressed trace, bytes.
+    pub size_bytes: u64,
+    /// The trace, or where it is.
+    pub body: StoredTrace,
     /// When it was stored, unix ms.
     pub created_at: i64,
 }
 
 impl Store {
-    /// Stores (or replaces) the trace of the organisation's call `call_id`. `NotFound` when the
-    /// organisation has no such call.
-    pub async fn save_call_trace(
+    /// Records (or replaces) where the trace of the organisation's call `call_id` is:
+    /// `location` holds the DEFLATE-compressed trace of `size_bytes` bytes. `NotFound` when
+    /// the organisation has no such call (the caller then removes what it stored).
+    pub async fn save_call_trace_location(
         &self,
         org_id: i64,
         call_id: i64,
         format_version: i64,
-        bytes: Vec<u8>,
+        size_bytes: u64,
+        location: &str,
     ) -> Result<(), StoreError> {
-        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        // Compressing megabytes is CPU work: off the async workers.
-        let text =
-            tokio::task::spawn_blocking(move || compress(&bytes).map(|c| STANDARD.encode(c)))
-                .await
-                .map_err(invalid)??;
         let res = sqlx::query(
             "INSERT INTO call_traces (call_id, organization_id, format_version, size_bytes, \
-             trace, created_at) \
+             location, created_at) \
              SELECT id, organization_id, $3, $4, $5, $6 FROM calls \
              WHERE id = $1 AND organization_id = $2 \
              ON CONFLICT (call_id) DO UPDATE SET format_version = excluded.format_version, \
-             size_bytes = excluded.size_bytes, trace = excluded.trace, \
+             size_bytes = excluded.size_bytes, trace = NULL, location = excluded.location, \
              created_at = excluded.created_at",
         )
         .bind(call_id)
         .bind(org_id)
         .bind(format_version)
-        .bind(size)
-        .bind(text)
+        .bind(i64::try_from(size_bytes).unwrap_or(i64::MAX))
+        .bind(location)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -81,8 +91,8 @@ impl Store {
         call_id: i64,
     ) -> Result<Option<CallTraceRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT call_id, organization_id, format_version, size_bytes, trace, created_at \
-             FROM call_traces WHERE call_id = $1 AND organization_id = $2",
+            "SELECT call_id, organization_id, format_version, size_bytes, trace, location, \
+             created_at FROM call_traces WHERE call_id = $1 AND organization_id = $2",
         )
         .bind(call_id)
         .bind(org_id)
@@ -91,20 +101,28 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let text: String = row.try_get("trace")?;
         let size: i64 = row.try_get("size_bytes")?;
-        let size = u64::try_from(size).unwrap_or(0);
-        let bytes = tokio::task::spawn_blocking(move || {
-            let compressed = STANDARD.decode(text.as_bytes()).map_err(invalid)?;
-            decompress(&compressed, size)
-        })
-        .await
-        .map_err(invalid)??;
+        let size_bytes = u64::try_from(size).unwrap_or(0);
+        let location: Option<String> = row.try_get("location")?;
+        let body = match location {
+            Some(location) => StoredTrace::Located(location),
+            None => {
+                let text: String = row.try_get("trace")?;
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let compressed = STANDARD.decode(text.as_bytes()).map_err(invalid)?;
+                    inflate_trace(&compressed, size_bytes)
+                })
+                .await
+                .map_err(invalid)??;
+                StoredTrace::Inline(bytes)
+            }
+        };
         Ok(Some(CallTraceRow {
             call_id: row.try_get("call_id")?,
             organization_id: row.try_get("organization_id")?,
             format_version: row.try_get("format_version")?,
-            bytes,
+            size_bytes,
+            body,
             created_at: row.try_get("created_at")?,
         }))
     }
@@ -117,17 +135,21 @@ fn invalid(e: impl std::fmt::Display) -> StoreError {
     ))
 }
 
-fn compress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut enc = DeflateEncoder::new(Vec::with_capacity(bytes.len() / 3), Compression::fast());
-    enc.write_all(bytes)?;
-    Ok(enc.finish()?)
+/// Compresses what is written to it into `out`, the way stored traces are compressed (raw
+/// DEFLATE, fast level: traces are mostly µ-law audio and JSON, and the level barely changes
+/// their size). Call `finish` on it.
+pub fn deflate_trace_writer<W: Write>(out: W) -> DeflateEncoder<W> {
+    DeflateEncoder::new(out, Compression::fast())
 }
 
-fn decompress(bytes: &[u8], size_hint: u64) -> Result<Vec<u8>, StoreError> {
+/// Decompresses a stored trace, refusing one that inflates past [`MAX_TRACE_BYTES`];
+/// `size_hint` (the stored size) only sizes the buffer.
+pub fn inflate_trace(compressed: &[u8], size_hint: u64) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(size_hint.min(MAX_TRACE_BYTES) as usize);
-    DeflateDecoder::new(bytes)
+    DeflateDecoder::new(compressed)
         .take(MAX_TRACE_BYTES + 1)
-        .read_to_end(&mut out)?;
+        .read_to_end(&mut out)
+        .map_err(invalid)?;
     if out.len() as u64 > MAX_TRACE_BYTES {
         return Err(invalid("larger than the read bound"));
     }
@@ -141,9 +163,14 @@ mod tests {
     #[test]
     fn compression_round_trips() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let c = compress(&data).expect("compress");
+        let mut enc = deflate_trace_writer(Vec::new());
+        enc.write_all(&data).expect("compress");
+        let c = enc.finish().expect("finish");
         assert!(c.len() < data.len() / 10);
-        assert_eq!(decompress(&c, data.len() as u64).expect("decompress"), data);
-        assert!(decompress(b"not deflate at all", 10).is_err());
+        assert_eq!(
+            inflate_trace(&c, data.len() as u64).expect("decompress"),
+            data
+        );
+        assert!(inflate_trace(b"not deflate at all", 10).is_err());
     }
 }

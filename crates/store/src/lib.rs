@@ -53,7 +53,9 @@ mod tool_executions;
 pub use call_data::{CallData, CallDataRow};
 pub use call_reports::{CallActivity, StatusTotal, TurnTiming};
 pub use call_status::{CallStatus, EndedReason};
-pub use call_traces::CallTraceRow;
+pub use call_traces::{
+    CallTraceRow, MAX_TRACE_BYTES, StoredTrace, deflate_trace_writer, inflate_trace,
+};
 pub use console_sessions::ConsoleSession;
 pub use crypto::{SecretBox, SecretError, SecretKey};
 pub use documents::{

@@ -1,13 +1,21 @@
-//! Call traces (the flight recorder): stored compressed, read back unchanged, replaced on a
-//! second write, and never across organisations — on every backend (see `common.rs`).
+//! Call traces (the flight recorder): the row says where the compressed trace is, is replaced on
+//! a second write and never crosses organisations, and rows that held the trace inline still
+//! read — on every backend (see `common.rs`).
 
 mod common;
 
+use std::io::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use common::Ctx;
 use serde_json::json;
-use switchboard_store::{CallStatus, NewCall, StoreError};
+use switchboard_store::{CallStatus, NewCall, StoreError, StoredTrace, deflate_trace_writer};
 
-store_tests!(traces_round_trip_and_stay_in_their_organisation);
+store_tests!(
+    traces_round_trip_and_stay_in_their_organisation,
+    traces_stored_inline_before_migration_14_still_read
+);
 
 async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
     let s = ctx.store;
@@ -29,36 +37,40 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
         .unwrap();
     assert!(s.get_call_trace(a, call.id).await.unwrap().is_none());
 
-    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
-    s.save_call_trace(a, call.id, 1, bytes.clone())
-        .await
-        .unwrap();
+    // The row holds where the compressed trace is and its inflated size.
+    s.save_call_trace_location(
+        a,
+        call.id,
+        1,
+        50_000,
+        "/data/org-1/call-traces/call-1.trace.deflate",
+    )
+    .await
+    .unwrap();
     let row = s.get_call_trace(a, call.id).await.unwrap().expect("trace");
-    assert_eq!(row.bytes, bytes);
     assert_eq!(
-        (row.call_id, row.organization_id, row.format_version),
-        (call.id, a, 1)
+        row.body,
+        StoredTrace::Located("/data/org-1/call-traces/call-1.trace.deflate".into())
     );
-    // Stored compressed.
-    let stored: String = sqlx::query_scalar("SELECT trace FROM call_traces WHERE call_id = $1")
-        .bind(call.id)
-        .fetch_one(s.pool())
-        .await
-        .unwrap();
-    assert!(
-        stored.len() < bytes.len() / 10,
-        "{} bytes stored",
-        stored.len()
+    assert_eq!(
+        (
+            row.call_id,
+            row.organization_id,
+            row.format_version,
+            row.size_bytes
+        ),
+        (call.id, a, 1, 50_000)
     );
 
     // Another organisation neither reads nor writes it.
     assert!(s.get_call_trace(b, call.id).await.unwrap().is_none());
     assert!(matches!(
-        s.save_call_trace(b, call.id, 1, b"other".to_vec()).await,
+        s.save_call_trace_location(b, call.id, 1, 5, "s3://other/x")
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.save_call_trace(a, call.id + 1000, 1, b"nowhere".to_vec())
+        s.save_call_trace_location(a, call.id + 1000, 1, 5, "s3://nowhere/x")
             .await,
         Err(StoreError::NotFound)
     ));
@@ -67,17 +79,78 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
             .await
             .unwrap()
             .expect("trace")
-            .bytes,
-        bytes
+            .size_bytes,
+        50_000
     );
 
     // A second write replaces the first.
-    s.save_call_trace(a, call.id, 2, b"again".to_vec())
+    s.save_call_trace_location(a, call.id, 2, 9, "s3://bucket/again")
         .await
         .unwrap();
     let row = s.get_call_trace(a, call.id).await.unwrap().expect("trace");
     assert_eq!(
-        (row.bytes.as_slice(), row.format_version),
-        (&b"again"[..], 2)
+        (row.body, row.format_version),
+        (StoredTrace::Located("s3://bucket/again".into()), 2)
     );
+}
+
+/// Rows written before traces left the database hold the trace inline (base64 of DEFLATE); they
+/// read back decompressed, and a row that holds neither or both is refused by the schema.
+async fn traces_stored_inline_before_migration_14_still_read(ctx: Ctx) {
+    let s = ctx.store;
+    let a = s.ensure_organization("alpha").await.unwrap().id;
+    let call = s
+        .create_call(&NewCall {
+            organization_id: a,
+            assistant_id: None,
+            call_sid: "CA-inline".into(),
+            direction: "inbound".into(),
+            from_number: "+15550100001".into(),
+            to_number: "+15550100002".into(),
+            status: CallStatus::Completed,
+            metadata: json!({}),
+            stream_deadline_at_ms: None,
+        })
+        .await
+        .unwrap();
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
+    let mut enc = deflate_trace_writer(Vec::new());
+    enc.write_all(&bytes).unwrap();
+    let text = STANDARD.encode(enc.finish().unwrap());
+    let insert = "INSERT INTO call_traces (call_id, organization_id, format_version, size_bytes, \
+                  trace, location, created_at) VALUES ($1, $2, 1, $3, $4, $5, 0)";
+    for (trace, location) in [(None, None), (Some(text.as_str()), Some("s3://b/k"))] {
+        let refused = sqlx::query(insert)
+            .bind(call.id)
+            .bind(a)
+            .bind(50_000i64)
+            .bind(trace)
+            .bind(location)
+            .execute(s.pool())
+            .await;
+        assert!(refused.is_err(), "{trace:?} {location:?} was accepted");
+    }
+    sqlx::query(insert)
+        .bind(call.id)
+        .bind(a)
+        .bind(50_000i64)
+        .bind(Some(text.as_str()))
+        .bind(None::<&str>)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let row = s.get_call_trace(a, call.id).await.unwrap().expect("trace");
+    assert_eq!(row.body, StoredTrace::Inline(bytes));
+
+    // Storing it again moves it out of the row.
+    s.save_call_trace_location(a, call.id, 1, 50_000, "s3://b/k")
+        .await
+        .unwrap();
+    let inline: Option<String> =
+        sqlx::query_scalar("SELECT trace FROM call_traces WHERE call_id = $1")
+            .bind(call.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert!(inline.is_none());
 }

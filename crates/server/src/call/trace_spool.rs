@@ -34,6 +34,7 @@ use tracing::Instrument as _;
 
 use super::recording::{create_private_dir_all, create_private_file};
 use crate::state::AppState;
+use crate::trace_storage;
 
 /// Folder of the spools, under `recordings.base_dir`.
 pub const TRACE_DIR: &str = ".traces";
@@ -207,6 +208,7 @@ impl TraceSpool {
         } = self;
         drop(slices);
         let store = state.store.clone();
+        let storage = state.recordings.clone();
         let work = async move {
             let files = match job.await {
                 Ok(Ok(files)) => files,
@@ -237,10 +239,12 @@ impl TraceSpool {
             })
             .await;
             let res = match encoded {
-                Ok(Ok(bytes)) => store
-                    .save_call_trace(org_id, call_id, i64::from(TRACE_FORMAT_VERSION), bytes)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(Ok(bytes)) => {
+                    let version = i64::from(TRACE_FORMAT_VERSION);
+                    trace_storage::save(&store, &storage, org_id, call_id, version, bytes)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(e.to_string()),
             };

@@ -289,9 +289,9 @@ async fn replay_of(
     call_id: i64,
     sets: Vec<(String, Value)>,
 ) -> Result<Option<ReplayReport>, ConsoleError> {
-    match replay_call(&state.store, org, call_id, sets).await {
+    match replay_call(&state.store, &state.recordings, org, call_id, sets).await {
         Ok(report) => Ok(Some(report)),
-        Err(ReplayError::NoTrace(_)) => Ok(None),
+        Err(ReplayError::NoTrace(_) | ReplayError::TraceGone(_)) => Ok(None),
         Err(ReplayError::Invalid(errors)) => Err(ConsoleError::BadRequest(
             ReplayError::Invalid(errors).to_string(),
         )),

@@ -65,15 +65,21 @@ pub async fn get_replay(
         }
         sets.push(parse_set(&value).map_err(replay_error)?);
     }
-    let report = replay_call(&state.store, auth.organization_id, call.id, sets)
-        .await
-        .map_err(replay_error)?;
+    let report = replay_call(
+        &state.store,
+        &state.recordings,
+        auth.organization_id,
+        call.id,
+        sets,
+    )
+    .await
+    .map_err(replay_error)?;
     Ok(Json(report))
 }
 
 fn replay_error(e: ReplayError) -> ApiError {
     match e {
-        ReplayError::NoTrace(_) => ApiError::NotFound(e.to_string()),
+        ReplayError::NoTrace(_) | ReplayError::TraceGone(_) => ApiError::NotFound(e.to_string()),
         ReplayError::Invalid(errors) => ApiError::from(errors),
         other => ApiError::internal(other),
     }

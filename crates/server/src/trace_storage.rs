@@ -1,0 +1,186 @@
+//! Where finished call traces (the flight recorder) are kept: DEFLATE-compressed, in the
+//! recordings' storage (`[recordings] storage`: a local directory or an S3-compatible bucket),
+//! under `org-<organisation id>/call-traces/call-<call id>.trace.deflate`; the `call_traces`
+//! row holds the location.
+//!
+//! Why not in the database (where they were until migration 0014): a recorded call's trace is
+//! ~100 KB compressed (caller audio and an event per 20 ms frame), which as base64 TEXT every
+//! ending call wrote into the database; on SQLite those writes held the single writer that every
+//! call's transcripts and status updates wait on. A file costs one sequential write, and with S3
+//! the traces sit beside the recordings they belong to. Like a recording kept on local storage, a
+//! trace kept on local storage is read by the instance whose disk has it (several instances share
+//! a bucket, or a volume).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt as _;
+use switchboard_store::{MAX_TRACE_BYTES, Store, StoreError, StoredTrace};
+
+use crate::call::recording::{create_private_dir_all, create_private_file};
+use crate::recording_storage::{RecordingStorage, StorageError};
+
+/// Why a trace could not be stored or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceStorageError {
+    /// The compressed trace could not be written to its local file.
+    #[error("call trace file {path:?}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the OS reported.
+        source: std::io::Error,
+    },
+    /// The recordings' storage refused or failed (`NotFound`: the row's file is gone).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The database failed, or the stored trace does not decompress.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored trace is larger than any trace the engine writes.
+    #[error("the stored call trace is {0} bytes, past the read bound")]
+    TooLarge(u64),
+    /// A blocking task panicked or was cancelled.
+    #[error("call trace task: {0}")]
+    Task(String),
+}
+
+/// The storage key of organisation `org_id`'s call `call_id`'s trace.
+pub fn key(org_id: i64, call_id: i64) -> String {
+    format!("org-{org_id}/call-traces/call-{call_id}.trace.deflate")
+}
+
+/// Stores the encoded trace (`Trace::to_bytes`) of organisation `org_id`'s call `call_id`:
+/// compressed into a file under the storage's base folder (off the async workers), handed to
+/// the storage (kept in place, or uploaded and the local copy removed), and its location
+/// recorded. When the row cannot be written (`NotFound`: no such call in the organisation) the
+/// stored file is removed again.
+pub async fn save(
+    store: &Store,
+    storage: &RecordingStorage,
+    org_id: i64,
+    call_id: i64,
+    format_version: i64,
+    encoded: Vec<u8>,
+) -> Result<(), TraceStorageError> {
+    let key = key(org_id, call_id);
+    let local = storage.base_dir().join(&key);
+    let size = encoded.len() as u64;
+    let file = local.clone();
+    tokio::task::spawn_blocking(move || compress_to(&file, &encoded))
+        .await
+        .map_err(|e| TraceStorageError::Task(e.to_string()))??;
+    let location = storage.store(&local, &key).await?;
+    if let Err(e) = store
+        .save_call_trace_location(org_id, call_id, format_version, size, &location)
+        .await
+    {
+        if let Err(removed) = storage.delete(&location).await {
+            tracing::warn!(call_id, error = %removed, "could not remove an unrecorded call trace");
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// The encoded trace of organisation `org_id`'s call `call_id`; `None` when it has none (or
+/// no such call). A row whose file is gone is `Storage(NotFound)`.
+pub async fn load(
+    store: &Store,
+    storage: &RecordingStorage,
+    org_id: i64,
+    call_id: i64,
+) -> Result<Option<Vec<u8>>, TraceStorageError> {
+    let Some(row) = store.get_call_trace(org_id, call_id).await? else {
+        return Ok(None);
+    };
+    let location = match row.body {
+        StoredTrace::Inline(bytes) => return Ok(Some(bytes)),
+        StoredTrace::Located(location) => location,
+    };
+    let opened = storage.open(&location, None).await?;
+    // Compressed, a trace is smaller than its inflated bound.
+    if opened.total_bytes > MAX_TRACE_BYTES {
+        return Err(TraceStorageError::TooLarge(opened.total_bytes));
+    }
+    let capacity = usize::try_from(opened.total_bytes).unwrap_or(0);
+    let compressed = opened
+        .body
+        .try_fold(Vec::with_capacity(capacity), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .map_err(|source| TraceStorageError::Io {
+            path: PathBuf::from(&key(org_id, call_id)),
+            source,
+        })?;
+    let size = row.size_bytes;
+    let bytes =
+        tokio::task::spawn_blocking(move || switchboard_store::inflate_trace(&compressed, size))
+            .await
+            .map_err(|e| TraceStorageError::Task(e.to_string()))??;
+    Ok(Some(bytes))
+}
+
+/// Compresses `encoded` into `path` (owner-only, parents created): written as `<path>.part`
+/// and renamed, so a crash never leaves a truncated trace under the final name.
+fn compress_to(path: &Path, encoded: &[u8]) -> Result<(), TraceStorageError> {
+    let io = |source| TraceStorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        create_private_dir_all(dir).map_err(io)?;
+    }
+    let part = path.with_extension("deflate.part");
+    let written = (|| {
+        let file = create_private_file(&part)?;
+        let mut enc = switchboard_store::deflate_trace_writer(std::io::BufWriter::new(file));
+        enc.write_all(encoded)?;
+        enc.finish()?.flush()?;
+        std::fs::rename(&part, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    written.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compressed_trace_file_inflates_to_what_was_written_and_leaves_no_part() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(key(3, 9));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+        compress_to(&path, &data).expect("written");
+        let compressed = std::fs::read(&path).expect("read");
+        assert!(compressed.len() < data.len() / 10, "{}", compressed.len());
+        assert_eq!(
+            switchboard_store::inflate_trace(&compressed, 0).expect("inflate"),
+            data
+        );
+        let names: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("call-9.trace.deflate")]
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn keys_are_under_the_organisation() {
+        assert_eq!(key(7, 42), "org-7/call-traces/call-42.trace.deflate");
+    }
+}
