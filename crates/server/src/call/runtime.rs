@@ -603,7 +603,7 @@ impl Call {
                     }
                 },
                 ev = next_llm(&mut self.llm) => self.on_llm(ev),
-                Some(done) = self.tool_tasks.done.recv() => self.on_tool_done(done),
+                Some(done) = self.tool_tasks.done.recv() => self.on_tool_done(*done),
                 Some((request, incomplete)) = self.verdicts.recv() => {
                     let now = self.now();
                     self.core.handle(Event::UtteranceClassified { request, incomplete }, now);

@@ -81,10 +81,12 @@ impl Running {
 pub struct ToolTasks {
     state: AppState,
     setup: Arc<CallSetup>,
-    tx: mpsc::UnboundedSender<ToolDone>,
+    tx: mpsc::UnboundedSender<Box<ToolDone>>,
     sink: ExecutionSink,
-    /// Finished tools, read by the call's `select!`.
-    pub done: mpsc::UnboundedReceiver<ToolDone>,
+    /// Finished tools, read by the call's `select!`. Boxed: the channel allocates its slots
+    /// (32 at a time) when the call starts, and a call that never runs a tool should not hold
+    /// 32 unboxed outcomes' worth of memory (~6 KiB) for its whole life.
+    pub done: mpsc::UnboundedReceiver<Box<ToolDone>>,
     running: Vec<Running>,
     /// Messages `send_sms` sent during this call (capped per call).
     sms_sent: Arc<AtomicU32>,
@@ -159,13 +161,13 @@ impl ToolTasks {
                     sink(row);
                 }
             }
-            let _ = tx.send(ToolDone {
+            let _ = tx.send(Box::new(ToolDone {
                 generation,
                 call,
                 outcome,
                 duration_ms: u64::try_from(duration_ms).unwrap_or(0),
                 held_row,
-            });
+            }));
         };
         let handle = tokio::spawn(work.in_current_span());
         self.running.push(Running {

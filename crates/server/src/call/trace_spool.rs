@@ -101,7 +101,7 @@ impl SpoolFiles {
     }
 
     /// Appends `slices` in order: their events and decisions as JSON lines, their audio raw.
-    fn append(&mut self, slices: &[TraceSlice]) -> Result<(), SpoolError> {
+    fn append(&mut self, slices: &[Box<TraceSlice>]) -> Result<(), SpoolError> {
         let (mut events, mut decisions) = (Vec::new(), Vec::new());
         for slice in slices {
             slice
@@ -160,7 +160,9 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
 /// The call task's end of a call's trace spool.
 #[derive(Debug)]
 pub struct TraceSpool {
-    slices: Option<mpsc::Sender<TraceSlice>>,
+    /// Boxed slices: the queue allocates its slots 32 at a time when the call starts, and a
+    /// slot of a pointer rather than of a whole slice keeps that at 256 bytes per call.
+    slices: Option<mpsc::Sender<Box<TraceSlice>>>,
     job: JoinHandle<Result<Option<SpoolFiles>, SpoolError>>,
     call_id: i64,
 }
@@ -186,7 +188,7 @@ impl TraceSpool {
         let Some(tx) = &self.slices else {
             return false;
         };
-        if tx.try_send(slice).is_ok() {
+        if tx.try_send(Box::new(slice)).is_ok() {
             return true;
         }
         tracing::warn!(
@@ -262,7 +264,7 @@ impl TraceSpool {
 async fn write_slices(
     dir: PathBuf,
     call_id: i64,
-    mut slices: mpsc::Receiver<TraceSlice>,
+    mut slices: mpsc::Receiver<Box<TraceSlice>>,
 ) -> Result<Option<SpoolFiles>, SpoolError> {
     let mut files: Option<SpoolFiles> = None;
     let mut batch = Vec::with_capacity(QUEUE_SLICES);
@@ -348,8 +350,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(QUEUE_SLICES);
         let job = tokio::spawn(write_slices(dir.path().to_path_buf(), 7, rx));
         let (a, b) = (slice(0, 1), slice(40, 2));
-        tx.send(a.clone()).await.expect("send");
-        tx.send(b.clone()).await.expect("send");
+        tx.send(Box::new(a.clone())).await.expect("send");
+        tx.send(Box::new(b.clone())).await.expect("send");
         drop(tx);
         let files = job.await.expect("task").expect("written").expect("files");
         let paths = files.paths.clone();
@@ -403,10 +405,13 @@ mod tests {
         std::fs::write(&blocked, b"x").expect("file");
         let (tx, rx) = mpsc::channel(QUEUE_SLICES);
         let job = tokio::spawn(write_slices(blocked.join(TRACE_DIR), 9, rx));
-        tx.send(slice(0, 1)).await.expect("send");
+        tx.send(Box::new(slice(0, 1))).await.expect("send");
         let err = job.await.expect("task").expect_err("cannot write");
         assert!(matches!(err, SpoolError::Io { .. }), "{err}");
-        assert!(tx.try_send(slice(40, 2)).is_err(), "the queue is closed");
+        assert!(
+            tx.try_send(Box::new(slice(40, 2))).is_err(),
+            "the queue is closed"
+        );
     }
 
     #[test]
