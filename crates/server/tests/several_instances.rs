@@ -340,7 +340,7 @@ async fn a_warm_transfer_callback_on_the_other_instance_reaches_the_call_through
                 body.contains(&format!(">warm-{call_sid}-1</Conference>")),
                 "{body}"
             );
-            got = Some(cmd);
+            got = Some(*cmd);
             break;
         }
     }
@@ -358,7 +358,8 @@ async fn a_warm_transfer_callback_on_the_other_instance_reaches_the_call_through
     assert_eq!(status, 204);
     let cmd = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
-        .expect("relayed in time");
+        .expect("relayed in time")
+        .map(|c| *c);
     assert_eq!(
         cmd,
         Some(CallCommand::WarmTransferUpdate {

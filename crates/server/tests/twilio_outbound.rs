@@ -456,7 +456,7 @@ async fn unanswered_outbound_call_gets_its_end_of_call_report_from_the_status_ca
 }
 
 /// A call record plus a fake registry entry standing for its live task.
-async fn fake_live_call(h: &Harness, org_id: i64) -> (String, mpsc::Receiver<CallCommand>) {
+async fn fake_live_call(h: &Harness, org_id: i64) -> (String, mpsc::Receiver<Box<CallCommand>>) {
     let call = common::inbound_call(org_id, sid(), CALLER, OUR_NUMBER);
     let (row, rx) = common::fake_live_call(h.ts.server().state(), &call).await;
     (row.call_sid, rx)
@@ -477,7 +477,7 @@ async fn terminate_reaches_the_live_call_or_twilio_and_checks_ownership() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["live_on_this_instance"], true);
     assert_eq!(
-        rx.try_recv().expect("command delivered"),
+        *rx.try_recv().expect("command delivered"),
         CallCommand::HangUp { message: None }
     );
 
@@ -578,7 +578,7 @@ async fn control_messages_reach_live_calls() {
     let msg = json!({"call_sid": live_sid, "command": "hangup"}).to_string();
     assert!(control::handle_message(state, &msg));
     assert_eq!(
-        rx.try_recv().ok(),
+        rx.try_recv().ok().map(|c| *c),
         Some(CallCommand::HangUp { message: None })
     );
     assert!(!control::handle_message(state, "{nope"));
@@ -625,7 +625,7 @@ async fn terminate_reaches_a_call_on_another_instance_through_redis() {
     for _ in 0..50 {
         let _ = control::publish_hang_up(one.server().state(), &call_sid).await;
         if let Ok(Some(cmd)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-            got = Some(cmd);
+            got = Some(*cmd);
             break;
         }
     }

@@ -355,7 +355,7 @@ impl Driver {
             self.emit(TtsEvent::Audio {
                 context,
                 mulaw: audio,
-                alignment,
+                alignment: alignment.map(Box::new),
             })
             .await;
         }

@@ -171,8 +171,10 @@ pub enum TtsEvent {
         context: u64,
         /// µ-law bytes (not necessarily a multiple of 160).
         mulaw: Bytes,
-        /// Character timings of this chunk when the provider gives them.
-        alignment: Option<Alignment>,
+        /// Character timings of this chunk when the provider gives them. Boxed: every slot
+        /// of the session's event queue is as large as the largest event, and the queue
+        /// allocates 32 slots when the call starts.
+        alignment: Option<Box<Alignment>>,
     },
     /// Every audio chunk of a flushed context has been delivered.
     Done {

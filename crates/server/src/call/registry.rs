@@ -63,8 +63,9 @@ pub struct LiveCall {
     pub to: String,
     /// When the media stream started.
     pub started_at: SystemTime,
-    /// Commands to the call's task.
-    pub control: mpsc::Sender<CallCommand>,
+    /// Commands to the call's task. Boxed: the queue allocates its slots 32 at a time when
+    /// the call starts, and rare commands should not cost every live call 32 unboxed ones.
+    pub control: mpsc::Sender<Box<CallCommand>>,
 }
 
 impl LiveCall {

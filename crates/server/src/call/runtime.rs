@@ -144,7 +144,7 @@ pub async fn run_call(
     setup: Box<CallSetup>,
 ) -> CallOutcome {
     let started = Instant::now();
-    let (control_tx, control_rx) = mpsc::channel::<CallCommand>(8);
+    let (control_tx, control_rx) = mpsc::channel::<Box<CallCommand>>(8);
     let party = &setup.party;
     let (from, to) = if party.direction == "outbound" {
         (&party.assistant_number, &party.caller_number)
@@ -518,7 +518,7 @@ impl Call {
     async fn run(
         mut self: Box<Self>,
         socket: &mut WebSocket,
-        mut control: mpsc::Receiver<CallCommand>,
+        mut control: mpsc::Receiver<Box<CallCommand>>,
     ) -> CallOutcome {
         let now = self.now();
         self.core.handle(Event::CallStarted, now);
@@ -610,7 +610,7 @@ impl Call {
                 }
                 cmd = control.recv() => {
                     if let Some(cmd) = cmd {
-                        self.on_command(cmd);
+                        self.on_command(*cmd);
                     }
                 }
                 _ = &mut timer, if deadline != never => {

@@ -72,7 +72,7 @@ pub fn deliver_local(state: &AppState, call_sid: &str, command: CallCommand) -> 
     let Some(live) = state.calls.get(call_sid) else {
         return false;
     };
-    match live.control.try_send(command) {
+    match live.control.try_send(Box::new(command)) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(call_sid, error = %e, "live call did not take the command");

@@ -251,7 +251,7 @@ pub fn inbound_call(
 pub async fn fake_live_call(
     state: &AppState,
     call: &NewCall,
-) -> (CallRow, tokio::sync::mpsc::Receiver<CallCommand>) {
+) -> (CallRow, tokio::sync::mpsc::Receiver<Box<CallCommand>>) {
     let row = state.store.create_call(call).await.expect("call");
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     state.calls.insert(
