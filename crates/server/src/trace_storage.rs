@@ -50,29 +50,64 @@ pub fn key(org_id: i64, call_id: i64) -> String {
     format!("org-{org_id}/call-traces/call-{call_id}.trace.deflate")
 }
 
-/// Stores the encoded trace (`Trace::to_bytes`) of organisation `org_id`'s call `call_id`:
-/// compressed into a file under the storage's base folder (off the async workers), handed to
-/// the storage (kept in place, or uploaded and the local copy removed), and its location
-/// recorded. When the row cannot be written (`NotFound`: no such call in the organisation) the
-/// stored file is removed again.
-pub async fn save(
-    store: &Store,
+/// A trace compressed into its local file, not yet stored or recorded ([`publish`]).
+#[derive(Debug)]
+pub struct Compressed {
+    org_id: i64,
+    call_id: i64,
+    key: String,
+    local: PathBuf,
+    /// Size of the trace before compression, bytes.
+    size_bytes: u64,
+}
+
+/// Compresses the encoded trace (`Trace::to_bytes`) of organisation `org_id`'s call `call_id`
+/// into its file under the storage's base folder. Blocking (CPU and disk): run it off the async
+/// workers. The trace's bytes can be dropped once this returns.
+pub fn compress(
     storage: &RecordingStorage,
     org_id: i64,
     call_id: i64,
-    format_version: i64,
-    encoded: Vec<u8>,
-) -> Result<(), TraceStorageError> {
+    encoded: &[u8],
+) -> Result<Compressed, TraceStorageError> {
     let key = key(org_id, call_id);
     let local = storage.base_dir().join(&key);
-    let size = encoded.len() as u64;
-    let file = local.clone();
-    tokio::task::spawn_blocking(move || compress_to(&file, &encoded))
-        .await
-        .map_err(|e| TraceStorageError::Task(e.to_string()))??;
-    let location = storage.store(&local, &key).await?;
+    compress_to(&local, encoded)?;
+    Ok(Compressed {
+        org_id,
+        call_id,
+        key,
+        local,
+        size_bytes: encoded.len() as u64,
+    })
+}
+
+/// Hands a compressed trace to the storage (kept in place, or uploaded and the local copy
+/// removed) and records its location. Separate from [`compress`] so that an upload's wait does
+/// not hold up the next trace's compression. When the row cannot be written (`NotFound`: no
+/// such call in the organisation) the stored file is removed again.
+pub async fn publish(
+    store: &Store,
+    storage: &RecordingStorage,
+    format_version: i64,
+    trace: Compressed,
+) -> Result<(), TraceStorageError> {
+    let Compressed {
+        org_id,
+        call_id,
+        key,
+        local,
+        size_bytes,
+    } = trace;
+    let location = match storage.store(&local, &key).await {
+        Ok(location) => location,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&local).await;
+            return Err(e.into());
+        }
+    };
     if let Err(e) = store
-        .save_call_trace_location(org_id, call_id, format_version, size, &location)
+        .save_call_trace_location(org_id, call_id, format_version, size_bytes, &location)
         .await
     {
         if let Err(removed) = storage.delete(&location).await {
@@ -81,6 +116,24 @@ pub async fn save(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// [`compress`] (off the async workers) then [`publish`]: stores the encoded trace of
+/// organisation `org_id`'s call `call_id`.
+pub async fn save(
+    store: &Store,
+    storage: &RecordingStorage,
+    org_id: i64,
+    call_id: i64,
+    format_version: i64,
+    encoded: Vec<u8>,
+) -> Result<(), TraceStorageError> {
+    let blocking = storage.clone();
+    let compressed =
+        tokio::task::spawn_blocking(move || compress(&blocking, org_id, call_id, &encoded))
+            .await
+            .map_err(|e| TraceStorageError::Task(e.to_string()))??;
+    publish(store, storage, format_version, compressed).await
 }
 
 /// The encoded trace of organisation `org_id`'s call `call_id`; `None` when it has none (or

@@ -12,7 +12,8 @@
 //! stored as before ([`Trace::to_bytes`]) and the files are removed. Owner-only files (0600):
 //! the trace holds the caller's voice.
 //!
-//! Traces are put back together and stored one at a time ([`FINISHING`]): calls that end
+//! Traces are put back together and compressed one at a time ([`FINISHING`]; the upload and
+//! the row that follow are not in turn): calls that end
 //! together (a 200-call soak of 10-minute calls ending within 20 s) would otherwise read back,
 //! encode and compress their traces at once, taking the cores and the database pool from the
 //! calls still live (measured: 27 of 200 calls lost a turn, 885 MiB peak). Waiting traces stay
@@ -229,21 +230,29 @@ impl TraceSpool {
                 }
                 return;
             };
-            // Never closed, so acquiring only waits for the trace before this one.
-            let _turn = FINISHING.acquire().await;
-            let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-                let Some(f) = files else {
-                    return trace.to_bytes().map_err(|e| e.to_string());
-                };
-                let encoded = f.encode_with(&trace).map_err(|e| e.to_string());
-                SpoolFiles::remove(&f.paths);
-                encoded
+            // Never closed, so acquiring only waits for the trace before this one. Held while
+            // the trace is read back, encoded and compressed (CPU and memory), not while it is
+            // uploaded and recorded.
+            let turn = FINISHING.acquire().await;
+            let blocking = storage.clone();
+            let compressed = tokio::task::spawn_blocking(move || -> Result<_, String> {
+                let encoded = match files {
+                    None => trace.to_bytes().map_err(|e| e.to_string()),
+                    Some(f) => {
+                        let encoded = f.encode_with(&trace).map_err(|e| e.to_string());
+                        SpoolFiles::remove(&f.paths);
+                        encoded
+                    }
+                }?;
+                trace_storage::compress(&blocking, org_id, call_id, &encoded)
+                    .map_err(|e| e.to_string())
             })
             .await;
-            let res = match encoded {
-                Ok(Ok(bytes)) => {
+            drop(turn);
+            let res = match compressed {
+                Ok(Ok(compressed)) => {
                     let version = i64::from(TRACE_FORMAT_VERSION);
-                    trace_storage::save(&store, &storage, org_id, call_id, version, bytes)
+                    trace_storage::publish(&store, &storage, version, compressed)
                         .await
                         .map_err(|e| e.to_string())
                 }
