@@ -378,8 +378,11 @@ pub(crate) enum SttControl {
 pub(crate) const AUDIO_QUEUE_FRAMES: usize = 100;
 /// Events the session task can queue before it waits for the call task.
 pub(crate) const EVENT_QUEUE: usize = 1024;
-/// Reused audio buffer capacity (bytes); refilled in place once the socket task is done with it.
-const AUDIO_BUF_BYTES: usize = 4 * 1024;
+/// Reused audio buffer capacity (bytes); refilled in place once the socket task is done with
+/// it. 1 KiB holds three 40 ms batches of 8 kHz µ-law; a provider fed 16 kHz PCM grows it once.
+/// Every live call holds it (and the batch in flight), so it is kept small: 4 KiB cost ~5 KiB
+/// per call (docs/PERFORMANCE.md).
+const AUDIO_BUF_BYTES: usize = 1024;
 
 /// Handle to a live STT session. Cheap to use from the call task: nothing here awaits the
 /// network except `close()`.
