@@ -189,9 +189,10 @@ fn compress_to(path: &Path, encoded: &[u8]) -> Result<(), TraceStorageError> {
     let part = path.with_extension("deflate.part");
     let written = (|| {
         let file = create_private_file(&part)?;
-        let mut enc = switchboard_store::deflate_trace_writer(std::io::BufWriter::new(file));
+        // The encoder buffers its output (32 KiB), so the file needs no buffer of its own.
+        let mut enc = switchboard_store::deflate_trace_writer(file);
         enc.write_all(encoded)?;
-        enc.finish()?.flush()?;
+        enc.finish()?;
         std::fs::rename(&part, path)
     })();
     if written.is_err() {

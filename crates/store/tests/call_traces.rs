@@ -9,8 +9,7 @@ use std::io::Write as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::Ctx;
-use serde_json::json;
-use switchboard_store::{CallStatus, NewCall, StoreError, StoredTrace, deflate_trace_writer};
+use switchboard_store::{StoreError, StoredTrace, deflate_trace_writer};
 
 store_tests!(
     traces_round_trip_and_stay_in_their_organisation,
@@ -21,33 +20,20 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
     let s = ctx.store;
     let a = s.ensure_organization("alpha").await.unwrap().id;
     let b = s.ensure_organization("beta").await.unwrap().id;
-    let call = s
-        .create_call(&NewCall {
-            organization_id: a,
-            assistant_id: None,
-            call_sid: "CA-trace".into(),
-            direction: "inbound".into(),
-            from_number: "+15550100001".into(),
-            to_number: "+15550100002".into(),
-            status: CallStatus::InProgress,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
-        })
-        .await
-        .unwrap();
-    assert!(s.get_call_trace(a, call.id).await.unwrap().is_none());
+    let call_id = common::in_progress_call(&s, a, "CA-trace").await;
+    assert!(s.get_call_trace(a, call_id).await.unwrap().is_none());
 
     // The row holds where the compressed trace is and its inflated size.
     s.save_call_trace_location(
         a,
-        call.id,
+        call_id,
         1,
         50_000,
         "/data/org-1/call-traces/call-1.trace.deflate",
     )
     .await
     .unwrap();
-    let row = s.get_call_trace(a, call.id).await.unwrap().expect("trace");
+    let row = s.get_call_trace(a, call_id).await.unwrap().expect("trace");
     assert_eq!(
         row.body,
         StoredTrace::Located("/data/org-1/call-traces/call-1.trace.deflate".into())
@@ -59,23 +45,23 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
             row.format_version,
             row.size_bytes
         ),
-        (call.id, a, 1, 50_000)
+        (call_id, a, 1, 50_000)
     );
 
     // Another organisation neither reads nor writes it.
-    assert!(s.get_call_trace(b, call.id).await.unwrap().is_none());
+    assert!(s.get_call_trace(b, call_id).await.unwrap().is_none());
     assert!(matches!(
-        s.save_call_trace_location(b, call.id, 1, 5, "s3://other/x")
+        s.save_call_trace_location(b, call_id, 1, 5, "s3://other/x")
             .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.save_call_trace_location(a, call.id + 1000, 1, 5, "s3://nowhere/x")
+        s.save_call_trace_location(a, call_id + 1000, 1, 5, "s3://nowhere/x")
             .await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(
-        s.get_call_trace(a, call.id)
+        s.get_call_trace(a, call_id)
             .await
             .unwrap()
             .expect("trace")
@@ -84,10 +70,10 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
     );
 
     // A second write replaces the first.
-    s.save_call_trace_location(a, call.id, 2, 9, "s3://bucket/again")
+    s.save_call_trace_location(a, call_id, 2, 9, "s3://bucket/again")
         .await
         .unwrap();
-    let row = s.get_call_trace(a, call.id).await.unwrap().expect("trace");
+    let row = s.get_call_trace(a, call_id).await.unwrap().expect("trace");
     assert_eq!(
         (row.body, row.format_version),
         (StoredTrace::Located("s3://bucket/again".into()), 2)
@@ -99,20 +85,7 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
 async fn traces_stored_inline_before_migration_14_still_read(ctx: Ctx) {
     let s = ctx.store;
     let a = s.ensure_organization("alpha").await.unwrap().id;
-    let call = s
-        .create_call(&NewCall {
-            organization_id: a,
-            assistant_id: None,
-            call_sid: "CA-inline".into(),
-            direction: "inbound".into(),
-            from_number: "+15550100001".into(),
-            to_number: "+15550100002".into(),
-            status: CallStatus::Completed,
-            metadata: json!({}),
-            stream_deadline_at_ms: None,
-        })
-        .await
-        .unwrap();
+    let call_id = common::in_progress_call(&s, a, "CA-inline").await;
     let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
     let mut enc = deflate_trace_writer(Vec::new());
     enc.write_all(&bytes).unwrap();
@@ -121,7 +94,7 @@ async fn traces_stored_inline_before_migration_14_still_read(ctx: Ctx) {
                   trace, location, created_at) VALUES ($1, $2, 1, $3, $4, $5, 0)";
     for (trace, location) in [(None, None), (Some(text.as_str()), Some("s3://b/k"))] {
         let refused = sqlx::query(insert)
-            .bind(call.id)
+            .bind(call_id)
             .bind(a)
             .bind(50_000i64)
             .bind(trace)
@@ -131,7 +104,7 @@ async fn traces_stored_inline_before_migration_14_still_read(ctx: Ctx) {
         assert!(refused.is_err(), "{trace:?} {location:?} was accepted");
     }
     sqlx::query(insert)
-        .bind(call.id)
+        .bind(call_id)
         .bind(a)
         .bind(50_000i64)
         .bind(Some(text.as_str()))
@@ -139,16 +112,16 @@ async fn traces_stored_inline_before_migration_14_still_read(ctx: Ctx) {
         .execute(s.pool())
         .await
         .unwrap();
-    let row = s.get_call_trace(a, call.id).await.unwrap().expect("trace");
+    let row = s.get_call_trace(a, call_id).await.unwrap().expect("trace");
     assert_eq!(row.body, StoredTrace::Inline(bytes));
 
     // Storing it again moves it out of the row.
-    s.save_call_trace_location(a, call.id, 1, 50_000, "s3://b/k")
+    s.save_call_trace_location(a, call_id, 1, 50_000, "s3://b/k")
         .await
         .unwrap();
     let inline: Option<String> =
         sqlx::query_scalar("SELECT trace FROM call_traces WHERE call_id = $1")
-            .bind(call.id)
+            .bind(call_id)
             .fetch_one(s.pool())
             .await
             .unwrap();
