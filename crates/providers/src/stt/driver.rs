@@ -365,7 +365,10 @@ impl Driver {
             if due < timer.deadline() {
                 timer.as_mut().reset(due);
             }
+            // Biased: queued audio goes out before a finalize or close queued after it, and a
+            // wake polls the busy branches first instead of from a random start.
             tokio::select! {
+                biased;
                 frame = self.audio_rx.recv(), if closing.is_none() && self.audio_open => {
                     match frame {
                         Some(frame) => {
@@ -378,43 +381,6 @@ impl Driver {
                             unanswered_since.get_or_insert(last_sent);
                         }
                         None => self.audio_open = false,
-                    }
-                }
-                control = self.control_rx.recv(), if closing.is_none() => {
-                    match control {
-                        Some(SttControl::KeepAlive) => {
-                            let message = self.proto()?.keepalive();
-                            if Self::send_optional(socket, message).await? {
-                                last_sent = Instant::now();
-                            }
-                        }
-                        Some(SttControl::Finalize) => {
-                            let message = self.proto()?.finalize();
-                            Self::send_optional(socket, message).await?;
-                        }
-                        Some(SttControl::Close(done)) => {
-                            self.close_done = Some(done);
-                            let message = self.proto()?.close();
-                            match message {
-                                Some(m) => {
-                                    if socket.send(m).await.is_err() {
-                                        return Ok(End::Closed);
-                                    }
-                                }
-                                None => {
-                                    let _ = socket.close(None).await;
-                                }
-                            }
-                            closing = Some(Instant::now() + self.close_timeout);
-                        }
-                        None => {
-                            // The handle was dropped: tell the server, do not wait.
-                            if let Some(m) = self.proto()?.close() {
-                                let _ = socket.send(m).await;
-                            }
-                            let _ = socket.close(None).await;
-                            return Ok(End::Closed);
-                        }
                     }
                 }
                 message = socket.next() => {
@@ -494,6 +460,43 @@ impl Driver {
                     // Protocols without a keep-alive message still re-arm the timer.
                     last_sent = Instant::now();
                     timer.as_mut().reset(last_sent + self.keepalive_interval);
+                }
+                control = self.control_rx.recv(), if closing.is_none() => {
+                    match control {
+                        Some(SttControl::KeepAlive) => {
+                            let message = self.proto()?.keepalive();
+                            if Self::send_optional(socket, message).await? {
+                                last_sent = Instant::now();
+                            }
+                        }
+                        Some(SttControl::Finalize) => {
+                            let message = self.proto()?.finalize();
+                            Self::send_optional(socket, message).await?;
+                        }
+                        Some(SttControl::Close(done)) => {
+                            self.close_done = Some(done);
+                            let message = self.proto()?.close();
+                            match message {
+                                Some(m) => {
+                                    if socket.send(m).await.is_err() {
+                                        return Ok(End::Closed);
+                                    }
+                                }
+                                None => {
+                                    let _ = socket.close(None).await;
+                                }
+                            }
+                            closing = Some(Instant::now() + self.close_timeout);
+                        }
+                        None => {
+                            // The handle was dropped: tell the server, do not wait.
+                            if let Some(m) = self.proto()?.close() {
+                                let _ = socket.send(m).await;
+                            }
+                            let _ = socket.close(None).await;
+                            return Ok(End::Closed);
+                        }
+                    }
                 }
             }
         }

@@ -51,7 +51,6 @@ async fn open_socket(
 pub(crate) fn start(protocol: Box<dyn TtsProtocol>, ws: Option<Ws>, cfg: &TtsConfig) -> TtsSession {
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         protocol,
         outbound: cfg.outbound.clone(),
@@ -64,8 +63,7 @@ pub(crate) fn start(protocol: Box<dyn TtsProtocol>, ws: Option<Ws>, cfg: &TtsCon
         contexts: HashMap::new(),
         dead: HashSet::new(),
         sockets: HashMap::new(),
-        inbound_tx,
-        inbound_rx,
+        inbound: None,
     };
     // Boxed: the task keeps its by-value `self` twice otherwise (it lives for the call).
     tokio::spawn(Box::new(driver).run().in_current_span());
@@ -105,8 +103,23 @@ struct Driver {
     dead: HashSet<u64>,
     /// Per-context mode: the outgoing queue of each context's socket task.
     sockets: HashMap<u64, mpsc::UnboundedSender<Message>>,
-    inbound_tx: mpsc::UnboundedSender<(u64, Inbound)>,
-    inbound_rx: mpsc::UnboundedReceiver<(u64, Inbound)>,
+    /// Per-context mode: what the context sockets' tasks read, made with the first of them (a
+    /// tokio queue allocates 32 slots when it is made, and most sessions share one socket).
+    inbound: Option<InboundQueue>,
+}
+
+/// Messages and closes of the per-context sockets, each tagged with its context.
+type InboundQueue = (
+    mpsc::UnboundedSender<(u64, Inbound)>,
+    mpsc::UnboundedReceiver<(u64, Inbound)>,
+);
+
+/// The next message of the per-context sockets; pends forever before the first one opens.
+async fn next_inbound(inbound: &mut Option<InboundQueue>) -> Option<(u64, Inbound)> {
+    match inbound.as_mut() {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next message of an optional socket; pends forever without one.
@@ -170,6 +183,14 @@ impl Driver {
         let mut close_done: Option<oneshot::Sender<()>> = None;
         let mut connected_at = Instant::now();
         let shared = !self.protocol.socket_per_context();
+        // One timer each for the stall deadline and the protocol's wake-up, moved when their
+        // instant moves: a fresh sleep per loop turn registered and removed a timer-wheel entry
+        // for every audio message while a reply streamed.
+        let far = Instant::now() + Duration::from_secs(86_400);
+        let stall_timer = tokio::time::sleep_until(far);
+        tokio::pin!(stall_timer);
+        let wake_timer = tokio::time::sleep_until(far);
+        tokio::pin!(wake_timer);
         loop {
             if shared && self.ws.is_none() && connected_at.elapsed() >= MIN_SOCKET_LIFE {
                 // The socket ended (idle timeout, network): get a fresh one now so the next
@@ -190,8 +211,17 @@ impl Driver {
                 .filter_map(|(id, c)| c.audio_deadline.map(|d| (d, *id)))
                 .min();
             let wake = self.protocol.wake_at();
-            let far = Instant::now() + Duration::from_secs(86_400);
+            let stall_at = deadline.map_or(far, |d| d.0);
+            if stall_timer.deadline() != stall_at {
+                stall_timer.as_mut().reset(stall_at);
+            }
+            let wake_at = wake.unwrap_or(far);
+            if wake_timer.deadline() != wake_at {
+                wake_timer.as_mut().reset(wake_at);
+            }
+            // Biased: commands (a cancel above all) before more audio, then in order of traffic.
             tokio::select! {
+                biased;
                 command = self.commands.recv() => match command {
                     Some(TtsCommand::Speak(ctx, text)) => self.speak(ctx, &text).await,
                     Some(TtsCommand::Flush(ctx)) => self.flush(ctx).await,
@@ -225,7 +255,7 @@ impl Driver {
                         self.drop_socket(error, false).await;
                     }
                 },
-                inbound = self.inbound_rx.recv() => {
+                inbound = next_inbound(&mut self.inbound) => {
                     if let Some((ctx, inbound)) = inbound {
                         match inbound {
                             Inbound::Message(m) => {
@@ -236,12 +266,12 @@ impl Driver {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.map(|d| d.0).unwrap_or(far)), if deadline.is_some() => {
+                _ = &mut stall_timer, if deadline.is_some() => {
                     if let Some((_, ctx)) = deadline {
                         self.stalled(ctx).await;
                     }
                 }
-                _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
+                _ = &mut wake_timer, if wake.is_some() => {
                     let steps = self.protocol.wake(Instant::now());
                     self.apply(None, steps).await;
                 }
@@ -366,7 +396,12 @@ impl Driver {
         if self.protocol.socket_per_context() {
             let (tx, rx) = mpsc::unbounded_channel();
             self.sockets.insert(ctx, tx);
-            let (provider, inbound) = (self.provider(), self.inbound_tx.clone());
+            let inbound = self
+                .inbound
+                .get_or_insert_with(mpsc::unbounded_channel)
+                .0
+                .clone();
+            let provider = self.provider();
             // The socket task owns what the connect needs (it must not borrow the protocol).
             let headers = self.protocol.headers();
             let url = self.protocol.url().clone();
