@@ -12,6 +12,7 @@ pub mod registry;
 pub mod resolve;
 pub mod runtime;
 pub mod sms_recipient;
+pub mod spool_thread;
 pub mod tool_tasks;
 pub mod tools;
 pub mod trace_spool;

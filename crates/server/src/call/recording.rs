@@ -14,8 +14,9 @@
 //!   is dropped (counted, logged) and its second is written as silence, so the tracks keep the
 //!   call's timeline. What a recorder holds is bounded: one block per side (16 KB) and at most
 //!   [`MAX_BOT_QUEUE_BYTES`] of bot audio sent ahead of playback ([`CallRecorder::held_bytes`]).
-//! - [`SpoolWriter`] (blocking I/O; [`run_writer`] drives it off the call task, one
-//!   `spawn_blocking` per batch of blocks) appends each block to one spool file per track:
+//! - [`SpoolWriter`] (blocking I/O; [`run_writer`] drives it off the call task, each batch of
+//!   blocks on the process's spool thread, [`super::spool_thread`]) appends each block to one
+//!   spool file per track:
 //!   `<base_dir>/org-<organisation id>/<recordings_dir>/call-<call id>-<track>.wav.part`, a µ-law
 //!   WAV whose header sizes are fixed when it is finalised. [`SpoolWriter::finish`] fixes them
 //!   and renames the file (`wav` at 8000 Hz), or transcodes it block by block (PCM WAV at another
@@ -193,7 +194,7 @@ pub enum RecordingError {
     /// The finished file could not be stored.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The blocking writer task panicked or was cancelled.
+    /// A blocking write or finalisation panicked or was cancelled.
     #[error("recording writer task: {0}")]
     Task(String),
 }
@@ -676,9 +677,10 @@ pub struct StoredRecording {
 /// The task of [`run_writer`]: what was stored, once the recording is finished.
 pub type RecordingJob = tokio::task::JoinHandle<Result<Vec<StoredRecording>, RecordingError>>;
 
-/// Drives `writer` off the call task: each batch of blocks the recorder queued is written in
-/// `spawn_blocking`; once the recorder is finished (the queue closed) the tracks are finalised
-/// (also blocking) and handed to `storage`. Returns what was stored.
+/// Drives `writer` off the call task: each batch of blocks the recorder queued is written on
+/// the spool thread ([`super::spool_thread`]); once the recorder is finished (the queue
+/// closed) the tracks are finalised (blocking, in `spawn_blocking`) and handed to `storage`.
+/// Returns what was stored.
 pub async fn run_writer(
     writer: SpoolWriter,
     mut blocks: mpsc::Receiver<Box<Block>>,
@@ -688,7 +690,7 @@ pub async fn run_writer(
     let mut batch = Vec::with_capacity(WRITER_QUEUE_BLOCKS);
     while blocks.recv_many(&mut batch, WRITER_QUEUE_BLOCKS).await > 0 {
         let work = std::mem::take(&mut batch);
-        let (w, result, work) = tokio::task::spawn_blocking(move || {
+        let (w, result, work) = super::spool_thread::run(move || {
             let mut w = writer;
             let result = work.iter().try_for_each(|b| w.write(b));
             (w, result, work)

@@ -5,12 +5,12 @@
 //!
 //! The call task drains its trace every second of caller audio ([`DRAIN_AUDIO_BYTES`], or
 //! [`DRAIN_EVENTS`] events, whichever first) and hands the slice to this call's spool task
-//! through a bounded queue ([`QUEUE_SLICES`]); the task appends it, in `spawn_blocking`, to
-//! three files under `<recordings.base_dir>/.traces/`: `call-<id>.events` and
-//! `call-<id>.decisions` (JSON lines) and `call-<id>.audio` (raw µ-law). When the call ends the
-//! rest of the trace joins what was spooled, off the call path; the whole trace is encoded and
-//! stored as before ([`Trace::to_bytes`]) and the files are removed. Owner-only files (0600):
-//! the trace holds the caller's voice.
+//! through a bounded queue ([`QUEUE_SLICES`]); the task appends it, on the process's spool
+//! thread ([`super::spool_thread`]), to three files under `<recordings.base_dir>/.traces/`:
+//! `call-<id>.events` and `call-<id>.decisions` (JSON lines) and `call-<id>.audio` (raw µ-law).
+//! When the call ends the rest of the trace joins what was spooled, off the call path; the whole
+//! trace is encoded and stored as before ([`Trace::to_bytes`]) and the files are removed.
+//! Owner-only files (0600): the trace holds the caller's voice.
 //!
 //! Traces are put back together and compressed one at a time ([`FINISHING`]; the upload and
 //! the row that follow are not in turn): calls that end
@@ -67,7 +67,7 @@ pub enum SpoolError {
     /// A slice or the whole trace could not be encoded.
     #[error("call trace encoding: {0}")]
     Encode(String),
-    /// The spool task's blocking write panicked or was cancelled.
+    /// The spool's blocking write panicked, or its reading back was cancelled.
     #[error("call trace spool task: {0}")]
     Task(String),
 }
@@ -281,7 +281,7 @@ async fn write_slices(
         let work = std::mem::take(&mut batch);
         let dir = dir.clone();
         let held = files.take();
-        let (written, work) = tokio::task::spawn_blocking(move || {
+        let (written, work) = super::spool_thread::run(move || {
             let result = (|| {
                 let mut f = match held {
                     Some(f) => f,
