@@ -72,7 +72,7 @@ pub fn compress(
 ) -> Result<Compressed, TraceStorageError> {
     let key = key(org_id, call_id);
     let local = storage.base_dir().join(&key);
-    compress_to(&local, encoded)?;
+    compress_to(&local, &part_path(storage.base_dir(), call_id), encoded)?;
     Ok(Compressed {
         org_id,
         call_id,
@@ -176,27 +176,36 @@ pub async fn load(
     Ok(Some(bytes))
 }
 
-/// Compresses `encoded` into `path` (owner-only, parents created): written as `<path>.part`
-/// and renamed, so a crash never leaves a truncated trace under the final name.
-fn compress_to(path: &Path, encoded: &[u8]) -> Result<(), TraceStorageError> {
+/// Where call `call_id`'s trace is compressed before it is renamed into place: in the spool
+/// folder (`<base>/.traces/`), whose files nobody has written to for ten minutes are removed at
+/// start, so a crash mid-compression leaves nothing that is never collected. Call ids are unique
+/// across organisations; the folder is on the same file system as the final name.
+fn part_path(base_dir: &Path, call_id: i64) -> PathBuf {
+    base_dir
+        .join(crate::call::trace_spool::TRACE_DIR)
+        .join(format!("call-{call_id}.trace.deflate.part"))
+}
+
+/// Compresses `encoded` into `path` (owner-only, parents created): written as `part` and
+/// renamed, so a crash never leaves a truncated trace under the final name.
+fn compress_to(path: &Path, part: &Path, encoded: &[u8]) -> Result<(), TraceStorageError> {
     let io = |source| TraceStorageError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
+    for dir in [path.parent(), part.parent()].into_iter().flatten() {
         create_private_dir_all(dir).map_err(io)?;
     }
-    let part = path.with_extension("deflate.part");
     let written = (|| {
-        let file = create_private_file(&part)?;
+        let file = create_private_file(part)?;
         // The encoder buffers its output (32 KiB), so the file needs no buffer of its own.
         let mut enc = switchboard_store::deflate_trace_writer(file);
         enc.write_all(encoded)?;
         enc.finish()?;
-        std::fs::rename(&part, path)
+        std::fs::rename(part, path)
     })();
     if written.is_err() {
-        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(part);
     }
     written.map_err(io)
 }
@@ -209,8 +218,10 @@ mod tests {
     fn a_compressed_trace_file_inflates_to_what_was_written_and_leaves_no_part() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join(key(3, 9));
+        let part = part_path(dir.path(), 9);
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
-        compress_to(&path, &data).expect("written");
+        compress_to(&path, &part, &data).expect("written");
+        assert!(!part.exists());
         let compressed = std::fs::read(&path).expect("read");
         assert!(compressed.len() < data.len() / 10, "{}", compressed.len());
         assert_eq!(
@@ -231,6 +242,21 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_compression_cut_short_by_a_crash_is_swept_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let part = part_path(dir.path(), 11);
+        create_private_dir_all(part.parent().expect("dir")).expect("spool dir");
+        let file = create_private_file(&part).expect("part");
+        let long_ago = std::time::SystemTime::now()
+            - crate::call::trace_spool::STALE_AFTER
+            - std::time::Duration::from_secs(60);
+        file.set_modified(long_ago).expect("mtime");
+        drop(file);
+        assert_eq!(crate::call::trace_spool::remove_stale(dir.path()), 1);
+        assert!(!part.exists());
     }
 
     #[test]
