@@ -2,7 +2,8 @@
 # Checks the deployment files in deploy/ with tools from PyPI (installed once into a venv under
 # target/): the Kubernetes manifests against the API schemas (strict: unknown fields refused),
 # the compose file against the Compose Specification schema, YAML syntax and style, and the
-# Dockerfile's shape (multi-stage, pinned bases, an unprivileged final user), and the Grafana
+# Dockerfile's shape (multi-stage, pinned bases, an unprivileged final user), that a draining
+# pod's liveness probe and termination grace period outlast its drain, and the Grafana
 # dashboard: valid JSON whose queries name only series the engine declares
 # (crates/server/src/metrics/names.rs; the observability test checks /metrics renders them after
 # a call). Run by ./scripts/test.sh; usable alone.
@@ -45,6 +46,39 @@ for i in d.structure:
 if problems:
     sys.exit(f"{path}: " + "; ".join(problems))
 print(f"{path}: ok ({len(froms)} stages, final user {users[-1]})")
+PY
+"$venv/bin/python" - deploy/k8s/switchboard.yaml <<'PY'
+# A draining pod must never be killed while it may still be finishing calls: the liveness
+# failures it takes to kill, and the termination grace period, must both outlast the drain
+# (drain_grace_s + drain_timeout_s, as the container's environment sets them).
+import sys, yaml
+
+path = sys.argv[1]
+problems = []
+for doc in yaml.safe_load_all(open(path)):
+    if not doc or doc.get("kind") != "Deployment":
+        continue
+    pod = doc["spec"]["template"]["spec"]
+    for c in pod["containers"]:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        try:
+            drain = int(env["SWITCHBOARD_SERVER__DRAIN_GRACE_S"]) + int(
+                env["SWITCHBOARD_SERVER__DRAIN_TIMEOUT_S"])
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{c['name']}: drain grace and timeout not both set in env")
+            continue
+        live = c.get("livenessProbe")
+        if live:
+            kill_after = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
+            if kill_after <= drain:
+                problems.append(
+                    f"{c['name']}: liveness kills after {kill_after} s, within the {drain} s drain")
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if grace <= drain:
+            problems.append(f"terminationGracePeriodSeconds {grace} is not longer than the {drain} s drain")
+if problems:
+    sys.exit(f"{path}: " + "; ".join(problems))
+print(f"{path}: ok (probes and grace period outlast the drain)")
 PY
 python3 - deploy/grafana/switchboard.json crates/server/src/metrics/names.rs <<'PY'
 import json, re, sys
