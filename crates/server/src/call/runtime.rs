@@ -558,9 +558,11 @@ impl Call {
             }
             // Biased: a wake polls the branches in this order and stops at the first ready one,
             // instead of a random start that polls half the ten on average. Call control and the
-            // core's deadline first, so a caller flooding the media socket cannot hold off a
-            // terminate or the maximum duration; then by frequency (caller media 50 a second,
-            // reply audio and transcripts several, the rest rare).
+            // timers first (the core's deadline, the background sound's next frames), so neither
+            // a burst of reply audio nor a caller flooding the media socket holds off a
+            // terminate, the maximum duration or the background under the speech; then by
+            // frequency (caller media 50 a second, reply audio and transcripts several, the rest
+            // rare).
             tokio::select! {
                 biased;
                 // A closed queue (no sender left) disables the branch rather than spinning.
@@ -568,6 +570,11 @@ impl Call {
                 _ = &mut timer, if deadline != never => {
                     let now = self.now();
                     self.core.handle(Event::Timeout, now);
+                }
+                _ = &mut fill_timer, if fill_at != never => {
+                    if let Flow::End(o) = self.send_background(socket).await {
+                        break o;
+                    }
                 }
                 msg = socket.recv() => {
                     match msg {
@@ -623,11 +630,6 @@ impl Call {
                 }, if self.background_rx.is_some() => {
                     self.background_rx = None;
                     self.on_background_loaded(loaded);
-                }
-                _ = &mut fill_timer, if fill_at != never => {
-                    if let Flow::End(o) = self.send_background(socket).await {
-                        break o;
-                    }
                 }
                 Some(done) = self.tool_tasks.done.recv() => self.on_tool_done(*done),
                 Some((request, incomplete)) = self.verdicts.recv() => {
