@@ -88,9 +88,9 @@ impl Reframer {
                 if self.spare.is_none() {
                     self.spare = emptied;
                 }
+                self.release_if_drained();
             }
         }
-        self.release_if_drained();
     }
 
     /// Once nothing is buffered, the block list gives back the room a long reply made it take
