@@ -399,6 +399,10 @@ pub struct TwilioSettings {
     /// Seconds a warm transfer waits for the agent to take the call (ringing, briefing and
     /// their answer included) before it counts as no answer.
     pub warm_transfer_timeout_s: u64,
+    /// ms between reads of a call's media socket when nothing else wakes the call (0 or 20:
+    /// every message wakes it as it comes). Whole 20 ms frames, at most 100; each message
+    /// waits up to this long (`call::media_rounds`).
+    pub media_read_round_ms: u32,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -415,6 +419,7 @@ impl fmt::Debug for TwilioSettings {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("stream_start_timeout_s", &self.stream_start_timeout_s)
             .field("warm_transfer_timeout_s", &self.warm_transfer_timeout_s)
+            .field("media_read_round_ms", &self.media_read_round_ms)
             .finish()
     }
 }
@@ -926,6 +931,12 @@ impl Settings {
         if self.database.url.trim().is_empty() {
             return Err(SettingsError::Invalid("database.url is empty".into()));
         }
+        let round = self.twilio.media_read_round_ms;
+        if round > 100 || !round.is_multiple_of(20) {
+            return Err(SettingsError::Invalid(format!(
+                "twilio.media_read_round_ms must be 0 to 100 in whole 20 ms frames, not {round}"
+            )));
+        }
         let p = &self.providers;
         if !(20..=100).contains(&p.stt_audio_batch_ms) {
             return Err(SettingsError::Invalid(format!(
@@ -1012,6 +1023,21 @@ mod tests {
         assert!(!applied.warm_transfer_hold_tone, "silence: no hold tone");
         settings.tools.max_rounds = 0;
         assert!(settings.check().is_err(), "at least one round");
+    }
+
+    #[test]
+    fn media_read_rounds_are_whole_frames_up_to_100_ms() {
+        let mut s = Settings::defaults().expect("defaults parse");
+        assert_eq!(s.twilio.media_read_round_ms, 40);
+        for ok in [0, 20, 60, 100] {
+            s.twilio.media_read_round_ms = ok;
+            assert!(s.check().is_ok(), "{ok}");
+        }
+        for bad in [30, 120] {
+            s.twilio.media_read_round_ms = bad;
+            let e = s.check().expect_err("refused").to_string();
+            assert!(e.contains("twilio.media_read_round_ms"), "{e}");
+        }
     }
 
     #[test]

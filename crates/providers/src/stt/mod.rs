@@ -452,11 +452,12 @@ impl SttSession {
         if self.held_frames < self.batch_frames {
             return true;
         }
-        self.flush_audio()
+        self.send_held_audio()
     }
 
-    /// Hands the held audio to the socket task; false when its queue was full.
-    fn flush_audio(&mut self) -> bool {
+    /// Hands the audio held for its batch to the socket task now (a caller that reads its
+    /// audio in rounds sends each round as one piece); false when its queue was full.
+    pub fn send_held_audio(&mut self) -> bool {
         if self.held_frames == 0 {
             return true;
         }
@@ -492,7 +493,7 @@ impl SttSession {
     /// `events`), then the socket closes. Waits at most `close_timeout_ms`. Keep draining
     /// `events` afterwards to read the last results; the channel then ends.
     pub async fn close(&mut self) {
-        self.flush_audio();
+        self.send_held_audio();
         let (tx, rx) = oneshot::channel();
         if self.control.send(SttControl::Close(tx)).is_err() {
             return;

@@ -6,6 +6,7 @@ pub mod call_data;
 pub mod custom_tool;
 pub mod disclosure;
 pub mod knowledge_tool;
+pub mod media_rounds;
 pub mod recording;
 pub mod recovery;
 pub mod registry;

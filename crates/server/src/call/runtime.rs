@@ -48,6 +48,7 @@ use tracing::Instrument as _;
 
 use super::call_data::CallDataSink;
 use super::knowledge_tool;
+use super::media_rounds;
 use super::recording::{
     CallRecorder, RecordingJob, RecordingPlan, SpoolWriter, WRITER_QUEUE_BLOCKS, run_writer,
 };
@@ -248,6 +249,9 @@ struct Call {
     audio_writer: Option<(RecordingJob, bool)>,
     /// Messages were fed to the Twilio socket since its last flush.
     unflushed: bool,
+    /// The media socket is read in rounds of this length rather than on every message
+    /// (`call::media_rounds`).
+    media_round: Option<Duration>,
     providers_used: ProvidersUsed,
     /// What the call adds to `/metrics`, per turn and at its end.
     tally: CallTally,
@@ -491,6 +495,7 @@ impl Call {
             audio,
             audio_writer,
             unflushed: false,
+            media_round: media_rounds::round(state.settings.twilio.media_read_round_ms),
             bad_messages: 0,
             stt_open: true,
             tts_open: true,
@@ -529,6 +534,10 @@ impl Call {
         tokio::pin!(timer);
         let fill_timer = tokio::time::sleep_until(never);
         tokio::pin!(fill_timer);
+        // In rounds, the media socket is read whenever the task wakes and at least this often.
+        let round = self.media_round.unwrap_or(NO_DEADLINE);
+        let media_timer = tokio::time::sleep_until(never);
+        tokio::pin!(media_timer);
         let outcome = loop {
             // A barge-in goes out before the actions that carry it out: the cut-off reply's
             // interrupted transcript line and turn follow it on the feed.
@@ -556,6 +565,12 @@ impl Call {
             if fill_timer.deadline() != fill_at {
                 fill_timer.as_mut().reset(fill_at);
             }
+            if self.media_round.is_some() {
+                // Later than before: tokio moves it without touching its timer wheel.
+                media_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + round);
+            }
             // Biased: a wake polls the branches in this order and stops at the first ready one,
             // instead of a random start that polls half the ten on average. Call control and the
             // timers first (the core's deadline, the background sound's next frames), so neither
@@ -576,26 +591,11 @@ impl Call {
                         break o;
                     }
                 }
-                msg = socket.recv() => {
-                    match msg {
-                        Some(Ok(WsMessage::Text(text))) => {
-                            if let Flow::End(o) = self.on_twilio_text(text.as_str()) {
-                                break o;
-                            }
-                        }
-                        Some(Ok(WsMessage::Binary(_))) => self.bad_message("binary frame"),
-                        Some(Ok(WsMessage::Close(_))) | None => {
-                            let now = self.now();
-                            self.core.handle(Event::CallerHungUp, now);
-                            break self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed);
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "media socket error");
-                            let now = self.now();
-                            self.core.handle(Event::CallerHungUp, now);
-                            break self.outcome(CallStatus::Failed, EndedReason::MediaSocketError);
-                        }
+                // Wakes the task for nothing but the read below, which the loop comes back to.
+                _ = &mut media_timer, if self.media_round.is_some() => {}
+                msg = media_rounds::recv(socket, self.media_round.is_some()) => {
+                    if let Flow::End(o) = self.on_media_socket(msg, socket) {
+                        break o;
                     }
                 }
                 ev = self.tts.events.recv(), if self.tts_open => match ev {
@@ -826,6 +826,48 @@ impl Call {
         crate::metrics::count(crate::metrics::names::BAD_MEDIA_MESSAGES);
         if self.bad_messages <= 5 {
             tracing::warn!(call_sid = %self.setup.call_sid, what, "bad media-stream message ignored");
+        }
+    }
+
+    /// What the media socket gave; in rounds, with every message that came with it, the
+    /// caller audio of which then goes to the STT as one piece.
+    fn on_media_socket(
+        &mut self,
+        mut msg: Option<Result<WsMessage, axum::Error>>,
+        socket: &mut WebSocket,
+    ) -> Flow {
+        loop {
+            let flow = match msg {
+                Some(Ok(WsMessage::Text(text))) => self.on_twilio_text(text.as_str()),
+                Some(Ok(WsMessage::Binary(_))) => {
+                    self.bad_message("binary frame");
+                    Flow::Continue
+                }
+                Some(Ok(WsMessage::Close(_))) | None => {
+                    let now = self.now();
+                    self.core.handle(Event::CallerHungUp, now);
+                    Flow::End(
+                        self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+                    )
+                }
+                Some(Ok(_)) => Flow::Continue,
+                Some(Err(e)) => {
+                    tracing::warn!(call_sid = %self.setup.call_sid, error = %e, "media socket error");
+                    let now = self.now();
+                    self.core.handle(Event::CallerHungUp, now);
+                    Flow::End(self.outcome(CallStatus::Failed, EndedReason::MediaSocketError))
+                }
+            };
+            if flow != Flow::Continue || self.media_round.is_none() {
+                return flow;
+            }
+            match media_rounds::ready(socket) {
+                Some(next) => msg = next,
+                None => {
+                    self.stt.send_held_audio();
+                    return Flow::Continue;
+                }
+            }
         }
     }
 
@@ -1241,13 +1283,15 @@ impl Call {
     /// and a frame with its mark cost one write instead of one each).
     async fn drain_actions(&mut self, socket: &mut WebSocket) -> Flow {
         let flow = self.run_actions(socket).await;
-        if flow == Flow::Continue
-            && std::mem::take(&mut self.unflushed)
-            && socket.flush().await.is_err()
-        {
-            return Flow::End(
-                self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
-            );
+        if flow == Flow::Continue && std::mem::take(&mut self.unflushed) {
+            if socket.flush().await.is_err() {
+                return Flow::End(
+                    self.outcome(CallStatus::Completed, EndedReason::CallerHangupSocketClosed),
+                );
+            }
+            if self.media_round.is_some() {
+                media_rounds::forget_writer(socket);
+            }
         }
         flow
     }
