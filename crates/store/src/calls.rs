@@ -10,8 +10,9 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::call_data::AnyQuery;
+use crate::call_data::{AnyQuery, placeholders};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 macro_rules! call_cols {
     () => {
@@ -781,55 +782,82 @@ impl Store {
     }
 }
 
+/// Columns of a transcript row, in the order [`bind_transcript`] binds them.
+pub(crate) const TRANSCRIPT_COLUMNS: &str =
+    "call_id, role, content, start_ms, end_ms, confidence, is_final, interrupted, created_at";
+
 /// `INSERT` of one transcript segment, `RETURNING id`.
 pub(crate) fn insert_transcript(call_id: i64, t: &NewTranscript) -> AnyQuery<'_> {
-    sqlx::query(
-        "INSERT INTO transcripts (call_id, role, content, start_ms, end_ms, confidence, \
-         is_final, interrupted, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         RETURNING id",
-    )
-    .bind(call_id)
-    .bind(&t.role)
-    .bind(&t.content)
-    .bind(t.start_ms)
-    .bind(t.end_ms)
-    .bind(t.confidence)
-    .bind(t.is_final)
-    .bind(t.interrupted)
-    .bind(now_ms())
-    // Not cached as a prepared statement: sqlx's Any driver sends a NULL f64 to
-    // PostgreSQL typed as float4 and a present one as float8, and a statement prepared
-    // with one type rejects the other ("incorrect binary data format").
-    .persistent(false)
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO transcripts ({TRANSCRIPT_COLUMNS}) VALUES {} RETURNING id",
+            placeholders(1, TRANSCRIPT_COLUMNS)
+        )
+    });
+    bind_transcript(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())), call_id, t)
+        // Not cached as a prepared statement: sqlx's Any driver sends a NULL f64 to
+        // PostgreSQL typed as float4 and a present one as float8, and a statement prepared
+        // with one type rejects the other ("incorrect binary data format").
+        .persistent(false)
 }
+
+/// Binds one transcript row's [`TRANSCRIPT_COLUMNS`] to `q`.
+pub(crate) fn bind_transcript<'q>(
+    q: AnyQuery<'q>,
+    call_id: i64,
+    t: &'q NewTranscript,
+) -> AnyQuery<'q> {
+    q.bind(call_id)
+        .bind(&t.role)
+        .bind(&t.content)
+        .bind(t.start_ms)
+        .bind(t.end_ms)
+        .bind(t.confidence)
+        .bind(t.is_final)
+        .bind(t.interrupted)
+        .bind(now_ms())
+}
+
+/// Columns of a turn-metric row, in the order [`bind_turn_metric`] binds them.
+pub(crate) const TURN_METRIC_COLUMNS: &str = "call_id, turn_index, user_speech_end_ms, \
+     stt_final_ms, llm_request_ms, llm_first_token_ms, tts_first_byte_ms, first_audio_sent_ms, \
+     playback_done_ms, llm_provider, stt_provider, tts_provider, interrupted, extra, created_at";
 
 /// `INSERT` of one turn's latency timeline, `RETURNING id`.
 pub(crate) fn insert_turn_metric(
     call_id: i64,
     m: &NewTurnMetric,
 ) -> Result<AnyQuery<'_>, StoreError> {
-    Ok(sqlx::query(
-        "INSERT INTO turn_metrics (call_id, turn_index, user_speech_end_ms, stt_final_ms, \
-         llm_request_ms, llm_first_token_ms, tts_first_byte_ms, first_audio_sent_ms, \
-         playback_done_ms, llm_provider, stt_provider, tts_provider, interrupted, extra, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         RETURNING id",
-    )
-    .bind(call_id)
-    .bind(m.turn_index)
-    .bind(m.user_speech_end_ms)
-    .bind(m.stt_final_ms)
-    .bind(m.llm_request_ms)
-    .bind(m.llm_first_token_ms)
-    .bind(m.tts_first_byte_ms)
-    .bind(m.first_audio_sent_ms)
-    .bind(m.playback_done_ms)
-    .bind(m.llm_provider.as_deref())
-    .bind(m.stt_provider.as_deref())
-    .bind(m.tts_provider.as_deref())
-    .bind(m.interrupted)
-    .bind(json_text(&m.extra)?)
-    .bind(now_ms()))
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO turn_metrics ({TURN_METRIC_COLUMNS}) VALUES {} RETURNING id",
+            placeholders(1, TURN_METRIC_COLUMNS)
+        )
+    });
+    bind_turn_metric(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())), call_id, m)
+}
+
+/// Binds one turn-metric row's [`TURN_METRIC_COLUMNS`] to `q`.
+pub(crate) fn bind_turn_metric<'q>(
+    q: AnyQuery<'q>,
+    call_id: i64,
+    m: &'q NewTurnMetric,
+) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(call_id)
+        .bind(m.turn_index)
+        .bind(m.user_speech_end_ms)
+        .bind(m.stt_final_ms)
+        .bind(m.llm_request_ms)
+        .bind(m.llm_first_token_ms)
+        .bind(m.tts_first_byte_ms)
+        .bind(m.first_audio_sent_ms)
+        .bind(m.playback_done_ms)
+        .bind(m.llm_provider.as_deref())
+        .bind(m.stt_provider.as_deref())
+        .bind(m.tts_provider.as_deref())
+        .bind(m.interrupted)
+        .bind(json_text(&m.extra)?)
+        .bind(now_ms()))
 }
 
 /// `UPDATE` of the organisation's call's end-of-call metrics (no row: not its call).

@@ -12,6 +12,7 @@ store_tests!(
     a_batch_stores_every_row_of_the_call,
     one_batch_holds_the_rows_of_several_calls,
     rows_for_another_organisations_call_are_skipped,
+    a_batch_of_many_inserts_keeps_every_row_in_order,
     a_batch_for_a_call_that_does_not_exist_fails_whole
 );
 
@@ -119,6 +120,52 @@ async fn one_batch_holds_the_rows_of_several_calls(ctx: Ctx) {
     assert_eq!(texts(cb).await, ["first of b"]);
     assert_eq!(s.list_turn_metrics(cb).await.expect("turns").len(), 1);
     assert!(s.list_turn_metrics(ca).await.expect("turns").is_empty());
+}
+
+async fn a_batch_of_many_inserts_keeps_every_row_in_order(ctx: Ctx) {
+    // Transcripts and turn metrics go in as multi-row INSERTs of up to 64 rows: 150 of each,
+    // of two calls interleaved, with NULL and present confidences mixed, take three each.
+    let s = &ctx.store;
+    let org = s.ensure_organization("alpha").await.expect("org").id;
+    let (a, b) = (call(s, org, "CAlong01").await, call(s, org, "CAlong02").await);
+    let mut rows = Vec::new();
+    for i in 0..150 {
+        let c = if i % 3 == 0 { b } else { a };
+        let mut t = transcript("user", &format!("line {i}"), 0);
+        if let CallData::Transcript(t) = &mut t {
+            t.confidence = (i % 2 == 0).then_some(0.5);
+        }
+        rows.extend(of(org, c, &[t, turn(i)]));
+    }
+    assert_eq!(s.record_call_data(&rows).await.expect("batch"), 0);
+    let texts: Vec<String> = s
+        .list_transcripts(a)
+        .await
+        .expect("transcripts")
+        .into_iter()
+        .map(|t| t.content)
+        .collect();
+    let want: Vec<String> = (0..150)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("line {i}"))
+        .collect();
+    assert_eq!(texts, want, "every line of a, in the order sent");
+    let turns: Vec<i64> = s
+        .list_turn_metrics(b)
+        .await
+        .expect("turns")
+        .iter()
+        .map(|t| t.turn_index)
+        .collect();
+    assert_eq!(turns, (0..150).step_by(3).collect::<Vec<i64>>());
+    let confidences: Vec<Option<f64>> = s
+        .list_transcripts(b)
+        .await
+        .expect("transcripts")
+        .into_iter()
+        .map(|t| t.confidence)
+        .collect();
+    assert_eq!(confidences[..2], [Some(0.5), None], "lines 0 and 3");
 }
 
 async fn rows_for_another_organisations_call_are_skipped(ctx: Ctx) {

@@ -6,19 +6,27 @@
 //! statement and a WAL append per commit). A profile of 300 recorded calls
 //! (`perf record --call-graph dwarf` on the engine) had 11.5 % of the engine's samples on the
 //! SQLite worker thread. One writer takes everything queued since its last write, from all
-//! calls, and stores it in one transaction; under load the batches grow, at rest a row is
-//! written at once. It also holds one pool connection at a time, leaving the others to the
-//! webhooks.
+//! calls, and stores it in one transaction; at rest a row is written at once, and after each
+//! write the writer lets [`GATHER`] pass (cut short by a call that waits for its rows) so that
+//! under load one write takes every row of that time: transcripts and turn metrics then go in
+//! as a few multi-row inserts (`Store::record_call_data`). It also holds one pool connection at
+//! a time, leaving the others to the webhooks.
 //!
 //! Rows of one call stay in order (one queue). A call that ends asks for a [`CallDataSink::flushed`]
 //! marker and waits for it, so the end-of-call webhook finds its rows stored. A batch that fails
 //! is retried row by row: one bad row does not cost the others.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use switchboard_store::{CallData, CallDataRow, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Most queue entries taken into one transaction.
 const MAX_BATCH: usize = 256;
+/// How long the writer lets rows gather after a write. Rows are read back by the API and
+/// reports, never by a live call, and a call that waits for its rows cuts it short.
+const GATHER: Duration = Duration::from_millis(100);
 
 enum Queued {
     Row(CallDataRow),
@@ -30,6 +38,7 @@ enum Queued {
 #[derive(Debug, Clone)]
 pub struct CallDataWriter {
     tx: mpsc::UnboundedSender<Queued>,
+    hurry: Arc<Notify>,
 }
 
 impl CallDataWriter {
@@ -37,8 +46,9 @@ impl CallDataWriter {
     /// sink and this handle are dropped.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx));
-        CallDataWriter { tx }
+        let hurry = Arc::new(Notify::new());
+        tokio::spawn(run(store, rx, hurry.clone()));
+        CallDataWriter { tx, hurry }
     }
 
     /// The sink of the organisation's call `call_id`.
@@ -47,6 +57,7 @@ impl CallDataWriter {
             org_id,
             call_id,
             tx: self.tx.clone(),
+            hurry: self.hurry.clone(),
         }
     }
 }
@@ -57,6 +68,8 @@ pub struct CallDataSink {
     org_id: i64,
     call_id: i64,
     tx: mpsc::UnboundedSender<Queued>,
+    /// Ends the writer's gathering pause early.
+    hurry: Arc<Notify>,
 }
 
 impl CallDataSink {
@@ -73,12 +86,13 @@ impl CallDataSink {
     pub async fn flushed(&self) {
         let (done, written) = oneshot::channel();
         if self.tx.send(Queued::Flush(done)).is_ok() {
+            self.hurry.notify_one();
             let _ = written.await;
         }
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>, hurry: Arc<Notify>) {
     let mut queued = Vec::new();
     let mut rows = Vec::new();
     let mut flushes = Vec::new();
@@ -95,6 +109,10 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>) {
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(GATHER) => {}
+            () = hurry.notified() => {}
         }
     }
 }
