@@ -127,7 +127,10 @@ async fn a_batch_of_many_inserts_keeps_every_row_in_order(ctx: Ctx) {
     // of two calls interleaved, with NULL and present confidences mixed, take three each.
     let s = &ctx.store;
     let org = s.ensure_organization("alpha").await.expect("org").id;
-    let (a, b) = (call(s, org, "CAlong01").await, call(s, org, "CAlong02").await);
+    let (a, b) = (
+        call(s, org, "CAlong01").await,
+        call(s, org, "CAlong02").await,
+    );
     let mut rows = Vec::new();
     for i in 0..150 {
         let c = if i % 3 == 0 { b } else { a };
