@@ -283,6 +283,10 @@ impl Store {
                 create_private_db_file(&path)?;
                 let pool = base
                     .max_connections(options.max_connections.unwrap_or(8))
+                    // A ping before each acquire is a round trip to the connection's worker
+                    // thread, and a connection to a local file cannot have gone away (at 500
+                    // calls, ~170 a second of the SQLite threads' switches; PERFORMANCE.md).
+                    .test_before_acquire(false)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
                             sqlx::query("PRAGMA journal_mode = WAL")
