@@ -51,12 +51,17 @@ impl Store {
     pub async fn record_call_data(&self, rows: &[CallDataRow]) -> Result<usize, StoreError> {
         let mut transcripts = Vec::new();
         let mut turns = Vec::new();
-        let mut others = Vec::new();
+        // Metrics and tool executions check the call's organisation: one statement each.
+        let mut checked = Vec::new();
         for row in rows {
+            let (org_id, call_id) = (row.org_id, row.call_id);
             match &row.data {
-                CallData::Transcript(t) => transcripts.push((row.call_id, &**t)),
-                CallData::TurnMetric(m) => turns.push((row.call_id, &**m)),
-                CallData::Metrics(_) | CallData::ToolExecution(_) => others.push(row),
+                CallData::Transcript(t) => transcripts.push((call_id, &**t)),
+                CallData::TurnMetric(m) => turns.push((call_id, &**m)),
+                CallData::Metrics(m) => checked.push(update_call_metrics(org_id, call_id, m)?),
+                CallData::ToolExecution(e) => {
+                    checked.push(insert_tool_execution(org_id, call_id, e)?)
+                }
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -77,15 +82,8 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        // Metrics and tool executions check the call's organisation: one statement each.
         let mut skipped = 0;
-        for row in others {
-            let (org_id, call_id) = (row.org_id, row.call_id);
-            let query = match &row.data {
-                CallData::Metrics(m) => update_call_metrics(org_id, call_id, m)?,
-                CallData::ToolExecution(e) => insert_tool_execution(org_id, call_id, e)?,
-                CallData::Transcript(_) | CallData::TurnMetric(_) => continue,
-            };
+        for query in checked {
             if query.execute(&mut *tx).await?.rows_affected() == 0 {
                 skipped += 1;
             }

@@ -18,8 +18,8 @@
 //! any other wake) reads it. tokio-tungstenite hands a read wake-up to the last writer's waker
 //! too, so after a flush the writer's waker is replaced by the same do-nothing one.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -35,11 +35,10 @@ pub(crate) fn round(media_read_round_ms: u32) -> Option<Duration> {
 /// The next message from the media socket; in rounds (`quiet`) an arrival does not wake the
 /// task, which must then come back by a timer. Cancel-safe, like `StreamExt::next`.
 pub(crate) async fn recv<S: Stream + Unpin>(socket: &mut S, quiet: bool) -> Option<S::Item> {
-    let mut next = pin!(socket.next());
     if !quiet {
-        return next.await;
+        return socket.next().await;
     }
-    poll_fn(|_| next.as_mut().poll(&mut Context::from_waker(Waker::noop()))).await
+    poll_fn(|_| ready(socket).map_or(Poll::Pending, Poll::Ready)).await
 }
 
 /// The next message if one has arrived, without waiting or leaving a waker: the rest of a
@@ -62,6 +61,8 @@ pub(crate) fn forget_writer<S: Sink<M> + Unpin, M>(socket: &mut S) {
 mod tests {
     use super::*;
     use futures::SinkExt as _;
+    use std::future::Future;
+    use std::pin::pin;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
