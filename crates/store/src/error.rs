@@ -36,6 +36,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the failure is the database's state rather than the request's: the connection
+    /// broke or could not be made, the pool had no connection in time, the server is shutting
+    /// down or out of resources, or (SQLite) another writer held the lock too long. The same
+    /// request may succeed later; anything else (a constraint, a decoding error) will fail
+    /// again the same way.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+            _ => false,
+        }
+    }
+
     /// Turns a unique-constraint violation into [`StoreError::Conflict`] with `what` as message;
     /// any other error is wrapped unchanged.
     pub(crate) fn from_unique(err: sqlx::Error, what: &str) -> StoreError {
@@ -45,5 +65,45 @@ impl StoreError {
             return StoreError::Conflict(what.to_owned());
         }
         StoreError::Database(err)
+    }
+}
+
+/// Whether a database error code says "try again later": PostgreSQL SQLSTATE classes 08
+/// (connection exception) and 53 (insufficient resources), 57P01-57P03 (the server shutting
+/// down or not yet accepting), 40001 / 40P01 (serialisation failure, deadlock); SQLite's
+/// primary codes 5 (`SQLITE_BUSY`) and 6 (`SQLITE_LOCKED`), which sqlx reports as the decimal
+/// extended code (its low byte is the primary code). A SQLSTATE is always five characters and
+/// SQLite's extended codes stay under 10 000, so the length tells them apart.
+fn transient_code(code: &str) -> bool {
+    if code.len() != 5 {
+        return code
+            .parse::<u32>()
+            .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6));
+    }
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_states_are_transient_and_request_faults_are_not() {
+        for code in [
+            "08006", "08001", "53300", "57P01", "40P01", "5", "517", "6", "262",
+        ] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in ["23505", "23503", "42P01", "19", "1", "2067", "22P02"] {
+            assert!(!transient_code(code), "{code}");
+        }
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::Database(sqlx::Error::Io(io)).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::PoolClosed).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::NotFound.is_transient());
     }
 }

@@ -107,6 +107,9 @@ pub struct StoreOptions {
     /// at a time anyway), always 1 for `sqlite::memory:` (each connection would otherwise see
     /// its own empty database).
     pub max_connections: Option<u32>,
+    /// How long a request waits for a pooled connection (including connecting a new one)
+    /// before it fails with `PoolTimedOut`. Default: 10 s.
+    pub acquire_timeout: Option<Duration>,
 }
 
 /// Handle to the database: a connection pool. Cheap to clone (an `Arc` inside); share one per
@@ -250,7 +253,11 @@ impl Store {
     /// [`Store::connect`] with pool tuning.
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let base = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_S));
+        let base = AnyPoolOptions::new().acquire_timeout(
+            options
+                .acquire_timeout
+                .unwrap_or(Duration::from_secs(ACQUIRE_TIMEOUT_S)),
+        );
         let (pool, backend) = match classify(url)? {
             Target::Postgres => {
                 let pool = base

@@ -24,6 +24,7 @@ pub mod speechmatics;
 pub mod stack;
 pub mod stt_common;
 pub mod synth;
+pub mod tcp_proxy;
 mod tcp_server;
 pub mod telnyx_stt;
 pub mod tls;

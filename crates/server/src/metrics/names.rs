@@ -62,6 +62,12 @@ pub const FRAME_LATENESS: &str = "switchboard_frame_lateness_seconds";
 /// Caller speech onset → `clear` sent, per confirmed barge-in (s).
 pub const INTERRUPTION_REACTION: &str = "switchboard_interruption_reaction_seconds";
 
+/// Call-data rows (transcripts, turn metrics, tool executions) given up: refused by the
+/// database, or arriving while the writer already held its limit during an outage.
+pub const CALL_DATA_DROPPED: &str = "switchboard_call_data_dropped_rows_total";
+/// Call-data rows taken by the writer and not yet stored (grows while the database is away).
+pub const CALL_DATA_HELD: &str = "switchboard_call_data_held_rows";
+
 /// Every histogram, for the bucket configuration.
 pub const HISTOGRAMS: [&str; 10] = [
     TURN_LATENCY,
@@ -83,7 +89,7 @@ pub const BUCKETS_S: [f64; 16] = [
 ];
 
 /// Counters without labels, served from the start at 0 (so `rate()` sees their first event).
-const UNLABELLED_COUNTERS: [&str; 7] = [
+const UNLABELLED_COUNTERS: [&str; 8] = [
     CALLS_STARTED,
     CALLS_FAILED,
     STREAMS_REFUSED,
@@ -91,6 +97,7 @@ const UNLABELLED_COUNTERS: [&str; 7] = [
     BAD_MEDIA_MESSAGES,
     WEBHOOK_FAILURES,
     BOT_FRAMES,
+    CALL_DATA_DROPPED,
 ];
 
 /// Registers help texts and units with the recorder (shown as `# HELP` lines), and the series
@@ -100,6 +107,7 @@ pub fn describe() {
         counter!(name).increment(0);
     }
     gauge!(LIVE_CALLS).set(0.0);
+    gauge!(CALL_DATA_HELD).set(0.0);
     let counters = [
         (CALLS_STARTED, "Calls whose media stream started."),
         (CALLS_FAILED, "Calls that ended as failed."),
@@ -133,11 +141,20 @@ pub fn describe() {
             "Caller audio frames dropped because the STT socket fell behind.",
         ),
         (BOT_FRAMES, "Bot speech frames (20 ms) sent to Twilio."),
+        (
+            CALL_DATA_DROPPED,
+            "Call-data rows given up: refused by the database, or over the writer's limit while the database was away.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);
     }
     describe_gauge!(LIVE_CALLS, Unit::Count, "Calls live on this instance.");
+    describe_gauge!(
+        CALL_DATA_HELD,
+        Unit::Count,
+        "Call-data rows waiting to be stored."
+    );
     describe_gauge!(
         RUNTIME_ALIVE_TASKS,
         Unit::Count,
