@@ -127,9 +127,12 @@ async fn webhook_url(state: &AppState, call: &CallRow) -> Option<String> {
 
 /// Sends `status-update` for `call`'s current status, if its assistant has a webhook.
 pub async fn status_update(state: &AppState, call: &CallRow) {
-    let Some(url) = webhook_url(state, call).await else {
-        return;
-    };
+    if let Some(url) = webhook_url(state, call).await {
+        send_status_update(state, url, call);
+    }
+}
+
+fn send_status_update(state: &AppState, url: String, call: &CallRow) {
     let body = json!({"message": {
         "type": "status-update",
         "status": call.status,
@@ -137,6 +140,19 @@ pub async fn status_update(state: &AppState, call: &CallRow) {
         "timestamp": ms_to_rfc3339(switchboard_store::now_ms()),
     }});
     deliver(state.clone(), Some(call.id), "status-update", url, body);
+}
+
+/// A call was finished (`call` is its row as written): sends `status-update` when
+/// `status_changed`, then `end-of-call-report` (see [`end_of_call`]), reading the assistant's
+/// webhook URL once for both.
+pub async fn call_finished(state: &AppState, call: &CallRow, status_changed: bool) {
+    let Some(url) = webhook_url(state, call).await else {
+        return;
+    };
+    if status_changed {
+        send_status_update(state, url.clone(), call);
+    }
+    send_end_of_call(state, url, call).await;
 }
 
 /// Sends `end-of-call-report` for a finished call, if its assistant has a webhook.
@@ -149,9 +165,13 @@ pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
     let Ok(Some(call)) = state.store.get_call(org_id, call_id).await else {
         return;
     };
-    let Some(url) = webhook_url(state, &call).await else {
-        return;
-    };
+    if let Some(url) = webhook_url(state, &call).await {
+        send_end_of_call(state, url, &call).await;
+    }
+}
+
+async fn send_end_of_call(state: &AppState, url: String, call: &CallRow) {
+    let (org_id, call_id) = (call.organization_id, call.id);
     let transcripts = state
         .store
         .list_transcripts(call_id)
@@ -184,7 +204,7 @@ pub async fn end_of_call(state: &AppState, org_id: i64, call_id: i64) {
     let body = json!({"message": {
         "type": "end-of-call-report",
         "endedReason": call.ended_reason,
-        "call": call_json(&call),
+        "call": call_json(call),
         "durationSeconds": call.duration_s,
         "transcript": transcript.join("\n"),
         "messages": messages,

@@ -98,7 +98,7 @@ impl Store {
 const ROWS_PER_INSERT: usize = 64;
 
 /// `INSERT INTO <table> (<columns>) VALUES (…), …` for `rows` rows.
-fn insert_many(table: &str, columns: &str, rows: usize) -> String {
+pub(crate) fn insert_many(table: &str, columns: &str, rows: usize) -> String {
     format!(
         "INSERT INTO {table} ({columns}) VALUES {}",
         placeholders(rows, columns)

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::call_data::{AnyQuery, placeholders};
+use crate::call_data::{AnyQuery, insert_many, placeholders};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -347,24 +347,76 @@ impl Store {
         ended_reason: Option<&EndedReason>,
         ended_at_ms: i64,
     ) -> Result<Option<CallRow>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE calls SET status = $2, \
-             ended_reason = COALESCE($3, ended_reason), \
-             duration_s = COALESCE(duration_s, (COALESCE(ended_at, $4) - started_at) / 1000), \
-             ended_at = COALESCE(ended_at, $4), \
-             stream_deadline_at = NULL, \
-             updated_at = $5 \
-             WHERE call_sid = $1 AND organization_id = $6 RETURNING ",
-            call_cols!()
-        ))
-        .bind(call_sid)
-        .bind(status.as_str())
-        .bind(ended_reason.map(EndedReason::as_str))
-        .bind(ended_at_ms)
-        .bind(now_ms())
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let end = Ending {
+            status,
+            ended_reason,
+            ended_at_ms,
+        };
+        self.finish_call_if(org_id, call_sid, &end, false).await
+    }
+
+    /// [`Store::finish_call`], also saying whether the status changed (the caller then sends
+    /// the status webhook). One statement when it did, the usual case for a call the engine
+    /// ends; when it did not, the call is still finished (its reason and end written).
+    pub async fn finish_call_noting_change(
+        &self,
+        org_id: i64,
+        call_sid: &str,
+        status: CallStatus,
+        ended_reason: Option<&EndedReason>,
+        ended_at_ms: i64,
+    ) -> Result<Option<(CallRow, bool)>, StoreError> {
+        let end = Ending {
+            status,
+            ended_reason,
+            ended_at_ms,
+        };
+        if let Some(row) = self.finish_call_if(org_id, call_sid, &end, true).await? {
+            return Ok(Some((row, true)));
+        }
+        let row = self.finish_call_if(org_id, call_sid, &end, false).await?;
+        Ok(row.map(|row| (row, false)))
+    }
+
+    /// The update of [`Store::finish_call`]; with `only_if_changed`, only when the call's
+    /// status is not `end.status` already.
+    async fn finish_call_if(
+        &self,
+        org_id: i64,
+        call_sid: &str,
+        end: &Ending<'_>,
+        only_if_changed: bool,
+    ) -> Result<Option<CallRow>, StoreError> {
+        macro_rules! finish_sql {
+            ($condition:literal) => {
+                concat!(
+                    "UPDATE calls SET status = $2, \
+                     ended_reason = COALESCE($3, ended_reason), \
+                     duration_s = COALESCE(duration_s, (COALESCE(ended_at, $4) - started_at) / 1000), \
+                     ended_at = COALESCE(ended_at, $4), \
+                     stream_deadline_at = NULL, \
+                     updated_at = $5 \
+                     WHERE call_sid = $1 AND organization_id = $6",
+                    $condition,
+                    " RETURNING ",
+                    call_cols!()
+                )
+            };
+        }
+        let sql = if only_if_changed {
+            finish_sql!(" AND status <> $2")
+        } else {
+            finish_sql!("")
+        };
+        let row = sqlx::query(sql)
+            .bind(call_sid)
+            .bind(end.status.as_str())
+            .bind(end.ended_reason.map(EndedReason::as_str))
+            .bind(end.ended_at_ms)
+            .bind(now_ms())
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(call_from_row).transpose()
     }
 
@@ -588,23 +640,35 @@ impl Store {
     /// [`Store::add_transcript`] (same rule for the id). `path_or_url` stays internal: the API
     /// shows the recording's id and play URL, never where it is stored. Returns the new id.
     pub async fn add_recording(&self, call_id: i64, r: &NewRecording) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO recordings (call_id, kind, format, path_or_url, duration_ms, size_bytes, \
-             sample_rate, partial, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             RETURNING id",
-        )
-        .bind(call_id)
-        .bind(&r.kind)
-        .bind(&r.format)
-        .bind(&r.path_or_url)
-        .bind(r.duration_ms)
-        .bind(r.size_bytes)
-        .bind(r.sample_rate)
-        .bind(r.partial)
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES {} RETURNING id",
+                placeholders(1, RECORDING_COLUMNS)
+            )
+        });
+        let q = bind_recording(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())), call_id, r);
+        let row = q.fetch_one(&self.pool).await?;
         Ok(row.try_get("id")?)
+    }
+
+    /// [`Store::add_recording`] for every file of a call in one statement (an ending call's
+    /// user, assistant and mixed tracks: one round trip instead of three), in order.
+    pub async fn add_recordings(
+        &self,
+        call_id: i64,
+        files: &[NewRecording],
+    ) -> Result<(), StoreError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        // Only our own column names and numbered placeholders are formatted in.
+        let sql = insert_many("recordings", RECORDING_COLUMNS, files.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for r in files {
+            q = bind_recording(q, call_id, r);
+        }
+        q.execute(&self.pool).await?;
+        Ok(())
     }
 
     /// A call's recordings in insertion order.
@@ -815,6 +879,31 @@ pub(crate) fn bind_transcript<'q>(
         .bind(t.confidence)
         .bind(t.is_final)
         .bind(t.interrupted)
+        .bind(now_ms())
+}
+
+/// How a call ends ([`Store::finish_call`]'s arguments).
+struct Ending<'a> {
+    status: CallStatus,
+    ended_reason: Option<&'a EndedReason>,
+    /// Unix ms.
+    ended_at_ms: i64,
+}
+
+/// Columns of a recording row, in the order [`bind_recording`] binds them.
+const RECORDING_COLUMNS: &str = "call_id, kind, format, path_or_url, duration_ms, size_bytes, \
+     sample_rate, partial, created_at";
+
+/// Binds one recording row's [`RECORDING_COLUMNS`] to `q`.
+fn bind_recording<'q>(q: AnyQuery<'q>, call_id: i64, r: &'q NewRecording) -> AnyQuery<'q> {
+    q.bind(call_id)
+        .bind(&r.kind)
+        .bind(&r.format)
+        .bind(&r.path_or_url)
+        .bind(r.duration_ms)
+        .bind(r.size_bytes)
+        .bind(r.sample_rate)
+        .bind(r.partial)
         .bind(now_ms())
 }
 

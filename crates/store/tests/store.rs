@@ -598,7 +598,7 @@ async fn numbers_isolation_and_release(ctx: Ctx) {
 
 async fn call_lifecycle(ctx: Ctx) {
     let s = ctx.store;
-    let (a, _) = two_orgs(&s).await;
+    let (a, b) = two_orgs(&s).await;
     let a1 = assistant(&s, a, "a1", true).await;
     let mut nc = new_call(a, Some(a1), "CA1", "+15550001", "+15550002");
     nc.status = CallStatus::Ringing;
@@ -724,6 +724,50 @@ async fn call_lifecycle(ctx: Ctx) {
             .await
             .unwrap()
             .is_none()
+    );
+
+    // Finishing says whether the status changed, and finishes the call either way.
+    s.create_call(&new_call(a, Some(a1), "CA-finish", "+1", "+2"))
+        .await
+        .unwrap();
+    let (c4, changed) = s
+        .finish_call_noting_change(
+            a,
+            "CA-finish",
+            CallStatus::Completed,
+            None,
+            switchboard_store::now_ms(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(changed);
+    assert_eq!(c4.status, CallStatus::Completed);
+    let (c4, changed) = s
+        .finish_call_noting_change(
+            a,
+            "CA-finish",
+            CallStatus::Completed,
+            Some(&EndedReason::CallerHangup),
+            switchboard_store::now_ms(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!changed, "already completed");
+    assert_eq!(c4.ended_reason, Some(EndedReason::CallerHangup));
+    assert!(
+        s.finish_call_noting_change(a, "CA-unknown", CallStatus::Failed, None, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.finish_call_noting_change(b, "CA-finish", CallStatus::Failed, None, 0)
+            .await
+            .unwrap()
+            .is_none(),
+        "another organisation's call is left alone"
     );
     assert_eq!(
         s.get_call(a, c.id).await.unwrap().unwrap().status,
@@ -1342,6 +1386,35 @@ async fn recordings_and_webhook_logs(ctx: Ctx) {
         (recs[0].duration_ms, recs[0].size_bytes, recs[0].sample_rate),
         (12_345, 197_564, 8_000)
     );
+
+    // Several files of a call in one statement, in order, beside the ones already there.
+    let file = |kind: &str| NewRecording {
+        kind: kind.into(),
+        format: "wav".into(),
+        path_or_url: format!("/rec/{kind}-2.wav"),
+        duration_ms: 9_000,
+        size_bytes: 144_044,
+        sample_rate: 16_000,
+        partial: false,
+    };
+    s.add_recordings(c.id, &[file("assistant"), file("mixed"), file("user")])
+        .await
+        .unwrap();
+    s.add_recordings(c.id, &[]).await.unwrap();
+    let recs = s.list_recordings(c.id).await.unwrap();
+    assert_eq!(
+        recs.iter()
+            .map(|r| (r.kind.as_str(), r.sample_rate))
+            .collect::<Vec<_>>(),
+        [
+            ("mixed", 8_000),
+            ("user", 8_000),
+            ("assistant", 16_000),
+            ("mixed", 16_000),
+            ("user", 16_000)
+        ]
+    );
+    assert!(s.list_recordings(other.id).await.unwrap().is_empty());
 
     let log = |attempt: i64, ok: bool| NewWebhookLog {
         event: "end-of-call-report".into(),

@@ -212,8 +212,7 @@ async fn report(state: &AppState, closed: &[CallRow]) {
             call.ended_reason.as_ref(),
             metrics::org_label(state, call.organization_id),
         );
-        crate::webhooks::status_update(state, call).await;
-        crate::webhooks::end_of_call(state, call.organization_id, call.id).await;
+        crate::webhooks::call_finished(state, call, true).await;
     }
 }
 

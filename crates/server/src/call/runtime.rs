@@ -1623,11 +1623,12 @@ fn to_chat_message(m: &switchboard_core::call::Message) -> ChatMessage {
 async fn save_recording(state: &AppState, call_id: i64, writer: RecordingJob, rows: bool) {
     match writer.await {
         Ok(Ok(stored)) if rows => {
-            for s in stored {
-                let row = s.file.to_new_recording(&s.location);
-                if let Err(e) = state.store.add_recording(call_id, &row).await {
-                    tracing::warn!(call_id, error = %e, "could not record a recording row");
-                }
+            let rows: Vec<_> = stored
+                .iter()
+                .map(|s| s.file.to_new_recording(&s.location))
+                .collect();
+            if let Err(e) = state.store.add_recordings(call_id, &rows).await {
+                tracing::warn!(call_id, error = %e, "could not record the recording rows");
             }
         }
         Ok(Ok(_)) => {}

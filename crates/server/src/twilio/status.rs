@@ -98,11 +98,11 @@ pub async fn status(
     {
         Ok(Some(row)) => {
             // One status-update per change (Twilio repeats and reorders callbacks).
-            if row.status != call.status {
-                crate::webhooks::status_update(&state, &row).await;
-            }
+            let changed = row.status != call.status;
             if never_connected {
-                crate::webhooks::end_of_call(&state, row.organization_id, row.id).await;
+                crate::webhooks::call_finished(&state, &row, changed).await;
+            } else if changed {
+                crate::webhooks::status_update(&state, &row).await;
             }
         }
         Ok(None) => tracing::warn!(call_sid = %call_sid, "the call record is gone"),

@@ -269,16 +269,9 @@ async fn finalise(
     call_id: i64,
     outcome: &crate::call::CallOutcome,
 ) {
-    let before = match state.store.get_call(organization_id, call_id).await {
-        Ok(before) => before,
-        Err(e) => {
-            tracing::warn!(call_sid, error = %e, "could not read the call record before finalising it");
-            None
-        }
-    };
     match state
         .store
-        .finish_call(
+        .finish_call_noting_change(
             organization_id,
             call_sid,
             outcome.status,
@@ -287,17 +280,14 @@ async fn finalise(
         )
         .await
     {
-        Ok(Some(row)) => {
-            if before.is_none_or(|b| b.status != row.status) {
-                crate::webhooks::status_update(state, &row).await;
-            }
-        }
+        Ok(Some((row, changed))) => crate::webhooks::call_finished(state, &row, changed).await,
         Ok(None) => tracing::warn!(call_sid, "the ended call's record is gone"),
         Err(e) => {
-            tracing::error!(call_sid, error = %e, "could not finalise the call record")
+            tracing::error!(call_sid, error = %e, "could not finalise the call record");
+            // The report still goes out with what the record holds.
+            crate::webhooks::end_of_call(state, organization_id, call_id).await;
         }
     }
-    crate::webhooks::end_of_call(state, organization_id, call_id).await;
 }
 
 /// Ends the record of a genuine call (of `org_id`) whose stream was refused, and reports it.
@@ -318,9 +308,7 @@ async fn finalise_refused(state: &AppState, org_id: i64, call_sid: &str, reason:
         )
         .await
     {
-        Ok(Some(call)) => {
-            crate::webhooks::end_of_call(state, call.organization_id, call.id).await;
-        }
+        Ok(Some(call)) => crate::webhooks::call_finished(state, &call, false).await,
         Ok(None) => tracing::warn!(call_sid, "the refused call's record is gone"),
         Err(e) => tracing::error!(call_sid, error = %e, "could not finalise a refused call"),
     }
