@@ -310,6 +310,18 @@ pub struct RecordingsSettings {
     /// and transcript but no trace, for less CPU and memory per call (docs/PERFORMANCE.md).
     #[serde(default = "flight_recorder_default")]
     pub flight_recorder: bool,
+    /// Days a recording is kept after it was stored; then its file and row are deleted
+    /// (`crate::retention`). 0 keeps recordings until someone deletes them.
+    #[serde(default)]
+    pub retention_days: u32,
+    /// Days a call trace (flight recorder) is kept after it was stored, then deleted the same
+    /// way. 0 keeps traces forever.
+    #[serde(default = "trace_retention_days_default")]
+    pub trace_retention_days: u32,
+}
+
+fn trace_retention_days_default() -> u32 {
+    30
 }
 
 fn flight_recorder_default() -> bool {
@@ -992,6 +1004,14 @@ mod tests {
         );
         assert_eq!(settings.calls.stale_after_s, 3_900);
         assert_eq!(settings.twilio.stream_start_timeout_s, 30);
+        assert_eq!(
+            (
+                settings.recordings.retention_days,
+                settings.recordings.trace_retention_days
+            ),
+            (0, 30),
+            "recordings kept until deleted, traces 30 days"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod provider_check;
 pub mod rate_limit;
 pub mod recording_storage;
 pub mod replay;
+pub mod retention;
 pub mod routes;
 pub mod secret_key;
 pub mod serve;

@@ -195,6 +195,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
         }
     }
     crate::call::recovery::start(&state).await;
+    crate::retention::spawn(&state);
     crate::knowledge::requeue_interrupted(&state).await;
     crate::knowledge::spawn_claim_sweep(&state);
     crate::twilio::control::spawn_subscriber(&state);

@@ -306,6 +306,65 @@ async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_recording_past_its_retention_leaves_the_bucket_and_the_api() {
+    let Some(endpoint) = common::s3_endpoint("retention") else {
+        return;
+    };
+    let bucket = common::moto_bucket(&endpoint, "sb-retention").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = settings_in(dir.path());
+    common::use_moto_s3(&mut settings, &endpoint, &bucket);
+    let mut ts = TestServer::start_with(settings, String::new()).await;
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("org a");
+    let (call_id, _) = ended_call(&state.store, org).await;
+    let audio = pattern(20_000);
+    let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
+    let location = state
+        .recordings
+        .store_bytes(&key, &audio)
+        .await
+        .expect("stored");
+    let rec_id = add_row(&state.store, call_id, &location, audio.len()).await;
+    let object = format!("{endpoint}/{bucket}/switchboard/{key}");
+    let play = format!("{}/api/v1/calls/{call_id}/recording/{rec_id}/play", ts.base);
+    let status = |url: String, key: Option<String>| async move {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send().await.expect("get").status()
+    };
+    assert_eq!(status(object.clone(), None).await, StatusCode::OK);
+
+    let retention = switchboard_server::retention::Retention {
+        recordings_days: 30,
+        traces_days: 0,
+    };
+    let day_ms = 86_400_000;
+    let at = |days: i64| switchboard_store::now_ms() + days * day_ms;
+    let sweep =
+        |now| switchboard_server::retention::sweep(&state.store, &state.recordings, retention, now);
+    assert_eq!(sweep(at(29)).await.recordings, 0);
+    assert_eq!(
+        status(play.clone(), Some(ts.key_a.clone())).await,
+        StatusCode::OK
+    );
+    assert_eq!(sweep(at(31)).await.recordings, 1);
+    assert_eq!(
+        status(object, None).await,
+        StatusCode::NOT_FOUND,
+        "the object is deleted"
+    );
+    assert_eq!(
+        status(play, Some(ts.key_a.clone())).await,
+        StatusCode::NOT_FOUND,
+        "and the recording is gone from the API"
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_recording_plays_through_a_short_lived_presigned_redirect() {
     let Some(endpoint) = common::s3_endpoint("recordings") else {
         return;

@@ -46,6 +46,7 @@ mod error;
 mod models;
 mod numbers;
 mod orgs;
+mod retention;
 mod secrets;
 mod time;
 mod tool_executions;
@@ -66,6 +67,7 @@ pub use error::StoreError;
 pub use models::*;
 pub use numbers::{NumberAssignment, NumberPatch, SyncedNumber};
 pub use orgs::hash_api_key;
+pub use retention::ExpiredFile;
 pub use secrets::RotationReport;
 pub use time::{ms_to_datetime, ms_to_rfc3339, now_ms, opt_ms_to_rfc3339, rfc3339_to_ms};
 pub use tool_executions::{
