@@ -20,8 +20,11 @@ use axum::routing::post;
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard_assistant::RecordingSettings;
+use switchboard_core::call::trace::{Trace, TracedCore};
+use switchboard_core::call::{CallSettings, Event, Millis};
 use switchboard_server::call::disclosure::DEFAULT_DISCLOSURE_MESSAGE;
 use switchboard_server::call::recording::{CallRecorder, RecordingPlan, SpoolWriter};
+use switchboard_server::call::trace_spool::{TRACE_DIR, TraceSpool};
 use switchboard_server::config::Settings;
 use switchboard_server::trace_storage;
 use switchboard_store::{CallStatus, NewRecording, Store};
@@ -651,7 +654,32 @@ async fn a_recording_interrupted_by_a_crash_is_finalised_at_the_next_start() {
     while let Ok(block) = blocks.try_recv() {
         writer.write(&block).expect("write");
     }
-    // The crash: nothing is finished.
+    // Its flight recorder too: a second of caller audio drained and spooled.
+    let mut core = TracedCore::new(CallSettings::default(), Millis(0), true);
+    core.handle(Event::CallStarted, Millis(0));
+    for i in 0..50 {
+        core.handle(Event::CallerAudio(&[0xFF; 160]), Millis(20 * i));
+        while core.poll_action().is_some() {}
+    }
+    let slice = core.drain_trace(0, 0).expect("a slice");
+    let mut spool = TraceSpool::start(&state, org, call.id, core.core().settings());
+    assert!(spool.push(slice.clone()));
+    let spooled_audio = state
+        .recordings
+        .base_dir()
+        .join(TRACE_DIR)
+        .join(format!("call-{}.audio", call.id));
+    let wanted = slice.caller_audio.len() as u64;
+    let appended = tokio::time::timeout(Duration::from_secs(30), async {
+        while std::fs::metadata(&spooled_audio).map_or(0, |m| m.len()) < wanted {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(appended.is_ok(), "the slice reaches the spool");
+    // The crash: nothing is finished. (The trace spool is dropped rather than forgotten so
+    // that its task ends and this process can stop: its files stay, as a crash leaves them.)
+    drop(spool);
     std::mem::forget(writer);
     std::mem::forget(rec);
     ts.stop().await;
@@ -695,6 +723,22 @@ async fn a_recording_interrupted_by_a_crash_is_finalised_at_the_next_start() {
         );
         assert_eq!(wav.len(), 58 + 16_000);
     }
+    // The trace is stored as far as it was spooled, marked truncated.
+    let state = ts.server().state().clone();
+    let stored = trace_storage::load(&state.store, &state.recordings, org, call.id)
+        .await
+        .expect("load")
+        .expect("the crashed call keeps its trace");
+    let trace = Trace::from_bytes(&stored).expect("decode");
+    assert!(trace.truncated);
+    assert_eq!(trace.events, slice.events);
+    assert_eq!(trace.decisions, slice.decisions);
+    assert_eq!(trace.caller_audio, slice.caller_audio);
+    assert!(
+        switchboard_server::call::trace_recovery::find_leftover(state.recordings.base_dir())
+            .is_empty(),
+        "its spool is gone"
+    );
     // No spool is left behind, and a third start finds nothing more to recover.
     let recovered = switchboard_server::call::recording::find_leftover_spools(Path::new(
         &dir.path().join("recordings"),

@@ -16,6 +16,7 @@ pub mod sms_recipient;
 pub mod spool_thread;
 pub mod tool_tasks;
 pub mod tools;
+pub mod trace_recovery;
 pub mod trace_spool;
 pub mod transfer;
 pub mod warm_transfer;

@@ -17,13 +17,22 @@
 //!   call points at its recording. A spool whose call is still open (live on another instance
 //!   sharing the folder) is left alone.
 //!
+//! - Then the call trace spools a dead process left (`call::trace_recovery`): each one whose
+//!   call has ended is stored as that call's trace, marked truncated, so the flight recorder of
+//!   the call that crashed can be read and replayed; one whose call is still open is left alone.
+//!
 //! Each closed call gets its `status-update` and `end-of-call-report` webhooks.
 
 use std::time::Duration;
 
 use switchboard_store::CallRow;
 
+use std::path::Path;
+
+use switchboard_core::call::trace::TRACE_FORMAT_VERSION;
+
 use crate::call::recording::{self, LeftoverSpool};
+use crate::call::trace_recovery;
 use crate::metrics;
 use crate::state::AppState;
 
@@ -39,13 +48,14 @@ const MAX_SWEEP_INTERVAL_MS: u64 = 15_000;
 pub async fn start(state: &AppState) {
     let closed = close_abandoned(state).await;
     recover_recordings(state).await;
+    recover_traces(state).await;
     remove_stale_trace_spools(state).await;
     report(state, &closed).await;
     spawn_stream_sweep(state);
 }
 
-/// Removes the call trace spools a dead process left (see `trace_spool`): a trace is a
-/// debugging aid, not worth finishing from a crash.
+/// Removes what is left of call trace spools nobody appends to (see `trace_spool`): spools
+/// without a head (written before heads were), and parts of a compression a crash cut short.
 async fn remove_stale_trace_spools(state: &AppState) {
     let base = state.recordings.base_dir().to_path_buf();
     let removed = tokio::task::spawn_blocking(move || super::trace_spool::remove_stale(&base))
@@ -143,6 +153,80 @@ async fn recover_one(state: &AppState, spool: LeftoverSpool) -> Result<bool, Rec
         .store
         .add_recording(call.id, &file.to_new_recording(&location))
         .await?;
+    Ok(true)
+}
+
+/// Stores the call trace spools a dead process left as truncated traces (see the module doc).
+/// Returns how many were stored.
+pub async fn recover_traces(state: &AppState) -> usize {
+    let base = state.recordings.base_dir().to_path_buf();
+    let found = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || trace_recovery::find_leftover(&base))
+            .await
+            .unwrap_or_default()
+    };
+    let mut stored = 0;
+    for call_id in found {
+        match recover_trace(state, &base, call_id).await {
+            Ok(true) => stored += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(call_id, %error, "could not recover an interrupted call trace");
+            }
+        }
+    }
+    if stored > 0 {
+        tracing::warn!(
+            stored,
+            "stored the call traces a stopped process left unfinished (truncated)"
+        );
+    }
+    stored
+}
+
+/// Recovers one trace spool; `Ok(false)` when it is not ours to finish.
+async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bool, String> {
+    let head = {
+        let base = base.to_path_buf();
+        tokio::task::spawn_blocking(move || trace_recovery::read_head(&base, call_id))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let head = match head {
+        Ok(head) => head,
+        Err(e) => {
+            trace_recovery::remove(base, call_id);
+            return Err(e.to_string());
+        }
+    };
+    let org_id = head.org_id;
+    let call = match state.store.get_call(org_id, call_id).await {
+        Ok(Some(call)) => call,
+        Ok(None) => {
+            trace_recovery::remove(base, call_id);
+            return Err("the spool's call does not exist".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if call.ended_at_ms.is_none() {
+        // Still live, on an instance sharing this folder.
+        return Ok(false);
+    }
+    let (owned_base, storage) = (base.to_path_buf(), state.recordings.clone());
+    let compressed = tokio::task::spawn_blocking(move || {
+        let encoded = trace_recovery::encode_leftover(&owned_base, call_id, head)
+            .map_err(|e| e.to_string())?;
+        crate::trace_storage::compress(&storage, org_id, call_id, &encoded)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    trace_recovery::remove(base, call_id);
+    let version = i64::from(TRACE_FORMAT_VERSION);
+    crate::trace_storage::publish(&state.store, &state.recordings, version, compressed?)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(true)
 }
 

@@ -399,9 +399,14 @@ impl Call {
             Millis(0),
             a.recording_settings.enabled && state.settings.recordings.flight_recorder,
         );
-        let trace_spool = core
-            .is_recording()
-            .then(|| TraceSpool::start(state, setup.call_id));
+        let trace_spool = core.is_recording().then(|| {
+            TraceSpool::start(
+                state,
+                setup.organization_id,
+                setup.call_id,
+                core.core().settings(),
+            )
+        });
         let recorder = state
             .call_data
             .for_call(setup.organization_id, setup.call_id);

@@ -21,19 +21,24 @@
 //!
 //! A spool that falls behind (the queue full: the disk is slower than the calls) or fails
 //! costs the call its trace, never the call: the call task stops tracing and the files are
-//! removed. A crash leaves files nobody appends to; [`remove_stale`] deletes those at start.
+//! removed. A fourth file, `call-<id>.head`, holds what the trace starts with (the call's
+//! settings, its organisation), so that a crash leaves a spool that can be finished: the next
+//! start stores it as a truncated trace ([`super::trace_recovery`]); [`remove_stale`] deletes
+//! whatever is left of spools nobody appends to.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use switchboard_core::call::CallSettings;
 use switchboard_core::call::trace::{SpooledSlices, TRACE_FORMAT_VERSION, Trace, TraceSlice};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use super::recording::{create_private_dir_all, create_private_file};
+use super::trace_recovery::SpoolHead;
 use crate::state::AppState;
 use crate::trace_storage;
 
@@ -78,21 +83,19 @@ pub enum SpoolError {
 /// life were a tenth of its memory).
 #[derive(Debug)]
 struct SpoolFiles {
-    paths: [PathBuf; 3],
+    paths: [PathBuf; 4],
     events: File,
     decisions: File,
     audio: File,
 }
 
 impl SpoolFiles {
-    fn paths(dir: &Path, call_id: i64) -> [PathBuf; 3] {
-        ["events", "decisions", "audio"].map(|ext| dir.join(format!("call-{call_id}.{ext}")))
-    }
-
-    fn create(dir: &Path, call_id: i64) -> Result<Self, SpoolError> {
+    /// Creates the files, the head written whole first.
+    fn create(dir: &Path, call_id: i64, head: &[u8]) -> Result<Self, SpoolError> {
         create_private_dir_all(dir).map_err(io_at(dir))?;
-        let paths = Self::paths(dir, call_id);
+        let paths = spool_paths(dir, call_id);
         let open = |p: &PathBuf| create_private_file(p).map_err(io_at(p));
+        open(&paths[3])?.write_all(head).map_err(io_at(&paths[3]))?;
         Ok(Self {
             events: open(&paths[0])?,
             decisions: open(&paths[1])?,
@@ -127,7 +130,7 @@ impl SpoolFiles {
     /// `trace` encoded after everything spooled ([`Trace::to_bytes_after`]): the files are
     /// read as they are, not parsed.
     fn encode_with(&self, trace: &Trace) -> Result<Vec<u8>, SpoolError> {
-        let [events, decisions, audio] = &self.paths;
+        let [events, decisions, audio, _] = &self.paths;
         let read = |p: &PathBuf| std::fs::read(p).map_err(io_at(p));
         let (events, decisions, caller_audio) = (read(events)?, read(decisions)?, read(audio)?);
         trace
@@ -139,7 +142,7 @@ impl SpoolFiles {
             .map_err(|e| SpoolError::Encode(e.to_string()))
     }
 
-    fn remove(paths: &[PathBuf; 3]) {
+    fn remove(paths: &[PathBuf; 4]) {
         for p in paths {
             if let Err(e) = std::fs::remove_file(p)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -150,7 +153,12 @@ impl SpoolFiles {
     }
 }
 
-fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
+/// The spool files of call `call_id` in `dir`: events, decisions, caller audio, head.
+pub(super) fn spool_paths(dir: &Path, call_id: i64) -> [PathBuf; 4] {
+    ["events", "decisions", "audio", "head"].map(|ext| dir.join(format!("call-{call_id}.{ext}")))
+}
+
+pub(super) fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
     let path = path.to_path_buf();
     move |source| SpoolError::Io {
         path: path.clone(),
@@ -169,13 +177,20 @@ pub struct TraceSpool {
 }
 
 impl TraceSpool {
-    /// Starts the spool task of call `call_id` (files are created with the first slice).
-    pub fn start(state: &AppState, call_id: i64) -> TraceSpool {
+    /// Starts the spool task of organisation `org_id`'s call `call_id`, whose core runs with
+    /// `settings` (files are created with the first slice).
+    pub fn start(
+        state: &AppState,
+        org_id: i64,
+        call_id: i64,
+        settings: &CallSettings,
+    ) -> TraceSpool {
         let dir = state.recordings.base_dir().join(TRACE_DIR);
         let (tx, rx) = mpsc::channel(QUEUE_SLICES);
+        let head = SpoolHead::encode(org_id, settings);
         let job = state
             .tasks
-            .spawn(write_slices(dir, call_id, rx).in_current_span());
+            .spawn(write_slices(dir, call_id, head, rx).in_current_span());
         TraceSpool {
             slices: Some(tx),
             job,
@@ -273,6 +288,7 @@ impl TraceSpool {
 async fn write_slices(
     dir: PathBuf,
     call_id: i64,
+    mut head: Vec<u8>,
     mut slices: mpsc::Receiver<Box<TraceSlice>>,
 ) -> Result<Option<SpoolFiles>, SpoolError> {
     let mut files: Option<SpoolFiles> = None;
@@ -281,17 +297,19 @@ async fn write_slices(
         let work = std::mem::take(&mut batch);
         let dir = dir.clone();
         let held = files.take();
+        // Only the first batch creates the files and needs the head.
+        let head = std::mem::take(&mut head);
         let (written, work) = super::spool_thread::run(move || {
             let result = (|| {
                 let mut f = match held {
                     Some(f) => f,
-                    None => SpoolFiles::create(&dir, call_id)?,
+                    None => SpoolFiles::create(&dir, call_id, &head)?,
                 };
                 f.append(&work)?;
                 Ok::<_, SpoolError>(f)
             })();
             if result.is_err() {
-                SpoolFiles::remove(&SpoolFiles::paths(&dir, call_id));
+                SpoolFiles::remove(&spool_paths(&dir, call_id));
             }
             (result, work)
         })
@@ -329,7 +347,6 @@ pub fn remove_stale(base_dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_core::call::CallSettings;
     use switchboard_core::call::trace::{Decision, TraceEvent, TracedEvent};
 
     fn slice(start_ms: u64, audio: u8) -> TraceSlice {
@@ -357,7 +374,8 @@ mod tests {
     async fn spooled_slices_encode_with_the_rest_as_the_whole_trace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, rx) = mpsc::channel(QUEUE_SLICES);
-        let job = tokio::spawn(write_slices(dir.path().to_path_buf(), 7, rx));
+        let head = SpoolHead::encode(3, &CallSettings::default());
+        let job = tokio::spawn(write_slices(dir.path().to_path_buf(), 7, head, rx));
         let (a, b) = (slice(0, 1), slice(40, 2));
         tx.send(Box::new(a.clone())).await.expect("send");
         tx.send(Box::new(b.clone())).await.expect("send");
@@ -413,7 +431,7 @@ mod tests {
         let blocked = dir.path().join("not-a-dir");
         std::fs::write(&blocked, b"x").expect("file");
         let (tx, rx) = mpsc::channel(QUEUE_SLICES);
-        let job = tokio::spawn(write_slices(blocked.join(TRACE_DIR), 9, rx));
+        let job = tokio::spawn(write_slices(blocked.join(TRACE_DIR), 9, Vec::new(), rx));
         tx.send(Box::new(slice(0, 1))).await.expect("send");
         let err = job.await.expect("task").expect_err("cannot write");
         assert!(matches!(err, SpoolError::Io { .. }), "{err}");
