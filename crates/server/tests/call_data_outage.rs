@@ -169,6 +169,8 @@ async fn rows_sent_while_the_database_is_away_are_stored_once_it_is_back() {
             !flush.is_finished(),
             "the flush waits while the database is away"
         );
+        // An ending call waits only so long (then goes on; its rows stay held).
+        assert!(!sink.flushed_within(Duration::from_millis(50)).await);
         assert_eq!(writer.dropped_rows(), 0);
         ctx.proxy.restore();
         tokio::time::timeout(PATIENCE, flush)
@@ -180,6 +182,7 @@ async fn rows_sent_while_the_database_is_away_are_stored_once_it_is_back() {
         expected.extend(during);
         assert_eq!(texts(&ctx.store, ctx.call).await, expected);
         assert_eq!(writer.dropped_rows(), 0);
+        assert!(sink.flushed_within(PATIENCE).await, "answered at once now");
     })
     .await;
 }

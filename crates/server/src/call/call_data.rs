@@ -124,6 +124,12 @@ impl CallDataSink {
         }));
     }
 
+    /// [`CallDataSink::flushed`], waiting at most `patience`; false when the rows are still
+    /// waiting (the database away): they stay held and are stored once it is back.
+    pub async fn flushed_within(&self, patience: Duration) -> bool {
+        tokio::time::timeout(patience, self.flushed()).await.is_ok()
+    }
+
     /// Waits until every row sent before this call is stored (or given up on).
     pub async fn flushed(&self) {
         let (done, written) = oneshot::channel();

@@ -689,7 +689,13 @@ impl Call {
         // Tools still running are recorded `cancelled` and stopped: those rows are queued
         // before the flush.
         drop(tool_tasks);
-        recorder.flushed().await;
+        if !recorder.flushed_within(FLUSH_PATIENCE).await {
+            // The database is away: the call must not look live until it is back.
+            tracing::warn!(
+                call_id = setup.call_id,
+                "the call's rows are still waiting for the database; its end-of-call report may miss them"
+            );
+        }
         if let Some((writer, rows)) = audio_writer {
             save_recording(&state, setup.call_id, writer, rows).await;
         }
@@ -1622,6 +1628,10 @@ fn to_chat_message(m: &switchboard_core::call::Message) -> ChatMessage {
         ),
     }
 }
+
+/// How long an ended call waits for its rows to be stored before it goes on (and leaves the
+/// live calls): only a database that is away makes it wait this long.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Waits for the recording's writer task (files finalised and stored) and records the files
 /// in the store when `rows` (`create_database_records`).
