@@ -217,20 +217,58 @@ async fn a_local_recording_plays_with_ranges_to_its_own_organisation_only() {
     ts.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
-    let Some(endpoint) = common::s3_endpoint("recordings") else {
-        return;
-    };
-    let bucket = common::moto_bucket(&endpoint, "sb-recordings").await;
+/// A server whose recordings go to a fresh bucket of the moto S3 server, and an ended call of
+/// organisation a; `None` (the test skipped) without S3 outside CI.
+struct S3Case {
+    _dir: tempfile::TempDir,
+    ts: TestServer,
+    state: switchboard_server::state::AppState,
+    org: i64,
+    call_id: i64,
+    endpoint: String,
+    bucket: String,
+}
 
+async fn s3_case(
+    what: &str,
+    bucket_prefix: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> Option<S3Case> {
+    let endpoint = common::s3_endpoint(what)?;
+    let bucket = common::moto_bucket(&endpoint, bucket_prefix).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_in(dir.path());
     common::use_moto_s3(&mut settings, &endpoint, &bucket);
-    let mut ts = TestServer::start_with(settings, String::new()).await;
+    adjust(&mut settings);
+    let ts = TestServer::start_with(settings, String::new()).await;
     let state = ts.server().state().clone();
     let org = state.default_org_id().await.expect("org a");
     let (call_id, _) = ended_call(&state.store, org).await;
+    Some(S3Case {
+        _dir: dir,
+        ts,
+        state,
+        org,
+        call_id,
+        endpoint,
+        bucket,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
+    let Some(S3Case {
+        _dir,
+        mut ts,
+        state,
+        org,
+        call_id,
+        endpoint,
+        bucket,
+    }) = s3_case("recordings", "sb-recordings", |_| {}).await
+    else {
+        return;
+    };
 
     // Over one 5 MiB part: a multipart upload of two parts.
     let part = switchboard_server::recording_storage::S3_PART_BYTES;
@@ -310,17 +348,18 @@ async fn an_s3_recording_is_uploaded_in_parts_and_plays_with_ranges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_recording_past_its_retention_leaves_the_bucket_and_the_api() {
-    let Some(endpoint) = common::s3_endpoint("retention") else {
+    let Some(S3Case {
+        _dir,
+        mut ts,
+        state,
+        org,
+        call_id,
+        endpoint,
+        bucket,
+    }) = s3_case("retention", "sb-retention", |_| {}).await
+    else {
         return;
     };
-    let bucket = common::moto_bucket(&endpoint, "sb-retention").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = settings_in(dir.path());
-    common::use_moto_s3(&mut settings, &endpoint, &bucket);
-    let mut ts = TestServer::start_with(settings, String::new()).await;
-    let state = ts.server().state().clone();
-    let org = state.default_org_id().await.expect("org a");
-    let (call_id, _) = ended_call(&state.store, org).await;
     let audio = pattern(20_000);
     let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
     let location = state
@@ -369,18 +408,21 @@ async fn an_s3_recording_past_its_retention_leaves_the_bucket_and_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_recording_plays_through_a_short_lived_presigned_redirect() {
-    let Some(endpoint) = common::s3_endpoint("recordings") else {
+    let Some(S3Case {
+        _dir,
+        mut ts,
+        state,
+        org,
+        call_id,
+        endpoint,
+        bucket,
+    }) = s3_case("recordings", "sb-presigned", |s| {
+        s.recordings.s3.presigned_play_ttl_s = 120;
+    })
+    .await
+    else {
         return;
     };
-    let bucket = common::moto_bucket(&endpoint, "sb-presigned").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = settings_in(dir.path());
-    common::use_moto_s3(&mut settings, &endpoint, &bucket);
-    settings.recordings.s3.presigned_play_ttl_s = 120;
-    let mut ts = TestServer::start_with(settings, String::new()).await;
-    let state = ts.server().state().clone();
-    let org = state.default_org_id().await.expect("org a");
-    let (call_id, _) = ended_call(&state.store, org).await;
     let audio = pattern(20_000);
     let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
     let location = state

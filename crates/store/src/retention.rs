@@ -24,22 +24,13 @@ impl Store {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<ExpiredFile>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, path_or_url FROM recordings WHERE created_at < $1 \
+        self.stored_before(
+            "SELECT id, path_or_url AS location FROM recordings WHERE created_at < $1 \
              ORDER BY created_at, id LIMIT $2",
+            before_ms,
+            limit,
         )
-        .bind(before_ms)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ExpiredFile {
-                    id: r.try_get("id")?,
-                    location: Some(r.try_get("path_or_url")?),
-                })
-            })
-            .collect()
+        .await
     }
 
     /// Deletes the recording rows `ids`; returns how many there were.
@@ -54,18 +45,31 @@ impl Store {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<ExpiredFile>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT call_id, location FROM call_traces WHERE created_at < $1 \
+        self.stored_before(
+            "SELECT call_id AS id, location FROM call_traces WHERE created_at < $1 \
              ORDER BY created_at, call_id LIMIT $2",
+            before_ms,
+            limit,
         )
-        .bind(before_ms)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Runs `sql` (selecting `id` and `location`, bound to the cutoff and the limit).
+    async fn stored_before(
+        &self,
+        sql: &'static str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ExpiredFile>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(before_ms)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(ExpiredFile {
-                    id: r.try_get("call_id")?,
+                    id: r.try_get("id")?,
                     location: r.try_get("location")?,
                 })
             })
