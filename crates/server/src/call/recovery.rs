@@ -23,18 +23,18 @@
 //!
 //! Each closed call gets its `status-update` and `end-of-call-report` webhooks.
 
+use std::path::Path;
 use std::time::Duration;
 
-use switchboard_store::CallRow;
-
-use std::path::Path;
-
 use switchboard_core::call::trace::TRACE_FORMAT_VERSION;
+use switchboard_store::CallRow;
 
 use crate::call::recording::{self, LeftoverSpool};
 use crate::call::trace_recovery;
+use crate::call::trace_spool::SpoolError;
 use crate::metrics;
 use crate::state::AppState;
+use crate::trace_storage::{self, TraceStorageError};
 
 /// Shortest interval of the stream-deadline sweep, ms.
 const MIN_SWEEP_INTERVAL_MS: u64 = 250;
@@ -171,8 +171,8 @@ pub async fn recover_traces(state: &AppState) -> usize {
         match recover_trace(state, &base, call_id).await {
             Ok(true) => stored += 1,
             Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(call_id, %error, "could not recover an interrupted call trace");
+            Err(e) => {
+                tracing::warn!(call_id, error = %e, "could not recover an interrupted call trace");
             }
         }
     }
@@ -185,52 +185,50 @@ pub async fn recover_traces(state: &AppState) -> usize {
     stored
 }
 
-/// Recovers one trace spool; `Ok(false)` when it is not ours to finish.
-async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bool, String> {
-    let head = {
-        let base = base.to_path_buf();
-        tokio::task::spawn_blocking(move || trace_recovery::read_head(&base, call_id))
-            .await
-            .map_err(|e| e.to_string())?
+/// Recovers one trace spool; `Ok(false)` when it is not ours to finish. A spool that cannot
+/// be read or whose call does not exist is removed; one that cannot be stored is removed too
+/// (a trace is a debugging aid: it is not worth a retry at every start).
+async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bool, RecoverError> {
+    let owned_base = base.to_path_buf();
+    let head = tokio::task::spawn_blocking(move || trace_recovery::read_head(&owned_base, call_id))
+        .await
+        .map_err(|e| SpoolError::Task(e.to_string()))?;
+    let call = match &head {
+        Ok(head) => state.store.get_call(head.org_id, call_id).await?,
+        Err(_) => None,
     };
-    let head = match head {
-        Ok(head) => head,
-        Err(e) => {
+    let (head, call) = match (head, call) {
+        (Ok(head), Some(call)) => (head, call),
+        (Err(e), _) => {
             trace_recovery::remove(base, call_id);
-            return Err(e.to_string());
+            return Err(e.into());
         }
-    };
-    let org_id = head.org_id;
-    let call = match state.store.get_call(org_id, call_id).await {
-        Ok(Some(call)) => call,
-        Ok(None) => {
+        (Ok(_), None) => {
             trace_recovery::remove(base, call_id);
-            return Err("the spool's call does not exist".into());
+            return Err(RecoverError::UnknownCall(call_id));
         }
-        Err(e) => return Err(e.to_string()),
     };
     if call.ended_at_ms.is_none() {
         // Still live, on an instance sharing this folder.
         return Ok(false);
     }
+    let org_id = head.org_id;
     let (owned_base, storage) = (base.to_path_buf(), state.recordings.clone());
     let compressed = tokio::task::spawn_blocking(move || {
-        let encoded = trace_recovery::encode_leftover(&owned_base, call_id, head)
-            .map_err(|e| e.to_string())?;
-        crate::trace_storage::compress(&storage, org_id, call_id, &encoded)
-            .map_err(|e| e.to_string())
+        let encoded = trace_recovery::encode_leftover(&owned_base, call_id, head)?;
+        Ok::<_, RecoverError>(trace_storage::compress(
+            &storage, org_id, call_id, &encoded,
+        )?)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| SpoolError::Task(e.to_string()));
     trace_recovery::remove(base, call_id);
     let version = i64::from(TRACE_FORMAT_VERSION);
-    crate::trace_storage::publish(&state.store, &state.recordings, version, compressed?)
-        .await
-        .map_err(|e| e.to_string())?;
+    trace_storage::publish(&state.store, &state.recordings, version, compressed??).await?;
     Ok(true)
 }
 
-/// Why one interrupted recording could not be recovered.
+/// Why one interrupted recording or call trace could not be recovered.
 #[derive(Debug, thiserror::Error)]
 enum RecoverError {
     #[error(transparent)]
@@ -239,6 +237,13 @@ enum RecoverError {
     Recording(#[from] recording::RecordingError),
     #[error(transparent)]
     Storage(#[from] crate::recording_storage::StorageError),
+    #[error(transparent)]
+    TraceSpool(#[from] SpoolError),
+    #[error(transparent)]
+    TraceStorage(#[from] TraceStorageError),
+    /// A trace spool names a call its organisation does not have.
+    #[error("the trace spool's call {0} does not exist")]
+    UnknownCall(i64),
 }
 
 /// Closes, as `stream_never_started`, the calls whose media stream missed its deadline.

@@ -20,7 +20,7 @@ use switchboard_core::call::trace::{
     Decision, SpooledSlices, TRACE_FORMAT_VERSION, Trace, TraceEvent, TracedEvent,
 };
 
-use super::trace_spool::{SpoolError, TRACE_DIR, io_at, spool_paths};
+use super::trace_spool::{SpoolError, TRACE_DIR, io_at, remove_files, spool_paths};
 
 /// What a trace starts with, written once as the spool's `.head` file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,13 +104,7 @@ pub fn encode_leftover(
 
 /// Removes call `call_id`'s spool files.
 pub fn remove(base_dir: &Path, call_id: i64) {
-    for p in spool_paths(&base_dir.join(TRACE_DIR), call_id) {
-        if let Err(e) = std::fs::remove_file(&p)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = ?p, error = %e, "could not remove a call trace spool");
-        }
-    }
+    remove_files(&spool_paths(&base_dir.join(TRACE_DIR), call_id));
 }
 
 fn head_path(base_dir: &Path, call_id: i64) -> PathBuf {

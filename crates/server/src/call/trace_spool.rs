@@ -141,14 +141,15 @@ impl SpoolFiles {
             })
             .map_err(|e| SpoolError::Encode(e.to_string()))
     }
+}
 
-    fn remove(paths: &[PathBuf; 4]) {
-        for p in paths {
-            if let Err(e) = std::fs::remove_file(p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = ?p, error = %e, "could not remove a call trace spool");
-            }
+/// Removes a spool's files (those already gone are not an error).
+pub(super) fn remove_files(paths: &[PathBuf; 4]) {
+    for p in paths {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = ?p, error = %e, "could not remove a call trace spool");
         }
     }
 }
@@ -241,7 +242,7 @@ impl TraceSpool {
             };
             let Some(trace) = rest else {
                 if let Some(f) = files {
-                    let _ = tokio::task::spawn_blocking(move || SpoolFiles::remove(&f.paths)).await;
+                    let _ = tokio::task::spawn_blocking(move || remove_files(&f.paths)).await;
                 }
                 return;
             };
@@ -255,7 +256,7 @@ impl TraceSpool {
                     None => trace.to_bytes().map_err(|e| e.to_string()),
                     Some(f) => {
                         let encoded = f.encode_with(&trace).map_err(|e| e.to_string());
-                        SpoolFiles::remove(&f.paths);
+                        remove_files(&f.paths);
                         encoded
                     }
                 }?;
@@ -309,7 +310,7 @@ async fn write_slices(
                 Ok::<_, SpoolError>(f)
             })();
             if result.is_err() {
-                SpoolFiles::remove(&spool_paths(&dir, call_id));
+                remove_files(&spool_paths(&dir, call_id));
             }
             (result, work)
         })
@@ -331,13 +332,20 @@ pub fn remove_stale(base_dir: &Path) -> usize {
         return 0;
     };
     let now = SystemTime::now();
+    let stale = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_AFTER))
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_AFTER));
-        if stale && std::fs::remove_file(entry.path()).is_ok() {
+        let path = entry.path();
+        // A head is written once, when the call starts: a live call's is as fresh as the
+        // events appended beside it.
+        let live_head = path.extension().is_some_and(|e| e == "head")
+            && !stale(&path.with_extension("events"))
+            && path.with_extension("events").exists();
+        if stale(&path) && !live_head && std::fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }
@@ -420,7 +428,7 @@ mod tests {
         let encoded = files.encode_with(&rest).expect("encode");
         assert_eq!(encoded, whole.to_bytes().expect("encode"));
         assert_eq!(Trace::from_bytes(&encoded).expect("decode"), whole);
-        SpoolFiles::remove(&paths);
+        remove_files(&paths);
         assert!(paths.iter().all(|p| !p.exists()));
     }
 
@@ -448,18 +456,26 @@ mod tests {
         std::fs::create_dir_all(&traces).expect("dir");
         let old = traces.join("call-1.audio");
         let live = traces.join("call-2.audio");
-        std::fs::write(&old, b"a").expect("old");
-        std::fs::write(&live, b"b").expect("live");
+        // A long call's head, written when it started, beside events it still appends.
+        let live_head = traces.join("call-2.head");
+        let live_events = traces.join("call-2.events");
+        let old_head = traces.join("call-1.head");
+        for p in [&old, &live, &live_head, &live_events, &old_head] {
+            std::fs::write(p, b"a").expect("file");
+        }
         let long_ago = SystemTime::now() - STALE_AFTER - Duration::from_secs(60);
-        File::options()
-            .write(true)
-            .open(&old)
-            .expect("open")
-            .set_modified(long_ago)
-            .expect("mtime");
-        assert_eq!(remove_stale(dir.path()), 1);
-        assert!(!old.exists());
+        for p in [&old, &old_head, &live_head] {
+            File::options()
+                .write(true)
+                .open(p)
+                .expect("open")
+                .set_modified(long_ago)
+                .expect("mtime");
+        }
+        assert_eq!(remove_stale(dir.path()), 2);
+        assert!(!old.exists() && !old_head.exists());
         assert!(live.exists(), "a live call's spool stays");
+        assert!(live_head.exists(), "with its head");
         assert_eq!(remove_stale(&dir.path().join("nowhere")), 0);
     }
 }
