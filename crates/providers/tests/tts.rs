@@ -94,7 +94,7 @@ async fn elevenlabs_maps_settings_streams_audio_with_alignment_and_reuses_the_so
     assert!(!a.chars.is_empty());
     assert_eq!(a.chars.len(), a.char_start_ms.len());
     assert_eq!(a.chars.len(), a.char_dur_ms.len());
-    assert_eq!(a.chars[0], "H");
+    assert_eq!(a.chars[0], 'H');
 
     // A second reply on the same socket.
     s.speak(2, "Second reply.").expect("speak");

@@ -80,7 +80,7 @@ async fn cartesia_maps_settings_streams_mulaw_with_word_timings() {
         .filter_map(|e| match e {
             TtsEvent::Audio {
                 alignment: Some(a), ..
-            } => Some(a.chars.concat()),
+            } => Some(a.chars.iter().collect::<String>()),
             _ => None,
         })
         .collect();

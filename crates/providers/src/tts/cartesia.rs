@@ -215,11 +215,11 @@ fn words_to_alignment(w: &WordTimestamps, audio_ms: u64) -> Alignment {
             let j = j as u64;
             let s = rel_start + span * j / count;
             let e = rel_start + span * (j + 1) / count;
-            a.chars.push(ch.to_string());
+            a.chars.push(*ch);
             a.char_start_ms.push(u32::try_from(s).unwrap_or(u32::MAX));
             a.char_dur_ms.push(u32::try_from(e - s).unwrap_or(u32::MAX));
         }
-        a.chars.push(" ".into());
+        a.chars.push(' ');
         a.char_start_ms
             .push(u32::try_from(rel_end).unwrap_or(u32::MAX));
         a.char_dur_ms.push(0);
@@ -532,7 +532,7 @@ mod tests {
             panic!("{steps:?}");
         };
         assert!(mulaw.is_empty());
-        assert_eq!(a.chars.concat(), "Hi you ");
+        assert_eq!(a.chars.iter().collect::<String>(), "Hi you ");
         // 100 ms were delivered: "Hi" is behind, "you" 50..200 ms ahead of it.
         assert_eq!(a.char_start_ms, vec![0, 0, 0, 50, 100, 150, 200]);
         assert_eq!(a.char_dur_ms, vec![0, 0, 0, 50, 50, 50, 0]);

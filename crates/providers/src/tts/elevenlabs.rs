@@ -11,6 +11,7 @@
 //! dropped. The socket, timeouts and contexts are the generic driver's
 //! ([`super::driver`]). Protocol: `docs/providers/elevenlabs-tts.md`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine;
@@ -176,25 +177,49 @@ struct ElevenLabs {
     multi: bool,
 }
 
+/// A server message, its strings borrowed from the socket's text where they have no escapes
+/// (the audio's base64, several KB per message, is not copied before it is decoded).
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ServerMessage {
-    audio: Option<String>,
+struct ServerMessage<'a> {
+    #[serde(borrow)]
+    audio: Option<Cow<'a, str>>,
     #[serde(alias = "isFinal")]
     is_final: Option<bool>,
-    #[serde(alias = "contextId")]
-    context_id: Option<String>,
+    #[serde(alias = "contextId", borrow)]
+    context_id: Option<Cow<'a, str>>,
     alignment: Option<WireAlignment>,
     #[serde(rename = "normalizedAlignment")]
     normalized_alignment: Option<WireAlignment>,
-    message: Option<String>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
     error: Option<Value>,
+}
+
+/// One character of an alignment: ElevenLabs sends each as a JSON string; its first `char` is
+/// kept (a space for an empty one) without a `String` per character.
+struct WireChar(char);
+
+impl<'de> Deserialize<'de> for WireChar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FirstChar;
+        impl serde::de::Visitor<'_> for FirstChar {
+            type Value = WireChar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a one-character string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WireChar, E> {
+                Ok(WireChar(s.chars().next().unwrap_or(' ')))
+            }
+        }
+        d.deserialize_str(FirstChar)
+    }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct WireAlignment {
-    chars: Vec<String>,
+    chars: Vec<WireChar>,
     #[serde(rename = "charStartTimesMs")]
     char_start_times_ms: Vec<f64>,
     #[serde(rename = "charsDurationsMs", alias = "charDurationsMs")]
@@ -205,7 +230,7 @@ impl From<WireAlignment> for Alignment {
     fn from(w: WireAlignment) -> Self {
         let ms = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0).round() as u32).collect();
         Alignment {
-            chars: w.chars,
+            chars: w.chars.into_iter().map(|c| c.0).collect(),
             char_start_ms: ms(w.char_start_times_ms),
             char_dur_ms: ms(w.chars_durations_ms),
         }
@@ -303,7 +328,7 @@ impl TtsProtocol for ElevenLabs {
         {
             let text = message
                 .message
-                .clone()
+                .map(Cow::into_owned)
                 .or_else(|| {
                     message.error.as_ref().map(|e| {
                         e.as_str()
@@ -412,6 +437,36 @@ mod tests {
         );
         assert_eq!(text_chunk("Hello there.  "), "Hello there. ");
         assert_eq!(context_from_name(&context_name(42)), Some(42));
+    }
+
+    #[test]
+    fn escaped_audio_and_alignment_characters_parse_to_one_char_each() {
+        let mut p = ElevenLabs {
+            cfg: TtsConfig::default(),
+            key: String::new(),
+            url: Url::parse("ws://127.0.0.1:1/").expect("url"),
+            multi: true,
+        };
+        // `\/` in the base64 (a JSON encoder may escape `/`), an escaped quote, an empty
+        // string and a character of several code points among the characters.
+        let text = r#"{"audio":"//8A\/w==","contextId":"ctx-7","alignment":{
+            "chars":["\"","","\u0041","👍🏽"],
+            "charStartTimesMs":[0,10,20,30],"charsDurationsMs":[10,10,10,10]}}"#;
+        let steps = p.parse(None, Message::Text(text.into()));
+        let [
+            Step::Audio {
+                context,
+                mulaw,
+                alignment: Some(a),
+            },
+        ] = steps.as_slice()
+        else {
+            panic!("one audio step with its alignment: {steps:?}");
+        };
+        assert_eq!(*context, 7);
+        assert_eq!(mulaw.as_ref(), [0xFF, 0xFF, 0x00, 0xFF]);
+        assert_eq!(a.chars, ['"', ' ', 'A', '👍']);
+        assert_eq!(a.char_start_ms, [0, 10, 20, 30]);
     }
 
     /// Fuzz target (see `docs/security/fuzzing.md`): any server message — generated JSON with

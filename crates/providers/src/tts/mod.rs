@@ -154,8 +154,8 @@ impl fmt::Debug for TtsConfig {
 /// start of that chunk's audio.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Alignment {
-    /// Characters as spoken, one entry per character.
-    pub chars: Vec<String>,
+    /// Characters as spoken, one entry per timing entry.
+    pub chars: Vec<char>,
     /// Start of each character (ms from the chunk start).
     pub char_start_ms: Vec<u32>,
     /// Duration of each character (ms).

@@ -1005,11 +1005,7 @@ impl Call {
                 alignment,
             } => {
                 let alignment = alignment.map(|a| Alignment {
-                    chars: a
-                        .chars
-                        .iter()
-                        .map(|c| c.chars().next().unwrap_or(' '))
-                        .collect(),
+                    chars: a.chars,
                     char_start_ms: a.char_start_ms,
                     char_duration_ms: a.char_dur_ms,
                 });
