@@ -177,23 +177,49 @@ struct ElevenLabs {
     multi: bool,
 }
 
-/// A server message, its strings borrowed from the socket's text where they have no escapes
-/// (the audio's base64, several KB per message, is not copied before it is decoded).
+/// A server message. The audio's base64 (several KB per message) and the context name are
+/// borrowed from the socket's text when they have no escapes: not copied before use.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ServerMessage<'a> {
     #[serde(borrow)]
-    audio: Option<Cow<'a, str>>,
+    audio: Option<WireStr<'a>>,
     #[serde(alias = "isFinal")]
     is_final: Option<bool>,
     #[serde(alias = "contextId", borrow)]
-    context_id: Option<Cow<'a, str>>,
+    context_id: Option<WireStr<'a>>,
     alignment: Option<WireAlignment>,
     #[serde(rename = "normalizedAlignment")]
     normalized_alignment: Option<WireAlignment>,
-    #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<String>,
     error: Option<Value>,
+}
+
+/// A JSON string borrowed from the input when it has no escapes, else copied. (serde's own
+/// `Cow<str>` borrows only as a field's whole type, never inside an `Option`.)
+#[derive(Default)]
+struct WireStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str;
+        impl<'de> serde::de::Visitor<'de> for Str {
+            type Value = WireStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Str)
+    }
 }
 
 /// One character of an alignment: ElevenLabs sends each as a JSON string; its first `char` is
@@ -319,16 +345,19 @@ impl TtsProtocol for ElevenLabs {
                 return Vec::new();
             }
         };
-        let ctx =
-            socket_context.or_else(|| message.context_id.as_deref().and_then(context_from_name));
-        let has_audio = message.audio.as_deref().is_some_and(|a| !a.is_empty());
+        let ctx = socket_context.or_else(|| {
+            message
+                .context_id
+                .as_ref()
+                .and_then(|c| context_from_name(&c.0))
+        });
+        let has_audio = message.audio.as_ref().is_some_and(|a| !a.0.is_empty());
         if !has_audio
             && message.is_final != Some(true)
             && (message.message.is_some() || message.error.is_some())
         {
             let text = message
                 .message
-                .map(Cow::into_owned)
                 .or_else(|| {
                     message.error.as_ref().map(|e| {
                         e.as_str()
@@ -349,8 +378,8 @@ impl TtsProtocol for ElevenLabs {
         if has_audio {
             let decoded = message
                 .audio
-                .as_deref()
-                .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok());
+                .as_ref()
+                .and_then(|a| base64::engine::general_purpose::STANDARD.decode(&*a.0).ok());
             let Some(decoded) = decoded else {
                 tracing::warn!(provider = PROVIDER, "audio is not valid base64");
                 return Vec::new();
@@ -503,7 +532,7 @@ mod tests {
                         continue;
                     };
                     if let Some(name) = &message.context_id {
-                        let _ = context_from_name(name);
+                        let _ = context_from_name(&name.0);
                     }
                     for wire in [message.alignment, message.normalized_alignment]
                         .into_iter()
