@@ -48,17 +48,42 @@ fn bench(c: &mut Criterion) {
         "normalizedAlignment": null
     })
     .to_string();
+    // What ElevenLabs sends mid-reply: about half a second of audio with the timings of the
+    // characters it speaks.
+    let long_audio: Vec<u8> = (0..25 * CHUNK_BYTES).map(|i| (i as u8) ^ 0x55).collect();
+    let sentence = "Our opening hours are nine to five on weekd";
+    let chars: Vec<String> = sentence.chars().map(String::from).collect();
+    let starts: Vec<u32> = (0..chars.len() as u32).map(|i| i * 11).collect();
+    let elevenlabs_long = json!({
+        "audio": base64::engine::general_purpose::STANDARD.encode(&long_audio),
+        "isFinal": null,
+        "contextId": "ctx-1",
+        "alignment": {"chars": chars, "charStartTimesMs": starts,
+            "charsDurationsMs": vec![11; sentence.len()]},
+        "normalizedAlignment": {"chars": chars, "charStartTimesMs": starts,
+            "charsDurationsMs": vec![11; sentence.len()]}
+    })
+    .to_string();
     let cartesia_text = json!({
         "type": "chunk", "data": b64, "done": false, "status_code": 206,
         "step_time": 12.5, "context_id": "ctx-1"
     })
     .to_string();
-    let cases: Vec<(&str, Box<dyn TtsProtocol>, Message)> = vec![
+    let elevenlabs = || {
+        elevenlabs::protocol(&config("elevenlabs", "21m00Tcm4TlvDq8ikWAM", None)).expect("protocol")
+    };
+    let cases: Vec<(&str, Box<dyn TtsProtocol>, Message, usize)> = vec![
         (
             "elevenlabs_json_base64_with_alignment",
-            elevenlabs::protocol(&config("elevenlabs", "21m00Tcm4TlvDq8ikWAM", None))
-                .expect("protocol"),
+            elevenlabs(),
             Message::text(elevenlabs_text),
+            CHUNK_BYTES,
+        ),
+        (
+            "elevenlabs_500ms_43_characters",
+            elevenlabs(),
+            Message::text(elevenlabs_long),
+            long_audio.len(),
         ),
         (
             "cartesia_json_base64",
@@ -69,24 +94,26 @@ fn bench(c: &mut Criterion) {
             ))
             .expect("protocol"),
             Message::text(cartesia_text),
+            CHUNK_BYTES,
         ),
         (
             "aura_binary",
             deepgram_aura::protocol(&config("deepgram", "aura-2-thalia-en", None))
                 .expect("protocol"),
             Message::Binary(Bytes::from(audio.clone())),
+            CHUNK_BYTES,
         ),
     ];
     let mut g = c.benchmark_group("tts_receive");
     g.throughput(Throughput::Elements(1));
-    for (name, protocol, message) in cases {
+    for (name, protocol, message, audio_bytes) in cases {
         let mut protocol = ready(protocol);
         // The message must yield audio, or the bench measures a discard.
         let steps = protocol.parse(None, message.clone());
         assert!(
             steps
                 .iter()
-                .any(|s| matches!(s, Step::Audio { mulaw, .. } if mulaw.len() == CHUNK_BYTES)),
+                .any(|s| matches!(s, Step::Audio { mulaw, .. } if mulaw.len() == audio_bytes)),
             "{name}: {steps:?}"
         );
         g.bench_function(name, |b| {
