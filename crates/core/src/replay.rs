@@ -215,7 +215,8 @@ pub struct Replay {
     pub decisions: usize,
     /// The first difference when not reproduced.
     pub divergence: Option<Divergence>,
-    /// The recording stopped at its size bound before the call ended.
+    /// The recording stopped before the call ended: at its size bound, or recovered after
+    /// its process crashed.
     pub truncated: bool,
     /// The call as it happened (from the exact replay).
     pub original: Vec<Moment>,
@@ -288,7 +289,10 @@ impl Replay {
         };
         let _ = writeln!(out, "{status}");
         if self.truncated {
-            let _ = writeln!(out, "(the recording was truncated at its size bound)");
+            let _ = writeln!(
+                out,
+                "(the recording was truncated: at its size bound, or by its process's crash)"
+            );
         }
         let Some(what_if) = &self.what_if else {
             for m in &self.original {

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use switchboard_assistant::RecordingSettings;
 use switchboard_core::call::trace::{Trace, TracedCore};
 use switchboard_core::call::{CallSettings, Event, Millis};
+use switchboard_server::AppState;
 use switchboard_server::call::disclosure::DEFAULT_DISCLOSURE_MESSAGE;
 use switchboard_server::call::recording::{CallRecorder, RecordingPlan, SpoolWriter};
 use switchboard_server::call::trace_spool::{TRACE_DIR, TraceSpool};
@@ -222,7 +223,7 @@ async fn a_local_recording_plays_with_ranges_to_its_own_organisation_only() {
 struct S3Case {
     _dir: tempfile::TempDir,
     ts: TestServer,
-    state: switchboard_server::state::AppState,
+    state: AppState,
     org: i64,
     call_id: i64,
     endpoint: String,
@@ -253,6 +254,20 @@ async fn s3_case(
         endpoint,
         bucket,
     })
+}
+
+/// Stores 20 000 bytes as organisation `org`'s call `call_id`'s mixed track, in the server's
+/// recordings' storage, and adds its row; returns the bytes, the key and the row's id.
+async fn stored_mixed(state: &AppState, org: i64, call_id: i64) -> (Vec<u8>, String, i64) {
+    let audio = pattern(20_000);
+    let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
+    let location = state
+        .recordings
+        .store_bytes(&key, &audio)
+        .await
+        .expect("stored");
+    let rec_id = add_row(&state.store, call_id, &location, audio.len()).await;
+    (audio, key, rec_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,14 +375,7 @@ async fn an_s3_recording_past_its_retention_leaves_the_bucket_and_the_api() {
     else {
         return;
     };
-    let audio = pattern(20_000);
-    let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
-    let location = state
-        .recordings
-        .store_bytes(&key, &audio)
-        .await
-        .expect("stored");
-    let rec_id = add_row(&state.store, call_id, &location, audio.len()).await;
+    let (_, key, rec_id) = stored_mixed(&state, org, call_id).await;
     let object = format!("{endpoint}/{bucket}/switchboard/{key}");
     let play = format!("{}/api/v1/calls/{call_id}/recording/{rec_id}/play", ts.base);
     let status = |url: String, key: Option<String>| async move {
@@ -423,14 +431,7 @@ async fn an_s3_recording_plays_through_a_short_lived_presigned_redirect() {
     else {
         return;
     };
-    let audio = pattern(20_000);
-    let key = format!("org-{org}/recordings/call-{call_id}-mixed.wav");
-    let location = state
-        .recordings
-        .store_bytes(&key, &audio)
-        .await
-        .expect("stored");
-    let rec_id = add_row(&state.store, call_id, &location, audio.len()).await;
+    let (audio, key, rec_id) = stored_mixed(&state, org, call_id).await;
     let path = format!("/api/v1/calls/{call_id}/recording/{rec_id}/play");
 
     let no_redirects = reqwest::Client::builder()

@@ -80,7 +80,8 @@ pub struct Trace {
     pub decisions: Vec<Decision>,
     /// Media frames sent after the last decision.
     pub trailing_frames: u64,
-    /// The trace stopped at its bounds before the call ended.
+    /// The trace stopped before the call ended: at its bounds, or (a trace recovered from a
+    /// crashed process's spool) where the spool ended.
     pub truncated: bool,
     /// Caller audio (8 kHz µ-law), the bytes of all [`TraceEvent::CallerAudio`] in order.
     #[serde(skip)]
