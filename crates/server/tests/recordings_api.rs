@@ -698,28 +698,7 @@ async fn a_recording_interrupted_by_a_crash_is_finalised_at_the_next_start() {
         writer.write(&block).expect("write");
     }
     // Its flight recorder too: a second of caller audio drained and spooled.
-    let mut core = TracedCore::new(CallSettings::default(), Millis(0), true);
-    core.handle(Event::CallStarted, Millis(0));
-    for i in 0..50 {
-        core.handle(Event::CallerAudio(&[0xFF; 160]), Millis(20 * i));
-        while core.poll_action().is_some() {}
-    }
-    let slice = core.drain_trace(0, 0).expect("a slice");
-    let mut spool = TraceSpool::start(&state, org, call.id, core.core().settings());
-    assert!(spool.push(slice.clone()));
-    let spooled_audio = state
-        .recordings
-        .base_dir()
-        .join(TRACE_DIR)
-        .join(format!("call-{}.audio", call.id));
-    let wanted = slice.caller_audio.len() as u64;
-    let appended = tokio::time::timeout(Duration::from_secs(30), async {
-        while std::fs::metadata(&spooled_audio).map_or(0, |m| m.len()) < wanted {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(appended.is_ok(), "the slice reaches the spool");
+    let (spool, slice) = spool_one_second(&state, org, call.id).await;
     // The crash: nothing is finished. (The trace spool is dropped rather than forgotten so
     // that its task ends and this process can stop: its files stay, as a crash leaves them.)
     drop(spool);
@@ -787,6 +766,91 @@ async fn a_recording_interrupted_by_a_crash_is_finalised_at_the_next_start() {
         &dir.path().join("recordings"),
     ));
     assert!(recovered.is_empty(), "{recovered:?}");
+    ts.stop().await;
+}
+
+/// A call's first second of caller audio traced by a core, drained and appended to the call's
+/// trace spool (returned with the slice, its task still running).
+async fn spool_one_second(
+    state: &AppState,
+    org: i64,
+    call_id: i64,
+) -> (TraceSpool, switchboard_core::call::trace::TraceSlice) {
+    let mut core = TracedCore::new(CallSettings::default(), Millis(0), true);
+    core.handle(Event::CallStarted, Millis(0));
+    for i in 0..50 {
+        core.handle(Event::CallerAudio(&[0xFF; 160]), Millis(20 * i));
+        while core.poll_action().is_some() {}
+    }
+    let slice = core.drain_trace(0, 0).expect("a slice");
+    let mut spool = TraceSpool::start(state, org, call_id, core.core().settings());
+    assert!(spool.push(slice.clone()));
+    let spooled_audio = state
+        .recordings
+        .base_dir()
+        .join(TRACE_DIR)
+        .join(format!("call-{call_id}.audio"));
+    let wanted = slice.caller_audio.len() as u64;
+    let appended = tokio::time::timeout(Duration::from_secs(30), async {
+        while std::fs::metadata(&spooled_audio).map_or(0, |m| m.len()) < wanted {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(appended.is_ok(), "the slice reaches the spool");
+    (spool, slice)
+}
+
+/// A process that stopped after a call's trace was stored but before its spool was removed
+/// (the spool goes only once the trace's row is written): the next start removes the spool
+/// and leaves the stored trace as it was, rather than storing it again as truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_trace_is_not_stored_again_from_its_leftover_spool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings_in(dir.path());
+    let mut ts = TestServer::start_with(settings.clone(), String::new()).await;
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("org a");
+    let (call_id, _) = ended_call(&state.store, org).await;
+    let (spool, _) = spool_one_second(&state, org, call_id).await;
+    // The whole trace, stored as the call's end stores it.
+    let mut core = TracedCore::new(CallSettings::default(), Millis(0), true);
+    core.handle(Event::CallStarted, Millis(0));
+    for i in 0..75 {
+        core.handle(Event::CallerAudio(&[0x7F; 160]), Millis(20 * i));
+        while core.poll_action().is_some() {}
+    }
+    let whole = core
+        .take_trace()
+        .expect("trace")
+        .to_bytes()
+        .expect("encode");
+    trace_storage::save(
+        &state.store,
+        &state.recordings,
+        org,
+        call_id,
+        1,
+        whole.clone(),
+    )
+    .await
+    .expect("stored");
+    drop(spool);
+    ts.stop().await;
+
+    let mut ts = TestServer::start_with(settings, ts.key_b.clone()).await;
+    let state = ts.server().state().clone();
+    assert!(
+        switchboard_server::call::trace_recovery::find_leftover(state.recordings.base_dir())
+            .is_empty(),
+        "the spool is removed"
+    );
+    let stored = trace_storage::load(&state.store, &state.recordings, org, call_id)
+        .await
+        .expect("load")
+        .expect("the trace is still there");
+    assert_eq!(stored, whole, "the stored trace is unchanged");
+    assert!(!Trace::from_bytes(&stored).expect("decode").truncated);
     ts.stop().await;
 }
 

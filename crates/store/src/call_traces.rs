@@ -83,6 +83,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the organisation's call `call_id` has a stored trace (without reading it).
+    pub async fn has_call_trace(&self, org_id: i64, call_id: i64) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 FROM call_traces WHERE call_id = $1 AND organization_id = $2")
+                .bind(call_id)
+                .bind(org_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
     /// The trace of the organisation's call `call_id`, or `None` (no such call in the
     /// organisation, or no trace was recorded).
     pub async fn get_call_trace(

@@ -22,6 +22,7 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
     let b = s.ensure_organization("beta").await.unwrap().id;
     let call_id = common::in_progress_call(&s, a, "CA-trace").await;
     assert!(s.get_call_trace(a, call_id).await.unwrap().is_none());
+    assert!(!s.has_call_trace(a, call_id).await.unwrap());
 
     // The row holds where the compressed trace is and its inflated size.
     s.save_call_trace_location(
@@ -33,6 +34,7 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
     )
     .await
     .unwrap();
+    assert!(s.has_call_trace(a, call_id).await.unwrap());
     let row = s.get_call_trace(a, call_id).await.unwrap().expect("trace");
     assert_eq!(
         row.body,
@@ -50,6 +52,7 @@ async fn traces_round_trip_and_stay_in_their_organisation(ctx: Ctx) {
 
     // Another organisation neither reads nor writes it.
     assert!(s.get_call_trace(b, call_id).await.unwrap().is_none());
+    assert!(!s.has_call_trace(b, call_id).await.unwrap());
     assert!(matches!(
         s.save_call_trace_location(b, call_id, 1, 5, "s3://other/x")
             .await,

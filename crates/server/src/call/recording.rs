@@ -32,8 +32,8 @@
 //! - `wav` at 8000 Hz: G.711 µ-law WAV (format tag 7), the call's audio as it was on the wire.
 //! - `wav` at any other rate: 16-bit PCM WAV, decoded and resampled.
 //! - `mp3`: only when built with the `mp3` feature (LAME, LGPL-3.0, linked statically, so off by
-//!   default); without it an `mp3` request is written as WAV, logged, and reported in
-//!   [`RecordingFile::requested_format`].
+//!   default); without it an `mp3` request is written as WAV, logged once per process, and
+//!   reported in [`RecordingFile::requested_format`].
 //!
 //! Channels: user and assistant tracks are mono; the mixed track is mono (summed) or, with
 //! `channels: 2`, stereo with the caller on the left and the assistant on the right. A recording
@@ -619,10 +619,16 @@ impl SpoolWriter {
     pub fn finish(self) -> Result<Vec<RecordingFile>, RecordingError> {
         let format = effective_format(self.plan.requested_format);
         if format != self.plan.requested_format {
-            tracing::warn!(
-                call_id = self.plan.call_id,
-                "mp3 recording requested but this server was built without the `mp3` feature; writing WAV"
-            );
+            // Once per process (every call of a record left at its `mp3` default would say
+            // it); each recording's row says which format was asked for and which written.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    call_id = self.plan.call_id,
+                    "mp3 recording requested but this server was built without the `mp3` feature; writing WAV (said once per process)"
+                );
+            }
         }
         let dir = self.dir();
         let mut files = Vec::new();

@@ -213,6 +213,11 @@ async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bo
         return Ok(false);
     }
     let org_id = head.org_id;
+    if state.store.has_call_trace(org_id, call_id).await? {
+        // The process stopped after the trace was stored, before its spool was removed.
+        trace_recovery::remove(base, call_id);
+        return Ok(false);
+    }
     let (owned_base, storage) = (base.to_path_buf(), state.recordings.clone());
     let compressed = tokio::task::spawn_blocking(move || {
         let encoded = trace_recovery::encode_leftover(&owned_base, call_id, head)?;
@@ -222,10 +227,20 @@ async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bo
     })
     .await
     .map_err(|e| SpoolError::Task(e.to_string()));
-    trace_recovery::remove(base, call_id);
     let version = i64::from(TRACE_FORMAT_VERSION);
-    trace_storage::publish(&state.store, &state.recordings, version, compressed??).await?;
-    Ok(true)
+    let stored = match compressed {
+        Ok(Ok(compressed)) => {
+            trace_storage::publish(&state.store, &state.recordings, version, compressed)
+                .await
+                .map_err(RecoverError::from)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.into()),
+    };
+    // After the row (a crash before it leaves the spool for the next start), and whatever
+    // the outcome: a spool that cannot be stored is not retried.
+    trace_recovery::remove(base, call_id);
+    stored.map(|()| true)
 }
 
 /// Why one interrupted recording or call trace could not be recovered.

@@ -4,7 +4,9 @@
 //! (`call::recovery`, after the dead process's calls are closed) each spool whose call has
 //! ended is put together as a trace marked `truncated`, stored like any trace and its files
 //! removed; a spool whose call is still open belongs to another instance sharing the folder
-//! and is left alone.
+//! and is left alone. A finished call's spool is removed only once its trace's row is
+//! written, so a crash in between leaves a spool too: stored the same way, or only removed when
+//! the call's trace was already stored.
 //!
 //! What a crash can leave half-written: each batch of slices is appended events first, then
 //! decisions, then caller audio, so the last event or decision line may be torn and the audio

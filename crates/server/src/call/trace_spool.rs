@@ -9,7 +9,8 @@
 //! thread ([`super::spool_thread`]), to three files under `<recordings.base_dir>/.traces/`:
 //! `call-<id>.events` and `call-<id>.decisions` (JSON lines) and `call-<id>.audio` (raw µ-law).
 //! When the call ends the rest of the trace joins what was spooled, off the call path; the whole
-//! trace is encoded and stored as before ([`Trace::to_bytes`]) and the files are removed.
+//! trace is encoded and stored as before ([`Trace::to_bytes`]) and the files are removed once
+//! the trace's row is written (a crash before that leaves them to the next start).
 //! Owner-only files (0600): the trace holds the caller's voice.
 //!
 //! Traces are put back together and compressed one at a time ([`FINISHING`]; the upload and
@@ -251,14 +252,11 @@ impl TraceSpool {
             // uploaded and recorded.
             let turn = FINISHING.acquire().await;
             let blocking = storage.clone();
+            let paths = files.as_ref().map(|f| f.paths.clone());
             let compressed = tokio::task::spawn_blocking(move || -> Result<_, String> {
                 let encoded = match files {
                     None => trace.to_bytes().map_err(|e| e.to_string()),
-                    Some(f) => {
-                        let encoded = f.encode_with(&trace).map_err(|e| e.to_string());
-                        remove_files(&f.paths);
-                        encoded
-                    }
+                    Some(f) => f.encode_with(&trace).map_err(|e| e.to_string()),
                 }?;
                 trace_storage::compress(&blocking, org_id, call_id, &encoded)
                     .map_err(|e| e.to_string())
@@ -277,6 +275,11 @@ impl TraceSpool {
             };
             if let Err(error) = res {
                 tracing::warn!(call_id, %error, "could not store the call trace");
+            }
+            // Only now: a crash before the row is written leaves the spool for the next
+            // start to store (`trace_recovery`).
+            if let Some(paths) = paths {
+                let _ = tokio::task::spawn_blocking(move || remove_files(&paths)).await;
             }
         };
         state.tasks.spawn(work.in_current_span());
