@@ -12,7 +12,8 @@
 //!   engine's dispatch, framing and pacing plus the socket hop to the caller. The engine's clock
 //!   starts when it has accepted `start` (after a database lookup), later than the caller's, so
 //!   delivery is measured against the call's fastest turn: `(received − first_audio_sent) −
-//!   min over the call's turns of the same`.
+//!   min over the call's turns of the same`. The report gives the two parts apart too
+//!   (`engine_overhead_parts`: in the engine, and delivery).
 //! - **frame lateness**: for every bot chunk inside a reply after its first, how long the caller's
 //!   playback buffer had been dry when it arrived (0 when on time).
 //! - **interruption reaction**, **clear** and **backchannel gap**: see [`crate::interruption`]
@@ -76,6 +77,9 @@ pub struct Report {
     pub turn_latency_ms: Pct4,
     /// Turn latency minus provider time, ms (turns with engine metrics only).
     pub engine_overhead_ms: Pct4,
+    /// The engine overhead split into its two parts (absent without engine metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_overhead_parts: Option<OverheadParts>,
     /// Lateness of bot frames against the playback clock within replies, ms.
     pub frame_lateness_ms: Pct3,
     /// Barge-in onset → the caller's playback silent, ms.
@@ -115,6 +119,18 @@ pub struct Report {
     pub call_seconds: Option<f64>,
 }
 
+/// The two parts of the engine overhead, so a reader can tell the engine's own time from the
+/// socket hop: on a loaded machine the hop (the kernel, and the harness reading late) can be
+/// all of a high p99.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct OverheadParts {
+    /// Measured on the engine's clock ([`engine_part`]: dispatch and framing), ms.
+    pub in_engine_ms: Pct4,
+    /// First frame sent by the engine → received by the caller, beyond the call's fastest such
+    /// delivery, ms.
+    pub delivery_ms: Pct4,
+}
+
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
 /// engine's call start. Unknown fields are ignored; missing ones are `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
@@ -147,6 +163,10 @@ pub struct CallAnalysis {
     pub turn_latency_ms: Vec<f64>,
     /// Engine overheads, ms.
     pub engine_overhead_ms: Vec<f64>,
+    /// Their parts measured on the engine's clock, ms (same order).
+    pub overhead_in_engine_ms: Vec<f64>,
+    /// Their delivery parts, ms (same order).
+    pub overhead_delivery_ms: Vec<f64>,
     /// Bot chunks on time (lateness 0).
     pub frames_on_time: u64,
     /// Underrun lateness values, ms.
@@ -300,7 +320,10 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         .map(|&(_, d)| d)
         .fold(f64::INFINITY, f64::min);
     for (part, d) in matched {
-        a.engine_overhead_ms.push(part + (d - offset).max(0.0));
+        let delivery = (d - offset).max(0.0);
+        a.engine_overhead_ms.push(part + delivery);
+        a.overhead_in_engine_ms.push(part);
+        a.overhead_delivery_ms.push(delivery);
     }
 
     // Interruptions and backchannels, from the playback clock.
@@ -360,6 +383,8 @@ pub struct Aggregate {
     answered: u64,
     turn_latency: Vec<f64>,
     overhead: Vec<f64>,
+    in_engine: Vec<f64>,
+    delivery: Vec<f64>,
     lateness: Vec<f64>,
     reaction: Vec<f64>,
     clear: Vec<f64>,
@@ -411,6 +436,8 @@ impl Aggregate {
         self.call_seconds += a.duration_s;
         self.turn_latency.extend(a.turn_latency_ms);
         self.overhead.extend(a.engine_overhead_ms);
+        self.in_engine.extend(a.overhead_in_engine_ms);
+        self.delivery.extend(a.overhead_delivery_ms);
         self.lateness
             .extend(std::iter::repeat_n(0.0, a.frames_on_time as usize));
         self.lateness.extend(a.underruns_ms);
@@ -462,6 +489,10 @@ impl Aggregate {
             turns: self.turns,
             turn_latency_ms: Pct4::of(&mut self.turn_latency),
             engine_overhead_ms: Pct4::of(&mut self.overhead),
+            engine_overhead_parts: (!self.overhead.is_empty()).then(|| OverheadParts {
+                in_engine_ms: Pct4::of(&mut self.in_engine),
+                delivery_ms: Pct4::of(&mut self.delivery),
+            }),
             frame_lateness_ms: Pct3::of(&mut self.lateness),
             interruption_reaction_ms: Pct4::of(&mut self.reaction),
             interruption_clear_ms: Pct4::of(&mut self.clear),
@@ -529,6 +560,10 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
         &format!("engine overhead (n={})", x.overhead_samples),
         &r.engine_overhead_ms,
     ));
+    if let Some(parts) = &r.engine_overhead_parts {
+        s.push_str(&row4("  in the engine", &parts.in_engine_ms));
+        s.push_str(&row4("  delivery", &parts.delivery_ms));
+    }
     s.push_str(&row3("frame lateness", &r.frame_lateness_ms));
     s.push_str(&row4("interruption reaction", &r.interruption_reaction_ms));
     s.push_str(&row4("  clear", &r.interruption_clear_ms));
@@ -699,6 +734,24 @@ pub(crate) mod tests {
         // Clock offset = the fastest delivery (2 ms); turn 1's extra 1 ms counts.
         let a = analyze_call(&call(), Some(&turns));
         assert_eq!(a.engine_overhead_ms, vec![5.0, 2.0]);
+        assert_eq!(a.overhead_in_engine_ms, vec![4.0, 2.0]);
+        assert_eq!(a.overhead_delivery_ms, vec![1.0, 0.0]);
+        // The report gives the parts beside the whole, and the table prints them.
+        let mut agg = Aggregate::default();
+        agg.add("CA1", a, true);
+        let (r, x) = agg.finish(EngineUsage::default());
+        let parts = r.engine_overhead_parts.expect("parts with engine metrics");
+        assert_eq!(
+            (r.engine_overhead_ms.p50, r.engine_overhead_ms.max),
+            (Some(2.0), Some(5.0))
+        );
+        assert_eq!(parts.in_engine_ms.max, Some(4.0));
+        assert_eq!(parts.delivery_ms.max, Some(1.0));
+        let table = summary_table(&r, &x, 1.0);
+        assert!(table.contains("  in the engine"), "{table}");
+        assert!(table.contains("  delivery"), "{table}");
+        let v = serde_json::to_value(&r).expect("json");
+        assert_eq!(v["engine_overhead_parts"]["delivery_ms"]["max"], 1.0);
     }
 
     #[test]
