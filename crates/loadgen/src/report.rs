@@ -129,6 +129,11 @@ pub struct OverheadParts {
     /// First frame sent by the engine → received by the caller, beyond the call's fastest such
     /// delivery, ms.
     pub delivery_ms: Pct4,
+    /// Answered turns left out of the engine overhead because the caller made a sound after the
+    /// reply was ready and before it started (a cough, say): the engine held the reply to learn
+    /// whether the caller was going on, a turn-taking wait as long as its confirmation window.
+    #[serde(default)]
+    pub held_for_caller_sound: u64,
 }
 
 /// One turn of the engine's per-turn metrics (`GET /api/v1/calls/{id}/metrics`), ms since the
@@ -167,6 +172,9 @@ pub struct CallAnalysis {
     pub overhead_in_engine_ms: Vec<f64>,
     /// Their delivery parts, ms (same order).
     pub overhead_delivery_ms: Vec<f64>,
+    /// Answered turns left out of the engine overhead: the caller made a sound between the
+    /// reply being ready and its first frame, and the engine held the reply for it.
+    pub held_for_caller_sound: u64,
     /// Bot chunks on time (lateness 0).
     pub frames_on_time: u64,
     /// Underrun lateness values, ms.
@@ -249,7 +257,8 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         .iter()
         .filter(|u| expects_reply(u.kind))
         .collect();
-    let mut matched: Vec<(f64, f64)> = Vec::new();
+    // (the engine turn, the answered utterance's end, the engine part, the delivery)
+    let mut matched: Vec<(EngineTurn, f64, f64, f64)> = Vec::new();
     for (i, u) in expecting.iter().enumerate() {
         let speech_end = u.end_ms as f64;
         if speech_end >= end_ms {
@@ -309,7 +318,7 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         if let Some(t) = engine_turn
             && let (Some(part), Some(sent)) = (engine_part(t), t.first_audio_sent_ms)
         {
-            matched.push((part, received - sent));
+            matched.push((*t, speech_end, part, received - sent));
         }
     }
     // Align the two clocks: the engine's starts when it has accepted `start`, a little after the
@@ -317,9 +326,13 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
     // each turn's delivery beyond it is engine (or socket) delay.
     let offset = matched
         .iter()
-        .map(|&(_, d)| d)
+        .map(|&(_, _, _, d)| d)
         .fold(f64::INFINITY, f64::min);
-    for (part, d) in matched {
+    for (t, speech_end, part, d) in matched {
+        if caller_sound_held_reply(r, &t, speech_end, offset) {
+            a.held_for_caller_sound += 1;
+            continue;
+        }
         let delivery = (d - offset).max(0.0);
         a.engine_overhead_ms.push(part + delivery);
         a.overhead_in_engine_ms.push(part);
@@ -360,6 +373,32 @@ pub fn answering_turn(
         })
 }
 
+/// How long after a caller's sound ends Switchboard still holds a reply it made during it
+/// (ms): the record's default `interruption_settings.confirmation_window_ms`, which the
+/// assistants `--spawn-fakes` creates keep.
+pub const HELD_AFTER_SOUND_MS: f64 = 400.0;
+
+/// Whether the caller made a sound (any utterance of the script after the answered one, which
+/// ended at `speech_end`: a cough, a word) that had begun before the turn's first frame went out and was still being weighed when the reply
+/// was ready (it ended less than [`HELD_AFTER_SOUND_MS`] before): the engine holds a reply
+/// nothing of which was heard yet until it knows whether the caller is going on, a
+/// turn-taking decision, not engine overhead. `offset` maps the engine's clock onto the
+/// caller's (the call's fastest delivery).
+fn caller_sound_held_reply(r: &CallReport, t: &EngineTurn, speech_end: f64, offset: f64) -> bool {
+    let (Some(ready), Some(sent)) = (
+        t.tts_first_byte_ms
+            .map(|b| b.max(t.stt_final_ms.unwrap_or(b))),
+        t.first_audio_sent_ms,
+    ) else {
+        return false;
+    };
+    let (ready, sent) = (ready + offset, sent + offset);
+    r.utterances
+        .iter()
+        .filter(|u| u.start_ms as f64 >= speech_end)
+        .any(|u| (u.start_ms as f64) < sent && u.end_ms as f64 + HELD_AFTER_SOUND_MS > ready)
+}
+
 /// The engine-side part of a turn's overhead, all on the engine's clock:
 /// `max(0, llm_request − stt_final) + max(0, first_audio_sent − max(tts_first_byte, stt_final))`.
 /// A speculative LLM request sent before the final costs nothing, and neither does the time its
@@ -385,6 +424,7 @@ pub struct Aggregate {
     overhead: Vec<f64>,
     in_engine: Vec<f64>,
     delivery: Vec<f64>,
+    held_for_caller_sound: u64,
     lateness: Vec<f64>,
     reaction: Vec<f64>,
     clear: Vec<f64>,
@@ -438,6 +478,7 @@ impl Aggregate {
         self.overhead.extend(a.engine_overhead_ms);
         self.in_engine.extend(a.overhead_in_engine_ms);
         self.delivery.extend(a.overhead_delivery_ms);
+        self.held_for_caller_sound += a.held_for_caller_sound;
         self.lateness
             .extend(std::iter::repeat_n(0.0, a.frames_on_time as usize));
         self.lateness.extend(a.underruns_ms);
@@ -489,10 +530,12 @@ impl Aggregate {
             turns: self.turns,
             turn_latency_ms: Pct4::of(&mut self.turn_latency),
             engine_overhead_ms: Pct4::of(&mut self.overhead),
-            engine_overhead_parts: (!self.overhead.is_empty()).then(|| OverheadParts {
-                in_engine_ms: Pct4::of(&mut self.in_engine),
-                delivery_ms: Pct4::of(&mut self.delivery),
-            }),
+            engine_overhead_parts: (!self.overhead.is_empty() || self.held_for_caller_sound > 0)
+                .then(|| OverheadParts {
+                    in_engine_ms: Pct4::of(&mut self.in_engine),
+                    delivery_ms: Pct4::of(&mut self.delivery),
+                    held_for_caller_sound: self.held_for_caller_sound,
+                }),
             frame_lateness_ms: Pct3::of(&mut self.lateness),
             interruption_reaction_ms: Pct4::of(&mut self.reaction),
             interruption_clear_ms: Pct4::of(&mut self.clear),
@@ -563,6 +606,12 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
     if let Some(parts) = &r.engine_overhead_parts {
         s.push_str(&row4("  in the engine", &parts.in_engine_ms));
         s.push_str(&row4("  delivery", &parts.delivery_ms));
+        if parts.held_for_caller_sound > 0 {
+            s.push_str(&format!(
+                "  ({} turns left out: the reply was held while the caller made a sound)\n",
+                parts.held_for_caller_sound
+            ));
+        }
     }
     s.push_str(&row3("frame lateness", &r.frame_lateness_ms));
     s.push_str(&row4("interruption reaction", &r.interruption_reaction_ms));
@@ -752,6 +801,50 @@ pub(crate) mod tests {
         assert!(table.contains("  delivery"), "{table}");
         let v = serde_json::to_value(&r).expect("json");
         assert_eq!(v["engine_overhead_parts"]["delivery_ms"]["max"], 1.0);
+    }
+
+    #[test]
+    fn a_reply_held_while_the_caller_coughs_is_left_out_of_engine_overhead() {
+        // Turn 1 answered at once; turn 2's reply was ready at 5596 but went out at 6300: the
+        // caller coughed from 5700 to 6000 (caller clock; the fastest delivery is 3 ms).
+        let mut r = call();
+        r.utterances
+            .insert(3, utt(UtteranceKind::Noise, 5700, 6000));
+        r.segments = vec![seg(2700.0), seg(6303.0), seg(8500.0)];
+        let turns = [
+            EngineTurn {
+                stt_final_ms: Some(2300.0),
+                llm_request_ms: Some(2302.0),
+                tts_first_byte_ms: Some(2695.0),
+                first_audio_sent_ms: Some(2697.0),
+                ..EngineTurn::default()
+            },
+            EngineTurn {
+                stt_final_ms: Some(5300.0),
+                llm_request_ms: Some(5301.0),
+                tts_first_byte_ms: Some(5596.0),
+                first_audio_sent_ms: Some(6300.0),
+                ..EngineTurn::default()
+            },
+        ];
+        let a = analyze_call(&r, Some(&turns));
+        assert_eq!(a.held_for_caller_sound, 1);
+        assert_eq!(a.engine_overhead_ms, vec![4.0]);
+        // A cough that ended just before the reply was ready is still being weighed then.
+        r.utterances[3] = utt(UtteranceKind::Noise, 5200, 5500);
+        assert_eq!(analyze_call(&r, Some(&turns)).held_for_caller_sound, 1);
+        // One that ended well before is not: the wait is engine overhead.
+        r.utterances[3] = utt(UtteranceKind::Noise, 4700, 5100);
+        let a = analyze_call(&r, Some(&turns));
+        assert_eq!(a.held_for_caller_sound, 0);
+        assert_eq!(a.engine_overhead_ms, vec![4.0, 705.0]);
+        // Without the cough the same wait is engine overhead, also when the answered utterance
+        // itself ended less than the window before the reply was ready.
+        r.utterances.remove(3);
+        r.utterances[2] = utt(UtteranceKind::BargeIn, 4000, 5300);
+        let a = analyze_call(&r, Some(&turns));
+        assert_eq!(a.held_for_caller_sound, 0);
+        assert_eq!(a.engine_overhead_ms, vec![4.0, 705.0]);
     }
 
     #[test]
