@@ -385,11 +385,7 @@ pub const HELD_AFTER_SOUND_MS: f64 = 400.0;
 /// turn-taking decision, not engine overhead. `offset` maps the engine's clock onto the
 /// caller's (the call's fastest delivery).
 fn caller_sound_held_reply(r: &CallReport, t: &EngineTurn, speech_end: f64, offset: f64) -> bool {
-    let (Some(ready), Some(sent)) = (
-        t.tts_first_byte_ms
-            .map(|b| b.max(t.stt_final_ms.unwrap_or(b))),
-        t.first_audio_sent_ms,
-    ) else {
+    let (Some(ready), Some(sent)) = (reply_ready_ms(t), t.first_audio_sent_ms) else {
         return false;
     };
     let (ready, sent) = (ready + offset, sent + offset);
@@ -408,8 +404,14 @@ fn caller_sound_held_reply(r: &CallReport, t: &EngineTurn, speech_end: f64, offs
 pub fn engine_part(t: &EngineTurn) -> Option<f64> {
     let stt_final = t.stt_final_ms?;
     let dispatch = (t.llm_request_ms? - stt_final).max(0.0);
-    let framing = (t.first_audio_sent_ms? - t.tts_first_byte_ms?.max(stt_final)).max(0.0);
+    let framing = (t.first_audio_sent_ms? - reply_ready_ms(t)?).max(0.0);
     Some(dispatch + framing)
+}
+
+/// When the turn's reply could first have gone out, on the engine's clock: its first TTS byte,
+/// or the STT final if that came later (a speculative reply waits for it).
+fn reply_ready_ms(t: &EngineTurn) -> Option<f64> {
+    Some(t.tts_first_byte_ms?.max(t.stt_final_ms?))
 }
 
 /// Collects call analyses into the report.

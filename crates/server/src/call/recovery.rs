@@ -228,15 +228,11 @@ async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bo
     .await
     .map_err(|e| SpoolError::Task(e.to_string()));
     let version = i64::from(TRACE_FORMAT_VERSION);
-    let stored = match compressed {
-        Ok(Ok(compressed)) => {
-            trace_storage::publish(&state.store, &state.recordings, version, compressed)
-                .await
-                .map_err(RecoverError::from)
-        }
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.into()),
-    };
+    let stored: Result<(), RecoverError> = async {
+        trace_storage::publish(&state.store, &state.recordings, version, compressed??).await?;
+        Ok(())
+    }
+    .await;
     // After the row (a crash before it leaves the spool for the next start), and whatever
     // the outcome: a spool that cannot be stored is not retried.
     trace_recovery::remove(base, call_id);
