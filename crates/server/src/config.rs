@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -693,18 +693,38 @@ impl ServerSettings {
     }
 }
 
-/// `[database]`: the connection URL. Debug output redacts any password in it.
+/// `[database]`: the connection URL, and where live calls' rows wait while the database is
+/// away. Debug output redacts any password in the URL.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://user:password@host/db`.
     pub url: String,
+    /// Folder of the call-data writer's spill files (`call::call_data_spill`); empty holds the
+    /// rows in memory only (at most `call::call_data::MAX_HELD_ROWS`).
+    pub call_data_spill_dir: String,
+    /// Largest spill file (MiB); rows beyond it are dropped and counted.
+    pub call_data_spill_max_mb: u64,
+}
+
+impl DatabaseSettings {
+    /// The call-data writer's options these settings give.
+    pub fn call_data_options(&self) -> crate::call::call_data::CallDataOptions {
+        let dir = self.call_data_spill_dir.trim();
+        crate::call::call_data::CallDataOptions {
+            spill_dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+            spill_max_bytes: self.call_data_spill_max_mb.saturating_mul(1 << 20),
+            ..Default::default()
+        }
+    }
 }
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(&self.url))
+            .field("call_data_spill_dir", &self.call_data_spill_dir)
+            .field("call_data_spill_max_mb", &self.call_data_spill_max_mb)
             .finish()
     }
 }
@@ -991,7 +1011,7 @@ mod tests {
 
     #[test]
     fn embedded_defaults_parse() {
-        let settings = Settings::defaults().expect("defaults parse");
+        let mut settings = Settings::defaults().expect("defaults parse");
         assert_eq!(settings.server.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.database.url, "sqlite://./data/switchboard.db");
         assert_eq!(settings.server.max_body_bytes, 1_048_576);
@@ -1011,6 +1031,17 @@ mod tests {
             ),
             (0, 30),
             "recordings kept until deleted, traces 30 days"
+        );
+        let call_data = settings.database.call_data_options();
+        assert_eq!(
+            call_data.spill_dir.as_deref(),
+            Some(Path::new("./data/call-data-spill"))
+        );
+        assert_eq!(call_data.spill_max_bytes, 1 << 30);
+        settings.database.call_data_spill_dir = " ".into();
+        assert!(
+            settings.database.call_data_options().spill_dir.is_none(),
+            "empty: memory only"
         );
     }
 

@@ -129,7 +129,8 @@ impl AppState {
         ));
         let background_sounds =
             crate::background_sound::SoundCache::new((&settings.background_sound).into());
-        let call_data = CallDataWriter::start(store.clone());
+        let call_data =
+            CallDataWriter::start_with(store.clone(), settings.database.call_data_options());
         Ok(AppState(Arc::new(AppStateInner {
             store,
             settings,

@@ -1,12 +1,16 @@
 //! The call-data writer while PostgreSQL is away: a real database behind the testkit's TCP
 //! proxy, cut mid-test (every connection closed, new ones refused) and restored. Nothing sent
-//! while the database is away is lost, up to the writer's limit; beyond it rows are dropped
-//! and counted. Skipped when `DATABASE_URL` is not a PostgreSQL URL (CI sets it).
+//! while the database is away is lost: beyond the memory window rows wait in a spill file, and
+//! a spill file a crash left is stored by the next writer. Without a spill folder, rows beyond
+//! the memory limit are dropped and counted. Skipped when `DATABASE_URL` is not a PostgreSQL
+//! URL (CI sets it).
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
-use switchboard_server::call::call_data::CallDataWriter;
+use switchboard_server::call::call_data::{CallDataOptions, CallDataWriter};
+use switchboard_server::call::call_data_spill::{HEADER_LEN, SpillFile};
 use switchboard_store::{CallData, NewCall, NewTranscript, Store, StoreOptions};
 use switchboard_testkit::tcp_proxy::TcpProxy;
 
@@ -54,6 +58,8 @@ async fn cut(proxy: &TcpProxy) {
 /// (fresh schema, migrated), and an in-progress call of an organisation.
 struct Ctx {
     proxy: TcpProxy,
+    /// The store's URL (through the proxy), for a second store.
+    url: String,
     store: Store,
     org: i64,
     call: i64,
@@ -114,6 +120,7 @@ where
 
     let result = tokio::spawn(body(Ctx {
         proxy,
+        url: url.to_string(),
         store: store.clone(),
         org,
         call,
@@ -190,7 +197,12 @@ async fn rows_sent_while_the_database_is_away_are_stored_once_it_is_back() {
 #[tokio::test]
 async fn rows_beyond_the_limit_held_while_the_database_is_away_are_dropped_and_counted() {
     through_proxy(|ctx| async move {
-        let writer = CallDataWriter::start_holding(ctx.store.clone(), 5);
+        let options = CallDataOptions {
+            max_held_rows: 5,
+            spill_dir: None,
+            ..CallDataOptions::default()
+        };
+        let writer = CallDataWriter::start_with(ctx.store.clone(), options);
         let sink = writer.for_call(ctx.org, ctx.call);
         cut(&ctx.proxy).await;
         for i in 1..=8 {
@@ -207,6 +219,127 @@ async fn rows_beyond_the_limit_held_while_the_database_is_away_are_dropped_and_c
             "the rows held are stored, in order; the later ones were dropped"
         );
         assert_eq!(writer.dropped_rows(), 3);
+    })
+    .await;
+}
+
+/// Rows the spill files in `dir` hold (lines after each header), 0 when there are none.
+fn spilled_rows(dir: &Path) -> usize {
+    SpillFile::leftovers(dir)
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|bytes| {
+            let rows = bytes.get(HEADER_LEN as usize..).unwrap_or_default();
+            rows.iter().filter(|&&b| b == b'\n').count()
+        })
+        .sum()
+}
+
+fn spilling(dir: &Path, max_held_rows: usize) -> CallDataOptions {
+    CallDataOptions {
+        max_held_rows,
+        spill_dir: Some(dir.to_owned()),
+        ..CallDataOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn rows_beyond_the_memory_window_wait_in_a_spill_file_and_are_all_stored() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = CallDataWriter::start_with(ctx.store.clone(), spilling(dir.path(), 5));
+        let sink = writer.for_call(ctx.org, ctx.call);
+        cut(&ctx.proxy).await;
+        let sent: Vec<String> = (1..=40).map(|i| format!("row {i}")).collect();
+        for text in &sent {
+            sink.send(line(text));
+        }
+        until("all 40 rows are in the spill file", || {
+            spilled_rows(dir.path()) == 40
+        })
+        .await;
+        assert_eq!(writer.dropped_rows(), 0, "nothing dropped beyond memory");
+        ctx.proxy.restore();
+        tokio::time::timeout(PATIENCE, sink.flushed())
+            .await
+            .expect("the flush is answered once the database is back");
+        assert_eq!(texts(&ctx.store, ctx.call).await, sent, "all, in order");
+        until("the stored spill file is removed", || {
+            SpillFile::leftovers(dir.path()).is_empty()
+        })
+        .await;
+        // Back to memory: the next row is stored without a file.
+        sink.send(line("after"));
+        sink.flushed().await;
+        assert_eq!(
+            texts(&ctx.store, ctx.call).await.last().map(String::as_str),
+            Some("after")
+        );
+        assert!(SpillFile::leftovers(dir.path()).is_empty());
+        assert_eq!(writer.dropped_rows(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_spill_file_left_by_a_crash_is_stored_by_the_next_writer() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sent: Vec<String> = (1..=12).map(|i| format!("held {i}")).collect();
+        // The first "process": its own runtime, dropped while the database is away, which
+        // drops its writer task mid-outage the way a crash would (the file stays, unlocked).
+        let (connected_tx, connected) = tokio::sync::oneshot::channel();
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
+        let crashed = tokio::task::spawn_blocking({
+            let (url, dir, sent) = (ctx.url.clone(), dir.path().to_owned(), sent.clone());
+            let (org, call) = (ctx.org, ctx.call);
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let options = StoreOptions {
+                        max_connections: Some(1),
+                        acquire_timeout: Some(Duration::from_secs(1)),
+                    };
+                    let store = Store::connect_with(&url, options).await.expect("connect");
+                    let writer = CallDataWriter::start_with(store, spilling(&dir, 4));
+                    let _ = connected_tx.send(());
+                    cut_rx.await.expect("cut");
+                    let sink = writer.for_call(org, call);
+                    for text in &sent {
+                        sink.send(line(text));
+                    }
+                    until("the rows are in the spill file", || {
+                        spilled_rows(&dir) == sent.len()
+                    })
+                    .await;
+                });
+                drop(rt);
+            }
+        });
+        connected.await.expect("connected");
+        cut(&ctx.proxy).await;
+        cut_tx.send(()).expect("signal");
+        crashed.await.expect("the first process ran");
+        assert_eq!(
+            SpillFile::leftovers(dir.path()).len(),
+            1,
+            "the crash left its file"
+        );
+
+        ctx.proxy.restore();
+        let _next = CallDataWriter::start_with(ctx.store.clone(), spilling(dir.path(), 4));
+        until("the left file is stored and removed", || {
+            SpillFile::leftovers(dir.path()).is_empty()
+        })
+        .await;
+        assert_eq!(
+            texts(&ctx.store, ctx.call).await,
+            sent,
+            "every row, in order, once"
+        );
     })
     .await;
 }

@@ -6,6 +6,7 @@
 //! to [`ROWS_PER_INSERT`] rows each): every statement is a round trip to SQLite's worker thread
 //! or to the PostgreSQL server, so a batch of 40 rows costs a few trips instead of 40.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use std::fmt::Write as _;
@@ -20,8 +21,9 @@ use crate::{NewToolExecution, NewTranscript, NewTurnMetric, Store, StoreError};
 pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// One row a live call produces. Payloads are boxed so the value stays two words: a call's
-/// channel of them allocates its slots in blocks.
-#[derive(Debug, Clone)]
+/// channel of them allocates its slots in blocks. (De)serialisable so that the server can spill
+/// rows to disk while the database is away.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CallData {
     /// A final transcript segment ([`Store::add_transcript`]).
     Transcript(Box<NewTranscript>),
@@ -34,7 +36,7 @@ pub enum CallData {
 }
 
 /// A [`CallData`] row and the call it belongs to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallDataRow {
     /// The organisation owning the call.
     pub org_id: i64,

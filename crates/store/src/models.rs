@@ -2,7 +2,7 @@
 //! the database holds, with timestamps as unix epoch milliseconds (`…_ms`; see
 //! [`crate::ms_to_rfc3339`]); `New…` structs are what callers pass in to create one.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
@@ -271,7 +271,7 @@ pub struct CallFilter {
 }
 
 /// Input of [`crate::Store::add_transcript`].
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTranscript {
     /// `user` or `assistant`.
     pub role: String,
@@ -316,7 +316,7 @@ pub struct TranscriptRow {
 
 /// Input of [`crate::Store::add_turn_metric`]: the latency timeline of one turn (issue 4).
 /// Every timestamp is ms since call start; `None` when the turn never reached that point.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTurnMetric {
     /// 0-based turn number within the call.
     pub turn_index: i64,

@@ -6,7 +6,7 @@
 //! Every row carries its organisation and every query is keyed by it: an insert for a call of
 //! another organisation writes nothing ([`StoreError::NotFound`]), a read returns nothing.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -75,8 +75,16 @@ impl Serialize for ToolExecutionStatus {
     }
 }
 
+impl<'de> Deserialize<'de> for ToolExecutionStatus {
+    /// Read as stored: an unknown spelling is [`ToolExecutionStatus::Unknown`].
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(ToolExecutionStatus::from_stored(&s))
+    }
+}
+
 /// One tool execution to store (see [`Store::add_tool_execution`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewToolExecution {
     /// The LLM's id of the call (`call_…`), which its `tool` message answers.
     pub tool_call_id: String,

@@ -19,12 +19,15 @@
 //! When the database is away (a broken connection, no connection in time, a locked SQLite
 //! file: [`StoreError::is_transient`]) nothing is given up: the writer holds the rows, keeps
 //! taking new ones, and tries again after a wait that doubles from 250 ms to 5 s; flushes are
-//! answered once their rows are in. It holds at most [`MAX_HELD_ROWS`]; rows arriving beyond
-//! that are dropped and counted (`switchboard_call_data_dropped_rows_total`), so an outage
-//! costs bounded memory. Before, a failed batch went row by row at once, each row waiting out
-//! the pool's acquire timeout, and every row of the outage was lost.
+//! answered once their rows are in. With a spill folder ([`CallDataOptions::spill_dir`], the
+//! default) the rows it holds go to a file there (`call::call_data_spill`) and at most
+//! [`MAX_HELD_ROWS`] stay in memory, read back in order as they are stored: an outage costs
+//! disk, up to [`CallDataOptions::spill_max_bytes`], and a crash during it loses nothing (the
+//! next start adopts the file). Rows beyond the limit (the memory one without a folder, or a
+//! file that cannot be created) are dropped and counted (`switchboard_call_data_dropped_rows_total`).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant};
 use switchboard_store::{CallData, CallDataRow, Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::call_data_spill::{self, SpillFile, SpillLine};
 use crate::metrics::names;
 
 /// Most rows stored in one transaction.
@@ -39,13 +43,38 @@ const MAX_BATCH: usize = 256;
 /// How long the writer lets rows gather after a write. Rows are read back by the API and
 /// reports, never by a live call, and a call that waits for its rows cuts it short.
 const GATHER: Duration = Duration::from_millis(100);
-/// Rows held at most while the database is away: with rows of a few hundred bytes, tens of
-/// MB; at 1000 calls, a minute or two of conversation.
+/// Rows held in memory at most while the database is away: with rows of a few hundred bytes,
+/// tens of MB; at 1000 calls, a minute or two of conversation. With a spill file, the window
+/// of its rows kept in memory.
 pub const MAX_HELD_ROWS: usize = 100_000;
 /// The first wait before trying the database again; it doubles up to [`MAX_RETRY_WAIT`].
 const FIRST_RETRY_WAIT: Duration = Duration::from_millis(250);
-/// The longest wait between tries while the database is away.
+/// The longest wait between tries while the database is away; also between attempts to create
+/// a spill file after one failed.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+/// Encoded rows kept at most while appending to the spill file fails (a full disk).
+const MAX_UNSPILLED_BYTES: usize = 16 << 20;
+
+/// How the writer holds rows while the database is away.
+#[derive(Debug, Clone)]
+pub struct CallDataOptions {
+    /// Rows kept in memory at most (without a spill folder, all it holds).
+    pub max_held_rows: usize,
+    /// Folder of the spill files; `None` holds rows in memory only.
+    pub spill_dir: Option<PathBuf>,
+    /// Largest spill file (bytes); rows beyond it are dropped and counted.
+    pub spill_max_bytes: u64,
+}
+
+impl Default for CallDataOptions {
+    fn default() -> Self {
+        CallDataOptions {
+            max_held_rows: MAX_HELD_ROWS,
+            spill_dir: None,
+            spill_max_bytes: 1 << 30,
+        }
+    }
+}
 
 enum Queued {
     Row(CallDataRow),
@@ -62,28 +91,55 @@ pub struct CallDataWriter {
 }
 
 impl CallDataWriter {
-    /// Starts the writer task on `store` (call within a tokio runtime), holding at most
-    /// [`MAX_HELD_ROWS`] while the database is away. It runs until every sink and this handle
-    /// are dropped and what it holds is stored.
+    /// Starts the writer task on `store` (call within a tokio runtime), holding rows in memory
+    /// only. It runs until every sink and this handle are dropped and what it holds is stored.
     pub fn start(store: Store) -> Self {
-        Self::start_holding(store, MAX_HELD_ROWS)
+        Self::start_with(store, CallDataOptions::default())
     }
 
-    /// [`CallDataWriter::start`] holding at most `max_held_rows` while the database is away.
-    pub fn start_holding(store: Store, max_held_rows: usize) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let hurry = Arc::new(Notify::new());
+    /// [`CallDataWriter::start`] with `options`. With a spill folder, each spill file there
+    /// that no live process holds (a crash's) is adopted and its rows stored, by a task of its
+    /// own.
+    pub fn start_with(store: Store, options: CallDataOptions) -> Self {
         let dropped = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            store,
+        let writer = |spill: Option<SpillFile>| Writer {
+            store: store.clone(),
             held: VecDeque::new(),
-            max_held: max_held_rows,
+            max_held: options.max_held_rows.max(1),
             taken: 0,
             settled: 0,
             flushes: VecDeque::new(),
             dropped: dropped.clone(),
+            spill,
+            spill_dir: None,
+            spill_max_bytes: options.spill_max_bytes,
+            spill_retry_at: None,
+            held_ends: VecDeque::new(),
+            unspilled: Vec::new(),
+            main: false,
         };
-        tokio::spawn(run(writer, rx, hurry.clone()));
+        if let Some(dir) = &options.spill_dir {
+            for path in SpillFile::leftovers(dir) {
+                match SpillFile::adopt(&path) {
+                    Ok(Some(file)) => {
+                        tracing::warn!(path = %path.display(), "storing the call data a crash left in a spill file");
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        drop(tx);
+                        tokio::spawn(run(writer(Some(file)), rx, Arc::new(Notify::new())));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "could not adopt a call-data spill file");
+                    }
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hurry = Arc::new(Notify::new());
+        let mut main = writer(None);
+        main.spill_dir = options.spill_dir;
+        main.main = true;
+        tokio::spawn(run(main, rx, hurry.clone()));
         CallDataWriter { tx, hurry, dropped }
     }
 
@@ -141,6 +197,11 @@ impl CallDataSink {
 }
 
 /// The writer task's state: the rows taken and not yet stored, and the flushes waiting on them.
+///
+/// Rows waiting, in order: `held` (in memory), then with a spill file the lines of the file not
+/// yet read back, then `unspilled` (encoded, not yet appended). File I/O is done on the task
+/// itself: it happens only while the database is away, and is appends and reads of the page
+/// cache, one of each per pass.
 struct Writer {
     store: Store,
     held: VecDeque<CallDataRow>,
@@ -152,33 +213,174 @@ struct Writer {
     /// Each waiting flush with the number of rows taken before it.
     flushes: VecDeque<(u64, oneshot::Sender<()>)>,
     dropped: Arc<AtomicU64>,
+    /// The spill file, while rows wait there.
+    spill: Option<SpillFile>,
+    /// Where a spill file is created; `None` for memory only (and for an adopted file's task).
+    spill_dir: Option<PathBuf>,
+    spill_max_bytes: u64,
+    /// After a spill file could not be made: not before this instant again.
+    spill_retry_at: Option<Instant>,
+    /// With a spill file: for each held row, the file offset just after its line.
+    held_ends: VecDeque<u64>,
+    /// Rows taken while spilling, encoded, not yet appended.
+    unspilled: Vec<u8>,
+    /// The process's writer (reports the held gauge), not an adopted file's.
+    main: bool,
 }
 
 impl Writer {
+    /// Rows taken and not yet settled (an adopted file's task takes none: its held rows).
+    fn waiting(&self) -> u64 {
+        self.taken
+            .saturating_sub(self.settled)
+            .max(self.held.len() as u64)
+    }
+
     fn idle(&self) -> bool {
-        self.held.is_empty() && self.flushes.is_empty()
+        self.held.is_empty() && self.flushes.is_empty() && self.spill.is_none()
     }
 
     fn take(&mut self, entry: Queued) {
-        match entry {
-            Queued::Row(_) if self.held.len() >= self.max_held => self.give_up(1),
-            Queued::Row(row) => {
-                self.held.push_back(row);
-                self.taken += 1;
+        let row = match entry {
+            Queued::Flush(done) => return self.flushes.push_back((self.taken, done)),
+            Queued::Row(row) => row,
+        };
+        if self.spill.is_none() && self.held.len() >= self.max_held {
+            self.start_spill();
+        }
+        if let Some(spill) = &self.spill {
+            let before = self.unspilled.len();
+            call_data_spill::encode(&row, &mut self.unspilled);
+            let over = spill.bytes() + self.unspilled.len() as u64 > self.spill_max_bytes;
+            if over || self.unspilled.len() > MAX_UNSPILLED_BYTES {
+                self.unspilled.truncate(before);
+                return self.give_up(1);
             }
-            Queued::Flush(done) => self.flushes.push_back((self.taken, done)),
+        } else if self.held.len() >= self.max_held {
+            return self.give_up(1);
+        } else {
+            self.held.push_back(row);
+        }
+        self.taken += 1;
+    }
+
+    /// Moves every held row to a new spill file (when a folder is set and none is open),
+    /// keeping them in memory as the file's first window.
+    fn start_spill(&mut self) {
+        let Some(dir) = &self.spill_dir else { return };
+        let now = Instant::now();
+        if self.spill.is_some() || self.spill_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        let mut spill = match SpillFile::create(dir) {
+            Ok(spill) => spill,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "could not create a call-data spill file; holding rows in memory");
+                self.spill_retry_at = Some(now + MAX_RETRY_WAIT);
+                return;
+            }
+        };
+        let mut lines = Vec::new();
+        let mut ends = VecDeque::with_capacity(self.held.len());
+        for row in &self.held {
+            call_data_spill::encode(row, &mut lines);
+            ends.push_back(spill.bytes() + lines.len() as u64);
+        }
+        if let Err(e) = spill.append(&lines) {
+            tracing::error!(error = %e, "could not write the call-data spill file; holding rows in memory");
+            self.spill_retry_at = Some(now + MAX_RETRY_WAIT);
+            let _ = spill.remove();
+            return;
+        }
+        // Every held row is in the file, and in memory as its first window.
+        spill.mark_read();
+        tracing::warn!(path = %spill.path().display(), rows = self.held.len(), "the call data held goes to a spill file until the database is back");
+        self.held_ends = ends;
+        self.spill = Some(spill);
+    }
+
+    /// Appends the rows taken while spilling, and tops the memory window up from the file.
+    fn sync_spill(&mut self) {
+        let Some(spill) = &mut self.spill else { return };
+        if !self.unspilled.is_empty() {
+            match spill.append(&self.unspilled) {
+                Ok(()) => self.unspilled.clear(),
+                // Kept, counted in the file's limit, and tried again on the next pass.
+                Err(e) => {
+                    tracing::error!(error = %e, "could not append to the call-data spill file")
+                }
+            }
+        }
+        if self.held.len() * 2 > self.max_held || !spill.unread() {
+            return;
+        }
+        let lines = match spill.read(self.max_held - self.held.len()) {
+            Ok(lines) => lines,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the call-data spill file");
+                return;
+            }
+        };
+        for line in lines {
+            match line {
+                SpillLine::Row(row, end) => {
+                    self.held.push_back(*row);
+                    self.held_ends.push_back(end);
+                }
+                SpillLine::Unreadable(end) => {
+                    tracing::warn!(path = %spill.path().display(), "an unreadable line of a call-data spill file was given up");
+                    count_dropped(&self.dropped, 1);
+                    self.settled += 1;
+                    // Committed past it with the row before it, or at once when there is none.
+                    match self.held_ends.back_mut() {
+                        Some(last) => *last = end,
+                        None => {
+                            let _ = spill.commit(end);
+                        }
+                    }
+                }
+            }
         }
     }
 
+    /// Removes the spill file once every row it held is stored.
+    fn end_spill(&mut self) {
+        let done = self.spill.as_ref().is_some_and(|s| !s.unread())
+            && self.held.is_empty()
+            && self.unspilled.is_empty();
+        if !done {
+            return;
+        }
+        if let Some(spill) = self.spill.take() {
+            let path = spill.path().to_owned();
+            match spill.remove() {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "every row of the call-data spill file is stored; removed")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "could not remove a stored call-data spill file")
+                }
+            }
+        }
+        self.held_ends.clear();
+    }
+
     fn give_up(&self, rows: usize) {
-        let rows = rows as u64;
-        self.dropped.fetch_add(rows, Ordering::Relaxed);
-        ::metrics::counter!(names::CALL_DATA_DROPPED).increment(rows);
+        count_dropped(&self.dropped, rows);
     }
 
     /// The first `rows` held rows are stored or given up.
     fn settle(&mut self, rows: usize) {
         self.held.drain(..rows);
+        let end = rows
+            .checked_sub(1)
+            .and_then(|i| self.held_ends.get(i).copied());
+        if let (Some(spill), Some(end)) = (&self.spill, end) {
+            if let Err(e) = spill.commit(end) {
+                tracing::error!(error = %e, "could not mark call data stored in its spill file");
+            }
+            self.held_ends.drain(..rows);
+        }
         self.settled += rows as u64;
         while self
             .flushes
@@ -191,11 +393,28 @@ impl Writer {
         }
     }
 
-    /// Stores every held row, [`MAX_BATCH`] to a transaction, or stops at the first failure
-    /// that says the database is away (the rows from there on stay held).
+    /// Stores every row waiting, [`MAX_BATCH`] to a transaction, or stops at the first failure
+    /// that says the database is away (the rows from there on stay held, and go to a spill
+    /// file if there is a folder for one).
     async fn store_held(&mut self) -> Result<(), StoreError> {
-        self.settle(0);
-        while !self.held.is_empty() {
+        let stored = self.store_all().await;
+        if stored.is_err() {
+            self.start_spill();
+        }
+        self.end_spill();
+        if self.main {
+            ::metrics::gauge!(names::CALL_DATA_HELD).set(self.waiting() as f64);
+        }
+        stored
+    }
+
+    async fn store_all(&mut self) -> Result<(), StoreError> {
+        loop {
+            self.sync_spill();
+            self.settle(0);
+            if self.held.is_empty() {
+                return Ok(());
+            }
             let n = self.held.len().min(MAX_BATCH);
             let batch = &self.held.make_contiguous()[..n];
             match Box::pin(self.store.record_call_data(batch)).await {
@@ -215,7 +434,6 @@ impl Writer {
                 }
             }
         }
-        Ok(())
     }
 
     /// Stores the first `n` held rows one at a time, giving up on each the database refuses.
@@ -238,6 +456,13 @@ impl Writer {
     }
 }
 
+/// Counts `rows` given up, in `dropped` and the metric.
+fn count_dropped(dropped: &AtomicU64, rows: usize) {
+    let rows = rows as u64;
+    dropped.fetch_add(rows, Ordering::Relaxed);
+    ::metrics::counter!(names::CALL_DATA_DROPPED).increment(rows);
+}
+
 async fn run(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Queued>, hurry: Arc<Notify>) {
     let mut queued = Vec::new();
     let mut retry_wait = FIRST_RETRY_WAIT;
@@ -253,9 +478,7 @@ async fn run(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Queued>, hurry:
         while let Ok(entry) = rx.try_recv() {
             writer.take(entry);
         }
-        let stored = writer.store_held().await;
-        ::metrics::gauge!(names::CALL_DATA_HELD).set(writer.held.len() as f64);
-        match stored {
+        match writer.store_held().await {
             Ok(()) => {
                 if let Some(since) = away_since.take() {
                     tracing::info!(
@@ -275,7 +498,7 @@ async fn run(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Queued>, hurry:
                     away_since = Some(Instant::now());
                     tracing::error!(
                         error = %e,
-                        held_rows = writer.held.len(),
+                        held_rows = writer.waiting(),
                         "the database is away; holding call data and trying again"
                     );
                 }
@@ -292,6 +515,7 @@ async fn run(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Queued>, hurry:
                         n = rx.recv_many(&mut queued, MAX_BATCH) => {
                             open = n > 0;
                             queued.drain(..).for_each(|e| writer.take(e));
+                            writer.sync_spill();
                         }
                     }
                 }
@@ -323,13 +547,105 @@ mod tests {
         rows.into_iter().map(|t| t.content).collect()
     }
 
-    #[tokio::test]
-    async fn rows_of_several_calls_are_stored_in_order_before_the_flush_answers() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    /// A migrated SQLite store in `dir` with an organisation; its id.
+    async fn sqlite(dir: &std::path::Path) -> (Store, i64) {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
         let store = Store::connect(&url).await.expect("store");
         store.migrate().await.expect("migrate");
         let org = store.ensure_organization("acme").await.expect("org").id;
+        (store, org)
+    }
+
+    async fn one_call(store: &Store, org: i64) -> i64 {
+        let call = NewCall {
+            organization_id: org,
+            call_sid: "CAone".into(),
+            direction: "inbound".into(),
+            ..NewCall::default()
+        };
+        store.create_call(&call).await.expect("call").id
+    }
+
+    #[tokio::test]
+    async fn rows_beyond_the_memory_window_go_through_a_spill_file_that_goes_once_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, org) = sqlite(dir.path()).await;
+        let call = one_call(&store, org).await;
+        let spill_dir = dir.path().join("spill");
+        let options = CallDataOptions {
+            max_held_rows: 1,
+            spill_dir: Some(spill_dir.clone()),
+            ..CallDataOptions::default()
+        };
+        let writer = CallDataWriter::start_with(store.clone(), options);
+        let sink = writer.for_call(org, call);
+        // Queued before the writer runs (one thread): taken in one pass, four beyond memory.
+        let sent = ["1", "2", "3", "4", "5"];
+        sent.iter().for_each(|t| sink.send(line(t)));
+        sink.flushed().await;
+        assert_eq!(texts(&store, call).await, sent);
+        assert_eq!(writer.dropped_rows(), 0);
+        assert!(spill_dir.is_dir(), "the rows went through a file there");
+        assert!(
+            SpillFile::leftovers(&spill_dir).is_empty(),
+            "removed once its rows are stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn rows_beyond_the_spill_files_limit_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, org) = sqlite(dir.path()).await;
+        let call = one_call(&store, org).await;
+        let mut one_line = Vec::new();
+        call_data_spill::encode(
+            &CallDataRow {
+                org_id: org,
+                call_id: call,
+                data: line("1"),
+            },
+            &mut one_line,
+        );
+        let options = CallDataOptions {
+            max_held_rows: 1,
+            spill_dir: Some(dir.path().join("spill")),
+            // The header and two rows.
+            spill_max_bytes: call_data_spill::HEADER_LEN + 2 * one_line.len() as u64,
+        };
+        let writer = CallDataWriter::start_with(store.clone(), options);
+        let sink = writer.for_call(org, call);
+        ["1", "2", "3", "4", "5"]
+            .iter()
+            .for_each(|t| sink.send(line(t)));
+        sink.flushed().await;
+        assert_eq!(texts(&store, call).await, ["1", "2"]);
+        assert_eq!(writer.dropped_rows(), 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_usable_spill_folder_rows_beyond_memory_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, org) = sqlite(dir.path()).await;
+        let call = one_call(&store, org).await;
+        let not_a_folder = dir.path().join("file");
+        std::fs::write(&not_a_folder, b"x").expect("file");
+        let options = CallDataOptions {
+            max_held_rows: 1,
+            spill_dir: Some(not_a_folder.join("spill")),
+            ..CallDataOptions::default()
+        };
+        let writer = CallDataWriter::start_with(store.clone(), options);
+        let sink = writer.for_call(org, call);
+        ["1", "2", "3"].iter().for_each(|t| sink.send(line(t)));
+        sink.flushed().await;
+        assert_eq!(texts(&store, call).await, ["1"]);
+        assert_eq!(writer.dropped_rows(), 2);
+    }
+
+    #[tokio::test]
+    async fn rows_of_several_calls_are_stored_in_order_before_the_flush_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, org) = sqlite(dir.path()).await;
         let call = |sid: &str| NewCall {
             organization_id: org,
             call_sid: sid.into(),

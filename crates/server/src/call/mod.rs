@@ -3,6 +3,7 @@
 //! the tools a call's LLM can use, and the closing of call records no process carries any more.
 
 pub mod call_data;
+pub mod call_data_spill;
 pub mod custom_tool;
 pub mod disclosure;
 pub mod knowledge_tool;

@@ -65,7 +65,8 @@ pub const INTERRUPTION_REACTION: &str = "switchboard_interruption_reaction_secon
 /// Call-data rows (transcripts, turn metrics, tool executions) given up: refused by the
 /// database, or arriving while the writer already held its limit during an outage.
 pub const CALL_DATA_DROPPED: &str = "switchboard_call_data_dropped_rows_total";
-/// Call-data rows taken by the writer and not yet stored (grows while the database is away).
+/// Call-data rows taken by the writer and not yet stored, in memory and in its spill file
+/// (grows while the database is away).
 pub const CALL_DATA_HELD: &str = "switchboard_call_data_held_rows";
 
 /// Every histogram, for the bucket configuration.

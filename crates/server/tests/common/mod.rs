@@ -59,6 +59,10 @@ pub fn settings_for(db_path: &Path) -> Settings {
     settings.server.addr = "127.0.0.1:0".parse().expect("addr");
     settings.database.url = format!("sqlite://{}", db_path.display());
     settings.secrets.key_file = db_path.with_file_name("secret.key").display().to_string();
+    settings.database.call_data_spill_dir = db_path
+        .with_file_name("call-data-spill")
+        .display()
+        .to_string();
     settings.server.drain_timeout_s = 5;
     settings.server.rate_limit_per_s = 0;
     // The fakes tenant URLs point at listen on loopback.
