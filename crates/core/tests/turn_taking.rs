@@ -441,3 +441,66 @@ fn speech_without_words_keeps_the_bot_paused_until_the_window_ends() {
         sim.assert_clean();
     }
 }
+
+/// The turn metrics the core recorded, in order.
+fn turn_metrics(sim: &Sim) -> Vec<switchboard_core::call::TurnMetrics> {
+    sim.log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Record(switchboard_core::call::Record::Turn(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reply_held_while_the_caller_coughs_reports_the_hold_in_its_metrics() {
+    // Without a sound the reply goes out as soon as its audio is there; with a cough that
+    // starts before the audio and is still weighed when it comes, the first frame waits.
+    for cough in [false, true] {
+        let mut sim = Sim::new(CallSettings {
+            welcome_message: None,
+            ..CallSettings::default()
+        });
+        sim.llm_latency_ms = 1000;
+        sim.say(1000, 1600, "what time do you open");
+        sim.run_until(1600);
+        let llm_start = loop {
+            if let Some(&(t, _, _)) = sim.llm_starts().first() {
+                break t;
+            }
+            let next = sim.now + 20;
+            sim.run_until(next);
+        };
+        // LLM 1000 ms + TTS 100 ms: the audio comes ~1.2 s after the request; the cough
+        // starts ~200 ms before it and lasts 600 ms.
+        let onset = align(llm_start + 1000);
+        let cough_end = onset + 600;
+        if cough {
+            sim.speak(onset, cough_end);
+        }
+        sim.run_until(30_000);
+        let turns = turn_metrics(&sim);
+        let t = turns.first().expect("a turn");
+        let (Some(audio), Some(sent)) = (t.tts_first_audio, t.first_frame_sent) else {
+            panic!("the reply was played: {t:?}")
+        };
+        if cough {
+            assert!(
+                audio.0 > onset && audio.0 < cough_end,
+                "came during the cough"
+            );
+            // Held from the audio's arrival until the window after the cough ended (400 ms).
+            assert!(
+                sent.0 >= cough_end + 400 && sent.0 <= cough_end + 400 + 40,
+                "{t:?}"
+            );
+            assert_eq!(t.held_for_caller_ms, sent.0 - audio.0, "{t:?}");
+        } else {
+            assert_eq!(t.held_for_caller_ms, 0, "{t:?}");
+            assert!(sent.0 <= audio.0 + 20, "sent as it came: {t:?}");
+        }
+        assert_eq!(sim.replies(), 1, "a cough is not a turn");
+        sim.assert_clean();
+    }
+}

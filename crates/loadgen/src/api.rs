@@ -198,9 +198,18 @@ pub fn parse_turns(v: &Value) -> Option<Vec<EngineTurn>> {
     };
     Some(
         list.iter()
-            .filter_map(|t| serde_json::from_value::<EngineTurn>(t.clone()).ok())
+            .filter_map(|t| {
+                let mut turn = serde_json::from_value::<EngineTurn>(t.clone()).ok()?;
+                turn.held_for_caller_ms = held_for_caller_ms(t.get("extra"));
+                Some(turn)
+            })
             .collect(),
     )
+}
+
+/// A turn's `extra.held_for_caller_ms`, when the engine says it.
+fn held_for_caller_ms(extra: Option<&Value>) -> Option<f64> {
+    extra?.get("held_for_caller_ms")?.as_f64()
 }
 
 /// Where the engine's per-turn metrics are read from.
@@ -247,6 +256,7 @@ pub async fn store_turns(
             tts_first_byte_ms: ms(t.tts_first_byte_ms),
             first_audio_sent_ms: ms(t.first_audio_sent_ms),
             playback_done_ms: ms(t.playback_done_ms),
+            held_for_caller_ms: held_for_caller_ms(Some(&t.extra)),
         })
         .collect())
 }
@@ -283,8 +293,12 @@ mod tests {
         assert_eq!(t[0].stt_final_ms, Some(10.0));
         assert_eq!(t[0].llm_request_ms, Some(11.5));
         assert_eq!(t[0].tts_first_byte_ms, None);
-        let obj = serde_json::json!({"call_id": 3, "turns": [{}, {"first_audio_sent_ms": 5}]});
-        assert_eq!(parse_turns(&obj).map(|t| t.len()), Some(2));
+        assert_eq!(t[0].held_for_caller_ms, None, "not said");
+        let obj = serde_json::json!({"call_id": 3, "turns": [{}, {"first_audio_sent_ms": 5,
+            "extra": {"held_for_caller_ms": 640}}]});
+        let t = parse_turns(&obj).expect("object");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].held_for_caller_ms, Some(640.0));
         assert!(parse_turns(&serde_json::json!({"x": 1})).is_none());
     }
 }

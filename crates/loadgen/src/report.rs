@@ -155,6 +155,12 @@ pub struct EngineTurn {
     pub first_audio_sent_ms: Option<f64>,
     /// Reply fully played (mark echoed).
     pub playback_done_ms: Option<f64>,
+    /// How long the engine held the reply's ready first frame because the caller was making a
+    /// sound (Switchboard's `extra.held_for_caller_ms`): a turn-taking wait, taken out of the
+    /// engine's part. `None` from an engine that does not say; the loadgen then tells such a
+    /// hold from the script ([`HELD_AFTER_SOUND_MS`]).
+    #[serde(skip)]
+    pub held_for_caller_ms: Option<f64>,
 }
 
 /// What one call contributed.
@@ -329,9 +335,15 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         .map(|&(_, _, _, d)| d)
         .fold(f64::INFINITY, f64::min);
     for (t, speech_end, part, d) in matched {
-        if caller_sound_held_reply(r, &t, speech_end, offset) {
-            a.held_for_caller_sound += 1;
-            continue;
+        match t.held_for_caller_ms {
+            // Said by the engine, and already out of `part`.
+            Some(held) if held > 0.0 => a.held_for_caller_sound += 1,
+            Some(_) => {}
+            None if caller_sound_held_reply(r, &t, speech_end, offset) => {
+                a.held_for_caller_sound += 1;
+                continue;
+            }
+            None => {}
         }
         let delivery = (d - offset).max(0.0);
         a.engine_overhead_ms.push(part + delivery);
@@ -396,7 +408,8 @@ fn caller_sound_held_reply(r: &CallReport, t: &EngineTurn, speech_end: f64, offs
 }
 
 /// The engine-side part of a turn's overhead, all on the engine's clock:
-/// `max(0, llm_request − stt_final) + max(0, first_audio_sent − max(tts_first_byte, stt_final))`.
+/// `max(0, llm_request − stt_final) + max(0, first_audio_sent − max(tts_first_byte, stt_final)
+/// − held_for_caller)`.
 /// A speculative LLM request sent before the final costs nothing, and neither does the time its
 /// audio (first byte before the final) was held waiting for the final: until then the turn was
 /// waiting on the STT, which is provider time. Counting framing from the TTS first byte alone
@@ -404,7 +417,8 @@ fn caller_sound_held_reply(r: &CallReport, t: &EngineTurn, speech_end: f64, offs
 pub fn engine_part(t: &EngineTurn) -> Option<f64> {
     let stt_final = t.stt_final_ms?;
     let dispatch = (t.llm_request_ms? - stt_final).max(0.0);
-    let framing = (t.first_audio_sent_ms? - reply_ready_ms(t)?).max(0.0);
+    let held = t.held_for_caller_ms.unwrap_or(0.0);
+    let framing = (t.first_audio_sent_ms? - reply_ready_ms(t)? - held).max(0.0);
     Some(dispatch + framing)
 }
 
@@ -845,6 +859,45 @@ pub(crate) mod tests {
         r.utterances.remove(3);
         r.utterances[2] = utt(UtteranceKind::BargeIn, 4000, 5300);
         let a = analyze_call(&r, Some(&turns));
+        assert_eq!(a.held_for_caller_sound, 0);
+        assert_eq!(a.engine_overhead_ms, vec![4.0, 705.0]);
+    }
+
+    #[test]
+    fn a_hold_the_engine_reports_is_taken_out_exactly() {
+        // Turn 2's first frame went out 704 ms after its audio was ready; the engine says it
+        // held it 690 ms for a caller's sound (whatever the script had, and whatever window
+        // the assistant has): 14 ms of engine time are left, and the turn is counted.
+        let mut r = call();
+        r.segments = vec![seg(2700.0), seg(6303.0), seg(8500.0)];
+        let turns = [
+            EngineTurn {
+                stt_final_ms: Some(2300.0),
+                llm_request_ms: Some(2302.0),
+                tts_first_byte_ms: Some(2695.0),
+                first_audio_sent_ms: Some(2697.0),
+                held_for_caller_ms: Some(0.0),
+                ..EngineTurn::default()
+            },
+            EngineTurn {
+                stt_final_ms: Some(5300.0),
+                llm_request_ms: Some(5301.0),
+                tts_first_byte_ms: Some(5596.0),
+                first_audio_sent_ms: Some(6300.0),
+                held_for_caller_ms: Some(690.0),
+                ..EngineTurn::default()
+            },
+        ];
+        let a = analyze_call(&r, Some(&turns));
+        assert_eq!(a.held_for_caller_sound, 1);
+        assert_eq!(a.overhead_in_engine_ms, vec![4.0, 15.0]);
+        assert_eq!(a.engine_overhead_ms, vec![4.0, 15.0]);
+        // A cough in the script does not leave out a turn the engine says was not held.
+        r.utterances
+            .insert(3, utt(UtteranceKind::Noise, 5700, 6000));
+        let mut not_held = turns;
+        not_held[1].held_for_caller_ms = Some(0.0);
+        let a = analyze_call(&r, Some(&not_held));
         assert_eq!(a.held_for_caller_sound, 0);
         assert_eq!(a.engine_overhead_ms, vec![4.0, 705.0]);
     }

@@ -110,6 +110,8 @@ struct Gen {
     /// Frames released to Twilio.
     frames_out: u64,
     first_frame_at: Option<Millis>,
+    /// When its first frame was ready and held because the caller was making a sound.
+    held_since: Option<Millis>,
     /// Stream position (ms since the last clear) of the first frame.
     stream_start_ms: u64,
     next_mark_seq: u32,
@@ -144,6 +146,7 @@ impl Gen {
             bytes_in: 0,
             frames_out: 0,
             first_frame_at: None,
+            held_since: None,
             stream_start_ms: 0,
             next_mark_seq: 0,
             last_mark_sent: false,
@@ -2093,10 +2096,27 @@ impl CallCore {
         self.begin_ending(HangUpReason::SttFailed, None, msg, false, now);
     }
 
+    /// While a caller's sound is weighed, notes when the reply due to play next had its first
+    /// frame ready and unheard: that wait is a turn-taking decision, reported in its metrics.
+    fn note_held_reply(&mut self, now: Millis) {
+        let next = self
+            .gens
+            .iter_mut()
+            .find(|g| !g.tts_done || g.frames_out < g.frames_total());
+        if let Some(g) = next
+            && !g.speculative
+            && g.first_frame_at.is_none()
+            && g.frames_total() > 0
+        {
+            g.held_since.get_or_insert(now);
+        }
+    }
+
     /// Releases frames while Twilio's queue is under the lead; marks every
     /// `mark_interval_ms` and after each generation's last frame.
     fn pump(&mut self, now: Millis) {
         if matches!(self.barge, BargeState::Tentative { .. }) {
+            self.note_held_reply(now);
             return;
         }
         let lead = self.lead_ms();
@@ -2122,6 +2142,7 @@ impl CallCore {
                     g.stream_start_ms = self.stream_sent_ms;
                     if g.metrics.first_frame_sent.is_none() {
                         g.metrics.first_frame_sent = Some(now);
+                        g.metrics.held_for_caller_ms = g.held_since.map_or(0, |t| now.since(t));
                     }
                 }
                 g.frames_out += 1;

@@ -428,6 +428,10 @@ pub struct TurnMetrics {
     pub tts_first_audio: Option<Millis>,
     /// First frame sent to Twilio.
     pub first_frame_sent: Option<Millis>,
+    /// ms the first frame was ready but held before `first_frame_sent` because the caller was
+    /// making a sound (a cough, the start of more words) and nothing of the reply was heard
+    /// yet: a turn-taking wait, not engine time. 0 when it went out as soon as it was ready.
+    pub held_for_caller_ms: u64,
     /// Last mark echoed (reply fully played).
     pub playback_done: Option<Millis>,
     /// The caller cut the reply off.

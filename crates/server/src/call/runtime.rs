@@ -1703,6 +1703,7 @@ fn new_turn_metric(t: &TurnMetrics, providers: &ProvidersUsed) -> NewTurnMetric 
             "user_speech_start_ms": ms(t.user_speech_start),
             "committed_ms": ms(t.committed),
             "speculative": t.speculative,
+            "held_for_caller_ms": t.held_for_caller_ms,
         }),
     }
 }
