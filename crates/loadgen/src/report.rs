@@ -819,6 +819,29 @@ pub(crate) mod tests {
         assert_eq!(v["engine_overhead_parts"]["delivery_ms"]["max"], 1.0);
     }
 
+    /// Turn 1 answered at once; turn 2's reply ready at 5596 and sent at 6300, with the
+    /// engine's own `held` for it (turn 1's is 0 when it is said at all).
+    fn held_second_turn(held: Option<f64>) -> [EngineTurn; 2] {
+        [
+            EngineTurn {
+                stt_final_ms: Some(2300.0),
+                llm_request_ms: Some(2302.0),
+                tts_first_byte_ms: Some(2695.0),
+                first_audio_sent_ms: Some(2697.0),
+                held_for_caller_ms: held.map(|_| 0.0),
+                ..EngineTurn::default()
+            },
+            EngineTurn {
+                stt_final_ms: Some(5300.0),
+                llm_request_ms: Some(5301.0),
+                tts_first_byte_ms: Some(5596.0),
+                first_audio_sent_ms: Some(6300.0),
+                held_for_caller_ms: held,
+                ..EngineTurn::default()
+            },
+        ]
+    }
+
     #[test]
     fn a_reply_held_while_the_caller_coughs_is_left_out_of_engine_overhead() {
         // Turn 1 answered at once; turn 2's reply was ready at 5596 but went out at 6300: the
@@ -827,22 +850,7 @@ pub(crate) mod tests {
         r.utterances
             .insert(3, utt(UtteranceKind::Noise, 5700, 6000));
         r.segments = vec![seg(2700.0), seg(6303.0), seg(8500.0)];
-        let turns = [
-            EngineTurn {
-                stt_final_ms: Some(2300.0),
-                llm_request_ms: Some(2302.0),
-                tts_first_byte_ms: Some(2695.0),
-                first_audio_sent_ms: Some(2697.0),
-                ..EngineTurn::default()
-            },
-            EngineTurn {
-                stt_final_ms: Some(5300.0),
-                llm_request_ms: Some(5301.0),
-                tts_first_byte_ms: Some(5596.0),
-                first_audio_sent_ms: Some(6300.0),
-                ..EngineTurn::default()
-            },
-        ];
+        let turns = held_second_turn(None);
         let a = analyze_call(&r, Some(&turns));
         assert_eq!(a.held_for_caller_sound, 1);
         assert_eq!(a.engine_overhead_ms, vec![4.0]);
@@ -870,24 +878,7 @@ pub(crate) mod tests {
         // the assistant has): 14 ms of engine time are left, and the turn is counted.
         let mut r = call();
         r.segments = vec![seg(2700.0), seg(6303.0), seg(8500.0)];
-        let turns = [
-            EngineTurn {
-                stt_final_ms: Some(2300.0),
-                llm_request_ms: Some(2302.0),
-                tts_first_byte_ms: Some(2695.0),
-                first_audio_sent_ms: Some(2697.0),
-                held_for_caller_ms: Some(0.0),
-                ..EngineTurn::default()
-            },
-            EngineTurn {
-                stt_final_ms: Some(5300.0),
-                llm_request_ms: Some(5301.0),
-                tts_first_byte_ms: Some(5596.0),
-                first_audio_sent_ms: Some(6300.0),
-                held_for_caller_ms: Some(690.0),
-                ..EngineTurn::default()
-            },
-        ];
+        let turns = held_second_turn(Some(690.0));
         let a = analyze_call(&r, Some(&turns));
         assert_eq!(a.held_for_caller_sound, 1);
         assert_eq!(a.overhead_in_engine_ms, vec![4.0, 15.0]);
