@@ -2,7 +2,7 @@
 //! proxy, cut mid-test (every connection closed, new ones refused) and restored. Nothing sent
 //! while the database is away is lost: beyond the memory window rows wait in a spill file, and
 //! a spill file a crash left is stored by the next writer. Without a spill folder, rows beyond
-//! the memory limit are dropped and counted. Skipped when `DATABASE_URL` is not a PostgreSQL
+//! the memory limit are dropped and counted. A finished call's trace waits for its row too. Skipped when `DATABASE_URL` is not a PostgreSQL
 //! URL (CI sets it).
 
 use std::future::Future;
@@ -339,6 +339,42 @@ async fn a_spill_file_left_by_a_crash_is_stored_by_the_next_writer() {
             texts(&ctx.store, ctx.call).await,
             sent,
             "every row, in order, once"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_call_trace_finished_while_the_database_is_away_is_recorded_once_it_is_back() {
+    use switchboard_server::recording_storage::RecordingStorage;
+    use switchboard_server::trace_storage;
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = RecordingStorage::local(dir.path());
+        let compressed =
+            trace_storage::compress(&storage, ctx.org, ctx.call, b"a trace").expect("compress");
+        cut(&ctx.proxy).await;
+        let publish = tokio::spawn({
+            let (store, storage) = (ctx.store.clone(), storage.clone());
+            async move { trace_storage::publish(&store, &storage, 1, compressed).await }
+        });
+        let tries = ctx.proxy.refused();
+        until("the row was tried twice more", || {
+            ctx.proxy.refused() >= tries + 2
+        })
+        .await;
+        assert!(!publish.is_finished(), "still waiting for the database");
+        ctx.proxy.restore();
+        tokio::time::timeout(PATIENCE, publish)
+            .await
+            .expect("stored once the database is back")
+            .expect("publish task")
+            .expect("published");
+        assert!(
+            ctx.store
+                .has_call_trace(ctx.org, ctx.call)
+                .await
+                .expect("read")
         );
     })
     .await;

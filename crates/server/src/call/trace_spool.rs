@@ -263,22 +263,24 @@ impl TraceSpool {
             })
             .await;
             drop(turn);
+            // Err((error, the database stayed away)).
             let res = match compressed {
                 Ok(Ok(compressed)) => {
                     let version = i64::from(TRACE_FORMAT_VERSION);
                     trace_storage::publish(&store, &storage, version, compressed)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| (e.to_string(), e.is_transient()))
                 }
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(e.to_string()),
+                Ok(Err(e)) => Err((e, false)),
+                Err(e) => Err((e.to_string(), false)),
             };
-            if let Err(error) = res {
-                tracing::warn!(call_id, %error, "could not store the call trace");
+            let database_away = matches!(res, Err((_, true)));
+            if let Err((error, _)) = res {
+                tracing::warn!(call_id, %error, kept_for_next_start = database_away, "could not store the call trace");
             }
-            // Only now: a crash before the row is written leaves the spool for the next
-            // start to store (`trace_recovery`).
-            if let Some(paths) = paths {
+            // Only now: a crash before the row is written, or a database away for longer than
+            // `publish` tries, leaves the spool for the next start to store (`trace_recovery`).
+            if let Some(paths) = paths.filter(|_| !database_away) {
                 let _ = tokio::task::spawn_blocking(move || remove_files(&paths)).await;
             }
         };
