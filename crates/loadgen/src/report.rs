@@ -129,9 +129,10 @@ pub struct OverheadParts {
     /// First frame sent by the engine → received by the caller, beyond the call's fastest such
     /// delivery, ms.
     pub delivery_ms: Pct4,
-    /// Answered turns left out of the engine overhead because the caller made a sound after the
-    /// reply was ready and before it started (a cough, say): the engine held the reply to learn
-    /// whether the caller was going on, a turn-taking wait as long as its confirmation window.
+    /// Answered turns whose reply the engine held because the caller made a sound after it was
+    /// ready and before it started (a cough, say), to learn whether the caller was going on: a
+    /// turn-taking wait, not overhead. Taken out of the turn's engine part when the engine says
+    /// how long it held (Switchboard); otherwise the turn is left out of the overhead.
     #[serde(default)]
     pub held_for_caller_sound: u64,
 }
@@ -178,8 +179,8 @@ pub struct CallAnalysis {
     pub overhead_in_engine_ms: Vec<f64>,
     /// Their delivery parts, ms (same order).
     pub overhead_delivery_ms: Vec<f64>,
-    /// Answered turns left out of the engine overhead: the caller made a sound between the
-    /// reply being ready and its first frame, and the engine held the reply for it.
+    /// Answered turns whose reply the engine held for a caller's sound (see
+    /// [`OverheadParts::held_for_caller_sound`]).
     pub held_for_caller_sound: u64,
     /// Bot chunks on time (lateness 0).
     pub frames_on_time: u64,
@@ -624,7 +625,7 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
         s.push_str(&row4("  delivery", &parts.delivery_ms));
         if parts.held_for_caller_sound > 0 {
             s.push_str(&format!(
-                "  ({} turns left out: the reply was held while the caller made a sound)\n",
+                "  ({} turns held while the caller made a sound: that wait is not overhead)\n",
                 parts.held_for_caller_sound
             ));
         }

@@ -40,6 +40,7 @@ pub mod serve;
 pub mod shared_auth_failures;
 pub mod shared_rate_limit;
 pub mod state;
+pub mod store_retry;
 pub mod telemetry;
 pub mod tenant_urls;
 pub mod trace_storage;

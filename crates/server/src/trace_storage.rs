@@ -13,7 +13,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use switchboard_store::{MAX_TRACE_BYTES, Store, StoreError, StoredTrace};
@@ -90,19 +89,10 @@ pub fn compress(
     })
 }
 
-/// First wait before writing a trace's row again while the database is away; it doubles up
-/// to [`MAX_ROW_RETRY`].
-const FIRST_ROW_RETRY: Duration = Duration::from_millis(500);
-/// Longest wait between tries of a trace's row.
-const MAX_ROW_RETRY: Duration = Duration::from_secs(10);
-/// How long a trace's row is tried while the database is away; past it the caller keeps the
-/// spool for the next start ([`TraceStorageError::is_transient`]).
-const ROW_PATIENCE: Duration = Duration::from_secs(600);
-
 /// Hands a compressed trace to the storage (kept in place, or uploaded and the local copy
 /// removed) and records its location. Separate from [`compress`] so that an upload's wait does
 /// not hold up the next trace's compression. While the database is away the row is tried again
-/// (500 ms doubling to 10 s, for up to 10 minutes). When the row cannot be written (`NotFound`:
+/// (`store_retry`: 500 ms doubling to 10 s, for up to 10 minutes). When the row cannot be written (`NotFound`:
 /// no such call in the organisation) the stored file is removed again; when the database stayed
 /// away, it is kept (the next start's recovery stores the spool over it).
 pub async fn publish(
@@ -125,23 +115,14 @@ pub async fn publish(
             return Err(e.into());
         }
     };
-    let mut wait = FIRST_ROW_RETRY;
-    let give_up_at = tokio::time::Instant::now() + ROW_PATIENCE;
-    loop {
-        let e = match store
-            .save_call_trace_location(org_id, call_id, format_version, size_bytes, &location)
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if e.is_transient() && tokio::time::Instant::now() + wait < give_up_at {
-            // The database is away: the trace waits in its file (and its spool) until it is back.
-            tracing::debug!(call_id, error = %e, "the call trace's row waits for the database");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(MAX_ROW_RETRY);
-            continue;
-        }
+    let row = crate::store_retry::while_database_away(
+        "call trace row",
+        crate::store_retry::END_OF_CALL_PATIENCE,
+        || store.save_call_trace_location(org_id, call_id, format_version, size_bytes, &location),
+    )
+    .await;
+    if let Err(e) = row {
+        // A database still away keeps the file: the next start stores the spool over it.
         if !e.is_transient()
             && let Err(removed) = storage.delete(&location).await
         {
@@ -149,6 +130,7 @@ pub async fn publish(
         }
         return Err(e.into());
     }
+    Ok(())
 }
 
 /// [`compress`] (off the async workers) then [`publish`]: stores the encoded trace of

@@ -261,7 +261,8 @@ async fn run_and_finalise(state: AppState, socket: WebSocket, setup: Box<CallSet
     .await;
 }
 
-/// Writes the ended call's status and reason, then sends its webhooks.
+/// Writes the ended call's status and reason (tried again while the database is away, up to
+/// `store_retry::END_OF_CALL_PATIENCE`), then sends its webhooks.
 async fn finalise(
     state: &AppState,
     call_sid: &str,
@@ -269,17 +270,22 @@ async fn finalise(
     call_id: i64,
     outcome: &crate::call::CallOutcome,
 ) {
-    match state
-        .store
-        .finish_call_noting_change(
-            organization_id,
-            call_sid,
-            outcome.status,
-            Some(&outcome.ended_reason),
-            switchboard_store::now_ms(),
-        )
-        .await
-    {
+    let ended_at_ms = switchboard_store::now_ms();
+    let finished = crate::store_retry::while_database_away(
+        "the ended call's status",
+        crate::store_retry::END_OF_CALL_PATIENCE,
+        || {
+            state.store.finish_call_noting_change(
+                organization_id,
+                call_sid,
+                outcome.status,
+                Some(&outcome.ended_reason),
+                ended_at_ms,
+            )
+        },
+    )
+    .await;
+    match finished {
         Ok(Some((row, changed))) => crate::webhooks::call_finished(state, &row, changed).await,
         Ok(None) => tracing::warn!(call_sid, "the ended call's record is gone"),
         Err(e) => {
