@@ -208,8 +208,24 @@ pub async fn run_call(
     outcome
 }
 
+/// How long the end of a call waits for the caller's Close after sending its own.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Ends the media stream with the closing handshake (RFC 6455 §5.5.1): our Close, then the
+/// caller's frames until its Close (at most [`CLOSE_WAIT`]). Dropping the socket with the
+/// caller's frames unread made the kernel reset the connection under the caller's next write.
 async fn close_stream(socket: &mut WebSocket) {
-    let _ = socket.send(WsMessage::Close(None)).await;
+    if socket.send(WsMessage::Close(None)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The live state of one call (owned by its task).
@@ -663,7 +679,7 @@ impl Call {
                 self.core.take_trace(),
             );
         }
-        let _ = socket.send(WsMessage::Close(None)).await;
+        close_stream(socket).await;
         // The provider slots are free as soon as the call is; storing needs none.
         self._leases.clear();
         Box::pin(self.store_what_remains()).await;
