@@ -92,14 +92,16 @@ pub fn compress(
 /// Hands a compressed trace to the storage (kept in place, or uploaded and the local copy
 /// removed) and records its location. Separate from [`compress`] so that an upload's wait does
 /// not hold up the next trace's compression. While the database is away the row is tried again
-/// (`store_retry`: 500 ms doubling to 10 s, for up to 10 minutes). When the row cannot be written (`NotFound`:
-/// no such call in the organisation) the stored file is removed again; when the database stayed
-/// away, it is kept (the next start's recovery stores the spool over it).
+/// for up to `patience` (`store_retry`: 500 ms doubling to 10 s; a finished call gives it
+/// [`crate::store_retry::END_OF_CALL_PATIENCE`], the start's recovery none, so a start is never
+/// held up). When the row cannot be written the stored file is removed again (the spool, when
+/// the caller keeps it, is what a later attempt stores).
 pub async fn publish(
     store: &Store,
     storage: &RecordingStorage,
     format_version: i64,
     trace: Compressed,
+    patience: std::time::Duration,
 ) -> Result<(), TraceStorageError> {
     let Compressed {
         org_id,
@@ -115,17 +117,12 @@ pub async fn publish(
             return Err(e.into());
         }
     };
-    let row = crate::store_retry::while_database_away(
-        "call trace row",
-        crate::store_retry::END_OF_CALL_PATIENCE,
-        || store.save_call_trace_location(org_id, call_id, format_version, size_bytes, &location),
-    )
+    let row = crate::store_retry::while_database_away("call trace row", patience, || {
+        store.save_call_trace_location(org_id, call_id, format_version, size_bytes, &location)
+    })
     .await;
     if let Err(e) = row {
-        // A database still away keeps the file: the next start stores the spool over it.
-        if !e.is_transient()
-            && let Err(removed) = storage.delete(&location).await
-        {
+        if let Err(removed) = storage.delete(&location).await {
             tracing::warn!(call_id, error = %removed, "could not remove an unrecorded call trace");
         }
         return Err(e.into());
@@ -133,7 +130,7 @@ pub async fn publish(
     Ok(())
 }
 
-/// [`compress`] (off the async workers) then [`publish`]: stores the encoded trace of
+/// [`compress`] (off the async workers) then [`publish`] (one try): stores the encoded trace of
 /// organisation `org_id`'s call `call_id`.
 pub async fn save(
     store: &Store,
@@ -148,7 +145,14 @@ pub async fn save(
         tokio::task::spawn_blocking(move || compress(&blocking, org_id, call_id, &encoded))
             .await
             .map_err(|e| TraceStorageError::Task(e.to_string()))??;
-    publish(store, storage, format_version, compressed).await
+    publish(
+        store,
+        storage,
+        format_version,
+        compressed,
+        std::time::Duration::ZERO,
+    )
+    .await
 }
 
 /// The encoded trace of organisation `org_id`'s call `call_id`; `None` when it has none (or

@@ -356,7 +356,8 @@ async fn a_call_trace_finished_while_the_database_is_away_is_recorded_once_it_is
         cut(&ctx.proxy).await;
         let publish = tokio::spawn({
             let (store, storage) = (ctx.store.clone(), storage.clone());
-            async move { trace_storage::publish(&store, &storage, 1, compressed).await }
+            let patience = switchboard_server::store_retry::END_OF_CALL_PATIENCE;
+            async move { trace_storage::publish(&store, &storage, 1, compressed, patience).await }
         });
         let tries = ctx.proxy.refused();
         until("the row was tried twice more", || {

@@ -229,7 +229,9 @@ async fn recover_trace(state: &AppState, base: &Path, call_id: i64) -> Result<bo
     .map_err(|e| SpoolError::Task(e.to_string()));
     let version = i64::from(TRACE_FORMAT_VERSION);
     let stored: Result<(), RecoverError> = async {
-        trace_storage::publish(&state.store, &state.recordings, version, compressed??).await?;
+        // One try: a start is not held up by a database that went away again.
+        let (store, storage) = (&state.store, &state.recordings);
+        trace_storage::publish(store, storage, version, compressed??, Duration::ZERO).await?;
         Ok(())
     }
     .await;

@@ -267,7 +267,8 @@ impl TraceSpool {
             let res = match compressed {
                 Ok(Ok(compressed)) => {
                     let version = i64::from(TRACE_FORMAT_VERSION);
-                    trace_storage::publish(&store, &storage, version, compressed)
+                    let patience = crate::store_retry::END_OF_CALL_PATIENCE;
+                    trace_storage::publish(&store, &storage, version, compressed, patience)
                         .await
                         .map_err(|e| (e.to_string(), e.is_transient()))
                 }
