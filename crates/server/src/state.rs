@@ -79,6 +79,9 @@ pub struct AppStateInner {
     pub live: Arc<crate::live_feed::LiveFeed>,
     /// Decoded background sounds (`tts_settings.background_sound`), shared by every call.
     pub background_sounds: crate::background_sound::SoundCache,
+    /// The Twilio auth token each organisation had when this instance last read it: checks a
+    /// status callback that arrives while the database is away (`twilio::status_deferred`).
+    pub twilio_tokens: crate::twilio::status_deferred::KnownTokens,
     default_org: OnceCell<Option<i64>>,
 }
 
@@ -152,6 +155,7 @@ impl AppState {
             recordings,
             live,
             background_sounds,
+            twilio_tokens: Default::default(),
             default_org: OnceCell::new(),
         })))
     }

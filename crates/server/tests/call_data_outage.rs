@@ -2,8 +2,11 @@
 //! proxy, cut mid-test (every connection closed, new ones refused) and restored. Nothing sent
 //! while the database is away is lost: beyond the memory window rows wait in a spill file, and
 //! a spill file a crash left is stored by the next writer. Without a spill folder, rows beyond
-//! the memory limit are dropped and counted. A finished call's trace waits for its row too. Skipped when `DATABASE_URL` is not a PostgreSQL
-//! URL (CI sets it).
+//! the memory limit are dropped and counted. A finished call's trace waits for its row too, and
+//! a Twilio status callback is applied once the database is back. Skipped when `DATABASE_URL`
+//! is not a PostgreSQL URL (CI sets it).
+
+mod common;
 
 use std::future::Future;
 use std::path::Path;
@@ -11,7 +14,9 @@ use std::time::Duration;
 
 use switchboard_server::call::call_data::{CallDataOptions, CallDataWriter};
 use switchboard_server::call::call_data_spill::{HEADER_LEN, SpillFile};
-use switchboard_store::{CallData, NewCall, NewTranscript, Store, StoreOptions};
+use switchboard_store::{
+    CallData, CallStatus, EndedReason, NewCall, NewTranscript, Store, StoreOptions,
+};
 use switchboard_testkit::tcp_proxy::TcpProxy;
 
 /// How long a condition may take before the test fails (never reached when things work).
@@ -377,6 +382,115 @@ async fn a_call_trace_finished_while_the_database_is_away_is_recorded_once_it_is
                 .await
                 .expect("read")
         );
+    })
+    .await;
+}
+
+/// Posts a status callback for `call_sid` signed with `token` over the server's public URL.
+async fn status_callback(
+    ts: &common::TestServer,
+    token: &str,
+    call_sid: &str,
+    status: &str,
+) -> u16 {
+    let params: Vec<(String, String)> = [
+        ("AccountSid", common::TWILIO_SID_A),
+        ("CallSid", call_sid),
+        ("CallStatus", status),
+        ("CallDuration", "42"),
+        ("CallbackSource", "call-progress-events"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let public = &ts.server().state().public_base_url;
+    let signature =
+        switchboard_telephony::signature::sign(&format!("{public}/twilio/status"), &params, token);
+    ts.client
+        .post(ts.url("/twilio/status"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(serde_urlencoded::to_string(&params).expect("form"))
+        .send()
+        .await
+        .expect("status callback sent")
+        .status()
+        .as_u16()
+}
+
+/// Twilio sends a call's status callback once: one that arrives while the database is away is
+/// answered 204 and applied once it is back; a forged one is still refused, and one signed by
+/// another organisation's token is dropped once the call's own token can be read again.
+#[tokio::test]
+async fn a_status_callback_while_the_database_is_away_is_applied_once_it_is_back() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = common::settings_for(&dir.path().join("unused.db"));
+        settings.database.url = ctx.url.clone();
+        settings.twilio.account_sid = Some(common::TWILIO_SID_A.to_owned());
+        settings.twilio.auth_token = Some(common::TWILIO_TOKEN_A.to_owned());
+        let mut ts = common::TestServer::start_with(settings, String::new()).await;
+        let state = ts.server().state().clone();
+        let org = state.default_org_id().await.expect("organisation default");
+        let (caller, ours) = ("+15550100001", "+15550100002");
+        for sid in ["CAstatusaway", "CAsignedbyacme"] {
+            let call = common::inbound_call(org, sid, caller, ours);
+            state.store.create_call(&call).await.expect("call");
+        }
+        // Organisation acme has a Twilio account of its own, and a call.
+        let acme_token = "twilio-token-of-acme-00000000001";
+        state
+            .store
+            .set_org_telephony(ctx.org, "AC000000000000000000000000000acme", acme_token)
+            .await
+            .expect("acme's credentials");
+        let acme_call = common::inbound_call(ctx.org, "CAacme", caller, ours);
+        state.store.create_call(&acme_call).await.expect("call");
+        // Callbacks while the database is up: both organisations' tokens are read.
+        let token = common::TWILIO_TOKEN_A;
+        assert_eq!(
+            status_callback(&ts, token, "CAstatusaway", "in-progress").await,
+            204
+        );
+        assert_eq!(
+            status_callback(&ts, acme_token, "CAacme", "in-progress").await,
+            204
+        );
+
+        cut(&ctx.proxy).await;
+        let (forged, signed, other_org) = tokio::join!(
+            status_callback(&ts, "not-the-token", "CAstatusaway", "busy"),
+            status_callback(&ts, token, "CAstatusaway", "completed"),
+            status_callback(&ts, acme_token, "CAsignedbyacme", "completed"),
+        );
+        assert_eq!(forged, 503, "no known token signs it");
+        assert_eq!(signed, 204, "accepted to be applied later");
+        assert_eq!(other_org, 204, "a known token signs it");
+        assert_eq!(state.twilio_tokens.pending(), 2);
+        ctx.proxy.restore();
+
+        until("both waiting callbacks are done", || {
+            state.twilio_tokens.pending() == 0
+        })
+        .await;
+        let read = |sid: &'static str| {
+            let store = ctx.store.clone();
+            async move {
+                let row = store.get_call_by_sid(Some(org), sid).await;
+                row.expect("read").expect("call")
+            }
+        };
+        let row = read("CAstatusaway").await;
+        assert_eq!(row.status, CallStatus::Completed);
+        assert_eq!(row.duration_s, Some(42));
+        assert_eq!(
+            row.ended_reason,
+            Some(EndedReason::Telephony(CallStatus::Completed))
+        );
+        let row = read("CAsignedbyacme").await;
+        assert_eq!(row.status, CallStatus::InProgress, "not its organisation's");
+        assert_eq!(row.duration_s, None);
+        ts.stop().await;
     })
     .await;
 }

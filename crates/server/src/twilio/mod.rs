@@ -6,6 +6,7 @@
 pub mod control;
 pub mod sms;
 pub mod status;
+pub mod status_deferred;
 pub mod stream;
 pub mod voice;
 pub mod warm_transfer;
@@ -69,22 +70,24 @@ impl TwilioAuth {
         let Some(org_id) = org_id else {
             return TwilioAuth { token: None };
         };
-        if let Ok(Some(t)) = state.store.get_org_telephony(org_id).await
-            && !t.auth_token.is_empty()
-        {
-            return TwilioAuth {
-                token: Some(t.auth_token.clone()),
-            };
+        let read = state.store.get_org_telephony(org_id).await;
+        let token = match &read {
+            Ok(Some(t)) if !t.auth_token.is_empty() => Some(t.auth_token.clone()),
+            _ => {
+                let is_default = state.default_org_id().await == Some(org_id);
+                state
+                    .settings
+                    .twilio
+                    .auth_token
+                    .clone()
+                    .filter(|t| is_default && !t.is_empty())
+            }
+        };
+        // While the database is away, what this instance knew stays known.
+        if read.is_ok() {
+            state.twilio_tokens.remember(org_id, token.as_deref());
         }
-        let is_default = state.default_org_id().await == Some(org_id);
-        TwilioAuth {
-            token: state
-                .settings
-                .twilio
-                .auth_token
-                .clone()
-                .filter(|t| is_default && !t.is_empty()),
-        }
+        TwilioAuth { token }
     }
 
     /// Checks the signature of a form-encoded webhook reached at `uri`. The URL Twilio signed
@@ -102,14 +105,25 @@ impl TwilioAuth {
         let Some(token) = self.token.as_deref() else {
             return Err("no Twilio auth token is configured for this organisation");
         };
-        let Some(sig) = headers
-            .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Err("missing X-Twilio-Signature");
-        };
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let url = format!("{}{}", state.public_base_url, path);
-        signature::validate(&url, params, token, sig).map_err(|_| "invalid X-Twilio-Signature")
+        check_signature(state, token, uri, headers, params)
     }
+}
+
+/// [`TwilioAuth::check`] against `token`.
+pub(crate) fn check_signature(
+    state: &AppState,
+    token: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<(), &'static str> {
+    let Some(sig) = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err("missing X-Twilio-Signature");
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("{}{}", state.public_base_url, path);
+    signature::validate(&url, params, token, sig).map_err(|_| "invalid X-Twilio-Signature")
 }

@@ -3,18 +3,20 @@
 //! too). A call status updates the call record (status, duration, `ended_reason` such as
 //! `completed`, `busy`, `no-answer`, `failed`, `canceled`) and sends a `status-update` webhook.
 //! The callback must be signed by the organisation owning the call; the update is keyed by that
-//! organisation. A status Twilio may add one day (not one we know) is logged and not stored; a
-//! database error is answered 503 and stores nothing.
+//! organisation. A status Twilio may add one day (not one we know) is logged and not stored. A
+//! callback that arrives while the database is away is answered 204 and applied once it is
+//! back (`status_deferred`); any other database error is answered 503 and stores nothing.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use switchboard_store::{CallStatus, EndedReason};
+use switchboard_store::{CallRow, CallStatus, EndedReason, StoreError};
 use switchboard_telephony::webhook::{self, CallStatusCallback, parse_form_pairs};
 
-use super::{TwilioAuth, forbidden};
+use super::{TwilioAuth, forbidden, status_deferred};
 use crate::state::AppState;
+use crate::store_retry::{END_OF_CALL_PATIENCE, while_database_away};
 
 /// The status callback.
 pub async fn status(
@@ -33,6 +35,9 @@ pub async fn status(
         .unwrap_or_default();
     let call = match state.store.get_call_by_sid(None, &call_sid).await {
         Ok(call) => call,
+        Err(e) if e.is_transient() => {
+            return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
+        }
         Err(e) => {
             tracing::error!(call_sid = %call_sid, error = %e, "status callback: database error");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -47,13 +52,8 @@ pub async fn status(
         tracing::warn!(call_sid = %call_sid, why, "status callback rejected");
         return forbidden(why);
     }
-    if let Some((_, event)) = params.iter().find(|(k, _)| k == "StreamEvent") {
-        let error = params
-            .iter()
-            .find(|(k, _)| k == "StreamError")
-            .map(|(_, v)| v.as_str());
-        tracing::info!(call_sid = %call_sid, event = %event, error = error.unwrap_or(""), "stream status");
-        return StatusCode::NO_CONTENT.into_response();
+    if params.iter().any(|(k, _)| k == "StreamEvent") {
+        return log_stream_event(&call_sid, &params);
     }
     let Ok(cb) = CallStatusCallback::from_form(&body) else {
         return (StatusCode::BAD_REQUEST, "missing CallSid or CallStatus").into_response();
@@ -62,56 +62,116 @@ pub async fn status(
         tracing::info!(call_sid = %call_sid, "status callback for a call we have no record of");
         return StatusCode::NO_CONTENT.into_response();
     };
-    let Some(reported) = stored_status(&cb.call_status) else {
-        tracing::info!(call_sid = %call_sid, status = cb.call_status.as_str(), "unknown call status ignored");
+    let Some(update) = StatusUpdate::new(&state, &call_sid, &cb) else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    let terminal = reported.is_terminal();
-    // Once the engine ended a call (e.g. failed with a reason), Twilio's `completed` only adds
-    // the billed duration.
-    let status = if terminal && call.ended_at_ms.is_some() {
-        call.status
-    } else {
-        reported
-    };
-    // Keep a more precise reason the engine already wrote (e.g. max_call_length).
-    let reason =
-        (terminal && call.ended_reason.is_none()).then_some(EndedReason::Telephony(status));
-    let duration = cb.call_duration.map(|d| d as i64);
-    // A call that ends before its media stream ever started (an outbound call that was busy,
-    // unanswered, failed or canceled) gets its end-of-call report here; otherwise the stream
-    // handler sends it when the call's task ends.
-    let never_connected = terminal
-        && call.ended_at_ms.is_none()
-        && call.status.is_before_answer()
-        && !state.calls.contains_key(&call_sid);
-    match state
-        .store
-        .update_call_status(
-            call.organization_id,
-            &call_sid,
-            status,
-            duration,
-            reason.as_ref(),
-        )
-        .await
-    {
-        Ok(Some(row)) => {
-            // One status-update per change (Twilio repeats and reorders callbacks).
-            let changed = row.status != call.status;
-            if never_connected {
-                crate::webhooks::call_finished(&state, &row, changed).await;
-            } else if changed {
-                crate::webhooks::status_update(&state, &row).await;
-            }
-        }
-        Ok(None) => tracing::warn!(call_sid = %call_sid, "the call record is gone"),
+    match update.apply(&state, &call).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) if e.is_transient() => status_deferred::retry(&state, call, update),
         Err(e) => {
             tracing::error!(call_sid = %call_sid, error = %e, "could not update call status");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// Logs a media stream's own callback (`stream-started` / `stream-stopped` / `stream-error`),
+/// which stores nothing, and answers 204.
+pub(super) fn log_stream_event(call_sid: &str, params: &[(String, String)]) -> Response {
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    tracing::info!(call_sid = %call_sid, event = field("StreamEvent"), error = field("StreamError"), "stream status");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A call status Twilio reported, ready to be applied to the call's record.
+pub(super) struct StatusUpdate {
+    call_sid: String,
+    reported: CallStatus,
+    /// `CallDuration`, seconds.
+    duration_s: Option<i64>,
+    /// Whether the call's task was live on this instance when the callback arrived.
+    live_here: bool,
+}
+
+impl StatusUpdate {
+    /// The update a callback asks for; `None` for a status Twilio may add one day (logged).
+    pub(super) fn new(
+        state: &AppState,
+        call_sid: &str,
+        cb: &CallStatusCallback,
+    ) -> Option<StatusUpdate> {
+        let Some(reported) = stored_status(&cb.call_status) else {
+            tracing::info!(call_sid = %call_sid, status = cb.call_status.as_str(), "unknown call status ignored");
+            return None;
+        };
+        Some(StatusUpdate {
+            call_sid: call_sid.to_owned(),
+            reported,
+            duration_s: cb.call_duration.map(|d| d as i64),
+            live_here: state.calls.contains_key(call_sid),
+        })
+    }
+
+    /// Writes the update to `call` (as read before) and sends the webhook it calls for.
+    pub(super) async fn apply(&self, state: &AppState, call: &CallRow) -> Result<(), StoreError> {
+        let terminal = self.reported.is_terminal();
+        // Once the engine ended a call (e.g. failed with a reason), Twilio's `completed` only
+        // adds the billed duration.
+        let status = if terminal && call.ended_at_ms.is_some() {
+            call.status
+        } else {
+            self.reported
+        };
+        // Keep a more precise reason the engine already wrote (e.g. max_call_length).
+        let reason =
+            (terminal && call.ended_reason.is_none()).then_some(EndedReason::Telephony(status));
+        // A call that ends before its media stream ever started (an outbound call that was
+        // busy, unanswered, failed or canceled) gets its end-of-call report here; otherwise the
+        // stream handler sends it when the call's task ends.
+        let never_connected = terminal
+            && call.ended_at_ms.is_none()
+            && call.status.is_before_answer()
+            && !self.live_here;
+        let updated = state
+            .store
+            .update_call_status(
+                call.organization_id,
+                &self.call_sid,
+                status,
+                self.duration_s,
+                reason.as_ref(),
+            )
+            .await?;
+        let Some(row) = updated else {
+            tracing::warn!(call_sid = %self.call_sid, "the call record is gone");
+            return Ok(());
+        };
+        // One status-update per change (Twilio repeats and reorders callbacks).
+        let changed = row.status != call.status;
+        if never_connected {
+            crate::webhooks::call_finished(state, &row, changed).await;
+        } else if changed {
+            crate::webhooks::status_update(state, &row).await;
+        }
+        Ok(())
+    }
+
+    /// [`StatusUpdate::apply`], tried again while the database is away.
+    pub(super) async fn apply_while_database_away(&self, state: &AppState, call: &CallRow) {
+        let applied = while_database_away("call status", END_OF_CALL_PATIENCE, || {
+            self.apply(state, call)
+        })
+        .await;
+        if let Err(e) = applied {
+            tracing::error!(call_sid = %self.call_sid, error = %e, "could not update call status");
+        }
+    }
 }
 
 /// The stored status for a status Twilio reported; `None` for one this version does not know.
