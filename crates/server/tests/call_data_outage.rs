@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use switchboard_server::call::call_data::{CallDataOptions, CallDataWriter};
 use switchboard_server::call::call_data_spill::{HEADER_LEN, SpillFile};
+use switchboard_server::state::AppState;
 use switchboard_store::{
-    CallData, CallStatus, EndedReason, NewCall, NewTranscript, Store, StoreOptions,
+    CallData, CallRow, CallStatus, EndedReason, NewCall, NewTranscript, Store, StoreOptions,
 };
 use switchboard_testkit::tcp_proxy::TcpProxy;
 
@@ -418,6 +419,70 @@ async fn status_callback(
         .as_u16()
 }
 
+/// A server on the proxied database whose organisation `default` signs with org A's token;
+/// returns it with its state and that organisation's id.
+async fn status_server(ctx: &Ctx, dir: &Path) -> (common::TestServer, AppState, i64) {
+    let mut settings = common::settings_for(&dir.join("unused.db"));
+    settings.database.url = ctx.url.clone();
+    settings.twilio.account_sid = Some(common::TWILIO_SID_A.to_owned());
+    settings.twilio.auth_token = Some(common::TWILIO_TOKEN_A.to_owned());
+    let ts = common::TestServer::start_with(settings, String::new()).await;
+    let state = ts.server().state().clone();
+    let org = state.default_org_id().await.expect("organisation default");
+    (ts, state, org)
+}
+
+/// Waits until call `sid` of `org` has status `wanted`; returns its row.
+async fn call_when(store: &Store, org: i64, sid: &str, wanted: CallStatus) -> CallRow {
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(Some(row)) = store.get_call_by_sid(Some(org), sid).await
+                && row.status == wanted
+            {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("call {sid} never became {wanted:?}"))
+}
+
+/// A database that does not answer (a host down or a network cut, rather than a refused
+/// connection) would hold the call's read until the pool's acquire timeout; the callback is
+/// taken as in an outage instead, answered 204 and applied once the database is back.
+#[tokio::test]
+async fn a_status_callback_while_the_database_does_not_answer_is_applied_once_it_is_back() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ts, state, org) = status_server(&ctx, dir.path()).await;
+        let call = common::inbound_call(org, "CAstalled", "+15550100001", "+15550100002");
+        state.store.create_call(&call).await.expect("call");
+        let token = common::TWILIO_TOKEN_A;
+        assert_eq!(
+            status_callback(&ts, token, "CAstalled", "in-progress").await,
+            204
+        );
+
+        ctx.proxy.stall();
+        until("the stall reached every connection", || {
+            ctx.proxy.forwarding() == 0
+        })
+        .await;
+        assert_eq!(
+            status_callback(&ts, token, "CAstalled", "completed").await,
+            204
+        );
+        assert!(ctx.proxy.stalled() > 0, "the read met the silent database");
+        ctx.proxy.restore();
+
+        let row = call_when(&ctx.store, org, "CAstalled", CallStatus::Completed).await;
+        assert_eq!(row.duration_s, Some(42));
+        ts.stop().await;
+    })
+    .await;
+}
+
 /// Twilio sends a call's status callback once: one that arrives while the database is away is
 /// answered 204 and applied once it is back; a forged one is still refused, and one signed by
 /// another organisation's token is dropped once the call's own token can be read again.
@@ -425,13 +490,7 @@ async fn status_callback(
 async fn a_status_callback_while_the_database_is_away_is_applied_once_it_is_back() {
     through_proxy(|ctx| async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = common::settings_for(&dir.path().join("unused.db"));
-        settings.database.url = ctx.url.clone();
-        settings.twilio.account_sid = Some(common::TWILIO_SID_A.to_owned());
-        settings.twilio.auth_token = Some(common::TWILIO_TOKEN_A.to_owned());
-        let mut ts = common::TestServer::start_with(settings, String::new()).await;
-        let state = ts.server().state().clone();
-        let org = state.default_org_id().await.expect("organisation default");
+        let (mut ts, state, org) = status_server(&ctx, dir.path()).await;
         let (caller, ours) = ("+15550100001", "+15550100002");
         for sid in ["CAstatusaway", "CAsignedbyacme"] {
             let call = common::inbound_call(org, sid, caller, ours);

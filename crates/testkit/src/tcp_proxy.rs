@@ -5,7 +5,10 @@
 //! While cut, every forwarded connection is closed (both sides see the connection end without
 //! a goodbye, as when a database host reboots) and each new connection is accepted and closed
 //! at once (counted in [`TcpProxy::refused`], so a test can wait until a client has tried
-//! again). [`TcpProxy::restore`] forwards new connections again.
+//! again). [`TcpProxy::stall`] is the other kind of outage, a host that does not answer: live
+//! connections end the same way, and new ones are accepted and then held open with nothing
+//! forwarded either way (counted in [`TcpProxy::stalled`]) until the restore, which closes them.
+//! [`TcpProxy::restore`] forwards new connections again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,28 +23,47 @@ use crate::tcp_server::TcpFakeServer;
 #[derive(Debug)]
 pub struct TcpProxy {
     server: TcpFakeServer,
-    /// `true` while cut; forwarding tasks watch it and end their connections.
-    cut: watch::Sender<bool>,
+    /// What the proxy does now; forwarding tasks watch it and end their connections.
+    mode: watch::Sender<Mode>,
     refused: Arc<AtomicU64>,
+    stalled: Arc<AtomicU64>,
+    forwarding: Arc<AtomicU64>,
+}
+
+/// What the proxy does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Forward,
+    /// New connections are closed at once.
+    Cut,
+    /// New connections are held open, nothing forwarded.
+    Stall,
+}
+
+/// The proxy's counters, shared with its forwarding tasks.
+#[derive(Debug, Clone, Default)]
+struct Counters {
+    refused: Arc<AtomicU64>,
+    stalled: Arc<AtomicU64>,
     forwarding: Arc<AtomicU64>,
 }
 
 impl TcpProxy {
     /// Listens on 127.0.0.1 (any port) and forwards each connection to `target`.
     pub async fn start(target: SocketAddr) -> std::io::Result<TcpProxy> {
-        let (cut, cut_rx) = watch::channel(false);
-        let refused = Arc::new(AtomicU64::new(0));
-        let forwarding = Arc::new(AtomicU64::new(0));
-        let counters = (refused.clone(), forwarding.clone());
+        let (mode, mode_rx) = watch::channel(Mode::Forward);
+        let counters = Counters::default();
+        let shared = counters.clone();
         let server = TcpFakeServer::start(move |client| {
-            forward(client, target, cut_rx.clone(), counters.clone())
+            forward(client, target, mode_rx.clone(), shared.clone())
         })
         .await?;
         Ok(TcpProxy {
             server,
-            cut,
-            refused,
-            forwarding,
+            mode,
+            refused: counters.refused,
+            stalled: counters.stalled,
+            forwarding: counters.forwarding,
         })
     }
 
@@ -52,17 +74,28 @@ impl TcpProxy {
 
     /// Closes every forwarded connection and refuses new ones until [`TcpProxy::restore`].
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Closes every forwarded connection and holds new ones open, forwarding nothing, until
+    /// [`TcpProxy::restore`] (which closes them): a host that does not answer.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
     }
 
     /// Forwards new connections again.
     pub fn restore(&self) {
-        self.cut.send_replace(false);
+        self.mode.send_replace(Mode::Forward);
     }
 
     /// Connections accepted and closed at once while cut, since the start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted and held open while stalled, since the start.
+    pub fn stalled(&self) -> u64 {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// Connections being forwarded now (0 soon after a cut: wait for it before counting on the
@@ -91,20 +124,29 @@ impl Drop for Forwarding {
 async fn forward(
     mut client: TcpStream,
     target: SocketAddr,
-    mut cut: watch::Receiver<bool>,
-    (refused, forwarding): (Arc<AtomicU64>, Arc<AtomicU64>),
+    mut mode: watch::Receiver<Mode>,
+    counters: Counters,
 ) {
-    if *cut.borrow_and_update() {
-        refused.fetch_add(1, Ordering::Relaxed);
-        return;
+    let now = *mode.borrow_and_update();
+    match now {
+        Mode::Cut => {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Mode::Stall => {
+            counters.stalled.fetch_add(1, Ordering::Relaxed);
+            let _ = mode.wait_for(|m| *m == Mode::Forward).await;
+            return;
+        }
+        Mode::Forward => {}
     }
-    let _live = Forwarding::new(&forwarding);
+    let _live = Forwarding::new(&counters.forwarding);
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = cut.wait_for(|cut| *cut) => {}
+        _ = mode.wait_for(|m| *m != Mode::Forward) => {}
     }
 }
 
@@ -157,5 +199,32 @@ mod tests {
         let mut again = TcpStream::connect(proxy.addr()).await.expect("connect");
         assert_eq!(&round_trip(&mut again).await.expect("echo"), b"ping");
         assert_eq!(proxy.refused(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stall_ends_live_connections_and_holds_new_ones_silent_until_restored() {
+        let proxy = TcpProxy::start(echo().await).await.expect("proxy");
+        let mut live = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert_eq!(&round_trip(&mut live).await.expect("echo"), b"ping");
+
+        proxy.stall();
+        let mut rest = Vec::new();
+        assert_eq!(live.read_to_end(&mut rest).await.unwrap_or(0), 0, "ends");
+        let mut held = TcpStream::connect(proxy.addr()).await.expect("accepted");
+        held.write_all(b"ping").await.expect("written");
+        while proxy.stalled() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Nothing comes back, and the connection stays open: the read is still pending.
+        let mut buf = [0; 4];
+        let read = held.read(&mut buf);
+        tokio::pin!(read);
+        assert!(futures::poll!(read.as_mut()).is_pending());
+
+        proxy.restore();
+        assert_eq!(read.await.unwrap_or(0), 0, "closed by the restore");
+        let mut again = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert_eq!(&round_trip(&mut again).await.expect("echo"), b"ping");
+        assert_eq!((proxy.refused(), proxy.stalled()), (0, 1));
     }
 }

@@ -7,6 +7,8 @@
 //! callback that arrives while the database is away is answered 204 and applied once it is
 //! back (`status_deferred`); any other database error is answered 503 and stores nothing.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -17,6 +19,13 @@ use switchboard_telephony::webhook::{self, CallStatusCallback, parse_form_pairs}
 use super::{TwilioAuth, forbidden, status_deferred};
 use crate::state::AppState;
 use crate::store_retry::{END_OF_CALL_PATIENCE, while_database_away};
+
+/// How long the handler waits to read the call before taking the database as away: a database
+/// that refuses connections is known at once, but one that does not answer (a host down, a
+/// network cut) holds the read until the pool's 10 s acquire timeout, and Twilio gives up on a
+/// callback after 15 s (<https://www.twilio.com/docs/api/errors/11205>). Past this wait the
+/// callback is treated as in an outage (`status_deferred`).
+const CALL_READ_WAIT: Duration = Duration::from_secs(2);
 
 /// The status callback.
 pub async fn status(
@@ -33,12 +42,17 @@ pub async fn status(
         .find(|(k, _)| k == "CallSid")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let call = match state.store.get_call_by_sid(None, &call_sid).await {
-        Ok(call) => call,
-        Err(e) if e.is_transient() => {
+    let read = state.store.get_call_by_sid(None, &call_sid);
+    let call = match tokio::time::timeout(CALL_READ_WAIT, read).await {
+        Ok(Ok(call)) => call,
+        Ok(Err(e)) if e.is_transient() => {
             return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
         }
-        Err(e) => {
+        Err(_) => {
+            tracing::warn!(call_sid = %call_sid, wait_ms = CALL_READ_WAIT.as_millis() as u64, "status callback: the call could not be read in time");
+            return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
+        }
+        Ok(Err(e)) => {
             tracing::error!(call_sid = %call_sid, error = %e, "status callback: database error");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
