@@ -8,8 +8,9 @@
 # (127.0.0.1:5432, trust auth): a fresh database `lg_cut_<pid>` reached through
 # scripts/cut-proxy.py on port 6543, which closes every connection and refuses new ones from
 # CUT_AT_S (default 20) for CUT_FOR_S (default 25) seconds after the loadgen starts. Prints the
-# loadgen's verdict, its errors by kind, the calls by status and the rows stored; the report,
-# details and engine log stay in $OUT (default /tmp/outage-<pid>). The database is dropped at
+# loadgen's verdict, its errors by kind, the calls by status, the rows stored and the
+# call-data writer's outage summary; the report, the details and the loadgen's output (which
+# names the engine's log) stay in $OUT (default /tmp/outage-<pid>). The database is dropped at
 # the end.
 set -euo pipefail
 
@@ -42,7 +43,7 @@ LOADGEN_ENGINE_LOG=${LOADGEN_ENGINE_LOG:-warn,switchboard_server::call::call_dat
     "$loadgen" --spawn-engine "$engine" --spawn-fakes --calls "$calls" --ramp-seconds 10 \
     --duration-seconds 60 --quiet --recording \
     --engine-database-url "postgres://postgres@127.0.0.1:$port/$db" \
-    --report "$out/report.json" --details "$out/details.jsonl" 2>"$out/engine.log" &
+    --report "$out/report.json" --details "$out/details.jsonl" >"$out/loadgen.log" 2>&1 &
 run=$!
 # The run's schedule: the cut is timed from the loadgen's start.
 sleep "$cut_at"
@@ -64,6 +65,10 @@ print("errors by kind:", dict(kinds) or "none")
 EOF
 echo "calls by status: $(psql_q "SELECT string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM calls GROUP BY status) s")"
 echo "rows: transcripts $(psql_q 'SELECT count(*) FROM transcripts'), turn metrics $(psql_q 'SELECT count(*) FROM turn_metrics'), traces $(psql_q 'SELECT count(*) FROM call_traces')"
-grep -E "dropped_rows|away_ms" "$out/engine.log" | tail -3 || true
-echo "report, details and engine log in $out"
+# The loadgen names the engine's own log on its standard error.
+engine_log=$(sed -n 's/.*engine log kept at //p' "$out/loadgen.log" | tail -1)
+if [ -n "$engine_log" ]; then
+    grep -E "dropped_rows|away_ms" "$engine_log" | tail -3 || true
+fi
+echo "report, details and loadgen output in $out"
 exit "$status"

@@ -662,8 +662,10 @@ pub async fn run_scripts(
         }
     }
 
+    // A log level asked for (`LOADGEN_ENGINE_LOG`) is a log to be read: kept whatever happened.
+    let keep_log = report.calls.failed > 0 || std::env::var_os("LOADGEN_ENGINE_LOG").is_some();
     if let Some(e) = engine {
-        if report.calls.failed > 0 {
+        if keep_log {
             warnings.push(format!("engine log kept at {}", e.keep_log()));
         }
         e.stop(Duration::from_secs(5)).await;
@@ -673,7 +675,7 @@ pub async fn run_scripts(
         if report.balancer.is_none() {
             warnings.push("the balancer's statistics could not be read".into());
         }
-        if report.calls.failed > 0 {
+        if keep_log {
             for e in &c.instances {
                 warnings.push(format!("engine log kept at {}", e.keep_log()));
             }

@@ -49,7 +49,7 @@ pub async fn status(
             return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
         }
         Err(_) => {
-            tracing::warn!(call_sid = %call_sid, wait_ms = CALL_READ_WAIT.as_millis() as u64, "status callback: the call could not be read in time");
+            tracing::debug!(call_sid = %call_sid, wait_ms = CALL_READ_WAIT.as_millis() as u64, "status callback: the call could not be read in time");
             return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
         }
         Ok(Err(e)) => {
