@@ -33,7 +33,8 @@ pub use crate::interruption::CLEAR_WINDOW_AFTER_BARGE_IN_MS;
 pub const ANSWER_GRACE_MS: f64 = 3000.0;
 
 /// How much earlier (ms) than the script's speech end an answer's first frame may be stamped on
-/// the engine's clock (the two clocks' offset) and still count as sent after the speech.
+/// the engine's clock (what is left of the two clocks' offset once the estimate of
+/// `engine_clock_behind` is taken out) and still count as sent after the speech.
 pub const SPEECH_END_SLACK_MS: f64 = 300.0;
 
 /// Without engine metrics, a run of bot audio shorter than this (ms) and cut by a `clear` is
@@ -266,6 +267,7 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         .collect();
     // (the engine turn, the answered utterance's end, the engine part, the delivery)
     let mut matched: Vec<(EngineTurn, f64, f64, f64)> = Vec::new();
+    let clock_behind = engine_turns.map_or(0.0, |turns| engine_clock_behind(turns, r));
     for (i, u) in expecting.iter().enumerate() {
         let speech_end = u.end_ms as f64;
         if speech_end >= end_ms {
@@ -283,9 +285,14 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         // this utterance began; without them, the first run of audio that is not a fragment of
         // an older reply resumed and then cut by a `clear`.
         let (seg, engine_turn) = match engine_turns {
-            Some(turns) => match answering_turn(turns, u.start_ms as f64, speech_end, window_end) {
+            Some(turns) => match answering_turn(
+                turns,
+                u.start_ms as f64 - clock_behind,
+                speech_end - clock_behind,
+                window_end - clock_behind,
+            ) {
                 Some(t) => {
-                    let sent = t.first_audio_sent_ms.unwrap_or(f64::INFINITY);
+                    let sent = t.first_audio_sent_ms.unwrap_or(f64::INFINITY) + clock_behind;
                     (
                         candidates.find(|s| s.first_received_ms + MATCH_SLACK_MS >= sent),
                         Some(t),
@@ -359,6 +366,32 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
     a.backchannel_gap_ms = i.backchannel_gap_ms;
     a.errors.extend(i.errors);
     a
+}
+
+/// How far (ms) the engine's call clock runs behind the caller's, estimated before turns are
+/// matched: for each engine turn that sent audio, the time from its `first_audio_sent_ms` to the
+/// first run of audio the caller received from then on; the median of those (a reply never
+/// heard, or one sent soon after another, gives an outlier either way), never below 0, 0 without
+/// any. The engine's clock starts once it has set the call up after `start` (it reads the call,
+/// the assistant and the provider keys): usually a few ms after the caller's, but seconds after
+/// it when the database is slow. Turns are matched with this taken out.
+fn engine_clock_behind(turns: &[EngineTurn], r: &CallReport) -> f64 {
+    let mut gaps: Vec<f64> = turns
+        .iter()
+        .filter_map(|t| t.first_audio_sent_ms)
+        .filter_map(|sent| {
+            r.segments
+                .iter()
+                .map(|s| s.first_received_ms)
+                .find(|&received| received + MATCH_SLACK_MS >= sent)
+                .map(|received| received - sent)
+        })
+        .collect();
+    if gaps.is_empty() {
+        return 0.0;
+    }
+    gaps.sort_by(f64::total_cmp);
+    gaps[(gaps.len() - 1) / 2].max(0.0)
 }
 
 /// The engine turn answering a caller utterance spoken from `speech_start_ms` to
@@ -818,6 +851,29 @@ pub(crate) mod tests {
         assert!(table.contains("  delivery"), "{table}");
         let v = serde_json::to_value(&r).expect("json");
         assert_eq!(v["engine_overhead_parts"]["delivery_ms"]["max"], 1.0);
+    }
+
+    /// The engine set the call up for 2 s (its database was slow) before its clock started: its
+    /// stamps run 2 s behind the caller's. Every turn is still matched to its reply, with the
+    /// same overhead as when the clocks agree.
+    #[test]
+    fn an_engine_clock_seconds_behind_the_callers_still_matches_every_turn() {
+        let at = |final_ms: f64, request: f64, first_byte: f64, sent: f64| EngineTurn {
+            stt_final_ms: Some(final_ms - 2000.0),
+            llm_request_ms: Some(request - 2000.0),
+            tts_first_byte_ms: Some(first_byte - 2000.0),
+            first_audio_sent_ms: Some(sent - 2000.0),
+            ..EngineTurn::default()
+        };
+        let turns = [
+            at(2300.0, 2302.0, 2695.0, 2697.0),
+            at(5300.0, 5200.0, 5596.0, 5598.0),
+        ];
+        let a = analyze_call(&call(), Some(&turns));
+        assert!(a.errors.is_empty(), "{:?}", a.errors);
+        assert_eq!((a.turns, a.answered), (2, 2));
+        assert_eq!(a.engine_overhead_ms, vec![5.0, 2.0]);
+        assert_eq!(a.overhead_delivery_ms, vec![1.0, 0.0]);
     }
 
     /// Turn 1 answered at once; turn 2's reply ready at 5596 and sent at 6300, with the
