@@ -123,18 +123,20 @@ pub(super) fn accept(
     let Some(update) = StatusUpdate::new(state, &call_sid, &callback) else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    if !state.twilio_tokens.take_slot() {
-        tracing::warn!(call_sid = %call_sid, "status callback while the database is away: too many waiting");
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    tracing::info!(call_sid = %call_sid, "status callback while the database is away: applied once it is back");
     let signed = Signed {
         uri: uri.clone(),
         headers: headers.clone(),
         params,
     };
-    let work = apply_when_back(state.clone(), call_sid, signed, update);
-    state.tasks.spawn(work.in_current_span());
+    let sid = call_sid.clone();
+    let waiting = spawn_waiting(state, move |state| async move {
+        apply_when_back(state, sid, signed, update).await;
+    });
+    if !waiting {
+        tracing::warn!(call_sid = %call_sid, "status callback while the database is away: too many waiting");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    tracing::info!(call_sid = %call_sid, "status callback while the database is away: applied once it is back");
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -142,16 +144,33 @@ pub(super) fn accept(
 /// (the callback was already checked against the call's organisation's token): answers 204
 /// and writes it once the database is back; 503 beyond [`MAX_PENDING`].
 pub(super) fn retry(state: &AppState, call: CallRow, update: StatusUpdate) -> Response {
-    if !state.twilio_tokens.take_slot() {
+    let waiting = spawn_waiting(state, move |state| async move {
+        update.apply_while_database_away(&state, &call).await;
+    });
+    if !waiting {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let state_ = state.clone();
-    let work = async move {
-        let _slot = PendingSlot(&state_.twilio_tokens.pending);
-        update.apply_while_database_away(&state_, &call).await;
-    };
-    state.tasks.spawn(work.in_current_span());
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Runs `work` as a tracked task holding one of the [`MAX_PENDING`] places (taken now, so the
+/// bound holds before the task runs; given back when it ends, whatever happens); `false`, and
+/// nothing runs, when every place is taken.
+fn spawn_waiting<F, Fut>(state: &AppState, work: F) -> bool
+where
+    F: FnOnce(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if !state.twilio_tokens.take_slot() {
+        return false;
+    }
+    let owned = state.clone();
+    let task = async move {
+        let _slot = PendingSlot(&owned.twilio_tokens.pending);
+        work(owned.clone()).await;
+    };
+    state.tasks.spawn(task.in_current_span());
+    true
 }
 
 /// What a callback's signature is checked over.
@@ -164,9 +183,6 @@ struct Signed {
 /// Reads the call once the database is back, checks the callback against the call's own
 /// organisation's token as read then, and applies it.
 async fn apply_when_back(state: AppState, call_sid: String, signed: Signed, update: StatusUpdate) {
-    // The slot is taken in `accept` (so the bound holds before the task runs) and given back
-    // here, whatever happens.
-    let _slot = PendingSlot(&state.twilio_tokens.pending);
     let read = while_database_away("status callback's call", END_OF_CALL_PATIENCE, || {
         state.store.get_call_by_sid(None, &call_sid)
     })
