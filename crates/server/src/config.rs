@@ -457,6 +457,11 @@ pub struct ProviderSettings {
     /// call-second and up to this much less 20 ms of added STT latency. Provider docs
     /// recommend 20-100 ms pieces; at most 100.
     pub stt_audio_batch_ms: u32,
+    /// ms of caller audio sent in one message once the caller has been quiet for a second
+    /// (whole 20 ms frames, `stt_audio_batch_ms` to 250, Deepgram's largest recommended piece).
+    /// Speech ends the wait at once (`SttSession::set_quiet`), so it costs the STT no latency
+    /// on words; it takes most of the STT writes of a call in which the caller mostly listens.
+    pub stt_quiet_batch_ms: u32,
     /// ms the TTS may take to send audio after text (and between audio chunks or to finish a
     /// flushed reply) before the reply fails and its socket is replaced.
     pub tts_audio_timeout_ms: u64,
@@ -976,6 +981,13 @@ impl Settings {
                 p.stt_audio_batch_ms
             )));
         }
+        let quiet = p.stt_quiet_batch_ms;
+        if !(p.stt_audio_batch_ms..=250).contains(&quiet) || !quiet.is_multiple_of(20) {
+            return Err(SettingsError::Invalid(format!(
+                "providers.stt_quiet_batch_ms must be stt_audio_batch_ms ({}) to 250 in whole 20 ms frames, not {}",
+                p.stt_audio_batch_ms, p.stt_quiet_batch_ms
+            )));
+        }
         for (key, ms) in [
             ("providers.stt_stall_timeout_ms", p.stt_stall_timeout_ms),
             ("providers.tts_audio_timeout_ms", p.tts_audio_timeout_ms),
@@ -1088,6 +1100,21 @@ mod tests {
             s.twilio.media_read_round_ms = bad;
             let e = s.check().expect_err("refused").to_string();
             assert!(e.contains("twilio.media_read_round_ms"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_quiet_stt_batch_is_whole_frames_from_the_speech_batch_to_250_ms() {
+        let mut s = Settings::defaults().expect("defaults parse");
+        assert_eq!(s.providers.stt_quiet_batch_ms, 200);
+        for ok in [40, 100, 240] {
+            s.providers.stt_quiet_batch_ms = ok;
+            assert!(s.check().is_ok(), "{ok}");
+        }
+        for bad in [20, 50, 260] {
+            s.providers.stt_quiet_batch_ms = bad;
+            let e = s.check().expect_err("refused").to_string();
+            assert!(e.contains("providers.stt_quiet_batch_ms"), "{e}");
         }
     }
 

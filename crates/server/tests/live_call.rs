@@ -172,8 +172,40 @@ async fn a_recorded_call_is_answered_turn_after_turn() {
             .is_some_and(|p| p.contains("openai"))),
         "provider not recorded per turn: {turns:#?}"
     );
+    assert_listening_went_in_quiet_pieces(&stack);
     drop(stack.fakes);
     stack.calls.server.shutdown().await;
+}
+
+/// Audio the caller sent while listening reached the STT in quiet pieces (200 ms, against 40 ms
+/// while they speak): the largest piece is one, and there are fewer pieces than 40 ms ones.
+fn assert_listening_went_in_quiet_pieces(stack: &Stack) {
+    let stt = stack.fakes.deepgram.received();
+    let c = stt
+        .iter()
+        .find(|c| c.binary_frames > 0)
+        .expect("caller audio reached the STT");
+    let rate: f64 = c
+        .param("sample_rate")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(8000.0);
+    let bytes_per_sample = if c.param("encoding") == Some("linear16") {
+        2.0
+    } else {
+        1.0
+    };
+    let bytes_per_ms = rate * bytes_per_sample / 1000.0;
+    let largest_ms = c.largest_binary_frame as f64 / bytes_per_ms;
+    assert!(
+        (largest_ms - 200.0).abs() < 1.0,
+        "the largest piece is {largest_ms:.0} ms, not a quiet one"
+    );
+    let pieces_of_40_ms = c.audio_bytes as f64 / bytes_per_ms / 40.0;
+    assert!(
+        (c.binary_frames as f64) < 0.9 * pieces_of_40_ms,
+        "{} pieces for {pieces_of_40_ms:.0} of 40 ms",
+        c.binary_frames
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

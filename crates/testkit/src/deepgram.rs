@@ -175,6 +175,8 @@ pub struct ConnectionRecord {
     pub audio_bytes: u64,
     /// Binary frames received (non-empty).
     pub binary_frames: u64,
+    /// Bytes in the largest binary frame received.
+    pub largest_binary_frame: u64,
     /// Zero-length binary frames received (a client bug: Deepgram treats them as end of stream).
     pub empty_frames: u64,
     /// Every text message received, verbatim.

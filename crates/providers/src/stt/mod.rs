@@ -396,6 +396,10 @@ pub struct SttSession {
     close_timeout: std::time::Duration,
     /// Frames sent to the socket task together (see [`SttSession::set_audio_batch`]).
     batch_frames: u32,
+    /// Frames sent together while the caller is quiet (see [`SttSession::set_quiet`]).
+    quiet_batch_frames: u32,
+    /// The caller is quiet: audio is held up to `quiet_batch_frames`, across rounds.
+    quiet: bool,
     /// Frames in `buf` not yet handed to the socket task.
     held_frames: u32,
 }
@@ -423,6 +427,8 @@ impl SttSession {
             dropped_frames: 0,
             close_timeout,
             batch_frames: 1,
+            quiet_batch_frames: 1,
+            quiet: false,
             held_frames: 0,
         }
     }
@@ -433,6 +439,26 @@ impl SttSession {
     /// is sent before `close()`.
     pub fn set_audio_batch(&mut self, frames: u32) {
         self.batch_frames = frames.max(1);
+    }
+
+    /// Hand caller audio over `frames` frames at a time while the caller is quiet (1, the
+    /// default, is no different from speech). Nothing the caller says waits for it: the call
+    /// leaves quiet with [`SttSession::set_quiet`] as soon as it hears speech, which sends what
+    /// is held at once.
+    pub fn set_quiet_batch(&mut self, frames: u32) {
+        self.quiet_batch_frames = frames.max(1);
+    }
+
+    /// Whether the caller is quiet now (no speech heard for a while): while quiet, audio is
+    /// held up to the quiet batch, across reading rounds. Leaving quiet sends what is held at
+    /// once, so the speech that ended it (and the lead before it) reaches the provider without
+    /// waiting for a batch to fill. Returns false when that send found the queue full.
+    pub fn set_quiet(&mut self, quiet: bool) -> bool {
+        let was = std::mem::replace(&mut self.quiet, quiet);
+        if was && !quiet {
+            return self.send_held_audio();
+        }
+        true
     }
 
     /// Queue caller audio for the provider. Never blocks and never sends an empty frame. When
@@ -449,14 +475,29 @@ impl SttSession {
         }
         self.buf.extend_from_slice(audio);
         self.held_frames += 1;
-        if self.held_frames < self.batch_frames {
+        let batch = if self.quiet {
+            self.quiet_batch_frames
+        } else {
+            self.batch_frames
+        };
+        if self.held_frames < batch {
             return true;
         }
         self.send_held_audio()
     }
 
-    /// Hands the audio held for its batch to the socket task now (a caller that reads its
-    /// audio in rounds sends each round as one piece); false when its queue was full.
+    /// The end of a reading round (a caller that reads its audio in rounds sends each round as
+    /// one piece): sends what is held, unless the caller is quiet, when audio is held until
+    /// its quiet batch fills. False when the queue was full.
+    pub fn end_of_round(&mut self) -> bool {
+        if self.quiet {
+            return true;
+        }
+        self.send_held_audio()
+    }
+
+    /// Hands the audio held for its batch to the socket task now; false when its queue was
+    /// full.
     pub fn send_held_audio(&mut self) -> bool {
         if self.held_frames == 0 {
             return true;
@@ -484,8 +525,10 @@ impl SttSession {
     }
 
     /// Ask the provider to finalise buffered audio now (Deepgram `Finalize`; Flux
-    /// `ForceEndTurn`). The answer is a final `Transcript` with `from_finalize` (or `EndOfTurn`).
-    pub fn finalize(&self) {
+    /// `ForceEndTurn`), after the audio held for a batch. The answer is a final `Transcript`
+    /// with `from_finalize` (or `EndOfTurn`).
+    pub fn finalize(&mut self) {
+        self.send_held_audio();
         let _ = self.control.send(SttControl::Finalize);
     }
 
@@ -584,6 +627,52 @@ mod tests {
         rt.block_on(s.close());
         assert_eq!(audio_rx.try_recv().ok().as_deref(), Some(&[7u8, 7][..]));
         assert!(matches!(control_rx.try_recv(), Ok(SttControl::Close(_))));
+    }
+
+    #[test]
+    fn a_quiet_caller_is_sent_in_larger_batches_and_speech_ends_the_wait() {
+        let (audio_tx, mut audio_rx) = mpsc::channel(8);
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+        let (_events_tx, events_rx) = mpsc::channel(1);
+        let mut s = SttSession::new(
+            audio_tx,
+            control_tx,
+            events_rx,
+            std::time::Duration::from_millis(1),
+        );
+        s.set_audio_batch(2);
+        s.set_quiet_batch(4);
+        assert!(s.set_quiet(true));
+        for b in 1..=3u8 {
+            assert!(s.send_audio(&[b]));
+            assert!(s.end_of_round(), "a quiet round holds its audio");
+        }
+        assert!(audio_rx.try_recv().is_err(), "three quiet frames are held");
+        assert!(s.send_audio(&[4]));
+        assert_eq!(
+            audio_rx.try_recv().ok().as_deref(),
+            Some(&[1u8, 2, 3, 4][..])
+        );
+        assert!(s.send_audio(&[5]));
+        assert!(audio_rx.try_recv().is_err());
+        assert!(s.set_quiet(false), "speech sends what is held at once");
+        assert_eq!(audio_rx.try_recv().ok().as_deref(), Some(&[5u8][..]));
+        assert!(s.send_audio(&[6]));
+        assert!(s.end_of_round());
+        assert_eq!(
+            audio_rx.try_recv().ok().as_deref(),
+            Some(&[6u8][..]),
+            "out of quiet, each round goes as it ends"
+        );
+        assert!(s.set_quiet(true));
+        assert!(s.send_audio(&[7]));
+        s.finalize();
+        assert_eq!(
+            audio_rx.try_recv().ok().as_deref(),
+            Some(&[7u8][..]),
+            "a finalize follows the audio held before it"
+        );
+        assert!(matches!(control_rx.try_recv(), Ok(SttControl::Finalize)));
     }
 
     #[test]

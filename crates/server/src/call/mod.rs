@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod sms_recipient;
 pub mod spool_thread;
+mod stt_quiet;
 pub mod tool_tasks;
 pub mod tools;
 pub mod trace_recovery;

@@ -54,6 +54,7 @@ use super::recording::{
 };
 use super::registry::{CallCommand, LiveCall};
 use super::resolve::{self, CallOverrides, CallParty, KeySources};
+use super::stt_quiet::QuietWatch;
 use super::tool_tasks::{ExecutionSink, ToolDone, ToolTasks};
 use super::tools;
 use super::trace_spool::{DRAIN_AUDIO_BYTES, DRAIN_EVENTS, TraceSpool};
@@ -239,6 +240,8 @@ struct Call {
     /// Where the flight recorder's trace is spooled as the call goes (with the recorder).
     trace_spool: Option<TraceSpool>,
     stt: SttSession,
+    /// Whether the caller is quiet, for the size of the STT's pieces.
+    stt_quiet: QuietWatch,
     tts: TtsSession,
     _leases: Vec<SlotLease>,
     llm: Option<(Generation, LlmStream)>,
@@ -371,6 +374,7 @@ impl Call {
         let provider = || StartFailure::new(EndedReason::ProviderError);
         let mut stt = stt.map_err(|e| format!("stt: {e}")).map_err(provider())?;
         stt.set_audio_batch(p.stt_audio_batch_ms / 20);
+        stt.set_quiet_batch(p.stt_quiet_batch_ms / 20);
         let tts = tts.map_err(|e| format!("tts: {e}")).map_err(provider())?;
 
         let mut party = setup.party.clone();
@@ -500,6 +504,7 @@ impl Call {
                 llm: String::new(),
             },
             stt,
+            stt_quiet: QuietWatch::default(),
             tts,
             _leases: leases,
             llm: None,
@@ -891,7 +896,7 @@ impl Call {
             match media_rounds::ready(socket) {
                 Some(next) => msg = next,
                 None => {
-                    self.stt.send_held_audio();
+                    self.stt.end_of_round();
                     return Flow::Continue;
                 }
             }
@@ -916,6 +921,7 @@ impl Call {
                     r.push_caller(&self.audio_buf);
                 }
                 self.core.handle(Event::CallerAudio(&self.audio_buf), now);
+                self.note_stt_quiet(now);
                 self.spool_trace();
             }
             Ok(InboundMessage::Mark(mark)) => {
@@ -1009,7 +1015,15 @@ impl Call {
                 self.core.handle(Event::SttFailed { reason: &reason }, now);
             }
         }
+        // Words the VAD missed open a turn too: its audio must not wait for a quiet batch.
+        self.note_stt_quiet(now);
         Flow::Continue
+    }
+
+    /// Tells the STT session whether the caller is quiet now (`call::stt_quiet`).
+    fn note_stt_quiet(&mut self, now: Millis) {
+        let quiet = self.stt_quiet.quiet(self.core.core().user_state(), now);
+        self.stt.set_quiet(quiet);
     }
 
     fn on_tts(&mut self, ev: TtsEvent) {

@@ -365,6 +365,8 @@ pub(super) async fn serve(
                             s.conn.shared.record(index, |c| {
                                 c.audio_bytes += data.len() as u64;
                                 c.binary_frames += 1;
+                                c.largest_binary_frame =
+                                    c.largest_binary_frame.max(data.len() as u64);
                             });
                             s.audio(&data).await
                         }
