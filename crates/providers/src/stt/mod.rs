@@ -379,7 +379,8 @@ pub(crate) const AUDIO_QUEUE_FRAMES: usize = 100;
 /// Events the session task can queue before it waits for the call task.
 pub(crate) const EVENT_QUEUE: usize = 1024;
 /// Reused audio buffer capacity (bytes); refilled in place once the socket task is done with
-/// it. 1 KiB holds three 40 ms batches of 8 kHz µ-law; a provider fed 16 kHz PCM grows it once.
+/// it. 1 KiB holds three 40 ms batches of 8 kHz µ-law; a 200 ms quiet piece (1600 B), or a
+/// provider fed 16 kHz PCM, grows it once.
 /// Every live call holds it (and the batch in flight), so it is kept small: 4 KiB cost ~5 KiB
 /// per call (docs/PERFORMANCE.md).
 const AUDIO_BUF_BYTES: usize = 1024;
@@ -571,17 +572,29 @@ pub(crate) async fn connect_flux(cfg: &SttConfig) -> Result<SttSession, Provider
 mod tests {
     use super::*;
 
-    #[test]
-    fn send_audio_never_blocks_and_skips_empty_frames() {
-        let (audio_tx, mut audio_rx) = mpsc::channel(1);
-        let (control_tx, _control_rx) = mpsc::unbounded_channel();
+    /// A session whose socket task is the test: its audio queue holds `queue` pieces.
+    fn session(
+        queue: usize,
+    ) -> (
+        SttSession,
+        mpsc::Receiver<Bytes>,
+        mpsc::UnboundedReceiver<SttControl>,
+    ) {
+        let (audio_tx, audio_rx) = mpsc::channel(queue);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (_events_tx, events_rx) = mpsc::channel(1);
-        let mut s = SttSession::new(
+        let s = SttSession::new(
             audio_tx,
             control_tx,
             events_rx,
-            std::time::Duration::from_secs(1),
+            std::time::Duration::from_millis(1),
         );
+        (s, audio_rx, control_rx)
+    }
+
+    #[test]
+    fn send_audio_never_blocks_and_skips_empty_frames() {
+        let (mut s, mut audio_rx, _control_rx) = session(1);
         assert!(s.send_audio(&[]));
         assert!(s.send_audio(&[1, 2, 3]));
         assert!(
@@ -598,15 +611,7 @@ mod tests {
 
     #[test]
     fn audio_is_handed_over_in_batches_and_the_rest_before_close() {
-        let (audio_tx, mut audio_rx) = mpsc::channel(8);
-        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-        let (_events_tx, events_rx) = mpsc::channel(1);
-        let mut s = SttSession::new(
-            audio_tx,
-            control_tx,
-            events_rx,
-            std::time::Duration::from_millis(1),
-        );
+        let (mut s, mut audio_rx, mut control_rx) = session(8);
         s.set_audio_batch(3);
         for b in 1..=7u8 {
             assert!(s.send_audio(&[b, b]));
@@ -631,15 +636,7 @@ mod tests {
 
     #[test]
     fn a_quiet_caller_is_sent_in_larger_batches_and_speech_ends_the_wait() {
-        let (audio_tx, mut audio_rx) = mpsc::channel(8);
-        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-        let (_events_tx, events_rx) = mpsc::channel(1);
-        let mut s = SttSession::new(
-            audio_tx,
-            control_tx,
-            events_rx,
-            std::time::Duration::from_millis(1),
-        );
+        let (mut s, mut audio_rx, mut control_rx) = session(8);
         s.set_audio_batch(2);
         s.set_quiet_batch(4);
         assert!(s.set_quiet(true));
