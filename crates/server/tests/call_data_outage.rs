@@ -22,6 +22,13 @@ use switchboard_testkit::tcp_proxy::TcpProxy;
 
 /// How long a condition may take before the test fails (never reached when things work).
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The Twilio account and token of the server's own organisation (`default`, from the config).
+const ORG_A: (&str, &str) = (common::TWILIO_SID_A, common::TWILIO_TOKEN_A);
+/// Those of organisation acme, stored with it.
+const ACME: (&str, &str) = (
+    "AC000000000000000000000000000acme",
+    "twilio-token-of-acme-00000000001",
+);
 
 fn line(text: &str) -> CallData {
     CallData::Transcript(Box::new(NewTranscript {
@@ -387,15 +394,16 @@ async fn a_call_trace_finished_while_the_database_is_away_is_recorded_once_it_is
     .await;
 }
 
-/// Posts a status callback for `call_sid` signed with `token` over the server's public URL.
+/// Posts a status callback for `call_sid` naming `account` and signed with `token` over the
+/// server's public URL.
 async fn status_callback(
     ts: &common::TestServer,
-    token: &str,
+    (account, token): (&str, &str),
     call_sid: &str,
     status: &str,
 ) -> u16 {
     let params: Vec<(String, String)> = [
-        ("AccountSid", common::TWILIO_SID_A),
+        ("AccountSid", account),
         ("CallSid", call_sid),
         ("CallStatus", status),
         ("CallDuration", "42"),
@@ -458,9 +466,8 @@ async fn a_status_callback_while_the_database_does_not_answer_is_applied_once_it
         let (mut ts, state, org) = status_server(&ctx, dir.path()).await;
         let call = common::inbound_call(org, "CAstalled", "+15550100001", "+15550100002");
         state.store.create_call(&call).await.expect("call");
-        let token = common::TWILIO_TOKEN_A;
         assert_eq!(
-            status_callback(&ts, token, "CAstalled", "in-progress").await,
+            status_callback(&ts, ORG_A, "CAstalled", "in-progress").await,
             204
         );
 
@@ -470,7 +477,7 @@ async fn a_status_callback_while_the_database_does_not_answer_is_applied_once_it
         })
         .await;
         assert_eq!(
-            status_callback(&ts, token, "CAstalled", "completed").await,
+            status_callback(&ts, ORG_A, "CAstalled", "completed").await,
             204
         );
         assert!(ctx.proxy.stalled() > 0, "the read met the silent database");
@@ -497,30 +504,33 @@ async fn a_status_callback_while_the_database_is_away_is_applied_once_it_is_back
             state.store.create_call(&call).await.expect("call");
         }
         // Organisation acme has a Twilio account of its own, and a call.
-        let acme_token = "twilio-token-of-acme-00000000001";
         state
             .store
-            .set_org_telephony(ctx.org, "AC000000000000000000000000000acme", acme_token)
+            .set_org_telephony(ctx.org, ACME.0, ACME.1)
             .await
             .expect("acme's credentials");
         let acme_call = common::inbound_call(ctx.org, "CAacme", caller, ours);
         state.store.create_call(&acme_call).await.expect("call");
         // Callbacks while the database is up: both organisations' tokens are read.
-        let token = common::TWILIO_TOKEN_A;
         assert_eq!(
-            status_callback(&ts, token, "CAstatusaway", "in-progress").await,
+            status_callback(&ts, ORG_A, "CAstatusaway", "in-progress").await,
             204
         );
         assert_eq!(
-            status_callback(&ts, acme_token, "CAacme", "in-progress").await,
+            status_callback(&ts, ACME, "CAacme", "in-progress").await,
             204
         );
 
         cut(&ctx.proxy).await;
         let (forged, signed, other_org) = tokio::join!(
-            status_callback(&ts, "not-the-token", "CAstatusaway", "busy"),
-            status_callback(&ts, token, "CAstatusaway", "completed"),
-            status_callback(&ts, acme_token, "CAsignedbyacme", "completed"),
+            status_callback(
+                &ts,
+                (common::TWILIO_SID_A, "not-the-token"),
+                "CAstatusaway",
+                "busy"
+            ),
+            status_callback(&ts, ORG_A, "CAstatusaway", "completed"),
+            status_callback(&ts, ACME, "CAsignedbyacme", "completed"),
         );
         assert_eq!(forged, 503, "no known token signs it");
         assert_eq!(signed, 204, "accepted to be applied later");
@@ -549,6 +559,83 @@ async fn a_status_callback_while_the_database_is_away_is_applied_once_it_is_back
         let row = read("CAsignedbyacme").await;
         assert_eq!(row.status, CallStatus::InProgress, "not its organisation's");
         assert_eq!(row.duration_s, None);
+        ts.stop().await;
+    })
+    .await;
+}
+
+/// Behind a balancer, a status callback may reach an instance that never served its
+/// organisation: every instance reads every organisation's credentials when it starts (and
+/// again every few minutes), so it vouches for the callback during an outage all the same;
+/// only the tokens of the account the callback names are tried.
+#[tokio::test]
+async fn an_instance_that_served_no_organisation_yet_vouches_for_any_in_an_outage() {
+    through_proxy(|ctx| async move {
+        // Organisation acme's account and a call of it exist before the instance starts.
+        ctx.store
+            .set_org_telephony(ctx.org, ACME.0, ACME.1)
+            .await
+            .expect("acme's credentials");
+        let (caller, ours) = ("+15550100001", "+15550100002");
+        let acme_call = common::inbound_call(ctx.org, "CAacmefresh", caller, ours);
+        ctx.store.create_call(&acme_call).await.expect("call");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ts, state, _org) = status_server(&ctx, dir.path()).await;
+        until("the instance read every organisation's credentials", || {
+            state.twilio_tokens.organisations() == 2
+        })
+        .await;
+
+        cut(&ctx.proxy).await;
+        assert!(
+            state.twilio_tokens.refresh(&state).await.is_err(),
+            "no read while the database is away"
+        );
+        assert_eq!(
+            state.twilio_tokens.organisations(),
+            2,
+            "what was known stays"
+        );
+        let (acme, forged, other_account) = tokio::join!(
+            status_callback(&ts, ACME, "CAacmefresh", "completed"),
+            status_callback(&ts, (ACME.0, "not-the-token"), "CAacmefresh", "busy"),
+            status_callback(&ts, (ACME.0, ORG_A.1), "CAacmefresh", "busy"),
+        );
+        assert_eq!(acme, 204, "acme's own callback, never served here before");
+        assert_eq!(forged, 503, "no known token signs it");
+        assert_eq!(other_account, 503, "org A's token is not acme's account's");
+        assert_eq!(state.twilio_tokens.pending(), 1);
+        ctx.proxy.restore();
+
+        until("the waiting callback is done", || {
+            state.twilio_tokens.pending() == 0
+        })
+        .await;
+        let row = ctx
+            .store
+            .get_call_by_sid(Some(ctx.org), "CAacmefresh")
+            .await
+            .expect("read")
+            .expect("call");
+        assert_eq!(row.status, CallStatus::Completed);
+        assert_eq!(row.duration_s, Some(42));
+
+        // An organisation whose credentials are cleared is forgotten at the next read.
+        let gone = ctx.store.ensure_organization("gone").await.expect("org");
+        ctx.store
+            .set_org_telephony(
+                gone.id,
+                "AC00000000000000000000000000000gone",
+                "token-of-gone",
+            )
+            .await
+            .expect("gone's credentials");
+        assert_eq!(state.twilio_tokens.refresh(&state).await.ok(), Some(3));
+        ctx.store
+            .clear_org_telephony(gone.id)
+            .await
+            .expect("cleared");
+        assert_eq!(state.twilio_tokens.refresh(&state).await.ok(), Some(2));
         ts.stop().await;
     })
     .await;

@@ -461,6 +461,37 @@ impl Store {
         })
     }
 
+    /// Every organisation's Twilio credentials, the token opened: `(organisation id,
+    /// credentials)` for those with both set. A token that cannot be opened (sealed under
+    /// another key) is left out with a warning, as reading that organisation alone would fail.
+    pub async fn list_org_telephony(&self) -> Result<Vec<(i64, OrgTelephony)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, twilio_account_sid, twilio_auth_token FROM organizations \
+             WHERE twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let account_sid: String = row.try_get("twilio_account_sid")?;
+            let sealed: String = row.try_get("twilio_auth_token")?;
+            match self.open(&sealed) {
+                Ok(auth_token) => listed.push((
+                    id,
+                    OrgTelephony {
+                        account_sid,
+                        auth_token,
+                    },
+                )),
+                Err(e) => {
+                    tracing::warn!(organization_id = id, error = %e, "a Twilio auth token does not open");
+                }
+            }
+        }
+        Ok(listed)
+    }
+
     /// Replaces the organisation's provider keys (provider name → key or config object), used
     /// when an assistant has no key of its own; every secret in them is sealed (encrypted at
     /// rest). `NotFound` for an unknown organisation.

@@ -157,6 +157,12 @@ async fn a_wrong_key_is_a_clear_error_not_a_panic(ctx: Ctx) {
         assert!(!text.contains(secret), "{text}");
     }
     assert!(other.get_org_telephony(org).await.is_err());
+    let listed = other.list_org_telephony().await.expect("the list reads");
+    assert!(
+        listed.iter().all(|(o, _)| *o != org),
+        "a token that does not open is left out of the list: {}",
+        listed.len()
+    );
     assert!(other.get_org_provider_keys(org).await.is_err());
     // A store opened without any key says so.
     let keyless = ctx.store.get_assistant(org, id).await.expect_err("no key");

@@ -323,6 +323,17 @@ async fn org_telephony_and_provider_keys(ctx: Ctx) {
         s.get_org_telephony(b).await.unwrap().unwrap().auth_token,
         "tok-b"
     );
+    let listed = s.list_org_telephony().await.unwrap();
+    let ours: Vec<_> = listed
+        .iter()
+        .filter(|(o, _)| [a, b].contains(o))
+        .map(|(o, t)| (*o, t.account_sid.as_str(), t.auth_token.as_str()))
+        .collect();
+    assert_eq!(
+        ours,
+        [(b, "AC789", "tok-b")],
+        "b's token, opened; a's cleared"
+    );
     assert!(matches!(
         s.clear_org_telephony(9999).await,
         Err(StoreError::NotFound)

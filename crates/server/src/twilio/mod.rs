@@ -71,23 +71,28 @@ impl TwilioAuth {
             return TwilioAuth { token: None };
         };
         let read = state.store.get_org_telephony(org_id).await;
-        let token = match &read {
-            Ok(Some(t)) if !t.auth_token.is_empty() => Some(t.auth_token.clone()),
+        let creds = match &read {
+            Ok(Some(t)) if !t.auth_token.is_empty() => {
+                Some((t.account_sid.clone(), t.auth_token.clone()))
+            }
             _ => {
                 let is_default = state.default_org_id().await == Some(org_id);
-                state
-                    .settings
-                    .twilio
+                let twilio = &state.settings.twilio;
+                twilio
                     .auth_token
                     .clone()
                     .filter(|t| is_default && !t.is_empty())
+                    .map(|t| (twilio.account_sid.clone().unwrap_or_default(), t))
             }
         };
         // While the database is away, what this instance knew stays known.
         if read.is_ok() {
-            state.twilio_tokens.remember(org_id, token.as_deref());
+            let known = creds.as_ref().map(|(sid, t)| (sid.as_str(), t.as_str()));
+            state.twilio_tokens.remember(org_id, known);
         }
-        TwilioAuth { token }
+        TwilioAuth {
+            token: creds.map(|(_, t)| t),
+        }
     }
 
     /// Checks the signature of a form-encoded webhook reached at `uri`. The URL Twilio signed

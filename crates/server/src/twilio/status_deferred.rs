@@ -7,17 +7,21 @@
 //! and applied once the database is back: the call is read, its own organisation's token is
 //! read again and must sign the callback too (a token changed during the outage, or a
 //! callback signed by another organisation, is dropped then), and the same update as on the
-//! normal path is written. A callback no known token signs, or one beyond
+//! normal path is written. Every organisation's credentials are read at the start and every
+//! [`REFRESH_EVERY`], so any instance behind the balancer vouches for any organisation's
+//! callbacks, not only those it served. A callback no known token signs, or one beyond
 //! [`MAX_PENDING`], is answered 503 as before. Pending callbacks live in memory: a process
 //! that stops before the database is back loses them (the call is closed by the stale sweep
 //! or the next start's recovery, without Twilio's duration).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
-use switchboard_store::CallRow;
+use switchboard_store::{CallRow, StoreError};
 use switchboard_telephony::webhook::CallStatusCallback;
 use tracing::Instrument;
 
@@ -29,13 +33,26 @@ use crate::store_retry::{END_OF_CALL_PATIENCE, while_database_away};
 /// The most status callbacks waiting for the database at once; beyond, 503 as before.
 pub const MAX_PENDING: usize = 10_000;
 
-/// The Twilio auth token each organisation had when this instance last read it, and how many
-/// callbacks wait for the database. Tokens are kept only to tell a signed callback from a
-/// forged one while the database is away; nothing is applied on their word alone.
+/// How often every organisation's credentials are read again into [`KnownTokens`] (new
+/// organisations, rotated tokens), besides each read of one organisation's.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
+
+/// The Twilio credentials of every organisation, as this instance last read them (all at its
+/// start and every [`REFRESH_EVERY`], one at each of its webhooks), and how many callbacks
+/// wait for the database. Tokens are kept only to tell a signed callback from a forged one
+/// while the database is away; nothing is applied on their word alone.
 #[derive(Default)]
 pub struct KnownTokens {
-    tokens: DashMap<i64, String>,
+    tokens: DashMap<i64, Known>,
     pending: AtomicUsize,
+}
+
+/// An organisation's credentials as last read: the account its callbacks name (`AccountSid`;
+/// empty when unknown, for a token from the config without an account) and the token that
+/// signs them.
+struct Known {
+    account_sid: String,
+    token: String,
 }
 
 impl std::fmt::Debug for KnownTokens {
@@ -48,11 +65,20 @@ impl std::fmt::Debug for KnownTokens {
 }
 
 impl KnownTokens {
-    /// Records the token organisation `org_id` signs with, as just read (`None`: it has none).
-    pub(crate) fn remember(&self, org_id: i64, token: Option<&str>) {
-        match token {
-            Some(t) if self.tokens.get(&org_id).is_none_or(|known| *known != t) => {
-                self.tokens.insert(org_id, t.to_owned());
+    /// Records the credentials organisation `org_id` signs with, as just read (`None`: it has
+    /// none): `(account SID, auth token)`.
+    pub(crate) fn remember(&self, org_id: i64, creds: Option<(&str, &str)>) {
+        match creds {
+            Some((account_sid, token))
+                if self.tokens.get(&org_id).is_none_or(|known| {
+                    known.account_sid != account_sid || known.token != token
+                }) =>
+            {
+                let known = Known {
+                    account_sid: account_sid.to_owned(),
+                    token: token.to_owned(),
+                };
+                self.tokens.insert(org_id, known);
             }
             Some(_) => {}
             None => {
@@ -61,7 +87,41 @@ impl KnownTokens {
         }
     }
 
-    /// Whether a known organisation's token signs this request.
+    /// Reads every organisation's credentials at once, so that this instance vouches during an
+    /// outage for the callbacks of organisations none of its webhooks has served yet (a new
+    /// instance behind the balancer, a restart). Organisations without credentials any more
+    /// are forgotten. The number of organisations known, or the store's error (what was known
+    /// stays).
+    pub async fn refresh(&self, state: &AppState) -> Result<usize, StoreError> {
+        let listed = state.store.list_org_telephony().await?;
+        let mut keep: HashSet<i64> = HashSet::with_capacity(listed.len() + 1);
+        for (org_id, creds) in &listed {
+            if !creds.auth_token.is_empty() {
+                self.remember(*org_id, Some((&creds.account_sid, &creds.auth_token)));
+                keep.insert(*org_id);
+            }
+        }
+        // The default organisation signs with the config's token when it has none stored.
+        let twilio = &state.settings.twilio;
+        if let (Some(default), Some(token)) = (state.default_org_id().await, &twilio.auth_token)
+            && !token.is_empty()
+            && !keep.contains(&default)
+        {
+            let account_sid = twilio.account_sid.as_deref().unwrap_or_default();
+            self.remember(default, Some((account_sid, token)));
+            keep.insert(default);
+        }
+        self.tokens.retain(|org_id, _| keep.contains(org_id));
+        Ok(self.tokens.len())
+    }
+
+    /// How many organisations' credentials are known.
+    pub fn organisations(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether a known organisation's token signs this request; only the organisations whose
+    /// account the callback names are tried (one HMAC, not one per organisation).
     fn any_signs(
         &self,
         state: &AppState,
@@ -69,9 +129,15 @@ impl KnownTokens {
         headers: &HeaderMap,
         params: &[(String, String)],
     ) -> bool {
-        self.tokens
+        let account = params
             .iter()
-            .any(|entry| check_signature(state, entry.value(), uri, headers, params).is_ok())
+            .find(|(k, _)| k == "AccountSid")
+            .map_or("", |(_, v)| v.as_str());
+        self.tokens.iter().any(|entry| {
+            let known = entry.value();
+            (known.account_sid.is_empty() || known.account_sid == account)
+                && check_signature(state, &known.token, uri, headers, params).is_ok()
+        })
     }
 
     /// Takes a pending place (given back by the task's [`PendingSlot`]); `false` when
@@ -171,6 +237,26 @@ where
     };
     state.tasks.spawn(task.in_current_span());
     true
+}
+
+/// Reads every organisation's credentials now and every [`REFRESH_EVERY`] until shutdown
+/// ([`KnownTokens::refresh`]); a read that fails (the database away) keeps what was known.
+pub fn spawn_refresh(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = state.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => match state.twilio_tokens.refresh(&state).await {
+                    Ok(n) => tracing::debug!(organisations = n, "Twilio credentials read"),
+                    Err(e) => tracing::info!(error = %e, "Twilio credentials not read again; what was known stays"),
+                },
+            }
+        }
+    });
 }
 
 /// What a callback's signature is checked over.
