@@ -24,6 +24,7 @@ pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;
+mod held_files;
 pub mod knowledge;
 pub mod live_feed;
 pub mod live_relay;

@@ -427,11 +427,13 @@ async fn status_callback(
         .as_u16()
 }
 
-/// A server on the proxied database whose organisation `default` signs with org A's token;
-/// returns it with its state and that organisation's id.
-async fn status_server(ctx: &Ctx, dir: &Path) -> (common::TestServer, AppState, i64) {
+/// A server on the database at `url` (its files in `dir`) whose organisation `default` signs
+/// with org A's token; returns it with its state and that organisation's id.
+async fn status_server(url: &str, dir: &Path) -> (common::TestServer, AppState, i64) {
     let mut settings = common::settings_for(&dir.join("unused.db"));
-    settings.database.url = ctx.url.clone();
+    settings.database.url = url.to_owned();
+    // One public address for every instance, as behind a balancer: Twilio signs that.
+    settings.server.public_url = "https://voice.example.test".to_owned();
     settings.twilio.account_sid = Some(common::TWILIO_SID_A.to_owned());
     settings.twilio.auth_token = Some(common::TWILIO_TOKEN_A.to_owned());
     let ts = common::TestServer::start_with(settings, String::new()).await;
@@ -463,7 +465,7 @@ async fn call_when(store: &Store, org: i64, sid: &str, wanted: CallStatus) -> Ca
 async fn a_status_callback_while_the_database_does_not_answer_is_applied_once_it_is_back() {
     through_proxy(|ctx| async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut ts, state, org) = status_server(&ctx, dir.path()).await;
+        let (mut ts, state, org) = status_server(&ctx.url, dir.path()).await;
         let call = common::inbound_call(org, "CAstalled", "+15550100001", "+15550100002");
         state.store.create_call(&call).await.expect("call");
         assert_eq!(
@@ -497,7 +499,7 @@ async fn a_status_callback_while_the_database_does_not_answer_is_applied_once_it
 async fn a_status_callback_while_the_database_is_away_is_applied_once_it_is_back() {
     through_proxy(|ctx| async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut ts, state, org) = status_server(&ctx, dir.path()).await;
+        let (mut ts, state, org) = status_server(&ctx.url, dir.path()).await;
         let (caller, ours) = ("+15550100001", "+15550100002");
         for sid in ["CAstatusaway", "CAsignedbyacme"] {
             let call = common::inbound_call(org, sid, caller, ours);
@@ -580,7 +582,7 @@ async fn an_instance_that_served_no_organisation_yet_vouches_for_any_in_an_outag
         let acme_call = common::inbound_call(ctx.org, "CAacmefresh", caller, ours);
         ctx.store.create_call(&acme_call).await.expect("call");
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut ts, state, _org) = status_server(&ctx, dir.path()).await;
+        let (mut ts, state, _org) = status_server(&ctx.url, dir.path()).await;
         until("the instance read every organisation's credentials", || {
             state.twilio_tokens.organisations() == 2
         })
@@ -636,6 +638,78 @@ async fn an_instance_that_served_no_organisation_yet_vouches_for_any_in_an_outag
             .await
             .expect("cleared");
         assert_eq!(state.twilio_tokens.refresh(&state).await.ok(), Some(2));
+        ts.stop().await;
+    })
+    .await;
+}
+
+/// Status callback files an instance left in its spill folder (`status-callback-*.json`).
+fn saved_callbacks(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("call-data-spill")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("status-callback-")
+            })
+            .count()
+    })
+}
+
+/// A status callback accepted during an outage is kept on disk until it is applied: when the
+/// instance stops before the database is back (here its runtime is dropped, as in a crash),
+/// the next instance to start on the same spill folder takes it up, checks it and applies it.
+#[tokio::test]
+async fn a_status_callback_left_by_a_stopped_instance_is_applied_by_the_next() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (up_tx, up) = tokio::sync::oneshot::channel();
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::task::spawn_blocking({
+            let (url, dir) = (ctx.url.clone(), dir.path().to_owned());
+            move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let (ts, state, org) = status_server(&url, &dir).await;
+                    let call = common::inbound_call(org, "CAleft", "+15550100001", "+15550100002");
+                    state.store.create_call(&call).await.expect("call");
+                    let _ = up_tx.send(org);
+                    cut_rx.await.expect("cut");
+                    assert_eq!(
+                        status_callback(&ts, ORG_A, "CAleft", "completed").await,
+                        204
+                    );
+                    assert_eq!(state.twilio_tokens.pending(), 1);
+                    assert_eq!(saved_callbacks(&dir), 1, "kept on disk while it waits");
+                });
+                drop(rt);
+            }
+        });
+        let org = up.await.expect("the first instance is up");
+        cut(&ctx.proxy).await;
+        cut_tx.send(()).expect("signal");
+        first.await.expect("the first instance ran");
+        assert_eq!(saved_callbacks(dir.path()), 1, "the stop left it");
+
+        ctx.proxy.restore();
+        let (mut ts, state, _) = status_server(&ctx.url, dir.path()).await;
+        until("the left callback is applied and its file gone", || {
+            saved_callbacks(dir.path()) == 0 && state.twilio_tokens.pending() == 0
+        })
+        .await;
+        let row = ctx
+            .store
+            .get_call_by_sid(Some(org), "CAleft")
+            .await
+            .expect("read")
+            .expect("call");
+        assert_eq!(row.status, CallStatus::Completed);
+        assert_eq!(row.duration_s, Some(42));
         ts.stop().await;
     })
     .await;

@@ -17,12 +17,14 @@
 //! stores its rows. Rows are written with plain `write` calls (the page cache): they survive the
 //! process's crash, not the machine's power loss.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use switchboard_store::CallDataRow;
+
+use crate::held_files;
 
 /// Length of the header line: 16 hex digits and a newline.
 pub const HEADER_LEN: u64 = 17;
@@ -55,19 +57,7 @@ pub struct SpillFile {
 impl SpillFile {
     /// Creates a new spill file in `dir` (created 0700 if missing; the file 0600), locked.
     pub fn create(dir: &Path) -> io::Result<SpillFile> {
-        super::recording::create_private_dir_all(dir)?;
-        let path = dir.join(format!(
-            "{PREFIX}{}-{:016x}{SUFFIX}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.try_lock().map_err(io::Error::from)?;
+        let (path, file) = held_files::create_locked(dir, PREFIX, SUFFIX)?;
         let spill = SpillFile {
             path,
             file,
@@ -80,43 +70,16 @@ impl SpillFile {
 
     /// Spill files in `dir` (none when it does not exist).
     pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
-            })
-            .collect();
-        paths.sort();
-        paths
+        held_files::named(dir, PREFIX, SUFFIX)
     }
 
     /// Opens and locks a spill file another process left, positioned at its first row not yet
     /// stored. `None` when a live process holds it, or it went meanwhile (adopted and finished
     /// by a sibling).
     pub fn adopt(path: &Path) -> io::Result<Option<SpillFile>> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
-        // A sibling may have finished and removed it between our open and our lock.
-        let same = std::fs::metadata(path).is_ok_and(|at_path| {
-            file.metadata()
-                .is_ok_and(|ours| ours.ino() == at_path.ino())
-        });
-        if !same {
+        let Some(file) = held_files::take_over(path)? else {
             return Ok(None);
-        }
+        };
         let len = file.metadata()?.len();
         let mut header = [0u8; HEADER_LEN as usize];
         let committed = match file.read_exact_at(&mut header, 0) {

@@ -7,6 +7,7 @@ pub mod control;
 pub mod sms;
 pub mod status;
 pub mod status_deferred;
+mod status_spool;
 pub mod stream;
 pub mod voice;
 pub mod warm_transfer;
@@ -18,6 +19,9 @@ use axum::routing::{get, post};
 use switchboard_telephony::signature;
 
 use crate::state::AppState;
+
+/// The header Twilio signs its requests in.
+pub(crate) const SIGNATURE_HEADER: &str = "x-twilio-signature";
 
 /// Routes of the Twilio edge.
 pub fn router() -> Router<AppState> {
@@ -122,10 +126,7 @@ pub(crate) fn check_signature(
     headers: &HeaderMap,
     params: &[(String, String)],
 ) -> Result<(), &'static str> {
-    let Some(sig) = headers
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(sig) = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err("missing X-Twilio-Signature");
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

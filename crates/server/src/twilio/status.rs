@@ -177,13 +177,19 @@ impl StatusUpdate {
     }
 
     /// [`StatusUpdate::apply`], tried again while the database is away.
-    pub(super) async fn apply_while_database_away(&self, state: &AppState, call: &CallRow) {
+    /// Whether it is settled: written, or refused for good; `false` when the database stayed
+    /// away past the patience (the update may be tried again later).
+    pub(super) async fn apply_while_database_away(&self, state: &AppState, call: &CallRow) -> bool {
         let applied = while_database_away("call status", END_OF_CALL_PATIENCE, || {
             self.apply(state, call)
         })
         .await;
-        if let Err(e) = applied {
-            tracing::error!(call_sid = %self.call_sid, error = %e, "could not update call status");
+        match applied {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(call_sid = %self.call_sid, error = %e, "could not update call status");
+                !e.is_transient()
+            }
         }
     }
 }

@@ -10,23 +10,25 @@
 //! normal path is written. Every organisation's credentials are read at the start and every
 //! [`REFRESH_EVERY`], so any instance behind the balancer vouches for any organisation's
 //! callbacks, not only those it served. A callback no known token signs, or one beyond
-//! [`MAX_PENDING`], is answered 503 as before. Pending callbacks live in memory: a process
-//! that stops before the database is back loses them (the call is closed by the stale sweep
-//! or the next start's recovery, without Twilio's duration).
+//! [`MAX_PENDING`], is answered 503 as before. A pending callback is also saved in the spill
+//! folder (`status_spool`) until it is settled, so the next process to start takes up those
+//! a stopped process left.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use switchboard_store::{CallRow, StoreError};
-use switchboard_telephony::webhook::CallStatusCallback;
+use switchboard_telephony::webhook::{CallStatusCallback, parse_form_pairs};
 use tracing::Instrument;
 
 use super::status::StatusUpdate;
-use super::{TwilioAuth, check_signature};
+use super::status_spool::{HeldFile, SavedCallback};
+use super::{SIGNATURE_HEADER, TwilioAuth, check_signature};
 use crate::state::AppState;
 use crate::store_retry::{END_OF_CALL_PATIENCE, while_database_away};
 
@@ -156,12 +158,38 @@ impl KnownTokens {
     }
 }
 
-/// A pending callback's place in [`KnownTokens::pending`], given back when dropped.
-struct PendingSlot<'a>(&'a AtomicUsize);
+/// One of the [`MAX_PENDING`] places, taken before a callback is answered 204 (so the bound
+/// holds before its task runs) and given back when dropped, whatever happens in the task.
+struct Place(AppState);
 
-impl Drop for PendingSlot<'_> {
+impl Place {
+    /// A place, or `None` when every one is taken.
+    fn take(state: &AppState) -> Option<Place> {
+        state
+            .twilio_tokens
+            .take_slot()
+            .then(|| Place(state.clone()))
+    }
+
+    /// Runs `work` as a tracked task (shutdown waits for it) holding this place.
+    fn spawn<F, Fut>(self, work: F)
+    where
+        F: FnOnce(AppState) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let tasks = self.0.tasks.clone();
+        let task = async move {
+            let state = self.0.clone();
+            work(state).await;
+            drop(self);
+        };
+        tasks.spawn(task.in_current_span());
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.twilio_tokens.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -189,54 +217,122 @@ pub(super) fn accept(
     let Some(update) = StatusUpdate::new(state, &call_sid, &callback) else {
         return StatusCode::NO_CONTENT.into_response();
     };
+    let Some(place) = Place::take(state) else {
+        tracing::warn!(call_sid = %call_sid, "status callback while the database is away: too many waiting");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let held = save(state, uri, headers, body);
     let signed = Signed {
         uri: uri.clone(),
         headers: headers.clone(),
         params,
     };
-    let sid = call_sid.clone();
-    let waiting = spawn_waiting(state, move |state| async move {
-        apply_when_back(state, sid, signed, update).await;
-    });
-    if !waiting {
-        tracing::warn!(call_sid = %call_sid, "status callback while the database is away: too many waiting");
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
     tracing::info!(call_sid = %call_sid, "status callback while the database is away: applied once it is back");
+    place.spawn(move |state| wait_and_apply(state, call_sid, signed, update, held));
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Keeps the callback on disk while it waits (`status_spool`), when the spill folder is set.
+fn save(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<HeldFile> {
+    let dir = spill_dir(state)?;
+    let saved = SavedCallback {
+        uri: uri.to_string(),
+        signature: headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        body: String::from_utf8_lossy(body).into_owned(),
+    };
+    HeldFile::save(&dir, &saved)
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "a status callback waits in memory only: its file could not be written");
+        })
+        .ok()
+}
+
+/// The folder saved callbacks go to: the call-data writer's spill folder.
+fn spill_dir(state: &AppState) -> Option<PathBuf> {
+    let dir = state.settings.database.call_data_spill_dir.trim();
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// Waits for the database and applies the callback; its file goes once that is settled, and
+/// stays for the next start when the database stayed away past the patience.
+async fn wait_and_apply(
+    state: AppState,
+    call_sid: String,
+    signed: Signed,
+    update: StatusUpdate,
+    held: Option<HeldFile>,
+) {
+    let settled = apply_when_back(state, call_sid, signed, update).await;
+    if settled && let Some(held) = held {
+        held.done();
+    }
+}
+
+/// Takes up the callbacks a stopped process left in the spill folder: each is checked and
+/// applied as if it had just arrived while the database was away. Called at the start.
+pub fn adopt_left(state: &AppState) {
+    let Some(dir) = spill_dir(state) else {
+        return;
+    };
+    for path in HeldFile::leftovers(&dir) {
+        match HeldFile::adopt(&path) {
+            Ok(Some((held, saved))) => resume(state, held, saved),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "a saved status callback could not be read");
+            }
+        }
+    }
+}
+
+/// One saved callback, taken up again: what it needs is rebuilt from the request as saved.
+fn resume(state: &AppState, held: HeldFile, saved: SavedCallback) {
+    let body = saved.body.as_bytes();
+    let (Ok(uri), Ok(signature), Ok(params), Ok(callback)) = (
+        saved.uri.parse::<Uri>(),
+        HeaderValue::from_str(&saved.signature),
+        parse_form_pairs(body),
+        CallStatusCallback::from_form(body),
+    ) else {
+        tracing::warn!("a saved status callback is not one: dropped");
+        held.done();
+        return;
+    };
+    let call_sid = callback.call_sid.clone();
+    let Some(update) = StatusUpdate::new(state, &call_sid, &callback) else {
+        held.done();
+        return;
+    };
+    // Beyond the places, it stays on disk for the next start.
+    let Some(place) = Place::take(state) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(SIGNATURE_HEADER, signature);
+    let signed = Signed {
+        uri,
+        headers,
+        params,
+    };
+    tracing::info!(call_sid = %call_sid, "a status callback a stopped process left is taken up");
+    place.spawn(move |state| wait_and_apply(state, call_sid, signed, update, Some(held)));
 }
 
 /// What the status handler does when writing the update failed because the database is away
 /// (the callback was already checked against the call's organisation's token): answers 204
 /// and writes it once the database is back; 503 beyond [`MAX_PENDING`].
 pub(super) fn retry(state: &AppState, call: CallRow, update: StatusUpdate) -> Response {
-    let waiting = spawn_waiting(state, move |state| async move {
+    let Some(place) = Place::take(state) else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    place.spawn(move |state| async move {
         update.apply_while_database_away(&state, &call).await;
     });
-    if !waiting {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
     StatusCode::NO_CONTENT.into_response()
-}
-
-/// Runs `work` as a tracked task holding one of the [`MAX_PENDING`] places (taken now, so the
-/// bound holds before the task runs; given back when it ends, whatever happens); `false`, and
-/// nothing runs, when every place is taken.
-fn spawn_waiting<F, Fut>(state: &AppState, work: F) -> bool
-where
-    F: FnOnce(AppState) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    if !state.twilio_tokens.take_slot() {
-        return false;
-    }
-    let owned = state.clone();
-    let task = async move {
-        let _slot = PendingSlot(&owned.twilio_tokens.pending);
-        work(owned.clone()).await;
-    };
-    state.tasks.spawn(task.in_current_span());
-    true
 }
 
 /// Reads every organisation's credentials now and every [`REFRESH_EVERY`] until shutdown
@@ -267,8 +363,14 @@ struct Signed {
 }
 
 /// Reads the call once the database is back, checks the callback against the call's own
-/// organisation's token as read then, and applies it.
-async fn apply_when_back(state: AppState, call_sid: String, signed: Signed, update: StatusUpdate) {
+/// organisation's token as read then, and applies it. Whether it is settled (applied or
+/// dropped for good), not given up on because the database stayed away.
+async fn apply_when_back(
+    state: AppState,
+    call_sid: String,
+    signed: Signed,
+    update: StatusUpdate,
+) -> bool {
     let read = while_database_away("status callback's call", END_OF_CALL_PATIENCE, || {
         state.store.get_call_by_sid(None, &call_sid)
     })
@@ -277,17 +379,17 @@ async fn apply_when_back(state: AppState, call_sid: String, signed: Signed, upda
         Ok(Some(call)) => call,
         Ok(None) => {
             tracing::info!(call_sid = %call_sid, "status callback for a call we have no record of");
-            return;
+            return true;
         }
         Err(e) => {
             tracing::error!(call_sid = %call_sid, error = %e, "status callback given up: the database stayed away");
-            return;
+            return !e.is_transient();
         }
     };
     let auth = TwilioAuth::for_org(&state, Some(call.organization_id)).await;
     if let Err(why) = auth.check(&state, &signed.uri, &signed.headers, &signed.params) {
         tracing::warn!(call_sid = %call_sid, why, "status callback rejected once the database was back");
-        return;
+        return true;
     }
-    update.apply_while_database_away(&state, &call).await;
+    update.apply_while_database_away(&state, &call).await
 }
