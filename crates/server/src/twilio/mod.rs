@@ -68,6 +68,14 @@ impl std::fmt::Debug for TwilioAuth {
     }
 }
 
+/// `(account SID, auth token)` from the config (`TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`):
+/// what organisation `default` signs with when it has none stored. The SID is empty when unset.
+pub(crate) fn config_credentials(state: &AppState) -> Option<(String, String)> {
+    let twilio = &state.settings.twilio;
+    let token = twilio.auth_token.clone().filter(|t| !t.is_empty())?;
+    Some((twilio.account_sid.clone().unwrap_or_default(), token))
+}
+
 impl TwilioAuth {
     /// The organisation's own token, else (for organisation `default`) `TWILIO_AUTH_TOKEN`.
     pub(crate) async fn for_org(state: &AppState, org_id: Option<i64>) -> TwilioAuth {
@@ -79,15 +87,8 @@ impl TwilioAuth {
             Ok(Some(t)) if !t.auth_token.is_empty() => {
                 Some((t.account_sid.clone(), t.auth_token.clone()))
             }
-            _ => {
-                let is_default = state.default_org_id().await == Some(org_id);
-                let twilio = &state.settings.twilio;
-                twilio
-                    .auth_token
-                    .clone()
-                    .filter(|t| is_default && !t.is_empty())
-                    .map(|t| (twilio.account_sid.clone().unwrap_or_default(), t))
-            }
+            _ if state.default_org_id().await == Some(org_id) => config_credentials(state),
+            _ => None,
         };
         // While the database is away, what this instance knew stays known.
         if read.is_ok() {

@@ -104,13 +104,11 @@ impl KnownTokens {
             }
         }
         // The default organisation signs with the config's token when it has none stored.
-        let twilio = &state.settings.twilio;
-        if let (Some(default), Some(token)) = (state.default_org_id().await, &twilio.auth_token)
-            && !token.is_empty()
+        if let Some(default) = state.default_org_id().await
             && !keep.contains(&default)
+            && let Some((account_sid, token)) = super::config_credentials(state)
         {
-            let account_sid = twilio.account_sid.as_deref().unwrap_or_default();
-            self.remember(default, Some((account_sid, token)));
+            self.remember(default, Some((&account_sid, &token)));
             keep.insert(default);
         }
         self.tokens.retain(|org_id, _| keep.contains(org_id));
