@@ -415,6 +415,10 @@ pub struct TwilioSettings {
     /// every message wakes it as it comes). Whole 20 ms frames, at most 100; each message
     /// waits up to this long (`call::media_rounds`).
     pub media_read_round_ms: u32,
+    /// Seconds between an instance's reads of every organisation's Twilio credentials (so it
+    /// vouches for any organisation's status callbacks while the database is away) and its
+    /// look for saved status callbacks no process holds (`twilio::status_deferred`).
+    pub callbacks_refresh_s: u64,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -432,6 +436,7 @@ impl fmt::Debug for TwilioSettings {
             .field("stream_start_timeout_s", &self.stream_start_timeout_s)
             .field("warm_transfer_timeout_s", &self.warm_transfer_timeout_s)
             .field("media_read_round_ms", &self.media_read_round_ms)
+            .field("callbacks_refresh_s", &self.callbacks_refresh_s)
             .finish()
     }
 }
@@ -946,6 +951,11 @@ impl Settings {
         if self.twilio.warm_transfer_timeout_s == 0 {
             return Err(SettingsError::Invalid(
                 "twilio.warm_transfer_timeout_s must be at least 1".into(),
+            ));
+        }
+        if self.twilio.callbacks_refresh_s == 0 {
+            return Err(SettingsError::Invalid(
+                "twilio.callbacks_refresh_s must be at least 1".into(),
             ));
         }
         if self.calls.stale_after_s == 0 {

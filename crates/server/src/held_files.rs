@@ -13,21 +13,30 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Creates a new file in `dir` (created 0700 if missing; the file 0600), open for reading and
-/// writing and locked by this process.
+/// writing and locked by this process. It is locked under a name no one looks for and only
+/// then given its own, so a sibling looking for files to take over never locks it first.
 pub(crate) fn create_locked(dir: &Path, prefix: &str, suffix: &str) -> io::Result<(PathBuf, File)> {
     crate::call::recording::create_private_dir_all(dir)?;
-    let path = dir.join(format!(
+    let name = format!(
         "{prefix}{}-{:016x}{suffix}",
         std::process::id(),
         rand::random::<u64>()
-    ));
+    );
+    let (hidden, path) = (dir.join(format!(".{name}.new")), dir.join(name));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)?;
-    file.try_lock().map_err(io::Error::from)?;
+        .open(&hidden)?;
+    let named = file
+        .try_lock()
+        .map_err(io::Error::from)
+        .and_then(|()| std::fs::rename(&hidden, &path));
+    if let Err(e) = named {
+        let _ = std::fs::remove_file(&hidden);
+        return Err(e);
+    }
     Ok((path, file))
 }
 
@@ -66,4 +75,26 @@ pub(crate) fn take_over(path: &Path) -> io::Result<Option<File>> {
             .is_ok_and(|ours| ours.ino() == at_path.ino())
     });
     Ok(same.then_some(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file appears under its own name only once locked, keeps its lock across the
+    /// renaming, and nothing else is left in the folder.
+    #[test]
+    fn a_created_file_is_locked_under_its_own_name_and_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, held) = create_locked(dir.path(), "held-", ".json").expect("created");
+        assert_eq!(named(dir.path(), "held-", ".json"), [path.clone()]);
+        let all: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("folder")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(all, [path.clone()], "no hidden name left behind");
+        assert!(take_over(&path).expect("opened").is_none(), "still locked");
+        drop(held);
+        assert!(take_over(&path).expect("opened").is_some(), "released");
+    }
 }

@@ -200,7 +200,6 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Server, 
     crate::knowledge::spawn_claim_sweep(&state);
     crate::twilio::control::spawn_subscriber(&state);
     crate::twilio::status_deferred::spawn_refresh(&state);
-    crate::twilio::status_deferred::adopt_left(&state);
     crate::live_relay::spawn(&state);
     let edge = edge_config(&state, trusted);
     let accepting = CancellationToken::new();

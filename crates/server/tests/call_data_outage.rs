@@ -430,12 +430,22 @@ async fn status_callback(
 /// A server on the database at `url` (its files in `dir`) whose organisation `default` signs
 /// with org A's token; returns it with its state and that organisation's id.
 async fn status_server(url: &str, dir: &Path) -> (common::TestServer, AppState, i64) {
+    status_server_with(url, dir, |_| {}).await
+}
+
+/// [`status_server`] with its settings adjusted by `adjust`.
+async fn status_server_with(
+    url: &str,
+    dir: &Path,
+    adjust: impl FnOnce(&mut switchboard_server::config::Settings),
+) -> (common::TestServer, AppState, i64) {
     let mut settings = common::settings_for(&dir.join("unused.db"));
     settings.database.url = url.to_owned();
     // One public address for every instance, as behind a balancer: Twilio signs that.
     settings.server.public_url = "https://voice.example.test".to_owned();
     settings.twilio.account_sid = Some(common::TWILIO_SID_A.to_owned());
     settings.twilio.auth_token = Some(common::TWILIO_TOKEN_A.to_owned());
+    adjust(&mut settings);
     let ts = common::TestServer::start_with(settings, String::new()).await;
     let state = ts.server().state().clone();
     let org = state.default_org_id().await.expect("organisation default");
@@ -657,6 +667,60 @@ fn saved_callbacks(dir: &Path) -> usize {
     })
 }
 
+/// Runs an instance on `dir` in a runtime of its own that accepts the "completed" callback of
+/// a call `sid` it creates, while the database is cut, then stops as in a crash (its runtime
+/// dropped) with the callback still on disk. Returns the call's organisation.
+async fn left_by_a_stopped_instance(ctx: &Ctx, dir: &Path, sid: &'static str) -> i64 {
+    let (up_tx, up) = tokio::sync::oneshot::channel();
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::task::spawn_blocking({
+        let (url, dir) = (ctx.url.clone(), dir.to_owned());
+        move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (ts, state, org) = status_server(&url, &dir).await;
+                let call = common::inbound_call(org, sid, "+15550100001", "+15550100002");
+                state.store.create_call(&call).await.expect("call");
+                until("the instance read its organisation's credentials", || {
+                    state.twilio_tokens.organisations() >= 1
+                })
+                .await;
+                let _ = up_tx.send(org);
+                cut_rx.await.expect("cut");
+                assert_eq!(status_callback(&ts, ORG_A, sid, "completed").await, 204);
+                assert_eq!(state.twilio_tokens.pending(), 1);
+                assert!(saved_callbacks(&dir) >= 1, "kept on disk while it waits");
+            });
+            drop(rt);
+        }
+    });
+    let org = up.await.expect("the first instance is up");
+    cut(&ctx.proxy).await;
+    cut_tx.send(()).expect("signal");
+    first.await.expect("the first instance ran");
+    org
+}
+
+/// Waits until the left callback is applied and its file gone, and checks what it wrote.
+async fn left_callback_applied(ctx: &Ctx, dir: &Path, state: &AppState, org: i64, sid: &str) {
+    until("the left callback is applied and its file gone", || {
+        saved_callbacks(dir) == 0 && state.twilio_tokens.pending() == 0
+    })
+    .await;
+    let row = ctx
+        .store
+        .get_call_by_sid(Some(org), sid)
+        .await
+        .expect("read")
+        .expect("call");
+    assert_eq!(row.status, CallStatus::Completed);
+    assert_eq!(row.duration_s, Some(42));
+}
+
 /// A status callback accepted during an outage is kept on disk until it is applied: when the
 /// instance stops before the database is back (here its runtime is dropped, as in a crash),
 /// the next instance to start on the same spill folder takes it up, checks it and applies it.
@@ -664,52 +728,38 @@ fn saved_callbacks(dir: &Path) -> usize {
 async fn a_status_callback_left_by_a_stopped_instance_is_applied_by_the_next() {
     through_proxy(|ctx| async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (up_tx, up) = tokio::sync::oneshot::channel();
-        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
-        let first = tokio::task::spawn_blocking({
-            let (url, dir) = (ctx.url.clone(), dir.path().to_owned());
-            move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    let (ts, state, org) = status_server(&url, &dir).await;
-                    let call = common::inbound_call(org, "CAleft", "+15550100001", "+15550100002");
-                    state.store.create_call(&call).await.expect("call");
-                    let _ = up_tx.send(org);
-                    cut_rx.await.expect("cut");
-                    assert_eq!(
-                        status_callback(&ts, ORG_A, "CAleft", "completed").await,
-                        204
-                    );
-                    assert_eq!(state.twilio_tokens.pending(), 1);
-                    assert_eq!(saved_callbacks(&dir), 1, "kept on disk while it waits");
-                });
-                drop(rt);
-            }
-        });
-        let org = up.await.expect("the first instance is up");
-        cut(&ctx.proxy).await;
-        cut_tx.send(()).expect("signal");
-        first.await.expect("the first instance ran");
+        let org = left_by_a_stopped_instance(&ctx, dir.path(), "CAleft").await;
         assert_eq!(saved_callbacks(dir.path()), 1, "the stop left it");
 
         ctx.proxy.restore();
         let (mut ts, state, _) = status_server(&ctx.url, dir.path()).await;
-        until("the left callback is applied and its file gone", || {
-            saved_callbacks(dir.path()) == 0 && state.twilio_tokens.pending() == 0
+        left_callback_applied(&ctx, dir.path(), &state, org, "CAleft").await;
+        ts.stop().await;
+    })
+    .await;
+}
+
+/// A running instance looks for saved callbacks no process holds every
+/// `twilio.callbacks_refresh_s`, not only when it starts: one left by a stopped instance
+/// sharing its spill folder after it started (or its own, given up after a long outage) is
+/// taken up at the next look and applied once the database is back.
+#[tokio::test]
+async fn a_running_instance_takes_up_a_callback_a_stopped_sibling_left() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ts, state, _) = status_server_with(&ctx.url, dir.path(), |s| {
+            s.twilio.callbacks_refresh_s = 1;
         })
         .await;
-        let row = ctx
-            .store
-            .get_call_by_sid(Some(org), "CAleft")
-            .await
-            .expect("read")
-            .expect("call");
-        assert_eq!(row.status, CallStatus::Completed);
-        assert_eq!(row.duration_s, Some(42));
+        let org = left_by_a_stopped_instance(&ctx, dir.path(), "CAsibling").await;
+        until(
+            "the running instance takes up the sibling's callback",
+            || state.twilio_tokens.pending() == 1,
+        )
+        .await;
+
+        ctx.proxy.restore();
+        left_callback_applied(&ctx, dir.path(), &state, org, "CAsibling").await;
         ts.stop().await;
     })
     .await;

@@ -81,7 +81,9 @@ pub async fn status(
     };
     match update.apply(&state, &call).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) if e.is_transient() => status_deferred::retry(&state, call, update),
+        Err(e) if e.is_transient() => {
+            status_deferred::retry(&state, &uri, &headers, &body, call, update)
+        }
         Err(e) => {
             tracing::error!(call_sid = %call_sid, error = %e, "could not update call status");
             StatusCode::SERVICE_UNAVAILABLE.into_response()

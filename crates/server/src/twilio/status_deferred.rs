@@ -8,11 +8,13 @@
 //! read again and must sign the callback too (a token changed during the outage, or a
 //! callback signed by another organisation, is dropped then), and the same update as on the
 //! normal path is written. Every organisation's credentials are read at the start and every
-//! [`REFRESH_EVERY`], so any instance behind the balancer vouches for any organisation's
-//! callbacks, not only those it served. A callback no known token signs, or one beyond
-//! [`MAX_PENDING`], is answered 503 as before. A pending callback is also saved in the spill
-//! folder (`status_spool`) until it is settled, so the next process to start takes up those
-//! a stopped process left.
+//! `twilio.callbacks_refresh_s`, so any instance behind the balancer vouches for any
+//! organisation's callbacks, not only those it served. A callback no known token signs, or one
+//! beyond [`MAX_PENDING`], is answered 503 as before. A pending callback (and an update whose
+//! write alone failed) is also saved in the spill folder (`status_spool`) until it is settled;
+//! at the same interval, from its start, each instance takes up the saved callbacks no process
+//! holds: those a stopped process left, and its own after the database stayed away past the
+//! patience of a wait.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -35,14 +37,10 @@ use crate::store_retry::{END_OF_CALL_PATIENCE, while_database_away};
 /// The most status callbacks waiting for the database at once; beyond, 503 as before.
 pub const MAX_PENDING: usize = 10_000;
 
-/// How often every organisation's credentials are read again into [`KnownTokens`] (new
-/// organisations, rotated tokens), besides each read of one organisation's.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
-
 /// The Twilio credentials of every organisation, as this instance last read them (all at its
-/// start and every [`REFRESH_EVERY`], one at each of its webhooks), and how many callbacks
-/// wait for the database. Tokens are kept only to tell a signed callback from a forged one
-/// while the database is away; nothing is applied on their word alone.
+/// start and every `twilio.callbacks_refresh_s`, one at each of its webhooks), and how many
+/// callbacks wait for the database. Tokens are kept only to tell a signed callback from a
+/// forged one while the database is away; nothing is applied on their word alone.
 #[derive(Default)]
 pub struct KnownTokens {
     tokens: DashMap<i64, Known>,
@@ -215,18 +213,37 @@ pub(super) fn accept(
     let Some(update) = StatusUpdate::new(state, &call_sid, &callback) else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    let Some(place) = Place::take(state) else {
-        tracing::warn!(call_sid = %call_sid, "status callback while the database is away: too many waiting");
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let held = save(state, uri, headers, body);
     let signed = Signed {
         uri: uri.clone(),
         headers: headers.clone(),
         params,
     };
     tracing::info!(call_sid = %call_sid, "status callback while the database is away: applied once it is back");
-    place.spawn(move |state| wait_and_apply(state, call_sid, signed, update, held));
+    wait_saved(state, uri, headers, body, move |state| {
+        apply_when_back(state, call_sid, signed, update)
+    })
+}
+
+/// Takes one of the places, saves the request (`status_spool`) and runs `apply` as a tracked
+/// task holding both; the file goes once `apply` says the callback is settled. 204, or 503
+/// when every place is taken.
+fn wait_saved<F, Fut>(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    apply: F,
+) -> Response
+where
+    F: FnOnce(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let Some(place) = Place::take(state) else {
+        tracing::warn!("status callback while the database is away: too many waiting");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let held = save(state, uri, headers, body);
+    place.spawn(move |state| settle(apply(state), held));
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -255,24 +272,19 @@ fn spill_dir(state: &AppState) -> Option<PathBuf> {
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
-/// Waits for the database and applies the callback; its file goes once that is settled, and
-/// stays for the next start when the database stayed away past the patience.
-async fn wait_and_apply(
-    state: AppState,
-    call_sid: String,
-    signed: Signed,
-    update: StatusUpdate,
-    held: Option<HeldFile>,
-) {
-    let settled = apply_when_back(state, call_sid, signed, update).await;
-    if settled && let Some(held) = held {
+/// Runs `apply`; the callback's file goes once it is settled, and stays for the next look
+/// ([`spawn_refresh`]) when the database stayed away past the patience.
+async fn settle(apply: impl std::future::Future<Output = bool>, held: Option<HeldFile>) {
+    if apply.await
+        && let Some(held) = held
+    {
         held.done();
     }
 }
 
-/// Takes up the callbacks a stopped process left in the spill folder: each is checked and
-/// applied as if it had just arrived while the database was away. Called at the start.
-pub fn adopt_left(state: &AppState) {
+/// Takes up the saved callbacks no process holds in the spill folder: each is checked and
+/// applied as if it had just arrived while the database was away.
+fn adopt_left(state: &AppState) {
     let Some(dir) = spill_dir(state) else {
         return;
     };
@@ -305,7 +317,7 @@ fn resume(state: &AppState, held: HeldFile, saved: SavedCallback) {
         held.done();
         return;
     };
-    // Beyond the places, it stays on disk for the next start.
+    // Beyond the places, it stays on disk for the next look.
     let Some(place) = Place::take(state) else {
         return;
     };
@@ -316,38 +328,47 @@ fn resume(state: &AppState, held: HeldFile, saved: SavedCallback) {
         headers,
         params,
     };
-    tracing::info!(call_sid = %call_sid, "a status callback a stopped process left is taken up");
-    place.spawn(move |state| wait_and_apply(state, call_sid, signed, update, Some(held)));
+    tracing::info!(call_sid = %call_sid, "a saved status callback no process held is taken up");
+    place.spawn(move |state| settle(apply_when_back(state, call_sid, signed, update), Some(held)));
 }
 
 /// What the status handler does when writing the update failed because the database is away
-/// (the callback was already checked against the call's organisation's token): answers 204
-/// and writes it once the database is back; 503 beyond [`MAX_PENDING`].
-pub(super) fn retry(state: &AppState, call: CallRow, update: StatusUpdate) -> Response {
-    let Some(place) = Place::take(state) else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    place.spawn(move |state| async move {
-        update.apply_while_database_away(&state, &call).await;
-    });
-    StatusCode::NO_CONTENT.into_response()
+/// (the callback was already checked against the call's organisation's token): answers 204,
+/// saves the request and writes the update once the database is back; 503 beyond
+/// [`MAX_PENDING`]. Taken up after a stop, the saved request is checked again in full.
+pub(super) fn retry(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    call: CallRow,
+    update: StatusUpdate,
+) -> Response {
+    wait_saved(state, uri, headers, body, move |state| async move {
+        update.apply_while_database_away(&state, &call).await
+    })
 }
 
-/// Reads every organisation's credentials now and every [`REFRESH_EVERY`] until shutdown
-/// ([`KnownTokens::refresh`]); a read that fails (the database away) keeps what was known.
+/// From the start and every `twilio.callbacks_refresh_s` until shutdown: reads every
+/// organisation's credentials ([`KnownTokens::refresh`]; a read that fails, the database away,
+/// keeps what was known) and takes up the saved callbacks no process holds.
 pub fn spawn_refresh(state: &AppState) {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        let every = Duration::from_secs(state.settings.twilio.callbacks_refresh_s.max(1));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = state.shutdown.clone();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = tick.tick() => match state.twilio_tokens.refresh(&state).await {
-                    Ok(n) => tracing::debug!(organisations = n, "Twilio credentials read"),
-                    Err(e) => tracing::info!(error = %e, "Twilio credentials not read again; what was known stays"),
-                },
+                _ = tick.tick() => {
+                    match state.twilio_tokens.refresh(&state).await {
+                        Ok(n) => tracing::debug!(organisations = n, "Twilio credentials read"),
+                        Err(e) => tracing::info!(error = %e, "Twilio credentials not read again; what was known stays"),
+                    }
+                    adopt_left(&state);
+                }
             }
         }
     });
