@@ -47,10 +47,19 @@ pub fn message(settings: &RecordingSettings) -> String {
         .to_owned()
 }
 
-/// Whether this call says the disclosure (given that it is on): always with `every_call`;
-/// with `first_call_only`, unless the assistant already talked with `caller_number`.
+/// Whether the assistant discloses at all: recording and its disclosure both on.
+pub fn is_on(settings: &RecordingSettings) -> bool {
+    settings.enabled && settings.disclosure_enabled.unwrap_or(false)
+}
+
+/// Whether this call says the disclosure: never when it is off ([`is_on`]); always with
+/// `every_call`; with `first_call_only`, unless the assistant already talked with
+/// `caller_number`.
 pub async fn applies(state: &AppState, setup: &CallSetup, caller_number: &str) -> bool {
     let settings = &setup.assistant.recording_settings;
+    if !is_on(settings) {
+        return false;
+    }
     if DisclosureMode::of(settings) == DisclosureMode::EveryCall || caller_number.is_empty() {
         return true;
     }

@@ -421,7 +421,7 @@ pub fn core_settings(a: &AssistantConfig, ov: &CallOverrides, party: &CallParty)
         end_call_message: a.end_call_message.clone(),
         max_call_length: a.max_call_length,
         welcome_message: welcome,
-        disclosure_enabled: rec.enabled && rec.disclosure_enabled.unwrap_or(false),
+        disclosure_enabled: super::disclosure::is_on(rec),
         disclosure_message: Some(super::disclosure::message(rec)),
         backchannel: BotBackchannelSettings {
             enabled: a.backchannel_settings.enabled,

@@ -87,6 +87,9 @@ pub struct CallSetup {
     pub stream_sid: String,
     /// Organisation owning the call.
     pub organization_id: i64,
+    /// Its name: whether the environment's provider keys may serve it
+    /// (`providers.env_key_orgs`).
+    pub org_name: String,
     /// The assistant answering.
     pub assistant_id: i64,
     /// The assistant record as stored (secrets in clear: never logged).
@@ -304,6 +307,33 @@ pub(crate) struct ProvidersUsed {
     pub llm: String,
 }
 
+/// The caller's earlier conversation with this assistant, for conversation continuity
+/// (`conversation_continuity_enabled`, on unless set off): empty when off, for an unknown
+/// caller, and when it cannot be read (the call goes on without it rather than not at all).
+async fn previous_conversation(state: &AppState, setup: &CallSetup) -> Vec<(String, String)> {
+    let caller = &setup.party.caller_number;
+    if !setup
+        .assistant
+        .conversation_continuity_enabled
+        .unwrap_or(true)
+        || caller.is_empty()
+    {
+        return Vec::new();
+    }
+    let since = switchboard_store::now_ms() - resolve::CONTINUITY_WINDOW_MS;
+    let read = state
+        .store
+        .conversation_history(setup.organization_id, setup.assistant_id, caller, since)
+        .await;
+    match read {
+        Ok(lines) => lines.into_iter().map(|t| (t.role, t.content)).collect(),
+        Err(e) => {
+            tracing::warn!(call_id = setup.call_id, error = %e, "could not read the caller's previous conversation");
+            Vec::new()
+        }
+    }
+}
+
 impl Call {
     async fn prepare(
         state: &AppState,
@@ -312,18 +342,8 @@ impl Call {
     ) -> Result<Box<Call>, StartFailure> {
         let a = &setup.assistant;
         // The environment's keys only for the organisations the operator named.
-        let org_name = state
-            .store
-            .get_organization(setup.organization_id)
-            .await
-            .map_err(|e| StartFailure {
-                reason: EndedReason::EngineError,
-                detail: format!("organisation lookup: {e}"),
-            })?
-            .map(|o| o.name)
-            .unwrap_or_default();
         let keys = KeySources::for_organization(
-            &org_name,
+            &setup.org_name,
             setup.org_keys.clone(),
             &state.settings.providers,
         );
@@ -368,7 +388,15 @@ impl Call {
             );
         }
 
-        let (stt, tts) = tokio::join!(timed(connect_stt(&stt_cfg)), timed(connect_tts(&tts_cfg)));
+        // The caller's previous conversation and whether they hear the disclosure are read
+        // while the providers connect.
+        let mut party = setup.party.clone();
+        let (stt, tts, previous, disclose) = tokio::join!(
+            timed(connect_stt(&stt_cfg)),
+            timed(connect_tts(&tts_cfg)),
+            previous_conversation(state, &setup),
+            super::disclosure::applies(state, &setup, &party.caller_number),
+        );
         let stt = connected(Stage::Stt, &stt_cfg.provider, stt);
         let tts = connected(Stage::Tts, &tts_cfg.provider, tts);
         let provider = || StartFailure::new(EndedReason::ProviderError);
@@ -377,31 +405,7 @@ impl Call {
         stt.set_quiet_batch(p.stt_quiet_batch_ms / 20);
         let tts = tts.map_err(|e| format!("tts: {e}")).map_err(provider())?;
 
-        let mut party = setup.party.clone();
-        if a.conversation_continuity_enabled.unwrap_or(true) && !party.caller_number.is_empty() {
-            let since = switchboard_store::now_ms() - resolve::CONTINUITY_WINDOW_MS;
-            match state
-                .store
-                .conversation_history(
-                    setup.organization_id,
-                    setup.assistant_id,
-                    &party.caller_number,
-                    since,
-                )
-                .await
-            {
-                Ok(lines) => {
-                    party.previous_conversation =
-                        lines.into_iter().map(|t| (t.role, t.content)).collect();
-                }
-                // The call goes on without its history rather than not at all.
-                Err(e) => tracing::warn!(
-                    call_id = setup.call_id,
-                    error = %e,
-                    "could not read the caller's previous conversation"
-                ),
-            }
-        }
+        party.previous_conversation = previous;
         let mut settings = resolve::core_settings(a, &setup.overrides, &party);
         settings.warm_transfer_timeout_ms = state
             .settings
@@ -409,11 +413,7 @@ impl Call {
             .warm_transfer_timeout_s
             .saturating_mul(1000);
         state.settings.tools.apply(&mut settings);
-        if settings.disclosure_enabled
-            && !super::disclosure::applies(state, &setup, &party.caller_number).await
-        {
-            settings.disclosure_enabled = false;
-        }
+        settings.disclosure_enabled = disclose;
         let core = TracedCore::new(
             settings,
             Millis(0),

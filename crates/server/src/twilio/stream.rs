@@ -411,30 +411,44 @@ async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Re
         .parse()
         .map_err(|_| Refusal::BadToken)?;
     let assistant_id: i64 = claims.assistant_id.parse().map_err(|_| Refusal::BadToken)?;
+    let call_id: i64 = claims.call_id.parse().map_err(|_| Refusal::BadToken)?;
     let refused = |r: Refusal| r.of_org(org_id);
-    let call = read_with_retries(STORE_RETRY, "call record", || {
-        state.store.get_call_by_sid(Some(org_id), &start.call_sid)
-    })
-    .await
-    .map_err(|_| refused(Refusal::StoreUnavailable))?
-    .ok_or(Refusal::UnknownCall)?;
-    if claims.call_id != call.id.to_string() {
-        return Err(Refusal::BadToken.into());
-    }
     // A token is good for its whole lifetime: a replay must not start a second assistant on
     // the same call, nor revive an ended one. The local registry answers without a write for
     // this instance; the claim below settles it across instances.
     if state.calls.contains_key(&start.call_sid) {
         return Err(Refusal::AlreadyStreaming.into());
     }
+    // The call's record, its claim (which takes only a call not ended and not claimed), the
+    // assistant (read fresh: a change made over the API applies to the next call), the
+    // organisation and its keys are independent round trips: all at once, so the caller
+    // waits for one and not five before the welcome. Their answers are judged in that order.
+    let store = &state.store;
+    let (call, claimed, assistant, organization, org_keys) = tokio::join!(
+        read_with_retries(STORE_RETRY, "call record", || {
+            store.get_call_by_sid(Some(org_id), &start.call_sid)
+        }),
+        store.claim_call_stream(org_id, call_id, &state.instance_id),
+        read_with_retries(STORE_RETRY, "assistant", || {
+            store.get_assistant(org_id, assistant_id)
+        }),
+        read_with_retries(STORE_RETRY, "organisation", || {
+            store.get_organization(org_id)
+        }),
+        read_with_retries(STORE_RETRY, "organisation provider keys", || {
+            store.get_org_provider_keys(org_id)
+        }),
+    );
+    let call = call
+        .map_err(|_| refused(Refusal::StoreUnavailable))?
+        .ok_or(Refusal::UnknownCall)?;
+    if call.id != call_id {
+        return Err(Refusal::BadToken.into());
+    }
     if call.ended_at_ms.is_some() {
         return Err(Refusal::CallEnded.into());
     }
-    match state
-        .store
-        .claim_call_stream(org_id, call.id, &state.instance_id)
-        .await
-    {
+    match claimed {
         Ok(true) => {}
         Ok(false) => return Err(Refusal::AlreadyStreaming.into()),
         Err(e) => {
@@ -442,31 +456,25 @@ async fn authorize(state: &AppState, start: &Start) -> Result<Box<CallSetup>, Re
             return Err(refused(Refusal::StoreUnavailable));
         }
     }
-    // Read fresh: a change made over the API applies to the next call.
-    let assistant = assistant_or_refusal(
-        read_with_retries(STORE_RETRY, "assistant", || {
-            state.store.get_assistant(org_id, assistant_id)
-        })
-        .await,
-    )
-    .map_err(refused)?;
+    let assistant = assistant_or_refusal(assistant).map_err(refused)?;
+    let org_name = organization
+        .map_err(|_| refused(Refusal::StoreUnavailable))?
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let org_keys = org_keys.map_err(|_| refused(Refusal::StoreUnavailable))?;
     let overrides: CallOverrides = call
         .metadata
         .get("overrides")
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let org_keys = read_with_retries(STORE_RETRY, "organisation provider keys", || {
-        state.store.get_org_provider_keys(org_id)
-    })
-    .await
-    .map_err(|_| refused(Refusal::StoreUnavailable))?;
     let outbound = call.direction.starts_with("outbound");
     Ok(Box::new(CallSetup {
         call_id: call.id,
         call_sid: start.call_sid.clone(),
         stream_sid: start.stream_sid.clone(),
         organization_id: org_id,
+        org_name,
         assistant_id,
         assistant,
         overrides,
