@@ -170,6 +170,10 @@ pub struct RunArgs {
     /// postgres://postgres@127.0.0.1/loadgen; the engine migrates it). Never printed.
     #[arg(long, value_name = "URL", requires = "spawn_engine")]
     pub engine_database_url: Option<String>,
+    /// Put the engine's database this many ms away, each way: a proxy on 127.0.0.1 forwards
+    /// its connections with that delay (a database across a network, from a local one).
+    #[arg(long, value_name = "MS", requires = "engine_database_url")]
+    pub engine_database_delay_ms: Option<u64>,
     /// Engine instances to spawn (more than 1 needs --haproxy and a shared
     /// --engine-database-url; --engine-redis-url makes them share slots, call control and the
     /// rate limit). They share one public URL: the balancer's.
@@ -385,17 +389,26 @@ pub async fn run_scripts(
     if args.instances > 1 && (args.haproxy.is_none() || args.engine_database_url.is_none()) {
         bail!("--instances > 1 needs --haproxy PATH and a shared --engine-database-url");
     }
+    let delayed = match (args.engine_database_delay_ms, &args.engine_database_url) {
+        (Some(ms), Some(url)) => Some(
+            delayed_database(url, Duration::from_millis(ms))
+                .await
+                .context("--engine-database-delay-ms")?,
+        ),
+        _ => None,
+    };
+    // The engine reaches its database through the delay; the loadgen's own reads do not.
+    let engine_database_url = delayed
+        .as_ref()
+        .map(|(_, url)| url.clone())
+        .or_else(|| args.engine_database_url.clone());
     let mut cluster = None;
     let engine = match (&args.spawn_engine, &args.haproxy) {
         (Some(path), Some(haproxy)) => {
-            let mut launch = Launch::single(
-                path,
-                &spawn_key,
-                &token,
-                args.engine_database_url.as_deref(),
-            )
-            .await
-            .context("starting the fake Twilio")?;
+            let mut launch =
+                Launch::single(path, &spawn_key, &token, engine_database_url.as_deref())
+                    .await
+                    .context("starting the fake Twilio")?;
             launch.redis_url.clone_from(&args.engine_redis_url);
             launch.extra_ca_file = ca_file.map(std::path::Path::to_owned);
             launch.public_url = Some(format!("http://127.0.0.1:{}", free_port()?));
@@ -434,7 +447,7 @@ pub async fn run_scripts(
                 path,
                 &spawn_key,
                 &token,
-                args.engine_database_url.as_deref(),
+                engine_database_url.as_deref(),
                 ca_file,
                 &http,
                 Duration::from_secs(30),
@@ -899,6 +912,30 @@ pub fn chart(args: &ChartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A proxy on 127.0.0.1 that forwards to the database of `url` with `one_way` of delay each
+/// way, and `url` pointed at it. Kept alive as long as the returned proxy.
+async fn delayed_database(
+    url: &str,
+    one_way: Duration,
+) -> anyhow::Result<(switchboard_testkit::tcp_proxy::TcpProxy, String)> {
+    let mut url = reqwest::Url::parse(url).context("the database URL")?;
+    let host = url
+        .host_str()
+        .context("the database URL has no host")?
+        .to_owned();
+    let port = url.port().unwrap_or(5432);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .context("the database host has no address")?;
+    let proxy = switchboard_testkit::tcp_proxy::TcpProxy::start_delayed(target, one_way).await?;
+    url.set_host(Some("127.0.0.1"))
+        .context("the database URL takes no host")?;
+    url.set_port(Some(proxy.addr().port()))
+        .map_err(|()| anyhow::anyhow!("the database URL takes no port"))?;
+    Ok((proxy, url.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,5 +959,36 @@ mod tests {
         let printed = format!("{:?}", cli.run);
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("<redacted>"));
+    }
+
+    /// The delay needs a database to put it in front of; the proxy forwards to the URL's
+    /// host and port and the engine is given the proxy's.
+    #[tokio::test]
+    async fn a_database_delay_needs_a_database_and_points_the_engine_at_its_proxy() {
+        let err = Cli::try_parse_from(["switchboard-loadgen", "--engine-database-delay-ms", "2"])
+            .expect_err("no database to delay");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+
+        let db = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = db.local_addr().expect("addr").port();
+        let url = format!("postgres://loadgen@127.0.0.1:{port}/loadgen?sslmode=disable");
+        let (proxy, through) = delayed_database(&url, Duration::from_millis(1))
+            .await
+            .expect("proxy");
+        assert_eq!(
+            through,
+            format!(
+                "postgres://loadgen@127.0.0.1:{}/loadgen?sslmode=disable",
+                proxy.addr().port()
+            )
+        );
+        let _client = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("connect");
+        db.accept()
+            .await
+            .expect("the proxy reached the database's port");
     }
 }

@@ -91,6 +91,10 @@ pub struct Report {
     /// Longest silence a backchannel caused in the reply it was said over, ms.
     #[serde(default)]
     pub backchannel_gap_ms: Pct4,
+    /// Stream start → the first bot audio received (the welcome; the first reply when there
+    /// is none), ms: what the engine's call setup costs the caller.
+    #[serde(default)]
+    pub first_audio_ms: Pct4,
     /// Every error seen.
     pub errors: Vec<ErrorEntry>,
     /// Engine CPU and memory.
@@ -193,6 +197,8 @@ pub struct CallAnalysis {
     pub interruption_clear_ms: Vec<f64>,
     /// Backchannel gaps, ms.
     pub backchannel_gap_ms: Vec<f64>,
+    /// Stream start → first bot audio received, ms (none when no audio came).
+    pub first_audio_ms: Option<f64>,
     /// Marks received / echoed.
     pub marks: (u64, u64),
     /// Errors (kind, message).
@@ -226,6 +232,7 @@ pub fn analyze_call(r: &CallReport, engine_turns: Option<&[EngineTurn]>) -> Call
         marks: (r.marks_received, r.marks_echoed),
         caller_send_lag_max_ms: r.caller_send_lag_max_ms,
         duration_s: r.duration_ms / 1000.0,
+        first_audio_ms: r.segments.first().map(|s| s.first_received_ms),
         ..CallAnalysis::default()
     };
     for e in &r.errors {
@@ -479,6 +486,7 @@ pub struct Aggregate {
     reaction: Vec<f64>,
     clear: Vec<f64>,
     backchannel_gap: Vec<f64>,
+    first_audio: Vec<f64>,
     /// Seconds of every call, summed.
     call_seconds: f64,
     errors: Vec<ErrorEntry>,
@@ -535,6 +543,7 @@ impl Aggregate {
         self.reaction.extend(a.interruption_reaction_ms);
         self.clear.extend(a.interruption_clear_ms);
         self.backchannel_gap.extend(a.backchannel_gap_ms);
+        self.first_audio.extend(a.first_audio_ms);
         self.marks_received += a.marks.0;
         self.marks_echoed += a.marks.1;
         self.caller_lag_max_ms = self.caller_lag_max_ms.max(a.caller_send_lag_max_ms);
@@ -590,6 +599,7 @@ impl Aggregate {
             interruption_reaction_ms: Pct4::of(&mut self.reaction),
             interruption_clear_ms: Pct4::of(&mut self.clear),
             backchannel_gap_ms: Pct4::of(&mut self.backchannel_gap),
+            first_audio_ms: Pct4::of(&mut self.first_audio),
             errors: self.errors,
             engine,
             live_viewers: None,
@@ -667,6 +677,7 @@ pub fn summary_table(r: &Report, x: &Extras, wall_s: f64) -> String {
     s.push_str(&row4("interruption reaction", &r.interruption_reaction_ms));
     s.push_str(&row4("  clear", &r.interruption_clear_ms));
     s.push_str(&row4("backchannel gap", &r.backchannel_gap_ms));
+    s.push_str(&row4("first audio", &r.first_audio_ms));
     let e = &r.engine;
     s.push_str(&format!(
         "engine: cpu {} s ({} % avg), {} µs per call-second ({} % of a core per call), rss peak {} MiB, {} KiB/call\n",
@@ -1045,6 +1056,19 @@ pub(crate) mod tests {
         assert_eq!(r.turns, 6);
         assert_eq!(x.answered, 5);
         assert_eq!(x.frames, 2 * 28);
+        // Both calls' welcomes came 100 ms after their stream started.
+        assert_eq!(
+            (r.first_audio_ms.p50, r.first_audio_ms.max),
+            (Some(100.0), Some(100.0))
+        );
+        let silent = analyze_call(
+            &CallReport {
+                segments: Vec::new(),
+                ..call()
+            },
+            None,
+        );
+        assert_eq!(silent.first_audio_ms, None, "no audio, no figure");
         assert_eq!(r.errors.len(), 1);
         assert_eq!(r.errors[0].call, "CA2");
         let v = serde_json::to_value(&r).expect("json");
@@ -1061,6 +1085,7 @@ pub(crate) mod tests {
                 "engine",
                 "engine_overhead_ms",
                 "errors",
+                "first_audio_ms",
                 "frame_lateness_ms",
                 "harness",
                 "interruption_clear_ms",

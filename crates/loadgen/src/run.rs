@@ -259,6 +259,7 @@ pub fn call_details(r: &CallReport, turns: Option<&[EngineTurn]>) -> serde_json:
         "interruption_reaction_ms": a.interruption_reaction_ms,
         "interruption_clear_ms": a.interruption_clear_ms,
         "backchannel_gap_ms": a.backchannel_gap_ms,
+        "first_audio_ms": a.first_audio_ms,
         "engine_turns": turns.map(|t| t.iter().map(|t| [
             t.user_speech_end_ms, t.stt_final_ms, t.llm_request_ms, t.llm_first_token_ms,
             t.tts_first_byte_ms, t.first_audio_sent_ms, t.playback_done_ms,

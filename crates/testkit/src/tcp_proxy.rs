@@ -9,13 +9,20 @@
 //! connections end the same way, and new ones are accepted and then held open with nothing
 //! forwarded either way (counted in [`TcpProxy::stalled`]) until the restore, which closes them.
 //! [`TcpProxy::restore`] forwards new connections again.
+//!
+//! [`TcpProxy::start_delayed`] makes a near server far: every byte is forwarded a fixed time
+//! after it arrived, each way (a database across a network, measured from a loopback one).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::tcp_server::TcpFakeServer;
 
@@ -51,11 +58,17 @@ struct Counters {
 impl TcpProxy {
     /// Listens on 127.0.0.1 (any port) and forwards each connection to `target`.
     pub async fn start(target: SocketAddr) -> std::io::Result<TcpProxy> {
+        TcpProxy::start_delayed(target, Duration::ZERO).await
+    }
+
+    /// As [`TcpProxy::start`], each byte forwarded `one_way` after it arrived, in both
+    /// directions: a round trip through the proxy takes at least twice `one_way` longer.
+    pub async fn start_delayed(target: SocketAddr, one_way: Duration) -> std::io::Result<TcpProxy> {
         let (mode, mode_rx) = watch::channel(Mode::Forward);
         let counters = Counters::default();
         let shared = counters.clone();
         let server = TcpFakeServer::start(move |client| {
-            forward(client, target, mode_rx.clone(), shared.clone())
+            forward(client, target, one_way, mode_rx.clone(), shared.clone())
         })
         .await?;
         Ok(TcpProxy {
@@ -124,6 +137,7 @@ impl Drop for Forwarding {
 async fn forward(
     mut client: TcpStream,
     target: SocketAddr,
+    one_way: Duration,
     mut mode: watch::Receiver<Mode>,
     counters: Counters,
 ) {
@@ -144,10 +158,53 @@ async fn forward(
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
+    if one_way.is_zero() {
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+            _ = mode.wait_for(|m| *m != Mode::Forward) => {}
+        }
+        return;
+    }
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let both_ways = async {
+        tokio::join!(
+            delayed_copy(client_read, server_write, one_way),
+            delayed_copy(server_read, client_write, one_way),
+        )
+    };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = both_ways => {}
         _ = mode.wait_for(|m| *m != Mode::Forward) => {}
     }
+}
+
+/// Copies `from` to `to`, each piece written `delay` after it was read; reading goes on
+/// meanwhile, so the delay adds to latency and not to a transfer's length. Ends, shutting
+/// `to` down, once `from` has ended and all it sent is written.
+async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, piece)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 #[cfg(test)]
@@ -199,6 +256,26 @@ mod tests {
         let mut again = TcpStream::connect(proxy.addr()).await.expect("connect");
         assert_eq!(&round_trip(&mut again).await.expect("echo"), b"ping");
         assert_eq!(proxy.refused(), 1);
+    }
+
+    /// A delayed proxy forwards everything, in order, and a round trip through it takes at
+    /// least the delay each way (tokio's timers never fire early).
+    #[tokio::test]
+    async fn a_delayed_proxy_forwards_in_order_a_round_trip_later() {
+        let one_way = Duration::from_millis(15);
+        let proxy = TcpProxy::start_delayed(echo().await, one_way)
+            .await
+            .expect("proxy");
+        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let started = Instant::now();
+        assert_eq!(&round_trip(&mut s).await.expect("echo"), b"ping");
+        assert!(started.elapsed() >= 2 * one_way, "{:?}", started.elapsed());
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut r, mut w) = s.into_split();
+        let writer = tokio::spawn(async move { w.write_all(&sent).await.map(|()| sent) });
+        let mut back = vec![0u8; 100_000];
+        r.read_exact(&mut back).await.expect("all of it back");
+        assert_eq!(back, writer.await.expect("task").expect("written"));
     }
 
     #[tokio::test]
