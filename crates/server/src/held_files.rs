@@ -87,12 +87,19 @@ mod tests {
     fn a_created_file_is_locked_under_its_own_name_and_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, held) = create_locked(dir.path(), "held-", ".json").expect("created");
-        assert_eq!(named(dir.path(), "held-", ".json"), [path.clone()]);
+        assert_eq!(
+            named(dir.path(), "held-", ".json"),
+            std::slice::from_ref(&path)
+        );
         let all: Vec<_> = std::fs::read_dir(dir.path())
             .expect("folder")
             .map(|e| e.expect("entry").path())
             .collect();
-        assert_eq!(all, [path.clone()], "no hidden name left behind");
+        assert_eq!(
+            all,
+            std::slice::from_ref(&path),
+            "no hidden name left behind"
+        );
         assert!(take_over(&path).expect("opened").is_none(), "still locked");
         drop(held);
         assert!(take_over(&path).expect("opened").is_some(), "released");
