@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// Twilio auth token the engine checks signatures with (random with --spawn-engine).
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<String>,
+    /// The Twilio account the calls belong to (`AccountSid` in the webhooks and callbacks);
+    /// with --spawn-engine, the engine's own; else a random one per call.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
     /// Switchboard API key (organisation `default`) to create the test assistant and read
     /// per-turn metrics (random with --spawn-engine); without it the run measures from the
     /// caller's side only (no engine overhead).
@@ -542,6 +546,10 @@ pub async fn run_scripts(
         duration: Duration::from_secs_f64(args.duration_seconds),
         scripts,
         twilio_auth_token: token,
+        twilio_account_sid: engine
+            .as_ref()
+            .map(|e| e.twilio_account_sid().to_owned())
+            .or_else(|| args.twilio_account_sid.clone()),
         to_number: args.to.clone(),
         script_numbers,
         record_timeline: setup.record_timeline,

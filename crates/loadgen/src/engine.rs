@@ -306,6 +306,12 @@ impl SpawnedEngine {
         self.twilio.add_number(&self.twilio_account_sid, number);
     }
 
+    /// The Twilio account the engine is configured with (`TWILIO_ACCOUNT_SID`): the one every
+    /// call and callback of the run names, as Twilio's would.
+    pub fn twilio_account_sid(&self) -> &str {
+        &self.twilio_account_sid
+    }
+
     /// The temporary directory holding the database and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()

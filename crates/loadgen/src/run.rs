@@ -31,6 +31,9 @@ pub struct LoadConfig {
     pub scripts: Vec<Arc<CallScript>>,
     /// Account auth token (signing key). Never logged.
     pub twilio_auth_token: String,
+    /// The account every call and callback names (`AccountSid`), as Twilio's do: the spawned
+    /// engine's own, else `--twilio-account-sid`; `None`, a random one per call.
+    pub twilio_account_sid: Option<String>,
     /// The number dialled (routed to the test assistant).
     pub to_number: String,
     /// The number each script's calls dial instead, by script index (one assistant per script,
@@ -113,6 +116,26 @@ fn authority(base: &str) -> String {
         .to_owned()
 }
 
+/// The fake Twilio's settings for call `i` of the run, with script `k`.
+fn call_config(
+    cfg: &LoadConfig,
+    webhook_url: &str,
+    http: &reqwest::Client,
+    i: usize,
+    k: usize,
+) -> FakeCallConfig {
+    let mut fc = FakeCallConfig::new(webhook_url, &cfg.twilio_auth_token, http.clone());
+    if let Some(account) = &cfg.twilio_account_sid {
+        fc.account_sid.clone_from(account);
+    }
+    fc.from = caller_number(i);
+    fc.to = cfg.script_numbers.get(k).unwrap_or(&cfg.to_number).clone();
+    fc.record_timeline = cfg.record_timeline;
+    fc.keep_audio = false;
+    fc.speech_detector = cfg.speech_detector;
+    fc
+}
+
 /// Places the calls and returns every call's report, in start order.
 pub async fn run_calls(
     cfg: &LoadConfig,
@@ -158,13 +181,8 @@ pub async fn run_calls(
         if start_at >= deadline {
             break;
         }
-        let mut fc = FakeCallConfig::new(&webhook_url, &cfg.twilio_auth_token, http.clone());
+        let mut fc = call_config(cfg, &webhook_url, http, i, k);
         fc.connect_to = Some(connect_to.clone());
-        fc.from = caller_number(i);
-        fc.to = cfg.script_numbers.get(k).unwrap_or(&cfg.to_number).clone();
-        fc.record_timeline = cfg.record_timeline;
-        fc.keep_audio = false;
-        fc.speech_detector = cfg.speech_detector;
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start_at).await;
@@ -276,6 +294,45 @@ mod tests {
         assert_eq!(authority("http://127.0.0.1:8080"), "127.0.0.1:8080");
         assert_eq!(authority("https://h.example:1/x?y"), "h.example:1");
         assert_eq!(authority("h:2"), "h:2");
+    }
+
+    /// Every call names the engine's account, as Twilio's callbacks do (an engine checking a
+    /// callback against that account's token alone, while its database is away, must find
+    /// it); without one, each call gets an account of its own.
+    #[test]
+    fn calls_name_the_engines_account_and_dial_their_scripts_number() {
+        let mut cfg = LoadConfig {
+            engine_base: "http://127.0.0.1:1".into(),
+            public_url: "http://127.0.0.1:1".into(),
+            voice_path: "/twilio/voice".into(),
+            calls: 2,
+            ramp: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            scripts: Vec::new(),
+            twilio_auth_token: "token".into(),
+            twilio_account_sid: Some("AC0123".into()),
+            to_number: "+15550000000".into(),
+            script_numbers: vec!["+15550000001".into()],
+            record_timeline: false,
+            speech_detector: None,
+            progress: false,
+            engine_pid: None,
+        };
+        let http = reqwest::Client::new();
+        let url = "http://127.0.0.1:1/twilio/voice";
+        let first = call_config(&cfg, url, &http, 0, 0);
+        assert_eq!(first.account_sid, "AC0123");
+        assert_eq!(
+            (first.from.as_str(), first.to.as_str()),
+            ("+15551000000", "+15550000001")
+        );
+        assert_eq!(call_config(&cfg, url, &http, 1, 1).to, "+15550000000");
+        cfg.twilio_account_sid = None;
+        let (a, b) = (
+            call_config(&cfg, url, &http, 0, 0),
+            call_config(&cfg, url, &http, 1, 0),
+        );
+        assert!(a.account_sid.starts_with("AC") && a.account_sid != b.account_sid);
     }
 
     #[test]

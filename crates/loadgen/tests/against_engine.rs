@@ -56,6 +56,7 @@ async fn a_small_run_accounts_for_every_turn() {
         duration: Duration::from_secs(30),
         scripts: vec![script],
         twilio_auth_token: TOKEN.to_owned(),
+        twilio_account_sid: Some(common::TWILIO_SID.to_owned()),
         to_number: NUMBER.to_owned(),
         script_numbers: Vec::new(),
         record_timeline: false,

@@ -53,6 +53,7 @@ async fn one_call(fakes: &Fakes, script: &Arc<CallScript>, ca: Option<String>) -
         duration: Duration::from_secs(20),
         scripts: vec![script.clone()],
         twilio_auth_token: TOKEN.to_owned(),
+        twilio_account_sid: Some(common::TWILIO_SID.to_owned()),
         to_number: NUMBER.to_owned(),
         script_numbers: Vec::new(),
         record_timeline: false,

@@ -76,6 +76,7 @@ async fn every_scenario_of_the_corpus_passes() {
         duration: Duration::from_secs(90),
         scripts: scripts.iter().map(Arc::clone).collect(),
         twilio_auth_token: common::TOKEN.to_owned(),
+        twilio_account_sid: Some(common::TWILIO_SID.to_owned()),
         to_number: FIRST_NUMBER.to_owned(),
         script_numbers: numbers,
         record_timeline: true,

@@ -138,7 +138,7 @@ impl KnownTokens {
         })
     }
 
-    /// Takes a pending place (given back by the task's [`PendingSlot`]); `false` when
+    /// Takes a pending place (given back when its [`Place`] drops); `false` when
     /// [`MAX_PENDING`] are taken.
     fn take_slot(&self) -> bool {
         self.pending
