@@ -7,9 +7,12 @@
 //! writer's files): the request as Twilio signed it (path and query, `X-Twilio-Signature`, the
 //! form body) and nothing derived from it. The task waiting for the database holds the file
 //! open and locked (`flock`) and removes it once the callback is applied or dropped; a file
-//! nobody holds was left by a process that stopped, and the next process to start adopts it
-//! and checks and applies it the same way. The file carries no secret (a signature, not a
-//! token). Not fsynced, like the call-data spill: a crash of the machine may lose the last.
+//! nobody holds was left by a process that stopped (or by a wait that gave up), and the next
+//! instance to look (at its start and every `twilio.callbacks_refresh_s`) adopts it and checks
+//! and applies it the same way. The file carries no secret (a signature, not a token). It is
+//! flushed to the disk, with its folder's entry, before the callback is answered: unlike the
+//! call-data spill's rows, which follow each other many a second, these are rare and Twilio
+//! never sends one again.
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
@@ -44,12 +47,15 @@ pub(super) struct HeldFile {
 }
 
 impl HeldFile {
-    /// Writes `saved` to a new file in `dir` (created 0700 if missing; the file 0600), locked.
+    /// Writes `saved` to a new file in `dir` (created 0700 if missing; the file 0600), locked
+    /// and flushed to the disk with its name.
     pub(super) fn save(dir: &Path, saved: &SavedCallback) -> io::Result<HeldFile> {
         let (path, mut file) = held_files::create_locked(dir, PREFIX, SUFFIX)?;
         let written = serde_json::to_vec(saved)
             .map_err(io::Error::other)
-            .and_then(|json| file.write_all(&json));
+            .and_then(|json| file.write_all(&json))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| File::open(dir)?.sync_all());
         if let Err(e) = written {
             let _ = std::fs::remove_file(&path);
             return Err(e);
