@@ -46,11 +46,11 @@ pub async fn status(
     let call = match tokio::time::timeout(CALL_READ_WAIT, read).await {
         Ok(Ok(call)) => call,
         Ok(Err(e)) if e.is_transient() => {
-            return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
+            return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid).await;
         }
         Err(_) => {
             tracing::debug!(call_sid = %call_sid, wait_ms = CALL_READ_WAIT.as_millis() as u64, "status callback: the call could not be read in time");
-            return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid);
+            return status_deferred::accept(&state, &uri, &headers, params, &body, call_sid).await;
         }
         Ok(Err(e)) => {
             tracing::error!(call_sid = %call_sid, error = %e, "status callback: database error");
@@ -82,7 +82,7 @@ pub async fn status(
     match update.apply(&state, &call).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) if e.is_transient() => {
-            status_deferred::retry(&state, &uri, &headers, &body, call, update)
+            status_deferred::retry(&state, &uri, &headers, &body, call, update).await
         }
         Err(e) => {
             tracing::error!(call_sid = %call_sid, error = %e, "could not update call status");

@@ -191,7 +191,7 @@ impl Drop for Place {
 
 /// What the status handler does when reading the call failed because the database is away:
 /// answers 204 and applies the callback later when a known token signs it, 503 otherwise.
-pub(super) fn accept(
+pub(super) async fn accept(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
@@ -222,12 +222,13 @@ pub(super) fn accept(
     wait_saved(state, uri, headers, body, move |state| {
         apply_when_back(state, call_sid, signed, update)
     })
+    .await
 }
 
 /// Takes one of the places, saves the request (`status_spool`) and runs `apply` as a tracked
 /// task holding both; the file goes once `apply` says the callback is settled. 204, or 503
 /// when every place is taken.
-fn wait_saved<F, Fut>(
+async fn wait_saved<F, Fut>(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
@@ -242,13 +243,15 @@ where
         tracing::warn!("status callback while the database is away: too many waiting");
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let held = save(state, uri, headers, body);
+    let held = save(state, uri, headers, body).await;
     place.spawn(move |state| settle(apply(state), held));
     StatusCode::NO_CONTENT.into_response()
 }
 
 /// Keeps the callback on disk while it waits (`status_spool`), when the spill folder is set.
-fn save(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<HeldFile> {
+/// Written and flushed off the runtime's threads: an `fsync` can take a while, and live calls
+/// share those threads.
+async fn save(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<HeldFile> {
     let dir = spill_dir(state)?;
     let saved = SavedCallback {
         uri: uri.to_string(),
@@ -259,7 +262,10 @@ fn save(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option
             .to_owned(),
         body: String::from_utf8_lossy(body).into_owned(),
     };
-    HeldFile::save(&dir, &saved)
+    tokio::task::spawn_blocking(move || HeldFile::save(&dir, &saved))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|saved| saved)
         .inspect_err(|e| {
             tracing::warn!(error = %e, "a status callback waits in memory only: its file could not be written");
         })
@@ -336,7 +342,7 @@ fn resume(state: &AppState, held: HeldFile, saved: SavedCallback) {
 /// (the callback was already checked against the call's organisation's token): answers 204,
 /// saves the request and writes the update once the database is back; 503 beyond
 /// [`MAX_PENDING`]. Taken up after a stop, the saved request is checked again in full.
-pub(super) fn retry(
+pub(super) async fn retry(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
@@ -347,6 +353,7 @@ pub(super) fn retry(
     wait_saved(state, uri, headers, body, move |state| async move {
         update.apply_while_database_away(&state, &call).await
     })
+    .await
 }
 
 /// From the start and every `twilio.callbacks_refresh_s` until shutdown: reads every

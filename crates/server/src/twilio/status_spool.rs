@@ -39,7 +39,8 @@ pub(super) struct SavedCallback {
 }
 
 /// A saved callback's file, open and locked by this process until [`HeldFile::done`] removes
-/// it; dropped without `done` (the task cancelled at shutdown), it stays for the next start.
+/// it; dropped without `done` (the task cancelled at shutdown, or its wait given up), it stays
+/// for the next instance to look.
 #[derive(Debug)]
 pub(super) struct HeldFile {
     path: PathBuf,
@@ -75,8 +76,8 @@ impl HeldFile {
         held_files::named(dir, PREFIX, SUFFIX)
     }
 
-    /// Opens and locks a file another process left, with the callback it holds. `None` when a
-    /// live process holds it, or it went meanwhile (adopted and finished by a sibling).
+    /// Opens and locks a file no one holds, with the callback it holds. `None` when a live
+    /// holder has it, or it went meanwhile (adopted and finished by a sibling).
     pub(super) fn adopt(path: &Path) -> io::Result<Option<(HeldFile, SavedCallback)>> {
         let Some(mut file) = held_files::take_over(path)? else {
             return Ok(None);
