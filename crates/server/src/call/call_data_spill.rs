@@ -68,9 +68,10 @@ impl SpillFile {
         Ok(spill)
     }
 
-    /// Spill files in `dir` (none when it does not exist).
+    /// Spill files in `dir` (none when it does not exist); half-created ones a stopped process
+    /// left go on the way.
     pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
-        held_files::named(dir, PREFIX, SUFFIX)
+        held_files::leftovers(dir, PREFIX, SUFFIX)
     }
 
     /// Opens and locks a spill file another process left, positioned at its first row not yet

@@ -71,9 +71,10 @@ impl HeldFile {
         }
     }
 
-    /// Saved callbacks' files in `dir` (none when it does not exist).
+    /// Saved callbacks' files in `dir` (none when it does not exist); half-created ones a
+    /// stopped process left go on the way.
     pub(super) fn leftovers(dir: &Path) -> Vec<PathBuf> {
-        held_files::named(dir, PREFIX, SUFFIX)
+        held_files::leftovers(dir, PREFIX, SUFFIX)
     }
 
     /// Opens and locks a file no one holds, with the callback it holds. `None` when a live
