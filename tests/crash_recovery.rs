@@ -2,7 +2,8 @@
 //! middle of a call (nothing runs at exit, so the call record stays `in-progress`), then started
 //! again with the same `server.instance_id`: the call it left open is closed as `failed` /
 //! `engine_restart` before it serves, and the recording it was streaming is finalised and listed
-//! as `partial`, playable.
+//! as `partial`, playable. And killed during a database outage with a status callback it
+//! answered 204 still waiting: the next start applies it (PostgreSQL behind a proxy).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -12,8 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchboard_store::{CallStatus, NewCall, Store};
 use switchboard_testkit::latency::LatencyProfile;
 use switchboard_testkit::stack::ProviderFakes;
+use switchboard_testkit::tcp_proxy::TcpProxy;
 use switchboard_testkit::twilio::{CallScript, FakeCall, FakeCallConfig, FakeTwilioRest, new_sid};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -29,10 +32,10 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-/// `switchboard serve` on `port`, database and recordings in `dir`, instance `node-crash`, the
-/// fake Twilio REST API at `twilio_api`, loopback allowlisted for the provider fakes; a clean
-/// environment otherwise.
-fn serve(dir: &Path, port: u16, twilio_api: &str) -> Child {
+/// `switchboard serve` on `port`, files in `dir` (its working folder), on the database at
+/// `database_url`, instance `node-crash`, the fake Twilio REST API at `twilio_api`, loopback
+/// allowlisted for the provider fakes; a clean environment otherwise.
+fn serve(dir: &Path, port: u16, database_url: &str, twilio_api: &str) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
     for (key, _) in std::env::vars() {
@@ -47,10 +50,7 @@ fn serve(dir: &Path, port: u16, twilio_api: &str) -> Child {
     }
     cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/data/crash.db", dir.display()),
-        )
+        .env("DATABASE_URL", database_url)
         .env("SWITCHBOARD_BOOTSTRAP_KEY", KEY)
         .env("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
         .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
@@ -79,6 +79,11 @@ async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
         assert!(Instant::now() < deadline, "server never became healthy");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A SQLite database in `dir`'s `data` folder.
+fn sqlite_in(dir: &Path) -> String {
+    format!("sqlite://{}/data/crash.db", dir.display())
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -129,7 +134,8 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = serve(dir.path(), port, &twilio.base_url());
+    let database = sqlite_in(dir.path());
+    let mut child = serve(dir.path(), port, &database, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
 
     let mut record =
@@ -192,7 +198,7 @@ async fn kill_9_mid_call_then_restart_closes_the_call_as_engine_restart() {
         .expect("the fake caller noticed the crash")
         .expect("join");
 
-    let mut child = serve(dir.path(), port, &twilio.base_url());
+    let mut child = serve(dir.path(), port, &database, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
     let closed = api(&client, reqwest::Method::GET, path, None).await;
     assert_eq!(closed["status"], "failed", "{closed}");
@@ -256,4 +262,175 @@ fn spooled_a_second(dir: &Path) -> bool {
         }
     }
     false
+}
+
+/// Status callback files in the spill folder the binary's default settings name
+/// (`./data/call-data-spill` under its working folder).
+fn saved_callbacks(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("data/call-data-spill")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("status-callback-") && name.ends_with(".json")
+            })
+            .count()
+    })
+}
+
+/// Waits (bounded) until `ready`.
+async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready().await {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A status callback answered 204 while the database is away waits for it in a file; a
+/// process killed with SIGKILL before the database is back (no destructor, no drain runs)
+/// leaves the file, and the next start takes it up and applies it once it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_database_outage_keeps_a_status_callback_for_the_next_start() {
+    let Some(base_url) = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    else {
+        eprintln!("DATABASE_URL is not a postgres URL: skipping");
+        return;
+    };
+    let schema = format!("crash_status_{}", std::process::id());
+    let admin = Store::connect(&base_url).await.expect("connect admin");
+    let create = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
+    for statement in create.split("; ") {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(admin.pool())
+            .await
+            .expect("schema");
+    }
+    let mut url = reqwest::Url::parse(&base_url).expect("DATABASE_URL");
+    let target = tokio::net::lookup_host((
+        url.host_str().unwrap_or("127.0.0.1").to_owned(),
+        url.port().unwrap_or(5432),
+    ))
+    .await
+    .expect("resolve")
+    .next()
+    .expect("an address");
+    url.query_pairs_mut()
+        .append_pair("options", &format!("-c search_path={schema}"));
+    let direct = Store::connect(url.as_str()).await.expect("connect");
+    let proxy = TcpProxy::start(target).await.expect("proxy");
+    url.set_host(Some("127.0.0.1")).expect("host");
+    url.set_port(Some(proxy.addr().port())).expect("port");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let twilio = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
+        .await
+        .expect("fake twilio rest");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut child = serve(dir.path(), port, url.as_str(), &twilio.base_url());
+    wait_healthy(&client, &base, &mut child).await;
+    let org = direct
+        .ensure_organization("default")
+        .await
+        .expect("organisation default")
+        .id;
+    let call_sid = new_sid("CA");
+    direct
+        .create_call(&NewCall {
+            organization_id: org,
+            assistant_id: None,
+            call_sid: call_sid.clone(),
+            direction: "inbound".into(),
+            from_number: "+15550100001".into(),
+            to_number: NUMBER.into(),
+            status: CallStatus::InProgress,
+            metadata: json!({}),
+            stream_deadline_at_ms: None,
+        })
+        .await
+        .expect("call");
+
+    proxy.cut();
+    until("the cut reached every connection", async || {
+        proxy.forwarding() == 0
+    })
+    .await;
+    let params: Vec<(String, String)> = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", call_sid.as_str()),
+        ("CallStatus", "completed"),
+        ("CallDuration", "42"),
+        ("CallbackSource", "call-progress-events"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let status_url = format!("{base}/twilio/status");
+    let signature = switchboard_telephony::signature::sign(&status_url, &params, TWILIO_TOKEN);
+    let answered = client
+        .post(&status_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(serde_urlencoded::to_string(&params).expect("form"))
+        .send()
+        .await
+        .expect("status callback sent")
+        .status();
+    assert_eq!(
+        answered.as_u16(),
+        204,
+        "accepted while the database is away"
+    );
+    assert_eq!(saved_callbacks(dir.path()), 1, "saved before the 204");
+
+    signal(&child, libc::SIGKILL);
+    wait_exit(&mut child);
+    assert_eq!(saved_callbacks(dir.path()), 1, "the kill left it");
+    let row = direct
+        .get_call_by_sid(Some(org), &call_sid)
+        .await
+        .expect("read")
+        .expect("call");
+    assert_eq!(
+        row.status,
+        CallStatus::InProgress,
+        "not applied before the kill"
+    );
+
+    proxy.restore();
+    let mut child = serve(dir.path(), port, url.as_str(), &twilio.base_url());
+    wait_healthy(&client, &base, &mut child).await;
+    until("the next start applied the left callback", async || {
+        direct
+            .get_call_by_sid(Some(org), &call_sid)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|row| row.status == CallStatus::Completed)
+    })
+    .await;
+    let row = direct
+        .get_call_by_sid(Some(org), &call_sid)
+        .await
+        .expect("read")
+        .expect("call");
+    assert_eq!(row.duration_s, Some(42));
+    until("the applied callback's file is gone", async || {
+        saved_callbacks(dir.path()) == 0
+    })
+    .await;
+
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child).success());
+    direct.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(admin.pool())
+        .await
+        .expect("drop schema");
+    admin.close().await;
 }
