@@ -764,3 +764,52 @@ async fn a_running_instance_takes_up_a_callback_a_stopped_sibling_left() {
     })
     .await;
 }
+
+/// The call's read works but the status update's write fails as transient (here a trigger
+/// refuses every update of a call with a serialisation failure, SQLSTATE 40001, as a database
+/// failing over would): the callback is answered 204, saved to disk like one of an outage, and
+/// written once the database takes writes again.
+#[tokio::test]
+async fn a_status_update_whose_write_fails_as_transient_is_saved_and_written_later() {
+    through_proxy(|ctx| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ts, state, org) = status_server(&ctx.url, dir.path()).await;
+        let call = common::inbound_call(org, "CAwritefails", "+15550100001", "+15550100002");
+        state.store.create_call(&call).await.expect("call");
+        for statement in [
+            "CREATE FUNCTION refuse_call_updates() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'refused for the test' USING ERRCODE = '40001'; END $$ \
+             LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_call_updates BEFORE UPDATE ON calls \
+             FOR EACH ROW EXECUTE FUNCTION refuse_call_updates()",
+        ] {
+            sqlx::query(statement)
+                .execute(ctx.store.pool())
+                .await
+                .expect("trigger");
+        }
+
+        assert_eq!(
+            status_callback(&ts, ORG_A, "CAwritefails", "completed").await,
+            204,
+            "accepted to be written later"
+        );
+        assert_eq!(state.twilio_tokens.pending(), 1);
+        assert_eq!(saved_callbacks(dir.path()), 1, "saved before the 204");
+        let row = ctx
+            .store
+            .get_call_by_sid(Some(org), "CAwritefails")
+            .await
+            .expect("read")
+            .expect("call");
+        assert_eq!(row.status, CallStatus::InProgress, "not written yet");
+
+        sqlx::query("DROP TRIGGER refuse_call_updates ON calls")
+            .execute(ctx.store.pool())
+            .await
+            .expect("drop trigger");
+        left_callback_applied(&ctx, dir.path(), &state, org, "CAwritefails").await;
+        ts.stop().await;
+    })
+    .await;
+}
