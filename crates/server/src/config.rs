@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -715,7 +716,17 @@ pub struct DatabaseSettings {
     pub call_data_spill_dir: String,
     /// Largest spill file (MiB); rows beyond it are dropped and counted.
     pub call_data_spill_max_mb: u64,
+    /// Most pooled connections this instance opens; 0 takes the store's default (10 for
+    /// PostgreSQL, 8 for a SQLite file). At most [`MAX_POOL_CONNECTIONS`].
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection (ms, connecting one included) before
+    /// it fails as the database being away.
+    pub acquire_timeout_ms: u64,
 }
+
+/// Most pooled database connections one instance may be told to open: PostgreSQL's own default
+/// limit is 100 for the whole server, and several instances share it.
+pub const MAX_POOL_CONNECTIONS: u32 = 1000;
 
 impl DatabaseSettings {
     /// The call-data writer's options these settings give.
@@ -727,6 +738,14 @@ impl DatabaseSettings {
             ..Default::default()
         }
     }
+
+    /// The connection pool's tuning these settings give.
+    pub fn store_options(&self) -> switchboard_store::StoreOptions {
+        switchboard_store::StoreOptions {
+            max_connections: (self.max_connections > 0).then_some(self.max_connections),
+            acquire_timeout: Some(Duration::from_millis(self.acquire_timeout_ms)),
+        }
+    }
 }
 
 impl fmt::Debug for DatabaseSettings {
@@ -735,6 +754,8 @@ impl fmt::Debug for DatabaseSettings {
             .field("url", &redact_url(&self.url))
             .field("call_data_spill_dir", &self.call_data_spill_dir)
             .field("call_data_spill_max_mb", &self.call_data_spill_max_mb)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish()
     }
 }
@@ -978,6 +999,18 @@ impl Settings {
         if self.database.url.trim().is_empty() {
             return Err(SettingsError::Invalid("database.url is empty".into()));
         }
+        if self.database.max_connections > MAX_POOL_CONNECTIONS {
+            return Err(SettingsError::Invalid(format!(
+                "database.max_connections must be 0 (the default) to {MAX_POOL_CONNECTIONS}, not {}",
+                self.database.max_connections
+            )));
+        }
+        if self.database.acquire_timeout_ms < 100 {
+            return Err(SettingsError::Invalid(format!(
+                "database.acquire_timeout_ms must be at least 100, not {}",
+                self.database.acquire_timeout_ms
+            )));
+        }
         let round = self.twilio.media_read_round_ms;
         if round > 100 || !round.is_multiple_of(20) {
             return Err(SettingsError::Invalid(format!(
@@ -1065,6 +1098,27 @@ mod tests {
             settings.database.call_data_options().spill_dir.is_none(),
             "empty: memory only"
         );
+        let pool = settings.database.store_options();
+        assert_eq!(pool.max_connections, None, "0: the store's default");
+        assert_eq!(pool.acquire_timeout, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_pool_size_and_acquire_timeout_are_bounded_and_reach_the_store() {
+        let mut settings = Settings::defaults().expect("defaults parse");
+        settings.database.max_connections = 40;
+        settings.database.acquire_timeout_ms = 2_500;
+        settings.check().expect("valid");
+        let pool = settings.database.store_options();
+        assert_eq!(pool.max_connections, Some(40));
+        assert_eq!(pool.acquire_timeout, Some(Duration::from_millis(2_500)));
+        settings.database.max_connections = MAX_POOL_CONNECTIONS + 1;
+        let err = settings.check().expect_err("too many").to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        settings.database.max_connections = 0;
+        settings.database.acquire_timeout_ms = 0;
+        let err = settings.check().expect_err("no wait").to_string();
+        assert!(err.contains("database.acquire_timeout_ms"), "{err}");
     }
 
     #[test]

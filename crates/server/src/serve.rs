@@ -107,13 +107,13 @@ pub struct Server {
     metrics_http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-/// Connects to `settings.database.url` (a SQLite file and its folder are created if missing),
-/// with the secret key that encrypts stored secrets (`[secrets]`), and applies pending
-/// migrations.
+/// Connects to `settings.database.url` (a SQLite file and its folder are created if missing)
+/// with its pool tuning, with the secret key that encrypts stored secrets (`[secrets]`), and
+/// applies pending migrations.
 pub async fn open_store(settings: &Settings) -> Result<Store, ServeError> {
     let url = &settings.database.url;
     let secrets = crate::secret_key::load_secret_box(&settings.secrets)?;
-    let store = Store::connect(url)
+    let store = Store::connect_with(url, settings.database.store_options())
         .await
         .map_err(|err| ServeError::Store(format!("connect to {}: {err}", redact_url(url))))?
         .with_secrets(secrets);
@@ -405,5 +405,29 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `database.max_connections` and `acquire_timeout_ms` size the pool the server opens.
+    #[tokio::test]
+    async fn the_store_is_opened_with_the_configured_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::defaults().expect("defaults");
+        settings.database.url = format!("sqlite://{}", dir.path().join("pool.db").display());
+        settings.secrets.key_file = dir.path().join("secret.key").display().to_string();
+        settings.database.max_connections = 3;
+        settings.database.acquire_timeout_ms = 1_500;
+        let store = open_store(&settings).await.expect("opened");
+        let options = store.pool().options();
+        assert_eq!(options.get_max_connections(), 3);
+        assert_eq!(
+            options.get_acquire_timeout(),
+            std::time::Duration::from_millis(1_500)
+        );
+        store.close().await;
     }
 }
