@@ -448,8 +448,11 @@ async fn metrics_can_be_public_or_on_their_own_listener() {
     assert_eq!(metrics(&ts, &ts.base, None).await.0, 200);
     ts.stop().await;
 
-    let (mut ts, _dir) =
-        server(|s| s.metrics.addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let (mut ts, _dir) = server(|s| {
+        s.metrics.addr = Some("127.0.0.1:0".parse().expect("addr"));
+        s.database.max_connections = 4;
+    })
+    .await;
     let own = format!(
         "http://{}",
         ts.server().metrics_addr().expect("metrics listener")
@@ -465,6 +468,21 @@ async fn metrics_can_be_public_or_on_their_own_listener() {
     let tasks = gauge(&body, "switchboard_runtime_alive_tasks");
     assert!(tasks >= 1.0, "the server's own tasks are alive: {body}");
     assert!(gauge(&body, "process_open_fds") >= 3.0, "{body}");
+    assert_eq!(
+        gauge(&body, "switchboard_database_pool_max_connections"),
+        4.0,
+        "database.max_connections"
+    );
+    let pool = |state: &str| {
+        gauge(
+            &body,
+            &format!("switchboard_database_pool_connections{{state=\"{state}\"}}"),
+        )
+    };
+    assert!(
+        (1.0..=4.0).contains(&(pool("in_use") + pool("idle"))),
+        "the server's queries opened at least one connection, at most the pool's size: {body}"
+    );
     let response = ts
         .client
         .get(format!("{own}/metrics"))

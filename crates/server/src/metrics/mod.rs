@@ -175,6 +175,12 @@ fn render(state: &AppState) -> impl IntoResponse + use<> {
         ::metrics::gauge!(names::RUNTIME_ALIVE_TASKS)
             .set(runtime.metrics().num_alive_tasks() as f64);
     }
+    let pool = state.store.pool();
+    let (open, idle) = (pool.size() as usize, pool.num_idle());
+    ::metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "in_use")
+        .set(open.saturating_sub(idle) as f64);
+    ::metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+    ::metrics::gauge!(names::DB_POOL_MAX).set(f64::from(pool.options().get_max_connections()));
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         ::metrics::gauge!(names::OPEN_FDS).set(fds.count() as f64);
     }

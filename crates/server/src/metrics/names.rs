@@ -35,6 +35,13 @@ pub const LIVE_CALLS: &str = "switchboard_live_calls";
 /// Tasks alive on the engine's runtime (set when `/metrics` is read): a soak shows whether
 /// ended calls leave tasks behind.
 pub const RUNTIME_ALIVE_TASKS: &str = "switchboard_runtime_alive_tasks";
+/// The database pool's connections by `state` (`in_use`, `idle`; set when `/metrics` is
+/// read): in use at the pool's most for long means queries wait for a connection (a voice
+/// webhook among them), and `database.max_connections` wants raising.
+pub const DB_POOL_CONNECTIONS: &str = "switchboard_database_pool_connections";
+/// The most connections the database pool opens (`database.max_connections`, or the store's
+/// default).
+pub const DB_POOL_MAX: &str = "switchboard_database_pool_max_connections";
 /// File descriptors the process holds (Linux; set when `/metrics` is read): sockets and files
 /// of ended calls must be closed.
 pub const OPEN_FDS: &str = "process_open_fds";
@@ -160,6 +167,16 @@ pub fn describe() {
         RUNTIME_ALIVE_TASKS,
         Unit::Count,
         "Tasks alive on the engine's async runtime."
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        Unit::Count,
+        "Database pool connections in use and idle."
+    );
+    describe_gauge!(
+        DB_POOL_MAX,
+        Unit::Count,
+        "Most connections the database pool opens."
     );
     describe_gauge!(
         OPEN_FDS,
