@@ -310,20 +310,12 @@ async fn kill_9_during_a_database_outage_keeps_a_status_callback_for_the_next_st
             .expect("schema");
     }
     let mut url = reqwest::Url::parse(&base_url).expect("DATABASE_URL");
-    let target = tokio::net::lookup_host((
-        url.host_str().unwrap_or("127.0.0.1").to_owned(),
-        url.port().unwrap_or(5432),
-    ))
-    .await
-    .expect("resolve")
-    .next()
-    .expect("an address");
     url.query_pairs_mut()
         .append_pair("options", &format!("-c search_path={schema}"));
     let direct = Store::connect(url.as_str()).await.expect("connect");
-    let proxy = TcpProxy::start(target).await.expect("proxy");
-    url.set_host(Some("127.0.0.1")).expect("host");
-    url.set_port(Some(proxy.addr().port())).expect("port");
+    let (proxy, url) = TcpProxy::in_front_of_url(url.as_str(), 5432, Duration::ZERO)
+        .await
+        .expect("proxy");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let twilio = FakeTwilioRest::start(ACCOUNT_SID, TWILIO_TOKEN)
@@ -332,7 +324,7 @@ async fn kill_9_during_a_database_outage_keeps_a_status_callback_for_the_next_st
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = serve(dir.path(), port, url.as_str(), &twilio.base_url());
+    let mut child = serve(dir.path(), port, &url, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
     let org = direct
         .ensure_organization("default")
@@ -403,7 +395,7 @@ async fn kill_9_during_a_database_outage_keeps_a_status_callback_for_the_next_st
     );
 
     proxy.restore();
-    let mut child = serve(dir.path(), port, url.as_str(), &twilio.base_url());
+    let mut child = serve(dir.path(), port, &url, &twilio.base_url());
     wait_healthy(&client, &base, &mut child).await;
     until("the next start applied the left callback", async || {
         direct

@@ -926,22 +926,9 @@ async fn delayed_database(
     url: &str,
     one_way: Duration,
 ) -> anyhow::Result<(switchboard_testkit::tcp_proxy::TcpProxy, String)> {
-    let mut url = reqwest::Url::parse(url).context("the database URL")?;
-    let host = url
-        .host_str()
-        .context("the database URL has no host")?
-        .to_owned();
-    let port = url.port().unwrap_or(5432);
-    let target = tokio::net::lookup_host((host.as_str(), port))
-        .await?
-        .next()
-        .context("the database host has no address")?;
-    let proxy = switchboard_testkit::tcp_proxy::TcpProxy::start_delayed(target, one_way).await?;
-    url.set_host(Some("127.0.0.1"))
-        .context("the database URL takes no host")?;
-    url.set_port(Some(proxy.addr().port()))
-        .map_err(|()| anyhow::anyhow!("the database URL takes no port"))?;
-    Ok((proxy, url.to_string()))
+    switchboard_testkit::tcp_proxy::TcpProxy::in_front_of_url(url, 5432, one_way)
+        .await
+        .context("a proxy in front of the engine's database")
 }
 
 #[cfg(test)]

@@ -99,23 +99,16 @@ where
         .expect("create schema");
 
     let mut url = reqwest::Url::parse(&base).expect("DATABASE_URL");
-    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-    let port = url.port().unwrap_or(5432);
-    let target = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .expect("resolve")
-        .next()
-        .expect("an address");
-    let proxy = TcpProxy::start(target).await.expect("proxy");
-    url.set_host(Some("127.0.0.1")).expect("host");
-    url.set_port(Some(proxy.addr().port())).expect("port");
     url.query_pairs_mut()
         .append_pair("options", &format!("-c search_path={schema}"));
+    let (proxy, url) = TcpProxy::in_front_of_url(url.as_str(), 5432, Duration::ZERO)
+        .await
+        .expect("proxy");
     let options = StoreOptions {
         max_connections: Some(2),
         acquire_timeout: Some(Duration::from_secs(1)),
     };
-    let store = Store::connect_with(url.as_str(), options)
+    let store = Store::connect_with(&url, options)
         .await
         .expect("connect through the proxy");
     store.migrate().await.expect("migrate");
@@ -133,7 +126,7 @@ where
 
     let result = tokio::spawn(body(Ctx {
         proxy,
-        url: url.to_string(),
+        url,
         store: store.clone(),
         org,
         call,

@@ -56,6 +56,31 @@ struct Counters {
 }
 
 impl TcpProxy {
+    /// A proxy (with `one_way` of delay each way) in front of the server a URL names
+    /// (`postgres://user@host:port/db?…`, `default_port` when it names none), and that URL
+    /// pointed at the proxy, everything else in it kept. The server lives as long as the proxy.
+    pub async fn in_front_of_url(
+        url: &str,
+        default_port: u16,
+        one_way: Duration,
+    ) -> std::io::Result<(TcpProxy, String)> {
+        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+        let mut url = url::Url::parse(url).map_err(|_| invalid("not a URL"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| invalid("the URL has no host"))?;
+        let target = tokio::net::lookup_host((host.to_owned(), url.port().unwrap_or(default_port)))
+            .await?
+            .next()
+            .ok_or_else(|| invalid("the URL's host has no address"))?;
+        let proxy = TcpProxy::start_delayed(target, one_way).await?;
+        url.set_host(Some("127.0.0.1"))
+            .map_err(|_| invalid("the URL takes no host"))?;
+        url.set_port(Some(proxy.addr().port()))
+            .map_err(|()| invalid("the URL takes no port"))?;
+        Ok((proxy, url.to_string()))
+    }
+
     /// Listens on 127.0.0.1 (any port) and forwards each connection to `target`.
     pub async fn start(target: SocketAddr) -> std::io::Result<TcpProxy> {
         TcpProxy::start_delayed(target, Duration::ZERO).await
