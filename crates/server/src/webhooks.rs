@@ -132,6 +132,22 @@ pub async fn status_update(state: &AppState, call: &CallRow) {
     }
 }
 
+/// [`status_update`] from a caller that holds the call's assistant (the voice webhook): its
+/// `webhook_url` is used rather than read again, unless the call is another assistant's.
+pub async fn status_update_of(
+    state: &AppState,
+    call: &CallRow,
+    assistant_id: i64,
+    webhook_url: Option<&str>,
+) {
+    if call.assistant_id != Some(assistant_id) {
+        return status_update(state, call).await;
+    }
+    if let Some(url) = webhook_url.filter(|u| !u.trim().is_empty()) {
+        send_status_update(state, url.to_owned(), call);
+    }
+}
+
 fn send_status_update(state: &AppState, url: String, call: &CallRow) {
     let body = json!({"message": {
         "type": "status-update",

@@ -343,3 +343,21 @@ async fn voice_webhook_by_get_is_signed_over_the_full_url() {
     assert_eq!(resp.status().as_u16(), 403);
     assert!(h.call(&other).await.is_none());
 }
+
+/// An answered call's record starts `in-progress`, and the assistant's webhook hears it from
+/// the voice webhook (which holds the assistant, so its URL is not read again).
+#[tokio::test]
+async fn an_answered_call_sends_its_in_progress_status_update_to_the_assistants_webhook() {
+    let h = Harness::start(Options::default()).await;
+    let hook = twilio_harness::receiver(0).await;
+    let record = h.record("hooked", json!({"webhook_url": hook.url}));
+    h.assistant(&h.ts.key_a, record, Some(OUR_NUMBER)).await;
+    let call_sid = sid();
+    let twiml = h.voice(&call_sid, CALLER, OUR_NUMBER).await;
+    assert!(twiml.stream.is_some(), "answered with a stream");
+    let bodies = hook.wait_for(1).await;
+    let body = &bodies[0].1;
+    assert_eq!(body["message"]["type"], "status-update");
+    assert_eq!(body["message"]["status"], "in-progress");
+    assert_eq!(body["message"]["call"]["call_sid"], call_sid.as_str());
+}

@@ -177,7 +177,14 @@ async fn answer(
     if is_bypass(&config, &hook.from) {
         return bypass(&state, &row, &config, &hook, &direction).await;
     }
-    connect_stream(&state, &row, &hook, &direction).await
+    connect_stream(
+        &state,
+        &row,
+        config.webhook_url.as_deref(),
+        &hook,
+        &direction,
+    )
+    .await
 }
 
 /// Whether the caller's country (Twilio's `FromCountry`, ISO 3166-1 alpha-2) may call
@@ -388,13 +395,17 @@ async fn finish(
     }
 }
 
+/// Records the call (or finds the outbound one we placed) and answers with the TwiML that
+/// opens its media stream; `webhook_url` is the assistant's (`row`'s), for the call's
+/// `status-update`.
 async fn connect_stream(
     state: &AppState,
     row: &AssistantRow,
+    webhook_url: Option<&str>,
     hook: &VoiceWebhook,
     direction: &str,
 ) -> Response {
-    let org_id = row.organization_id;
+    let (org_id, assistant_id) = (row.organization_id, row.id);
     let timeout_ms = state
         .settings
         .twilio
@@ -432,7 +443,8 @@ async fn connect_stream(
             match (updated, expected) {
                 (Ok(Some(row)), Ok(true)) => {
                     if row.status != call.status {
-                        crate::webhooks::status_update(state, &row).await;
+                        crate::webhooks::status_update_of(state, &row, assistant_id, webhook_url)
+                            .await;
                     }
                     row
                 }
@@ -462,7 +474,8 @@ async fn connect_stream(
             };
             match state.store.create_call(&new).await {
                 Ok(call) => {
-                    crate::webhooks::status_update(state, &call).await;
+                    crate::webhooks::status_update_of(state, &call, assistant_id, webhook_url)
+                        .await;
                     call
                 }
                 Err(e) => {
