@@ -361,3 +361,37 @@ async fn an_answered_call_sends_its_in_progress_status_update_to_the_assistants_
     assert_eq!(body["message"]["status"], "in-progress");
     assert_eq!(body["message"]["call"]["call_sid"], call_sid.as_str());
 }
+
+/// Twilio sends the voice webhook again when it got no answer in time: a retry for a call
+/// still waiting for its stream gets the stream again on the same record; once the call has
+/// ended, a retry is turned away and the record stays as it ended.
+#[tokio::test]
+async fn a_retried_voice_webhook_reuses_the_record_and_an_ended_call_is_turned_away() {
+    let h = Harness::start(Options::default()).await;
+    h.assistant(
+        &h.ts.key_a,
+        h.record("front desk", json!({})),
+        Some(OUR_NUMBER),
+    )
+    .await;
+    let call_sid = sid();
+    let first = h.voice(&call_sid, CALLER, OUR_NUMBER).await;
+    let id = h.call(&call_sid).await.expect("recorded").id;
+    let again = h.voice(&call_sid, CALLER, OUR_NUMBER).await;
+    assert!(
+        first.stream.is_some() && again.stream.is_some(),
+        "{again:?}"
+    );
+    assert_eq!(param(&again, "call_id"), Some(id.to_string().as_str()));
+
+    let mut ended = Harness::voice_params(&call_sid, CALLER, OUR_NUMBER);
+    ended.retain(|(k, _)| k != "CallStatus");
+    ended.push(("CallStatus".to_owned(), "completed".to_owned()));
+    let (status, _) = h.post_signed("/twilio/status", &ended).await;
+    assert!((200..300).contains(&status));
+    let late = h.voice(&call_sid, CALLER, OUR_NUMBER).await;
+    assert!(late.stream.is_none(), "{late:?}");
+    assert!(late.hangup);
+    let call = h.call(&call_sid).await.expect("recorded");
+    assert_eq!((call.id, call.status), (id, CallStatus::Completed));
+}

@@ -126,8 +126,8 @@ async fn answer(
         .map(|d| d.as_str().to_owned())
         .unwrap_or_else(|| "inbound".to_owned());
 
-    let assistant = match find_assistant(&state, org_id, &hook, outbound).await {
-        Ok(assistant) => assistant,
+    let (assistant, existing) = match find_assistant(&state, org_id, &hook, outbound).await {
+        Ok(found) => found,
         Err(e) => {
             tracing::error!(call_sid = %hook.call_sid, error = %e, "voice webhook: database error");
             return say_and_hang_up(UNAVAILABLE_MESSAGE);
@@ -181,6 +181,7 @@ async fn answer(
         &state,
         &row,
         config.webhook_url.as_deref(),
+        existing,
         &hook,
         &direction,
     )
@@ -252,24 +253,36 @@ async fn wait_for_outbound_record(
     }
 }
 
-/// The organisation's assistant answering this call. Outbound: the assistant of the call
-/// record; else (no record, e.g. a call placed outside Switchboard) the one our number
-/// (`From`) is routed to. Inbound: the one the called number (`To`) is routed to. `None` when
-/// there is none.
+/// The organisation's assistant answering this call, with the call's record when there is one
+/// (an outbound call we placed; a retried webhook). Outbound: the assistant of the call record;
+/// else (no record, e.g. a call placed outside Switchboard) the one our number (`From`) is
+/// routed to. Inbound: the one the called number (`To`) is routed to, read at once with the
+/// record. No assistant: `None`.
 async fn find_assistant(
     state: &AppState,
     org_id: i64,
     hook: &VoiceWebhook,
     outbound: bool,
-) -> Result<Option<AssistantRow>, StoreError> {
-    if outbound && let Some(call) = wait_for_outbound_record(state, org_id, &hook.call_sid).await? {
-        return match call.assistant_id {
-            Some(id) => state.store.get_assistant(org_id, id).await,
-            None => Ok(None),
+) -> Result<(Option<AssistantRow>, Option<CallRow>), StoreError> {
+    if outbound {
+        let record = wait_for_outbound_record(state, org_id, &hook.call_sid).await?;
+        let assistant = match record.as_ref().map(|call| call.assistant_id) {
+            Some(Some(id)) => state.store.get_assistant(org_id, id).await?,
+            Some(None) => None,
+            None => {
+                state
+                    .store
+                    .assistant_by_number_in_org(org_id, &hook.from)
+                    .await?
+            }
         };
+        return Ok((assistant, record));
     }
-    let ours = if outbound { &hook.from } else { &hook.to };
-    state.store.assistant_by_number_in_org(org_id, ours).await
+    let (assistant, record) = tokio::join!(
+        state.store.assistant_by_number_in_org(org_id, &hook.to),
+        state.store.get_call_by_sid(Some(org_id), &hook.call_sid),
+    );
+    Ok((assistant?, record?))
 }
 
 fn is_bypass(config: &AssistantConfig, from: &str) -> bool {
@@ -395,13 +408,14 @@ async fn finish(
     }
 }
 
-/// Records the call (or finds the outbound one we placed) and answers with the TwiML that
-/// opens its media stream; `webhook_url` is the assistant's (`row`'s), for the call's
-/// `status-update`.
+/// Records the call (or takes up `existing`, its record as [`find_assistant`] read it) and
+/// answers with the TwiML that opens its media stream; `webhook_url` is the assistant's
+/// (`row`'s), for the call's `status-update`.
 async fn connect_stream(
     state: &AppState,
     row: &AssistantRow,
     webhook_url: Option<&str>,
+    existing: Option<CallRow>,
     hook: &VoiceWebhook,
     direction: &str,
 ) -> Response {
@@ -414,17 +428,6 @@ async fn connect_stream(
     let deadline_ms =
         switchboard_store::now_ms().saturating_add(i64::try_from(timeout_ms).unwrap_or(i64::MAX));
     // An outbound call we placed already has its record (with the per-call overrides).
-    let existing = match state
-        .store
-        .get_call_by_sid(Some(org_id), &hook.call_sid)
-        .await
-    {
-        Ok(existing) => existing,
-        Err(e) => {
-            tracing::error!(call_sid = %hook.call_sid, error = %e, "could not read the call record");
-            return say_and_hang_up(UNAVAILABLE_MESSAGE);
-        }
-    };
     let call = match existing {
         Some(call) if call.ended_at_ms.is_some() => {
             // A retried webhook, or an outbound call terminated before it was answered.
